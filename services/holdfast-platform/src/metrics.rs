@@ -1,0 +1,176 @@
+//! Prometheus metrics: per-RPC counts, errors by code and latency, served on the admin port.
+
+use std::sync::LazyLock;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use futures::future::BoxFuture;
+use prometheus::{HistogramVec, IntCounterVec, register_histogram_vec, register_int_counter_vec};
+use tower::{Layer, Service};
+
+/// Buckets for RPC latency, in seconds: 100 µs .. 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[allow(clippy::expect_used)] // registering a static metric can only fail on a duplicate name, a programming error.
+static RPC_REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "holdfast_rpc_requests_total",
+        "gRPC requests handled, by service and method.",
+        &["service", "method"]
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
+static RPC_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "holdfast_rpc_errors_total",
+        "gRPC requests that ended with a non-OK status, by service, method and status code.",
+        &["service", "method", "code"]
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
+static RPC_LATENCY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "holdfast_rpc_duration_seconds",
+        "Time from request to response headers, by service and method.",
+        &["service", "method"],
+        LATENCY_BUCKETS.to_vec()
+    )
+    .expect("metric registers once")
+});
+
+/// Splits `/holdfast.inventory.v1.InventoryService/Reserve` into service and method.
+pub fn rpc_labels(path: &str) -> (&str, &str) {
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    match (parts.next(), parts.next()) {
+        (Some(service), Some(method)) if !service.is_empty() && !method.is_empty() => (service, method),
+        _ => ("unknown", "unknown"),
+    }
+}
+
+/// Records one finished RPC.
+pub fn record_rpc(path: &str, code: tonic::Code, elapsed_seconds: f64) {
+    let (service, method) = rpc_labels(path);
+    RPC_REQUESTS.with_label_values(&[service, method]).inc();
+    RPC_LATENCY
+        .with_label_values(&[service, method])
+        .observe(elapsed_seconds);
+    if code != tonic::Code::Ok {
+        RPC_ERRORS
+            .with_label_values(&[service, method, &format!("{code:?}")])
+            .inc();
+    }
+}
+
+/// The gRPC status of a response: from `grpc-status` in the headers (tonic answers errors of
+/// unary calls trailers-only), else OK, since a unary success carries its status in trailers.
+pub fn response_code<B>(response: &http::Response<B>) -> tonic::Code {
+    response
+        .headers()
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+        .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+}
+
+/// Text exposition of every registered metric.
+pub fn render() -> String {
+    let families = prometheus::gather();
+    prometheus::TextEncoder::new()
+        .encode_to_string(&families)
+        .unwrap_or_else(|e| format!("# encode error: {e}\n"))
+}
+
+/// Tower layer recording [`record_rpc`] for every request that reaches a service.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RpcMetricsLayer;
+
+impl<S> Layer<S> for RpcMetricsLayer {
+    type Service = RpcMetrics<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RpcMetrics { inner }
+    }
+}
+
+/// See [`RpcMetricsLayer`].
+#[derive(Debug, Clone)]
+pub struct RpcMetrics<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> Service<http::Request<ReqBody>> for RpcMetrics<S>
+where
+    S: Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
+        let path = request.uri().path().to_string();
+        let started = Instant::now();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            let code = match &result {
+                Ok(response) => response_code(response),
+                Err(_) => tonic::Code::Unknown,
+            };
+            record_rpc(&path, code, started.elapsed().as_secs_f64());
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_labels_split_service_and_method() {
+        assert_eq!(
+            rpc_labels("/holdfast.inventory.v1.InventoryService/Reserve"),
+            ("holdfast.inventory.v1.InventoryService", "Reserve")
+        );
+        assert_eq!(rpc_labels("/"), ("unknown", "unknown"));
+        assert_eq!(rpc_labels("/only"), ("unknown", "unknown"));
+    }
+
+    #[test]
+    fn record_rpc_counts_errors_by_code() {
+        let path = "/test.Svc/Method";
+        record_rpc(path, tonic::Code::Ok, 0.001);
+        record_rpc(path, tonic::Code::InvalidArgument, 0.001);
+        let text = render();
+        assert!(
+            text.contains(r#"holdfast_rpc_requests_total{method="Method",service="test.Svc"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"holdfast_rpc_errors_total{code="InvalidArgument",method="Method",service="test.Svc"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn response_code_reads_trailers_only_status() {
+        let mut response = http::Response::new(());
+        assert_eq!(response_code(&response), tonic::Code::Ok);
+        response
+            .headers_mut()
+            .insert("grpc-status", http::HeaderValue::from_static("3"));
+        assert_eq!(response_code(&response), tonic::Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,92 @@
+//! Redis connections and Lua scripts run by SHA with reload on `NOSCRIPT`.
+
+use std::time::Duration;
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+
+use crate::config::RedisUrl;
+
+/// Connects a small pool to Redis (standalone or cluster), failing fast when it is unreachable.
+///
+/// The pool reconnects by itself forever after the first successful connection, so a Redis
+/// restart costs the calls in flight, not the process.
+pub async fn connect(url: &RedisUrl, pool_size: usize) -> Result<Pool, fred::error::Error> {
+    let config = match url {
+        RedisUrl::Standalone(raw) => Config::from_url(raw)?,
+        RedisUrl::Cluster(nodes) => Config {
+            server: ServerConfig::new_clustered(
+                nodes
+                    .iter()
+                    .filter_map(|n| n.rsplit_once(':'))
+                    .filter_map(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+                    .collect(),
+            ),
+            ..Config::default()
+        },
+    };
+    let pool = Builder::from_config(config)
+        .with_connection_config(|c| {
+            c.connection_timeout = Duration::from_secs(2);
+            c.internal_command_timeout = Duration::from_secs(5);
+            c.max_command_attempts = 3;
+        })
+        .with_performance_config(|p| {
+            p.default_command_timeout = Duration::from_secs(5);
+        })
+        .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
+        .build_pool(pool_size.max(1))?;
+    // With a reconnect policy `init` would retry forever; an operator wants one clear error.
+    match tokio::time::timeout(Duration::from_secs(5), pool.init()).await {
+        Ok(Ok(_handle)) => Ok(pool),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            let _ = pool.quit().await;
+            Err(fred::error::Error::new(
+                fred::error::ErrorKind::Timeout,
+                format!("no answer from {url} within 5s"),
+            ))
+        }
+    }
+}
+
+/// One Lua script, loaded from `lua/` at compile time, run by SHA.
+///
+/// Each service wraps every script it uses in one typed function, the only place that knows
+/// the order of its KEYS and ARGV.
+#[derive(Debug, Clone)]
+pub struct LuaScript {
+    /// File name under `lua/`, for logs and the registration test.
+    pub name: &'static str,
+    script: Script,
+}
+
+impl LuaScript {
+    /// Wraps the source of `lua/<name>`.
+    pub fn new(name: &'static str, source: &'static str) -> Self {
+        Self {
+            name,
+            script: Script::from_lua(source),
+        }
+    }
+
+    /// The script's SHA1, as EVALSHA wants it.
+    pub fn sha1(&self) -> &str {
+        self.script.sha1()
+    }
+
+    /// `SCRIPT LOAD` on every primary (done at start-up, before health says SERVING).
+    pub async fn load(&self, client: &Client) -> Result<(), fred::error::Error> {
+        self.script.load(client).await
+    }
+
+    /// EVALSHA, reloading the script once on `NOSCRIPT` (a restarted or failed-over Redis).
+    pub async fn run<R: FromValue>(
+        &self,
+        client: &Client,
+        keys: Vec<String>,
+        args: Vec<Value>,
+    ) -> Result<R, fred::error::Error> {
+        self.script.evalsha_with_reload(client, keys, args).await
+    }
+}

@@ -1,0 +1,84 @@
+//! `google.rpc` rich error details for `INVALID_ARGUMENT` and friends (tonic-types).
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// Collects field violations while a request is validated; empty means valid.
+#[derive(Debug, Default)]
+pub struct FieldViolations {
+    details: ErrorDetails,
+    count: usize,
+    first: Option<String>,
+}
+
+impl FieldViolations {
+    /// No violations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records that `field` (a proto path like `lines[2].quantity`) is invalid because of `why`.
+    pub fn add(&mut self, field: impl Into<String>, why: impl Into<String>) -> &mut Self {
+        let field = field.into();
+        let why = why.into();
+        if self.first.is_none() {
+            self.first = Some(format!("{field}: {why}"));
+        }
+        self.details.add_bad_request_violation(field, why);
+        self.count += 1;
+        self
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// `Ok(())` when valid, else `INVALID_ARGUMENT` with a `BadRequest` listing every violation.
+    pub fn into_result(self) -> Result<(), Status> {
+        if self.count == 0 {
+            return Ok(());
+        }
+        let mut message = self.first.unwrap_or_default();
+        if self.count > 1 {
+            message.push_str(&format!(" (and {} more)", self.count - 1));
+        }
+        Err(Status::with_error_details(
+            Code::InvalidArgument,
+            message,
+            self.details,
+        ))
+    }
+}
+
+/// `FAILED_PRECONDITION` with a `PreconditionFailure` detail of one violation.
+pub fn failed_precondition(kind: &str, subject: &str, why: impl Into<String>) -> Status {
+    let why = why.into();
+    let mut details = ErrorDetails::new();
+    details.add_precondition_failure_violation(kind, subject, why.clone());
+    Status::with_error_details(Code::FailedPrecondition, why, details)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_violations_become_bad_request_details() {
+        let mut violations = FieldViolations::new();
+        violations
+            .add("sku", "must not be empty")
+            .add("quantity", "must be positive");
+        let status = violations.into_result().expect_err("two violations");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "sku: must not be empty (and 1 more)");
+        let bad = status.get_details_bad_request().expect("bad request detail");
+        let fields: Vec<_> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
+        assert_eq!(fields, ["sku", "quantity"]);
+    }
+
+    #[test]
+    fn field_violations_empty_is_ok() {
+        assert!(FieldViolations::new().into_result().is_ok());
+    }
+}

@@ -1,0 +1,128 @@
+//! Logs and traces.
+//!
+//! Logs go to stderr (pretty or JSON). Spans always carry OpenTelemetry context, so the W3C
+//! `traceparent` of an incoming call continues into every outgoing call even when nothing is
+//! exported; spans are exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+/// Keeps the tracer provider alive; flushes pending spans when dropped.
+#[must_use = "dropping the guard stops span export"]
+pub struct TelemetryGuard {
+    provider: SdkTracerProvider,
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        // Best effort: a collector that went away must not block shutdown.
+        let _ = self.provider.shutdown();
+    }
+}
+
+/// Installs the global subscriber. `service` names the process in exported spans.
+///
+/// Log level comes from `RUST_LOG` (default `info`). Safe to call more than once (tests): later
+/// calls keep the first subscriber.
+pub fn init(service: &str, log_format: &str) -> anyhow::Result<TelemetryGuard> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let mut builder = SdkTracerProvider::builder().with_resource(
+        opentelemetry_sdk::Resource::builder_empty()
+            .with_service_name(format!("holdfast-{service}"))
+            .build(),
+    );
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .build()
+            .map_err(|e| anyhow::anyhow!("otlp exporter: {e}"))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    let provider = builder.build();
+    let tracer = provider.tracer("holdfast");
+    opentelemetry::global::set_tracer_provider(provider.clone());
+
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = if log_format == "json" {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(tracing_opentelemetry::layer().with_tracer(tracer))
+        .try_init();
+    Ok(TelemetryGuard { provider })
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+struct MetadataInjector<'a>(&'a mut tonic::metadata::MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            tonic::metadata::MetadataKey::from_bytes(key.as_bytes()),
+            tonic::metadata::MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}
+
+/// Makes `span` a child of the W3C trace context in `headers`, if there is one.
+pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
+    let _ = span.set_parent(parent);
+}
+
+/// Writes the current span's W3C trace context into outgoing gRPC metadata.
+pub fn inject_trace(metadata: &mut tonic::metadata::MetadataMap) {
+    let cx = tracing::Span::current().context();
+    TraceContextPropagator::new().inject_context(&cx, &mut MetadataInjector(metadata));
+}
+
+/// A tonic client interceptor that propagates the caller's trace to the callee. Wrap every
+/// client channel a service builds with it: `FooClient::with_interceptor(channel, TracePropagation)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TracePropagation;
+
+impl tonic::service::Interceptor for TracePropagation {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        inject_trace(request.metadata_mut());
+        Ok(request)
+    }
+}
+
+/// The trace id of the current span, as 32 hex digits (all zeros outside any trace).
+pub fn current_trace_id() -> String {
+    use opentelemetry::trace::TraceContextExt;
+    tracing::Span::current()
+        .context()
+        .span()
+        .span_context()
+        .trace_id()
+        .to_string()
+}

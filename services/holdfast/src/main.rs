@@ -1,0 +1,96 @@
+//! `holdfast`: parse config, start telemetry, build clients, bind, serve.
+
+use holdfast::{Cli, Engines, build_server};
+use holdfast_platform::config::{EXIT_CONFIG, exit_unavailable, parse_or_exit};
+use holdfast_platform::process::RedisProcess;
+use holdfast_platform::{RedisUrl, redis, server, telemetry};
+
+fn main() {
+    let cli: Cli = parse_or_exit();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => exit_unavailable(format!("cannot start the async runtime: {e}")),
+    };
+    if let Err(e) = runtime.block_on(run(cli)) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let (services, common, dev) = cli.command.split();
+    let names: Vec<&str> = services.iter().map(|s| s.as_str()).collect();
+    let _telemetry = telemetry::init(&names.join("+"), &common.log_format)?;
+
+    // Clients. Under `dev` with no Redis configured we run our own; it dies with us.
+    let needs_redis = services.iter().any(|s| s.needs_redis());
+    let mut _redis_process = None;
+    let redis_url = match (&common.redis_url, dev && needs_redis) {
+        (Some(url), _) => Some(url.clone()),
+        (None, true) => {
+            let dir = common.data_dir.join("redis");
+            let process = RedisProcess::start(&dir, &[]).unwrap_or_else(|e| {
+                exit_unavailable(format!("cannot start redis-server in {}: {e}", dir.display()))
+            });
+            tracing::info!(port = process.port(), dir = %dir.display(), "started embedded redis-server");
+            let url = RedisUrl::Standalone(process.url());
+            _redis_process = Some(process);
+            Some(url)
+        }
+        (None, false) if needs_redis => {
+            eprintln!(
+                "error: --redis-url (HOLDFAST_REDIS_URL) is required to serve {}",
+                names.join(", ")
+            );
+            std::process::exit(EXIT_CONFIG);
+        }
+        (None, false) => None,
+    };
+    let redis = match &redis_url {
+        Some(url) => Some(
+            redis::connect(url, 4)
+                .await
+                .unwrap_or_else(|e| exit_unavailable(format!("cannot reach redis at {url}: {e}"))),
+        ),
+        None => None,
+    };
+    let engines = Engines::new(redis, &common.region);
+
+    // Bind.
+    let listener = tokio::net::TcpListener::bind(common.listen)
+        .await
+        .unwrap_or_else(|e| exit_unavailable(format!("cannot listen on --listen {}: {e}", common.listen)));
+    let admin = tokio::net::TcpListener::bind(common.admin_listen)
+        .await
+        .unwrap_or_else(|e| {
+            exit_unavailable(format!(
+                "cannot listen on --admin-listen {}: {e}",
+                common.admin_listen
+            ))
+        });
+    let (listen, admin_listen) = (listener.local_addr()?, admin.local_addr()?);
+    let grpc = build_server(&services, common, &engines).await?;
+    let health = grpc.health();
+
+    // Serve.
+    let admin_task = tokio::spawn(server::serve_admin(admin, server::shutdown_signal()));
+    health.ready().await;
+    tracing::info!(services = ?names, %listen, admin = %admin_listen, "serving");
+    #[allow(clippy::print_stdout)] // the one line a script or test waits for
+    {
+        println!(
+            "holdfast serving {} on {} (gRPC + grpc-web), admin on {}",
+            names.join(","),
+            listen,
+            admin_listen
+        );
+    }
+    grpc.serve(listener, server::shutdown_signal()).await?;
+    admin_task.abort();
+    // Close Redis connections before our embedded redis-server (if any) stops under them.
+    if let Some(pool) = &engines.redis {
+        let _ = fred::interfaces::ClientLike::quit(pool).await;
+    }
+    tracing::info!("drained; bye");
+    Ok(())
+}
