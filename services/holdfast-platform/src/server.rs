@@ -166,12 +166,15 @@ impl GrpcServer {
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(holdfast_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            // google.rpc error details, so grpcurl and other reflective clients decode BadRequest.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .expect("descriptor sets decode");
         #[allow(clippy::expect_used)]
         let reflection_alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(holdfast_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()
             .expect("descriptor sets decode");
         self.routes.add_service(reflection);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use holdfast_platform::events::{EventBus, InProcessBus};
 use holdfast_platform::{CommonArgs, GrpcServer, ServerOptions};
-use holdfast_proto::{cart, catalog, inventory, orders, payments, warehouse};
+use holdfast_proto::{cart, catalog, orders, payments, warehouse};
 
 /// holdfast: the order-lifecycle backend of an online store, as a gRPC service mesh.
 #[derive(Debug, Parser)]
@@ -139,23 +139,42 @@ impl cart::v1::cart_service_server::CartService for NotYetImplemented {}
 impl orders::v1::order_service_server::OrderService for NotYetImplemented {}
 impl warehouse::v1::warehouse_service_server::WarehouseService for NotYetImplemented {}
 impl payments::v1::payments_service_server::PaymentsService for NotYetImplemented {}
-impl inventory::v1::inventory_service_server::InventoryService for NotYetImplemented {}
 
-/// Builds a server with `services` registered on `engines`.
+/// A built server and the background work its services need; dropping it stops that work.
+pub struct Mesh {
+    /// Serve this.
+    pub server: GrpcServer,
+    /// The inventory's sweeper, relay and rebalancer, when inventory runs here.
+    pub inventory: Option<holdfast_inventory::RunningInventory>,
+}
+
+/// Builds a server with `services` registered on `engines`: loads scripts and starts
+/// background work, so the caller can mark health SERVING as soon as this returns.
 pub async fn build_server(
     services: &[ServiceName],
     common: &CommonArgs,
-    _engines: &Engines,
-) -> anyhow::Result<GrpcServer> {
+    engines: &Engines,
+) -> anyhow::Result<Mesh> {
     let mut server = GrpcServer::new(ServerOptions::from(common));
+    let mut running_inventory = None;
     for service in services {
         let name = service.as_str();
         match service {
             ServiceName::Inventory => {
-                server.add_service(
-                    name,
-                    inventory::v1::inventory_service_server::InventoryServiceServer::new(NotYetImplemented),
-                );
+                let redis = engines
+                    .redis
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("inventory needs --redis-url"))?;
+                let running = holdfast_inventory::start(
+                    redis,
+                    engines.bus.clone(),
+                    &engines.region,
+                    holdfast_inventory::InventoryOptions::default(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("starting inventory: {e}"))?;
+                server.add_service(name, running.service.clone());
+                running_inventory = Some(running);
             }
             ServiceName::Catalog => {
                 server.add_service(
@@ -189,5 +208,8 @@ pub async fn build_server(
             }
         }
     }
-    Ok(server)
+    Ok(Mesh {
+        server,
+        inventory: running_inventory,
+    })
 }

@@ -69,7 +69,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         });
     let (listen, admin_listen) = (listener.local_addr()?, admin.local_addr()?);
-    let grpc = build_server(&services, common, &engines).await?;
+    let mesh = build_server(&services, common, &engines).await?;
+    let grpc = mesh.server;
+    let _background = mesh.inventory;
     let health = grpc.health();
 
     // Serve.

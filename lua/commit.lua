@@ -1,0 +1,100 @@
+-- commit.lua: turn reservation `rid`'s hold in one bucket into a sale (on_hand and reserved
+-- fall, sold rises).
+--
+-- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
+-- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
+-- KEYS[3] held    inv:{B}:held    hash rid -> units held
+-- KEYS[4] events  inv:{B}:events  outbox stream
+-- ARGV[1] rid           reservation id to commit
+-- ARGV[2] sku           copied into the outbox entry only
+-- ARGV[3] bucket_index  copied into the outbox entry only, integer >= 0
+--
+-- Reply: {1, qty, on_hand, reserved, sold}  committed now
+--        {0}                                no hold for rid (never held, released, purged,
+--                                           or already committed)
+-- Other expired holds are purged, but never rid's own: the commit protocol extended it before
+-- committing, so if it is still here its units were never given to anyone else.
+
+-- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
+-- Missing hash fields arrive as false and stored values as strings: both read as integers.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n then return 0 end
+  return math.floor(n)
+end
+
+-- Arguments are checked before any write so a bad call can never leave half a change.
+local function is_int(n)
+  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
+end
+
+-- Explicit formatting: Lua's default number-to-string switches to exponents past 14 digits.
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Redis's clock, never the caller's: every service instance then agrees on what is expired.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
+-- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
+-- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
+local PURGE_LIMIT = 1000
+local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
+  local due = redis.call('ZRANGEBYSCORE', holds, '-inf', int(now), 'LIMIT', 0, limit)
+  if #due == 0 then return 0 end
+  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+  local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+  local purged = 0
+  for _, rid in ipairs(due) do
+    if rid ~= keep then
+      local qty = num(redis.call('HGET', held, rid))
+      reserved = math.max(reserved - qty, 0)
+      redis.call('HDEL', held, rid)
+      redis.call('ZREM', holds, rid)
+      -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
+      if qty > 0 then
+        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
+          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+      end
+      purged = purged + 1
+    end
+  end
+  if purged > 0 then redis.call('HSET', inv, 'reserved', int(reserved)) end
+  return purged
+end
+-- ---- end of shared helpers ----
+
+local inv, holds, held, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rid, sku, bucket = ARGV[1], ARGV[2], ARGV[3]
+if rid == nil or rid == '' then return redis.error_reply('ERR commit: rid is empty') end
+if sku == nil or sku == '' then return redis.error_reply('ERR commit: sku is empty') end
+if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
+  return redis.error_reply('ERR commit: bucket_index must be an integer >= 0')
+end
+
+local now = now_ms()
+purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, rid)
+
+local qty = num(redis.call('HGET', held, rid))
+if qty <= 0 then
+  -- Drop a stray zset entry so it cannot linger; it held nothing.
+  redis.call('ZREM', holds, rid)
+  return {0}
+end
+
+local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+local on_hand = num(lv[1]) - qty
+local reserved = math.max(num(lv[2]) - qty, 0)
+local sold = num(lv[3]) + qty
+redis.call('HSET', inv, 'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold))
+redis.call('HDEL', held, rid)
+redis.call('ZREM', holds, rid)
+redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
+  'type', 'committed', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+return {1, qty, on_hand, reserved, sold}

@@ -1,0 +1,88 @@
+-- extend.lua: move a live hold's expiry to ttl_ms from Redis's now (may also shorten it).
+--
+-- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
+-- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
+-- KEYS[3] held    inv:{B}:held    hash rid -> units held
+-- KEYS[4] events  inv:{B}:events  outbox stream (the purge reports expired holds there)
+-- ARGV[1] rid           reservation id whose hold to extend
+-- ARGV[2] ttl_ms        new lifetime from now, integer >= 1
+-- ARGV[3] sku           copied into `expired` outbox entries only
+-- ARGV[4] bucket_index  copied into `expired` outbox entries only, integer >= 0
+--
+-- Reply: {1, expires_at}  live hold extended
+--        {0}              no live hold (an expired one is purged, never revived)
+
+-- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
+-- Missing hash fields arrive as false and stored values as strings: both read as integers.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n then return 0 end
+  return math.floor(n)
+end
+
+-- Arguments are checked before any write so a bad call can never leave half a change.
+local function is_int(n)
+  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
+end
+
+-- Explicit formatting: Lua's default number-to-string switches to exponents past 14 digits.
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Redis's clock, never the caller's: every service instance then agrees on what is expired.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
+-- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
+-- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
+local PURGE_LIMIT = 1000
+local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
+  local due = redis.call('ZRANGEBYSCORE', holds, '-inf', int(now), 'LIMIT', 0, limit)
+  if #due == 0 then return 0 end
+  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+  local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+  local purged = 0
+  for _, rid in ipairs(due) do
+    if rid ~= keep then
+      local qty = num(redis.call('HGET', held, rid))
+      reserved = math.max(reserved - qty, 0)
+      redis.call('HDEL', held, rid)
+      redis.call('ZREM', holds, rid)
+      -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
+      if qty > 0 then
+        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
+          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+      end
+      purged = purged + 1
+    end
+  end
+  if purged > 0 then redis.call('HSET', inv, 'reserved', int(reserved)) end
+  return purged
+end
+-- ---- end of shared helpers ----
+
+local inv, holds, held, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local rid, sku, bucket = ARGV[1], ARGV[3], ARGV[4]
+local ttl_ms = tonumber(ARGV[2])
+if rid == nil or rid == '' then return redis.error_reply('ERR extend: rid is empty') end
+if not is_int(ttl_ms) or ttl_ms < 1 then return redis.error_reply('ERR extend: ttl_ms must be an integer >= 1') end
+if sku == nil or sku == '' then return redis.error_reply('ERR extend: sku is empty') end
+if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
+  return redis.error_reply('ERR extend: bucket_index must be an integer >= 0')
+end
+
+local now = now_ms()
+-- Purge first: extending a lapsed hold would resurrect units someone else may now hold.
+purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
+
+if not redis.call('ZSCORE', holds, rid) or num(redis.call('HGET', held, rid)) <= 0 then
+  return {0}
+end
+local expires_at = now + ttl_ms
+redis.call('ZADD', holds, 'XX', int(expires_at), rid)
+return {1, expires_at}

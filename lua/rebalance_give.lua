@@ -1,0 +1,70 @@
+-- rebalance_give.lua: second half of a hot-SKU rebalance: add the units taken by
+-- rebalance_take to the receiving bucket, once per transfer id (the rebalancer re-drives it
+-- for every id still pending in the source bucket's xfer).
+--
+-- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
+-- KEYS[2] events  inv:{B}:events  outbox stream
+-- KEYS[3] xin     inv:{B}:xin     zset transfer id -> time received (ms), trimmed after 1 day
+-- ARGV[1] transfer_id   the id rebalance_take recorded
+-- ARGV[2] units         the units rebalance_take moved, integer >= 1
+-- ARGV[3] sku           copied into the outbox entry only
+-- ARGV[4] bucket_index  copied into the outbox entry only, integer >= 0
+--
+-- Reply: {1}  units added now
+--        {0}  this id was received before (within the last day): nothing changed
+-- No purge: adding on_hand cannot break reserved <= on_hand, and the holds are not among the
+-- keys. The event's `reserved` is therefore the stored value, possibly incl. lapsed holds.
+
+-- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
+-- Missing hash fields arrive as false and stored values as strings: both read as integers.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n then return 0 end
+  return math.floor(n)
+end
+
+-- Arguments are checked before any write so a bad call can never leave half a change.
+local function is_int(n)
+  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
+end
+
+-- Explicit formatting: Lua's default number-to-string switches to exponents past 14 digits.
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Redis's clock, never the caller's: every service instance then agrees on what is expired.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- ---- end of shared helpers ----
+
+local XIN_RETENTION_MS = 24 * 3600 * 1000
+
+local inv, events, xin = KEYS[1], KEYS[2], KEYS[3]
+local id, sku, bucket = ARGV[1], ARGV[3], ARGV[4]
+local units = tonumber(ARGV[2])
+if id == nil or id == '' then return redis.error_reply('ERR rebalance_give: transfer_id is empty') end
+if not is_int(units) or units < 1 then
+  return redis.error_reply('ERR rebalance_give: units must be an integer >= 1')
+end
+if sku == nil or sku == '' then return redis.error_reply('ERR rebalance_give: sku is empty') end
+if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
+  return redis.error_reply('ERR rebalance_give: bucket_index must be an integer >= 0')
+end
+
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', xin, '-inf', '(' .. int(now - XIN_RETENTION_MS))
+if redis.call('ZSCORE', xin, id) then
+  return {0}
+end
+
+local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+local on_hand, reserved, sold = num(lv[1]) + units, num(lv[2]), num(lv[3])
+redis.call('HSET', inv, 'on_hand', int(on_hand))
+redis.call('ZADD', xin, int(now), id)
+redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
+  'type', 'transfer_in', 'sku', sku, 'bucket', bucket, 'ref', id, 'qty', int(units),
+  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+return {1}

@@ -1,0 +1,111 @@
+-- rebalance_take.lua: first half of a hot-SKU rebalance: move up to `units` available units
+-- out of this bucket and remember the transfer until the receiving bucket confirms it.
+--
+-- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
+-- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
+-- KEYS[3] held    inv:{B}:held    hash rid -> units held
+-- KEYS[4] events  inv:{B}:events  outbox stream
+-- KEYS[5] xfer    inv:{B}:xfer    hash transfer id -> "to_bucket:units", pending transfers
+-- ARGV[1] transfer_id   rebalancer-made id; a repeat while pending moves nothing more
+-- ARGV[2] units         wanted units, integer >= 1
+-- ARGV[3] to_bucket     receiving bucket index, integer >= 0
+-- ARGV[4] sku           copied into the outbox entry only
+-- ARGV[5] bucket_index  copied into the outbox entry only, integer >= 0
+--
+-- Reply: {moved}  units taken now, min(units, available); 0 takes and records nothing (no
+--                 give, no HDEL needed). If the id is already pending in xfer: {recorded
+--                 units} again and nothing changes.
+
+-- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
+-- Missing hash fields arrive as false and stored values as strings: both read as integers.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n then return 0 end
+  return math.floor(n)
+end
+
+-- Arguments are checked before any write so a bad call can never leave half a change.
+local function is_int(n)
+  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
+end
+
+-- Explicit formatting: Lua's default number-to-string switches to exponents past 14 digits.
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Redis's clock, never the caller's: every service instance then agrees on what is expired.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
+-- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
+-- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
+local PURGE_LIMIT = 1000
+local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
+  local due = redis.call('ZRANGEBYSCORE', holds, '-inf', int(now), 'LIMIT', 0, limit)
+  if #due == 0 then return 0 end
+  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+  local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+  local purged = 0
+  for _, rid in ipairs(due) do
+    if rid ~= keep then
+      local qty = num(redis.call('HGET', held, rid))
+      reserved = math.max(reserved - qty, 0)
+      redis.call('HDEL', held, rid)
+      redis.call('ZREM', holds, rid)
+      -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
+      if qty > 0 then
+        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
+          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+      end
+      purged = purged + 1
+    end
+  end
+  if purged > 0 then redis.call('HSET', inv, 'reserved', int(reserved)) end
+  return purged
+end
+-- ---- end of shared helpers ----
+
+local inv, holds, held, events, xfer = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, sku, bucket = ARGV[1], ARGV[4], ARGV[5]
+local units, to_bucket = tonumber(ARGV[2]), tonumber(ARGV[3])
+if id == nil or id == '' then return redis.error_reply('ERR rebalance_take: transfer_id is empty') end
+if not is_int(units) or units < 1 then
+  return redis.error_reply('ERR rebalance_take: units must be an integer >= 1')
+end
+if not is_int(to_bucket) or to_bucket < 0 then
+  return redis.error_reply('ERR rebalance_take: to_bucket must be an integer >= 0')
+end
+if sku == nil or sku == '' then return redis.error_reply('ERR rebalance_take: sku is empty') end
+if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
+  return redis.error_reply('ERR rebalance_take: bucket_index must be an integer >= 0')
+end
+
+local now = now_ms()
+-- Purge first: units of lapsed holds are available to move.
+purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
+
+local recorded = redis.call('HGET', xfer, id)
+if recorded then
+  return {num(string.match(recorded, ':(%-?%d+)$'))}
+end
+
+local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+local moved = math.min(units, math.max(on_hand - reserved, 0))
+if moved <= 0 then
+  return {0}
+end
+
+on_hand = on_hand - moved
+redis.call('HSET', inv, 'on_hand', int(on_hand))
+redis.call('HSET', xfer, id, int(to_bucket) .. ':' .. int(moved))
+-- qty is the signed change of this bucket's on_hand.
+redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
+  'type', 'transfer_out', 'sku', sku, 'bucket', bucket, 'ref', id, 'qty', int(-moved),
+  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+return {moved}

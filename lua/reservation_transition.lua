@@ -1,0 +1,99 @@
+-- reservation_transition.lua: compare-and-set a reservation record's state, optionally
+-- updating its expiry, shortages and lines in the same step.
+--
+-- KEYS[1] record  res:{rid}  hash state/lines/expires_at/shortages/lease/fp
+-- ARGV[1] from_state    the state the caller believes the record is in
+-- ARGV[2] to_state      the state to move to; (from, to) must be an edge of the state machine
+--                       or from = to (to update fields, e.g. a new expires_at after Extend)
+-- ARGV[3] expires_at    new expiry (Unix ms, Redis clock), or -1 to keep the stored one
+-- ARGV[4] shortages     new "sku:req:avail;...", or "" to keep the stored one
+-- ARGV[5] require_live  1: refuse unless the stored expires_at > now; 0: no check
+-- ARGV[6] retention_ms  PEXPIRE of the record after the write, integer >= 1
+-- ARGV[7] lines         new "sku:qty:bucket;...", or "" (or absent) to keep the stored ones
+--
+-- Reply: {1, state, expires_at, lines}  moved; the values now stored
+--        {0, state, expires_at, lines}  refused, nothing written: the record is not in
+--                                       from_state (state "" if there is no record), or
+--                                       require_live and it lapsed; lines say what to clean up
+-- An edge outside the state machine is an error reply: it is a caller bug, not an outcome.
+
+-- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
+-- Missing hash fields arrive as false and stored values as strings: both read as integers.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n then return 0 end
+  return math.floor(n)
+end
+
+-- Arguments are checked before any write so a bad call can never leave half a change.
+local function is_int(n)
+  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
+end
+
+-- Explicit formatting: Lua's default number-to-string switches to exponents past 14 digits.
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Redis's clock, never the caller's: every service instance then agrees on what is expired.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+-- ---- end of shared helpers ----
+
+-- The state machine of docs/inventory-redis.md; from = to is always allowed.
+local EDGES = {
+  pending = {reserved = true, rejected = true},
+  reserved = {preparing = true, released = true},
+  preparing = {committing = true, expired = true},
+  committing = {committed = true},
+  committed = {}, rejected = {}, released = {}, expired = {},
+}
+
+local record = KEYS[1]
+local from_state, to_state = ARGV[1], ARGV[2]
+local new_expires_at = tonumber(ARGV[3])
+local new_shortages = ARGV[4] or ''
+local require_live = ARGV[5]
+local retention_ms = tonumber(ARGV[6])
+local new_lines = ARGV[7] or ''
+if from_state == nil or EDGES[from_state] == nil then
+  return redis.error_reply('ERR reservation_transition: unknown from_state')
+end
+if to_state == nil or EDGES[to_state] == nil then
+  return redis.error_reply('ERR reservation_transition: unknown to_state')
+end
+if from_state ~= to_state and not EDGES[from_state][to_state] then
+  return redis.error_reply('ERR reservation_transition: ' .. from_state .. ' -> ' .. to_state .. ' is not allowed')
+end
+if not is_int(new_expires_at) or new_expires_at < -1 then
+  return redis.error_reply('ERR reservation_transition: expires_at must be an integer >= 0, or -1')
+end
+if require_live ~= '0' and require_live ~= '1' then
+  return redis.error_reply('ERR reservation_transition: require_live must be 0 or 1')
+end
+if not is_int(retention_ms) or retention_ms < 1 then
+  return redis.error_reply('ERR reservation_transition: retention_ms must be an integer >= 1')
+end
+
+local now = now_ms()
+local r = redis.call('HMGET', record, 'state', 'expires_at', 'lines')
+local state, expires_at, lines = r[1] or '', num(r[2]), r[3] or ''
+
+if state ~= from_state then
+  return {0, state, expires_at, lines}
+end
+-- Liveness is judged on the stored expiry, before this call may move it.
+if require_live == '1' and expires_at <= now then
+  return {0, state, expires_at, lines}
+end
+
+redis.call('HSET', record, 'state', to_state)
+if new_expires_at ~= -1 then redis.call('HSET', record, 'expires_at', int(new_expires_at)) end
+if new_shortages ~= '' then redis.call('HSET', record, 'shortages', new_shortages) end
+if new_lines ~= '' then redis.call('HSET', record, 'lines', new_lines) end
+redis.call('PEXPIRE', record, int(retention_ms))
+if new_expires_at ~= -1 then expires_at = new_expires_at end
+if new_lines ~= '' then lines = new_lines end
+return {1, to_state, expires_at, lines}

@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# Smoke test of every inventory Lua script against a throwaway redis-server.
+#
+#   lua/smoke.sh [port]      (default 6399; the port must be free)
+#
+# Starts its own redis-server (no persistence) on the port, runs each script through
+# `redis-cli --eval` exactly as docs/inventory-redis.md lays out KEYS and ARGV, checks the
+# replies and the resulting keys, and stops the server again. Exits non-zero on the first
+# mismatch. Needs redis-server and redis-cli >= 7.0.
+set -euo pipefail
+
+PORT="${1:-6399}"
+LUA="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+PIDFILE="$(mktemp -u "${TMPDIR:-/tmp}/holdfast-smoke-$PORT.XXXXXX.pid")"
+
+# Never flush somebody else's Redis.
+if redis-cli -p "$PORT" ping >/dev/null 2>&1; then
+  echo "port $PORT already answers; pass a free port" >&2
+  exit 2
+fi
+redis-server --port "$PORT" --save '' --appendonly no --daemonize yes --pidfile "$PIDFILE" >/dev/null
+stop() {
+  local pid
+  if [[ -s "$PIDFILE" ]]; then
+    pid="$(cat "$PIDFILE")"
+    kill "$pid" 2>/dev/null || true
+    # Wait for it to go, so the port is free again when we return.
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  fi
+  rm -f "$PIDFILE"
+}
+trap stop EXIT
+for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+
+rc() { redis-cli -p "$PORT" "$@" 2>&1 | tr '\n' ' ' | sed 's/ *$//'; }
+# ev SCRIPT KEY... , ARG...   -> the reply on one line, elements separated by spaces
+ev() { local f=$1; shift; redis-cli -p "$PORT" --eval "$LUA/$f.lua" "$@" 2>&1 | tr '\n' ' ' | sed 's/ *$//'; }
+now_ms() { local t; t=($(redis-cli -p "$PORT" time)); echo $(( t[0] * 1000 + t[1] / 1000 )); }
+
+n=0
+pass() { n=$((n + 1)); printf 'ok %3d  %s\n' "$n" "$1"; }
+fail() { printf 'FAIL     %s\n' "$1" >&2; exit 1; }
+expect() { # name want got
+  [[ "$3" == "$2" ]] || fail "$1: want [$2] got [$3]"
+  pass "$1"
+}
+expect_re() { # name regex got
+  [[ "$3" =~ $2 ]] || fail "$1: want /$2/ got [$3]"
+  pass "$1"
+}
+# last_event STREAM -> "field value ..." of the newest entry, without its id
+last_event() { redis-cli -p "$PORT" xrevrange "$1" + - count 1 | tail -n +2 | tr '\n' ' ' | sed 's/ *$//'; }
+# events_of STREAM TYPE -> how many entries of that type
+events_of() { redis-cli -p "$PORT" xrange "$1" - + | grep -cx "$2" || true; }
+
+# ---------------------------------------------------------------- static checks
+# The shared helper block must be byte-identical: the eight purging scripts carry it with
+# purge(), the four others without.
+helpers() { sed -n '/^-- ---- shared helpers/,/^-- ---- end of shared helpers ----$/p' "$LUA/$1.lua"; }
+without_purge() { sed '/^-- Lazy expiry: /,/^end$/d' | grep -v '^$'; }
+ref_full="$(helpers reserve)"
+ref_bare="$(helpers reserve | without_purge)"
+for f in reserve commit release extend set_stock adjust_stock sweep rebalance_take; do
+  [[ "$(helpers $f)" == "$ref_full" ]] || fail "$f.lua: shared helpers/purge differ from reserve.lua"
+done
+for f in availability rebalance_give reservation_claim reservation_transition; do
+  [[ "$(helpers $f | without_purge)" == "$ref_bare" ]] || fail "$f.lua: shared helpers differ from reserve.lua"
+done
+pass "shared helper block identical in all 12 scripts"
+xadds=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD'")
+capped=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD', events, 'MAXLEN', '~', 100000, '\*',")
+expect "every XADD is MAXLEN ~ 100000" "$xadds" "$capped"
+for f in reserve commit release extend set_stock adjust_stock availability sweep rebalance_take \
+         rebalance_give reservation_claim reservation_transition; do
+  [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
+  grep -q "redis.call('TIME')" "$LUA/$f.lua" || fail "$f.lua does not read Redis TIME"
+done
+pass "all 12 scripts present and read TIME"
+
+# Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
+kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
+
+# ---------------------------------------------------------------- set_stock + reserve
+rc flushall >/dev/null
+K=$(kk A)
+expect "set_stock A=10" "1 10 0 0" "$(ev set_stock $K , 10 1 A 0)"
+expect "set_stock stores buckets on bucket 0" "1" "$(rc hget 'inv:{A}' buckets)"
+expect_re "stock_set event" "^type stock_set sku A bucket 0 ref  qty 10 on_hand 10 reserved 0 sold 0 at [0-9]{13}$" \
+  "$(last_event 'inv:{A}:events')"
+expect "bad qty is an error" "ERR reserve: qty must be an integer >= 1" "$(ev reserve $K , r1 0 60000 A 0)"
+expect "bad qty wrote nothing" "0" "$(rc exists 'inv:{A}:held')"
+
+t0=$(now_ms)
+out=$(ev reserve $K , r1 3 60000 A 0)
+expect_re "reserve r1 3" "^1 [0-9]{13} 10 3$" "$out"
+exp1=$(cut -d' ' -f2 <<<"$out")
+(( exp1 >= t0 + 60000 && exp1 <= t0 + 61000 )) || fail "reserve r1: expiry $exp1 not ~ now+60s ($t0)"
+pass "reserve r1 expiry = Redis now + ttl"
+expect "held r1" "3" "$(rc hget 'inv:{A}:held' r1)"
+expect "holds r1" "$exp1" "$(rc zscore 'inv:{A}:holds' r1)"
+expect_re "reserved event" "^type reserved sku A bucket 0 ref r1 qty 3 on_hand 10 reserved 3 sold 0 at [0-9]{13} expires_at $exp1$" \
+  "$(last_event 'inv:{A}:events')"
+len=$(rc xlen 'inv:{A}:events')
+expect "reserve r1 again is idempotent" "1 $exp1 10 3" "$(ev reserve $K , r1 3 60000 A 0)"
+expect "idempotent repeat holds nothing new" "3 3 $len" \
+  "$(rc hget 'inv:{A}' reserved) $(rc hget 'inv:{A}:held' r1) $(rc xlen 'inv:{A}:events')"
+expect "reserve r2 8 is short" "0 7" "$(ev reserve $K , r2 8 60000 A 0)"
+expect "shortage wrote nothing" "0 3 $len" \
+  "$(rc hexists 'inv:{A}:held' r2) $(rc hget 'inv:{A}' reserved) $(rc xlen 'inv:{A}:events')"
+expect "reserve on unknown sku is short" "0 0" "$(ev reserve $(kk NOPE) , x 1 60000 NOPE 0)"
+expect "unknown sku left no keys" "0" "$(rc exists 'inv:{NOPE}' 'inv:{NOPE}:held' 'inv:{NOPE}:holds' 'inv:{NOPE}:events')"
+expect "availability A" "10 3 0 1 1" "$(ev availability inv:{A} inv:{A}:holds inv:{A}:held)"
+expect "availability of unknown sku" "0 0 0 1 1" "$(ev availability inv:{NOPE} inv:{NOPE}:holds inv:{NOPE}:held)"
+
+# ---------------------------------------------------------------- expiry
+expect_re "reserve r3 4 ttl 50" "^1 [0-9]{13} 10 7$" "$(ev reserve $K , r3 4 50 A 0)"
+sleep 0.2
+expect "availability sees r3 lapsed" "10 3 0 1 1" "$(ev availability inv:{A} inv:{A}:holds inv:{A}:held)"
+expect "availability wrote nothing" "7 4" "$(rc hget 'inv:{A}' reserved) $(rc hget 'inv:{A}:held' r3)"
+body="$(cat "$LUA/availability.lua")"
+expect "availability runs under EVAL_RO" "10 3 0 1 1" \
+  "$(rc eval_ro "$body" 3 'inv:{A}' 'inv:{A}:holds' 'inv:{A}:held')"
+expect_re "reserve r4 7 gets r3's units back" "^1 [0-9]{13} 10 10$" "$(ev reserve $K , r4 7 60000 A 0)"
+expect "r3 purged" "0 0" "$(rc hexists 'inv:{A}:held' r3) $(rc zscore 'inv:{A}:holds' r3 | wc -w)"
+expect "one expired event" "1" "$(events_of 'inv:{A}:events' expired)"
+expect_re "expired event fields" "type expired sku A bucket 0 ref r3 qty 4 on_hand 10 reserved 3 sold 0 at [0-9]{13}" \
+  "$(rc xrange 'inv:{A}:events' - +)"
+
+# ---------------------------------------------------------------- commit / release
+expect "commit r1" "1 3 7 7 3" "$(ev commit $K , r1 A 0)"
+expect_re "committed event" "^type committed sku A bucket 0 ref r1 qty 3 on_hand 7 reserved 7 sold 3 at [0-9]{13}$" \
+  "$(last_event 'inv:{A}:events')"
+expect "commit r1 twice" "0" "$(ev commit $K , r1 A 0)"
+expect "commit unknown rid" "0" "$(ev commit $K , zz A 0)"
+expect "release r4" "1 7" "$(ev release $K , r4 A 0)"
+expect_re "released event" "^type released sku A bucket 0 ref r4 qty 7 on_hand 7 reserved 0 sold 3 at [0-9]{13}$" \
+  "$(last_event 'inv:{A}:events')"
+expect "release r4 twice" "0" "$(ev release $K , r4 A 0)"
+expect_re "retry of the expired rid r3 holds anew" "^1 [0-9]{13} 7 1$" "$(ev reserve $K , r3 1 60000 A 0)"
+expect "release r3" "1 1" "$(ev release $K , r3 A 0)"
+expect "levels after commit+release" "7 0 3" "$(rc hmget 'inv:{A}' on_hand reserved sold)"
+expect "no holds left" "0 0" "$(rc hlen 'inv:{A}:held') $(rc zcard 'inv:{A}:holds')"
+
+# commit spares its own lapsed hold (a committing hold was extended) but purges the others
+KC=$(kk C)
+ev set_stock $KC , 10 1 C 0 >/dev/null
+ev reserve $KC , c1 2 50 C 0 >/dev/null
+ev reserve $KC , c2 3 50 C 0 >/dev/null
+sleep 0.2
+expect "commit of a lapsed, unpurged hold still commits" "1 2 8 0 2" "$(ev commit $KC , c1 C 0)"
+expect "commit purged the other lapsed hold" "1 0" "$(events_of 'inv:{C}:events' expired) $(rc hlen 'inv:{C}:held')"
+ev reserve $KC , c3 1 50 C 0 >/dev/null
+sleep 0.2
+expect "release of a lapsed hold is a no-op (it expired)" "0" "$(ev release $KC , c3 C 0)"
+expect "lapsed release reported as expired" "2 0" \
+  "$(events_of 'inv:{C}:events' expired) $(events_of 'inv:{C}:events' released)"
+
+# ---------------------------------------------------------------- extend
+t0=$(now_ms)
+ev reserve $K , r5 2 60000 A 0 >/dev/null
+out=$(ev extend $K , r5 120000 A 0)
+expect_re "extend live r5" "^1 [0-9]{13}$" "$out"
+exp5=$(cut -d' ' -f2 <<<"$out")
+(( exp5 >= t0 + 120000 && exp5 <= t0 + 121000 )) || fail "extend r5: expiry $exp5 not ~ now+120s"
+expect "extend moved the zset score" "$exp5" "$(rc zscore 'inv:{A}:holds' r5)"
+ev reserve $K , r6 1 50 A 0 >/dev/null
+sleep 0.2
+before=$(events_of 'inv:{A}:events' expired)
+expect "extend lapsed r6" "0" "$(ev extend $K , r6 60000 A 0)"
+expect "extend purged r6" "$((before + 1)) 0 2" \
+  "$(events_of 'inv:{A}:events' expired) $(rc hexists 'inv:{A}:held' r6) $(rc hget 'inv:{A}' reserved)"
+expect "extend unknown rid" "0" "$(ev extend $K , nope 60000 A 0)"
+
+# ---------------------------------------------------------------- set_stock refusals
+expect "set_stock below reserved refused" "0 2" "$(ev set_stock $K , 1 1 A 0)"
+expect "refused set_stock changed nothing" "7 2 3" "$(rc hmget 'inv:{A}' on_hand reserved sold)"
+expect "set_stock A=5" "1 5 2 3" "$(ev set_stock $K , 5 1 A 0)"
+expect_re "stock_set qty is the signed change" "^type stock_set sku A bucket 0 ref  qty -2 on_hand 5 reserved 2 sold 3 at [0-9]{13}$" \
+  "$(last_event 'inv:{A}:events')"
+expect "set_stock on bucket 1 ignores buckets" "1 4 0 0" "$(ev set_stock $(kk A~1) , 4 junk A 1)"
+expect "bucket 1 has no buckets field" "0" "$(rc hexists 'inv:{A~1}' buckets)"
+expect "set_stock buckets 0 means 1" "1 5 2 3 1" "$(ev set_stock $K , 5 0 A 0) $(rc hget 'inv:{A}' buckets)"
+
+# ---------------------------------------------------------------- adjust_stock
+KA="$K inv:{A}:adj"
+expect "adjust a1 +5" "1 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0)"
+expect_re "adjusted event" "^type adjusted sku A bucket 0 ref a1 qty 5 on_hand 10 reserved 2 sold 3 at [0-9]{13}$" \
+  "$(last_event 'inv:{A}:events')"
+len=$(rc xlen 'inv:{A}:events')
+expect "adjust a1 again is idempotent" "2 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0)"
+expect "adjust a2 -9 below reserved refused" "0 10 2" "$(ev adjust_stock $KA , a2 -9 A 0)"
+expect "refused adjust left no trace" "0 10 $len" \
+  "$(rc zscore 'inv:{A}:adj' a2 | wc -w) $(rc hget 'inv:{A}' on_hand) $(rc xlen 'inv:{A}:events')"
+expect "adjust a2 retried later with room" "1 2 2 3" "$(ev adjust_stock $KA , a3 -8 A 0)"
+expect "adjust delta 0 is an error" "ERR adjust_stock: delta must be a non-zero integer" "$(ev adjust_stock $KA , a4 0 A 0)"
+old=$(( $(now_ms) - 8 * 24 * 3600 * 1000 ))
+recent=$(( $(now_ms) - 6 * 24 * 3600 * 1000 ))
+rc zadd 'inv:{A}:adj' "$old" ancient "$recent" recent >/dev/null
+ev adjust_stock $KA , a5 1 A 0 >/dev/null
+expect "adj trims ids older than 7 days only" "0 1" \
+  "$(rc zscore 'inv:{A}:adj' ancient | wc -w) $(rc zscore 'inv:{A}:adj' recent | wc -w)"
+
+# ---------------------------------------------------------------- sweep
+KS=$(kk S)
+ev set_stock $KS , 10 1 S 0 >/dev/null
+ev reserve $KS , s1 1 50 S 0 >/dev/null
+ev reserve $KS , s2 2 50 S 0 >/dev/null
+out=$(ev reserve $KS , s3 3 60000 S 0); exp3=$(cut -d' ' -f2 <<<"$out")
+sleep 0.2
+t0=$(now_ms)
+out=$(ev sweep $KS , 1 S 0)
+expect_re "sweep max 1 purges one" "^1 [0-9]{13}$" "$out"
+nx=$(cut -d' ' -f2 <<<"$out")
+(( nx <= t0 )) || fail "sweep max 1: next expiry $nx should be <= now ($t0): more are due"
+pass "sweep cut short reports a due next expiry"
+expect "sweep purges the rest, next = s3" "1 $exp3" "$(ev sweep $KS , 100 S 0)"
+expect "sweep with nothing due" "0 $exp3" "$(ev sweep $KS , 100 S 0)"
+expect "sweep left live reserved" "3 2" "$(rc hget 'inv:{S}' reserved) $(events_of 'inv:{S}:events' expired)"
+ev release $KS , s3 S 0 >/dev/null
+expect "sweep of an empty bucket" "0 -1" "$(ev sweep $KS , 100 S 0)"
+
+# ---------------------------------------------------------------- rebalance
+KH="$(kk H) inv:{H}:xfer"
+KH1="inv:{H~1} inv:{H~1}:events inv:{H~1}:xin"
+ev set_stock $(kk H) , 10 2 H 0 >/dev/null
+ev reserve $(kk H) , h1 4 60000 H 0 >/dev/null
+expect "take t1 moves min(units, available)" "6" "$(ev rebalance_take $KH , t1 8 1 H 0)"
+expect "take recorded the transfer" "1:6 4" "$(rc hget 'inv:{H}:xfer' t1) $(rc hget 'inv:{H}' on_hand)"
+expect_re "transfer_out event" "^type transfer_out sku H bucket 0 ref t1 qty -6 on_hand 4 reserved 4 sold 0 at [0-9]{13}$" \
+  "$(last_event 'inv:{H}:events')"
+expect "take t1 again answers the recorded units" "6" "$(ev rebalance_take $KH , t1 8 1 H 0)"
+expect "take t1 again moved nothing" "4 1" "$(rc hget 'inv:{H}' on_hand) $(events_of 'inv:{H}:events' transfer_out)"
+expect "give t1" "1" "$(ev rebalance_give $KH1 , t1 6 H 1)"
+expect_re "transfer_in event" "^type transfer_in sku H bucket 1 ref t1 qty 6 on_hand 6 reserved 0 sold 0 at [0-9]{13}$" \
+  "$(last_event 'inv:{H~1}:events')"
+expect "give t1 again" "0" "$(ev rebalance_give $KH1 , t1 6 H 1)"
+expect "give t1 again added nothing" "6 1" "$(rc hget 'inv:{H~1}' on_hand) $(rc xlen 'inv:{H~1}:events')"
+rc hdel 'inv:{H}:xfer' t1 >/dev/null
+expect "take with nothing available" "0" "$(ev rebalance_take $KH , t2 5 1 H 0)"
+expect "empty take records nothing" "0 1" "$(rc hexists 'inv:{H}:xfer' t2) $(events_of 'inv:{H}:events' transfer_out)"
+rc zadd 'inv:{H~1}:xin' $(( $(now_ms) - 2 * 24 * 3600 * 1000 )) stale >/dev/null
+ev rebalance_give $KH1 , t3 1 H 1 >/dev/null
+expect "xin trims ids older than 1 day" "0 1" \
+  "$(rc zscore 'inv:{H~1}:xin' stale | wc -w) $(rc zscore 'inv:{H~1}:xin' t1 | wc -w)"
+
+# ---------------------------------------------------------------- reservation records
+R='res:{o1}'
+expect "claim new" "claimed" "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
+expect "claim created pending" "pending fpA A:2:0" "$(rc hmget $R state fp lines)"
+ttl=$(rc pttl $R); (( ttl > 590000 && ttl <= 600000 )) || fail "claim: pttl $ttl not ~ retention"
+pass "claim set retention"
+expect "claim again, lease live" "busy" "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
+expect "claim with another fingerprint" "conflict" "$(ev reservation_claim $R , fpB 'A:2:0' 60000 600000)"
+
+R2='res:{o2}'
+ev reservation_claim $R2 , fpA 'A:1:0' 50 600000 >/dev/null
+sleep 0.2
+expect "claim over a lapsed lease" "claimed A:1:0" "$(ev reservation_claim $R2 , fpA 'X:9:9' 60000 600000)"
+expect "the takeover holds the lease now" "busy" "$(ev reservation_claim $R2 , fpA 'A:1:0' 60000 600000)"
+
+expect "transition pending->pending records lines" "1 pending 0 A:2:1" \
+  "$(ev reservation_transition $R , pending pending -1 '' 0 600000 'A:2:1')"
+exp=$(( $(now_ms) + 60000 ))
+expect "transition pending->reserved" "1 reserved $exp A:2:1" \
+  "$(ev reservation_transition $R , pending reserved $exp '' 0 600000 '')"
+expect "claim on reserved answers the first answer" "reserved $exp  A:2:1" \
+  "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
+expect "transition from the wrong state refused" "0 reserved $exp A:2:1" \
+  "$(ev reservation_transition $R , pending rejected -1 'A:2:0' 0 600000 '')"
+expect "transition on a missing record refused" "0  0" \
+  "$(ev reservation_transition 'res:{none}' , reserved released -1 '' 0 600000 '')"
+expect "missing record not created" "0" "$(rc exists 'res:{none}')"
+expect "transition reserved->preparing require_live (live)" "1 preparing $exp A:2:1" \
+  "$(ev reservation_transition $R , reserved preparing -1 '' 1 600000 '')"
+expect "undocumented edge is an error" \
+  "ERR reservation_transition: preparing -> reserved is not allowed" \
+  "$(ev reservation_transition $R , preparing reserved -1 '' 0 600000 '')"
+
+exp=$(( $(now_ms) + 50 ))
+ev reservation_transition $R2 , pending reserved $exp '' 0 600000 'A:1:0' >/dev/null
+sleep 0.2
+expect "require_live on a lapsed record refused" "0 reserved $exp A:1:0" \
+  "$(ev reservation_transition $R2 , reserved preparing -1 '' 1 600000 '')"
+expect "refused transition wrote nothing" "reserved" "$(rc hget $R2 state)"
+rc pexpire $R2 5000 >/dev/null
+expect "reserved->released without require_live" "1 released $exp A:1:0" \
+  "$(ev reservation_transition $R2 , reserved released -1 '' 0 600000 '')"
+ttl=$(rc pttl $R2); (( ttl > 590000 )) || fail "transition: pttl $ttl not refreshed"
+pass "transition refreshed retention"
+
+R3='res:{o3}'
+ev reservation_claim $R3 , fpC 'A:5:0' 60000 600000 >/dev/null
+expect "pending->rejected with shortages" "1 rejected 0 A:5:0" \
+  "$(ev reservation_transition $R3 , pending rejected -1 'A:5:2' 0 600000 '')"
+expect "claim on rejected" "rejected 0 A:5:2 A:5:0" "$(ev reservation_claim $R3 , fpC 'A:5:0' 60000 600000)"
+
+echo "all $n checks passed"

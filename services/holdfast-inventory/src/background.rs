@@ -1,0 +1,451 @@
+//! Background work of the inventory service. Every task is safe to run on many replicas at
+//! once: each step is an idempotent script on one bucket.
+//!
+//! - the outbox relay publishes each bucket's `inv:{B}:events` stream to the event bus;
+//! - the sweeper frees lapsed holds, visiting only buckets the expiry index says are due;
+//! - the rebalancer re-drives half-done transfers and moves idle units to dry hot buckets.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fred::prelude::{
+    Client, ClientLike, KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface, Value,
+};
+use fred::types::sorted_sets::Ordering;
+use futures::StreamExt;
+use holdfast_platform::events::{Event, EventBus};
+use holdfast_proto::events::v1::{
+    InventoryAdjusted, InventoryCommitted, InventoryEvent, InventoryExpired, InventoryRebalanced,
+    InventoryReleased, InventoryReserved, InventoryStockSet, inventory_event,
+};
+use prost::Message;
+use tokio::sync::mpsc;
+
+use crate::error::InventoryError;
+use crate::keys::{self, BucketKeys};
+use crate::metrics;
+use crate::scripts;
+use crate::stock::Stock;
+
+/// Topic of inventory events.
+pub const TOPIC: &str = "holdfast.inventory.v1";
+/// Outbox entries read per round trip.
+const RELAY_BATCH: u64 = 500;
+/// Due buckets the sweeper takes per pass.
+const SWEEP_BATCH: i64 = 200;
+/// Holds one sweep call frees at most (the rest wait for the next pass).
+const SWEEP_MAX_HOLDS: u32 = 1000;
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Publishes outbox entries of the buckets it is told about, then (at start and every
+/// `rescan`) of every bucket with leftovers, so a crash between a script and its publish
+/// loses nothing: the entry waits in Redis until the bus has it.
+pub async fn run_relay(
+    stock: Stock,
+    bus: Arc<dyn EventBus>,
+    region: String,
+    mut touched: mpsc::UnboundedReceiver<BucketKeys>,
+    rescan: Duration,
+) {
+    let mut interval = tokio::time::interval(rescan);
+    loop {
+        let mut due: HashSet<BucketKeys> = HashSet::new();
+        tokio::select! {
+            Some(first) = touched.recv() => {
+                due.insert(first);
+                // Coalesce a burst: one drain per bucket however many calls touched it.
+                while let Ok(more) = touched.try_recv() {
+                    due.insert(more);
+                }
+            }
+            _ = interval.tick() => match leftover_streams(stock.client()).await {
+                Ok(found) => due.extend(found),
+                Err(error) => tracing::warn!(%error, "outbox rescan failed"),
+            },
+        }
+        for bucket in due {
+            if let Err(error) = drain(&stock, bus.as_ref(), &region, &bucket).await {
+                tracing::warn!(%error, sku = %bucket.sku, "outbox drain failed; retried on next rescan");
+            }
+        }
+    }
+}
+
+async fn leftover_streams(client: &Client) -> Result<Vec<BucketKeys>, InventoryError> {
+    let mut keys = if client.is_clustered() {
+        client
+            .scan_cluster_buffered(keys::EVENTS_PATTERN, Some(1000), None)
+            .boxed()
+    } else {
+        client
+            .scan_buffered(keys::EVENTS_PATTERN, Some(1000), None)
+            .boxed()
+    };
+    let mut found = Vec::new();
+    while let Some(key) = keys.next().await {
+        let key = key?;
+        if let Some(name) = key.as_str() {
+            found.push(BucketKeys::from_tag(keys::hash_tag(name)));
+        }
+    }
+    Ok(found)
+}
+
+/// Publishes every entry of one bucket's outbox, then deletes what the bus accepted.
+pub async fn drain(
+    stock: &Stock,
+    bus: &dyn EventBus,
+    region: &str,
+    bucket: &BucketKeys,
+) -> Result<(), InventoryError> {
+    let client = stock.client();
+    loop {
+        let entries: Value = client
+            .xrange(bucket.events(), "-", "+", Some(RELAY_BATCH))
+            .await?;
+        let entries = parse_entries(entries);
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+        let events: Vec<Event> = entries
+            .iter()
+            .filter_map(|(id, fields)| to_event(bucket, id, fields, region))
+            .collect();
+        let count = events.len();
+        bus.publish(events).await.map_err(|e| InventoryError::Protocol {
+            script: "relay",
+            detail: e.to_string(),
+        })?;
+        metrics::events_published(count);
+        let remaining = scripts::outbox_ack(client, bucket, ids).await?;
+        if remaining == 0 {
+            return Ok(());
+        }
+    }
+}
+
+fn parse_entries(value: Value) -> Vec<(String, HashMap<String, String>)> {
+    let Value::Array(entries) = value else {
+        return vec![];
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let Value::Array(mut parts) = entry else {
+                return None;
+            };
+            if parts.len() != 2 {
+                return None;
+            }
+            let fields = parts.pop()?;
+            let id = parts.pop()?.as_string()?;
+            let Value::Array(flat) = fields else { return None };
+            let map = flat
+                .chunks(2)
+                .filter_map(|kv| Some((kv.first()?.as_string()?, kv.get(1)?.as_string()?)))
+                .collect();
+            Some((id, map))
+        })
+        .collect()
+}
+
+/// Turns one outbox entry into a bus event. The id is `<tag>/<stream id>`: the same entry
+/// published twice (a crash between publish and ack) carries the same id, so consumers dedupe.
+pub fn to_event(bucket: &BucketKeys, id: &str, f: &HashMap<String, String>, region: &str) -> Option<Event> {
+    let int = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+    let text = |k: &str| f.get(k).cloned().unwrap_or_default();
+    let (sku, ref_id, qty) = (text("sku"), text("ref"), int("qty"));
+    let (on_hand, reserved, sold, at) = (int("on_hand"), int("reserved"), int("sold"), int("at"));
+    let bucket_index = bucket.index;
+    let kind = text("type");
+    let event = match kind.as_str() {
+        "reserved" => inventory_event::Event::Reserved(InventoryReserved {
+            sku: sku.clone(),
+            reservation_id: ref_id,
+            quantity: qty,
+            on_hand,
+            reserved,
+            sold,
+            expires_at_unix_ms: int("expires_at"),
+            occurred_at_unix_ms: at,
+            bucket_index,
+        }),
+        "committed" => inventory_event::Event::Committed(InventoryCommitted {
+            sku: sku.clone(),
+            reservation_id: ref_id,
+            quantity: qty,
+            on_hand,
+            reserved,
+            sold,
+            occurred_at_unix_ms: at,
+            bucket_index,
+        }),
+        "released" => inventory_event::Event::Released(InventoryReleased {
+            sku: sku.clone(),
+            reservation_id: ref_id,
+            quantity: qty,
+            on_hand,
+            reserved,
+            sold,
+            occurred_at_unix_ms: at,
+            bucket_index,
+        }),
+        "expired" => inventory_event::Event::Expired(InventoryExpired {
+            sku: sku.clone(),
+            reservation_id: ref_id,
+            quantity: qty,
+            on_hand,
+            reserved,
+            sold,
+            occurred_at_unix_ms: at,
+            bucket_index,
+        }),
+        "adjusted" => inventory_event::Event::Adjusted(InventoryAdjusted {
+            sku: sku.clone(),
+            adjustment_id: ref_id,
+            quantity: qty,
+            on_hand,
+            reserved,
+            sold,
+            occurred_at_unix_ms: at,
+            bucket_index,
+        }),
+        "stock_set" => inventory_event::Event::StockSet(InventoryStockSet {
+            sku: sku.clone(),
+            quantity: qty,
+            on_hand,
+            reserved,
+            sold,
+            occurred_at_unix_ms: at,
+            buckets: 0,
+            bucket_index,
+        }),
+        "transfer_out" | "transfer_in" => inventory_event::Event::Rebalanced(InventoryRebalanced {
+            sku: sku.clone(),
+            transfer_id: ref_id,
+            quantity: qty,
+            on_hand,
+            reserved,
+            sold,
+            occurred_at_unix_ms: at,
+            bucket_index,
+        }),
+        other => {
+            tracing::warn!(kind = other, %id, "unknown outbox entry type; skipped");
+            return None;
+        }
+    };
+    let event_id = format!("{}/{id}", bucket.tag);
+    let payload = InventoryEvent {
+        event_id: event_id.clone(),
+        event: Some(event),
+    }
+    .encode_to_vec();
+    Some(Event {
+        id: event_id,
+        topic: TOPIC.into(),
+        key: sku,
+        event_type: format!("inventory.{kind}"),
+        region: region.to_string(),
+        payload,
+        traceparent: None,
+    })
+}
+
+/// One sweeper pass: frees lapsed holds in buckets whose earliest hold is due. Work is
+/// proportional to what expired, never to the catalog. Returns the holds freed.
+pub async fn sweep_once(stock: &Stock) -> Result<i64, InventoryError> {
+    let client = stock.client();
+    let now = now_ms();
+    let due: Vec<String> = client
+        .zrangebyscore(
+            keys::EXPIRY_INDEX,
+            f64::NEG_INFINITY,
+            now as f64,
+            false,
+            Some((0, SWEEP_BATCH)),
+        )
+        .await?;
+    let mut freed = 0;
+    for tag in due {
+        let bucket = BucketKeys::from_tag(&tag);
+        // Remove before sweeping: a hold added meanwhile re-indexes itself (ZADD LT), so the
+        // entry we write back below can only be earlier, never lost.
+        let _: i64 = client.zrem(keys::EXPIRY_INDEX, &tag).await?;
+        let (expired, next) = scripts::sweep(client, &bucket, SWEEP_MAX_HOLDS).await?;
+        if let Some(next) = next {
+            let _: i64 = client
+                .zadd(
+                    keys::EXPIRY_INDEX,
+                    None,
+                    Some(Ordering::LessThan),
+                    false,
+                    false,
+                    (next as f64, tag.as_str()),
+                )
+                .await?;
+        }
+        if expired > 0 {
+            freed += expired;
+            stock.touched([bucket.clone()]);
+            // Units came back: a hot SKU's sold-out marker may be stale now.
+            let _: i64 = client.del(keys::sold_out(&bucket.sku)).await?;
+        }
+    }
+    if freed > 0 {
+        metrics::holds_expired(freed as u64);
+    }
+    Ok(freed)
+}
+
+/// Counts holds in Redis for the `live_holds` gauge (buckets in the expiry index only).
+pub async fn count_live_holds(stock: &Stock) -> Result<i64, InventoryError> {
+    let client = stock.client();
+    let tags: Vec<String> = client
+        .zrange(keys::EXPIRY_INDEX, 0, 9_999, None, false, None, false)
+        .await?;
+    let mut total = 0;
+    for tag in tags {
+        let n: i64 = client.zcard(BucketKeys::from_tag(&tag).holds()).await?;
+        total += n;
+    }
+    Ok(total)
+}
+
+/// Runs the sweeper every `every` until the task is aborted.
+pub async fn run_sweeper(stock: Stock, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut passes: u64 = 0;
+    loop {
+        interval.tick().await;
+        if let Err(error) = sweep_once(&stock).await {
+            tracing::warn!(%error, "sweep failed");
+        }
+        passes += 1;
+        if passes.is_multiple_of(25)
+            && let Ok(live) = count_live_holds(&stock).await
+        {
+            metrics::set_live_holds(live);
+        }
+    }
+}
+
+/// One rebalancer pass over every hot SKU: finish half-done transfers, then move idle units
+/// from the richest buckets into dry ones, and keep the sold-out marker honest.
+pub async fn rebalance_once(stock: &Stock) -> Result<i64, InventoryError> {
+    let hot: Vec<String> = stock.client().smembers(keys::HOT_SKUS).await?;
+    let mut moved = 0;
+    for sku in hot {
+        let layout = stock.layout(&sku).await?;
+        stock.redrive_transfers(&sku, layout.buckets_max).await?;
+        let levels = stock.bucket_levels(&sku).await?;
+        let n = layout.buckets as usize;
+        let mut available: Vec<i64> = levels
+            .iter()
+            .take(n)
+            .map(|b| b.levels.on_hand - b.levels.reserved)
+            .collect();
+        let total: i64 = available.iter().sum();
+        if total == 0 {
+            continue;
+        }
+        let _: i64 = stock.client().del(keys::sold_out(&sku)).await?;
+        for (dry, plan) in plan_rebalance(&available) {
+            moved += stock.transfer(&sku, plan.0, dry, plan.1).await?;
+            available[plan.0 as usize] -= plan.1;
+        }
+    }
+    Ok(moved)
+}
+
+/// For each dry bucket (nothing available), a move of half the richest bucket's surplus:
+/// `(dry bucket, (from bucket, units))`.
+pub fn plan_rebalance(available: &[i64]) -> Vec<(u32, (u32, i64))> {
+    let mut available = available.to_vec();
+    let mut plan = Vec::new();
+    for dry in 0..available.len() {
+        if available[dry] > 0 {
+            continue;
+        }
+        let Some((rich, &most)) = available.iter().enumerate().max_by_key(|(_, a)| **a) else {
+            break;
+        };
+        if most < 2 {
+            break;
+        }
+        let units = most / 2;
+        available[rich] -= units;
+        available[dry] += units;
+        plan.push((dry as u32, (rich as u32, units)));
+    }
+    plan
+}
+
+/// Runs the rebalancer every `every` until the task is aborted.
+pub async fn run_rebalancer(stock: Stock, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        if let Err(error) = rebalance_once(&stock).await {
+            tracing::warn!(%error, "rebalance failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_rebalance_fills_dry_buckets_from_the_richest() {
+        assert_eq!(plan_rebalance(&[10, 0, 4, 0]), vec![(1, (0, 5)), (3, (1, 2))]);
+        assert!(
+            plan_rebalance(&[1, 0, 0]).is_empty(),
+            "one unit is not worth splitting"
+        );
+        assert!(plan_rebalance(&[3, 3]).is_empty());
+    }
+
+    #[test]
+    fn outbox_entries_become_typed_events_with_stable_ids() {
+        let bucket = BucketKeys::new("SKU-1", 2);
+        let fields: HashMap<String, String> = [
+            ("type", "reserved"),
+            ("sku", "SKU-1"),
+            ("ref", "r1"),
+            ("qty", "3"),
+            ("on_hand", "10"),
+            ("reserved", "3"),
+            ("sold", "0"),
+            ("expires_at", "99"),
+            ("at", "42"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let event = to_event(&bucket, "1-0", &fields, "eu").expect("known type");
+        assert_eq!(event.id, "SKU-1~2/1-0");
+        assert_eq!(event.key, "SKU-1");
+        assert_eq!(event.event_type, "inventory.reserved");
+        let decoded = InventoryEvent::decode(event.payload.as_slice()).expect("decodes");
+        let Some(inventory_event::Event::Reserved(r)) = decoded.event else {
+            panic!("{decoded:?}")
+        };
+        assert_eq!(
+            (r.quantity, r.reserved, r.expires_at_unix_ms, r.bucket_index),
+            (3, 3, 99, 2)
+        );
+        let mut unknown = fields;
+        unknown.insert("type".into(), "mystery".into());
+        assert!(to_event(&bucket, "1-1", &unknown, "eu").is_none());
+    }
+}

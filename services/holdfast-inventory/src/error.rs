@@ -1,0 +1,79 @@
+//! The inventory service's errors and their one mapping to gRPC statuses.
+
+use holdfast_platform::status::failed_precondition;
+use tonic::Status;
+
+/// Everything that can go wrong in the inventory service. Out of stock is not here: it is
+/// an answer (`INSUFFICIENT_STOCK`), not an error.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    /// A field failed validation; the status carries `BadRequest` details.
+    #[error("invalid request: {}", .0.message())]
+    InvalidArgument(Status),
+    /// No reservation with that id (never made, or its record aged out).
+    #[error("reservation {0:?} not found")]
+    NotFound(String),
+    /// The operation does not fit the current state (expired, released, below held...).
+    #[error("{reason}")]
+    Precondition {
+        /// Machine-readable kind, e.g. `RESERVATION_EXPIRED`.
+        kind: &'static str,
+        /// What it is about (a reservation id or SKU).
+        subject: String,
+        /// Lowercase human explanation.
+        reason: String,
+    },
+    /// The id was used before with a different request.
+    #[error("{0}")]
+    Conflict(String),
+    /// Another call is working on the same reservation right now; retry shortly.
+    #[error("reservation {0:?} is being changed by another call; retry")]
+    Busy(String),
+    /// Redis failed or was unreachable.
+    #[error("redis: {0}")]
+    Redis(#[from] fred::error::Error),
+    /// A script answered something this code does not understand (a deployment mismatch).
+    #[error("unexpected reply from {script}: {detail}")]
+    Protocol {
+        /// The script's file name.
+        script: &'static str,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+impl InventoryError {
+    /// A precondition failure.
+    pub fn precondition(kind: &'static str, subject: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Precondition {
+            kind,
+            subject: subject.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<InventoryError> for Status {
+    fn from(error: InventoryError) -> Self {
+        match error {
+            InventoryError::InvalidArgument(status) => status,
+            InventoryError::NotFound(_) => Status::not_found(error.to_string()),
+            InventoryError::Precondition {
+                kind,
+                subject,
+                reason,
+            } => failed_precondition(kind, &subject, reason),
+            InventoryError::Conflict(message) => Status::already_exists(message),
+            InventoryError::Busy(_) => Status::aborted(error.to_string()),
+            InventoryError::Redis(ref e) => {
+                // Logged once here at the boundary; the caller only learns it may retry.
+                tracing::warn!(error = %e, "redis call failed");
+                Status::unavailable("inventory store unavailable; retry")
+            }
+            InventoryError::Protocol { .. } => {
+                tracing::error!(%error, "script protocol mismatch");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

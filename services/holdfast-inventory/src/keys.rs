@@ -1,0 +1,167 @@
+//! Redis key builders: the only place key names are spelled (layout: `docs/inventory-redis.md`).
+
+/// Most hot-SKU buckets a SKU may have.
+pub const MAX_BUCKETS: u32 = 64;
+
+/// The keys of one bucket of one SKU; all share the hash tag `{sku}` (bucket 0) or
+/// `{sku~i}`, so every per-bucket script is single-slot on Redis Cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BucketKeys {
+    /// The SKU.
+    pub sku: String,
+    /// 0 for the SKU's own counters, 1.. for hot-SKU sub-buckets.
+    pub index: u32,
+    /// The hash tag content.
+    pub tag: String,
+}
+
+impl BucketKeys {
+    /// Keys of bucket `index` of `sku`.
+    pub fn new(sku: &str, index: u32) -> Self {
+        let tag = if index == 0 {
+            sku.to_string()
+        } else {
+            format!("{sku}~{index}")
+        };
+        Self {
+            sku: sku.to_string(),
+            index,
+            tag,
+        }
+    }
+
+    /// Recovers the bucket from a tag stored in the expiry index.
+    pub fn from_tag(tag: &str) -> Self {
+        match tag.rsplit_once('~') {
+            Some((sku, index)) => match index.parse() {
+                Ok(index) => Self::new(sku, index),
+                Err(_) => Self::new(tag, 0),
+            },
+            None => Self::new(tag, 0),
+        }
+    }
+
+    /// `inv:{B}`: on_hand, reserved, sold (+ buckets on bucket 0).
+    pub fn counters(&self) -> String {
+        format!("inv:{{{}}}", self.tag)
+    }
+    /// `inv:{B}:holds`: reservation id -> expiry ms.
+    pub fn holds(&self) -> String {
+        format!("inv:{{{}}}:holds", self.tag)
+    }
+    /// `inv:{B}:held`: reservation id -> units.
+    pub fn held(&self) -> String {
+        format!("inv:{{{}}}:held", self.tag)
+    }
+    /// `inv:{B}:adj`: adjustment ids applied.
+    pub fn adjustments(&self) -> String {
+        format!("inv:{{{}}}:adj", self.tag)
+    }
+    /// `inv:{B}:xfer`: rebalance transfers out, not yet confirmed.
+    pub fn transfers_out(&self) -> String {
+        format!("inv:{{{}}}:xfer", self.tag)
+    }
+    /// `inv:{B}:xin`: rebalance transfer ids received.
+    pub fn transfers_in(&self) -> String {
+        format!("inv:{{{}}}:xin", self.tag)
+    }
+    /// `inv:{B}:events`: the outbox stream.
+    pub fn events(&self) -> String {
+        format!("inv:{{{}}}:events", self.tag)
+    }
+}
+
+/// `inv:{sku}:soldout`: hot SKUs' sold-out marker, in bucket 0's slot.
+pub fn sold_out(sku: &str) -> String {
+    format!("inv:{{{sku}}}:soldout")
+}
+
+/// `res:{rid}`: the reservation record.
+pub fn reservation(reservation_id: &str) -> String {
+    format!("res:{{{reservation_id}}}")
+}
+
+/// Global zset: bucket tag -> earliest hold expiry, for the sweeper.
+pub const EXPIRY_INDEX: &str = "inv:expiries";
+/// Global set of SKUs with more than one bucket, for the rebalancer.
+pub const HOT_SKUS: &str = "inv:hot";
+/// Pattern matching every outbox stream (crash recovery of the relay).
+pub const EVENTS_PATTERN: &str = "inv:{*}:events";
+
+/// The hash tag Redis Cluster hashes for `key` (the rules of CLUSTER KEYSLOT).
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+/// CRC16/XMODEM mod 16384: the Redis Cluster slot of `key`.
+pub fn slot(key: &str) -> u16 {
+    let mut crc: u16 = 0;
+    for byte in hash_tag(key).bytes() {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn slot_matches_redis_reference_values() {
+        // Values from CLUSTER KEYSLOT on redis-server 7.0.
+        assert_eq!(slot("foo"), 12182);
+        assert_eq!(slot("{user1000}.following"), slot("{user1000}.followers"));
+        assert_eq!(slot("123456789"), 0x31C3, "CRC16/XMODEM check value");
+    }
+
+    #[test]
+    fn bucket_keys_of_bucket_zero_use_the_plain_sku_tag() {
+        let keys = BucketKeys::new("TSHIRT-M", 0);
+        assert_eq!(keys.counters(), "inv:{TSHIRT-M}");
+        assert_eq!(keys.holds(), "inv:{TSHIRT-M}:holds");
+        assert_eq!(BucketKeys::new("TSHIRT-M", 3).counters(), "inv:{TSHIRT-M~3}");
+        assert_eq!(sold_out("TSHIRT-M"), "inv:{TSHIRT-M}:soldout");
+    }
+
+    #[test]
+    fn hot_sku_buckets_spread_over_slots() {
+        let slots: std::collections::HashSet<u16> = (0..8)
+            .map(|i| slot(&BucketKeys::new("FLASH-1", i).counters()))
+            .collect();
+        assert_eq!(slots.len(), 8, "eight buckets, eight slots");
+    }
+
+    proptest! {
+        #[test]
+        fn every_key_of_a_bucket_shares_one_slot(sku in "[A-Za-z0-9._:/+-]{1,64}", index in 0u32..64) {
+            let keys = BucketKeys::new(&sku, index);
+            let expected = slot(&keys.counters());
+            for key in [keys.holds(), keys.held(), keys.adjustments(), keys.transfers_out(), keys.transfers_in(), keys.events()] {
+                prop_assert_eq!(slot(&key), expected);
+            }
+            if index == 0 {
+                prop_assert_eq!(slot(&sold_out(&sku)), expected);
+            }
+        }
+
+        #[test]
+        fn tags_round_trip(sku in "[A-Za-z0-9._:/+-]{1,64}", index in 0u32..64) {
+            let keys = BucketKeys::new(&sku, index);
+            prop_assert_eq!(BucketKeys::from_tag(&keys.tag), keys);
+        }
+    }
+}

@@ -1,0 +1,486 @@
+//! One typed wrapper per Lua script in `lua/`: the only code that knows the order of each
+//! script's KEYS and ARGV and the shape of its reply (see `docs/inventory-redis.md`).
+
+use std::sync::LazyLock;
+use std::time::Instant;
+
+use fred::prelude::{Client, Value};
+use holdfast_platform::redis::LuaScript;
+
+use crate::error::InventoryError;
+use crate::keys::BucketKeys;
+use crate::metrics;
+
+macro_rules! scripts {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(
+            static $name: LazyLock<LuaScript> = LazyLock::new(|| {
+                LuaScript::new($file, include_str!(concat!("../../../lua/", $file)))
+            });
+        )*
+        /// Every script this crate runs, for loading at start-up and the registration test.
+        pub fn all() -> Vec<&'static LuaScript> {
+            vec![$(&*$name),*]
+        }
+    };
+}
+
+scripts! {
+    RESERVE => "reserve.lua",
+    COMMIT => "commit.lua",
+    RELEASE => "release.lua",
+    EXTEND => "extend.lua",
+    SET_STOCK => "set_stock.lua",
+    ADJUST_STOCK => "adjust_stock.lua",
+    AVAILABILITY => "availability.lua",
+    SWEEP => "sweep.lua",
+    REBALANCE_TAKE => "rebalance_take.lua",
+    REBALANCE_GIVE => "rebalance_give.lua",
+    RESERVATION_CLAIM => "reservation_claim.lua",
+    RESERVATION_TRANSITION => "reservation_transition.lua",
+    OUTBOX_ACK => "outbox_ack.lua",
+}
+
+/// Loads every script on every primary (before health says SERVING).
+pub async fn load_all(client: &Client) -> Result<(), InventoryError> {
+    for script in all() {
+        script.load(client).await?;
+    }
+    Ok(())
+}
+
+async fn run(
+    script: &LuaScript,
+    client: &Client,
+    keys: Vec<String>,
+    args: Vec<Value>,
+) -> Result<Vec<Value>, InventoryError> {
+    let started = Instant::now();
+    let reply: Value = script.run(client, keys, args).await?;
+    metrics::observe_script(script.name, started.elapsed());
+    match reply {
+        Value::Array(values) => Ok(values),
+        other => Err(protocol(script, format!("expected an array, got {other:?}"))),
+    }
+}
+
+fn protocol(script: &LuaScript, detail: impl Into<String>) -> InventoryError {
+    InventoryError::Protocol {
+        script: script.name,
+        detail: detail.into(),
+    }
+}
+
+fn int_at(script: &LuaScript, values: &[Value], i: usize) -> Result<i64, InventoryError> {
+    values
+        .get(i)
+        .and_then(Value::as_i64)
+        .ok_or_else(|| protocol(script, format!("element {i} of {values:?} is not an integer")))
+}
+
+fn string_at(script: &LuaScript, values: &[Value], i: usize) -> Result<String, InventoryError> {
+    match values.get(i) {
+        Some(Value::Null) | None => Ok(String::new()),
+        Some(value) => value
+            .as_string()
+            .ok_or_else(|| protocol(script, format!("element {i} of {values:?} is not a string"))),
+    }
+}
+
+fn bucket_keys4(keys: &BucketKeys) -> Vec<String> {
+    vec![keys.counters(), keys.holds(), keys.held(), keys.events()]
+}
+
+fn s(value: impl ToString) -> Value {
+    Value::from(value.to_string())
+}
+
+/// One bucket's counters after a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Levels {
+    /// Units in stock including held ones.
+    pub on_hand: i64,
+    /// Units held by live reservations.
+    pub reserved: i64,
+    /// Units sold.
+    pub sold: i64,
+}
+
+/// What `reserve.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// Held (now, or already by an earlier call with the same id).
+    Held {
+        /// Expiry, Unix ms, Redis clock.
+        expires_at: i64,
+    },
+    /// Not enough stock in this bucket.
+    Short {
+        /// What the bucket had available.
+        available: i64,
+    },
+}
+
+/// `reserve.lua`: hold `qty` units of one bucket for `rid`.
+pub async fn reserve(
+    client: &Client,
+    keys: &BucketKeys,
+    rid: &str,
+    qty: i64,
+    ttl_ms: i64,
+) -> Result<Hold, InventoryError> {
+    let args = vec![s(rid), s(qty), s(ttl_ms), s(&keys.sku), s(keys.index)];
+    let reply = run(&RESERVE, client, bucket_keys4(keys), args).await?;
+    match int_at(&RESERVE, &reply, 0)? {
+        1 => Ok(Hold::Held {
+            expires_at: int_at(&RESERVE, &reply, 1)?,
+        }),
+        0 => Ok(Hold::Short {
+            available: int_at(&RESERVE, &reply, 1)?,
+        }),
+        other => Err(protocol(&RESERVE, format!("status {other}"))),
+    }
+}
+
+/// `commit.lua`: the units committed now with the bucket's levels, or `None` if `rid`
+/// holds nothing there (already committed, or never held).
+pub async fn commit(
+    client: &Client,
+    keys: &BucketKeys,
+    rid: &str,
+) -> Result<Option<(i64, Levels)>, InventoryError> {
+    let reply = run(
+        &COMMIT,
+        client,
+        bucket_keys4(keys),
+        vec![s(rid), s(&keys.sku), s(keys.index)],
+    )
+    .await?;
+    if int_at(&COMMIT, &reply, 0)? == 0 {
+        return Ok(None);
+    }
+    Ok(Some((
+        int_at(&COMMIT, &reply, 1)?,
+        Levels {
+            on_hand: int_at(&COMMIT, &reply, 2)?,
+            reserved: int_at(&COMMIT, &reply, 3)?,
+            sold: int_at(&COMMIT, &reply, 4)?,
+        },
+    )))
+}
+
+/// `release.lua`: units given back now (0 if nothing was held).
+pub async fn release(client: &Client, keys: &BucketKeys, rid: &str) -> Result<i64, InventoryError> {
+    let reply = run(
+        &RELEASE,
+        client,
+        bucket_keys4(keys),
+        vec![s(rid), s(&keys.sku), s(keys.index)],
+    )
+    .await?;
+    match int_at(&RELEASE, &reply, 0)? {
+        1 => int_at(&RELEASE, &reply, 1),
+        _ => Ok(0),
+    }
+}
+
+/// `extend.lua`: the new expiry, or `None` if `rid` has no live hold there.
+pub async fn extend(
+    client: &Client,
+    keys: &BucketKeys,
+    rid: &str,
+    ttl_ms: i64,
+) -> Result<Option<i64>, InventoryError> {
+    let args = vec![s(rid), s(ttl_ms), s(&keys.sku), s(keys.index)];
+    let reply = run(&EXTEND, client, bucket_keys4(keys), args).await?;
+    match int_at(&EXTEND, &reply, 0)? {
+        1 => Ok(Some(int_at(&EXTEND, &reply, 1)?)),
+        _ => Ok(None),
+    }
+}
+
+/// `set_stock.lua`: the bucket's levels, or `Err(reserved)` when `on_hand` is below what is held.
+pub async fn set_stock(
+    client: &Client,
+    keys: &BucketKeys,
+    on_hand: i64,
+    buckets: u32,
+) -> Result<Result<Levels, i64>, InventoryError> {
+    let args = vec![s(on_hand), s(buckets), s(&keys.sku), s(keys.index)];
+    let reply = run(&SET_STOCK, client, bucket_keys4(keys), args).await?;
+    match int_at(&SET_STOCK, &reply, 0)? {
+        1 => Ok(Ok(Levels {
+            on_hand: int_at(&SET_STOCK, &reply, 1)?,
+            reserved: int_at(&SET_STOCK, &reply, 2)?,
+            sold: int_at(&SET_STOCK, &reply, 3)?,
+        })),
+        _ => Ok(Err(int_at(&SET_STOCK, &reply, 1)?)),
+    }
+}
+
+/// What `adjust_stock.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adjustment {
+    /// Applied now.
+    Applied(Levels),
+    /// This id was applied before; nothing changed.
+    Repeated(Levels),
+    /// Would leave on_hand below what is held; nothing changed.
+    BelowHeld {
+        /// Current on_hand.
+        on_hand: i64,
+        /// Currently held.
+        reserved: i64,
+    },
+}
+
+/// `adjust_stock.lua`: add `delta` units, once per `adjustment_id`.
+pub async fn adjust_stock(
+    client: &Client,
+    keys: &BucketKeys,
+    adjustment_id: &str,
+    delta: i64,
+) -> Result<Adjustment, InventoryError> {
+    let mut key_list = bucket_keys4(keys);
+    key_list.push(keys.adjustments());
+    let args = vec![s(adjustment_id), s(delta), s(&keys.sku), s(keys.index)];
+    let reply = run(&ADJUST_STOCK, client, key_list, args).await?;
+    let levels = |reply: &[Value]| -> Result<Levels, InventoryError> {
+        Ok(Levels {
+            on_hand: int_at(&ADJUST_STOCK, reply, 1)?,
+            reserved: int_at(&ADJUST_STOCK, reply, 2)?,
+            sold: int_at(&ADJUST_STOCK, reply, 3)?,
+        })
+    };
+    match int_at(&ADJUST_STOCK, &reply, 0)? {
+        1 => Ok(Adjustment::Applied(levels(&reply)?)),
+        2 => Ok(Adjustment::Repeated(levels(&reply)?)),
+        _ => Ok(Adjustment::BelowHeld {
+            on_hand: int_at(&ADJUST_STOCK, &reply, 1)?,
+            reserved: int_at(&ADJUST_STOCK, &reply, 2)?,
+        }),
+    }
+}
+
+/// One bucket's levels as `availability.lua` reads them (expired holds excluded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BucketLevel {
+    /// Counters, with `reserved` counting live holds only.
+    pub levels: Levels,
+    /// The SKU's bucket count (meaningful on bucket 0).
+    pub buckets: u32,
+    /// The widest layout the SKU ever had (meaningful on bucket 0).
+    pub buckets_max: u32,
+}
+
+/// `availability.lua`: read one bucket without writing.
+pub async fn availability(client: &Client, keys: &BucketKeys) -> Result<BucketLevel, InventoryError> {
+    let reply = run(
+        &AVAILABILITY,
+        client,
+        vec![keys.counters(), keys.holds(), keys.held()],
+        vec![],
+    )
+    .await?;
+    let count = |i| -> Result<u32, InventoryError> {
+        u32::try_from(int_at(&AVAILABILITY, &reply, i)?).map_err(|e| protocol(&AVAILABILITY, e.to_string()))
+    };
+    Ok(BucketLevel {
+        levels: Levels {
+            on_hand: int_at(&AVAILABILITY, &reply, 0)?,
+            reserved: int_at(&AVAILABILITY, &reply, 1)?,
+            sold: int_at(&AVAILABILITY, &reply, 2)?,
+        },
+        buckets: count(3)?,
+        buckets_max: count(4)?,
+    })
+}
+
+/// `sweep.lua`: (holds expired now, expiry of the next hold or `None`).
+pub async fn sweep(
+    client: &Client,
+    keys: &BucketKeys,
+    max_holds: u32,
+) -> Result<(i64, Option<i64>), InventoryError> {
+    let args = vec![s(max_holds), s(&keys.sku), s(keys.index)];
+    let reply = run(&SWEEP, client, bucket_keys4(keys), args).await?;
+    let next = int_at(&SWEEP, &reply, 1)?;
+    Ok((int_at(&SWEEP, &reply, 0)?, (next >= 0).then_some(next)))
+}
+
+/// `rebalance_take.lua`: units moved out of `from` toward bucket `to` under `transfer_id`.
+pub async fn rebalance_take(
+    client: &Client,
+    from: &BucketKeys,
+    transfer_id: &str,
+    units: i64,
+    to: u32,
+) -> Result<i64, InventoryError> {
+    let mut key_list = bucket_keys4(from);
+    key_list.push(from.transfers_out());
+    let args = vec![s(transfer_id), s(units), s(to), s(&from.sku), s(from.index)];
+    let reply = run(&REBALANCE_TAKE, client, key_list, args).await?;
+    int_at(&REBALANCE_TAKE, &reply, 0)
+}
+
+/// `rebalance_give.lua`: whether the units were added now (false: received before).
+pub async fn rebalance_give(
+    client: &Client,
+    to: &BucketKeys,
+    transfer_id: &str,
+    units: i64,
+) -> Result<bool, InventoryError> {
+    let key_list = vec![to.counters(), to.events(), to.transfers_in()];
+    let args = vec![s(transfer_id), s(units), s(&to.sku), s(to.index)];
+    let reply = run(&REBALANCE_GIVE, client, key_list, args).await?;
+    Ok(int_at(&REBALANCE_GIVE, &reply, 0)? == 1)
+}
+
+/// A reservation record as the record scripts report it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// `pending`, `reserved`, `rejected`, `preparing`, `committing`, `committed`,
+    /// `released`, `expired`; empty when there is no record.
+    pub state: String,
+    /// Unix ms, Redis clock; 0 when unset.
+    pub expires_at: i64,
+    /// `sku:requested:available;...`
+    pub shortages: String,
+    /// `sku:qty:bucket;...`
+    pub lines: String,
+}
+
+/// What `reservation_claim.lua` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller owns the pending record. `Some(lines)` when it took over a lapsed lease:
+    /// those lines may be partly held already.
+    Claimed(Option<String>),
+    /// The id exists with a different request.
+    Conflict,
+    /// Another caller is working on it.
+    Busy,
+    /// The reservation exists in another state: its first answer.
+    Existing(Record),
+}
+
+/// `reservation_claim.lua`.
+pub async fn reservation_claim(
+    client: &Client,
+    record_key: String,
+    fingerprint: &str,
+    lines: &str,
+    lease_ms: i64,
+    retention_ms: i64,
+) -> Result<Claim, InventoryError> {
+    let args = vec![s(fingerprint), s(lines), s(lease_ms), s(retention_ms)];
+    let reply = run(&RESERVATION_CLAIM, client, vec![record_key], args).await?;
+    let first = string_at(&RESERVATION_CLAIM, &reply, 0)?;
+    Ok(match first.as_str() {
+        "claimed" if reply.len() == 1 => Claim::Claimed(None),
+        "claimed" => Claim::Claimed(Some(string_at(&RESERVATION_CLAIM, &reply, 1)?)),
+        "conflict" => Claim::Conflict,
+        "busy" => Claim::Busy,
+        _ => Claim::Existing(Record {
+            state: first,
+            expires_at: int_at(&RESERVATION_CLAIM, &reply, 1)?,
+            shortages: string_at(&RESERVATION_CLAIM, &reply, 2)?,
+            lines: string_at(&RESERVATION_CLAIM, &reply, 3)?,
+        }),
+    })
+}
+
+/// A state change for `reservation_transition.lua`.
+#[derive(Debug, Clone, Default)]
+pub struct Transition<'a> {
+    /// Expected current state.
+    pub from: &'a str,
+    /// New state.
+    pub to: &'a str,
+    /// New expiry (`None` keeps it).
+    pub expires_at: Option<i64>,
+    /// New shortages (empty keeps them).
+    pub shortages: &'a str,
+    /// Refuse unless the stored expiry is in the future.
+    pub require_live: bool,
+    /// Record retention from now.
+    pub retention_ms: i64,
+    /// New lines (empty keeps them).
+    pub lines: &'a str,
+}
+
+/// `reservation_transition.lua`: (moved, the record as stored after the call).
+pub async fn reservation_transition(
+    client: &Client,
+    record_key: String,
+    t: Transition<'_>,
+) -> Result<(bool, Record), InventoryError> {
+    let args = vec![
+        s(t.from),
+        s(t.to),
+        s(t.expires_at.unwrap_or(-1)),
+        s(t.shortages),
+        s(u8::from(t.require_live)),
+        s(t.retention_ms),
+        s(t.lines),
+    ];
+    let reply = run(&RESERVATION_TRANSITION, client, vec![record_key], args).await?;
+    Ok((
+        int_at(&RESERVATION_TRANSITION, &reply, 0)? == 1,
+        Record {
+            state: string_at(&RESERVATION_TRANSITION, &reply, 1)?,
+            expires_at: int_at(&RESERVATION_TRANSITION, &reply, 2)?,
+            shortages: String::new(),
+            lines: string_at(&RESERVATION_TRANSITION, &reply, 3)?,
+        },
+    ))
+}
+
+/// `outbox_ack.lua`: deletes published entries; returns entries still in the stream.
+pub async fn outbox_ack(client: &Client, keys: &BucketKeys, ids: Vec<String>) -> Result<i64, InventoryError> {
+    let reply = run(
+        &OUTBOX_ACK,
+        client,
+        vec![keys.events()],
+        ids.into_iter().map(Value::from).collect(),
+    )
+    .await?;
+    int_at(&OUTBOX_ACK, &reply, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lua_file_is_registered_and_every_script_exists() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../lua");
+        let mut on_disk: Vec<String> = std::fs::read_dir(dir)
+            .expect("lua/ exists")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.ends_with(".lua"))
+            .collect();
+        on_disk.sort();
+        let mut registered: Vec<String> = all().iter().map(|s| s.name.to_string()).collect();
+        registered.sort();
+        assert_eq!(
+            on_disk, registered,
+            "every lua/*.lua has exactly one typed wrapper"
+        );
+    }
+
+    #[test]
+    fn every_script_documents_keys_and_reply() {
+        for script in all() {
+            let source = std::fs::read_to_string(format!(
+                "{}/../../lua/{}",
+                env!("CARGO_MANIFEST_DIR"),
+                script.name
+            ))
+            .expect("readable");
+            assert!(source.contains("KEYS[1]"), "{} names its KEYS", script.name);
+            assert!(source.contains("Reply"), "{} documents its reply", script.name);
+        }
+    }
+}

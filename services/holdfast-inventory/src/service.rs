@@ -1,0 +1,175 @@
+//! The gRPC face of the inventory: validate every field, call the engine, map the answer.
+
+use holdfast_platform::status::FieldViolations;
+use holdfast_proto::inventory::v1::inventory_service_server::InventoryService;
+use holdfast_proto::inventory::v1::{
+    AdjustStockRequest, CommitRequest, CommitResponse, ExtendRequest, ExtendResponse, GetAvailabilityRequest,
+    GetAvailabilityResponse, ReleaseRequest, ReleaseResponse, ReservationStatus, ReserveRequest,
+    ReserveResponse, SetStockRequest, Shortage, StockLevel,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::InventoryError;
+use crate::reservations::ReserveAnswer;
+use crate::stock::{SkuLevel, Stock};
+use crate::validate::{self, MAX_LINES, MAX_ON_HAND};
+
+/// `holdfast.inventory.v1.InventoryService` over a [`Stock`] engine.
+#[derive(Clone)]
+pub struct Inventory {
+    stock: Stock,
+}
+
+impl Inventory {
+    /// The service over `stock`.
+    pub fn new(stock: Stock) -> Self {
+        Self { stock }
+    }
+}
+
+fn checked(violations: FieldViolations) -> Result<(), InventoryError> {
+    violations.into_result().map_err(InventoryError::InvalidArgument)
+}
+
+fn stock_level(sku: &str, level: SkuLevel) -> StockLevel {
+    StockLevel {
+        sku: sku.to_string(),
+        on_hand: level.levels.on_hand,
+        reserved: level.levels.reserved,
+        available: level.levels.on_hand - level.levels.reserved,
+        sold: level.levels.sold,
+        buckets: level.buckets,
+    }
+}
+
+#[tonic::async_trait]
+impl InventoryService for Inventory {
+    async fn set_stock(&self, request: Request<SetStockRequest>) -> Result<Response<StockLevel>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        validate::sku(&mut violations, "sku", &request.sku);
+        if !(0..=MAX_ON_HAND).contains(&request.on_hand) {
+            violations.add("on_hand", format!("must be 0..{MAX_ON_HAND}"));
+        }
+        let buckets = validate::buckets(&mut violations, "buckets", request.buckets);
+        checked(violations)?;
+        let level = self
+            .stock
+            .set_stock(&request.sku, request.on_hand, buckets)
+            .await?;
+        Ok(Response::new(stock_level(&request.sku, level)))
+    }
+
+    async fn adjust_stock(
+        &self,
+        request: Request<AdjustStockRequest>,
+    ) -> Result<Response<StockLevel>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        validate::sku(&mut violations, "sku", &request.sku);
+        validate::id(&mut violations, "adjustment_id", &request.adjustment_id);
+        if request.delta == 0 || request.delta.abs() > MAX_ON_HAND {
+            violations.add("delta", format!("must be non-zero and within ±{MAX_ON_HAND}"));
+        }
+        checked(violations)?;
+        let level = self
+            .stock
+            .adjust_stock(&request.sku, request.delta, &request.adjustment_id)
+            .await?;
+        Ok(Response::new(stock_level(&request.sku, level)))
+    }
+
+    async fn get_availability(
+        &self,
+        request: Request<GetAvailabilityRequest>,
+    ) -> Result<Response<GetAvailabilityResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        if request.skus.is_empty() || request.skus.len() > MAX_LINES {
+            violations.add("skus", format!("must name 1..{MAX_LINES} SKUs"));
+        }
+        for (i, sku) in request.skus.iter().enumerate() {
+            validate::sku(&mut violations, &format!("skus[{i}]"), sku);
+        }
+        checked(violations)?;
+        let levels = futures::future::try_join_all(request.skus.iter().map(|sku| self.stock.level(sku)))
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(GetAvailabilityResponse {
+            levels: request
+                .skus
+                .iter()
+                .zip(levels)
+                .map(|(sku, level)| stock_level(sku, level))
+                .collect(),
+        }))
+    }
+
+    async fn reserve(&self, request: Request<ReserveRequest>) -> Result<Response<ReserveResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        validate::id(&mut violations, "reservation_id", &request.reservation_id);
+        let ttl = validate::ttl(&mut violations, "ttl_seconds", request.ttl_seconds);
+        let lines = validate::lines(&mut violations, &request.lines);
+        checked(violations)?;
+        let answer = self.stock.reserve(&request.reservation_id, &lines, ttl).await?;
+        Ok(Response::new(match answer {
+            ReserveAnswer::Reserved { expires_at } => ReserveResponse {
+                status: ReservationStatus::Reserved as i32,
+                shortages: vec![],
+                expires_at_unix_ms: expires_at,
+            },
+            ReserveAnswer::Insufficient(shortages) => ReserveResponse {
+                status: ReservationStatus::InsufficientStock as i32,
+                shortages: shortages
+                    .into_iter()
+                    .map(|s| Shortage {
+                        sku: s.sku,
+                        requested: s.requested,
+                        available: s.available,
+                    })
+                    .collect(),
+                expires_at_unix_ms: 0,
+            },
+        }))
+    }
+
+    async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        validate::id(&mut violations, "reservation_id", &request.reservation_id);
+        checked(violations)?;
+        let lines = self.stock.commit(&request.reservation_id).await?;
+        let mut skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+        skus.dedup();
+        let levels = futures::future::try_join_all(skus.iter().map(|sku| self.stock.level(sku)))
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(CommitResponse {
+            levels: skus
+                .iter()
+                .zip(levels)
+                .map(|(sku, level)| stock_level(sku, level))
+                .collect(),
+        }))
+    }
+
+    async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        validate::id(&mut violations, "reservation_id", &request.reservation_id);
+        checked(violations)?;
+        let released_units = self.stock.release(&request.reservation_id).await?;
+        Ok(Response::new(ReleaseResponse { released_units }))
+    }
+
+    async fn extend(&self, request: Request<ExtendRequest>) -> Result<Response<ExtendResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        validate::id(&mut violations, "reservation_id", &request.reservation_id);
+        let ttl = validate::ttl(&mut violations, "ttl_seconds", request.ttl_seconds);
+        checked(violations)?;
+        let expires_at_unix_ms = self.stock.extend(&request.reservation_id, ttl).await?;
+        Ok(Response::new(ExtendResponse { expires_at_unix_ms }))
+    }
+}

@@ -1,0 +1,314 @@
+//! Stock levels over a SKU's buckets: set, adjust, read, and moving idle units between
+//! buckets of a hot SKU.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fred::prelude::{Client, HashesInterface, KeysInterface, Pool, SetsInterface};
+use futures::future::try_join_all;
+use tokio::sync::mpsc;
+
+use crate::error::InventoryError;
+use crate::keys::{self, BucketKeys};
+use crate::scripts::{self, Adjustment, BucketLevel, Levels};
+
+/// How long a SKU's bucket count is cached. A stale count never oversells: every bucket
+/// enforces its own invariant, so staleness only shifts which bucket serves a call.
+const LAYOUT_TTL: Duration = Duration::from_secs(1);
+
+/// A SKU's bucket layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layout {
+    /// Buckets in use (1 for a plain SKU).
+    pub buckets: u32,
+    /// Widest layout ever used: read this many to sum `sold`.
+    pub buckets_max: u32,
+}
+
+/// A SKU's level summed over its buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SkuLevel {
+    /// Summed counters (`reserved` counts live holds only).
+    pub levels: Levels,
+    /// Buckets in use.
+    pub buckets: u32,
+}
+
+/// The inventory engine: typed scripts over a Redis pool, plus the outbox relay's inbox.
+#[derive(Clone)]
+pub struct Stock {
+    redis: Pool,
+    relay: mpsc::UnboundedSender<BucketKeys>,
+    layouts: Arc<Mutex<HashMap<String, (Layout, Instant)>>>,
+}
+
+impl Stock {
+    /// An engine over `redis`; touched buckets are announced on `relay`.
+    pub fn new(redis: Pool, relay: mpsc::UnboundedSender<BucketKeys>) -> Self {
+        Self {
+            redis,
+            relay,
+            layouts: Arc::default(),
+        }
+    }
+
+    /// The next client of the pool.
+    pub fn client(&self) -> &Client {
+        self.redis.next()
+    }
+
+    /// Tells the relay these buckets have new outbox entries.
+    pub fn touched(&self, buckets: impl IntoIterator<Item = BucketKeys>) {
+        for bucket in buckets {
+            let _ = self.relay.send(bucket);
+        }
+    }
+
+    /// The SKU's layout, cached for a second.
+    pub async fn layout(&self, sku: &str) -> Result<Layout, InventoryError> {
+        if let Some((layout, at)) = self.cached_layout(sku)
+            && at.elapsed() < LAYOUT_TTL
+        {
+            return Ok(layout);
+        }
+        let level = scripts::availability(self.client(), &BucketKeys::new(sku, 0)).await?;
+        Ok(self.remember_layout(sku, &level))
+    }
+
+    fn cached_layout(&self, sku: &str) -> Option<(Layout, Instant)> {
+        let layouts = self
+            .layouts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        layouts.get(sku).copied()
+    }
+
+    fn remember_layout(&self, sku: &str, bucket0: &BucketLevel) -> Layout {
+        let layout = Layout {
+            buckets: bucket0.buckets.max(1),
+            buckets_max: bucket0.buckets_max.max(bucket0.buckets).max(1),
+        };
+        let mut layouts = self
+            .layouts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if layouts.len() > 100_000 {
+            // Bounded: a catalog scan must not grow this without limit.
+            layouts.clear();
+        }
+        layouts.insert(sku.to_string(), (layout, Instant::now()));
+        layout
+    }
+
+    /// Every bucket's level, bucket 0 first (its layout decides how many follow).
+    pub async fn bucket_levels(&self, sku: &str) -> Result<Vec<BucketLevel>, InventoryError> {
+        let client = self.client();
+        let first = scripts::availability(client, &BucketKeys::new(sku, 0)).await?;
+        let layout = self.remember_layout(sku, &first);
+        let rest = try_join_all(
+            (1..layout.buckets_max)
+                .map(|i| BucketKeys::new(sku, i))
+                .map(|keys| async move { scripts::availability(client, &keys).await }),
+        )
+        .await?;
+        Ok(std::iter::once(first).chain(rest).collect())
+    }
+
+    /// The SKU's level summed over its buckets.
+    pub async fn level(&self, sku: &str) -> Result<SkuLevel, InventoryError> {
+        let buckets = self.bucket_levels(sku).await?;
+        Ok(sum(&buckets))
+    }
+
+    /// Sets absolute on_hand (summed over buckets) and the bucket count.
+    pub async fn set_stock(&self, sku: &str, on_hand: i64, buckets: u32) -> Result<SkuLevel, InventoryError> {
+        let client = self.client();
+        for _attempt in 0..3 {
+            let current = self.bucket_levels(sku).await?;
+            let old = current[0].buckets.max(1);
+            let reserved: Vec<i64> = current.iter().map(|b| b.levels.reserved).collect();
+            let held: i64 = reserved.iter().sum();
+            if buckets != old && held > 0 {
+                return Err(InventoryError::precondition(
+                    "BUCKETS_CHANGE_WITH_HOLDS",
+                    sku,
+                    format!(
+                        "cannot change buckets from {old} to {buckets} while {held} units are held; retry after they commit, release or expire"
+                    ),
+                ));
+            }
+            if on_hand < held {
+                return Err(below_held(sku, on_hand, held));
+            }
+            // Each bucket keeps what it holds plus an even share of the free units.
+            let width = current.len().max(buckets as usize);
+            let free = on_hand - held;
+            let n = i64::from(buckets);
+            let targets: Vec<i64> = (0..width)
+                .map(|i| {
+                    let i64i = i as i64;
+                    if i64i >= n {
+                        0
+                    } else {
+                        reserved.get(i).copied().unwrap_or(0) + free / n + i64::from(i64i < free % n)
+                    }
+                })
+                .collect();
+            let mut refused = false;
+            // Bucket 0 last: it carries the new layout, so readers never see a layout whose
+            // buckets are not yet filled.
+            for i in (0..width).rev() {
+                let keys = BucketKeys::new(sku, i as u32);
+                match scripts::set_stock(client, &keys, targets[i], buckets).await? {
+                    Ok(_) => self.touched([keys]),
+                    Err(_reserved_now) => refused = true,
+                }
+            }
+            if refused {
+                // A reservation landed between our read and write; plan again.
+                continue;
+            }
+            if buckets > 1 {
+                let _: i64 = client.sadd(keys::HOT_SKUS, sku).await?;
+            } else {
+                let _: i64 = client.srem(keys::HOT_SKUS, sku).await?;
+            }
+            let _: i64 = client.del(keys::sold_out(sku)).await?;
+            return self.level(sku).await;
+        }
+        Err(InventoryError::Busy(sku.to_string()))
+    }
+
+    /// Adds `delta` units once per `adjustment_id`. Adjustments land on bucket 0 (the
+    /// rebalancer spreads them); removing more than bucket 0 has free first gathers units there.
+    pub async fn adjust_stock(
+        &self,
+        sku: &str,
+        delta: i64,
+        adjustment_id: &str,
+    ) -> Result<SkuLevel, InventoryError> {
+        let client = self.client();
+        let keys = BucketKeys::new(sku, 0);
+        let layout = self.layout(sku).await?;
+        if delta < 0 && layout.buckets > 1 {
+            let levels = self.bucket_levels(sku).await?;
+            let available: Vec<i64> = levels
+                .iter()
+                .map(|b| b.levels.on_hand - b.levels.reserved)
+                .collect();
+            let short = -delta - available[0];
+            if short > 0 && available.iter().sum::<i64>() >= -delta {
+                self.gather(sku, 0, short, &available).await?;
+            }
+        }
+        match scripts::adjust_stock(client, &keys, adjustment_id, delta).await? {
+            Adjustment::Applied(_) => {
+                self.touched([keys]);
+                if delta > 0 {
+                    let _: i64 = client.del(keys::sold_out(sku)).await?;
+                }
+            }
+            Adjustment::Repeated(_) => {}
+            Adjustment::BelowHeld { on_hand, reserved } => {
+                return Err(InventoryError::precondition(
+                    "BELOW_HELD",
+                    sku,
+                    format!(
+                        "removing {} units would leave fewer than the {reserved} held (on_hand {on_hand})",
+                        -delta
+                    ),
+                ));
+            }
+        }
+        self.level(sku).await
+    }
+
+    /// Moves up to `need` free units from other buckets into bucket `to`, richest first.
+    /// Each move is take-then-give under a transfer id, re-driven by the rebalancer if we die
+    /// in between, so units are never created or lost.
+    pub async fn gather(
+        &self,
+        sku: &str,
+        to: u32,
+        need: i64,
+        available: &[i64],
+    ) -> Result<i64, InventoryError> {
+        let mut donors: Vec<(u32, i64)> = available
+            .iter()
+            .enumerate()
+            .filter(|(i, a)| *i as u32 != to && **a > 0)
+            .map(|(i, a)| (i as u32, *a))
+            .collect();
+        donors.sort_by_key(|(_, a)| -a);
+        let mut moved_total = 0;
+        for (from, free) in donors {
+            if moved_total >= need {
+                break;
+            }
+            moved_total += self.transfer(sku, from, to, free.min(need - moved_total)).await?;
+        }
+        Ok(moved_total)
+    }
+
+    /// One transfer of `units` from bucket `from` to bucket `to`.
+    pub async fn transfer(&self, sku: &str, from: u32, to: u32, units: i64) -> Result<i64, InventoryError> {
+        let client = self.client();
+        let id = uuid::Uuid::now_v7().to_string();
+        let source = BucketKeys::new(sku, from);
+        let moved = scripts::rebalance_take(client, &source, &id, units, to).await?;
+        if moved > 0 {
+            let target = BucketKeys::new(sku, to);
+            scripts::rebalance_give(client, &target, &id, moved).await?;
+            let _: i64 = client.hdel(source.transfers_out(), &id).await?;
+            self.touched([source, target]);
+        }
+        Ok(moved)
+    }
+
+    /// Finishes transfers a crashed process left half-done (taken, not yet given).
+    pub async fn redrive_transfers(&self, sku: &str, buckets_max: u32) -> Result<usize, InventoryError> {
+        let client = self.client();
+        let mut redriven = 0;
+        for from in 0..buckets_max {
+            let source = BucketKeys::new(sku, from);
+            let pending: HashMap<String, String> = client.hgetall(source.transfers_out()).await?;
+            for (id, target) in pending {
+                let Some((to, units)) = target.split_once(':') else {
+                    continue;
+                };
+                let (Ok(to), Ok(units)) = (to.parse::<u32>(), units.parse::<i64>()) else {
+                    continue;
+                };
+                let target = BucketKeys::new(sku, to);
+                scripts::rebalance_give(client, &target, &id, units).await?;
+                let _: i64 = client.hdel(source.transfers_out(), &id).await?;
+                self.touched([target]);
+                redriven += 1;
+            }
+        }
+        Ok(redriven)
+    }
+}
+
+fn below_held(sku: &str, on_hand: i64, held: i64) -> InventoryError {
+    InventoryError::precondition(
+        "BELOW_HELD",
+        sku,
+        format!("on_hand {on_hand} is below the {held} units currently held"),
+    )
+}
+
+/// Sums bucket levels.
+pub fn sum(buckets: &[BucketLevel]) -> SkuLevel {
+    let mut total = SkuLevel {
+        buckets: buckets.first().map_or(1, |b| b.buckets.max(1)),
+        ..SkuLevel::default()
+    };
+    for bucket in buckets {
+        total.levels.on_hand += bucket.levels.on_hand;
+        total.levels.reserved += bucket.levels.reserved;
+        total.levels.sold += bucket.levels.sold;
+    }
+    total
+}
