@@ -45,7 +45,7 @@ end
 -- The state machine of docs/inventory-redis.md; from = to is always allowed.
 local EDGES = {
   pending = {reserved = true, rejected = true},
-  reserved = {preparing = true, released = true},
+  reserved = {preparing = true, released = true, expired = true},
   preparing = {committing = true, expired = true},
   committing = {committed = true},
   committed = {}, rejected = {}, released = {}, expired = {},

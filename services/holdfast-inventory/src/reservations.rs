@@ -351,36 +351,87 @@ impl Stock {
         Ok(())
     }
 
-    /// Turns a reservation's holds into sales. Idempotent; `FAILED_PRECONDITION` once it
-    /// expired, was released or refused.
+    /// Turns a reservation's holds into sales. Idempotent, and safe with concurrent callers:
+    /// each drives the record's state machine forward from wherever it finds it.
+    /// `FAILED_PRECONDITION` once it expired, was released or refused.
     pub async fn commit(&self, rid: &str) -> Result<Vec<Line>, InventoryError> {
         let client = self.client();
         let record_key = keys::reservation(rid);
         let retention = ms(RECORD_RETENTION);
-        let (moved, record) = scripts::reservation_transition(
-            client,
-            record_key.clone(),
-            Transition {
-                from: "reserved",
-                to: "preparing",
-                require_live: true,
-                retention_ms: retention + ms(COMMIT_LEASE),
-                ..Default::default()
-            },
-        )
-        .await?;
+        let (moved, record) = self
+            .transition(rid, "reserved", "preparing", true, retention + ms(COMMIT_LEASE))
+            .await?;
         let lines: Vec<Line> = decode(&record.lines);
-        let mut state = record.state.clone();
-        if !moved {
-            match state.as_str() {
-                "" => return Err(InventoryError::NotFound(rid.to_string())),
+        let mut state = match (moved, record.state.as_str()) {
+            (true, _) => "preparing".to_string(),
+            // Still `reserved` although the move was refused: it lapsed.
+            (false, "reserved") => "lapsed".to_string(),
+            (false, other) => other.to_string(),
+        };
+        // Each pass moves the record at least one edge forward; four edges reach the end.
+        for _ in 0..5 {
+            state = match state.as_str() {
                 "committed" => return Ok(lines),
-                "preparing" | "committing" => {} // a crashed or concurrent commit: drive it on
-                "reserved" => {
-                    // It lapsed: free what is left and say so.
-                    self.abort_commit(rid, "reserved", &lines).await?;
-                    return Err(expired(rid));
+                "lapsed" => match self.expire(rid, "reserved", &lines).await? {
+                    None => return Err(expired(rid)),
+                    Some(now) => now,
+                },
+                "preparing" => {
+                    // Extend every hold first: once all are extended none can lapse, so the
+                    // commit below cannot half-succeed.
+                    let extended = try_join_all(lines.iter().map(|line| {
+                        let keys = BucketKeys::new(&line.sku, line.bucket);
+                        async move { scripts::extend(client, &keys, rid, ms(COMMIT_LEASE)).await }
+                    }))
+                    .await?;
+                    if extended.iter().all(Option::is_some) {
+                        let (moved, record) = self
+                            .transition(
+                                rid,
+                                "preparing",
+                                "committing",
+                                false,
+                                retention + ms(COMMIT_LEASE),
+                            )
+                            .await?;
+                        if moved {
+                            "committing".to_string()
+                        } else {
+                            record.state
+                        }
+                    } else {
+                        // A hold is gone: it lapsed, or a faster caller already committed it.
+                        match self.expire(rid, "preparing", &lines).await? {
+                            None => return Err(expired(rid)),
+                            Some(now) => now,
+                        }
+                    }
                 }
+                "committing" => {
+                    // Holds were extended by a day, so a missing one was committed already.
+                    let committed = try_join_all(
+                        lines
+                            .iter()
+                            .map(|line| BucketKeys::new(&line.sku, line.bucket))
+                            .map(|keys| async move { scripts::commit(client, &keys, rid).await }),
+                    )
+                    .await?;
+                    metrics::holds_committed(committed.iter().filter(|c| c.is_some()).count());
+                    self.touched(lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
+                    scripts::reservation_transition(
+                        client,
+                        record_key.clone(),
+                        Transition {
+                            from: "committing",
+                            to: "committed",
+                            retention_ms: retention,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                    "committed".to_string()
+                }
+                "" => return Err(InventoryError::NotFound(rid.to_string())),
                 "pending" => return Err(InventoryError::Busy(rid.to_string())),
                 "rejected" => {
                     return Err(InventoryError::precondition(
@@ -397,81 +448,59 @@ impl Stock {
                     ));
                 }
                 _ => return Err(expired(rid)),
-            }
+            };
         }
-
-        if state == "preparing" {
-            // Extend every hold first: once all are extended none can lapse, so the commit
-            // below cannot half-succeed.
-            let extended = try_join_all(lines.iter().map(|line| {
-                let keys = BucketKeys::new(&line.sku, line.bucket);
-                async move { scripts::extend(client, &keys, rid, ms(COMMIT_LEASE)).await }
-            }))
-            .await?;
-            if extended.iter().any(Option::is_none) {
-                self.abort_commit(rid, "preparing", &lines).await?;
-                return Err(expired(rid));
-            }
-            let (moved, record) = scripts::reservation_transition(
-                client,
-                record_key.clone(),
-                Transition {
-                    from: "preparing",
-                    to: "committing",
-                    retention_ms: retention + ms(COMMIT_LEASE),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            if !moved && record.state != "committing" && record.state != "committed" {
-                return Err(expired(rid));
-            }
-            state = "committing".into();
-        }
-
-        if state == "committing" {
-            let committed = try_join_all(
-                lines
-                    .iter()
-                    .map(|line| BucketKeys::new(&line.sku, line.bucket))
-                    .map(|keys| async move { scripts::commit(client, &keys, rid).await }),
-            )
-            .await?;
-            metrics::holds_committed(committed.iter().filter(|c| c.is_some()).count());
-            self.touched(lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
-            scripts::reservation_transition(
-                client,
-                record_key,
-                Transition {
-                    from: "committing",
-                    to: "committed",
-                    retention_ms: retention,
-                    ..Default::default()
-                },
-            )
-            .await?;
-        }
-        Ok(lines)
+        Err(InventoryError::Busy(rid.to_string()))
     }
 
-    async fn abort_commit(&self, rid: &str, from: &str, lines: &[Line]) -> Result<(), InventoryError> {
-        for line in lines {
-            let keys = BucketKeys::new(&line.sku, line.bucket);
-            scripts::release(self.client(), &keys, rid).await?;
-            self.touched([keys]);
-        }
+    async fn transition(
+        &self,
+        rid: &str,
+        from: &str,
+        to: &str,
+        require_live: bool,
+        retention_ms: i64,
+    ) -> Result<(bool, Record), InventoryError> {
         scripts::reservation_transition(
             self.client(),
             keys::reservation(rid),
             Transition {
                 from,
-                to: "expired",
-                retention_ms: ms(RECORD_RETENTION),
+                to,
+                require_live,
+                retention_ms,
                 ..Default::default()
             },
         )
-        .await?;
+        .await
+    }
+
+    /// Units came back to these lines' SKUs: a hot SKU's sold-out marker is stale now.
+    async fn clear_sold_out(&self, lines: &[Line]) -> Result<(), InventoryError> {
+        for line in lines {
+            if self.layout(&line.sku).await?.buckets > 1 {
+                let _: i64 = self.client().del(keys::sold_out(&line.sku)).await?;
+            }
+        }
         Ok(())
+    }
+
+    /// Moves the record from `from` to `expired` and, only if this call made the move,
+    /// releases its holds. `Some(state)` when another caller moved it first.
+    async fn expire(&self, rid: &str, from: &str, lines: &[Line]) -> Result<Option<String>, InventoryError> {
+        let (moved, record) = self
+            .transition(rid, from, "expired", false, ms(RECORD_RETENTION))
+            .await?;
+        if !moved {
+            return Ok(Some(record.state));
+        }
+        for line in lines {
+            let keys = BucketKeys::new(&line.sku, line.bucket);
+            scripts::release(self.client(), &keys, rid).await?;
+            self.touched([keys]);
+        }
+        self.clear_sold_out(lines).await?;
+        Ok(None)
     }
 
     /// Gives a reservation's units back. Idempotent; a no-op for refused or expired ones.
@@ -506,6 +535,7 @@ impl Stock {
             self.touched([keys]);
         }
         metrics::holds_released(lines.len());
+        self.clear_sold_out(&lines).await?;
         Ok(released)
     }
 
