@@ -42,5 +42,8 @@ lint: deps ## rustfmt check and clippy with warnings as errors
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-bench: deps ## benchmarks, printed as ratios against baselines measured in the same run
-	@echo "bench: arrives with the inventory issue" >&2
+BENCH_ARGS ?=
+
+bench: deps ## benchmarks, printed as ratios against baselines measured in the same run (release build)
+	cargo build --release -p holdfast -p holdfast-load
+	$(TARGET_DIR)/release/holdfast-load bench inventory --json $(TARGET_DIR)/bench/inventory.json $(BENCH_ARGS)

@@ -90,6 +90,8 @@ if require_live == '1' and expires_at <= now then
 end
 
 redis.call('HSET', record, 'state', to_state)
+-- The lease only guards `pending`; dropping it keeps every live reservation's record small.
+if to_state ~= 'pending' then redis.call('HDEL', record, 'lease') end
 if new_expires_at ~= -1 then redis.call('HSET', record, 'expires_at', int(new_expires_at)) end
 if new_shortages ~= '' then redis.call('HSET', record, 'shortages', new_shortages) end
 if new_lines ~= '' then redis.call('HSET', record, 'lines', new_lines) end

@@ -30,8 +30,10 @@ pub const COMMIT_LEASE: Duration = Duration::from_secs(24 * 3600);
 /// How long a hot SKU's sold-out marker short-circuits reservations before it is re-checked.
 pub const SOLD_OUT_MARKER: Duration = Duration::from_millis(500);
 
-/// One summed line of a reservation and the bucket it is held in.
+/// One summed line of a reservation and the bucket it is held in. Stored in the record as
+/// a JSON tuple `["sku", qty, bucket]`: every live reservation carries it, so bytes count.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(String, i64, u32)", into = "(String, i64, u32)")]
 pub struct Line {
     /// SKU.
     pub sku: String,
@@ -41,8 +43,9 @@ pub struct Line {
     pub bucket: u32,
 }
 
-/// A line that could not be held.
+/// A line that could not be held (stored as `["sku", requested, available]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "(String, i64, i64)", into = "(String, i64, i64)")]
 pub struct Shortage {
     /// SKU.
     pub sku: String,
@@ -50,6 +53,34 @@ pub struct Shortage {
     pub requested: i64,
     /// Units available when tried.
     pub available: i64,
+}
+
+impl From<(String, i64, u32)> for Line {
+    fn from((sku, qty, bucket): (String, i64, u32)) -> Self {
+        Self { sku, qty, bucket }
+    }
+}
+
+impl From<Line> for (String, i64, u32) {
+    fn from(line: Line) -> Self {
+        (line.sku, line.qty, line.bucket)
+    }
+}
+
+impl From<(String, i64, i64)> for Shortage {
+    fn from((sku, requested, available): (String, i64, i64)) -> Self {
+        Self {
+            sku,
+            requested,
+            available,
+        }
+    }
+}
+
+impl From<Shortage> for (String, i64, i64) {
+    fn from(s: Shortage) -> Self {
+        (s.sku, s.requested, s.available)
+    }
 }
 
 /// The answer to Reserve.
@@ -652,6 +683,7 @@ mod tests {
             qty: 3,
             bucket: 2,
         }];
+        assert_eq!(encode(&lines), r#"[["A:b;c",3,2]]"#, "compact tuples");
         assert_eq!(decode::<Vec<Line>>(&encode(&lines)), lines);
         assert!(decode::<Vec<Line>>("").is_empty());
     }

@@ -1,0 +1,402 @@
+//! `holdfast-load bench inventory`: the Reserve RPC against its single-shard limit, measured
+//! in the same run on the same redis-server.
+//!
+//! Baseline: `redis-benchmark` calling `reserve.lua` by EVALSHA, one unit per call with a
+//! fresh reservation id each time, at the same concurrency. Ours: the `Reserve` RPC through
+//! gRPC to `holdfast serve inventory` (a separate process), same SKU, same concurrency.
+//! Memory: a fresh redis-server loaded with idle SKUs and live holds, read from `INFO memory`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use fred::prelude::{ClientLike, Pool};
+use futures::StreamExt;
+use hdrhistogram::Histogram;
+use holdfast_inventory::keys::BucketKeys;
+use holdfast_inventory::{background, scripts, stock::Stock};
+use holdfast_platform::events::InProcessBus;
+use holdfast_platform::process::RedisProcess;
+use holdfast_platform::{RedisUrl, redis};
+use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_proto::inventory::v1::{ReservationStatus, ReserveLine, ReserveRequest, SetStockRequest};
+use serde::Serialize;
+
+/// What to measure.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InventoryBench {
+    /// Reservations per side (baseline and ours).
+    #[arg(long, default_value_t = 200_000)]
+    pub requests: u64,
+    /// Concurrent callers on each side.
+    #[arg(long, default_value_t = 64)]
+    pub concurrency: u64,
+    /// Idle SKUs loaded for the memory figure.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub skus: u64,
+    /// Live holds loaded for the memory figure.
+    #[arg(long, default_value_t = 100_000)]
+    pub holds: u64,
+    /// The holdfast binary (default: next to this one).
+    #[arg(long)]
+    pub holdfast_bin: Option<PathBuf>,
+    /// Where to write the JSON result.
+    #[arg(long, default_value = "target/bench/inventory.json")]
+    pub json: PathBuf,
+}
+
+const SKU: &str = "BENCH-SKU";
+
+/// Throughput and latency of one side.
+#[derive(Debug, Clone, Serialize)]
+pub struct Side {
+    /// Requests per second.
+    pub rate: f64,
+    /// Median latency, ms.
+    pub p50_ms: f64,
+    /// 99th percentile, ms.
+    pub p99_ms: f64,
+    /// 99.9th percentile, ms (not reported by redis-benchmark's CSV).
+    pub p999_ms: Option<f64>,
+}
+
+/// The whole result.
+#[derive(Debug, Clone, Serialize)]
+pub struct InventoryReport {
+    /// Requests per side.
+    pub requests: u64,
+    /// Concurrent callers per side.
+    pub concurrency: u64,
+    /// redis-benchmark running reserve.lua by EVALSHA.
+    pub baseline_evalsha: Side,
+    /// The Reserve RPC through gRPC.
+    pub reserve_rpc: Side,
+    /// reserve_rpc.rate / baseline_evalsha.rate.
+    pub ratio: f64,
+    /// Redis bytes per idle SKU.
+    pub bytes_per_idle_sku: f64,
+    /// Redis bytes per live hold (hold, reservation record, expiry index share).
+    pub bytes_per_live_hold: f64,
+    /// Idle SKUs loaded.
+    pub skus: u64,
+    /// Live holds loaded.
+    pub holds: u64,
+}
+
+/// Runs the benchmark and prints the report.
+pub async fn run(args: InventoryBench) -> anyhow::Result<InventoryReport> {
+    let scratch = std::env::temp_dir().join(format!("holdfast-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let throughput = throughput(&args, &scratch.join("throughput")).await?;
+    let (bytes_per_idle_sku, bytes_per_live_hold) = memory(&args, &scratch.join("memory")).await?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (baseline, ours) = throughput;
+    let report = InventoryReport {
+        requests: args.requests,
+        concurrency: args.concurrency,
+        ratio: ours.rate / baseline.rate,
+        baseline_evalsha: baseline,
+        reserve_rpc: ours,
+        bytes_per_idle_sku,
+        bytes_per_live_hold,
+        skus: args.skus,
+        holds: args.holds,
+    };
+    print(&report);
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
+    println!("json: {}", args.json.display());
+    Ok(report)
+}
+
+fn print(r: &InventoryReport) {
+    let row = |name: &str, s: &Side| {
+        let p999 = s.p999_ms.map_or("-".to_string(), |v| format!("{v:.2}"));
+        println!(
+            "{name:<38} {:>10.0} {:>8.2} {:>8.2} {:>8}",
+            s.rate, s.p50_ms, s.p99_ms, p999
+        );
+    };
+    println!();
+    println!(
+        "inventory reserve, {} requests, {} concurrent callers, one SKU",
+        r.requests, r.concurrency
+    );
+    println!(
+        "{:<38} {:>10} {:>8} {:>8} {:>8}",
+        "", "req/s", "p50 ms", "p99 ms", "p999 ms"
+    );
+    row("baseline: redis-benchmark EVALSHA", &r.baseline_evalsha);
+    row("holdfast Reserve RPC (gRPC)", &r.reserve_rpc);
+    println!("ratio (RPC / baseline): {:.3}   target >= 0.5", r.ratio);
+    println!(
+        "p99 at {} callers: {:.2} ms   target <= 5 ms",
+        r.concurrency, r.reserve_rpc.p99_ms
+    );
+    println!(
+        "redis memory: {:.0} bytes per idle SKU ({} SKUs, target <= 200), {:.0} bytes per live hold ({} holds, target <= 150)",
+        r.bytes_per_idle_sku, r.skus, r.bytes_per_live_hold, r.holds
+    );
+}
+
+struct Mesh {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn holdfast_bin(args: &InventoryBench) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = &args.holdfast_bin {
+        return Ok(bin.clone());
+    }
+    let me = std::env::current_exe()?;
+    let bin = me.with_file_name("holdfast");
+    if !bin.exists() {
+        bail!(
+            "no holdfast binary at {}; build it or pass --holdfast-bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn start_inventory(bin: &Path, redis_url: &str) -> anyhow::Result<Mesh> {
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "inventory",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--redis-url", redis_url, "--concurrency-limit", "100000"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", bin.display()))?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .with_context(|| format!("unexpected ready line {line:?}"))?
+        .to_string();
+    Ok(Mesh { child, addr })
+}
+
+async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<(Side, Side)> {
+    let redis_server = RedisProcess::start(dir, &[])?;
+    let mesh = start_inventory(&holdfast_bin(args)?, &redis_server.url())?;
+    let channels: Vec<_> = {
+        let mut channels = Vec::new();
+        for _ in 0..4 {
+            channels.push(
+                tonic::transport::Endpoint::from_shared(format!("http://{}", mesh.addr))?
+                    .connect()
+                    .await?,
+            );
+        }
+        channels
+    };
+    let mut admin = InventoryServiceClient::new(channels[0].clone());
+    admin
+        .set_stock(SetStockRequest {
+            sku: SKU.into(),
+            on_hand: 1_000_000_000,
+            buckets: 1,
+        })
+        .await?;
+
+    // Warm both paths: connections, script cache, allocator.
+    drive_rpc(&channels, args.concurrency, 5_000, "warm").await?;
+    let baseline = redis_benchmark(redis_server.port(), args.concurrency, args.requests)?;
+    let ours = drive_rpc(&channels, args.concurrency, args.requests, "run").await?;
+    drop(mesh);
+    Ok((baseline, ours))
+}
+
+fn redis_benchmark(port: u16, concurrency: u64, requests: u64) -> anyhow::Result<Side> {
+    let keys = BucketKeys::new(SKU, 0);
+    let sha = scripts::all()
+        .into_iter()
+        .find(|s| s.name == "reserve.lua")
+        .context("reserve.lua registered")?
+        .sha1()
+        .to_string();
+    let output = Command::new("redis-benchmark")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args([
+            "-c",
+            &concurrency.to_string(),
+            "-n",
+            &requests.to_string(),
+            "-r",
+            "1000000000",
+            "--csv",
+        ])
+        .args([
+            "EVALSHA",
+            &sha,
+            "4",
+            &keys.counters(),
+            &keys.holds(),
+            &keys.held(),
+            &keys.events(),
+        ])
+        .args(["bench:__rand_int__", "1", "600000", SKU, "0"])
+        .output()
+        .context("running redis-benchmark (install redis-tools)")?;
+    if !output.status.success() {
+        bail!("redis-benchmark: {}", String::from_utf8_lossy(&output.stderr));
+    }
+    // "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+    let csv = String::from_utf8_lossy(&output.stdout);
+    let row = csv.lines().last().context("redis-benchmark printed nothing")?;
+    let cols: Vec<f64> = row
+        .split(',')
+        .skip(1)
+        .map(|c| c.trim_matches('"').parse::<f64>().unwrap_or(f64::NAN))
+        .collect();
+    if cols.len() < 6 {
+        bail!("unexpected redis-benchmark CSV: {csv}");
+    }
+    Ok(Side {
+        rate: cols[0],
+        p50_ms: cols[3],
+        p99_ms: cols[5],
+        p999_ms: None,
+    })
+}
+
+async fn drive_rpc(
+    channels: &[tonic::transport::Channel],
+    concurrency: u64,
+    requests: u64,
+    label: &str,
+) -> anyhow::Result<Side> {
+    let next = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let callers = (0..concurrency).map(|caller| {
+        let mut client = InventoryServiceClient::new(channels[caller as usize % channels.len()].clone());
+        let next = next.clone();
+        let label = label.to_string();
+        tokio::spawn(async move {
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds are valid");
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= requests {
+                    return Ok::<_, anyhow::Error>(histogram);
+                }
+                let sent = Instant::now();
+                let answer = client
+                    .reserve(ReserveRequest {
+                        reservation_id: format!("{label}-{i}"),
+                        lines: vec![ReserveLine {
+                            sku: SKU.into(),
+                            quantity: 1,
+                        }],
+                        ttl_seconds: 600,
+                    })
+                    .await?
+                    .into_inner();
+                histogram.saturating_record(sent.elapsed().as_micros() as u64);
+                if answer.status != ReservationStatus::Reserved as i32 {
+                    bail!("reservation {i} was not held: {answer:?}");
+                }
+            }
+        })
+    });
+    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for caller in futures::future::join_all(callers).await {
+        total.add(caller??)?;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Side {
+        rate: requests as f64 / elapsed,
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: Some(ms(0.999)),
+    })
+}
+
+async fn used_memory(pool: &Pool) -> anyhow::Result<f64> {
+    let info: String = pool.next().info(Some(fred::types::InfoKind::Memory)).await?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .context("used_memory in INFO memory")
+}
+
+async fn memory(args: &InventoryBench, dir: &Path) -> anyhow::Result<(f64, f64)> {
+    // No append-only file: its rewrite buffers would count as data.
+    let redis_server = RedisProcess::start(dir, &["--appendonly", "no"])?;
+    let pool = redis::connect(&RedisUrl::Standalone(redis_server.url()), 8).await?;
+    scripts::load_all(pool.next()).await?;
+    let (relay, _) = tokio::sync::mpsc::unbounded_channel();
+    let stock = Stock::new(pool.clone(), relay);
+    let bus = InProcessBus::new();
+
+    let before = used_memory(&pool).await?;
+    // Idle SKUs exactly as the service leaves them: counters set, outbox published and gone.
+    futures::stream::iter(0..args.skus)
+        .map(|i| {
+            let (stock, bus) = (&stock, &bus);
+            async move {
+                let bucket = BucketKeys::new(&format!("SKU-{i:08}"), 0);
+                scripts::set_stock(stock.client(), &bucket, 1_000, 1).await?.ok();
+                background::drain(stock, bus, "bench", &bucket).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let with_skus = used_memory(&pool).await?;
+    let per_sku = (with_skus - before) / args.skus as f64;
+
+    // Live holds through the full Reserve protocol (record, hold, expiry index), spread over
+    // 10 holds per SKU, outboxes published.
+    let skus_with_holds = args.holds.div_ceil(10).min(args.skus).max(1);
+    futures::stream::iter(0..args.holds)
+        .map(|i| {
+            let (stock, bus) = (&stock, &bus);
+            async move {
+                let sku = format!("SKU-{:08}", i % skus_with_holds);
+                let rid = format!("{:032x}", i);
+                stock.reserve(&rid, &[(sku.clone(), 1)], 3600).await?;
+                background::drain(stock, bus, "bench", &BucketKeys::new(&sku, 0)).await?;
+                Ok::<_, anyhow::Error>(())
+            }
+        })
+        .buffer_unordered(256)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    let with_holds = used_memory(&pool).await?;
+    let per_hold = (with_holds - with_skus) / args.holds as f64;
+    let _ = pool.quit().await;
+    drop(redis_server);
+    Ok((per_sku, per_hold))
+}

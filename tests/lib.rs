@@ -1,0 +1,140 @@
+//! Helpers for end-to-end tests: the whole mesh on a real redis-server, and a minimal
+//! grpc-web client speaking HTTP/1.1 exactly as a browser or mobile backend does.
+
+use clap::Parser;
+use holdfast::{Cli, Engines, Mesh, build_server};
+use holdfast_platform::redis;
+use holdfast_testkit::{RedisServer, SpawnedServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Every service in one server, as `holdfast dev` runs them, on its own redis-server.
+pub struct DevMesh {
+    /// The running server.
+    pub server: SpawnedServer,
+    // The inventory's sweeper, relay and rebalancer run while this is held.
+    _background: Option<Box<dyn std::any::Any + Send>>,
+    _redis: RedisServer,
+}
+
+impl DevMesh {
+    /// Starts redis-server and the mesh on 127.0.0.1:0.
+    pub async fn start() -> anyhow::Result<Self> {
+        let redis_server = RedisServer::start()?;
+        let cli = Cli::try_parse_from(["holdfast", "dev"])?;
+        let (services, common, _) = cli.command.split();
+        let pool = redis::connect(&redis_server.url(), 2).await?;
+        let engines = Engines::new(Some(pool), &common.region);
+        let Mesh { server, inventory } = build_server(&services, common, &engines).await?;
+        let server = SpawnedServer::start(server).await?;
+        Ok(Self {
+            server,
+            _background: inventory.map(|i| Box::new(i) as Box<dyn std::any::Any + Send>),
+            _redis: redis_server,
+        })
+    }
+}
+
+/// A grpc-web answer: the message bytes (if any) and the trailers.
+#[derive(Debug)]
+pub struct WebReply {
+    /// Decoded message frame, empty when the call failed.
+    pub message: Vec<u8>,
+    /// `grpc-status`, `grpc-message`, ... from the trailer frame.
+    pub trailers: Vec<(String, String)>,
+}
+
+impl WebReply {
+    /// A trailer by name.
+    pub fn trailer(&self, name: &str) -> Option<&str> {
+        self.trailers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// POSTs one grpc-web (binary) call over HTTP/1.1 and splits the framed body.
+pub async fn grpc_web_call(
+    addr: std::net::SocketAddr,
+    path: &str,
+    message: &[u8],
+) -> anyhow::Result<WebReply> {
+    let mut body = vec![0u8];
+    body.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
+    body.extend_from_slice(message);
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
+content-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&body).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no header end"))?;
+    let headers = String::from_utf8_lossy(&raw[..split]).to_lowercase();
+    anyhow::ensure!(headers.starts_with("http/1.1 200"), "{headers}");
+    let payload = if headers.contains("transfer-encoding: chunked") {
+        dechunk(&raw[split + 4..])?
+    } else {
+        raw[split + 4..].to_vec()
+    };
+    let mut reply = WebReply {
+        message: Vec::new(),
+        trailers: Vec::new(),
+    };
+    // A trailers-only answer (every error) carries grpc-status in the HTTP headers.
+    for line in String::from_utf8_lossy(&raw[..split]).split("\r\n").skip(1) {
+        if let Some((k, v)) = line.split_once(':')
+            && k.trim().to_lowercase().starts_with("grpc-")
+        {
+            reply
+                .trailers
+                .push((k.trim().to_lowercase(), v.trim().to_string()));
+        }
+    }
+    let mut rest = payload.as_slice();
+    while rest.len() >= 5 {
+        let flag = rest[0];
+        let len = u32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        anyhow::ensure!(rest.len() >= 5 + len, "truncated grpc-web frame");
+        let frame = &rest[5..5 + len];
+        if flag & 0x80 == 0 {
+            reply.message = frame.to_vec();
+        } else {
+            for line in String::from_utf8_lossy(frame)
+                .split("\r\n")
+                .filter(|l| !l.is_empty())
+            {
+                if let Some((k, v)) = line.split_once(':') {
+                    reply
+                        .trailers
+                        .push((k.trim().to_lowercase(), v.trim().to_string()));
+                }
+            }
+        }
+        rest = &rest[5 + len..];
+    }
+    Ok(reply)
+}
+
+fn dechunk(mut raw: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = raw
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or_else(|| anyhow::anyhow!("bad chunk"))?;
+        let size = usize::from_str_radix(std::str::from_utf8(&raw[..line_end])?.trim(), 16)?;
+        raw = &raw[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&raw[..size]);
+        raw = &raw[size + 2..];
+    }
+}
