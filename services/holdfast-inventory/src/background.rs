@@ -34,6 +34,8 @@ pub const TOPIC: &str = "holdfast.inventory.v1";
 const RELAY_BATCH: u64 = 500;
 /// Due buckets the sweeper takes per pass.
 const SWEEP_BATCH: i64 = 200;
+/// The rebalancer leaves a hot SKU alone below this many available units per bucket.
+const MIN_UNITS_PER_BUCKET_TO_REBALANCE: i64 = 4;
 /// Holds one sweep call frees at most (the rest wait for the next pass).
 const SWEEP_MAX_HOLDS: u32 = 1000;
 
@@ -358,6 +360,12 @@ pub async fn rebalance_once(stock: &Stock) -> Result<i64, InventoryError> {
             continue;
         }
         let _: i64 = stock.client().del(keys::sold_out(&sku)).await?;
+        // Spreading pays while there is plenty to spread. Near sell-out every buyer scans all
+        // buckets anyway, and a transfer's units are briefly in no bucket: moving them then
+        // could only make a buyer see "sold out" while units remain.
+        if total < MIN_UNITS_PER_BUCKET_TO_REBALANCE * n as i64 {
+            continue;
+        }
         for (dry, plan) in plan_rebalance(&available) {
             moved += stock.transfer(&sku, plan.0, dry, plan.1).await?;
             available[plan.0 as usize] -= plan.1;

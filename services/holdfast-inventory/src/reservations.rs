@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use fred::prelude::{Expiration, KeysInterface, SetOptions, SortedSetsInterface};
+use fred::prelude::{ClientLike, Expiration, KeysInterface, SetOptions, SortedSetsInterface};
 use fred::types::sorted_sets::Ordering;
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::InventoryError;
 use crate::keys::{self, BucketKeys};
 use crate::metrics;
-use crate::scripts::{self, Claim, Hold, Record, Transition};
+use crate::scripts::{self, Claim, Hold, Record, SingleReserve, Transition};
 use crate::stock::Stock;
 
 /// How long an expiring reservation record is kept after its hold TTL, so retries within a
@@ -155,6 +155,46 @@ impl Stock {
             .collect();
         let fp = fingerprint(lines, ttl_seconds);
 
+        // The flash-sale shape on a single server: one script does it all, no crash window.
+        if let [(sku, qty)] = lines
+            && !client.is_clustered()
+            && self.layout(sku).await?.buckets <= 1
+        {
+            let keys = BucketKeys::new(sku, 0);
+            let single = [Line {
+                sku: sku.clone(),
+                qty: *qty,
+                bucket: 0,
+            }];
+            let outcome = scripts::reserve_single(
+                client,
+                record_key.clone(),
+                &keys,
+                rid,
+                *qty,
+                ttl_ms,
+                &fp,
+                &encode(&single),
+                ms(RECORD_RETENTION),
+            )
+            .await?;
+            match outcome {
+                SingleReserve::Reserved(expires_at) => {
+                    self.touched([keys]);
+                    metrics::holds_created(1);
+                    return Ok(ReserveAnswer::Reserved { expires_at });
+                }
+                SingleReserve::Rejected(shortages) => {
+                    metrics::reservation_rejected();
+                    return Ok(ReserveAnswer::Insufficient(decode(&shortages)));
+                }
+                SingleReserve::Existing(record) => return Ok(answer_from(&record)),
+                SingleReserve::Conflict => return Err(conflict(rid)),
+                // A multi-step Reserve of this id is mid-flight: take the path below, which waits.
+                SingleReserve::Busy => {}
+            }
+        }
+
         let mut backoff = Duration::from_millis(5);
         let taken_over = loop {
             match scripts::reservation_claim(
@@ -168,11 +208,7 @@ impl Stock {
             .await?
             {
                 Claim::Claimed(prior) => break prior.is_some(),
-                Claim::Conflict => {
-                    return Err(InventoryError::Conflict(format!(
-                        "reservation_id {rid:?} was already used with different lines or ttl"
-                    )));
-                }
+                Claim::Conflict => return Err(conflict(rid)),
                 Claim::Existing(record) => return Ok(answer_from(&record)),
                 Claim::Busy if backoff < CLAIM_LEASE => {
                     // Another call with this id is mid-flight; its answer is ours in a moment.
@@ -305,6 +341,17 @@ impl Stock {
         qty: i64,
         ttl_ms: i64,
     ) -> Result<LineOutcome, InventoryError> {
+        self.hold_line_scan(rid, sku, qty, ttl_ms, true).await
+    }
+
+    async fn hold_line_scan(
+        &self,
+        rid: &str,
+        sku: &str,
+        qty: i64,
+        ttl_ms: i64,
+        may_rescan: bool,
+    ) -> Result<LineOutcome, InventoryError> {
         let client = self.client();
         let layout = self.layout(sku).await?;
         if layout.buckets <= 1 {
@@ -339,6 +386,21 @@ impl Stock {
             }
         }
         if total_available == 0 {
+            // Before telling every buyer "sold out", read all buckets once more: a transfer in
+            // flight during our scan may have landed in a bucket we had already passed.
+            let recheck: i64 = self
+                .bucket_levels(sku)
+                .await?
+                .iter()
+                .take(n as usize)
+                .map(|b| b.levels.on_hand - b.levels.reserved)
+                .sum();
+            if recheck > 0 && may_rescan {
+                return Box::pin(self.hold_line_scan(rid, sku, qty, ttl_ms, false)).await;
+            }
+            if recheck > 0 {
+                return Ok(LineOutcome::Short { available: recheck });
+            }
             let _: Option<String> = client
                 .set(
                     keys::sold_out(sku),
@@ -625,6 +687,12 @@ impl Stock {
         .await?;
         Ok(expires_at)
     }
+}
+
+fn conflict(rid: &str) -> InventoryError {
+    InventoryError::Conflict(format!(
+        "reservation_id {rid:?} was already used with different lines or ttl"
+    ))
 }
 
 fn expired(rid: &str) -> InventoryError {

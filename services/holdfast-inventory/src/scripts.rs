@@ -27,6 +27,7 @@ macro_rules! scripts {
 
 scripts! {
     RESERVE => "reserve.lua",
+    RESERVE_SINGLE => "reserve_single.lua",
     COMMIT => "commit.lua",
     RELEASE => "release.lua",
     EXTEND => "extend.lua",
@@ -140,6 +141,69 @@ pub async fn reserve(
         }),
         other => Err(protocol(&RESERVE, format!("status {other}"))),
     }
+}
+
+/// What `reserve_single.lua` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SingleReserve {
+    /// Held now until `expires_at`.
+    Reserved(i64),
+    /// Refused now for stock; the shortages JSON.
+    Rejected(String),
+    /// The id exists with another request.
+    Conflict,
+    /// The id is pending under a multi-step Reserve.
+    Busy,
+    /// The id exists: its first answer.
+    Existing(Record),
+}
+
+/// `reserve_single.lua`: a one-line, one-bucket Reserve in one step (all keys on one server).
+#[allow(clippy::too_many_arguments)]
+pub async fn reserve_single(
+    client: &Client,
+    record_key: String,
+    keys: &BucketKeys,
+    rid: &str,
+    qty: i64,
+    ttl_ms: i64,
+    fingerprint: &str,
+    lines: &str,
+    retention_ms: i64,
+) -> Result<SingleReserve, InventoryError> {
+    let key_list = vec![
+        record_key,
+        keys.counters(),
+        keys.holds(),
+        keys.held(),
+        keys.events(),
+        crate::keys::EXPIRY_INDEX.to_string(),
+    ];
+    let args = vec![
+        s(rid),
+        s(qty),
+        s(ttl_ms),
+        s(&keys.sku),
+        s(keys.index),
+        s(fingerprint),
+        s(lines),
+        s(retention_ms),
+        s(&keys.tag),
+    ];
+    let reply = run(&RESERVE_SINGLE, client, key_list, args).await?;
+    let first = string_at(&RESERVE_SINGLE, &reply, 0)?;
+    Ok(match first.as_str() {
+        "reserved" if reply.len() == 2 => SingleReserve::Reserved(int_at(&RESERVE_SINGLE, &reply, 1)?),
+        "rejected" if reply.len() == 3 => SingleReserve::Rejected(string_at(&RESERVE_SINGLE, &reply, 2)?),
+        "conflict" => SingleReserve::Conflict,
+        "busy" => SingleReserve::Busy,
+        _ => SingleReserve::Existing(Record {
+            state: first,
+            expires_at: int_at(&RESERVE_SINGLE, &reply, 1)?,
+            shortages: string_at(&RESERVE_SINGLE, &reply, 2)?,
+            lines: String::new(),
+        }),
+    })
 }
 
 /// `commit.lua`: the units committed now with the bucket's levels, or `None` if `rid`

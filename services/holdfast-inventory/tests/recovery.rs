@@ -217,13 +217,13 @@ async fn a_retry_finishes_a_commit_that_died_halfway() {
 async fn rebalancer_finishes_half_done_transfers_and_refills_dry_buckets() {
     let fx = Fixture::standalone().await;
     let mut rx = events(&fx.bus);
-    fx.set_stock("HOT", 8, 4).await;
+    fx.set_stock("HOT", 40, 4).await;
     // A transfer taken from bucket 1 whose give never happened (the process died).
     let moved = scripts::rebalance_take(fx.redis(), &BucketKeys::new("HOT", 1), "xfer-dead", 2, 3)
         .await
         .expect("take");
     assert_eq!(moved, 2);
-    assert_eq!(fx.level("HOT").await.on_hand, 6, "in flight: counted nowhere");
+    assert_eq!(fx.level("HOT").await.on_hand, 38, "in flight: counted nowhere");
 
     let given = next_event(
         &mut rx,
@@ -234,7 +234,7 @@ async fn rebalancer_finishes_half_done_transfers_and_refills_dry_buckets() {
     assert_eq!(r.bucket_index, 3);
     assert_eq!(
         fx.level("HOT").await.on_hand,
-        8,
+        40,
         "the re-driven give restored the units"
     );
 
@@ -261,7 +261,7 @@ async fn rebalancer_finishes_half_done_transfers_and_refills_dry_buckets() {
     let level = fx.level("HOT").await;
     assert_eq!(
         (level.on_hand, level.reserved),
-        (8, free),
+        (40, free),
         "rebalancing never changes the total"
     );
 }

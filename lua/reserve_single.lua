@@ -1,0 +1,130 @@
+-- reserve_single.lua: the whole Reserve of a one-line, one-bucket reservation in one atomic
+-- step: claim the record, purge, hold, record the answer, index the expiry. Used when every
+-- key lives on one server (standalone Redis); on a cluster the record and the bucket are on
+-- different slots and Reserve runs as reservation_claim + reserve + reservation_transition.
+-- The record it writes is the same as theirs, so Commit, Release and Extend do not care
+-- which path made it.
+--
+-- KEYS[1] record    res:{rid}        reservation record hash
+-- KEYS[2] bucket    inv:{B}          hash on_hand/reserved/sold
+-- KEYS[3] holds     inv:{B}:holds    zset rid -> hold expiry (ms)
+-- KEYS[4] held      inv:{B}:held     hash rid -> units held
+-- KEYS[5] events    inv:{B}:events   outbox stream
+-- KEYS[6] expiries  inv:expiries     zset bucket tag -> earliest hold expiry (the sweeper's index)
+-- ARGV[1] rid            reservation id
+-- ARGV[2] qty            units, integer >= 1
+-- ARGV[3] ttl_ms         hold lifetime from Redis's now, integer >= 1
+-- ARGV[4] sku            the SKU (outbox entries, shortage answer)
+-- ARGV[5] bucket_index   always 0 here; copied into outbox entries
+-- ARGV[6] fingerprint    of the request; a repeat with another one conflicts
+-- ARGV[7] lines          the record's lines, JSON [["sku",qty,0]]
+-- ARGV[8] retention_ms   how long the answer outlives the hold (24 h), integer >= 1
+-- ARGV[9] tag            the bucket's tag in the expiry index
+--
+-- Reply: {"reserved", expires_at}            held now
+--        {"rejected", 0, shortages}          not enough stock; shortages JSON [["sku",req,avail]]
+--        {"conflict"}                        the id exists with another fingerprint
+--        {"busy"}                            the id is `pending` under a multi-step Reserve
+--        {state, expires_at, shortages}      the id exists: its first answer
+
+-- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
+-- Missing hash fields arrive as false and stored values as strings: both read as integers.
+local function num(v)
+  local n = tonumber(v)
+  if n == nil or n ~= n then return 0 end
+  return math.floor(n)
+end
+
+-- Arguments are checked before any write so a bad call can never leave half a change.
+local function is_int(n)
+  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
+end
+
+-- Explicit formatting: Lua's default number-to-string switches to exponents past 14 digits.
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Redis's clock, never the caller's: every service instance then agrees on what is expired.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
+-- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
+-- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
+local PURGE_LIMIT = 1000
+local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
+  local due = redis.call('ZRANGEBYSCORE', holds, '-inf', int(now), 'LIMIT', 0, limit)
+  if #due == 0 then return 0 end
+  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+  local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+  local purged = 0
+  for _, rid in ipairs(due) do
+    if rid ~= keep then
+      local qty = num(redis.call('HGET', held, rid))
+      reserved = math.max(reserved - qty, 0)
+      redis.call('HDEL', held, rid)
+      redis.call('ZREM', holds, rid)
+      -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
+      if qty > 0 then
+        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
+          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+      end
+      purged = purged + 1
+    end
+  end
+  if purged > 0 then redis.call('HSET', inv, 'reserved', int(reserved)) end
+  return purged
+end
+-- ---- end of shared helpers ----
+
+local record, inv, holds, held, events, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local rid, sku, bucket, fp, lines, tag = ARGV[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9]
+local qty, ttl_ms, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[8])
+if rid == nil or rid == '' then return redis.error_reply('ERR reserve_single: rid is empty') end
+if not is_int(qty) or qty < 1 then return redis.error_reply('ERR reserve_single: qty must be an integer >= 1') end
+if not is_int(ttl_ms) or ttl_ms < 1 then return redis.error_reply('ERR reserve_single: ttl_ms must be an integer >= 1') end
+if not is_int(retention_ms) or retention_ms < 1 then
+  return redis.error_reply('ERR reserve_single: retention_ms must be an integer >= 1')
+end
+if sku == nil or sku == '' or fp == nil or fp == '' or tag == nil or tag == '' then
+  return redis.error_reply('ERR reserve_single: sku, fingerprint and tag are required')
+end
+
+-- An existing record is the first answer (or a conflict), exactly as reservation_claim says.
+local existing = redis.call('HMGET', record, 'state', 'fp', 'expires_at', 'shortages')
+if existing[1] then
+  if existing[2] ~= fp then return {'conflict'} end
+  if existing[1] == 'pending' then return {'busy'} end
+  return {existing[1], num(existing[3]), existing[4] or ''}
+end
+
+local now = now_ms()
+purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
+local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+local available = on_hand - reserved
+
+if available < qty then
+  local shortages = cjson.encode({{sku, qty, math.max(available, 0)}})
+  redis.call('HSET', record, 'state', 'rejected', 'fp', fp, 'lines', lines, 'shortages', shortages)
+  redis.call('PEXPIRE', record, int(retention_ms))
+  return {'rejected', 0, shortages}
+end
+
+local expires_at = now + ttl_ms
+reserved = reserved + qty
+redis.call('HSET', inv, 'reserved', int(reserved))
+redis.call('HSET', held, rid, int(qty))
+redis.call('ZADD', holds, int(expires_at), rid)
+redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
+  'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
+  'expires_at', int(expires_at))
+redis.call('HSET', record, 'state', 'reserved', 'fp', fp, 'lines', lines, 'expires_at', int(expires_at))
+redis.call('PEXPIRE', record, int(ttl_ms + retention_ms))
+redis.call('ZADD', expiries, 'LT', int(expires_at), tag)
+return {'reserved', expires_at}
