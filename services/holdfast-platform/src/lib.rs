@@ -9,6 +9,7 @@ pub mod redis;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod validate;
 
 pub use config::{CommonArgs, RedisUrl, StoreUrl};
 pub use server::{GrpcServer, Health, ServerOptions};

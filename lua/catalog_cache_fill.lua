@@ -1,0 +1,24 @@
+-- catalog_cache_fill.lua: cache-aside fill of one product after a store read, unless the cache
+-- already knows a newer version. An upsert leaves a tombstone carrying the new version
+-- (catalog_cache_invalidate.lua), so a reader that loaded the old row just before the upsert
+-- cannot put the old price back for five minutes.
+--
+-- KEYS[1] entry  cat:{sku}  hash v (version), p (encoded Product; absent in a tombstone)
+-- ARGV[1] version   the version read from the store, integer >= 0
+-- ARGV[2] payload   the encoded Product
+-- ARGV[3] ttl_ms    cache lifetime, integer >= 1
+--
+-- Reply: 1 filled; 0 skipped (the cache knows a newer version)
+
+local entry = KEYS[1]
+local version, payload, ttl_ms = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3])
+if version == nil or version < 0 or payload == nil or ttl_ms == nil or ttl_ms < 1 then
+  return redis.error_reply('ERR catalog_cache_fill: version, payload and ttl_ms are required')
+end
+local known = tonumber(redis.call('HGET', entry, 'v'))
+if known and known > version then
+  return 0
+end
+redis.call('HSET', entry, 'v', string.format('%d', version), 'p', payload)
+redis.call('PEXPIRE', entry, string.format('%d', ttl_ms))
+return 1

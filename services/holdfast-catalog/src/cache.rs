@@ -1,0 +1,180 @@
+//! Cache-aside over the store: Redis hash `cat:{sku}` holds the encoded product and its
+//! version for five minutes. Upserts leave a versioned tombstone; concurrent misses of one
+//! SKU in this process share one store read.
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+
+use fred::prelude::{Client, HashesInterface, Pool, Value};
+use holdfast_platform::redis::LuaScript;
+use holdfast_proto::catalog::v1::Product as WireProduct;
+use holdfast_store::{Product, ProductStore};
+use prost::Message;
+
+use crate::convert;
+use crate::error::CatalogError;
+
+/// How long a cached product (or tombstone) lives.
+pub const CACHE_TTL: Duration = Duration::from_secs(300);
+
+static FILL: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "catalog_cache_fill.lua",
+        include_str!("../../../lua/catalog_cache_fill.lua"),
+    )
+});
+static INVALIDATE: LazyLock<LuaScript> = LazyLock::new(|| {
+    LuaScript::new(
+        "catalog_cache_invalidate.lua",
+        include_str!("../../../lua/catalog_cache_invalidate.lua"),
+    )
+});
+
+/// Every script the catalog runs.
+pub fn scripts() -> Vec<&'static LuaScript> {
+    vec![&*FILL, &*INVALIDATE]
+}
+
+/// Loads the scripts on every primary.
+pub async fn load_scripts(client: &Client) -> Result<(), CatalogError> {
+    for script in scripts() {
+        script.load(client).await?;
+    }
+    Ok(())
+}
+
+fn cache_key(sku: &str) -> String {
+    format!("cat:{{{sku}}}")
+}
+
+fn ttl_ms() -> i64 {
+    CACHE_TTL.as_millis() as i64
+}
+
+/// Products by SKU through the cache.
+#[derive(Clone)]
+pub struct ProductCache<S> {
+    redis: Pool,
+    store: S,
+    // One async lock per SKU being loaded: concurrent misses queue behind the first, then
+    // find Redis warm. Entries are dropped once nobody waits on them.
+    loading: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl<S: ProductStore + Clone + 'static> ProductCache<S> {
+    /// A cache over `store`.
+    pub fn new(redis: Pool, store: S) -> Self {
+        Self {
+            redis,
+            store,
+            loading: Arc::default(),
+        }
+    }
+
+    /// The store behind the cache.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// `(product on a hit, or None on a miss)`; tombstones and undecodable entries are misses.
+    async fn cached(&self, sku: &str) -> Result<Option<Product>, CatalogError> {
+        let fields: Vec<Value> = self.redis.next().hmget(cache_key(sku), vec!["v", "p"]).await?;
+        // fred hands back valid UTF-8 as a string and anything else as bytes: take either.
+        let Some(payload) = fields.get(1).and_then(Value::as_bytes) else {
+            return Ok(None);
+        };
+        Ok(WireProduct::decode(payload).ok().map(convert::from_wire_cached))
+    }
+
+    /// One product, from Redis or, once per SKU at a time, from the store.
+    pub async fn get(&self, sku: &str) -> Result<Option<Product>, CatalogError> {
+        if let Some(hit) = self.cached(sku).await? {
+            return Ok(Some(hit));
+        }
+        let lock = {
+            let mut loading = self
+                .loading
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            loading.entry(sku.to_string()).or_default().clone()
+        };
+        let result = async {
+            let _turn = lock.lock().await;
+            // Whoever held the lock before us has filled Redis (or an upsert has left a
+            // tombstone): look again before going to the store.
+            if let Some(hit) = self.cached(sku).await? {
+                return Ok(Some(hit));
+            }
+            let product = self.store.get_product(sku).await?;
+            if let Some(product) = &product {
+                self.fill(product).await?;
+            }
+            Ok(product)
+        }
+        .await;
+        let mut loading = self
+            .loading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Only the map and this call hold it: nobody else is waiting.
+        if Arc::strong_count(&lock) <= 2 {
+            loading.remove(sku);
+        }
+        result
+    }
+
+    /// Many products: hits from Redis, the misses in one store call. Request order, unknown
+    /// SKUs left out.
+    pub async fn get_many(&self, skus: &[String]) -> Result<Vec<Product>, CatalogError> {
+        let cached = futures::future::try_join_all(skus.iter().map(|sku| self.cached(sku))).await?;
+        let misses: Vec<String> = skus
+            .iter()
+            .zip(&cached)
+            .filter(|(_, hit)| hit.is_none())
+            .map(|(sku, _)| sku.clone())
+            .collect();
+        let loaded = if misses.is_empty() {
+            Vec::new()
+        } else {
+            self.store.get_products(&misses).await?
+        };
+        for product in &loaded {
+            self.fill(product).await?;
+        }
+        let mut loaded: HashMap<String, Product> = loaded.into_iter().map(|p| (p.sku.clone(), p)).collect();
+        Ok(skus
+            .iter()
+            .zip(cached)
+            .filter_map(|(sku, hit)| hit.or_else(|| loaded.remove(sku)))
+            .collect())
+    }
+
+    async fn fill(&self, product: &Product) -> Result<(), CatalogError> {
+        let payload = convert::to_wire(product).encode_to_vec();
+        let _: i64 = FILL
+            .run(
+                self.redis.next(),
+                vec![cache_key(&product.sku)],
+                vec![
+                    Value::from(product.version as i64),
+                    Value::from(payload.as_slice()),
+                    Value::from(ttl_ms()),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// After an upsert: no reader, here or on another instance, sees an older version again.
+    pub async fn invalidate(&self, product: &Product) -> Result<(), CatalogError> {
+        let _: i64 = INVALIDATE
+            .run(
+                self.redis.next(),
+                vec![cache_key(&product.sku)],
+                vec![Value::from(product.version as i64), Value::from(ttl_ms())],
+            )
+            .await?;
+        Ok(())
+    }
+}

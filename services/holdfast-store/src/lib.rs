@@ -1,0 +1,41 @@
+//! holdfast's durable store: a trait per aggregate, two backends, one conformance suite.
+//!
+//! Layout, one module per aggregate next to the others:
+//! - [`products`]: [`ProductStore`], the catalog's products (optimistic versions, category
+//!   listing with opaque cursors),
+//! - [`carts`]: [`CartStore`], the durable copy of live carts (last writer wins by version).
+//!
+//! Orders, checkout sagas, idempotency records (kept 24 h) and the event outbox come with
+//! checkout as `orders`, `sagas`, `idempotency` and `outbox` modules beside these: a trait
+//! each, an impl in both backends, and their checks in [`conformance`].
+//!
+//! Backends: [`SqliteStore`] (rusqlite, bundled SQLite, WAL; the embedded default) and
+//! [`ScyllaStore`] (the `scylla` driver, schema in `schema/scylla.cql`). [`Store`] is the
+//! one a service holds; it picks a backend at startup and delegates, so there are no trait
+//! objects and every trait method returns a `Send` future.
+
+pub mod carts;
+#[doc(hidden)]
+pub mod conformance;
+mod cursor;
+pub mod error;
+pub mod products;
+pub mod scylladb;
+pub mod sqlite;
+mod store;
+
+pub use carts::{CartStore, StoredCart, StoredCartLine};
+pub use error::StoreError;
+pub use products::{Product, ProductPage, ProductStore};
+pub use scylladb::ScyllaStore;
+pub use sqlite::SqliteStore;
+pub use store::Store;
+
+/// Wall-clock time in Unix milliseconds, for the timestamps the store sets.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}

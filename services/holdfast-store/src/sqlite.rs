@@ -1,0 +1,523 @@
+//! The embedded backend: one SQLite file (rusqlite, bundled), the default for `holdfast dev`.
+//!
+//! One connection behind a mutex, every call on tokio's blocking pool. SQLite serialises
+//! writers anyway, so a pool would only add readers; that can come when a benchmark asks.
+//! WAL lets other processes (a `sqlite3` shell, a backup) read while the service writes,
+//! and `busy_timeout` makes such a reader's lock a short wait instead of an error.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::carts::{CartStore, StoredCart, StoredCartLine, validate_cart, validate_owner};
+use crate::products::{
+    PageRequest, Product, ProductPage, ProductStore, check_expected_version, distinct_skus, validate_product,
+};
+use crate::{StoreError, now_ms};
+
+/// How long a call waits for another process's lock before giving up as `Unavailable`.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema migrations, applied in order at open; `PRAGMA user_version` counts those applied.
+/// Append only: never edit a migration that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // 1: products and carts (issue 4).
+    r#"
+    CREATE TABLE products (
+        sku           TEXT    NOT NULL PRIMARY KEY,
+        title         TEXT    NOT NULL,
+        description   TEXT    NOT NULL,
+        price_minor   INTEGER NOT NULL,
+        currency      TEXT    NOT NULL,
+        category      TEXT    NOT NULL,
+        brand         TEXT    NOT NULL,
+        attributes    TEXT    NOT NULL, -- JSON object of strings
+        active        INTEGER NOT NULL,
+        version       INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+    CREATE INDEX products_by_category ON products (category, sku);
+
+    CREATE TABLE carts (
+        owner         TEXT    NOT NULL PRIMARY KEY,
+        lines         TEXT    NOT NULL, -- JSON array of line records
+        version       INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        -- A deleted cart keeps its row and version, so late older saves stay ignored.
+        deleted       INTEGER NOT NULL DEFAULT 0
+    ) STRICT, WITHOUT ROWID;
+    "#,
+];
+
+const PRODUCT_COLUMNS: &str = "sku, title, description, price_minor, currency, category, brand, \
+     attributes, active, version, created_at_ms, updated_at_ms";
+
+/// The SQLite store. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+    /// `None` for an in-memory database.
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file at `path` and brings its schema up to
+    /// date. Refuses a file whose schema is newer than this build.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let opened = path.clone();
+        let conn = tokio::task::spawn_blocking(move || {
+            let conn = Connection::open(&opened).map_err(sqlite_error)?;
+            prepare_connection(conn, true)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite open task failed: {e}")))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: Some(path),
+        })
+    }
+
+    /// A private in-memory database with the full schema: real SQLite, gone on drop.
+    pub async fn open_in_memory() -> Result<Self, StoreError> {
+        let conn = tokio::task::spawn_blocking(|| {
+            let conn = Connection::open_in_memory().map_err(sqlite_error)?;
+            prepare_connection(conn, false)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite open task failed: {e}")))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+            path: None,
+        })
+    }
+
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Runs `work` with the connection on the blocking pool.
+    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            // A panic mid-call leaves no open transaction behind (rusqlite rolls back on
+            // drop), so a poisoned lock still guards a usable connection.
+            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("sqlite task failed: {e}")))?
+    }
+}
+
+/// Pragmas and migrations for a fresh connection.
+fn prepare_connection(mut conn: Connection, on_disk: bool) -> Result<Connection, StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
+    if on_disk {
+        let mode: String = conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+            .map_err(sqlite_error)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Unavailable(format!(
+                "sqlite refused WAL mode (journal_mode is {mode})"
+            )));
+        }
+    }
+    // The store of record: a committed write survives power loss, not only a crash.
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite_error)?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Applies the migrations this database lacks, each in its own transaction. The version
+/// is re-read under the write lock, so two processes opening one file migrate it once.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(sqlite_error)?;
+        let applied: i64 = tx
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .map_err(sqlite_error)?;
+        let applied = usize::try_from(applied)
+            .map_err(|_| StoreError::Corrupt(format!("negative schema version {applied}")))?;
+        let Some(next) = MIGRATIONS.get(applied) else {
+            if applied > MIGRATIONS.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "database schema version {applied} is newer than this build knows ({})",
+                    MIGRATIONS.len()
+                )));
+            }
+            return Ok(());
+        };
+        tx.execute_batch(next).map_err(sqlite_error)?;
+        tx.pragma_update(
+            None,
+            "user_version",
+            i64::try_from(applied + 1).unwrap_or(i64::MAX),
+        )
+        .map_err(sqlite_error)?;
+        tx.commit().map_err(sqlite_error)?;
+    }
+}
+
+fn sqlite_error(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            StoreError::Corrupt(format!("sqlite: {error}"))
+        }
+        Some(_) => StoreError::Unavailable(format!("sqlite: {error}")),
+        // Not a failure of the engine: a row this code could not read.
+        None => StoreError::Corrupt(format!("sqlite: {error}")),
+    }
+}
+
+fn read_product(row: &Row<'_>) -> rusqlite::Result<Product> {
+    let attributes: String = row.get(7)?;
+    let attributes = serde_json::from_str(&attributes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into()))?;
+    let version: i64 = row.get(9)?;
+    Ok(Product {
+        sku: row.get(0)?,
+        title: row.get(1)?,
+        description: row.get(2)?,
+        price_minor: row.get(3)?,
+        currency: row.get(4)?,
+        category: row.get(5)?,
+        brand: row.get(6)?,
+        attributes,
+        active: row.get(8)?,
+        version: u64::try_from(version).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(9, version))?,
+        created_at_ms: row.get(10)?,
+        updated_at_ms: row.get(11)?,
+    })
+}
+
+fn select_product(conn: &Connection, sku: &str) -> Result<Option<Product>, StoreError> {
+    conn.prepare_cached(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = ?1"))
+        .and_then(|mut statement| statement.query_row([sku], read_product).optional())
+        .map_err(sqlite_error)
+}
+
+impl ProductStore for SqliteStore {
+    async fn upsert_product(
+        &self,
+        product: Product,
+        expected_version: Option<u64>,
+    ) -> Result<Product, StoreError> {
+        validate_product(&product)?;
+        self.call(move |conn| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_error)?;
+            let current = tx
+                .query_row(
+                    "SELECT version, created_at_ms FROM products WHERE sku = ?1",
+                    [&product.sku],
+                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .optional()
+                .map_err(sqlite_error)?;
+            let current_version = current
+                .map(|(version, _)| StoreError::version_from_i64(version))
+                .transpose()?;
+            check_expected_version(&product.sku, expected_version, current_version)?;
+
+            let now = now_ms();
+            let stored = Product {
+                version: current_version.unwrap_or(0) + 1,
+                created_at_ms: current.map_or(now, |(_, created)| created),
+                updated_at_ms: now,
+                ..product
+            };
+            let version = StoreError::version_to_i64(stored.version)?;
+            let attributes = serde_json::to_string(&stored.attributes)
+                .map_err(|e| StoreError::InvalidArgument(format!("attributes: {e}")))?;
+            tx.prepare_cached(&format!(
+                "INSERT INTO products ({PRODUCT_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT (sku) DO UPDATE SET
+                     title = excluded.title, description = excluded.description,
+                     price_minor = excluded.price_minor, currency = excluded.currency,
+                     category = excluded.category, brand = excluded.brand,
+                     attributes = excluded.attributes, active = excluded.active,
+                     version = excluded.version, updated_at_ms = excluded.updated_at_ms"
+            ))
+            .and_then(|mut statement| {
+                statement.execute(params![
+                    stored.sku,
+                    stored.title,
+                    stored.description,
+                    stored.price_minor,
+                    stored.currency,
+                    stored.category,
+                    stored.brand,
+                    attributes,
+                    stored.active,
+                    version,
+                    stored.created_at_ms,
+                    stored.updated_at_ms,
+                ])
+            })
+            .map_err(sqlite_error)?;
+            tx.commit().map_err(sqlite_error)?;
+            Ok(stored)
+        })
+        .await
+    }
+
+    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
+        let sku = sku.to_string();
+        self.call(move |conn| select_product(conn, &sku)).await
+    }
+
+    async fn get_products(&self, skus: &[String]) -> Result<Vec<Product>, StoreError> {
+        let skus: Vec<String> = distinct_skus(skus)?.into_iter().map(String::from).collect();
+        self.call(move |conn| {
+            let mut found = Vec::with_capacity(skus.len());
+            for sku in &skus {
+                found.extend(select_product(conn, sku)?);
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn list_products_by_category(
+        &self,
+        category: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<ProductPage, StoreError> {
+        let request = PageRequest::new(category, cursor, limit)?;
+        let category = category.to_string();
+        self.call(move |conn| {
+            let fetch = i64::try_from(request.fetch()).unwrap_or(i64::MAX);
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {PRODUCT_COLUMNS} FROM products
+                     WHERE category = ?1 AND sku > ?2 ORDER BY sku LIMIT ?3"
+                ))
+                .and_then(|mut statement| {
+                    statement
+                        .query_map(params![category, request.after_sku, fetch], read_product)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(sqlite_error)?;
+            Ok(request.page(&category, rows))
+        })
+        .await
+    }
+}
+
+/// A cart line as stored in the `lines` JSON: short names keep the on-disk format apart
+/// from the Rust struct.
+#[derive(Serialize, Deserialize)]
+struct LineRecord {
+    sku: String,
+    qty: i64,
+    price: i64,
+    cur: String,
+    at: i64,
+}
+
+impl CartStore for SqliteStore {
+    async fn save_cart(&self, cart: StoredCart) -> Result<(), StoreError> {
+        let version = validate_cart(&cart)?;
+        let lines: Vec<LineRecord> = cart
+            .lines
+            .into_iter()
+            .map(|line| LineRecord {
+                sku: line.sku,
+                qty: line.quantity,
+                price: line.unit_price_minor,
+                cur: line.currency,
+                at: line.added_at_ms,
+            })
+            .collect();
+        let lines = serde_json::to_string(&lines)
+            .map_err(|e| StoreError::InvalidArgument(format!("cart lines: {e}")))?;
+        let (owner, updated_at_ms) = (cart.owner, cart.updated_at_ms);
+        self.call(move |conn| {
+            // One statement: the version comparison and the write cannot interleave.
+            conn.prepare_cached(
+                "INSERT INTO carts (owner, lines, version, updated_at_ms, deleted)
+                 VALUES (?1, ?2, ?3, ?4, 0)
+                 ON CONFLICT (owner) DO UPDATE SET
+                     lines = excluded.lines, version = excluded.version,
+                     updated_at_ms = excluded.updated_at_ms, deleted = 0
+                 WHERE excluded.version > carts.version",
+            )
+            .and_then(|mut statement| statement.execute(params![owner, lines, version, updated_at_ms]))
+            .map_err(sqlite_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn load_cart(&self, owner: &str) -> Result<Option<StoredCart>, StoreError> {
+        validate_owner(owner)?;
+        let owner = owner.to_string();
+        self.call(move |conn| {
+            let row = conn
+                .prepare_cached(
+                    "SELECT lines, version, updated_at_ms FROM carts WHERE owner = ?1 AND deleted = 0",
+                )
+                .and_then(|mut statement| {
+                    statement
+                        .query_row([&owner], |row| {
+                            Ok((
+                                row.get::<_, String>(0)?,
+                                row.get::<_, i64>(1)?,
+                                row.get::<_, i64>(2)?,
+                            ))
+                        })
+                        .optional()
+                })
+                .map_err(sqlite_error)?;
+            let Some((lines, version, updated_at_ms)) = row else {
+                return Ok(None);
+            };
+            let lines: Vec<LineRecord> = serde_json::from_str(&lines)
+                .map_err(|e| StoreError::Corrupt(format!("cart {owner:?} lines: {e}")))?;
+            Ok(Some(StoredCart {
+                lines: lines
+                    .into_iter()
+                    .map(|line| StoredCartLine {
+                        sku: line.sku,
+                        quantity: line.qty,
+                        unit_price_minor: line.price,
+                        currency: line.cur,
+                        added_at_ms: line.at,
+                    })
+                    .collect(),
+                version: StoreError::version_from_i64(version)?,
+                updated_at_ms,
+                owner,
+            }))
+        })
+        .await
+    }
+
+    async fn delete_cart(&self, owner: &str) -> Result<(), StoreError> {
+        validate_owner(owner)?;
+        let owner = owner.to_string();
+        self.call(move |conn| {
+            conn.prepare_cached("UPDATE carts SET deleted = 1, lines = '[]' WHERE owner = ?1")
+                .and_then(|mut statement| statement.execute([&owner]))
+                .map_err(sqlite_error)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(sku: &str) -> Product {
+        Product {
+            sku: sku.into(),
+            title: "t".into(),
+            category: "c".into(),
+            currency: "EUR".into(),
+            ..Product::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn sqlite_file_is_in_wal_mode_with_current_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("store.db")).await.unwrap();
+        let (mode, version) = store
+            .call(|conn| {
+                let mode: String = conn
+                    .pragma_query_value(None, "journal_mode", |r| r.get(0))
+                    .unwrap();
+                let version: i64 = conn
+                    .pragma_query_value(None, "user_version", |r| r.get(0))
+                    .unwrap();
+                Ok((mode, version))
+            })
+            .await
+            .unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn sqlite_reopen_keeps_data_and_does_not_remigrate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let first = SqliteStore::open(&path).await.unwrap();
+        first.upsert_product(product("kept"), Some(0)).await.unwrap();
+        drop(first);
+
+        let again = SqliteStore::open(&path).await.unwrap();
+        let kept = again
+            .get_product("kept")
+            .await
+            .unwrap()
+            .expect("product survives reopen");
+        assert_eq!(kept.version, 1);
+    }
+
+    #[tokio::test]
+    async fn sqlite_open_refuses_schema_newer_than_build() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let error = SqliteStore::open(&path).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::Corrupt(ref m) if m.contains("newer")),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn sqlite_open_refuses_a_file_that_is_not_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        std::fs::write(&path, vec![0x42_u8; 8192]).unwrap();
+        let error = SqliteStore::open(&path).await.unwrap_err();
+        assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_unreadable_cart_lines_are_corrupt_not_empty() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        store
+            .call(|conn| {
+                conn.execute(
+                    "INSERT INTO carts (owner, lines, version, updated_at_ms) VALUES ('o', 'not json', 1, 0)",
+                    [],
+                )
+                .map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+        assert!(matches!(store.load_cart("o").await, Err(StoreError::Corrupt(_))));
+    }
+}
