@@ -35,6 +35,19 @@ for name in inventory cart catalog orders warehouse payments; do
 done
 grpcurl -plaintext "$addr" describe holdfast.inventory.v1.InventoryService | grep -q "rpc Reserve" || fail "describe"
 
+# A product and its stock, as an admin would set them up, then a reservation.
+C=holdfast.catalog.v1.CatalogService I=holdfast.inventory.v1.InventoryService
+grpcurl -plaintext -d '{"product":{"sku":"MUG-1","title":"Mug","price":{"amount_minor":1299,"currency":"EUR"},"category":"kitchen","active":true}}' \
+  "$addr" $C/UpsertProduct | grep -q '"created": true' || fail "catalog upsert"
+grpcurl -plaintext -d '{"sku":"MUG-1"}' "$addr" $C/GetProduct | grep -q '"amountMinor": "1299"' || fail "catalog get"
+grpcurl -plaintext -d '{"sku":"MUG-1","on_hand":1}' "$addr" $I/SetStock >/dev/null || fail "set stock"
+grpcurl -plaintext -d '{"reservation_id":"smoke-1","lines":[{"sku":"MUG-1","quantity":1}]}' "$addr" $I/Reserve \
+  | grep -q '"RESERVED"' || fail "reserve"
+grpcurl -plaintext -d '{"reservation_id":"smoke-2","lines":[{"sku":"MUG-1","quantity":1}]}' "$addr" $I/Reserve \
+  | grep -q '"INSUFFICIENT_STOCK"' || fail "second reserve must find no stock"
+bad="$(grpcurl -plaintext -d '{"reservation_id":"","lines":[]}' "$addr" $I/Reserve 2>&1 || true)"
+grep -q "InvalidArgument" <<<"$bad" && grep -q "google.rpc.BadRequest" <<<"$bad" || fail "bad request details: $bad"
+
 # grpc-web: HealthCheckRequest{service:"inventory"} as one frame (flag 0, length 11).
 printf '\x00\x00\x00\x00\x0b\x0a\x09inventory' >"$work/req.bin"
 curl -s --http1.1 -X POST -H 'content-type: application/grpc-web+proto' -H 'x-grpc-web: 1' \

@@ -4,7 +4,7 @@
 use clap::Parser;
 use holdfast::{Cli, Engines, Mesh, build_server};
 use holdfast_platform::redis;
-use holdfast_testkit::{RedisServer, SpawnedServer};
+use holdfast_testkit::{RedisServer, SpawnedServer, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every service in one server, as `holdfast dev` runs them, on its own redis-server.
@@ -14,6 +14,7 @@ pub struct DevMesh {
     // The inventory's sweeper, relay and rebalancer run while this is held.
     _background: Option<Box<dyn std::any::Any + Send>>,
     _redis: RedisServer,
+    _store_dir: TempDir,
 }
 
 impl DevMesh {
@@ -21,15 +22,21 @@ impl DevMesh {
     pub async fn start() -> anyhow::Result<Self> {
         let redis_server = RedisServer::start()?;
         let cli = Cli::try_parse_from(["holdfast", "dev"])?;
-        let (services, common, _) = cli.command.split();
+        let (services, common, _) = cli.command.split().expect("dev runs services");
         let pool = redis::connect(&redis_server.url(), 2).await?;
-        let engines = Engines::new(Some(pool), &common.region);
+        let dir = TempDir::new("mesh-store")?;
+        let store = holdfast::open_store(&holdfast_platform::StoreUrl::Sqlite(
+            dir.path().join("holdfast.db"),
+        ))
+        .await?;
+        let engines = Engines::new(Some(pool), Some(store), &common.region);
         let Mesh { server, inventory } = build_server(&services, common, &engines).await?;
         let server = SpawnedServer::start(server).await?;
         Ok(Self {
             server,
             _background: inventory.map(|i| Box::new(i) as Box<dyn std::any::Any + Send>),
             _redis: redis_server,
+            _store_dir: dir,
         })
     }
 }

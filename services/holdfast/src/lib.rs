@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use holdfast_platform::events::{EventBus, InProcessBus};
 use holdfast_platform::{CommonArgs, GrpcServer, ServerOptions};
-use holdfast_proto::{cart, catalog, orders, payments, warehouse};
+use holdfast_proto::{cart, orders, payments, warehouse};
 
 /// holdfast: the order-lifecycle backend of an online store, as a gRPC service mesh.
 #[derive(Debug, Parser)]
@@ -39,6 +39,13 @@ pub enum Command {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Apply the durable store's schema (ScyllaDB: schema/scylla.cql; SQLite migrates itself
+    /// on open) and exit. Safe to run again.
+    Migrate {
+        /// The store to migrate: `sqlite://PATH` or `scylla://host:port,...`.
+        #[arg(long, env = "HOLDFAST_STORE", value_name = "URL", value_parser = holdfast_platform::StoreUrl::parse)]
+        store: holdfast_platform::StoreUrl,
+    },
     /// One service, with its engines from flags or env.
     Serve {
         /// Which service.
@@ -50,11 +57,12 @@ pub enum Command {
 }
 
 impl Command {
-    /// The services to run and the shared flags.
-    pub fn split(&self) -> (Vec<ServiceName>, &CommonArgs, bool) {
+    /// The services to run, the shared flags and whether this is `dev`; `None` for `migrate`.
+    pub fn split(&self) -> Option<(Vec<ServiceName>, &CommonArgs, bool)> {
         match self {
-            Command::Dev { common } => (ServiceName::ALL.to_vec(), common, true),
-            Command::Serve { service, common } => (vec![*service], common, false),
+            Command::Dev { common } => Some((ServiceName::ALL.to_vec(), common, true)),
+            Command::Serve { service, common } => Some((vec![*service], common, false)),
+            Command::Migrate { .. } => None,
         }
     }
 }
@@ -106,12 +114,19 @@ impl ServiceName {
             ServiceName::Inventory | ServiceName::Cart | ServiceName::Catalog
         )
     }
+
+    /// Whether it needs the durable store.
+    pub fn needs_store(self) -> bool {
+        matches!(self, ServiceName::Cart | ServiceName::Catalog)
+    }
 }
 
 /// Clients to the engines the services share.
 pub struct Engines {
     /// Redis, when any selected service needs it.
     pub redis: Option<fred::prelude::Pool>,
+    /// The durable store, when any selected service needs it.
+    pub store: Option<holdfast_store::Store>,
     /// Where events go.
     pub bus: Arc<dyn EventBus>,
     /// Region stamped on events.
@@ -120,9 +135,14 @@ pub struct Engines {
 
 impl Engines {
     /// Engines with the in-process bus.
-    pub fn new(redis: Option<fred::prelude::Pool>, region: &str) -> Self {
+    pub fn new(
+        redis: Option<fred::prelude::Pool>,
+        store: Option<holdfast_store::Store>,
+        region: &str,
+    ) -> Self {
         Self {
             redis,
+            store,
             bus: Arc::new(InProcessBus::new()),
             region: region.to_string(),
         }
@@ -134,11 +154,43 @@ impl Engines {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NotYetImplemented;
 
-impl catalog::v1::catalog_service_server::CatalogService for NotYetImplemented {}
 impl cart::v1::cart_service_server::CartService for NotYetImplemented {}
 impl orders::v1::order_service_server::OrderService for NotYetImplemented {}
 impl warehouse::v1::warehouse_service_server::WarehouseService for NotYetImplemented {}
 impl payments::v1::payments_service_server::PaymentsService for NotYetImplemented {}
+
+fn redis_and_store(
+    engines: &Engines,
+    service: &str,
+) -> anyhow::Result<(fred::prelude::Pool, holdfast_store::Store)> {
+    let redis = engines
+        .redis
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("{service} needs --redis-url"))?;
+    let store = engines
+        .store
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("{service} needs --store"))?;
+    Ok((redis, store))
+}
+
+/// Opens the durable store named by `url` (SQLite migrates itself; ScyllaDB needs `migrate`).
+pub async fn open_store(
+    url: &holdfast_platform::StoreUrl,
+) -> Result<holdfast_store::Store, holdfast_store::StoreError> {
+    Ok(match url {
+        holdfast_platform::StoreUrl::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| holdfast_store::StoreError::Unavailable(e.to_string()))?;
+            }
+            holdfast_store::SqliteStore::open(path).await?.into()
+        }
+        holdfast_platform::StoreUrl::Scylla(nodes) => holdfast_store::ScyllaStore::connect(nodes, "holdfast")
+            .await?
+            .into(),
+    })
+}
 
 /// A built server and the background work its services need; dropping it stops that work.
 pub struct Mesh {
@@ -177,10 +229,11 @@ pub async fn build_server(
                 running_inventory = Some(running);
             }
             ServiceName::Catalog => {
-                server.add_service(
-                    name,
-                    catalog::v1::catalog_service_server::CatalogServiceServer::new(NotYetImplemented),
-                );
+                let (redis, store) = redis_and_store(engines, "catalog")?;
+                let service = holdfast_catalog::start(redis, store)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("starting catalog: {e}"))?;
+                server.add_service(name, service);
             }
             ServiceName::Cart => {
                 server.add_service(

@@ -1,9 +1,9 @@
 //! `holdfast`: parse config, start telemetry, build clients, bind, serve.
 
-use holdfast::{Cli, Engines, build_server};
+use holdfast::{Cli, Command, Engines, build_server, open_store};
 use holdfast_platform::config::{EXIT_CONFIG, exit_unavailable, parse_or_exit};
 use holdfast_platform::process::RedisProcess;
-use holdfast_platform::{RedisUrl, redis, server, telemetry};
+use holdfast_platform::{RedisUrl, StoreUrl, redis, server, telemetry};
 
 fn main() {
     let cli: Cli = parse_or_exit();
@@ -18,10 +18,28 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let (services, common, dev) = cli.command.split();
+    if let Command::Migrate { store } = &cli.command {
+        return migrate(store).await;
+    }
+    let Some((services, common, dev)) = cli.command.split() else {
+        return Ok(());
+    };
     let names: Vec<&str> = services.iter().map(|s| s.as_str()).collect();
     let _telemetry = telemetry::init(&names.join("+"), &common.log_format)?;
 
+    // Every configuration check before any connection, so bad config always exits 64.
+    let store_url = match (&common.store, services.iter().any(|s| s.needs_store())) {
+        (Some(url), true) => Some(url.clone()),
+        (None, true) if dev => Some(StoreUrl::Sqlite(common.data_dir.join("holdfast.db"))),
+        (None, true) => {
+            eprintln!(
+                "error: --store (HOLDFAST_STORE) is required to serve {}",
+                names.join(", ")
+            );
+            std::process::exit(EXIT_CONFIG);
+        }
+        (_, false) => None,
+    };
     // Clients. Under `dev` with no Redis configured we run our own; it dies with us.
     let needs_redis = services.iter().any(|s| s.needs_redis());
     let mut _redis_process = None;
@@ -54,7 +72,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let engines = Engines::new(redis, &common.region);
+    let store = match &store_url {
+        Some(url) => Some(
+            open_store(url)
+                .await
+                .unwrap_or_else(|e| exit_unavailable(format!("cannot open store {url:?}: {e}"))),
+        ),
+        None => None,
+    };
+    let engines = Engines::new(redis, store, &common.region);
 
     // Bind.
     let listener = tokio::net::TcpListener::bind(common.listen)
@@ -94,5 +120,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let _ = fred::interfaces::ClientLike::quit(pool).await;
     }
     tracing::info!("drained; bye");
+    Ok(())
+}
+
+/// `holdfast migrate`: apply the store's schema, print one line, exit.
+async fn migrate(url: &StoreUrl) -> anyhow::Result<()> {
+    let store = open_store(url)
+        .await
+        .unwrap_or_else(|e| exit_unavailable(format!("cannot open store {url:?}: {e}")));
+    if let holdfast_store::Store::Scylla(scylla) = &store {
+        scylla.migrate().await?;
+    }
+    #[allow(clippy::print_stdout)]
+    {
+        println!("holdfast migrate: schema of {url:?} is current");
+    }
     Ok(())
 }

@@ -58,6 +58,42 @@ fn serve_without_redis_url_exits_64() {
 }
 
 #[test]
+fn serve_catalog_without_store_exits_64() {
+    let output = Command::new(BIN)
+        .args(["serve", "catalog", "--redis-url", "redis://127.0.0.1:6399"])
+        .env_remove("HOLDFAST_STORE")
+        .output()
+        .expect("run");
+    assert_one_line_exit(&output, 64, "--store");
+}
+
+#[test]
+fn migrate_creates_a_sqlite_store_and_can_run_again() {
+    let dir = TempDir::new("migrate").expect("dir");
+    let url = format!("sqlite://{}", dir.path().join("nested/holdfast.db").display());
+    for _ in 0..2 {
+        let output = run(&["migrate", "--store", &url], &[]);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(String::from_utf8_lossy(&output.stdout).contains("schema"));
+    }
+    assert!(dir.path().join("nested/holdfast.db").exists());
+}
+
+#[test]
+fn migrate_against_an_unreachable_scylla_exits_69_with_one_line() {
+    let port = holdfast_platform::process::free_port().expect("port").to_string();
+    let output = run(
+        &["migrate", "--store", &format!("scylla://127.0.0.1:{port}")],
+        &[("RUST_LOG", "off")],
+    );
+    assert_one_line_exit(&output, 69, "cannot open store");
+}
+
+#[test]
 fn unreachable_redis_exits_69_with_one_line() {
     let port = holdfast_platform::process::free_port().expect("port").to_string();
     let url = format!("redis://127.0.0.1:{port}");
