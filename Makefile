@@ -46,4 +46,4 @@ BENCH_ARGS ?=
 
 bench: deps ## benchmarks, printed as ratios against baselines measured in the same run (release build)
 	cargo build --release -p holdfast -p holdfast-load
-	$(TARGET_DIR)/release/holdfast-load bench inventory --json $(TARGET_DIR)/bench/inventory.json $(BENCH_ARGS)
+	$(TARGET_DIR)/release/holdfast-load bench all --json $(TARGET_DIR)/bench/bench.json $(BENCH_ARGS)

@@ -44,9 +44,6 @@ pub struct InventoryBench {
     /// The holdfast binary (default: next to this one).
     #[arg(long)]
     pub holdfast_bin: Option<PathBuf>,
-    /// Where to write the JSON result.
-    #[arg(long, default_value = "target/bench/inventory.json")]
-    pub json: PathBuf,
 }
 
 const SKU: &str = "BENCH-SKU";
@@ -88,11 +85,11 @@ pub struct InventoryReport {
 }
 
 /// Runs the benchmark and prints the report.
-pub async fn run(args: InventoryBench) -> anyhow::Result<InventoryReport> {
+pub async fn run(args: &InventoryBench) -> anyhow::Result<InventoryReport> {
     let scratch = std::env::temp_dir().join(format!("holdfast-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
-    let throughput = throughput(&args, &scratch.join("throughput")).await?;
-    let (bytes_per_idle_sku, bytes_per_live_hold) = memory(&args, &scratch.join("memory")).await?;
+    let throughput = throughput(args, &scratch.join("throughput")).await?;
+    let (bytes_per_idle_sku, bytes_per_live_hold) = memory(args, &scratch.join("memory")).await?;
     let _ = std::fs::remove_dir_all(&scratch);
     let (baseline, ours) = throughput;
     let report = InventoryReport {
@@ -107,11 +104,6 @@ pub async fn run(args: InventoryBench) -> anyhow::Result<InventoryReport> {
         holds: args.holds,
     };
     print(&report);
-    if let Some(dir) = args.json.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(&args.json, serde_json::to_string_pretty(&report)?)?;
-    println!("json: {}", args.json.display());
     Ok(report)
 }
 
@@ -159,8 +151,9 @@ impl Drop for Mesh {
     }
 }
 
-fn holdfast_bin(args: &InventoryBench) -> anyhow::Result<PathBuf> {
-    if let Some(bin) = &args.holdfast_bin {
+/// The holdfast binary to benchmark: `explicit`, else the one next to this executable.
+pub fn holdfast_bin(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(bin) = explicit {
         return Ok(bin.clone());
     }
     let me = std::env::current_exe()?;
@@ -203,7 +196,7 @@ fn start_inventory(bin: &Path, redis_url: &str) -> anyhow::Result<Mesh> {
 
 async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<(Side, Side)> {
     let redis_server = RedisProcess::start(dir, &[])?;
-    let mesh = start_inventory(&holdfast_bin(args)?, &redis_server.url())?;
+    let mesh = start_inventory(&holdfast_bin(args.holdfast_bin.as_ref())?, &redis_server.url())?;
     let channels: Vec<_> = {
         let mut channels = Vec::new();
         for _ in 0..4 {

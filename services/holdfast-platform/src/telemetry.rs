@@ -31,6 +31,16 @@ impl Drop for TelemetryGuard {
 /// Log level comes from `RUST_LOG` (default `info`). Safe to call more than once (tests): later
 /// calls keep the first subscriber.
 pub fn init(service: &str, log_format: &str) -> anyhow::Result<TelemetryGuard> {
+    let log_filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    init_with_log_filter(service, log_format, &log_filter)
+}
+
+/// Like [`init`], with the log filter given (an `EnvFilter` directive such as `warn`).
+pub fn init_with_log_filter(
+    service: &str,
+    log_format: &str,
+    log_filter: &str,
+) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
     let mut builder = SdkTracerProvider::builder().with_resource(
@@ -49,22 +59,25 @@ pub fn init(service: &str, log_format: &str) -> anyhow::Result<TelemetryGuard> {
     let tracer = provider.tracer("holdfast");
     opentelemetry::global::set_tracer_provider(provider.clone());
 
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // RUST_LOG filters what is logged, never what is traced: with a global filter, `warn`
+    // would disable the per-RPC span and silently stop traceparent propagation.
+    let log_filter = EnvFilter::try_new(log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = if log_format == "json" {
         tracing_subscriber::fmt::layer()
             .json()
             .with_writer(std::io::stderr)
+            .with_filter(log_filter)
             .boxed()
     } else {
         tracing_subscriber::fmt::layer()
             .with_writer(std::io::stderr)
+            .with_filter(log_filter)
             .boxed()
     };
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(fmt)
-        .with(tracing_opentelemetry::layer().with_tracer(tracer))
-        .try_init();
+    let traces = tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let _ = tracing_subscriber::registry().with(fmt).with(traces).try_init();
     Ok(TelemetryGuard { provider })
 }
 

@@ -291,8 +291,9 @@ impl CatalogService for CallsInventory {
 }
 
 #[tokio::test]
-async fn traceparent_propagates_from_caller_through_one_service_to_the_next() {
-    let _telemetry = telemetry::init("test", "pretty").expect("telemetry");
+async fn traceparent_propagates_from_caller_through_one_service_to_the_next_even_with_quiet_logs() {
+    // Logs at warn must not switch tracing off: propagation does not depend on RUST_LOG.
+    let _telemetry = telemetry::init_with_log_filter("test", "pretty", "warn").expect("telemetry");
     let seen = RecordsTraceparent::default();
     let mut inventory = GrpcServer::new(ServerOptions::default());
     inventory.add_service("inventory", InventoryServiceServer::new(seen.clone()));
