@@ -193,7 +193,7 @@ pub async fn run(args: CartBench, bin: PathBuf) -> anyhow::Result<CartReport> {
                 })
                 .await?
                 .into_inner();
-            if reply.cart.map_or(true, |c| c.lines.is_empty()) {
+            if reply.cart.is_none_or(|c| c.lines.is_empty()) {
                 bail!("shopper {shopper} has an empty cart");
             }
             Ok(())
