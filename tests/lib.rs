@@ -12,7 +12,7 @@ pub struct DevMesh {
     /// The running server.
     pub server: SpawnedServer,
     // The inventory's sweeper, relay and rebalancer run while this is held.
-    _background: Option<Box<dyn std::any::Any + Send>>,
+    _background: Box<dyn std::any::Any + Send>,
     _redis: RedisServer,
     _store_dir: TempDir,
 }
@@ -30,11 +30,16 @@ impl DevMesh {
         ))
         .await?;
         let engines = Engines::new(Some(pool), Some(store), &common.region);
-        let Mesh { server, inventory } = build_server(&services, common, &engines).await?;
-        let server = SpawnedServer::start(server).await?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let Mesh {
+            server,
+            inventory,
+            cart,
+        } = build_server(&services, common, &engines, listener.local_addr()?).await?;
+        let server = SpawnedServer::start_on(listener, server, true).await?;
         Ok(Self {
             server,
-            _background: inventory.map(|i| Box::new(i) as Box<dyn std::any::Any + Send>),
+            _background: Box::new((inventory, cart)),
             _redis: redis_server,
             _store_dir: dir,
         })

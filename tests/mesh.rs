@@ -118,3 +118,78 @@ fn decode_base64(text: &str) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test]
+async fn a_shopper_fills_a_cart_over_grpc_web_at_catalog_prices() {
+    use holdfast_proto::cart::v1::{
+        AddItemRequest, AddItemResponse, CartOwner, ItemOutcome, cart_owner::Owner,
+    };
+    use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+    use holdfast_proto::catalog::v1::{Product, UpsertProductRequest};
+    use holdfast_proto::common::v1::Money;
+
+    let mesh = DevMesh::start().await.expect("mesh");
+    let channel = mesh.server.channel().await.expect("connect");
+    CatalogServiceClient::new(channel.clone())
+        .upsert_product(UpsertProductRequest {
+            product: Some(Product {
+                sku: "TEE".into(),
+                title: "T-shirt".into(),
+                price: Some(Money {
+                    amount_minor: 1999,
+                    currency: "EUR".into(),
+                }),
+                category: "apparel".into(),
+                active: true,
+                ..Default::default()
+            }),
+            expected_version: 0,
+        })
+        .await
+        .expect("product");
+    InventoryServiceClient::new(channel)
+        .set_stock(SetStockRequest {
+            sku: "TEE".into(),
+            on_hand: 3,
+            buckets: 0,
+        })
+        .await
+        .expect("stock");
+
+    let add = |quantity| AddItemRequest {
+        owner: Some(CartOwner {
+            owner: Some(Owner::SessionId("phone-session-1".into())),
+        }),
+        sku: "TEE".into(),
+        quantity,
+        expected_version: 0,
+    };
+    let path = "/holdfast.cart.v1.CartService/AddItem";
+    let reply = grpc_web_call(mesh.server.addr(), path, &add(2).encode_to_vec())
+        .await
+        .expect("add");
+    assert_eq!(reply.trailer("grpc-status"), Some("0"), "{reply:?}");
+    let added = AddItemResponse::decode(reply.message.as_slice()).expect("decodes");
+    assert_eq!(added.outcome, ItemOutcome::Applied as i32);
+    let cart = added.cart.expect("cart");
+    let line = &cart.lines[0];
+    assert_eq!(
+        (
+            line.quantity,
+            line.snapshot_unit_price.as_ref().map(|m| m.amount_minor)
+        ),
+        (2, Some(1999))
+    );
+    assert_eq!(
+        cart.totals[0].amount_minor, 3998,
+        "the price came from the catalog, not the client"
+    );
+
+    // Cart asked inventory: 2 more would exceed the 3 in stock.
+    let reply = grpc_web_call(mesh.server.addr(), path, &add(2).encode_to_vec())
+        .await
+        .expect("add");
+    let refused = AddItemResponse::decode(reply.message.as_slice()).expect("decodes");
+    assert_eq!(refused.outcome, ItemOutcome::OutOfStock as i32);
+    assert_eq!(refused.available_quantity, 3);
+}

@@ -15,6 +15,7 @@ fn every_lua_file_is_registered_exactly_once() {
     let registered: Vec<&str> = holdfast_inventory::scripts::all()
         .into_iter()
         .chain(holdfast_catalog::cache::scripts())
+        .chain(holdfast_cart::scripts::all())
         .map(|s| s.name)
         .collect();
     let unique: BTreeSet<String> = registered.iter().map(|s| s.to_string()).collect();

@@ -47,6 +47,15 @@ pub struct CommonArgs {
     #[arg(long, env = "HOLDFAST_KAFKA_BROKERS", value_name = "HOSTS", value_parser = parse_brokers)]
     pub kafka_brokers: Option<String>,
 
+    /// CatalogService for services that call it (cart). Default: this process's own
+    /// --listen address, which is right when catalog runs here too (`holdfast dev`).
+    #[arg(long, env = "HOLDFAST_CATALOG_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub catalog_url: Option<String>,
+
+    /// InventoryService for services that call it (cart). Default: this process's own address.
+    #[arg(long, env = "HOLDFAST_INVENTORY_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub inventory_url: Option<String>,
+
     /// Region this process serves; stamped on every event.
     #[arg(long, env = "HOLDFAST_REGION", default_value = "local", value_parser = parse_region)]
     pub region: String,
@@ -170,6 +179,15 @@ fn parse_brokers(raw: &str) -> Result<String, String> {
     Ok(raw.to_string())
 }
 
+fn parse_http_url(raw: &str) -> Result<String, String> {
+    let rest = raw
+        .strip_prefix("http://")
+        .or_else(|| raw.strip_prefix("https://"))
+        .ok_or_else(|| format!("expected http://host:port, got {raw:?}"))?;
+    parse_host_port(rest.trim_end_matches('/'))?;
+    Ok(raw.trim_end_matches('/').to_string())
+}
+
 fn parse_region(raw: &str) -> Result<String, String> {
     let ok = !raw.is_empty()
         && raw.len() <= 32
@@ -283,6 +301,16 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3h").is_err());
+    }
+
+    #[test]
+    fn http_url_needs_scheme_host_and_port() {
+        assert_eq!(
+            parse_http_url("http://catalog:50051/"),
+            Ok("http://catalog:50051".into())
+        );
+        assert!(parse_http_url("catalog:50051").is_err());
+        assert!(parse_http_url("http://catalog").is_err());
     }
 
     #[test]

@@ -204,6 +204,15 @@ impl SpawnedServer {
     /// Like [`SpawnedServer::start`]; with `ready = false` health stays NOT_SERVING.
     pub async fn start_with(server: GrpcServer, ready: bool) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(listener, server, ready).await
+    }
+
+    /// Serves on a listener the caller bound (when services must know their own address first).
+    pub async fn start_on(
+        listener: tokio::net::TcpListener,
+        server: GrpcServer,
+        ready: bool,
+    ) -> anyhow::Result<Self> {
         let addr = listener.local_addr()?;
         if ready {
             server.health().ready().await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand, ValueEnum};
 use holdfast_platform::events::{EventBus, InProcessBus};
 use holdfast_platform::{CommonArgs, GrpcServer, ServerOptions};
-use holdfast_proto::{cart, orders, payments, warehouse};
+use holdfast_proto::{orders, payments, warehouse};
 
 /// holdfast: the order-lifecycle backend of an online store, as a gRPC service mesh.
 #[derive(Debug, Parser)]
@@ -154,7 +154,6 @@ impl Engines {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NotYetImplemented;
 
-impl cart::v1::cart_service_server::CartService for NotYetImplemented {}
 impl orders::v1::order_service_server::OrderService for NotYetImplemented {}
 impl warehouse::v1::warehouse_service_server::WarehouseService for NotYetImplemented {}
 impl payments::v1::payments_service_server::PaymentsService for NotYetImplemented {}
@@ -198,17 +197,34 @@ pub struct Mesh {
     pub server: GrpcServer,
     /// The inventory's sweeper, relay and rebalancer, when inventory runs here.
     pub inventory: Option<holdfast_inventory::RunningInventory>,
+    /// The cart's write-behind worker, when cart runs here.
+    pub cart: Option<holdfast_cart::RunningCart<holdfast_store::Store>>,
+}
+
+/// A lazily connected channel to `url`, or to this process (`self_addr`) when unset.
+fn upstream(
+    url: Option<&String>,
+    self_addr: std::net::SocketAddr,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let url = url.cloned().unwrap_or_else(|| format!("http://{self_addr}"));
+    Ok(tonic::transport::Endpoint::from_shared(url)?
+        .connect_timeout(std::time::Duration::from_secs(2))
+        .connect_lazy())
 }
 
 /// Builds a server with `services` registered on `engines`: loads scripts and starts
 /// background work, so the caller can mark health SERVING as soon as this returns.
+///
+/// `self_addr` is where this server will listen: services that call others default to it.
 pub async fn build_server(
     services: &[ServiceName],
     common: &CommonArgs,
     engines: &Engines,
+    self_addr: std::net::SocketAddr,
 ) -> anyhow::Result<Mesh> {
     let mut server = GrpcServer::new(ServerOptions::from(common));
     let mut running_inventory = None;
+    let mut running_cart = None;
     for service in services {
         let name = service.as_str();
         match service {
@@ -236,10 +252,18 @@ pub async fn build_server(
                 server.add_service(name, service);
             }
             ServiceName::Cart => {
-                server.add_service(
-                    name,
-                    cart::v1::cart_service_server::CartServiceServer::new(NotYetImplemented),
-                );
+                let (redis, store) = redis_and_store(engines, "cart")?;
+                let running = holdfast_cart::start(
+                    redis,
+                    store,
+                    upstream(common.catalog_url.as_ref(), self_addr)?,
+                    upstream(common.inventory_url.as_ref(), self_addr)?,
+                    holdfast_cart::CartOptions::default(),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("starting cart: {e}"))?;
+                server.add_service(name, running.service.clone());
+                running_cart = Some(running);
             }
             ServiceName::Orders => {
                 server.add_service(
@@ -264,5 +288,6 @@ pub async fn build_server(
     Ok(Mesh {
         server,
         inventory: running_inventory,
+        cart: running_cart,
     })
 }

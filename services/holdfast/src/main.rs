@@ -95,9 +95,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         });
     let (listen, admin_listen) = (listener.local_addr()?, admin.local_addr()?);
-    let mesh = build_server(&services, common, &engines).await?;
+    let mesh = build_server(&services, common, &engines, listen).await?;
     let grpc = mesh.server;
-    let _background = mesh.inventory;
+    let _background = (mesh.inventory, mesh.cart);
     let health = grpc.health();
 
     // Serve.

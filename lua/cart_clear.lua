@@ -1,0 +1,89 @@
+-- cart_clear.lua: remove every line (ClearCart, and the session cart after MergeCarts). The
+-- version and the merge markers stay: versions keep growing over an owner's whole life (the
+-- durable store orders saves by them), and a marker keeps a retried merge from adding twice.
+-- Clearing an empty cart is a no-op that leaves the version alone.
+--
+-- KEYS[1] cart  cart:{<owner>}  hash _v, _u, _m:<session>, l:<sku> (layout in docs/cart.md)
+-- ARGV[1] store_checked     '1': the caller found no durable copy, so an absent key is an
+--                           empty cart; otherwise an absent key answers 'cold'
+-- ARGV[2] expected_version  0 = any; else the cart's version must equal it
+-- ARGV[3] ttl_ms            cart lifetime after this change, integer >= 1
+--
+-- Reply: {status, n, {HGETALL of the cart after the call}}
+--   {'ok', version}                  cleared, or was empty; the version after
+--   {'cold', 0}                      the key is absent and ARGV[1] is not '1'; nothing written
+--   {'version_conflict', version}    expected_version differs; the current version
+
+-- ---- shared helpers (kept identical in every cart script; Redis Lua has no include) ----
+-- Arguments are checked before any write so a bad call can never leave half a change.
+local function is_int(n)
+  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
+end
+
+-- Explicit formatting: Lua's default number-to-string switches to exponents past 14 digits.
+local function int(n)
+  return string.format('%d', n)
+end
+
+-- Redis's clock, never the caller's: every instance agrees on updated_at and expiry.
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A line field `l:<sku>` holds `qty|unit_price_minor|currency|added_at_ms`.
+local function parse_line(value)
+  local qty, price, currency, at = string.match(value, '^(%d+)|(%-?%d+)|([^|]*)|(%d+)$')
+  return tonumber(qty), tonumber(price), currency, tonumber(at)
+end
+
+local function format_line(qty, price, currency, at)
+  return int(qty) .. '|' .. int(price) .. '|' .. currency .. '|' .. int(at)
+end
+
+local function line_fields(cart)
+  local lines = {}
+  for _, field in ipairs(redis.call('HKEYS', cart)) do
+    if string.sub(field, 1, 2) == 'l:' then lines[#lines + 1] = field end
+  end
+  return lines
+end
+
+local function version_of(cart)
+  return tonumber(redis.call('HGET', cart, '_v')) or 0
+end
+
+-- Every change bumps the version, stamps updated_at and gives the cart its full TTL again.
+local function touch(cart, ttl_ms)
+  local version = redis.call('HINCRBY', cart, '_v', 1)
+  redis.call('HSET', cart, '_u', int(now_ms()))
+  redis.call('PEXPIRE', cart, int(ttl_ms))
+  return version
+end
+
+-- Every reply carries the whole cart as it is after the call, so the caller answers from
+-- the same atomic view it changed, without a second round trip.
+local function reply(cart, status, n, ...)
+  return {status, n, redis.call('HGETALL', cart), ...}
+end
+-- ---- end of shared helpers ----
+
+local cart = KEYS[1]
+local store_checked = ARGV[1]
+local expected, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3])
+if not is_int(expected) or expected < 0 then return redis.error_reply('ERR cart_clear: expected_version must be an integer >= 0') end
+if not is_int(ttl_ms) or ttl_ms < 1 then return redis.error_reply('ERR cart_clear: ttl_ms must be an integer >= 1') end
+
+if store_checked ~= '1' and redis.call('EXISTS', cart) == 0 then
+  return {'cold', 0, {}}
+end
+local version = version_of(cart)
+if expected > 0 and expected ~= version then
+  return reply(cart, 'version_conflict', version)
+end
+local lines = line_fields(cart)
+if #lines == 0 then
+  return reply(cart, 'ok', version)
+end
+redis.call('HDEL', cart, unpack(lines))
+return reply(cart, 'ok', touch(cart, ttl_ms))

@@ -1,0 +1,95 @@
+//! CartService: shopping carts of signed-in customers and anonymous sessions.
+//!
+//! The live cart is a Redis hash per owner (layout in `docs/cart.md`), changed only by the
+//! Lua scripts in `lua/cart_*.lua` so two devices changing one cart at once lose nothing.
+//! Prices come from the catalog and stock from inventory, both over gRPC. Every change is
+//! written behind to the durable store within [`CartOptions::flush_every`] plus one store
+//! write, and a cart missing from Redis is re-warmed from the store before it is read or
+//! changed, so a Redis loss loses no cart older than that.
+
+pub mod error;
+pub mod live;
+pub mod scripts;
+pub mod service;
+pub mod validate;
+pub mod write_behind;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::Pool;
+use holdfast_proto::cart::v1::cart_service_server::CartServiceServer;
+use holdfast_store::CartStore;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+pub use error::CartError;
+pub use live::{LiveCart, LiveLine, Owner};
+pub use service::Cart;
+pub use write_behind::WriteBehind;
+
+/// Limits and timings of the cart service.
+#[derive(Debug, Clone)]
+pub struct CartOptions {
+    /// Most lines one cart may hold.
+    pub max_lines: u32,
+    /// Most units one line may hold.
+    pub max_quantity: i64,
+    /// How long a cart lives after its last change.
+    pub ttl: Duration,
+    /// Longest a change waits before it is written to the durable store.
+    pub flush_every: Duration,
+    /// Deadline of every call to the catalog and inventory.
+    pub upstream_timeout: Duration,
+}
+
+impl Default for CartOptions {
+    fn default() -> Self {
+        Self {
+            max_lines: 100,
+            max_quantity: 99,
+            ttl: Duration::from_secs(30 * 24 * 3600),
+            flush_every: Duration::from_millis(250),
+            upstream_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A running cart service: the gRPC service plus its write-behind worker (stopped on drop).
+pub struct RunningCart<S: CartStore + Clone + 'static> {
+    /// Register this with the server.
+    pub service: CartServiceServer<Cart<S>>,
+    task: JoinHandle<()>,
+}
+
+impl<S: CartStore + Clone + 'static> Drop for RunningCart<S> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Loads the scripts (so the first call never pays for it), starts the write-behind worker
+/// and builds the service. `catalog` and `inventory` may be lazy channels
+/// (`Endpoint::connect_lazy`), even to the server this service will run in. Call before
+/// marking health SERVING.
+pub async fn start<S: CartStore + Clone + 'static>(
+    redis: Pool,
+    store: S,
+    catalog: Channel,
+    inventory: Channel,
+    options: CartOptions,
+) -> Result<RunningCart<S>, CartError> {
+    scripts::load_all(redis.next()).await?;
+    let write_behind = Arc::new(WriteBehind::new());
+    let task = tokio::spawn(write_behind::run(
+        Arc::clone(&write_behind),
+        redis.clone(),
+        store.clone(),
+        options.flush_every,
+    ));
+    let cart = Cart::new(redis, store, catalog, inventory, write_behind, options);
+    Ok(RunningCart {
+        service: CartServiceServer::new(cart),
+        task,
+    })
+}

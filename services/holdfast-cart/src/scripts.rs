@@ -1,0 +1,385 @@
+//! One typed wrapper per cart script in `lua/`: the only code that knows the order of each
+//! script's KEYS and ARGV and the shape of its reply (see `docs/cart.md`).
+
+use std::sync::LazyLock;
+
+use fred::prelude::{Client, Value};
+use holdfast_platform::redis::LuaScript;
+use holdfast_store::StoredCart;
+
+use crate::error::CartError;
+use crate::live::LiveCart;
+
+macro_rules! scripts {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(
+            static $name: LazyLock<LuaScript> = LazyLock::new(|| {
+                LuaScript::new($file, include_str!(concat!("../../../lua/", $file)))
+            });
+        )*
+        /// Every script this crate runs, for loading at start-up and the registration test.
+        pub fn all() -> Vec<&'static LuaScript> {
+            vec![$(&*$name),*]
+        }
+    };
+}
+
+scripts! {
+    ADD => "cart_add.lua",
+    SET_QUANTITY => "cart_set_quantity.lua",
+    REMOVE => "cart_remove.lua",
+    CLEAR => "cart_clear.lua",
+    MERGE => "cart_merge.lua",
+    RESTORE => "cart_restore.lua",
+}
+
+/// Loads every script on every primary (before health says SERVING).
+pub async fn load_all(client: &Client) -> Result<(), CartError> {
+    for script in all() {
+        script.load(client).await?;
+    }
+    Ok(())
+}
+
+/// What an absent cart key means to a changing script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Absent {
+    /// Nobody has looked in the durable store yet: the script answers "cold" (the wrapper
+    /// returns `None`) and writes nothing, so a cart lost from Redis is never shadowed by a
+    /// fresh one.
+    AskStore,
+    /// The store was consulted (and any durable copy restored): an absent key is a new cart.
+    NoCart,
+}
+
+impl Absent {
+    fn arg(self) -> Value {
+        Value::from(match self {
+            Self::AskStore => "0",
+            Self::NoCart => "1",
+        })
+    }
+}
+
+/// The limits every changing script enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most lines in one cart.
+    pub max_lines: u32,
+    /// Most units on one line.
+    pub max_quantity: i64,
+    /// Cart lifetime after a change, ms.
+    pub ttl_ms: i64,
+}
+
+/// What a changing script did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Applied, or nothing to do; the cart after the call.
+    Done(LiveCart),
+    /// `expected_version` differs from the cart's.
+    VersionConflict {
+        /// The cart's version.
+        actual: u64,
+    },
+    /// A new line would exceed the line cap.
+    LineCap,
+    /// The line would exceed the quantity cap.
+    QuantityCap {
+        /// The line's quantity now.
+        line_quantity: i64,
+    },
+    /// The line would hold more than inventory has available; the cart is unchanged.
+    OutOfStock {
+        /// The line's quantity now.
+        line_quantity: i64,
+        /// The cart, unchanged.
+        cart: LiveCart,
+    },
+    /// UpdateItem with a quantity for a SKU not in the cart.
+    Missing,
+    /// UpdateItem raising a quantity while inventory could not be asked.
+    StockUnknown,
+}
+
+/// Units of one SKU to add, with what the catalog and inventory said about it.
+#[derive(Debug, Clone, Copy)]
+pub struct Addition<'a> {
+    /// The SKU.
+    pub sku: &'a str,
+    /// Units to add, >= 1.
+    pub quantity: i64,
+    /// The catalog price now (the snapshot of a new line), minor units.
+    pub unit_price_minor: i64,
+    /// Its ISO-4217 currency.
+    pub currency: &'a str,
+    /// Units inventory has available; the line may not end above it.
+    pub available: i64,
+}
+
+/// `cart_add.lua`: add units to a line (AddItem). `None`: the key is cold (see [`Absent`]).
+pub async fn add(
+    client: &Client,
+    key: &str,
+    absent: Absent,
+    expected_version: u64,
+    addition: Addition<'_>,
+    limits: Limits,
+) -> Result<Option<Change>, CartError> {
+    let args = vec![
+        absent.arg(),
+        s(expected_version),
+        s(addition.sku),
+        s(addition.quantity),
+        s(addition.unit_price_minor),
+        s(addition.currency),
+        s(addition.available),
+        s(limits.max_lines),
+        s(limits.max_quantity),
+        s(limits.ttl_ms),
+    ];
+    change(run(&ADD, client, key, args).await?)
+}
+
+/// `cart_set_quantity.lua`: set a line's quantity, 0 removes (UpdateItem). `available` is
+/// what inventory has, or `None` when it could not be asked (a raise then answers
+/// [`Change::StockUnknown`]). `None`: the key is cold.
+#[allow(clippy::too_many_arguments)]
+pub async fn set_quantity(
+    client: &Client,
+    key: &str,
+    absent: Absent,
+    expected_version: u64,
+    sku: &str,
+    quantity: i64,
+    available: Option<i64>,
+    limits: Limits,
+) -> Result<Option<Change>, CartError> {
+    let args = vec![
+        absent.arg(),
+        s(expected_version),
+        s(sku),
+        s(quantity),
+        s(available.unwrap_or(-1).max(-1)),
+        s(limits.max_quantity),
+        s(limits.ttl_ms),
+    ];
+    change(run(&SET_QUANTITY, client, key, args).await?)
+}
+
+/// `cart_remove.lua`: remove a line, a no-op if absent (RemoveItem). `None`: the key is cold.
+pub async fn remove(
+    client: &Client,
+    key: &str,
+    absent: Absent,
+    expected_version: u64,
+    sku: &str,
+    limits: Limits,
+) -> Result<Option<Change>, CartError> {
+    let args = vec![absent.arg(), s(expected_version), s(sku), s(limits.ttl_ms)];
+    change(run(&REMOVE, client, key, args).await?)
+}
+
+/// `cart_clear.lua`: remove every line, keeping the version (ClearCart, and the session cart
+/// after a merge). `None`: the key is cold.
+pub async fn clear(
+    client: &Client,
+    key: &str,
+    absent: Absent,
+    expected_version: u64,
+    limits: Limits,
+) -> Result<Option<Change>, CartError> {
+    let args = vec![absent.arg(), s(expected_version), s(limits.ttl_ms)];
+    change(run(&CLEAR, client, key, args).await?)
+}
+
+/// What `cart_merge.lua` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Merged {
+    /// The customer's cart after the call.
+    pub cart: LiveCart,
+    /// False when this session cart version had been merged before (nothing written).
+    pub applied: bool,
+    /// SKUs whose summed quantity was capped.
+    pub capped: Vec<String>,
+    /// SKUs left out because the cart reached its line cap.
+    pub dropped: Vec<String>,
+}
+
+/// `cart_merge.lua`: fold `session` (its lines and version) into the customer cart at
+/// `key`, once per session cart version. `None`: the key is cold.
+pub async fn merge(
+    client: &Client,
+    key: &str,
+    absent: Absent,
+    session_id: &str,
+    session: &LiveCart,
+    limits: Limits,
+) -> Result<Option<Merged>, CartError> {
+    let mut args = vec![
+        absent.arg(),
+        s(session_id),
+        s(session.version),
+        s(limits.max_lines),
+        s(limits.max_quantity),
+        s(limits.ttl_ms),
+    ];
+    for line in &session.lines {
+        args.extend([
+            s(&line.sku),
+            s(line.quantity),
+            s(line.unit_price_minor),
+            s(&line.currency),
+            s(line.added_at_ms),
+        ]);
+    }
+    let reply = run(&MERGE, client, key, args).await?;
+    let applied = match reply.status.as_str() {
+        "cold" => return Ok(None),
+        "ok" => true,
+        "already_merged" => false,
+        other => return Err(protocol(&MERGE, format!("status {other:?}"))),
+    };
+    let strings = |i: usize| -> Result<Vec<String>, CartError> {
+        match reply.rest.get(i) {
+            Some(Value::Array(values)) => values
+                .iter()
+                .map(|v| {
+                    v.as_string()
+                        .ok_or_else(|| protocol(&MERGE, format!("{v:?} is not a sku")))
+                })
+                .collect(),
+            other => Err(protocol(
+                &MERGE,
+                format!("expected a list of skus, got {other:?}"),
+            )),
+        }
+    };
+    Ok(Some(Merged {
+        capped: strings(0)?,
+        dropped: strings(1)?,
+        cart: reply.cart,
+        applied,
+    }))
+}
+
+/// What `cart_restore.lua` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Restore {
+    /// Restored with its lines.
+    Restored,
+    /// Restored empty at its version: the copy had outlived the cart TTL.
+    Expired,
+    /// The key was already there (a concurrent restore or change); nothing written.
+    Exists,
+}
+
+/// `cart_restore.lua`: re-warm the cart at `key` from its durable copy unless the key exists.
+/// Answers the cart now in Redis.
+pub async fn restore(
+    client: &Client,
+    key: &str,
+    stored: &StoredCart,
+    ttl_ms: i64,
+) -> Result<(Restore, LiveCart), CartError> {
+    let mut args = vec![s(stored.version), s(stored.updated_at_ms), s(ttl_ms)];
+    for line in &stored.lines {
+        args.extend([
+            s(&line.sku),
+            s(line.quantity),
+            s(line.unit_price_minor),
+            s(&line.currency),
+            s(line.added_at_ms),
+        ]);
+    }
+    let reply = run(&RESTORE, client, key, args).await?;
+    let outcome = match reply.status.as_str() {
+        "ok" => Restore::Restored,
+        "expired" => Restore::Expired,
+        "exists" => Restore::Exists,
+        other => return Err(protocol(&RESTORE, format!("status {other:?}"))),
+    };
+    Ok((outcome, reply.cart))
+}
+
+/// A script reply: `{status, n, {HGETALL...}, rest...}`.
+struct Reply {
+    status: String,
+    n: i64,
+    cart: LiveCart,
+    rest: Vec<Value>,
+}
+
+async fn run(script: &LuaScript, client: &Client, key: &str, args: Vec<Value>) -> Result<Reply, CartError> {
+    let reply: Value = script.run(client, vec![key.to_string()], args).await?;
+    let Value::Array(mut values) = reply else {
+        return Err(protocol(script, format!("expected an array, got {reply:?}")));
+    };
+    if values.len() < 3 {
+        return Err(protocol(script, format!("too short: {values:?}")));
+    }
+    let rest = values.split_off(3);
+    let status = values[0]
+        .as_string()
+        .ok_or_else(|| protocol(script, format!("status {:?}", values[0])))?;
+    let n = values[1]
+        .as_i64()
+        .ok_or_else(|| protocol(script, format!("count {:?}", values[1])))?;
+    let Value::Array(flat) = values.swap_remove(2) else {
+        return Err(protocol(script, "the cart is not an array"));
+    };
+    let mut fields = Vec::with_capacity(flat.len() / 2);
+    let mut flat = flat.into_iter();
+    while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+        match (field.as_string(), value.as_string()) {
+            (Some(field), Some(value)) => fields.push((field, value)),
+            _ => return Err(protocol(script, "a cart field is not a string")),
+        }
+    }
+    let cart = LiveCart::from_hash(fields)
+        .map_err(|detail| protocol(script, detail))?
+        .unwrap_or_default();
+    Ok(Reply {
+        status,
+        n,
+        cart,
+        rest,
+    })
+}
+
+/// The replies the four line-changing scripts share.
+fn change(reply: Reply) -> Result<Option<Change>, CartError> {
+    let Reply { status, n, cart, .. } = reply;
+    Ok(Some(match status.as_str() {
+        "cold" => return Ok(None),
+        "ok" => Change::Done(cart),
+        "version_conflict" => Change::VersionConflict {
+            actual: u64::try_from(n).unwrap_or_default(),
+        },
+        "line_cap" => Change::LineCap,
+        "quantity_cap" => Change::QuantityCap { line_quantity: n },
+        "out_of_stock" => Change::OutOfStock {
+            line_quantity: n,
+            cart,
+        },
+        "missing" => Change::Missing,
+        "stock_unknown" => Change::StockUnknown,
+        other => {
+            return Err(CartError::Protocol {
+                what: "cart script",
+                detail: format!("status {other:?}"),
+            });
+        }
+    }))
+}
+
+fn protocol(script: &LuaScript, detail: impl Into<String>) -> CartError {
+    CartError::Protocol {
+        what: script.name,
+        detail: detail.into(),
+    }
+}
+
+fn s(value: impl ToString) -> Value {
+    Value::from(value.to_string())
+}

@@ -1,0 +1,723 @@
+//! The gRPC face of carts: validate, ask the catalog and inventory, run one script, mark the
+//! cart for its durable write, answer the cart re-priced.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::prelude::{HashesInterface, Pool};
+use holdfast_platform::status::FieldViolations;
+use holdfast_platform::telemetry::TracePropagation;
+use holdfast_proto::cart::v1 as pb;
+use holdfast_proto::cart::v1::cart_service_server::CartService;
+use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use holdfast_proto::catalog::v1::{BatchGetProductsRequest, GetProductRequest, Product};
+use holdfast_proto::common::v1::Money;
+use holdfast_proto::inventory::v1::GetAvailabilityRequest;
+use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_store::CartStore;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+use crate::CartOptions;
+use crate::error::{self, CartError};
+use crate::live::{LiveCart, LiveLine, Owner};
+use crate::scripts::{self, Absent, Addition, Change, Limits, Restore};
+use crate::validate;
+use crate::write_behind::WriteBehind;
+
+/// Most SKUs per catalog or inventory batch call (both services' limit).
+const UPSTREAM_BATCH: usize = 100;
+
+/// The catalog client cart calls, carrying the caller's trace.
+pub type CatalogClient = CatalogServiceClient<InterceptedService<Channel, TracePropagation>>;
+/// The inventory client cart calls, carrying the caller's trace.
+pub type InventoryClient = InventoryServiceClient<InterceptedService<Channel, TracePropagation>>;
+
+/// `holdfast.cart.v1.CartService` over Redis, the durable store, the catalog and inventory.
+#[derive(Clone)]
+pub struct Cart<S: CartStore + Clone + 'static> {
+    redis: Pool,
+    store: S,
+    catalog: CatalogClient,
+    inventory: InventoryClient,
+    write_behind: Arc<WriteBehind>,
+    options: CartOptions,
+}
+
+/// What the catalog and inventory say about a cart's SKUs right now.
+#[derive(Debug, Clone, Default)]
+struct Lookup {
+    /// Catalog products by SKU; unknown SKUs are absent.
+    products: HashMap<String, Product>,
+    /// Units available by SKU.
+    available: HashMap<String, i64>,
+}
+
+fn checked(violations: FieldViolations) -> Result<(), CartError> {
+    violations.into_result().map_err(CartError::InvalidArgument)
+}
+
+/// Runs `call` with a deadline: an upstream that hangs costs this RPC `timeout`, no more.
+async fn within<T>(
+    timeout: Duration,
+    dependency: &'static str,
+    call: impl Future<Output = Result<Response<T>, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer.map(Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "{dependency} did not answer within {timeout:?}"
+        ))),
+    }
+}
+
+impl<S: CartStore + Clone + 'static> Cart<S> {
+    /// The service. `catalog` and `inventory` are channels to those services (lazy ones are
+    /// fine); every call on them carries the caller's trace and a deadline.
+    pub fn new(
+        redis: Pool,
+        store: S,
+        catalog: Channel,
+        inventory: Channel,
+        write_behind: Arc<WriteBehind>,
+        options: CartOptions,
+    ) -> Self {
+        Self {
+            redis,
+            store,
+            catalog: CatalogServiceClient::with_interceptor(catalog, TracePropagation),
+            inventory: InventoryServiceClient::with_interceptor(inventory, TracePropagation),
+            write_behind,
+            options,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            max_lines: self.options.max_lines.max(1),
+            max_quantity: self.options.max_quantity.max(1),
+            ttl_ms: i64::try_from(self.options.ttl.as_millis())
+                .unwrap_or(i64::MAX)
+                .max(1),
+        }
+    }
+
+    /// An outbound request whose deadline the callee sees too (`grpc-timeout`).
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.options.upstream_timeout);
+        request
+    }
+
+    /// The product behind `sku`, refusing unknown and inactive ones.
+    async fn sellable(&self, sku: &str) -> Result<Product, CartError> {
+        let mut catalog = self.catalog.clone();
+        let request = self.request(GetProductRequest { sku: sku.to_string() });
+        let answer = within(
+            self.options.upstream_timeout,
+            "catalog",
+            catalog.get_product(request),
+        )
+        .await;
+        let reason = format!("unknown or inactive sku {sku:?}");
+        match answer {
+            Ok(found) => match found.product {
+                Some(product) if product.active && product.price.is_some() => Ok(product),
+                Some(_) => Err(CartError::precondition(error::SKU_INACTIVE, sku, reason)),
+                None => Err(CartError::precondition(error::SKU_UNKNOWN, sku, reason)),
+            },
+            Err(status) if status.code() == Code::NotFound => {
+                Err(CartError::precondition(error::SKU_UNKNOWN, sku, reason))
+            }
+            Err(status) => Err(CartError::upstream("catalog", &status)),
+        }
+    }
+
+    /// Catalog products of `skus` (unknown ones left out).
+    async fn products(&self, skus: &[String]) -> Result<HashMap<String, Product>, CartError> {
+        let calls = skus.chunks(UPSTREAM_BATCH).map(|chunk| {
+            let mut catalog = self.catalog.clone();
+            let request = self.request(BatchGetProductsRequest { skus: chunk.to_vec() });
+            let timeout = self.options.upstream_timeout;
+            async move { within(timeout, "catalog", catalog.batch_get_products(request)).await }
+        });
+        let answers = futures::future::try_join_all(calls)
+            .await
+            .map_err(|status| CartError::upstream("catalog", &status))?;
+        Ok(answers
+            .into_iter()
+            .flat_map(|answer| answer.products)
+            .map(|product| (product.sku.clone(), product))
+            .collect())
+    }
+
+    /// Units inventory has available for each of `skus` (0 for SKUs it never stocked).
+    async fn available(&self, skus: &[String]) -> Result<HashMap<String, i64>, CartError> {
+        let calls = skus.chunks(UPSTREAM_BATCH).map(|chunk| {
+            let mut inventory = self.inventory.clone();
+            let request = self.request(GetAvailabilityRequest { skus: chunk.to_vec() });
+            let timeout = self.options.upstream_timeout;
+            async move { within(timeout, "inventory", inventory.get_availability(request)).await }
+        });
+        let answers = futures::future::try_join_all(calls)
+            .await
+            .map_err(|status| CartError::upstream("inventory", &status))?;
+        Ok(answers
+            .into_iter()
+            .flat_map(|answer| answer.levels)
+            .map(|level| (level.sku, level.available.max(0)))
+            .collect())
+    }
+
+    /// Current prices and stock of `skus`, both asked at once.
+    async fn lookup(&self, skus: &[String]) -> Result<Lookup, CartError> {
+        let (products, available) =
+            futures::future::try_join(self.products(skus), self.available(skus)).await?;
+        Ok(Lookup { products, available })
+    }
+
+    /// Re-warms `owner`'s cart from its durable copy; `None` when the store has none.
+    async fn warm(&self, owner: &Owner) -> Result<Option<LiveCart>, CartError> {
+        let Some(stored) = self.store.load_cart(&owner.key()).await? else {
+            return Ok(None);
+        };
+        let (outcome, live) = scripts::restore(
+            self.redis.next(),
+            &owner.redis_key(),
+            &stored,
+            self.limits().ttl_ms,
+        )
+        .await?;
+        if outcome == Restore::Expired {
+            tracing::debug!(owner = %owner.key(), "durable cart outlived its ttl; restored empty");
+        }
+        Ok(Some(live))
+    }
+
+    /// The live cart, re-warmed from the store on a Redis miss; empty at version 0 for an
+    /// owner who never had one.
+    async fn read(&self, owner: &Owner) -> Result<LiveCart, CartError> {
+        let fields: HashMap<String, String> = self.redis.next().hgetall(owner.redis_key()).await?;
+        let live = LiveCart::from_hash(fields).map_err(|detail| CartError::Protocol {
+            what: "cart hash",
+            detail,
+        })?;
+        match live {
+            Some(live) => Ok(live),
+            None => Ok(self.warm(owner).await?.unwrap_or_default()),
+        }
+    }
+
+    /// Runs a changing script; if the key is cold, re-warms it from the store and runs the
+    /// script again, so a cart lost from Redis is changed, not replaced by a fresh one.
+    async fn change<T, F, Fut>(&self, owner: &Owner, run: F) -> Result<T, CartError>
+    where
+        F: Fn(Absent) -> Fut,
+        Fut: Future<Output = Result<Option<T>, CartError>>,
+    {
+        if let Some(done) = run(Absent::AskStore).await? {
+            return Ok(done);
+        }
+        self.warm(owner).await?;
+        run(Absent::NoCart).await?.ok_or_else(|| CartError::Protocol {
+            what: "cart script",
+            detail: "answered cold although the store was consulted".into(),
+        })
+    }
+
+    /// The cart as the API shows it, re-priced and stock-checked now.
+    async fn view(&self, owner: &Owner, live: &LiveCart) -> Result<pb::Cart, CartError> {
+        let ttl_ms = self.limits().ttl_ms;
+        if live.lines.is_empty() {
+            return Ok(render(owner, live, None, ttl_ms));
+        }
+        let lookup = self.lookup(&live.skus()).await?;
+        Ok(render(owner, live, Some(&lookup), ttl_ms))
+    }
+
+    /// The cart after a change that has been applied. Failing the call now would invite a
+    /// retry that applies the change twice, so if the catalog or inventory cannot be asked
+    /// the cart is answered at its snapshot prices, without current prices or flags.
+    async fn view_after_change(&self, owner: &Owner, live: &LiveCart) -> pb::Cart {
+        match self.view(owner, live).await {
+            Ok(cart) => cart,
+            Err(error) => {
+                tracing::warn!(%error, owner = %owner.key(), "cart changed but not re-priced");
+                render(owner, live, None, self.limits().ttl_ms)
+            }
+        }
+    }
+
+    /// The error for a script's refusal.
+    fn refused(&self, owner: &Owner, sku: &str, expected: u64, change: Change) -> CartError {
+        let limits = self.limits();
+        match change {
+            Change::VersionConflict { actual } => CartError::VersionConflict {
+                owner: owner.key(),
+                expected,
+                actual,
+            },
+            Change::LineCap => CartError::precondition(
+                error::LINE_LIMIT,
+                owner.key(),
+                format!(
+                    "cart already holds {} lines, the most it may; remove one first",
+                    limits.max_lines
+                ),
+            ),
+            Change::QuantityCap { line_quantity } => CartError::precondition(
+                error::QUANTITY_LIMIT,
+                sku,
+                format!(
+                    "line {sku:?} holds {line_quantity} units and may hold at most {}",
+                    limits.max_quantity
+                ),
+            ),
+            Change::Missing => CartError::LineNotFound { sku: sku.to_string() },
+            Change::StockUnknown => CartError::Unavailable {
+                dependency: "inventory",
+                detail: "no stock figure to check a raise against".into(),
+            },
+            Change::Done(_) | Change::OutOfStock { .. } => CartError::Protocol {
+                what: "cart script",
+                detail: "a success taken for a refusal".into(),
+            },
+        }
+    }
+}
+
+/// The API's view of `live`: current prices, flags and totals from `lookup`, or without
+/// them (snapshot prices, no flags) when there is none.
+fn render(owner: &Owner, live: &LiveCart, lookup: Option<&Lookup>, ttl_ms: i64) -> pb::Cart {
+    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
+    let lines = live
+        .lines
+        .iter()
+        .map(|line| {
+            let cart_line = render_line(line, lookup);
+            if let Some(total) = &cart_line.line_total {
+                let sum = totals.entry(total.currency.clone()).or_default();
+                *sum = sum.saturating_add(total.amount_minor);
+            }
+            cart_line
+        })
+        .collect();
+    pb::Cart {
+        owner: Some(owner.to_wire()),
+        lines,
+        totals: totals
+            .into_iter()
+            .map(|(currency, amount_minor)| Money {
+                amount_minor,
+                currency,
+            })
+            .collect(),
+        version: live.version,
+        updated_at_unix_ms: live.updated_at_ms,
+        expires_at_unix_ms: if live.lines.is_empty() {
+            0
+        } else {
+            live.updated_at_ms.saturating_add(ttl_ms)
+        },
+    }
+}
+
+fn render_line(line: &LiveLine, lookup: Option<&Lookup>) -> pb::CartLine {
+    let snapshot = Money {
+        amount_minor: line.unit_price_minor,
+        currency: line.currency.clone(),
+    };
+    let product = lookup.and_then(|lookup| lookup.products.get(&line.sku));
+    let current = product.and_then(|product| product.price.clone());
+    let out_of_stock = lookup.is_some_and(|lookup| {
+        let available = lookup.available.get(&line.sku).copied().unwrap_or(0);
+        // Gone from the catalog or deactivated: checkout would refuse it as surely.
+        !product.is_some_and(|product| product.active) || available < line.quantity
+    });
+    let priced = current.as_ref().unwrap_or(&snapshot);
+    pb::CartLine {
+        sku: line.sku.clone(),
+        quantity: line.quantity,
+        line_total: Some(Money {
+            amount_minor: priced.amount_minor.saturating_mul(line.quantity),
+            currency: priced.currency.clone(),
+        }),
+        price_changed: current.as_ref().is_some_and(|current| *current != snapshot),
+        current_unit_price: current,
+        snapshot_unit_price: Some(snapshot),
+        out_of_stock,
+        title: product.map(|product| product.title.clone()).unwrap_or_default(),
+        added_at_unix_ms: line.added_at_ms,
+    }
+}
+
+#[tonic::async_trait]
+impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
+    async fn get_cart(
+        &self,
+        request: Request<pb::GetCartRequest>,
+    ) -> Result<Response<pb::GetCartResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
+        checked(violations)?;
+        let live = self.read(&owner).await?;
+        Ok(Response::new(pb::GetCartResponse {
+            cart: Some(self.view(&owner, &live).await?),
+        }))
+    }
+
+    async fn add_item(
+        &self,
+        request: Request<pb::AddItemRequest>,
+    ) -> Result<Response<pb::AddItemResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
+        validate::sku(&mut violations, "sku", &request.sku);
+        validate::quantity(
+            &mut violations,
+            "quantity",
+            request.quantity,
+            1,
+            self.options.max_quantity,
+        );
+        checked(violations)?;
+
+        let sku = request.sku.as_str();
+        let (product, stock) = tokio::join!(
+            self.sellable(sku),
+            self.available(std::slice::from_ref(&request.sku))
+        );
+        let product = product?;
+        let available = stock?.get(sku).copied().unwrap_or(0);
+        let price = product.price.unwrap_or_default();
+        let addition = Addition {
+            sku,
+            quantity: request.quantity,
+            unit_price_minor: price.amount_minor,
+            currency: &price.currency,
+            available,
+        };
+        let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
+        let expected = request.expected_version;
+        let change = self
+            .change(&owner, |absent| {
+                scripts::add(client, &key, absent, expected, addition, limits)
+            })
+            .await?;
+        match change {
+            Change::Done(live) => {
+                self.write_behind.enqueue(owner.key());
+                Ok(Response::new(pb::AddItemResponse {
+                    outcome: pb::ItemOutcome::Applied as i32,
+                    cart: Some(self.view_after_change(&owner, &live).await),
+                    available_quantity: 0,
+                }))
+            }
+            Change::OutOfStock { cart, .. } => Ok(Response::new(pb::AddItemResponse {
+                outcome: pb::ItemOutcome::OutOfStock as i32,
+                cart: Some(self.view_after_change(&owner, &cart).await),
+                available_quantity: available,
+            })),
+            refusal => Err(self.refused(&owner, sku, expected, refusal).into()),
+        }
+    }
+
+    async fn update_item(
+        &self,
+        request: Request<pb::UpdateItemRequest>,
+    ) -> Result<Response<pb::UpdateItemResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
+        validate::sku(&mut violations, "sku", &request.sku);
+        validate::quantity(
+            &mut violations,
+            "quantity",
+            request.quantity,
+            0,
+            self.options.max_quantity,
+        );
+        checked(violations)?;
+
+        let sku = request.sku.as_str();
+        // Only a raise needs the figure, and only the script knows whether this is one: a
+        // failed inventory call fails the update only if it turns out to be a raise.
+        let (available, inventory_error) = if request.quantity > 0 {
+            match self.available(std::slice::from_ref(&request.sku)).await {
+                Ok(levels) => (Some(levels.get(sku).copied().unwrap_or(0)), None),
+                Err(error) => (None, Some(error)),
+            }
+        } else {
+            (None, None)
+        };
+        let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
+        let (expected, quantity) = (request.expected_version, request.quantity);
+        let change = self
+            .change(&owner, |absent| {
+                scripts::set_quantity(client, &key, absent, expected, sku, quantity, available, limits)
+            })
+            .await?;
+        match change {
+            Change::Done(live) => {
+                self.write_behind.enqueue(owner.key());
+                Ok(Response::new(pb::UpdateItemResponse {
+                    outcome: pb::ItemOutcome::Applied as i32,
+                    cart: Some(self.view_after_change(&owner, &live).await),
+                    available_quantity: 0,
+                }))
+            }
+            Change::OutOfStock { cart, .. } => Ok(Response::new(pb::UpdateItemResponse {
+                outcome: pb::ItemOutcome::OutOfStock as i32,
+                cart: Some(self.view_after_change(&owner, &cart).await),
+                available_quantity: available.unwrap_or(0),
+            })),
+            // The raise needed the figure the failed inventory call did not give: its error.
+            refusal @ Change::StockUnknown => Err(inventory_error
+                .unwrap_or_else(|| self.refused(&owner, sku, expected, refusal))
+                .into()),
+            refusal => Err(self.refused(&owner, sku, expected, refusal).into()),
+        }
+    }
+
+    async fn remove_item(
+        &self,
+        request: Request<pb::RemoveItemRequest>,
+    ) -> Result<Response<pb::RemoveItemResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
+        validate::sku(&mut violations, "sku", &request.sku);
+        checked(violations)?;
+
+        let sku = request.sku.as_str();
+        let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
+        let expected = request.expected_version;
+        let change = self
+            .change(&owner, |absent| {
+                scripts::remove(client, &key, absent, expected, sku, limits)
+            })
+            .await?;
+        match change {
+            Change::Done(live) => {
+                self.write_behind.enqueue(owner.key());
+                Ok(Response::new(pb::RemoveItemResponse {
+                    cart: Some(self.view_after_change(&owner, &live).await),
+                }))
+            }
+            refusal => Err(self.refused(&owner, sku, expected, refusal).into()),
+        }
+    }
+
+    async fn merge_carts(
+        &self,
+        request: Request<pb::MergeCartsRequest>,
+    ) -> Result<Response<pb::MergeCartsResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        validate::id(&mut violations, "session_id", &request.session_id);
+        validate::id(&mut violations, "customer_id", &request.customer_id);
+        checked(violations)?;
+
+        let session = Owner::Session(request.session_id.clone());
+        let customer = Owner::Customer(request.customer_id.clone());
+        let anonymous = self.read(&session).await?;
+        if anonymous.lines.is_empty() {
+            // Never had a cart, or merged before: nothing to fold in, nothing changes.
+            let live = self.read(&customer).await?;
+            return Ok(Response::new(pb::MergeCartsResponse {
+                cart: Some(self.view_after_change(&customer, &live).await),
+                capped_skus: Vec::new(),
+                dropped_skus: Vec::new(),
+            }));
+        }
+
+        // Asked before anything is written: a catalog outage leaves both carts as they were.
+        let products = self.products(&anonymous.skus()).await?;
+        let sellable = |sku: &str| products.get(sku).is_some_and(|product| product.active);
+        let folded = LiveCart {
+            lines: anonymous
+                .lines
+                .iter()
+                .filter(|line| sellable(&line.sku))
+                .cloned()
+                .collect(),
+            ..anonymous.clone()
+        };
+        let limits = self.limits();
+        let (client, customer_key) = (self.redis.next(), customer.redis_key());
+        let (live, capped, over_cap) = if folded.lines.is_empty() {
+            (self.read(&customer).await?, Vec::new(), Vec::new())
+        } else {
+            let merged = self
+                .change(&customer, |absent| {
+                    scripts::merge(
+                        client,
+                        &customer_key,
+                        absent,
+                        &request.session_id,
+                        &folded,
+                        limits,
+                    )
+                })
+                .await?;
+            (merged.cart, merged.capped, merged.dropped)
+        };
+        let dropped = anonymous
+            .lines
+            .iter()
+            .filter(|line| !sellable(&line.sku) || over_cap.contains(&line.sku))
+            .map(|line| line.sku.clone())
+            .collect();
+
+        // Emptied rather than deleted: its version must keep growing (the store ignores saves
+        // not newer than what it holds), and the durable copy is emptied by the same write.
+        // A crash before this line is safe: the retry finds the merge marker in the
+        // customer's cart and only empties this one.
+        let session_key = session.redis_key();
+        self.change(&session, |absent| {
+            scripts::clear(client, &session_key, absent, 0, limits)
+        })
+        .await?;
+        self.write_behind.enqueue(session.key());
+        self.write_behind.enqueue(customer.key());
+        Ok(Response::new(pb::MergeCartsResponse {
+            cart: Some(self.view_after_change(&customer, &live).await),
+            capped_skus: capped,
+            dropped_skus: dropped,
+        }))
+    }
+
+    async fn clear_cart(
+        &self,
+        request: Request<pb::ClearCartRequest>,
+    ) -> Result<Response<pb::ClearCartResponse>, Status> {
+        let request = request.into_inner();
+        let mut violations = FieldViolations::new();
+        let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
+        checked(violations)?;
+
+        let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
+        let expected = request.expected_version;
+        let change = self
+            .change(&owner, |absent| {
+                scripts::clear(client, &key, absent, expected, limits)
+            })
+            .await?;
+        match change {
+            Change::Done(live) => {
+                self.write_behind.enqueue(owner.key());
+                Ok(Response::new(pb::ClearCartResponse {
+                    cart: Some(render(&owner, &live, None, limits.ttl_ms)),
+                }))
+            }
+            refusal => Err(self.refused(&owner, "", expected, refusal).into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(sku: &str, quantity: i64, price: i64, currency: &str) -> LiveLine {
+        LiveLine {
+            sku: sku.into(),
+            quantity,
+            unit_price_minor: price,
+            currency: currency.into(),
+            added_at_ms: 1,
+        }
+    }
+
+    fn product(sku: &str, price: i64, currency: &str, active: bool) -> Product {
+        Product {
+            sku: sku.into(),
+            title: format!("{sku} title"),
+            price: Some(Money {
+                amount_minor: price,
+                currency: currency.into(),
+            }),
+            active,
+            ..Default::default()
+        }
+    }
+
+    fn cart() -> LiveCart {
+        LiveCart {
+            version: 4,
+            updated_at_ms: 1_000,
+            lines: vec![
+                line("MUG", 2, 1299, "EUR"),
+                line("TEA", 3, 450, "EUR"),
+                line("HAT", 1, 2000, "USD"),
+                line("OLD", 1, 100, "EUR"),
+            ],
+        }
+    }
+
+    #[test]
+    fn render_reprices_flags_and_totals_per_currency() {
+        let lookup = Lookup {
+            products: [
+                product("MUG", 1499, "EUR", true),
+                product("TEA", 450, "EUR", true),
+                product("HAT", 2000, "USD", true),
+                product("OLD", 100, "EUR", false),
+            ]
+            .into_iter()
+            .map(|p| (p.sku.clone(), p))
+            .collect(),
+            available: [("MUG", 5), ("TEA", 2), ("HAT", 1), ("OLD", 9)]
+                .into_iter()
+                .map(|(s, n)| (s.to_string(), n))
+                .collect(),
+        };
+        let view = render(&Owner::Customer("a".into()), &cart(), Some(&lookup), 10);
+        let flags: Vec<(&str, bool, bool)> = view
+            .lines
+            .iter()
+            .map(|l| (l.sku.as_str(), l.price_changed, l.out_of_stock))
+            .collect();
+        assert_eq!(
+            flags,
+            [
+                ("MUG", true, false),
+                ("TEA", false, true),
+                ("HAT", false, false),
+                ("OLD", false, true)
+            ]
+        );
+        assert_eq!(
+            view.lines[0].line_total.as_ref().map(|m| m.amount_minor),
+            Some(2998)
+        );
+        let totals: Vec<(&str, i64)> = view
+            .totals
+            .iter()
+            .map(|m| (m.currency.as_str(), m.amount_minor))
+            .collect();
+        assert_eq!(totals, [("EUR", 2998 + 1350 + 100), ("USD", 2000)]);
+        assert_eq!((view.version, view.expires_at_unix_ms), (4, 1_010));
+    }
+
+    #[test]
+    fn render_without_lookup_uses_snapshots_and_raises_no_flags() {
+        let view = render(&Owner::Session("s".into()), &cart(), None, 10);
+        assert!(
+            view.lines
+                .iter()
+                .all(|l| l.current_unit_price.is_none() && !l.price_changed && !l.out_of_stock)
+        );
+        assert_eq!(view.totals[0].amount_minor, 2598 + 1350 + 100);
+        let empty = render(&Owner::Session("s".into()), &LiveCart::default(), None, 10);
+        assert_eq!(
+            (empty.version, empty.expires_at_unix_ms, empty.totals.len()),
+            (0, 0, 0)
+        );
+    }
+}
