@@ -193,9 +193,16 @@ impl GrpcServer {
             let _ = draining_tx.send(());
         };
 
+        // serve_with_incoming ignores the builder's TCP settings: without TCP_NODELAY a small
+        // response waits for the peer's delayed ACK (~40 ms on Linux) before it is sent.
+        let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
+            accepted.inspect(|stream| {
+                let _ = stream.set_nodelay(true);
+            })
+        });
         let server = serve_stack(&self.options)
             .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+            .serve_with_incoming_shutdown(incoming, signal);
 
         let drain_timeout = self.options.drain_timeout;
         tokio::select! {

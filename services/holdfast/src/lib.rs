@@ -209,6 +209,7 @@ fn upstream(
     let url = url.cloned().unwrap_or_else(|| format!("http://{self_addr}"));
     Ok(tonic::transport::Endpoint::from_shared(url)?
         .connect_timeout(std::time::Duration::from_secs(2))
+        .tcp_nodelay(true)
         .connect_lazy())
 }
 
