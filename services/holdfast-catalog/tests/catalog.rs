@@ -338,6 +338,16 @@ async fn list_pages_through_a_category_once_and_hides_inactive() {
         .await
         .expect_err("bad token");
     assert_eq!(bad.code(), Code::InvalidArgument);
+
+    let no_category = c
+        .list_products(ListProductsRequest {
+            category: String::new(),
+            include_inactive: false,
+            page: None,
+        })
+        .await
+        .expect_err("category is required");
+    assert_eq!(no_category.code(), Code::InvalidArgument);
 }
 
 #[tokio::test]
