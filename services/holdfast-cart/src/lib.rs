@@ -60,6 +60,22 @@ pub struct RunningCart<S: CartStore + Clone + 'static> {
     /// Register this with the server.
     pub service: CartServiceServer<Cart<S>>,
     task: JoinHandle<()>,
+    write_behind: Arc<WriteBehind>,
+    redis: Pool,
+    store: S,
+}
+
+impl<S: CartStore + Clone + 'static> RunningCart<S> {
+    /// Writes every cart changed since the last window to the store now. Call on shutdown,
+    /// after the server drained and before Redis connections close, so no change waits for
+    /// the cart's next change to become durable. Returns how many carts could not be saved.
+    pub async fn flush(&self) -> usize {
+        let failures = write_behind::flush(&self.write_behind, &self.redis, &self.store).await;
+        for (owner, error) in &failures {
+            tracing::warn!(%owner, %error, "cart not saved on shutdown; Redis still has it");
+        }
+        failures.len()
+    }
 }
 
 impl<S: CartStore + Clone + 'static> Drop for RunningCart<S> {
@@ -87,9 +103,19 @@ pub async fn start<S: CartStore + Clone + 'static>(
         store.clone(),
         options.flush_every,
     ));
-    let cart = Cart::new(redis, store, catalog, inventory, write_behind, options);
+    let cart = Cart::new(
+        redis.clone(),
+        store.clone(),
+        catalog,
+        inventory,
+        Arc::clone(&write_behind),
+        options,
+    );
     Ok(RunningCart {
         service: CartServiceServer::new(cart),
         task,
+        write_behind,
+        redis,
+        store,
     })
 }

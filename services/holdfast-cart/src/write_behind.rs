@@ -80,22 +80,7 @@ pub async fn run<S: CartStore>(queue: Arc<WriteBehind>, redis: Pool, store: S, f
         // The window bounds how stale the durable copy may get; it is a deadline, not a
         // synchronisation: everything marked by its end is written below.
         tokio::time::sleep(flush_every).await;
-        let owners = queue.take();
-        if owners.is_empty() {
-            continue;
-        }
-        let failures: Vec<(String, CartError)> = futures::stream::iter(owners)
-            .map(|owner| {
-                let (redis, store) = (&redis, &store);
-                async move {
-                    let result = save(redis, store, &owner).await;
-                    result.err().map(|error| (owner, error))
-                }
-            })
-            .buffer_unordered(FLUSH_CONCURRENCY)
-            .filter_map(std::future::ready)
-            .collect()
-            .await;
+        let failures = flush(&queue, &redis, &store).await;
         match failures.first() {
             None if failing => {
                 failing = false;
@@ -118,6 +103,20 @@ pub async fn run<S: CartStore>(queue: Arc<WriteBehind>, redis: Pool, store: S, f
 }
 
 /// Copies one live cart to the store.
+/// Saves every marked cart now; returns the ones that failed (the worker re-marks them).
+pub async fn flush<S: CartStore>(queue: &WriteBehind, redis: &Pool, store: &S) -> Vec<(String, CartError)> {
+    let owners = queue.take();
+    futures::stream::iter(owners)
+        .map(|owner| async move {
+            let result = save(redis, store, &owner).await;
+            result.err().map(|error| (owner, error))
+        })
+        .buffer_unordered(FLUSH_CONCURRENCY)
+        .filter_map(std::future::ready)
+        .collect()
+        .await
+}
+
 async fn save<S: CartStore>(redis: &Pool, store: &S, owner_key: &str) -> Result<(), CartError> {
     let fields: HashMap<String, String> = redis.next().hgetall(redis_key(owner_key)).await?;
     let cart = LiveCart::from_hash(fields).map_err(|detail| CartError::Protocol {

@@ -144,3 +144,29 @@ async fn a_durable_cart_older_than_its_ttl_reads_empty_and_keeps_counting_versio
     let durable = fx.durable("c:ann", 10).await;
     assert_eq!(durable.lines[0].quantity, 1, "the store takes the next version");
 }
+
+#[tokio::test]
+async fn flush_on_shutdown_makes_the_last_changes_durable_at_once() {
+    // A window so long the worker never writes during the test: only flush() can.
+    let fx = Fixture::with(holdfast_cart::CartOptions {
+        flush_every: Duration::from_secs(3600),
+        ..holdfast_cart::CartOptions::default()
+    })
+    .await;
+    fx.sellable("MUG", 1299).await;
+    let mut c = fx.device().await;
+    let cart = added(&mut c, customer("late"), "MUG", 2).await;
+    assert!(
+        fx.store.load_cart("c:late").await.expect("load").is_none(),
+        "not written yet"
+    );
+
+    assert_eq!(fx.cart.flush().await, 0, "every pending cart saved");
+    let durable = fx
+        .store
+        .load_cart("c:late")
+        .await
+        .expect("load")
+        .expect("saved by flush");
+    assert_eq!((durable.version, durable.lines.len()), (cart.version, 1));
+}

@@ -102,7 +102,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let (listen, admin_listen) = (listener.local_addr()?, admin.local_addr()?);
     let mesh = build_server(&services, common, &engines, listen).await?;
     let grpc = mesh.server;
-    let _background = (mesh.inventory, mesh.cart);
+    let (_inventory, cart) = (mesh.inventory, mesh.cart);
     let health = grpc.health();
 
     // Serve.
@@ -120,6 +120,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     grpc.serve(listener, server::shutdown_signal()).await?;
     admin_task.abort();
+    // Drained: no new cart change can arrive, so the last ones become durable now.
+    if let Some(cart) = &cart {
+        cart.flush().await;
+    }
     // Close Redis connections before our embedded redis-server (if any) stops under them.
     if let Some(pool) = &engines.redis {
         let _ = fred::interfaces::ClientLike::quit(pool).await;
