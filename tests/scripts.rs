@@ -14,7 +14,7 @@ fn every_lua_file_is_registered_exactly_once() {
         .collect();
     let registered: Vec<&str> = holdfast_inventory::scripts::all()
         .into_iter()
-        .chain(holdfast_catalog::cache::scripts())
+        .chain(holdfast_catalog::cache::scripts::all())
         .chain(holdfast_cart::scripts::all())
         .map(|s| s.name)
         .collect();

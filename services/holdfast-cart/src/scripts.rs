@@ -1,8 +1,6 @@
 //! One typed wrapper per cart script in `lua/`: the only code that knows the order of each
 //! script's KEYS and ARGV and the shape of its reply (see `docs/cart.md`).
 
-use std::sync::LazyLock;
-
 use fred::prelude::{Client, Value};
 use holdfast_platform::redis::LuaScript;
 use holdfast_store::StoredCart;
@@ -10,21 +8,7 @@ use holdfast_store::StoredCart;
 use crate::error::CartError;
 use crate::live::LiveCart;
 
-macro_rules! scripts {
-    ($($name:ident => $file:literal),* $(,)?) => {
-        $(
-            static $name: LazyLock<LuaScript> = LazyLock::new(|| {
-                LuaScript::new($file, include_str!(concat!("../../../lua/", $file)))
-            });
-        )*
-        /// Every script this crate runs, for loading at start-up and the registration test.
-        pub fn all() -> Vec<&'static LuaScript> {
-            vec![$(&*$name),*]
-        }
-    };
-}
-
-scripts! {
+holdfast_platform::lua_scripts! {
     ADD => "cart_add.lua",
     SET_QUANTITY => "cart_set_quantity.lua",
     REMOVE => "cart_remove.lua",
@@ -35,10 +19,7 @@ scripts! {
 
 /// Loads every script on every primary (before health says SERVING).
 pub async fn load_all(client: &Client) -> Result<(), CartError> {
-    for script in all() {
-        script.load(client).await?;
-    }
-    Ok(())
+    Ok(holdfast_platform::redis::load_scripts(client, &all()).await?)
 }
 
 /// What an absent cart key means to a changing script.

@@ -3,11 +3,10 @@
 //! SKU in this process share one store read.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fred::prelude::{Client, HashesInterface, Pool, Value};
-use holdfast_platform::redis::LuaScript;
 use holdfast_proto::catalog::v1::Product as WireProduct;
 use holdfast_store::{Product, ProductStore};
 use prost::Message;
@@ -18,30 +17,17 @@ use crate::error::CatalogError;
 /// How long a cached product (or tombstone) lives.
 pub const CACHE_TTL: Duration = Duration::from_secs(300);
 
-static FILL: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(
-        "catalog_cache_fill.lua",
-        include_str!("../../../lua/catalog_cache_fill.lua"),
-    )
-});
-static INVALIDATE: LazyLock<LuaScript> = LazyLock::new(|| {
-    LuaScript::new(
-        "catalog_cache_invalidate.lua",
-        include_str!("../../../lua/catalog_cache_invalidate.lua"),
-    )
-});
-
-/// Every script the catalog runs.
-pub fn scripts() -> Vec<&'static LuaScript> {
-    vec![&*FILL, &*INVALIDATE]
+/// The catalog's scripts.
+pub mod scripts {
+    holdfast_platform::lua_scripts! {
+        FILL => "catalog_cache_fill.lua",
+        INVALIDATE => "catalog_cache_invalidate.lua",
+    }
 }
 
 /// Loads the scripts on every primary.
 pub async fn load_scripts(client: &Client) -> Result<(), CatalogError> {
-    for script in scripts() {
-        script.load(client).await?;
-    }
-    Ok(())
+    Ok(holdfast_platform::redis::load_scripts(client, &scripts::all()).await?)
 }
 
 fn cache_key(sku: &str) -> String {
@@ -152,7 +138,7 @@ impl<S: ProductStore + Clone + 'static> ProductCache<S> {
 
     async fn fill(&self, product: &Product) -> Result<(), CatalogError> {
         let payload = convert::to_wire(product).encode_to_vec();
-        let _: i64 = FILL
+        let _: i64 = scripts::FILL
             .run(
                 self.redis.next(),
                 vec![cache_key(&product.sku)],
@@ -168,7 +154,7 @@ impl<S: ProductStore + Clone + 'static> ProductCache<S> {
 
     /// After an upsert: no reader, here or on another instance, sees an older version again.
     pub async fn invalidate(&self, product: &Product) -> Result<(), CatalogError> {
-        let _: i64 = INVALIDATE
+        let _: i64 = scripts::INVALIDATE
             .run(
                 self.redis.next(),
                 vec![cache_key(&product.sku)],

@@ -229,7 +229,7 @@ async fn a_slow_reader_cannot_put_an_old_price_back() {
         ..holdfast_catalog::convert::from_wire(product("MUG", 1299))
     };
     // The fill script is what any reader runs after a store read.
-    let fill = holdfast_catalog::cache::scripts()[0];
+    let fill = holdfast_catalog::cache::scripts::all()[0];
     let payload = prost::Message::encode_to_vec(&holdfast_catalog::convert::to_wire(&stale));
     let filled: i64 = fill
         .run(

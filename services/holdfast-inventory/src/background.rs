@@ -350,11 +350,7 @@ pub async fn rebalance_once(stock: &Stock) -> Result<i64, InventoryError> {
         stock.redrive_transfers(&sku, layout.buckets_max).await?;
         let levels = stock.bucket_levels(&sku).await?;
         let n = layout.buckets as usize;
-        let mut available: Vec<i64> = levels
-            .iter()
-            .take(n)
-            .map(|b| b.levels.on_hand - b.levels.reserved)
-            .collect();
+        let mut available: Vec<i64> = levels.iter().take(n).map(|b| b.levels.available()).collect();
         let total: i64 = available.iter().sum();
         if total == 0 {
             continue;

@@ -393,7 +393,7 @@ impl Stock {
                 .await?
                 .iter()
                 .take(n as usize)
-                .map(|b| b.levels.on_hand - b.levels.reserved)
+                .map(|b| b.levels.available())
                 .sum();
             if recheck > 0 && may_rescan {
                 return Box::pin(self.hold_line_scan(rid, sku, qty, ttl_ms, false)).await;

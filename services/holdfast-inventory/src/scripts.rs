@@ -1,7 +1,6 @@
 //! One typed wrapper per Lua script in `lua/`: the only code that knows the order of each
 //! script's KEYS and ARGV and the shape of its reply (see `docs/inventory-redis.md`).
 
-use std::sync::LazyLock;
 use std::time::Instant;
 
 use fred::prelude::{Client, Value};
@@ -11,21 +10,7 @@ use crate::error::InventoryError;
 use crate::keys::BucketKeys;
 use crate::metrics;
 
-macro_rules! scripts {
-    ($($name:ident => $file:literal),* $(,)?) => {
-        $(
-            static $name: LazyLock<LuaScript> = LazyLock::new(|| {
-                LuaScript::new($file, include_str!(concat!("../../../lua/", $file)))
-            });
-        )*
-        /// Every script this crate runs, for loading at start-up and the registration test.
-        pub fn all() -> Vec<&'static LuaScript> {
-            vec![$(&*$name),*]
-        }
-    };
-}
-
-scripts! {
+holdfast_platform::lua_scripts! {
     RESERVE => "reserve.lua",
     RESERVE_SINGLE => "reserve_single.lua",
     COMMIT => "commit.lua",
@@ -44,10 +29,7 @@ scripts! {
 
 /// Loads every script on every primary (before health says SERVING).
 pub async fn load_all(client: &Client) -> Result<(), InventoryError> {
-    for script in all() {
-        script.load(client).await?;
-    }
-    Ok(())
+    Ok(holdfast_platform::redis::load_scripts(client, &all()).await?)
 }
 
 async fn run(
@@ -105,6 +87,13 @@ pub struct Levels {
     pub reserved: i64,
     /// Units sold.
     pub sold: i64,
+}
+
+impl Levels {
+    /// Units a reservation can still take: `on_hand - reserved`.
+    pub fn available(&self) -> i64 {
+        self.on_hand - self.reserved
+    }
 }
 
 /// What `reserve.lua` did.

@@ -36,7 +36,7 @@ fn stock_level(sku: &str, level: SkuLevel) -> StockLevel {
         sku: sku.to_string(),
         on_hand: level.levels.on_hand,
         reserved: level.levels.reserved,
-        available: level.levels.on_hand - level.levels.reserved,
+        available: level.levels.available(),
         sold: level.levels.sold,
         buckets: level.buckets,
     }

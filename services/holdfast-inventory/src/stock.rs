@@ -193,10 +193,7 @@ impl Stock {
         let layout = self.layout(sku).await?;
         if delta < 0 && layout.buckets > 1 {
             let levels = self.bucket_levels(sku).await?;
-            let available: Vec<i64> = levels
-                .iter()
-                .map(|b| b.levels.on_hand - b.levels.reserved)
-                .collect();
+            let available: Vec<i64> = levels.iter().map(|b| b.levels.available()).collect();
             let short = -delta - available[0];
             if short > 0 && available.iter().sum::<i64>() >= -delta {
                 self.gather(sku, 0, short, &available).await?;

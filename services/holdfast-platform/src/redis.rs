@@ -90,3 +90,33 @@ impl LuaScript {
         self.script.evalsha_with_reload(client, keys, args).await
     }
 }
+
+/// Loads `scripts` on every primary (at start-up, before health says SERVING).
+pub async fn load_scripts(client: &Client, scripts: &[&LuaScript]) -> Result<(), fred::error::Error> {
+    for script in scripts {
+        script.load(client).await?;
+    }
+    Ok(())
+}
+
+/// Declares a crate's Lua scripts: one `static NAME: LuaScript` per `NAME => "file.lua"`,
+/// loaded from the workspace's `lua/` at compile time, and `pub fn all()` listing them for
+/// start-up loading and the workspace test that every file in `lua/` is registered once.
+#[macro_export]
+macro_rules! lua_scripts {
+    ($($name:ident => $file:literal),* $(,)?) => {
+        $(
+            pub(crate) static $name: ::std::sync::LazyLock<$crate::redis::LuaScript> =
+                ::std::sync::LazyLock::new(|| {
+                    $crate::redis::LuaScript::new(
+                        $file,
+                        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../lua/", $file)),
+                    )
+                });
+        )*
+        /// Every script this crate runs, for loading at start-up and the registration test.
+        pub fn all() -> Vec<&'static $crate::redis::LuaScript> {
+            vec![$(&*$name),*]
+        }
+    };
+}
