@@ -3,11 +3,14 @@
 //! Layout, one module per aggregate next to the others:
 //! - [`products`]: [`ProductStore`], the catalog's products (optimistic versions, category
 //!   listing with opaque cursors),
-//! - [`carts`]: [`CartStore`], the durable copy of live carts (last writer wins by version).
+//! - [`carts`]: [`CartStore`], the durable copy of live carts (last writer wins by version),
+//! - [`orders`]: [`OrderStore`], placed orders by id and by customer (optimistic versions),
+//! - [`sagas`]: [`SagaStore`], workflow state moved by conditional transitions under a lease,
+//! - [`idempotency`]: [`IdempotencyStore`], client keys claimed insert-if-absent, kept 24 h,
+//! - [`outbox`]: [`OutboxStore`], events written with the change they announce.
 //!
-//! Orders, checkout sagas, idempotency records (kept 24 h) and the event outbox come with
-//! checkout as `orders`, `sagas`, `idempotency` and `outbox` modules beside these: a trait
-//! each, an impl in both backends, and their checks in [`conformance`].
+//! A new aggregate is a module beside these: a trait, an impl in both backends, and its
+//! checks in [`conformance`].
 //!
 //! Backends: [`SqliteStore`] (rusqlite, bundled SQLite, WAL; the embedded default) and
 //! [`ScyllaStore`] (the `scylla` driver, schema in `schema/scylla.cql`). [`Store`] is the
@@ -19,13 +22,21 @@ pub mod carts;
 pub mod conformance;
 mod cursor;
 pub mod error;
+pub mod idempotency;
+pub mod orders;
+pub mod outbox;
 pub mod products;
+pub mod sagas;
 pub mod scylladb;
 pub mod sqlite;
 mod store;
 
 pub use carts::{CartStore, StoredCart, StoredCartLine};
 pub use error::StoreError;
+pub use idempotency::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim};
+pub use orders::{OrderPage, OrderStore, StoredOrder};
+pub use outbox::{OutboxMessage, OutboxStore};
+pub use sagas::{SagaRecord, SagaStore, SagaTransition};
 pub use products::{Product, ProductPage, ProductStore};
 pub use scylladb::ScyllaStore;
 pub use sqlite::SqliteStore;
