@@ -13,11 +13,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::future::BoxFuture;
 use tokio::task::JoinSet;
 
-use crate::{CartStore, Product, ProductPage, ProductStore, StoreError, StoredCart, StoredCartLine};
+use crate::orders::MAX_ORDER_PAGE_SIZE;
+use crate::{
+    CartStore, IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim, OrderPage, OrderStore,
+    OutboxMessage, OutboxStore, Product, ProductPage, ProductStore, SagaRecord, SagaStore, SagaTransition,
+    StoreError, StoredCart, StoredCartLine, StoredOrder, now_ms,
+};
 
 /// A store the suite can run against: every aggregate, shareable across tasks.
-pub trait ConformanceStore: ProductStore + CartStore + Clone + 'static {}
-impl<T: ProductStore + CartStore + Clone + 'static> ConformanceStore for T {}
+pub trait ConformanceStore:
+    ProductStore + CartStore + OrderStore + SagaStore + IdempotencyStore + OutboxStore + Clone + 'static
+{
+}
+impl<T> ConformanceStore for T where
+    T: ProductStore + CartStore + OrderStore + SagaStore + IdempotencyStore + OutboxStore + Clone + 'static
+{
+}
 
 /// One check, ready to run on its own clone of the store.
 pub type Check<S> = fn(S) -> BoxFuture<'static, ()>;
@@ -45,6 +56,19 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         cart_older_version_never_overwrites_newer,
         cart_delete_is_not_undone_by_late_older_save,
         unicode_round_trips,
+        order_create_get_and_repeat_create,
+        order_update_is_conditional_and_refusals_write_nothing,
+        order_concurrent_updates_from_8_tasks_one_wins,
+        order_list_pages_newest_first_with_status_filter,
+        order_list_page_size_is_capped,
+        saga_create_get_and_repeat_create,
+        saga_transition_is_conditional_and_finished_sagas_never_move,
+        saga_concurrent_transitions_from_8_tasks_one_wins,
+        saga_stalled_lists_unfinished_expired_leases_oldest_first,
+        key_claim_get_complete,
+        key_concurrent_claims_from_16_tasks_one_wins,
+        key_expired_is_absent_reclaimable_and_purged,
+        outbox_append_pending_mark_sent,
         bad_requests_are_refused,
     ]
 }
@@ -664,7 +688,10 @@ pub async fn unicode_round_trips<S: ProductStore + CartStore>(store: &S) {
 }
 
 /// Requests no backend can serve are refused as invalid, not half-done.
-pub async fn bad_requests_are_refused<S: ProductStore + CartStore>(store: &S) {
+pub async fn bad_requests_are_refused<S>(store: &S)
+where
+    S: ProductStore + CartStore + OrderStore + SagaStore + IdempotencyStore + OutboxStore,
+{
     let ns = namespace("bad");
     let category = format!("{ns}-cat");
     let invalid =
@@ -726,6 +753,1196 @@ pub async fn bad_requests_are_refused<S: ProductStore + CartStore>(store: &S) {
     ));
     assert!(matches!(
         store.save_cart(cart(&format!("{ns}-owner"), u64::MAX, 1)).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+
+    bad_order_requests_are_refused(store, &ns).await;
+    bad_saga_requests_are_refused(store, &ns).await;
+    bad_key_and_outbox_requests_are_refused(store, &ns).await;
+}
+
+// ---- orders, sagas, idempotency keys, the outbox ----------------------------------------
+
+/// Unix ms of 2023-11-14: order times in the checks, far from the clock the store stamps.
+const T0: i64 = 1_700_000_000_000;
+
+fn order(id: &str, customer_id: &str, created_at_ms: i64, status: i32) -> StoredOrder {
+    StoredOrder {
+        id: id.to_string(),
+        customer_id: customer_id.to_string(),
+        status,
+        created_at_ms,
+        payload: format!("order {id} in status {status}").into_bytes(),
+        ..StoredOrder::default()
+    }
+}
+
+fn event(id: &str) -> OutboxMessage {
+    OutboxMessage {
+        id: id.to_string(),
+        topic: "holdfast.orders.v1".into(),
+        key: format!("key of {id}"),
+        event_type: "order.confirmed".into(),
+        payload: format!("payload of {id}").into_bytes(),
+        headers: BTreeMap::from([
+            (
+                "traceparent".into(),
+                "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            ),
+            ("région".into(), "eu-west-🇪🇺".into()),
+        ]),
+        created_at_ms: T0 + 1,
+    }
+}
+
+fn saga(id: &str, lease_until_ms: i64, created_at_ms: i64) -> SagaRecord {
+    SagaRecord {
+        id: id.to_string(),
+        kind: "checkout".into(),
+        step: "reserve".into(),
+        state: format!("state of {id}").into_bytes(),
+        lease_owner: "worker-a".into(),
+        lease_until_ms,
+        finished: false,
+        created_at_ms,
+        ..SagaRecord::default()
+    }
+}
+
+fn step(step: &str, lease_until_ms: i64, finished: bool) -> SagaTransition {
+    SagaTransition {
+        step: step.to_string(),
+        state: format!("state at {step}").into_bytes(),
+        lease_owner: if finished {
+            String::new()
+        } else {
+            "worker-b".into()
+        },
+        lease_until_ms,
+        finished,
+    }
+}
+
+fn key_record(scope: &str, key: &str, fingerprint: &str, expires_at_ms: i64) -> IdempotencyRecord {
+    IdempotencyRecord {
+        scope: scope.to_string(),
+        key: key.to_string(),
+        fingerprint: fingerprint.to_string(),
+        resource_id: format!("saga for {fingerprint}"),
+        response: None,
+        created_at_ms: expires_at_ms - IDEMPOTENCY_TTL_MS,
+        expires_at_ms,
+    }
+}
+
+/// The pending events whose ids start with `prefix`, after checking what holds for the
+/// whole listing: ids strictly ascending, and a smaller limit is a prefix of it.
+async fn pending_under<S: OutboxStore>(store: &S, prefix: &str) -> Vec<OutboxMessage> {
+    let all = store.pending_outbox(1000).await.expect("pending outbox");
+    assert!(
+        all.windows(2).all(|pair| pair[0].id < pair[1].id),
+        "pending events oldest (smallest id) first, each once"
+    );
+    let first = store.pending_outbox(1).await.expect("pending outbox");
+    assert!(first.len() <= 1, "at most `limit` events");
+    assert_eq!(first.first().map(|m| &m.id), all.first().map(|m| &m.id));
+    all.into_iter().filter(|m| m.id.starts_with(prefix)).collect()
+}
+
+/// Marks the check's own events sent, so they do not pile up in a shared keyspace.
+async fn send_all_under<S: OutboxStore>(store: &S, prefix: &str) {
+    let ids: Vec<String> = pending_under(store, prefix)
+        .await
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
+    store.mark_outbox_sent(&ids).await.expect("mark sent");
+    assert_eq!(pending_under(store, prefix).await, vec![]);
+}
+
+fn ids_of(messages: &[OutboxMessage]) -> Vec<&str> {
+    messages.iter().map(|m| m.id.as_str()).collect()
+}
+
+/// Every page of a customer's listing at `page_size`, following cursors to the end.
+async fn all_order_pages<S: OrderStore>(
+    store: &S,
+    customer_id: &str,
+    statuses: &[i32],
+    page_size: u32,
+) -> Vec<OrderPage> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page = store
+            .list_orders_by_customer(customer_id, statuses, cursor.as_deref(), page_size)
+            .await
+            .expect("list orders");
+        assert!(
+            page.orders.len() <= page_size as usize,
+            "a page holds at most `limit`"
+        );
+        cursor.clone_from(&page.next_cursor);
+        pages.push(page);
+        if cursor.is_none() {
+            return pages;
+        }
+        assert!(pages.len() < 10_000, "listing {customer_id:?} never ends");
+    }
+}
+
+fn listed_orders(pages: &[OrderPage]) -> Vec<String> {
+    pages
+        .iter()
+        .flat_map(|page| page.orders.iter().map(|o| o.id.clone()))
+        .collect()
+}
+
+/// Listing order: newest first, ties by id descending.
+fn newest_first(orders: &mut [StoredOrder]) {
+    orders.sort_by(|a, b| (b.created_at_ms, &b.id).cmp(&(a.created_at_ms, &a.id)));
+}
+
+/// A created order reads back as written with version 1; creating it again returns the
+/// stored one unchanged (and lists it once, under its own customer).
+pub async fn order_create_get_and_repeat_create<S: OrderStore>(store: &S) {
+    let ns = namespace("order");
+    let (id, customer) = (format!("{ns}-заказ-📦"), format!("{ns}-клиент"));
+    assert_eq!(store.get_order(&id).await.expect("get"), None);
+
+    let draft = StoredOrder {
+        // Ignored: the store numbers versions and stamps updates itself.
+        version: 42,
+        updated_at_ms: 5,
+        ..order(&id, &customer, T0 + 123, 1)
+    };
+    let before = now_ms();
+    let created = store.create_order(draft.clone()).await.expect("create");
+    assert_eq!(created.version, 1);
+    assert!(
+        created.updated_at_ms >= before,
+        "updated_at_ms is the store's clock"
+    );
+    assert_eq!(
+        created,
+        StoredOrder {
+            version: 1,
+            updated_at_ms: created.updated_at_ms,
+            ..draft.clone()
+        },
+        "created_at_ms and everything else kept as given"
+    );
+    assert_eq!(store.get_order(&id).await.expect("get"), Some(created.clone()));
+
+    let retry = StoredOrder {
+        status: 7,
+        payload: b"another attempt".to_vec(),
+        customer_id: format!("{ns}-someone-else"),
+        ..draft
+    };
+    assert_eq!(
+        store.create_order(retry).await.expect("create again"),
+        created,
+        "a repeated create returns the stored order"
+    );
+    assert_eq!(store.get_order(&id).await.expect("get"), Some(created.clone()));
+    let listed = store
+        .list_orders_by_customer(&customer, &[], None, 10)
+        .await
+        .expect("list");
+    assert_eq!(listed.orders, vec![created]);
+    assert_eq!(
+        store
+            .list_orders_by_customer(&format!("{ns}-someone-else"), &[], None, 10)
+            .await
+            .expect("list"),
+        OrderPage::default(),
+        "a repeated create lists nothing under another customer"
+    );
+}
+
+/// An update at the stored version replaces status and payload (never customer or
+/// creation time) and writes its events; refused updates write neither.
+pub async fn order_update_is_conditional_and_refusals_write_nothing<S: OrderStore + OutboxStore>(store: &S) {
+    let ns = namespace("order-update");
+    let (id, customer) = (format!("{ns}-o"), format!("{ns}-c"));
+    let created = store
+        .create_order(order(&id, &customer, T0, 1))
+        .await
+        .expect("create");
+
+    let change = StoredOrder {
+        status: 2,
+        payload: b"confirmed".to_vec(),
+        // Cannot change: ignored.
+        customer_id: format!("{ns}-thief"),
+        created_at_ms: 1,
+        ..created.clone()
+    };
+    let confirmed = store
+        .update_order(change, 1, vec![event(&format!("{ns}-ev-1"))])
+        .await
+        .expect("update at version 1");
+    assert_eq!(confirmed.version, 2);
+    assert_eq!(
+        (confirmed.status, confirmed.payload.as_slice()),
+        (2, &b"confirmed"[..])
+    );
+    assert_eq!(
+        (&confirmed.customer_id, confirmed.created_at_ms),
+        (&customer, T0),
+        "customer and creation time stay"
+    );
+    assert!(confirmed.updated_at_ms >= created.updated_at_ms);
+    assert_eq!(store.get_order(&id).await.expect("get"), Some(confirmed.clone()));
+    assert_eq!(
+        pending_under(store, &ns).await,
+        vec![event(&format!("{ns}-ev-1"))],
+        "the update's event is pending, as written"
+    );
+
+    let intruder = StoredOrder {
+        status: 9,
+        payload: b"must not land".to_vec(),
+        ..confirmed.clone()
+    };
+    for (expected, why) in [(1, "stale version"), (5, "future version")] {
+        assert_eq!(
+            store
+                .update_order(
+                    intruder.clone(),
+                    expected,
+                    vec![event(&format!("{ns}-ev-refused-{expected}"))]
+                )
+                .await,
+            Err(StoreError::VersionConflict { expected, actual: 2 }),
+            "{why}"
+        );
+    }
+    let unknown = StoredOrder {
+        id: format!("{ns}-unknown"),
+        ..intruder
+    };
+    assert!(matches!(
+        store
+            .update_order(unknown, 1, vec![event(&format!("{ns}-ev-unknown"))])
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.get_order(&format!("{ns}-unknown")).await.expect("get"),
+        None
+    );
+    assert_eq!(store.get_order(&id).await.expect("get"), Some(confirmed.clone()));
+    assert_eq!(
+        ids_of(&pending_under(store, &ns).await),
+        [format!("{ns}-ev-1")],
+        "refused updates write no events"
+    );
+
+    // The listing follows the update's status.
+    let by_status = |statuses: &'static [i32]| {
+        let customer = customer.clone();
+        async move {
+            store
+                .list_orders_by_customer(&customer, statuses, None, 10)
+                .await
+                .expect("list")
+                .orders
+        }
+    };
+    assert_eq!(by_status(&[2]).await, vec![confirmed.clone()]);
+    assert_eq!(by_status(&[1]).await, vec![]);
+
+    let shipped = store
+        .update_order(
+            StoredOrder {
+                status: 3,
+                ..confirmed
+            },
+            2,
+            vec![],
+        )
+        .await
+        .expect("update without events");
+    assert_eq!(shipped.version, 3);
+    assert_eq!(by_status(&[3]).await, vec![shipped]);
+    assert_eq!(ids_of(&pending_under(store, &ns).await), [format!("{ns}-ev-1")]);
+    send_all_under(store, &ns).await;
+}
+
+/// Eight tasks updating one order from the same version: exactly one wins, the rest are
+/// told the version moved, and only the winner's event is written.
+pub async fn order_concurrent_updates_from_8_tasks_one_wins<S>(store: &S)
+where
+    S: OrderStore + OutboxStore + Clone + 'static,
+{
+    let ns = namespace("order-race");
+    let id = format!("{ns}-o");
+    let created = store
+        .create_order(order(&id, &format!("{ns}-c"), T0, 1))
+        .await
+        .expect("create");
+    let mut tasks = JoinSet::new();
+    for task in 0..8 {
+        let (store, ns, created) = (store.clone(), ns.clone(), created.clone());
+        tasks.spawn(async move {
+            let attempt = StoredOrder {
+                status: 10 + task,
+                ..created
+            };
+            let result = store
+                .update_order(attempt, 1, vec![event(&format!("{ns}-ev-{task}"))])
+                .await;
+            (task, result)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done.expect("writer task") {
+            (task, Ok(stored)) => winners.push((task, stored)),
+            (
+                _,
+                Err(StoreError::VersionConflict {
+                    expected: 1,
+                    actual: 2,
+                }),
+            ) => {}
+            (_, Err(other)) => panic!("unexpected answer to a lost race: {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one conditional update wins");
+    let (task, winner) = winners.pop().expect("one winner");
+    assert_eq!((winner.version, winner.status), (2, 10 + task));
+    assert_eq!(store.get_order(&id).await.expect("get"), Some(winner));
+    assert_eq!(
+        ids_of(&pending_under(store, &ns).await),
+        [format!("{ns}-ev-{task}")],
+        "only the winner's event"
+    );
+    send_all_under(store, &ns).await;
+}
+
+/// Pages walk a customer's orders exactly once, newest first with ties by id descending,
+/// other customers stay out, the status filter holds on every page, and writes between
+/// pages neither repeat nor shift what was listed.
+pub async fn order_list_pages_newest_first_with_status_filter<S: OrderStore>(store: &S) {
+    let ns = namespace("order-list");
+    let (customer, neighbour) = (format!("{ns}-c"), format!("{ns}-n"));
+    // (id tail, created_at offset, status): ties on time, ids out of order on purpose.
+    let plan = [
+        ("e", 30, 1),
+        ("a", 10, 2),
+        ("c", 20, 3),
+        ("b", 20, 1),
+        ("d", 20, 2),
+        ("h", 40, 2),
+        ("f", 10, 3),
+        ("g", 50, 1),
+        ("i", 30, 2),
+    ];
+    let mut stored = Vec::new();
+    for (tail, offset, status) in plan {
+        let created = store
+            .create_order(order(&format!("{ns}-{tail}"), &customer, T0 + offset, status))
+            .await
+            .expect("create");
+        stored.push(created);
+        // The neighbour's orders interleave in time.
+        store
+            .create_order(order(&format!("{ns}-{tail}-n"), &neighbour, T0 + offset, status))
+            .await
+            .expect("create");
+    }
+    newest_first(&mut stored);
+    let expected: Vec<String> = stored.iter().map(|o| o.id.clone()).collect();
+    assert_eq!(
+        expected[..4],
+        [
+            format!("{ns}-g"),
+            format!("{ns}-h"),
+            format!("{ns}-i"),
+            format!("{ns}-e")
+        ],
+        "the test's own idea of the order"
+    );
+
+    for page_size in [1, 2, 4, 9, 100] {
+        let pages = all_order_pages(store, &customer, &[], page_size).await;
+        assert_eq!(listed_orders(&pages), expected, "page size {page_size}");
+    }
+    let whole = store
+        .list_orders_by_customer(&customer, &[], None, 100)
+        .await
+        .expect("list");
+    assert_eq!(whole.orders, stored, "listed orders are the stored ones");
+    assert_eq!(whole.next_cursor, None, "a page that fits all has no cursor");
+
+    for statuses in [&[2][..], &[3, 1], &[1, 2, 3], &[2, 2, 999]] {
+        let wanted: Vec<String> = stored
+            .iter()
+            .filter(|o| statuses.contains(&o.status))
+            .map(|o| o.id.clone())
+            .collect();
+        for page_size in [1, 2, 100] {
+            let pages = all_order_pages(store, &customer, statuses, page_size).await;
+            assert_eq!(
+                listed_orders(&pages),
+                wanted,
+                "statuses {statuses:?}, page size {page_size}"
+            );
+        }
+    }
+    let none = all_order_pages(store, &customer, &[999], 2).await;
+    assert_eq!(listed_orders(&none), Vec::<String>::new());
+    assert_eq!(
+        store
+            .list_orders_by_customer(&format!("{ns}-nobody"), &[], None, 5)
+            .await
+            .expect("list"),
+        OrderPage::default(),
+        "an unknown customer has an empty first page"
+    );
+
+    // Writes between pages: a newer order (before the cursor: not seen) and an older
+    // one (after it: seen once).
+    let first = store
+        .list_orders_by_customer(&customer, &[], None, 3)
+        .await
+        .expect("list");
+    let cursor = first.next_cursor.clone().expect("more pages");
+    store
+        .create_order(order(&format!("{ns}-late-new"), &customer, T0 + 1000, 1))
+        .await
+        .expect("create");
+    store
+        .create_order(order(&format!("{ns}-late-old"), &customer, T0 - 1000, 1))
+        .await
+        .expect("create");
+    let mut rest = Vec::new();
+    let mut next = Some(cursor);
+    while let Some(cursor) = next {
+        let page = store
+            .list_orders_by_customer(&customer, &[], Some(&cursor), 3)
+            .await
+            .expect("list");
+        rest.extend(page.orders.into_iter().map(|o| o.id));
+        next = page.next_cursor;
+    }
+    let mut expected_rest = expected[first.orders.len()..].to_vec();
+    expected_rest.push(format!("{ns}-late-old"));
+    assert_eq!(rest, expected_rest);
+}
+
+/// A page never holds more than [`MAX_ORDER_PAGE_SIZE`] orders, however many are asked.
+pub async fn order_list_page_size_is_capped<S: OrderStore + Clone + 'static>(store: &S) {
+    let ns = namespace("order-cap");
+    let customer = format!("{ns}-c");
+    let total = MAX_ORDER_PAGE_SIZE as i64 + 1;
+    let mut tasks = JoinSet::new();
+    for task in 0..8 {
+        let (store, ns, customer) = (store.clone(), ns.clone(), customer.clone());
+        tasks.spawn(async move {
+            for i in (task..total).step_by(8) {
+                store
+                    .create_order(order(&format!("{ns}-{i:04}"), &customer, T0 + i, 1))
+                    .await
+                    .expect("create");
+            }
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("writer task");
+    }
+    let first = store
+        .list_orders_by_customer(&customer, &[], None, u32::MAX)
+        .await
+        .expect("a huge page size is capped, not refused");
+    assert_eq!(first.orders.len(), MAX_ORDER_PAGE_SIZE as usize);
+    assert_eq!(
+        first.orders[0].id,
+        format!("{ns}-{:04}", total - 1),
+        "newest first"
+    );
+    let rest = store
+        .list_orders_by_customer(&customer, &[], first.next_cursor.as_deref(), u32::MAX)
+        .await
+        .expect("list");
+    assert_eq!(ids_of_orders(&rest.orders), [format!("{ns}-0000")]);
+    assert_eq!(rest.next_cursor, None);
+}
+
+fn ids_of_orders(orders: &[StoredOrder]) -> Vec<String> {
+    orders.iter().map(|o| o.id.clone()).collect()
+}
+
+/// A created saga reads back as written with version 1; creating it again returns the
+/// stored one unchanged.
+pub async fn saga_create_get_and_repeat_create<S: SagaStore>(store: &S) {
+    let ns = namespace("saga");
+    let id = format!("{ns}-сага-🧾");
+    assert_eq!(store.get_saga(&id).await.expect("get"), None);
+    let draft = SagaRecord {
+        version: 9,
+        updated_at_ms: 3,
+        ..saga(&id, now_ms() + 60_000, T0)
+    };
+    let before = now_ms();
+    let created = store.create_saga(draft.clone()).await.expect("create");
+    assert_eq!(created.version, 1);
+    assert!(
+        created.updated_at_ms >= before,
+        "updated_at_ms is the store's clock"
+    );
+    assert_eq!(
+        created,
+        SagaRecord {
+            version: 1,
+            updated_at_ms: created.updated_at_ms,
+            ..draft.clone()
+        }
+    );
+    assert_eq!(store.get_saga(&id).await.expect("get"), Some(created.clone()));
+    let retry = SagaRecord {
+        kind: "cancel".into(),
+        step: "elsewhere".into(),
+        finished: true,
+        ..draft
+    };
+    assert_eq!(store.create_saga(retry).await.expect("create again"), created);
+    assert_eq!(store.get_saga(&id).await.expect("get"), Some(created));
+}
+
+/// Transitions apply only at the stored version of an unfinished saga, with their events;
+/// refused ones (stale, unknown, finished) write nothing.
+pub async fn saga_transition_is_conditional_and_finished_sagas_never_move<S>(store: &S)
+where
+    S: SagaStore + OutboxStore,
+{
+    let ns = namespace("saga-move");
+    let id = format!("{ns}-s");
+    let lease = now_ms() + 60_000;
+    let created = store.create_saga(saga(&id, lease, T0)).await.expect("create");
+
+    let charge = step("charge", lease + 1, false);
+    let moved = store
+        .transition_saga(&id, 1, charge.clone(), vec![event(&format!("{ns}-ev-1"))])
+        .await
+        .expect("transition at version 1");
+    assert_eq!(
+        moved,
+        SagaRecord {
+            id: id.clone(),
+            kind: created.kind.clone(),
+            step: charge.step.clone(),
+            state: charge.state.clone(),
+            version: 2,
+            lease_owner: charge.lease_owner.clone(),
+            lease_until_ms: charge.lease_until_ms,
+            finished: false,
+            created_at_ms: T0,
+            updated_at_ms: moved.updated_at_ms,
+        }
+    );
+    assert!(moved.updated_at_ms >= created.updated_at_ms);
+    assert_eq!(store.get_saga(&id).await.expect("get"), Some(moved.clone()));
+    assert_eq!(
+        pending_under(store, &ns).await,
+        vec![event(&format!("{ns}-ev-1"))]
+    );
+
+    for (expected, why) in [(1, "stale version"), (3, "future version")] {
+        assert_eq!(
+            store
+                .transition_saga(
+                    &id,
+                    expected,
+                    step("wrong", 0, false),
+                    vec![event(&format!("{ns}-ev-refused-{expected}"))]
+                )
+                .await,
+            Err(StoreError::VersionConflict { expected, actual: 2 }),
+            "{why}"
+        );
+    }
+    assert!(matches!(
+        store
+            .transition_saga(
+                &format!("{ns}-unknown"),
+                1,
+                step("x", 0, false),
+                vec![event(&format!("{ns}-ev-unknown"))]
+            )
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.get_saga(&format!("{ns}-unknown")).await.expect("get"), None);
+    assert_eq!(store.get_saga(&id).await.expect("get"), Some(moved));
+
+    let done = store
+        .transition_saga(&id, 2, step("done", 0, true), vec![event(&format!("{ns}-ev-2"))])
+        .await
+        .expect("finishing transition");
+    assert!(done.finished);
+    assert_eq!(done.version, 3);
+    assert_eq!(
+        store
+            .transition_saga(
+                &id,
+                3,
+                step("again", lease, false),
+                vec![event(&format!("{ns}-ev-after-end"))]
+            )
+            .await,
+        Err(StoreError::VersionConflict {
+            expected: 3,
+            actual: 3
+        }),
+        "a finished saga never moves"
+    );
+    assert_eq!(store.get_saga(&id).await.expect("get"), Some(done));
+    assert_eq!(
+        ids_of(&pending_under(store, &ns).await),
+        [format!("{ns}-ev-1"), format!("{ns}-ev-2")],
+        "only applied transitions wrote events"
+    );
+    send_all_under(store, &ns).await;
+}
+
+/// Eight workers moving one saga from the same version: exactly one wins, the others are
+/// told it moved, and only the winner's event is written.
+pub async fn saga_concurrent_transitions_from_8_tasks_one_wins<S>(store: &S)
+where
+    S: SagaStore + OutboxStore + Clone + 'static,
+{
+    let ns = namespace("saga-race");
+    let id = format!("{ns}-s");
+    let lease = now_ms() + 60_000;
+    store.create_saga(saga(&id, lease, T0)).await.expect("create");
+    let mut tasks = JoinSet::new();
+    for task in 0..8 {
+        let (store, ns, id) = (store.clone(), ns.clone(), id.clone());
+        tasks.spawn(async move {
+            let transition = SagaTransition {
+                lease_owner: format!("worker-{task}"),
+                ..step("charge", lease + task, false)
+            };
+            let result = store
+                .transition_saga(&id, 1, transition, vec![event(&format!("{ns}-ev-{task}"))])
+                .await;
+            (task, result)
+        });
+    }
+    let mut winners = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done.expect("worker task") {
+            (task, Ok(saga)) => winners.push((task, saga)),
+            (
+                _,
+                Err(StoreError::VersionConflict {
+                    expected: 1,
+                    actual: 2,
+                }),
+            ) => {}
+            (_, Err(other)) => panic!("unexpected answer to a lost race: {other}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one transition wins");
+    let (task, winner) = winners.pop().expect("one winner");
+    assert_eq!(winner.lease_owner, format!("worker-{task}"));
+    assert_eq!(store.get_saga(&id).await.expect("get"), Some(winner));
+    assert_eq!(
+        ids_of(&pending_under(store, &ns).await),
+        [format!("{ns}-ev-{task}")],
+        "only the winner's event"
+    );
+    send_all_under(store, &ns).await;
+}
+
+/// Stalled sagas are the unfinished ones whose lease ended before `now`, oldest first
+/// (earliest lease end, ties by id; their creation order agrees here); finished sagas,
+/// live leases and leases moved away never show.
+pub async fn saga_stalled_lists_unfinished_expired_leases_oldest_first<S: SagaStore>(store: &S) {
+    let ns = namespace("saga-stalled");
+    // A window of times far in the past and unique to this run: the store's other sagas
+    // (real-time leases) stay out of it.
+    let base = 1_000_000_000_000 + now_ms() % 1_000_000_000;
+    let now = base + 10_000;
+    let name = |tail: &str| format!("{ns}-{tail}");
+    let create = |tail: &'static str, lease_until_ms: i64, created: i64| {
+        let id = name(tail);
+        async move {
+            store
+                .create_saga(saga(&id, lease_until_ms, base + created))
+                .await
+                .expect("create")
+        }
+    };
+    // Ids sort against lease order, so only the lease order explains the listing; the
+    // creation order agrees with it.
+    create("d-first", base + 1_000, 1).await;
+    create("b-tie-b", base + 2_000, 3).await;
+    create("b-tie-a", base + 2_000, 2).await;
+    // Stalled through a transition: its created lease was live.
+    let third = create("a-third", base + 20_000, 4).await;
+    store
+        .transition_saga(&third.id, 1, step("retry", base + 3_000, false), vec![])
+        .await
+        .expect("let go");
+    create("c-at-now", now, 5).await;
+    // Never stalled: finished, live, moved to a live lease.
+    let finished = create("finished", base + 500, 0).await;
+    store
+        .transition_saga(&finished.id, 1, step("done", base + 500, true), vec![])
+        .await
+        .expect("finish");
+    create("live", base + 60_000, 6).await;
+    let moved = create("moved", base + 100, 0).await;
+    store
+        .transition_saga(&moved.id, 1, step("taken", base + 50_000, false), vec![])
+        .await
+        .expect("take over");
+
+    let ours = |listed: Vec<SagaRecord>| -> Vec<String> {
+        listed
+            .into_iter()
+            .filter(|s| s.id.starts_with(&ns))
+            .map(|s| s.id)
+            .collect()
+    };
+    let all = store.list_stalled_sagas(now, 1000).await.expect("stalled");
+    assert!(
+        all.iter().all(|s| !s.finished && s.lease_until_ms < now),
+        "only unfinished sagas with a lease ended before now"
+    );
+    assert!(
+        all.windows(2)
+            .all(|pair| (pair[0].lease_until_ms, &pair[0].id) < (pair[1].lease_until_ms, &pair[1].id)),
+        "oldest first, each once"
+    );
+    let stalled = ours(all.clone());
+    assert_eq!(
+        stalled,
+        [name("d-first"), name("b-tie-a"), name("b-tie-b"), name("a-third")]
+    );
+    let third_listed = all.iter().find(|s| s.id == third.id).expect("listed");
+    assert_eq!(
+        (third_listed.step.as_str(), third_listed.version),
+        ("retry", 2),
+        "listed as stored now"
+    );
+    assert_eq!(
+        ours(store.list_stalled_sagas(now + 1, 1000).await.expect("stalled")),
+        [
+            name("d-first"),
+            name("b-tie-a"),
+            name("b-tie-b"),
+            name("a-third"),
+            name("c-at-now")
+        ],
+        "a lease ending at `now` has ended before `now + 1`"
+    );
+    let two = store.list_stalled_sagas(now, 2).await.expect("stalled");
+    assert_eq!(two, all[..2.min(all.len())], "at most `limit`, the oldest");
+    assert_eq!(store.list_stalled_sagas(now, 0).await.expect("stalled"), vec![]);
+
+    // Tidy up: finished sagas never show again, here or in a later run's listing.
+    for tail in ["d-first", "b-tie-a", "b-tie-b", "c-at-now", "live", "moved"] {
+        let current = store.get_saga(&name(tail)).await.expect("get").expect("saga");
+        store
+            .transition_saga(&current.id, current.version, step("done", 0, true), vec![])
+            .await
+            .expect("finish");
+    }
+    store
+        .transition_saga(&third.id, 2, step("done", 0, true), vec![])
+        .await
+        .expect("finish");
+    assert_eq!(
+        ours(store.list_stalled_sagas(now + 1, 1000).await.expect("stalled")),
+        Vec::<String>::new()
+    );
+}
+
+/// The first claim of a key wins and later ones see its record; a completed key carries
+/// its answer; keys are scoped.
+pub async fn key_claim_get_complete<S: IdempotencyStore>(store: &S) {
+    let ns = namespace("key");
+    let scope = format!("{ns}-checkout");
+    let key = "clé-🔑-1";
+    let expires = now_ms() + IDEMPOTENCY_TTL_MS;
+    assert_eq!(store.get_key(&scope, key).await.expect("get"), None);
+
+    let first = key_record(&scope, key, "fp-1", expires);
+    let claim = IdempotencyRecord {
+        // Ignored: a claim is always unanswered.
+        response: Some(b"premature".to_vec()),
+        ..first.clone()
+    };
+    assert_eq!(
+        store.claim_key(claim).await.expect("claim"),
+        KeyClaim::Claimed(first.clone())
+    );
+    assert_eq!(
+        store.get_key(&scope, key).await.expect("get"),
+        Some(first.clone())
+    );
+    assert_eq!(
+        store
+            .claim_key(key_record(&scope, key, "fp-2", expires + 5))
+            .await
+            .expect("claim"),
+        KeyClaim::Existing(first.clone()),
+        "a repeat sees the first record, unchanged"
+    );
+    let other_scope = key_record(&format!("{ns}-refund"), key, "fp-3", expires);
+    assert_eq!(
+        store.claim_key(other_scope.clone()).await.expect("claim"),
+        KeyClaim::Claimed(other_scope)
+    );
+
+    store
+        .complete_key(&scope, key, b"the answer".to_vec())
+        .await
+        .expect("complete");
+    let answered = IdempotencyRecord {
+        response: Some(b"the answer".to_vec()),
+        ..first
+    };
+    assert_eq!(
+        store.get_key(&scope, key).await.expect("get"),
+        Some(answered.clone())
+    );
+    store
+        .complete_key(&scope, key, b"the answer".to_vec())
+        .await
+        .expect("the same answer again");
+    assert_eq!(
+        store
+            .claim_key(key_record(&scope, key, "fp-4", expires))
+            .await
+            .expect("claim"),
+        KeyClaim::Existing(answered.clone()),
+        "a repeat after completion gets the answer"
+    );
+    assert!(matches!(
+        store.complete_key(&scope, "never-claimed", b"x".to_vec()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.get_key(&scope, "never-claimed").await.expect("get"), None);
+    assert_eq!(store.get_key(&scope, key).await.expect("get"), Some(answered));
+}
+
+/// Sixteen concurrent claims of one key: exactly one wins, all others see its record.
+pub async fn key_concurrent_claims_from_16_tasks_one_wins<S: IdempotencyStore + Clone + 'static>(store: &S) {
+    let ns = namespace("key-race");
+    let scope = format!("{ns}-checkout");
+    let expires = now_ms() + IDEMPOTENCY_TTL_MS;
+    let mut tasks = JoinSet::new();
+    for task in 0..16 {
+        let (store, scope) = (store.clone(), scope.clone());
+        tasks.spawn(async move {
+            store
+                .claim_key(key_record(&scope, "k", &format!("fp-{task}"), expires))
+                .await
+                .expect("claim")
+        });
+    }
+    let (mut claimed, mut existing) = (Vec::new(), Vec::new());
+    while let Some(done) = tasks.join_next().await {
+        match done.expect("claim task") {
+            KeyClaim::Claimed(record) => claimed.push(record),
+            KeyClaim::Existing(record) => existing.push(record),
+        }
+    }
+    assert_eq!(claimed.len(), 1, "exactly one claim wins");
+    let winner = claimed.pop().expect("one winner");
+    assert_eq!(existing.len(), 15);
+    assert!(
+        existing.iter().all(|record| *record == winner),
+        "every loser sees the winner's record"
+    );
+    assert_eq!(store.get_key(&scope, "k").await.expect("get"), Some(winner));
+}
+
+/// An expired record counts as absent: reads miss it, completing it is refused, a new
+/// claim replaces it, and a purge removes it (SQLite counts them; ScyllaDB, whose TTL
+/// drops them, may answer 0).
+pub async fn key_expired_is_absent_reclaimable_and_purged<S: IdempotencyStore>(store: &S) {
+    let ns = namespace("key-expiry");
+    let scope = format!("{ns}-checkout");
+    let now = now_ms();
+
+    let expired = key_record(&scope, "old", "fp-old", now - 1_000);
+    assert!(matches!(
+        store.claim_key(expired).await.expect("claim"),
+        KeyClaim::Claimed(_)
+    ));
+    assert_eq!(store.get_key(&scope, "old").await.expect("get"), None);
+    assert!(matches!(
+        store.complete_key(&scope, "old", b"late".to_vec()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let fresh = key_record(&scope, "old", "fp-new", now + IDEMPOTENCY_TTL_MS);
+    assert_eq!(
+        store.claim_key(fresh.clone()).await.expect("claim"),
+        KeyClaim::Claimed(fresh.clone()),
+        "an expired record does not block a claim"
+    );
+    assert_eq!(
+        store.get_key(&scope, "old").await.expect("get"),
+        Some(fresh.clone())
+    );
+
+    for key in ["gone-1", "gone-2", "gone-3"] {
+        store
+            .claim_key(key_record(&scope, key, key, now - 5_000))
+            .await
+            .expect("claim");
+    }
+    let live = key_record(&scope, "live", "fp-live", now + IDEMPOTENCY_TTL_MS);
+    store.claim_key(live.clone()).await.expect("claim");
+    let purged = store.purge_expired_keys(now_ms()).await.expect("purge");
+    assert!(
+        purged == 0 || purged >= 3,
+        "purged {purged}: 0 (TTL) or every expired key"
+    );
+    for key in ["gone-1", "gone-2", "gone-3"] {
+        assert_eq!(store.get_key(&scope, key).await.expect("get"), None, "{key}");
+    }
+    assert_eq!(store.get_key(&scope, "live").await.expect("get"), Some(live));
+    assert_eq!(store.get_key(&scope, "old").await.expect("get"), Some(fresh));
+    let again = key_record(&scope, "gone-1", "fp-again", now + IDEMPOTENCY_TTL_MS);
+    assert_eq!(
+        store.claim_key(again.clone()).await.expect("claim"),
+        KeyClaim::Claimed(again)
+    );
+}
+
+/// Appended events are pending once each, oldest (smallest id) first, until marked sent;
+/// marking is idempotent and ignores unknown ids.
+pub async fn outbox_append_pending_mark_sent<S: OutboxStore>(store: &S) {
+    let ns = namespace("outbox");
+    let id = |n: u32| format!("{ns}-{n:02}");
+    store
+        .append_outbox(vec![event(&id(3)), event(&id(1)), event(&id(2)), event(&id(1))])
+        .await
+        .expect("append");
+    store
+        .append_outbox(vec![event(&id(2))])
+        .await
+        .expect("append an id again");
+    store.append_outbox(vec![]).await.expect("append nothing");
+    let bare = OutboxMessage {
+        id: id(4),
+        ..OutboxMessage::default()
+    };
+    store.append_outbox(vec![bare.clone()]).await.expect("append");
+    assert_eq!(
+        pending_under(store, &ns).await,
+        vec![event(&id(1)), event(&id(2)), event(&id(3)), bare],
+        "each id once, in id order, as written"
+    );
+
+    store
+        .mark_outbox_sent(&[id(1), format!("{ns}-unknown"), id(3)])
+        .await
+        .expect("mark sent");
+    assert_eq!(ids_of(&pending_under(store, &ns).await), [id(2), id(4)]);
+    store
+        .mark_outbox_sent(&[id(1)])
+        .await
+        .expect("marking again is fine");
+    store.mark_outbox_sent(&[]).await.expect("mark nothing");
+    assert_eq!(ids_of(&pending_under(store, &ns).await), [id(2), id(4)]);
+    assert_eq!(store.pending_outbox(0).await.expect("pending"), vec![]);
+    send_all_under(store, &ns).await;
+}
+
+async fn bad_order_requests_are_refused<S: OrderStore + OutboxStore>(store: &S, ns: &str) {
+    let invalid =
+        |result: Result<OrderPage, StoreError>| matches!(result, Err(StoreError::InvalidArgument(_)));
+    let customer = format!("{ns}-customer");
+    for i in 0..3 {
+        store
+            .create_order(order(&format!("{ns}-order-{i}"), &customer, T0 + i, 1))
+            .await
+            .expect("create");
+    }
+    assert!(
+        invalid(store.list_orders_by_customer(&customer, &[], None, 0).await),
+        "page size 0"
+    );
+    assert!(
+        invalid(store.list_orders_by_customer("", &[], None, 5).await),
+        "empty customer"
+    );
+    assert!(
+        invalid(
+            store
+                .list_orders_by_customer(&customer, &[], Some("garbage"), 5)
+                .await
+        ),
+        "garbage cursor"
+    );
+    let first = store
+        .list_orders_by_customer(&customer, &[], None, 1)
+        .await
+        .expect("list");
+    let cursor = first.next_cursor.expect("more pages");
+    assert!(
+        invalid(
+            store
+                .list_orders_by_customer(&format!("{ns}-other"), &[], Some(&cursor), 5)
+                .await
+        ),
+        "a cursor is only good for the customer it came from"
+    );
+    // A category listing's cursor, for a category named like the customer.
+    let category_cursor = crate::cursor::encode(&customer, &format!("{T0}:{ns}-order-2"));
+    assert!(
+        invalid(
+            store
+                .list_orders_by_customer(&customer, &[], Some(&category_cursor), 5)
+                .await
+        ),
+        "a product cursor is no order cursor"
+    );
+
+    let refused =
+        |result: Result<StoredOrder, StoreError>| matches!(result, Err(StoreError::InvalidArgument(_)));
+    assert!(
+        refused(store.create_order(order("", &customer, T0, 1)).await),
+        "empty id"
+    );
+    assert!(
+        refused(store.create_order(order(&format!("{ns}-x"), "", T0, 1)).await),
+        "empty customer"
+    );
+    assert!(matches!(
+        store.get_order("").await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(refused(
+        store.update_order(order("", &customer, T0, 1), 1, vec![]).await
+    ));
+    let id = format!("{ns}-order-0");
+    let before = store.get_order(&id).await.expect("get").expect("order");
+    assert!(
+        refused(
+            store
+                .update_order(
+                    order(&id, &customer, T0, 5),
+                    1,
+                    vec![event(&format!("{ns}-ev-ok")), event("")]
+                )
+                .await
+        ),
+        "an event without id"
+    );
+    assert!(refused(
+        store
+            .update_order(order(&id, &customer, T0, 5), u64::MAX, vec![])
+            .await
+    ));
+    assert_eq!(
+        store.get_order(&id).await.expect("get"),
+        Some(before),
+        "a refused update changes nothing"
+    );
+    assert_eq!(pending_under(store, ns).await, vec![], "and writes no event");
+}
+
+async fn bad_saga_requests_are_refused<S: SagaStore + OutboxStore>(store: &S, ns: &str) {
+    let refused =
+        |result: Result<SagaRecord, StoreError>| matches!(result, Err(StoreError::InvalidArgument(_)));
+    assert!(refused(store.create_saga(saga("", 0, T0)).await), "empty id");
+    assert!(matches!(
+        store.get_saga("").await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(refused(
+        store.transition_saga("", 1, step("x", 0, false), vec![]).await
+    ));
+    let id = format!("{ns}-saga");
+    let created = store
+        .create_saga(saga(&id, now_ms() + 60_000, T0))
+        .await
+        .expect("create");
+    assert!(
+        refused(
+            store
+                .transition_saga(
+                    &id,
+                    1,
+                    step("x", 0, false),
+                    vec![event(&format!("{ns}-saga-ev")), event("")]
+                )
+                .await
+        ),
+        "an event without id"
+    );
+    assert!(refused(
+        store
+            .transition_saga(&id, u64::MAX, step("x", 0, false), vec![])
+            .await
+    ));
+    assert_eq!(
+        store.get_saga(&id).await.expect("get"),
+        Some(created.clone()),
+        "a refused transition changes nothing"
+    );
+    assert_eq!(pending_under(store, ns).await, vec![], "and writes no event");
+    store
+        .transition_saga(&id, 1, step("done", 0, true), vec![])
+        .await
+        .expect("finish");
+}
+
+async fn bad_key_and_outbox_requests_are_refused<S: IdempotencyStore + OutboxStore>(store: &S, ns: &str) {
+    let invalid =
+        |result: Result<KeyClaim, StoreError>| matches!(result, Err(StoreError::InvalidArgument(_)));
+    let expires = now_ms() + IDEMPOTENCY_TTL_MS;
+    assert!(
+        invalid(store.claim_key(key_record("", "k", "fp", expires)).await),
+        "empty scope"
+    );
+    assert!(
+        invalid(store.claim_key(key_record(ns, "", "fp", expires)).await),
+        "empty key"
+    );
+    assert!(matches!(
+        store.get_key("", "k").await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.get_key(ns, "").await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.complete_key(ns, "", b"x".to_vec()).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.complete_key("", "k", b"x".to_vec()).await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+
+    assert!(matches!(
+        store
+            .append_outbox(vec![event(&format!("{ns}-ev-ok")), event("")])
+            .await,
+        Err(StoreError::InvalidArgument(_))
+    ));
+    assert_eq!(
+        pending_under(store, ns).await,
+        vec![],
+        "a refused append appends nothing"
+    );
+    assert!(matches!(
+        store
+            .mark_outbox_sent(&[format!("{ns}-ev-ok"), String::new()])
+            .await,
         Err(StoreError::InvalidArgument(_))
     ));
 }

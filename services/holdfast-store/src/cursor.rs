@@ -4,6 +4,10 @@
 //! rows written between pages neither repeat nor shift the listing. It also carries a hash
 //! of the partition it was made for (the category), so a cursor replayed against another
 //! listing is refused instead of silently skipping rows. Callers treat it as opaque text.
+//!
+//! Newest-first listings (a customer's orders) resume after a position, (created_at_ms,
+//! id), rather than a single key: [`encode_position`] writes it as the key
+//! `<created_at_ms>:<id>`, which the decimal integer keeps unambiguous whatever the id holds.
 
 use crate::StoreError;
 
@@ -44,8 +48,28 @@ pub(crate) fn decode(partition: &str, cursor: &str) -> Result<String, StoreError
     String::from_utf8(bytes).map_err(|_| invalid())
 }
 
-/// 32-bit FNV-1a: stable across builds and platforms, unlike `std`'s hasher.
-fn fnv1a(text: &str) -> u32 {
+/// The cursor that resumes `partition`'s listing after the row at (`created_at_ms`, `id`).
+pub(crate) fn encode_position(partition: &str, created_at_ms: i64, id: &str) -> String {
+    encode(partition, &format!("{created_at_ms}:{id}"))
+}
+
+/// The (created_at_ms, id) to resume after; refuses cursors that are malformed, made for
+/// another partition, or made by [`encode`] for a plain key.
+pub(crate) fn decode_position(partition: &str, cursor: &str) -> Result<(i64, String), StoreError> {
+    let invalid = || StoreError::InvalidArgument(format!("page cursor {cursor:?} is not valid here"));
+    let key = decode(partition, cursor)?;
+    let (created_at_ms, id) = key.split_once(':').ok_or_else(invalid)?;
+    // `i64::from_str` takes a leading '+', which `encode_position` never writes.
+    if id.is_empty() || created_at_ms.starts_with('+') {
+        return Err(invalid());
+    }
+    let created_at_ms = created_at_ms.parse::<i64>().map_err(|_| invalid())?;
+    Ok((created_at_ms, id.to_string()))
+}
+
+/// 32-bit FNV-1a: stable across builds and platforms, unlike `std`'s hasher. Also spreads
+/// keys over the ScyllaDB index buckets.
+pub(crate) fn fnv1a(text: &str) -> u32 {
     text.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     })
@@ -103,7 +127,58 @@ mod tests {
         assert_eq!(fnv1a("foobar"), 0xbf9c_f968);
     }
 
+    #[test]
+    fn position_cursor_round_trips_extremes_and_colons() {
+        for (created_at_ms, id) in [
+            (0, "ord_1"),
+            (-1, "a:b:c"),
+            (i64::MIN, ":"),
+            (i64::MAX, "ord_01J-ünïcode-📦"),
+        ] {
+            let cursor = encode_position("cust", created_at_ms, id);
+            assert_eq!(
+                decode_position("cust", &cursor),
+                Ok((created_at_ms, id.to_string()))
+            );
+        }
+    }
+
+    #[test]
+    fn position_cursor_refuses_plain_keys_other_partitions_and_bad_numbers() {
+        let good = encode_position("cust-1", 1_700_000_000_000, "ord_1");
+        assert!(decode_position("cust-2", &good).is_err(), "another customer");
+        for key in [
+            "sku-1",
+            "12",
+            "12:",
+            ":ord_1",
+            "+12:ord_1",
+            "1.5:ord_1",
+            "99999999999999999999:ord_1",
+        ] {
+            assert!(
+                matches!(
+                    decode_position("cust-1", &encode("cust-1", key)),
+                    Err(StoreError::InvalidArgument(_))
+                ),
+                "{key:?} accepted"
+            );
+        }
+    }
+
     proptest! {
+        #[test]
+        fn position_cursor_round_trips_any_position(
+            partition in ".*",
+            created_at_ms in any::<i64>(),
+            id in ".+",
+        ) {
+            prop_assert_eq!(
+                decode_position(&partition, &encode_position(&partition, created_at_ms, &id)),
+                Ok((created_at_ms, id))
+            );
+        }
+
         #[test]
         fn cursor_round_trips_any_key(partition in ".*", key in ".+") {
             prop_assert_eq!(decode(&partition, &encode(&partition, &key)), Ok(key));

@@ -42,7 +42,10 @@ pub trait IdempotencyStore: Send + Sync {
     /// Stores `record` if no live record has its (scope, key): insert-if-absent, exactly
     /// one of any number of concurrent claims wins. `response` of the argument is ignored
     /// (a claim is always unanswered).
-    fn claim_key(&self, record: IdempotencyRecord) -> impl Future<Output = Result<KeyClaim, StoreError>> + Send;
+    fn claim_key(
+        &self,
+        record: IdempotencyRecord,
+    ) -> impl Future<Output = Result<KeyClaim, StoreError>> + Send;
 
     /// The live record for (scope, key), if any.
     fn get_key(
@@ -63,4 +66,37 @@ pub trait IdempotencyStore: Send + Sync {
     /// Deletes records that expired before `now_ms` and returns how many (ScyllaDB expires
     /// them itself with `USING TTL` and answers 0).
     fn purge_expired_keys(&self, now_ms: i64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// Refuses an empty scope or key.
+pub(crate) fn validate_key(scope: &str, key: &str) -> Result<(), StoreError> {
+    if scope.is_empty() {
+        return Err(StoreError::InvalidArgument("idempotency scope is empty".into()));
+    }
+    if key.is_empty() {
+        return Err(StoreError::InvalidArgument(format!(
+            "idempotency key in scope {scope:?} is empty"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a record expiring at `expires_at_ms` is still live at `now_ms`: a record is
+/// gone from the millisecond it expires.
+pub(crate) fn is_live(expires_at_ms: i64, now_ms: i64) -> bool {
+    expires_at_ms > now_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_need_scope_and_key_and_expire_at_their_instant() {
+        assert_eq!(validate_key("checkout", "k"), Ok(()));
+        assert!(validate_key("", "k").is_err());
+        assert!(validate_key("checkout", "").is_err());
+        assert!(is_live(11, 10));
+        assert!(!is_live(10, 10));
+    }
 }

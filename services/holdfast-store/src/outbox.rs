@@ -31,12 +31,75 @@ pub struct OutboxMessage {
 pub trait OutboxStore: Send + Sync {
     /// Appends events that announce no stored change of their own (state changes append
     /// theirs through `transition_saga` or `update_order`). Appending an id twice keeps one.
-    fn append_outbox(&self, messages: Vec<OutboxMessage>) -> impl Future<Output = Result<(), StoreError>> + Send;
+    fn append_outbox(
+        &self,
+        messages: Vec<OutboxMessage>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Unsent events, oldest first (by id), at most `limit`.
-    fn pending_outbox(&self, limit: u32) -> impl Future<Output = Result<Vec<OutboxMessage>, StoreError>> + Send;
+    fn pending_outbox(
+        &self,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<OutboxMessage>, StoreError>> + Send;
 
     /// Marks events sent so `pending_outbox` no longer returns them. Unknown or already
     /// sent ids are ignored.
     fn mark_outbox_sent(&self, ids: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Most events one `pending_outbox` call returns, whatever `limit` asks.
+pub(crate) const MAX_OUTBOX_BATCH: u32 = 1000;
+
+/// Checks events about to be written and drops repeated ids (the first one stays), so
+/// one write never carries two versions of an event.
+pub(crate) fn distinct_messages(messages: Vec<OutboxMessage>) -> Result<Vec<OutboxMessage>, StoreError> {
+    let mut seen = std::collections::HashSet::with_capacity(messages.len());
+    let mut distinct = Vec::with_capacity(messages.len());
+    for message in messages {
+        if message.id.is_empty() {
+            return Err(StoreError::InvalidArgument(format!(
+                "outbox event of type {:?} has an empty id",
+                message.event_type
+            )));
+        }
+        if seen.insert(message.id.clone()) {
+            distinct.push(message);
+        }
+    }
+    Ok(distinct)
+}
+
+/// Refuses an empty event id among ids to mark sent.
+pub(crate) fn validate_ids(ids: &[String]) -> Result<(), StoreError> {
+    if ids.iter().any(String::is_empty) {
+        return Err(StoreError::InvalidArgument("outbox event id is empty".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str, event_type: &str) -> OutboxMessage {
+        OutboxMessage {
+            id: id.into(),
+            event_type: event_type.into(),
+            ..OutboxMessage::default()
+        }
+    }
+
+    #[test]
+    fn distinct_messages_keeps_first_of_each_id_and_refuses_empty_ids() {
+        let kept = distinct_messages(vec![
+            message("b", "first"),
+            message("a", "x"),
+            message("b", "second"),
+        ])
+        .unwrap();
+        assert_eq!(kept, vec![message("b", "first"), message("a", "x")]);
+        assert!(distinct_messages(vec![message("a", "x"), message("", "y")]).is_err());
+        assert_eq!(validate_ids(&["a".into()]), Ok(()));
+        assert!(validate_ids(&["a".into(), String::new()]).is_err());
+    }
 }

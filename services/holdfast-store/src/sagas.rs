@@ -82,3 +82,44 @@ pub trait SagaStore: Send + Sync {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<SagaRecord>, StoreError>> + Send;
 }
+
+/// Most sagas one `list_stalled_sagas` call returns, whatever `limit` asks.
+pub(crate) const MAX_STALLED_BATCH: u32 = 1000;
+
+/// Refuses an empty saga id.
+pub(crate) fn validate_saga_id(id: &str) -> Result<(), StoreError> {
+    if id.is_empty() {
+        return Err(StoreError::InvalidArgument("saga id is empty".into()));
+    }
+    Ok(())
+}
+
+/// Whether a saga in this condition counts as stalled at `now_ms`.
+pub(crate) fn is_stalled(saga: &SagaRecord, now_ms: i64) -> bool {
+    !saga.finished && saga.lease_until_ms < now_ms
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stalled_means_unfinished_with_lease_ended_before_now() {
+        let saga = SagaRecord {
+            id: "s".into(),
+            lease_until_ms: 100,
+            ..SagaRecord::default()
+        };
+        assert!(is_stalled(&saga, 101));
+        assert!(
+            !is_stalled(&saga, 100),
+            "a lease ending now has not ended before now"
+        );
+        let finished = SagaRecord {
+            finished: true,
+            ..saga
+        };
+        assert!(!is_stalled(&finished, 101));
+        assert!(validate_saga_id("").is_err());
+    }
+}

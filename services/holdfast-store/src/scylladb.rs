@@ -6,6 +6,13 @@
 //! used only where a condition must hold: product creates (`IF NOT EXISTS`) and updates
 //! against an expected version (`IF version = ?`). Carts need none: their cell timestamps
 //! are the cart versions (`USING TIMESTAMP`), so ScyllaDB's own last-write-wins does it.
+//!
+//! Orders, sagas, idempotency keys and the outbox live in submodules. LWTs there: key
+//! claims (`IF NOT EXISTS ... USING TTL`), order creates and conditional updates, saga
+//! creates and transitions (`IF version = ?`), each conditional batch confined to one
+//! partition of one table as ScyllaDB requires. What that makes atomic, and what is only
+//! ordered so that a crash leaves harmless leftovers, is written down in
+//! `schema/scylla.cql` next to each table.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +23,7 @@ use scylla::client::session_builder::SessionBuilder;
 use scylla::response::query_result::QueryResult;
 use scylla::serialize::row::SerializeRow;
 use scylla::statement::Consistency;
+use scylla::statement::batch::Batch;
 use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use tokio::sync::OnceCell;
@@ -23,6 +31,12 @@ use tokio::sync::OnceCell;
 use crate::carts::{CartStore, StoredCart, StoredCartLine, validate_cart, validate_owner};
 use crate::products::{PageRequest, Product, ProductPage, ProductStore, distinct_skus, validate_product};
 use crate::{StoreError, now_ms};
+
+mod buckets;
+mod idempotency;
+mod orders;
+mod outbox;
+mod sagas;
 
 /// The schema, keyspace `holdfast`; see [`schema_statements`].
 pub const SCHEMA_CQL: &str = include_str!("../schema/scylla.cql");
@@ -106,27 +120,21 @@ struct Statements {
     load_cart: PreparedStatement,
     save_cart: PreparedStatement,
     delete_cart: PreparedStatement,
+    orders: orders::OrderStatements,
+    sagas: sagas::SagaStatements,
+    keys: idempotency::KeyStatements,
+    outbox: outbox::OutboxStatements,
 }
 
 impl Statements {
     async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
-        let prepare = |cql: String, idempotent: bool| async move {
-            let mut statement = session.prepare(cql.as_str()).await.map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "scylla: cannot prepare {cql:?} (is the schema applied? `holdfast migrate`): {e}"
-                ))
-            })?;
-            // Lets the driver retry after a timeout; only for statements safe to run twice.
-            statement.set_is_idempotent(idempotent);
-            Ok::<_, StoreError>(statement)
-        };
+        let prepare = |cql: String, idempotent: bool| prepare_statement(session, cql, idempotent);
         let get_product = prepare(
             format!("SELECT {PRODUCT_COLUMNS} FROM {ks}.products WHERE sku = ?"),
             true,
         )
         .await?;
-        let mut get_product_serial = get_product.clone();
-        get_product_serial.set_consistency(Consistency::Serial);
+        let get_product_serial = serial(&get_product);
         Ok(Self {
             get_product,
             get_product_serial,
@@ -188,9 +196,40 @@ impl Statements {
                 true,
             )
             .await?,
+            orders: orders::OrderStatements::prepare(session, ks).await?,
+            sagas: sagas::SagaStatements::prepare(session, ks).await?,
+            keys: idempotency::KeyStatements::prepare(session, ks).await?,
+            outbox: outbox::OutboxStatements::prepare(session, ks).await?,
         })
     }
 }
+
+/// Prepares `cql`. `idempotent` lets the driver retry it after a timeout: only for
+/// statements safe to run twice (never an LWT).
+async fn prepare_statement(
+    session: &Session,
+    cql: String,
+    idempotent: bool,
+) -> Result<PreparedStatement, StoreError> {
+    let mut statement = session.prepare(cql.as_str()).await.map_err(|e| {
+        StoreError::Unavailable(format!(
+            "scylla: cannot prepare {cql:?} (is the schema applied? `holdfast migrate`): {e}"
+        ))
+    })?;
+    statement.set_is_idempotent(idempotent);
+    Ok(statement)
+}
+
+/// A copy of `statement` that reads at SERIAL consistency: it sees every applied LWT, and
+/// finishes one left half-done before answering.
+fn serial(statement: &PreparedStatement) -> PreparedStatement {
+    let mut serial = statement.clone();
+    serial.set_consistency(Consistency::Serial);
+    serial
+}
+
+/// One statement's bound values in a batch whose statements differ.
+type BatchRow = Box<dyn SerializeRow + Send + Sync>;
 
 impl ScyllaStore {
     /// Connects to the cluster through `nodes` (`host:port` contact points). Does not touch
@@ -258,6 +297,32 @@ impl ScyllaStore {
             .execute_unpaged(statement, values)
             .await
             .map_err(unavailable)
+    }
+
+    /// Runs `batch` (a conditional one confined to one partition, in this store) with one
+    /// row of values per statement.
+    async fn run_batch(&self, batch: &Batch, values: Vec<BatchRow>) -> Result<QueryResult, StoreError> {
+        self.inner.session.batch(batch, values).await.map_err(unavailable)
+    }
+
+    /// Runs `statement` and decodes every row as `R`.
+    async fn rows<R>(
+        &self,
+        statement: &PreparedStatement,
+        values: impl SerializeRow,
+    ) -> Result<Vec<R>, StoreError>
+    where
+        R: for<'frame, 'metadata> scylla::deserialize::row::DeserializeRow<'frame, 'metadata>,
+    {
+        let rows = self
+            .run(statement, values)
+            .await?
+            .into_rows_result()
+            .map_err(corrupt)?;
+        rows.rows::<R>()
+            .map_err(corrupt)?
+            .collect::<Result<Vec<R>, _>>()
+            .map_err(corrupt)
     }
 
     async fn read_product(
@@ -660,12 +725,20 @@ mod tests {
     #[test]
     fn schema_statements_create_keyspace_then_tables() {
         let statements = schema_statements(DEFAULT_KEYSPACE).unwrap();
-        assert_eq!(statements.len(), 4, "{statements:#?}");
+        let tables = [
+            "products",
+            "products_by_category",
+            "carts",
+            "orders",
+            "orders_by_customer",
+            "sagas",
+            "sagas_by_lease",
+            "idempotency_keys",
+            "outbox_pending",
+        ];
+        assert_eq!(statements.len(), 1 + tables.len(), "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS holdfast\n"));
-        for (statement, table) in statements[1..]
-            .iter()
-            .zip(["products", "products_by_category", "carts"])
-        {
+        for (statement, table) in statements[1..].iter().zip(tables) {
             assert!(
                 statement.starts_with(&format!("CREATE TABLE IF NOT EXISTS holdfast.{table} (")),
                 "{statement}"
@@ -677,12 +750,27 @@ mod tests {
     #[test]
     fn schema_statements_use_the_configured_keyspace_everywhere() {
         let statements = schema_statements("shop_test_1").unwrap();
-        assert_eq!(statements.len(), 4);
+        assert_eq!(statements.len(), 10);
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS shop_test_1\n"));
         for statement in &statements {
             assert!(!statement.contains(DEFAULT_KEYSPACE), "{statement}");
         }
         assert!(statements[1..].iter().all(|s| s.contains(" shop_test_1.")));
+    }
+
+    #[test]
+    fn schema_keeps_each_aggregate_and_its_events_in_one_partition() {
+        // A conditional batch must stay in one partition of one table: the saga and order
+        // fields are static, their events clustering rows of the same partition.
+        let statements = schema_statements(DEFAULT_KEYSPACE).unwrap();
+        for table in ["orders", "sagas"] {
+            let create = statements
+                .iter()
+                .find(|s| s.starts_with(&format!("CREATE TABLE IF NOT EXISTS holdfast.{table} (")))
+                .unwrap();
+            assert!(create.contains("PRIMARY KEY ((id), outbox_id)"), "{create}");
+            assert!(create.contains("version             bigint static"), "{create}");
+        }
     }
 
     #[test]

@@ -18,6 +18,11 @@ use crate::products::{
 };
 use crate::{StoreError, now_ms};
 
+mod idempotency;
+mod orders;
+mod outbox;
+mod sagas;
+
 /// How long a call waits for another process's lock before giving up as `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -50,6 +55,62 @@ const MIGRATIONS: &[&str] = &[
         -- A deleted cart keeps its row and version, so late older saves stay ignored.
         deleted       INTEGER NOT NULL DEFAULT 0
     ) STRICT, WITHOUT ROWID;
+    "#,
+    // 2: orders, sagas, idempotency keys and the outbox. Plain rowid tables: their rows
+    // carry payloads of kilobytes, which WITHOUT ROWID tables store poorly.
+    r#"
+    CREATE TABLE orders (
+        id            TEXT    NOT NULL PRIMARY KEY,
+        customer_id   TEXT    NOT NULL,
+        status        INTEGER NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL,
+        version       INTEGER NOT NULL,
+        payload       BLOB    NOT NULL
+    ) STRICT;
+    -- A customer's listing, newest first. `status` rides along so the status filter is
+    -- decided in the index, before a row (and its payload) is read.
+    CREATE INDEX orders_by_customer ON orders (customer_id, created_at_ms DESC, id DESC, status);
+
+    CREATE TABLE sagas (
+        id             TEXT    NOT NULL PRIMARY KEY,
+        kind           TEXT    NOT NULL,
+        step           TEXT    NOT NULL,
+        state          BLOB    NOT NULL,
+        version        INTEGER NOT NULL,
+        lease_owner    TEXT    NOT NULL,
+        lease_until_ms INTEGER NOT NULL,
+        finished       INTEGER NOT NULL,
+        created_at_ms  INTEGER NOT NULL,
+        updated_at_ms  INTEGER NOT NULL
+    ) STRICT;
+    -- Only unfinished sagas can stall, so the index holds the work in flight, not history.
+    CREATE INDEX sagas_stalled ON sagas (lease_until_ms, id) WHERE finished = 0;
+
+    CREATE TABLE idempotency_keys (
+        scope         TEXT    NOT NULL,
+        key           TEXT    NOT NULL,
+        fingerprint   TEXT    NOT NULL,
+        resource_id   TEXT    NOT NULL,
+        response      BLOB,   -- NULL until the work is done
+        created_at_ms INTEGER NOT NULL,
+        -- An expired row counts as absent; a new claim replaces it, a purge deletes it.
+        expires_at_ms INTEGER NOT NULL,
+        PRIMARY KEY (scope, key)
+    ) STRICT;
+    CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at_ms);
+
+    -- Unsent events only: marking one sent deletes its row, so the table stays the size of
+    -- the relay's backlog and `ORDER BY id` walks the primary key index.
+    CREATE TABLE outbox (
+        id            TEXT    NOT NULL PRIMARY KEY,
+        topic         TEXT    NOT NULL,
+        event_key     TEXT    NOT NULL,
+        event_type    TEXT    NOT NULL,
+        payload       BLOB    NOT NULL,
+        headers       TEXT    NOT NULL, -- JSON object of strings
+        created_at_ms INTEGER NOT NULL
+    ) STRICT;
     "#,
 ];
 
@@ -503,6 +564,54 @@ mod tests {
         std::fs::write(&path, vec![0x42_u8; 8192]).unwrap();
         let error = SqliteStore::open(&path).await.unwrap_err();
         assert!(matches!(error, StoreError::Corrupt(_)), "{error}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_purge_counts_every_expired_key_across_chunks_and_keeps_live_ones() {
+        use crate::{IdempotencyRecord, IdempotencyStore};
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let now = now_ms();
+        let expired = i64::from(u16::MAX) % 5000 + 5000 + 3; // more than one chunk
+        store
+            .call(move |conn| {
+                let tx = conn.transaction().map_err(sqlite_error)?;
+                for i in 0..expired {
+                    tx.execute(
+                        "INSERT INTO idempotency_keys VALUES ('s', ?1, 'fp', 'r', NULL, 0, ?2)",
+                        params![format!("k{i}"), now - 1 - i],
+                    )
+                    .map_err(sqlite_error)?;
+                }
+                tx.commit().map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+        let live = IdempotencyRecord {
+            scope: "s".into(),
+            key: "live".into(),
+            expires_at_ms: now + 60_000,
+            ..IdempotencyRecord::default()
+        };
+        store.claim_key(live.clone()).await.unwrap();
+
+        assert_eq!(
+            store.purge_expired_keys(now).await.unwrap(),
+            u64::try_from(expired).unwrap()
+        );
+        assert_eq!(
+            store.purge_expired_keys(now).await.unwrap(),
+            0,
+            "nothing left to purge"
+        );
+        assert_eq!(store.get_key("s", "live").await.unwrap(), Some(live));
+        let remaining: i64 = store
+            .call(|conn| {
+                conn.query_row("SELECT count(*) FROM idempotency_keys", [], |row| row.get(0))
+                    .map_err(sqlite_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(remaining, 1);
     }
 
     #[tokio::test]

@@ -1,7 +1,11 @@
 //! The store a service holds: one backend chosen at startup, every trait by delegation.
 
 use crate::carts::{CartStore, StoredCart};
+use crate::idempotency::{IdempotencyRecord, IdempotencyStore, KeyClaim};
+use crate::orders::{OrderPage, OrderStore, StoredOrder};
+use crate::outbox::{OutboxMessage, OutboxStore};
 use crate::products::{Product, ProductPage, ProductStore};
+use crate::sagas::{SagaRecord, SagaStore, SagaTransition};
 use crate::{ScyllaStore, SqliteStore, StoreError};
 
 /// A durable store on one of the backends. Cheap to clone.
@@ -83,6 +87,152 @@ impl CartStore for Store {
         match self {
             Self::Sqlite(store) => store.delete_cart(owner).await,
             Self::Scylla(store) => store.delete_cart(owner).await,
+        }
+    }
+}
+
+impl OrderStore for Store {
+    async fn create_order(&self, order: StoredOrder) -> Result<StoredOrder, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.create_order(order).await,
+            Self::Scylla(store) => store.create_order(order).await,
+        }
+    }
+
+    async fn get_order(&self, id: &str) -> Result<Option<StoredOrder>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.get_order(id).await,
+            Self::Scylla(store) => store.get_order(id).await,
+        }
+    }
+
+    async fn update_order(
+        &self,
+        order: StoredOrder,
+        expected_version: u64,
+        outbox: Vec<OutboxMessage>,
+    ) -> Result<StoredOrder, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.update_order(order, expected_version, outbox).await,
+            Self::Scylla(store) => store.update_order(order, expected_version, outbox).await,
+        }
+    }
+
+    async fn list_orders_by_customer(
+        &self,
+        customer_id: &str,
+        statuses: &[i32],
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<OrderPage, StoreError> {
+        match self {
+            Self::Sqlite(store) => {
+                store
+                    .list_orders_by_customer(customer_id, statuses, cursor, limit)
+                    .await
+            }
+            Self::Scylla(store) => {
+                store
+                    .list_orders_by_customer(customer_id, statuses, cursor, limit)
+                    .await
+            }
+        }
+    }
+}
+
+impl SagaStore for Store {
+    async fn create_saga(&self, saga: SagaRecord) -> Result<SagaRecord, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.create_saga(saga).await,
+            Self::Scylla(store) => store.create_saga(saga).await,
+        }
+    }
+
+    async fn get_saga(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.get_saga(id).await,
+            Self::Scylla(store) => store.get_saga(id).await,
+        }
+    }
+
+    async fn transition_saga(
+        &self,
+        id: &str,
+        expected_version: u64,
+        transition: SagaTransition,
+        outbox: Vec<OutboxMessage>,
+    ) -> Result<SagaRecord, StoreError> {
+        match self {
+            Self::Sqlite(store) => {
+                store
+                    .transition_saga(id, expected_version, transition, outbox)
+                    .await
+            }
+            Self::Scylla(store) => {
+                store
+                    .transition_saga(id, expected_version, transition, outbox)
+                    .await
+            }
+        }
+    }
+
+    async fn list_stalled_sagas(&self, now_ms: i64, limit: u32) -> Result<Vec<SagaRecord>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.list_stalled_sagas(now_ms, limit).await,
+            Self::Scylla(store) => store.list_stalled_sagas(now_ms, limit).await,
+        }
+    }
+}
+
+impl IdempotencyStore for Store {
+    async fn claim_key(&self, record: IdempotencyRecord) -> Result<KeyClaim, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.claim_key(record).await,
+            Self::Scylla(store) => store.claim_key(record).await,
+        }
+    }
+
+    async fn get_key(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.get_key(scope, key).await,
+            Self::Scylla(store) => store.get_key(scope, key).await,
+        }
+    }
+
+    async fn complete_key(&self, scope: &str, key: &str, response: Vec<u8>) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.complete_key(scope, key, response).await,
+            Self::Scylla(store) => store.complete_key(scope, key, response).await,
+        }
+    }
+
+    async fn purge_expired_keys(&self, now_ms: i64) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.purge_expired_keys(now_ms).await,
+            Self::Scylla(store) => store.purge_expired_keys(now_ms).await,
+        }
+    }
+}
+
+impl OutboxStore for Store {
+    async fn append_outbox(&self, messages: Vec<OutboxMessage>) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.append_outbox(messages).await,
+            Self::Scylla(store) => store.append_outbox(messages).await,
+        }
+    }
+
+    async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.pending_outbox(limit).await,
+            Self::Scylla(store) => store.pending_outbox(limit).await,
+        }
+    }
+
+    async fn mark_outbox_sent(&self, ids: &[String]) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.mark_outbox_sent(ids).await,
+            Self::Scylla(store) => store.mark_outbox_sent(ids).await,
         }
     }
 }

@@ -2,7 +2,11 @@
 //! `holdfast dev` runs it) and an in-memory database, both through [`Store`].
 
 use holdfast_store::conformance::{self, ConformanceStore};
-use holdfast_store::{Product, ProductStore, SqliteStore, Store, StoreError};
+use holdfast_store::{
+    IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim, OutboxMessage, OutboxStore, Product,
+    ProductStore, SagaRecord, SagaStore, SagaTransition, SqliteStore, Store, StoreError,
+};
+use tokio::task::JoinSet;
 
 async fn run_each_check<S: ConformanceStore>(store: S) {
     for (name, check) in conformance::checks::<S>() {
@@ -75,5 +79,84 @@ async fn sqlite_file_shared_by_two_handles_takes_concurrent_writes() {
             expected: 0,
             actual: 1
         })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_file_shared_by_two_handles_lets_one_claim_and_one_transition_win() {
+    // Two handles stand in for two processes: each has its own connection and mutex, so
+    // only SQLite's write lock (BEGIN IMMEDIATE) keeps the races below to one winner.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("holdfast.db");
+    let handles = [
+        Store::from(SqliteStore::open(&path).await.expect("open")),
+        Store::from(SqliteStore::open(&path).await.expect("open again")),
+    ];
+
+    let mut claims = JoinSet::new();
+    for task in 0..16 {
+        let store = handles[task % 2].clone();
+        claims.spawn(async move {
+            store
+                .claim_key(IdempotencyRecord {
+                    scope: "checkout".into(),
+                    key: "shared".into(),
+                    fingerprint: format!("fp-{task}"),
+                    expires_at_ms: i64::MAX - IDEMPOTENCY_TTL_MS,
+                    ..IdempotencyRecord::default()
+                })
+                .await
+                .expect("claim")
+        });
+    }
+    let mut winners = 0;
+    while let Some(claim) = claims.join_next().await {
+        winners += usize::from(matches!(claim.expect("claim task"), KeyClaim::Claimed(_)));
+    }
+    assert_eq!(winners, 1, "one claim wins across handles");
+
+    handles[0]
+        .create_saga(SagaRecord {
+            id: "shared-saga".into(),
+            lease_until_ms: i64::MAX,
+            ..SagaRecord::default()
+        })
+        .await
+        .expect("create");
+    let mut moves = JoinSet::new();
+    for task in 0..8 {
+        let store = handles[task % 2].clone();
+        moves.spawn(async move {
+            let event = OutboxMessage {
+                id: format!("shared-ev-{task}"),
+                ..OutboxMessage::default()
+            };
+            let transition = SagaTransition {
+                step: format!("step-{task}"),
+                ..SagaTransition::default()
+            };
+            store
+                .transition_saga("shared-saga", 1, transition, vec![event])
+                .await
+        });
+    }
+    let mut won = Vec::new();
+    while let Some(result) = moves.join_next().await {
+        match result.expect("transition task") {
+            Ok(saga) => won.push(saga.step),
+            Err(StoreError::VersionConflict {
+                expected: 1,
+                actual: 2,
+            }) => {}
+            Err(other) => panic!("unexpected answer to a lost race: {other}"),
+        }
+    }
+    assert_eq!(won.len(), 1, "one transition wins across handles");
+    let winner = won[0].trim_start_matches("step-");
+    let pending = handles[1].pending_outbox(100).await.expect("pending");
+    assert_eq!(
+        pending.iter().map(|m| m.id.as_str()).collect::<Vec<_>>(),
+        [format!("shared-ev-{winner}")],
+        "only the winner's event, seen from either handle"
     );
 }
