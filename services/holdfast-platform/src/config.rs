@@ -56,6 +56,33 @@ pub struct CommonArgs {
     #[arg(long, env = "HOLDFAST_INVENTORY_URL", value_name = "URL", value_parser = parse_http_url)]
     pub inventory_url: Option<String>,
 
+    /// CartService for services that call it (orders). Default: this process's own address.
+    #[arg(long, env = "HOLDFAST_CART_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub cart_url: Option<String>,
+
+    /// PaymentsService for services that call it (orders). Default: this process's own address.
+    #[arg(long, env = "HOLDFAST_PAYMENTS_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub payments_url: Option<String>,
+
+    /// Simulated PSP: latency added to every money movement (Authorize, Capture, Void, Refund).
+    #[arg(long, env = "HOLDFAST_PAYMENTS_LATENCY", default_value = "0s", value_parser = parse_duration)]
+    pub payments_latency: Duration,
+
+    /// Checkout risk rule: orders above this total (minor units) go to manual review uncharged.
+    #[arg(long, env = "HOLDFAST_RISK_MAX_AMOUNT", default_value_t = 1_000_000,
+          value_parser = clap::value_parser!(i64).range(0..))]
+    pub risk_max_amount: i64,
+
+    /// Checkout risk rule: a customer's order beyond this many within an hour goes to manual review.
+    #[arg(long, env = "HOLDFAST_RISK_MAX_ORDERS_PER_HOUR", default_value_t = 50,
+          value_parser = clap::value_parser!(u32).range(1..=500))]
+    pub risk_max_orders_per_hour: u32,
+
+    /// How long an orders worker owns a checkout saga after its last step; a saga whose
+    /// worker died is resumed by another once this passes.
+    #[arg(long, env = "HOLDFAST_SAGA_LEASE", default_value = "30s", value_parser = parse_duration)]
+    pub saga_lease: Duration,
+
     /// Region this process serves; stamped on every event.
     #[arg(long, env = "HOLDFAST_REGION", default_value = "local", value_parser = parse_region)]
     pub region: String,

@@ -143,9 +143,11 @@ pub fn ping(port: u16) -> std::io::Result<()> {
 }
 
 /// Asks the kernel to SIGTERM the child if we die first, so a crashed or SIGKILLed holdfast
-/// never leaves an orphan redis-server holding its port and data directory.
+/// (or test) never leaves an orphan server (redis-server, a test broker) holding its port and
+/// data. The signal fires when the *thread* that spawned the child exits, so spawn from a
+/// thread that lives as long as the child should (not from `spawn_blocking`).
 #[allow(unsafe_code)]
-fn die_with_parent(command: &mut Command) {
+pub fn die_with_parent(command: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
     unsafe {

@@ -111,6 +111,47 @@ pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
     let _ = span.set_parent(parent);
 }
 
+/// A bare W3C `traceparent` value, as carried in a Kafka header.
+struct TraceparentExtractor<'a>(Option<&'a str>);
+
+impl Extractor for TraceparentExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key.eq_ignore_ascii_case("traceparent") {
+            self.0
+        } else {
+            None
+        }
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.map(|_| vec!["traceparent"]).unwrap_or_default()
+    }
+}
+
+/// Makes `span` a child of the W3C `traceparent` value (an event header), if there is one.
+/// Call it before the span is first entered.
+pub fn continue_traceparent(span: &tracing::Span, traceparent: Option<&str>) {
+    if traceparent.is_none() {
+        return;
+    }
+    let parent = TraceContextPropagator::new().extract(&TraceparentExtractor(traceparent));
+    let _ = span.set_parent(parent);
+}
+
+/// The current span's W3C `traceparent`, for stamping on an event; `None` outside any trace.
+pub fn current_traceparent() -> Option<String> {
+    struct One(Option<String>);
+    impl Injector for One {
+        fn set(&mut self, key: &str, value: String) {
+            if key.eq_ignore_ascii_case("traceparent") {
+                self.0 = Some(value);
+            }
+        }
+    }
+    let mut one = One(None);
+    TraceContextPropagator::new().inject_context(&tracing::Span::current().context(), &mut one);
+    one.0
+}
+
 /// Writes the current span's W3C trace context into outgoing gRPC metadata.
 pub fn inject_trace(metadata: &mut tonic::metadata::MetadataMap) {
     let cx = tracing::Span::current().context();
