@@ -35,11 +35,12 @@ impl DevMesh {
             server,
             inventory,
             cart,
+            orders,
         } = build_server(&services, common, &engines, listener.local_addr()?).await?;
         let server = SpawnedServer::start_on(listener, server, true).await?;
         Ok(Self {
             server,
-            _background: Box::new((inventory, cart)),
+            _background: Box::new((inventory, cart, orders)),
             _redis: redis_server,
             _store_dir: dir,
         })

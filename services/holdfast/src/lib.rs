@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use holdfast_platform::events::{EventBus, InProcessBus};
+use holdfast_platform::events::{BusConfig, EventBus, InProcessBus};
 use holdfast_platform::{CommonArgs, GrpcServer, ServerOptions};
-use holdfast_proto::{orders, payments, warehouse};
+use holdfast_proto::warehouse;
 
 /// holdfast: the order-lifecycle backend of an online store, as a gRPC service mesh.
 #[derive(Debug, Parser)]
@@ -117,7 +117,10 @@ impl ServiceName {
 
     /// Whether it needs the durable store.
     pub fn needs_store(self) -> bool {
-        matches!(self, ServiceName::Cart | ServiceName::Catalog)
+        matches!(
+            self,
+            ServiceName::Cart | ServiceName::Catalog | ServiceName::Orders
+        )
     }
 }
 
@@ -127,8 +130,10 @@ pub struct Engines {
     pub redis: Option<fred::prelude::Pool>,
     /// The durable store, when any selected service needs it.
     pub store: Option<holdfast_store::Store>,
-    /// Where events go.
+    /// Where events go (the producer side of `bus_config`).
     pub bus: Arc<dyn EventBus>,
+    /// The bus consumers join: in-process (shared with `bus`) or Kafka.
+    pub bus_config: BusConfig,
     /// Region stamped on events.
     pub region: String,
 }
@@ -140,12 +145,30 @@ impl Engines {
         store: Option<holdfast_store::Store>,
         region: &str,
     ) -> Self {
+        let bus = InProcessBus::new();
         Self {
             redis,
             store,
-            bus: Arc::new(InProcessBus::new()),
+            bus: Arc::new(bus.clone()),
+            bus_config: BusConfig::InProcess(bus),
             region: region.to_string(),
         }
+    }
+
+    /// Engines on `bus_config` (Kafka when `--kafka-brokers` is set).
+    pub fn with_bus(
+        redis: Option<fred::prelude::Pool>,
+        store: Option<holdfast_store::Store>,
+        region: &str,
+        bus_config: BusConfig,
+    ) -> Result<Self, holdfast_platform::events::BusError> {
+        Ok(Self {
+            redis,
+            store,
+            bus: bus_config.publisher()?,
+            bus_config,
+            region: region.to_string(),
+        })
     }
 }
 
@@ -154,9 +177,7 @@ impl Engines {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NotYetImplemented;
 
-impl orders::v1::order_service_server::OrderService for NotYetImplemented {}
 impl warehouse::v1::warehouse_service_server::WarehouseService for NotYetImplemented {}
-impl payments::v1::payments_service_server::PaymentsService for NotYetImplemented {}
 
 fn redis_and_store(
     engines: &Engines,
@@ -199,6 +220,17 @@ pub struct Mesh {
     pub inventory: Option<holdfast_inventory::RunningInventory>,
     /// The cart's write-behind worker, when cart runs here.
     pub cart: Option<holdfast_cart::RunningCart<holdfast_store::Store>>,
+    /// The orders' recovery worker and outbox relay, when orders runs here.
+    pub orders: Option<holdfast_orders::RunningOrders<holdfast_store::Store>>,
+}
+
+/// The orders service's options from the shared flags (and the fault hook from the env).
+pub fn orders_options(common: &CommonArgs) -> holdfast_orders::OrdersOptions {
+    let mut options = holdfast_orders::OrdersOptions::from_env();
+    options.risk.max_amount_minor = common.risk_max_amount;
+    options.risk.max_orders_per_window = common.risk_max_orders_per_hour;
+    options.saga_lease = common.saga_lease;
+    options
 }
 
 /// A lazily connected channel to `url`, or to this process (`self_addr`) when unset.
@@ -226,6 +258,7 @@ pub async fn build_server(
     let mut server = GrpcServer::new(ServerOptions::from(common));
     let mut running_inventory = None;
     let mut running_cart = None;
+    let mut running_orders = None;
     for service in services {
         let name = service.as_str();
         match service {
@@ -267,10 +300,29 @@ pub async fn build_server(
                 running_cart = Some(running);
             }
             ServiceName::Orders => {
-                server.add_service(
-                    name,
-                    orders::v1::order_service_server::OrderServiceServer::new(NotYetImplemented),
+                let store = engines
+                    .store
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("orders needs --store"))?;
+                let running = holdfast_orders::start(
+                    store,
+                    holdfast_orders::Upstreams {
+                        catalog: upstream(common.catalog_url.as_ref(), self_addr)?,
+                        inventory: upstream(common.inventory_url.as_ref(), self_addr)?,
+                        cart: upstream(common.cart_url.as_ref(), self_addr)?,
+                        payments: upstream(common.payments_url.as_ref(), self_addr)?,
+                    },
+                    engines.bus.clone(),
+                    &engines.region,
+                    orders_options(common),
                 );
+                let mut running = running;
+                running
+                    .consume(&engines.bus_config)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("orders: consuming shipment events: {e}"))?;
+                server.add_service(name, running.service.clone());
+                running_orders = Some(running);
             }
             ServiceName::Warehouse => {
                 server.add_service(
@@ -279,10 +331,16 @@ pub async fn build_server(
                 );
             }
             ServiceName::Payments => {
-                server.add_service(
-                    name,
-                    payments::v1::payments_service_server::PaymentsServiceServer::new(NotYetImplemented),
-                );
+                std::fs::create_dir_all(&common.data_dir)
+                    .map_err(|e| anyhow::anyhow!("creating {}: {e}", common.data_dir.display()))?;
+                let service = holdfast_payments::start(holdfast_payments::PaymentsOptions {
+                    database: Some(common.data_dir.join("payments.db")),
+                    latency: common.payments_latency,
+                    ..holdfast_payments::PaymentsOptions::default()
+                })
+                .await
+                .map_err(|e| anyhow::anyhow!("starting payments: {e}"))?;
+                server.add_service(name, service);
             }
         }
     }
@@ -290,5 +348,6 @@ pub async fn build_server(
         server,
         inventory: running_inventory,
         cart: running_cart,
+        orders: running_orders,
     })
 }

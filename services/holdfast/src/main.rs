@@ -85,7 +85,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let engines = Engines::new(redis, store, &common.region);
+    let bus = holdfast_platform::events::BusConfig::from_kafka_brokers(common.kafka_brokers.as_deref());
+    let engines = Engines::with_bus(redis, store, &common.region, bus)
+        .unwrap_or_else(|e| exit_unavailable(format!("cannot set up the event bus: {e}")));
 
     // Bind.
     let listener = tokio::net::TcpListener::bind(common.listen)

@@ -1,0 +1,406 @@
+//! What a checkout saga persists between steps, and the answer a key stores.
+//!
+//! The state is JSON (readable in a `sqlite3` shell when a saga needs a human); protobuf
+//! messages inside it (the request, the answer) travel encoded as hex.
+
+use holdfast_proto::orders::v1::{CheckoutRequest, CheckoutResponse};
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use tonic::{Code, Status};
+
+/// The steps of a checkout, in order, then the compensation and the end. A saga's `step`
+/// is the next step to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Re-price from the catalog, check the cart, the SKUs and the currency.
+    Validate,
+    /// Hold the stock (TTL hold).
+    Reserve,
+    /// Risk rules; high risk goes to manual review without charging.
+    Screen,
+    /// Extend the hold, then authorize the payment.
+    Authorize,
+    /// Write the order record.
+    CreateOrder,
+    /// Turn the hold into a decrement: the pivot, only forward after it.
+    Commit,
+    /// Take the money.
+    Capture,
+    /// Announce the order for fulfillment (through the outbox).
+    Dispatch,
+    /// Clear the cart.
+    Notify,
+    /// Undo what was done before the pivot: cancel the order, void, release.
+    Compensate,
+    /// Store the answer on the idempotency key and end.
+    Finish,
+    /// Ended (the saga is `finished`).
+    Done,
+}
+
+impl Step {
+    /// Every step, for parsing and for the fault hook's names.
+    pub const ALL: [Step; 12] = [
+        Step::Validate,
+        Step::Reserve,
+        Step::Screen,
+        Step::Authorize,
+        Step::CreateOrder,
+        Step::Commit,
+        Step::Capture,
+        Step::Dispatch,
+        Step::Notify,
+        Step::Compensate,
+        Step::Finish,
+        Step::Done,
+    ];
+
+    /// The name stored in the saga record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Validate => "validate",
+            Step::Reserve => "reserve",
+            Step::Screen => "screen",
+            Step::Authorize => "authorize",
+            Step::CreateOrder => "create_order",
+            Step::Commit => "commit",
+            Step::Capture => "capture",
+            Step::Dispatch => "dispatch",
+            Step::Notify => "notify",
+            Step::Compensate => "compensate",
+            Step::Finish => "finish",
+            Step::Done => "done",
+        }
+    }
+
+    /// The step stored under `name`.
+    pub fn parse(name: &str) -> Option<Step> {
+        Step::ALL.into_iter().find(|step| step.as_str() == name)
+    }
+
+    /// Whether the pivot (commit) has not run yet, so the saga may still compensate.
+    pub fn before_pivot(self) -> bool {
+        matches!(
+            self,
+            Step::Validate
+                | Step::Reserve
+                | Step::Screen
+                | Step::Authorize
+                | Step::CreateOrder
+                | Step::Commit
+        )
+    }
+}
+
+/// A line after re-pricing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedLine {
+    /// The SKU.
+    pub sku: String,
+    /// Units.
+    pub quantity: i64,
+    /// The catalog price charged, minor units of the checkout currency.
+    pub unit_price_minor: i64,
+    /// Product title at checkout.
+    pub title: String,
+}
+
+/// A line the inventory could not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShortLine {
+    /// The SKU.
+    pub sku: String,
+    /// Units asked for.
+    pub requested: i64,
+    /// Units available when refused.
+    pub available: i64,
+}
+
+/// A line whose price moved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepricedLine {
+    /// The SKU.
+    pub sku: String,
+    /// What the shopper expected, minor units.
+    pub expected_minor: i64,
+    /// Currency of the expected price.
+    pub expected_currency: String,
+    /// The catalog price now, minor units.
+    pub current_minor: i64,
+    /// Currency of the catalog price.
+    pub current_currency: String,
+}
+
+/// How a checkout ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Order placed, charged.
+    Placed,
+    /// Order recorded for review, not charged.
+    ManualReview,
+    /// The PSP declined (or never answered); nothing held or charged.
+    Declined {
+        /// The PSP's code, or ours ("processor_timeout", "processor_unavailable").
+        decline_code: String,
+    },
+    /// Stock was short (or the hold lapsed before commit); nothing held or charged.
+    OutOfStock {
+        /// The short lines.
+        shortages: Vec<ShortLine>,
+    },
+    /// Prices moved; nothing held or charged.
+    PriceChanged {
+        /// The moved lines.
+        lines: Vec<RepricedLine>,
+    },
+    /// Refused with an error status (empty cart, unknown SKU, abandoned after an outage).
+    Refused {
+        /// The gRPC code number.
+        code: i32,
+        /// The message.
+        message: String,
+    },
+}
+
+/// Everything a checkout saga carries from step to step.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckoutState {
+    /// The client's idempotency key.
+    pub key: String,
+    /// The request, protobuf-encoded, hex.
+    #[serde(with = "hex")]
+    pub request: Vec<u8>,
+    /// The order id this checkout creates (fixed at the start, so retries write one order).
+    pub order_id: String,
+    /// The inventory reservation id (fixed at the start).
+    pub reservation_id: String,
+    /// When the checkout started (Unix ms).
+    pub started_at_ms: i64,
+    /// Re-priced lines (after validate).
+    #[serde(default)]
+    pub lines: Vec<PricedLine>,
+    /// The order currency (after validate).
+    #[serde(default)]
+    pub currency: String,
+    /// Sum of the lines (after validate).
+    #[serde(default)]
+    pub total_minor: i64,
+    /// The cart version checked out, for clearing exactly that cart.
+    #[serde(default)]
+    pub cart_version: Option<u64>,
+    /// Stock is held.
+    #[serde(default)]
+    pub reserved: bool,
+    /// Risk sent it to manual review.
+    #[serde(default)]
+    pub manual_review: bool,
+    /// The PSP payment, once authorized.
+    #[serde(default)]
+    pub payment_id: Option<String>,
+    /// The order record exists.
+    #[serde(default)]
+    pub order_created: bool,
+    /// Stock was committed (the pivot passed).
+    #[serde(default)]
+    pub committed: bool,
+    /// How it ended, once known.
+    #[serde(default)]
+    pub outcome: Option<Outcome>,
+}
+
+impl CheckoutState {
+    /// The request this saga serves.
+    pub fn request(&self) -> Result<CheckoutRequest, Status> {
+        CheckoutRequest::decode(self.request.as_slice())
+            .map_err(|e| Status::internal(format!("stored checkout request is corrupt: {e}")))
+    }
+
+    /// Encodes for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Decodes from the store.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
+        serde_json::from_slice(bytes)
+            .map_err(|e| Status::internal(format!("stored checkout state is corrupt: {e}")))
+    }
+}
+
+/// The answer stored on an idempotency key: a response or an error, replayed as is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoredAnswer {
+    /// A response.
+    Response(Box<CheckoutResponse>),
+    /// An error status.
+    Error(Code, String),
+}
+
+impl StoredAnswer {
+    /// Bytes for `complete_key`: a tag byte, then the encoded response or code + message.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            StoredAnswer::Response(response) => {
+                let mut bytes = vec![0];
+                bytes.extend(response.encode_to_vec());
+                bytes
+            }
+            StoredAnswer::Error(code, message) => {
+                let mut bytes = vec![1];
+                bytes.extend((*code as i32).to_be_bytes());
+                bytes.extend(message.as_bytes());
+                bytes
+            }
+        }
+    }
+
+    /// Reads what `encode` wrote.
+    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
+        let corrupt = || Status::internal("stored checkout answer is corrupt");
+        match bytes.split_first() {
+            Some((0, rest)) => CheckoutResponse::decode(rest)
+                .map(|response| StoredAnswer::Response(Box::new(response)))
+                .map_err(|_| corrupt()),
+            Some((1, rest)) if rest.len() >= 4 => {
+                let (code, message) = rest.split_at(4);
+                let code = i32::from_be_bytes([code[0], code[1], code[2], code[3]]);
+                Ok(StoredAnswer::Error(
+                    Code::from_i32(code),
+                    String::from_utf8_lossy(message).into_owned(),
+                ))
+            }
+            _ => Err(corrupt()),
+        }
+    }
+
+    /// The answer as an RPC result.
+    pub fn into_result(self) -> Result<CheckoutResponse, Status> {
+        match self {
+            StoredAnswer::Response(response) => Ok(*response),
+            StoredAnswer::Error(code, message) => Err(Status::new(code, message)),
+        }
+    }
+}
+
+/// A digest of the request's payload (everything but the key): two requests with one key
+/// are "the same" exactly when their digests match. Two FNV-1a 64 passes with different
+/// offsets over the canonical protobuf encoding (prost encodes fields in number order).
+pub fn fingerprint(request: &CheckoutRequest) -> String {
+    let mut payload = request.clone();
+    payload.idempotency_key.clear();
+    let bytes = payload.encode_to_vec();
+    let fnv = |offset: u64| {
+        bytes.iter().fold(offset, |hash, byte| {
+            (hash ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3)
+        })
+    };
+    format!(
+        "{:016x}{:016x}{:08x}",
+        fnv(0xcbf2_9ce4_8422_2325),
+        fnv(0x6c62_272e_07bb_0142),
+        bytes.len()
+    )
+}
+
+/// Hex for byte fields in the JSON state.
+mod hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        serializer.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.len() % 2 != 0 {
+            return Err(serde::de::Error::custom("odd hex length"));
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(serde::de::Error::custom))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_proto::orders::v1::CheckoutOutcome;
+
+    #[test]
+    fn steps_round_trip_through_their_names() {
+        for step in Step::ALL {
+            assert_eq!(Step::parse(step.as_str()), Some(step));
+        }
+        assert_eq!(Step::parse("nope"), None);
+        assert!(Step::Commit.before_pivot());
+        assert!(!Step::Capture.before_pivot());
+    }
+
+    #[test]
+    fn state_round_trips_with_the_request_inside() {
+        let request = CheckoutRequest {
+            idempotency_key: "k".into(),
+            customer_id: "c".into(),
+            payment_method: "pm_card_visa".into(),
+            ..CheckoutRequest::default()
+        };
+        let state = CheckoutState {
+            key: "k".into(),
+            request: request.encode_to_vec(),
+            order_id: "ord_1".into(),
+            reservation_id: "chk_1".into(),
+            started_at_ms: 5,
+            lines: vec![],
+            currency: "USD".into(),
+            total_minor: 0,
+            cart_version: Some(3),
+            reserved: true,
+            manual_review: false,
+            payment_id: Some("pay_1".into()),
+            order_created: false,
+            committed: false,
+            outcome: Some(Outcome::Declined {
+                decline_code: "card_declined".into(),
+            }),
+        };
+        let back = CheckoutState::decode(&state.encode()).expect("decodes");
+        assert_eq!(back, state);
+        assert_eq!(back.request().expect("request"), request);
+    }
+
+    #[test]
+    fn answers_round_trip() {
+        let response = StoredAnswer::Response(Box::new(CheckoutResponse {
+            outcome: CheckoutOutcome::Placed as i32,
+            decline_code: "x".into(),
+            ..CheckoutResponse::default()
+        }));
+        assert_eq!(StoredAnswer::decode(&response.encode()).expect("ok"), response);
+        let error = StoredAnswer::Error(Code::FailedPrecondition, "cart is empty".into());
+        assert_eq!(StoredAnswer::decode(&error.encode()).expect("ok"), error);
+        assert!(StoredAnswer::decode(&[7]).is_err());
+        assert!(StoredAnswer::decode(&[]).is_err());
+    }
+
+    #[test]
+    fn fingerprint_ignores_the_key_and_sees_the_payload() {
+        let a = CheckoutRequest {
+            idempotency_key: "k1".into(),
+            customer_id: "c".into(),
+            ..CheckoutRequest::default()
+        };
+        let b = CheckoutRequest {
+            idempotency_key: "k2".into(),
+            ..a.clone()
+        };
+        let c = CheckoutRequest {
+            customer_id: "d".into(),
+            ..a.clone()
+        };
+        assert_eq!(fingerprint(&a), fingerprint(&b));
+        assert_ne!(fingerprint(&a), fingerprint(&c));
+    }
+}

@@ -1,0 +1,72 @@
+//! The services checkout calls, each call with a deadline and the caller's trace.
+
+use std::time::Duration;
+
+use holdfast_platform::telemetry::TracePropagation;
+use holdfast_proto::cart::v1::cart_service_client::CartServiceClient;
+use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
+use tonic::Request;
+use tonic::codegen::InterceptedService;
+use tonic::transport::Channel;
+
+type Traced = InterceptedService<Channel, TracePropagation>;
+
+/// Channels to the services orders depends on (lazy channels are fine, even to the server
+/// orders runs in).
+#[derive(Debug, Clone)]
+pub struct Upstreams {
+    /// CatalogService: prices and titles.
+    pub catalog: Channel,
+    /// InventoryService: holds.
+    pub inventory: Channel,
+    /// CartService: the cart to check out.
+    pub cart: Channel,
+    /// PaymentsService: the PSP.
+    pub payments: Channel,
+}
+
+/// Typed clients with deadlines.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// Catalog.
+    pub catalog: CatalogServiceClient<Traced>,
+    /// Inventory.
+    pub inventory: InventoryServiceClient<Traced>,
+    /// Cart.
+    pub cart: CartServiceClient<Traced>,
+    /// Payments.
+    pub payments: PaymentsServiceClient<Traced>,
+    upstream_timeout: Duration,
+    payment_timeout: Duration,
+}
+
+impl Clients {
+    /// Clients over `upstreams`: `upstream_timeout` for every call but the PSP's money
+    /// movements, which get `payment_timeout`.
+    pub fn new(upstreams: Upstreams, upstream_timeout: Duration, payment_timeout: Duration) -> Self {
+        Self {
+            catalog: CatalogServiceClient::with_interceptor(upstreams.catalog, TracePropagation),
+            inventory: InventoryServiceClient::with_interceptor(upstreams.inventory, TracePropagation),
+            cart: CartServiceClient::with_interceptor(upstreams.cart, TracePropagation),
+            payments: PaymentsServiceClient::with_interceptor(upstreams.payments, TracePropagation),
+            upstream_timeout,
+            payment_timeout,
+        }
+    }
+
+    /// A request with the upstream deadline.
+    pub fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.upstream_timeout);
+        request
+    }
+
+    /// A request with the PSP deadline.
+    pub fn payment_request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.payment_timeout);
+        request
+    }
+}

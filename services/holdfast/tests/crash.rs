@@ -1,0 +1,300 @@
+//! Crash at every checkout step: `holdfast dev` with the fault hook aborts right after a
+//! step was persisted; a fresh process on the same data (SQLite files, the same
+//! redis-server) must end every saga consistent: charged ⇔ order exists ⇔ stock
+//! committed, and no hold left behind. Half the cases are finished by the recovery worker
+//! alone, the other half by the client retrying its key.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use holdfast_proto::catalog::v1::{Product, UpsertProductRequest};
+use holdfast_proto::common::v1::{Address, GeoPoint, Money};
+use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_proto::inventory::v1::{GetAvailabilityRequest, SetStockRequest, StockLevel};
+use holdfast_proto::orders::v1::order_service_client::OrderServiceClient;
+use holdfast_proto::orders::v1::{
+    CheckoutLine, CheckoutLines, CheckoutOutcome, CheckoutRequest, CheckoutResponse, ListOrdersRequest,
+    OrderStatus, checkout_request,
+};
+use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
+use holdfast_proto::payments::v1::{LedgerEntryKind, ListLedgerEntriesRequest};
+use holdfast_testkit::{RedisServer, TempDir};
+use tonic::transport::Channel;
+
+const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
+const SKU: &str = "crash-mug";
+const UNITS: i64 = 2;
+const STOCK: i64 = 10;
+
+struct Dev {
+    child: Child,
+    channel: Channel,
+}
+
+impl Dev {
+    async fn start(data: &TempDir, redis: &RedisServer, crash_after: Option<&str>) -> Dev {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "dev",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--saga-lease",
+                "1s",
+            ])
+            .arg("--data-dir")
+            .arg(data.path())
+            .env("HOLDFAST_REDIS_URL", redis.url().to_string())
+            .env("RUST_LOG", "error")
+            .env_remove("HOLDFAST_FAULT_CRASH_AFTER")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(step) = crash_after {
+            command.env("HOLDFAST_FAULT_CRASH_AFTER", step);
+        }
+        let mut child = command.spawn().expect("spawn holdfast dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).expect("ready line");
+            line
+        })
+        .await
+        .expect("join");
+        let addr = line
+            .split(" on ")
+            .nth(1)
+            .and_then(|s| s.split(' ').next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_string();
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+        Dev { child, channel }
+    }
+
+    async fn wait_for_crash(mut self) {
+        let status = tokio::task::spawn_blocking(move || self.child.wait())
+            .await
+            .expect("join")
+            .expect("wait");
+        assert!(!status.success(), "the fault hook aborts the process: {status}");
+    }
+
+    fn orders(&self) -> OrderServiceClient<Channel> {
+        OrderServiceClient::new(self.channel.clone())
+    }
+
+    async fn level(&self) -> StockLevel {
+        InventoryServiceClient::new(self.channel.clone())
+            .get_availability(GetAvailabilityRequest {
+                skus: vec![SKU.into()],
+            })
+            .await
+            .expect("availability")
+            .into_inner()
+            .levels
+            .remove(0)
+    }
+
+    async fn ledger(&self, kind: LedgerEntryKind) -> usize {
+        PaymentsServiceClient::new(self.channel.clone())
+            .list_ledger_entries(ListLedgerEntriesRequest {
+                kind: kind as i32,
+                ..Default::default()
+            })
+            .await
+            .expect("ledger")
+            .into_inner()
+            .entries
+            .len()
+    }
+}
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request(payment_method: &str) -> CheckoutRequest {
+    CheckoutRequest {
+        idempotency_key: "crash-key".into(),
+        customer_id: "crash-customer".into(),
+        source: Some(checkout_request::Source::Lines(CheckoutLines {
+            lines: vec![CheckoutLine {
+                sku: SKU.into(),
+                quantity: UNITS,
+                expected_unit_price: None,
+            }],
+        })),
+        shipping_address: Some(Address {
+            name: "N".into(),
+            line1: "L".into(),
+            city: "C".into(),
+            postal_code: "P".into(),
+            country: "DE".into(),
+            location: Some(GeoPoint {
+                latitude: 52.5,
+                longitude: 13.4,
+            }),
+            ..Address::default()
+        }),
+        payment_method: payment_method.into(),
+        ..CheckoutRequest::default()
+    }
+}
+
+/// Crashes the first process after `step`, restarts, and checks the invariants.
+async fn crash_after(step: &str, payment_method: &str, client_retries: bool) {
+    let redis = RedisServer::start().expect("redis-server");
+    let data = TempDir::new("crash").expect("dir");
+    let first = Dev::start(&data, &redis, Some(step)).await;
+    CatalogServiceClient::new(first.channel.clone())
+        .upsert_product(UpsertProductRequest {
+            product: Some(Product {
+                sku: SKU.into(),
+                title: "Mug".into(),
+                price: Some(Money {
+                    amount_minor: 1250,
+                    currency: "EUR".into(),
+                }),
+                category: "kitchen".into(),
+                active: true,
+                ..Product::default()
+            }),
+            expected_version: 0,
+        })
+        .await
+        .expect("product");
+    InventoryServiceClient::new(first.channel.clone())
+        .set_stock(SetStockRequest {
+            sku: SKU.into(),
+            on_hand: STOCK,
+            buckets: 0,
+        })
+        .await
+        .expect("stock");
+    let crashed = first.orders().checkout(request(payment_method)).await;
+    assert!(crashed.is_err(), "the process died mid-checkout: {crashed:?}");
+    first.wait_for_crash().await;
+
+    let second = Dev::start(&data, &redis, None).await;
+    let answer: CheckoutResponse = if client_retries {
+        second
+            .orders()
+            .checkout(request(payment_method))
+            .await
+            .expect("retry")
+            .into_inner()
+    } else {
+        // The recovery worker alone: wait until no hold is left, then read the answer.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let level = second.level().await;
+            if level.reserved == 0 && (level.sold == UNITS || level.available == STOCK) {
+                let orders = second
+                    .orders()
+                    .list_orders(ListOrdersRequest {
+                        customer_id: "crash-customer".into(),
+                        ..Default::default()
+                    })
+                    .await
+                    .expect("list")
+                    .into_inner()
+                    .orders;
+                let settled = orders.iter().all(|o| {
+                    o.status == OrderStatus::Fulfilling as i32 || o.status == OrderStatus::Cancelled as i32
+                });
+                if settled {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the recovery worker did not finish the saga: {level:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        second
+            .orders()
+            .checkout(request(payment_method))
+            .await
+            .expect("answer")
+            .into_inner()
+    };
+
+    let level = second.level().await;
+    let captures = second.ledger(LedgerEntryKind::Capture).await;
+    let authorizations = second.ledger(LedgerEntryKind::Authorization).await;
+    let voids = second.ledger(LedgerEntryKind::Void).await;
+    let orders = second
+        .orders()
+        .list_orders(ListOrdersRequest {
+            customer_id: "crash-customer".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .orders;
+    let live_orders = orders
+        .iter()
+        .filter(|o| o.status != OrderStatus::Cancelled as i32)
+        .count();
+    assert_eq!(level.reserved, 0, "no hold left behind after {step}");
+    assert!(authorizations <= 1, "at most one authorization after {step}");
+    if answer.outcome == CheckoutOutcome::Placed as i32 {
+        let order = answer.order.expect("order");
+        assert_eq!(order.status, OrderStatus::Fulfilling as i32, "after {step}");
+        assert_eq!(
+            (captures, live_orders, level.sold),
+            (1, 1, UNITS),
+            "charged once, one order, committed ({step})"
+        );
+    } else {
+        assert_eq!(
+            answer.outcome,
+            CheckoutOutcome::PaymentDeclined as i32,
+            "after {step}: {answer:?}"
+        );
+        assert_eq!(
+            (captures, live_orders, level.sold),
+            (0, 0, 0),
+            "nothing charged, no order, nothing sold ({step})"
+        );
+        assert_eq!(level.available, STOCK);
+        assert_eq!(voids, authorizations, "every authorization voided ({step})");
+    }
+}
+
+macro_rules! crash_cases {
+    ($($name:ident: $step:literal, $method:literal, $retry:literal;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            crash_after($step, $method, $retry).await;
+        }
+    )*};
+}
+
+crash_cases! {
+    crash_after_validate: "validate", "pm_card_visa", true;
+    crash_after_reserve: "reserve", "pm_card_visa", false;
+    crash_after_screen: "screen", "pm_card_visa", true;
+    crash_after_authorize: "authorize", "pm_card_visa", false;
+    crash_after_create_order: "create_order", "pm_card_visa", true;
+    crash_after_commit: "commit", "pm_card_visa", false;
+    crash_after_capture: "capture", "pm_card_visa", true;
+    crash_after_dispatch: "dispatch", "pm_card_visa", false;
+    crash_after_notify: "notify", "pm_card_visa", true;
+    crash_after_finish: "finish", "pm_card_visa", false;
+    declined_crash_after_authorize: "authorize", "pm_card_declined", true;
+    declined_crash_after_compensate: "compensate", "pm_card_declined", false;
+}
