@@ -21,10 +21,16 @@ impl DevMesh {
     /// Starts redis-server and the mesh on 127.0.0.1:0.
     pub async fn start() -> anyhow::Result<Self> {
         let redis_server = RedisServer::start()?;
-        let cli = Cli::try_parse_from(["holdfast", "dev"])?;
+        let dir = TempDir::new("mesh-store")?;
+        // Every embedded file (the PSP's books among them) under the temp dir, not ./data.
+        let cli = Cli::try_parse_from([
+            "holdfast".as_ref(),
+            "dev".as_ref(),
+            "--data-dir".as_ref(),
+            dir.path().as_os_str(),
+        ])?;
         let (services, common, _) = cli.command.split().expect("dev runs services");
         let pool = redis::connect(&redis_server.url(), 2).await?;
-        let dir = TempDir::new("mesh-store")?;
         let store = holdfast::open_store(&holdfast_platform::StoreUrl::Sqlite(
             dir.path().join("holdfast.db"),
         ))

@@ -329,7 +329,10 @@ async fn a_timed_out_checkout_retried_with_its_key_charges_once() {
         .await
         .expect_err("the client gives up");
     // tonic reports a client-side deadline as CANCELLED "Timeout expired".
-    assert!(matches!(error.code(), Code::DeadlineExceeded | Code::Cancelled), "{error:?}");
+    assert!(
+        matches!(error.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{error:?}"
+    );
 
     let order = placed(&fx, request).await.order.expect("order");
     assert_eq!(
