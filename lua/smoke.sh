@@ -36,6 +36,11 @@ rc() { redis-cli -p "$PORT" "$@" 2>&1 | tr '\n' ' ' | sed 's/ *$//'; }
 # ev SCRIPT KEY... , ARG...   -> the reply on one line, elements separated by spaces
 ev() { local f=$1; shift; redis-cli -p "$PORT" --eval "$LUA/$f.lua" "$@" 2>&1 | tr '\n' ' ' | sed 's/ *$//'; }
 now_ms() { local t; t=($(redis-cli -p "$PORT" time)); echo $(( t[0] * 1000 + t[1] / 1000 )); }
+# past MS -> returns once the Redis server's clock is past MS (a hold's expiry), at most 10 s.
+past() { for _ in $(seq 200); do (( $(now_ms) > $1 )) && return 0; sleep 0.05; done; fail "clock never passed $1"; }
+# Paired holds get this TTL (ms): long enough that the second reserve cannot lazily expire
+# the first even when a loaded machine takes a while between the two redis-cli runs.
+PAIR_TTL=1000
 
 n=0
 pass() { n=$((n + 1)); printf 'ok %3d  %s\n' "$n" "$1"; }
@@ -144,9 +149,9 @@ expect "no holds left" "0 0" "$(rc hlen 'inv:{A}:held') $(rc zcard 'inv:{A}:hold
 # commit spares its own lapsed hold (a committing hold was extended) but purges the others
 KC=$(kk C)
 ev set_stock $KC , 10 1 C 0 >/dev/null
-ev reserve $KC , c1 2 50 C 0 >/dev/null
-ev reserve $KC , c2 3 50 C 0 >/dev/null
-sleep 0.2
+ev reserve $KC , c1 2 $PAIR_TTL C 0 >/dev/null
+out=$(ev reserve $KC , c2 3 $PAIR_TTL C 0)
+past "$(cut -d' ' -f2 <<<"$out")"
 expect "commit of a lapsed, unpurged hold still commits" "1 2 8 0 2" "$(ev commit $KC , c1 C 0)"
 expect "commit purged the other lapsed hold" "1 0" "$(events_of 'inv:{C}:events' expired) $(rc hlen 'inv:{C}:held')"
 ev reserve $KC , c3 1 50 C 0 >/dev/null
@@ -203,10 +208,10 @@ expect "adj trims ids older than 7 days only" "0 1" \
 # ---------------------------------------------------------------- sweep
 KS=$(kk S)
 ev set_stock $KS , 10 1 S 0 >/dev/null
-ev reserve $KS , s1 1 50 S 0 >/dev/null
-ev reserve $KS , s2 2 50 S 0 >/dev/null
+ev reserve $KS , s1 1 $PAIR_TTL S 0 >/dev/null
+out=$(ev reserve $KS , s2 2 $PAIR_TTL S 0); exp2=$(cut -d' ' -f2 <<<"$out")
 out=$(ev reserve $KS , s3 3 60000 S 0); exp3=$(cut -d' ' -f2 <<<"$out")
-sleep 0.2
+past "$exp2"
 t0=$(now_ms)
 out=$(ev sweep $KS , 1 S 0)
 expect_re "sweep max 1 purges one" "^1 [0-9]{13}$" "$out"
