@@ -825,26 +825,59 @@ async fn answer<S: OrdersStore>(engine: &Engine<S>, state: &CheckoutState) -> Re
                 })
                 .collect();
         }
-        Outcome::PriceChanged { lines } => {
-            response.outcome = CheckoutOutcome::PriceChanged as i32;
-            response.repriced_lines = lines
-                .into_iter()
-                .map(|l| ProtoRepriced {
-                    sku: l.sku,
-                    expected_unit_price: Some(money(l.expected_minor, &l.expected_currency)),
-                    current_unit_price: Some(money(l.current_minor, &l.current_currency)),
-                })
-                .collect();
+        Outcome::PriceChanged { lines } => return Ok(price_changed(&lines)),
+        Outcome::Refused { code, message } => {
+            return Ok(StoredAnswer::Error(Code::from_i32(code), message, Vec::new()));
         }
-        Outcome::Refused { code, message } => return Ok(StoredAnswer::Error(Code::from_i32(code), message)),
     }
     Ok(StoredAnswer::Response(Box::new(response)))
+}
+
+/// A price change answers FAILED_PRECONDITION with the new prices: one
+/// `google.rpc.PreconditionFailure` violation per moved line (type PRICE_CHANGED, subject
+/// the SKU) for generic clients, and the typed lines as a `holdfast.orders.v1.CheckoutResponse`
+/// (outcome PRICE_CHANGED, `repriced_lines`) packed in the same status details.
+fn price_changed(lines: &[RepricedLine]) -> StoredAnswer {
+    use tonic_types::{ErrorDetails, StatusExt};
+    let mut details = ErrorDetails::new();
+    let mut moved = Vec::with_capacity(lines.len());
+    for line in lines {
+        let change = format!(
+            "{} now costs {} {} (was {} {})",
+            line.sku, line.current_minor, line.current_currency, line.expected_minor, line.expected_currency
+        );
+        details.add_precondition_failure_violation("PRICE_CHANGED", &line.sku, &change);
+        moved.push(change);
+    }
+    let message = format!(
+        "prices changed since the cart snapshot: {}; check out again with a new key and the new prices or accept_price_changes",
+        moved.join(", ")
+    );
+    let status = Status::with_error_details(Code::FailedPrecondition, message.clone(), details);
+    let mut rpc_status = tonic_types::Status::decode(status.details()).unwrap_or_default();
+    let typed = CheckoutResponse {
+        outcome: CheckoutOutcome::PriceChanged as i32,
+        repriced_lines: lines
+            .iter()
+            .map(|l| ProtoRepriced {
+                sku: l.sku.clone(),
+                expected_unit_price: Some(money(l.expected_minor, &l.expected_currency)),
+                current_unit_price: Some(money(l.current_minor, &l.current_currency)),
+            })
+            .collect(),
+        ..CheckoutResponse::default()
+    };
+    rpc_status.details.push(prost_types::Any {
+        type_url: "type.googleapis.com/holdfast.orders.v1.CheckoutResponse".into(),
+        value: typed.encode_to_vec(),
+    });
+    StoredAnswer::Error(Code::FailedPrecondition, message, rpc_status.encode_to_vec())
 }
 
 /// Finish: store the answer on the key (a repeat of the key gets it from now on).
 async fn finish<S: OrdersStore>(engine: &Engine<S>, state: &CheckoutState) -> Result<(), Status> {
     let answer = answer(engine, state).await?;
-    crate::record_outcome(&answer);
+    crate::record_outcome(state.outcome.as_ref());
     match engine
         .store
         .complete_key(SCOPE, &state.key, answer.encode())

@@ -119,18 +119,14 @@ static RELAYED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("registers once")
 });
 
-pub(crate) fn record_outcome(answer: &state::StoredAnswer) {
-    use holdfast_proto::orders::v1::CheckoutOutcome;
-    let label = match answer {
-        state::StoredAnswer::Response(response) => match CheckoutOutcome::try_from(response.outcome) {
-            Ok(CheckoutOutcome::Placed) => "placed",
-            Ok(CheckoutOutcome::PaymentDeclined) => "payment_declined",
-            Ok(CheckoutOutcome::OutOfStock) => "out_of_stock",
-            Ok(CheckoutOutcome::PriceChanged) => "price_changed",
-            Ok(CheckoutOutcome::ManualReview) => "manual_review",
-            _ => "error",
-        },
-        state::StoredAnswer::Error(..) => "error",
+pub(crate) fn record_outcome(outcome: Option<&state::Outcome>) {
+    let label = match outcome {
+        Some(state::Outcome::Placed) => "placed",
+        Some(state::Outcome::Declined { .. }) => "payment_declined",
+        Some(state::Outcome::OutOfStock { .. }) => "out_of_stock",
+        Some(state::Outcome::PriceChanged { .. }) => "price_changed",
+        Some(state::Outcome::ManualReview) => "manual_review",
+        Some(state::Outcome::Refused { .. }) | None => "error",
     };
     CHECKOUTS.with_label_values(&[label]).inc();
 }

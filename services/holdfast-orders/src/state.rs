@@ -233,8 +233,9 @@ impl CheckoutState {
 pub enum StoredAnswer {
     /// A response.
     Response(Box<CheckoutResponse>),
-    /// An error status.
-    Error(Code, String),
+    /// An error status: code, message and its encoded `google.rpc.Status` details (empty
+    /// for none), so a replay carries the same rich details as the first answer.
+    Error(Code, String, Vec<u8>),
 }
 
 impl StoredAnswer {
@@ -246,10 +247,12 @@ impl StoredAnswer {
                 bytes.extend(response.encode_to_vec());
                 bytes
             }
-            StoredAnswer::Error(code, message) => {
-                let mut bytes = vec![1];
+            StoredAnswer::Error(code, message, details) => {
+                let mut bytes = vec![2];
                 bytes.extend((*code as i32).to_be_bytes());
+                bytes.extend(u32::try_from(message.len()).unwrap_or(u32::MAX).to_be_bytes());
                 bytes.extend(message.as_bytes());
+                bytes.extend(details);
                 bytes
             }
         }
@@ -262,12 +265,19 @@ impl StoredAnswer {
             Some((0, rest)) => CheckoutResponse::decode(rest)
                 .map(|response| StoredAnswer::Response(Box::new(response)))
                 .map_err(|_| corrupt()),
-            Some((1, rest)) if rest.len() >= 4 => {
-                let (code, message) = rest.split_at(4);
+            Some((2, rest)) if rest.len() >= 8 => {
+                let (code, rest) = rest.split_at(4);
+                let (len, rest) = rest.split_at(4);
                 let code = i32::from_be_bytes([code[0], code[1], code[2], code[3]]);
+                let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+                if rest.len() < len {
+                    return Err(corrupt());
+                }
+                let (message, details) = rest.split_at(len);
                 Ok(StoredAnswer::Error(
                     Code::from_i32(code),
                     String::from_utf8_lossy(message).into_owned(),
+                    details.to_vec(),
                 ))
             }
             _ => Err(corrupt()),
@@ -278,7 +288,12 @@ impl StoredAnswer {
     pub fn into_result(self) -> Result<CheckoutResponse, Status> {
         match self {
             StoredAnswer::Response(response) => Ok(*response),
-            StoredAnswer::Error(code, message) => Err(Status::new(code, message)),
+            StoredAnswer::Error(code, message, details) if details.is_empty() => {
+                Err(Status::new(code, message))
+            }
+            StoredAnswer::Error(code, message, details) => {
+                Err(Status::with_details(code, message, details.into()))
+            }
         }
     }
 }
@@ -379,8 +394,13 @@ mod tests {
             ..CheckoutResponse::default()
         }));
         assert_eq!(StoredAnswer::decode(&response.encode()).expect("ok"), response);
-        let error = StoredAnswer::Error(Code::FailedPrecondition, "cart is empty".into());
+        let error = StoredAnswer::Error(Code::FailedPrecondition, "cart is empty".into(), Vec::new());
         assert_eq!(StoredAnswer::decode(&error.encode()).expect("ok"), error);
+        let detailed = StoredAnswer::Error(Code::FailedPrecondition, "prices changed".into(), vec![1, 2, 3]);
+        assert_eq!(StoredAnswer::decode(&detailed.encode()).expect("ok"), detailed);
+        let mut truncated = detailed.encode();
+        truncated.truncate(10);
+        assert!(StoredAnswer::decode(&truncated).is_err());
         assert!(StoredAnswer::decode(&[7]).is_err());
         assert!(StoredAnswer::decode(&[]).is_err());
     }

@@ -203,18 +203,51 @@ async fn price_change_since_the_cart_answers_new_prices_then_accepting_places_an
     fx.add_to_cart("dave", "mug", 2).await;
     fx.price("mug", 1200).await;
 
-    let response = fx
+    let refused = fx
         .orders
         .clone()
         .checkout(checkout_cart("k-price-1", "dave", "pm_card_visa"))
         .await
-        .expect("checkout")
-        .into_inner();
-    assert_eq!(response.outcome, CheckoutOutcome::PriceChanged as i32);
-    assert_eq!(response.repriced_lines.len(), 1);
-    assert_eq!(response.repriced_lines[0].expected_unit_price, Some(usd(1000)));
-    assert_eq!(response.repriced_lines[0].current_unit_price, Some(usd(1200)));
+        .expect_err("a price change is refused");
+    assert_eq!(refused.code(), Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("mug now costs 1200 USD"),
+        "{}",
+        refused.message()
+    );
+    let violations = refused
+        .get_details_precondition_failure()
+        .expect("precondition failure details")
+        .violations;
+    assert_eq!(violations.len(), 1);
+    assert_eq!(
+        (violations[0].r#type.as_str(), violations[0].subject.as_str()),
+        ("PRICE_CHANGED", "mug")
+    );
+    // The typed new prices travel in the same details.
+    let details = tonic_types::Status::decode(refused.details()).expect("google.rpc.Status");
+    let typed = details
+        .details
+        .iter()
+        .find(|any| any.type_url.ends_with("holdfast.orders.v1.CheckoutResponse"))
+        .map(|any| CheckoutResponse::decode(any.value.as_slice()).expect("typed lines"))
+        .expect("typed repriced lines");
+    assert_eq!(typed.repriced_lines.len(), 1);
+    assert_eq!(typed.repriced_lines[0].expected_unit_price, Some(usd(1000)));
+    assert_eq!(typed.repriced_lines[0].current_unit_price, Some(usd(1200)));
     assert_eq!(fx.level("mug").await.reserved, 0, "no hold for a price change");
+    // The refusal is the key's stored answer, details included.
+    let replay = fx
+        .orders
+        .clone()
+        .checkout(checkout_cart("k-price-1", "dave", "pm_card_visa"))
+        .await
+        .expect_err("replayed");
+    assert_eq!(
+        (replay.code(), replay.message()),
+        (refused.code(), refused.message())
+    );
+    assert_eq!(replay.details(), refused.details());
 
     let mut accept = checkout_cart("k-price-2", "dave", "pm_card_visa");
     accept.accept_price_changes = true;

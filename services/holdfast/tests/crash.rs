@@ -15,8 +15,8 @@ use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceCli
 use holdfast_proto::inventory::v1::{GetAvailabilityRequest, SetStockRequest, StockLevel};
 use holdfast_proto::orders::v1::order_service_client::OrderServiceClient;
 use holdfast_proto::orders::v1::{
-    CheckoutLine, CheckoutLines, CheckoutOutcome, CheckoutRequest, CheckoutResponse, ListOrdersRequest,
-    OrderStatus, checkout_request,
+    CancelOrderRequest, CheckoutLine, CheckoutLines, CheckoutOutcome, CheckoutRequest, CheckoutResponse,
+    GetOrderRequest, ListOrdersRequest, OrderStatus, checkout_request,
 };
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use holdfast_proto::payments::v1::{LedgerEntryKind, ListLedgerEntriesRequest};
@@ -273,6 +273,108 @@ async fn crash_after(step: &str, payment_method: &str, client_retries: bool) {
         assert_eq!(level.available, STOCK);
         assert_eq!(voids, authorizations, "every authorization voided ({step})");
     }
+}
+
+/// Crashes the process right after `step` of a cancellation; after a restart the recovery
+/// worker finishes it: one refund, the stock back once, the order CANCELLED.
+async fn crash_in_cancel(step: &str) {
+    let redis = RedisServer::start().expect("redis-server");
+    let data = TempDir::new("crash-cancel").expect("dir");
+    let first = Dev::start(&data, &redis, Some(&format!("cancel:{step}"))).await;
+    CatalogServiceClient::new(first.channel.clone())
+        .upsert_product(UpsertProductRequest {
+            product: Some(Product {
+                sku: SKU.into(),
+                title: "Mug".into(),
+                price: Some(Money {
+                    amount_minor: 1250,
+                    currency: "EUR".into(),
+                }),
+                category: "kitchen".into(),
+                active: true,
+                ..Product::default()
+            }),
+            expected_version: 0,
+        })
+        .await
+        .expect("product");
+    InventoryServiceClient::new(first.channel.clone())
+        .set_stock(SetStockRequest {
+            sku: SKU.into(),
+            on_hand: STOCK,
+            buckets: 0,
+        })
+        .await
+        .expect("stock");
+    let placed = first
+        .orders()
+        .checkout(request("pm_card_visa"))
+        .await
+        .expect("checkout")
+        .into_inner();
+    let order_id = placed.order.expect("order").id;
+    let cancel = CancelOrderRequest {
+        order_id: order_id.clone(),
+        reason: "crash test".into(),
+    };
+    let crashed = first.orders().cancel_order(cancel.clone()).await;
+    assert!(crashed.is_err(), "the process died mid-cancel: {crashed:?}");
+    first.wait_for_crash().await;
+
+    let second = Dev::start(&data, &redis, None).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let order = second
+            .orders()
+            .get_order(GetOrderRequest {
+                order_id: order_id.clone(),
+            })
+            .await
+            .expect("get")
+            .into_inner()
+            .order
+            .expect("order");
+        let level = second.level().await;
+        if order.status == OrderStatus::Cancelled as i32
+            && second.ledger(LedgerEntryKind::Refund).await == 1
+            && level.on_hand == STOCK
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the recovery worker did not finish the cancel after {step}: {level:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = second
+        .orders()
+        .cancel_order(cancel)
+        .await
+        .expect("cancel again")
+        .into_inner();
+    assert_eq!(again.order.map(|o| o.status), Some(OrderStatus::Cancelled as i32));
+    assert_eq!(
+        second.ledger(LedgerEntryKind::Refund).await,
+        1,
+        "refunded exactly once after {step}"
+    );
+    let level = second.level().await;
+    assert_eq!(
+        (level.on_hand, level.available, level.reserved),
+        (STOCK, STOCK, 0),
+        "restocked once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_crash_after_mark() {
+    crash_in_cancel("mark").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_crash_after_money() {
+    crash_in_cancel("money").await;
 }
 
 macro_rules! crash_cases {
