@@ -7,7 +7,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 HOLDFAST   := $(TARGET_DIR)/debug/holdfast
 NEXTEST    ?= cargo nextest run --workspace --no-fail-fast
 
-.PHONY: help deps build run test unit lua-smoke smoke proto lint bench
+.PHONY: help deps build run test unit lua-smoke smoke loadtest-smoke proto lint bench
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ run: deps ## start the whole mesh on 127.0.0.1:50051 with embedded engines (data
 
 test: deps ## every test: Rust (real redis-server), Lua scripts, proto lint, CLI smoke
 	$(NEXTEST)
-	$(MAKE) --no-print-directory lua-smoke proto smoke
+	$(MAKE) --no-print-directory lua-smoke proto smoke loadtest-smoke
 
 unit: deps ## only the Rust tests
 	$(NEXTEST)
@@ -34,6 +34,21 @@ lua-smoke: deps ## run every Lua script against a real redis-server
 smoke: deps ## `holdfast dev` checked with grpcurl, curl (grpc-web) and SIGTERM
 	cargo build -p holdfast
 	scripts/smoke.sh $(HOLDFAST)
+
+LOAD       := $(TARGET_DIR)/debug/holdfast-load
+# Each run starts its own `holdfast dev` (free ports, own redis-server, temp data dir) and
+# exits non-zero on any correctness violation; results land in $(TARGET_DIR)/load/.
+LOAD_SMOKE := --local --holdfast-bin $(HOLDFAST) --quiet --settle-timeout 20s
+
+loadtest-smoke: deps ## every load scenario, small, against its own `holdfast dev`; fails on any violation
+	cargo build -p holdfast -p holdfast-load
+	$(LOAD) flash-sale $(LOAD_SMOKE) --units 50 --buyers 2000 --rate 1000 --pay 0 --cancel 0 --hold-ttl 5s \
+	  --json $(TARGET_DIR)/load/smoke-flash-sale-holds.json
+	$(LOAD) flash-sale $(LOAD_SMOKE) --units 50 --buckets 4 --buyers 500 --rate 50 --pay 70% --cancel 10% \
+	  --hold-ttl 20s --json $(TARGET_DIR)/load/smoke-flash-sale.json
+	$(LOAD) checkout-storm $(LOAD_SMOKE) --customers 100 --rate 20 --json $(TARGET_DIR)/load/smoke-checkout-storm.json
+	$(LOAD) browse-mix $(LOAD_SMOKE) --attempts 2000 --rate 300 --json $(TARGET_DIR)/load/smoke-browse-mix.json
+	$(LOAD) soak $(LOAD_SMOKE) --duration 5s --rate 100 --checkout-share 2% --json $(TARGET_DIR)/load/smoke-soak.json
 
 proto: ## buf lint the contracts (buf from npm, cached outside the repo)
 	scripts/buf-lint.sh

@@ -2,15 +2,8 @@
 //! (catalog, inventory and cart in one process, embedded redis-server and SQLite), at a fixed
 //! concurrency. Each caller is its own shopper with its own cart.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
-use anyhow::{Context, bail};
-use hdrhistogram::Histogram;
 use holdfast_proto::cart::v1::cart_owner::Owner;
 use holdfast_proto::cart::v1::cart_service_client::CartServiceClient;
 use holdfast_proto::cart::v1::{AddItemRequest, CartOwner, GetCartRequest, ItemOutcome};
@@ -23,6 +16,8 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::bench_inventory::Side;
+use crate::engine::{self, Arrival, Plan, Sample};
+use crate::mesh::start_dev;
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,63 +47,6 @@ pub struct CartReport {
     pub add_item: Side,
     /// GetCart (Redis read + catalog prices + availability).
     pub get_cart: Side,
-}
-
-struct Dev {
-    child: Child,
-    addr: String,
-    _data: TempData,
-}
-
-struct TempData(PathBuf);
-
-impl Drop for TempData {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-impl Drop for Dev {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_dev(bin: &std::path::Path) -> anyhow::Result<Dev> {
-    let data = TempData(std::env::temp_dir().join(format!("holdfast-bench-dev-{}", std::process::id())));
-    let _ = std::fs::remove_dir_all(&data.0);
-    let mut child = Command::new(bin)
-        .args([
-            "dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--concurrency-limit",
-            "100000",
-        ])
-        .arg("--data-dir")
-        .arg(&data.0)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .with_context(|| format!("unexpected ready line {line:?}"))?
-        .to_string();
-    Ok(Dev {
-        child,
-        addr,
-        _data: data,
-    })
 }
 
 fn owner(shopper: u64) -> Option<CartOwner> {
@@ -164,21 +102,24 @@ pub async fn run(args: CartBench, bin: PathBuf) -> anyhow::Result<CartReport> {
         &channels,
         args.concurrency,
         args.requests,
+        "AddItem",
         move |mut client, shopper, k| async move {
             let sku = format!("BENCH-{:04}", (shopper * 7 + k / 50) % products);
-            let reply = client
+            match client
                 .add_item(AddItemRequest {
                     owner: owner(shopper),
                     sku,
                     quantity: 1,
                     expected_version: 0,
                 })
-                .await?
-                .into_inner();
-            if reply.outcome != ItemOutcome::Applied as i32 {
-                bail!("add was not applied: {reply:?}");
+                .await
+            {
+                Ok(reply) if reply.get_ref().outcome == ItemOutcome::Applied as i32 => {
+                    Sample::answer("AddItem", "applied")
+                }
+                Ok(_) => Sample::wrong("AddItem", "not applied"),
+                Err(status) => Sample::error("AddItem", &status),
             }
-            Ok(())
         },
     )
     .await?;
@@ -186,17 +127,20 @@ pub async fn run(args: CartBench, bin: PathBuf) -> anyhow::Result<CartReport> {
         &channels,
         args.concurrency,
         args.requests,
+        "GetCart",
         |mut client, shopper, _| async move {
-            let reply = client
+            match client
                 .get_cart(GetCartRequest {
                     owner: owner(shopper),
                 })
-                .await?
-                .into_inner();
-            if reply.cart.is_none_or(|c| c.lines.is_empty()) {
-                bail!("shopper {shopper} has an empty cart");
+                .await
+            {
+                Ok(reply) if reply.get_ref().cart.as_ref().is_some_and(|c| !c.lines.is_empty()) => {
+                    Sample::answer("GetCart", "ok")
+                }
+                Ok(_) => Sample::wrong("GetCart", "empty cart"),
+                Err(status) => Sample::error("GetCart", &status),
             }
-            Ok(())
         },
     )
     .await?;
@@ -208,41 +152,44 @@ pub async fn run(args: CartBench, bin: PathBuf) -> anyhow::Result<CartReport> {
     })
 }
 
-async fn drive<F, Fut>(channels: &[Channel], concurrency: u64, requests: u64, call: F) -> anyhow::Result<Side>
+/// Closed loop: `concurrency` shoppers; attempt `i` is shopper `i % concurrency`'s
+/// `i / concurrency`-th call.
+async fn drive<F, Fut>(
+    channels: &[Channel],
+    concurrency: u64,
+    requests: u64,
+    op: &str,
+    call: F,
+) -> anyhow::Result<Side>
 where
     F: Fn(CartServiceClient<Channel>, u64, u64) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+    Fut: std::future::Future<Output = Sample> + Send + 'static,
 {
-    let call = Arc::new(call);
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let shoppers = (0..concurrency).map(|shopper| {
+    let channels = channels.to_vec();
+    let concurrency = concurrency.max(1);
+    let plan = Plan {
+        arrival: Arrival::Closed {
+            concurrency: concurrency as usize,
+        },
+        attempts: Some(requests),
+        duration: None,
+        label: format!("cart {op}"),
+        progress: true,
+    };
+    let result = engine::run(&plan, move |i| {
+        let shopper = i % concurrency;
         let client = CartServiceClient::new(channels[shopper as usize % channels.len()].clone());
-        let (call, next) = (call.clone(), next.clone());
-        tokio::spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds are valid");
-            let mut k = 0;
-            while next.fetch_add(1, Ordering::Relaxed) < requests {
-                let sent = Instant::now();
-                call(client.clone(), shopper, k).await?;
-                histogram.saturating_record(sent.elapsed().as_micros() as u64);
-                k += 1;
-            }
-            Ok::<_, anyhow::Error>(histogram)
-        })
-    });
-    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for shopper in futures::future::join_all(shoppers).await {
-        total.add(shopper??)?;
-    }
-    let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
-    Ok(Side {
-        rate: requests as f64 / started.elapsed().as_secs_f64(),
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
-        p999_ms: Some(ms(0.999)),
+        call(client, shopper, i / concurrency)
     })
+    .await;
+    if result.errors > 0 {
+        anyhow::bail!(
+            "{} of {requests} {op} calls failed: {:?}",
+            result.errors,
+            result.ops.values().map(|o| &o.errors).collect::<Vec<_>>()
+        );
+    }
+    Ok(Side::of(&result))
 }
 
 /// Prints the cart figures next to the inventory baseline of the same run.

@@ -6,17 +6,12 @@
 //! gRPC to `holdfast serve inventory` (a separate process), same SKU, same concurrency.
 //! Memory: a fresh redis-server loaded with idle SKUs and live holds, read from `INFO memory`.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::process::Command;
 
 use anyhow::{Context, bail};
 use fred::prelude::{ClientLike, Pool};
 use futures::StreamExt;
-use hdrhistogram::Histogram;
 use holdfast_inventory::keys::BucketKeys;
 use holdfast_inventory::{background, scripts, stock::Stock};
 use holdfast_platform::events::InProcessBus;
@@ -25,6 +20,9 @@ use holdfast_platform::{RedisUrl, redis};
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_proto::inventory::v1::{ReservationStatus, ReserveLine, ReserveRequest, SetStockRequest};
 use serde::Serialize;
+
+use crate::engine::{self, Arrival, Plan, Sample};
+use crate::mesh::{Server, holdfast_bin, spawn_server};
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,6 +57,19 @@ pub struct Side {
     pub p99_ms: f64,
     /// 99.9th percentile, ms (not reported by redis-benchmark's CSV).
     pub p999_ms: Option<f64>,
+}
+
+impl Side {
+    /// The figures of a closed-loop phase.
+    pub fn of(result: &engine::LoadResult) -> Self {
+        let ms = |q: f64| result.all.value_at_quantile(q) as f64 / 1000.0;
+        Self {
+            rate: result.throughput(),
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            p999_ms: Some(ms(0.999)),
+        }
+    }
 }
 
 /// The whole result.
@@ -137,38 +148,9 @@ fn print(r: &InventoryReport) {
     );
 }
 
-struct Mesh {
-    child: Child,
-    addr: String,
-}
-
-impl Drop for Mesh {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.wait();
-    }
-}
-
-/// The holdfast binary to benchmark: `explicit`, else the one next to this executable.
-pub fn holdfast_bin(explicit: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
-    if let Some(bin) = explicit {
-        return Ok(bin.clone());
-    }
-    let me = std::env::current_exe()?;
-    let bin = me.with_file_name("holdfast");
-    if !bin.exists() {
-        bail!(
-            "no holdfast binary at {}; build it or pass --holdfast-bin",
-            bin.display()
-        );
-    }
-    Ok(bin)
-}
-
-fn start_inventory(bin: &Path, redis_url: &str) -> anyhow::Result<Mesh> {
-    let mut child = Command::new(bin)
+fn start_inventory(bin: &Path, redis_url: &str) -> anyhow::Result<Server> {
+    let mut command = Command::new(bin);
+    command
         .args([
             "serve",
             "inventory",
@@ -177,21 +159,8 @@ fn start_inventory(bin: &Path, redis_url: &str) -> anyhow::Result<Mesh> {
             "--admin-listen",
             "127.0.0.1:0",
         ])
-        .args(["--redis-url", redis_url, "--concurrency-limit", "100000"])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("starting {}", bin.display()))?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .with_context(|| format!("unexpected ready line {line:?}"))?
-        .to_string();
-    Ok(Mesh { child, addr })
+        .args(["--redis-url", redis_url, "--concurrency-limit", "100000"]);
+    spawn_server(command, None)
 }
 
 async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<(Side, Side)> {
@@ -284,51 +253,49 @@ async fn drive_rpc(
     requests: u64,
     label: &str,
 ) -> anyhow::Result<Side> {
-    let next = Arc::new(AtomicU64::new(0));
-    let started = Instant::now();
-    let callers = (0..concurrency).map(|caller| {
-        let mut client = InventoryServiceClient::new(channels[caller as usize % channels.len()].clone());
-        let next = next.clone();
-        let label = label.to_string();
-        tokio::spawn(async move {
-            let mut histogram =
-                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds are valid");
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= requests {
-                    return Ok::<_, anyhow::Error>(histogram);
+    let channels = channels.to_vec();
+    let label = label.to_string();
+    let plan = Plan {
+        arrival: Arrival::Closed {
+            concurrency: concurrency as usize,
+        },
+        attempts: Some(requests),
+        duration: None,
+        label: format!("reserve ({label})"),
+        progress: true,
+    };
+    let result = engine::run(&plan, move |i| {
+        let mut client = InventoryServiceClient::new(channels[i as usize % channels.len()].clone());
+        let reservation_id = format!("{label}-{i}");
+        async move {
+            let answer = client
+                .reserve(ReserveRequest {
+                    reservation_id,
+                    lines: vec![ReserveLine {
+                        sku: SKU.into(),
+                        quantity: 1,
+                    }],
+                    ttl_seconds: 600,
+                })
+                .await;
+            match answer {
+                Ok(reply) if reply.get_ref().status == ReservationStatus::Reserved as i32 => {
+                    Sample::answer("Reserve", "reserved")
                 }
-                let sent = Instant::now();
-                let answer = client
-                    .reserve(ReserveRequest {
-                        reservation_id: format!("{label}-{i}"),
-                        lines: vec![ReserveLine {
-                            sku: SKU.into(),
-                            quantity: 1,
-                        }],
-                        ttl_seconds: 600,
-                    })
-                    .await?
-                    .into_inner();
-                histogram.saturating_record(sent.elapsed().as_micros() as u64);
-                if answer.status != ReservationStatus::Reserved as i32 {
-                    bail!("reservation {i} was not held: {answer:?}");
-                }
+                Ok(_) => Sample::wrong("Reserve", "not held"),
+                Err(status) => Sample::error("Reserve", &status),
             }
-        })
-    });
-    let mut total = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    for caller in futures::future::join_all(callers).await {
-        total.add(caller??)?;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    let ms = |q: f64| total.value_at_quantile(q) as f64 / 1000.0;
-    Ok(Side {
-        rate: requests as f64 / elapsed,
-        p50_ms: ms(0.5),
-        p99_ms: ms(0.99),
-        p999_ms: Some(ms(0.999)),
+        }
     })
+    .await;
+    if result.errors > 0 {
+        bail!(
+            "{} of {requests} reservations were not held: {:?}",
+            result.errors,
+            result.ops.get("Reserve").map(|o| &o.errors)
+        );
+    }
+    Ok(Side::of(&result))
 }
 
 async fn used_memory(pool: &Pool) -> anyhow::Result<f64> {

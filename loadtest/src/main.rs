@@ -1,7 +1,22 @@
-//! `holdfast-load`: benchmarks (and, with the load-harness issue, the SRE scenarios).
+//! `holdfast-load`: the SRE load harness (`flash-sale`, `checkout-storm`, `browse-mix`,
+//! `soak`) and the benchmarks behind `make bench`.
+//!
+//! Exit codes: 0 every check and gate held; 1 the harness could not run; 3 a correctness
+//! check found a violation; 4 an `--slo` gate was missed; 64 a bad flag.
 
+mod audit;
 mod bench_cart;
 mod bench_inventory;
+mod browse;
+mod checkout_storm;
+mod engine;
+mod flash_sale;
+mod mesh;
+mod plot;
+mod report;
+mod scenario;
+mod slo;
+mod soak;
 
 use std::path::PathBuf;
 
@@ -17,6 +32,18 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// S units of one SKU, A buyers at once: who pays, who abandons a hold, who cancels;
+    /// checks exactly min(S, A) winners, zero oversell, stock conserved, one charge per key.
+    FlashSale(flash_sale::FlashSaleArgs),
+    /// N customers with carts check out at once, some losing their first answer and retrying
+    /// with the same key, some with failing cards; checks orders, charges, stock and carts.
+    CheckoutStorm(checkout_storm::CheckoutStormArgs),
+    /// About 300 reads to 1 write across availability, product and cart reads; checks every
+    /// read against what was written and that no acknowledged cart write is lost.
+    BrowseMix(browse::BrowseMixArgs),
+    /// A fixed rate for a duration (browse-mix plus hold cycles and, optionally, checkouts);
+    /// the same checks at the end, and the latency drift.
+    Soak(soak::SoakArgs),
     /// Benchmarks against baselines measured in the same run.
     Bench {
         /// Where to write the JSON result.
@@ -43,26 +70,38 @@ enum Bench {
     },
 }
 
-fn write_json(path: &PathBuf, value: &serde_json::Value) -> anyhow::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(path, serde_json::to_string_pretty(value)?)?;
-    println!("\njson: {}", path.display());
-    Ok(())
+fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
+    println!();
+    report::write_json(path, value)
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli = holdfast_platform::config::parse_or_exit::<Cli>();
-    let Command::Bench { json, what } = cli.command;
+    let code = match cli.command {
+        Command::FlashSale(args) => flash_sale::run(args).await,
+        Command::CheckoutStorm(args) => checkout_storm::run(args).await,
+        Command::BrowseMix(args) => browse::run(args).await,
+        Command::Soak(args) => soak::run(args).await,
+        Command::Bench { json, what } => bench(json, what).await.map(|()| report::EXIT_PASS),
+    };
+    match code {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(report::EXIT_ERROR);
+        }
+    }
+}
+
+async fn bench(json: PathBuf, what: Bench) -> anyhow::Result<()> {
     match what {
         Bench::Inventory(args) => {
             let report = bench_inventory::run(&args).await?;
             write_json(&json, &serde_json::json!({ "inventory": report }))
         }
         Bench::Cart(args) => {
-            let bin = bench_inventory::holdfast_bin(args.holdfast_bin.as_ref())?;
+            let bin = mesh::holdfast_bin(args.holdfast_bin.as_ref())?;
             let report = bench_cart::run(args, bin).await?;
             bench_cart::print(&report, None);
             write_json(&json, &serde_json::json!({ "cart": report }))
@@ -71,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
             inventory,
             cart_requests,
         } => {
-            let bin = bench_inventory::holdfast_bin(inventory.holdfast_bin.as_ref())?;
+            let bin = mesh::holdfast_bin(inventory.holdfast_bin.as_ref())?;
             let inventory_report = bench_inventory::run(&inventory).await?;
             let cart = bench_cart::CartBench {
                 requests: cart_requests,

@@ -1,0 +1,473 @@
+//! What a scenario run tells its SRE: the final table, the correctness checks, the SLO gates,
+//! the JSON result and the exit code.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::engine::{Arrival, LoadResult, OpTally, TimelinePoint};
+use crate::slo::{Slo, SloResult};
+
+/// Exit code when every check and gate held.
+pub const EXIT_PASS: i32 = 0;
+/// Exit code when the harness could not run (setup failed, target unreachable).
+pub const EXIT_ERROR: i32 = 1;
+/// Exit code when a correctness check found a violation.
+pub const EXIT_VIOLATION: i32 = 3;
+/// Exit code when every check held but an `--slo` gate was missed.
+pub const EXIT_SLO_MISSED: i32 = 4;
+
+/// Latency percentiles, milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Percentiles {
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// 99.99th percentile.
+    pub p9999: f64,
+    /// Slowest.
+    pub max: f64,
+    /// Mean.
+    pub mean: f64,
+}
+
+/// One point of a percentile spectrum: `percentile` of attempts answered within `latency_ms`.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct SpectrumPoint {
+    /// 0..100.
+    pub percentile: f64,
+    /// Milliseconds.
+    pub latency_ms: f64,
+}
+
+/// The figures of one operation (or of every attempt).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpSummary {
+    /// Attempts.
+    pub count: u64,
+    /// Failed attempts.
+    pub errors: u64,
+    /// errors / count.
+    pub error_rate: f64,
+    /// Answers by label (business outcomes such as `insufficient_stock` included).
+    pub answers: BTreeMap<String, u64>,
+    /// Failures by gRPC code or label.
+    pub error_kinds: BTreeMap<String, u64>,
+    /// Latency percentiles, ms.
+    pub latency_ms: Percentiles,
+    /// The percentile spectrum, for plotting.
+    pub spectrum: Vec<SpectrumPoint>,
+    #[serde(skip)]
+    histogram: Histogram<u64>,
+}
+
+impl OpSummary {
+    fn new(
+        latency: &Histogram<u64>,
+        answers: BTreeMap<String, u64>,
+        error_kinds: BTreeMap<String, u64>,
+    ) -> Self {
+        let ms = |q: f64| latency.value_at_quantile(q) as f64 / 1000.0;
+        let count = latency.len();
+        let errors: u64 = error_kinds.values().sum();
+        Self {
+            count,
+            errors,
+            error_rate: if count == 0 {
+                0.0
+            } else {
+                errors as f64 / count as f64
+            },
+            answers,
+            error_kinds,
+            latency_ms: Percentiles {
+                p50: ms(0.5),
+                p90: ms(0.9),
+                p99: ms(0.99),
+                p999: ms(0.999),
+                p9999: ms(0.9999),
+                max: latency.max() as f64 / 1000.0,
+                mean: latency.mean() / 1000.0,
+            },
+            spectrum: spectrum(latency),
+            histogram: latency.clone(),
+        }
+    }
+
+    fn from_tally(tally: &OpTally) -> Self {
+        Self::new(
+            &tally.latency,
+            tally.answers.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            tally.errors.clone(),
+        )
+    }
+
+    /// The latency at `percentile` (0..100), ms.
+    pub fn latency_at(&self, percentile: f64) -> f64 {
+        self.histogram.value_at_quantile(percentile / 100.0) as f64 / 1000.0
+    }
+}
+
+/// The percentile spectrum of a histogram: HdrHistogram's percentile distribution, a point
+/// each time the distance to 100% halves (5 ticks per half), plus the maximum.
+fn spectrum(latency: &Histogram<u64>) -> Vec<SpectrumPoint> {
+    if latency.is_empty() {
+        return Vec::new();
+    }
+    let mut points: Vec<SpectrumPoint> = latency
+        .iter_quantiles(5)
+        .map(|v| SpectrumPoint {
+            percentile: v.quantile_iterated_to() * 100.0,
+            latency_ms: latency.highest_equivalent(v.value_iterated_to()) as f64 / 1000.0,
+        })
+        .collect();
+    points.dedup_by(|b, a| a.percentile == b.percentile);
+    points
+}
+
+/// One measured phase, summarised.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadSummary {
+    /// How attempts arrived.
+    pub arrival: Arrival,
+    /// From the first scheduled attempt to the last answer, seconds.
+    pub elapsed_s: f64,
+    /// Completed attempts per second.
+    pub throughput_per_s: f64,
+    /// How far behind schedule the latest attempt was sent, ms (open loop).
+    pub max_send_lag_ms: f64,
+    /// Every attempt.
+    pub all: OpSummary,
+    /// Per operation.
+    pub ops: BTreeMap<String, OpSummary>,
+    /// Per second.
+    pub timeline: Vec<TimelinePoint>,
+}
+
+impl LoadSummary {
+    /// Summarises a phase.
+    pub fn new(result: &LoadResult) -> Self {
+        let mut answers = BTreeMap::new();
+        let mut error_kinds = BTreeMap::new();
+        for (op, tally) in &result.ops {
+            for (label, n) in &tally.answers {
+                *answers.entry(format!("{op}.{label}")).or_default() += n;
+            }
+            for (label, n) in &tally.errors {
+                *error_kinds.entry(format!("{op}.{label}")).or_default() += n;
+            }
+        }
+        Self {
+            arrival: result.arrival,
+            elapsed_s: result.elapsed.as_secs_f64(),
+            throughput_per_s: result.throughput(),
+            max_send_lag_ms: result.max_send_lag.as_secs_f64() * 1000.0,
+            all: OpSummary::new(&result.all, answers, error_kinds),
+            ops: result
+                .ops
+                .iter()
+                .map(|(op, tally)| (op.to_string(), OpSummary::from_tally(tally)))
+                .collect(),
+            timeline: result.timeline.clone(),
+        }
+    }
+}
+
+/// Whether a check held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// It held.
+    Pass,
+    /// It was violated (or could not be established, which is reported the same way).
+    Fail,
+    /// Not exercised by this run (e.g. no checkout with `--pay 0 --cancel 0`).
+    Skipped,
+}
+
+/// One correctness check, read back through the services' own APIs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// Stable name, e.g. `oversell`.
+    pub name: &'static str,
+    /// What it asserts.
+    pub asserts: &'static str,
+    /// Whether it held.
+    pub verdict: Verdict,
+    /// What was compared, with the numbers.
+    pub detail: String,
+}
+
+impl Check {
+    /// A check that held when `ok`, else a violation.
+    pub fn new(name: &'static str, asserts: &'static str, ok: bool, detail: String) -> Self {
+        Self {
+            name,
+            asserts,
+            verdict: if ok { Verdict::Pass } else { Verdict::Fail },
+            detail,
+        }
+    }
+
+    /// A check this run did not exercise.
+    pub fn skipped(name: &'static str, asserts: &'static str, why: &str) -> Self {
+        Self {
+            name,
+            asserts,
+            verdict: Verdict::Skipped,
+            detail: why.to_string(),
+        }
+    }
+
+    /// Whether it failed.
+    pub fn failed(&self) -> bool {
+        self.verdict == Verdict::Fail
+    }
+}
+
+/// The whole result of a scenario run: what the JSON file holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// `flash-sale`, `checkout-storm`, `browse-mix` or `soak`.
+    pub scenario: &'static str,
+    /// Unique id of the run; every SKU, customer and key it made starts with it.
+    pub run_id: String,
+    /// The gRPC endpoint loaded.
+    pub target: String,
+    /// Whether the harness started the mesh itself (`--local`).
+    pub local: bool,
+    /// When the run started, Unix milliseconds.
+    pub started_at_unix_ms: i64,
+    /// The scenario's parameters.
+    pub parameters: serde_json::Value,
+    /// The measured phase.
+    pub load: LoadSummary,
+    /// Correctness checks.
+    pub checks: Vec<Check>,
+    /// `--slo` gates.
+    pub slos: Vec<SloResult>,
+    /// How long the end-state checks waited for the system to settle, seconds.
+    pub settle_s: f64,
+    /// Things the SRE should know that are not violations (e.g. the generator fell behind).
+    pub notes: Vec<String>,
+    /// No violation and every gate met.
+    pub passed: bool,
+}
+
+impl RunReport {
+    /// Puts a run together and evaluates the gates.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        scenario: &'static str,
+        run_id: String,
+        target: String,
+        local: bool,
+        started_at_unix_ms: i64,
+        parameters: serde_json::Value,
+        load: &LoadResult,
+        checks: Vec<Check>,
+        slos: &[Slo],
+        settle_s: f64,
+    ) -> Self {
+        let load = LoadSummary::new(load);
+        let slos: Vec<SloResult> = slos.iter().map(|s| s.evaluate(&load)).collect();
+        let mut notes = Vec::new();
+        if let Arrival::Open { rate, .. } = load.arrival {
+            if load.max_send_lag_ms > 100.0 {
+                notes.push(format!(
+                    "attempts went out up to {:.0} ms behind schedule: the target (or this generator) \
+                     could not sustain {rate}/s, and the latencies include that wait",
+                    load.max_send_lag_ms
+                ));
+            }
+            if load.throughput_per_s < 0.9 * rate && load.all.latency_ms.p50 > 1000.0 / rate * 10.0 {
+                notes.push(format!(
+                    "offered {rate}/s but answers came at {:.0}/s with a median of {:.0} ms: the target \
+                     is saturated and requests queued (open loop charges the queueing to latency)",
+                    load.throughput_per_s, load.all.latency_ms.p50
+                ));
+            }
+        }
+        let passed = !checks.iter().any(Check::failed) && slos.iter().all(|s| s.passed);
+        Self {
+            scenario,
+            run_id,
+            target,
+            local,
+            started_at_unix_ms,
+            parameters,
+            load,
+            checks,
+            slos,
+            settle_s,
+            notes,
+            passed,
+        }
+    }
+
+    /// The process exit code for this result.
+    pub fn exit_code(&self) -> i32 {
+        if self.checks.iter().any(Check::failed) {
+            EXIT_VIOLATION
+        } else if self.slos.iter().any(|s| !s.passed) {
+            EXIT_SLO_MISSED
+        } else {
+            EXIT_PASS
+        }
+    }
+
+    /// Prints the final table, the checks, the gates and the verdict.
+    pub fn print(&self) {
+        let load = &self.load;
+        println!();
+        println!(
+            "{} against {}{} — {}, {} attempts in {:.2} s ({:.0}/s)",
+            self.scenario,
+            self.target,
+            if self.local { " (--local)" } else { "" },
+            load.arrival,
+            load.all.count,
+            load.elapsed_s,
+            load.throughput_per_s
+        );
+        println!(
+            "{:<18} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "operation", "count", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
+        let row = |name: &str, s: &OpSummary| {
+            println!(
+                "{:<18} {:>9} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+                name,
+                s.count,
+                s.errors,
+                s.latency_ms.p50,
+                s.latency_ms.p90,
+                s.latency_ms.p99,
+                s.latency_ms.p999,
+                s.latency_ms.max
+            )
+        };
+        for (op, s) in &load.ops {
+            row(op, s);
+        }
+        row("all", &load.all);
+        let answers: Vec<String> = load.all.answers.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("answers: {}", answers.join(", "));
+        if !load.all.error_kinds.is_empty() {
+            let errors: Vec<String> = load
+                .all
+                .error_kinds
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            println!("errors: {}", errors.join(", "));
+        }
+        for note in &self.notes {
+            println!("note: {note}");
+        }
+        println!();
+        println!(
+            "checks (read back through the services' APIs, settled after {:.1} s):",
+            self.settle_s
+        );
+        for check in &self.checks {
+            let tag = match check.verdict {
+                Verdict::Pass => "PASS",
+                Verdict::Fail => "FAIL",
+                Verdict::Skipped => "SKIP",
+            };
+            println!("  {tag} {}: {} — {}", check.name, check.asserts, check.detail);
+        }
+        if !self.slos.is_empty() {
+            println!("slo gates:");
+            for slo in &self.slos {
+                println!(
+                    "  {} {}: measured {}",
+                    if slo.passed { "MET   " } else { "MISSED" },
+                    slo.slo,
+                    slo.observed_text
+                );
+            }
+        }
+        println!();
+        for check in self.checks.iter().filter(|c| c.failed()) {
+            println!("VIOLATION {}: {}", check.name, check.detail);
+        }
+        for slo in self.slos.iter().filter(|s| !s.passed) {
+            println!("SLO MISSED {}: measured {}", slo.slo, slo.observed_text);
+        }
+        let violations = self.checks.iter().filter(|c| c.failed()).count();
+        let missed = self.slos.iter().filter(|s| !s.passed).count();
+        if self.passed {
+            println!(
+                "PASS: {} held — {} checks passed, {} gates met",
+                self.scenario,
+                self.checks.iter().filter(|c| c.verdict == Verdict::Pass).count(),
+                self.slos.len()
+            );
+        } else {
+            println!(
+                "FAIL: {} — {violations} violation(s), {missed} SLO gate(s) missed",
+                self.scenario
+            );
+        }
+    }
+
+    /// Writes the JSON result and the latency plot.
+    pub fn write(&self, json: &Path, plot: &Path) -> anyhow::Result<()> {
+        write_json(json, self)?;
+        crate::plot::write_svg(plot, self)?;
+        println!("plot: {}", plot.display());
+        Ok(())
+    }
+}
+
+/// Writes `value` as pretty JSON, creating the directory.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(path, serde_json::to_string_pretty(value)?)?;
+    println!("json: {}", path.display());
+    Ok(())
+}
+
+/// The JSON and plot paths: as given, else `target/load/<scenario>.json` and the JSON path
+/// with `.svg`.
+pub fn output_paths(scenario: &str, json: Option<&PathBuf>, plot: Option<&PathBuf>) -> (PathBuf, PathBuf) {
+    let json = json
+        .cloned()
+        .unwrap_or_else(|| PathBuf::from(format!("target/load/{scenario}.json")));
+    let plot = plot.cloned().unwrap_or_else(|| json.with_extension("svg"));
+    (json, plot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spectrum_rises_to_the_maximum() {
+        let mut h = crate::engine::histogram();
+        for v in 1..=10_000u64 {
+            h.record(v * 10).unwrap();
+        }
+        let points = spectrum(&h);
+        assert!(points.len() > 20);
+        assert!(
+            points
+                .windows(2)
+                .all(|w| w[0].percentile < w[1].percentile && w[0].latency_ms <= w[1].latency_ms)
+        );
+        let last = points.last().unwrap();
+        assert_eq!(last.percentile, 100.0);
+        assert!((last.latency_ms - 100.0).abs() < 0.1, "{}", last.latency_ms);
+    }
+}
