@@ -18,35 +18,51 @@ pub struct DevMesh {
 }
 
 impl DevMesh {
-    /// Starts redis-server and the mesh on 127.0.0.1:0.
+    /// Starts redis-server and the mesh on 127.0.0.1:0, on the in-process bus.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts redis-server and the mesh as `holdfast dev --kafka-brokers <brokers>` runs
+    /// it: one Kafka bus configuration shared by every producer and consumer.
+    pub async fn start_on_kafka(brokers: &str, region: &str) -> anyhow::Result<Self> {
+        Self::start_with(&["--kafka-brokers", brokers, "--region", region]).await
+    }
+
+    /// Starts redis-server and the mesh with extra `holdfast dev` flags.
+    async fn start_with(flags: &[&str]) -> anyhow::Result<Self> {
         let redis_server = RedisServer::start()?;
         let dir = TempDir::new("mesh-store")?;
         // Every embedded file (the PSP's books among them) under the temp dir, not ./data.
-        let cli = Cli::try_parse_from([
-            "holdfast".as_ref(),
-            "dev".as_ref(),
-            "--data-dir".as_ref(),
-            dir.path().as_os_str(),
-        ])?;
+        let mut args = vec![
+            "holdfast".into(),
+            "dev".into(),
+            "--data-dir".into(),
+            dir.path().as_os_str().to_owned(),
+        ];
+        args.extend(flags.iter().map(std::ffi::OsString::from));
+        let cli = Cli::try_parse_from(args)?;
         let (services, common, _) = cli.command.split().expect("dev runs services");
         let pool = redis::connect(&redis_server.url(), 2).await?;
         let store = holdfast::open_store(&holdfast_platform::StoreUrl::Sqlite(
             dir.path().join("holdfast.db"),
         ))
         .await?;
-        let engines = Engines::new(Some(pool), Some(store), &common.region);
+        let bus = holdfast_platform::events::BusConfig::from_kafka_brokers(common.kafka_brokers.as_deref());
+        let engines = Engines::with_bus(Some(pool), Some(store), &common.region, bus)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let Mesh {
             server,
             inventory,
             cart,
             orders,
+            warehouse,
+            reconciliation,
         } = build_server(&services, common, &engines, listener.local_addr()?).await?;
         let server = SpawnedServer::start_on(listener, server, true).await?;
         Ok(Self {
             server,
-            _background: Box::new((inventory, cart, orders)),
+            _background: Box::new((inventory, cart, orders, warehouse, reconciliation)),
             _redis: redis_server,
             _store_dir: dir,
         })

@@ -9,6 +9,7 @@ pub mod background;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod reconcile;
 pub mod reservations;
 pub mod scripts;
 pub mod service;

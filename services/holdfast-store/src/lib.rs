@@ -7,7 +7,11 @@
 //! - [`orders`]: [`OrderStore`], placed orders by id and by customer (optimistic versions),
 //! - [`sagas`]: [`SagaStore`], workflow state moved by conditional transitions under a lease,
 //! - [`idempotency`]: [`IdempotencyStore`], client keys claimed insert-if-absent, kept 24 h,
-//! - [`outbox`]: [`OutboxStore`], events written with the change they announce.
+//! - [`outbox`]: [`OutboxStore`], events written with the change they announce, and
+//!   [`relay`], the loop that publishes them,
+//! - [`warehouse`]: [`WarehouseStore`], warehouses, stock per (SKU, warehouse), shipments and
+//!   the claims that make a warehouse change happen once, all changed through one atomic
+//!   [`WarehouseChange`].
 //!
 //! A new aggregate is a module beside these: a trait, an impl in both backends, and its
 //! checks in [`conformance`].
@@ -26,10 +30,12 @@ pub mod idempotency;
 pub mod orders;
 pub mod outbox;
 pub mod products;
+pub mod relay;
 pub mod sagas;
 pub mod scylladb;
 pub mod sqlite;
 mod store;
+pub mod warehouse;
 
 pub use carts::{CartStore, StoredCart, StoredCartLine};
 pub use error::StoreError;
@@ -41,6 +47,11 @@ pub use sagas::{SagaRecord, SagaStore, SagaTransition};
 pub use scylladb::ScyllaStore;
 pub use sqlite::SqliteStore;
 pub use store::Store;
+pub use warehouse::{
+    ChangeOutcome, Claim, ClaimRecord, IfTaken, Refusal, ShipmentLineRecord, ShipmentPage, ShipmentWrite,
+    ShippingOptionRecord, StockDelta, StockRow, StoredShipment, StoredWarehouse, WarehouseChange,
+    WarehousePage, WarehouseStore,
+};
 
 /// Wall-clock time in Unix milliseconds, for the timestamps the store sets.
 pub(crate) fn now_ms() -> i64 {

@@ -12,7 +12,8 @@
 //! creates and transitions (`IF version = ?`), each conditional batch confined to one
 //! partition of one table as ScyllaDB requires. What that makes atomic, and what is only
 //! ordered so that a crash leaves harmless leftovers, is written down in
-//! `schema/scylla.cql` next to each table.
+//! `schema/scylla.cql` next to each table. Warehouses, stock and shipments (submodule
+//! `warehouse`) change through intent-logged sequences of LWTs, documented there too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,6 +38,7 @@ mod idempotency;
 mod orders;
 mod outbox;
 mod sagas;
+mod warehouse;
 
 /// The schema, keyspace `holdfast`; see [`schema_statements`].
 pub const SCHEMA_CQL: &str = include_str!("../schema/scylla.cql");
@@ -124,6 +126,7 @@ struct Statements {
     sagas: sagas::SagaStatements,
     keys: idempotency::KeyStatements,
     outbox: outbox::OutboxStatements,
+    warehouse: warehouse::WarehouseStatements,
 }
 
 impl Statements {
@@ -200,6 +203,7 @@ impl Statements {
             sagas: sagas::SagaStatements::prepare(session, ks).await?,
             keys: idempotency::KeyStatements::prepare(session, ks).await?,
             outbox: outbox::OutboxStatements::prepare(session, ks).await?,
+            warehouse: warehouse::WarehouseStatements::prepare(session, ks).await?,
         })
     }
 }
@@ -735,6 +739,13 @@ mod tests {
             "sagas_by_lease",
             "idempotency_keys",
             "outbox_pending",
+            "warehouses",
+            "warehouse_stock",
+            "warehouse_stock_by_sku",
+            "shipments",
+            "shipments_by_order",
+            "shipments_by_warehouse",
+            "warehouse_claims",
         ];
         assert_eq!(statements.len(), 1 + tables.len(), "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS holdfast\n"));
@@ -750,7 +761,7 @@ mod tests {
     #[test]
     fn schema_statements_use_the_configured_keyspace_everywhere() {
         let statements = schema_statements("shop_test_1").unwrap();
-        assert_eq!(statements.len(), 10);
+        assert_eq!(statements.len(), 17);
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS shop_test_1\n"));
         for statement in &statements {
             assert!(!statement.contains(DEFAULT_KEYSPACE), "{statement}");

@@ -6,6 +6,10 @@ use crate::orders::{OrderPage, OrderStore, StoredOrder};
 use crate::outbox::{OutboxMessage, OutboxStore};
 use crate::products::{Product, ProductPage, ProductStore};
 use crate::sagas::{SagaRecord, SagaStore, SagaTransition};
+use crate::warehouse::{
+    ChangeOutcome, ClaimRecord, ShipmentPage, StockRow, StoredShipment, StoredWarehouse, WarehouseChange,
+    WarehousePage, WarehouseStore,
+};
 use crate::{ScyllaStore, SqliteStore, StoreError};
 
 /// A durable store on one of the backends. Cheap to clone.
@@ -233,6 +237,106 @@ impl OutboxStore for Store {
         match self {
             Self::Sqlite(store) => store.mark_outbox_sent(ids).await,
             Self::Scylla(store) => store.mark_outbox_sent(ids).await,
+        }
+    }
+}
+
+impl WarehouseStore for Store {
+    async fn upsert_warehouse(
+        &self,
+        warehouse: StoredWarehouse,
+    ) -> Result<(StoredWarehouse, bool), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.upsert_warehouse(warehouse).await,
+            Self::Scylla(store) => store.upsert_warehouse(warehouse).await,
+        }
+    }
+
+    async fn get_warehouse(&self, id: &str) -> Result<Option<StoredWarehouse>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.get_warehouse(id).await,
+            Self::Scylla(store) => store.get_warehouse(id).await,
+        }
+    }
+
+    async fn list_warehouses(
+        &self,
+        region: Option<&str>,
+        include_inactive: bool,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<WarehousePage, StoreError> {
+        match self {
+            Self::Sqlite(store) => {
+                store
+                    .list_warehouses(region, include_inactive, cursor, limit)
+                    .await
+            }
+            Self::Scylla(store) => {
+                store
+                    .list_warehouses(region, include_inactive, cursor, limit)
+                    .await
+            }
+        }
+    }
+
+    async fn get_stock(
+        &self,
+        skus: &[String],
+        warehouse_id: Option<&str>,
+    ) -> Result<Vec<StockRow>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.get_stock(skus, warehouse_id).await,
+            Self::Scylla(store) => store.get_stock(skus, warehouse_id).await,
+        }
+    }
+
+    async fn get_shipment(&self, id: &str) -> Result<Option<StoredShipment>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.get_shipment(id).await,
+            Self::Scylla(store) => store.get_shipment(id).await,
+        }
+    }
+
+    async fn list_shipments_by_order(&self, order_id: &str) -> Result<Vec<StoredShipment>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.list_shipments_by_order(order_id).await,
+            Self::Scylla(store) => store.list_shipments_by_order(order_id).await,
+        }
+    }
+
+    async fn list_shipments_by_warehouse(
+        &self,
+        warehouse_id: &str,
+        statuses: &[i32],
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<ShipmentPage, StoreError> {
+        match self {
+            Self::Sqlite(store) => {
+                store
+                    .list_shipments_by_warehouse(warehouse_id, statuses, cursor, limit)
+                    .await
+            }
+            Self::Scylla(store) => {
+                store
+                    .list_shipments_by_warehouse(warehouse_id, statuses, cursor, limit)
+                    .await
+            }
+        }
+    }
+
+    async fn get_claim(&self, scope: &str, key: &str) -> Result<Option<ClaimRecord>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.get_claim(scope, key).await,
+            Self::Scylla(store) => store.get_claim(scope, key).await,
+        }
+    }
+
+    async fn apply_warehouse_change(&self, change: WarehouseChange) -> Result<ChangeOutcome, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.apply_warehouse_change(change).await,
+            Self::Scylla(store) => store.apply_warehouse_change(change).await,
         }
     }
 }

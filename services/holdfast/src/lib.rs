@@ -6,9 +6,8 @@
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use holdfast_platform::events::{BusConfig, EventBus, InProcessBus};
+use holdfast_platform::events::{BusConfig, ConsumerHandle, EventBus, InProcessBus};
 use holdfast_platform::{CommonArgs, GrpcServer, ServerOptions};
-use holdfast_proto::warehouse;
 
 /// holdfast: the order-lifecycle backend of an online store, as a gRPC service mesh.
 #[derive(Debug, Parser)]
@@ -119,7 +118,7 @@ impl ServiceName {
     pub fn needs_store(self) -> bool {
         matches!(
             self,
-            ServiceName::Cart | ServiceName::Catalog | ServiceName::Orders
+            ServiceName::Cart | ServiceName::Catalog | ServiceName::Orders | ServiceName::Warehouse
         )
     }
 }
@@ -172,13 +171,6 @@ impl Engines {
     }
 }
 
-/// Answers UNIMPLEMENTED for every RPC of a service whose issue has not landed yet, so it is
-/// still listed by reflection and health.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NotYetImplemented;
-
-impl warehouse::v1::warehouse_service_server::WarehouseService for NotYetImplemented {}
-
 fn redis_and_store(
     engines: &Engines,
     service: &str,
@@ -222,6 +214,11 @@ pub struct Mesh {
     pub cart: Option<holdfast_cart::RunningCart<holdfast_store::Store>>,
     /// The orders' recovery worker and outbox relay, when orders runs here.
     pub orders: Option<holdfast_orders::RunningOrders<holdfast_store::Store>>,
+    /// The warehouse's consumer (and relay, unless orders' relay publishes its outbox),
+    /// when warehouse runs here.
+    pub warehouse: Option<holdfast_warehouse::RunningWarehouse<holdfast_store::Store>>,
+    /// Inventory's consumer of warehouse stock changes, when inventory runs here.
+    pub reconciliation: Option<ConsumerHandle>,
 }
 
 /// The orders service's options from the shared flags (and the fault hook from the env).
@@ -258,7 +255,9 @@ pub async fn build_server(
     let mut server = GrpcServer::new(ServerOptions::from(common));
     let mut running_inventory = None;
     let mut running_cart = None;
-    let mut running_orders = None;
+    let mut running_orders: Option<holdfast_orders::RunningOrders<holdfast_store::Store>> = None;
+    let mut running_warehouse = None;
+    let mut reconciliation = None;
     for service in services {
         let name = service.as_str();
         match service {
@@ -275,6 +274,16 @@ pub async fn build_server(
                 )
                 .await
                 .map_err(|e| anyhow::anyhow!("starting inventory: {e}"))?;
+                // Warehouse stock changes flow into this region's on_hand.
+                reconciliation = Some(
+                    holdfast_inventory::reconcile::spawn(
+                        &engines.bus_config,
+                        running.stock.clone(),
+                        &engines.region,
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("inventory: consuming warehouse stock changes: {e}"))?,
+                );
                 server.add_service(name, running.service.clone());
                 running_inventory = Some(running);
             }
@@ -325,10 +334,36 @@ pub async fn build_server(
                 running_orders = Some(running);
             }
             ServiceName::Warehouse => {
-                server.add_service(
-                    name,
-                    warehouse::v1::warehouse_service_server::WarehouseServiceServer::new(NotYetImplemented),
+                let store = engines
+                    .store
+                    .clone()
+                    .ok_or_else(|| anyhow::anyhow!("warehouse needs --store"))?;
+                // One relay per outbox: when orders runs here on the same store, its relay
+                // publishes the warehouse's events too, woken after each warehouse change.
+                let relay = match &running_orders {
+                    Some(orders) => {
+                        let engine = std::sync::Arc::clone(&orders.engine);
+                        holdfast_warehouse::OutboxRelay::Shared(Arc::new(move || {
+                            engine.outbox_written.notify_one()
+                        }))
+                    }
+                    None => holdfast_warehouse::OutboxRelay::Own,
+                };
+                let mut running = holdfast_warehouse::start(
+                    store,
+                    engines.bus.clone(),
+                    &engines.region,
+                    holdfast_warehouse::WarehouseOptions {
+                        relay,
+                        ..holdfast_warehouse::WarehouseOptions::default()
+                    },
                 );
+                running
+                    .consume(&engines.bus_config)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("warehouse: consuming fulfillment and order events: {e}"))?;
+                server.add_service(name, running.service.clone());
+                running_warehouse = Some(running);
             }
             ServiceName::Payments => {
                 std::fs::create_dir_all(&common.data_dir)
@@ -349,5 +384,7 @@ pub async fn build_server(
         inventory: running_inventory,
         cart: running_cart,
         orders: running_orders,
+        warehouse: running_warehouse,
+        reconciliation,
     })
 }

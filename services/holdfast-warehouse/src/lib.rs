@@ -1,0 +1,172 @@
+//! WarehouseService: warehouses and their stock, routing of dispatched orders to the
+//! closest warehouses that keep the promise, shipments (suborders) from creation to
+//! delivery, and the events that tie them to orders and inventory.
+//!
+//! - In: `fulfillment.dispatch_requested` (route the order), `order.cancelled` (cancel its
+//!   open shipments), `order.return_received` (restock passed goods), consumed in group
+//!   [`CONSUMER_GROUP`] ([`consumer`]).
+//! - Out, through the store's outbox and a relay: `shipment.*` events on
+//!   `holdfast.shipments.v1` (orders follows them to SHIPPED and DELIVERED),
+//!   `fulfillment.backorder_raised`, and `reconciliation.warehouse_stock_changed` (the
+//!   region's inventory follows goods receipts, shrinkage, stock takes and returns).
+//!
+//! Modules: [`routing`] (the pure routing rules), [`engine`] (each operation as one atomic
+//! store change), [`consumer`], [`service`] (the RPCs), [`events`], [`keys`] (claims and
+//! derived ids), [`validate`], [`error`]. Design notes: `docs/warehouse.md`.
+
+pub mod consumer;
+pub mod engine;
+pub mod error;
+pub mod events;
+pub mod keys;
+mod metrics;
+pub mod routing;
+pub mod service;
+pub mod validate;
+
+use std::sync::Arc;
+
+use holdfast_platform::events::{BusConfig, BusError, ConsumerHandle, Event, EventBus, spawn_consumer};
+use holdfast_proto::warehouse::v1::warehouse_service_server::WarehouseServiceServer;
+use holdfast_store::relay::{self, RelayOptions};
+use tokio::task::JoinHandle;
+
+pub use engine::{Engine, WakeRelay, WarehouseBackend};
+pub use error::WarehouseError;
+pub use service::Warehouses;
+
+/// The warehouse's consumer group.
+pub const CONSUMER_GROUP: &str = "holdfast-warehouse";
+
+/// Who publishes the warehouse's outbox.
+#[derive(Clone, Default)]
+pub enum OutboxRelay {
+    /// A relay of its own (the warehouse runs alone on its store).
+    #[default]
+    Own,
+    /// Another service's relay over the same store (as `holdfast dev` runs them): it
+    /// publishes every row, so the warehouse only wakes it after writing events. One relay
+    /// per outbox avoids publishing rows twice.
+    Shared(WakeRelay),
+}
+
+impl std::fmt::Debug for OutboxRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Own => f.write_str("Own"),
+            Self::Shared(_) => f.write_str("Shared"),
+        }
+    }
+}
+
+/// How the warehouse runs.
+#[derive(Debug, Clone, Default)]
+pub struct WarehouseOptions {
+    /// Who publishes its events.
+    pub relay: OutboxRelay,
+    /// The relay's batch and waits (when it runs its own).
+    pub relay_options: RelayOptions,
+}
+
+/// A running warehouse service: the gRPC service, its outbox relay and its consumer
+/// (stopped on drop).
+pub struct RunningWarehouse<S: WarehouseBackend> {
+    /// Register this with the server.
+    pub service: WarehouseServiceServer<Warehouses<S>>,
+    /// The engine, for tests and tools.
+    pub engine: Arc<Engine<S>>,
+    tasks: Vec<JoinHandle<()>>,
+    consumers: Vec<ConsumerHandle>,
+}
+
+impl<S: WarehouseBackend> Drop for RunningWarehouse<S> {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Builds the service over `store` in `region` and starts its outbox relay to `bus`
+/// (unless another relay publishes this store: [`OutboxRelay::Shared`]). Events are
+/// consumed once [`RunningWarehouse::consume`] is called.
+pub fn start<S: WarehouseBackend>(
+    store: S,
+    bus: Arc<dyn EventBus>,
+    region: &str,
+    options: WarehouseOptions,
+) -> RunningWarehouse<S> {
+    let shared = match &options.relay {
+        OutboxRelay::Own => None,
+        OutboxRelay::Shared(wake) => Some(Arc::clone(wake)),
+    };
+    let engine = Arc::new(Engine::new(store, region, shared));
+    let mut tasks = Vec::new();
+    if matches!(options.relay, OutboxRelay::Own) {
+        tasks.push(tokio::spawn(run_relay(
+            Arc::clone(&engine),
+            bus,
+            options.relay_options,
+        )));
+    }
+    RunningWarehouse {
+        service: WarehouseServiceServer::new(Warehouses::new(Arc::clone(&engine))),
+        engine,
+        tasks,
+        consumers: Vec::new(),
+    }
+}
+
+impl<S: WarehouseBackend> RunningWarehouse<S> {
+    /// Starts consuming dispatch, cancellation and return events from `bus` (group
+    /// [`CONSUMER_GROUP`]); the consumer stops when this is dropped.
+    pub async fn consume(&mut self, bus: &BusConfig) -> Result<(), BusError> {
+        let consumer = spawn_consumer(
+            bus,
+            CONSUMER_GROUP,
+            &consumer::TOPICS,
+            consumer::handler(Arc::clone(&self.engine)),
+        )
+        .await?;
+        self.consumers.push(consumer);
+        Ok(())
+    }
+
+    /// Stops the consumers gracefully (the event in hand is finished and committed).
+    pub async fn shutdown_consumers(&mut self) {
+        for consumer in self.consumers.drain(..) {
+            consumer.shutdown().await;
+        }
+    }
+}
+
+/// The outbox relay: the store's shared relay loop, publishing to `bus`.
+async fn run_relay<S: WarehouseBackend>(
+    engine: Arc<Engine<S>>,
+    bus: Arc<dyn EventBus>,
+    options: RelayOptions,
+) {
+    relay::run(&engine.store, &engine.outbox_written, &options, |batch| {
+        let events: Vec<Event> = batch
+            .into_iter()
+            .map(|m| events::to_bus_event(m, &engine.region))
+            .collect();
+        let count = events.len() as u64;
+        let bus = Arc::clone(&bus);
+        async move {
+            let result = bus.publish(events).await;
+            metrics::relayed(result.is_ok(), count);
+            result.map_err(|e| e.to_string())
+        }
+    })
+    .await;
+}
+
+/// Wall-clock time in Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        })
+}

@@ -1,0 +1,372 @@
+//! Fulfillment end to end on a real redis-server and a real Kafka-protocol broker (tansu):
+//! the whole mesh as `holdfast dev --kafka-brokers` runs it. Warehouse stock flows into
+//! inventory; a checkout is routed to one warehouse, another is split over two; shipping
+//! and delivery move the orders, visible through GetOrder with each suborder's tracking
+//! number; and the shipment events are plain Kafka to an independent client.
+
+use std::time::{Duration, Instant};
+
+use holdfast_e2e::DevMesh;
+use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use holdfast_proto::catalog::v1::{Product, UpsertProductRequest};
+use holdfast_proto::common::v1::{Address, GeoPoint, Money};
+use holdfast_proto::inventory::v1::GetAvailabilityRequest;
+use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_proto::orders::v1::order_service_client::OrderServiceClient;
+use holdfast_proto::orders::v1::{
+    CheckoutLine, CheckoutLines, CheckoutOutcome, CheckoutRequest, GetOrderRequest, Order, OrderStatus,
+    checkout_request,
+};
+use holdfast_proto::warehouse::v1::warehouse_service_client::WarehouseServiceClient;
+use holdfast_proto::warehouse::v1::{
+    ListShipmentsRequest, MarkDeliveredRequest, MarkShippedRequest, ReceiveStockRequest,
+    SetWarehouseStockRequest, ShipmentStatus, ShippingOption, ShippingSpeed, StockReceiptLine,
+    UpsertWarehouseRequest, Warehouse, list_shipments_request,
+};
+use holdfast_testkit::KafkaBroker;
+use tonic::transport::Channel;
+
+const REGION: &str = "eu-central";
+const BERLIN: (f64, f64) = (52.520, 13.405);
+const HAMBURG: (f64, f64) = (53.551, 9.994);
+/// Bounded polling of the mesh's state, never a sleep to wait for an event.
+const WITHIN: Duration = Duration::from_secs(30);
+
+struct Clients {
+    catalog: CatalogServiceClient<Channel>,
+    inventory: InventoryServiceClient<Channel>,
+    orders: OrderServiceClient<Channel>,
+    warehouse: WarehouseServiceClient<Channel>,
+}
+
+fn point(at: (f64, f64)) -> Option<GeoPoint> {
+    Some(GeoPoint {
+        latitude: at.0,
+        longitude: at.1,
+    })
+}
+
+async fn until<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + WITHIN;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+async fn on_hand(clients: &Clients, sku: &str) -> i64 {
+    clients
+        .inventory
+        .clone()
+        .get_availability(GetAvailabilityRequest {
+            skus: vec![sku.into()],
+        })
+        .await
+        .expect("availability")
+        .into_inner()
+        .levels[0]
+        .on_hand
+}
+
+async fn order(clients: &Clients, id: &str) -> Order {
+    clients
+        .orders
+        .clone()
+        .get_order(GetOrderRequest { order_id: id.into() })
+        .await
+        .expect("get order")
+        .into_inner()
+        .order
+        .expect("order")
+}
+
+/// Waits until GetOrder shows `status` with `suborders` suborders, and returns the order.
+async fn order_in(clients: &Clients, id: &str, status: OrderStatus, suborders: usize) -> Order {
+    until(
+        &format!("{id} in {status:?} with {suborders} suborders"),
+        || async {
+            let order = order(clients, id).await;
+            (order.status == status as i32 && order.suborders.len() == suborders).then_some(order)
+        },
+    )
+    .await
+}
+
+async fn checkout(clients: &Clients, key: &str, lines: &[(&str, i64)]) -> String {
+    let response = clients
+        .orders
+        .clone()
+        .checkout(CheckoutRequest {
+            idempotency_key: key.into(),
+            customer_id: "cust-e2e".into(),
+            source: Some(checkout_request::Source::Lines(CheckoutLines {
+                lines: lines
+                    .iter()
+                    .map(|(sku, quantity)| CheckoutLine {
+                        sku: (*sku).into(),
+                        quantity: *quantity,
+                        expected_unit_price: None,
+                    })
+                    .collect(),
+            })),
+            shipping_address: Some(Address {
+                name: "Ada Lovelace".into(),
+                line1: "Unter den Linden 1".into(),
+                city: "Berlin".into(),
+                postal_code: "10117".into(),
+                country: "DE".into(),
+                location: point(BERLIN),
+                ..Address::default()
+            }),
+            payment_method: "pm_card_visa".into(),
+            shipping_speed: ShippingSpeed::Standard as i32,
+            ..CheckoutRequest::default()
+        })
+        .await
+        .expect("checkout")
+        .into_inner();
+    assert_eq!(response.outcome, CheckoutOutcome::Placed as i32, "{response:?}");
+    response.order.expect("order").id
+}
+
+async fn ship_and_deliver_check(clients: &Clients, order_id: &str, suborders: usize) {
+    let shipments = clients
+        .warehouse
+        .clone()
+        .list_shipments(ListShipmentsRequest {
+            filter: Some(list_shipments_request::Filter::OrderId(order_id.into())),
+            ..ListShipmentsRequest::default()
+        })
+        .await
+        .expect("list shipments")
+        .into_inner()
+        .shipments;
+    assert_eq!(shipments.len(), suborders);
+    for (i, shipment) in shipments.iter().enumerate() {
+        clients
+            .warehouse
+            .clone()
+            .mark_shipped(MarkShippedRequest {
+                shipment_id: shipment.id.clone(),
+                carrier: "dhl".into(),
+                tracking_number: format!("JJD-{order_id}-{i}"),
+            })
+            .await
+            .expect("ship");
+        let expected = if i + 1 < shipments.len() {
+            OrderStatus::PartiallyShipped
+        } else {
+            OrderStatus::Shipped
+        };
+        let seen = order_in(clients, order_id, expected, suborders).await;
+        let suborder = seen
+            .suborders
+            .iter()
+            .find(|s| s.shipment_id == shipment.id)
+            .expect("the suborder");
+        assert_eq!(suborder.tracking_number, format!("JJD-{order_id}-{i}"));
+        assert_eq!(suborder.carrier, "dhl");
+        assert_eq!(suborder.status, ShipmentStatus::Shipped as i32);
+    }
+    for shipment in &shipments {
+        clients
+            .warehouse
+            .clone()
+            .mark_delivered(MarkDeliveredRequest {
+                shipment_id: shipment.id.clone(),
+                delivered_at_unix_ms: 0,
+            })
+            .await
+            .expect("deliver");
+    }
+    let delivered = order_in(clients, order_id, OrderStatus::Delivered, suborders).await;
+    assert!(
+        delivered
+            .suborders
+            .iter()
+            .all(|s| s.status == ShipmentStatus::Delivered as i32 && s.tracking_number.starts_with("JJD-")),
+        "{delivered:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkouts_are_routed_shipped_and_delivered_over_kafka() {
+    let broker = KafkaBroker::start().expect("tansu");
+    let mesh = DevMesh::start_on_kafka(&broker.bootstrap(), REGION)
+        .await
+        .expect("mesh");
+    let channel = mesh.server.channel().await.expect("connect");
+    let clients = Clients {
+        catalog: CatalogServiceClient::new(channel.clone()),
+        inventory: InventoryServiceClient::new(channel.clone()),
+        orders: OrderServiceClient::new(channel.clone()),
+        warehouse: WarehouseServiceClient::new(channel),
+    };
+
+    for (sku, price) in [("e2e-tee", 1500), ("e2e-mug", 900), ("e2e-lamp", 4900)] {
+        clients
+            .catalog
+            .clone()
+            .upsert_product(UpsertProductRequest {
+                product: Some(Product {
+                    sku: sku.into(),
+                    title: format!("{sku} title"),
+                    price: Some(Money {
+                        amount_minor: price,
+                        currency: "EUR".into(),
+                    }),
+                    category: "e2e".into(),
+                    active: true,
+                    ..Product::default()
+                }),
+                expected_version: 0,
+            })
+            .await
+            .expect("product");
+    }
+    for (id, at) in [("ber-1", BERLIN), ("ham-1", HAMBURG)] {
+        clients
+            .warehouse
+            .clone()
+            .upsert_warehouse(UpsertWarehouseRequest {
+                warehouse: Some(Warehouse {
+                    id: id.into(),
+                    name: format!("{id} fulfilment"),
+                    region: REGION.into(),
+                    location: point(at),
+                    shipping_options: vec![ShippingOption {
+                        speed: ShippingSpeed::Standard as i32,
+                        max_days: 3,
+                        max_distance_km: 0,
+                    }],
+                    active: true,
+                    ..Warehouse::default()
+                }),
+            })
+            .await
+            .expect("warehouse");
+    }
+    // Stock takes in the warehouses flow into the region's inventory through Kafka.
+    for (warehouse, sku, physical) in [
+        ("ber-1", "e2e-tee", 5),
+        ("ber-1", "e2e-mug", 3),
+        ("ham-1", "e2e-tee", 5),
+        ("ham-1", "e2e-lamp", 2),
+    ] {
+        clients
+            .warehouse
+            .clone()
+            .set_warehouse_stock(SetWarehouseStockRequest {
+                warehouse_id: warehouse.into(),
+                sku: sku.into(),
+                physical,
+            })
+            .await
+            .expect("stock take");
+    }
+    for (sku, total) in [("e2e-tee", 10), ("e2e-mug", 3), ("e2e-lamp", 2)] {
+        until(&format!("inventory on_hand of {sku} = {total}"), || async {
+            (on_hand(&clients, sku).await == total).then_some(())
+        })
+        .await;
+    }
+    // A goods receipt booked twice counts once.
+    for _ in 0..2 {
+        clients
+            .warehouse
+            .clone()
+            .receive_stock(ReceiveStockRequest {
+                receipt_id: "DN-e2e-1".into(),
+                warehouse_id: "ham-1".into(),
+                lines: vec![StockReceiptLine {
+                    sku: "e2e-lamp".into(),
+                    quantity: 4,
+                }],
+            })
+            .await
+            .expect("receipt");
+    }
+    until("the receipt in inventory", || async {
+        (on_hand(&clients, "e2e-lamp").await == 6).then_some(())
+    })
+    .await;
+
+    // Single: Berlin has the tees, and is closest.
+    let single = checkout(&clients, "e2e-single", &[("e2e-tee", 2)]).await;
+    let routed = order_in(&clients, &single, OrderStatus::Fulfilling, 1).await;
+    assert_eq!(routed.suborders[0].warehouse_id, "ber-1");
+    assert_eq!(routed.suborders[0].lines[0].quantity, 2);
+    // Split: mugs only in Berlin, lamps only in Hamburg.
+    let split = checkout(&clients, "e2e-split", &[("e2e-mug", 1), ("e2e-lamp", 1)]).await;
+    let routed = order_in(&clients, &split, OrderStatus::Fulfilling, 2).await;
+    let mut warehouses: Vec<&str> = routed.suborders.iter().map(|s| s.warehouse_id.as_str()).collect();
+    warehouses.sort_unstable();
+    assert_eq!(warehouses, ["ber-1", "ham-1"]);
+
+    ship_and_deliver_check(&clients, &single, 1).await;
+    ship_and_deliver_check(&clients, &split, 2).await;
+
+    // Shipped units left the shelves but not inventory's on_hand (sold at checkout).
+    assert_eq!(on_hand(&clients, "e2e-tee").await, 8);
+
+    // An independent client (PyPI confluent-kafka) reads the shipment events: 3 for the
+    // single order (created, shipped, delivered), 6 for the split one.
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../services/holdfast-platform/tests/kafka_independent_client.py"
+    );
+    let bootstrap = broker.bootstrap();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .args([
+                script,
+                bootstrap.as_str(),
+                "holdfast.shipments.v1",
+                "e2e-python",
+                "9",
+                "30",
+            ])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("python3 runs (make deps installs confluent-kafka)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut seen: Vec<(String, String)> = stdout
+        .lines()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).expect("json");
+            assert_eq!(record["headers"]["region"], REGION);
+            (
+                record["key"].as_str().expect("key").to_string(),
+                record["headers"]["event-type"]
+                    .as_str()
+                    .expect("type")
+                    .to_string(),
+            )
+        })
+        .collect();
+    seen.sort();
+    let mut expected: Vec<(String, String)> = Vec::new();
+    for (order, count) in [(&single, 1), (&split, 2)] {
+        for event_type in ["shipment.created", "shipment.shipped", "shipment.delivered"] {
+            for _ in 0..count {
+                expected.push((order.clone(), event_type.to_string()));
+            }
+        }
+    }
+    expected.sort();
+    assert_eq!(seen, expected, "every shipment event, keyed by its order");
+}
