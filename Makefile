@@ -62,3 +62,5 @@ BENCH_ARGS ?=
 bench: deps ## benchmarks, printed as ratios against baselines measured in the same run (release build)
 	cargo build --release -p holdfast -p holdfast-load
 	$(TARGET_DIR)/release/holdfast-load bench all --json $(TARGET_DIR)/bench/bench.json $(BENCH_ARGS)
+	cargo run --release -p holdfast-warehouse --example bench_events -- --events 20000 --rate 500 --seconds 10 \
+	  --json $(TARGET_DIR)/bench/events.json

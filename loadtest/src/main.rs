@@ -6,6 +6,7 @@
 
 mod audit;
 mod bench_cart;
+mod bench_checkout;
 mod bench_inventory;
 mod browse;
 mod checkout_storm;
@@ -60,6 +61,8 @@ enum Bench {
     Inventory(bench_inventory::InventoryBench),
     /// AddItem and GetCart against `holdfast dev`.
     Cart(bench_cart::CartBench),
+    /// Whole checkouts against `holdfast dev` at PSP latency 0 and 50 ms, next to the Reserve RPC.
+    Checkout(bench_checkout::CheckoutBench),
     /// Both, in one run: the cart figures next to the inventory baseline.
     All {
         #[command(flatten)]
@@ -67,6 +70,9 @@ enum Bench {
         /// Cart calls per RPC.
         #[arg(long, default_value_t = 50_000)]
         cart_requests: u64,
+        /// Checkouts per closed-loop phase.
+        #[arg(long, default_value_t = 5_000)]
+        checkouts: u64,
     },
 }
 
@@ -106,9 +112,16 @@ async fn bench(json: PathBuf, what: Bench) -> anyhow::Result<()> {
             bench_cart::print(&report, None);
             write_json(&json, &serde_json::json!({ "cart": report }))
         }
+        Bench::Checkout(args) => {
+            let bin = mesh::holdfast_bin(args.holdfast_bin.as_ref())?;
+            let report = bench_checkout::run(args, bin).await?;
+            bench_checkout::print(&report);
+            write_json(&json, &serde_json::json!({ "checkout": report }))
+        }
         Bench::All {
             inventory,
             cart_requests,
+            checkouts,
         } => {
             let bin = mesh::holdfast_bin(inventory.holdfast_bin.as_ref())?;
             let inventory_report = bench_inventory::run(&inventory).await?;
@@ -118,11 +131,25 @@ async fn bench(json: PathBuf, what: Bench) -> anyhow::Result<()> {
                 products: 200,
                 holdfast_bin: Some(bin.clone()),
             };
-            let cart_report = bench_cart::run(cart, bin).await?;
+            let cart_report = bench_cart::run(cart, bin.clone()).await?;
+            let checkout = bench_checkout::CheckoutBench {
+                checkouts,
+                concurrency: 32,
+                rate: 150.0,
+                open_for: std::time::Duration::from_secs(10),
+                psp_latency: std::time::Duration::from_millis(50),
+                holdfast_bin: Some(bin.clone()),
+            };
+            let checkout_report = bench_checkout::run(checkout, bin).await?;
             bench_cart::print(&cart_report, Some(inventory_report.baseline_evalsha.rate));
+            bench_checkout::print(&checkout_report);
             write_json(
                 &json,
-                &serde_json::json!({ "inventory": inventory_report, "cart": cart_report }),
+                &serde_json::json!({
+                    "inventory": inventory_report,
+                    "cart": cart_report,
+                    "checkout": checkout_report,
+                }),
             )
         }
     }

@@ -207,6 +207,11 @@ impl Drop for TempData {
 
 /// Starts `holdfast dev` on free loopback ports with a fresh data directory.
 pub fn start_dev(bin: &Path) -> anyhow::Result<Dev> {
+    start_dev_with(bin, &[])
+}
+
+/// Like [`start_dev`], with extra flags (e.g. `--payments-latency 50ms`).
+pub fn start_dev_with(bin: &Path, extra: &[&str]) -> anyhow::Result<Dev> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let data = TempData(std::env::temp_dir().join(format!(
         "holdfast-load-dev-{}-{}",
@@ -222,7 +227,8 @@ pub fn start_dev(bin: &Path) -> anyhow::Result<Dev> {
         // The harness measures the server, not its admission limit.
         .args(["--concurrency-limit", "100000"])
         .arg("--data-dir")
-        .arg(&data.0);
+        .arg(&data.0)
+        .args(extra);
     let server = spawn_server(command, Some(&log))?;
     Ok(Dev {
         addr: server.addr.clone(),

@@ -68,7 +68,17 @@ pub fn initial_state(saga_id: &str, request: &holdfast_proto::orders::v1::Checko
 /// The PSP idempotency key of `action` for this checkout: derived from the checkout (its
 /// saga, one per checkout key), so every retry of the action reuses it.
 fn psp_key(state: &CheckoutState, action: &str) -> String {
-    format!("{}:{action}", state.reservation_id)
+    psp_key_for(&state.key, action)
+}
+
+/// `chk_<sha-1 of the checkout key>:<action>`: keyed by the checkout key itself (not the
+/// saga), so even a saga the store lost (an OS crash under the embedded SQLite) cannot
+/// charge twice when the client retries its key: the PSP answers the first authorization.
+pub fn psp_key_for(checkout_key: &str, action: &str) -> String {
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(checkout_key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("chk_{hex}:{action}")
 }
 
 /// Runs the saga's current step.

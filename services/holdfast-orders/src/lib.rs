@@ -231,23 +231,17 @@ async fn recover<S: OrdersStore>(engine: Arc<Engine<S>>) {
     }
 }
 
-/// The outbox relay: publishes pending events in order and marks them sent only after the
-/// bus took them; on failure they stay and are published again (consumers dedupe by id).
+/// The outbox relay (the store's shared loop): publishes pending events in order and marks
+/// them sent only after the bus took them; on failure they stay and are published again
+/// (consumers dedupe by id). Under `holdfast dev` it also publishes the warehouse's events,
+/// which share the store's outbox.
 async fn relay<S: OrdersStore>(engine: Arc<Engine<S>>, bus: Arc<dyn EventBus>) {
-    loop {
-        let pending = match engine.store.pending_outbox(256).await {
-            Ok(pending) => pending,
-            Err(error) => {
-                tracing::warn!(%error, "reading the outbox failed");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                continue;
-            }
-        };
-        if pending.is_empty() {
-            let _ = tokio::time::timeout(Duration::from_millis(500), engine.outbox_written.notified()).await;
-            continue;
-        }
-        let ids: Vec<String> = pending.iter().map(|m| m.id.clone()).collect();
+    let options = holdfast_store::relay::RelayOptions {
+        batch: 256,
+        idle_wait: Duration::from_millis(500),
+        retry_wait: Duration::from_millis(500),
+    };
+    holdfast_store::relay::run(&engine.store, &engine.outbox_written, &options, |pending| {
         let events: Vec<Event> = pending
             .into_iter()
             .map(|m| Event {
@@ -265,18 +259,19 @@ async fn relay<S: OrdersStore>(engine: Arc<Engine<S>>, bus: Arc<dyn EventBus>) {
             })
             .collect();
         let count = events.len() as u64;
-        match bus.publish(events).await {
-            Ok(()) => {
-                RELAYED.with_label_values(&["published"]).inc_by(count);
-                if let Err(error) = engine.store.mark_outbox_sent(&ids).await {
-                    tracing::warn!(%error, "marking events sent failed; they will be published again");
+        let bus = Arc::clone(&bus);
+        async move {
+            match bus.publish(events).await {
+                Ok(()) => {
+                    RELAYED.with_label_values(&["published"]).inc_by(count);
+                    Ok(())
+                }
+                Err(error) => {
+                    RELAYED.with_label_values(&["failed"]).inc_by(count);
+                    Err(error.to_string())
                 }
             }
-            Err(error) => {
-                RELAYED.with_label_values(&["failed"]).inc_by(count);
-                tracing::warn!(%error, "publishing events failed; retrying");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
         }
-    }
+    })
+    .await;
 }

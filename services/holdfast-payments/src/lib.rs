@@ -4,7 +4,7 @@
 //! # Storage
 //!
 //! The PSP stands in for an external system, so it keeps its own SQLite database
-//! (rusqlite, bundled; WAL and `synchronous = FULL` on a file; one connection behind a
+//! (rusqlite, bundled; WAL and `synchronous = NORMAL` on a file; one connection behind a
 //! mutex, every call on tokio's blocking pool), not the `holdfast-store` crate. With
 //! [`PaymentsOptions::database`] unset it is a private in-memory database. Tables:
 //!
