@@ -1,0 +1,56 @@
+"""values.schema.json and the chart's cross-value checks reject what an SRE could get wrong."""
+
+import pytest
+
+from conftest import EXAMPLES, render, render_error
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_examples_render(example):
+    assert render(example)
+
+
+@pytest.mark.parametrize(
+    ("sets", "complaint"),
+    [
+        ({"services.cart.replicas": 0}, "/services/cart/replicas"),
+        ({"services.orders.autoscaling.minReplicas": 0}, "minReplicas"),
+        ({"replicaCount": 3}, "replicaCount"),
+        ({"services.cart.sidecar": True}, "sidecar"),
+        ({"services.search": {"enabled": True}}, "search"),
+        ({"redis.password": "hunter2"}, "password"),
+        ({"redis.url": "redis://:hunter2@redis:6379"}, "/redis/url"),
+        ({"redis.url": "redis://redis"}, "/redis/url"),
+        ({"store.url": "sqlite:///data/holdfast.db"}, "/store/url"),
+        ({"kafka.brokers": ""}, "/kafka/brokers"),
+        ({"region": "EU-West"}, "/region"),
+        ({"flags": {"listen": "0.0.0.0:1"}}, "listen"),
+        ({"services.orders.flags": {"saga-lease": "1h"}}, "saga-lease"),
+        ({"services.orders.flags": {"risk-max-orders-per-hour": 0}}, "risk-max-orders-per-hour"),
+        ({"env": [{"name": "HOLDFAST_REDIS_URL", "value": "redis://x:1"}]}, "/env/0/name"),
+        ({"image.digest": "latest"}, "/image/digest"),
+    ],
+)
+def test_schema_rejects(sets, complaint):
+    assert complaint in render_error(sets=sets)
+
+
+def test_grace_period_must_outlast_prestop_delay_and_drain():
+    message = render_error(sets={"terminationGracePeriodSeconds": 40, "shutdown": {
+        "preStopSeconds": 5, "delaySeconds": 5, "drainTimeoutSeconds": 30}})
+    assert "terminationGracePeriodSeconds (40)" in message
+    assert render(sets={"terminationGracePeriodSeconds": 41, "shutdown": {
+        "preStopSeconds": 5, "delaySeconds": 5, "drainTimeoutSeconds": 30}})
+
+
+def test_a_service_cannot_be_disabled_while_another_calls_it():
+    assert "services.orders calls payments" in render_error(sets={"services.payments.enabled": False})
+    # Without its callers, a service may go.
+    objects = render(sets={"services.orders.enabled": False, "services.payments.enabled": False})
+    names = {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in objects if o["kind"] == "Deployment"}
+    assert names == {"inventory", "catalog", "cart", "warehouse"}
+
+
+def test_redis_password_needs_a_standalone_url():
+    message = render_error(sets={"redis.url": "redis-cluster://a:7000,b:7001", "redis.existingSecret": "redis-auth"})
+    assert "redis-cluster://" in message
