@@ -7,15 +7,19 @@
 
 # ---- build: the toolchain pinned in rust-toolchain.toml (1.95.0) -----------------------
 FROM rust:1.95.0-slim-bookworm AS build
-# protoc for holdfast-proto's build.rs; make and g++ for the bundled librdkafka and SQLite.
+# protoc for holdfast-proto's build.rs; make, g++ and python3 for the bundled librdkafka's
+# configure (gcc for SQLite and mimalloc comes with the image). Build-stage only: Debian
+# bookworm's versions are fixed by the pinned base, so they are not pinned again here.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends protobuf-compiler make g++ \
+    && apt-get install -y --no-install-recommends protobuf-compiler make g++ python3 \
     && rm -rf /var/lib/apt/lists/*
+# The image's toolchain is the one rust-toolchain.toml pins; naming it here keeps rustup from
+# fetching the file's extra components (rustfmt, clippy), which a release build does not use.
+ENV RUSTUP_TOOLCHAIN=1.95.0
 WORKDIR /src
 COPY . .
-# Cargo.lock is authoritative (--locked); the toolchain file matches the image, so rustup
-# downloads nothing. Only the `holdfast` binary is built.
+# Cargo.lock is authoritative (--locked). Only the `holdfast` binary is built.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --locked --release -p holdfast \

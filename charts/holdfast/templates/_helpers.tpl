@@ -143,6 +143,10 @@ imagePullSecrets:
 {{- if and .Values.redis.existingSecret (hasPrefix "redis-cluster://" .Values.redis.url) -}}
 {{- fail "redis.existingSecret: holdfast authenticates only to a standalone redis:// URL; a redis-cluster:// deployment must be reached without a password (restrict it with networkPolicy)" -}}
 {{- end -}}
+{{- $payments := .Values.services.payments -}}
+{{- if and $payments.enabled (or (gt (int $payments.replicas) 1) $payments.autoscaling.enabled) -}}
+{{- fail "services.payments: the simulated payment provider keeps its ledger per pod (SQLite on an emptyDir); run exactly one replica, without autoscaling" -}}
+{{- end -}}
 {{- range $name := splitList " " (include "holdfast.serviceNames" .) -}}
 {{- $svc := get $.Values.services $name -}}
 {{- if $svc.enabled -}}

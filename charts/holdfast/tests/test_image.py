@@ -13,6 +13,7 @@ def test_build_stage_uses_the_pinned_toolchain():
     froms = re.findall(r"^FROM\s+(\S+)", DOCKERFILE, re.M)
     assert len(froms) >= 2, "multi-stage build expected"
     assert froms[0].startswith(f"rust:{channel}-"), froms[0]
+    assert re.search(rf"^ENV RUSTUP_TOOLCHAIN={re.escape(channel)}$", DOCKERFILE, re.M)
 
 
 def test_runtime_stage_is_minimal_and_non_root():

@@ -54,3 +54,8 @@ def test_a_service_cannot_be_disabled_while_another_calls_it():
 def test_redis_password_needs_a_standalone_url():
     message = render_error(sets={"redis.url": "redis-cluster://a:7000,b:7001", "redis.existingSecret": "redis-auth"})
     assert "redis-cluster://" in message
+
+
+def test_payments_runs_exactly_one_replica():
+    assert "exactly one replica" in render_error(sets={"services.payments.replicas": 2})
+    assert "exactly one replica" in render_error(sets={"services.payments.autoscaling.enabled": True})
