@@ -20,7 +20,7 @@ def value_paths():
             if name in UNITS:
                 paths.append(path)
                 return
-            node = schema["$defs"][name]
+            node = schema["definitions"][name]
         props = node.get("properties")
         if not props:
             paths.append(path)

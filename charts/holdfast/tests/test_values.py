@@ -1,8 +1,29 @@
 """values.schema.json and the chart's cross-value checks reject what an SRE could get wrong."""
 
-import pytest
+import json
+import subprocess
 
-from conftest import EXAMPLES, render, render_error
+import jsonschema
+import pytest
+import yaml
+
+from conftest import CHART, EXAMPLES, HELM, SERVICES, render, render_error
+
+
+def test_schema_is_draft_07_and_accepts_the_defaults():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    jsonschema.Draft7Validator(schema).validate(yaml.safe_load((CHART / "values.yaml").read_text()))
+
+
+def test_notes_name_every_service_and_the_external_engines():
+    done = subprocess.run([HELM, "install", "holdfast", str(CHART), "-n", "shop", "--dry-run=client",
+                           "--set", "networkPolicy.enabled=true"], capture_output=True, text=True, check=True)
+    notes = done.stdout[done.stdout.index("NOTES:"):]
+    for name in SERVICES:
+        assert f"holdfast-{name}:50051" in notes, name
+    assert "this chart runs none of them" in notes
+    assert "no networkPolicy.edgeFrom" in notes
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
