@@ -158,3 +158,13 @@ imagePullSecrets:
 {{- end -}}
 {{- end -}}
 {{- end }}
+
+{{/* A flag's value as the binary parses it: YAML numbers arrive as float64, and
+1e+08 is not an integer to clap; the schema allows integers and strings only. */}}
+{{- define "holdfast.flagValue" -}}
+{{- if or (kindIs "float64" .) (kindIs "int64" .) (kindIs "int" .) -}}
+{{- int64 . | toString | quote -}}
+{{- else -}}
+{{- . | toString | quote -}}
+{{- end -}}
+{{- end }}
