@@ -65,9 +65,10 @@ bench: deps ## benchmarks, printed as ratios against baselines measured in the s
 	cargo run --release -p holdfast-warehouse --example bench_events -- --events 20000 --rate 500 --seconds 10 \
 	  --json $(TARGET_DIR)/bench/events.json
 
-chart-test: ## Helm chart + Dockerfile: hadolint, helm lint, kubernetes-validate, checkov, chart tests
+chart-test: deps ## Helm chart + Dockerfile: hadolint, helm lint, kubernetes-validate, checkov, chart tests
 	scripts/install-chart-tools.sh
-	charts/holdfast/tests/check.sh
+	cargo build -p holdfast
+	HOLDFAST_BIN=$(HOLDFAST) charts/holdfast/tests/check.sh
 
 IMAGE ?= holdfast:dev
 

@@ -3,7 +3,8 @@
 #   1. hadolint on the Dockerfile
 #   2. helm lint --strict, with the defaults and with each example values file
 #   3. the chart tests (pytest): rendered manifests, the schema, kubernetes-validate --strict
-#      for every Kubernetes version the chart claims
+#      for every Kubernetes version the chart claims, and the real binary (HOLDFAST_BIN, which
+#      `make chart-test` builds) run with each Deployment's rendered command and env
 #   4. checkov: --framework helm on the chart (defaults), and on each production example
 #      rendered with an image digest and NetworkPolicy on; skips are explained in
 #      ../.checkov.yaml and checkov-production.yaml
@@ -28,6 +29,7 @@ for example in "$chart"/examples/*.yaml; do
 done
 
 say "chart tests (pytest)"
+[[ -n "${HOLDFAST_BIN:-}" ]] || echo "chart-test: HOLDFAST_BIN unset: the tests against the real binary will skip" >&2
 (cd "$chart" && "$tools/venv/bin/pytest" -q -p no:cacheprovider tests)
 
 say "checkov"
