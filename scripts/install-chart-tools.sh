@@ -67,7 +67,10 @@ install_venv() {
   # The stamp names every pin: changing one reinstalls.
   local stamp="$venv/.pins-$(printf '%s\n' "$@" | sha256sum | cut -c1-16)"
   [[ -f "$stamp" ]] && return 0
-  [[ -x "$venv/bin/python" ]] || { log "python3 -m venv $venv"; python3 -m venv "$venv"; }
+  if [[ ! -x "$venv/bin/python" ]]; then
+    log "python3 -m venv $venv"
+    python3 -m venv "$venv" || { log "python3 -m venv failed (on Debian: apt-get install python3-venv)"; exit 1; }
+  fi
   log "pip install $* (into $venv)"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "$@"
   local tool
