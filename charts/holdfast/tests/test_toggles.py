@@ -73,6 +73,9 @@ def test_service_monitor_only_with_the_crd_api():
     # Its selector matches every holdfast Service.
     for s in of_kind(render(), "Service"):
         assert sm["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    # The group/version alone (as `helm template --api-versions monitoring.coreos.com/v1`) counts too.
+    assert len(of_kind(render(api_versions=["monitoring.coreos.com/v1"]), "ServiceMonitor")) == 1
+    assert of_kind(render(api_versions=["monitoring.coreos.com/v1alpha1"]), "ServiceMonitor") == []
     off = render(sets={"serviceMonitor.enabled": False}, api_versions=[SERVICE_MONITOR_API])
     assert of_kind(off, "ServiceMonitor") == []
 
