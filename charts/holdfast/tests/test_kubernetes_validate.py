@@ -47,3 +47,14 @@ def test_examples_validate_strictly(rendered, version):
     done = subprocess.run([VALIDATE, "--strict", "--quiet", "-k", version, *rendered],
                           capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+
+
+def test_helm_refuses_clusters_older_than_the_claim():
+    floor = claimed_versions()[0]
+    major, minor, _ = floor.split(".")
+    older = f"{major}.{int(minor) - 1}.0"
+    done = subprocess.run([HELM, "template", "holdfast", str(CHART), "--kube-version", older],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode != 0 and "kubeVersion" in done.stderr, done.stderr
+    subprocess.run([HELM, "template", "holdfast", str(CHART), "--kube-version", floor],
+                   capture_output=True, text=True, check=True)
