@@ -83,7 +83,7 @@ pub enum Peer {
     Payments,
 }
 
-impl<S: Clone> Context<S> {
+impl<S> Context<S> {
     /// Redis, or an error naming the flag `service` needs.
     pub fn redis(&self, service: &str) -> anyhow::Result<fred::prelude::Pool> {
         self.redis
@@ -91,12 +91,6 @@ impl<S: Clone> Context<S> {
             .ok_or_else(|| anyhow::anyhow!("{service} needs --redis-url"))
     }
 
-    /// The durable store, or an error naming the flag `service` needs.
-    pub fn store(&self, service: &str) -> anyhow::Result<S> {
-        self.store
-            .clone()
-            .ok_or_else(|| anyhow::anyhow!("{service} needs --store"))
-    }
 
     /// A lazily connected channel to `peer`: its URL flag, or this process when unset.
     pub fn channel(&self, peer: Peer) -> anyhow::Result<tonic::transport::Channel> {
@@ -113,6 +107,15 @@ impl<S: Clone> Context<S> {
             .connect_timeout(std::time::Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy())
+    }
+}
+
+impl<S: Clone> Context<S> {
+    /// The durable store, or an error naming the flag `service` needs.
+    pub fn store(&self, service: &str) -> anyhow::Result<S> {
+        self.store
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("{service} needs --store"))
     }
 }
 
