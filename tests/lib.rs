@@ -29,6 +29,11 @@ impl DevMesh {
         Self::start_with(&["--kafka-brokers", brokers, "--region", region]).await
     }
 
+    /// Starts redis-server and the mesh on the in-process bus, serving `region`.
+    pub async fn start_in_region(region: &str) -> anyhow::Result<Self> {
+        Self::start_with(&["--region", region]).await
+    }
+
     /// Starts redis-server and the mesh with extra `holdfast dev` flags.
     async fn start_with(flags: &[&str]) -> anyhow::Result<Self> {
         let redis_server = RedisServer::start()?;
