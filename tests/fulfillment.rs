@@ -333,7 +333,6 @@ async fn checkouts_are_routed_shipped_and_delivered_over_kafka() {
         .expect("mesh");
     let (single, split) = route_ship_and_deliver(&mesh).await;
 
-
     // An independent client (PyPI confluent-kafka) reads the shipment events: 3 for the
     // single order (created, shipped, delivered), 6 for the split one.
     let script = concat!(

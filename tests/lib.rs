@@ -49,11 +49,10 @@ impl DevMesh {
         let cli = Cli::try_parse_from(args)?;
         let (services, args, _) = cli.command.split().expect("dev runs services");
         let pool = redis::connect(&redis_server.url(), 2).await?;
-        let store = holdfast_store::open(&holdfast_store::StoreUrl::Sqlite(
-            dir.path().join("holdfast.db"),
-        ))
-        .await?;
-        let bus = holdfast_platform::events::BusConfig::from_kafka_brokers(args.common.kafka_brokers.as_deref());
+        let store =
+            holdfast_store::open(&holdfast_store::StoreUrl::Sqlite(dir.path().join("holdfast.db"))).await?;
+        let bus =
+            holdfast_platform::events::BusConfig::from_kafka_brokers(args.common.kafka_brokers.as_deref());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let ctx = context(args, Some(pool), Some(store), bus, listener.local_addr()?)?;
         let Mesh { server, running } = build_server(&services, &args.common, &ctx).await?;

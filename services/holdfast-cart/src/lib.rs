@@ -94,7 +94,11 @@ fn build<S: CartStore + Clone + 'static>(
     catalog: Channel,
     inventory: Channel,
     options: CartOptions,
-) -> (CartServiceServer<Cart<S>>, Arc<WriteBehind>, impl Future<Output = ()> + Send + 'static) {
+) -> (
+    CartServiceServer<Cart<S>>,
+    Arc<WriteBehind>,
+    impl Future<Output = ()> + Send + 'static,
+) {
     let write_behind = Arc::new(WriteBehind::new());
     let worker = write_behind::run(
         Arc::clone(&write_behind),
@@ -102,7 +106,14 @@ fn build<S: CartStore + Clone + 'static>(
         store.clone(),
         options.flush_every,
     );
-    let cart = Cart::new(redis, store, catalog, inventory, Arc::clone(&write_behind), options);
+    let cart = Cart::new(
+        redis,
+        store,
+        catalog,
+        inventory,
+        Arc::clone(&write_behind),
+        options,
+    );
     (CartServiceServer::new(cart), write_behind, worker)
 }
 
@@ -118,8 +129,7 @@ pub async fn start<S: CartStore + Clone + 'static>(
     options: CartOptions,
 ) -> Result<RunningCart<S>, CartError> {
     scripts::load_all(redis.next()).await?;
-    let (service, write_behind, worker) =
-        build(redis.clone(), store.clone(), catalog, inventory, options);
+    let (service, write_behind, worker) = build(redis.clone(), store.clone(), catalog, inventory, options);
     let task = tokio::spawn(worker);
     Ok(RunningCart {
         service,

@@ -116,10 +116,7 @@ async fn build(
             options.outbox_rescan_every,
         )),
         sweeper: Box::pin(background::run_sweeper(stock.clone(), options.sweep_every)),
-        rebalancer: Box::pin(background::run_rebalancer(
-            stock.clone(),
-            options.rebalance_every,
-        )),
+        rebalancer: Box::pin(background::run_rebalancer(stock.clone(), options.rebalance_every)),
         stock,
     })
 }

@@ -158,16 +158,19 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
             };
             let clients = Clients::new(upstreams, options.upstream_timeout, options.payment_timeout);
             let engine = Arc::new(Engine::new(ctx.store("orders")?, clients, options, &ctx.region));
-            Ok(ServiceParts::new("orders", OrderServiceServer::new(Orders::new(Arc::clone(&engine))))
-                .consumer(
-                    shipments::CONSUMER_GROUP,
-                    &[shipments::SHIPMENTS_TOPIC],
-                    shipments::handler(Arc::clone(&engine)),
-                )
-                .writes_store_outbox()
-                .task(wake_relay(Arc::clone(&engine), Arc::clone(&ctx.outbox_written)))
-                .task(recover(Arc::clone(&engine)))
-                .keep(engine))
+            Ok(ServiceParts::new(
+                "orders",
+                OrderServiceServer::new(Orders::new(Arc::clone(&engine))),
+            )
+            .consumer(
+                shipments::CONSUMER_GROUP,
+                &[shipments::SHIPMENTS_TOPIC],
+                shipments::handler(Arc::clone(&engine)),
+            )
+            .writes_store_outbox()
+            .task(wake_relay(Arc::clone(&engine), Arc::clone(&ctx.outbox_written)))
+            .task(recover(Arc::clone(&engine)))
+            .keep(engine))
         })
     }
 }

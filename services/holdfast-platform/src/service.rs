@@ -91,7 +91,6 @@ impl<S> Context<S> {
             .ok_or_else(|| anyhow::anyhow!("{service} needs --redis-url"))
     }
 
-
     /// A lazily connected channel to `peer`: its URL flag, or this process when unset.
     pub fn channel(&self, peer: Peer) -> anyhow::Result<tonic::transport::Channel> {
         let url = match peer {
@@ -325,4 +324,159 @@ pub async fn start<S>(
     running.tasks.extend(relays.into_iter().map(tokio::spawn));
     running.tasks.extend(tasks.into_iter().map(tokio::spawn));
     Ok(running)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Mutex;
+    use std::task::{Context as TaskContext, Poll};
+
+    use tokio::sync::{mpsc, oneshot};
+    use tonic::body::Body;
+    use tonic::server::NamedService;
+
+    use super::*;
+    use crate::events::{Event, handler_fn};
+    use crate::server::ServerOptions;
+
+    const TOPIC: &str = "holdfast.test.v1";
+
+    /// A gRPC service answering nothing, named per `N`.
+    #[derive(Clone)]
+    struct Stub<const N: u8>;
+
+    impl NamedService for Stub<1> {
+        const NAME: &'static str = "holdfast.test.v1.Publisher";
+    }
+
+    impl NamedService for Stub<2> {
+        const NAME: &'static str = "holdfast.test.v1.Consumer";
+    }
+
+    impl<const N: u8> tower::Service<http::Request<Body>> for Stub<N> {
+        type Response = http::Response<Body>;
+        type Error = Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+
+        fn poll_ready(&mut self, _: &mut TaskContext<'_>) -> Poll<Result<(), Infallible>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+            std::future::ready(Ok(http::Response::new(Body::empty())))
+        }
+    }
+
+    /// Publishes one event the moment its relay starts, once, and reports whether the bus
+    /// took it.
+    struct Publisher(Mutex<Option<oneshot::Sender<bool>>>);
+
+    impl Service<()> for Publisher {
+        fn name(&self) -> &'static str {
+            "publisher"
+        }
+
+        fn needs(&self) -> Needs {
+            Needs::default()
+        }
+
+        fn build<'a>(&'a self, ctx: &'a Context<()>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
+            let report = self.0.lock().expect("lock").take();
+            let bus = Arc::clone(&ctx.bus);
+            Box::pin(async move {
+                Ok(ServiceParts::new("publisher", Stub::<1>).relay(async move {
+                    let event = Event {
+                        id: "first".into(),
+                        topic: TOPIC.into(),
+                        key: "k".into(),
+                        event_type: "test.happened".into(),
+                        region: "local".into(),
+                        payload: Vec::new(),
+                        traceparent: None,
+                    };
+                    let taken = bus.publish(vec![event]).await.is_ok();
+                    if let Some(report) = report {
+                        let _ = report.send(taken);
+                    }
+                }))
+            })
+        }
+    }
+
+    /// Consumes the topic, passing on every event id.
+    struct Consumer(mpsc::UnboundedSender<String>);
+
+    impl Service<()> for Consumer {
+        fn name(&self) -> &'static str {
+            "consumer"
+        }
+
+        fn needs(&self) -> Needs {
+            Needs::default()
+        }
+
+        fn build<'a>(&'a self, _: &'a Context<()>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
+            let seen = self.0.clone();
+            Box::pin(async move {
+                Ok(ServiceParts::new("consumer", Stub::<2>).consumer(
+                    "test",
+                    &[TOPIC],
+                    handler_fn(move |event: Event| {
+                        let seen = seen.clone();
+                        async move {
+                            let _ = seen.send(event.id);
+                            Ok(())
+                        }
+                    }),
+                ))
+            })
+        }
+    }
+
+    // A service listed before the one consuming its events (orders before warehouse) still
+    // publishes only once every consumer has subscribed: its first event is taken and
+    // delivered, not lost.
+    #[tokio::test]
+    async fn start_subscribes_every_consumer_before_any_relay_runs() {
+        let bus_config = BusConfig::default();
+        let ctx = Context {
+            redis: None,
+            store: None::<()>,
+            bus: bus_config.publisher().expect("publisher"),
+            bus_config,
+            region: "local".into(),
+            data_dir: PathBuf::from("."),
+            peers: PeerArgs::default(),
+            self_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            outbox_written: Arc::default(),
+        };
+        let (report, taken) = oneshot::channel();
+        let (seen_tx, mut seen) = mpsc::unbounded_channel();
+        let publisher = Publisher(Mutex::new(Some(report)));
+        let consumer = Consumer(seen_tx);
+        let mut server = GrpcServer::new(ServerOptions::default());
+        let (store_relay_tx, store_relay) = oneshot::channel();
+        let running = start(
+            &[&publisher as &dyn Service<()>, &consumer],
+            &ctx,
+            &mut server,
+            move || {
+                let _ = store_relay_tx.send(());
+                Box::pin(std::future::ready(()))
+            },
+        )
+        .await
+        .expect("start");
+        assert_eq!(running.names(), ["publisher", "consumer"]);
+        assert!(taken.await.expect("relay ran"), "the bus took the first event");
+        let first = tokio::time::timeout(std::time::Duration::from_secs(10), seen.recv())
+            .await
+            .expect("delivered within 10 s");
+        assert_eq!(first.as_deref(), Some("first"));
+        assert!(
+            store_relay.await.is_err(),
+            "no service writes the store's outbox: no store relay"
+        );
+    }
 }

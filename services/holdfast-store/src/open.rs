@@ -48,9 +48,8 @@ impl StoreUrl {
 }
 
 fn is_host_port(raw: &str) -> bool {
-    raw.rsplit_once(':').is_some_and(|(host, port)| {
-        !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0)
-    })
+    raw.rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
 }
 
 /// Opens the store at `url`: SQLite creates its directory and file and migrates itself;
