@@ -2,7 +2,8 @@
 //! the whole mesh as `holdfast dev --kafka-brokers` runs it. Warehouse stock flows into
 //! inventory; a checkout is routed to one warehouse, another is split over two; shipping
 //! and delivery move the orders, visible through GetOrder with each suborder's tracking
-//! number; and the shipment events are plain Kafka to an independent client.
+//! number; and the shipment events are plain Kafka to an independent client. The same flow
+//! also runs on the in-process bus, as plain `holdfast dev` runs it.
 
 use std::time::{Duration, Instant};
 
@@ -196,12 +197,10 @@ async fn ship_and_deliver_check(clients: &Clients, order_id: &str, suborders: us
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn checkouts_are_routed_shipped_and_delivered_over_kafka() {
-    let broker = KafkaBroker::start().expect("tansu");
-    let mesh = DevMesh::start_on_kafka(&broker.bootstrap(), REGION)
-        .await
-        .expect("mesh");
+/// Stocks two warehouses, checks the stock reached inventory, then checks out one order
+/// routed to one warehouse and one split over two, ships and delivers them. Answers the
+/// two order ids.
+async fn route_ship_and_deliver(mesh: &DevMesh) -> (String, String) {
     let channel = mesh.server.channel().await.expect("connect");
     let clients = Clients {
         catalog: CatalogServiceClient::new(channel.clone()),
@@ -209,7 +208,6 @@ async fn checkouts_are_routed_shipped_and_delivered_over_kafka() {
         orders: OrderServiceClient::new(channel.clone()),
         warehouse: WarehouseServiceClient::new(channel),
     };
-
     for (sku, price) in [("e2e-tee", 1500), ("e2e-mug", 900), ("e2e-lamp", 4900)] {
         clients
             .catalog
@@ -315,6 +313,25 @@ async fn checkouts_are_routed_shipped_and_delivered_over_kafka() {
 
     // Shipped units left the shelves but not inventory's on_hand (sold at checkout).
     assert_eq!(on_hand(&clients, "e2e-tee").await, 8);
+
+    (single, split)
+}
+
+// The same flow on the in-process bus, as `holdfast dev` runs without Kafka: orders and
+// warehouse share the store's outbox and its one relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkouts_are_routed_shipped_and_delivered_in_process() {
+    let mesh = DevMesh::start_in_region(REGION).await.expect("mesh");
+    route_ship_and_deliver(&mesh).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkouts_are_routed_shipped_and_delivered_over_kafka() {
+    let broker = KafkaBroker::start().expect("tansu");
+    let mesh = DevMesh::start_on_kafka(&broker.bootstrap(), REGION)
+        .await
+        .expect("mesh");
+    let (single, split) = route_ship_and_deliver(&mesh).await;
 
     // An independent client (PyPI confluent-kafka) reads the shipment events: 3 for the
     // single order (created, shipped, delivered), 6 for the split one.

@@ -2,7 +2,7 @@
 //! grpc-web client speaking HTTP/1.1 exactly as a browser or mobile backend does.
 
 use clap::Parser;
-use holdfast::{Cli, Engines, Mesh, build_server};
+use holdfast::{Cli, Mesh, build_server, context};
 use holdfast_platform::redis;
 use holdfast_testkit::{RedisServer, SpawnedServer, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub struct DevMesh {
     /// The running server.
     pub server: SpawnedServer,
-    // The inventory's sweeper, relay and rebalancer run while this is held.
-    _background: Box<dyn std::any::Any + Send>,
+    // The services' consumers, relays and background work run while this is held.
+    _running: holdfast_platform::service::Running,
     _redis: RedisServer,
     _store_dir: TempDir,
 }
@@ -29,6 +29,11 @@ impl DevMesh {
         Self::start_with(&["--kafka-brokers", brokers, "--region", region]).await
     }
 
+    /// Starts redis-server and the mesh on the in-process bus, serving `region`.
+    pub async fn start_in_region(region: &str) -> anyhow::Result<Self> {
+        Self::start_with(&["--region", region]).await
+    }
+
     /// Starts redis-server and the mesh with extra `holdfast dev` flags.
     async fn start_with(flags: &[&str]) -> anyhow::Result<Self> {
         let redis_server = RedisServer::start()?;
@@ -42,27 +47,19 @@ impl DevMesh {
         ];
         args.extend(flags.iter().map(std::ffi::OsString::from));
         let cli = Cli::try_parse_from(args)?;
-        let (services, common, _) = cli.command.split().expect("dev runs services");
+        let (services, args, _) = cli.command.split().expect("dev runs services");
         let pool = redis::connect(&redis_server.url(), 2).await?;
-        let store = holdfast::open_store(&holdfast_platform::StoreUrl::Sqlite(
-            dir.path().join("holdfast.db"),
-        ))
-        .await?;
-        let bus = holdfast_platform::events::BusConfig::from_kafka_brokers(common.kafka_brokers.as_deref());
-        let engines = Engines::with_bus(Some(pool), Some(store), &common.region, bus)?;
+        let store =
+            holdfast_store::open(&holdfast_store::StoreUrl::Sqlite(dir.path().join("holdfast.db"))).await?;
+        let bus =
+            holdfast_platform::events::BusConfig::from_kafka_brokers(args.common.kafka_brokers.as_deref());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let Mesh {
-            server,
-            inventory,
-            cart,
-            orders,
-            warehouse,
-            reconciliation,
-        } = build_server(&services, common, &engines, listener.local_addr()?).await?;
+        let ctx = context(args, Some(pool), Some(store), bus, listener.local_addr()?)?;
+        let Mesh { server, running } = build_server(&services, &args.common, &ctx).await?;
         let server = SpawnedServer::start_on(listener, server, true).await?;
         Ok(Self {
             server,
-            _background: Box::new((inventory, cart, orders, warehouse, reconciliation)),
+            _running: running,
             _redis: redis_server,
             _store_dir: dir,
         })

@@ -18,6 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::Pool;
+use futures::future::BoxFuture;
+use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
 use holdfast_proto::cart::v1::cart_service_server::CartServiceServer;
 use holdfast_store::CartStore;
 use tokio::task::JoinHandle;
@@ -84,6 +86,37 @@ impl<S: CartStore + Clone + 'static> Drop for RunningCart<S> {
     }
 }
 
+/// Builds the cart over `store` and `redis` without starting its write-behind worker: the
+/// service, and the worker to spawn.
+fn build<S: CartStore + Clone + 'static>(
+    redis: Pool,
+    store: S,
+    catalog: Channel,
+    inventory: Channel,
+    options: CartOptions,
+) -> (
+    CartServiceServer<Cart<S>>,
+    Arc<WriteBehind>,
+    impl Future<Output = ()> + Send + 'static,
+) {
+    let write_behind = Arc::new(WriteBehind::new());
+    let worker = write_behind::run(
+        Arc::clone(&write_behind),
+        redis.clone(),
+        store.clone(),
+        options.flush_every,
+    );
+    let cart = Cart::new(
+        redis,
+        store,
+        catalog,
+        inventory,
+        Arc::clone(&write_behind),
+        options,
+    );
+    (CartServiceServer::new(cart), write_behind, worker)
+}
+
 /// Loads the scripts (so the first call never pays for it), starts the write-behind worker
 /// and builds the service. `catalog` and `inventory` may be lazy channels
 /// (`Endpoint::connect_lazy`), even to the server this service will run in. Call before
@@ -96,26 +129,58 @@ pub async fn start<S: CartStore + Clone + 'static>(
     options: CartOptions,
 ) -> Result<RunningCart<S>, CartError> {
     scripts::load_all(redis.next()).await?;
-    let write_behind = Arc::new(WriteBehind::new());
-    let task = tokio::spawn(write_behind::run(
-        Arc::clone(&write_behind),
-        redis.clone(),
-        store.clone(),
-        options.flush_every,
-    ));
-    let cart = Cart::new(
-        redis.clone(),
-        store.clone(),
-        catalog,
-        inventory,
-        Arc::clone(&write_behind),
-        options,
-    );
+    let (service, write_behind, worker) = build(redis.clone(), store.clone(), catalog, inventory, options);
+    let task = tokio::spawn(worker);
     Ok(RunningCart {
-        service: CartServiceServer::new(cart),
+        service,
         task,
         write_behind,
         redis,
         store,
     })
+}
+
+/// The cart's section of the command line (none of its own flags yet; where catalog and
+/// inventory are is [`holdfast_platform::PeerArgs`]).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CartArgs {}
+
+impl<S> Service<S> for CartArgs
+where
+    S: CartStore + Clone + Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        "cart"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            redis: true,
+            store: true,
+        }
+    }
+
+    /// Live carts in Redis, written behind to the store; on drain, the last changes are
+    /// written before Redis connections close.
+    fn build<'a>(&'a self, ctx: &'a Context<S>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
+        Box::pin(async move {
+            let (redis, store) = (ctx.redis("cart")?, ctx.store("cart")?);
+            scripts::load_all(redis.next()).await?;
+            let (service, write_behind, worker) = build(
+                redis.clone(),
+                store.clone(),
+                ctx.channel(Peer::Catalog)?,
+                ctx.channel(Peer::Inventory)?,
+                CartOptions::default(),
+            );
+            Ok(ServiceParts::new("cart", service)
+                .task(worker)
+                .on_drain(move || async move {
+                    let failures = write_behind::flush(&write_behind, &redis, &store).await;
+                    for (owner, error) in &failures {
+                        tracing::warn!(%owner, %error, "cart not saved on shutdown; Redis still has it");
+                    }
+                }))
+        })
+    }
 }

@@ -14,6 +14,8 @@ pub use cache::ProductCache;
 pub use error::CatalogError;
 pub use service::Catalog;
 
+use futures::future::BoxFuture;
+use holdfast_platform::{Context, Needs, Service, ServiceParts};
 use holdfast_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
 use holdfast_store::ProductStore;
 
@@ -29,4 +31,32 @@ where
     Ok(CatalogServiceServer::new(Catalog::new(ProductCache::new(
         redis, store,
     ))))
+}
+
+/// The catalog's section of the command line (none of its own flags yet).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct CatalogArgs {}
+
+impl<S> Service<S> for CatalogArgs
+where
+    S: ProductStore + Clone + Send + Sync + 'static,
+{
+    fn name(&self) -> &'static str {
+        "catalog"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            redis: true,
+            store: true,
+        }
+    }
+
+    /// Products in the store, cached in Redis; no events, no background work.
+    fn build<'a>(&'a self, ctx: &'a Context<S>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
+        Box::pin(async move {
+            let service = start(ctx.redis("catalog")?, ctx.store("catalog")?).await?;
+            Ok(ServiceParts::new("catalog", service))
+        })
+    }
 }

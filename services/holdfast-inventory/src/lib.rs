@@ -20,7 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::Pool;
+use futures::future::BoxFuture;
 use holdfast_platform::events::EventBus;
+use holdfast_platform::{Context, Needs, Service, ServiceParts};
 use holdfast_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use tokio::task::JoinHandle;
 
@@ -67,30 +69,93 @@ impl Drop for RunningInventory {
 }
 
 /// Loads the scripts (so the first call never pays for it) and starts the relay, sweeper and
-/// rebalancer. Call before marking health SERVING.
+/// rebalancer. Call before marking health SERVING. (A process runs inventory through
+/// [`InventoryArgs`]' [`Service`] impl, which starts the relay after every consumer.)
 pub async fn start(
     redis: Pool,
     bus: Arc<dyn EventBus>,
     region: &str,
     options: InventoryOptions,
 ) -> Result<RunningInventory, InventoryError> {
+    let parts = build(redis, bus, region, &options).await?;
+    let tasks = vec![
+        tokio::spawn(parts.relay),
+        tokio::spawn(parts.sweeper),
+        tokio::spawn(parts.rebalancer),
+    ];
+    Ok(RunningInventory {
+        service: InventoryServiceServer::new(Inventory::new(parts.stock.clone())),
+        stock: parts.stock,
+        tasks,
+    })
+}
+
+/// The engine and its background work, not yet running.
+struct Built {
+    stock: Stock,
+    relay: BoxFuture<'static, ()>,
+    sweeper: BoxFuture<'static, ()>,
+    rebalancer: BoxFuture<'static, ()>,
+}
+
+async fn build(
+    redis: Pool,
+    bus: Arc<dyn EventBus>,
+    region: &str,
+    options: &InventoryOptions,
+) -> Result<Built, InventoryError> {
     scripts::load_all(redis.next()).await?;
     let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
     let stock = Stock::new(redis, relay_tx);
-    let tasks = vec![
-        tokio::spawn(background::run_relay(
+    Ok(Built {
+        relay: Box::pin(background::run_relay(
             stock.clone(),
             bus,
             region.to_string(),
             relay_rx,
             options.outbox_rescan_every,
         )),
-        tokio::spawn(background::run_sweeper(stock.clone(), options.sweep_every)),
-        tokio::spawn(background::run_rebalancer(stock.clone(), options.rebalance_every)),
-    ];
-    Ok(RunningInventory {
-        service: InventoryServiceServer::new(Inventory::new(stock.clone())),
+        sweeper: Box::pin(background::run_sweeper(stock.clone(), options.sweep_every)),
+        rebalancer: Box::pin(background::run_rebalancer(stock.clone(), options.rebalance_every)),
         stock,
-        tasks,
     })
+}
+
+/// The inventory's section of the command line (none of its own flags yet).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct InventoryArgs {}
+
+impl<S: Send + Sync + 'static> Service<S> for InventoryArgs {
+    fn name(&self) -> &'static str {
+        "inventory"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            redis: true,
+            store: false,
+        }
+    }
+
+    /// Stock reservations on Redis; its relay publishes the Redis outbox; it consumes
+    /// warehouse stock changes into this region's on_hand.
+    fn build<'a>(&'a self, ctx: &'a Context<S>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
+        Box::pin(async move {
+            let redis = ctx.redis("inventory")?;
+            let built = build(redis, ctx.bus.clone(), &ctx.region, &InventoryOptions::default()).await?;
+            Ok(ServiceParts::new(
+                "inventory",
+                InventoryServiceServer::new(Inventory::new(built.stock.clone())),
+            )
+            .consumer(
+                reconcile::CONSUMER_GROUP,
+                &[reconcile::RECONCILIATION_TOPIC],
+                reconcile::handler(built.stock.clone(), &ctx.region),
+            )
+            .relay(built.relay)
+            .task(built.sweeper)
+            .task(built.rebalancer)
+            .keep(built.stock))
+        })
+    }
 }

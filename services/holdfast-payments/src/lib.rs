@@ -73,6 +73,10 @@ pub mod validate;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use holdfast_platform::config::parse_duration;
+use holdfast_platform::{Context, Needs, Service, ServiceParts};
+
 pub use db::PspDatabase;
 pub use error::PaymentsError;
 use holdfast_proto::payments::v1::payments_service_server::PaymentsServiceServer;
@@ -112,4 +116,37 @@ pub async fn start(options: PaymentsOptions) -> Result<PaymentsServiceServer<Pay
         options.latency,
         options.timeout_hold,
     )))
+}
+
+/// The simulated PSP's section of the command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PaymentsArgs {
+    /// Simulated PSP: latency added to every money movement (Authorize, Capture, Void, Refund).
+    #[arg(long = "payments-latency", env = "HOLDFAST_PAYMENTS_LATENCY", default_value = "0s", value_parser = parse_duration)]
+    pub latency: Duration,
+}
+
+impl<S: Send + Sync + 'static> Service<S> for PaymentsArgs {
+    fn name(&self) -> &'static str {
+        "payments"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs::default()
+    }
+
+    /// Keeps its books in `payments.db` under the data directory.
+    fn build<'a>(&'a self, ctx: &'a Context<S>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
+        Box::pin(async move {
+            std::fs::create_dir_all(&ctx.data_dir)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", ctx.data_dir.display()))?;
+            let service = start(PaymentsOptions {
+                database: Some(ctx.data_dir.join("payments.db")),
+                latency: self.latency,
+                ..PaymentsOptions::default()
+            })
+            .await?;
+            Ok(ServiceParts::new("payments", service))
+        })
+    }
 }

@@ -39,49 +39,13 @@ pub struct CommonArgs {
     #[arg(long, env = "HOLDFAST_REDIS_URL", value_name = "URL", value_parser = RedisUrl::parse)]
     pub redis_url: Option<RedisUrl>,
 
-    /// Durable store: `sqlite://PATH` or `scylla://host:port,...`.
-    #[arg(long, env = "HOLDFAST_STORE", value_name = "URL", value_parser = StoreUrl::parse)]
-    pub store: Option<StoreUrl>,
-
     /// Kafka bootstrap brokers, `host:port,...`. Unset means the in-process event bus.
     #[arg(long, env = "HOLDFAST_KAFKA_BROKERS", value_name = "HOSTS", value_parser = parse_brokers)]
     pub kafka_brokers: Option<String>,
 
-    /// CatalogService for services that call it (cart). Default: this process's own
-    /// --listen address, which is right when catalog runs here too (`holdfast dev`).
-    #[arg(long, env = "HOLDFAST_CATALOG_URL", value_name = "URL", value_parser = parse_http_url)]
-    pub catalog_url: Option<String>,
-
-    /// InventoryService for services that call it (cart). Default: this process's own address.
-    #[arg(long, env = "HOLDFAST_INVENTORY_URL", value_name = "URL", value_parser = parse_http_url)]
-    pub inventory_url: Option<String>,
-
-    /// CartService for services that call it (orders). Default: this process's own address.
-    #[arg(long, env = "HOLDFAST_CART_URL", value_name = "URL", value_parser = parse_http_url)]
-    pub cart_url: Option<String>,
-
-    /// PaymentsService for services that call it (orders). Default: this process's own address.
-    #[arg(long, env = "HOLDFAST_PAYMENTS_URL", value_name = "URL", value_parser = parse_http_url)]
-    pub payments_url: Option<String>,
-
-    /// Simulated PSP: latency added to every money movement (Authorize, Capture, Void, Refund).
-    #[arg(long, env = "HOLDFAST_PAYMENTS_LATENCY", default_value = "0s", value_parser = parse_duration)]
-    pub payments_latency: Duration,
-
-    /// Checkout risk rule: orders above this total (minor units) go to manual review uncharged.
-    #[arg(long, env = "HOLDFAST_RISK_MAX_AMOUNT", default_value_t = 1_000_000,
-          value_parser = clap::value_parser!(i64).range(0..))]
-    pub risk_max_amount: i64,
-
-    /// Checkout risk rule: a customer's order beyond this many within an hour goes to manual review.
-    #[arg(long, env = "HOLDFAST_RISK_MAX_ORDERS_PER_HOUR", default_value_t = 50,
-          value_parser = clap::value_parser!(u32).range(1..=500))]
-    pub risk_max_orders_per_hour: u32,
-
-    /// How long an orders worker owns a checkout saga after its last step; a saga whose
-    /// worker died is resumed by another once this passes.
-    #[arg(long, env = "HOLDFAST_SAGA_LEASE", default_value = "30s", value_parser = parse_duration)]
-    pub saga_lease: Duration,
+    /// Where the other services are (for the services that call them).
+    #[command(flatten)]
+    pub peers: PeerArgs,
 
     /// Region this process serves; stamped on every event.
     #[arg(long, env = "HOLDFAST_REGION", default_value = "local", value_parser = parse_region)]
@@ -112,6 +76,28 @@ pub struct CommonArgs {
     /// Directory for embedded engines' data (`holdfast dev`): redis-server files, SQLite.
     #[arg(long, env = "HOLDFAST_DATA_DIR", default_value = "./data", value_name = "DIR")]
     pub data_dir: PathBuf,
+}
+
+/// Where the services a service calls are. Default for each: this process's own --listen
+/// address, which is right when that service runs here too (`holdfast dev`).
+#[derive(Debug, Clone, Default, Args)]
+pub struct PeerArgs {
+    /// CatalogService for services that call it (cart, orders). Default: this process's own
+    /// --listen address, which is right when catalog runs here too (`holdfast dev`).
+    #[arg(long, env = "HOLDFAST_CATALOG_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub catalog_url: Option<String>,
+
+    /// InventoryService for services that call it (cart, orders). Default: this process's own address.
+    #[arg(long, env = "HOLDFAST_INVENTORY_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub inventory_url: Option<String>,
+
+    /// CartService for services that call it (orders). Default: this process's own address.
+    #[arg(long, env = "HOLDFAST_CART_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub cart_url: Option<String>,
+
+    /// PaymentsService for services that call it (orders). Default: this process's own address.
+    #[arg(long, env = "HOLDFAST_PAYMENTS_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub payments_url: Option<String>,
 }
 
 /// Where Redis lives.
@@ -150,37 +136,6 @@ impl std::fmt::Display for RedisUrl {
         match self {
             Self::Standalone(url) => f.write_str(url),
             Self::Cluster(nodes) => write!(f, "redis-cluster://{}", nodes.join(",")),
-        }
-    }
-}
-
-/// Where durable state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StoreUrl {
-    /// An embedded SQLite file.
-    Sqlite(PathBuf),
-    /// ScyllaDB contact points.
-    Scylla(Vec<String>),
-}
-
-impl StoreUrl {
-    /// Parses `sqlite://PATH` or `scylla://host:port,...`.
-    pub fn parse(raw: &str) -> Result<Self, String> {
-        if let Some(path) = raw.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err("sqlite:// needs a file path, e.g. sqlite://./data/holdfast.db".into());
-            }
-            Ok(Self::Sqlite(PathBuf::from(path)))
-        } else if let Some(rest) = raw.strip_prefix("scylla://") {
-            let nodes: Vec<String> = rest.split(',').map(str::trim).map(String::from).collect();
-            if nodes.iter().any(|n| parse_host_port(n).is_err()) {
-                return Err(format!("expected scylla://host:port,..., got {raw:?}"));
-            }
-            Ok(Self::Scylla(nodes))
-        } else {
-            Err(format!(
-                "expected sqlite://PATH or scylla://host:port,..., got {raw:?}"
-            ))
         }
     }
 }
@@ -306,19 +261,6 @@ mod tests {
         assert!(RedisUrl::parse("localhost:6379").is_err());
         assert!(RedisUrl::parse("redis-cluster://a:7000,b").is_err());
         assert!(RedisUrl::parse("redis://h:0").is_err());
-    }
-
-    #[test]
-    fn store_url_parses_both_backends() {
-        assert_eq!(
-            StoreUrl::parse("sqlite://data/x.db"),
-            Ok(StoreUrl::Sqlite("data/x.db".into()))
-        );
-        assert!(
-            matches!(StoreUrl::parse("scylla://n1:9042,n2:9042"), Ok(StoreUrl::Scylla(n)) if n.len() == 2)
-        );
-        assert!(StoreUrl::parse("postgres://x").is_err());
-        assert!(StoreUrl::parse("sqlite://").is_err());
     }
 
     #[test]

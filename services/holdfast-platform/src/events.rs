@@ -2,9 +2,9 @@
 //!
 //! Two transports behind one interface:
 //!
-//! - [`InProcessBus`], a broadcast channel per topic, the default under `holdfast dev` (no
-//!   `--kafka-brokers`): every consumer sees every event published after it subscribed; nothing
-//!   survives the process.
+//! - [`InProcessBus`], a bounded queue per consumer, the default under `holdfast dev` (no
+//!   `--kafka-brokers`): every consumer sees every event published after it subscribed, at
+//!   least once, with back-pressure instead of loss; nothing survives the process.
 //! - [`KafkaBus`] over `rdkafka` (bundled librdkafka): an idempotent producer (`acks=all`,
 //!   `enable.idempotence=true`), so `publish` returns `Ok` only once the broker acknowledged
 //!   every event, in order per key.
@@ -34,8 +34,10 @@
 //!
 //! # In-process semantics
 //!
-//! The same handler contract, without durability: a retried event is retried in place; a
-//! poison event is logged with its reason, counted, and republished unchanged to `<topic>.dlq`
+//! The same handler contract and the same delivery contract, without durability: at least
+//! once, a publish fails (and the relay keeps the event) when no consumer can take it, and a
+//! slow consumer slows publishers down instead of losing events (see [`InProcessBus`]). A
+//! retried event is retried in place; a poison event is logged with its reason, counted, and republished unchanged to `<topic>.dlq`
 //! on the same in-process bus (where a test or a tool may subscribe; the reason is only in the
 //! log, since [`Event`] has no free-form headers). The consumer group id only labels logs and
 //! metrics: every in-process consumer sees every event.
@@ -50,11 +52,13 @@ mod consumer;
 mod kafka;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use prometheus::{IntCounterVec, register_int_counter_vec};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 pub use consumer::{
     BusConfig, ConsumerHandle, EventHandler, HandleError, HandlerFn, handler_fn, spawn_consumer,
@@ -165,35 +169,171 @@ static DEAD_LETTERED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// The embedded bus: every subscriber of a topic sees every event published after it subscribed.
-#[derive(Debug, Clone, Default)]
+/// The embedded bus, with Kafka's delivery contract inside one process.
+///
+/// - Every consumer ([`spawn_consumer`]) of a topic gets every event published to it after it
+///   subscribed, in order, through a bounded queue of its own. A full queue is back-pressure:
+///   `publish` waits for room (up to [`InProcessBus::publish_timeout`]) and then fails, so the
+///   relay keeps the rows and publishes them again. Nothing is dropped for a slow consumer.
+/// - `publish` fails when the topic has consumers but none can take the event (all of them
+///   stopped), and, on a bus made with [`InProcessBus::starting`], when the topic has no
+///   consumer before [`InProcessBus::consumers_ready`] was called: the process has not
+///   subscribed its consumers yet. After that, a topic no consumer reads is like a Kafka topic
+///   no group reads: the event is taken and counted.
+/// - A consumer that got an event may get it again (a publish that failed on another
+///   consumer's full queue is retried whole): delivery is at least once; handlers dedupe.
+/// - [`InProcessBus::subscribe`] is a tap for tests and tools: it sees what was delivered, may
+///   lag and lose events, and never holds a publish back.
+#[derive(Debug, Clone)]
 pub struct InProcessBus {
-    topics: Arc<Mutex<HashMap<String, broadcast::Sender<Event>>>>,
+    inner: Arc<BusInner>,
 }
 
-/// How many unread events a slow in-process subscriber may lag before it misses some.
-const IN_PROCESS_CAPACITY: usize = 65_536;
+#[derive(Debug)]
+struct BusInner {
+    topics: Mutex<HashMap<String, Topic>>,
+    /// Whether a topic without consumers takes events (see [`InProcessBus::consumers_ready`]).
+    ready: AtomicBool,
+    capacity: usize,
+    publish_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct Topic {
+    /// One bounded queue per consumer.
+    consumers: Vec<mpsc::Sender<Event>>,
+    /// Whether any consumer ever subscribed: then no live consumer means events would be lost.
+    had_consumers: bool,
+    taps: broadcast::Sender<Event>,
+}
+
+/// Unread events one consumer may have queued before `publish` waits for it.
+const CONSUMER_QUEUE: usize = 1_024;
+/// How long `publish` waits for room in a consumer's queue before it fails.
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many unread events a tap may lag before it misses some.
+const TAP_CAPACITY: usize = 65_536;
+
+impl Default for InProcessBus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl InProcessBus {
-    /// An empty bus.
+    /// A bus whose topics without consumers take events at once (for tests and tools that
+    /// publish with nobody consuming).
     pub fn new() -> Self {
-        Self::default()
+        Self::build(true, CONSUMER_QUEUE, PUBLISH_TIMEOUT)
     }
 
-    fn sender(&self, topic: &str) -> broadcast::Sender<Event> {
+    /// A bus for a process that subscribes its consumers first: until
+    /// [`InProcessBus::consumers_ready`], a publish to a topic with no consumer fails, so an
+    /// event published too early stays with its relay instead of being lost.
+    pub fn starting() -> Self {
+        Self::build(false, CONSUMER_QUEUE, PUBLISH_TIMEOUT)
+    }
+
+    /// A bus like [`InProcessBus::new`] with `capacity` queued events per consumer and
+    /// `publish_timeout` to wait for room.
+    pub fn with_capacity(capacity: usize, publish_timeout: Duration) -> Self {
+        Self::build(true, capacity.max(1), publish_timeout)
+    }
+
+    fn build(ready: bool, capacity: usize, publish_timeout: Duration) -> Self {
+        Self {
+            inner: Arc::new(BusInner {
+                topics: Mutex::new(HashMap::new()),
+                ready: AtomicBool::new(ready),
+                capacity,
+                publish_timeout,
+            }),
+        }
+    }
+
+    /// Every consumer this process runs has subscribed: from now on a topic without
+    /// consumers has no reader here, and its events are taken.
+    pub fn consumers_ready(&self) {
+        self.inner.ready.store(true, Ordering::Release);
+    }
+
+    /// How long `publish` waits for room in a consumer's queue.
+    pub fn publish_timeout(&self) -> Duration {
+        self.inner.publish_timeout
+    }
+
+    fn with_topic<T>(&self, topic: &str, f: impl FnOnce(&mut Topic) -> T) -> T {
         let mut topics = self
+            .inner
             .topics
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        topics
-            .entry(topic.to_string())
-            .or_insert_with(|| broadcast::channel(IN_PROCESS_CAPACITY).0)
-            .clone()
+        let topic = topics.entry(topic.to_string()).or_insert_with(|| Topic {
+            consumers: Vec::new(),
+            had_consumers: false,
+            taps: broadcast::channel(TAP_CAPACITY).0,
+        });
+        f(topic)
     }
 
-    /// Receives every event published to `topic` from now on.
+    /// A tap on `topic`: receives events delivered from now on, best effort (it may lag and
+    /// miss events, and never holds a publish back). For tests and tools; consumers use
+    /// [`spawn_consumer`].
     pub fn subscribe(&self, topic: &str) -> broadcast::Receiver<Event> {
-        self.sender(topic).subscribe()
+        self.with_topic(topic, |t| t.taps.subscribe())
+    }
+
+    /// A consumer's queue on `topic`: every event published from now on, in order.
+    pub(crate) fn consume(&self, topic: &str) -> mpsc::Receiver<Event> {
+        let (tx, rx) = mpsc::channel(self.inner.capacity);
+        self.with_topic(topic, |t| {
+            t.consumers.push(tx);
+            t.had_consumers = true;
+        });
+        rx
+    }
+
+    /// Hands `event` to every consumer of its topic, waiting for room in full queues.
+    async fn deliver(&self, event: Event) -> Result<(), BusError> {
+        let (consumers, had_consumers, taps) = self.with_topic(&event.topic, |t| {
+            t.consumers.retain(|c| !c.is_closed());
+            (t.consumers.clone(), t.had_consumers, t.taps.clone())
+        });
+        if consumers.is_empty() {
+            if had_consumers {
+                return Err(BusError::Unavailable(format!(
+                    "no consumer of {} is running",
+                    event.topic
+                )));
+            }
+            if !self.inner.ready.load(Ordering::Acquire) {
+                return Err(BusError::Unavailable(format!(
+                    "consumers of {} are not subscribed yet",
+                    event.topic
+                )));
+            }
+        }
+        for consumer in &consumers {
+            match tokio::time::timeout(self.inner.publish_timeout, consumer.send(event.clone())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => {
+                    return Err(BusError::Unavailable(format!(
+                        "a consumer of {} stopped",
+                        event.topic
+                    )));
+                }
+                Err(_) => {
+                    return Err(BusError::Unavailable(format!(
+                        "a consumer of {} cannot keep up ({} events queued)",
+                        event.topic, self.inner.capacity
+                    )));
+                }
+            }
+        }
+        PUBLISHED.with_label_values(&[event.topic.as_str()]).inc();
+        // Taps are best effort: none listening is fine.
+        let _ = taps.send(event);
+        Ok(())
     }
 }
 
@@ -201,9 +341,7 @@ impl EventBus for InProcessBus {
     fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), BusError>> {
         Box::pin(async move {
             for event in events {
-                PUBLISHED.with_label_values(&[event.topic.as_str()]).inc();
-                // No subscriber is not an error: nobody was listening, as with an unread topic.
-                let _ = self.sender(&event.topic).send(event);
+                self.deliver(event).await?;
             }
             Ok(())
         })
@@ -233,6 +371,156 @@ mod tests {
         bus.publish(vec![event("a"), event("b")]).await.expect("publish");
         assert_eq!(rx.recv().await.expect("first").id, "a");
         assert_eq!(rx.recv().await.expect("second").id, "b");
+    }
+
+    /// A consumer that counts what it handles and reports once it has seen `want` events.
+    fn counting_consumer(
+        want: usize,
+    ) -> (
+        impl EventHandler,
+        Arc<Mutex<Vec<String>>>,
+        tokio::sync::oneshot::Receiver<()>,
+    ) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (done_tx, done) = tokio::sync::oneshot::channel();
+        let done_tx = Arc::new(Mutex::new(Some(done_tx)));
+        let handler = handler_fn({
+            let seen = seen.clone();
+            move |event: Event| {
+                let (seen, done_tx) = (seen.clone(), done_tx.clone());
+                async move {
+                    let count = {
+                        let mut seen = seen.lock().expect("lock");
+                        seen.push(event.id);
+                        seen.len()
+                    };
+                    if count >= want
+                        && let Some(tx) = done_tx.lock().expect("lock").take()
+                    {
+                        let _ = tx.send(());
+                    }
+                    Ok(())
+                }
+            }
+        });
+        (handler, seen, done)
+    }
+
+    // Regression: the broadcast bus lagged a consumer more than 65,536 events behind and
+    // dropped what it missed. A consumer now gets every event, in order; publish waits.
+    #[tokio::test]
+    async fn in_process_slow_consumer_loses_no_event() {
+        const EVENTS: usize = 70_000;
+        let bus = InProcessBus::new();
+        let (handler, seen, done) = counting_consumer(EVENTS);
+        let consumer = spawn_consumer(
+            &BusConfig::InProcess(bus.clone()),
+            "slow",
+            &["holdfast.test.v1"],
+            handler,
+        )
+        .await
+        .expect("spawn");
+        // One batch: the publisher never yields unless the bus makes it wait for room.
+        let batch: Vec<Event> = (0..EVENTS).map(|i| event(&format!("{i:06}"))).collect();
+        bus.publish(batch).await.expect("publish");
+        tokio::time::timeout(Duration::from_secs(30), done)
+            .await
+            .expect("every event within 30 s")
+            .expect("consumer alive");
+        let seen = seen.lock().expect("lock").clone();
+        assert_eq!(seen.len(), EVENTS, "no event lost");
+        assert!(seen.windows(2).all(|w| w[0] < w[1]), "in publish order");
+        consumer.shutdown().await;
+    }
+
+    // Regression: a relay that published before the consumers subscribed got `Ok` and the
+    // event was lost. Now the publish fails (the relay keeps the row) until consumers are in.
+    #[tokio::test]
+    async fn in_process_publish_before_consumers_subscribe_fails_then_delivers() {
+        let config = BusConfig::default();
+        let publisher = config.publisher().expect("publisher");
+        assert!(
+            publisher.publish(vec![event("early")]).await.is_err(),
+            "nobody can take it yet"
+        );
+        let (handler, seen, done) = counting_consumer(1);
+        let consumer = spawn_consumer(&config, "late", &["holdfast.test.v1"], handler)
+            .await
+            .expect("spawn");
+        config.consumers_ready();
+        publisher
+            .publish(vec![event("early")])
+            .await
+            .expect("the relay's retry");
+        tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .expect("delivered")
+            .expect("consumer alive");
+        assert_eq!(*seen.lock().expect("lock"), ["early"]);
+        // A topic no consumer of this process reads takes events once consumers are ready.
+        let mut other = event("x");
+        other.topic = "holdfast.unread.v1".into();
+        publisher.publish(vec![other]).await.expect("unread topic");
+        consumer.shutdown().await;
+    }
+
+    // Regression: with its only consumer gone, a publish answered `Ok` and the event was lost.
+    #[tokio::test]
+    async fn in_process_publish_fails_when_no_consumer_is_running() {
+        let bus = InProcessBus::new();
+        let (handler, _seen, _done) = counting_consumer(1);
+        let consumer = spawn_consumer(
+            &BusConfig::InProcess(bus.clone()),
+            "gone",
+            &["holdfast.test.v1"],
+            handler,
+        )
+        .await
+        .expect("spawn");
+        consumer.shutdown().await;
+        assert!(bus.publish(vec![event("a")]).await.is_err());
+    }
+
+    // A consumer that cannot keep up holds publishers back, then makes them fail: the relay
+    // keeps the events and publishes them again, nothing is dropped.
+    #[tokio::test]
+    async fn in_process_publish_fails_when_a_consumer_cannot_keep_up() {
+        let bus = InProcessBus::with_capacity(1, Duration::from_millis(100));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let (handler, seen, done) = {
+            let (inner, seen, done) = counting_consumer(3);
+            let inner = Arc::new(inner);
+            let handler = handler_fn(move |event: Event| {
+                let (inner, mut released) = (inner.clone(), released.clone());
+                async move {
+                    let _ = released.wait_for(|r| *r).await;
+                    inner.handle(event).await
+                }
+            });
+            (handler, seen, done)
+        };
+        let consumer = spawn_consumer(
+            &BusConfig::InProcess(bus.clone()),
+            "stuck",
+            &["holdfast.test.v1"],
+            handler,
+        )
+        .await
+        .expect("spawn");
+        let refused = bus.publish(vec![event("a"), event("b"), event("c")]).await;
+        assert!(
+            matches!(refused, Err(BusError::Unavailable(_))),
+            "one in the handler, one queued, the third finds no room: {refused:?}"
+        );
+        release.send(true).expect("release");
+        bus.publish(vec![event("c")]).await.expect("room again");
+        tokio::time::timeout(Duration::from_secs(10), done)
+            .await
+            .expect("delivered")
+            .expect("consumer alive");
+        assert_eq!(*seen.lock().expect("lock"), ["a", "b", "c"]);
+        consumer.shutdown().await;
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! What every holdfast service shares: configuration, telemetry, the gRPC server and its
-//! tower stack, metrics, rich errors, Redis scripts, embedded engines and the event bus.
+//! tower stack, metrics, rich errors, Redis scripts, embedded engines, the event bus, and the
+//! one shape every service starts in ([`service`]).
 
 pub mod config;
 pub mod events;
@@ -7,9 +8,11 @@ pub mod metrics;
 pub mod process;
 pub mod redis;
 pub mod server;
+pub mod service;
 pub mod status;
 pub mod telemetry;
 pub mod validate;
 
-pub use config::{CommonArgs, RedisUrl, StoreUrl};
+pub use config::{CommonArgs, PeerArgs, RedisUrl};
 pub use server::{GrpcServer, Health, ServerOptions};
+pub use service::{Context, Needs, Peer, Service, ServiceParts};

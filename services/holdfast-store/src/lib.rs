@@ -16,6 +16,8 @@
 //! A new aggregate is a module beside these: a trait, an impl in both backends, and its
 //! checks in [`conformance`].
 //!
+//! [`open`] and [`migrate`] turn a `--store` URL ([`StoreUrl`]) into a [`Store`].
+//!
 //! Backends: [`SqliteStore`] (rusqlite, bundled SQLite, WAL; the embedded default) and
 //! [`ScyllaStore`] (the `scylla` driver, schema in `schema/scylla.cql`). [`Store`] is the
 //! one a service holds; it picks a backend at startup and delegates, so there are no trait
@@ -27,6 +29,7 @@ pub mod conformance;
 mod cursor;
 pub mod error;
 pub mod idempotency;
+pub mod open;
 pub mod orders;
 pub mod outbox;
 pub mod products;
@@ -40,6 +43,7 @@ pub mod warehouse;
 pub use carts::{CartStore, StoredCart, StoredCartLine};
 pub use error::StoreError;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim};
+pub use open::{StoreArgs, StoreUrl, migrate, open};
 pub use orders::{OrderPage, OrderStore, StoredOrder};
 pub use outbox::{OutboxMessage, OutboxStore};
 pub use products::{Product, ProductPage, ProductStore};

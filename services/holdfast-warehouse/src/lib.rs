@@ -26,7 +26,9 @@ pub mod validate;
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
 use holdfast_platform::events::{BusConfig, BusError, ConsumerHandle, Event, EventBus, spawn_consumer};
+use holdfast_platform::{Context, Needs, Service, ServiceParts};
 use holdfast_proto::warehouse::v1::warehouse_service_server::WarehouseServiceServer;
 use holdfast_store::relay::{self, RelayOptions};
 use tokio::task::JoinHandle;
@@ -137,6 +139,45 @@ impl<S: WarehouseBackend> RunningWarehouse<S> {
         for consumer in self.consumers.drain(..) {
             consumer.shutdown().await;
         }
+    }
+}
+
+/// The warehouse's section of the command line (none of its own flags yet).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct WarehouseArgs {}
+
+impl<S: WarehouseBackend + Send + Sync> Service<S> for WarehouseArgs {
+    fn name(&self) -> &'static str {
+        "warehouse"
+    }
+
+    fn needs(&self) -> Needs {
+        Needs {
+            redis: false,
+            store: true,
+        }
+    }
+
+    /// Warehouses, stock and shipments in the store; consumes dispatch, cancellation and
+    /// return events; its events go into the store's outbox (published by the process's
+    /// relay).
+    fn build<'a>(&'a self, ctx: &'a Context<S>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
+        Box::pin(async move {
+            let relay = Arc::clone(&ctx.outbox_written);
+            let wake: WakeRelay = Arc::new(move || relay.notify_one());
+            let engine = Arc::new(Engine::new(ctx.store("warehouse")?, &ctx.region, Some(wake)));
+            Ok(ServiceParts::new(
+                "warehouse",
+                WarehouseServiceServer::new(Warehouses::new(Arc::clone(&engine))),
+            )
+            .consumer(
+                CONSUMER_GROUP,
+                &consumer::TOPICS,
+                consumer::handler(Arc::clone(&engine)),
+            )
+            .writes_store_outbox()
+            .keep(engine))
+        })
     }
 }
 

@@ -1,9 +1,10 @@
 //! `holdfast`: parse config, start telemetry, build clients, bind, serve.
 
-use holdfast::{Cli, Command, Engines, build_server, open_store};
+use holdfast::{Cli, Command, build_server, context, needs};
 use holdfast_platform::config::{EXIT_CONFIG, exit_unavailable, parse_or_exit};
 use holdfast_platform::process::RedisProcess;
-use holdfast_platform::{RedisUrl, StoreUrl, redis, server, telemetry};
+use holdfast_platform::{RedisUrl, redis, server, telemetry};
+use holdfast_store::StoreUrl;
 
 // Many small, short-lived allocations per RPC across tokio's worker threads: glibc malloc
 // took 18% of the server's CPU under load (perf, `make bench`); mimalloc handles this shape.
@@ -26,14 +27,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Migrate { store } = &cli.command {
         return migrate(store).await;
     }
-    let Some((services, common, dev)) = cli.command.split() else {
+    let Some((services, args, dev)) = cli.command.split() else {
         return Ok(());
     };
-    let names: Vec<&str> = services.iter().map(|s| s.as_str()).collect();
+    let common = &args.common;
+    let names: Vec<&str> = services.iter().map(|s| s.name()).collect();
+    let needs = needs(&services);
     let _telemetry = telemetry::init(&names.join("+"), &common.log_format)?;
 
     // Every configuration check before any connection, so bad config always exits 64.
-    let store_url = match (&common.store, services.iter().any(|s| s.needs_store())) {
+    let store_url = match (&args.store.store, needs.store) {
         (Some(url), true) => Some(url.clone()),
         (None, true) if dev => Some(StoreUrl::Sqlite(common.data_dir.join("holdfast.db"))),
         (None, true) => {
@@ -46,9 +49,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         (_, false) => None,
     };
     // Clients. Under `dev` with no Redis configured we run our own; it dies with us.
-    let needs_redis = services.iter().any(|s| s.needs_redis());
     let mut _redis_process = None;
-    let redis_url = match (&common.redis_url, dev && needs_redis) {
+    let redis_url = match (&common.redis_url, dev && needs.redis) {
         (Some(url), _) => Some(url.clone()),
         (None, true) => {
             let dir = common.data_dir.join("redis");
@@ -60,7 +62,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             _redis_process = Some(process);
             Some(url)
         }
-        (None, false) if needs_redis => {
+        (None, false) if needs.redis => {
             eprintln!(
                 "error: --redis-url (HOLDFAST_REDIS_URL) is required to serve {}",
                 names.join(", ")
@@ -79,15 +81,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     };
     let store = match &store_url {
         Some(url) => Some(
-            open_store(url)
+            holdfast_store::open(url)
                 .await
                 .unwrap_or_else(|e| exit_unavailable(format!("cannot open store {url:?}: {e}"))),
         ),
         None => None,
     };
     let bus = holdfast_platform::events::BusConfig::from_kafka_brokers(common.kafka_brokers.as_deref());
-    let engines = Engines::with_bus(redis, store, &common.region, bus)
-        .unwrap_or_else(|e| exit_unavailable(format!("cannot set up the event bus: {e}")));
 
     // Bind.
     let listener = tokio::net::TcpListener::bind(common.listen)
@@ -102,9 +102,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         });
     let (listen, admin_listen) = (listener.local_addr()?, admin.local_addr()?);
-    let mesh = build_server(&services, common, &engines, listen).await?;
-    let grpc = mesh.server;
-    let (_inventory, cart) = (mesh.inventory, mesh.cart);
+    let ctx = context(args, redis, store, bus, listen)
+        .unwrap_or_else(|e| exit_unavailable(format!("cannot set up the event bus: {e}")));
+    let mesh = build_server(&services, common, &ctx).await?;
+    let (grpc, mut running) = (mesh.server, mesh.running);
     let health = grpc.health();
 
     // Serve.
@@ -122,12 +123,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     grpc.serve(listener, server::shutdown_signal()).await?;
     admin_task.abort();
-    // Drained: no new cart change can arrive, so the last ones become durable now.
-    if let Some(cart) = &cart {
-        cart.flush().await;
-    }
+    // Drained: no new change can arrive, so the last ones (the cart's) become durable now.
+    running.drain().await;
     // Close Redis connections before our embedded redis-server (if any) stops under them.
-    if let Some(pool) = &engines.redis {
+    if let Some(pool) = &ctx.redis {
         let _ = fred::interfaces::ClientLike::quit(pool).await;
     }
     tracing::info!("drained; bye");
@@ -136,12 +135,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// `holdfast migrate`: apply the store's schema, print one line, exit.
 async fn migrate(url: &StoreUrl) -> anyhow::Result<()> {
-    let store = open_store(url)
+    holdfast_store::migrate(url)
         .await
-        .unwrap_or_else(|e| exit_unavailable(format!("cannot open store {url:?}: {e}")));
-    if let holdfast_store::Store::Scylla(scylla) = &store {
-        scylla.migrate().await?;
-    }
+        .unwrap_or_else(|e| exit_unavailable(format!("cannot open store {url:?} or apply its schema: {e}")));
     #[allow(clippy::print_stdout)]
     {
         println!("holdfast migrate: schema of {url:?} is current");

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument;
 
@@ -80,8 +80,10 @@ pub enum BusConfig {
 }
 
 impl Default for BusConfig {
+    /// A new in-process bus that refuses events for topics without consumers until
+    /// [`BusConfig::consumers_ready`] (see [`InProcessBus::starting`]).
     fn default() -> Self {
-        Self::InProcess(InProcessBus::new())
+        Self::InProcess(InProcessBus::starting())
     }
 }
 
@@ -93,6 +95,14 @@ impl BusConfig {
                 brokers: brokers.to_string(),
             },
             None => Self::default(),
+        }
+    }
+
+    /// Every consumer of this process has subscribed (see [`InProcessBus::consumers_ready`]);
+    /// nothing to do on Kafka, where topics keep events for groups that join later.
+    pub fn consumers_ready(&self) {
+        if let Self::InProcess(bus) = self {
+            bus.consumers_ready();
         }
     }
 
@@ -151,7 +161,7 @@ pub async fn spawn_consumer<H: EventHandler>(
     match bus {
         BusConfig::InProcess(bus) => {
             for topic in topics {
-                let receiver = bus.subscribe(topic);
+                let receiver = bus.consume(topic);
                 tasks.spawn(run_in_process(
                     bus.clone(),
                     receiver,
@@ -238,7 +248,7 @@ pub(super) async fn deliver(
 
 async fn run_in_process(
     bus: InProcessBus,
-    mut receiver: broadcast::Receiver<Event>,
+    mut receiver: mpsc::Receiver<Event>,
     topic: String,
     group: String,
     handler: Arc<dyn EventHandler>,
@@ -249,12 +259,9 @@ async fn run_in_process(
             biased;
             () = stopped(&mut stop) => return,
             received = receiver.recv() => match received {
-                Ok(event) => event,
-                Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::error!(%topic, %group, missed, "in-process consumer fell behind; events lost");
-                    continue;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
+                Some(event) => event,
+                // Every sender is gone: the bus itself was dropped.
+                None => return,
             },
         };
         match deliver(&*handler, &event, &group, &mut stop).await {
@@ -264,8 +271,10 @@ async fn run_in_process(
                 DEAD_LETTERED.with_label_values(&[topic.as_str(), &group]).inc();
                 let mut dead = event;
                 dead.topic = dlq_topic(&topic);
-                // The in-process bus cannot fail.
-                let _ = bus.publish(vec![dead]).await;
+                // The dead letter was logged and counted; the dlq topic is for taps and tools.
+                if let Err(error) = bus.publish(vec![dead]).await {
+                    tracing::warn!(%topic, %group, %error, "dead letter not republished");
+                }
             }
             Outcome::Stopped => return,
         }
