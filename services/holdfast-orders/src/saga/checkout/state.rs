@@ -8,6 +8,8 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
+use crate::error::OrdersError;
+
 /// The steps of a checkout, in order, then the compensation and the end. A saga's `step`
 /// is the next step to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,9 +213,9 @@ pub struct CheckoutState {
 
 impl CheckoutState {
     /// The request this saga serves.
-    pub fn request(&self) -> Result<CheckoutRequest, Status> {
+    pub fn request(&self) -> Result<CheckoutRequest, OrdersError> {
         CheckoutRequest::decode(self.request.as_slice())
-            .map_err(|e| Status::internal(format!("stored checkout request is corrupt: {e}")))
+            .map_err(|e| OrdersError::Internal(format!("stored checkout request is corrupt: {e}")))
     }
 
     /// Encodes for the store.
@@ -222,9 +224,9 @@ impl CheckoutState {
     }
 
     /// Decodes from the store.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, OrdersError> {
         serde_json::from_slice(bytes)
-            .map_err(|e| Status::internal(format!("stored checkout state is corrupt: {e}")))
+            .map_err(|e| OrdersError::Internal(format!("stored checkout state is corrupt: {e}")))
     }
 }
 
@@ -259,8 +261,8 @@ impl StoredAnswer {
     }
 
     /// Reads what `encode` wrote.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
-        let corrupt = || Status::internal("stored checkout answer is corrupt");
+    pub fn decode(bytes: &[u8]) -> Result<Self, OrdersError> {
+        let corrupt = || OrdersError::Internal("stored checkout answer is corrupt".into());
         match bytes.split_first() {
             Some((0, rest)) => CheckoutResponse::decode(rest)
                 .map(|response| StoredAnswer::Response(Box::new(response)))
