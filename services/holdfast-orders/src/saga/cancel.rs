@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
 use crate::order::{self, CANCELLABLE, Change, ORDERS_TOPIC};
-use crate::saga::{NewSaga, SagaKind, StepResult, decode_state, encode_state};
+use crate::saga::record::{DONE, NewSaga, SagaKind, StepResult, decode_state, encode_state};
 
 /// The steps of a cancellation, by the names their records store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ impl CancelStep {
             CancelStep::Mark => "mark",
             CancelStep::Money => "money",
             CancelStep::Restock => "restock",
-            CancelStep::Done => crate::saga::DONE,
+            CancelStep::Done => DONE,
         }
     }
 

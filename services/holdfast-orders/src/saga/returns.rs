@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::context::{OrdersStore, StepContext};
 use crate::error::{OrdersError, RETURN_ID, RETURN_LINE};
 use crate::order::{self, Change, ORDERS_TOPIC, money};
-use crate::saga::{NewSaga, SagaKind, StepResult, decode_state, encode_state};
+use crate::saga::record::{DONE, NewSaga, SagaKind, StepResult, decode_state, encode_state};
 use crate::upstream::transient;
 
 /// Statuses a requested return may be received (or rejected) from.
@@ -48,7 +48,7 @@ impl ReturnStep {
             ReturnStep::Receive => "receive",
             ReturnStep::Refund => "refund",
             ReturnStep::Refunded => "refunded",
-            ReturnStep::Done => crate::saga::DONE,
+            ReturnStep::Done => DONE,
         }
     }
 

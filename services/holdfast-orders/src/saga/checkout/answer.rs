@@ -12,11 +12,13 @@ use prometheus::IntCounterVec;
 use prost::Message;
 use tonic::{Code, Status};
 
-use super::SCOPE;
 use super::state::{CheckoutState, Outcome, RepricedLine, Step, StoredAnswer};
 use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
 use crate::order::{self, money};
+
+/// The idempotency scope of checkout keys.
+pub const SCOPE: &str = "checkout";
 
 #[allow(clippy::expect_used)] // a static metric fails to register only on a duplicate name: a bug.
 static CHECKOUTS: LazyLock<IntCounterVec> = LazyLock::new(|| {

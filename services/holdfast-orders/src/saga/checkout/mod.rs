@@ -23,13 +23,12 @@ use tonic::Code;
 
 use crate::context::{OrdersStore, StepContext, now_ms};
 use crate::error::{KEY_REUSED, OrdersError};
-use crate::saga::{NewSaga, SagaKind, StepResult};
+use crate::saga::record::{NewSaga, SagaKind, StepResult};
 pub use state::{CheckoutState, Outcome, Step, StoredAnswer, fingerprint};
 
-/// The idempotency scope of checkout keys.
-pub const SCOPE: &str = "checkout";
-/// Topic of fulfillment dispatch.
-pub const FULFILLMENT_TOPIC: &str = "holdfast.fulfillment.v1";
+pub use answer::SCOPE;
+pub use state::psp_key_for;
+pub use steps::FULFILLMENT_TOPIC;
 
 /// The first state of a checkout saga `saga_id` serving `request`. Everything derived from
 /// the saga id, so two processes creating it at once create the same saga.
@@ -51,22 +50,6 @@ pub fn initial_state(saga_id: &str, request: &CheckoutRequest) -> CheckoutState 
         committed: false,
         outcome: None,
     }
-}
-
-/// The PSP idempotency key of `action` for this checkout: derived from the checkout (its
-/// key), so every retry of the action reuses it.
-fn psp_key(state: &CheckoutState, action: &str) -> String {
-    psp_key_for(&state.key, action)
-}
-
-/// `chk_<sha-1 of the checkout key>:<action>`: keyed by the checkout key itself (not the
-/// saga), so even a saga the store lost (an OS crash under the embedded SQLite) cannot
-/// charge twice when the client retries its key: the PSP answers the first authorization.
-pub fn psp_key_for(checkout_key: &str, action: &str) -> String {
-    use sha1::Digest;
-    let digest = sha1::Sha1::digest(checkout_key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("chk_{hex}:{action}")
 }
 
 /// What a (validated) checkout request's key says before anything runs.
@@ -187,26 +170,4 @@ fn next(step: Step, state: &CheckoutState) -> StepResult {
             outbox: Vec::new(),
         }
     }
-}
-
-/// Ends the checkout with an error answer and nothing to undo.
-fn refuse(state: &mut CheckoutState, code: Code, message: impl Into<String>) -> Step {
-    state.outcome = Some(Outcome::Refused {
-        code: code as i32,
-        message: message.into(),
-    });
-    Step::Finish
-}
-
-/// Ends the checkout refused because `dependency` refused a call: its detail goes to the
-/// log, the client gets `message`.
-fn refused_by(
-    state: &mut CheckoutState,
-    dependency: &'static str,
-    status: &tonic::Status,
-    message: &str,
-) -> Step {
-    tracing::info!(order = %state.order_id, dependency, code = ?status.code(), detail = %status.message(),
-        "checkout refused by an upstream");
-    refuse(state, Code::FailedPrecondition, message)
 }

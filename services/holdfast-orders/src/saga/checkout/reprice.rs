@@ -11,7 +11,6 @@ use holdfast_proto::orders::v1::checkout_request;
 use tonic::Code;
 
 use super::state::{CheckoutState, Outcome, PricedLine, RepricedLine, Step};
-use super::{refuse, refused_by};
 use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
 use crate::upstream::transient;
@@ -39,11 +38,7 @@ pub async fn validate<S: OrdersStore>(
             if let Some(cart_owner::Owner::CustomerId(id)) = &owner.owner
                 && id != &request.customer_id
             {
-                return Ok(refuse(
-                    state,
-                    Code::FailedPrecondition,
-                    "the cart belongs to another customer",
-                ));
+                return Ok(state.refuse(Code::FailedPrecondition, "the cart belongs to another customer"));
             }
             let cart = match ctx
                 .clients
@@ -56,10 +51,10 @@ pub async fn validate<S: OrdersStore>(
             {
                 Ok(response) => response.into_inner().cart.unwrap_or_default(),
                 Err(status) if transient(&status) => return Err(OrdersError::upstream("cart", &status)),
-                Err(status) => return Ok(refused_by(state, "cart", &status, "the cart could not be read")),
+                Err(status) => return Ok(state.refused_by("cart", &status, "the cart could not be read")),
             };
             if cart.lines.is_empty() {
-                return Ok(refuse(state, Code::FailedPrecondition, "the cart is empty"));
+                return Ok(state.refuse(Code::FailedPrecondition, "the cart is empty"));
             }
             state.cart_version = Some(cart.version);
             for line in &cart.lines {
@@ -72,11 +67,7 @@ pub async fn validate<S: OrdersStore>(
             }
         }
         None => {
-            return Ok(refuse(
-                state,
-                Code::InvalidArgument,
-                "source: a cart or lines is required",
-            ));
+            return Ok(state.refuse(Code::InvalidArgument, "source: a cart or lines is required"));
         }
     }
     let skus: Vec<String> = wanted.iter().map(|(sku, _, _)| sku.clone()).collect();
@@ -90,17 +81,11 @@ pub async fn validate<S: OrdersStore>(
         Ok(response) => response.into_inner(),
         Err(status) if transient(&status) => return Err(OrdersError::upstream("catalog", &status)),
         Err(status) => {
-            return Ok(refused_by(
-                state,
-                "catalog",
-                &status,
-                "the catalog refused the lines",
-            ));
+            return Ok(state.refused_by("catalog", &status, "the catalog refused the lines"));
         }
     };
     if !products.missing_skus.is_empty() {
-        return Ok(refuse(
-            state,
+        return Ok(state.refuse(
             Code::FailedPrecondition,
             format!("unknown SKU: {}", products.missing_skus.join(", ")),
         ));
@@ -112,25 +97,16 @@ pub async fn validate<S: OrdersStore>(
     let mut total: i64 = 0;
     for (sku, quantity, expected) in &wanted {
         let Some(product) = by_sku.get(sku.as_str()) else {
-            return Ok(refuse(
-                state,
-                Code::FailedPrecondition,
-                format!("unknown SKU: {sku}"),
-            ));
+            return Ok(state.refuse(Code::FailedPrecondition, format!("unknown SKU: {sku}")));
         };
         if !product.active {
-            return Ok(refuse(
-                state,
-                Code::FailedPrecondition,
-                format!("SKU {sku} is not for sale"),
-            ));
+            return Ok(state.refuse(Code::FailedPrecondition, format!("SKU {sku} is not for sale")));
         }
         let price = product.price.clone().unwrap_or_default();
         match &currency {
             None => currency = Some(price.currency.clone()),
             Some(c) if c != &price.currency => {
-                return Ok(refuse(
-                    state,
+                return Ok(state.refuse(
                     Code::FailedPrecondition,
                     format!(
                         "lines are priced in different currencies ({c} and {})",
@@ -152,18 +128,10 @@ pub async fn validate<S: OrdersStore>(
             });
         }
         let Some(line_total) = price.amount_minor.checked_mul(*quantity) else {
-            return Ok(refuse(
-                state,
-                Code::FailedPrecondition,
-                "order total is too large",
-            ));
+            return Ok(state.refuse(Code::FailedPrecondition, "order total is too large"));
         };
         let Some(sum) = total.checked_add(line_total) else {
-            return Ok(refuse(
-                state,
-                Code::FailedPrecondition,
-                "order total is too large",
-            ));
+            return Ok(state.refuse(Code::FailedPrecondition, "order total is too large"));
         };
         total = sum;
         lines.push(PricedLine {

@@ -218,6 +218,29 @@ impl CheckoutState {
             .map_err(|e| OrdersError::Internal(format!("stored checkout request is corrupt: {e}")))
     }
 
+    /// The PSP idempotency key of `action` for this checkout: derived from the checkout
+    /// key, so every retry of the action reuses it.
+    pub fn psp_key(&self, action: &str) -> String {
+        psp_key_for(&self.key, action)
+    }
+
+    /// Ends the checkout with an error answer and nothing to undo.
+    pub fn refuse(&mut self, code: Code, message: impl Into<String>) -> Step {
+        self.outcome = Some(Outcome::Refused {
+            code: code as i32,
+            message: message.into(),
+        });
+        Step::Finish
+    }
+
+    /// Ends the checkout refused because `dependency` refused a call: its detail goes to
+    /// the log, the client gets `message`.
+    pub fn refused_by(&mut self, dependency: &'static str, status: &Status, message: &str) -> Step {
+        tracing::info!(order = %self.order_id, dependency, code = ?status.code(), detail = %status.message(),
+            "checkout refused by an upstream");
+        self.refuse(Code::FailedPrecondition, message)
+    }
+
     /// Encodes for the store.
     pub fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
@@ -298,6 +321,16 @@ impl StoredAnswer {
             }
         }
     }
+}
+
+/// `chk_<sha-1 of the checkout key>:<action>`: keyed by the checkout key itself (not the
+/// saga), so even a saga the store lost (an OS crash under the embedded SQLite) cannot
+/// charge twice when the client retries its key: the PSP answers the first authorization.
+pub fn psp_key_for(checkout_key: &str, action: &str) -> String {
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(checkout_key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("chk_{hex}:{action}")
 }
 
 /// A digest of the request's payload (everything but the key): two requests with one key

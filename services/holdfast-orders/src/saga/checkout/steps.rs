@@ -18,12 +18,14 @@ use prost::Message;
 use tonic::Code;
 
 use super::state::{CheckoutState, Outcome, ShortLine, Step};
-use super::{FULFILLMENT_TOPIC, psp_key, refused_by};
 use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
 use crate::order::{self, Change, ORDERS_TOPIC, money};
 use crate::risk;
 use crate::upstream::transient;
+
+/// Topic of fulfillment dispatch.
+pub const FULFILLMENT_TOPIC: &str = "holdfast.fulfillment.v1";
 
 /// Reserve: a TTL hold on every line, all or nothing.
 pub async fn reserve<S: OrdersStore>(
@@ -52,12 +54,7 @@ pub async fn reserve<S: OrdersStore>(
         Ok(response) => response.into_inner(),
         Err(status) if transient(&status) => return Err(OrdersError::upstream("inventory", &status)),
         Err(status) => {
-            return Ok(refused_by(
-                state,
-                "inventory",
-                &status,
-                "the stock could not be held",
-            ));
+            return Ok(state.refused_by("inventory", &status, "the stock could not be held"));
         }
     };
     if response.status == ReservationStatus::Reserved as i32 {
@@ -123,7 +120,7 @@ pub async fn authorize<S: OrdersStore>(
         }
     }
     let authorize = AuthorizeRequest {
-        idempotency_key: psp_key(state, "authorize"),
+        idempotency_key: state.psp_key("authorize"),
         amount: Some(money(state.total_minor, &state.currency)),
         payment_method: request.payment_method.clone(),
         customer_id: request.customer_id.clone(),
@@ -296,7 +293,7 @@ pub async fn capture<S: OrdersStore>(
         .payments
         .clone()
         .capture(ctx.clients.payment_request(CaptureRequest {
-            idempotency_key: psp_key(state, "capture"),
+            idempotency_key: state.psp_key("capture"),
             payment_id,
             amount: None,
         }))
@@ -455,10 +452,9 @@ pub async fn compensate<S: OrdersStore>(
     if state.payment_id.is_none() && state.reserved {
         match payments
             .get_payment(ctx.clients.request(GetPaymentRequest {
-                lookup: Some(get_payment_request::Lookup::AuthorizeIdempotencyKey(psp_key(
-                    state,
-                    "authorize",
-                ))),
+                lookup: Some(get_payment_request::Lookup::AuthorizeIdempotencyKey(
+                    state.psp_key("authorize"),
+                )),
             }))
             .await
         {
@@ -476,7 +472,7 @@ pub async fn compensate<S: OrdersStore>(
     if let Some(payment_id) = state.payment_id.clone() {
         match payments
             .void(ctx.clients.payment_request(VoidRequest {
-                idempotency_key: psp_key(state, "void"),
+                idempotency_key: state.psp_key("void"),
                 payment_id,
             }))
             .await
