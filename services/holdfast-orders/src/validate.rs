@@ -52,10 +52,12 @@ fn required(v: &mut FieldViolations, field: &str, value: &str, max: usize) {
     }
 }
 
-/// An optional text field: at most `max` characters.
+/// An optional text field: at most `max` characters, no control characters.
 fn optional(v: &mut FieldViolations, field: &str, value: &str, max: usize) {
     if value.chars().count() > max {
         v.add(field, format!("must be at most {max} characters"));
+    } else if value.chars().any(char::is_control) {
+        v.add(field, "must not contain control characters");
     }
 }
 
@@ -213,10 +215,25 @@ pub fn request_return(request: &RequestReturnRequest) -> Result<(), OrdersError>
     let mut v = FieldViolations::new();
     required(&mut v, "order_id", &request.order_id, MAX_ID);
     optional(&mut v, "reason", &request.reason, MAX_REASON);
+    // Units per SKU, summed with checked arithmetic: lines of one SKU add up.
+    let mut units: Vec<(&str, i64)> = Vec::new();
     for (i, line) in request.lines.iter().enumerate() {
         holdfast_platform::validate::sku(&mut v, &format!("lines[{i}].sku"), &line.sku);
         if line.quantity < 1 {
             v.add(format!("lines[{i}].quantity"), "must be at least 1");
+            continue;
+        }
+        match units.iter_mut().find(|(sku, _)| *sku == line.sku) {
+            None => units.push((&line.sku, line.quantity)),
+            Some((_, total)) => match total.checked_add(line.quantity) {
+                Some(sum) => *total = sum,
+                None => {
+                    v.add(
+                        format!("lines[{i}].quantity"),
+                        "the quantities of this SKU add up past any order",
+                    );
+                }
+            },
         }
     }
     into_result(v)
@@ -243,4 +260,132 @@ pub fn mark_return_lost(request: &MarkReturnLostRequest) -> Result<(), OrdersErr
     required(&mut v, "order_id", &request.order_id, MAX_ID);
     optional(&mut v, "reason", &request.reason, MAX_REASON);
     into_result(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use holdfast_proto::common::v1::{Address, GeoPoint};
+    use holdfast_proto::orders::v1::{CheckoutLine, CheckoutLines, ReturnLine};
+    use tonic::Code;
+    use tonic_types::StatusExt;
+
+    /// The fields a validation refused, or none.
+    fn refused(result: Result<(), OrdersError>) -> Vec<String> {
+        match result {
+            Ok(()) => Vec::new(),
+            Err(OrdersError::InvalidArgument(status)) => {
+                assert_eq!(status.code(), Code::InvalidArgument);
+                status
+                    .get_details_bad_request()
+                    .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
+                    .unwrap_or_default()
+            }
+            Err(other) => panic!("not an invalid argument: {other:?}"),
+        }
+    }
+
+    fn good_checkout() -> CheckoutRequest {
+        CheckoutRequest {
+            idempotency_key: "k".into(),
+            customer_id: "c".into(),
+            source: Some(checkout_request::Source::Lines(CheckoutLines {
+                lines: vec![CheckoutLine {
+                    sku: "mug".into(),
+                    quantity: 1,
+                    expected_unit_price: None,
+                }],
+            })),
+            shipping_address: Some(Address {
+                name: "Ada".into(),
+                line1: "1 Way".into(),
+                city: "London".into(),
+                postal_code: "N1".into(),
+                country: "GB".into(),
+                location: Some(GeoPoint {
+                    latitude: 51.5,
+                    longitude: -0.1,
+                }),
+                ..Address::default()
+            }),
+            payment_method: "pm_card_visa".into(),
+            ..CheckoutRequest::default()
+        }
+    }
+
+    #[test]
+    fn request_return_quantities_summing_past_i64_are_invalid_not_a_panic() {
+        let request = RequestReturnRequest {
+            order_id: "ord_1".into(),
+            lines: vec![
+                ReturnLine {
+                    sku: "mug".into(),
+                    quantity: 1,
+                },
+                ReturnLine {
+                    sku: "mug".into(),
+                    quantity: i64::MAX,
+                },
+            ],
+            reason: String::new(),
+        };
+        assert_eq!(refused(request_return(&request)), ["lines[1].quantity"]);
+        let apart = RequestReturnRequest {
+            lines: vec![
+                ReturnLine {
+                    sku: "mug".into(),
+                    quantity: i64::MAX,
+                },
+                ReturnLine {
+                    sku: "bowl".into(),
+                    quantity: i64::MAX,
+                },
+            ],
+            ..request
+        };
+        assert!(
+            refused(request_return(&apart)).is_empty(),
+            "different SKUs do not add up"
+        );
+    }
+
+    #[test]
+    fn optional_text_fields_refuse_control_characters() {
+        assert!(refused(checkout(&good_checkout())).is_empty());
+        let mut request = good_checkout();
+        let address = request.shipping_address.as_mut().expect("address");
+        address.line2 = "flat\u{0}2".into();
+        address.region = "greater\nlondon".into();
+        assert_eq!(
+            refused(checkout(&request)),
+            ["shipping_address.line2", "shipping_address.region"]
+        );
+        let cancel = CancelOrderRequest {
+            order_id: "ord_1".into(),
+            reason: "changed\u{7}mind".into(),
+        };
+        assert_eq!(refused(cancel_order(&cancel)), ["reason"]);
+        let ret = RequestReturnRequest {
+            order_id: "ord_1".into(),
+            lines: Vec::new(),
+            reason: "too\rsmall".into(),
+        };
+        assert_eq!(refused(request_return(&ret)), ["reason"]);
+        let lost = MarkReturnLostRequest {
+            order_id: "ord_1".into(),
+            reason: "gone\u{1b}[31m".into(),
+        };
+        assert_eq!(refused(mark_return_lost(&lost)), ["reason"]);
+        let receive = ReceiveReturnRequest {
+            order_id: "ord_1".into(),
+            return_id: "rma_1".into(),
+            inspection: InspectionResult::Passed as i32,
+            inspection_note: "ok\u{0}".into(),
+            warehouse_id: "w\t1".into(),
+        };
+        assert_eq!(
+            refused(receive_return(&receive).map(|_| ())),
+            ["inspection_note", "warehouse_id"]
+        );
+    }
 }

@@ -98,7 +98,8 @@ pub fn priced_lines(order: &Order, wanted: &[ReturnLine]) -> Result<Vec<OrderLin
             ));
         };
         let already = lines.iter().find(|l| l.sku == want.sku).map_or(0, |l| l.quantity);
-        let quantity = already + want.quantity;
+        // Validation refused sums past i64; saturate anyway rather than trust it here.
+        let quantity = already.saturating_add(want.quantity);
         if quantity > sold.quantity {
             return Err(OrdersError::precondition(
                 RETURN_LINE,
