@@ -427,29 +427,52 @@ async fn clear_cart<S: OrdersStore>(ctx: &StepContext<S>, state: &CheckoutState)
     }
 }
 
-/// Compensate: cancel the order, void the authorization (looked up by key if its answer
-/// never came), release the hold. Each part is idempotent, so a crash here repeats them.
+/// Compensate: undo what actually happened before the pivot, checked rather than taken
+/// from the state (a step's side effect may have happened without its transition being
+/// recorded: a crash in between, or an abandoned saga):
+///
+/// 1. Release the hold first, by its id: inventory decides the pivot atomically (a
+///    released hold can no longer be committed). A hold that turns out committed means
+///    commit ran and its transition was lost: the pivot passed, so the saga goes forward
+///    (capture, or notify under manual review) instead of undoing anything.
+/// 2. Void the payment: the one the state knows, else whatever the PSP recorded under the
+///    checkout's authorize key.
+/// 3. Cancel the order row if it exists, whether or not its creation was recorded.
+///
+/// Each part is idempotent, so a crash here repeats them.
 pub async fn compensate<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &mut CheckoutState,
 ) -> Result<Step, OrdersError> {
-    if state.order_created {
-        let reason = match &state.outcome {
-            Some(Outcome::OutOfStock { .. }) => "the stock hold lapsed before commit".to_string(),
-            Some(Outcome::Declined { decline_code }) => format!("payment failed: {decline_code}"),
-            _ => "checkout compensated".to_string(),
-        };
-        move_order(
-            ctx,
-            &state.order_id,
-            &[OrderStatus::Placed, OrderStatus::ManualReview],
-            OrderStatus::Cancelled,
-            &reason,
-        )
-        .await?;
+    if !state.committed {
+        match ctx
+            .clients
+            .inventory
+            .clone()
+            .release(ctx.clients.request(ReleaseRequest {
+                reservation_id: state.reservation_id.clone(),
+            }))
+            .await
+        {
+            Ok(_) => state.reserved = false,
+            // Release refuses only a committed (or committing) hold.
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                tracing::warn!(order = %state.order_id, "the hold was committed before the saga recorded it; the pivot passed, going forward");
+                state.reserved = false;
+                state.committed = true;
+                state.outcome = None;
+                return Ok(if state.manual_review {
+                    Step::Notify
+                } else {
+                    Step::Capture
+                });
+            }
+            Err(status) if transient(&status) => return Err(OrdersError::upstream("inventory", &status)),
+            Err(status) => tracing::warn!(order = %state.order_id, "release refused: {}", status.message()),
+        }
     }
     let mut payments = ctx.clients.payments.clone();
-    if state.payment_id.is_none() && state.reserved {
+    if state.payment_id.is_none() {
         match payments
             .get_payment(ctx.clients.request(GetPaymentRequest {
                 lookup: Some(get_payment_request::Lookup::AuthorizeIdempotencyKey(
@@ -483,20 +506,23 @@ pub async fn compensate<S: OrdersStore>(
             Err(status) => tracing::info!(order = %state.order_id, "void not needed: {}", status.message()),
         }
     }
-    if state.reserved && !state.committed {
-        match ctx
-            .clients
-            .inventory
-            .clone()
-            .release(ctx.clients.request(ReleaseRequest {
-                reservation_id: state.reservation_id.clone(),
-            }))
-            .await
-        {
-            Ok(_) => state.reserved = false,
-            Err(status) if transient(&status) => return Err(OrdersError::upstream("inventory", &status)),
-            Err(status) => tracing::warn!(order = %state.order_id, "release refused: {}", status.message()),
-        }
+    let reason = match &state.outcome {
+        Some(Outcome::OutOfStock { .. }) => "the stock hold lapsed before commit".to_string(),
+        Some(Outcome::Declined { decline_code }) => format!("payment failed: {decline_code}"),
+        _ => "checkout compensated".to_string(),
+    };
+    match move_order(
+        ctx,
+        &state.order_id,
+        &[OrderStatus::Placed, OrderStatus::ManualReview],
+        OrderStatus::Cancelled,
+        &reason,
+    )
+    .await
+    {
+        // No order row: create_order never ran.
+        Ok(_) | Err(OrdersError::NotFound(_)) => {}
+        Err(error) => return Err(error),
     }
     Ok(Step::Finish)
 }
