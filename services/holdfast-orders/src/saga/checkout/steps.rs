@@ -82,7 +82,7 @@ pub async fn screen<S: OrdersStore>(
 ) -> Result<Step, OrdersError> {
     let request = state.request()?;
     Ok(
-        match risk::screen(ctx, &request.customer_id, state.total_minor).await? {
+        match risk::screen(ctx, &request.customer_id, &state.order_id, state.total_minor).await? {
             Some(reason) => {
                 tracing::info!(order = %state.order_id, %reason, "checkout held for manual review");
                 state.manual_review = true;
