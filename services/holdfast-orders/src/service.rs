@@ -38,8 +38,10 @@ impl<S: OrdersStore> Orders<S> {
         self.engine.context()
     }
 
-    /// Checkout: the key's stored answer, or its saga run to the end and its answer.
-    async fn checkout(
+    /// Checkout: the key's stored answer, or its saga run to the end and its answer. The
+    /// inner result is the answer (a response, or the error status stored on the key and
+    /// replayed as is); the outer error is why no answer could be had.
+    async fn answer(
         &self,
         request: &CheckoutRequest,
     ) -> Result<Result<CheckoutResponse, Status>, OrdersError> {
@@ -108,9 +110,7 @@ impl<S: OrdersStore> OrderService for Orders<S> {
         &self,
         request: Request<CheckoutRequest>,
     ) -> Result<Response<CheckoutResponse>, Status> {
-        Orders::checkout(self, request.get_ref())
-            .await?
-            .map(Response::new)
+        self.answer(request.get_ref()).await?.map(Response::new)
     }
 
     async fn get_order(
