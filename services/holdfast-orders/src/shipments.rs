@@ -7,29 +7,69 @@
 use holdfast_proto::events::v1::{ShipmentEvent, shipment_event};
 use holdfast_proto::orders::v1::{Order, OrderLine, OrderStatus, Suborder};
 use holdfast_proto::warehouse::v1::ShipmentStatus;
-use tonic::Status;
 
-use crate::checkout::change_order;
-use crate::engine::Engine;
-use crate::order;
-use crate::{OrdersStore, now_ms};
+use crate::context::{OrdersStore, StepContext, now_ms};
+use crate::error::OrdersError;
+use crate::order::{self, Change};
 
-/// Applies `event` to its order. Unknown orders are `NOT_FOUND` (the caller dead-letters).
-pub async fn apply<S: OrdersStore>(engine: &Engine<S>, event: &ShipmentEvent) -> Result<Order, Status> {
+/// Order statuses shipment events move an order out of.
+const SHIPPING: [OrderStatus; 4] = [
+    OrderStatus::Paid,
+    OrderStatus::Fulfilling,
+    OrderStatus::PartiallyShipped,
+    OrderStatus::Shipped,
+];
+
+/// Why a shipment event cannot be applied, ever (the consumer dead-letters it).
+#[derive(Debug, thiserror::Error)]
+pub enum Poison {
+    /// The event has no body.
+    #[error("shipment event without a body")]
+    Empty,
+    /// The event names an order this store does not hold.
+    #[error("{0}")]
+    UnknownOrder(String),
+    /// The event names an order id the store refuses (empty, too long).
+    #[error("{0}")]
+    BadOrderId(String),
+}
+
+/// Applies `event` to its order. An empty event or an unknown order is poison (the caller
+/// dead-letters it); any other error is worth a retry.
+pub async fn apply<S: OrdersStore>(ctx: &StepContext<S>, event: &ShipmentEvent) -> Result<Order, ApplyError> {
     let order_id = match &event.event {
         Some(shipment_event::Event::Created(e)) => e.order_id.clone(),
         Some(shipment_event::Event::Shipped(e)) => e.order_id.clone(),
         Some(shipment_event::Event::Delivered(e)) => e.order_id.clone(),
         Some(shipment_event::Event::Cancelled(e)) => e.order_id.clone(),
-        None => return Err(Status::invalid_argument("shipment event without a body")),
+        None => return Err(ApplyError::Poison(Poison::Empty)),
     };
-    change_order(
-        engine,
-        &order_id,
-        |_| Vec::new(),
-        |current| apply_to(current, event),
-    )
+    order::change(ctx, &order_id, |current| {
+        Ok(if apply_to(current, event) {
+            Change::Write(Vec::new())
+        } else {
+            Change::Keep
+        })
+    })
     .await
+    .map_err(|error| match error {
+        OrdersError::NotFound(what) => ApplyError::Poison(Poison::UnknownOrder(format!("{what} not found"))),
+        OrdersError::InvalidArgument(status) => {
+            ApplyError::Poison(Poison::BadOrderId(status.message().to_string()))
+        }
+        other => ApplyError::Retry(other),
+    })
+}
+
+/// Why [`apply`] did not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// Never applicable.
+    #[error(transparent)]
+    Poison(Poison),
+    /// Not now (the store failed, or the order kept changing).
+    #[error(transparent)]
+    Retry(OrdersError),
 }
 
 /// The change `event` makes to `order`; `false` if none.
@@ -80,14 +120,8 @@ pub fn apply_to(order: &mut Order, event: &ShipmentEvent) -> bool {
         }
         None => {}
     }
-    let status = order::status(order);
-    if matches!(
-        status,
-        OrderStatus::Paid | OrderStatus::Fulfilling | OrderStatus::PartiallyShipped | OrderStatus::Shipped
-    ) && let Some(next) = derived_status(order)
-        && next != status
-    {
-        order::set_status(order, next, now_ms(), "");
+    if let Some(next) = derived_status(order) {
+        order::transition(order, &SHIPPING, next, now_ms(), "");
     }
     *order != before
 }
@@ -146,26 +180,19 @@ pub const CONSUMER_GROUP: &str = "holdfast-orders";
 /// idempotent by construction (a repeat changes nothing), so a redelivery after a crash
 /// between the effect and the offset commit is harmless.
 pub fn handler<S: OrdersStore>(
-    engine: std::sync::Arc<Engine<S>>,
+    ctx: std::sync::Arc<StepContext<S>>,
 ) -> impl holdfast_platform::events::EventHandler {
     use holdfast_platform::events::HandleError;
     use prost::Message;
     holdfast_platform::events::handler_fn(move |event: holdfast_platform::events::Event| {
-        let engine = std::sync::Arc::clone(&engine);
+        let ctx = std::sync::Arc::clone(&ctx);
         async move {
             let shipment = ShipmentEvent::decode(event.payload.as_slice())
                 .map_err(|e| HandleError::Poison(format!("undecodable shipment event: {e}")))?;
-            match apply(&engine, &shipment).await {
+            match apply(&ctx, &shipment).await {
                 Ok(_) => Ok(()),
-                Err(status)
-                    if matches!(
-                        status.code(),
-                        tonic::Code::NotFound | tonic::Code::InvalidArgument
-                    ) =>
-                {
-                    Err(HandleError::Poison(status.message().to_string()))
-                }
-                Err(status) => Err(HandleError::Retry(status.message().to_string())),
+                Err(ApplyError::Poison(why)) => Err(HandleError::Poison(why.to_string())),
+                Err(ApplyError::Retry(error)) => Err(HandleError::Retry(error.to_string())),
             }
         }
     })
@@ -225,7 +252,7 @@ mod tests {
             lines: vec![order::line("a", 2, 100, "USD", "A")],
             ..Order::default()
         };
-        order::set_status(&mut order, OrderStatus::Fulfilling, 1, "");
+        order.status = OrderStatus::Fulfilling as i32;
         assert!(apply_to(&mut order, &created("s1")));
         assert!(apply_to(&mut order, &created("s2")));
         assert!(!apply_to(&mut order, &created("s2")), "a repeat changes nothing");
@@ -255,7 +282,7 @@ mod tests {
             id: "ord_1".into(),
             ..Order::default()
         };
-        order::set_status(&mut order, OrderStatus::Cancelled, 1, "");
+        order.status = OrderStatus::Cancelled as i32;
         apply_to(&mut order, &created("s1"));
         apply_to(&mut order, &shipped("s1"));
         assert_eq!(order::status(&order), OrderStatus::Cancelled);

@@ -70,3 +70,18 @@ impl Clients {
         request
     }
 }
+
+/// Whether an upstream error is worth retrying (the call may not have happened).
+pub fn transient(status: &tonic::Status) -> bool {
+    use tonic::Code;
+    matches!(
+        status.code(),
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::ResourceExhausted
+            | Code::Aborted
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::Internal
+    )
+}

@@ -581,3 +581,62 @@ async fn list_orders_pages_own_orders_newest_first() {
         .expect_err("bad status");
     assert_eq!(bad.code(), Code::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_velocity_rule_holds_against_concurrent_checkouts_of_one_customer() {
+    let mut setup = Setup {
+        // Authorizations take a while, so every screen runs before any order is written:
+        // a rule that counts orders lets them all through.
+        psp_latency: Duration::from_millis(150),
+        ..Setup::default()
+    };
+    setup.orders.risk.max_orders_per_window = 2;
+    let fx = Fixture::with(setup).await;
+    fx.product("mug", 1250, 100).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let mut client = fx.orders.clone();
+        let request = checkout(&format!("k-velocity-{i}"), "vera", &[("mug", 1)], "pm_card_visa");
+        calls.spawn(async move { client.checkout(request).await });
+    }
+    let mut placed = 0;
+    let mut reviewed = 0;
+    while let Some(result) = calls.join_next().await {
+        let response = result.expect("task").expect("checkout").into_inner();
+        match CheckoutOutcome::try_from(response.outcome) {
+            Ok(CheckoutOutcome::Placed) => placed += 1,
+            Ok(CheckoutOutcome::ManualReview) => reviewed += 1,
+            other => panic!("unexpected outcome {other:?}"),
+        }
+    }
+    assert_eq!(
+        (placed, reviewed),
+        (2, 6),
+        "at most two orders an hour pass screening"
+    );
+    let later = fx
+        .orders
+        .clone()
+        .checkout(checkout("k-velocity-late", "vera", &[("mug", 1)], "pm_card_visa"))
+        .await
+        .expect("checkout")
+        .into_inner();
+    assert_eq!(later.outcome, CheckoutOutcome::ManualReview as i32);
+    let other = fx
+        .orders
+        .clone()
+        .checkout(checkout(
+            "k-velocity-other",
+            "walt",
+            &[("mug", 1)],
+            "pm_card_visa",
+        ))
+        .await
+        .expect("checkout")
+        .into_inner();
+    assert_eq!(
+        other.outcome,
+        CheckoutOutcome::Placed as i32,
+        "another customer is not held"
+    );
+}

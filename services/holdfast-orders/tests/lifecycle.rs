@@ -339,3 +339,32 @@ async fn a_lost_parcel_refunds_nothing_and_a_failed_inspection_is_rejected() {
         .expect_err("already rejected");
     assert_eq!(lost_again.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn return_quantities_summing_past_i64_are_invalid_argument() {
+    let fx = Fixture::start().await;
+    fx.product("mug", 1250, 10).await;
+    let order = place(&fx, "k-overflow", &[("mug", 1)]).await;
+    deliver(&fx, &order).await;
+    let error = fx
+        .orders
+        .clone()
+        .request_return(RequestReturnRequest {
+            order_id: order.id.clone(),
+            lines: vec![
+                ReturnLine {
+                    sku: "mug".into(),
+                    quantity: 1,
+                },
+                ReturnLine {
+                    sku: "mug".into(),
+                    quantity: i64::MAX,
+                },
+            ],
+            reason: String::new(),
+        })
+        .await
+        .expect_err("overflowing quantities");
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    assert_eq!(get(&fx, &order.id).await.status, OrderStatus::Delivered as i32);
+}

@@ -8,6 +8,8 @@ use prost::Message;
 use serde::{Deserialize, Serialize};
 use tonic::{Code, Status};
 
+use crate::error::OrdersError;
+
 /// The steps of a checkout, in order, then the compensation and the end. A saga's `step`
 /// is the next step to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,9 +213,32 @@ pub struct CheckoutState {
 
 impl CheckoutState {
     /// The request this saga serves.
-    pub fn request(&self) -> Result<CheckoutRequest, Status> {
+    pub fn request(&self) -> Result<CheckoutRequest, OrdersError> {
         CheckoutRequest::decode(self.request.as_slice())
-            .map_err(|e| Status::internal(format!("stored checkout request is corrupt: {e}")))
+            .map_err(|e| OrdersError::Internal(format!("stored checkout request is corrupt: {e}")))
+    }
+
+    /// The PSP idempotency key of `action` for this checkout: derived from the checkout
+    /// key, so every retry of the action reuses it.
+    pub fn psp_key(&self, action: &str) -> String {
+        psp_key_for(&self.key, action)
+    }
+
+    /// Ends the checkout with an error answer and nothing to undo.
+    pub fn refuse(&mut self, code: Code, message: impl Into<String>) -> Step {
+        self.outcome = Some(Outcome::Refused {
+            code: code as i32,
+            message: message.into(),
+        });
+        Step::Finish
+    }
+
+    /// Ends the checkout refused because `dependency` refused a call: its detail goes to
+    /// the log, the client gets `message`.
+    pub fn refused_by(&mut self, dependency: &'static str, status: &Status, message: &str) -> Step {
+        tracing::info!(order = %self.order_id, dependency, code = ?status.code(), detail = %status.message(),
+            "checkout refused by an upstream");
+        self.refuse(Code::FailedPrecondition, message)
     }
 
     /// Encodes for the store.
@@ -222,9 +247,9 @@ impl CheckoutState {
     }
 
     /// Decodes from the store.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
+    pub fn decode(bytes: &[u8]) -> Result<Self, OrdersError> {
         serde_json::from_slice(bytes)
-            .map_err(|e| Status::internal(format!("stored checkout state is corrupt: {e}")))
+            .map_err(|e| OrdersError::Internal(format!("stored checkout state is corrupt: {e}")))
     }
 }
 
@@ -259,8 +284,8 @@ impl StoredAnswer {
     }
 
     /// Reads what `encode` wrote.
-    pub fn decode(bytes: &[u8]) -> Result<Self, Status> {
-        let corrupt = || Status::internal("stored checkout answer is corrupt");
+    pub fn decode(bytes: &[u8]) -> Result<Self, OrdersError> {
+        let corrupt = || OrdersError::Internal("stored checkout answer is corrupt".into());
         match bytes.split_first() {
             Some((0, rest)) => CheckoutResponse::decode(rest)
                 .map(|response| StoredAnswer::Response(Box::new(response)))
@@ -296,6 +321,16 @@ impl StoredAnswer {
             }
         }
     }
+}
+
+/// `chk_<sha-1 of the checkout key>:<action>`: keyed by the checkout key itself (not the
+/// saga), so even a saga the store lost (an OS crash under the embedded SQLite) cannot
+/// charge twice when the client retries its key: the PSP answers the first authorization.
+pub fn psp_key_for(checkout_key: &str, action: &str) -> String {
+    use sha1::Digest;
+    let digest = sha1::Sha1::digest(checkout_key.as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("chk_{hex}:{action}")
 }
 
 /// A digest of the request's payload (everything but the key): two requests with one key

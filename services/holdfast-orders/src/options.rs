@@ -1,0 +1,94 @@
+//! The service's timings, limits, risk thresholds and the fault hook.
+
+use std::time::Duration;
+
+/// Timings, limits and the fault hook.
+#[derive(Debug, Clone)]
+pub struct OrdersOptions {
+    /// TTL of the stock hold, set at reserve and again before authorizing.
+    pub hold_ttl: Duration,
+    /// Deadline of every call to catalog, inventory and cart.
+    pub upstream_timeout: Duration,
+    /// Deadline of every money movement at the PSP.
+    pub payment_timeout: Duration,
+    /// Tries of an authorization the PSP answers UNAVAILABLE before the saga waits.
+    pub payment_attempts: u32,
+    /// How long a worker owns a saga after its last transition.
+    pub saga_lease: Duration,
+    /// How soon a saga whose step failed transiently is retried.
+    pub retry_after: Duration,
+    /// A checkout stuck before the pivot this long is compensated, not resumed.
+    pub abandon_after: Duration,
+    /// How often the recovery worker looks for stalled sagas.
+    pub recovery_interval: Duration,
+    /// How long a request waits for a saga another process runs.
+    pub wait_for_running: Duration,
+    /// Risk thresholds.
+    pub risk: RiskRules,
+    /// Fault hook, off unless set: abort the process right after this step was persisted
+    /// ("<step>" of a checkout, or "<kind>:<step>"). `HOLDFAST_FAULT_CRASH_AFTER`.
+    pub crash_after: Option<String>,
+}
+
+impl Default for OrdersOptions {
+    fn default() -> Self {
+        Self {
+            hold_ttl: Duration::from_secs(120),
+            upstream_timeout: Duration::from_secs(2),
+            payment_timeout: Duration::from_secs(3),
+            payment_attempts: 3,
+            saga_lease: Duration::from_secs(30),
+            retry_after: Duration::from_secs(1),
+            abandon_after: Duration::from_secs(600),
+            recovery_interval: Duration::from_secs(1),
+            wait_for_running: Duration::from_secs(10),
+            risk: RiskRules::default(),
+            crash_after: None,
+        }
+    }
+}
+
+impl OrdersOptions {
+    /// Defaults with the fault hook read from `HOLDFAST_FAULT_CRASH_AFTER`.
+    pub fn from_env() -> Self {
+        Self {
+            crash_after: std::env::var("HOLDFAST_FAULT_CRASH_AFTER")
+                .ok()
+                .filter(|v| !v.is_empty()),
+            ..Self::default()
+        }
+    }
+
+    /// The saga lease in milliseconds.
+    pub fn lease_ms(&self) -> i64 {
+        i64::try_from(self.saga_lease.as_millis()).unwrap_or(i64::MAX / 4)
+    }
+
+    /// The hold TTL in whole seconds (at least one).
+    pub fn hold_ttl_seconds(&self) -> u32 {
+        u32::try_from(self.hold_ttl.as_secs().max(1)).unwrap_or(u32::MAX)
+    }
+}
+
+/// The risk thresholds. An order is held for review when its total exceeds
+/// `max_amount_minor` or the customer already placed `max_orders_per_window` orders within
+/// `window`.
+#[derive(Debug, Clone)]
+pub struct RiskRules {
+    /// Largest total charged without review, in minor units of the order's currency.
+    pub max_amount_minor: i64,
+    /// Most orders per customer within `window` before review.
+    pub max_orders_per_window: u32,
+    /// The velocity window.
+    pub window: Duration,
+}
+
+impl Default for RiskRules {
+    fn default() -> Self {
+        Self {
+            max_amount_minor: 1_000_000,
+            max_orders_per_window: 50,
+            window: Duration::from_secs(3600),
+        }
+    }
+}

@@ -1,0 +1,528 @@
+//! The checkout's steps from reserve to notify, and compensate. Each takes the state and
+//! returns the next [`Step`]; an `Err` is a transient failure (the engine retries the
+//! step later), a business refusal is an outcome in the state.
+
+use holdfast_proto::cart::v1::ClearCartRequest;
+use holdfast_proto::events::v1::{
+    DispatchRequested, FulfillmentEvent, OrderConfirmed, OrderEvent, fulfillment_event, order_event,
+};
+use holdfast_proto::inventory::v1::{
+    CommitRequest, ExtendRequest, ReleaseRequest, ReservationStatus, ReserveLine, ReserveRequest,
+};
+use holdfast_proto::orders::v1::{CheckoutRequest, Order, OrderStatus, checkout_request};
+use holdfast_proto::payments::v1::{
+    AuthorizeRequest, CaptureRequest, GetPaymentRequest, PaymentStatus, VoidRequest, get_payment_request,
+};
+use holdfast_store::OutboxMessage;
+use prost::Message;
+use tonic::Code;
+
+use super::state::{CheckoutState, Outcome, ShortLine, Step};
+use crate::context::{OrdersStore, StepContext};
+use crate::error::OrdersError;
+use crate::order::{self, Change, ORDERS_TOPIC, money};
+use crate::risk;
+use crate::upstream::transient;
+
+/// Topic of fulfillment dispatch.
+pub const FULFILLMENT_TOPIC: &str = "holdfast.fulfillment.v1";
+
+/// Reserve: a TTL hold on every line, all or nothing.
+pub async fn reserve<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &mut CheckoutState,
+) -> Result<Step, OrdersError> {
+    let request = ReserveRequest {
+        reservation_id: state.reservation_id.clone(),
+        lines: state
+            .lines
+            .iter()
+            .map(|line| ReserveLine {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+            })
+            .collect(),
+        ttl_seconds: ctx.options.hold_ttl_seconds(),
+    };
+    let response = match ctx
+        .clients
+        .inventory
+        .clone()
+        .reserve(ctx.clients.request(request))
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) if transient(&status) => return Err(OrdersError::upstream("inventory", &status)),
+        Err(status) => {
+            return Ok(state.refused_by("inventory", &status, "the stock could not be held"));
+        }
+    };
+    if response.status == ReservationStatus::Reserved as i32 {
+        state.reserved = true;
+        return Ok(Step::Screen);
+    }
+    state.outcome = Some(Outcome::OutOfStock {
+        shortages: response
+            .shortages
+            .iter()
+            .map(|s| ShortLine {
+                sku: s.sku.clone(),
+                requested: s.requested,
+                available: s.available,
+            })
+            .collect(),
+    });
+    Ok(Step::Finish)
+}
+
+/// Screen: the risk rules; high risk creates the order for manual review, uncharged.
+pub async fn screen<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &mut CheckoutState,
+) -> Result<Step, OrdersError> {
+    let request = state.request()?;
+    Ok(
+        match risk::screen(ctx, &request.customer_id, &state.order_id, state.total_minor).await? {
+            Some(reason) => {
+                tracing::info!(order = %state.order_id, %reason, "checkout held for manual review");
+                state.manual_review = true;
+                Step::CreateOrder
+            }
+            None => Step::Authorize,
+        },
+    )
+}
+
+/// Authorize: extend the hold to cover the payment, then authorize with a key derived from
+/// the checkout. A timeout is an unknown outcome: look it up, and give up on it (void).
+pub async fn authorize<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &mut CheckoutState,
+) -> Result<Step, OrdersError> {
+    let request = state.request()?;
+    match ctx
+        .clients
+        .inventory
+        .clone()
+        .extend(ctx.clients.request(ExtendRequest {
+            reservation_id: state.reservation_id.clone(),
+            ttl_seconds: ctx.options.hold_ttl_seconds(),
+        }))
+        .await
+    {
+        Ok(_) => {}
+        Err(status) if transient(&status) => return Err(OrdersError::upstream("inventory", &status)),
+        Err(_) => {
+            // The hold lapsed (or was released): nothing is held any more.
+            state.reserved = false;
+            state.outcome = Some(hold_lapsed(state));
+            return Ok(Step::Compensate);
+        }
+    }
+    let authorize = AuthorizeRequest {
+        idempotency_key: state.psp_key("authorize"),
+        amount: Some(money(state.total_minor, &state.currency)),
+        payment_method: request.payment_method.clone(),
+        customer_id: request.customer_id.clone(),
+        order_reference: state.order_id.clone(),
+    };
+    let mut payments = ctx.clients.payments.clone();
+    let mut last_error = None;
+    for attempt in 0..ctx.options.payment_attempts {
+        match payments
+            .authorize(ctx.clients.payment_request(authorize.clone()))
+            .await
+        {
+            Ok(response) => {
+                let response = response.into_inner();
+                if response.status == PaymentStatus::Authorized as i32 {
+                    state.payment_id = Some(response.payment_id);
+                    return Ok(Step::CreateOrder);
+                }
+                state.outcome = Some(Outcome::Declined {
+                    decline_code: response.decline_code,
+                });
+                return Ok(Step::Compensate);
+            }
+            // Our deadline passed (tonic's client reports its own deadline as CANCELLED
+            // "Timeout expired"): the outcome is unknown. Compensation looks the key up
+            // and voids whatever the PSP recorded.
+            Err(status) if matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled) => {
+                state.outcome = Some(Outcome::Declined {
+                    decline_code: "processor_timeout".into(),
+                });
+                return Ok(Step::Compensate);
+            }
+            Err(status) if transient(&status) => {
+                last_error = Some(status);
+                tokio::time::sleep(ctx.options.retry_after / 4 * (attempt + 1)).await;
+            }
+            Err(status) => {
+                tracing::info!(order = %state.order_id, code = ?status.code(), detail = %status.message(),
+                    "authorization refused");
+                state.outcome = Some(Outcome::Refused {
+                    code: Code::FailedPrecondition as i32,
+                    message: "payment refused by the payment provider".into(),
+                });
+                return Ok(Step::Compensate);
+            }
+        }
+    }
+    Err(match last_error {
+        Some(status) => OrdersError::upstream("payments", &status),
+        None => OrdersError::Unavailable {
+            dependency: "payments",
+            detail: "no authorization attempt configured".into(),
+        },
+    })
+}
+
+fn hold_lapsed(state: &CheckoutState) -> Outcome {
+    Outcome::OutOfStock {
+        shortages: state
+            .lines
+            .iter()
+            .map(|line| ShortLine {
+                sku: line.sku.clone(),
+                requested: line.quantity,
+                available: 0,
+            })
+            .collect(),
+    }
+}
+
+/// The order as checkout creates it: PLACED, or MANUAL_REVIEW when risk held it.
+fn new_order(state: &CheckoutState, request: &CheckoutRequest, now: i64) -> Order {
+    let mut created = Order {
+        id: state.order_id.clone(),
+        customer_id: request.customer_id.clone(),
+        lines: state
+            .lines
+            .iter()
+            .map(|l| order::line(&l.sku, l.quantity, l.unit_price_minor, &state.currency, &l.title))
+            .collect(),
+        total: Some(money(state.total_minor, &state.currency)),
+        shipping_address: request.shipping_address.clone(),
+        payment_id: state.payment_id.clone().unwrap_or_default(),
+        reservation_id: state.reservation_id.clone(),
+        created_at_unix_ms: now,
+        shipping_speed: request.shipping_speed,
+        idempotency_key: state.key.clone(),
+        ..Order::default()
+    };
+    let (to, reason) = if state.manual_review {
+        (OrderStatus::ManualReview, "held by risk screening")
+    } else {
+        (OrderStatus::Placed, "")
+    };
+    order::transition(&mut created, &[OrderStatus::Unspecified], to, now, reason);
+    created
+}
+
+/// Create order: the order record (create-if-absent), then commit.
+pub async fn create_order<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &mut CheckoutState,
+) -> Result<Step, OrdersError> {
+    let request = state.request()?;
+    order::create(ctx, &new_order(state, &request, ctx.now_ms())).await?;
+    state.order_created = true;
+    Ok(Step::Commit)
+}
+
+/// Commit: the pivot.
+pub async fn commit<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &mut CheckoutState,
+) -> Result<Step, OrdersError> {
+    match ctx
+        .clients
+        .inventory
+        .clone()
+        .commit(ctx.clients.request(CommitRequest {
+            reservation_id: state.reservation_id.clone(),
+        }))
+        .await
+    {
+        Ok(_) => {
+            state.committed = true;
+            Ok(if state.manual_review {
+                Step::Notify
+            } else {
+                Step::Capture
+            })
+        }
+        Err(status) if transient(&status) => Err(OrdersError::upstream("inventory", &status)),
+        Err(_) => {
+            // The hold lapsed before the pivot: undo the order and the authorization.
+            state.reserved = false;
+            state.outcome = Some(hold_lapsed(state));
+            Ok(Step::Compensate)
+        }
+    }
+}
+
+/// Moves the order from `from` to `to`, without events; nothing if it is elsewhere already.
+async fn move_order<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    order_id: &str,
+    from: &[OrderStatus],
+    to: OrderStatus,
+    reason: &str,
+) -> Result<Order, OrdersError> {
+    let now = ctx.now_ms();
+    order::change(ctx, order_id, |current| {
+        Ok(if order::transition(current, from, to, now, reason) {
+            Change::Write(Vec::new())
+        } else {
+            Change::Keep
+        })
+    })
+    .await
+}
+
+/// Capture: after the pivot, only forward. A refused capture (the authorization is gone)
+/// leaves a committed order without money: it goes to manual review, named.
+pub async fn capture<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &mut CheckoutState,
+) -> Result<Step, OrdersError> {
+    let payment_id = state.payment_id.clone().unwrap_or_default();
+    match ctx
+        .clients
+        .payments
+        .clone()
+        .capture(ctx.clients.payment_request(CaptureRequest {
+            idempotency_key: state.psp_key("capture"),
+            payment_id,
+            amount: None,
+        }))
+        .await
+    {
+        Ok(_) => {
+            move_order(
+                ctx,
+                &state.order_id,
+                &[OrderStatus::Placed],
+                OrderStatus::Paid,
+                "payment captured",
+            )
+            .await?;
+            Ok(Step::Dispatch)
+        }
+        Err(status) if transient(&status) => Err(OrdersError::upstream("payments", &status)),
+        Err(status) => {
+            tracing::warn!(order = %state.order_id, code = ?status.code(), detail = %status.message(),
+                "capture refused after the pivot; the order goes to manual review");
+            move_order(
+                ctx,
+                &state.order_id,
+                &[OrderStatus::Placed],
+                OrderStatus::ManualReview,
+                "capture refused by the payment provider",
+            )
+            .await?;
+            state.manual_review = true;
+            state.outcome = Some(Outcome::ManualReview);
+            Ok(Step::Notify)
+        }
+    }
+}
+
+/// Dispatch: FULFILLING, with order.confirmed and fulfillment.dispatch_requested in the
+/// same atomic write.
+pub async fn dispatch<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &CheckoutState,
+) -> Result<Step, OrdersError> {
+    let now = ctx.now_ms();
+    order::change(ctx, &state.order_id, |current| {
+        Ok(
+            if order::transition(
+                current,
+                &[OrderStatus::Paid],
+                OrderStatus::Fulfilling,
+                now,
+                "dispatched to fulfillment",
+            ) {
+                Change::Write(confirmed_events(ctx, current, now))
+            } else {
+                Change::Keep
+            },
+        )
+    })
+    .await?;
+    Ok(Step::Notify)
+}
+
+fn confirmed_events<S>(ctx: &StepContext<S>, order: &Order, now: i64) -> Vec<OutboxMessage> {
+    let mut confirmed = ctx.event(ORDERS_TOPIC, &order.id, "order.confirmed", Vec::new());
+    confirmed.payload = OrderEvent {
+        event_id: confirmed.id.clone(),
+        event: Some(order_event::Event::Confirmed(OrderConfirmed {
+            order_id: order.id.clone(),
+            customer_id: order.customer_id.clone(),
+            lines: order::event_lines(&order.lines),
+            ship_to: order.shipping_address.clone(),
+            total: order.total.clone(),
+            shipping_speed: order.shipping_speed,
+            payment_id: order.payment_id.clone(),
+            reservation_id: order.reservation_id.clone(),
+            occurred_at_unix_ms: now,
+        })),
+    }
+    .encode_to_vec();
+    let mut dispatch = ctx.event(
+        FULFILLMENT_TOPIC,
+        &order.id,
+        "fulfillment.dispatch_requested",
+        Vec::new(),
+    );
+    dispatch.payload = FulfillmentEvent {
+        event_id: dispatch.id.clone(),
+        event: Some(fulfillment_event::Event::DispatchRequested(DispatchRequested {
+            order_id: order.id.clone(),
+            lines: order::event_lines(&order.lines),
+            ship_to: order.shipping_address.clone(),
+            shipping_speed: order.shipping_speed,
+            region: ctx.region.clone(),
+            occurred_at_unix_ms: now,
+        })),
+    }
+    .encode_to_vec();
+    vec![confirmed, dispatch]
+}
+
+/// Notify: clear exactly the cart that was checked out (a cart changed since is kept), and
+/// name the outcome; best effort, always on to finish.
+pub async fn notify<S: OrdersStore>(ctx: &StepContext<S>, state: &mut CheckoutState) -> Step {
+    clear_cart(ctx, state).await;
+    if state.outcome.is_none() {
+        state.outcome = Some(if state.manual_review {
+            Outcome::ManualReview
+        } else {
+            Outcome::Placed
+        });
+    }
+    Step::Finish
+}
+
+async fn clear_cart<S: OrdersStore>(ctx: &StepContext<S>, state: &CheckoutState) {
+    let Ok(request) = state.request() else { return };
+    let (Some(checkout_request::Source::Cart(owner)), Some(version)) = (&request.source, state.cart_version)
+    else {
+        return;
+    };
+    if let Err(status) = ctx
+        .clients
+        .cart
+        .clone()
+        .clear_cart(ctx.clients.request(ClearCartRequest {
+            owner: Some(owner.clone()),
+            expected_version: version,
+        }))
+        .await
+    {
+        tracing::info!(order = %state.order_id, code = ?status.code(), "cart not cleared: {}", status.message());
+    }
+}
+
+/// Compensate: undo what actually happened before the pivot, checked rather than taken
+/// from the state (a step's side effect may have happened without its transition being
+/// recorded: a crash in between, or an abandoned saga):
+///
+/// 1. Release the hold first, by its id: inventory decides the pivot atomically (a
+///    released hold can no longer be committed). A hold that turns out committed means
+///    commit ran and its transition was lost: the pivot passed, so the saga goes forward
+///    (capture, or notify under manual review) instead of undoing anything.
+/// 2. Void the payment: the one the state knows, else whatever the PSP recorded under the
+///    checkout's authorize key.
+/// 3. Cancel the order row if it exists, whether or not its creation was recorded.
+///
+/// Each part is idempotent, so a crash here repeats them.
+pub async fn compensate<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &mut CheckoutState,
+) -> Result<Step, OrdersError> {
+    if !state.committed {
+        match ctx
+            .clients
+            .inventory
+            .clone()
+            .release(ctx.clients.request(ReleaseRequest {
+                reservation_id: state.reservation_id.clone(),
+            }))
+            .await
+        {
+            Ok(_) => state.reserved = false,
+            // Release refuses only a committed (or committing) hold.
+            Err(status) if status.code() == Code::FailedPrecondition => {
+                tracing::warn!(order = %state.order_id, "the hold was committed before the saga recorded it; the pivot passed, going forward");
+                state.reserved = false;
+                state.committed = true;
+                state.outcome = None;
+                return Ok(if state.manual_review {
+                    Step::Notify
+                } else {
+                    Step::Capture
+                });
+            }
+            Err(status) if transient(&status) => return Err(OrdersError::upstream("inventory", &status)),
+            Err(status) => tracing::warn!(order = %state.order_id, "release refused: {}", status.message()),
+        }
+    }
+    let mut payments = ctx.clients.payments.clone();
+    if state.payment_id.is_none() {
+        match payments
+            .get_payment(ctx.clients.request(GetPaymentRequest {
+                lookup: Some(get_payment_request::Lookup::AuthorizeIdempotencyKey(
+                    state.psp_key("authorize"),
+                )),
+            }))
+            .await
+        {
+            Ok(found) => {
+                if let Some(payment) = found.into_inner().payment
+                    && payment.status == PaymentStatus::Authorized as i32
+                {
+                    state.payment_id = Some(payment.payment_id);
+                }
+            }
+            Err(status) if status.code() == Code::NotFound => {}
+            Err(status) => return Err(OrdersError::upstream("payments", &status)),
+        }
+    }
+    if let Some(payment_id) = state.payment_id.clone() {
+        match payments
+            .void(ctx.clients.payment_request(VoidRequest {
+                idempotency_key: state.psp_key("void"),
+                payment_id,
+            }))
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if transient(&status) => return Err(OrdersError::upstream("payments", &status)),
+            // Declined or already voided: nothing is held.
+            Err(status) => tracing::info!(order = %state.order_id, "void not needed: {}", status.message()),
+        }
+    }
+    let reason = match &state.outcome {
+        Some(Outcome::OutOfStock { .. }) => "the stock hold lapsed before commit".to_string(),
+        Some(Outcome::Declined { decline_code }) => format!("payment failed: {decline_code}"),
+        _ => "checkout compensated".to_string(),
+    };
+    match move_order(
+        ctx,
+        &state.order_id,
+        &[OrderStatus::Placed, OrderStatus::ManualReview],
+        OrderStatus::Cancelled,
+        &reason,
+    )
+    .await
+    {
+        // No order row: create_order never ran.
+        Ok(_) | Err(OrdersError::NotFound(_)) => {}
+        Err(error) => return Err(error),
+    }
+    Ok(Step::Finish)
+}

@@ -1,0 +1,35 @@
+//! The saga kinds and their one dispatch (mini-redis `cmd/` style): one module per kind,
+//! each with its typed steps, its persisted state and a `step` function; the engine only
+//! calls [`step`] and writes what it returns.
+//!
+//! - [`checkout`]: validate and re-price, reserve, screen, authorize, create the order,
+//!   commit (the pivot), capture, dispatch, notify; or compensate.
+//! - [`cancel`]: mark the order CANCELLED, void or refund, restock.
+//! - [`returns`]: receive a passed return, refund it, mark it REFUNDED.
+
+pub mod cancel;
+pub mod checkout;
+pub mod record;
+pub mod returns;
+
+use holdfast_store::SagaRecord;
+
+use crate::context::{OrdersStore, StepContext};
+use crate::error::OrdersError;
+pub use record::{DONE, NewSaga, SagaKind, StepResult};
+
+/// Runs the current step of `saga`, whatever its kind.
+pub async fn step<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    saga: &SagaRecord,
+) -> Result<StepResult, OrdersError> {
+    match SagaKind::parse(&saga.kind) {
+        Some(SagaKind::Checkout) => checkout::step(ctx, saga).await,
+        Some(SagaKind::Cancel) => cancel::step(ctx, saga).await,
+        Some(SagaKind::Return) => returns::step(ctx, saga).await,
+        None => Err(OrdersError::Internal(format!(
+            "unknown saga kind {:?}",
+            saga.kind
+        ))),
+    }
+}

@@ -1,0 +1,122 @@
+//! What the engine reads and writes about a saga, whatever its kind: the kinds, a step's
+//! result, a saga to create, and the JSON codec of the lifecycle sagas' states. A leaf: the
+//! kinds' modules and the engine import it, it imports none of them.
+
+use holdfast_store::OutboxMessage;
+use serde::{Deserialize, Serialize};
+
+use crate::error::OrdersError;
+
+/// The step name a finished saga stores, whatever its kind.
+pub const DONE: &str = "done";
+
+/// The kinds of saga, by the name their records store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SagaKind {
+    /// A checkout (`checkout`).
+    Checkout,
+    /// A cancellation (`cancel`).
+    Cancel,
+    /// A passed return's receipt and refund (`return`).
+    Return,
+}
+
+impl SagaKind {
+    /// Every kind.
+    pub const ALL: [SagaKind; 3] = [SagaKind::Checkout, SagaKind::Cancel, SagaKind::Return];
+
+    /// The name stored in the saga record.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SagaKind::Checkout => "checkout",
+            SagaKind::Cancel => "cancel",
+            SagaKind::Return => "return",
+        }
+    }
+
+    /// The kind stored under `name`.
+    pub fn parse(name: &str) -> Option<SagaKind> {
+        SagaKind::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    /// Whether the fault hook's `point` names `step` of this kind: `<kind>:<step>`, or the
+    /// bare step name for checkouts.
+    pub fn is_crash_point(self, point: &str, step: &str) -> bool {
+        point.split_once(':') == Some((self.as_str(), step)) || (self == SagaKind::Checkout && point == step)
+    }
+}
+
+/// What a step decided (the engine writes it as one conditional saga transition).
+#[derive(Debug)]
+pub enum StepResult {
+    /// Go on with `step`, carrying `state`, writing `outbox` with the transition.
+    Next {
+        /// The next step's stored name.
+        step: &'static str,
+        /// The new state.
+        state: Vec<u8>,
+        /// Events written with the transition.
+        outbox: Vec<OutboxMessage>,
+    },
+    /// The saga ends (its step becomes [`DONE`]) with `state`.
+    Finished {
+        /// The final state.
+        state: Vec<u8>,
+    },
+}
+
+impl StepResult {
+    /// The step name the transition stores.
+    pub fn step_name(&self) -> &'static str {
+        match self {
+            StepResult::Next { step, .. } => step,
+            StepResult::Finished { .. } => DONE,
+        }
+    }
+}
+
+/// A saga to create (create-if-absent: its id is derived, so a repeat finds the first).
+#[derive(Debug, Clone)]
+pub struct NewSaga {
+    /// The saga id.
+    pub id: String,
+    /// Its kind.
+    pub kind: SagaKind,
+    /// The first step's stored name.
+    pub step: &'static str,
+    /// The first state.
+    pub state: Vec<u8>,
+}
+
+/// A lifecycle saga's state as stored (JSON, readable in a `sqlite3` shell).
+pub fn encode_state<T: Serialize>(state: &T) -> Vec<u8> {
+    serde_json::to_vec(state).unwrap_or_default()
+}
+
+/// Reads what [`encode_state`] wrote.
+pub fn decode_state<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, OrdersError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| OrdersError::Internal(format!("stored saga state is corrupt: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_through_their_names() {
+        for kind in SagaKind::ALL {
+            assert_eq!(SagaKind::parse(kind.as_str()), Some(kind));
+        }
+        assert_eq!(SagaKind::parse("refund"), None);
+    }
+
+    #[test]
+    fn crash_points_name_a_kind_and_a_step() {
+        assert!(SagaKind::Checkout.is_crash_point("commit", "commit"));
+        assert!(SagaKind::Checkout.is_crash_point("checkout:commit", "commit"));
+        assert!(SagaKind::Cancel.is_crash_point("cancel:mark", "mark"));
+        assert!(!SagaKind::Cancel.is_crash_point("mark", "mark"));
+        assert!(!SagaKind::Return.is_crash_point("cancel:refund", "refund"));
+    }
+}

@@ -1,0 +1,84 @@
+//! The background tasks of the service: the recovery worker (resumes stalled sagas) and the
+//! outbox relay (publishes the events written with each order and saga change).
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use holdfast_platform::events::{Event, EventBus};
+use prometheus::IntCounterVec;
+
+use crate::context::{OrdersStore, StepContext, now_ms};
+use crate::engine::Engine;
+
+#[allow(clippy::expect_used)] // a static metric fails to register only on a duplicate name: a bug.
+static RELAYED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "holdfast_orders_outbox_events_total",
+        "Outbox events handed to the bus (published) or kept for the next try (failed).",
+        &["result"]
+    )
+    .expect("registers once")
+});
+
+/// The recovery worker: every `recovery_interval`, resumes stalled sagas (unfinished, no
+/// live lease) and drops expired idempotency keys now and then.
+pub async fn recover<S: OrdersStore>(engine: Arc<Engine<S>>) {
+    let mut ticks: u64 = 0;
+    loop {
+        if let Err(error) = engine.resume_stalled().await {
+            tracing::warn!(%error, "listing stalled sagas failed");
+        }
+        if ticks.is_multiple_of(600)
+            && let Err(error) = engine.store.purge_expired_keys(now_ms()).await
+        {
+            tracing::warn!(%error, "purging expired idempotency keys failed");
+        }
+        ticks += 1;
+        tokio::time::sleep(engine.options.recovery_interval).await;
+    }
+}
+
+/// The outbox relay (the store's shared loop): publishes pending events in order and marks
+/// them sent only after the bus took them; on failure they stay and are published again
+/// (consumers dedupe by id). Under `holdfast dev` it also publishes the warehouse's events,
+/// which share the store's outbox.
+pub async fn relay<S: OrdersStore>(ctx: Arc<StepContext<S>>, bus: Arc<dyn EventBus>) {
+    let options = holdfast_store::relay::RelayOptions {
+        batch: 256,
+        idle_wait: Duration::from_millis(500),
+        retry_wait: Duration::from_millis(500),
+    };
+    holdfast_store::relay::run(&ctx.store, &ctx.outbox_written, &options, |pending| {
+        let events: Vec<Event> = pending
+            .into_iter()
+            .map(|m| Event {
+                id: m.id,
+                topic: m.topic,
+                key: m.key,
+                event_type: m.event_type,
+                region: m
+                    .headers
+                    .get("region")
+                    .cloned()
+                    .unwrap_or_else(|| ctx.region.clone()),
+                payload: m.payload,
+                traceparent: m.headers.get("traceparent").cloned(),
+            })
+            .collect();
+        let count = events.len() as u64;
+        let bus = Arc::clone(&bus);
+        async move {
+            match bus.publish(events).await {
+                Ok(()) => {
+                    RELAYED.with_label_values(&["published"]).inc_by(count);
+                    Ok(())
+                }
+                Err(error) => {
+                    RELAYED.with_label_values(&["failed"]).inc_by(count);
+                    Err(error.to_string())
+                }
+            }
+        }
+    })
+    .await;
+}
