@@ -16,6 +16,10 @@
 //! | shrinkage | − units | − units (shipments re-routed if it must take allocated units) | same, plus shipment events |
 //! | stock take | set | follows, allocated kept | `reconciliation.warehouse_stock_changed` |
 
+//!
+//! Files: `stock.rs` (stock takes, goods receipts, shrinkage), `orders.rs` (order events:
+//! routing, cancellation, returns), `shipments.rs` (picking to delivery).
+
 use std::sync::Arc;
 
 use holdfast_proto::common::v1::Address;
