@@ -15,7 +15,6 @@
 //! | goods receipt, passed return | + units | + units | `reconciliation.warehouse_stock_changed` |
 //! | shrinkage | − units | − units (shipments re-routed if it must take allocated units) | same, plus shipment events |
 //! | stock take | set | follows, allocated kept | `reconciliation.warehouse_stock_changed` |
-
 //!
 //! Files: `stock.rs` (stock takes, goods receipts, shrinkage), `orders.rs` (order events:
 //! routing, cancellation, returns), `shipments.rs` (picking to delivery).
