@@ -1,6 +1,7 @@
 //! What every holdfast service shares: configuration, telemetry, the gRPC server and its
 //! tower stack, metrics, rich errors, Redis scripts, embedded engines and the event bus.
 
+pub mod clock;
 pub mod config;
 pub mod events;
 pub mod metrics;
@@ -8,6 +9,7 @@ pub mod process;
 pub mod redis;
 pub mod server;
 pub mod status;
+pub mod task;
 pub mod telemetry;
 pub mod validate;
 

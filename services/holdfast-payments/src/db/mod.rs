@@ -12,7 +12,9 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use holdfast_platform::clock::now_ms;
 
 use holdfast_proto::payments::v1::{
     AuthorizeRequest, AuthorizeResponse, CaptureRequest, CaptureResponse, LedgerEntry, Payment,
@@ -126,12 +128,6 @@ impl std::fmt::Debug for PspDatabase {
             .field("path", &self.path)
             .finish_non_exhaustive()
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn ttl_ms() -> i64 {
