@@ -12,10 +12,10 @@ use holdfast_store::{
 use prost::Message;
 
 use crate::error::WarehouseError;
-use crate::events::StockChange;
 use crate::routing::{self, Candidate};
 use crate::{CONSUMER_GROUP, keys, now_ms};
 
+use super::stock::GoodsIn;
 use super::{
     ATTEMPTS, DAY_MS, Engine, RouteRequest, Routed, RoutingPart, WarehouseBackend, at, invalid, is_open,
 };
@@ -284,13 +284,15 @@ impl<S: WarehouseBackend> Engine<S> {
         }
         let warehouse = self.warehouse(&returned.warehouse_id).await?;
         let needs = routing::merge_needs(returned.lines.iter().map(|l| (l.sku.clone(), l.quantity)));
-        let now = now_ms();
-        let change_ids: Vec<String> = needs
-            .iter()
-            .map(|n| keys::change_id("return", &returned.return_id, &n.sku))
-            .collect();
-        let change = WarehouseChange {
-            claims: vec![
+        let change = self.goods_in(
+            GoodsIn {
+                warehouse_id: &warehouse.id,
+                region: &warehouse.region,
+                needs: &needs,
+                booking: ("return", &returned.return_id),
+                cause: StockChangeCause::Return,
+            },
+            vec![
                 self.event_claim(event_id),
                 Claim {
                     scope: keys::RETURN.into(),
@@ -299,35 +301,7 @@ impl<S: WarehouseBackend> Engine<S> {
                     if_taken: IfTaken::Repeat,
                 },
             ],
-            stock: needs
-                .iter()
-                .map(|n| StockDelta {
-                    warehouse_id: warehouse.id.clone(),
-                    sku: n.sku.clone(),
-                    physical: n.quantity,
-                    allocatable: n.quantity,
-                    expected_version: None,
-                })
-                .collect(),
-            shipments: Vec::new(),
-            outbox: needs
-                .iter()
-                .zip(&change_ids)
-                .map(|(n, change_id)| {
-                    self.events.stock_changed(
-                        StockChange {
-                            region: &warehouse.region,
-                            sku: &n.sku,
-                            warehouse_id: &warehouse.id,
-                            delta: n.quantity,
-                            change_id,
-                            cause: StockChangeCause::Return,
-                        },
-                        now,
-                    )
-                })
-                .collect(),
-        };
+        );
         match self.apply(change).await? {
             ChangeOutcome::Applied { .. } => Ok(true),
             ChangeOutcome::Repeated(_) => Ok(false),

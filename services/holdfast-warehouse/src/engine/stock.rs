@@ -19,6 +19,16 @@ use crate::{keys, now_ms};
 
 use super::{ATTEMPTS, Engine, RouteRequest, Shrinkage, WarehouseBackend, at};
 
+/// Goods arriving on a warehouse's shelves (a goods receipt, a passed return).
+pub(super) struct GoodsIn<'a> {
+    pub(super) warehouse_id: &'a str,
+    pub(super) region: &'a str,
+    pub(super) needs: &'a [Need],
+    /// The booking's kind and id, which name each SKU's stock change.
+    pub(super) booking: (&'a str, &'a str),
+    pub(super) cause: StockChangeCause,
+}
+
 impl<S: WarehouseBackend> Engine<S> {
     /// A stock take: physical becomes `physical` (allocated units stay allocated). Returns
     /// the row after and the delta that flowed to the region's inventory.
@@ -104,47 +114,21 @@ impl<S: WarehouseBackend> Engine<S> {
             );
         }
         let warehouse = self.warehouse(warehouse_id).await?;
-        let now = now_ms();
-        let change_ids: Vec<String> = needs
-            .iter()
-            .map(|n| keys::change_id("receipt", receipt_id, &n.sku))
-            .collect();
-        let change = WarehouseChange {
-            claims: vec![Claim {
+        let change = self.goods_in(
+            GoodsIn {
+                warehouse_id,
+                region: &warehouse.region,
+                needs: &needs,
+                booking: ("receipt", receipt_id),
+                cause: StockChangeCause::Receipt,
+            },
+            vec![Claim {
                 scope: keys::RECEIPT.into(),
                 key: receipt_id.to_string(),
                 fingerprint: fingerprint.clone(),
                 if_taken: IfTaken::Repeat,
             }],
-            stock: needs
-                .iter()
-                .map(|n| StockDelta {
-                    warehouse_id: warehouse_id.to_string(),
-                    sku: n.sku.clone(),
-                    physical: n.quantity,
-                    allocatable: n.quantity,
-                    expected_version: None,
-                })
-                .collect(),
-            shipments: Vec::new(),
-            outbox: needs
-                .iter()
-                .zip(&change_ids)
-                .map(|(n, change_id)| {
-                    self.events.stock_changed(
-                        StockChange {
-                            region: &warehouse.region,
-                            sku: &n.sku,
-                            warehouse_id,
-                            delta: n.quantity,
-                            change_id,
-                            cause: StockChangeCause::Receipt,
-                        },
-                        now,
-                    )
-                })
-                .collect(),
-        };
+        );
         match self.apply(change).await? {
             ChangeOutcome::Applied { stock, .. } => Ok((stock, false)),
             ChangeOutcome::Repeated(record) => repeated_booking(
@@ -368,6 +352,38 @@ impl<S: WarehouseBackend> Engine<S> {
             change.outbox.extend(part.outbox);
         }
         Ok(freed)
+    }
+    /// A change putting `goods.needs` on the warehouse's shelves (physical and allocatable
+    /// up), each SKU announced to the region's inventory, under `claims`.
+    pub(super) fn goods_in(&self, goods: GoodsIn<'_>, claims: Vec<Claim>) -> WarehouseChange {
+        let now = now_ms();
+        let (kind, booking_id) = goods.booking;
+        let mut change = WarehouseChange {
+            claims,
+            ..WarehouseChange::default()
+        };
+        for need in goods.needs {
+            let change_id = keys::change_id(kind, booking_id, &need.sku);
+            change.stock.push(StockDelta {
+                warehouse_id: goods.warehouse_id.to_string(),
+                sku: need.sku.clone(),
+                physical: need.quantity,
+                allocatable: need.quantity,
+                expected_version: None,
+            });
+            change.outbox.push(self.events.stock_changed(
+                StockChange {
+                    region: goods.region,
+                    sku: &need.sku,
+                    warehouse_id: goods.warehouse_id,
+                    delta: need.quantity,
+                    change_id: &change_id,
+                    cause: goods.cause,
+                },
+                now,
+            ));
+        }
+        change
     }
 }
 
