@@ -41,6 +41,16 @@ pub(super) struct PaymentRow {
 }
 
 impl PaymentRow {
+    /// `FAILED_PRECONDITION`: the payment is in no state for the call (`why` says how).
+    fn refused(&self, why: &str) -> PaymentsError {
+        PaymentsError::payment_state(&self.payment_id, format!("payment {} {why}", self.payment_id))
+    }
+
+    /// A stored payment without a status: the row is corrupt.
+    fn no_status(&self) -> PaymentsError {
+        PaymentsError::Corrupt(format!("payment {} has no status", self.payment_id))
+    }
+
     /// Reads a row of [`PAYMENT_COLUMNS`]; an unknown status is a corrupt row.
     pub(super) fn read(row: &Row<'_>) -> rusqlite::Result<Result<Self, PaymentsError>> {
         let payment_id: String = row.get(0)?;
@@ -293,22 +303,13 @@ pub(super) fn capture_tx(
         // Captured at most once: a later capture answers the payment as it is.
         PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded => false,
         PaymentStatus::Declined => {
-            return Err(PaymentsError::payment_state(
-                &payment.payment_id,
-                format!("payment {} was declined; nothing to capture", payment.payment_id),
-            ));
+            return Err(payment.refused("was declined; nothing to capture"));
         }
         PaymentStatus::Voided => {
-            return Err(PaymentsError::payment_state(
-                &payment.payment_id,
-                format!("payment {} was voided; nothing to capture", payment.payment_id),
-            ));
+            return Err(payment.refused("was voided; nothing to capture"));
         }
         PaymentStatus::Unspecified => {
-            return Err(PaymentsError::Corrupt(format!(
-                "payment {} has no status",
-                payment.payment_id
-            )));
+            return Err(payment.no_status());
         }
     };
     let response = CaptureResponse {
@@ -359,22 +360,13 @@ pub(super) fn void_tx(
         }
         PaymentStatus::Voided => false,
         PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded => {
-            return Err(PaymentsError::payment_state(
-                &payment.payment_id,
-                format!("payment {} was captured; refund it instead", payment.payment_id),
-            ));
+            return Err(payment.refused("was captured; refund it instead"));
         }
         PaymentStatus::Declined => {
-            return Err(PaymentsError::payment_state(
-                &payment.payment_id,
-                format!("payment {} was declined; nothing to void", payment.payment_id),
-            ));
+            return Err(payment.refused("was declined; nothing to void"));
         }
         PaymentStatus::Unspecified => {
-            return Err(PaymentsError::Corrupt(format!(
-                "payment {} has no status",
-                payment.payment_id
-            )));
+            return Err(payment.no_status());
         }
     };
     let response = VoidResponse {
@@ -405,28 +397,16 @@ pub(super) fn refund_tx(
     match payment.status {
         PaymentStatus::Captured | PaymentStatus::PartiallyRefunded | PaymentStatus::Refunded => {}
         PaymentStatus::Authorized | PaymentStatus::Declined | PaymentStatus::Voided => {
-            return Err(PaymentsError::payment_state(
-                &payment.payment_id,
-                format!(
-                    "payment {} was never captured; nothing to refund",
-                    payment.payment_id
-                ),
-            ));
+            return Err(payment.refused("was never captured; nothing to refund"));
         }
         PaymentStatus::Unspecified => {
-            return Err(PaymentsError::Corrupt(format!(
-                "payment {} has no status",
-                payment.payment_id
-            )));
+            return Err(payment.no_status());
         }
     }
     let left = payment.captured - payment.refunded;
     let amount = amount_in_currency(&payment, request.amount.as_ref())?.unwrap_or(left);
     if left <= 0 {
-        return Err(PaymentsError::payment_state(
-            &payment.payment_id,
-            format!("payment {} is fully refunded", payment.payment_id),
-        ));
+        return Err(payment.refused("is fully refunded"));
     }
     if amount > left {
         return Err(PaymentsError::payment_state(
