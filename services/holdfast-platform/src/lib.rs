@@ -1,5 +1,7 @@
 //! What every holdfast service shares: configuration, telemetry, the gRPC server and its
-//! tower stack, metrics, rich errors, Redis scripts, embedded engines and the event bus.
+//! tower stack, metrics, rich errors, Redis scripts, embedded engines and the event bus;
+//! and the small helpers every crate would otherwise copy: the clock ([`clock`]), the
+//! task-aborting guard ([`task`]) and field checks ([`validate`]).
 
 pub mod clock;
 pub mod config;
