@@ -76,6 +76,20 @@ end
 local function reply(cart, status, n, ...)
   return {status, n, redis.call('HGETALL', cart), ...}
 end
+-- The cart's version when the call may go on; else nil and the reply that ends it: 'cold'
+-- for an absent key the caller has not checked the store for, 'version_conflict' when
+-- expected (0 = any) is not the cart's version.
+local function checked_version(cart, store_checked, expected)
+  if store_checked ~= '1' and redis.call('EXISTS', cart) == 0 then
+    return nil, {'cold', 0, {}}
+  end
+  local version = version_of(cart)
+  if expected > 0 and expected ~= version then
+    return nil, reply(cart, 'version_conflict', version)
+  end
+  return version
+end
+
 -- ---- end of shared helpers ----
 
 local cart = KEYS[1]
@@ -95,13 +109,8 @@ if not is_int(max_lines) or max_lines < 1 then return redis.error_reply('ERR car
 if not is_int(max_qty) or max_qty < 1 then return redis.error_reply('ERR cart_add: max_qty must be an integer >= 1') end
 if not is_int(ttl_ms) or ttl_ms < 1 then return redis.error_reply('ERR cart_add: ttl_ms must be an integer >= 1') end
 
-if store_checked ~= '1' and redis.call('EXISTS', cart) == 0 then
-  return {'cold', 0, {}}
-end
-local version = version_of(cart)
-if expected > 0 and expected ~= version then
-  return reply(cart, 'version_conflict', version)
-end
+local version, answer = checked_version(cart, store_checked, expected)
+if answer then return answer end
 
 local field = 'l:' .. sku
 local existing = redis.call('HGET', cart, field)

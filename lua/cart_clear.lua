@@ -66,6 +66,20 @@ end
 local function reply(cart, status, n, ...)
   return {status, n, redis.call('HGETALL', cart), ...}
 end
+-- The cart's version when the call may go on; else nil and the reply that ends it: 'cold'
+-- for an absent key the caller has not checked the store for, 'version_conflict' when
+-- expected (0 = any) is not the cart's version.
+local function checked_version(cart, store_checked, expected)
+  if store_checked ~= '1' and redis.call('EXISTS', cart) == 0 then
+    return nil, {'cold', 0, {}}
+  end
+  local version = version_of(cart)
+  if expected > 0 and expected ~= version then
+    return nil, reply(cart, 'version_conflict', version)
+  end
+  return version
+end
+
 -- ---- end of shared helpers ----
 
 local cart = KEYS[1]
@@ -74,13 +88,8 @@ local expected, ttl_ms = tonumber(ARGV[2]), tonumber(ARGV[3])
 if not is_int(expected) or expected < 0 then return redis.error_reply('ERR cart_clear: expected_version must be an integer >= 0') end
 if not is_int(ttl_ms) or ttl_ms < 1 then return redis.error_reply('ERR cart_clear: ttl_ms must be an integer >= 1') end
 
-if store_checked ~= '1' and redis.call('EXISTS', cart) == 0 then
-  return {'cold', 0, {}}
-end
-local version = version_of(cart)
-if expected > 0 and expected ~= version then
-  return reply(cart, 'version_conflict', version)
-end
+local version, answer = checked_version(cart, store_checked, expected)
+if answer then return answer end
 local lines = line_fields(cart)
 if #lines == 0 then
   return reply(cart, 'ok', version)

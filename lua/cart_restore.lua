@@ -68,6 +68,20 @@ end
 local function reply(cart, status, n, ...)
   return {status, n, redis.call('HGETALL', cart), ...}
 end
+-- The cart's version when the call may go on; else nil and the reply that ends it: 'cold'
+-- for an absent key the caller has not checked the store for, 'version_conflict' when
+-- expected (0 = any) is not the cart's version.
+local function checked_version(cart, store_checked, expected)
+  if store_checked ~= '1' and redis.call('EXISTS', cart) == 0 then
+    return nil, {'cold', 0, {}}
+  end
+  local version = version_of(cart)
+  if expected > 0 and expected ~= version then
+    return nil, reply(cart, 'version_conflict', version)
+  end
+  return version
+end
+
 -- ---- end of shared helpers ----
 
 local cart = KEYS[1]

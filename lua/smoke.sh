@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Smoke test of every inventory Lua script against a throwaway redis-server.
+# Smoke test of every inventory Lua script against a throwaway redis-server (and a check
+# that the cart scripts' shared helper block is identical in each of them).
 #
 #   lua/smoke.sh [port]      (default 6399; the port must be free)
 #
@@ -72,6 +73,17 @@ for f in availability rebalance_give reservation_claim reservation_transition; d
   [[ "$(helpers $f | without_purge)" == "$ref_bare" ]] || fail "$f.lua: shared helpers differ from reserve.lua"
 done
 pass "shared helper block identical in all 12 scripts"
+# The cart scripts carry their own block (a cart hash, not a stock bucket), byte-identical
+# in every cart_*.lua.
+cart_ref="$(helpers cart_add)"
+[[ "$cart_ref" == *"-- ---- end of shared helpers ----" ]] || fail "cart_add.lua: no shared helper block"
+carts=0
+for path in "$LUA"/cart_*.lua; do
+  f="$(basename "$path" .lua)"
+  [[ "$(helpers "$f")" == "$cart_ref" ]] || fail "$f.lua: shared helpers differ from cart_add.lua"
+  carts=$((carts + 1))
+done
+expect "cart shared helper block identical in all cart scripts" 6 "$carts"
 xadds=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD'")
 capped=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD', events, 'MAXLEN', '~', 100000, '\*',")
 expect "every XADD is MAXLEN ~ 100000" "$xadds" "$capped"

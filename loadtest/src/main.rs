@@ -18,6 +18,7 @@ mod report;
 mod scenario;
 mod slo;
 mod soak;
+mod summary;
 
 use std::path::PathBuf;
 

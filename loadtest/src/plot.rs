@@ -8,7 +8,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 
-use crate::report::{RunReport, SpectrumPoint};
+use crate::summary::{LoadSummary, SpectrumPoint};
 
 fn x_of(percentile: f64, x_max: f64) -> f64 {
     let rest = 1.0 - percentile / 100.0;
@@ -35,12 +35,11 @@ fn percentile_label(x: f64) -> String {
     format!("{p:.decimals$}%")
 }
 
-/// Draws `report`'s latencies into an SVG file at `path`.
-pub fn write_svg(path: &Path, report: &RunReport) -> anyhow::Result<()> {
+/// Draws the latencies of `scenario`'s measured phase `load` into an SVG file at `path`.
+pub fn write_svg(path: &Path, scenario: &str, load: &LoadSummary) -> anyhow::Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let load = &report.load;
     // The spectrum ends at the maximum: one step past the resolution the sample count gives.
     let x_max = ((load.all.count.max(10) as f64).log10() + 0.5).ceil();
     let mut series: Vec<(String, &Vec<SpectrumPoint>)> =
@@ -57,7 +56,7 @@ pub fn write_svg(path: &Path, report: &RunReport) -> anyhow::Result<()> {
         .caption(
             format!(
                 "{} — latency by percentile ({}, {} attempts, {:.0}/s)",
-                report.scenario, load.arrival, load.all.count, load.throughput_per_s
+                scenario, load.arrival, load.all.count, load.throughput_per_s
             ),
             ("sans-serif", 20),
         )

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::report::LoadSummary;
+use crate::summary::LoadSummary;
 
 /// What a gate measures.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]

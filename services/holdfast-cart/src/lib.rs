@@ -20,9 +20,9 @@ use std::time::Duration;
 use fred::prelude::Pool;
 use futures::future::BoxFuture;
 use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
+use holdfast_platform::task::AbortOnDrop;
 use holdfast_proto::cart::v1::cart_service_server::CartServiceServer;
 use holdfast_store::CartStore;
-use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 pub use error::CartError;
@@ -61,7 +61,7 @@ impl Default for CartOptions {
 pub struct RunningCart<S: CartStore + Clone + 'static> {
     /// Register this with the server.
     pub service: CartServiceServer<Cart<S>>,
-    task: JoinHandle<()>,
+    _write_behind_task: AbortOnDrop,
     write_behind: Arc<WriteBehind>,
     redis: Pool,
     store: S,
@@ -77,12 +77,6 @@ impl<S: CartStore + Clone + 'static> RunningCart<S> {
             tracing::warn!(%owner, %error, "cart not saved on shutdown; Redis still has it");
         }
         failures.len()
-    }
-}
-
-impl<S: CartStore + Clone + 'static> Drop for RunningCart<S> {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -133,7 +127,7 @@ pub async fn start<S: CartStore + Clone + 'static>(
     let task = tokio::spawn(worker);
     Ok(RunningCart {
         service,
-        task,
+        _write_behind_task: AbortOnDrop::new(task),
         write_behind,
         redis,
         store,

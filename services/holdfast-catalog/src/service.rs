@@ -153,15 +153,14 @@ impl<S: ProductStore + Clone + 'static> CatalogService for Catalog<S> {
                 format!("must be 1..{} characters", validate::MAX_LABEL),
             );
         }
-        if page.page_size > MAX_PAGE {
-            violations.add("page.page_size", format!("must be at most {MAX_PAGE}"));
-        }
+        let limit = holdfast_platform::validate::page_size(
+            &mut violations,
+            "page.page_size",
+            page.page_size,
+            DEFAULT_PAGE,
+            MAX_PAGE,
+        );
         checked(violations)?;
-        let limit = if page.page_size == 0 {
-            DEFAULT_PAGE
-        } else {
-            page.page_size
-        };
         let cursor = (!page.page_token.is_empty()).then_some(page.page_token.as_str());
         let listed = self
             .cache

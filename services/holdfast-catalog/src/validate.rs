@@ -1,6 +1,7 @@
 //! Product validation: every field checked, every violation reported at once.
 
 use holdfast_platform::status::FieldViolations;
+pub use holdfast_platform::validate::currency;
 use holdfast_platform::validate::sku;
 use holdfast_proto::catalog::v1::Product;
 
@@ -19,16 +20,6 @@ pub const MAX_BATCH: usize = 100;
 
 fn no_control(text: &str) -> bool {
     !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t')
-}
-
-/// ISO-4217 alphabetic code: three upper-case ASCII letters.
-pub fn currency(violations: &mut FieldViolations, field: &str, code: &str) {
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-        violations.add(
-            field,
-            "must be an ISO-4217 code, three upper-case letters like \"USD\"",
-        );
-    }
 }
 
 /// Checks every caller-settable field of `product`.

@@ -7,13 +7,14 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use fred::prelude::{
     Client, ClientLike, KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface, Value,
 };
 use fred::types::sorted_sets::Ordering;
 use futures::StreamExt;
+use holdfast_platform::clock::now_ms;
 use holdfast_platform::events::{Event, EventBus};
 use holdfast_proto::events::v1::{
     InventoryAdjusted, InventoryCommitted, InventoryEvent, InventoryExpired, InventoryRebalanced,
@@ -38,12 +39,6 @@ const SWEEP_BATCH: i64 = 200;
 const MIN_UNITS_PER_BUCKET_TO_REBALANCE: i64 = 4;
 /// Holds one sweep call frees at most (the rest wait for the next pass).
 const SWEEP_MAX_HOLDS: u32 = 1000;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
 
 /// Publishes outbox entries of the buckets it is told about, then (at start and every
 /// `rescan`) of every bucket with leftovers, so a crash between a script and its publish

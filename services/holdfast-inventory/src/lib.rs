@@ -23,8 +23,8 @@ use fred::prelude::Pool;
 use futures::future::BoxFuture;
 use holdfast_platform::events::EventBus;
 use holdfast_platform::{Context, Needs, Service, ServiceParts};
+use holdfast_platform::task::AbortOnDrop;
 use holdfast_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
-use tokio::task::JoinHandle;
 
 pub use error::InventoryError;
 pub use service::Inventory;
@@ -57,15 +57,7 @@ pub struct RunningInventory {
     pub service: InventoryServiceServer<Inventory>,
     /// The engine, for tests and tools.
     pub stock: Stock,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Drop for RunningInventory {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
+    _tasks: Vec<AbortOnDrop>,
 }
 
 /// Loads the scripts (so the first call never pays for it) and starts the relay, sweeper and
@@ -86,7 +78,7 @@ pub async fn start(
     Ok(RunningInventory {
         service: InventoryServiceServer::new(Inventory::new(parts.stock.clone())),
         stock: parts.stock,
-        tasks,
+        _tasks: tasks.into_iter().map(AbortOnDrop::new).collect(),
     })
 }
 

@@ -2,7 +2,9 @@
 //! `INVALID_ARGUMENT` with `google.rpc.BadRequest` details.
 
 use holdfast_platform::status::FieldViolations;
-use holdfast_proto::common::v1::{Money, PageRequest};
+pub use holdfast_platform::validate::currency;
+use holdfast_platform::validate::{max_chars, page_size, required_text};
+use holdfast_proto::common::v1::Money;
 use holdfast_proto::payments::v1::get_payment_request::Lookup;
 use holdfast_proto::payments::v1::{
     AuthorizeRequest, CaptureRequest, GetPaymentRequest, LedgerEntryKind, ListLedgerEntriesRequest,
@@ -82,26 +84,7 @@ fn checked(violations: FieldViolations) -> Result<(), PaymentsError> {
 
 /// A client-made idempotency key: 1..128 characters.
 pub fn idempotency_key(violations: &mut FieldViolations, field: &str, key: &str) {
-    bounded_text(violations, field, key, MAX_KEY_LEN);
-}
-
-/// Required text of 1..`max` characters.
-fn bounded_text(violations: &mut FieldViolations, field: &str, text: &str, max: usize) {
-    if text.is_empty() {
-        violations.add(field, "is required");
-    } else if text.chars().count() > max {
-        violations.add(field, format!("must be at most {max} characters"));
-    }
-}
-
-/// ISO-4217 alphabetic code: three upper-case ASCII letters.
-pub fn currency(violations: &mut FieldViolations, field: &str, code: &str) {
-    if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
-        violations.add(
-            field,
-            "must be an ISO-4217 code, three upper-case letters like \"USD\"",
-        );
-    }
+    required_text(violations, field, key, MAX_KEY_LEN);
 }
 
 /// A positive amount with a currency, at `field` (`amount`).
@@ -148,8 +131,8 @@ pub fn authorize(request: &AuthorizeRequest) -> Result<TestMethod, PaymentsError
             format!("must be a test payment method: {}", known.join(", ")),
         );
     }
-    bounded_text(&mut violations, "customer_id", &request.customer_id, MAX_KEY_LEN);
-    bounded_text(
+    required_text(&mut violations, "customer_id", &request.customer_id, MAX_KEY_LEN);
+    required_text(
         &mut violations,
         "order_reference",
         &request.order_reference,
@@ -186,9 +169,7 @@ pub fn refund(request: &RefundRequest) -> Result<(), PaymentsError> {
     if let Some(amount) = &request.amount {
         money(&mut violations, "amount", amount);
     }
-    if request.reason.chars().count() > MAX_REASON_LEN {
-        violations.add("reason", format!("must be at most {MAX_REASON_LEN} characters"));
-    }
+    max_chars(&mut violations, "reason", &request.reason, MAX_REASON_LEN);
     checked(violations)
 }
 
@@ -237,12 +218,12 @@ pub fn list_ledger_entries(request: &ListLedgerEntriesRequest) -> Result<LedgerQ
     if !request.payment_id.is_empty() {
         payment_id(&mut violations, "payment_id", &request.payment_id);
     }
-    if request.order_reference.chars().count() > MAX_KEY_LEN {
-        violations.add(
-            "order_reference",
-            format!("must be at most {MAX_KEY_LEN} characters"),
-        );
-    }
+    max_chars(
+        &mut violations,
+        "order_reference",
+        &request.order_reference,
+        MAX_KEY_LEN,
+    );
     let kind = match LedgerEntryKind::try_from(request.kind) {
         Ok(LedgerEntryKind::Unspecified) => None,
         Ok(kind) => Some(kind),
@@ -255,7 +236,13 @@ pub fn list_ledger_entries(request: &ListLedgerEntriesRequest) -> Result<LedgerQ
         violations.add("since_unix_ms", "must not be negative");
     }
     let page = request.page.clone().unwrap_or_default();
-    let limit = page_size(&mut violations, &page);
+    let limit = page_size(
+        &mut violations,
+        "page.page_size",
+        page.page_size,
+        DEFAULT_PAGE_SIZE,
+        MAX_PAGE_SIZE,
+    );
     // The token is the last entry id of the previous page, compared as stored (hyphenated).
     let after_entry_id = if page.page_token.is_empty() {
         None
@@ -282,20 +269,10 @@ pub fn list_ledger_entries(request: &ListLedgerEntriesRequest) -> Result<LedgerQ
     })
 }
 
-fn page_size(violations: &mut FieldViolations, page: &PageRequest) -> u32 {
-    match page.page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        size if size > MAX_PAGE_SIZE => {
-            violations.add("page.page_size", format!("must be at most {MAX_PAGE_SIZE}"));
-            DEFAULT_PAGE_SIZE
-        }
-        size => size,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use holdfast_proto::common::v1::PageRequest;
     use tonic_types::StatusExt;
 
     fn fields<T>(result: Result<T, PaymentsError>) -> Vec<String> {

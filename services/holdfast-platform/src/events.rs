@@ -49,6 +49,7 @@
 //! `holdfast_events_dead_lettered_total`.
 
 mod consumer;
+mod handler;
 mod kafka;
 
 use std::collections::HashMap;

@@ -1,7 +1,10 @@
 //! What every holdfast service shares: configuration, telemetry, the gRPC server and its
 //! tower stack, metrics, rich errors, Redis scripts, embedded engines, the event bus, and the
-//! one shape every service starts in ([`service`]).
+//! one shape every service starts in ([`service`]); and the small helpers every crate would
+//! otherwise copy: the clock ([`clock`]), the task-aborting guard ([`task`]) and field checks
+//! ([`validate`]).
 
+pub mod clock;
 pub mod config;
 pub mod events;
 pub mod metrics;
@@ -10,6 +13,7 @@ pub mod redis;
 pub mod server;
 pub mod service;
 pub mod status;
+pub mod task;
 pub mod telemetry;
 pub mod validate;
 

@@ -58,10 +58,4 @@ pub use warehouse::{
 };
 
 /// Wall-clock time in Unix milliseconds, for the timestamps the store sets.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+pub(crate) use holdfast_platform::clock::now_ms;

@@ -9,18 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use rusqlite::{Connection, ErrorCode, OptionalExtension, Row, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
+use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
-use crate::carts::{CartStore, StoredCart, StoredCartLine, validate_cart, validate_owner};
-use crate::products::{
-    PageRequest, Product, ProductPage, ProductStore, check_expected_version, distinct_skus, validate_product,
-};
-use crate::{StoreError, now_ms};
+use crate::StoreError;
 
+mod carts;
 mod idempotency;
 mod orders;
 mod outbox;
+mod products;
 mod sagas;
 mod warehouse;
 
@@ -177,9 +174,6 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-const PRODUCT_COLUMNS: &str = "sku, title, description, price_minor, currency, category, brand, \
-     attributes, active, version, created_at_ms, updated_at_ms";
-
 /// The SQLite store. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -320,249 +314,14 @@ fn sqlite_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
-fn read_product(row: &Row<'_>) -> rusqlite::Result<Product> {
-    let attributes: String = row.get(7)?;
-    let attributes = serde_json::from_str(&attributes)
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(7, rusqlite::types::Type::Text, e.into()))?;
-    let version: i64 = row.get(9)?;
-    Ok(Product {
-        sku: row.get(0)?,
-        title: row.get(1)?,
-        description: row.get(2)?,
-        price_minor: row.get(3)?,
-        currency: row.get(4)?,
-        category: row.get(5)?,
-        brand: row.get(6)?,
-        attributes,
-        active: row.get(8)?,
-        version: u64::try_from(version).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(9, version))?,
-        created_at_ms: row.get(10)?,
-        updated_at_ms: row.get(11)?,
-    })
-}
-
-fn select_product(conn: &Connection, sku: &str) -> Result<Option<Product>, StoreError> {
-    conn.prepare_cached(&format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE sku = ?1"))
-        .and_then(|mut statement| statement.query_row([sku], read_product).optional())
-        .map_err(sqlite_error)
-}
-
-impl ProductStore for SqliteStore {
-    async fn upsert_product(
-        &self,
-        product: Product,
-        expected_version: Option<u64>,
-    ) -> Result<Product, StoreError> {
-        validate_product(&product)?;
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            let current = tx
-                .query_row(
-                    "SELECT version, created_at_ms FROM products WHERE sku = ?1",
-                    [&product.sku],
-                    |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
-                )
-                .optional()
-                .map_err(sqlite_error)?;
-            let current_version = current
-                .map(|(version, _)| StoreError::version_from_i64(version))
-                .transpose()?;
-            check_expected_version(&product.sku, expected_version, current_version)?;
-
-            let now = now_ms();
-            let stored = Product {
-                version: current_version.unwrap_or(0) + 1,
-                created_at_ms: current.map_or(now, |(_, created)| created),
-                updated_at_ms: now,
-                ..product
-            };
-            let version = StoreError::version_to_i64(stored.version)?;
-            let attributes = serde_json::to_string(&stored.attributes)
-                .map_err(|e| StoreError::InvalidArgument(format!("attributes: {e}")))?;
-            tx.prepare_cached(&format!(
-                "INSERT INTO products ({PRODUCT_COLUMNS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-                 ON CONFLICT (sku) DO UPDATE SET
-                     title = excluded.title, description = excluded.description,
-                     price_minor = excluded.price_minor, currency = excluded.currency,
-                     category = excluded.category, brand = excluded.brand,
-                     attributes = excluded.attributes, active = excluded.active,
-                     version = excluded.version, updated_at_ms = excluded.updated_at_ms"
-            ))
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    stored.sku,
-                    stored.title,
-                    stored.description,
-                    stored.price_minor,
-                    stored.currency,
-                    stored.category,
-                    stored.brand,
-                    attributes,
-                    stored.active,
-                    version,
-                    stored.created_at_ms,
-                    stored.updated_at_ms,
-                ])
-            })
-            .map_err(sqlite_error)?;
-            tx.commit().map_err(sqlite_error)?;
-            Ok(stored)
-        })
-        .await
-    }
-
-    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
-        let sku = sku.to_string();
-        self.call(move |conn| select_product(conn, &sku)).await
-    }
-
-    async fn get_products(&self, skus: &[String]) -> Result<Vec<Product>, StoreError> {
-        let skus: Vec<String> = distinct_skus(skus)?.into_iter().map(String::from).collect();
-        self.call(move |conn| {
-            let mut found = Vec::with_capacity(skus.len());
-            for sku in &skus {
-                found.extend(select_product(conn, sku)?);
-            }
-            Ok(found)
-        })
-        .await
-    }
-
-    async fn list_products_by_category(
-        &self,
-        category: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<ProductPage, StoreError> {
-        let request = PageRequest::new(category, cursor, limit)?;
-        let category = category.to_string();
-        self.call(move |conn| {
-            let fetch = i64::try_from(request.fetch()).unwrap_or(i64::MAX);
-            let rows = conn
-                .prepare_cached(&format!(
-                    "SELECT {PRODUCT_COLUMNS} FROM products
-                     WHERE category = ?1 AND sku > ?2 ORDER BY sku LIMIT ?3"
-                ))
-                .and_then(|mut statement| {
-                    statement
-                        .query_map(params![category, request.after_sku, fetch], read_product)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(sqlite_error)?;
-            Ok(request.page(&category, rows))
-        })
-        .await
-    }
-}
-
-/// A cart line as stored in the `lines` JSON: short names keep the on-disk format apart
-/// from the Rust struct.
-#[derive(Serialize, Deserialize)]
-struct LineRecord {
-    sku: String,
-    qty: i64,
-    price: i64,
-    cur: String,
-    at: i64,
-}
-
-impl CartStore for SqliteStore {
-    async fn save_cart(&self, cart: StoredCart) -> Result<(), StoreError> {
-        let version = validate_cart(&cart)?;
-        let lines: Vec<LineRecord> = cart
-            .lines
-            .into_iter()
-            .map(|line| LineRecord {
-                sku: line.sku,
-                qty: line.quantity,
-                price: line.unit_price_minor,
-                cur: line.currency,
-                at: line.added_at_ms,
-            })
-            .collect();
-        let lines = serde_json::to_string(&lines)
-            .map_err(|e| StoreError::InvalidArgument(format!("cart lines: {e}")))?;
-        let (owner, updated_at_ms) = (cart.owner, cart.updated_at_ms);
-        self.call(move |conn| {
-            // One statement: the version comparison and the write cannot interleave.
-            conn.prepare_cached(
-                "INSERT INTO carts (owner, lines, version, updated_at_ms, deleted)
-                 VALUES (?1, ?2, ?3, ?4, 0)
-                 ON CONFLICT (owner) DO UPDATE SET
-                     lines = excluded.lines, version = excluded.version,
-                     updated_at_ms = excluded.updated_at_ms, deleted = 0
-                 WHERE excluded.version > carts.version",
-            )
-            .and_then(|mut statement| statement.execute(params![owner, lines, version, updated_at_ms]))
-            .map_err(sqlite_error)?;
-            Ok(())
-        })
-        .await
-    }
-
-    async fn load_cart(&self, owner: &str) -> Result<Option<StoredCart>, StoreError> {
-        validate_owner(owner)?;
-        let owner = owner.to_string();
-        self.call(move |conn| {
-            let row = conn
-                .prepare_cached(
-                    "SELECT lines, version, updated_at_ms FROM carts WHERE owner = ?1 AND deleted = 0",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_row([&owner], |row| {
-                            Ok((
-                                row.get::<_, String>(0)?,
-                                row.get::<_, i64>(1)?,
-                                row.get::<_, i64>(2)?,
-                            ))
-                        })
-                        .optional()
-                })
-                .map_err(sqlite_error)?;
-            let Some((lines, version, updated_at_ms)) = row else {
-                return Ok(None);
-            };
-            let lines: Vec<LineRecord> = serde_json::from_str(&lines)
-                .map_err(|e| StoreError::Corrupt(format!("cart {owner:?} lines: {e}")))?;
-            Ok(Some(StoredCart {
-                lines: lines
-                    .into_iter()
-                    .map(|line| StoredCartLine {
-                        sku: line.sku,
-                        quantity: line.qty,
-                        unit_price_minor: line.price,
-                        currency: line.cur,
-                        added_at_ms: line.at,
-                    })
-                    .collect(),
-                version: StoreError::version_from_i64(version)?,
-                updated_at_ms,
-                owner,
-            }))
-        })
-        .await
-    }
-
-    async fn delete_cart(&self, owner: &str) -> Result<(), StoreError> {
-        validate_owner(owner)?;
-        let owner = owner.to_string();
-        self.call(move |conn| {
-            conn.prepare_cached("UPDATE carts SET deleted = 1, lines = '[]' WHERE owner = ?1")
-                .and_then(|mut statement| statement.execute([&owner]))
-                .map_err(sqlite_error)?;
-            Ok(())
-        })
-        .await
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use rusqlite::params;
+
     use super::*;
+    use crate::carts::CartStore;
+    use crate::now_ms;
+    use crate::products::{Product, ProductStore};
 
     fn product(sku: &str) -> Product {
         Product {

@@ -29,9 +29,9 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use holdfast_platform::events::{BusConfig, BusError, ConsumerHandle, Event, EventBus, spawn_consumer};
 use holdfast_platform::{Context, Needs, Service, ServiceParts};
+use holdfast_platform::task::AbortOnDrop;
 use holdfast_proto::warehouse::v1::warehouse_service_server::WarehouseServiceServer;
 use holdfast_store::relay::{self, RelayOptions};
-use tokio::task::JoinHandle;
 
 pub use engine::{Engine, WakeRelay, WarehouseBackend};
 pub use error::WarehouseError;
@@ -77,16 +77,8 @@ pub struct RunningWarehouse<S: WarehouseBackend> {
     pub service: WarehouseServiceServer<Warehouses<S>>,
     /// The engine, for tests and tools.
     pub engine: Arc<Engine<S>>,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Vec<AbortOnDrop>,
     consumers: Vec<ConsumerHandle>,
-}
-
-impl<S: WarehouseBackend> Drop for RunningWarehouse<S> {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
 }
 
 /// Builds the service over `store` in `region` and starts its outbox relay to `bus`
@@ -105,16 +97,16 @@ pub fn start<S: WarehouseBackend>(
     let engine = Arc::new(Engine::new(store, region, shared));
     let mut tasks = Vec::new();
     if matches!(options.relay, OutboxRelay::Own) {
-        tasks.push(tokio::spawn(run_relay(
+        tasks.push(AbortOnDrop::new(tokio::spawn(run_relay(
             Arc::clone(&engine),
             bus,
             options.relay_options,
-        )));
+        ))));
     }
     RunningWarehouse {
         service: WarehouseServiceServer::new(Warehouses::new(Arc::clone(&engine))),
         engine,
-        tasks,
+        _tasks: tasks,
         consumers: Vec::new(),
     }
 }
@@ -203,11 +195,4 @@ async fn run_relay<S: WarehouseBackend>(
     .await;
 }
 
-/// Wall-clock time in Unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+pub(crate) use holdfast_platform::clock::now_ms;

@@ -271,12 +271,7 @@ impl<S: WarehouseBackend> WarehouseService for Warehouses<S> {
             }
             Ok(_) => {}
         }
-        if request.note.chars().count() > validate::MAX_NOTE {
-            v.add(
-                "note",
-                format!("must be at most {} characters", validate::MAX_NOTE),
-            );
-        }
+        holdfast_platform::validate::max_chars(&mut v, "note", &request.note, validate::MAX_NOTE);
         checked(v)?;
         let (row, duplicate) = self
             .engine

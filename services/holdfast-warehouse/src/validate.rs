@@ -114,9 +114,7 @@ pub fn warehouse(v: &mut FieldViolations, warehouse: Option<&Warehouse>) {
         return;
     };
     warehouse_id(v, "warehouse.id", &w.id);
-    if w.name.chars().count() > MAX_NAME {
-        v.add("warehouse.name", format!("must be at most {MAX_NAME} characters"));
-    }
+    validate::max_chars(v, "warehouse.name", &w.name, MAX_NAME);
     if w.name.chars().any(char::is_control) {
         v.add("warehouse.name", "must not contain control characters");
     }
@@ -130,29 +128,19 @@ pub fn page(v: &mut FieldViolations, field: &str, page: Option<&PageRequest>) ->
     let Some(page) = page else {
         return (DEFAULT_PAGE, None);
     };
-    if page.page_size > MAX_PAGE {
-        v.add(
-            format!("{field}.page_size"),
-            format!("must be at most {MAX_PAGE}"),
-        );
-    }
-    let size = if page.page_size == 0 {
-        DEFAULT_PAGE
-    } else {
-        page.page_size.min(MAX_PAGE)
-    };
+    let size = validate::page_size(
+        v,
+        &format!("{field}.page_size"),
+        page.page_size,
+        DEFAULT_PAGE,
+        MAX_PAGE,
+    );
     let token = (!page.page_token.is_empty()).then(|| page.page_token.clone());
     (size, token)
 }
 
 /// Text of 1..`max` characters without control characters.
-pub fn text(v: &mut FieldViolations, field: &str, value: &str, max: usize) {
-    if value.is_empty() || value.chars().count() > max {
-        v.add(field, format!("must be 1..{max} characters"));
-    } else if value.chars().any(char::is_control) {
-        v.add(field, "must not contain control characters");
-    }
-}
+pub use holdfast_platform::validate::text;
 
 #[cfg(test)]
 mod tests {

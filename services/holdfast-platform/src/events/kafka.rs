@@ -17,10 +17,8 @@ use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 
-use super::consumer::{Outcome, RETRY_INITIAL, RETRY_MAX, deliver, stopped, wait_or_stop};
-use super::{
-    BusError, CONSUMED, DEAD_LETTERED, Event, EventBus, EventHandler, PUBLISHED, dlq_topic, headers,
-};
+use super::handler::{EventHandler, Outcome, RETRY_INITIAL, RETRY_MAX, deliver, stopped, wait_or_stop};
+use super::{BusError, CONSUMED, DEAD_LETTERED, Event, EventBus, PUBLISHED, dlq_topic, headers};
 
 /// Partitions of a topic this code creates (tansu creates none by itself). Order holds per
 /// key, so more partitions only add parallelism across keys.

@@ -1,0 +1,368 @@
+//! The PSP's own SQLite database: payments, the double-entry ledger, idempotency records
+//! and flaky-first-attempt markers.
+//!
+//! One connection behind a mutex, every call on tokio's blocking pool (as
+//! `holdfast-store`'s SQLite backend does). Every money call is one `IMMEDIATE`
+//! transaction that reads the idempotency record, checks the payment, writes the payment,
+//! its ledger entries and the new idempotency record, and commits: a crash leaves either
+//! all of it or none of it.
+//!
+//! Files: `schema.rs` (migrations), `payments.rs` (the payment row and the money
+//! transactions), `ledger.rs` (postings and listing), `idempotency.rs` (stored answers).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use holdfast_platform::clock::now_ms;
+
+use holdfast_proto::payments::v1::{
+    AuthorizeRequest, AuthorizeResponse, CaptureRequest, CaptureResponse, LedgerEntry, Payment,
+    RefundRequest, RefundResponse, VoidRequest, VoidResponse,
+};
+use prost::Message;
+use rusqlite::{Connection, OptionalExtension};
+use uuid::Uuid;
+
+use crate::error::PaymentsError;
+use crate::validate::{LedgerQuery, TestMethod};
+
+mod idempotency;
+mod ledger;
+mod payments;
+mod schema;
+
+use self::ledger::list_entries;
+use self::payments::{
+    PAYMENT_COLUMNS, PaymentRow, authorize_tx, capture_tx, load_payment, refund_tx, void_tx,
+};
+use self::schema::migrate;
+
+/// How long an idempotency record (and a flaky marker) is kept.
+pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How long a call waits for another process's lock on the file before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The account holding authorized, uncaptured funds.
+pub const HOLDS_ACCOUNT: &str = "holds";
+
+/// The account captured funds land in.
+pub const MERCHANT_ACCOUNT: &str = "merchant";
+
+/// Which RPC an idempotency key belongs to: keys are scoped per RPC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    /// `Authorize`.
+    Authorize,
+    /// `Capture`.
+    Capture,
+    /// `Void`.
+    Void,
+    /// `Refund`.
+    Refund,
+}
+
+impl Scope {
+    /// The name stored in `idempotency_records.scope`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Authorize => "authorize",
+            Self::Capture => "capture",
+            Self::Void => "void",
+            Self::Refund => "refund",
+        }
+    }
+}
+
+/// The answer of a money call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer<R> {
+    /// First use of the key. `moved` is whether ledger entries were posted (false for a
+    /// decline, or a capture/void that found the payment already there).
+    Fresh {
+        /// The answer, now stored under the key.
+        response: R,
+        /// Whether money moved.
+        moved: bool,
+    },
+    /// A repeat of the key with the same payload: the stored answer, nothing moved.
+    Replayed(R),
+}
+
+impl<R> Answer<R> {
+    /// The response, fresh or replayed.
+    pub fn into_response(self) -> R {
+        match self {
+            Self::Fresh { response, .. } | Self::Replayed(response) => response,
+        }
+    }
+}
+
+/// One page of ledger entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerPage {
+    /// Entries by entry id ascending.
+    pub entries: Vec<LedgerEntry>,
+    /// The token of the next page, `None` on the last.
+    pub next_page_token: Option<String>,
+}
+
+struct Inner {
+    conn: Connection,
+    /// The largest entry id handed out, so ids keep ascending even if the clock steps back
+    /// across a restart.
+    last_entry_id: u128,
+}
+
+/// The PSP's database. Cheap to clone; clones share the connection.
+#[derive(Clone)]
+pub struct PspDatabase {
+    inner: Arc<Mutex<Inner>>,
+    path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for PspDatabase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PspDatabase")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn ttl_ms() -> i64 {
+    i64::try_from(IDEMPOTENCY_TTL.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl PspDatabase {
+    /// Opens (creating if needed) the database file at `path`, or a private in-memory
+    /// database for `None`, and brings its schema up to date.
+    pub async fn open(path: Option<PathBuf>) -> Result<Self, PaymentsError> {
+        let opened = path.clone();
+        let inner = tokio::task::spawn_blocking(move || -> Result<Inner, PaymentsError> {
+            let mut conn = match &opened {
+                Some(path) => Connection::open(path)?,
+                None => Connection::open_in_memory()?,
+            };
+            conn.busy_timeout(BUSY_TIMEOUT)?;
+            if opened.is_some() {
+                let mode: String =
+                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    return Err(PaymentsError::Database(format!(
+                        "sqlite refused WAL mode (journal_mode is {mode})"
+                    )));
+                }
+            }
+            // WAL + NORMAL: survives a crash of the process; an OS crash may roll back the
+            // last commits. This is a simulator standing in for an external PSP, and its
+            // latency is a knob (--payments-latency), not an fsync per call.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            migrate(&mut conn)?;
+            let last: Option<String> =
+                conn.query_row("SELECT MAX(entry_id) FROM ledger_entries", [], |row| row.get(0))?;
+            let last_entry_id = match last {
+                None => 0,
+                Some(id) => Uuid::try_parse(&id)
+                    .map_err(|e| PaymentsError::Corrupt(format!("entry id {id:?}: {e}")))?
+                    .as_u128(),
+            };
+            Ok(Inner { conn, last_entry_id })
+        })
+        .await
+        .map_err(|e| PaymentsError::Database(format!("sqlite open task failed: {e}")))??;
+        Ok(Self {
+            inner: Arc::new(Mutex::new(inner)),
+            path,
+        })
+    }
+
+    /// The database file, or `None` in memory.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.path.as_deref()
+    }
+
+    /// Runs `work` with the connection on the blocking pool.
+    async fn call<T, F>(&self, work: F) -> Result<T, PaymentsError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Inner) -> Result<T, PaymentsError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            // A panic mid-call leaves no open transaction behind (rusqlite rolls back on
+            // drop), so a poisoned lock still guards a usable connection.
+            let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut inner)
+        })
+        .await
+        .map_err(|e| PaymentsError::Database(format!("sqlite task failed: {e}")))?
+    }
+
+    /// Authorizes (or declines) `request`, paid with `method`.
+    pub async fn authorize(
+        &self,
+        mut request: AuthorizeRequest,
+        method: TestMethod,
+    ) -> Result<Answer<AuthorizeResponse>, PaymentsError> {
+        let key = std::mem::take(&mut request.idempotency_key);
+        let fingerprint = request.encode_to_vec();
+        self.call(move |inner| authorize_tx(inner, &key, &request, &fingerprint, method, now_ms()))
+            .await
+    }
+
+    /// Captures `request.payment_id`.
+    pub async fn capture(
+        &self,
+        mut request: CaptureRequest,
+    ) -> Result<Answer<CaptureResponse>, PaymentsError> {
+        let key = std::mem::take(&mut request.idempotency_key);
+        let fingerprint = request.encode_to_vec();
+        self.call(move |inner| capture_tx(inner, &key, &request, &fingerprint, now_ms()))
+            .await
+    }
+
+    /// Voids `request.payment_id`.
+    pub async fn void(&self, mut request: VoidRequest) -> Result<Answer<VoidResponse>, PaymentsError> {
+        let key = std::mem::take(&mut request.idempotency_key);
+        let fingerprint = request.encode_to_vec();
+        self.call(move |inner| void_tx(inner, &key, &request, &fingerprint, now_ms()))
+            .await
+    }
+
+    /// Refunds (part of) `request.payment_id`.
+    pub async fn refund(&self, mut request: RefundRequest) -> Result<Answer<RefundResponse>, PaymentsError> {
+        let key = std::mem::take(&mut request.idempotency_key);
+        let fingerprint = request.encode_to_vec();
+        self.call(move |inner| refund_tx(inner, &key, &request, &fingerprint, now_ms()))
+            .await
+    }
+
+    /// The payment with `payment_id`.
+    pub async fn payment(&self, payment_id: String) -> Result<Option<Payment>, PaymentsError> {
+        self.call(move |inner| Ok(load_payment(&inner.conn, &payment_id)?.map(|p| p.to_wire())))
+            .await
+    }
+
+    /// The latest payment its Authorize created under `key`.
+    pub async fn payment_by_authorize_key(&self, key: String) -> Result<Option<Payment>, PaymentsError> {
+        self.call(move |inner| {
+            let sql = format!(
+                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE authorize_idempotency_key = ?1 \
+                 ORDER BY created_at_unix_ms DESC, payment_id DESC LIMIT 1"
+            );
+            let row = inner.conn.query_row(&sql, [&key], PaymentRow::read).optional()?;
+            row.map(|r| r.map(|p| p.to_wire())).transpose()
+        })
+        .await
+    }
+
+    /// One page of ledger entries matching every filter of `query`.
+    pub async fn list_ledger_entries(&self, query: LedgerQuery) -> Result<LedgerPage, PaymentsError> {
+        self.call(move |inner| list_entries(&inner.conn, &query)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use holdfast_proto::common::v1::Money;
+
+    use super::*;
+
+    fn authorize_request(key: &str, amount: i64) -> AuthorizeRequest {
+        AuthorizeRequest {
+            idempotency_key: key.into(),
+            amount: Some(Money {
+                amount_minor: amount,
+                currency: "EUR".into(),
+            }),
+            payment_method: "pm_card_visa".into(),
+            customer_id: "cus_1".into(),
+            order_reference: "ord_1".into(),
+        }
+    }
+
+    fn all_entries() -> LedgerQuery {
+        LedgerQuery {
+            payment_id: None,
+            order_reference: None,
+            kind: None,
+            since_unix_ms: 0,
+            after_entry_id: None,
+            limit: 500,
+        }
+    }
+
+    #[tokio::test]
+    async fn capture_failing_midway_leaves_nothing_behind() {
+        let db = PspDatabase::open(None).await.expect("open");
+        let authorized = db
+            .authorize(authorize_request("a", 1000), TestMethod::Visa)
+            .await
+            .expect("authorize")
+            .into_response();
+        // A capture over the authorization fails after the payment was read: the
+        // transaction rolls back, and the key stays unused.
+        let too_much = CaptureRequest {
+            idempotency_key: "c".into(),
+            payment_id: authorized.payment_id.clone(),
+            amount: Some(Money {
+                amount_minor: 1001,
+                currency: "EUR".into(),
+            }),
+        };
+        assert!(matches!(
+            db.capture(too_much).await,
+            Err(PaymentsError::FailedPrecondition { .. })
+        ));
+        let entries = db.list_ledger_entries(all_entries()).await.expect("list").entries;
+        assert_eq!(entries.len(), 1);
+        let fine = CaptureRequest {
+            idempotency_key: "c".into(),
+            payment_id: authorized.payment_id,
+            amount: None,
+        };
+        assert!(matches!(
+            db.capture(fine).await.expect("capture"),
+            Answer::Fresh { moved: true, .. }
+        ));
+    }
+
+    #[tokio::test]
+    async fn entry_ids_ascend_even_when_the_clock_is_behind_the_ledger() {
+        let db = PspDatabase::open(None).await.expect("open");
+        // As if entries from a later clock were already in the file.
+        let future = Uuid::now_v7().as_u128() + (1u128 << 100);
+        db.inner.lock().expect("lock").last_entry_id = future;
+        db.authorize(authorize_request("a", 10), TestMethod::Visa)
+            .await
+            .expect("authorize");
+        let entries = db.list_ledger_entries(all_entries()).await.expect("list").entries;
+        let id = Uuid::try_parse(&entries[0].entry_id).expect("uuid").as_u128();
+        assert_eq!(id, future + 1);
+    }
+
+    #[tokio::test]
+    async fn flaky_first_attempt_keeps_only_its_marker() {
+        let db = PspDatabase::open(None).await.expect("open");
+        let request = AuthorizeRequest {
+            payment_method: "pm_card_flaky".into(),
+            ..authorize_request("f", 10)
+        };
+        assert!(matches!(
+            db.authorize(request.clone(), TestMethod::Flaky).await,
+            Err(PaymentsError::SimulatedOutage)
+        ));
+        assert!(
+            db.payment_by_authorize_key("f".into())
+                .await
+                .expect("get")
+                .is_none()
+        );
+        assert!(matches!(
+            db.authorize(request, TestMethod::Flaky).await.expect("retry"),
+            Answer::Fresh { moved: true, .. }
+        ));
+    }
+}
