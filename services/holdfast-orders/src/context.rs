@@ -64,11 +64,4 @@ impl<S> StepContext<S> {
     }
 }
 
-/// Wall-clock time in Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| {
-            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
-        })
-}
+pub use holdfast_platform::clock::now_ms;

@@ -38,8 +38,8 @@ pub mod workers;
 use std::sync::Arc;
 
 use holdfast_platform::events::{BusConfig, BusError, ConsumerHandle, EventBus};
+use holdfast_platform::task::AbortOnDrop;
 use holdfast_proto::orders::v1::order_service_server::OrderServiceServer;
-use tokio::task::JoinHandle;
 
 pub use args::OrdersArgs;
 pub use context::{OrdersStore, StepContext};
@@ -56,16 +56,8 @@ pub struct RunningOrders<S: OrdersStore> {
     pub service: OrderServiceServer<Orders<S>>,
     /// The engine (and, through it, the steps' context: the store, the outbox doorbell).
     pub engine: Arc<Engine<S>>,
-    tasks: Vec<JoinHandle<()>>,
+    _tasks: Vec<AbortOnDrop>,
     consumers: Vec<ConsumerHandle>,
-}
-
-impl<S: OrdersStore> Drop for RunningOrders<S> {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
 }
 
 /// Builds the service and starts the recovery worker (which resumes, at once, every saga a
@@ -87,7 +79,7 @@ pub fn start<S: OrdersStore>(
     RunningOrders {
         service: OrderServiceServer::new(Orders::new(Arc::clone(&engine))),
         engine,
-        tasks,
+        _tasks: tasks.into_iter().map(AbortOnDrop::new).collect(),
         consumers: Vec::new(),
     }
 }
