@@ -547,6 +547,21 @@ impl ScyllaStore {
         delta: &StockDelta,
         change_id: &str,
     ) -> Result<Result<StockRow, StockRow>, StoreError> {
+        self.apply_stock_deltas(std::slice::from_ref(delta), change_id)
+            .await
+    }
+
+    /// Applies `deltas` (all on one row, in order, each checked as it comes, as one
+    /// version step: the row moves once per change) once under `change_id`.
+    /// `Ok(Err(row))` when one of them cannot apply (the row as it stands).
+    async fn apply_stock_deltas(
+        &self,
+        deltas: &[StockDelta],
+        change_id: &str,
+    ) -> Result<Result<StockRow, StockRow>, StoreError> {
+        let Some(delta) = deltas.first() else {
+            return Err(StoreError::InvalidArgument("no stock delta to apply".into()));
+        };
         let statements = self.warehouse_statements().await?;
         self.run(&statements.index_stock, (&delta.sku, &delta.warehouse_id))
             .await?;
@@ -568,9 +583,13 @@ impl ScyllaStore {
             if !seen.is_empty() {
                 return Ok(Ok(current));
             }
-            let Some(mut next) = applied(&current, delta) else {
-                return Ok(Err(current));
-            };
+            let mut next = current.clone();
+            for delta in deltas {
+                match applied(&next, delta) {
+                    Some(row) => next = row,
+                    None => return Ok(Err(current)),
+                }
+            }
             next.version = current.version + 1;
             next.updated_at_ms = now_ms();
             let expected = (current.version > 0)
@@ -801,6 +820,12 @@ impl ScyllaStore {
         resuming: bool,
     ) -> Result<ChangeOutcome, StoreError> {
         let statements = self.warehouse_statements().await?;
+        let groups = stock_groups(&change.stock);
+        // A change whose stock cannot apply to the rows as they stand is refused before it
+        // writes anything (as on SQLite). Not when resuming: its deltas may be applied already.
+        if !resuming && let Some(row) = self.stock_refusal(&groups).await? {
+            return Ok(ChangeOutcome::Refused(Refusal::Stock(row)));
+        }
         let mut undo = Vec::new();
         let mut written: Vec<Option<StoredShipment>> = vec![None; change.shipments.len()];
         // Updates first: they are what a concurrent writer makes fail.
@@ -823,21 +848,18 @@ impl ScyllaStore {
                 }
             }
         }
-        let mut stock: Vec<StockRow> = Vec::new();
-        let mut at: HashMap<(String, String), usize> = HashMap::new();
-        for (index, delta) in change.stock.iter().enumerate() {
+        let mut stock: Vec<StockRow> = Vec::with_capacity(groups.len());
+        for (index, deltas) in &groups {
             let change_id = format!("{anchor}#{index}");
-            match self.apply_stock_delta(delta, &change_id).await? {
+            match self.apply_stock_deltas(deltas, &change_id).await? {
                 Ok(row) => {
-                    undo.push(Undo::Stock(delta.clone()));
-                    let key = (row.warehouse_id.clone(), row.sku.clone());
-                    match at.get(&key) {
-                        Some(i) => stock[*i] = row,
-                        None => {
-                            at.insert(key, stock.len());
-                            stock.push(row);
-                        }
-                    }
+                    undo.push(Undo::Stock(StockDelta {
+                        physical: deltas.iter().map(|d| d.physical).sum(),
+                        allocatable: deltas.iter().map(|d| d.allocatable).sum(),
+                        expected_version: None,
+                        ..deltas[0].clone()
+                    }));
+                    stock.push(row);
                 }
                 Err(row) => {
                     self.undo(undo, anchor).await?;
@@ -860,6 +882,35 @@ impl ScyllaStore {
         })
     }
 
+    /// The stored row of the first group of deltas that cannot apply to the rows as they
+    /// stand now, if any. A row changed concurrently after this read is caught again when
+    /// the deltas are applied (by check-and-set) and undone then.
+    async fn stock_refusal(
+        &self,
+        groups: &[(usize, Vec<StockDelta>)],
+    ) -> Result<Option<StockRow>, StoreError> {
+        let statements = self.warehouse_statements().await?;
+        for (_, deltas) in groups {
+            let delta = &deltas[0];
+            let current = self
+                .read_stock(&statements.get_stock, &delta.warehouse_id, &delta.sku)
+                .await?
+                .unwrap_or_else(|| StockRow {
+                    sku: delta.sku.clone(),
+                    warehouse_id: delta.warehouse_id.clone(),
+                    ..StockRow::default()
+                });
+            let mut next = current.clone();
+            for delta in deltas {
+                match applied(&next, delta) {
+                    Some(row) => next = row,
+                    None => return Ok(Some(current)),
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// Deletes the claims a refused or repeated change took (those still pending under
     /// `anchor`).
     async fn release_claims(&self, claims: &[Claim], anchor: &str) -> Result<(), StoreError> {
@@ -873,6 +924,26 @@ impl ScyllaStore {
         }
         Ok(())
     }
+}
+
+/// `deltas` grouped by row, rows in order of first appearance, each group under the index
+/// of its first delta. Deltas on one row are applied together, so the row moves one version
+/// per change (as on SQLite), and the index names the change marker, so a resumed intent
+/// finds its own markers.
+fn stock_groups(deltas: &[StockDelta]) -> Vec<(usize, Vec<StockDelta>)> {
+    let mut groups: Vec<(usize, Vec<StockDelta>)> = Vec::new();
+    let mut at: HashMap<(&str, &str), usize> = HashMap::new();
+    for (index, delta) in deltas.iter().enumerate() {
+        let key = (delta.warehouse_id.as_str(), delta.sku.as_str());
+        match at.get(&key) {
+            Some(i) => groups[*i].1.push(delta.clone()),
+            None => {
+                at.insert(key, groups.len());
+                groups.push((index, vec![delta.clone()]));
+            }
+        }
+    }
+    groups
 }
 
 impl WarehouseStore for ScyllaStore {
