@@ -1,6 +1,6 @@
 //! The conformance suite: every behaviour callers may rely on, written once and run
-//! against every backend (`tests/sqlite.rs` always, `tests/scylla.rs` when `SCYLLA_NODES`
-//! is set).
+//! against every backend (`tests/sqlite.rs`, and `tests/scylla.rs` on the nodes in
+//! `SCYLLA_NODES` or else on an Apache Cassandra 5 node the testkit starts).
 //!
 //! Each check is a generic async function over a store, names its keys with a fresh
 //! prefix (so checks may share a long-lived ScyllaDB keyspace and run in any order), and
