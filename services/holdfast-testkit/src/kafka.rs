@@ -57,9 +57,8 @@ impl KafkaBroker {
                 "kafka.tools.StorageTool",
                 "format",
                 "--ignore-formatted",
-                "-t",
-                &cluster_id(port),
-                "-c",
+                &format!("--cluster-id={}", cluster_id(port)),
+                "--config",
                 &props,
             ]
             .map(String::from),
@@ -136,7 +135,8 @@ log.cleaner.enable=false
     )
 }
 
-/// A Kafka cluster id: 16 bytes, base64url without padding, unique per start.
+/// A Kafka cluster id: 16 bytes, base64url without padding, unique per start. Its first
+/// character is a letter: an id starting with `-` reads as an option to the storage tool.
 fn cluster_id(port: u16) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -146,6 +146,8 @@ fn cluster_id(port: u16) -> String {
     bytes[..8].copy_from_slice(&(nanos as u64).to_le_bytes());
     bytes[8..12].copy_from_slice(&std::process::id().to_le_bytes());
     bytes[12..14].copy_from_slice(&port.to_le_bytes());
+    // Top bit clear: the first character is one of `A`-`Z`, `a`-`f`.
+    bytes[0] &= 0x7f;
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::with_capacity(22);
     let mut bits = 0u32;
@@ -167,13 +169,16 @@ fn cluster_id(port: u16) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn cluster_ids_are_22_base64url_characters() {
-        let id = super::cluster_id(9092);
-        assert_eq!(id.len(), 22, "{id}");
-        assert!(
-            id.chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
-            "{id}"
-        );
+    fn cluster_ids_are_22_base64url_characters_starting_with_a_letter() {
+        for port in 0..2000 {
+            let id = super::cluster_id(port);
+            assert_eq!(id.len(), 22, "{id}");
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+                "{id}"
+            );
+            assert!(id.starts_with(|c: char| c.is_ascii_alphabetic()), "{id}");
+        }
     }
 }
