@@ -7,12 +7,12 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 HOLDFAST   := $(TARGET_DIR)/debug/holdfast
 NEXTEST    ?= cargo nextest run --workspace --no-fail-fast
 
-.PHONY: help deps build run test unit lua-smoke smoke loadtest-smoke proto lint bench chart-test image
+.PHONY: help deps build run test unit lua-smoke smoke loadtest-smoke load-smoke-runs proto lint bench chart-test image
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-deps: ## install what this machine lacks (redis-server, protoc, grpcurl, nextest)
+deps: ## install what this machine lacks (redis-server, protoc, grpcurl, nextest, Kafka and Cassandra jars)
 	@scripts/install-deps.sh
 
 build: deps ## build every crate
@@ -21,7 +21,7 @@ build: deps ## build every crate
 run: deps ## start the whole mesh on 127.0.0.1:50051 with embedded engines (data in ./data)
 	cargo run -p holdfast -- dev
 
-test: deps ## every test: Rust (real redis-server), Lua scripts, proto lint, CLI smoke
+test: deps ## every test: Rust (real redis-server, Apache Kafka, Apache Cassandra), Lua scripts, proto lint, CLI smoke
 	$(NEXTEST)
 	$(MAKE) --no-print-directory lua-smoke proto smoke loadtest-smoke chart-test
 
@@ -40,15 +40,23 @@ LOAD       := $(TARGET_DIR)/debug/holdfast-load
 # exits non-zero on any correctness violation; results land in $(TARGET_DIR)/load/.
 LOAD_SMOKE := --local --holdfast-bin $(HOLDFAST) --quiet --settle-timeout 20s
 
-loadtest-smoke: deps ## every load scenario, small, against its own `holdfast dev`; fails on any violation
-	cargo build -p holdfast -p holdfast-load
+loadtest-smoke: deps ## every load scenario, small, on SQLite and on scylla:// (Apache Cassandra); fails on any violation
+	cargo build -p holdfast -p holdfast-load -p holdfast-testkit --bin with-cassandra
+	env -u HOLDFAST_STORE $(MAKE) --no-print-directory load-smoke-runs SMOKE=smoke
+	$(TARGET_DIR)/debug/with-cassandra -- $(MAKE) --no-print-directory load-smoke-runs SMOKE=smoke-scylla
+
+# The runs of loadtest-smoke on whatever store HOLDFAST_STORE names (SQLite in the data dir
+# when unset; `with-cassandra` sets it to its node and the schema is applied first).
+SMOKE ?= smoke
+load-smoke-runs:
+	@if [ -n "$$HOLDFAST_STORE" ]; then echo "migrate $$HOLDFAST_STORE"; $(HOLDFAST) migrate; fi
 	$(LOAD) flash-sale $(LOAD_SMOKE) --units 50 --buyers 2000 --rate 1000 --pay 0 --cancel 0 --hold-ttl 5s \
-	  --json $(TARGET_DIR)/load/smoke-flash-sale-holds.json
+	  --json $(TARGET_DIR)/load/$(SMOKE)-flash-sale-holds.json
 	$(LOAD) flash-sale $(LOAD_SMOKE) --units 50 --buckets 4 --buyers 500 --rate 50 --pay 70% --cancel 10% \
-	  --hold-ttl 20s --json $(TARGET_DIR)/load/smoke-flash-sale.json
-	$(LOAD) checkout-storm $(LOAD_SMOKE) --customers 100 --rate 20 --json $(TARGET_DIR)/load/smoke-checkout-storm.json
-	$(LOAD) browse-mix $(LOAD_SMOKE) --attempts 2000 --rate 300 --json $(TARGET_DIR)/load/smoke-browse-mix.json
-	$(LOAD) soak $(LOAD_SMOKE) --duration 5s --rate 100 --checkout-share 2% --json $(TARGET_DIR)/load/smoke-soak.json
+	  --hold-ttl 20s --json $(TARGET_DIR)/load/$(SMOKE)-flash-sale.json
+	$(LOAD) checkout-storm $(LOAD_SMOKE) --customers 100 --rate 20 --json $(TARGET_DIR)/load/$(SMOKE)-checkout-storm.json
+	$(LOAD) browse-mix $(LOAD_SMOKE) --attempts 2000 --rate 300 --json $(TARGET_DIR)/load/$(SMOKE)-browse-mix.json
+	$(LOAD) soak $(LOAD_SMOKE) --duration 5s --rate 100 --checkout-share 2% --json $(TARGET_DIR)/load/$(SMOKE)-soak.json
 
 proto: ## buf lint the contracts (buf from npm, cached outside the repo)
 	scripts/buf-lint.sh

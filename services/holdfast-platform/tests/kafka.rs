@@ -1,4 +1,4 @@
-//! The Kafka event bus against a real Kafka-protocol broker (tansu, started by the testkit):
+//! The Kafka event bus against a real Apache Kafka broker (KRaft, started by the testkit):
 //! headers on the wire, order per key, commit-after-effect, dead letters, retries, trace
 //! continuation, and an independent client reading our events. Each test has its own broker.
 
@@ -19,7 +19,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, util::Timeout};
 use tokio::sync::mpsc;
 
-/// Longest any one expected thing may take; tansu answers in milliseconds.
+/// Longest any one expected thing may take (a consumer group's first join included).
 const WITHIN: Duration = Duration::from_secs(30);
 
 fn reserved(event_id: &str, sku: &str, quantity: i64) -> Vec<u8> {

@@ -2,10 +2,10 @@
 //!
 //! Schema in `schema/scylla.cql`, applied by [`ScyllaStore::migrate`] (`holdfast migrate`).
 //! Every query is a prepared statement, prepared once per store on first use (so a store
-//! can be connected before the schema exists and migrate it). Lightweight transactions are
-//! used only where a condition must hold: product creates (`IF NOT EXISTS`) and updates
-//! against an expected version (`IF version = ?`). Carts need none: their cell timestamps
-//! are the cart versions (`USING TIMESTAMP`), so ScyllaDB's own last-write-wins does it.
+//! can be connected before the schema exists and migrate it). Each aggregate lives in a
+//! submodule: products (LWTs only for creates `IF NOT EXISTS` and updates `IF version = ?`)
+//! and carts (no LWT: cell timestamps are the cart versions, `USING TIMESTAMP`, so
+//! last-write-wins does it).
 //!
 //! Orders, sagas, idempotency keys and the outbox live in submodules. LWTs there: key
 //! claims (`IF NOT EXISTS ... USING TTL`), order creates and conditional updates, saga
@@ -18,7 +18,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::client::session_builder::SessionBuilder;
 use scylla::response::query_result::QueryResult;
@@ -29,14 +28,14 @@ use scylla::statement::prepared::PreparedStatement;
 use scylla::value::{CqlValue, Row};
 use tokio::sync::OnceCell;
 
-use crate::carts::{CartStore, StoredCart, StoredCartLine, validate_cart, validate_owner};
-use crate::products::{PageRequest, Product, ProductPage, ProductStore, distinct_skus, validate_product};
-use crate::{StoreError, now_ms};
+use crate::StoreError;
 
 mod buckets;
+mod carts;
 mod idempotency;
 mod orders;
 mod outbox;
+mod products;
 mod sagas;
 mod warehouse;
 
@@ -47,47 +46,8 @@ pub const DEFAULT_KEYSPACE: &str = "holdfast";
 
 /// How long to wait for a first connection to any contact point.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Product reads in flight at once for one batch get or listing page.
+/// Reads in flight at once for one batch get or listing page.
 const READ_FAN_OUT: usize = 16;
-
-const PRODUCT_COLUMNS: &str = "sku, title, description, price_minor, currency, category, brand, \
-     attributes, active, version, created_at_ms, updated_at_ms";
-
-/// A `products` row in `PRODUCT_COLUMNS` order.
-type ProductRow = (
-    String,
-    String,
-    String,
-    i64,
-    String,
-    String,
-    String,
-    Option<std::collections::BTreeMap<String, String>>,
-    bool,
-    i64,
-    i64,
-    i64,
-);
-
-/// The bound values of a `products` insert, in `PRODUCT_COLUMNS` order.
-type ProductValues<'a> = (
-    &'a str,
-    &'a str,
-    &'a str,
-    i64,
-    &'a str,
-    &'a str,
-    &'a str,
-    &'a std::collections::BTreeMap<String, String>,
-    bool,
-    i64,
-    i64,
-    i64,
-);
-
-/// A cart line as the `carts.lines` tuple holds it.
-type LineTuple = (String, i64, i64, String, i64);
-
 /// The ScyllaDB store. Cheap to clone; clones share the session.
 #[derive(Clone)]
 pub struct ScyllaStore {
@@ -110,18 +70,8 @@ impl std::fmt::Debug for ScyllaStore {
 
 /// Every statement the store runs, prepared.
 struct Statements {
-    get_product: PreparedStatement,
-    /// `get_product` at SERIAL consistency: sees every applied LWT.
-    get_product_serial: PreparedStatement,
-    insert_product: PreparedStatement,
-    insert_product_if_absent: PreparedStatement,
-    update_product_if_version: PreparedStatement,
-    index_insert: PreparedStatement,
-    index_delete: PreparedStatement,
-    index_page: PreparedStatement,
-    load_cart: PreparedStatement,
-    save_cart: PreparedStatement,
-    delete_cart: PreparedStatement,
+    products: products::ProductStatements,
+    carts: carts::CartStatements,
     orders: orders::OrderStatements,
     sagas: sagas::SagaStatements,
     keys: idempotency::KeyStatements,
@@ -131,74 +81,9 @@ struct Statements {
 
 impl Statements {
     async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
-        let prepare = |cql: String, idempotent: bool| prepare_statement(session, cql, idempotent);
-        let get_product = prepare(
-            format!("SELECT {PRODUCT_COLUMNS} FROM {ks}.products WHERE sku = ?"),
-            true,
-        )
-        .await?;
-        let get_product_serial = serial(&get_product);
         Ok(Self {
-            get_product,
-            get_product_serial,
-            insert_product: prepare(
-                format!(
-                    "INSERT INTO {ks}.products ({PRODUCT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                ),
-                false,
-            )
-            .await?,
-            insert_product_if_absent: prepare(
-                format!(
-                    "INSERT INTO {ks}.products ({PRODUCT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                     IF NOT EXISTS"
-                ),
-                false,
-            )
-            .await?,
-            update_product_if_version: prepare(
-                format!(
-                    "UPDATE {ks}.products SET title = ?, description = ?, price_minor = ?, currency = ?, \
-                     category = ?, brand = ?, attributes = ?, active = ?, version = ?, updated_at_ms = ? \
-                     WHERE sku = ? IF version = ?"
-                ),
-                false,
-            )
-            .await?,
-            index_insert: prepare(
-                format!("INSERT INTO {ks}.products_by_category (category, sku) VALUES (?, ?)"),
-                true,
-            )
-            .await?,
-            index_delete: prepare(
-                format!("DELETE FROM {ks}.products_by_category WHERE category = ? AND sku = ?"),
-                true,
-            )
-            .await?,
-            index_page: prepare(
-                format!("SELECT sku FROM {ks}.products_by_category WHERE category = ? AND sku > ? LIMIT ?"),
-                true,
-            )
-            .await?,
-            load_cart: prepare(
-                format!("SELECT lines, version, updated_at_ms FROM {ks}.carts WHERE owner = ?"),
-                true,
-            )
-            .await?,
-            // The write timestamp is the version, so replays and reorderings are harmless.
-            save_cart: prepare(
-                format!(
-                    "INSERT INTO {ks}.carts (owner, lines, version, updated_at_ms) VALUES (?, ?, ?, ?) \
-                     USING TIMESTAMP ?"
-                ),
-                true,
-            )
-            .await?,
-            delete_cart: prepare(
-                format!("DELETE FROM {ks}.carts USING TIMESTAMP ? WHERE owner = ?"),
-                true,
-            )
-            .await?,
+            products: products::ProductStatements::prepare(session, ks).await?,
+            carts: carts::CartStatements::prepare(session, ks).await?,
             orders: orders::OrderStatements::prepare(session, ks).await?,
             sagas: sagas::SagaStatements::prepare(session, ks).await?,
             keys: idempotency::KeyStatements::prepare(session, ks).await?,
@@ -328,333 +213,6 @@ impl ScyllaStore {
             .collect::<Result<Vec<R>, _>>()
             .map_err(corrupt)
     }
-
-    async fn read_product(
-        &self,
-        statement: &PreparedStatement,
-        sku: &str,
-    ) -> Result<Option<Product>, StoreError> {
-        let rows = self
-            .run(statement, (sku,))
-            .await?
-            .into_rows_result()
-            .map_err(corrupt)?;
-        rows.maybe_first_row::<ProductRow>()
-            .map_err(corrupt)?
-            .map(product_from_row)
-            .transpose()
-    }
-
-    /// The products among `skus`, in that order, read concurrently.
-    async fn read_products(
-        &self,
-        statements: &Statements,
-        skus: Vec<String>,
-    ) -> Result<Vec<Product>, StoreError> {
-        // Owned SKUs: closures over borrowed ones trip the compiler's higher-ranked `Send`
-        // inference ("implementation of `FnOnce` is not general enough").
-        let found: Vec<Option<Product>> = futures::stream::iter(skus)
-            .map(|sku| async move { self.read_product(&statements.get_product, &sku).await })
-            .buffered(READ_FAN_OUT)
-            .try_collect()
-            .await?;
-        Ok(found.into_iter().flatten().collect())
-    }
-
-    /// After `sku` moved out of `old_category`: drops the old index row, then re-reads the
-    /// product linearizably and re-writes the row for wherever it is now. A concurrent move
-    /// back therefore cannot end up unlisted; a stale row left behind is skipped on listing.
-    async fn reindex_after_move(
-        &self,
-        statements: &Statements,
-        old_category: &str,
-        sku: &str,
-    ) -> Result<(), StoreError> {
-        self.run(&statements.index_delete, (old_category, sku)).await?;
-        if let Some(current) = self.read_product(&statements.get_product_serial, sku).await? {
-            self.run(&statements.index_insert, (&current.category, sku))
-                .await?;
-        }
-        Ok(())
-    }
-}
-
-impl ProductStore for ScyllaStore {
-    async fn upsert_product(
-        &self,
-        product: Product,
-        expected_version: Option<u64>,
-    ) -> Result<Product, StoreError> {
-        validate_product(&product)?;
-        let statements = self.statements().await?;
-        let previous = self.read_product(&statements.get_product, &product.sku).await?;
-        // The index row goes first: a crash after the product write must not hide it. If
-        // the write is refused, the row is stale and skipped on listing.
-        self.run(&statements.index_insert, (&product.category, &product.sku))
-            .await?;
-        let now = now_ms();
-        let stored = match expected_version {
-            None => {
-                let stored = Product {
-                    version: previous.as_ref().map_or(0, |p| p.version) + 1,
-                    created_at_ms: previous.as_ref().map_or(now, |p| p.created_at_ms),
-                    updated_at_ms: now,
-                    ..product
-                };
-                self.run(&statements.insert_product, product_values(&stored)?)
-                    .await?;
-                stored
-            }
-            Some(0) => {
-                let stored = Product {
-                    version: 1,
-                    created_at_ms: now,
-                    updated_at_ms: now,
-                    ..product
-                };
-                let result = self
-                    .run(&statements.insert_product_if_absent, product_values(&stored)?)
-                    .await?;
-                let (applied, actual) = lwt_outcome(result)?;
-                if !applied {
-                    let actual = actual.map_or(Ok(0), StoreError::version_from_i64)?;
-                    return Err(StoreError::VersionConflict { expected: 0, actual });
-                }
-                stored
-            }
-            Some(expected) => {
-                let version = expected
-                    .checked_add(1)
-                    .ok_or_else(|| StoreError::InvalidArgument(format!("version {expected} cannot grow")))?;
-                let result = self
-                    .run(
-                        &statements.update_product_if_version,
-                        (
-                            &product.title,
-                            &product.description,
-                            product.price_minor,
-                            &product.currency,
-                            &product.category,
-                            &product.brand,
-                            &product.attributes,
-                            product.active,
-                            StoreError::version_to_i64(version)?,
-                            now,
-                            &product.sku,
-                            StoreError::version_to_i64(expected)?,
-                        ),
-                    )
-                    .await?;
-                match lwt_outcome(result)? {
-                    (true, _) => {}
-                    (false, None) => {
-                        return Err(StoreError::NotFound(format!(
-                            "product {:?} (expected version {expected})",
-                            product.sku
-                        )));
-                    }
-                    (false, Some(actual)) => {
-                        let actual = StoreError::version_from_i64(actual)?;
-                        return Err(StoreError::VersionConflict { expected, actual });
-                    }
-                }
-                let created_at_ms = match &previous {
-                    Some(previous) => previous.created_at_ms,
-                    // The first read missed a product the LWT found: read it properly.
-                    None => self
-                        .read_product(&statements.get_product_serial, &product.sku)
-                        .await?
-                        .map_or(now, |p| p.created_at_ms),
-                };
-                Product {
-                    version,
-                    created_at_ms,
-                    updated_at_ms: now,
-                    ..product
-                }
-            }
-        };
-        if let Some(previous) = previous
-            && previous.category != stored.category
-        {
-            self.reindex_after_move(statements, &previous.category, &stored.sku)
-                .await?;
-        }
-        Ok(stored)
-    }
-
-    async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
-        let statements = self.statements().await?;
-        self.read_product(&statements.get_product, sku).await
-    }
-
-    async fn get_products(&self, skus: &[String]) -> Result<Vec<Product>, StoreError> {
-        let skus = distinct_skus(skus)?.into_iter().map(String::from).collect();
-        let statements = self.statements().await?;
-        self.read_products(statements, skus).await
-    }
-
-    async fn list_products_by_category(
-        &self,
-        category: &str,
-        cursor: Option<&str>,
-        limit: u32,
-    ) -> Result<ProductPage, StoreError> {
-        let request = PageRequest::new(category, cursor, limit)?;
-        let statements = self.statements().await?;
-        let fetch = i32::try_from(request.fetch()).unwrap_or(i32::MAX);
-        let mut after = request.after_sku.clone();
-        let mut found = Vec::with_capacity(request.fetch());
-        // Index rows of products that moved to another category are skipped, so one index
-        // page may yield fewer products than asked: read on until the page is full.
-        loop {
-            let rows = self
-                .run(&statements.index_page, (category, &after, fetch))
-                .await?
-                .into_rows_result()
-                .map_err(corrupt)?;
-            let skus = rows
-                .rows::<(String,)>()
-                .map_err(corrupt)?
-                .map(|row| row.map(|(sku,)| sku))
-                .collect::<Result<Vec<String>, _>>()
-                .map_err(corrupt)?;
-            let exhausted = skus.len() < request.fetch();
-            let Some(last) = skus.last() else { break };
-            after.clone_from(last);
-            let products = self.read_products(statements, skus).await?;
-            found.extend(products.into_iter().filter(|p| p.category == category));
-            if found.len() >= request.fetch() || exhausted {
-                break;
-            }
-        }
-        found.truncate(request.fetch());
-        Ok(request.page(category, found))
-    }
-}
-
-impl CartStore for ScyllaStore {
-    async fn save_cart(&self, cart: StoredCart) -> Result<(), StoreError> {
-        let version = validate_cart(&cart)?;
-        let statements = self.statements().await?;
-        let lines: Vec<LineTuple> = cart
-            .lines
-            .into_iter()
-            .map(|line| {
-                (
-                    line.sku,
-                    line.quantity,
-                    line.unit_price_minor,
-                    line.currency,
-                    line.added_at_ms,
-                )
-            })
-            .collect();
-        self.run(
-            &statements.save_cart,
-            (&cart.owner, lines, version, cart.updated_at_ms, version),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn load_cart(&self, owner: &str) -> Result<Option<StoredCart>, StoreError> {
-        validate_owner(owner)?;
-        let statements = self.statements().await?;
-        let rows = self
-            .run(&statements.load_cart, (owner,))
-            .await?
-            .into_rows_result()
-            .map_err(corrupt)?;
-        let Some((lines, version, updated_at_ms)) = rows
-            .maybe_first_row::<(Option<Vec<LineTuple>>, i64, i64)>()
-            .map_err(corrupt)?
-        else {
-            return Ok(None);
-        };
-        Ok(Some(StoredCart {
-            owner: owner.to_string(),
-            lines: lines
-                .unwrap_or_default()
-                .into_iter()
-                .map(
-                    |(sku, quantity, unit_price_minor, currency, added_at_ms)| StoredCartLine {
-                        sku,
-                        quantity,
-                        unit_price_minor,
-                        currency,
-                        added_at_ms,
-                    },
-                )
-                .collect(),
-            version: StoreError::version_from_i64(version)?,
-            updated_at_ms,
-        }))
-    }
-
-    async fn delete_cart(&self, owner: &str) -> Result<(), StoreError> {
-        let Some(stored) = self.load_cart(owner).await? else {
-            return Ok(());
-        };
-        let statements = self.statements().await?;
-        // A tombstone at the stored version: it shadows that version and older ones, and a
-        // save that raced ahead with a newer version survives it.
-        self.run(
-            &statements.delete_cart,
-            (StoreError::version_to_i64(stored.version)?, owner),
-        )
-        .await?;
-        Ok(())
-    }
-}
-
-/// The bound values of `insert_product*` for `product`, in `PRODUCT_COLUMNS` order.
-fn product_values(product: &Product) -> Result<ProductValues<'_>, StoreError> {
-    Ok((
-        &product.sku,
-        &product.title,
-        &product.description,
-        product.price_minor,
-        &product.currency,
-        &product.category,
-        &product.brand,
-        &product.attributes,
-        product.active,
-        StoreError::version_to_i64(product.version)?,
-        product.created_at_ms,
-        product.updated_at_ms,
-    ))
-}
-
-fn product_from_row(row: ProductRow) -> Result<Product, StoreError> {
-    let (
-        sku,
-        title,
-        description,
-        price_minor,
-        currency,
-        category,
-        brand,
-        attributes,
-        active,
-        version,
-        created_at_ms,
-        updated_at_ms,
-    ) = row;
-    Ok(Product {
-        sku,
-        title,
-        description,
-        price_minor,
-        currency,
-        category,
-        brand,
-        attributes: attributes.unwrap_or_default(),
-        active,
-        version: StoreError::version_from_i64(version)?,
-        created_at_ms,
-        updated_at_ms,
-    })
 }
 
 /// Whether an LWT applied, and the stored `version` it reported when it did not (`None`

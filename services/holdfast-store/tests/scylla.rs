@@ -1,26 +1,22 @@
-//! The conformance suite against ScyllaDB, when `SCYLLA_NODES` names contact points
-//! (`host:port,...`). Keyspace: `SCYLLA_KEYSPACE`, default `holdfast_conformance`; the
-//! schema is applied first, and every check writes under fresh keys, so reruns on one
-//! keyspace are fine. ScyllaDB cannot run on the project's machines: without
-//! `SCYLLA_NODES` this test only says it did not run.
+//! The conformance suite against the ScyllaDB backend over CQL: on the contact points in
+//! `SCYLLA_NODES` (`host:port,...`, e.g. a ScyllaDB cluster) when set, else on an Apache
+//! Cassandra 5 node the testkit starts (same CQL and native protocol, LWTs, `USING TTL`,
+//! `USING TIMESTAMP`; ScyllaDB itself has no package here). Keyspace: `SCYLLA_KEYSPACE`,
+//! default `holdfast_conformance`; the schema is applied first, and every check writes
+//! under fresh keys, so reruns on one keyspace are fine.
 
 use holdfast_store::conformance;
 use holdfast_store::{ScyllaStore, Store};
+use holdfast_testkit::CqlNodes;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scylla_conformance() {
-    let Some(nodes) = std::env::var("SCYLLA_NODES")
-        .ok()
-        .filter(|n| !n.trim().is_empty())
-    else {
-        println!("SCYLLA_NODES unset: ScyllaDB conformance not run");
-        return;
-    };
-    let nodes: Vec<String> = nodes.split(',').map(|n| n.trim().to_string()).collect();
+    // On the test's own thread: the node is tied to the thread that started it.
+    let nodes = CqlNodes::from_env_or_start().expect("a CQL node (make deps installs Apache Cassandra)");
     let keyspace = std::env::var("SCYLLA_KEYSPACE").unwrap_or_else(|_| "holdfast_conformance".into());
-    let store = ScyllaStore::connect(&nodes, &keyspace)
+    let store = ScyllaStore::connect(&nodes.contact_points(), &keyspace)
         .await
-        .expect("connect to scylla");
+        .expect("connect to the CQL node");
     store.migrate().await.expect("apply schema");
     store.migrate().await.expect("schema applies twice");
     conformance::run_all(&Store::from(store)).await;

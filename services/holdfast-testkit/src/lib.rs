@@ -2,17 +2,27 @@
 //!
 //! Every guard starts the real thing on free loopback ports and stops it when dropped:
 //! [`RedisServer`] (one `redis-server`), [`RedisCluster`] (three primaries joined by
-//! `redis-cli --cluster create`), [`KafkaBroker`] (a `tansu` Kafka-protocol broker with
-//! in-memory storage) and [`SpawnedServer`] (a holdfast [`GrpcServer`] on `127.0.0.1:0`).
+//! `redis-cli --cluster create`), [`KafkaBroker`] (Apache Kafka in KRaft mode),
+//! [`CassandraNode`] (Apache Cassandra 5, the CQL database behind the ScyllaDB backend's
+//! tests; see [`CqlNodes`]) and [`SpawnedServer`] (a holdfast [`GrpcServer`] on
+//! `127.0.0.1:0`). The JVM engines run from the jars `make deps` fetched from Maven Central
+//! into `~/.cache/holdfast` (outside the clone).
 
-use std::net::{SocketAddr, TcpStream};
+mod cassandra;
+mod jvm;
+mod kafka;
+
+pub use cassandra::{CassandraNode, CqlNodes};
+pub use jvm::{CASSANDRA_VERSION, KAFKA_VERSION};
+pub use kafka::KafkaBroker;
+
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use holdfast_platform::events::{BusConfig, DEFAULT_PARTITIONS, ensure_topics};
-use holdfast_platform::process::{RedisProcess, die_with_parent, free_port};
+use holdfast_platform::process::RedisProcess;
 use holdfast_platform::{GrpcServer, RedisUrl};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -186,95 +196,6 @@ impl RedisCluster {
     /// Ports of the three primaries.
     pub fn ports(&self) -> Vec<u16> {
         self.nodes.iter().map(RedisProcess::port).collect()
-    }
-}
-
-/// A real Kafka-protocol broker: `tansu broker` with in-memory storage on a free loopback
-/// port, one per test (nothing is shared, so tests run in parallel). Killed when dropped, and
-/// by the kernel if the test process dies first.
-///
-/// tansu does not auto-create topics: use [`KafkaBroker::create_topics`] (the bus's consumers
-/// and `KafkaBus` also create the topics they use).
-#[derive(Debug)]
-pub struct KafkaBroker {
-    child: Child,
-    port: u16,
-}
-
-impl KafkaBroker {
-    /// Starts `tansu broker` on `127.0.0.1:<free port>` and waits until it accepts connections.
-    pub fn start() -> anyhow::Result<Self> {
-        let port = free_port()?;
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut command = Command::new("tansu");
-        command
-            .arg("broker")
-            .args(["--cluster-id", &format!("holdfast-test-{port}")])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            // Its own log level, whatever the test's RUST_LOG; and no span export.
-            .env("RUST_LOG", "warn")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        die_with_parent(&mut command);
-        let child = command
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start tansu ({e}); run `make deps` to install it"))?;
-        let mut broker = Self { child, port };
-        broker.wait_ready(Duration::from_secs(20))?;
-        Ok(broker)
-    }
-
-    fn wait_ready(&mut self, limit: Duration) -> anyhow::Result<()> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::bail!("tansu on port {} exited at start: {status}", self.port);
-            }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            anyhow::ensure!(
-                Instant::now() < deadline,
-                "tansu on port {} did not accept connections within {limit:?}",
-                self.port
-            );
-            // Polling an external process's listener; there is nothing to wait on.
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// `127.0.0.1:<port>`, for `bootstrap.servers` / `--kafka-brokers`.
-    pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// The port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// A bus configuration pointing at this broker.
-    pub fn bus(&self) -> BusConfig {
-        BusConfig::Kafka {
-            brokers: self.bootstrap(),
-        }
-    }
-
-    /// Creates `topics` (those missing) with the bus's default partition count.
-    pub async fn create_topics(&self, topics: &[&str]) -> anyhow::Result<()> {
-        ensure_topics(&self.bootstrap(), topics, DEFAULT_PARTITIONS).await?;
-        Ok(())
-    }
-}
-
-impl Drop for KafkaBroker {
-    fn drop(&mut self) {
-        // In-memory storage: nothing to flush, so no need for a graceful stop.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -1,4 +1,4 @@
-//! Event pipeline benchmark on a real Kafka-protocol broker (tansu, started here).
+//! Event pipeline benchmark on a real Apache Kafka broker (KRaft, started here with the full JIT).
 //!
 //! 1. **Throughput**: events written to a SQLite outbox (100 per transaction, as fast as
 //!    they go), published by the outbox relay to the broker, and consumed by a consumer
@@ -15,7 +15,7 @@
 //!     [--events 20000] [--rate 200] [--seconds 10] [--json PATH]
 //! ```
 //!
-//! Needs `tansu` on the PATH (`make deps`).
+//! Needs the Kafka jars `make deps` fetches from Maven Central (and java).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -382,12 +382,12 @@ fn ms(micros: u64) -> f64 {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = args()?;
-    let broker = KafkaBroker::start()?;
+    let broker = KafkaBroker::start_full_jit()?;
     let dir = TempDir::new("bench-events")?;
 
     let (per_second, elapsed) = throughput(&broker, &dir, args.events).await?;
     println!(
-        "pipeline: {} events outbox -> tansu -> consumer in {:.2} s = {per_second:.0} events/s",
+        "pipeline: {} events outbox -> kafka -> consumer in {:.2} s = {per_second:.0} events/s",
         args.events,
         elapsed.as_secs_f64()
     );

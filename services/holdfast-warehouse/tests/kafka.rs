@@ -1,4 +1,4 @@
-//! The warehouse on a real Kafka-protocol broker (tansu, one per test): bad events go to the
+//! The warehouse on a real Apache Kafka broker (KRaft, one per test): bad events go to the
 //! dead-letter topic while the pipeline keeps flowing, and a relay or a consumer killed at
 //! the worst moment loses no event and applies none twice.
 
@@ -105,7 +105,6 @@ async fn read_raw(brokers: &str, topic: &str, count: usize) -> Vec<OwnedMessage>
         .set("group.id", format!("raw-{topic}-{}", event_id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
-        .set("fetch.wait.max.ms", "20")
         .create()
         .expect("raw consumer");
     consumer.subscribe(&[topic]).expect("subscribe");

@@ -2,7 +2,9 @@
 //! step was persisted; a fresh process on the same data (SQLite files, the same
 //! redis-server) must end every saga consistent: charged ⇔ order exists ⇔ stock
 //! committed, and no hold left behind. Half the cases are finished by the recovery worker
-//! alone, the other half by the client retrying its key.
+//! alone, the other half by the client retrying its key. Every case runs twice: on SQLite
+//! (the default of `holdfast dev`) and, in module `scylla`, on the ScyllaDB backend
+//! (`--store scylla://`) against an Apache Cassandra 5 node of its own.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -20,7 +22,7 @@ use holdfast_proto::orders::v1::{
 };
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use holdfast_proto::payments::v1::{LedgerEntryKind, ListLedgerEntriesRequest};
-use holdfast_testkit::{RedisServer, TempDir};
+use holdfast_testkit::{CassandraNode, RedisServer, TempDir};
 use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
@@ -28,13 +30,58 @@ const SKU: &str = "crash-mug";
 const UNITS: i64 = 2;
 const STOCK: i64 = 10;
 
+/// The durable store of a case.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    /// SQLite files in the data dir.
+    Sqlite,
+    /// `scylla://` on a Cassandra node started for the case, schema applied by `holdfast migrate`.
+    Scylla,
+}
+
+/// The store a case's processes share: nothing to hold for SQLite, a node for ScyllaDB.
+struct Store {
+    url: Option<String>,
+    _node: Option<CassandraNode>,
+}
+
+impl Store {
+    /// Starts what `backend` needs (on the test's own thread: the node is tied to it).
+    fn start(backend: Backend) -> Store {
+        match backend {
+            Backend::Sqlite => Store {
+                url: None,
+                _node: None,
+            },
+            Backend::Scylla => {
+                let node = CassandraNode::start().expect("cassandra (make deps installs it)");
+                let url = format!("scylla://{}", node.contact_point());
+                let output = Command::new(BIN)
+                    .args(["migrate", "--store", &url])
+                    .env("RUST_LOG", "error")
+                    .output()
+                    .expect("holdfast migrate");
+                assert!(
+                    output.status.success(),
+                    "holdfast migrate: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                Store {
+                    url: Some(url),
+                    _node: Some(node),
+                }
+            }
+        }
+    }
+}
+
 struct Dev {
     child: Child,
     channel: Channel,
 }
 
 impl Dev {
-    async fn start(data: &TempDir, redis: &RedisServer, crash_after: Option<&str>) -> Dev {
+    async fn start(data: &TempDir, redis: &RedisServer, store: &Store, crash_after: Option<&str>) -> Dev {
         let mut command = Command::new(BIN);
         command
             .args([
@@ -56,6 +103,10 @@ impl Dev {
         if let Some(step) = crash_after {
             command.env("HOLDFAST_FAULT_CRASH_AFTER", step);
         }
+        match &store.url {
+            Some(url) => command.env("HOLDFAST_STORE", url),
+            None => command.env_remove("HOLDFAST_STORE"),
+        };
         let mut child = command.spawn().expect("spawn holdfast dev");
         let stdout = child.stdout.take().expect("stdout");
         let line = tokio::task::spawn_blocking(move || {
@@ -153,10 +204,11 @@ fn request(payment_method: &str) -> CheckoutRequest {
 }
 
 /// Crashes the first process after `step`, restarts, and checks the invariants.
-async fn crash_after(step: &str, payment_method: &str, client_retries: bool) {
+async fn crash_after(backend: Backend, step: &str, payment_method: &str, client_retries: bool) {
+    let store = Store::start(backend);
     let redis = RedisServer::start().expect("redis-server");
     let data = TempDir::new("crash").expect("dir");
-    let first = Dev::start(&data, &redis, Some(step)).await;
+    let first = Dev::start(&data, &redis, &store, Some(step)).await;
     CatalogServiceClient::new(first.channel.clone())
         .upsert_product(UpsertProductRequest {
             product: Some(Product {
@@ -186,7 +238,7 @@ async fn crash_after(step: &str, payment_method: &str, client_retries: bool) {
     assert!(crashed.is_err(), "the process died mid-checkout: {crashed:?}");
     first.wait_for_crash().await;
 
-    let second = Dev::start(&data, &redis, None).await;
+    let second = Dev::start(&data, &redis, &store, None).await;
     let answer: CheckoutResponse = if client_retries {
         second
             .orders()
@@ -277,10 +329,11 @@ async fn crash_after(step: &str, payment_method: &str, client_retries: bool) {
 
 /// Crashes the process right after `step` of a cancellation; after a restart the recovery
 /// worker finishes it: one refund, the stock back once, the order CANCELLED.
-async fn crash_in_cancel(step: &str) {
+async fn crash_in_cancel(backend: Backend, step: &str) {
+    let store = Store::start(backend);
     let redis = RedisServer::start().expect("redis-server");
     let data = TempDir::new("crash-cancel").expect("dir");
-    let first = Dev::start(&data, &redis, Some(&format!("cancel:{step}"))).await;
+    let first = Dev::start(&data, &redis, &store, Some(&format!("cancel:{step}"))).await;
     CatalogServiceClient::new(first.channel.clone())
         .upsert_product(UpsertProductRequest {
             product: Some(Product {
@@ -321,7 +374,7 @@ async fn crash_in_cancel(step: &str) {
     assert!(crashed.is_err(), "the process died mid-cancel: {crashed:?}");
     first.wait_for_crash().await;
 
-    let second = Dev::start(&data, &redis, None).await;
+    let second = Dev::start(&data, &redis, &store, None).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let order = second
@@ -367,23 +420,47 @@ async fn crash_in_cancel(step: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_crash_after_mark() {
-    crash_in_cancel("mark").await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_crash_after_money() {
-    crash_in_cancel("money").await;
-}
-
 macro_rules! crash_cases {
-    ($($name:ident: $step:literal, $method:literal, $retry:literal;)*) => {$(
+    ($($name:ident: $step:literal, $method:literal, $retry:literal;)*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                crash_after(Backend::Sqlite, $step, $method, $retry).await;
+            }
+        )*
+
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $name() {
-            crash_after($step, $method, $retry).await;
+        async fn cancel_crash_after_mark() {
+            crash_in_cancel(Backend::Sqlite, "mark").await;
         }
-    )*};
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn cancel_crash_after_money() {
+            crash_in_cancel(Backend::Sqlite, "money").await;
+        }
+
+        /// The same cases on the ScyllaDB backend (an Apache Cassandra 5 node per case).
+        mod scylla {
+            use super::*;
+
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    crash_after(Backend::Scylla, $step, $method, $retry).await;
+                }
+            )*
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cancel_crash_after_mark() {
+                crash_in_cancel(Backend::Scylla, "mark").await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cancel_crash_after_money() {
+                crash_in_cancel(Backend::Scylla, "money").await;
+            }
+        }
+    };
 }
 
 crash_cases! {

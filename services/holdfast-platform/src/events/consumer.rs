@@ -84,8 +84,8 @@ impl ConsumerHandle {
 
 /// Starts a consumer in consumer group `group` on `topics`, handing each event to `handler`.
 ///
-/// On Kafka it first creates the topics and their `<topic>.dlq` if they are missing (brokers
-/// such as tansu do not auto-create), then joins the group; a group with no committed offset
+/// On Kafka it first creates the topics and their `<topic>.dlq` if they are missing (production
+/// brokers do not auto-create), then joins the group; a group with no committed offset
 /// starts at the earliest retained event. In-process it subscribes before returning, so every
 /// event published after this returns is seen.
 pub async fn spawn_consumer<H: EventHandler>(

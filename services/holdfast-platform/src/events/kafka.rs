@@ -20,8 +20,10 @@ use tokio::sync::watch;
 use super::handler::{EventHandler, Outcome, RETRY_INITIAL, RETRY_MAX, deliver, stopped, wait_or_stop};
 use super::{BusError, CONSUMED, DEAD_LETTERED, Event, EventBus, PUBLISHED, dlq_topic, headers};
 
-/// Partitions of a topic this code creates (tansu creates none by itself). Order holds per
-/// key, so more partitions only add parallelism across keys.
+/// Partitions of a topic this code creates. Topics are created by the code that uses them,
+/// not by a broker's auto-creation (production brokers disable it, and its partition count
+/// is the broker's, not ours). Order holds per key, so more partitions only add parallelism
+/// across keys.
 pub const DEFAULT_PARTITIONS: i32 = 3;
 
 /// A publish that the broker has not acknowledged by then fails, and the outbox retries it.
@@ -40,13 +42,7 @@ fn producer_config(brokers: &str) -> ClientConfig {
         .set("acks", "all")
         .set("message.timeout.ms", MESSAGE_TIMEOUT.as_millis().to_string())
         // The Java client's key hash: a key lands on the same partition whoever produces it.
-        .set("partitioner", "murmur2_random")
-        // One record per record batch. tansu 0.6 answers a fetch only with batches whose base
-        // offset is at or after the fetch offset, so a consumer resuming from a committed
-        // offset inside a multi-record batch would never see the rest of that batch. With
-        // one record per batch every committed offset is a batch start. Costs throughput on
-        // a real Kafka cluster, where it is not needed.
-        .set("batch.num.messages", "1");
+        .set("partitioner", "murmur2_random");
     config
 }
 
@@ -298,9 +294,6 @@ pub(super) async fn start_consumer(
         // A new group starts at the oldest retained event, not at "now": nothing published
         // before the first consumer joined is skipped.
         .set("auto.offset.reset", "earliest")
-        // tansu 0.6 holds an empty fetch for the full wait even when records arrive meanwhile,
-        // so this bounds the delivery lag of an idle consumer (500 ms by default).
-        .set("fetch.wait.max.ms", "20")
         .create()
         .map_err(|e| BusError::Config(format!("kafka consumer: {e}")))?;
     consumer

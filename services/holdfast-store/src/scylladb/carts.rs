@@ -1,0 +1,128 @@
+//! Carts on ScyllaDB: one row per owner, written `USING TIMESTAMP <version>`, so the cell
+//! timestamps are the cart versions and ScyllaDB's own last-write-wins keeps the newest
+//! cart whatever order saves and deletes arrive in. No LWT.
+
+use scylla::client::session::Session;
+use scylla::statement::prepared::PreparedStatement;
+
+use super::{ScyllaStore, corrupt, prepare_statement};
+use crate::StoreError;
+use crate::carts::{CartStore, StoredCart, StoredCartLine, validate_cart, validate_owner};
+
+/// A cart line as the `carts.lines` tuple holds it.
+type LineTuple = (String, i64, i64, String, i64);
+
+/// The cart statements, prepared.
+pub(super) struct CartStatements {
+    load_cart: PreparedStatement,
+    save_cart: PreparedStatement,
+    delete_cart: PreparedStatement,
+}
+
+impl CartStatements {
+    pub(super) async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
+        let prepare = |cql: String, idempotent: bool| prepare_statement(session, cql, idempotent);
+        Ok(Self {
+            load_cart: prepare(
+                format!("SELECT lines, version, updated_at_ms FROM {ks}.carts WHERE owner = ?"),
+                true,
+            )
+            .await?,
+            // The write timestamp is the version, so replays and reorderings are harmless.
+            save_cart: prepare(
+                format!(
+                    "INSERT INTO {ks}.carts (owner, lines, version, updated_at_ms) VALUES (?, ?, ?, ?) \
+                     USING TIMESTAMP ?"
+                ),
+                true,
+            )
+            .await?,
+            delete_cart: prepare(
+                format!("DELETE FROM {ks}.carts USING TIMESTAMP ? WHERE owner = ?"),
+                true,
+            )
+            .await?,
+        })
+    }
+}
+
+impl ScyllaStore {
+    async fn cart_statements(&self) -> Result<&CartStatements, StoreError> {
+        Ok(&self.statements().await?.carts)
+    }
+}
+
+impl CartStore for ScyllaStore {
+    async fn save_cart(&self, cart: StoredCart) -> Result<(), StoreError> {
+        let version = validate_cart(&cart)?;
+        let statements = self.cart_statements().await?;
+        let lines: Vec<LineTuple> = cart
+            .lines
+            .into_iter()
+            .map(|line| {
+                (
+                    line.sku,
+                    line.quantity,
+                    line.unit_price_minor,
+                    line.currency,
+                    line.added_at_ms,
+                )
+            })
+            .collect();
+        self.run(
+            &statements.save_cart,
+            (&cart.owner, lines, version, cart.updated_at_ms, version),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn load_cart(&self, owner: &str) -> Result<Option<StoredCart>, StoreError> {
+        validate_owner(owner)?;
+        let statements = self.cart_statements().await?;
+        let rows = self
+            .run(&statements.load_cart, (owner,))
+            .await?
+            .into_rows_result()
+            .map_err(corrupt)?;
+        let Some((lines, version, updated_at_ms)) = rows
+            .maybe_first_row::<(Option<Vec<LineTuple>>, i64, i64)>()
+            .map_err(corrupt)?
+        else {
+            return Ok(None);
+        };
+        Ok(Some(StoredCart {
+            owner: owner.to_string(),
+            lines: lines
+                .unwrap_or_default()
+                .into_iter()
+                .map(
+                    |(sku, quantity, unit_price_minor, currency, added_at_ms)| StoredCartLine {
+                        sku,
+                        quantity,
+                        unit_price_minor,
+                        currency,
+                        added_at_ms,
+                    },
+                )
+                .collect(),
+            version: StoreError::version_from_i64(version)?,
+            updated_at_ms,
+        }))
+    }
+
+    async fn delete_cart(&self, owner: &str) -> Result<(), StoreError> {
+        let Some(stored) = self.load_cart(owner).await? else {
+            return Ok(());
+        };
+        let statements = self.cart_statements().await?;
+        // A tombstone at the stored version: it shadows that version and older ones, and a
+        // save that raced ahead with a newer version survives it.
+        self.run(
+            &statements.delete_cart,
+            (StoreError::version_to_i64(stored.version)?, owner),
+        )
+        .await?;
+        Ok(())
+    }
+}
