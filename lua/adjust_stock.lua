@@ -1,15 +1,16 @@
 -- adjust_stock.lua: add (or remove, with a negative delta) units of one bucket, idempotent by
--- adjustment id for 7 days.
+-- adjustment id (for good, or for a retention the caller sets).
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
 -- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
 -- KEYS[3] held    inv:{B}:held    hash rid -> units held
 -- KEYS[4] events  inv:{B}:events  outbox stream
 -- KEYS[5] adj     inv:{B}:adj     zset adjustment id -> time applied (ms)
--- ARGV[1] adjustment_id  client-made id; a repeat within 7 days changes nothing
+-- ARGV[1] adjustment_id  client-made id; a repeat (within the retention) changes nothing
 -- ARGV[2] delta          signed units, integer, not 0
 -- ARGV[3] sku            copied into the outbox entry only
 -- ARGV[4] bucket_index   copied into the outbox entry only, integer >= 0
+-- ARGV[5] retention_ms   how long ids are remembered, integer >= 0; 0 = for good (no trim)
 --
 -- Reply: {1, on_hand, reserved, sold}  applied
 --        {2, on_hand, reserved, sold}  id seen before: nothing changed, current levels
@@ -70,11 +71,9 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
 end
 -- ---- end of shared helpers ----
 
-local ADJ_RETENTION_MS = 7 * 24 * 3600 * 1000
-
 local inv, holds, held, events, adj = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, sku, bucket = ARGV[1], ARGV[3], ARGV[4]
-local delta = tonumber(ARGV[2])
+local delta, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[5])
 if id == nil or id == '' then return redis.error_reply('ERR adjust_stock: adjustment_id is empty') end
 if not is_int(delta) or delta == 0 then
   return redis.error_reply('ERR adjust_stock: delta must be a non-zero integer')
@@ -83,11 +82,16 @@ if sku == nil or sku == '' then return redis.error_reply('ERR adjust_stock: sku 
 if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
   return redis.error_reply('ERR adjust_stock: bucket_index must be an integer >= 0')
 end
+if not is_int(retention_ms) or retention_ms < 0 then
+  return redis.error_reply('ERR adjust_stock: retention_ms must be an integer >= 0')
+end
 
 local now = now_ms()
 purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
--- Trimming here keeps the idempotency window bounded without a separate janitor.
-redis.call('ZREMRANGEBYSCORE', adj, '-inf', '(' .. int(now - ADJ_RETENTION_MS))
+-- A retention (if any) is enforced here, so the window stays bounded without a janitor.
+if retention_ms > 0 then
+  redis.call('ZREMRANGEBYSCORE', adj, '-inf', '(' .. int(now - retention_ms))
+end
 
 local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
 local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])

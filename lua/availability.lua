@@ -7,7 +7,8 @@
 -- (no ARGV)
 --
 -- Reply: {on_hand, reserved_live, sold, buckets, buckets_max}
---   reserved_live = reserved minus the units of holds that have lapsed but are not purged yet;
+--   reserved_live = reserved minus the units of holds that have lapsed but are not purged yet
+--   (at most 1000 of them per call: the rest still count until purged);
 --   buckets is 1 when not stored (plain SKU, or any bucket other than 0); buckets_max is the
 --   widest layout the SKU ever had (sum over that many buckets). An unknown SKU answers
 --   {0, 0, 0, 1, 1}.
@@ -45,8 +46,11 @@ local on_hand, reserved, sold, buckets = num(lv[1]), num(lv[2]), num(lv[3]), num
 if buckets < 1 then buckets = 1 end
 local buckets_max = math.max(num(lv[5]), buckets)
 
--- Instead of purging (a write), subtract what the purge would give back.
-local due = redis.call('ZRANGEBYSCORE', holds, '-inf', int(now))
+-- Instead of purging (a write), subtract what the purge would give back: for at most
+-- LAPSED_LIMIT holds, so a read after a wave of abandoned holds stays O(limit). Lapsed holds past
+-- the limit still count as reserved (a conservative answer) until a purge or the sweeper.
+local LAPSED_LIMIT = 1000
+local due = redis.call('ZRANGEBYSCORE', holds, '-inf', int(now), 'LIMIT', 0, LAPSED_LIMIT)
 local lapsed = 0
 -- HMGET in slices: unpack() of a huge list would overflow the Lua C stack.
 local SLICE = 500

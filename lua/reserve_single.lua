@@ -20,6 +20,7 @@
 -- ARGV[7] lines          the record's lines, JSON [["sku",qty,0]]
 -- ARGV[8] retention_ms   how long the answer outlives the hold (24 h), integer >= 1
 -- ARGV[9] tag            the bucket's tag in the expiry index
+-- ARGV[10] rejected_retention_ms  how long a refusal's record is kept (minutes), integer >= 1
 --
 -- Reply: {"reserved", expires_at}            held now
 --        {"rejected", 0, shortages}          not enough stock; shortages JSON [["sku",req,avail]]
@@ -84,11 +85,15 @@ end
 local record, inv, holds, held, events, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local rid, sku, bucket, fp, lines, tag = ARGV[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9]
 local qty, ttl_ms, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[8])
+local rejected_retention_ms = tonumber(ARGV[10])
 if rid == nil or rid == '' then return redis.error_reply('ERR reserve_single: rid is empty') end
 if not is_int(qty) or qty < 1 then return redis.error_reply('ERR reserve_single: qty must be an integer >= 1') end
 if not is_int(ttl_ms) or ttl_ms < 1 then return redis.error_reply('ERR reserve_single: ttl_ms must be an integer >= 1') end
 if not is_int(retention_ms) or retention_ms < 1 then
   return redis.error_reply('ERR reserve_single: retention_ms must be an integer >= 1')
+end
+if not is_int(rejected_retention_ms) or rejected_retention_ms < 1 then
+  return redis.error_reply('ERR reserve_single: rejected_retention_ms must be an integer >= 1')
 end
 if sku == nil or sku == '' or fp == nil or fp == '' or tag == nil or tag == '' then
   return redis.error_reply('ERR reserve_single: sku, fingerprint and tag are required')
@@ -111,7 +116,8 @@ local available = on_hand - reserved
 if available < qty then
   local shortages = cjson.encode({{sku, qty, math.max(available, 0)}})
   redis.call('HSET', record, 'state', 'rejected', 'fp', fp, 'lines', lines, 'shortages', shortages)
-  redis.call('PEXPIRE', record, int(retention_ms))
+  -- A refusal holds nothing: keep it only as long as a client's retries need the same answer.
+  redis.call('PEXPIRE', record, int(rejected_retention_ms))
   return {'rejected', 0, shortages}
 end
 

@@ -188,22 +188,28 @@ expect "set_stock buckets 0 means 1" "1 5 2 3 1" "$(ev set_stock $K , 5 0 A 0) $
 
 # ---------------------------------------------------------------- adjust_stock
 KA="$K inv:{A}:adj"
-expect "adjust a1 +5" "1 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0)"
+expect "adjust a1 +5" "1 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0 0)"
 expect_re "adjusted event" "^type adjusted sku A bucket 0 ref a1 qty 5 on_hand 10 reserved 2 sold 3 at [0-9]{13}$" \
   "$(last_event 'inv:{A}:events')"
 len=$(rc xlen 'inv:{A}:events')
-expect "adjust a1 again is idempotent" "2 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0)"
-expect "adjust a2 -9 below reserved refused" "0 10 2" "$(ev adjust_stock $KA , a2 -9 A 0)"
+expect "adjust a1 again is idempotent" "2 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0 0)"
+expect "adjust a2 -9 below reserved refused" "0 10 2" "$(ev adjust_stock $KA , a2 -9 A 0 0)"
 expect "refused adjust left no trace" "0 10 $len" \
   "$(rc zscore 'inv:{A}:adj' a2 | wc -w) $(rc hget 'inv:{A}' on_hand) $(rc xlen 'inv:{A}:events')"
-expect "adjust a2 retried later with room" "1 2 2 3" "$(ev adjust_stock $KA , a3 -8 A 0)"
-expect "adjust delta 0 is an error" "ERR adjust_stock: delta must be a non-zero integer" "$(ev adjust_stock $KA , a4 0 A 0)"
+expect "adjust a2 retried later with room" "1 2 2 3" "$(ev adjust_stock $KA , a3 -8 A 0 0)"
+expect "adjust delta 0 is an error" "ERR adjust_stock: delta must be a non-zero integer" "$(ev adjust_stock $KA , a4 0 A 0 0)"
 old=$(( $(now_ms) - 8 * 24 * 3600 * 1000 ))
 recent=$(( $(now_ms) - 6 * 24 * 3600 * 1000 ))
 rc zadd 'inv:{A}:adj' "$old" ancient "$recent" recent >/dev/null
-ev adjust_stock $KA , a5 1 A 0 >/dev/null
-expect "adj trims ids older than 7 days only" "0 1" \
+ev adjust_stock $KA , a5 1 A 0 0 >/dev/null
+expect "adj ids are kept for good by default (retention 0)" "1 1" \
   "$(rc zscore 'inv:{A}:adj' ancient | wc -w) $(rc zscore 'inv:{A}:adj' recent | wc -w)"
+expect "a repeat of an 8-day-old id changes nothing" "2 3 2 3" "$(ev adjust_stock $KA , ancient 5 A 0 0)"
+ev adjust_stock $KA , a6 1 A 0 $(( 7 * 24 * 3600 * 1000 )) >/dev/null
+expect "a configured retention trims older ids only" "0 1" \
+  "$(rc zscore 'inv:{A}:adj' ancient | wc -w) $(rc zscore 'inv:{A}:adj' recent | wc -w)"
+expect "adjust with a bad retention is an error" "ERR adjust_stock: retention_ms must be an integer >= 0" \
+  "$(ev adjust_stock $KA , a7 1 A 0 -1)"
 
 # ---------------------------------------------------------------- sweep
 KS=$(kk S)

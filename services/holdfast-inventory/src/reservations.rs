@@ -22,6 +22,10 @@ use crate::stock::Stock;
 /// How long an expiring reservation record is kept after its hold TTL, so retries within a
 /// day still get the first answer.
 pub const RECORD_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// How long a refused reservation's record is kept: long enough that a client's retries of the
+/// same call (deadlines, backoff) get the same refusal, short enough that anonymous refused
+/// calls cannot park keys in Redis for a day. A retry after it is a fresh attempt.
+pub const REJECTED_RETENTION: Duration = Duration::from_secs(10 * 60);
 /// How long a claimer owns a pending record before another caller may take over.
 pub const CLAIM_LEASE: Duration = Duration::from_secs(5);
 /// Hold lifetime while a commit is under way: long enough that a crashed committer's holds
@@ -175,7 +179,7 @@ impl Stock {
                 ttl_ms,
                 &fp,
                 &encode(&single),
-                ms(RECORD_RETENTION),
+                (ms(RECORD_RETENTION), ms(REJECTED_RETENTION)),
             )
             .await?;
             match outcome {
@@ -302,7 +306,7 @@ impl Stock {
                 from: "pending",
                 to: "rejected",
                 shortages: &encode(&shortages),
-                retention_ms: ms(RECORD_RETENTION),
+                retention_ms: ms(REJECTED_RETENTION),
                 ..Default::default()
             },
         )

@@ -39,12 +39,42 @@ async fn run(
     args: Vec<Value>,
 ) -> Result<Vec<Value>, InventoryError> {
     let started = Instant::now();
-    let reply: Value = script.run(client, keys, args).await?;
+    let subject = keys.first().cloned().unwrap_or_default();
+    let reply: Value = script
+        .run(client, keys, args)
+        .await
+        .map_err(|error| classify(script, &subject, error))?;
     metrics::observe_script(script.name, started.elapsed());
     match reply {
         Value::Array(values) => Ok(values),
         other => Err(protocol(script, format!("expected an array, got {other:?}"))),
     }
+}
+
+/// The error reply a script gives when a bucket's outbox is full (see `outbox_full` in the
+/// shared Lua helpers).
+const OUTBOX_FULL: &str = "OUTBOX_FULL";
+
+/// Sorts a failed script call: a full outbox asks for back-pressure, an `ERR` reply is the
+/// script refusing its arguments or failing in Lua (deterministic: never worth a retry), and
+/// anything else (connection, timeout, failover, `BUSY`, `OOM`...) is Redis being unavailable.
+fn classify(script: &LuaScript, subject: &str, error: fred::error::Error) -> InventoryError {
+    let reply = error.details();
+    if reply.starts_with(OUTBOX_FULL) {
+        return InventoryError::Backpressure(subject.to_string());
+    }
+    let deterministic = matches!(
+        error.kind(),
+        fred::error::ErrorKind::Unknown | fred::error::ErrorKind::InvalidArgument
+    ) && reply.starts_with("ERR ")
+        && !reply.starts_with("ERR max number of clients");
+    if deterministic {
+        return InventoryError::Script {
+            script: script.name,
+            detail: reply.to_string(),
+        };
+    }
+    InventoryError::Redis(error)
 }
 
 fn protocol(script: &LuaScript, detail: impl Into<String>) -> InventoryError {
@@ -148,6 +178,7 @@ pub enum SingleReserve {
 }
 
 /// `reserve_single.lua`: a one-line, one-bucket Reserve in one step (all keys on one server).
+/// `retention_ms` is (kept after the hold's TTL when reserved, kept when rejected).
 #[allow(clippy::too_many_arguments)]
 pub async fn reserve_single(
     client: &Client,
@@ -158,7 +189,7 @@ pub async fn reserve_single(
     ttl_ms: i64,
     fingerprint: &str,
     lines: &str,
-    retention_ms: i64,
+    retention_ms: (i64, i64),
 ) -> Result<SingleReserve, InventoryError> {
     let key_list = vec![
         record_key,
@@ -176,8 +207,9 @@ pub async fn reserve_single(
         s(keys.index),
         s(fingerprint),
         s(lines),
-        s(retention_ms),
+        s(retention_ms.0),
         s(&keys.tag),
+        s(retention_ms.1),
     ];
     let reply = run(&RESERVE_SINGLE, client, key_list, args).await?;
     let first = string_at(&RESERVE_SINGLE, &reply, 0)?;
@@ -287,16 +319,24 @@ pub enum Adjustment {
     },
 }
 
-/// `adjust_stock.lua`: add `delta` units, once per `adjustment_id`.
+/// `adjust_stock.lua`: add `delta` units, once per `adjustment_id` (remembered for
+/// `retention_ms`, or for good when 0).
 pub async fn adjust_stock(
     client: &Client,
     keys: &BucketKeys,
     adjustment_id: &str,
     delta: i64,
+    retention_ms: i64,
 ) -> Result<Adjustment, InventoryError> {
     let mut key_list = bucket_keys4(keys);
     key_list.push(keys.adjustments());
-    let args = vec![s(adjustment_id), s(delta), s(&keys.sku), s(keys.index)];
+    let args = vec![
+        s(adjustment_id),
+        s(delta),
+        s(&keys.sku),
+        s(keys.index),
+        s(retention_ms),
+    ];
     let reply = run(&ADJUST_STOCK, client, key_list, args).await?;
     let levels = |reply: &[Value]| -> Result<Levels, InventoryError> {
         Ok(Levels {
@@ -314,6 +354,10 @@ pub async fn adjust_stock(
         }),
     }
 }
+
+/// Lapsed, unpurged holds one `availability.lua` call subtracts at most (the rest still count as
+/// held until a purge or the sweeper frees them: a conservative read, never an oversell).
+pub const AVAILABILITY_LAPSED_LIMIT: i64 = 1000;
 
 /// One bucket's levels as `availability.lua` reads them (expired holds excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -517,5 +561,11 @@ mod tests {
             assert!(source.contains("KEYS[1]"), "{} names its KEYS", script.name);
             assert!(source.contains("Reply"), "{} documents its reply", script.name);
         }
+    }
+
+    #[test]
+    fn availability_limit_matches_the_script() {
+        let source = include_str!("../../../lua/availability.lua");
+        assert!(source.contains(&format!("local LAPSED_LIMIT = {AVAILABILITY_LAPSED_LIMIT}\n")));
     }
 }

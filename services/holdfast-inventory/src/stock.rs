@@ -35,22 +35,59 @@ pub struct SkuLevel {
     pub buckets: u32,
 }
 
+/// Tunables of the engine; the defaults suit production.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockSettings {
+    /// How long an applied adjustment id is remembered. `None` (the default): for good, so a
+    /// redelivered or replayed reconciliation event (a consumer-group reset re-reads the whole
+    /// topic) can never apply twice; one small zset member per warehouse change. A retention,
+    /// if set, must be at least the broker's retention of `holdfast.reconciliation.v1`.
+    pub adjustment_retention: Option<Duration>,
+    /// How long a Reserve claimer owns its pending record without renewing it. The claimer
+    /// renews it every third of this while it works, so only a dead (or stalled for longer
+    /// than this) claimer is taken over.
+    pub claim_lease: Duration,
+}
+
+impl Default for StockSettings {
+    fn default() -> Self {
+        Self {
+            adjustment_retention: None,
+            claim_lease: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The inventory engine: typed scripts over a Redis pool, plus the outbox relay's inbox.
 #[derive(Clone)]
 pub struct Stock {
     redis: Pool,
     relay: mpsc::UnboundedSender<BucketKeys>,
     layouts: Arc<Mutex<HashMap<String, (Layout, Instant)>>>,
+    settings: Arc<StockSettings>,
 }
 
 impl Stock {
-    /// An engine over `redis`; touched buckets are announced on `relay`.
+    /// An engine over `redis` with default settings; touched buckets are announced on `relay`.
     pub fn new(redis: Pool, relay: mpsc::UnboundedSender<BucketKeys>) -> Self {
         Self {
             redis,
             relay,
             layouts: Arc::default(),
+            settings: Arc::default(),
         }
+    }
+
+    /// The same engine with `settings`.
+    #[must_use]
+    pub fn with_settings(mut self, settings: StockSettings) -> Self {
+        self.settings = Arc::new(settings);
+        self
+    }
+
+    /// The engine's settings.
+    pub fn settings(&self) -> &StockSettings {
+        &self.settings
     }
 
     /// The next client of the pool.
@@ -199,7 +236,11 @@ impl Stock {
                 self.gather(sku, 0, short, &available).await?;
             }
         }
-        match scripts::adjust_stock(client, &keys, adjustment_id, delta).await? {
+        let retention_ms = self
+            .settings
+            .adjustment_retention
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1));
+        match scripts::adjust_stock(client, &keys, adjustment_id, delta, retention_ms).await? {
             Adjustment::Applied(_) => {
                 self.touched([keys]);
                 if delta > 0 {
