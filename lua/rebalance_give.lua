@@ -38,6 +38,20 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
 -- ---- end of shared helpers ----
 
 local XIN_RETENTION_MS = 24 * 3600 * 1000
@@ -64,7 +78,6 @@ local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
 local on_hand, reserved, sold = num(lv[1]) + units, num(lv[2]), num(lv[3])
 redis.call('HSET', inv, 'on_hand', int(on_hand))
 redis.call('ZADD', xin, int(now), id)
-redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-  'type', 'transfer_in', 'sku', sku, 'bucket', bucket, 'ref', id, 'qty', int(units),
-  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+emit(inv, events, {'type', 'transfer_in', 'sku', sku, 'bucket', bucket, 'ref', id, 'qty', int(units),
+  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
 return {1}

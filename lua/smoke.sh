@@ -72,9 +72,12 @@ for f in availability rebalance_give reservation_claim reservation_transition; d
   [[ "$(helpers $f | without_purge)" == "$ref_bare" ]] || fail "$f.lua: shared helpers differ from reserve.lua"
 done
 pass "shared helper block identical in all 12 scripts"
+# The outbox is never trimmed (an unpublished event is never dropped) and every entry carries
+# the bucket's sequence number: the only XADD is the one inside the shared emit().
+expect "no script trims a stream" "0" "$(cat "$LUA"/*.lua | grep -c "MAXLEN" || true)"
 xadds=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD'")
-capped=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD', events, 'MAXLEN', '~', 100000, '\*',")
-expect "every XADD is MAXLEN ~ 100000" "$xadds" "$capped"
+emits=$(cat "$LUA"/*.lua | grep -c "^  redis.call('XADD', events, '\*', unpack(fields))$")
+expect "every XADD is the one in emit()" "$xadds" "$emits"
 for f in reserve commit release extend set_stock adjust_stock availability sweep rebalance_take \
          rebalance_give reservation_claim reservation_transition; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
@@ -90,7 +93,7 @@ rc flushall >/dev/null
 K=$(kk A)
 expect "set_stock A=10" "1 10 0 0" "$(ev set_stock $K , 10 1 A 0)"
 expect "set_stock stores buckets on bucket 0" "1" "$(rc hget 'inv:{A}' buckets)"
-expect_re "stock_set event" "^type stock_set sku A bucket 0 ref  qty 10 on_hand 10 reserved 0 sold 0 at [0-9]{13}$" \
+expect_re "stock_set event" "^type stock_set sku A bucket 0 ref  qty 10 on_hand 10 reserved 0 sold 0 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 expect "bad qty is an error" "ERR reserve: qty must be an integer >= 1" "$(ev reserve $K , r1 0 60000 A 0)"
 expect "bad qty wrote nothing" "0" "$(rc exists 'inv:{A}:held')"
@@ -103,7 +106,7 @@ exp1=$(cut -d' ' -f2 <<<"$out")
 pass "reserve r1 expiry = Redis now + ttl"
 expect "held r1" "3" "$(rc hget 'inv:{A}:held' r1)"
 expect "holds r1" "$exp1" "$(rc zscore 'inv:{A}:holds' r1)"
-expect_re "reserved event" "^type reserved sku A bucket 0 ref r1 qty 3 on_hand 10 reserved 3 sold 0 at [0-9]{13} expires_at $exp1$" \
+expect_re "reserved event" "^type reserved sku A bucket 0 ref r1 qty 3 on_hand 10 reserved 3 sold 0 at [0-9]{13} expires_at $exp1 seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 len=$(rc xlen 'inv:{A}:events')
 expect "reserve r1 again is idempotent" "1 $exp1 10 3" "$(ev reserve $K , r1 3 60000 A 0)"
@@ -133,12 +136,12 @@ expect_re "expired event fields" "type expired sku A bucket 0 ref r3 qty 4 on_ha
 
 # ---------------------------------------------------------------- commit / release
 expect "commit r1" "1 3 7 7 3" "$(ev commit $K , r1 A 0)"
-expect_re "committed event" "^type committed sku A bucket 0 ref r1 qty 3 on_hand 7 reserved 7 sold 3 at [0-9]{13}$" \
+expect_re "committed event" "^type committed sku A bucket 0 ref r1 qty 3 on_hand 7 reserved 7 sold 3 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 expect "commit r1 twice" "0" "$(ev commit $K , r1 A 0)"
 expect "commit unknown rid" "0" "$(ev commit $K , zz A 0)"
 expect "release r4" "1 7" "$(ev release $K , r4 A 0)"
-expect_re "released event" "^type released sku A bucket 0 ref r4 qty 7 on_hand 7 reserved 0 sold 3 at [0-9]{13}$" \
+expect_re "released event" "^type released sku A bucket 0 ref r4 qty 7 on_hand 7 reserved 0 sold 3 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 expect "release r4 twice" "0" "$(ev release $K , r4 A 0)"
 expect_re "retry of the expired rid r3 holds anew" "^1 [0-9]{13} 7 1$" "$(ev reserve $K , r3 1 60000 A 0)"
@@ -180,7 +183,7 @@ expect "extend unknown rid" "0" "$(ev extend $K , nope 60000 A 0)"
 expect "set_stock below reserved refused" "0 2" "$(ev set_stock $K , 1 1 A 0)"
 expect "refused set_stock changed nothing" "7 2 3" "$(rc hmget 'inv:{A}' on_hand reserved sold)"
 expect "set_stock A=5" "1 5 2 3" "$(ev set_stock $K , 5 1 A 0)"
-expect_re "stock_set qty is the signed change" "^type stock_set sku A bucket 0 ref  qty -2 on_hand 5 reserved 2 sold 3 at [0-9]{13}$" \
+expect_re "stock_set qty is the signed change" "^type stock_set sku A bucket 0 ref  qty -2 on_hand 5 reserved 2 sold 3 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 expect "set_stock on bucket 1 ignores buckets" "1 4 0 0" "$(ev set_stock $(kk A~1) , 4 junk A 1)"
 expect "bucket 1 has no buckets field" "0" "$(rc hexists 'inv:{A~1}' buckets)"
@@ -189,7 +192,7 @@ expect "set_stock buckets 0 means 1" "1 5 2 3 1" "$(ev set_stock $K , 5 0 A 0) $
 # ---------------------------------------------------------------- adjust_stock
 KA="$K inv:{A}:adj"
 expect "adjust a1 +5" "1 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0 0)"
-expect_re "adjusted event" "^type adjusted sku A bucket 0 ref a1 qty 5 on_hand 10 reserved 2 sold 3 at [0-9]{13}$" \
+expect_re "adjusted event" "^type adjusted sku A bucket 0 ref a1 qty 5 on_hand 10 reserved 2 sold 3 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 len=$(rc xlen 'inv:{A}:events')
 expect "adjust a1 again is idempotent" "2 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0 0)"
@@ -210,6 +213,22 @@ expect "a configured retention trims older ids only" "0 1" \
   "$(rc zscore 'inv:{A}:adj' ancient | wc -w) $(rc zscore 'inv:{A}:adj' recent | wc -w)"
 expect "adjust with a bad retention is an error" "ERR adjust_stock: retention_ms must be an integer >= 0" \
   "$(ev adjust_stock $KA , a7 1 A 0 -1)"
+
+# ---------------------------------------------------------------- outbox ids and back-pressure
+seq=$(rc hget 'inv:{A}' seq)
+ids=$(redis-cli -p "$PORT" xrange 'inv:{A}:events' - + | grep -E '^[0-9]+-[0-9]+$' | tr '\n' ' ')
+expect "outbox_ack deletes the emptied stream" "0" "$(ev outbox_ack inv:{A}:events , $ids | cut -d' ' -f2)"
+ev adjust_stock $KA , a8 1 A 0 0 >/dev/null
+expect_re "the sequence outlives the stream" "seq $((seq + 1))$" "$(last_event 'inv:{A}:events')"
+KF=$(kk F)
+ev set_stock $KF , 10 1 F 0 >/dev/null
+rc eval "for i = 1, 100000 do redis.call('XADD', KEYS[1], '*', 'type', 'filler') end return 1" 1 'inv:{F}:events' >/dev/null
+expect_re "a full outbox refuses a new hold" "^OUTBOX_FULL reserve" "$(ev reserve $KF , f1 1 60000 F 0)"
+expect_re "a full outbox refuses set_stock and adjust_stock" "^OUTBOX_FULL set_stock.* OUTBOX_FULL adjust_stock" \
+  "$(ev set_stock $KF , 11 1 F 0) $(ev adjust_stock $KF inv:{F}:adj , f2 1 F 0 0)"
+expect "a full outbox moves nothing out" "0" "$(ev rebalance_take $KF inv:{F}:xfer , tf 1 1 F 0)"
+expect "nothing was trimmed" "100001 10" "$(rc xlen 'inv:{F}:events') $(rc hget 'inv:{F}' on_hand)"
+rc del 'inv:{F}:events' >/dev/null
 
 # ---------------------------------------------------------------- sweep
 KS=$(kk S)
@@ -237,12 +256,12 @@ ev set_stock $(kk H) , 10 2 H 0 >/dev/null
 ev reserve $(kk H) , h1 4 60000 H 0 >/dev/null
 expect "take t1 moves min(units, available)" "6" "$(ev rebalance_take $KH , t1 8 1 H 0)"
 expect "take recorded the transfer" "1:6 4" "$(rc hget 'inv:{H}:xfer' t1) $(rc hget 'inv:{H}' on_hand)"
-expect_re "transfer_out event" "^type transfer_out sku H bucket 0 ref t1 qty -6 on_hand 4 reserved 4 sold 0 at [0-9]{13}$" \
+expect_re "transfer_out event" "^type transfer_out sku H bucket 0 ref t1 qty -6 on_hand 4 reserved 4 sold 0 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{H}:events')"
 expect "take t1 again answers the recorded units" "6" "$(ev rebalance_take $KH , t1 8 1 H 0)"
 expect "take t1 again moved nothing" "4 1" "$(rc hget 'inv:{H}' on_hand) $(events_of 'inv:{H}:events' transfer_out)"
 expect "give t1" "1" "$(ev rebalance_give $KH1 , t1 6 H 1)"
-expect_re "transfer_in event" "^type transfer_in sku H bucket 1 ref t1 qty 6 on_hand 6 reserved 0 sold 0 at [0-9]{13}$" \
+expect_re "transfer_in event" "^type transfer_in sku H bucket 1 ref t1 qty 6 on_hand 6 reserved 0 sold 0 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{H~1}:events')"
 expect "give t1 again" "0" "$(ev rebalance_give $KH1 , t1 6 H 1)"
 expect "give t1 again added nothing" "6 1" "$(rc hget 'inv:{H~1}' on_hand) $(rc xlen 'inv:{H~1}:events')"

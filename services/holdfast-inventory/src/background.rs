@@ -72,10 +72,29 @@ pub async fn run_relay(
             },
         }
         for bucket in due {
-            if let Err(error) = drain(&stock, bus.as_ref(), &region, &bucket).await {
-                tracing::warn!(%error, sku = %bucket.sku, "outbox drain failed; retried on next rescan");
+            match drain(&stock, bus.as_ref(), &region, &bucket).await {
+                Ok(()) => metrics::set_outbox_backlog(0),
+                Err(error) => {
+                    tracing::warn!(%error, sku = %bucket.sku, "outbox drain failed; retried on next rescan");
+                    report_backlog(&stock, &bucket).await;
+                }
             }
         }
+    }
+}
+
+/// After a failed drain: how much waits unpublished in `bucket`, as a gauge, and an error log
+/// once half the limit is reached (at the limit new work on the bucket is refused).
+async fn report_backlog(stock: &Stock, bucket: &BucketKeys) {
+    let Ok(waiting) = stock.client().xlen::<i64, _>(bucket.events()).await else {
+        return;
+    };
+    metrics::set_outbox_backlog(waiting);
+    if waiting >= scripts::OUTBOX_LIMIT / 2 {
+        tracing::error!(
+            sku = %bucket.sku, bucket = bucket.index, waiting, limit = scripts::OUTBOX_LIMIT,
+            "inventory outbox backlog growing while the bus is unreachable; new work on this bucket is refused at the limit"
+        );
     }
 }
 
@@ -158,8 +177,9 @@ fn parse_entries(value: Value) -> Vec<(String, HashMap<String, String>)> {
         .collect()
 }
 
-/// Turns one outbox entry into a bus event. The id is `<tag>/<stream id>`: the same entry
-/// published twice (a crash between publish and ack) carries the same id, so consumers dedupe.
+/// Turns one outbox entry into a bus event. The id is `<tag>/<seq>`, the bucket's sequence
+/// number the script stored in the entry: the same entry published twice (a crash between
+/// publish and ack) carries the same id, so consumers dedupe, and no two entries ever share one.
 pub fn to_event(bucket: &BucketKeys, id: &str, f: &HashMap<String, String>, region: &str) -> Option<Event> {
     let int = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let text = |k: &str| f.get(k).cloned().unwrap_or_default();
@@ -244,7 +264,12 @@ pub fn to_event(bucket: &BucketKeys, id: &str, f: &HashMap<String, String>, regi
             return None;
         }
     };
-    let event_id = format!("{}/{id}", bucket.tag);
+    // The bucket's sequence number outlives its stream (deleted once empty), so ids never
+    // repeat; entries written before `seq` existed keep their stream id.
+    let event_id = match f.get("seq") {
+        Some(seq) => format!("{}/{seq}", bucket.tag),
+        None => format!("{}/{id}", bucket.tag),
+    };
     let payload = InventoryEvent {
         event_id: event_id.clone(),
         event: Some(event),
@@ -432,12 +457,13 @@ mod tests {
             ("sold", "0"),
             ("expires_at", "99"),
             ("at", "42"),
+            ("seq", "7"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let event = to_event(&bucket, "1-0", &fields, "eu").expect("known type");
-        assert_eq!(event.id, "SKU-1~2/1-0");
+        assert_eq!(event.id, "SKU-1~2/7", "the bucket's sequence, not the stream id");
         assert_eq!(event.key, "SKU-1");
         assert_eq!(event.event_type, "inventory.reserved");
         let decoded = InventoryEvent::decode(event.payload.as_slice()).expect("decodes");

@@ -51,6 +51,10 @@ async fn run(
     }
 }
 
+/// Unpublished entries a bucket's outbox may hold before new work on that bucket is refused
+/// (`OUTBOX_LIMIT` in the shared Lua helpers).
+pub const OUTBOX_LIMIT: i64 = 100_000;
+
 /// The error reply a script gives when a bucket's outbox is full (see `outbox_full` in the
 /// shared Lua helpers).
 const OUTBOX_FULL: &str = "OUTBOX_FULL";
