@@ -5,7 +5,7 @@
 -- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
 -- KEYS[3] held    inv:{B}:held    hash rid -> units held
 -- KEYS[4] events  inv:{B}:events  outbox stream
--- KEYS[5] xfer    inv:{B}:xfer    hash transfer id -> "to_bucket:units", pending transfers
+-- KEYS[5] xfer    inv:{B}:xfer    hash transfer id -> "to_bucket:units:taken_at_ms", pending
 -- ARGV[1] transfer_id   rebalancer-made id; a repeat while pending moves nothing more
 -- ARGV[2] units         wanted units, integer >= 1
 -- ARGV[3] to_bucket     receiving bucket index, integer >= 0
@@ -14,7 +14,8 @@
 --
 -- Reply: {moved}  units taken now, min(units, available); 0 takes and records nothing (no
 --                 give, no HDEL needed). If the id is already pending in xfer: {recorded
---                 units} again and nothing changes.
+--                 units} again and nothing changes. While SetStock fences the bucket
+--                 (`fence_until` in the bucket hash is in the future) nothing is taken: {0}.
 -- A full outbox (OUTBOX_LIMIT unpublished entries) moves nothing: {0}.
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
@@ -110,11 +111,15 @@ purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
 
 local recorded = redis.call('HGET', xfer, id)
 if recorded then
-  return {num(string.match(recorded, ':(%-?%d+)$'))}
+  return {num(string.match(recorded, '^%-?%d+:(%-?%d+)'))}
 end
 
-local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'fence_until')
 local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+-- SetStock plans absolute levels for every bucket: no unit may leave one meanwhile.
+if num(lv[4]) > now then
+  return {0}
+end
 local moved = math.min(units, math.max(on_hand - reserved, 0))
 if moved <= 0 then
   return {0}
@@ -122,7 +127,8 @@ end
 
 on_hand = on_hand - moved
 redis.call('HSET', inv, 'on_hand', int(on_hand))
-redis.call('HSET', xfer, id, int(to_bucket) .. ':' .. int(moved))
+-- The take time bounds how long the give may still be re-driven (rebalance_give's window).
+redis.call('HSET', xfer, id, int(to_bucket) .. ':' .. int(moved) .. ':' .. int(now))
 -- qty is the signed change of this bucket's on_hand.
 emit(inv, events, {'type', 'transfer_out', 'sku', sku, 'bucket', bucket, 'ref', id, 'qty', int(-moved),
   'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})

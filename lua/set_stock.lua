@@ -10,9 +10,12 @@
 --                       bucket_index = 0, ignored (may be anything) otherwise
 -- ARGV[3] sku           copied into the outbox entry only
 -- ARGV[4] bucket_index  integer >= 0; 0 is the bucket that owns `buckets`
+-- ARGV[5] fence         the token stock_fence.lua raised on this bucket, or "" for none
 --
 -- Reply: {1, on_hand, reserved, sold}  set
 --        {0, reserved}                 refused: on_hand < reserved (live holds); nothing set
+--        {-1}                          refused: the fence is no longer this caller's or has
+--                                      lapsed (a transfer may have moved units); nothing set
 -- Refusing a bucket-count change while other buckets hold units is the caller's job: those
 -- buckets live in other slots this script cannot see.
 -- Error reply `OUTBOX_FULL ...` (nothing changed) while OUTBOX_LIMIT unpublished entries wait.
@@ -86,7 +89,7 @@ end
 
 local inv, holds, held, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sku, bucket = ARGV[3], ARGV[4]
-local new_on_hand, bucket_index = tonumber(ARGV[1]), tonumber(bucket)
+local new_on_hand, bucket_index, fence = tonumber(ARGV[1]), tonumber(bucket), ARGV[5] or ''
 if not is_int(new_on_hand) or new_on_hand < 0 then
   return redis.error_reply('ERR set_stock: on_hand must be an integer >= 0')
 end
@@ -108,6 +111,12 @@ if outbox_full(events) then
   return redis.error_reply('OUTBOX_FULL set_stock: the outbox of this bucket is full; retry once the bus takes it')
 end
 local now = now_ms()
+if fence ~= '' then
+  local f = redis.call('HMGET', inv, 'fence', 'fence_until')
+  if f[1] ~= fence or num(f[2]) <= now then
+    return {-1}
+  end
+end
 -- Purge first: only live holds may block lowering the stock.
 purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
 

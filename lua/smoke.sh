@@ -68,10 +68,10 @@ ref_bare="$(helpers reserve | without_purge)"
 for f in reserve commit release extend set_stock adjust_stock sweep rebalance_take; do
   [[ "$(helpers $f)" == "$ref_full" ]] || fail "$f.lua: shared helpers/purge differ from reserve.lua"
 done
-for f in availability rebalance_give reservation_claim reservation_transition; do
+for f in availability rebalance_give reservation_claim reservation_transition stock_fence; do
   [[ "$(helpers $f | without_purge)" == "$ref_bare" ]] || fail "$f.lua: shared helpers differ from reserve.lua"
 done
-pass "shared helper block identical in all 12 scripts"
+pass "shared helper block identical in all 13 scripts"
 # The outbox is never trimmed (an unpublished event is never dropped) and every entry carries
 # the bucket's sequence number: the only XADD is the one inside the shared emit().
 expect "no script trims a stream" "0" "$(cat "$LUA"/*.lua | grep -c "MAXLEN" || true)"
@@ -79,11 +79,11 @@ xadds=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD'")
 emits=$(cat "$LUA"/*.lua | grep -c "^  redis.call('XADD', events, '\*', unpack(fields))$")
 expect "every XADD is the one in emit()" "$xadds" "$emits"
 for f in reserve commit release extend set_stock adjust_stock availability sweep rebalance_take \
-         rebalance_give reservation_claim reservation_transition; do
+         rebalance_give reservation_claim reservation_transition stock_fence; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
   grep -q "redis.call('TIME')" "$LUA/$f.lua" || fail "$f.lua does not read Redis TIME"
 done
-pass "all 12 scripts present and read TIME"
+pass "all 13 scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
@@ -255,23 +255,41 @@ KH1="inv:{H~1} inv:{H~1}:events inv:{H~1}:xin"
 ev set_stock $(kk H) , 10 2 H 0 >/dev/null
 ev reserve $(kk H) , h1 4 60000 H 0 >/dev/null
 expect "take t1 moves min(units, available)" "6" "$(ev rebalance_take $KH , t1 8 1 H 0)"
-expect "take recorded the transfer" "1:6 4" "$(rc hget 'inv:{H}:xfer' t1) $(rc hget 'inv:{H}' on_hand)"
+expect_re "take recorded the transfer with its time" "^1:6:[0-9]{13} 4$" "$(rc hget 'inv:{H}:xfer' t1) $(rc hget 'inv:{H}' on_hand)"
 expect_re "transfer_out event" "^type transfer_out sku H bucket 0 ref t1 qty -6 on_hand 4 reserved 4 sold 0 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{H}:events')"
 expect "take t1 again answers the recorded units" "6" "$(ev rebalance_take $KH , t1 8 1 H 0)"
 expect "take t1 again moved nothing" "4 1" "$(rc hget 'inv:{H}' on_hand) $(events_of 'inv:{H}:events' transfer_out)"
-expect "give t1" "1" "$(ev rebalance_give $KH1 , t1 6 H 1)"
+taken=$(rc hget 'inv:{H}:xfer' t1 | cut -d: -f3)
+expect "give t1" "1" "$(ev rebalance_give $KH1 , t1 6 H 1 $taken)"
 expect_re "transfer_in event" "^type transfer_in sku H bucket 1 ref t1 qty 6 on_hand 6 reserved 0 sold 0 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{H~1}:events')"
-expect "give t1 again" "0" "$(ev rebalance_give $KH1 , t1 6 H 1)"
+expect "give t1 again" "0" "$(ev rebalance_give $KH1 , t1 6 H 1 $taken)"
 expect "give t1 again added nothing" "6 1" "$(rc hget 'inv:{H~1}' on_hand) $(rc xlen 'inv:{H~1}:events')"
 rc hdel 'inv:{H}:xfer' t1 >/dev/null
 expect "take with nothing available" "0" "$(ev rebalance_take $KH , t2 5 1 H 0)"
 expect "empty take records nothing" "0 1" "$(rc hexists 'inv:{H}:xfer' t2) $(events_of 'inv:{H}:events' transfer_out)"
-rc zadd 'inv:{H~1}:xin' $(( $(now_ms) - 2 * 24 * 3600 * 1000 )) stale >/dev/null
-ev rebalance_give $KH1 , t3 1 H 1 >/dev/null
-expect "xin trims ids older than 1 day" "0 1" \
-  "$(rc zscore 'inv:{H~1}:xin' stale | wc -w) $(rc zscore 'inv:{H~1}:xin' t1 | wc -w)"
+rc zadd 'inv:{H~1}:xin' $(( $(now_ms) - 2 * 24 * 3600 * 1000 )) recent $(( $(now_ms) - 8 * 24 * 3600 * 1000 )) stale >/dev/null
+ev rebalance_give $KH1 , t3 1 H 1 0 >/dev/null
+expect "xin keeps ids for 7 days" "0 1 1" \
+  "$(rc zscore 'inv:{H~1}:xin' stale | wc -w) $(rc zscore 'inv:{H~1}:xin' recent | wc -w) $(rc zscore 'inv:{H~1}:xin' t1 | wc -w)"
+expect "a give older than the xin window is refused" "-1 7" \
+  "$(ev rebalance_give $KH1 , t4 5 H 1 $(( $(now_ms) - 8 * 24 * 3600 * 1000 ))) $(rc hget 'inv:{H~1}' on_hand)"
+
+# ---------------------------------------------------------------- SetStock's fence
+expect "raise a fence" "1" "$(ev stock_fence inv:{H} , raise tokA 60000)"
+expect "a fenced bucket gives nothing away" "0 0" "$(ev rebalance_take $KH , t5 1 1 H 0) $(rc hexists 'inv:{H}:xfer' t5)"
+expect "set_stock needs the caller's own fence" "-1" "$(ev set_stock $(kk H) , 4 2 H 0 tokB)"
+expect "set_stock under the caller's fence" "1 4 4 0" "$(ev set_stock $(kk H) , 4 2 H 0 tokA)"
+expect "another caller cannot lower it" "0 tokA" "$(ev stock_fence inv:{H} , lower tokB 0) $(rc hget 'inv:{H}' fence)"
+expect "the owner lowers it" "1 0" "$(ev stock_fence inv:{H} , lower tokA 0) $(rc hexists 'inv:{H}' fence)"
+ev stock_fence inv:{H} , raise tokC 50 >/dev/null
+sleep 0.2
+expect "a lapsed fence refuses set_stock" "-1" "$(ev set_stock $(kk H) , 4 2 H 0 tokC)"
+expect "set_stock without a fence (a single-bucket tool)" "1 10 4 0" "$(ev set_stock $(kk H) , 10 2 H 0 '')"
+expect "a lapsed fence lets transfers go and lowers as lost" "1 0" \
+  "$(ev rebalance_take $KH , t6 1 1 H 0) $(ev stock_fence inv:{H} , lower tokC 0)"
+expect "bad fence action is an error" "ERR stock_fence: action must be raise or lower" "$(ev stock_fence inv:{H} , up tokA 1)"
 
 # ---------------------------------------------------------------- reservation records
 R='res:{o1}'

@@ -372,9 +372,17 @@ pub async fn rebalance_once(stock: &Stock) -> Result<i64, InventoryError> {
     let mut moved = 0;
     for sku in hot {
         let layout = stock.layout(&sku).await?;
-        stock.redrive_transfers(&sku, layout.buckets_max).await?;
+        stock.redrive_transfers(&sku, layout.buckets_max, false).await?;
         let levels = stock.bucket_levels(&sku).await?;
         let n = layout.buckets as usize;
+        // Free units beyond the layout (moved there on a layout cached before a shrink) are
+        // counted by readers but out of Reserve's reach: bring them home to bucket 0.
+        for (i, bucket) in levels.iter().enumerate().skip(n) {
+            let stray = bucket.levels.available();
+            if stray > 0 {
+                moved += stock.transfer(&sku, i as u32, 0, stray).await?;
+            }
+        }
         let mut available: Vec<i64> = levels.iter().take(n).map(|b| b.levels.available()).collect();
         let total: i64 = available.iter().sum();
         if total == 0 {
@@ -393,6 +401,36 @@ pub async fn rebalance_once(stock: &Stock) -> Result<i64, InventoryError> {
         }
     }
     Ok(moved)
+}
+
+/// Re-drives every pending transfer in Redis, found by scanning for `inv:{B}:xfer` keys (a key
+/// exists only while a transfer out of its bucket is pending): also the SKUs no longer in
+/// `inv:hot`, whose transfers the hot-SKU pass would miss. Returns the transfers finished.
+pub async fn redrive_everywhere(stock: &Stock) -> Result<usize, InventoryError> {
+    let client = stock.client();
+    let mut keys = if client.is_clustered() {
+        client
+            .scan_cluster_buffered(keys::TRANSFERS_PATTERN, Some(1000), None)
+            .boxed()
+    } else {
+        client
+            .scan_buffered(keys::TRANSFERS_PATTERN, Some(1000), None)
+            .boxed()
+    };
+    let mut skus = HashSet::new();
+    while let Some(key) = keys.next().await {
+        if let Some(name) = key?.as_str() {
+            skus.insert(BucketKeys::from_tag(keys::hash_tag(name)).sku);
+        }
+    }
+    let mut redriven = 0;
+    for sku in skus {
+        let layout = stock.layout(&sku).await?;
+        redriven += stock
+            .redrive_transfers(&sku, layout.buckets_max.max(keys::MAX_BUCKETS), false)
+            .await?;
+    }
+    Ok(redriven)
 }
 
 /// For each dry bucket (nothing available), a move of half the richest bucket's surplus:
@@ -418,12 +456,24 @@ pub fn plan_rebalance(available: &[i64]) -> Vec<(u32, (u32, i64))> {
     plan
 }
 
-/// Runs the rebalancer every `every` until the task is aborted.
+/// Rebalancer passes between two scans for pending transfers of any SKU.
+const REDRIVE_SCAN_EVERY: u64 = 20;
+
+/// Runs the rebalancer every `every` until the task is aborted; every
+/// [`REDRIVE_SCAN_EVERY`] passes (and at the first) it also re-drives pending transfers of
+/// every SKU, hot or not.
 pub async fn run_rebalancer(stock: Stock, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut passes: u64 = 0;
     loop {
         interval.tick().await;
+        if passes.is_multiple_of(REDRIVE_SCAN_EVERY)
+            && let Err(error) = redrive_everywhere(&stock).await
+        {
+            tracing::warn!(%error, "transfer re-drive scan failed");
+        }
+        passes += 1;
         if let Err(error) = rebalance_once(&stock).await {
             tracing::warn!(%error, "rebalance failed");
         }

@@ -25,6 +25,7 @@ holdfast_platform::lua_scripts! {
     RESERVATION_CLAIM => "reservation_claim.lua",
     RESERVATION_TRANSITION => "reservation_transition.lua",
     OUTBOX_ACK => "outbox_ack.lua",
+    STOCK_FENCE => "stock_fence.lua",
 }
 
 /// Loads every script on every primary (before health says SERVING).
@@ -288,23 +289,66 @@ pub async fn extend(
     }
 }
 
-/// `set_stock.lua`: the bucket's levels, or `Err(reserved)` when `on_hand` is below what is held.
+/// What `set_stock.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockSet {
+    /// Set; the bucket's levels now.
+    Set(Levels),
+    /// Refused: live holds exceed the new on_hand (the units held now).
+    BelowHeld(i64),
+    /// Refused: the caller's fence is gone (lapsed or replaced); plan again.
+    FenceLost,
+}
+
+/// `set_stock.lua`: set one bucket's absolute on_hand (and on bucket 0 the bucket count), under
+/// the caller's `fence` token (empty: no fence required).
 pub async fn set_stock(
     client: &Client,
     keys: &BucketKeys,
     on_hand: i64,
     buckets: u32,
-) -> Result<Result<Levels, i64>, InventoryError> {
-    let args = vec![s(on_hand), s(buckets), s(&keys.sku), s(keys.index)];
+    fence: &str,
+) -> Result<StockSet, InventoryError> {
+    let args = vec![s(on_hand), s(buckets), s(&keys.sku), s(keys.index), s(fence)];
     let reply = run(&SET_STOCK, client, bucket_keys4(keys), args).await?;
     match int_at(&SET_STOCK, &reply, 0)? {
-        1 => Ok(Ok(Levels {
+        1 => Ok(StockSet::Set(Levels {
             on_hand: int_at(&SET_STOCK, &reply, 1)?,
             reserved: int_at(&SET_STOCK, &reply, 2)?,
             sold: int_at(&SET_STOCK, &reply, 3)?,
         })),
-        _ => Ok(Err(int_at(&SET_STOCK, &reply, 1)?)),
+        0 => Ok(StockSet::BelowHeld(int_at(&SET_STOCK, &reply, 1)?)),
+        _ => Ok(StockSet::FenceLost),
     }
+}
+
+/// `stock_fence.lua` raise: `token` fences the bucket against transfers for `lease_ms`.
+pub async fn raise_fence(
+    client: &Client,
+    keys: &BucketKeys,
+    token: &str,
+    lease_ms: i64,
+) -> Result<(), InventoryError> {
+    run(
+        &STOCK_FENCE,
+        client,
+        vec![keys.counters()],
+        vec![s("raise"), s(token), s(lease_ms)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// `stock_fence.lua` lower: whether the fence was still `token`'s and live (false: plan again).
+pub async fn lower_fence(client: &Client, keys: &BucketKeys, token: &str) -> Result<bool, InventoryError> {
+    let reply = run(
+        &STOCK_FENCE,
+        client,
+        vec![keys.counters()],
+        vec![s("lower"), s(token), s(0)],
+    )
+    .await?;
+    Ok(int_at(&STOCK_FENCE, &reply, 0)? == 1)
 }
 
 /// What `adjust_stock.lua` did.
@@ -424,17 +468,34 @@ pub async fn rebalance_take(
     int_at(&REBALANCE_TAKE, &reply, 0)
 }
 
-/// `rebalance_give.lua`: whether the units were added now (false: received before).
+/// What `rebalance_give.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Give {
+    /// The units were added now.
+    Given,
+    /// This transfer was received before; nothing changed.
+    Repeated,
+    /// Older than the received-id window: refused (an earlier give may be forgotten).
+    Stale,
+}
+
+/// `rebalance_give.lua`: adds a transfer's units to bucket `to`, once per `transfer_id`.
+/// `taken_at_ms` is the take time recorded in the source's xfer (0 if unknown).
 pub async fn rebalance_give(
     client: &Client,
     to: &BucketKeys,
     transfer_id: &str,
     units: i64,
-) -> Result<bool, InventoryError> {
+    taken_at_ms: i64,
+) -> Result<Give, InventoryError> {
     let key_list = vec![to.counters(), to.events(), to.transfers_in()];
-    let args = vec![s(transfer_id), s(units), s(&to.sku), s(to.index)];
+    let args = vec![s(transfer_id), s(units), s(&to.sku), s(to.index), s(taken_at_ms)];
     let reply = run(&REBALANCE_GIVE, client, key_list, args).await?;
-    Ok(int_at(&REBALANCE_GIVE, &reply, 0)? == 1)
+    Ok(match int_at(&REBALANCE_GIVE, &reply, 0)? {
+        1 => Give::Given,
+        0 => Give::Repeated,
+        _ => Give::Stale,
+    })
 }
 
 /// A reservation record as the record scripts report it.

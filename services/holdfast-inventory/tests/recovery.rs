@@ -88,10 +88,10 @@ async fn outbox_entries_left_by_a_dead_process_are_published_on_restart() {
     // A process whose relay never ran: its scripts wrote the outbox, nothing published it.
     let (dead_relay, _) = tokio::sync::mpsc::unbounded_channel();
     let crashed = Stock::new(fred_pool(&fx).await, dead_relay);
-    scripts::set_stock(crashed.client(), &BucketKeys::new("ORPHAN", 0), 5, 1)
+    let set = scripts::set_stock(crashed.client(), &BucketKeys::new("ORPHAN", 0), 5, 1, "")
         .await
-        .expect("set")
-        .expect("ok");
+        .expect("set");
+    assert!(matches!(set, scripts::StockSet::Set(_)), "ok");
     let hold = scripts::reserve(
         crashed.client(),
         &BucketKeys::new("ORPHAN", 0),
