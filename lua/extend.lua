@@ -1,4 +1,5 @@
--- extend.lua: move a live hold's expiry to ttl_ms from Redis's now (may also shorten it).
+-- extend.lua: move a live hold's expiry to ttl_ms from Redis's now, never earlier than it is: an
+-- Extend racing a Commit must not cut the commit's longer lease short.
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
 -- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
@@ -9,7 +10,7 @@
 -- ARGV[3] sku           copied into `expired` outbox entries only
 -- ARGV[4] bucket_index  copied into `expired` outbox entries only, integer >= 0
 --
--- Reply: {1, expires_at}  live hold extended
+-- Reply: {1, expires_at}  live hold: its expiry now, max(stored, now + ttl_ms)
 --        {0}              no live hold (an expired one is purged, never revived)
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
@@ -96,6 +97,6 @@ purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
 if not redis.call('ZSCORE', holds, rid) or num(redis.call('HGET', held, rid)) <= 0 then
   return {0}
 end
-local expires_at = now + ttl_ms
-redis.call('ZADD', holds, 'XX', int(expires_at), rid)
+local expires_at = math.max(now + ttl_ms, num(redis.call('ZSCORE', holds, rid)))
+redis.call('ZADD', holds, 'XX', 'GT', int(expires_at), rid)
 return {1, expires_at}

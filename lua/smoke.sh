@@ -68,10 +68,10 @@ ref_bare="$(helpers reserve | without_purge)"
 for f in reserve commit release extend set_stock adjust_stock sweep rebalance_take; do
   [[ "$(helpers $f)" == "$ref_full" ]] || fail "$f.lua: shared helpers/purge differ from reserve.lua"
 done
-for f in availability rebalance_give reservation_claim reservation_transition stock_fence; do
+for f in availability rebalance_give reservation_claim reservation_transition stock_fence reservation_renew; do
   [[ "$(helpers $f | without_purge)" == "$ref_bare" ]] || fail "$f.lua: shared helpers differ from reserve.lua"
 done
-pass "shared helper block identical in all 13 scripts"
+pass "shared helper block identical in all 14 scripts"
 # The outbox is never trimmed (an unpublished event is never dropped) and every entry carries
 # the bucket's sequence number: the only XADD is the one inside the shared emit().
 expect "no script trims a stream" "0" "$(cat "$LUA"/*.lua | grep -c "MAXLEN" || true)"
@@ -79,11 +79,11 @@ xadds=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD'")
 emits=$(cat "$LUA"/*.lua | grep -c "^  redis.call('XADD', events, '\*', unpack(fields))$")
 expect "every XADD is the one in emit()" "$xadds" "$emits"
 for f in reserve commit release extend set_stock adjust_stock availability sweep rebalance_take \
-         rebalance_give reservation_claim reservation_transition stock_fence; do
+         rebalance_give reservation_claim reservation_transition stock_fence reservation_renew; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
   grep -q "redis.call('TIME')" "$LUA/$f.lua" || fail "$f.lua does not read Redis TIME"
 done
-pass "all 13 scripts present and read TIME"
+pass "all 14 scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
@@ -171,6 +171,7 @@ expect_re "extend live r5" "^1 [0-9]{13}$" "$out"
 exp5=$(cut -d' ' -f2 <<<"$out")
 (( exp5 >= t0 + 120000 && exp5 <= t0 + 121000 )) || fail "extend r5: expiry $exp5 not ~ now+120s"
 expect "extend moved the zset score" "$exp5" "$(rc zscore 'inv:{A}:holds' r5)"
+expect "extend never shortens a hold" "1 $exp5 $exp5" "$(ev extend $K , r5 1000 A 0) $(rc zscore 'inv:{A}:holds' r5)"
 ev reserve $K , r6 1 50 A 0 >/dev/null
 sleep 0.2
 before=$(events_of 'inv:{A}:events' expired)
@@ -341,5 +342,27 @@ ev reservation_claim $R3 , fpC 'A:5:0' 60000 600000 >/dev/null
 expect "pending->rejected with shortages" "1 rejected 0 A:5:0" \
   "$(ev reservation_transition $R3 , pending rejected -1 'A:5:2' 0 600000 '')"
 expect "claim on rejected" "rejected 0 A:5:2 A:5:0" "$(ev reservation_claim $R3 , fpC 'A:5:0' 60000 600000)"
+
+# ---------------------------------------------------------------- claims: heartbeat and fence
+R4='res:{o4}'
+expect "claim with an owner" "claimed" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokA)"
+expect "the owner renews" "1" "$(ev reservation_renew $R4 , tokA 60000)"
+expect "a renewed lease keeps others out" "busy" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
+expect "another token cannot renew" "0" "$(ev reservation_renew $R4 , tokB 60000)"
+rc hset $R4 lease 0 >/dev/null
+expect "a lapsed lease is taken over" "claimed A:1:0" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
+expect "the old owner is fenced out of renewing" "0" "$(ev reservation_renew $R4 , tokA 60000)"
+expect "the old owner cannot finish" "0 pending 0 A:1:0" \
+  "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokA)"
+expect "the new owner finishes" "1 rejected 0 A:1:0" \
+  "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokB)"
+expect "no lease or owner left" "0 0" "$(rc hexists $R4 lease) $(rc hexists $R4 owner)"
+expect "renew of a finished record" "0" "$(ev reservation_renew $R4 , tokB 60000)"
+R5='res:{o5}'
+ev reservation_claim $R5 , fpE 'A:1:0' 60000 600000 tokE >/dev/null
+ev reservation_transition $R5 , pending reserved 99 '' 0 600000 '' >/dev/null
+ev reservation_transition $R5 , reserved preparing -1 '' 0 600000 '' >/dev/null
+expect "release unwinds an interrupted preparing" "1 released 99 A:1:0" \
+  "$(ev reservation_transition $R5 , preparing released -1 '' 0 600000 '')"
 
 echo "all $n checks passed"

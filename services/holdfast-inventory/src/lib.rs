@@ -13,6 +13,7 @@ pub mod reconcile;
 pub mod reservations;
 pub mod scripts;
 pub mod service;
+pub mod settle;
 pub mod stock;
 pub mod validate;
 

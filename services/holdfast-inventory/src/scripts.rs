@@ -26,6 +26,7 @@ holdfast_platform::lua_scripts! {
     RESERVATION_TRANSITION => "reservation_transition.lua",
     OUTBOX_ACK => "outbox_ack.lua",
     STOCK_FENCE => "stock_fence.lua",
+    RESERVATION_RENEW => "reservation_renew.lua",
 }
 
 /// Loads every script on every primary (before health says SERVING).
@@ -526,16 +527,17 @@ pub enum Claim {
     Existing(Record),
 }
 
-/// `reservation_claim.lua`.
+/// `reservation_claim.lua`: `owner` is the claimer's token (renewals and the final transition
+/// check it).
 pub async fn reservation_claim(
     client: &Client,
     record_key: String,
     fingerprint: &str,
     lines: &str,
-    lease_ms: i64,
-    retention_ms: i64,
+    (lease_ms, retention_ms): (i64, i64),
+    owner: &str,
 ) -> Result<Claim, InventoryError> {
-    let args = vec![s(fingerprint), s(lines), s(lease_ms), s(retention_ms)];
+    let args = vec![s(fingerprint), s(lines), s(lease_ms), s(retention_ms), s(owner)];
     let reply = run(&RESERVATION_CLAIM, client, vec![record_key], args).await?;
     let first = string_at(&RESERVATION_CLAIM, &reply, 0)?;
     Ok(match first.as_str() {
@@ -550,6 +552,23 @@ pub async fn reservation_claim(
             lines: string_at(&RESERVATION_CLAIM, &reply, 3)?,
         }),
     })
+}
+
+/// `reservation_renew.lua`: whether `owner` still holds the pending claim (now renewed).
+pub async fn reservation_renew(
+    client: &Client,
+    record_key: String,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<bool, InventoryError> {
+    let reply = run(
+        &RESERVATION_RENEW,
+        client,
+        vec![record_key],
+        vec![s(owner), s(lease_ms)],
+    )
+    .await?;
+    Ok(int_at(&RESERVATION_RENEW, &reply, 0)? == 1)
 }
 
 /// A state change for `reservation_transition.lua`.
@@ -569,6 +588,8 @@ pub struct Transition<'a> {
     pub retention_ms: i64,
     /// New lines (empty keeps them).
     pub lines: &'a str,
+    /// The claimer's token the record must carry (empty: no check).
+    pub owner: &'a str,
 }
 
 /// `reservation_transition.lua`: (moved, the record as stored after the call).
@@ -585,6 +606,7 @@ pub async fn reservation_transition(
         s(u8::from(t.require_live)),
         s(t.retention_ms),
         s(t.lines),
+        s(t.owner),
     ];
     let reply = run(&RESERVATION_TRANSITION, client, vec![record_key], args).await?;
     Ok((

@@ -146,9 +146,16 @@ async fn a_retry_takes_over_a_dead_reserve_without_holding_twice() {
     let lines = [("A".to_string(), 3), ("B".to_string(), 4)];
     let fp = holdfast_inventory::reservations::fingerprint(&lines, 600);
     let client = fx.redis();
-    let claim = scripts::reservation_claim(client, keys::reservation("crash"), &fp, "[]", 5_000, 600_000)
-        .await
-        .expect("claim");
+    let claim = scripts::reservation_claim(
+        client,
+        keys::reservation("crash"),
+        &fp,
+        "[]",
+        (5_000, 600_000),
+        "dead",
+    )
+    .await
+    .expect("claim");
     assert_eq!(claim, scripts::Claim::Claimed(None));
     scripts::reserve(client, &BucketKeys::new("A", 0), "crash", 3, 600_000)
         .await
