@@ -1,20 +1,22 @@
 -- adjust_stock.lua: add (or remove, with a negative delta) units of one bucket, idempotent by
--- adjustment id for 7 days.
+-- adjustment id (for good, or for a retention the caller sets).
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
 -- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
 -- KEYS[3] held    inv:{B}:held    hash rid -> units held
 -- KEYS[4] events  inv:{B}:events  outbox stream
 -- KEYS[5] adj     inv:{B}:adj     zset adjustment id -> time applied (ms)
--- ARGV[1] adjustment_id  client-made id; a repeat within 7 days changes nothing
+-- ARGV[1] adjustment_id  client-made id; a repeat (within the retention) changes nothing
 -- ARGV[2] delta          signed units, integer, not 0
 -- ARGV[3] sku            copied into the outbox entry only
 -- ARGV[4] bucket_index   copied into the outbox entry only, integer >= 0
+-- ARGV[5] retention_ms   how long ids are remembered, integer >= 0; 0 = for good (no trim)
 --
 -- Reply: {1, on_hand, reserved, sold}  applied
 --        {2, on_hand, reserved, sold}  id seen before: nothing changed, current levels
 --        {0, on_hand, reserved}        refused: on_hand + delta < reserved; nothing changed
 --                                      and the id is not recorded (a later retry may apply)
+-- Error reply `OUTBOX_FULL ...` (nothing changed) while OUTBOX_LIMIT unpublished entries wait.
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
 -- Missing hash fields arrive as false and stored values as strings: both read as integers.
@@ -40,6 +42,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
+
 -- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
 -- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
 -- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
@@ -58,9 +74,8 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
       redis.call('ZREM', holds, rid)
       -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
       if qty > 0 then
-        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+        emit(inv, events, {'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
       end
       purged = purged + 1
     end
@@ -70,11 +85,9 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
 end
 -- ---- end of shared helpers ----
 
-local ADJ_RETENTION_MS = 7 * 24 * 3600 * 1000
-
 local inv, holds, held, events, adj = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, sku, bucket = ARGV[1], ARGV[3], ARGV[4]
-local delta = tonumber(ARGV[2])
+local delta, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[5])
 if id == nil or id == '' then return redis.error_reply('ERR adjust_stock: adjustment_id is empty') end
 if not is_int(delta) or delta == 0 then
   return redis.error_reply('ERR adjust_stock: delta must be a non-zero integer')
@@ -83,11 +96,20 @@ if sku == nil or sku == '' then return redis.error_reply('ERR adjust_stock: sku 
 if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
   return redis.error_reply('ERR adjust_stock: bucket_index must be an integer >= 0')
 end
+if not is_int(retention_ms) or retention_ms < 0 then
+  return redis.error_reply('ERR adjust_stock: retention_ms must be an integer >= 0')
+end
 
+-- Back-pressure, never trimming: new work waits while the bus has not taken the backlog.
+if outbox_full(events) then
+  return redis.error_reply('OUTBOX_FULL adjust_stock: the outbox of this bucket is full; retry once the bus takes it')
+end
 local now = now_ms()
 purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
--- Trimming here keeps the idempotency window bounded without a separate janitor.
-redis.call('ZREMRANGEBYSCORE', adj, '-inf', '(' .. int(now - ADJ_RETENTION_MS))
+-- A retention (if any) is enforced here, so the window stays bounded without a janitor.
+if retention_ms > 0 then
+  redis.call('ZREMRANGEBYSCORE', adj, '-inf', '(' .. int(now - retention_ms))
+end
 
 local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
 local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
@@ -101,7 +123,6 @@ end
 on_hand = on_hand + delta
 redis.call('HSET', inv, 'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold))
 redis.call('ZADD', adj, int(now), id)
-redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-  'type', 'adjusted', 'sku', sku, 'bucket', bucket, 'ref', id, 'qty', int(delta),
-  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+emit(inv, events, {'type', 'adjusted', 'sku', sku, 'bucket', bucket, 'ref', id, 'qty', int(delta),
+  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
 return {1, on_hand, reserved, sold}

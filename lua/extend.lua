@@ -1,4 +1,5 @@
--- extend.lua: move a live hold's expiry to ttl_ms from Redis's now (may also shorten it).
+-- extend.lua: move a live hold's expiry to ttl_ms from Redis's now, never earlier than it is: an
+-- Extend racing a Commit must not cut the commit's longer lease short.
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
 -- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
@@ -9,7 +10,7 @@
 -- ARGV[3] sku           copied into `expired` outbox entries only
 -- ARGV[4] bucket_index  copied into `expired` outbox entries only, integer >= 0
 --
--- Reply: {1, expires_at}  live hold extended
+-- Reply: {1, expires_at}  live hold: its expiry now, max(stored, now + ttl_ms)
 --        {0}              no live hold (an expired one is purged, never revived)
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
@@ -36,6 +37,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
+
 -- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
 -- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
 -- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
@@ -54,9 +69,8 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
       redis.call('ZREM', holds, rid)
       -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
       if qty > 0 then
-        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+        emit(inv, events, {'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
       end
       purged = purged + 1
     end
@@ -83,6 +97,6 @@ purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
 if not redis.call('ZSCORE', holds, rid) or num(redis.call('HGET', held, rid)) <= 0 then
   return {0}
 end
-local expires_at = now + ttl_ms
-redis.call('ZADD', holds, 'XX', int(expires_at), rid)
+local expires_at = math.max(now + ttl_ms, num(redis.call('ZSCORE', holds, rid)))
+redis.call('ZADD', holds, 'XX', 'GT', int(expires_at), rid)
 return {1, expires_at}

@@ -5,7 +5,7 @@
 -- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
 -- KEYS[3] held    inv:{B}:held    hash rid -> units held
 -- KEYS[4] events  inv:{B}:events  outbox stream
--- KEYS[5] xfer    inv:{B}:xfer    hash transfer id -> "to_bucket:units", pending transfers
+-- KEYS[5] xfer    inv:{B}:xfer    hash transfer id -> "to_bucket:units:taken_at_ms", pending
 -- ARGV[1] transfer_id   rebalancer-made id; a repeat while pending moves nothing more
 -- ARGV[2] units         wanted units, integer >= 1
 -- ARGV[3] to_bucket     receiving bucket index, integer >= 0
@@ -14,7 +14,9 @@
 --
 -- Reply: {moved}  units taken now, min(units, available); 0 takes and records nothing (no
 --                 give, no HDEL needed). If the id is already pending in xfer: {recorded
---                 units} again and nothing changes.
+--                 units} again and nothing changes. While SetStock fences the bucket
+--                 (`fence_until` in the bucket hash is in the future) nothing is taken: {0}.
+-- A full outbox (OUTBOX_LIMIT unpublished entries) moves nothing: {0}.
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
 -- Missing hash fields arrive as false and stored values as strings: both read as integers.
@@ -40,6 +42,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
+
 -- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
 -- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
 -- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
@@ -58,9 +74,8 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
       redis.call('ZREM', holds, rid)
       -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
       if qty > 0 then
-        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+        emit(inv, events, {'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
       end
       purged = purged + 1
     end
@@ -85,17 +100,26 @@ if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
   return redis.error_reply('ERR rebalance_take: bucket_index must be an integer >= 0')
 end
 
+-- A full outbox (the bus is down) moves nothing: a transfer is two more events, and an idle
+-- unit can wait where it is.
+if outbox_full(events) then
+  return {0}
+end
 local now = now_ms()
 -- Purge first: units of lapsed holds are available to move.
 purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
 
 local recorded = redis.call('HGET', xfer, id)
 if recorded then
-  return {num(string.match(recorded, ':(%-?%d+)$'))}
+  return {num(string.match(recorded, '^%-?%d+:(%-?%d+)'))}
 end
 
-local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'fence_until')
 local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+-- SetStock plans absolute levels for every bucket: no unit may leave one meanwhile.
+if num(lv[4]) > now then
+  return {0}
+end
 local moved = math.min(units, math.max(on_hand - reserved, 0))
 if moved <= 0 then
   return {0}
@@ -103,9 +127,9 @@ end
 
 on_hand = on_hand - moved
 redis.call('HSET', inv, 'on_hand', int(on_hand))
-redis.call('HSET', xfer, id, int(to_bucket) .. ':' .. int(moved))
+-- The take time bounds how long the give may still be re-driven (rebalance_give's window).
+redis.call('HSET', xfer, id, int(to_bucket) .. ':' .. int(moved) .. ':' .. int(now))
 -- qty is the signed change of this bucket's on_hand.
-redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-  'type', 'transfer_out', 'sku', sku, 'bucket', bucket, 'ref', id, 'qty', int(-moved),
-  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+emit(inv, events, {'type', 'transfer_out', 'sku', sku, 'bucket', bucket, 'ref', id, 'qty', int(-moved),
+  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
 return {moved}

@@ -36,6 +36,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
+
 -- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
 -- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
 -- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
@@ -54,9 +68,8 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
       redis.call('ZREM', holds, rid)
       -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
       if qty > 0 then
-        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+        emit(inv, events, {'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
       end
       purged = purged + 1
     end
@@ -89,7 +102,6 @@ local reserved = math.max(num(lv[2]) - qty, 0)
 redis.call('HSET', inv, 'reserved', int(reserved))
 redis.call('HDEL', held, rid)
 redis.call('ZREM', holds, rid)
-redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-  'type', 'released', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+emit(inv, events, {'type', 'released', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
 return {1, qty}

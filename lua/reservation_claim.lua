@@ -1,11 +1,14 @@
 -- reservation_claim.lua: start (or resume) a Reserve for one reservation id: create its record
 -- in `pending` under a lease, or report why this caller may not proceed.
 --
--- KEYS[1] record  res:{rid}  hash state/lines/expires_at/shortages/lease/fp
+-- KEYS[1] record  res:{rid}  hash state/lines/expires_at/shortages/lease/owner/fp
 -- ARGV[1] fingerprint   fingerprint of the request; a different one under the same id conflicts
 -- ARGV[2] lines         "sku:qty:bucket;..." stored on a new record
 -- ARGV[3] lease_ms      how long the claimer owns the pending record, integer >= 1
 -- ARGV[4] retention_ms  PEXPIRE of the record after a write (hold TTL + 24 h), integer >= 1
+-- ARGV[5] owner         the claimer's token: stored with the lease; reservation_renew and the
+--                       final reservation_transition check it, so a claimer that was taken
+--                       over can neither renew nor finish (optional: "" stores none)
 --
 -- Reply: {"claimed"}                                new record, `pending`, lease taken
 --        {"conflict"}                               exists with another fingerprint
@@ -38,11 +41,25 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
 -- ---- end of shared helpers ----
 
 local record = KEYS[1]
 local fp, lines = ARGV[1], ARGV[2]
-local lease_ms, retention_ms = tonumber(ARGV[3]), tonumber(ARGV[4])
+local lease_ms, retention_ms, owner = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5] or ''
 if fp == nil or fp == '' then return redis.error_reply('ERR reservation_claim: fingerprint is empty') end
 if lines == nil then return redis.error_reply('ERR reservation_claim: lines is missing') end
 if not is_int(lease_ms) or lease_ms < 1 then
@@ -59,7 +76,8 @@ local state = r[1]
 if not state then
   -- A hash without a state is no record at all: start clean rather than inherit its fields.
   redis.call('DEL', record)
-  redis.call('HSET', record, 'state', 'pending', 'fp', fp, 'lines', lines, 'lease', int(now + lease_ms))
+  redis.call('HSET', record, 'state', 'pending', 'fp', fp, 'lines', lines, 'lease', int(now + lease_ms),
+    'owner', owner)
   redis.call('PEXPIRE', record, int(retention_ms))
   return {'claimed'}
 end
@@ -72,7 +90,7 @@ if state == 'pending' then
   if num(r[3]) > now then
     return {'busy'}
   end
-  redis.call('HSET', record, 'lease', int(now + lease_ms))
+  redis.call('HSET', record, 'lease', int(now + lease_ms), 'owner', owner)
   redis.call('PEXPIRE', record, int(retention_ms))
   return {'claimed', r[6] or ''}
 end

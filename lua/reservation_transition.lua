@@ -1,7 +1,7 @@
 -- reservation_transition.lua: compare-and-set a reservation record's state, optionally
 -- updating its expiry, shortages and lines in the same step.
 --
--- KEYS[1] record  res:{rid}  hash state/lines/expires_at/shortages/lease/fp
+-- KEYS[1] record  res:{rid}  hash state/lines/expires_at/shortages/lease/owner/fp
 -- ARGV[1] from_state    the state the caller believes the record is in
 -- ARGV[2] to_state      the state to move to; (from, to) must be an edge of the state machine
 --                       or from = to (to update fields, e.g. a new expires_at after Extend)
@@ -10,11 +10,14 @@
 -- ARGV[5] require_live  1: refuse unless the stored expires_at > now; 0: no check
 -- ARGV[6] retention_ms  PEXPIRE of the record after the write, integer >= 1
 -- ARGV[7] lines         new "sku:qty:bucket;...", or "" (or absent) to keep the stored ones
+-- ARGV[8] owner         "" (or absent): no check; otherwise refuse unless the record's claim
+--                       token is this one (a claimer taken over cannot finish its Reserve)
 --
 -- Reply: {1, state, expires_at, lines}  moved; the values now stored
 --        {0, state, expires_at, lines}  refused, nothing written: the record is not in
 --                                       from_state (state "" if there is no record), or
---                                       require_live and it lapsed; lines say what to clean up
+--                                       require_live and it lapsed, or owner is not the
+--                                       claimer's; lines say what to clean up
 -- An edge outside the state machine is an error reply: it is a caller bug, not an outcome.
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
@@ -40,13 +43,28 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
 -- ---- end of shared helpers ----
 
 -- The state machine of docs/inventory-redis.md; from = to is always allowed.
 local EDGES = {
   pending = {reserved = true, rejected = true},
   reserved = {preparing = true, released = true, expired = true},
-  preparing = {committing = true, expired = true},
+  -- preparing -> released: Release unwinds a commit interrupted before anything was sold.
+  preparing = {committing = true, expired = true, released = true},
   committing = {committed = true},
   committed = {}, rejected = {}, released = {}, expired = {},
 }
@@ -58,6 +76,7 @@ local new_shortages = ARGV[4] or ''
 local require_live = ARGV[5]
 local retention_ms = tonumber(ARGV[6])
 local new_lines = ARGV[7] or ''
+local owner = ARGV[8] or ''
 if from_state == nil or EDGES[from_state] == nil then
   return redis.error_reply('ERR reservation_transition: unknown from_state')
 end
@@ -78,10 +97,13 @@ if not is_int(retention_ms) or retention_ms < 1 then
 end
 
 local now = now_ms()
-local r = redis.call('HMGET', record, 'state', 'expires_at', 'lines')
+local r = redis.call('HMGET', record, 'state', 'expires_at', 'lines', 'owner')
 local state, expires_at, lines = r[1] or '', num(r[2]), r[3] or ''
 
 if state ~= from_state then
+  return {0, state, expires_at, lines}
+end
+if owner ~= '' and r[4] ~= owner then
   return {0, state, expires_at, lines}
 end
 -- Liveness is judged on the stored expiry, before this call may move it.
@@ -91,7 +113,7 @@ end
 
 redis.call('HSET', record, 'state', to_state)
 -- The lease only guards `pending`; dropping it keeps every live reservation's record small.
-if to_state ~= 'pending' then redis.call('HDEL', record, 'lease') end
+if to_state ~= 'pending' then redis.call('HDEL', record, 'lease', 'owner') end
 if new_expires_at ~= -1 then redis.call('HSET', record, 'expires_at', int(new_expires_at)) end
 if new_shortages ~= '' then redis.call('HSET', record, 'shortages', new_shortages) end
 if new_lines ~= '' then redis.call('HSET', record, 'lines', new_lines) end

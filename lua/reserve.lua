@@ -12,6 +12,7 @@
 --
 -- Reply: {1, expires_at, on_hand, reserved}  held now, or already held (the existing expiry)
 --        {0, available}                       not enough stock; nothing written but the purge
+-- Error reply `OUTBOX_FULL ...` (nothing changed) while OUTBOX_LIMIT unpublished entries wait.
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
 -- Missing hash fields arrive as false and stored values as strings: both read as integers.
@@ -37,6 +38,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
+
 -- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
 -- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
 -- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
@@ -55,9 +70,8 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
       redis.call('ZREM', holds, rid)
       -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
       if qty > 0 then
-        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+        emit(inv, events, {'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
       end
       purged = purged + 1
     end
@@ -78,6 +92,10 @@ if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
   return redis.error_reply('ERR reserve: bucket_index must be an integer >= 0')
 end
 
+-- Back-pressure, never trimming: new work waits while the bus has not taken the backlog.
+if outbox_full(events) then
+  return redis.error_reply('OUTBOX_FULL reserve: the outbox of this bucket is full; retry once the bus takes it')
+end
 local now = now_ms()
 -- Purging first also settles a retry of an expired rid: it is gone, so it may hold anew.
 purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
@@ -101,8 +119,7 @@ reserved = reserved + qty
 redis.call('HSET', inv, 'reserved', int(reserved))
 redis.call('HSET', held, rid, int(qty))
 redis.call('ZADD', holds, int(expires_at), rid)
-redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-  'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+emit(inv, events, {'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
   'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
-  'expires_at', int(expires_at))
+  'expires_at', int(expires_at)})
 return {1, expires_at, on_hand, reserved}

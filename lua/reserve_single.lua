@@ -20,12 +20,14 @@
 -- ARGV[7] lines          the record's lines, JSON [["sku",qty,0]]
 -- ARGV[8] retention_ms   how long the answer outlives the hold (24 h), integer >= 1
 -- ARGV[9] tag            the bucket's tag in the expiry index
+-- ARGV[10] rejected_retention_ms  how long a refusal's record is kept (minutes), integer >= 1
 --
 -- Reply: {"reserved", expires_at}            held now
 --        {"rejected", 0, shortages}          not enough stock; shortages JSON [["sku",req,avail]]
 --        {"conflict"}                        the id exists with another fingerprint
 --        {"busy"}                            the id is `pending` under a multi-step Reserve
 --        {state, expires_at, shortages}      the id exists: its first answer
+-- Error reply `OUTBOX_FULL ...` (nothing changed) while OUTBOX_LIMIT unpublished entries wait.
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
 -- Missing hash fields arrive as false and stored values as strings: both read as integers.
@@ -51,6 +53,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
+
 -- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
 -- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
 -- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
@@ -69,9 +85,8 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
       redis.call('ZREM', holds, rid)
       -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
       if qty > 0 then
-        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+        emit(inv, events, {'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
       end
       purged = purged + 1
     end
@@ -84,11 +99,15 @@ end
 local record, inv, holds, held, events, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local rid, sku, bucket, fp, lines, tag = ARGV[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9]
 local qty, ttl_ms, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[8])
+local rejected_retention_ms = tonumber(ARGV[10])
 if rid == nil or rid == '' then return redis.error_reply('ERR reserve_single: rid is empty') end
 if not is_int(qty) or qty < 1 then return redis.error_reply('ERR reserve_single: qty must be an integer >= 1') end
 if not is_int(ttl_ms) or ttl_ms < 1 then return redis.error_reply('ERR reserve_single: ttl_ms must be an integer >= 1') end
 if not is_int(retention_ms) or retention_ms < 1 then
   return redis.error_reply('ERR reserve_single: retention_ms must be an integer >= 1')
+end
+if not is_int(rejected_retention_ms) or rejected_retention_ms < 1 then
+  return redis.error_reply('ERR reserve_single: rejected_retention_ms must be an integer >= 1')
 end
 if sku == nil or sku == '' or fp == nil or fp == '' or tag == nil or tag == '' then
   return redis.error_reply('ERR reserve_single: sku, fingerprint and tag are required')
@@ -102,6 +121,10 @@ if existing[1] then
   return {existing[1], num(existing[3]), existing[4] or ''}
 end
 
+-- Back-pressure, never trimming: new work waits while the bus has not taken the backlog.
+if outbox_full(events) then
+  return redis.error_reply('OUTBOX_FULL reserve_single: the outbox of this bucket is full; retry once the bus takes it')
+end
 local now = now_ms()
 purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
 local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
@@ -111,7 +134,8 @@ local available = on_hand - reserved
 if available < qty then
   local shortages = cjson.encode({{sku, qty, math.max(available, 0)}})
   redis.call('HSET', record, 'state', 'rejected', 'fp', fp, 'lines', lines, 'shortages', shortages)
-  redis.call('PEXPIRE', record, int(retention_ms))
+  -- A refusal holds nothing: keep it only as long as a client's retries need the same answer.
+  redis.call('PEXPIRE', record, int(rejected_retention_ms))
   return {'rejected', 0, shortages}
 end
 
@@ -120,10 +144,9 @@ reserved = reserved + qty
 redis.call('HSET', inv, 'reserved', int(reserved))
 redis.call('HSET', held, rid, int(qty))
 redis.call('ZADD', holds, int(expires_at), rid)
-redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-  'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+emit(inv, events, {'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
   'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
-  'expires_at', int(expires_at))
+  'expires_at', int(expires_at)})
 redis.call('HSET', record, 'state', 'reserved', 'fp', fp, 'lines', lines, 'expires_at', int(expires_at))
 redis.call('PEXPIRE', record, int(ttl_ms + retention_ms))
 redis.call('ZADD', expiries, 'LT', int(expires_at), tag)

@@ -10,11 +10,15 @@
 --                       bucket_index = 0, ignored (may be anything) otherwise
 -- ARGV[3] sku           copied into the outbox entry only
 -- ARGV[4] bucket_index  integer >= 0; 0 is the bucket that owns `buckets`
+-- ARGV[5] fence         the token stock_fence.lua raised on this bucket, or "" for none
 --
 -- Reply: {1, on_hand, reserved, sold}  set
 --        {0, reserved}                 refused: on_hand < reserved (live holds); nothing set
+--        {-1}                          refused: the fence is no longer this caller's or has
+--                                      lapsed (a transfer may have moved units); nothing set
 -- Refusing a bucket-count change while other buckets hold units is the caller's job: those
 -- buckets live in other slots this script cannot see.
+-- Error reply `OUTBOX_FULL ...` (nothing changed) while OUTBOX_LIMIT unpublished entries wait.
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
 -- Missing hash fields arrive as false and stored values as strings: both read as integers.
@@ -40,6 +44,20 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
+-- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
+-- unique for good. Nothing is ever trimmed unpublished; once OUTBOX_LIMIT entries wait (the bus
+-- is down), scripts that start new work refuse with an OUTBOX_FULL error reply instead.
+local OUTBOX_LIMIT = 100000
+local function outbox_full(events)
+  return redis.call('XLEN', events) >= OUTBOX_LIMIT
+end
+local function emit(inv, events, fields)
+  fields[#fields + 1] = 'seq'
+  fields[#fields + 1] = int(redis.call('HINCRBY', inv, 'seq', 1))
+  redis.call('XADD', events, '*', unpack(fields))
+end
+
 -- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
 -- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
 -- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
@@ -58,9 +76,8 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
       redis.call('ZREM', holds, rid)
       -- An orphan zset entry (no units) is cleaned up silently: consumers expect qty >= 1.
       if qty > 0 then
-        redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-          'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+        emit(inv, events, {'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+          'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
       end
       purged = purged + 1
     end
@@ -72,7 +89,7 @@ end
 
 local inv, holds, held, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local sku, bucket = ARGV[3], ARGV[4]
-local new_on_hand, bucket_index = tonumber(ARGV[1]), tonumber(bucket)
+local new_on_hand, bucket_index, fence = tonumber(ARGV[1]), tonumber(bucket), ARGV[5] or ''
 if not is_int(new_on_hand) or new_on_hand < 0 then
   return redis.error_reply('ERR set_stock: on_hand must be an integer >= 0')
 end
@@ -89,7 +106,17 @@ if bucket_index == 0 then
   buckets = math.max(buckets, 1)
 end
 
+-- Back-pressure, never trimming: new work waits while the bus has not taken the backlog.
+if outbox_full(events) then
+  return redis.error_reply('OUTBOX_FULL set_stock: the outbox of this bucket is full; retry once the bus takes it')
+end
 local now = now_ms()
+if fence ~= '' then
+  local f = redis.call('HMGET', inv, 'fence', 'fence_until')
+  if f[1] ~= fence or num(f[2]) <= now then
+    return {-1}
+  end
+end
 -- Purge first: only live holds may block lowering the stock.
 purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
 
@@ -110,7 +137,6 @@ else
   redis.call('HSET', inv, 'on_hand', int(new_on_hand), 'reserved', int(reserved), 'sold', int(sold))
 end
 -- Absolute sets have no id of their own; `ref` stays empty and qty is the signed change.
-redis.call('XADD', events, 'MAXLEN', '~', 100000, '*',
-  'type', 'stock_set', 'sku', sku, 'bucket', bucket, 'ref', '', 'qty', int(new_on_hand - old_on_hand),
-  'on_hand', int(new_on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now))
+emit(inv, events, {'type', 'stock_set', 'sku', sku, 'bucket', bucket, 'ref', '', 'qty', int(new_on_hand - old_on_hand),
+  'on_hand', int(new_on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
 return {1, new_on_hand, reserved, sold}

@@ -69,10 +69,13 @@ ref_bare="$(helpers reserve | without_purge)"
 for f in reserve commit release extend set_stock adjust_stock sweep rebalance_take; do
   [[ "$(helpers $f)" == "$ref_full" ]] || fail "$f.lua: shared helpers/purge differ from reserve.lua"
 done
-for f in availability rebalance_give reservation_claim reservation_transition; do
+for f in availability rebalance_give reservation_claim reservation_transition stock_fence reservation_renew; do
   [[ "$(helpers $f | without_purge)" == "$ref_bare" ]] || fail "$f.lua: shared helpers differ from reserve.lua"
 done
-pass "shared helper block identical in all 12 scripts"
+pass "shared helper block identical in all 14 scripts"
+# The outbox is never trimmed (an unpublished event is never dropped) and every entry carries
+# the bucket's sequence number: the only XADD is the one inside the shared emit().
+expect "no script trims a stream" "0" "$(cat "$LUA"/*.lua | grep -c "MAXLEN" || true)"
 # The cart scripts carry their own block (a cart hash, not a stock bucket), byte-identical
 # in every cart_*.lua.
 cart_ref="$(helpers cart_add)"
@@ -85,14 +88,14 @@ for path in "$LUA"/cart_*.lua; do
 done
 expect "cart shared helper block identical in all cart scripts" 6 "$carts"
 xadds=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD'")
-capped=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD', events, 'MAXLEN', '~', 100000, '\*',")
-expect "every XADD is MAXLEN ~ 100000" "$xadds" "$capped"
+emits=$(cat "$LUA"/*.lua | grep -c "^  redis.call('XADD', events, '\*', unpack(fields))$")
+expect "every XADD is the one in emit()" "$xadds" "$emits"
 for f in reserve commit release extend set_stock adjust_stock availability sweep rebalance_take \
-         rebalance_give reservation_claim reservation_transition; do
+         rebalance_give reservation_claim reservation_transition stock_fence reservation_renew; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
   grep -q "redis.call('TIME')" "$LUA/$f.lua" || fail "$f.lua does not read Redis TIME"
 done
-pass "all 12 scripts present and read TIME"
+pass "all 14 scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
@@ -102,7 +105,7 @@ rc flushall >/dev/null
 K=$(kk A)
 expect "set_stock A=10" "1 10 0 0" "$(ev set_stock $K , 10 1 A 0)"
 expect "set_stock stores buckets on bucket 0" "1" "$(rc hget 'inv:{A}' buckets)"
-expect_re "stock_set event" "^type stock_set sku A bucket 0 ref  qty 10 on_hand 10 reserved 0 sold 0 at [0-9]{13}$" \
+expect_re "stock_set event" "^type stock_set sku A bucket 0 ref  qty 10 on_hand 10 reserved 0 sold 0 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 expect "bad qty is an error" "ERR reserve: qty must be an integer >= 1" "$(ev reserve $K , r1 0 60000 A 0)"
 expect "bad qty wrote nothing" "0" "$(rc exists 'inv:{A}:held')"
@@ -115,7 +118,7 @@ exp1=$(cut -d' ' -f2 <<<"$out")
 pass "reserve r1 expiry = Redis now + ttl"
 expect "held r1" "3" "$(rc hget 'inv:{A}:held' r1)"
 expect "holds r1" "$exp1" "$(rc zscore 'inv:{A}:holds' r1)"
-expect_re "reserved event" "^type reserved sku A bucket 0 ref r1 qty 3 on_hand 10 reserved 3 sold 0 at [0-9]{13} expires_at $exp1$" \
+expect_re "reserved event" "^type reserved sku A bucket 0 ref r1 qty 3 on_hand 10 reserved 3 sold 0 at [0-9]{13} expires_at $exp1 seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 len=$(rc xlen 'inv:{A}:events')
 expect "reserve r1 again is idempotent" "1 $exp1 10 3" "$(ev reserve $K , r1 3 60000 A 0)"
@@ -145,12 +148,12 @@ expect_re "expired event fields" "type expired sku A bucket 0 ref r3 qty 4 on_ha
 
 # ---------------------------------------------------------------- commit / release
 expect "commit r1" "1 3 7 7 3" "$(ev commit $K , r1 A 0)"
-expect_re "committed event" "^type committed sku A bucket 0 ref r1 qty 3 on_hand 7 reserved 7 sold 3 at [0-9]{13}$" \
+expect_re "committed event" "^type committed sku A bucket 0 ref r1 qty 3 on_hand 7 reserved 7 sold 3 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 expect "commit r1 twice" "0" "$(ev commit $K , r1 A 0)"
 expect "commit unknown rid" "0" "$(ev commit $K , zz A 0)"
 expect "release r4" "1 7" "$(ev release $K , r4 A 0)"
-expect_re "released event" "^type released sku A bucket 0 ref r4 qty 7 on_hand 7 reserved 0 sold 3 at [0-9]{13}$" \
+expect_re "released event" "^type released sku A bucket 0 ref r4 qty 7 on_hand 7 reserved 0 sold 3 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 expect "release r4 twice" "0" "$(ev release $K , r4 A 0)"
 expect_re "retry of the expired rid r3 holds anew" "^1 [0-9]{13} 7 1$" "$(ev reserve $K , r3 1 60000 A 0)"
@@ -180,6 +183,7 @@ expect_re "extend live r5" "^1 [0-9]{13}$" "$out"
 exp5=$(cut -d' ' -f2 <<<"$out")
 (( exp5 >= t0 + 120000 && exp5 <= t0 + 121000 )) || fail "extend r5: expiry $exp5 not ~ now+120s"
 expect "extend moved the zset score" "$exp5" "$(rc zscore 'inv:{A}:holds' r5)"
+expect "extend never shortens a hold" "1 $exp5 $exp5" "$(ev extend $K , r5 1000 A 0) $(rc zscore 'inv:{A}:holds' r5)"
 ev reserve $K , r6 1 50 A 0 >/dev/null
 sleep 0.2
 before=$(events_of 'inv:{A}:events' expired)
@@ -192,7 +196,7 @@ expect "extend unknown rid" "0" "$(ev extend $K , nope 60000 A 0)"
 expect "set_stock below reserved refused" "0 2" "$(ev set_stock $K , 1 1 A 0)"
 expect "refused set_stock changed nothing" "7 2 3" "$(rc hmget 'inv:{A}' on_hand reserved sold)"
 expect "set_stock A=5" "1 5 2 3" "$(ev set_stock $K , 5 1 A 0)"
-expect_re "stock_set qty is the signed change" "^type stock_set sku A bucket 0 ref  qty -2 on_hand 5 reserved 2 sold 3 at [0-9]{13}$" \
+expect_re "stock_set qty is the signed change" "^type stock_set sku A bucket 0 ref  qty -2 on_hand 5 reserved 2 sold 3 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 expect "set_stock on bucket 1 ignores buckets" "1 4 0 0" "$(ev set_stock $(kk A~1) , 4 junk A 1)"
 expect "bucket 1 has no buckets field" "0" "$(rc hexists 'inv:{A~1}' buckets)"
@@ -200,22 +204,44 @@ expect "set_stock buckets 0 means 1" "1 5 2 3 1" "$(ev set_stock $K , 5 0 A 0) $
 
 # ---------------------------------------------------------------- adjust_stock
 KA="$K inv:{A}:adj"
-expect "adjust a1 +5" "1 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0)"
-expect_re "adjusted event" "^type adjusted sku A bucket 0 ref a1 qty 5 on_hand 10 reserved 2 sold 3 at [0-9]{13}$" \
+expect "adjust a1 +5" "1 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0 0)"
+expect_re "adjusted event" "^type adjusted sku A bucket 0 ref a1 qty 5 on_hand 10 reserved 2 sold 3 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 len=$(rc xlen 'inv:{A}:events')
-expect "adjust a1 again is idempotent" "2 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0)"
-expect "adjust a2 -9 below reserved refused" "0 10 2" "$(ev adjust_stock $KA , a2 -9 A 0)"
+expect "adjust a1 again is idempotent" "2 10 2 3" "$(ev adjust_stock $KA , a1 5 A 0 0)"
+expect "adjust a2 -9 below reserved refused" "0 10 2" "$(ev adjust_stock $KA , a2 -9 A 0 0)"
 expect "refused adjust left no trace" "0 10 $len" \
   "$(rc zscore 'inv:{A}:adj' a2 | wc -w) $(rc hget 'inv:{A}' on_hand) $(rc xlen 'inv:{A}:events')"
-expect "adjust a2 retried later with room" "1 2 2 3" "$(ev adjust_stock $KA , a3 -8 A 0)"
-expect "adjust delta 0 is an error" "ERR adjust_stock: delta must be a non-zero integer" "$(ev adjust_stock $KA , a4 0 A 0)"
+expect "adjust a2 retried later with room" "1 2 2 3" "$(ev adjust_stock $KA , a3 -8 A 0 0)"
+expect "adjust delta 0 is an error" "ERR adjust_stock: delta must be a non-zero integer" "$(ev adjust_stock $KA , a4 0 A 0 0)"
 old=$(( $(now_ms) - 8 * 24 * 3600 * 1000 ))
 recent=$(( $(now_ms) - 6 * 24 * 3600 * 1000 ))
 rc zadd 'inv:{A}:adj' "$old" ancient "$recent" recent >/dev/null
-ev adjust_stock $KA , a5 1 A 0 >/dev/null
-expect "adj trims ids older than 7 days only" "0 1" \
+ev adjust_stock $KA , a5 1 A 0 0 >/dev/null
+expect "adj ids are kept for good by default (retention 0)" "1 1" \
   "$(rc zscore 'inv:{A}:adj' ancient | wc -w) $(rc zscore 'inv:{A}:adj' recent | wc -w)"
+expect "a repeat of an 8-day-old id changes nothing" "2 3 2 3" "$(ev adjust_stock $KA , ancient 5 A 0 0)"
+ev adjust_stock $KA , a6 1 A 0 $(( 7 * 24 * 3600 * 1000 )) >/dev/null
+expect "a configured retention trims older ids only" "0 1" \
+  "$(rc zscore 'inv:{A}:adj' ancient | wc -w) $(rc zscore 'inv:{A}:adj' recent | wc -w)"
+expect "adjust with a bad retention is an error" "ERR adjust_stock: retention_ms must be an integer >= 0" \
+  "$(ev adjust_stock $KA , a7 1 A 0 -1)"
+
+# ---------------------------------------------------------------- outbox ids and back-pressure
+seq=$(rc hget 'inv:{A}' seq)
+ids=$(redis-cli -p "$PORT" xrange 'inv:{A}:events' - + | grep -E '^[0-9]+-[0-9]+$' | tr '\n' ' ')
+expect "outbox_ack deletes the emptied stream" "0" "$(ev outbox_ack inv:{A}:events , $ids | cut -d' ' -f2)"
+ev adjust_stock $KA , a8 1 A 0 0 >/dev/null
+expect_re "the sequence outlives the stream" "seq $((seq + 1))$" "$(last_event 'inv:{A}:events')"
+KF=$(kk F)
+ev set_stock $KF , 10 1 F 0 >/dev/null
+rc eval "for i = 1, 100000 do redis.call('XADD', KEYS[1], '*', 'type', 'filler') end return 1" 1 'inv:{F}:events' >/dev/null
+expect_re "a full outbox refuses a new hold" "^OUTBOX_FULL reserve" "$(ev reserve $KF , f1 1 60000 F 0)"
+expect_re "a full outbox refuses set_stock and adjust_stock" "^OUTBOX_FULL set_stock.* OUTBOX_FULL adjust_stock" \
+  "$(ev set_stock $KF , 11 1 F 0) $(ev adjust_stock $KF inv:{F}:adj , f2 1 F 0 0)"
+expect "a full outbox moves nothing out" "0" "$(ev rebalance_take $KF inv:{F}:xfer , tf 1 1 F 0)"
+expect "nothing was trimmed" "100001 10" "$(rc xlen 'inv:{F}:events') $(rc hget 'inv:{F}' on_hand)"
+rc del 'inv:{F}:events' >/dev/null
 
 # ---------------------------------------------------------------- sweep
 KS=$(kk S)
@@ -242,23 +268,41 @@ KH1="inv:{H~1} inv:{H~1}:events inv:{H~1}:xin"
 ev set_stock $(kk H) , 10 2 H 0 >/dev/null
 ev reserve $(kk H) , h1 4 60000 H 0 >/dev/null
 expect "take t1 moves min(units, available)" "6" "$(ev rebalance_take $KH , t1 8 1 H 0)"
-expect "take recorded the transfer" "1:6 4" "$(rc hget 'inv:{H}:xfer' t1) $(rc hget 'inv:{H}' on_hand)"
-expect_re "transfer_out event" "^type transfer_out sku H bucket 0 ref t1 qty -6 on_hand 4 reserved 4 sold 0 at [0-9]{13}$" \
+expect_re "take recorded the transfer with its time" "^1:6:[0-9]{13} 4$" "$(rc hget 'inv:{H}:xfer' t1) $(rc hget 'inv:{H}' on_hand)"
+expect_re "transfer_out event" "^type transfer_out sku H bucket 0 ref t1 qty -6 on_hand 4 reserved 4 sold 0 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{H}:events')"
 expect "take t1 again answers the recorded units" "6" "$(ev rebalance_take $KH , t1 8 1 H 0)"
 expect "take t1 again moved nothing" "4 1" "$(rc hget 'inv:{H}' on_hand) $(events_of 'inv:{H}:events' transfer_out)"
-expect "give t1" "1" "$(ev rebalance_give $KH1 , t1 6 H 1)"
-expect_re "transfer_in event" "^type transfer_in sku H bucket 1 ref t1 qty 6 on_hand 6 reserved 0 sold 0 at [0-9]{13}$" \
+taken=$(rc hget 'inv:{H}:xfer' t1 | cut -d: -f3)
+expect "give t1" "1" "$(ev rebalance_give $KH1 , t1 6 H 1 $taken)"
+expect_re "transfer_in event" "^type transfer_in sku H bucket 1 ref t1 qty 6 on_hand 6 reserved 0 sold 0 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{H~1}:events')"
-expect "give t1 again" "0" "$(ev rebalance_give $KH1 , t1 6 H 1)"
+expect "give t1 again" "0" "$(ev rebalance_give $KH1 , t1 6 H 1 $taken)"
 expect "give t1 again added nothing" "6 1" "$(rc hget 'inv:{H~1}' on_hand) $(rc xlen 'inv:{H~1}:events')"
 rc hdel 'inv:{H}:xfer' t1 >/dev/null
 expect "take with nothing available" "0" "$(ev rebalance_take $KH , t2 5 1 H 0)"
 expect "empty take records nothing" "0 1" "$(rc hexists 'inv:{H}:xfer' t2) $(events_of 'inv:{H}:events' transfer_out)"
-rc zadd 'inv:{H~1}:xin' $(( $(now_ms) - 2 * 24 * 3600 * 1000 )) stale >/dev/null
-ev rebalance_give $KH1 , t3 1 H 1 >/dev/null
-expect "xin trims ids older than 1 day" "0 1" \
-  "$(rc zscore 'inv:{H~1}:xin' stale | wc -w) $(rc zscore 'inv:{H~1}:xin' t1 | wc -w)"
+rc zadd 'inv:{H~1}:xin' $(( $(now_ms) - 2 * 24 * 3600 * 1000 )) recent $(( $(now_ms) - 8 * 24 * 3600 * 1000 )) stale >/dev/null
+ev rebalance_give $KH1 , t3 1 H 1 0 >/dev/null
+expect "xin keeps ids for 7 days" "0 1 1" \
+  "$(rc zscore 'inv:{H~1}:xin' stale | wc -w) $(rc zscore 'inv:{H~1}:xin' recent | wc -w) $(rc zscore 'inv:{H~1}:xin' t1 | wc -w)"
+expect "a give older than the xin window is refused" "-1 7" \
+  "$(ev rebalance_give $KH1 , t4 5 H 1 $(( $(now_ms) - 8 * 24 * 3600 * 1000 ))) $(rc hget 'inv:{H~1}' on_hand)"
+
+# ---------------------------------------------------------------- SetStock's fence
+expect "raise a fence" "1" "$(ev stock_fence inv:{H} , raise tokA 60000)"
+expect "a fenced bucket gives nothing away" "0 0" "$(ev rebalance_take $KH , t5 1 1 H 0) $(rc hexists 'inv:{H}:xfer' t5)"
+expect "set_stock needs the caller's own fence" "-1" "$(ev set_stock $(kk H) , 4 2 H 0 tokB)"
+expect "set_stock under the caller's fence" "1 4 4 0" "$(ev set_stock $(kk H) , 4 2 H 0 tokA)"
+expect "another caller cannot lower it" "0 tokA" "$(ev stock_fence inv:{H} , lower tokB 0) $(rc hget 'inv:{H}' fence)"
+expect "the owner lowers it" "1 0" "$(ev stock_fence inv:{H} , lower tokA 0) $(rc hexists 'inv:{H}' fence)"
+ev stock_fence inv:{H} , raise tokC 50 >/dev/null
+sleep 0.2
+expect "a lapsed fence refuses set_stock" "-1" "$(ev set_stock $(kk H) , 4 2 H 0 tokC)"
+expect "set_stock without a fence (a single-bucket tool)" "1 10 4 0" "$(ev set_stock $(kk H) , 10 2 H 0 '')"
+expect "a lapsed fence lets transfers go and lowers as lost" "1 0" \
+  "$(ev rebalance_take $KH , t6 1 1 H 0) $(ev stock_fence inv:{H} , lower tokC 0)"
+expect "bad fence action is an error" "ERR stock_fence: action must be raise or lower" "$(ev stock_fence inv:{H} , up tokA 1)"
 
 # ---------------------------------------------------------------- reservation records
 R='res:{o1}'
@@ -310,5 +354,27 @@ ev reservation_claim $R3 , fpC 'A:5:0' 60000 600000 >/dev/null
 expect "pending->rejected with shortages" "1 rejected 0 A:5:0" \
   "$(ev reservation_transition $R3 , pending rejected -1 'A:5:2' 0 600000 '')"
 expect "claim on rejected" "rejected 0 A:5:2 A:5:0" "$(ev reservation_claim $R3 , fpC 'A:5:0' 60000 600000)"
+
+# ---------------------------------------------------------------- claims: heartbeat and fence
+R4='res:{o4}'
+expect "claim with an owner" "claimed" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokA)"
+expect "the owner renews" "1" "$(ev reservation_renew $R4 , tokA 60000)"
+expect "a renewed lease keeps others out" "busy" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
+expect "another token cannot renew" "0" "$(ev reservation_renew $R4 , tokB 60000)"
+rc hset $R4 lease 0 >/dev/null
+expect "a lapsed lease is taken over" "claimed A:1:0" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
+expect "the old owner is fenced out of renewing" "0" "$(ev reservation_renew $R4 , tokA 60000)"
+expect "the old owner cannot finish" "0 pending 0 A:1:0" \
+  "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokA)"
+expect "the new owner finishes" "1 rejected 0 A:1:0" \
+  "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokB)"
+expect "no lease or owner left" "0 0" "$(rc hexists $R4 lease) $(rc hexists $R4 owner)"
+expect "renew of a finished record" "0" "$(ev reservation_renew $R4 , tokB 60000)"
+R5='res:{o5}'
+ev reservation_claim $R5 , fpE 'A:1:0' 60000 600000 tokE >/dev/null
+ev reservation_transition $R5 , pending reserved 99 '' 0 600000 '' >/dev/null
+ev reservation_transition $R5 , reserved preparing -1 '' 0 600000 '' >/dev/null
+expect "release unwinds an interrupted preparing" "1 released 99 A:1:0" \
+  "$(ev reservation_transition $R5 , preparing released -1 '' 0 600000 '')"
 
 echo "all $n checks passed"

@@ -67,10 +67,29 @@ pub async fn run_relay(
             },
         }
         for bucket in due {
-            if let Err(error) = drain(&stock, bus.as_ref(), &region, &bucket).await {
-                tracing::warn!(%error, sku = %bucket.sku, "outbox drain failed; retried on next rescan");
+            match drain(&stock, bus.as_ref(), &region, &bucket).await {
+                Ok(()) => metrics::set_outbox_backlog(0),
+                Err(error) => {
+                    tracing::warn!(%error, sku = %bucket.sku, "outbox drain failed; retried on next rescan");
+                    report_backlog(&stock, &bucket).await;
+                }
             }
         }
+    }
+}
+
+/// After a failed drain: how much waits unpublished in `bucket`, as a gauge, and an error log
+/// once half the limit is reached (at the limit new work on the bucket is refused).
+async fn report_backlog(stock: &Stock, bucket: &BucketKeys) {
+    let Ok(waiting) = stock.client().xlen::<i64, _>(bucket.events()).await else {
+        return;
+    };
+    metrics::set_outbox_backlog(waiting);
+    if waiting >= scripts::OUTBOX_LIMIT / 2 {
+        tracing::error!(
+            sku = %bucket.sku, bucket = bucket.index, waiting, limit = scripts::OUTBOX_LIMIT,
+            "inventory outbox backlog growing while the bus is unreachable; new work on this bucket is refused at the limit"
+        );
     }
 }
 
@@ -153,8 +172,9 @@ fn parse_entries(value: Value) -> Vec<(String, HashMap<String, String>)> {
         .collect()
 }
 
-/// Turns one outbox entry into a bus event. The id is `<tag>/<stream id>`: the same entry
-/// published twice (a crash between publish and ack) carries the same id, so consumers dedupe.
+/// Turns one outbox entry into a bus event. The id is `<tag>/<seq>`, the bucket's sequence
+/// number the script stored in the entry: the same entry published twice (a crash between
+/// publish and ack) carries the same id, so consumers dedupe, and no two entries ever share one.
 pub fn to_event(bucket: &BucketKeys, id: &str, f: &HashMap<String, String>, region: &str) -> Option<Event> {
     let int = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let text = |k: &str| f.get(k).cloned().unwrap_or_default();
@@ -239,7 +259,12 @@ pub fn to_event(bucket: &BucketKeys, id: &str, f: &HashMap<String, String>, regi
             return None;
         }
     };
-    let event_id = format!("{}/{id}", bucket.tag);
+    // The bucket's sequence number outlives its stream (deleted once empty), so ids never
+    // repeat; entries written before `seq` existed keep their stream id.
+    let event_id = match f.get("seq") {
+        Some(seq) => format!("{}/{seq}", bucket.tag),
+        None => format!("{}/{id}", bucket.tag),
+    };
     let payload = InventoryEvent {
         event_id: event_id.clone(),
         event: Some(event),
@@ -342,9 +367,17 @@ pub async fn rebalance_once(stock: &Stock) -> Result<i64, InventoryError> {
     let mut moved = 0;
     for sku in hot {
         let layout = stock.layout(&sku).await?;
-        stock.redrive_transfers(&sku, layout.buckets_max).await?;
+        stock.redrive_transfers(&sku, layout.buckets_max, false).await?;
         let levels = stock.bucket_levels(&sku).await?;
         let n = layout.buckets as usize;
+        // Free units beyond the layout (moved there on a layout cached before a shrink) are
+        // counted by readers but out of Reserve's reach: bring them home to bucket 0.
+        for (i, bucket) in levels.iter().enumerate().skip(n) {
+            let stray = bucket.levels.available();
+            if stray > 0 {
+                moved += stock.transfer(&sku, i as u32, 0, stray).await?;
+            }
+        }
         let mut available: Vec<i64> = levels.iter().take(n).map(|b| b.levels.available()).collect();
         let total: i64 = available.iter().sum();
         if total == 0 {
@@ -363,6 +396,36 @@ pub async fn rebalance_once(stock: &Stock) -> Result<i64, InventoryError> {
         }
     }
     Ok(moved)
+}
+
+/// Re-drives every pending transfer in Redis, found by scanning for `inv:{B}:xfer` keys (a key
+/// exists only while a transfer out of its bucket is pending): also the SKUs no longer in
+/// `inv:hot`, whose transfers the hot-SKU pass would miss. Returns the transfers finished.
+pub async fn redrive_everywhere(stock: &Stock) -> Result<usize, InventoryError> {
+    let client = stock.client();
+    let mut keys = if client.is_clustered() {
+        client
+            .scan_cluster_buffered(keys::TRANSFERS_PATTERN, Some(1000), None)
+            .boxed()
+    } else {
+        client
+            .scan_buffered(keys::TRANSFERS_PATTERN, Some(1000), None)
+            .boxed()
+    };
+    let mut skus = HashSet::new();
+    while let Some(key) = keys.next().await {
+        if let Some(name) = key?.as_str() {
+            skus.insert(BucketKeys::from_tag(keys::hash_tag(name)).sku);
+        }
+    }
+    let mut redriven = 0;
+    for sku in skus {
+        let layout = stock.layout(&sku).await?;
+        redriven += stock
+            .redrive_transfers(&sku, layout.buckets_max.max(keys::MAX_BUCKETS), false)
+            .await?;
+    }
+    Ok(redriven)
 }
 
 /// For each dry bucket (nothing available), a move of half the richest bucket's surplus:
@@ -388,12 +451,24 @@ pub fn plan_rebalance(available: &[i64]) -> Vec<(u32, (u32, i64))> {
     plan
 }
 
-/// Runs the rebalancer every `every` until the task is aborted.
+/// Rebalancer passes between two scans for pending transfers of any SKU.
+const REDRIVE_SCAN_EVERY: u64 = 20;
+
+/// Runs the rebalancer every `every` until the task is aborted; every
+/// [`REDRIVE_SCAN_EVERY`] passes (and at the first) it also re-drives pending transfers of
+/// every SKU, hot or not.
 pub async fn run_rebalancer(stock: Stock, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut passes: u64 = 0;
     loop {
         interval.tick().await;
+        if passes.is_multiple_of(REDRIVE_SCAN_EVERY)
+            && let Err(error) = redrive_everywhere(&stock).await
+        {
+            tracing::warn!(%error, "transfer re-drive scan failed");
+        }
+        passes += 1;
         if let Err(error) = rebalance_once(&stock).await {
             tracing::warn!(%error, "rebalance failed");
         }
@@ -427,12 +502,13 @@ mod tests {
             ("sold", "0"),
             ("expires_at", "99"),
             ("at", "42"),
+            ("seq", "7"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let event = to_event(&bucket, "1-0", &fields, "eu").expect("known type");
-        assert_eq!(event.id, "SKU-1~2/1-0");
+        assert_eq!(event.id, "SKU-1~2/7", "the bucket's sequence, not the stream id");
         assert_eq!(event.key, "SKU-1");
         assert_eq!(event.event_type, "inventory.reserved");
         let decoded = InventoryEvent::decode(event.payload.as_slice()).expect("decodes");

@@ -32,6 +32,19 @@ pub enum InventoryError {
     /// Redis failed or was unreachable.
     #[error("redis: {0}")]
     Redis(#[from] fred::error::Error),
+    /// A script refused its arguments or failed in Lua: deterministic, so retrying cannot
+    /// help. Every argument is validated before a script runs, so this is a bug, not bad input.
+    #[error("script {script} refused the call: {detail}")]
+    Script {
+        /// The script's file name.
+        script: &'static str,
+        /// Redis's error reply.
+        detail: String,
+    },
+    /// A bucket's outbox holds more unpublished events than it may (the bus is down): new
+    /// work is refused until the relay catches up, so no event is ever trimmed unpublished.
+    #[error("event backlog of {0} is full; retry")]
+    Backpressure(String),
     /// A script answered something this code does not understand (a deployment mismatch).
     #[error("unexpected reply from {script}: {detail}")]
     Protocol {
@@ -69,6 +82,16 @@ impl From<InventoryError> for Status {
                 // Logged once here at the boundary; the caller only learns it may retry.
                 tracing::warn!(error = %e, "redis call failed");
                 Status::unavailable("inventory store unavailable; retry")
+            }
+            InventoryError::Script { .. } => {
+                tracing::error!(%error, "script refused its arguments");
+                Status::internal("internal error")
+            }
+            InventoryError::Backpressure(ref sku) => {
+                crate::metrics::outbox_backpressure();
+                // Alert-worthy: the bus has been unreachable long enough to fill a backlog.
+                tracing::error!(%sku, "inventory outbox backlog full; refusing new work until the relay publishes");
+                Status::unavailable("inventory event backlog full; retry later")
             }
             InventoryError::Protocol { .. } => {
                 tracing::error!(%error, "script protocol mismatch");

@@ -87,6 +87,8 @@ pub const EXPIRY_INDEX: &str = "inv:expiries";
 pub const HOT_SKUS: &str = "inv:hot";
 /// Pattern matching every outbox stream (crash recovery of the relay).
 pub const EVENTS_PATTERN: &str = "inv:{*}:events";
+/// Pattern matching every bucket with transfers out pending (the rebalancer's re-drive scan).
+pub const TRANSFERS_PATTERN: &str = "inv:{*}:xfer";
 
 /// The hash tag Redis Cluster hashes for `key` (the rules of CLUSTER KEYSLOT).
 pub fn hash_tag(key: &str) -> &str {

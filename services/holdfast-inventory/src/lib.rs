@@ -13,6 +13,7 @@ pub mod reconcile;
 pub mod reservations;
 pub mod scripts;
 pub mod service;
+pub mod settle;
 pub mod stock;
 pub mod validate;
 
@@ -39,6 +40,8 @@ pub struct InventoryOptions {
     pub rebalance_every: Duration,
     /// How often the relay rescans Redis for outbox leftovers (crash recovery).
     pub outbox_rescan_every: Duration,
+    /// The engine's tunables (adjustment-id retention, claim lease).
+    pub stock: stock::StockSettings,
 }
 
 impl Default for InventoryOptions {
@@ -47,6 +50,7 @@ impl Default for InventoryOptions {
             sweep_every: Duration::from_millis(250),
             rebalance_every: Duration::from_millis(500),
             outbox_rescan_every: Duration::from_secs(30),
+            stock: stock::StockSettings::default(),
         }
     }
 }
@@ -98,7 +102,7 @@ async fn build(
 ) -> Result<Built, InventoryError> {
     scripts::load_all(redis.next()).await?;
     let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
-    let stock = Stock::new(redis, relay_tx);
+    let stock = Stock::new(redis, relay_tx).with_settings(options.stock.clone());
     Ok(Built {
         relay: Box::pin(background::run_relay(
             stock.clone(),

@@ -57,6 +57,27 @@ mod defs {
         )
         .expect("registers once")
     });
+    pub static BACKPRESSURE: LazyLock<IntCounter> = LazyLock::new(|| {
+        register_int_counter!(
+            "holdfast_inventory_outbox_backpressure_total",
+            "Calls refused because a bucket's outbox was full of unpublished events (bus down)."
+        )
+        .expect("registers once")
+    });
+    pub static BACKLOG: LazyLock<IntGauge> = LazyLock::new(|| {
+        register_int_gauge!(
+            "holdfast_inventory_outbox_backlog_events",
+            "Unpublished events left in the last outbox the relay failed to drain (0 once it drains)."
+        )
+        .expect("registers once")
+    });
+    pub static STRANDED: LazyLock<IntCounter> = LazyLock::new(|| {
+        register_int_counter!(
+            "holdfast_inventory_transfers_stranded_total",
+            "Re-drives of a bucket transfer older than the received-id window: refused, left for a human."
+        )
+        .expect("registers once")
+    });
 }
 
 /// Records one script round trip.
@@ -96,4 +117,16 @@ pub fn sold_out_short_circuit() {
 /// `n` outbox entries were published.
 pub fn events_published(n: usize) {
     defs::EVENTS.inc_by(n as u64);
+}
+/// A call was refused because an outbox was full.
+pub fn outbox_backpressure() {
+    defs::BACKPRESSURE.inc();
+}
+/// Unpublished events left in an outbox the relay could not drain.
+pub fn set_outbox_backlog(n: i64) {
+    defs::BACKLOG.set(n);
+}
+/// A transfer too old to re-drive safely was found.
+pub fn transfer_stranded() {
+    defs::STRANDED.inc();
 }

@@ -1,14 +1,18 @@
 //! Warehouse stock changes flow into the region's `on_hand`: a consumer (group
 //! [`CONSUMER_GROUP`]) of [`RECONCILIATION_TOPIC`] applies each
 //! `reconciliation.warehouse_stock_changed` of its own region as an `AdjustStock` whose
-//! adjustment id is the event's change id. The adjust script remembers adjustment ids for
-//! seven days, so a redelivery within that window changes nothing: the effect and its
-//! dedupe are one script run.
+//! adjustment id is the event's change id. The adjust script remembers adjustment ids for good
+//! (or for [`crate::stock::StockSettings::adjustment_retention`], which must then be at least
+//! the topic's retention), so a redelivery or a consumer-group reset changes nothing: the
+//! effect and its dedupe are one script run.
 //!
-//! Other regions' changes are skipped (their inventories follow them). A change inventory
-//! refuses for good (it would leave `on_hand` below the units held, e.g. a warehouse loss
-//! larger than what is free here) is dead-lettered with the reason, for someone to
-//! reconcile by hand with `SetStock`; Redis outages are retried.
+//! Other regions' changes are skipped (their inventories follow them). A loss that would leave
+//! `on_hand` below the units held right now is a temporary refusal: holds commit, lapse or are
+//! released within the hold TTL, so it is retried in place with the consumer's backoff (a
+//! loss inventory must not forget: skipping it would keep units that no longer exist). Only
+//! a change that can never apply (a loss larger than the whole stock, a malformed event) is
+//! dead-lettered with the reason, for someone to reconcile by hand with `SetStock`; Redis
+//! outages are retried.
 
 use holdfast_platform::events::{
     BusConfig, BusError, ConsumerHandle, Event, EventHandler, HandleError, handler_fn, spawn_consumer,
@@ -58,7 +62,7 @@ pub async fn apply(stock: &Stock, region: &str, event: &Event) -> Result<Reconci
     let mut v = FieldViolations::new();
     validate::sku(&mut v, "sku", &change.sku);
     validate::id(&mut v, "change_id", &change.change_id);
-    if change.delta == 0 || change.delta.abs() > validate::MAX_ON_HAND {
+    if !validate::delta_in_range(change.delta) {
         v.add(
             "delta",
             format!("must be non-zero and within ±{}", validate::MAX_ON_HAND),
@@ -72,12 +76,38 @@ pub async fn apply(stock: &Stock, region: &str, event: &Event) -> Result<Reconci
         .await
     {
         Ok(_) => Ok(Reconciled::Adjusted),
-        Err(InventoryError::Precondition { reason, .. }) => Err(HandleError::Poison(format!(
-            "warehouse {} change {} of {} units of {}: {reason}",
-            change.warehouse_id, change.change_id, change.delta, change.sku
-        ))),
+        Err(InventoryError::Precondition { kind, reason, .. }) => {
+            let what = format!(
+                "warehouse {} change {} of {} units of {}: {reason}",
+                change.warehouse_id, change.change_id, change.delta, change.sku
+            );
+            if kind == "BELOW_HELD" && could_fit_later(stock, &change.sku, change.delta).await? {
+                Err(HandleError::Retry(format!("{what}; waiting for holds to go")))
+            } else {
+                Err(HandleError::Poison(what))
+            }
+        }
+        // A script refusing its arguments is deterministic: retrying would wedge the partition.
+        Err(error @ (InventoryError::Script { .. } | InventoryError::Protocol { .. })) => {
+            Err(HandleError::Poison(error.to_string()))
+        }
         Err(other) => Err(HandleError::Retry(other.to_string())),
     }
+}
+
+/// Whether a loss refused for the units held could apply once they are gone: the SKU's whole
+/// `on_hand` covers it. Holds only ever leave (commit lowers `on_hand` and `reserved` alike),
+/// so a refusal either applies later or turns into a loss larger than the stock: poison.
+async fn could_fit_later(stock: &Stock, sku: &str, delta: i64) -> Result<bool, HandleError> {
+    let level = stock
+        .level(sku)
+        .await
+        .map_err(|e| HandleError::Retry(e.to_string()))?;
+    Ok(level
+        .levels
+        .on_hand
+        .checked_add(delta)
+        .is_some_and(|left| left >= 0))
 }
 
 /// The handler over `stock`, for `region`.

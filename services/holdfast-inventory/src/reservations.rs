@@ -22,11 +22,10 @@ use crate::stock::Stock;
 /// How long an expiring reservation record is kept after its hold TTL, so retries within a
 /// day still get the first answer.
 pub const RECORD_RETENTION: Duration = Duration::from_secs(24 * 3600);
-/// How long a claimer owns a pending record before another caller may take over.
-pub const CLAIM_LEASE: Duration = Duration::from_secs(5);
-/// Hold lifetime while a commit is under way: long enough that a crashed committer's holds
-/// outlive any retry, so a missing hold in `committing` can only mean "already committed".
-pub const COMMIT_LEASE: Duration = Duration::from_secs(24 * 3600);
+/// How long a refused reservation's record is kept: long enough that a client's retries of the
+/// same call (deadlines, backoff) get the same refusal, short enough that anonymous refused
+/// calls cannot park keys in Redis for a day. A retry after it is a fresh attempt.
+pub const REJECTED_RETENTION: Duration = Duration::from_secs(10 * 60);
 /// How long a hot SKU's sold-out marker short-circuits reservations before it is re-checked.
 pub const SOLD_OUT_MARKER: Duration = Duration::from_millis(500);
 
@@ -99,7 +98,8 @@ fn encode<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
-fn decode<T: for<'de> Deserialize<'de> + Default>(raw: &str) -> T {
+/// Decodes a record's JSON field; empty or unreadable is the default.
+pub(crate) fn decode<T: for<'de> Deserialize<'de> + Default>(raw: &str) -> T {
     if raw.is_empty() {
         return T::default();
     }
@@ -128,7 +128,8 @@ fn answer_from(record: &Record) -> ReserveAnswer {
     }
 }
 
-fn ms(duration: Duration) -> i64 {
+/// A duration in whole milliseconds, saturating.
+pub(crate) fn ms(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -175,7 +176,7 @@ impl Stock {
                 ttl_ms,
                 &fp,
                 &encode(&single),
-                ms(RECORD_RETENTION),
+                (ms(RECORD_RETENTION), ms(REJECTED_RETENTION)),
             )
             .await?;
             match outcome {
@@ -195,6 +196,8 @@ impl Stock {
             }
         }
 
+        let lease = self.settings().claim_lease;
+        let owner = uuid::Uuid::now_v7().to_string();
         let mut backoff = Duration::from_millis(5);
         let taken_over = loop {
             match scripts::reservation_claim(
@@ -202,15 +205,15 @@ impl Stock {
                 record_key.clone(),
                 &fp,
                 &encode(&requested),
-                ms(CLAIM_LEASE),
-                retention,
+                (ms(lease), retention),
+                &owner,
             )
             .await?
             {
                 Claim::Claimed(prior) => break prior.is_some(),
                 Claim::Conflict => return Err(conflict(rid)),
                 Claim::Existing(record) => return Ok(answer_from(&record)),
-                Claim::Busy if backoff < CLAIM_LEASE => {
+                Claim::Busy if backoff < lease => {
                     // Another call with this id is mid-flight; its answer is ours in a moment.
                     tokio::time::sleep(backoff).await;
                     backoff *= 2;
@@ -218,6 +221,9 @@ impl Stock {
                 Claim::Busy => return Err(InventoryError::Busy(rid.to_string())),
             }
         };
+        // Renewed while this call works, so no retry takes over (and holds again) while it lives;
+        // stops when this call returns or is dropped.
+        let _heartbeat = Heartbeat::start(self.clone(), record_key.clone(), owner.clone(), lease);
         if taken_over {
             // The previous claimer died mid-way: give back whatever it held in any bucket,
             // then start over, so a retry can never hold twice.
@@ -275,12 +281,17 @@ impl Stock {
                         expires_at: Some(expires_at),
                         retention_ms: retention,
                         lines: &encoded,
+                        owner: &owner,
                         ..Default::default()
                     },
                 ),
                 futures::future::join_all(index),
             );
             let (moved, record) = transition?;
+            if !moved && record.state == "pending" {
+                // Taken over after all (this call stalled past its lease): the taker answers.
+                return Err(InventoryError::Busy(rid.to_string()));
+            }
             self.touched(held_lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
             metrics::holds_created(held_lines.len());
             return Ok(if moved {
@@ -302,11 +313,15 @@ impl Stock {
                 from: "pending",
                 to: "rejected",
                 shortages: &encode(&shortages),
-                retention_ms: ms(RECORD_RETENTION),
+                retention_ms: ms(REJECTED_RETENTION),
+                owner: &owner,
                 ..Default::default()
             },
         )
         .await?;
+        if !moved && record.state == "pending" {
+            return Err(InventoryError::Busy(rid.to_string()));
+        }
         Ok(if moved {
             ReserveAnswer::Insufficient(shortages)
         } else {
@@ -314,7 +329,7 @@ impl Stock {
         })
     }
 
-    async fn index_expiry(&self, line: &Line, expires_at: i64) {
+    pub(crate) async fn index_expiry(&self, line: &Line, expires_at: i64) {
         let tag = BucketKeys::new(&line.sku, line.bucket).tag;
         // Keep the earliest expiry per bucket: the sweeper wakes for the first lapse.
         let result: Result<i64, _> = self
@@ -443,249 +458,36 @@ impl Stock {
         }
         Ok(())
     }
+}
 
-    /// Turns a reservation's holds into sales. Idempotent, and safe with concurrent callers:
-    /// each drives the record's state machine forward from wherever it finds it.
-    /// `FAILED_PRECONDITION` once it expired, was released or refused.
-    pub async fn commit(&self, rid: &str) -> Result<Vec<Line>, InventoryError> {
-        let client = self.client();
-        let record_key = keys::reservation(rid);
-        let retention = ms(RECORD_RETENTION);
-        let (moved, record) = self
-            .transition(rid, "reserved", "preparing", true, retention + ms(COMMIT_LEASE))
-            .await?;
-        let lines: Vec<Line> = decode(&record.lines);
-        let mut state = match (moved, record.state.as_str()) {
-            (true, _) => "preparing".to_string(),
-            // Still `reserved` although the move was refused: it lapsed.
-            (false, "reserved") => "lapsed".to_string(),
-            (false, other) => other.to_string(),
-        };
-        // Each pass moves the record at least one edge forward; four edges reach the end.
-        for _ in 0..5 {
-            state = match state.as_str() {
-                "committed" => return Ok(lines),
-                "lapsed" => match self.expire(rid, "reserved", &lines).await? {
-                    None => return Err(expired(rid)),
-                    Some(now) => now,
-                },
-                "preparing" => {
-                    // Extend every hold first: once all are extended none can lapse, so the
-                    // commit below cannot half-succeed.
-                    let extended = try_join_all(lines.iter().map(|line| {
-                        let keys = BucketKeys::new(&line.sku, line.bucket);
-                        async move { scripts::extend(client, &keys, rid, ms(COMMIT_LEASE)).await }
-                    }))
-                    .await?;
-                    if extended.iter().all(Option::is_some) {
-                        let (moved, record) = self
-                            .transition(
-                                rid,
-                                "preparing",
-                                "committing",
-                                false,
-                                retention + ms(COMMIT_LEASE),
-                            )
-                            .await?;
-                        if moved {
-                            "committing".to_string()
-                        } else {
-                            record.state
-                        }
-                    } else {
-                        // A hold is gone: it lapsed, or a faster caller already committed it.
-                        match self.expire(rid, "preparing", &lines).await? {
-                            None => return Err(expired(rid)),
-                            Some(now) => now,
-                        }
-                    }
-                }
-                "committing" => {
-                    // Holds were extended by a day, so a missing one was committed already.
-                    let committed = try_join_all(
-                        lines
-                            .iter()
-                            .map(|line| BucketKeys::new(&line.sku, line.bucket))
-                            .map(|keys| async move { scripts::commit(client, &keys, rid).await }),
-                    )
-                    .await?;
-                    metrics::holds_committed(committed.iter().filter(|c| c.is_some()).count());
-                    self.touched(lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
-                    scripts::reservation_transition(
-                        client,
-                        record_key.clone(),
-                        Transition {
-                            from: "committing",
-                            to: "committed",
-                            retention_ms: retention,
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
-                    "committed".to_string()
-                }
-                "" => return Err(InventoryError::NotFound(rid.to_string())),
-                "pending" => return Err(InventoryError::Busy(rid.to_string())),
-                "rejected" => {
-                    return Err(InventoryError::precondition(
-                        "RESERVATION_REJECTED",
-                        rid,
-                        "reservation was refused for insufficient stock; nothing to commit",
-                    ));
-                }
-                "released" => {
-                    return Err(InventoryError::precondition(
-                        "RESERVATION_RELEASED",
-                        rid,
-                        "reservation was released",
-                    ));
-                }
-                _ => return Err(expired(rid)),
-            };
-        }
-        Err(InventoryError::Busy(rid.to_string()))
-    }
+/// Renews a running Reserve's claim lease every third of the lease until dropped (or until
+/// the claim is no longer this caller's).
+pub struct Heartbeat(tokio::task::JoinHandle<()>);
 
-    async fn transition(
-        &self,
-        rid: &str,
-        from: &str,
-        to: &str,
-        require_live: bool,
-        retention_ms: i64,
-    ) -> Result<(bool, Record), InventoryError> {
-        scripts::reservation_transition(
-            self.client(),
-            keys::reservation(rid),
-            Transition {
-                from,
-                to,
-                require_live,
-                retention_ms,
-                ..Default::default()
-            },
-        )
-        .await
-    }
-
-    /// Units came back to these lines' SKUs: a hot SKU's sold-out marker is stale now.
-    async fn clear_sold_out(&self, lines: &[Line]) -> Result<(), InventoryError> {
-        for line in lines {
-            if self.layout(&line.sku).await?.buckets > 1 {
-                let _: i64 = self.client().del(keys::sold_out(&line.sku)).await?;
+impl Heartbeat {
+    /// Starts renewing `owner`'s claim on the record at `record_key`.
+    pub fn start(stock: Stock, record_key: String, owner: String, lease: Duration) -> Self {
+        Self(tokio::spawn(async move {
+            let mut every = tokio::time::interval((lease / 3).max(Duration::from_millis(1)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            every.tick().await; // the claim was just taken
+            loop {
+                every.tick().await;
+                match scripts::reservation_renew(stock.client(), record_key.clone(), &owner, ms(lease)).await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    // The next tick tries again; a lease outliving a Redis blip is the point.
+                    Err(error) => tracing::warn!(%error, "claim renewal failed"),
+                }
             }
-        }
-        Ok(())
+        }))
     }
+}
 
-    /// Moves the record from `from` to `expired` and, only if this call made the move,
-    /// releases its holds. `Some(state)` when another caller moved it first.
-    async fn expire(&self, rid: &str, from: &str, lines: &[Line]) -> Result<Option<String>, InventoryError> {
-        let (moved, record) = self
-            .transition(rid, from, "expired", false, ms(RECORD_RETENTION))
-            .await?;
-        if !moved {
-            return Ok(Some(record.state));
-        }
-        for line in lines {
-            let keys = BucketKeys::new(&line.sku, line.bucket);
-            scripts::release(self.client(), &keys, rid).await?;
-            self.touched([keys]);
-        }
-        self.clear_sold_out(lines).await?;
-        Ok(None)
-    }
-
-    /// Gives a reservation's units back. Idempotent; a no-op for refused or expired ones.
-    pub async fn release(&self, rid: &str) -> Result<i64, InventoryError> {
-        let (moved, record) = scripts::reservation_transition(
-            self.client(),
-            keys::reservation(rid),
-            Transition {
-                from: "reserved",
-                to: "released",
-                retention_ms: ms(RECORD_RETENTION),
-                ..Default::default()
-            },
-        )
-        .await?;
-        if !moved {
-            return match record.state.as_str() {
-                "" | "released" | "rejected" | "expired" => Ok(0),
-                "pending" => Err(InventoryError::Busy(rid.to_string())),
-                _ => Err(InventoryError::precondition(
-                    "RESERVATION_COMMITTED",
-                    rid,
-                    "reservation is committed (or being committed); nothing to release",
-                )),
-            };
-        }
-        let lines: Vec<Line> = decode(&record.lines);
-        let mut released = 0;
-        for line in &lines {
-            let keys = BucketKeys::new(&line.sku, line.bucket);
-            released += scripts::release(self.client(), &keys, rid).await?;
-            self.touched([keys]);
-        }
-        metrics::holds_released(lines.len());
-        self.clear_sold_out(&lines).await?;
-        Ok(released)
-    }
-
-    /// Moves a live reservation's expiry to `ttl_seconds` from now.
-    pub async fn extend(&self, rid: &str, ttl_seconds: u32) -> Result<i64, InventoryError> {
-        let client = self.client();
-        let ttl_ms = i64::from(ttl_seconds) * 1000;
-        let record_key = keys::reservation(rid);
-        let check = Transition {
-            from: "reserved",
-            to: "reserved",
-            require_live: true,
-            retention_ms: ttl_ms + ms(RECORD_RETENTION),
-            ..Default::default()
-        };
-        let (live, record) =
-            scripts::reservation_transition(client, record_key.clone(), check.clone()).await?;
-        if !live {
-            return Err(match record.state.as_str() {
-                "" => InventoryError::NotFound(rid.to_string()),
-                "reserved" | "expired" => expired(rid),
-                state => InventoryError::precondition(
-                    "RESERVATION_NOT_LIVE",
-                    rid,
-                    format!("reservation is {state}; only a live reservation can be extended"),
-                ),
-            });
-        }
-        let lines: Vec<Line> = decode(&record.lines);
-        let extended = try_join_all(
-            lines
-                .iter()
-                .map(|line| BucketKeys::new(&line.sku, line.bucket))
-                .map(|keys| async move { scripts::extend(client, &keys, rid, ttl_ms).await }),
-        )
-        .await?;
-        let Some(expires_at) = extended
-            .iter()
-            .copied()
-            .collect::<Option<Vec<i64>>>()
-            .and_then(|e| e.into_iter().min())
-        else {
-            return Err(expired(rid));
-        };
-        for line in &lines {
-            self.index_expiry(line, expires_at).await;
-        }
-        scripts::reservation_transition(
-            client,
-            record_key,
-            Transition {
-                expires_at: Some(expires_at),
-                ..check
-            },
-        )
-        .await?;
-        Ok(expires_at)
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -695,7 +497,8 @@ fn conflict(rid: &str) -> InventoryError {
     ))
 }
 
-fn expired(rid: &str) -> InventoryError {
+/// The precondition failure of a lapsed reservation.
+pub(crate) fn expired(rid: &str) -> InventoryError {
     InventoryError::precondition(
         "RESERVATION_EXPIRED",
         rid,

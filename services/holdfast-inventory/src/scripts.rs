@@ -25,6 +25,8 @@ holdfast_platform::lua_scripts! {
     RESERVATION_CLAIM => "reservation_claim.lua",
     RESERVATION_TRANSITION => "reservation_transition.lua",
     OUTBOX_ACK => "outbox_ack.lua",
+    STOCK_FENCE => "stock_fence.lua",
+    RESERVATION_RENEW => "reservation_renew.lua",
 }
 
 /// Loads every script on every primary (before health says SERVING).
@@ -39,12 +41,46 @@ async fn run(
     args: Vec<Value>,
 ) -> Result<Vec<Value>, InventoryError> {
     let started = Instant::now();
-    let reply: Value = script.run(client, keys, args).await?;
+    let subject = keys.first().cloned().unwrap_or_default();
+    let reply: Value = script
+        .run(client, keys, args)
+        .await
+        .map_err(|error| classify(script, &subject, error))?;
     metrics::observe_script(script.name, started.elapsed());
     match reply {
         Value::Array(values) => Ok(values),
         other => Err(protocol(script, format!("expected an array, got {other:?}"))),
     }
+}
+
+/// Unpublished entries a bucket's outbox may hold before new work on that bucket is refused
+/// (`OUTBOX_LIMIT` in the shared Lua helpers).
+pub const OUTBOX_LIMIT: i64 = 100_000;
+
+/// The error reply a script gives when a bucket's outbox is full (see `outbox_full` in the
+/// shared Lua helpers).
+const OUTBOX_FULL: &str = "OUTBOX_FULL";
+
+/// Sorts a failed script call: a full outbox asks for back-pressure, an `ERR` reply is the
+/// script refusing its arguments or failing in Lua (deterministic: never worth a retry), and
+/// anything else (connection, timeout, failover, `BUSY`, `OOM`...) is Redis being unavailable.
+fn classify(script: &LuaScript, subject: &str, error: fred::error::Error) -> InventoryError {
+    let reply = error.details();
+    if reply.starts_with(OUTBOX_FULL) {
+        return InventoryError::Backpressure(subject.to_string());
+    }
+    let deterministic = matches!(
+        error.kind(),
+        fred::error::ErrorKind::Unknown | fred::error::ErrorKind::InvalidArgument
+    ) && reply.starts_with("ERR ")
+        && !reply.starts_with("ERR max number of clients");
+    if deterministic {
+        return InventoryError::Script {
+            script: script.name,
+            detail: reply.to_string(),
+        };
+    }
+    InventoryError::Redis(error)
 }
 
 fn protocol(script: &LuaScript, detail: impl Into<String>) -> InventoryError {
@@ -148,6 +184,7 @@ pub enum SingleReserve {
 }
 
 /// `reserve_single.lua`: a one-line, one-bucket Reserve in one step (all keys on one server).
+/// `retention_ms` is (kept after the hold's TTL when reserved, kept when rejected).
 #[allow(clippy::too_many_arguments)]
 pub async fn reserve_single(
     client: &Client,
@@ -158,7 +195,7 @@ pub async fn reserve_single(
     ttl_ms: i64,
     fingerprint: &str,
     lines: &str,
-    retention_ms: i64,
+    retention_ms: (i64, i64),
 ) -> Result<SingleReserve, InventoryError> {
     let key_list = vec![
         record_key,
@@ -176,8 +213,9 @@ pub async fn reserve_single(
         s(keys.index),
         s(fingerprint),
         s(lines),
-        s(retention_ms),
+        s(retention_ms.0),
         s(&keys.tag),
+        s(retention_ms.1),
     ];
     let reply = run(&RESERVE_SINGLE, client, key_list, args).await?;
     let first = string_at(&RESERVE_SINGLE, &reply, 0)?;
@@ -252,23 +290,66 @@ pub async fn extend(
     }
 }
 
-/// `set_stock.lua`: the bucket's levels, or `Err(reserved)` when `on_hand` is below what is held.
+/// What `set_stock.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockSet {
+    /// Set; the bucket's levels now.
+    Set(Levels),
+    /// Refused: live holds exceed the new on_hand (the units held now).
+    BelowHeld(i64),
+    /// Refused: the caller's fence is gone (lapsed or replaced); plan again.
+    FenceLost,
+}
+
+/// `set_stock.lua`: set one bucket's absolute on_hand (and on bucket 0 the bucket count), under
+/// the caller's `fence` token (empty: no fence required).
 pub async fn set_stock(
     client: &Client,
     keys: &BucketKeys,
     on_hand: i64,
     buckets: u32,
-) -> Result<Result<Levels, i64>, InventoryError> {
-    let args = vec![s(on_hand), s(buckets), s(&keys.sku), s(keys.index)];
+    fence: &str,
+) -> Result<StockSet, InventoryError> {
+    let args = vec![s(on_hand), s(buckets), s(&keys.sku), s(keys.index), s(fence)];
     let reply = run(&SET_STOCK, client, bucket_keys4(keys), args).await?;
     match int_at(&SET_STOCK, &reply, 0)? {
-        1 => Ok(Ok(Levels {
+        1 => Ok(StockSet::Set(Levels {
             on_hand: int_at(&SET_STOCK, &reply, 1)?,
             reserved: int_at(&SET_STOCK, &reply, 2)?,
             sold: int_at(&SET_STOCK, &reply, 3)?,
         })),
-        _ => Ok(Err(int_at(&SET_STOCK, &reply, 1)?)),
+        0 => Ok(StockSet::BelowHeld(int_at(&SET_STOCK, &reply, 1)?)),
+        _ => Ok(StockSet::FenceLost),
     }
+}
+
+/// `stock_fence.lua` raise: `token` fences the bucket against transfers for `lease_ms`.
+pub async fn raise_fence(
+    client: &Client,
+    keys: &BucketKeys,
+    token: &str,
+    lease_ms: i64,
+) -> Result<(), InventoryError> {
+    run(
+        &STOCK_FENCE,
+        client,
+        vec![keys.counters()],
+        vec![s("raise"), s(token), s(lease_ms)],
+    )
+    .await?;
+    Ok(())
+}
+
+/// `stock_fence.lua` lower: whether the fence was still `token`'s and live (false: plan again).
+pub async fn lower_fence(client: &Client, keys: &BucketKeys, token: &str) -> Result<bool, InventoryError> {
+    let reply = run(
+        &STOCK_FENCE,
+        client,
+        vec![keys.counters()],
+        vec![s("lower"), s(token), s(0)],
+    )
+    .await?;
+    Ok(int_at(&STOCK_FENCE, &reply, 0)? == 1)
 }
 
 /// What `adjust_stock.lua` did.
@@ -287,16 +368,24 @@ pub enum Adjustment {
     },
 }
 
-/// `adjust_stock.lua`: add `delta` units, once per `adjustment_id`.
+/// `adjust_stock.lua`: add `delta` units, once per `adjustment_id` (remembered for
+/// `retention_ms`, or for good when 0).
 pub async fn adjust_stock(
     client: &Client,
     keys: &BucketKeys,
     adjustment_id: &str,
     delta: i64,
+    retention_ms: i64,
 ) -> Result<Adjustment, InventoryError> {
     let mut key_list = bucket_keys4(keys);
     key_list.push(keys.adjustments());
-    let args = vec![s(adjustment_id), s(delta), s(&keys.sku), s(keys.index)];
+    let args = vec![
+        s(adjustment_id),
+        s(delta),
+        s(&keys.sku),
+        s(keys.index),
+        s(retention_ms),
+    ];
     let reply = run(&ADJUST_STOCK, client, key_list, args).await?;
     let levels = |reply: &[Value]| -> Result<Levels, InventoryError> {
         Ok(Levels {
@@ -314,6 +403,10 @@ pub async fn adjust_stock(
         }),
     }
 }
+
+/// Lapsed, unpurged holds one `availability.lua` call subtracts at most (the rest still count as
+/// held until a purge or the sweeper frees them: a conservative read, never an oversell).
+pub const AVAILABILITY_LAPSED_LIMIT: i64 = 1000;
 
 /// One bucket's levels as `availability.lua` reads them (expired holds excluded).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -376,17 +469,34 @@ pub async fn rebalance_take(
     int_at(&REBALANCE_TAKE, &reply, 0)
 }
 
-/// `rebalance_give.lua`: whether the units were added now (false: received before).
+/// What `rebalance_give.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Give {
+    /// The units were added now.
+    Given,
+    /// This transfer was received before; nothing changed.
+    Repeated,
+    /// Older than the received-id window: refused (an earlier give may be forgotten).
+    Stale,
+}
+
+/// `rebalance_give.lua`: adds a transfer's units to bucket `to`, once per `transfer_id`.
+/// `taken_at_ms` is the take time recorded in the source's xfer (0 if unknown).
 pub async fn rebalance_give(
     client: &Client,
     to: &BucketKeys,
     transfer_id: &str,
     units: i64,
-) -> Result<bool, InventoryError> {
+    taken_at_ms: i64,
+) -> Result<Give, InventoryError> {
     let key_list = vec![to.counters(), to.events(), to.transfers_in()];
-    let args = vec![s(transfer_id), s(units), s(&to.sku), s(to.index)];
+    let args = vec![s(transfer_id), s(units), s(&to.sku), s(to.index), s(taken_at_ms)];
     let reply = run(&REBALANCE_GIVE, client, key_list, args).await?;
-    Ok(int_at(&REBALANCE_GIVE, &reply, 0)? == 1)
+    Ok(match int_at(&REBALANCE_GIVE, &reply, 0)? {
+        1 => Give::Given,
+        0 => Give::Repeated,
+        _ => Give::Stale,
+    })
 }
 
 /// A reservation record as the record scripts report it.
@@ -417,16 +527,17 @@ pub enum Claim {
     Existing(Record),
 }
 
-/// `reservation_claim.lua`.
+/// `reservation_claim.lua`: `owner` is the claimer's token (renewals and the final transition
+/// check it).
 pub async fn reservation_claim(
     client: &Client,
     record_key: String,
     fingerprint: &str,
     lines: &str,
-    lease_ms: i64,
-    retention_ms: i64,
+    (lease_ms, retention_ms): (i64, i64),
+    owner: &str,
 ) -> Result<Claim, InventoryError> {
-    let args = vec![s(fingerprint), s(lines), s(lease_ms), s(retention_ms)];
+    let args = vec![s(fingerprint), s(lines), s(lease_ms), s(retention_ms), s(owner)];
     let reply = run(&RESERVATION_CLAIM, client, vec![record_key], args).await?;
     let first = string_at(&RESERVATION_CLAIM, &reply, 0)?;
     Ok(match first.as_str() {
@@ -441,6 +552,23 @@ pub async fn reservation_claim(
             lines: string_at(&RESERVATION_CLAIM, &reply, 3)?,
         }),
     })
+}
+
+/// `reservation_renew.lua`: whether `owner` still holds the pending claim (now renewed).
+pub async fn reservation_renew(
+    client: &Client,
+    record_key: String,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<bool, InventoryError> {
+    let reply = run(
+        &RESERVATION_RENEW,
+        client,
+        vec![record_key],
+        vec![s(owner), s(lease_ms)],
+    )
+    .await?;
+    Ok(int_at(&RESERVATION_RENEW, &reply, 0)? == 1)
 }
 
 /// A state change for `reservation_transition.lua`.
@@ -460,6 +588,8 @@ pub struct Transition<'a> {
     pub retention_ms: i64,
     /// New lines (empty keeps them).
     pub lines: &'a str,
+    /// The claimer's token the record must carry (empty: no check).
+    pub owner: &'a str,
 }
 
 /// `reservation_transition.lua`: (moved, the record as stored after the call).
@@ -476,6 +606,7 @@ pub async fn reservation_transition(
         s(u8::from(t.require_live)),
         s(t.retention_ms),
         s(t.lines),
+        s(t.owner),
     ];
     let reply = run(&RESERVATION_TRANSITION, client, vec![record_key], args).await?;
     Ok((
@@ -517,5 +648,11 @@ mod tests {
             assert!(source.contains("KEYS[1]"), "{} names its KEYS", script.name);
             assert!(source.contains("Reply"), "{} documents its reply", script.name);
         }
+    }
+
+    #[test]
+    fn availability_limit_matches_the_script() {
+        let source = include_str!("../../../lua/availability.lua");
+        assert!(source.contains(&format!("local LAPSED_LIMIT = {AVAILABILITY_LAPSED_LIMIT}\n")));
     }
 }

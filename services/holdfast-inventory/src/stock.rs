@@ -11,11 +11,15 @@ use tokio::sync::mpsc;
 
 use crate::error::InventoryError;
 use crate::keys::{self, BucketKeys};
+use crate::metrics;
 use crate::scripts::{self, Adjustment, BucketLevel, Levels};
 
 /// How long a SKU's bucket count is cached. A stale count never oversells: every bucket
 /// enforces its own invariant, so staleness only shifts which bucket serves a call.
 const LAYOUT_TTL: Duration = Duration::from_secs(1);
+/// How long SetStock's fence stands if its caller dies before lowering it (transfers out of
+/// the SKU's buckets wait that long at most).
+const FENCE_LEASE: Duration = Duration::from_secs(5);
 
 /// A SKU's bucket layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,22 +39,59 @@ pub struct SkuLevel {
     pub buckets: u32,
 }
 
+/// Tunables of the engine; the defaults suit production.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StockSettings {
+    /// How long an applied adjustment id is remembered. `None` (the default): for good, so a
+    /// redelivered or replayed reconciliation event (a consumer-group reset re-reads the whole
+    /// topic) can never apply twice; one small zset member per warehouse change. A retention,
+    /// if set, must be at least the broker's retention of `holdfast.reconciliation.v1`.
+    pub adjustment_retention: Option<Duration>,
+    /// How long a Reserve claimer owns its pending record without renewing it. The claimer
+    /// renews it every third of this while it works, so only a dead (or stalled for longer
+    /// than this) claimer is taken over.
+    pub claim_lease: Duration,
+}
+
+impl Default for StockSettings {
+    fn default() -> Self {
+        Self {
+            adjustment_retention: None,
+            claim_lease: Duration::from_secs(5),
+        }
+    }
+}
+
 /// The inventory engine: typed scripts over a Redis pool, plus the outbox relay's inbox.
 #[derive(Clone)]
 pub struct Stock {
     redis: Pool,
     relay: mpsc::UnboundedSender<BucketKeys>,
     layouts: Arc<Mutex<HashMap<String, (Layout, Instant)>>>,
+    settings: Arc<StockSettings>,
 }
 
 impl Stock {
-    /// An engine over `redis`; touched buckets are announced on `relay`.
+    /// An engine over `redis` with default settings; touched buckets are announced on `relay`.
     pub fn new(redis: Pool, relay: mpsc::UnboundedSender<BucketKeys>) -> Self {
         Self {
             redis,
             relay,
             layouts: Arc::default(),
+            settings: Arc::default(),
         }
+    }
+
+    /// The same engine with `settings`.
+    #[must_use]
+    pub fn with_settings(mut self, settings: StockSettings) -> Self {
+        self.settings = Arc::new(settings);
+        self
+    }
+
+    /// The engine's settings.
+    pub fn settings(&self) -> &StockSettings {
+        &self.settings
     }
 
     /// The next client of the pool.
@@ -122,62 +163,106 @@ impl Stock {
     }
 
     /// Sets absolute on_hand (summed over buckets) and the bucket count.
+    ///
+    /// Transfer-aware: every bucket of the old and new layout is fenced first (no transfer
+    /// may take units out while the plan is made and written), transfers already in flight are
+    /// finished (their units land before the plan reads the buckets, so a late give is a
+    /// no-op), and each bucket is written only under this call's live fence. Bucket 0, which
+    /// carries the layout, is written last and only if every other bucket took its level. Any
+    /// refusal or lost fence plans again from a fresh read.
     pub async fn set_stock(&self, sku: &str, on_hand: i64, buckets: u32) -> Result<SkuLevel, InventoryError> {
-        let client = self.client();
         for _attempt in 0..3 {
-            let current = self.bucket_levels(sku).await?;
-            let old = current[0].buckets.max(1);
-            let reserved: Vec<i64> = current.iter().map(|b| b.levels.reserved).collect();
-            let held: i64 = reserved.iter().sum();
-            if buckets != old && held > 0 {
-                return Err(InventoryError::precondition(
-                    "BUCKETS_CHANGE_WITH_HOLDS",
-                    sku,
-                    format!(
-                        "cannot change buckets from {old} to {buckets} while {held} units are held; retry after they commit, release or expire"
-                    ),
-                ));
-            }
-            if on_hand < held {
-                return Err(below_held(sku, on_hand, held));
-            }
-            // Each bucket keeps what it holds plus an even share of the free units.
-            let width = current.len().max(buckets as usize);
-            let free = on_hand - held;
-            let n = i64::from(buckets);
-            let targets: Vec<i64> = (0..width)
-                .map(|i| {
-                    let i64i = i as i64;
-                    if i64i >= n {
-                        0
-                    } else {
-                        reserved.get(i).copied().unwrap_or(0) + free / n + i64::from(i64i < free % n)
-                    }
-                })
-                .collect();
-            let mut refused = false;
-            // Bucket 0 last: it carries the new layout, so readers never see a layout whose
-            // buckets are not yet filled.
-            for i in (0..width).rev() {
-                let keys = BucketKeys::new(sku, i as u32);
-                match scripts::set_stock(client, &keys, targets[i], buckets).await? {
-                    Ok(_) => self.touched([keys]),
-                    Err(_reserved_now) => refused = true,
-                }
-            }
-            if refused {
-                // A reservation landed between our read and write; plan again.
-                continue;
-            }
-            if buckets > 1 {
+            let token = uuid::Uuid::now_v7().to_string();
+            let first = scripts::availability(self.client(), &BucketKeys::new(sku, 0)).await?;
+            let width = first.buckets_max.max(first.buckets).max(buckets).max(1);
+            let fenced: Vec<BucketKeys> = (0..width).map(|i| BucketKeys::new(sku, i)).collect();
+            try_join_all(
+                fenced
+                    .iter()
+                    .map(|keys| scripts::raise_fence(self.client(), keys, &token, ms(FENCE_LEASE))),
+            )
+            .await?;
+            let written = self.set_stock_fenced(sku, on_hand, buckets, width, &token).await;
+            // Lowered whatever happened; a fence lost meanwhile means the plan may be stale.
+            let lowered = try_join_all(
+                fenced
+                    .iter()
+                    .map(|keys| scripts::lower_fence(self.client(), keys, &token)),
+            )
+            .await?;
+            let level = match written? {
+                Some(level) if lowered.iter().all(|live| *live) => level,
+                _ => continue,
+            };
+            let client = self.client();
+            if buckets > 1 || width > 1 {
+                // Once split, the rebalancer keeps visiting the SKU (stray units beyond the
+                // layout are brought back).
                 let _: i64 = client.sadd(keys::HOT_SKUS, sku).await?;
             } else {
                 let _: i64 = client.srem(keys::HOT_SKUS, sku).await?;
             }
             let _: i64 = client.del(keys::sold_out(sku)).await?;
-            return self.level(sku).await;
+            return Ok(level);
         }
         Err(InventoryError::Busy(sku.to_string()))
+    }
+
+    /// One SetStock plan under `token`'s fences on buckets `0..width`: `Some(level)` written
+    /// (read back while still fenced, so no transfer skews the sum), `None` refused by a
+    /// bucket (plan again).
+    async fn set_stock_fenced(
+        &self,
+        sku: &str,
+        on_hand: i64,
+        buckets: u32,
+        width: u32,
+        token: &str,
+    ) -> Result<Option<SkuLevel>, InventoryError> {
+        let client = self.client();
+        // Units in flight land now; any give still on its way later finds them received.
+        self.redrive_transfers(sku, width, true).await?;
+        let current = self.bucket_levels(sku).await?;
+        let old = current[0].buckets.max(1);
+        let reserved: Vec<i64> = current.iter().map(|b| b.levels.reserved).collect();
+        let held: i64 = reserved.iter().sum();
+        if buckets != old && held > 0 {
+            return Err(InventoryError::precondition(
+                "BUCKETS_CHANGE_WITH_HOLDS",
+                sku,
+                format!(
+                    "cannot change buckets from {old} to {buckets} while {held} units are held; retry after they commit, release or expire"
+                ),
+            ));
+        }
+        if on_hand < held {
+            return Err(below_held(sku, on_hand, held));
+        }
+        // Each bucket keeps what it holds plus an even share of the free units.
+        let width = (width as usize).max(current.len());
+        let free = on_hand - held;
+        let n = i64::from(buckets);
+        let targets: Vec<i64> = (0..width)
+            .map(|i| {
+                let i64i = i as i64;
+                if i64i >= n {
+                    0
+                } else {
+                    reserved.get(i).copied().unwrap_or(0) + free / n + i64::from(i64i < free % n)
+                }
+            })
+            .collect();
+        // Bucket 0 last, and only once every other bucket took its level: it carries the new
+        // layout, so readers never see a layout whose buckets are not yet filled, and a refusal
+        // (a hold that landed since the read) leaves the old layout in force.
+        for i in (0..width).rev() {
+            let keys = BucketKeys::new(sku, i as u32);
+            match scripts::set_stock(client, &keys, targets[i], buckets, token).await? {
+                scripts::StockSet::Set(_) => self.touched([keys]),
+                scripts::StockSet::BelowHeld(_) | scripts::StockSet::FenceLost => return Ok(None),
+            }
+        }
+        Ok(Some(self.level(sku).await?))
     }
 
     /// Adds `delta` units once per `adjustment_id`. Adjustments land on bucket 0 (the
@@ -199,7 +284,11 @@ impl Stock {
                 self.gather(sku, 0, short, &available).await?;
             }
         }
-        match scripts::adjust_stock(client, &keys, adjustment_id, delta).await? {
+        let retention_ms = self
+            .settings
+            .adjustment_retention
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX).max(1));
+        match scripts::adjust_stock(client, &keys, adjustment_id, delta, retention_ms).await? {
             Adjustment::Applied(_) => {
                 self.touched([keys]);
                 if delta > 0 {
@@ -248,7 +337,8 @@ impl Stock {
         Ok(moved_total)
     }
 
-    /// One transfer of `units` from bucket `from` to bucket `to`.
+    /// One transfer of `units` from bucket `from` to bucket `to` (0 moved while SetStock
+    /// fences the source).
     pub async fn transfer(&self, sku: &str, from: u32, to: u32, units: i64) -> Result<i64, InventoryError> {
         let client = self.client();
         let id = uuid::Uuid::now_v7().to_string();
@@ -256,29 +346,48 @@ impl Stock {
         let moved = scripts::rebalance_take(client, &source, &id, units, to).await?;
         if moved > 0 {
             let target = BucketKeys::new(sku, to);
-            scripts::rebalance_give(client, &target, &id, moved).await?;
+            // Just taken: well inside the received-id window.
+            scripts::rebalance_give(client, &target, &id, moved, 0).await?;
             let _: i64 = client.hdel(source.transfers_out(), &id).await?;
             self.touched([source, target]);
         }
         Ok(moved)
     }
 
-    /// Finishes transfers a crashed process left half-done (taken, not yet given).
-    pub async fn redrive_transfers(&self, sku: &str, buckets_max: u32) -> Result<usize, InventoryError> {
+    /// Finishes transfers a crashed process left half-done (taken, not yet given) out of
+    /// buckets `0..buckets_max`. A transfer older than the received-id window is never given
+    /// (an earlier give may have been forgotten): it is reported as stranded, and dropped if
+    /// `drop_stranded` (SetStock, which re-establishes the absolute level anyway).
+    pub async fn redrive_transfers(
+        &self,
+        sku: &str,
+        buckets_max: u32,
+        drop_stranded: bool,
+    ) -> Result<usize, InventoryError> {
         let client = self.client();
         let mut redriven = 0;
         for from in 0..buckets_max {
             let source = BucketKeys::new(sku, from);
             let pending: HashMap<String, String> = client.hgetall(source.transfers_out()).await?;
-            for (id, target) in pending {
-                let Some((to, units)) = target.split_once(':') else {
-                    continue;
-                };
-                let (Ok(to), Ok(units)) = (to.parse::<u32>(), units.parse::<i64>()) else {
+            for (id, recorded) in pending {
+                let Some((to, units, taken_at)) = parse_transfer(&recorded) else {
+                    tracing::error!(%sku, %id, %recorded, "unreadable pending transfer left alone");
                     continue;
                 };
                 let target = BucketKeys::new(sku, to);
-                scripts::rebalance_give(client, &target, &id, units).await?;
+                match scripts::rebalance_give(client, &target, &id, units, taken_at).await? {
+                    scripts::Give::Given | scripts::Give::Repeated => {}
+                    scripts::Give::Stale => {
+                        metrics::transfer_stranded();
+                        tracing::error!(
+                            %sku, %id, from, to, units,
+                            "transfer older than the received-id window: not re-driven (it could give twice); reconcile with SetStock"
+                        );
+                        if !drop_stranded {
+                            continue;
+                        }
+                    }
+                }
                 let _: i64 = client.hdel(source.transfers_out(), &id).await?;
                 self.touched([target]);
                 redriven += 1;
@@ -288,6 +397,22 @@ impl Stock {
     }
 }
 
+/// A pending transfer as `rebalance_take.lua` records it: `to:units:taken_at_ms` (older
+/// records have no take time: 0).
+fn parse_transfer(recorded: &str) -> Option<(u32, i64, i64)> {
+    let mut parts = recorded.split(':');
+    let to = parts.next()?.parse().ok()?;
+    let units = parts.next()?.parse().ok()?;
+    let taken_at = match parts.next() {
+        Some(at) => at.parse().ok()?,
+        None => 0,
+    };
+    Some((to, units, taken_at))
+}
+
+fn ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
 fn below_held(sku: &str, on_hand: i64, held: i64) -> InventoryError {
     InventoryError::precondition(
         "BELOW_HELD",

@@ -21,6 +21,12 @@ pub const DEFAULT_TTL_SECONDS: u32 = 600;
 /// Largest on_hand one SKU may have (far below i64 and Lua's 2^53 integers).
 pub const MAX_ON_HAND: i64 = 1_000_000_000_000;
 
+/// Whether `delta` is a usable stock change: non-zero and within ±[`MAX_ON_HAND`]. Checked
+/// without `abs()`, which overflows (a panic in debug builds) on `i64::MIN`.
+pub fn delta_in_range(delta: i64) -> bool {
+    delta != 0 && delta.checked_abs().is_some_and(|size| size <= MAX_ON_HAND)
+}
+
 /// Resolves `ttl_seconds` (0 = default), checking bounds.
 pub fn ttl(violations: &mut FieldViolations, field: &str, ttl_seconds: u32) -> u32 {
     match ttl_seconds {
@@ -78,6 +84,21 @@ pub fn lines(violations: &mut FieldViolations, lines: &[ReserveLine]) -> Vec<(St
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn delta_in_range_refuses_zero_and_extremes_without_overflow() {
+        assert!(delta_in_range(1) && delta_in_range(-MAX_ON_HAND) && delta_in_range(MAX_ON_HAND));
+        for bad in [
+            0,
+            i64::MIN,
+            i64::MIN + 1,
+            i64::MAX,
+            MAX_ON_HAND + 1,
+            -MAX_ON_HAND - 1,
+        ] {
+            assert!(!delta_in_range(bad), "{bad}");
+        }
+    }
 
     fn line(sku: &str, quantity: i64) -> ReserveLine {
         ReserveLine {

@@ -163,3 +163,113 @@ async fn the_consumer_applies_changes_published_on_the_bus() {
         "1 + 3 once + 2; the impossible loss skipped"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrinkage_below_the_held_units_is_retried_until_the_holds_go() {
+    let fx = Fixture::standalone().await;
+    let stock = &fx.inventory.stock;
+    stock.set_stock("tee", 10, 1).await.expect("set");
+    assert!(common::reserved(
+        &fx.reserve("sale", &[("tee", 8)], 600).await.expect("hold")
+    ));
+
+    let loss = change("eu", "tee", -5, "shrinkage:S-7:tee");
+    let refused = reconcile::apply(stock, "eu", &loss).await;
+    assert!(
+        matches!(&refused, Err(HandleError::Retry(reason)) if reason.contains("shrinkage:S-7:tee")),
+        "held units come back: a temporary refusal, not poison: {refused:?}"
+    );
+    assert_eq!(on_hand(&fx, "tee").await, 10);
+    fx.release("sale").await.expect("release");
+    assert_eq!(
+        reconcile::apply(stock, "eu", &loss).await,
+        Ok(Reconciled::Adjusted)
+    );
+    assert_eq!(on_hand(&fx, "tee").await, 5);
+
+    // Impossible for good (more than the stock, nothing held): poison, as before.
+    let impossible = reconcile::apply(stock, "eu", &change("eu", "tee", -50, "shrinkage:S-8:tee")).await;
+    assert!(
+        matches!(impossible, Err(HandleError::Poison(_))),
+        "{impossible:?}"
+    );
+    // Extreme values from event data are poison too, never a panic.
+    let extreme = reconcile::apply(stock, "eu", &change("eu", "tee", i64::MIN, "shrinkage:S-9:tee")).await;
+    assert!(matches!(extreme, Err(HandleError::Poison(_))), "{extreme:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_applies_a_shrinkage_once_the_sale_lets_go() {
+    let fx = Fixture::standalone().await;
+    fx.inventory.stock.set_stock("cap", 10, 1).await.expect("set");
+    assert!(common::reserved(
+        &fx.reserve("sale", &[("cap", 8)], 600).await.expect("hold")
+    ));
+    let bus = BusConfig::InProcess(fx.bus.clone());
+    let consumer = reconcile::spawn(&bus, fx.inventory.stock.clone(), "eu")
+        .await
+        .expect("consumer");
+    let mut dlq = fx.bus.subscribe(&format!("{RECONCILIATION_TOPIC}.dlq"));
+    fx.bus
+        .publish(vec![change("eu", "cap", -5, "shrinkage:S-1:cap")])
+        .await
+        .expect("publish");
+    // The consumer refuses it at least once (and retries in place) before the sale lets go.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while retried() == 0 {
+        assert!(Instant::now() < deadline, "the consumer never asked for a retry");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    fx.release("sale").await.expect("release");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while on_hand(&fx, "cap").await != 5 {
+        assert!(Instant::now() < deadline, "the shrinkage never landed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    consumer.shutdown().await;
+    assert!(dlq.try_recv().is_err(), "nothing was dead-lettered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adjustment_ids_are_remembered_beyond_a_week() {
+    let fx = Fixture::standalone().await;
+    let stock = &fx.inventory.stock;
+    stock.set_stock("tee", 10, 1).await.expect("set");
+    let receipt = change("eu", "tee", 5, "receipt:DN-OLD:tee");
+    reconcile::apply(stock, "eu", &receipt).await.expect("apply");
+    // The id was applied eight days ago (as far as its recorded time says).
+    let adj = holdfast_inventory::keys::BucketKeys::new("tee", 0).adjustments();
+    let eight_days_ago = fx.redis_now_ms().await - 8 * 24 * 3600 * 1000;
+    let _: i64 = fred::prelude::SortedSetsInterface::zadd(
+        fx.redis(),
+        &adj,
+        None,
+        None,
+        false,
+        false,
+        (eight_days_ago as f64, "receipt:DN-OLD:tee"),
+    )
+    .await
+    .expect("age the id");
+    reconcile::apply(stock, "eu", &change("eu", "tee", 1, "receipt:DN-NEW:tee"))
+        .await
+        .expect("a later change");
+    // A group reset replays the old event: it must change nothing.
+    reconcile::apply(stock, "eu", &receipt).await.expect("replay");
+    assert_eq!(on_hand(&fx, "tee").await, 16, "10 + 5 once + 1");
+}
+
+/// Retries the reconciliation consumer asked for so far (`holdfast_events_retried_total`).
+fn retried() -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|family| family.name() == "holdfast_events_retried_total")
+        .flat_map(|family| family.get_metric())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "topic" && l.value() == RECONCILIATION_TOPIC)
+        })
+        .map(|m| m.get_counter().get_value() as u64)
+        .sum()
+}

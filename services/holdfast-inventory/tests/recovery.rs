@@ -88,10 +88,10 @@ async fn outbox_entries_left_by_a_dead_process_are_published_on_restart() {
     // A process whose relay never ran: its scripts wrote the outbox, nothing published it.
     let (dead_relay, _) = tokio::sync::mpsc::unbounded_channel();
     let crashed = Stock::new(fred_pool(&fx).await, dead_relay);
-    scripts::set_stock(crashed.client(), &BucketKeys::new("ORPHAN", 0), 5, 1)
+    let set = scripts::set_stock(crashed.client(), &BucketKeys::new("ORPHAN", 0), 5, 1, "")
         .await
-        .expect("set")
-        .expect("ok");
+        .expect("set");
+    assert!(matches!(set, scripts::StockSet::Set(_)), "ok");
     let hold = scripts::reserve(
         crashed.client(),
         &BucketKeys::new("ORPHAN", 0),
@@ -146,9 +146,16 @@ async fn a_retry_takes_over_a_dead_reserve_without_holding_twice() {
     let lines = [("A".to_string(), 3), ("B".to_string(), 4)];
     let fp = holdfast_inventory::reservations::fingerprint(&lines, 600);
     let client = fx.redis();
-    let claim = scripts::reservation_claim(client, keys::reservation("crash"), &fp, "[]", 5_000, 600_000)
-        .await
-        .expect("claim");
+    let claim = scripts::reservation_claim(
+        client,
+        keys::reservation("crash"),
+        &fp,
+        "[]",
+        (5_000, 600_000),
+        "dead",
+    )
+    .await
+    .expect("claim");
     assert_eq!(claim, scripts::Claim::Claimed(None));
     scripts::reserve(client, &BucketKeys::new("A", 0), "crash", 3, 600_000)
         .await

@@ -39,6 +39,7 @@ pub fn fast() -> InventoryOptions {
         sweep_every: Duration::from_millis(50),
         rebalance_every: Duration::from_millis(100),
         outbox_rescan_every: Duration::from_secs(1),
+        ..InventoryOptions::default()
     }
 }
 
@@ -48,6 +49,7 @@ pub fn idle() -> InventoryOptions {
         sweep_every: Duration::from_secs(3600),
         rebalance_every: Duration::from_secs(3600),
         outbox_rescan_every: Duration::from_secs(3600),
+        ..InventoryOptions::default()
     }
 }
 

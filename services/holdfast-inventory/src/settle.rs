@@ -1,0 +1,323 @@
+//! Settling a reservation: Commit (reserved -> preparing -> committing -> committed), Release
+//! and Extend, each driving the record's state machine by compare-and-set so concurrent and
+//! retried callers agree (states: `docs/inventory-redis.md`).
+
+use std::time::Duration;
+
+use fred::prelude::{ClientLike, KeysInterface};
+use futures::future::try_join_all;
+
+use crate::error::InventoryError;
+use crate::keys::{self, BucketKeys};
+use crate::metrics;
+use crate::reservations::{Line, RECORD_RETENTION, decode, expired, ms};
+use crate::scripts::{self, Record, Transition};
+use crate::stock::Stock;
+
+/// Hold lifetime while a commit is under way (holds are never shortened by it: a longer TTL is
+/// kept). Minutes, not a day: a client that gives up on an interrupted Commit locks the units
+/// at most this long, and can Release them at once while nothing was sold yet (`preparing`).
+/// Once `committing`, a retry within the lease finishes the commit; after it, a missing hold
+/// may have lapsed rather than committed, so the retry answers `COMMIT_LEASE_LAPSED` instead
+/// of claiming a sale it cannot prove.
+pub const COMMIT_LEASE: Duration = Duration::from_secs(10 * 60);
+
+impl Stock {
+    /// Turns a reservation's holds into sales. Idempotent, and safe with concurrent callers:
+    /// each drives the record's state machine forward from wherever it finds it.
+    /// `FAILED_PRECONDITION` once it expired, was released or refused.
+    pub async fn commit(&self, rid: &str) -> Result<Vec<Line>, InventoryError> {
+        let client = self.client();
+        let record_key = keys::reservation(rid);
+        let retention = ms(RECORD_RETENTION);
+        let (moved, record) = self
+            .transition(rid, "reserved", "preparing", true, retention + ms(COMMIT_LEASE))
+            .await?;
+        let lines: Vec<Line> = decode(&record.lines);
+        // In `committing` the record's expiry is the commit lease's end (Redis clock).
+        let mut deadline = record.expires_at;
+        let mut state = match (moved, record.state.as_str()) {
+            (true, _) => "preparing".to_string(),
+            // Still `reserved` although the move was refused: it lapsed.
+            (false, "reserved") => "lapsed".to_string(),
+            (false, other) => other.to_string(),
+        };
+        // Each pass moves the record at least one edge forward; four edges reach the end.
+        for _ in 0..5 {
+            state = match state.as_str() {
+                "committed" => return Ok(lines),
+                "lapsed" => match self.expire(rid, "reserved", &lines).await? {
+                    None => return Err(expired(rid)),
+                    Some(now) => now,
+                },
+                "preparing" => {
+                    // Extend every hold first: once all are extended none can lapse, so the
+                    // commit below cannot half-succeed.
+                    let extended = try_join_all(lines.iter().map(|line| {
+                        let keys = BucketKeys::new(&line.sku, line.bucket);
+                        async move { scripts::extend(client, &keys, rid, ms(COMMIT_LEASE)).await }
+                    }))
+                    .await?;
+                    if let Some(until) = extended.iter().copied().collect::<Option<Vec<i64>>>() {
+                        // The earliest hold's end: every line commits before it, or the retry
+                        // after it cannot tell a lapse from a commit.
+                        let lease_end = until.into_iter().min().unwrap_or_default();
+                        let (moved, record) = scripts::reservation_transition(
+                            client,
+                            record_key.clone(),
+                            Transition {
+                                from: "preparing",
+                                to: "committing",
+                                expires_at: Some(lease_end),
+                                retention_ms: retention + ms(COMMIT_LEASE),
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                        deadline = record.expires_at;
+                        if moved {
+                            "committing".to_string()
+                        } else {
+                            record.state
+                        }
+                    } else {
+                        // A hold is gone: it lapsed, or a faster caller already committed it.
+                        match self.expire(rid, "preparing", &lines).await? {
+                            None => return Err(expired(rid)),
+                            Some(now) => now,
+                        }
+                    }
+                }
+                "committing" => {
+                    // Holds were extended to the commit lease, so within it a missing hold was
+                    // committed already; after it, it may have lapsed: refuse to claim a sale.
+                    let committed = try_join_all(
+                        lines
+                            .iter()
+                            .map(|line| BucketKeys::new(&line.sku, line.bucket))
+                            .map(|keys| async move { scripts::commit(client, &keys, rid).await }),
+                    )
+                    .await?;
+                    if committed.iter().any(Option::is_none) && redis_now_ms(self).await? > deadline {
+                        metrics::holds_committed(committed.iter().filter(|c| c.is_some()).count());
+                        tracing::error!(
+                            %rid, deadline,
+                            "commit retried after its lease: some holds are gone and may have lapsed, not sold; reconcile by hand"
+                        );
+                        return Err(InventoryError::precondition(
+                            "COMMIT_LEASE_LAPSED",
+                            rid,
+                            "the commit was interrupted and retried after its lease; some lines may not be sold",
+                        ));
+                    }
+                    metrics::holds_committed(committed.iter().filter(|c| c.is_some()).count());
+                    self.touched(lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
+                    scripts::reservation_transition(
+                        client,
+                        record_key.clone(),
+                        Transition {
+                            from: "committing",
+                            to: "committed",
+                            retention_ms: retention,
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
+                    "committed".to_string()
+                }
+                "" => return Err(InventoryError::NotFound(rid.to_string())),
+                "pending" => return Err(InventoryError::Busy(rid.to_string())),
+                "rejected" => {
+                    return Err(InventoryError::precondition(
+                        "RESERVATION_REJECTED",
+                        rid,
+                        "reservation was refused for insufficient stock; nothing to commit",
+                    ));
+                }
+                "released" => {
+                    return Err(InventoryError::precondition(
+                        "RESERVATION_RELEASED",
+                        rid,
+                        "reservation was released",
+                    ));
+                }
+                _ => return Err(expired(rid)),
+            };
+        }
+        Err(InventoryError::Busy(rid.to_string()))
+    }
+
+    async fn transition(
+        &self,
+        rid: &str,
+        from: &str,
+        to: &str,
+        require_live: bool,
+        retention_ms: i64,
+    ) -> Result<(bool, Record), InventoryError> {
+        scripts::reservation_transition(
+            self.client(),
+            keys::reservation(rid),
+            Transition {
+                from,
+                to,
+                require_live,
+                retention_ms,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// Units came back to these lines' SKUs: a hot SKU's sold-out marker is stale now.
+    async fn clear_sold_out(&self, lines: &[Line]) -> Result<(), InventoryError> {
+        for line in lines {
+            if self.layout(&line.sku).await?.buckets > 1 {
+                let _: i64 = self.client().del(keys::sold_out(&line.sku)).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves the record from `from` to `expired` and, only if this call made the move,
+    /// releases its holds. `Some(state)` when another caller moved it first.
+    async fn expire(&self, rid: &str, from: &str, lines: &[Line]) -> Result<Option<String>, InventoryError> {
+        let (moved, record) = self
+            .transition(rid, from, "expired", false, ms(RECORD_RETENTION))
+            .await?;
+        if !moved {
+            return Ok(Some(record.state));
+        }
+        for line in lines {
+            let keys = BucketKeys::new(&line.sku, line.bucket);
+            scripts::release(self.client(), &keys, rid).await?;
+            self.touched([keys]);
+        }
+        self.clear_sold_out(lines).await?;
+        Ok(None)
+    }
+
+    /// Gives a reservation's units back. Idempotent; a no-op for refused or expired ones.
+    pub async fn release(&self, rid: &str) -> Result<i64, InventoryError> {
+        let (moved, record) = scripts::reservation_transition(
+            self.client(),
+            keys::reservation(rid),
+            Transition {
+                from: "reserved",
+                to: "released",
+                retention_ms: ms(RECORD_RETENTION),
+                ..Default::default()
+            },
+        )
+        .await?;
+        // A commit interrupted before it sold anything (`preparing`) is unwound too, so a
+        // client that gives up on Commit does not lock the units for the commit lease.
+        let (moved, record) = if !moved && record.state == "preparing" {
+            scripts::reservation_transition(
+                self.client(),
+                keys::reservation(rid),
+                Transition {
+                    from: "preparing",
+                    to: "released",
+                    retention_ms: ms(RECORD_RETENTION),
+                    ..Default::default()
+                },
+            )
+            .await?
+        } else {
+            (moved, record)
+        };
+        if !moved {
+            return match record.state.as_str() {
+                "" | "released" | "rejected" | "expired" => Ok(0),
+                "pending" => Err(InventoryError::Busy(rid.to_string())),
+                _ => Err(InventoryError::precondition(
+                    "RESERVATION_COMMITTED",
+                    rid,
+                    "reservation is committed (or committing); nothing to release",
+                )),
+            };
+        }
+        let lines: Vec<Line> = decode(&record.lines);
+        let mut released = 0;
+        for line in &lines {
+            let keys = BucketKeys::new(&line.sku, line.bucket);
+            released += scripts::release(self.client(), &keys, rid).await?;
+            self.touched([keys]);
+        }
+        metrics::holds_released(lines.len());
+        self.clear_sold_out(&lines).await?;
+        Ok(released)
+    }
+
+    /// Moves a live reservation's expiry to `ttl_seconds` from now.
+    pub async fn extend(&self, rid: &str, ttl_seconds: u32) -> Result<i64, InventoryError> {
+        let client = self.client();
+        let ttl_ms = i64::from(ttl_seconds) * 1000;
+        let record_key = keys::reservation(rid);
+        let check = Transition {
+            from: "reserved",
+            to: "reserved",
+            require_live: true,
+            retention_ms: ttl_ms + ms(RECORD_RETENTION),
+            ..Default::default()
+        };
+        let (live, record) =
+            scripts::reservation_transition(client, record_key.clone(), check.clone()).await?;
+        if !live {
+            return Err(match record.state.as_str() {
+                "" => InventoryError::NotFound(rid.to_string()),
+                "reserved" | "expired" => expired(rid),
+                state => InventoryError::precondition(
+                    "RESERVATION_NOT_LIVE",
+                    rid,
+                    format!("reservation is {state}; only a live reservation can be extended"),
+                ),
+            });
+        }
+        let lines: Vec<Line> = decode(&record.lines);
+        let extended = try_join_all(
+            lines
+                .iter()
+                .map(|line| BucketKeys::new(&line.sku, line.bucket))
+                .map(|keys| async move { scripts::extend(client, &keys, rid, ttl_ms).await }),
+        )
+        .await?;
+        let Some(expires_at) = extended
+            .iter()
+            .copied()
+            .collect::<Option<Vec<i64>>>()
+            .and_then(|e| e.into_iter().min())
+        else {
+            return Err(expired(rid));
+        };
+        for line in &lines {
+            self.index_expiry(line, expires_at).await;
+        }
+        scripts::reservation_transition(
+            client,
+            record_key,
+            Transition {
+                expires_at: Some(expires_at),
+                ..check
+            },
+        )
+        .await?;
+        Ok(expires_at)
+    }
+}
+
+/// Redis's clock, ms (the clock every hold and record expiry is on).
+async fn redis_now_ms(stock: &Stock) -> Result<i64, InventoryError> {
+    let (secs, micros): (String, String) = stock
+        .client()
+        .custom(fred::cmd!("TIME"), Vec::<String>::new())
+        .await?;
+    let parse = |v: &str| {
+        v.parse::<i64>().map_err(|e| InventoryError::Protocol {
+            script: "TIME",
+            detail: e.to_string(),
+        })
+    };
+    Ok(parse(&secs)? * 1000 + parse(&micros)? / 1000)
+}
