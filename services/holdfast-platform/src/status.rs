@@ -3,6 +3,12 @@
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+/// Most violations listed in one `BadRequest`; the rest are summed up in a last entry. Every
+/// violation costs ~100 bytes of `grpc-status-details-bin`, and hyper clients refuse a header
+/// block over 16 KiB (grpc-java over 8 KiB), so an uncapped list turns INVALID_ARGUMENT into a
+/// transport error.
+pub const MAX_VIOLATIONS: usize = 50;
+
 /// Collects field violations while a request is validated; empty means valid.
 #[derive(Debug, Default)]
 pub struct FieldViolations {
@@ -24,7 +30,9 @@ impl FieldViolations {
         if self.first.is_none() {
             self.first = Some(format!("{field}: {why}"));
         }
-        self.details.add_bad_request_violation(field, why);
+        if self.count < MAX_VIOLATIONS {
+            self.details.add_bad_request_violation(field, why);
+        }
         self.count += 1;
         self
     }
@@ -43,10 +51,17 @@ impl FieldViolations {
         if self.count > 1 {
             message.push_str(&format!(" (and {} more)", self.count - 1));
         }
+        let mut details = self.details;
+        if self.count > MAX_VIOLATIONS {
+            details.add_bad_request_violation(
+                "...",
+                format!("and {} more violations not listed", self.count - MAX_VIOLATIONS),
+            );
+        }
         Err(Status::with_error_details(
             Code::InvalidArgument,
             message,
-            self.details,
+            details,
         ))
     }
 }
@@ -75,6 +90,27 @@ mod tests {
         let bad = status.get_details_bad_request().expect("bad request detail");
         let fields: Vec<_> = bad.field_violations.iter().map(|v| v.field.as_str()).collect();
         assert_eq!(fields, ["sku", "quantity"]);
+    }
+
+    #[test]
+    fn field_violations_are_capped_with_a_count_of_the_rest() {
+        let mut violations = FieldViolations::new();
+        for i in 0..500 {
+            violations.add(format!("lines[{i}].sku"), "must not be empty");
+        }
+        let status = violations.into_result().expect_err("500 violations");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "lines[0].sku: must not be empty (and 499 more)");
+        let bad = status.get_details_bad_request().expect("bad request detail");
+        assert_eq!(bad.field_violations.len(), MAX_VIOLATIONS + 1);
+        assert_eq!(bad.field_violations[MAX_VIOLATIONS - 1].field, "lines[49].sku");
+        let last = &bad.field_violations[MAX_VIOLATIONS];
+        assert_eq!(last.description, "and 450 more violations not listed");
+        assert!(
+            status.details().len() < 8 * 1024,
+            "{} bytes",
+            status.details().len()
+        );
     }
 
     #[test]
