@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+use crate::redact::redact_url;
+
 /// `EX_USAGE` from sysexits.h: the process was started with bad configuration.
 pub const EXIT_CONFIG: i32 = 64;
 /// `EX_UNAVAILABLE` from sysexits.h: a dependency (Redis, the store) cannot be reached.
@@ -114,8 +116,8 @@ pub struct CommonArgs {
     pub data_dir: PathBuf,
 }
 
-/// Where Redis lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Redis lives. Display and Debug hide credentials ([`redact_url`]).
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisUrl {
     /// One server (or a primary), as a `redis://` URL.
     Standalone(String),
@@ -130,17 +132,21 @@ impl RedisUrl {
             let nodes: Vec<String> = rest.split(',').map(str::trim).map(String::from).collect();
             if nodes.is_empty() || nodes.iter().any(|n| parse_host_port(n).is_err()) {
                 return Err(format!(
-                    "expected redis-cluster://host:port,host:port, got {raw:?}"
+                    "expected redis-cluster://host:port,host:port, got {:?}",
+                    redact_url(raw)
                 ));
             }
             Ok(Self::Cluster(nodes))
         } else if let Some(rest) = raw.strip_prefix("redis://") {
             let authority = rest.split('/').next().unwrap_or_default();
             let host_port = authority.rsplit('@').next().unwrap_or_default();
-            parse_host_port(host_port).map_err(|e| format!("{e} in {raw:?}"))?;
+            parse_host_port(host_port).map_err(|e| format!("{e} in {:?}", redact_url(raw)))?;
             Ok(Self::Standalone(raw.to_string()))
         } else {
-            Err(format!("expected redis:// or redis-cluster://, got {raw:?}"))
+            Err(format!(
+                "expected redis:// or redis-cluster://, got {:?}",
+                redact_url(raw)
+            ))
         }
     }
 }
@@ -148,14 +154,24 @@ impl RedisUrl {
 impl std::fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Standalone(url) => f.write_str(url),
-            Self::Cluster(nodes) => write!(f, "redis-cluster://{}", nodes.join(",")),
+            Self::Standalone(url) => f.write_str(&redact_url(url)),
+            Self::Cluster(nodes) => write!(
+                f,
+                "{}",
+                redact_url(&format!("redis-cluster://{}", nodes.join(",")))
+            ),
         }
     }
 }
 
-/// Where durable state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({self})")
+    }
+}
+
+/// Where durable state lives. Debug hides credentials ([`redact_url`]).
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// An embedded SQLite file.
     Sqlite(PathBuf),
@@ -174,13 +190,29 @@ impl StoreUrl {
         } else if let Some(rest) = raw.strip_prefix("scylla://") {
             let nodes: Vec<String> = rest.split(',').map(str::trim).map(String::from).collect();
             if nodes.iter().any(|n| parse_host_port(n).is_err()) {
-                return Err(format!("expected scylla://host:port,..., got {raw:?}"));
+                return Err(format!(
+                    "expected scylla://host:port,..., got {:?}",
+                    redact_url(raw)
+                ));
             }
             Ok(Self::Scylla(nodes))
         } else {
             Err(format!(
-                "expected sqlite://PATH or scylla://host:port,..., got {raw:?}"
+                "expected sqlite://PATH or scylla://host:port,..., got {:?}",
+                redact_url(raw)
             ))
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Scylla(nodes) => f
+                .debug_tuple("Scylla")
+                .field(&redact_url(&nodes.join(",")))
+                .finish(),
         }
     }
 }
@@ -188,9 +220,9 @@ impl StoreUrl {
 fn parse_host_port(raw: &str) -> Result<(), String> {
     let (host, port) = raw
         .rsplit_once(':')
-        .ok_or_else(|| format!("missing :port in {raw:?}"))?;
+        .ok_or_else(|| format!("missing :port in {:?}", redact_url(raw)))?;
     if host.is_empty() {
-        return Err(format!("missing host in {raw:?}"));
+        return Err(format!("missing host in {:?}", redact_url(raw)));
     }
     port.parse::<u16>()
         .ok()
@@ -298,6 +330,24 @@ mod tests {
             RedisUrl::parse("redis-cluster://a:7000,b:7001"),
             Ok(RedisUrl::Cluster(vec!["a:7000".into(), "b:7001".into()]))
         );
+    }
+
+    #[test]
+    fn urls_print_without_credentials() {
+        let redis = RedisUrl::parse("redis://app:hunter2@cache:6379/0").expect("valid");
+        assert_eq!(redis.to_string(), "redis://***@cache:6379/0");
+        assert!(!format!("{redis:?}").contains("hunter2"), "{redis:?}");
+        let cluster = RedisUrl::parse("redis-cluster://app:hunter2@n1:7000,n2:7001").expect("valid");
+        assert!(
+            !format!("{cluster} {cluster:?}").contains("hunter2"),
+            "{cluster:?}"
+        );
+        let store = StoreUrl::parse("scylla://cass:hunter2@db1:9042").expect("valid");
+        assert!(!format!("{store:?}").contains("hunter2"), "{store:?}");
+        let error = RedisUrl::parse("redis://app:hunter2@cache:nope").expect_err("bad port");
+        assert!(!error.contains("hunter2"), "{error}");
+        let error = StoreUrl::parse("scylla://cass:hunter2@db1").expect_err("no port");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]
