@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
-use crate::redact::redact_url;
+use crate::redact::{redact_text, redact_url};
 
 /// `EX_USAGE` from sysexits.h: the process was started with bad configuration.
 pub const EXIT_CONFIG: i32 = 64;
@@ -224,6 +224,11 @@ fn parse_host_port(raw: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err(format!("missing host in {:?}", redact_url(raw)));
     }
+    if host.contains('@') {
+        // Only redis:// URLs carry credentials; anywhere else they would reach a resolver
+        // (and its error messages) as part of a host name.
+        return Err(format!("credentials are not accepted in {:?}", redact_url(raw)));
+    }
     port.parse::<u16>()
         .ok()
         .filter(|p| *p != 0)
@@ -304,7 +309,8 @@ fn exit_on_clap_error(err: clap::Error) -> ! {
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("error: bad configuration");
-            eprintln!("{line}");
+            // clap quotes the bad value: a URL with a password would be printed as given.
+            eprintln!("{}", redact_text(line));
             std::process::exit(EXIT_CONFIG)
         }
     }
@@ -312,7 +318,8 @@ fn exit_on_clap_error(err: clap::Error) -> ! {
 
 /// Prints one line and exits 69: a dependency the configuration names is not reachable.
 pub fn exit_unavailable(what: impl std::fmt::Display) -> ! {
-    eprintln!("error: {what}");
+    // Drivers echo the address they failed on; keep any credentials in it off stderr.
+    eprintln!("error: {}", redact_text(&what.to_string()));
     std::process::exit(EXIT_UNAVAILABLE)
 }
 
@@ -337,12 +344,17 @@ mod tests {
         let redis = RedisUrl::parse("redis://app:hunter2@cache:6379/0").expect("valid");
         assert_eq!(redis.to_string(), "redis://***@cache:6379/0");
         assert!(!format!("{redis:?}").contains("hunter2"), "{redis:?}");
-        let cluster = RedisUrl::parse("redis-cluster://app:hunter2@n1:7000,n2:7001").expect("valid");
+        let error =
+            RedisUrl::parse("redis-cluster://app:hunter2@n1:7000,n2:7001").expect_err("no credentials");
+        assert!(!error.contains("hunter2"), "{error}");
+        let cluster = RedisUrl::Cluster(vec!["app:hunter2@n1:7000".into()]);
         assert!(
             !format!("{cluster} {cluster:?}").contains("hunter2"),
             "{cluster:?}"
         );
-        let store = StoreUrl::parse("scylla://cass:hunter2@db1:9042").expect("valid");
+        let error = StoreUrl::parse("scylla://cass:hunter2@db1:9042").expect_err("no credentials");
+        assert!(!error.contains("hunter2"), "{error}");
+        let store = StoreUrl::Scylla(vec!["cass:hunter2@db1:9042".into()]);
         assert!(!format!("{store:?}").contains("hunter2"), "{store:?}");
         let error = RedisUrl::parse("redis://app:hunter2@cache:nope").expect_err("bad port");
         assert!(!error.contains("hunter2"), "{error}");

@@ -14,6 +14,32 @@ pub fn redact_url(raw: &str) -> String {
     raw.split(',').map(redact_one).collect::<Vec<_>>().join(",")
 }
 
+/// `text` (an error line) with every word that holds an `@` passed through
+/// [`redact_url`]; words are split at whitespace, quotes and brackets, as error messages
+/// quote the values they echo.
+pub fn redact_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.contains('@') {
+            out.push_str(&redact_url(word));
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || matches!(c, '\'' | '"' | '`' | '[' | ']' | '(' | ')') {
+            flush(&mut word, &mut out);
+            out.push(c);
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
 fn redact_one(entry: &str) -> String {
     let (scheme, rest) = match entry.find("://") {
         Some(at) => entry.split_at(at + 3),
@@ -89,5 +115,17 @@ mod tests {
             assert_eq!(redacted, shown, "{raw}");
             assert!(!redacted.contains("hunter2"), "{redacted}");
         }
+    }
+
+    #[test]
+    fn redact_text_hides_credentials_inside_error_lines() {
+        let line = "error: invalid value 'redis://app:hunter2@cache:x' for '--redis-url <URL>': bad port";
+        assert_eq!(
+            redact_text(line),
+            "error: invalid value 'redis://***@cache:x' for '--redis-url <URL>': bad port"
+        );
+        let line = r#"cannot open store: Couldn't resolve any hostname: ["cass:hunter2@db1:9042"]"#;
+        assert!(!redact_text(line).contains("hunter2"), "{}", redact_text(line));
+        assert_eq!(redact_text("no secrets: a:b c"), "no secrets: a:b c");
     }
 }
