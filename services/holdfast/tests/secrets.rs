@@ -77,7 +77,10 @@ fn credentials_where_none_are_supported_are_refused_without_echoing_them() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (code, out) = stderr_of(&args);
         assert_eq!(code, Some(64), "{args:?}: {out}");
-        assert!(out.contains(&args[args.len() - 2]), "names the flag: {args:?}: {out}");
+        assert!(
+            out.contains(args[args.len() - 2]),
+            "names the flag: {args:?}: {out}"
+        );
         assert!(!out.contains(SECRET), "password printed: {out}");
     }
 }
