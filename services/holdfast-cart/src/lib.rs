@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod live;
+pub mod purge;
 pub mod scripts;
 pub mod service;
 pub mod validate;
@@ -19,7 +20,7 @@ use std::time::Duration;
 
 use fred::prelude::Pool;
 use holdfast_proto::cart::v1::cart_service_server::CartServiceServer;
-use holdfast_store::CartStore;
+use holdfast_store::{CartPurge, CartStore};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
@@ -41,6 +42,8 @@ pub struct CartOptions {
     pub flush_every: Duration,
     /// Deadline of every call to the catalog and inventory.
     pub upstream_timeout: Duration,
+    /// How often durable carts untouched for `ttl` are purged from the store.
+    pub purge_every: Duration,
 }
 
 impl Default for CartOptions {
@@ -51,11 +54,13 @@ impl Default for CartOptions {
             ttl: Duration::from_secs(30 * 24 * 3600),
             flush_every: Duration::from_millis(250),
             upstream_timeout: Duration::from_secs(2),
+            purge_every: Duration::from_secs(3600),
         }
     }
 }
 
-/// A running cart service: the gRPC service plus its write-behind worker (stopped on drop).
+/// A running cart service: the gRPC service plus its background task (write-behind worker
+/// and durable-cart purge, stopped on drop).
 pub struct RunningCart<S: CartStore + Clone + 'static> {
     /// Register this with the server.
     pub service: CartServiceServer<Cart<S>>,
@@ -88,7 +93,7 @@ impl<S: CartStore + Clone + 'static> Drop for RunningCart<S> {
 /// and builds the service. `catalog` and `inventory` may be lazy channels
 /// (`Endpoint::connect_lazy`), even to the server this service will run in. Call before
 /// marking health SERVING.
-pub async fn start<S: CartStore + Clone + 'static>(
+pub async fn start<S: CartStore + CartPurge + Clone + 'static>(
     redis: Pool,
     store: S,
     catalog: Channel,
@@ -97,12 +102,16 @@ pub async fn start<S: CartStore + Clone + 'static>(
 ) -> Result<RunningCart<S>, CartError> {
     scripts::load_all(redis.next()).await?;
     let write_behind = Arc::new(WriteBehind::new());
-    let task = tokio::spawn(write_behind::run(
+    let worker = write_behind::run(
         Arc::clone(&write_behind),
         redis.clone(),
         store.clone(),
         options.flush_every,
-    ));
+    );
+    let purge = purge::run(store.clone(), options.ttl, options.purge_every);
+    let task = tokio::spawn(async move {
+        tokio::join!(worker, purge);
+    });
     let cart = Cart::new(
         redis.clone(),
         store.clone(),

@@ -18,6 +18,7 @@ use crate::products::{
 };
 use crate::{StoreError, now_ms};
 
+mod cart_purge;
 mod idempotency;
 mod orders;
 mod outbox;
