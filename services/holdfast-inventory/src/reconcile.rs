@@ -58,7 +58,7 @@ pub async fn apply(stock: &Stock, region: &str, event: &Event) -> Result<Reconci
     let mut v = FieldViolations::new();
     validate::sku(&mut v, "sku", &change.sku);
     validate::id(&mut v, "change_id", &change.change_id);
-    if change.delta == 0 || change.delta.abs() > validate::MAX_ON_HAND {
+    if change.delta == 0 || change.delta.unsigned_abs() > validate::MAX_ON_HAND.unsigned_abs() {
         v.add(
             "delta",
             format!("must be non-zero and within ±{}", validate::MAX_ON_HAND),

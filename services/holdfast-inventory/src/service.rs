@@ -68,7 +68,7 @@ impl InventoryService for Inventory {
         let mut violations = FieldViolations::new();
         validate::sku(&mut violations, "sku", &request.sku);
         validate::id(&mut violations, "adjustment_id", &request.adjustment_id);
-        if request.delta == 0 || request.delta.abs() > MAX_ON_HAND {
+        if request.delta == 0 || request.delta.unsigned_abs() > MAX_ON_HAND.unsigned_abs() {
             violations.add("delta", format!("must be non-zero and within ±{MAX_ON_HAND}"));
         }
         checked(violations)?;
