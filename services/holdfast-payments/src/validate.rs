@@ -91,6 +91,8 @@ fn bounded_text(violations: &mut FieldViolations, field: &str, text: &str, max: 
         violations.add(field, "is required");
     } else if text.chars().count() > max {
         violations.add(field, format!("must be at most {max} characters"));
+    } else if text.chars().any(char::is_control) {
+        violations.add(field, "must not contain control characters");
     }
 }
 
@@ -237,10 +239,12 @@ pub fn list_ledger_entries(request: &ListLedgerEntriesRequest) -> Result<LedgerQ
     if !request.payment_id.is_empty() {
         payment_id(&mut violations, "payment_id", &request.payment_id);
     }
-    if request.order_reference.chars().count() > MAX_KEY_LEN {
+    if request.order_reference.chars().count() > MAX_KEY_LEN
+        || request.order_reference.chars().any(char::is_control)
+    {
         violations.add(
             "order_reference",
-            format!("must be at most {MAX_KEY_LEN} characters"),
+            format!("must be at most {MAX_KEY_LEN} characters, no control characters"),
         );
     }
     let kind = match LedgerEntryKind::try_from(request.kind) {
