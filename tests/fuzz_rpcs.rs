@@ -12,7 +12,7 @@
 //! no panic anywhere in the process (a panic hook counts them); a request carrying a
 //! control character in an identifier answered OK is a finding as well.
 //!
-//! Knobs: `FUZZ_RPC_CASES` (cases per RPC, default 200), `FUZZ_RPC_SEED` (default fixed),
+//! Knobs: `FUZZ_RPC_CASES` (cases per RPC, default 500), `FUZZ_RPC_SEED` (default fixed),
 //! `FUZZ_RPC_SECONDS` (time budget, default 75; RPCs are visited round-robin, so every RPC
 //! gets the same number of cases when the budget ends a run early).
 
@@ -573,7 +573,7 @@ async fn every_rpc_answers_random_and_extreme_requests_without_failing() {
         previous(info);
     }));
 
-    let cases: usize = env_or("FUZZ_RPC_CASES", 200);
+    let cases: usize = env_or("FUZZ_RPC_CASES", 500);
     let seed: u64 = env_or("FUZZ_RPC_SEED", 0x5eed_f00d);
     let budget = Duration::from_secs(env_or("FUZZ_RPC_SECONDS", 75));
     let schema = Schema::load();
