@@ -7,7 +7,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 HOLDFAST   := $(TARGET_DIR)/debug/holdfast
 NEXTEST    ?= cargo nextest run --workspace --no-fail-fast
 
-.PHONY: help deps build run test unit lua-smoke smoke loadtest-smoke load-smoke-runs proto lint bench chart-test image
+.PHONY: help deps build run test unit lua-smoke smoke loadtest-smoke load-smoke-runs browser-test proto lint bench chart-test image
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -23,7 +23,7 @@ run: deps ## start the whole mesh on 127.0.0.1:50051 with embedded engines (data
 
 test: deps ## every test: Rust (real redis-server, Apache Kafka, Apache Cassandra), Lua scripts, proto lint, CLI smoke
 	$(NEXTEST)
-	$(MAKE) --no-print-directory lua-smoke proto smoke loadtest-smoke chart-test
+	$(MAKE) --no-print-directory lua-smoke proto smoke loadtest-smoke chart-test browser-test
 
 unit: deps ## only the Rust tests
 	$(NEXTEST)
@@ -34,6 +34,10 @@ lua-smoke: deps ## run every Lua script against a real redis-server
 smoke: deps ## `holdfast dev` checked with grpcurl, curl (grpc-web) and SIGTERM
 	cargo build -p holdfast
 	scripts/smoke.sh $(HOLDFAST)
+
+browser-test: deps ## grpc-web from headless Chromium (playwright-core, connect-web) against `holdfast dev`, cross-origin
+	cargo build -p holdfast
+	tests/browser/run.sh $(HOLDFAST)
 
 LOAD       := $(TARGET_DIR)/debug/holdfast-load
 # Each run starts its own `holdfast dev` (free ports, own redis-server, temp data dir) and

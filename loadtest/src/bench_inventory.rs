@@ -322,7 +322,8 @@ async fn memory(args: &InventoryBench, dir: &Path) -> anyhow::Result<(f64, f64)>
             let (stock, bus) = (&stock, &bus);
             async move {
                 let bucket = BucketKeys::new(&format!("SKU-{i:08}"), 0);
-                scripts::set_stock(stock.client(), &bucket, 1_000, 1).await?.ok();
+                let set = scripts::set_stock(stock.client(), &bucket, 1_000, 1, "").await?;
+                anyhow::ensure!(matches!(set, scripts::StockSet::Set(_)), "set_stock refused: {set:?}");
                 background::drain(stock, bus, "bench", &bucket).await?;
                 Ok::<_, anyhow::Error>(())
             }

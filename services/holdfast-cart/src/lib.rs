@@ -9,6 +9,7 @@
 
 pub mod error;
 pub mod live;
+pub mod purge;
 pub mod scripts;
 pub mod service;
 pub mod validate;
@@ -22,7 +23,7 @@ use futures::future::BoxFuture;
 use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
 use holdfast_platform::task::AbortOnDrop;
 use holdfast_proto::cart::v1::cart_service_server::CartServiceServer;
-use holdfast_store::CartStore;
+use holdfast_store::{CartPurge, CartStore};
 use tonic::transport::Channel;
 
 pub use error::CartError;
@@ -43,6 +44,8 @@ pub struct CartOptions {
     pub flush_every: Duration,
     /// Deadline of every call to the catalog and inventory.
     pub upstream_timeout: Duration,
+    /// How often durable carts untouched for `ttl` are purged from the store.
+    pub purge_every: Duration,
 }
 
 impl Default for CartOptions {
@@ -53,11 +56,13 @@ impl Default for CartOptions {
             ttl: Duration::from_secs(30 * 24 * 3600),
             flush_every: Duration::from_millis(250),
             upstream_timeout: Duration::from_secs(2),
+            purge_every: Duration::from_secs(3600),
         }
     }
 }
 
-/// A running cart service: the gRPC service plus its write-behind worker (stopped on drop).
+/// A running cart service: the gRPC service plus its background task (write-behind worker
+/// and durable-cart purge, stopped on drop).
 pub struct RunningCart<S: CartStore + Clone + 'static> {
     /// Register this with the server.
     pub service: CartServiceServer<Cart<S>>,
@@ -115,7 +120,7 @@ fn build<S: CartStore + Clone + 'static>(
 /// and builds the service. `catalog` and `inventory` may be lazy channels
 /// (`Endpoint::connect_lazy`), even to the server this service will run in. Call before
 /// marking health SERVING.
-pub async fn start<S: CartStore + Clone + 'static>(
+pub async fn start<S: CartStore + CartPurge + Clone + 'static>(
     redis: Pool,
     store: S,
     catalog: Channel,
@@ -123,8 +128,11 @@ pub async fn start<S: CartStore + Clone + 'static>(
     options: CartOptions,
 ) -> Result<RunningCart<S>, CartError> {
     scripts::load_all(redis.next()).await?;
+    let purge = purge::run(store.clone(), options.ttl, options.purge_every);
     let (service, write_behind, worker) = build(redis.clone(), store.clone(), catalog, inventory, options);
-    let task = tokio::spawn(worker);
+    let task = tokio::spawn(async move {
+        tokio::join!(worker, purge);
+    });
     Ok(RunningCart {
         service,
         _write_behind_task: AbortOnDrop::new(task),
@@ -141,7 +149,7 @@ pub struct CartArgs {}
 
 impl<S> Service<S> for CartArgs
 where
-    S: CartStore + Clone + Send + Sync + 'static,
+    S: CartStore + CartPurge + Clone + Send + Sync + 'static,
 {
     fn name(&self) -> &'static str {
         "cart"
@@ -160,15 +168,18 @@ where
         Box::pin(async move {
             let (redis, store) = (ctx.redis("cart")?, ctx.store("cart")?);
             scripts::load_all(redis.next()).await?;
+            let options = CartOptions::default();
+            let purge = purge::run(store.clone(), options.ttl, options.purge_every);
             let (service, write_behind, worker) = build(
                 redis.clone(),
                 store.clone(),
                 ctx.channel(Peer::Catalog)?,
                 ctx.channel(Peer::Inventory)?,
-                CartOptions::default(),
+                options,
             );
             Ok(ServiceParts::new("cart", service)
                 .task(worker)
+                .task(purge)
                 .on_drain(move || async move {
                     let failures = write_behind::flush(&write_behind, &redis, &store).await;
                     for (owner, error) in &failures {

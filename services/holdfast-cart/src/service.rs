@@ -385,6 +385,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             1,
             self.options.max_quantity,
         );
+        validate::expected_version(&mut violations, "expected_version", request.expected_version);
         checked(violations)?;
 
         let sku = request.sku.as_str();
@@ -442,6 +443,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             0,
             self.options.max_quantity,
         );
+        validate::expected_version(&mut violations, "expected_version", request.expected_version);
         checked(violations)?;
 
         let sku = request.sku.as_str();
@@ -492,6 +494,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let mut violations = FieldViolations::new();
         let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
         validate::sku(&mut violations, "sku", &request.sku);
+        validate::expected_version(&mut violations, "expected_version", request.expected_version);
         checked(violations)?;
 
         let sku = request.sku.as_str();
@@ -599,6 +602,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
+        validate::expected_version(&mut violations, "expected_version", request.expected_version);
         checked(violations)?;
 
         let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());

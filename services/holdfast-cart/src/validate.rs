@@ -32,6 +32,18 @@ pub fn quantity(violations: &mut FieldViolations, field: &str, quantity: i64, mi
     }
 }
 
+/// Highest version a cart can reach: versions live in Redis as Lua numbers (doubles),
+/// exact only below 2^53 (and the scripts refuse anything larger).
+pub const MAX_VERSION: u64 = (1 << 53) - 1;
+
+/// Checks an `expected_version` (0 = any): beyond [`MAX_VERSION`] no cart can match it, and
+/// the scripts could not even compare it.
+pub fn expected_version(violations: &mut FieldViolations, field: &str, version: u64) {
+    if version > MAX_VERSION {
+        violations.add(field, format!("must be 0..{MAX_VERSION}"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -46,6 +58,18 @@ mod tests {
                 .get_details_bad_request()
                 .map(|b| b.field_violations.into_iter().map(|v| v.field).collect())
                 .unwrap_or_default(),
+        }
+    }
+
+    #[test]
+    fn expected_version_refuses_what_lua_cannot_compare() {
+        assert!(fields(|v| expected_version(v, "expected_version", 0)).is_empty());
+        assert!(fields(|v| expected_version(v, "expected_version", MAX_VERSION)).is_empty());
+        for bad in [MAX_VERSION + 1, i64::MAX as u64, u64::MAX] {
+            assert_eq!(
+                fields(|v| expected_version(v, "expected_version", bad)),
+                ["expected_version"]
+            );
         }
     }
 

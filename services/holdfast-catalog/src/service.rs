@@ -147,10 +147,16 @@ impl<S: ProductStore + Clone + 'static> CatalogService for Catalog<S> {
         let request = request.into_inner();
         let page = request.page.unwrap_or_default();
         let mut violations = FieldViolations::new();
-        if request.category.is_empty() || request.category.chars().count() > validate::MAX_LABEL {
+        if request.category.is_empty()
+            || request.category.chars().count() > validate::MAX_LABEL
+            || request.category.chars().any(char::is_control)
+        {
             violations.add(
                 "category",
-                format!("must be 1..{} characters", validate::MAX_LABEL),
+                format!(
+                    "must be 1..{} characters, no control characters",
+                    validate::MAX_LABEL
+                ),
             );
         }
         let limit = holdfast_platform::validate::page_size(

@@ -13,6 +13,9 @@ pub const MAX_DESCRIPTION: usize = 10_000;
 pub const MAX_LABEL: usize = 64;
 /// Most attributes on one product.
 pub const MAX_ATTRIBUTES: usize = 50;
+/// Lowest price in minor units. Payments authorize only positive amounts, so a free product
+/// could be listed and carted but never checked out: it is refused here instead.
+pub const MIN_PRICE_MINOR: i64 = 1;
 /// Highest price in minor units (10 billion major units).
 pub const MAX_PRICE_MINOR: i64 = 1_000_000_000_000;
 /// Most SKUs in one BatchGetProducts.
@@ -47,10 +50,10 @@ pub fn product(violations: &mut FieldViolations, product: Option<&Product>) {
             violations.add("product.price", "is required");
         }
         Some(price) => {
-            if !(0..=MAX_PRICE_MINOR).contains(&price.amount_minor) {
+            if !(MIN_PRICE_MINOR..=MAX_PRICE_MINOR).contains(&price.amount_minor) {
                 violations.add(
                     "product.price.amount_minor",
-                    format!("must be 0..{MAX_PRICE_MINOR} minor units"),
+                    format!("must be {MIN_PRICE_MINOR}..{MAX_PRICE_MINOR} minor units (free products are not sold)"),
                 );
             }
             currency(violations, "product.price.currency", &price.currency);
@@ -117,6 +120,21 @@ mod tests {
     #[test]
     fn product_accepts_a_plain_product() {
         assert!(fields(Some(&good())).is_empty());
+    }
+
+    #[test]
+    fn product_refuses_a_zero_price_payments_could_not_charge() {
+        let mut p = good();
+        p.price = Some(Money {
+            amount_minor: 0,
+            currency: "EUR".into(),
+        });
+        assert_eq!(fields(Some(&p)), ["product.price.amount_minor"]);
+        p.price = Some(Money {
+            amount_minor: MIN_PRICE_MINOR,
+            currency: "EUR".into(),
+        });
+        assert!(fields(Some(&p)).is_empty());
     }
 
     #[test]

@@ -84,7 +84,15 @@ fn checked(violations: FieldViolations) -> Result<(), PaymentsError> {
 
 /// A client-made idempotency key: 1..128 characters.
 pub fn idempotency_key(violations: &mut FieldViolations, field: &str, key: &str) {
-    required_text(violations, field, key, MAX_KEY_LEN);
+    bounded_text(violations, field, key, MAX_KEY_LEN);
+}
+
+/// Required text of 1..`max` characters without control characters.
+fn bounded_text(violations: &mut FieldViolations, field: &str, text: &str, max: usize) {
+    required_text(violations, field, text, max);
+    if text.chars().any(char::is_control) {
+        violations.add(field, "must not contain control characters");
+    }
 }
 
 /// A positive amount with a currency, at `field` (`amount`).
@@ -218,12 +226,14 @@ pub fn list_ledger_entries(request: &ListLedgerEntriesRequest) -> Result<LedgerQ
     if !request.payment_id.is_empty() {
         payment_id(&mut violations, "payment_id", &request.payment_id);
     }
-    max_chars(
-        &mut violations,
-        "order_reference",
-        &request.order_reference,
-        MAX_KEY_LEN,
-    );
+    if request.order_reference.chars().count() > MAX_KEY_LEN
+        || request.order_reference.chars().any(char::is_control)
+    {
+        violations.add(
+            "order_reference",
+            format!("must be at most {MAX_KEY_LEN} characters, no control characters"),
+        );
+    }
     let kind = match LedgerEntryKind::try_from(request.kind) {
         Ok(LedgerEntryKind::Unspecified) => None,
         Ok(kind) => Some(kind),

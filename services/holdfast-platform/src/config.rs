@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+use crate::redact::{redact_text, redact_url};
+
 /// `EX_USAGE` from sysexits.h: the process was started with bad configuration.
 pub const EXIT_CONFIG: i32 = 64;
 /// `EX_UNAVAILABLE` from sysexits.h: a dependency (Redis, the store) cannot be reached.
@@ -100,8 +102,8 @@ pub struct PeerArgs {
     pub payments_url: Option<String>,
 }
 
-/// Where Redis lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where Redis lives. Display and Debug hide credentials ([`redact_url`]).
+#[derive(Clone, PartialEq, Eq)]
 pub enum RedisUrl {
     /// One server (or a primary), as a `redis://` URL.
     Standalone(String),
@@ -116,17 +118,21 @@ impl RedisUrl {
             let nodes: Vec<String> = rest.split(',').map(str::trim).map(String::from).collect();
             if nodes.is_empty() || nodes.iter().any(|n| parse_host_port(n).is_err()) {
                 return Err(format!(
-                    "expected redis-cluster://host:port,host:port, got {raw:?}"
+                    "expected redis-cluster://host:port,host:port, got {:?}",
+                    redact_url(raw)
                 ));
             }
             Ok(Self::Cluster(nodes))
         } else if let Some(rest) = raw.strip_prefix("redis://") {
             let authority = rest.split('/').next().unwrap_or_default();
             let host_port = authority.rsplit('@').next().unwrap_or_default();
-            parse_host_port(host_port).map_err(|e| format!("{e} in {raw:?}"))?;
+            parse_host_port(host_port).map_err(|e| format!("{e} in {:?}", redact_url(raw)))?;
             Ok(Self::Standalone(raw.to_string()))
         } else {
-            Err(format!("expected redis:// or redis-cluster://, got {raw:?}"))
+            Err(format!(
+                "expected redis:// or redis-cluster://, got {:?}",
+                redact_url(raw)
+            ))
         }
     }
 }
@@ -134,18 +140,33 @@ impl RedisUrl {
 impl std::fmt::Display for RedisUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Standalone(url) => f.write_str(url),
-            Self::Cluster(nodes) => write!(f, "redis-cluster://{}", nodes.join(",")),
+            Self::Standalone(url) => f.write_str(&redact_url(url)),
+            Self::Cluster(nodes) => write!(
+                f,
+                "{}",
+                redact_url(&format!("redis-cluster://{}", nodes.join(",")))
+            ),
         }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RedisUrl({self})")
     }
 }
 
 fn parse_host_port(raw: &str) -> Result<(), String> {
     let (host, port) = raw
         .rsplit_once(':')
-        .ok_or_else(|| format!("missing :port in {raw:?}"))?;
+        .ok_or_else(|| format!("missing :port in {:?}", redact_url(raw)))?;
     if host.is_empty() {
-        return Err(format!("missing host in {raw:?}"));
+        return Err(format!("missing host in {:?}", redact_url(raw)));
+    }
+    if host.contains('@') {
+        // Only redis:// URLs carry credentials; anywhere else they would reach a resolver
+        // (and its error messages) as part of a host name.
+        return Err(format!("credentials are not accepted in {:?}", redact_url(raw)));
     }
     port.parse::<u16>()
         .ok()
@@ -227,7 +248,8 @@ fn exit_on_clap_error(err: clap::Error) -> ! {
                 .lines()
                 .find(|l| !l.trim().is_empty())
                 .unwrap_or("error: bad configuration");
-            eprintln!("{line}");
+            // clap quotes the bad value: a URL with a password would be printed as given.
+            eprintln!("{}", redact_text(line));
             std::process::exit(EXIT_CONFIG)
         }
     }
@@ -235,7 +257,8 @@ fn exit_on_clap_error(err: clap::Error) -> ! {
 
 /// Prints one line and exits 69: a dependency the configuration names is not reachable.
 pub fn exit_unavailable(what: impl std::fmt::Display) -> ! {
-    eprintln!("error: {what}");
+    // Drivers echo the address they failed on; keep any credentials in it off stderr.
+    eprintln!("error: {}", redact_text(&what.to_string()));
     std::process::exit(EXIT_UNAVAILABLE)
 }
 
@@ -253,6 +276,23 @@ mod tests {
             RedisUrl::parse("redis-cluster://a:7000,b:7001"),
             Ok(RedisUrl::Cluster(vec!["a:7000".into(), "b:7001".into()]))
         );
+    }
+
+    #[test]
+    fn urls_print_without_credentials() {
+        let redis = RedisUrl::parse("redis://app:hunter2@cache:6379/0").expect("valid");
+        assert_eq!(redis.to_string(), "redis://***@cache:6379/0");
+        assert!(!format!("{redis:?}").contains("hunter2"), "{redis:?}");
+        let error =
+            RedisUrl::parse("redis-cluster://app:hunter2@n1:7000,n2:7001").expect_err("no credentials");
+        assert!(!error.contains("hunter2"), "{error}");
+        let cluster = RedisUrl::Cluster(vec!["app:hunter2@n1:7000".into()]);
+        assert!(
+            !format!("{cluster} {cluster:?}").contains("hunter2"),
+            "{cluster:?}"
+        );
+        let error = RedisUrl::parse("redis://app:hunter2@cache:nope").expect_err("bad port");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[test]

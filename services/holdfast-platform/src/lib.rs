@@ -9,6 +9,7 @@ pub mod config;
 pub mod events;
 pub mod metrics;
 pub mod process;
+pub mod redact;
 pub mod redis;
 pub mod server;
 pub mod service;

@@ -1,11 +1,13 @@
 //! Prometheus metrics: per-RPC counts, errors by code and latency, served on the admin port.
 
+use std::collections::HashSet;
 use std::sync::LazyLock;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
 use prometheus::{HistogramVec, IntCounterVec, register_histogram_vec, register_int_counter_vec};
+use prost::Message as _;
 use tower::{Layer, Service};
 
 /// Buckets for RPC latency, in seconds: 100 µs .. 10 s.
@@ -53,7 +55,54 @@ pub fn rpc_labels(path: &str) -> (&str, &str) {
     }
 }
 
-/// Records one finished RPC.
+/// What every request path that is not an RPC this process serves is counted as.
+pub const UNKNOWN_ROUTE: &str = "/unknown/unknown";
+
+/// Every `/package.Service/Method` path the server routes: the holdfast services, health and
+/// reflection, read from their compiled-in descriptor sets.
+static KNOWN_ROUTES: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let sets = [
+        holdfast_proto::FILE_DESCRIPTOR_SET,
+        tonic_health::pb::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+        tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+    ];
+    let mut routes = HashSet::new();
+    for bytes in sets {
+        // The sets are compiled in; one that does not decode simply adds no routes.
+        let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
+            continue;
+        };
+        for file in set.file {
+            let package = file.package.unwrap_or_default();
+            for service in file.service {
+                let service_name = service.name.unwrap_or_default();
+                let qualified = if package.is_empty() {
+                    service_name
+                } else {
+                    format!("{package}.{service_name}")
+                };
+                for method in service.method {
+                    routes.insert(format!("/{qualified}/{}", method.name.unwrap_or_default()));
+                }
+            }
+        }
+    }
+    routes
+});
+
+/// `path` when it names an RPC this process can serve, else [`UNKNOWN_ROUTE`]: labels made
+/// from raw request paths would let any client add metric series (and memory) for ever.
+pub fn route(path: &str) -> &str {
+    if KNOWN_ROUTES.contains(path) {
+        path
+    } else {
+        UNKNOWN_ROUTE
+    }
+}
+
+/// Records one finished RPC under the labels of `path` as given; callers pass [`route`]'s
+/// answer so unknown paths share one series.
 pub fn record_rpc(path: &str, code: tonic::Code, elapsed_seconds: f64) {
     let (service, method) = rpc_labels(path);
     RPC_REQUESTS.with_label_values(&[service, method]).inc();
@@ -117,7 +166,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let path = request.uri().path().to_string();
+        let path = route(request.uri().path()).to_string();
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -162,6 +211,85 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    /// The number of distinct `holdfast_rpc_requests_total` series exposed now.
+    fn request_series() -> usize {
+        render()
+            .lines()
+            .filter(|l| l.starts_with("holdfast_rpc_requests_total{"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn rpc_metrics_collapse_unknown_paths_into_one_series() {
+        use tower::ServiceExt as _;
+        let inner = tower::service_fn(|_request: http::Request<()>| async {
+            Ok::<_, std::convert::Infallible>(http::Response::new(()))
+        });
+        let mut service = RpcMetricsLayer.layer(inner);
+        let call = |path: String| http::Request::builder().uri(path).body(()).expect("request");
+        // One bogus path first, so the shared `unknown` series exists before counting.
+        service
+            .ready()
+            .await
+            .expect("ready")
+            .call(call("/warmup.S/M".into()))
+            .await
+            .expect("call");
+        let before = request_series();
+        for i in 0..1_000 {
+            service
+                .ready()
+                .await
+                .expect("ready")
+                .call(call(format!("/a{i}.S/M{i}")))
+                .await
+                .expect("call");
+        }
+        assert_eq!(request_series(), before, "bogus paths must not add series");
+        assert!(
+            render().contains(r#"holdfast_rpc_requests_total{method="unknown",service="unknown"} 1001"#),
+            "{}",
+            render()
+        );
+
+        let known = "/holdfast.inventory.v1.InventoryService/Reserve";
+        service
+            .ready()
+            .await
+            .expect("ready")
+            .call(call(known.into()))
+            .await
+            .expect("call");
+        assert!(
+            render().contains(
+                r#"holdfast_rpc_requests_total{method="Reserve",service="holdfast.inventory.v1.InventoryService"} 1"#
+            ),
+            "{}",
+            render()
+        );
+    }
+
+    #[test]
+    fn route_knows_every_served_rpc_and_nothing_else() {
+        for known in [
+            "/holdfast.catalog.v1.CatalogService/GetProduct",
+            "/holdfast.orders.v1.OrderService/Checkout",
+            "/grpc.health.v1.Health/Check",
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        ] {
+            assert_eq!(route(known), known);
+        }
+        for unknown in [
+            "/",
+            "/x",
+            "/holdfast.catalog.v1.CatalogService/Nope",
+            "/a.B/GetProduct",
+        ] {
+            assert_eq!(route(unknown), UNKNOWN_ROUTE);
+        }
     }
 
     #[test]

@@ -242,11 +242,21 @@ type ServerStack = Stack<
     >,
 >;
 
+/// Response headers a cross-origin grpc-web client must be able to read: the status, its
+/// message and the rich error details (`google.rpc.Status`).
+pub const GRPC_EXPOSED_HEADERS: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("grpc-status"),
+    http::HeaderName::from_static("grpc-message"),
+    http::HeaderName::from_static("grpc-status-details-bin"),
+];
+
 /// The one server stack. Outermost layer first; every request passes them in this order.
 fn serve_stack(options: &ServerOptions) -> tonic::transport::Server<Stack<ServerStack, Identity>> {
     let stack = ServiceBuilder::new()
         // CORS first: browsers' preflight OPTIONS must be answered before any gRPC handling.
-        .layer(tower_http::cors::CorsLayer::very_permissive())
+        // A trailers-only error carries its status in headers, which a cross-origin page
+        // can read only when they are exposed.
+        .layer(tower_http::cors::CorsLayer::very_permissive().expose_headers(GRPC_EXPOSED_HEADERS))
         // grpc-web translation next, so every layer below sees plain gRPC and its status codes.
         .layer(tonic_web::GrpcWebLayer::new())
         // Trace: one span per RPC, child of the caller's W3C traceparent; wraps everything
@@ -302,7 +312,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let (service, method) = metrics::rpc_labels(request.uri().path());
+        let (service, method) = metrics::rpc_labels(metrics::route(request.uri().path()));
         let span = tracing::info_span!(
             "rpc",
             otel.name = %format!("{service}/{method}"),
@@ -371,7 +381,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let path = request.uri().path().to_string();
+        let path = metrics::route(request.uri().path()).to_string();
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {

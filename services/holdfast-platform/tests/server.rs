@@ -239,6 +239,10 @@ x-grpc-web: 1\r\norigin: http://shop.example\r\ncontent-length: {}\r\nconnection
         "CORS for browsers: {text}"
     );
     assert!(
+        text.contains("access-control-expose-headers: grpc-status,grpc-message,grpc-status-details-bin"),
+        "a cross-origin page must be able to read a trailers-only status: {text}"
+    );
+    assert!(
         text.contains("grpc-status:0"),
         "trailers frame carries OK: {text}"
     );

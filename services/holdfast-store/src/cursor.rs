@@ -29,7 +29,8 @@ pub(crate) fn encode(partition: &str, last_key: &str) -> String {
 
 /// The key to resume after; refuses cursors that are malformed or made for another partition.
 pub(crate) fn decode(partition: &str, cursor: &str) -> Result<String, StoreError> {
-    let invalid = || StoreError::InvalidArgument(format!("page cursor {cursor:?} is not valid here"));
+    // Not echoed: a client-sized token in grpc-message could overflow the header limit.
+    let invalid = || StoreError::InvalidArgument("page cursor is not valid here".to_string());
     let rest = cursor.strip_prefix(TAG).ok_or_else(invalid)?;
     if !rest.is_ascii() || rest.len() < HASH_DIGITS {
         return Err(invalid());
@@ -56,7 +57,8 @@ pub(crate) fn encode_position(partition: &str, created_at_ms: i64, id: &str) -> 
 /// The (created_at_ms, id) to resume after; refuses cursors that are malformed, made for
 /// another partition, or made by [`encode`] for a plain key.
 pub(crate) fn decode_position(partition: &str, cursor: &str) -> Result<(i64, String), StoreError> {
-    let invalid = || StoreError::InvalidArgument(format!("page cursor {cursor:?} is not valid here"));
+    // Not echoed: a client-sized token in grpc-message could overflow the header limit.
+    let invalid = || StoreError::InvalidArgument("page cursor is not valid here".to_string());
     let key = decode(partition, cursor)?;
     let (created_at_ms, id) = key.split_once(':').ok_or_else(invalid)?;
     // `i64::from_str` takes a leading '+', which `encode_position` never writes.

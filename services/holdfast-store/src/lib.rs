@@ -23,6 +23,7 @@
 //! one a service holds; it picks a backend at startup and delegates, so there are no trait
 //! objects and every trait method returns a `Send` future.
 
+pub mod cart_purge;
 pub mod carts;
 #[doc(hidden)]
 pub mod conformance;
@@ -40,6 +41,7 @@ pub mod sqlite;
 mod store;
 pub mod warehouse;
 
+pub use cart_purge::CartPurge;
 pub use carts::{CartStore, StoredCart, StoredCartLine};
 pub use error::StoreError;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim};

@@ -1,6 +1,7 @@
 //! Which store a process uses, and opening and migrating it: the `--store` flag
 //! (`HOLDFAST_STORE`), [`open`] and [`migrate`].
 
+use holdfast_platform::redact::redact_url;
 use std::path::PathBuf;
 
 use crate::{ScyllaStore, SqliteStore, Store, StoreError};
@@ -16,8 +17,9 @@ pub struct StoreArgs {
     pub store: Option<StoreUrl>,
 }
 
-/// Where durable state lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where durable state lives. Debug and parse errors hide credentials
+/// ([`holdfast_platform::redact::redact_url`]).
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     /// An embedded SQLite file.
     Sqlite(PathBuf),
@@ -36,20 +38,35 @@ impl StoreUrl {
         } else if let Some(rest) = raw.strip_prefix("scylla://") {
             let nodes: Vec<String> = rest.split(',').map(str::trim).map(String::from).collect();
             if nodes.iter().any(|n| !is_host_port(n)) {
-                return Err(format!("expected scylla://host:port,..., got {raw:?}"));
+                return Err(format!("expected scylla://host:port,..., got {:?}", redact_url(raw)));
             }
             Ok(Self::Scylla(nodes))
         } else {
             Err(format!(
-                "expected sqlite://PATH or scylla://host:port,..., got {raw:?}"
+                "expected sqlite://PATH or scylla://host:port,..., got {:?}",
+                redact_url(raw)
             ))
         }
     }
 }
 
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Scylla(nodes) => f
+                .debug_tuple("Scylla")
+                .field(&redact_url(&nodes.join(",")))
+                .finish(),
+        }
+    }
+}
+
 fn is_host_port(raw: &str) -> bool {
-    raw.rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0))
+    // No `user:password@`: the driver takes no credentials from here, and would print them.
+    raw.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains('@') && port.parse::<u16>().is_ok_and(|p| p != 0)
+    })
 }
 
 /// Opens the store at `url`: SQLite creates its directory and file and migrates itself;
@@ -92,6 +109,16 @@ mod tests {
         assert!(StoreUrl::parse("postgres://x").is_err());
         assert!(StoreUrl::parse("sqlite://").is_err());
         assert!(StoreUrl::parse("scylla://n1").is_err());
+    }
+
+    #[test]
+    fn store_urls_print_without_credentials() {
+        let error = StoreUrl::parse("scylla://cass:hunter2@db1:9042").expect_err("no credentials");
+        assert!(!error.contains("hunter2"), "{error}");
+        let store = StoreUrl::Scylla(vec!["cass:hunter2@db1:9042".into()]);
+        assert!(!format!("{store:?}").contains("hunter2"), "{store:?}");
+        let error = StoreUrl::parse("scylla://cass:hunter2@db1").expect_err("no port");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 use crate::StoreError;
 
 mod carts;
+mod cart_purge;
 mod idempotency;
 mod orders;
 mod outbox;

@@ -10,7 +10,8 @@ use super::handler::{Outcome, deliver, stopped};
 use super::{BusError, CONSUMED, DEAD_LETTERED, Event, EventBus, InProcessBus, KafkaBus, dlq_topic};
 
 /// Which bus a process uses: `--kafka-brokers` set means Kafka, unset the in-process bus.
-#[derive(Debug, Clone)]
+/// Debug hides credentials in the broker list.
+#[derive(Clone)]
 pub enum BusConfig {
     /// The embedded bus; producers and consumers must share this one instance.
     InProcess(InProcessBus),
@@ -19,6 +20,18 @@ pub enum BusConfig {
         /// Bootstrap brokers, `host:port,host:port`.
         brokers: String,
     },
+}
+
+impl std::fmt::Debug for BusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InProcess(bus) => f.debug_tuple("InProcess").field(bus).finish(),
+            Self::Kafka { brokers } => f
+                .debug_struct("Kafka")
+                .field("brokers", &crate::redact::redact_url(brokers))
+                .finish(),
+        }
+    }
 }
 
 impl Default for BusConfig {
