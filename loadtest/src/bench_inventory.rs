@@ -4,7 +4,9 @@
 //! Baseline: `redis-benchmark` calling `reserve.lua` by EVALSHA, one unit per call with a
 //! fresh reservation id each time, at the same concurrency. Ours: the `Reserve` RPC through
 //! gRPC to `holdfast serve inventory` (a separate process), same SKU, same concurrency.
-//! Memory: a fresh redis-server loaded with idle SKUs and live holds, read from `INFO memory`.
+//! Sold out: a flash sale after its last unit, the same callers hammering the sold-out SKU.
+//! Memory: a fresh redis-server loaded with idle SKUs and live holds (spread over SKUs, then
+//! all on one hot SKU), read from `INFO memory`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,12 +41,17 @@ pub struct InventoryBench {
     /// Live holds loaded for the memory figure.
     #[arg(long, default_value_t = 100_000)]
     pub holds: u64,
+    /// Reserve attempts on the sold-out SKU (0 skips the phase).
+    #[arg(long, default_value_t = 100_000)]
+    pub soldout_requests: u64,
     /// The holdfast binary (default: next to this one).
     #[arg(long)]
     pub holdfast_bin: Option<PathBuf>,
 }
 
 const SKU: &str = "BENCH-SKU";
+const SOLDOUT_SKU: &str = "BENCH-SOLDOUT";
+const HOT_SKU: &str = "BENCH-HOT";
 
 /// Throughput and latency of one side.
 #[derive(Debug, Clone, Serialize)]
@@ -87,8 +94,13 @@ pub struct InventoryReport {
     pub ratio: f64,
     /// Redis bytes per idle SKU.
     pub bytes_per_idle_sku: f64,
-    /// Redis bytes per live hold (hold, reservation record, expiry index share).
+    /// Sold-out answers (INSUFFICIENT_STOCK) on one sold-out SKU, same callers; `None` if skipped.
+    pub soldout: Option<Side>,
+    /// Redis bytes per live hold (hold, reservation record, expiry index share), holds spread
+    /// 10 per SKU.
     pub bytes_per_live_hold: f64,
+    /// Redis bytes per live hold with every hold on one SKU; `None` with no holds.
+    pub bytes_per_live_hold_hot_sku: Option<f64>,
     /// Idle SKUs loaded.
     pub skus: u64,
     /// Live holds loaded.
@@ -100,17 +112,19 @@ pub async fn run(args: &InventoryBench) -> anyhow::Result<InventoryReport> {
     let scratch = std::env::temp_dir().join(format!("holdfast-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let throughput = throughput(args, &scratch.join("throughput")).await?;
-    let (bytes_per_idle_sku, bytes_per_live_hold) = memory(args, &scratch.join("memory")).await?;
+    let memory = memory(args, &scratch.join("memory")).await?;
     let _ = std::fs::remove_dir_all(&scratch);
-    let (baseline, ours) = throughput;
+    let (baseline, ours, soldout) = throughput;
     let report = InventoryReport {
         requests: args.requests,
         concurrency: args.concurrency,
         ratio: ours.rate / baseline.rate,
         baseline_evalsha: baseline,
         reserve_rpc: ours,
-        bytes_per_idle_sku,
-        bytes_per_live_hold,
+        soldout,
+        bytes_per_idle_sku: memory.per_idle_sku,
+        bytes_per_live_hold: memory.per_hold,
+        bytes_per_live_hold_hot_sku: memory.per_hold_hot_sku,
         skus: args.skus,
         holds: args.holds,
     };
@@ -137,15 +151,24 @@ fn print(r: &InventoryReport) {
     );
     row("baseline: redis-benchmark EVALSHA", &r.baseline_evalsha);
     row("holdfast Reserve RPC (gRPC)", &r.reserve_rpc);
-    println!("ratio (RPC / baseline): {:.3}   target >= 0.5", r.ratio);
+    println!("ratio (RPC / baseline): {:.3}   target >= 1.0", r.ratio);
     println!(
         "p99 at {} callers: {:.2} ms   target <= 5 ms",
         r.concurrency, r.reserve_rpc.p99_ms
     );
+    if let Some(s) = &r.soldout {
+        row("sold-out SKU: Reserve answers", s);
+    }
     println!(
-        "redis memory: {:.0} bytes per idle SKU ({} SKUs, target <= 200), {:.0} bytes per live hold ({} holds, target <= 150)",
+        "redis memory: {:.0} bytes per idle SKU ({} SKUs, target <= 200), {:.0} bytes per live hold ({} holds, target <= 100)",
         r.bytes_per_idle_sku, r.skus, r.bytes_per_live_hold, r.holds
     );
+    if let Some(hot) = r.bytes_per_live_hold_hot_sku {
+        println!(
+            "redis memory: {hot:.0} bytes per live hold, {} holds on one SKU (target <= 150)",
+            r.holds
+        );
+    }
 }
 
 fn start_inventory(bin: &Path, redis_url: &str) -> anyhow::Result<Server> {
@@ -163,7 +186,7 @@ fn start_inventory(bin: &Path, redis_url: &str) -> anyhow::Result<Server> {
     spawn_server(command, None)
 }
 
-async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<(Side, Side)> {
+async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<(Side, Side, Option<Side>)> {
     let redis_server = RedisProcess::start(dir, &[])?;
     let mesh = start_inventory(&holdfast_bin(args.holdfast_bin.as_ref())?, &redis_server.url())?;
     let channels: Vec<_> = {
@@ -190,8 +213,110 @@ async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<(Side, 
     drive_rpc(&channels, args.concurrency, 5_000, "warm").await?;
     let baseline = redis_benchmark(redis_server.port(), args.concurrency, args.requests)?;
     let ours = drive_rpc(&channels, args.concurrency, args.requests, "run").await?;
+    let soldout = if args.soldout_requests > 0 {
+        Some(soldout(&channels, args.concurrency, args.soldout_requests).await?)
+    } else {
+        None
+    };
     drop(mesh);
-    Ok((baseline, ours))
+    Ok((baseline, ours, soldout))
+}
+
+/// `bench flash-sale-soldout`: only the sold-out phase, on its own redis-server and server.
+pub async fn run_soldout(args: &InventoryBench) -> anyhow::Result<Side> {
+    let dir = std::env::temp_dir().join(format!("holdfast-bench-soldout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let redis_server = RedisProcess::start(&dir, &[])?;
+    let server = start_inventory(&holdfast_bin(args.holdfast_bin.as_ref())?, &redis_server.url())?;
+    let mut channels = Vec::new();
+    for _ in 0..4 {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))?
+                .connect()
+                .await?,
+        );
+    }
+    let side = soldout(&channels, args.concurrency, args.soldout_requests.max(1)).await?;
+    drop(server);
+    drop(redis_server);
+    let _ = std::fs::remove_dir_all(&dir);
+    println!(
+        "sold-out SKU, {} callers: {:.0} answers/s, p50 {:.2} ms, p99 {:.2} ms   target >= 50,000/s",
+        args.concurrency, side.rate, side.p50_ms, side.p99_ms
+    );
+    Ok(side)
+}
+
+/// A flash sale after its last unit: sells out one SKU, then `concurrency` callers send
+/// `requests` Reserves for it. Every answer must be INSUFFICIENT_STOCK (a grant is an oversell).
+async fn soldout(
+    channels: &[tonic::transport::Channel],
+    concurrency: u64,
+    requests: u64,
+) -> anyhow::Result<Side> {
+    const UNITS: i64 = 1_000;
+    let mut admin = InventoryServiceClient::new(channels[0].clone());
+    admin
+        .set_stock(SetStockRequest {
+            sku: SOLDOUT_SKU.into(),
+            on_hand: UNITS,
+            buckets: 1,
+        })
+        .await?;
+    let sell_out = admin
+        .reserve(ReserveRequest {
+            reservation_id: "soldout-all".into(),
+            lines: vec![ReserveLine {
+                sku: SOLDOUT_SKU.into(),
+                quantity: UNITS,
+            }],
+            ttl_seconds: 3600,
+        })
+        .await?;
+    if sell_out.get_ref().status != ReservationStatus::Reserved as i32 {
+        bail!("could not hold the last {UNITS} units of {SOLDOUT_SKU}");
+    }
+    let channels = channels.to_vec();
+    let plan = Plan {
+        arrival: Arrival::Closed {
+            concurrency: concurrency as usize,
+        },
+        attempts: Some(requests),
+        duration: None,
+        label: "reserve (sold out)".into(),
+        progress: true,
+    };
+    let result = engine::run(&plan, move |i| {
+        let mut client = InventoryServiceClient::new(channels[i as usize % channels.len()].clone());
+        async move {
+            let answer = client
+                .reserve(ReserveRequest {
+                    reservation_id: format!("soldout-{i}"),
+                    lines: vec![ReserveLine {
+                        sku: SOLDOUT_SKU.into(),
+                        quantity: 1,
+                    }],
+                    ttl_seconds: 600,
+                })
+                .await;
+            match answer {
+                Ok(reply) if reply.get_ref().status == ReservationStatus::InsufficientStock as i32 => {
+                    Sample::answer("Reserve", "sold out")
+                }
+                Ok(_) => Sample::wrong("Reserve", "granted after sell-out"),
+                Err(status) => Sample::error("Reserve", &status),
+            }
+        }
+    })
+    .await;
+    if result.errors > 0 {
+        bail!(
+            "{} of {requests} sold-out Reserves were not answered INSUFFICIENT_STOCK: {:?}",
+            result.errors,
+            result.ops.get("Reserve").map(|o| &o.errors)
+        );
+    }
+    Ok(Side::of(&result))
 }
 
 fn redis_benchmark(port: u16, concurrency: u64, requests: u64) -> anyhow::Result<Side> {
@@ -306,7 +431,14 @@ async fn used_memory(pool: &Pool) -> anyhow::Result<f64> {
         .context("used_memory in INFO memory")
 }
 
-async fn memory(args: &InventoryBench, dir: &Path) -> anyhow::Result<(f64, f64)> {
+/// Redis bytes per idle SKU and per live hold.
+struct Memory {
+    per_idle_sku: f64,
+    per_hold: f64,
+    per_hold_hot_sku: Option<f64>,
+}
+
+async fn memory(args: &InventoryBench, dir: &Path) -> anyhow::Result<Memory> {
     // No append-only file: its rewrite buffers would count as data.
     let redis_server = RedisProcess::start(dir, &["--appendonly", "no"])?;
     let pool = redis::connect(&RedisUrl::Standalone(redis_server.url()), 8).await?;
@@ -357,7 +489,41 @@ async fn memory(args: &InventoryBench, dir: &Path) -> anyhow::Result<(f64, f64)>
         .collect::<Result<Vec<_>, _>>()?;
     let with_holds = used_memory(&pool).await?;
     let per_hold = (with_holds - with_skus) / args.holds as f64;
+
+    // The same number of holds, all on one hot SKU.
+    let per_hold_hot_sku = if args.holds > 0 {
+        let hot = BucketKeys::new(HOT_SKU, 0);
+        let on_hand = i64::try_from(args.holds)?.saturating_mul(2);
+        scripts::set_stock(stock.client(), &hot, on_hand, 1).await?.ok();
+        background::drain(&stock, &bus, "bench", &hot).await?;
+        let before_hot = used_memory(&pool).await?;
+        futures::stream::iter(0..args.holds)
+            .map(|i| {
+                let (stock, bus, hot) = (&stock, &bus, &hot);
+                async move {
+                    let rid = format!("{:032x}", u64::MAX - i);
+                    stock.reserve(&rid, &[(HOT_SKU.to_string(), 1)], 3600).await?;
+                    if i % 256 == 0 {
+                        background::drain(stock, bus, "bench", hot).await?;
+                    }
+                    Ok::<_, anyhow::Error>(())
+                }
+            })
+            .buffer_unordered(256)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        background::drain(&stock, &bus, "bench", &hot).await?;
+        Some((used_memory(&pool).await? - before_hot) / args.holds as f64)
+    } else {
+        None
+    };
     let _ = pool.quit().await;
     drop(redis_server);
-    Ok((per_sku, per_hold))
+    Ok(Memory {
+        per_idle_sku: per_sku,
+        per_hold,
+        per_hold_hot_sku,
+    })
 }

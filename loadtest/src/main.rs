@@ -8,6 +8,7 @@ mod audit;
 mod bench_cart;
 mod bench_checkout;
 mod bench_inventory;
+mod bench_summary;
 mod browse;
 mod checkout_storm;
 mod engine;
@@ -60,6 +61,8 @@ enum Command {
 enum Bench {
     /// Reserve RPC vs redis-benchmark EVALSHA of the same script; Redis memory per SKU and hold.
     Inventory(bench_inventory::InventoryBench),
+    /// A sold-out SKU hammered by the same callers: answers per second, none a grant.
+    FlashSaleSoldout(bench_inventory::InventoryBench),
     /// AddItem and GetCart against `holdfast dev`.
     Cart(bench_cart::CartBench),
     /// Whole checkouts against `holdfast dev` at PSP latency 0 and 50 ms, next to the Reserve RPC.
@@ -74,6 +77,10 @@ enum Bench {
         /// Checkouts per closed-loop phase.
         #[arg(long, default_value_t = 5_000)]
         checkouts: u64,
+        /// `bench_events --json` output of this run, for the events rows of the summary
+        /// (missing: those rows read "not run").
+        #[arg(long)]
+        events_json: Option<PathBuf>,
     },
 }
 
@@ -107,6 +114,10 @@ async fn bench(json: PathBuf, what: Bench) -> anyhow::Result<()> {
             let report = bench_inventory::run(&args).await?;
             write_json(&json, &serde_json::json!({ "inventory": report }))
         }
+        Bench::FlashSaleSoldout(args) => {
+            let soldout = bench_inventory::run_soldout(&args).await?;
+            write_json(&json, &serde_json::json!({ "flash_sale_soldout": soldout }))
+        }
         Bench::Cart(args) => {
             let bin = mesh::holdfast_bin(args.holdfast_bin.as_ref())?;
             let report = bench_cart::run(args, bin).await?;
@@ -123,6 +134,7 @@ async fn bench(json: PathBuf, what: Bench) -> anyhow::Result<()> {
             inventory,
             cart_requests,
             checkouts,
+            events_json,
         } => {
             let bin = mesh::holdfast_bin(inventory.holdfast_bin.as_ref())?;
             let inventory_report = bench_inventory::run(&inventory).await?;
@@ -144,12 +156,21 @@ async fn bench(json: PathBuf, what: Bench) -> anyhow::Result<()> {
             let checkout_report = bench_checkout::run(checkout, bin).await?;
             bench_cart::print(&cart_report, Some(inventory_report.baseline_evalsha.rate));
             bench_checkout::print(&checkout_report);
+            let events = events_json
+                .as_deref()
+                .map(bench_summary::Events::read)
+                .unwrap_or_default();
+            let targets = bench_summary::rows(&inventory_report, &cart_report, &checkout_report, events);
+            bench_summary::print(&targets);
             write_json(
                 &json,
                 &serde_json::json!({
                     "inventory": inventory_report,
                     "cart": cart_report,
                     "checkout": checkout_report,
+                    "events": events_json.as_deref().and_then(|p| std::fs::read_to_string(p).ok())
+                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
+                    "targets": targets,
                 }),
             )
         }

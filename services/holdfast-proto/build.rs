@@ -35,6 +35,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Services whose issue has not landed can be registered as empty impls that answer
         // UNIMPLEMENTED, so reflection and health still list them.
         .generate_default_stubs(true)
+        // 1 KiB codec buffers instead of tonic's 8 KiB per message (see `src/codec.rs`).
+        .codec_path("crate::codec::SmallBufferCodec")
         .file_descriptor_set_path(out_dir.join("holdfast_descriptor.bin"))
         .include_file("_includes.rs")
         .compile_protos(&protos, &[proto_root])?;

@@ -3,11 +3,14 @@
 //! Logs go to stderr (pretty or JSON). Spans always carry OpenTelemetry context, so the W3C
 //! `traceparent` of an incoming call continues into every outgoing call even when nothing is
 //! exported; spans are exported over OTLP/gRPC only when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
+//! Without an exporter, a span is not recorded unless its caller asked for it (the
+//! `ParentBased(AlwaysOff)` sampler): its context still carries the trace id on, with a fresh
+//! span id, but no span data is built only to be dropped.
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -43,19 +46,17 @@ pub fn init_with_log_filter(
 ) -> anyhow::Result<TelemetryGuard> {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 
-    let mut builder = SdkTracerProvider::builder().with_resource(
-        opentelemetry_sdk::Resource::builder_empty()
-            .with_service_name(format!("holdfast-{service}"))
-            .build(),
-    );
-    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .build()
-            .map_err(|e| anyhow::anyhow!("otlp exporter: {e}"))?;
-        builder = builder.with_batch_exporter(exporter);
-    }
-    let provider = builder.build();
+    let exporter = if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
+        Some(
+            opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .build()
+                .map_err(|e| anyhow::anyhow!("otlp exporter: {e}"))?,
+        )
+    } else {
+        None
+    };
+    let provider = tracer_provider(service, exporter);
     let tracer = provider.tracer("holdfast");
     opentelemetry::global::set_tracer_provider(provider.clone());
 
@@ -79,6 +80,25 @@ pub fn init_with_log_filter(
         .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let _ = tracing_subscriber::registry().with(fmt).with(traces).try_init();
     Ok(TelemetryGuard { provider })
+}
+
+/// The tracer provider: with an exporter, every span is sampled unless its caller said not to
+/// (the SDK default); without one, no span is recorded unless its caller asked for it.
+fn tracer_provider(service: &str, exporter: Option<opentelemetry_otlp::SpanExporter>) -> SdkTracerProvider {
+    let builder = SdkTracerProvider::builder().with_resource(
+        opentelemetry_sdk::Resource::builder_empty()
+            .with_service_name(format!("holdfast-{service}"))
+            .build(),
+    );
+    match exporter {
+        Some(exporter) => builder
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
+            .with_batch_exporter(exporter)
+            .build(),
+        None => builder
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+            .build(),
+    }
 }
 
 struct HeaderExtractor<'a>(&'a http::HeaderMap);
@@ -179,4 +199,70 @@ pub fn current_trace_id() -> String {
         .span_context()
         .trace_id()
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use opentelemetry::trace::TraceContextExt;
+
+    /// Runs `f` under a subscriber wired like [`init`]'s, on a provider without an exporter.
+    fn without_exporter<R>(f: impl FnOnce() -> R) -> R {
+        let provider = tracer_provider("test", None);
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("holdfast")));
+        tracing::subscriber::with_default(subscriber, f)
+    }
+
+    fn headers(traceparent: &str) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", traceparent.parse().expect("header"));
+        headers
+    }
+
+    #[test]
+    fn without_an_exporter_a_root_span_is_not_recorded_but_has_a_valid_context() {
+        without_exporter(|| {
+            let span = tracing::info_span!("rpc");
+            let cx = span.context();
+            let otel = cx.span();
+            assert!(!otel.is_recording(), "no span data built without an exporter");
+            assert!(otel.span_context().is_valid(), "ids exist to propagate");
+            assert!(!otel.span_context().is_sampled());
+        });
+    }
+
+    #[test]
+    fn without_an_exporter_an_unsampled_caller_continues_its_trace_unrecorded() {
+        without_exporter(|| {
+            let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+            let span = tracing::info_span!("rpc");
+            continue_trace(&span, &headers(&format!("00-{trace_id}-00f067aa0ba902b7-00")));
+            let cx = span.context();
+            let otel = cx.span();
+            assert!(!otel.is_recording());
+            assert_eq!(otel.span_context().trace_id().to_string(), trace_id);
+            let child = span.in_scope(current_traceparent).expect("a traceparent");
+            assert!(child.starts_with(&format!("00-{trace_id}-")), "{child}");
+            assert!(
+                !child.contains("00f067aa0ba902b7"),
+                "a span id of its own: {child}"
+            );
+        });
+    }
+
+    #[test]
+    fn without_an_exporter_a_sampled_caller_keeps_its_sampled_flag_downstream() {
+        without_exporter(|| {
+            let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+            let span = tracing::info_span!("rpc");
+            continue_trace(&span, &headers(&format!("00-{trace_id}-00f067aa0ba902b7-01")));
+            let child = span.in_scope(current_traceparent).expect("a traceparent");
+            assert!(child.starts_with(&format!("00-{trace_id}-")), "{child}");
+            assert!(
+                child.ends_with("-01"),
+                "the caller's sampling decision travels on: {child}"
+            );
+        });
+    }
 }

@@ -7,6 +7,9 @@
 
 include!(concat!(env!("OUT_DIR"), "/_includes.rs"));
 
+#[warn(missing_docs, clippy::all)]
+pub mod codec;
+
 /// Encoded `FileDescriptorSet` of every holdfast proto, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/holdfast_descriptor.bin"));
 
