@@ -494,7 +494,8 @@ async fn memory(args: &InventoryBench, dir: &Path) -> anyhow::Result<Memory> {
     let per_hold_hot_sku = if args.holds > 0 {
         let hot = BucketKeys::new(HOT_SKU, 0);
         let on_hand = i64::try_from(args.holds)?.saturating_mul(2);
-        scripts::set_stock(stock.client(), &hot, on_hand, 1).await?.ok();
+        let set = scripts::set_stock(stock.client(), &hot, on_hand, 1, "").await?;
+        anyhow::ensure!(matches!(set, scripts::StockSet::Set(_)), "set_stock refused: {set:?}");
         background::drain(&stock, &bus, "bench", &hot).await?;
         let before_hot = used_memory(&pool).await?;
         futures::stream::iter(0..args.holds)
