@@ -9,12 +9,14 @@
 #   tansu                     crates.io, Kafka-protocol broker the event tests start (12+ min
 #                             to build: installed only when `tansu --version` is not the pin)
 #   confluent-kafka           PyPI, the independent Kafka client of the event tests
+#   aiosmtpd                  PyPI, the loopback SMTP sink of the notification tests
 set -euo pipefail
 
 GRPCURL_WRAPPER_VERSION="1.8.6.post2"
 NEXTEST_VERSION="0.9.143"
 TANSU_VERSION="0.6.0"
 CONFLUENT_KAFKA_VERSION="2.16.1"
+AIOSMTPD_VERSION="1.4.6"
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -51,6 +53,12 @@ confluent_kafka="$(python3 -m pip show confluent-kafka 2>/dev/null | sed -n 's/^
 if [ "$confluent_kafka" != "$CONFLUENT_KAFKA_VERSION" ]; then
   log "pip install confluent-kafka==${CONFLUENT_KAFKA_VERSION}"
   python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "confluent-kafka==${CONFLUENT_KAFKA_VERSION}"
+fi
+
+aiosmtpd="$(python3 -m pip show aiosmtpd 2>/dev/null | sed -n 's/^Version: //p' || true)"
+if [ "$aiosmtpd" != "$AIOSMTPD_VERSION" ]; then
+  log "pip install aiosmtpd==${AIOSMTPD_VERSION}"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "aiosmtpd==${AIOSMTPD_VERSION}"
 fi
 
 # `tansu --version` prints "tansu 0.6.0"; fall back to cargo's own record of the install.
