@@ -58,11 +58,12 @@ impl DevMesh {
             orders,
             warehouse,
             reconciliation,
+            read_side,
         } = build_server(&services, common, &engines, listener.local_addr()?).await?;
         let server = SpawnedServer::start_on(listener, server, true).await?;
         Ok(Self {
             server,
-            _background: Box::new((inventory, cart, orders, warehouse, reconciliation)),
+            _background: Box::new((inventory, cart, orders, warehouse, reconciliation, read_side)),
             _redis: redis_server,
             _store_dir: dir,
         })

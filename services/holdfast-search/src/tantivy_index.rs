@@ -288,7 +288,8 @@ impl TantivyIndex {
         let top = TopSorted {
             sort: query.sort,
             scored: text.is_some(),
-            limit: query.page_size.max(1),
+            // One more than the page, to know whether another page follows.
+            limit: query.page_size.max(1) + 1,
             after: query.after.clone(),
         };
         let category = TermCounts { field: "category" };
@@ -341,10 +342,15 @@ impl TantivyIndex {
                 },
             )?,
         };
+        let mut ranked = ranked;
+        let more = ranked.len() > query.page_size.max(1);
+        ranked.truncate(query.page_size.max(1));
         let hits = self.hits(&searcher, text.as_deref(), &ranked)?;
-        let next = (ranked.len() == query.page_size.max(1) && (total as usize) > 0)
-            .then(|| ranked.last().map(|r| (r.key, r.sku.clone())))
-            .flatten();
+        let next = if more {
+            ranked.last().map(|r| (r.key, r.sku.clone()))
+        } else {
+            None
+        };
         Ok(SearchPage {
             hits,
             total_hits: total as u64,

@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 use holdfast_platform::events::{BusConfig, ConsumerHandle, EventBus, InProcessBus};
 use holdfast_platform::{CommonArgs, GrpcServer, ServerOptions};
 
+pub mod read_side;
+
 /// holdfast: the order-lifecycle backend of an online store, as a gRPC service mesh.
 #[derive(Debug, Parser)]
 #[command(
@@ -81,17 +83,20 @@ pub enum ServiceName {
     Warehouse,
     /// The simulated payment provider.
     Payments,
+    /// Customer notifications from order events (issue 17).
+    Notifications,
 }
 
 impl ServiceName {
     /// Every service, in start-up order.
-    pub const ALL: [ServiceName; 6] = [
+    pub const ALL: [ServiceName; 7] = [
         ServiceName::Inventory,
         ServiceName::Catalog,
         ServiceName::Cart,
         ServiceName::Payments,
         ServiceName::Orders,
         ServiceName::Warehouse,
+        ServiceName::Notifications,
     ];
 
     /// The short name (`inventory`).
@@ -103,6 +108,7 @@ impl ServiceName {
             ServiceName::Orders => "orders",
             ServiceName::Warehouse => "warehouse",
             ServiceName::Payments => "payments",
+            ServiceName::Notifications => "notifications",
         }
     }
 
@@ -219,6 +225,11 @@ pub struct Mesh {
     pub warehouse: Option<holdfast_warehouse::RunningWarehouse<holdfast_store::Store>>,
     /// Inventory's consumer of warehouse stock changes, when inventory runs here.
     pub reconciliation: Option<ConsumerHandle>,
+    /// Issue 17: the search indexer (with catalog) and the notifications service.
+    pub read_side: (
+        Option<read_side::RunningSearch>,
+        Option<holdfast_notifications::RunningNotifications>,
+    ),
 }
 
 /// The orders service's options from the shared flags (and the fault hook from the env).
@@ -258,6 +269,7 @@ pub async fn build_server(
     let mut running_orders: Option<holdfast_orders::RunningOrders<holdfast_store::Store>> = None;
     let mut running_warehouse = None;
     let mut reconciliation = None;
+    let (mut running_search, mut running_notifications) = (None, None);
     for service in services {
         let name = service.as_str();
         match service {
@@ -289,7 +301,10 @@ pub async fn build_server(
             }
             ServiceName::Catalog => {
                 let (redis, store) = redis_and_store(engines, "catalog")?;
-                let service = holdfast_catalog::start(redis, store)
+                // Issue 17: search beside catalog.
+                let (options, search) = read_side::start_search(store.clone(), engines, common).await?;
+                running_search = Some(search);
+                let service = holdfast_catalog::start_with(redis, store, options)
                     .await
                     .map_err(|e| anyhow::anyhow!("starting catalog: {e}"))?;
                 server.add_service(name, service);
@@ -377,7 +392,20 @@ pub async fn build_server(
                 .map_err(|e| anyhow::anyhow!("starting payments: {e}"))?;
                 server.add_service(name, service);
             }
+            ServiceName::Notifications => {
+                let running = read_side::start_notifications(engines, common).await?;
+                server.add_service(name, running.service.clone());
+                running_notifications = Some(running);
+            }
         }
+    }
+    // Issue 17: catalog's outbox rows go out through orders' relay when it runs here.
+    if let (Some(search), Some(store)) = (running_search.as_mut(), engines.store.clone()) {
+        let shared = running_orders.as_ref().map(|orders| {
+            let engine = Arc::clone(&orders.engine);
+            Arc::new(move || engine.outbox_written.notify_one()) as Arc<dyn Fn() + Send + Sync>
+        });
+        read_side::publish_catalog_outbox(search, store, engines, shared);
     }
     Ok(Mesh {
         server,
@@ -386,5 +414,6 @@ pub async fn build_server(
         orders: running_orders,
         warehouse: running_warehouse,
         reconciliation,
+        read_side: (running_search, running_notifications),
     })
 }
