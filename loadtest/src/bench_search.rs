@@ -84,7 +84,7 @@ fn mix(i: u64) -> (&'static str, SearchQuery) {
         _ => (
             "everything+facets",
             SearchQuery {
-                in_stock_only: i % 2 == 0,
+                in_stock_only: i.is_multiple_of(2),
                 ..base
             },
         ),

@@ -50,16 +50,6 @@ fn str_column(reader: &SegmentReader, field: &str) -> tantivy::Result<Option<Str
     reader.fast_fields().str(field)
 }
 
-fn sku_of(column: &Option<StrColumn>, doc: DocId) -> String {
-    let mut out = String::new();
-    if let Some(column) = column
-        && let Some(ord) = column.term_ords(doc).next()
-    {
-        let _ = column.ord_to_str(ord, &mut out);
-    }
-    out
-}
-
 /// The best `limit` hits strictly after `after` in (key, SKU) order.
 pub struct TopSorted {
     /// The order.
@@ -72,17 +62,64 @@ pub struct TopSorted {
     pub after: Option<(f64, String)>,
 }
 
-/// [`TopSorted`] for one segment.
+/// [`TopSorted`] for one segment. Within a segment the SKU column's term ordinals are in
+/// SKU order, so ties are broken by ordinal (no string reads per document); SKUs are read
+/// only for the hits kept.
 pub struct SegmentTop {
     segment: SegmentOrdinal,
     sort: SortOrder,
     scored: bool,
     limit: usize,
-    after: Option<(f64, String)>,
+    /// Cursor key and the first SKU ordinal after the cursor's SKU in this segment.
+    after: Option<(f64, u64)>,
     price: Column<i64>,
     created: Column<i64>,
     sku: Option<StrColumn>,
-    heap: BinaryHeap<Ranked>,
+    heap: BinaryHeap<SegmentEntry>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct SegmentEntry {
+    key: f64,
+    ord: u64,
+    doc: DocId,
+}
+
+impl PartialEq for SegmentEntry {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl Eq for SegmentEntry {}
+impl PartialOrd for SegmentEntry {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for SegmentEntry {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.key
+            .total_cmp(&other.key)
+            .then_with(|| self.ord.cmp(&other.ord))
+    }
+}
+
+/// The first ordinal of `column` whose term is greater than `sku` (binary search).
+fn first_ord_after(column: &Option<StrColumn>, sku: &str) -> u64 {
+    let Some(column) = column else { return 0 };
+    let (mut lo, mut hi) = (0u64, column.num_terms() as u64);
+    let mut term = String::new();
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        term.clear();
+        let _ = column.ord_to_str(mid, &mut term);
+        if term.as_str() <= sku {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 impl Collector for TopSorted {
@@ -90,15 +127,20 @@ impl Collector for TopSorted {
     type Child = SegmentTop;
 
     fn for_segment(&self, segment: SegmentOrdinal, reader: &SegmentReader) -> tantivy::Result<SegmentTop> {
+        let sku = str_column(reader, "sku")?;
+        let after = self
+            .after
+            .as_ref()
+            .map(|(key, after_sku)| (*key, first_ord_after(&sku, after_sku)));
         Ok(SegmentTop {
             segment,
             sort: self.sort,
             scored: self.scored,
             limit: self.limit,
-            after: self.after.clone(),
+            after,
             price: reader.fast_fields().i64("price")?,
             created: reader.fast_fields().i64("created")?,
-            sku: str_column(reader, "sku")?,
+            sku,
             heap: BinaryHeap::with_capacity(self.limit + 1),
         })
     }
@@ -125,6 +167,13 @@ impl SegmentTop {
             SortOrder::Newest => -(self.created.first(doc).unwrap_or(0) as f64),
         }
     }
+
+    fn ord(&self, doc: DocId) -> u64 {
+        self.sku
+            .as_ref()
+            .and_then(|column| column.term_ords(doc).next())
+            .unwrap_or(u64::MAX)
+    }
 }
 
 impl SegmentCollector for SegmentTop {
@@ -132,49 +181,50 @@ impl SegmentCollector for SegmentTop {
 
     fn collect(&mut self, doc: DocId, score: Score) {
         let key = self.key(doc, score);
-        // The SKU is read only when the key alone cannot decide.
-        let mut sku: Option<String> = None;
-        if let Some((after_key, after_sku)) = &self.after {
-            match key.total_cmp(after_key) {
+        if let Some((after_key, first_ord)) = self.after {
+            match key.total_cmp(&after_key) {
                 Ordering::Less => return,
-                Ordering::Equal => {
-                    let s = sku_of(&self.sku, doc);
-                    if s.as_str() <= after_sku.as_str() {
-                        return;
-                    }
-                    sku = Some(s);
-                }
-                Ordering::Greater => {}
+                Ordering::Equal if self.ord(doc) < first_ord => return,
+                _ => {}
             }
         }
         if self.heap.len() >= self.limit
             && let Some(worst) = self.heap.peek()
+            && key.total_cmp(&worst.key) == Ordering::Greater
         {
-            match key.total_cmp(&worst.key) {
-                Ordering::Greater => return,
-                Ordering::Equal => {
-                    let s = sku.take().unwrap_or_else(|| sku_of(&self.sku, doc));
-                    if s >= worst.sku {
-                        return;
-                    }
-                    sku = Some(s);
-                }
-                Ordering::Less => {}
-            }
+            return;
         }
-        let sku = sku.unwrap_or_else(|| sku_of(&self.sku, doc));
-        self.heap.push(Ranked {
+        let entry = SegmentEntry {
             key,
-            sku,
-            address: DocAddress::new(self.segment, doc),
-        });
+            ord: self.ord(doc),
+            doc,
+        };
+        if self.heap.len() >= self.limit && self.heap.peek().is_some_and(|worst| entry >= *worst) {
+            return;
+        }
+        self.heap.push(entry);
         if self.heap.len() > self.limit {
             self.heap.pop();
         }
     }
 
     fn harvest(self) -> Vec<Ranked> {
-        self.heap.into_vec()
+        let mut term = String::new();
+        self.heap
+            .into_vec()
+            .into_iter()
+            .map(|entry| {
+                term.clear();
+                if let Some(column) = &self.sku {
+                    let _ = column.ord_to_str(entry.ord, &mut term);
+                }
+                Ranked {
+                    key: entry.key,
+                    sku: term.clone(),
+                    address: DocAddress::new(self.segment, entry.doc),
+                }
+            })
+            .collect()
     }
 }
 

@@ -66,7 +66,7 @@ pub fn decode(query: &SearchQuery, token: &str) -> Result<(f64, String), SearchE
     let key = u64::from_str_radix(key, 16)
         .map(f64::from_bits)
         .map_err(|_| bad())?;
-    if sku.len() % 2 != 0 || sku.is_empty() {
+    if !sku.len().is_multiple_of(2) || sku.is_empty() {
         return Err(bad());
     }
     let bytes = (0..sku.len())

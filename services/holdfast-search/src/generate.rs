@@ -81,7 +81,7 @@ pub fn product(i: usize) -> Product {
     let mut description = format!(
         "A dependable {noun} from {brand}, in {colour}. Built for everyday use and tested in the field."
     );
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         description.push_str(" Fully waterproof seams.");
     }
     let mut attributes = BTreeMap::new();

@@ -161,18 +161,24 @@ pub async fn check(index: &dyn SearchIndex, n: usize) -> Result<(), String> {
 
     // Sorts and paging: walk every page of a filtered query; the union is exactly the
     // expected set, in order, without repeats.
-    for sort in [
-        SortOrder::PriceAscending,
-        SortOrder::PriceDescending,
-        SortOrder::Newest,
-        SortOrder::Relevance,
+    // Relevance without text orders by SKU alone: every key ties, the cursor's SKU decides.
+    for (sort, text) in [
+        (SortOrder::PriceAscending, "waterproof"),
+        (SortOrder::PriceDescending, "waterproof"),
+        (SortOrder::Newest, "waterproof"),
+        (SortOrder::Relevance, "waterproof"),
+        (SortOrder::Relevance, ""),
     ] {
-        let mut q = query("waterproof");
+        let mut q = query(text);
+        if text.is_empty() {
+            q.in_stock_only = true;
+        }
         q.categories = vec![CATEGORIES[3].0.into()];
         q.sort = sort;
         q.page_size = 37;
         let want: HashSet<String> = (0..n)
-            .filter(|i| i % 7 == 0 && generate::category_of(*i) == 3)
+            .filter(|i| generate::category_of(*i) == 3)
+            .filter(|i| if text.is_empty() { i % 2 == 0 } else { i % 7 == 0 })
             .map(generate::sku)
             .collect();
         let mut seen = Vec::new();
