@@ -17,6 +17,7 @@
 # $CACHE is $HOLDFAST_CACHE, default ~/.cache/holdfast: outside the clone, like Maven's own
 # ~/.m2. An engine is fetched only when its `.complete` marker is missing; the testkit
 # (services/holdfast-testkit) reads the same pins.
+#   aiosmtpd                  PyPI, the loopback SMTP sink of the notification tests
 set -euo pipefail
 
 GRPCURL_WRAPPER_VERSION="1.8.6.post2"
@@ -25,6 +26,7 @@ KAFKA_VERSION="4.4.0"       # = holdfast_testkit::KAFKA_VERSION
 CASSANDRA_VERSION="5.0.4"   # = holdfast_testkit::CASSANDRA_VERSION
 CACHE="${HOLDFAST_CACHE:-$HOME/.cache/holdfast}"
 CONFLUENT_KAFKA_VERSION="2.16.1"
+AIOSMTPD_VERSION="1.4.6"
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -94,5 +96,12 @@ POM
 }
 fetch_jars org.apache.kafka kafka_2.13 "$KAFKA_VERSION" "$CACHE/kafka-${KAFKA_VERSION}"
 fetch_jars org.apache.cassandra cassandra-all "$CASSANDRA_VERSION" "$CACHE/cassandra-${CASSANDRA_VERSION}"
+
+aiosmtpd="$(python3 -m pip show aiosmtpd 2>/dev/null | sed -n 's/^Version: //p' || true)"
+if [ "$aiosmtpd" != "$AIOSMTPD_VERSION" ]; then
+  log "pip install aiosmtpd==${AIOSMTPD_VERSION}"
+  python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore "aiosmtpd==${AIOSMTPD_VERSION}"
+fi
+
 
 log "ok: $(redis-server --version | cut -d' ' -f3), $(protoc --version), grpcurl $(grpcurl -version 2>&1 | cut -d' ' -f2), java $(java -version 2>&1 | head -1 | cut -d'"' -f2), kafka ${KAFKA_VERSION}, cassandra ${CASSANDRA_VERSION}, confluent-kafka ${CONFLUENT_KAFKA_VERSION}"

@@ -18,6 +18,11 @@ pub struct DevMesh {
 }
 
 impl DevMesh {
+    /// The mesh's `--data-dir` (the search index and the notifications outbox live there).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._store_dir.path()
+    }
+
     /// Starts redis-server and the mesh on 127.0.0.1:0, on the in-process bus.
     pub async fn start() -> anyhow::Result<Self> {
         Self::start_with(&[]).await

@@ -1,6 +1,9 @@
 //! `holdfast-load browse-mix`: what shoppers do most of the time — about 300 reads to 1 write
 //! across availability, product and cart reads, with an occasional AddItem.
 //!
+//! Reads include free-text searches (`Search` for a product's title words within the browse
+//! category: every hit must carry the searched number).
+//!
 //! Every read is checked against what the run wrote (prices, stock levels, cart lines); at the
 //! end browsing must have held nothing and every acknowledged AddItem must be in its cart.
 //! `soak` runs this same workload (plus holds and checkouts) at a fixed rate for a duration.
@@ -10,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use holdfast_proto::cart::v1::cart_owner::Owner;
 use holdfast_proto::cart::v1::{AddItemRequest, CartOwner, GetCartRequest, ItemOutcome};
-use holdfast_proto::catalog::v1::{BatchGetProductsRequest, GetProductRequest};
+use holdfast_proto::catalog::v1::{BatchGetProductsRequest, GetProductRequest, SearchRequest};
 use holdfast_proto::inventory::v1::{GetAvailabilityRequest, SetStockRequest};
 
 use crate::engine::{self, Sample};
@@ -44,6 +47,39 @@ pub struct BrowseMixArgs {
     /// Attempts (reads and writes).
     #[arg(long, default_value_t = 20_000)]
     pub attempts: u64,
+}
+
+/// The category browse products are listed (and searched) in.
+const BROWSE_CATEGORY: &str = "load/browse";
+
+/// Waits until the catalog's search index holds at least `products` browse products
+/// (it follows upserts through events, so it lags them a little).
+async fn wait_until_searchable(
+    mesh: &Mesh,
+    products: u64,
+    timeout: std::time::Duration,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout.max(std::time::Duration::from_secs(30));
+    loop {
+        let reply = mesh
+            .catalog(0)
+            .search(SearchRequest {
+                categories: vec![BROWSE_CATEGORY.into()],
+                ..SearchRequest::default()
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("Search: {e}"))?
+            .into_inner();
+        if reply.total_hits >= products {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the search index holds {} of {products} browse products",
+            reply.total_hits
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Units of each browse product in stock.
@@ -93,7 +129,7 @@ impl Browse {
                 sku,
                 &format!("Browse product {i}"),
                 price_of(i),
-                "load/browse",
+                BROWSE_CATEGORY,
             )
             .await?;
             mesh.inventory(i as u64)
@@ -107,6 +143,7 @@ impl Browse {
             Ok(())
         })
         .await?;
+        wait_until_searchable(mesh, args.products, run.timeout).await?;
         let shoppers: Vec<String> = (0..args.shoppers)
             .map(|i| format!("{run_id}-shopper-{i}"))
             .collect();
@@ -166,10 +203,11 @@ impl Browse {
         if i % (self.reads_per_write + 1) == self.reads_per_write {
             return self.add_item(mesh, i).await;
         }
-        match splitmix(self.seed.wrapping_add(i)) % 4 {
+        match splitmix(self.seed.wrapping_add(i)) % 5 {
             0 => self.get_availability(mesh, i).await,
             1 => self.get_product(mesh, i).await,
             2 => self.batch_get_products(mesh, i).await,
+            3 => self.search(mesh, i).await,
             _ => self.get_cart(mesh, i).await,
         }
     }
@@ -208,6 +246,46 @@ impl Browse {
                 self.uncertain[shopper].fetch_add(1, Ordering::Relaxed);
                 Sample::error("AddItem", &status)
             }
+        }
+    }
+
+    async fn search(&self, mesh: &Mesh, i: u64) -> Sample {
+        let index = self.pick(i, 7);
+        match mesh
+            .catalog(i)
+            .search(request(
+                SearchRequest {
+                    query: format!("browse product {index}"),
+                    categories: vec![BROWSE_CATEGORY.into()],
+                    ..SearchRequest::default()
+                },
+                self.timeout,
+            ))
+            .await
+        {
+            Ok(reply) => {
+                let reply = reply.into_inner();
+                let number = index.to_string();
+                // The last word is also a prefix: "12" finds "12", "120"... never "21".
+                let bad = reply.total_hits == 0
+                    || reply.products.iter().any(|p| {
+                        p.category != BROWSE_CATEGORY
+                            || !p.title.split_whitespace().any(|w| w.starts_with(&number))
+                    });
+                if bad {
+                    self.wrong(
+                        "Search",
+                        format!(
+                            "{} hits for {number}: {:?}",
+                            reply.total_hits,
+                            reply.products.first()
+                        ),
+                    )
+                } else {
+                    Sample::answer("Search", "ok")
+                }
+            }
+            Err(status) => Sample::error("Search", &status),
         }
     }
 

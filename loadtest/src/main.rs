@@ -9,6 +9,7 @@ mod bench_cart;
 mod bench_checkout;
 mod bench_inventory;
 mod bench_summary;
+mod bench_search;
 mod browse;
 mod checkout_storm;
 mod engine;
@@ -67,6 +68,8 @@ enum Bench {
     Cart(bench_cart::CartBench),
     /// Whole checkouts against `holdfast dev` at PSP latency 0 and 50 ms, next to the Reserve RPC.
     Checkout(bench_checkout::CheckoutBench),
+    /// The embedded search index: products/s indexed, known answers and query p99 at 1M products.
+    Search(bench_search::SearchBench),
     /// Both, in one run: the cart figures next to the inventory baseline.
     All {
         #[command(flatten)]
@@ -129,6 +132,10 @@ async fn bench(json: PathBuf, what: Bench) -> anyhow::Result<()> {
             let report = bench_checkout::run(args, bin).await?;
             bench_checkout::print(&report);
             write_json(&json, &serde_json::json!({ "checkout": report }))
+        }
+        Bench::Search(args) => {
+            let report = bench_search::run(&args).await?;
+            write_json(&json, &serde_json::json!({ "search": report }))
         }
         Bench::All {
             inventory,

@@ -25,13 +25,29 @@ const MAX_PAGE: u32 = 500;
 #[derive(Clone)]
 pub struct Catalog<S> {
     cache: ProductCache<S>,
+    options: crate::CatalogOptions,
 }
 
 impl<S: ProductStore + Clone + 'static> Catalog<S> {
     /// The service over `cache`.
     pub fn new(cache: ProductCache<S>) -> Self {
-        Self { cache }
+        Self {
+            cache,
+            options: crate::CatalogOptions::default(),
+        }
     }
+
+    /// The service with search and an outbox wake-up.
+    pub fn with_options(mut self, options: crate::CatalogOptions) -> Self {
+        self.options = options;
+        self
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 fn checked(violations: FieldViolations) -> Result<(), CatalogError> {
@@ -77,7 +93,19 @@ impl<S: ProductStore + Clone + 'static> CatalogService for Catalog<S> {
                 }));
             }
         }
-        let written = match self.cache.store().upsert_product(incoming, expected).await {
+        // The change and its announcement (for the search indexers) commit together.
+        let region = if self.options.region.is_empty() {
+            "local"
+        } else {
+            &self.options.region
+        };
+        let announced = crate::search::product_upserted(&sku, region, now_ms());
+        let written = match self
+            .cache
+            .store()
+            .upsert_product_announced(incoming, expected, vec![announced])
+            .await
+        {
             Ok(product) => product,
             Err(StoreError::VersionConflict { expected, actual }) => {
                 return Err(CatalogError::VersionConflict {
@@ -90,6 +118,9 @@ impl<S: ProductStore + Clone + 'static> CatalogService for Catalog<S> {
             Err(StoreError::NotFound(_)) => return Err(CatalogError::NotFound(sku).into()),
             Err(other) => return Err(CatalogError::from(other).into()),
         };
+        if let Some(wake) = &self.options.outbox_wake {
+            wake.notify_one();
+        }
         self.cache.invalidate(&written).await?;
         Ok(Response::new(UpsertProductResponse {
             created: stored.is_none(),
@@ -187,9 +218,9 @@ impl<S: ProductStore + Clone + 'static> CatalogService for Catalog<S> {
         }))
     }
 
-    async fn search(&self, _request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
-        Err(Status::unimplemented(
-            "free-text search is not built yet; use ListProducts by category",
-        ))
+    async fn search(&self, request: Request<SearchRequest>) -> Result<Response<SearchResponse>, Status> {
+        crate::search::search(self.options.search.as_ref(), request.into_inner())
+            .await
+            .map(Response::new)
     }
 }

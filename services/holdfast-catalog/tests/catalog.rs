@@ -22,12 +22,18 @@ struct CountingStore {
 }
 
 impl ProductStore for CountingStore {
-    async fn upsert_product(
+    async fn upsert_product_announced(
         &self,
         product: StoredProduct,
         expected: Option<u64>,
+        outbox: Vec<holdfast_store::OutboxMessage>,
     ) -> Result<StoredProduct, StoreError> {
-        self.inner.upsert_product(product, expected).await
+        self.inner
+            .upsert_product_announced(product, expected, outbox)
+            .await
+    }
+    async fn scan_products(&self, after: Option<&str>, limit: u32) -> Result<Vec<StoredProduct>, StoreError> {
+        self.inner.scan_products(after, limit).await
     }
     async fn get_product(&self, sku: &str) -> Result<Option<StoredProduct>, StoreError> {
         self.reads.fetch_add(1, Ordering::SeqCst);

@@ -13,4 +13,4 @@ pub mod codec;
 /// Encoded `FileDescriptorSet` of every holdfast proto, for tonic-reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/holdfast_descriptor.bin"));
 
-pub use holdfast::{cart, catalog, common, events, inventory, orders, payments, warehouse};
+pub use holdfast::{cart, catalog, common, events, inventory, notifications, orders, payments, warehouse};

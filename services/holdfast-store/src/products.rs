@@ -64,7 +64,31 @@ pub trait ProductStore: Send + Sync {
         &self,
         product: Product,
         expected_version: Option<u64>,
+    ) -> impl Future<Output = Result<Product, StoreError>> + Send {
+        self.upsert_product_announced(product, expected_version, Vec::new())
+    }
+
+    /// [`upsert_product`](Self::upsert_product) that also appends `outbox` events announcing
+    /// the change. SQLite writes them in the same transaction as the product (none if the
+    /// write is refused). ScyllaDB, which has no multi-partition transactions, appends them
+    /// just before the product write, so an announcement may precede a refused write: the
+    /// events must therefore say "re-read this SKU", never carry state a reader trusts.
+    fn upsert_product_announced(
+        &self,
+        product: Product,
+        expected_version: Option<u64>,
+        outbox: Vec<crate::OutboxMessage>,
     ) -> impl Future<Output = Result<Product, StoreError>> + Send;
+
+    /// Every product (inactive ones included) in ascending SKU order for SQLite, token order
+    /// for ScyllaDB, starting after `after_sku` (`None` for the first page), at most `limit`
+    /// (1..=[`MAX_PAGE_SIZE`]). An empty page means the scan is over. For rebuilding read
+    /// models such as the search index.
+    fn scan_products(
+        &self,
+        after_sku: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<Product>, StoreError>> + Send;
 
     /// The product with this SKU, if any (inactive products included).
     fn get_product(&self, sku: &str) -> impl Future<Output = Result<Option<Product>, StoreError>> + Send;

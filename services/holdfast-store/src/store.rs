@@ -34,14 +34,30 @@ impl From<ScyllaStore> for Store {
 }
 
 impl ProductStore for Store {
-    async fn upsert_product(
+    async fn upsert_product_announced(
         &self,
         product: Product,
         expected_version: Option<u64>,
+        outbox: Vec<crate::OutboxMessage>,
     ) -> Result<Product, StoreError> {
         match self {
-            Self::Sqlite(store) => store.upsert_product(product, expected_version).await,
-            Self::Scylla(store) => store.upsert_product(product, expected_version).await,
+            Self::Sqlite(store) => {
+                store
+                    .upsert_product_announced(product, expected_version, outbox)
+                    .await
+            }
+            Self::Scylla(store) => {
+                store
+                    .upsert_product_announced(product, expected_version, outbox)
+                    .await
+            }
+        }
+    }
+
+    async fn scan_products(&self, after_sku: Option<&str>, limit: u32) -> Result<Vec<Product>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.scan_products(after_sku, limit).await,
+            Self::Scylla(store) => store.scan_products(after_sku, limit).await,
         }
     }
 

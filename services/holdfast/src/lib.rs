@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use holdfast_cart::CartArgs;
 use holdfast_catalog::CatalogArgs;
 use holdfast_inventory::InventoryArgs;
+use holdfast_notifications::NotificationsArgs;
 use holdfast_orders::OrdersArgs;
 use holdfast_payments::PaymentsArgs;
 use holdfast_platform::events::{BusConfig, BusError};
@@ -95,11 +96,14 @@ pub struct RunArgs {
     /// WarehouseService's section.
     #[command(flatten)]
     pub warehouse: WarehouseArgs,
+    /// NotificationService's section.
+    #[command(flatten)]
+    pub notifications: NotificationsArgs,
 }
 
 impl RunArgs {
     /// Every service, in start-up order.
-    pub fn services(&self) -> [&dyn Service<Store>; 6] {
+    pub fn services(&self) -> [&dyn Service<Store>; 7] {
         [
             &self.inventory,
             &self.catalog,
@@ -107,6 +111,7 @@ impl RunArgs {
             &self.payments,
             &self.orders,
             &self.warehouse,
+            &self.notifications,
         ]
     }
 }
@@ -144,6 +149,8 @@ pub enum ServiceName {
     Warehouse,
     /// The simulated payment provider.
     Payments,
+    /// Customer notifications from order events.
+    Notifications,
 }
 
 impl ServiceName {
@@ -156,6 +163,7 @@ impl ServiceName {
             ServiceName::Orders => "orders",
             ServiceName::Warehouse => "warehouse",
             ServiceName::Payments => "payments",
+            ServiceName::Notifications => "notifications",
         }
     }
 }

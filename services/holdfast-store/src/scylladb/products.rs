@@ -57,6 +57,8 @@ pub(super) struct ProductStatements {
     index_insert: PreparedStatement,
     index_delete: PreparedStatement,
     index_page: PreparedStatement,
+    scan_first: PreparedStatement,
+    scan_after: PreparedStatement,
 }
 
 impl ProductStatements {
@@ -107,6 +109,12 @@ impl ProductStatements {
             .await?,
             index_page: prepare(
                 format!("SELECT sku FROM {ks}.products_by_category WHERE category = ? AND sku > ? LIMIT ?"),
+                true,
+            )
+            .await?,
+            scan_first: prepare(format!("SELECT {PRODUCT_COLUMNS} FROM {ks}.products LIMIT ?"), true).await?,
+            scan_after: prepare(
+                format!("SELECT {PRODUCT_COLUMNS} FROM {ks}.products WHERE token(sku) > token(?) LIMIT ?"),
                 true,
             )
             .await?,
@@ -170,12 +178,19 @@ impl ScyllaStore {
 }
 
 impl ProductStore for ScyllaStore {
-    async fn upsert_product(
+    async fn upsert_product_announced(
         &self,
         product: Product,
         expected_version: Option<u64>,
+        outbox: Vec<crate::OutboxMessage>,
     ) -> Result<Product, StoreError> {
         validate_product(&product)?;
+        // No transaction spans the outbox and the product: the announcement goes first, so
+        // a crash after the product write cannot lose it (a refused write announces nothing
+        // that re-reading the SKU would not show).
+        if !outbox.is_empty() {
+            crate::OutboxStore::append_outbox(self, outbox).await?;
+        }
         let statements = self.product_statements().await?;
         let previous = self.read_product(&statements.get_product, &product.sku).await?;
         // The index row goes first: a crash after the product write must not hide it. If
@@ -271,6 +286,19 @@ impl ProductStore for ScyllaStore {
                 .await?;
         }
         Ok(stored)
+    }
+
+    async fn scan_products(&self, after_sku: Option<&str>, limit: u32) -> Result<Vec<Product>, StoreError> {
+        if limit == 0 {
+            return Err(StoreError::InvalidArgument("page size must be at least 1".into()));
+        }
+        let limit = i32::try_from(limit.min(crate::products::MAX_PAGE_SIZE)).unwrap_or(i32::MAX);
+        let statements = self.product_statements().await?;
+        let rows: Vec<ProductRow> = match after_sku {
+            None => self.rows(&statements.scan_first, (limit,)).await?,
+            Some(after) => self.rows(&statements.scan_after, (after, limit)).await?,
+        };
+        rows.into_iter().map(product_from_row).collect()
     }
 
     async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {

@@ -40,12 +40,14 @@ fn select_product(conn: &Connection, sku: &str) -> Result<Option<Product>, Store
 }
 
 impl ProductStore for SqliteStore {
-    async fn upsert_product(
+    async fn upsert_product_announced(
         &self,
         product: Product,
         expected_version: Option<u64>,
+        outbox: Vec<crate::OutboxMessage>,
     ) -> Result<Product, StoreError> {
         validate_product(&product)?;
+        let outbox = crate::outbox::distinct_messages(outbox)?;
         self.call(move |conn| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -100,8 +102,29 @@ impl ProductStore for SqliteStore {
                 ])
             })
             .map_err(sqlite_error)?;
+            super::outbox::insert_messages(&tx, &outbox)?;
             tx.commit().map_err(sqlite_error)?;
             Ok(stored)
+        })
+        .await
+    }
+
+    async fn scan_products(&self, after_sku: Option<&str>, limit: u32) -> Result<Vec<Product>, StoreError> {
+        if limit == 0 {
+            return Err(StoreError::InvalidArgument("page size must be at least 1".into()));
+        }
+        let after = after_sku.unwrap_or_default().to_string();
+        let limit = limit.min(crate::products::MAX_PAGE_SIZE);
+        self.call(move |conn| {
+            conn.prepare_cached(&format!(
+                "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku > ?1 ORDER BY sku LIMIT ?2"
+            ))
+            .and_then(|mut statement| {
+                statement
+                    .query_map(params![after, limit], read_product)?
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .map_err(sqlite_error)
         })
         .await
     }

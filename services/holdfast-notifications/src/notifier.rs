@@ -1,0 +1,187 @@
+//! Sending: the [`Notifier`] trait, the embedded [`FileNotifier`] (JSON lines, idempotent
+//! by notification id) and [`SmtpNotifier`] (lettre, plain SMTP).
+
+use std::collections::HashSet;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use lettre::message::header::ContentType;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::model::{Channel, Notification};
+
+/// Why a send failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// Worth retrying (connection refused, a 4xx reply, a full disk...).
+    #[error("transient: {0}")]
+    Transient(String),
+    /// Will never succeed (a bad address, a 5xx reply): dead-lettered at once.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// Delivers rendered notifications. A send may be repeated with the same
+/// [`Notification::id`] after a crash; implementations should let the receiving end drop
+/// the repeat (the file notifier does it itself; SMTP sets `Message-ID` from the id).
+pub trait Notifier: Send + Sync + 'static {
+    /// Sends `notification` on its channel.
+    fn send(&self, notification: &Notification) -> BoxFuture<'_, Result<(), SendError>>;
+}
+
+/// One notifier per channel.
+#[derive(Clone)]
+pub struct ByChannel {
+    /// For [`Channel::Email`].
+    pub email: Arc<dyn Notifier>,
+    /// For [`Channel::Push`].
+    pub push: Arc<dyn Notifier>,
+}
+
+impl Notifier for ByChannel {
+    fn send(&self, notification: &Notification) -> BoxFuture<'_, Result<(), SendError>> {
+        match notification.channel {
+            Channel::Email => self.email.send(notification),
+            Channel::Push => self.push.send(notification),
+        }
+    }
+}
+
+/// Appends each notification as one JSON line to a file (the embedded default, and what
+/// tests read). Idempotent by id: the ids already in the file are loaded on open, and a
+/// notification whose id is there is not written again, so a resend after a crash between
+/// the write and the "sent" record leaves exactly one line.
+#[derive(Clone)]
+pub struct FileNotifier {
+    path: PathBuf,
+    state: Arc<Mutex<(std::fs::File, HashSet<String>)>>,
+}
+
+impl std::fmt::Debug for FileNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileNotifier").field("path", &self.path).finish()
+    }
+}
+
+impl FileNotifier {
+    /// Opens (creating) the file at `path` and loads the ids it holds.
+    pub fn open(path: &Path) -> std::io::Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut seen = HashSet::new();
+        if path.exists() {
+            for line in std::io::BufReader::new(std::fs::File::open(path)?).lines() {
+                let line = line?;
+                // A torn last line (a crash mid-write) has no id: it is written again.
+                if let Ok(written) = serde_json::from_str::<Notification>(&line) {
+                    seen.insert(written.id);
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            state: Arc::new(Mutex::new((file, seen))),
+        })
+    }
+
+    /// Every notification in a JSON-lines file (tests read the outbox with this).
+    pub fn read_all(path: &Path) -> std::io::Result<Vec<Notification>> {
+        if !path.exists() {
+            return Ok(Vec::new());
+        }
+        std::io::BufReader::new(std::fs::File::open(path)?)
+            .lines()
+            .filter_map(|line| match line {
+                Ok(line) => serde_json::from_str(&line).ok().map(Ok),
+                Err(e) => Some(Err(e)),
+            })
+            .collect()
+    }
+}
+
+impl Notifier for FileNotifier {
+    fn send(&self, notification: &Notification) -> BoxFuture<'_, Result<(), SendError>> {
+        let state = Arc::clone(&self.state);
+        let notification = notification.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut guard = state.lock().unwrap_or_else(PoisonError::into_inner);
+                let (file, seen) = &mut *guard;
+                if seen.contains(&notification.id) {
+                    return Ok(());
+                }
+                let mut line =
+                    serde_json::to_string(&notification).map_err(|e| SendError::Permanent(e.to_string()))?;
+                line.push('\n');
+                file.write_all(line.as_bytes())
+                    .and_then(|()| file.sync_data())
+                    .map_err(|e| SendError::Transient(format!("outbox file: {e}")))?;
+                seen.insert(notification.id);
+                Ok(())
+            })
+            .await
+            .map_err(|e| SendError::Transient(format!("outbox file task: {e}")))?
+        }
+        .boxed()
+    }
+}
+
+/// Email over plain SMTP (no TLS: a loopback relay or an in-cluster MTA).
+#[derive(Clone)]
+pub struct SmtpNotifier {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: lettre::message::Mailbox,
+}
+
+impl std::fmt::Debug for SmtpNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpNotifier")
+            .field("from", &self.from)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SmtpNotifier {
+    /// A notifier relaying through `host:port`, sending as `from`.
+    pub fn new(host: &str, port: u16, from: &str) -> Result<Self, String> {
+        let from = from.parse().map_err(|e| format!("from address {from:?}: {e}"))?;
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(port)
+            .timeout(Some(std::time::Duration::from_secs(10)))
+            .build();
+        Ok(Self { transport, from })
+    }
+}
+
+impl Notifier for SmtpNotifier {
+    fn send(&self, notification: &Notification) -> BoxFuture<'_, Result<(), SendError>> {
+        let built = (|| {
+            let to = notification
+                .recipient
+                .parse()
+                .map_err(|e| SendError::Permanent(format!("recipient {:?}: {e}", notification.recipient)))?;
+            Message::builder()
+                .from(self.from.clone())
+                .to(to)
+                .subject(notification.subject.clone())
+                .message_id(Some(format!("<{}@holdfast>", notification.id)))
+                .header(ContentType::TEXT_PLAIN)
+                .body(notification.body.clone())
+                .map_err(|e| SendError::Permanent(format!("building the message: {e}")))
+        })();
+        async move {
+            let message = built?;
+            match self.transport.send(message).await {
+                Ok(_) => Ok(()),
+                Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
+                Err(e) => Err(SendError::Transient(e.to_string())),
+            }
+        }
+        .boxed()
+    }
+}

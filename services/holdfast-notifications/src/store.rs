@@ -1,0 +1,331 @@
+//! Durable notification records: the [`NotificationStore`] trait and its SQLite
+//! implementation ([`SqliteNotifications`], WAL, one connection behind a mutex, every call
+//! on the blocking pool).
+//!
+//! `(event_id, channel)` is unique: recording the intent of a notification twice keeps
+//! the first, which is what makes a redelivered event produce nothing new.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::model::{Channel, Notification, Status};
+
+/// Why the store failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("notification store: {0}")]
+    Sqlite(String),
+    /// A stored row could not be read back.
+    #[error("notification store: corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        StoreError::Sqlite(error.to_string())
+    }
+}
+
+/// Result of the store's futures.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Where notifications, order owners and opt-outs are kept.
+pub trait NotificationStore: Send + Sync + 'static {
+    /// Remembers who placed `order_id` (shipment events carry no customer).
+    fn remember_order(&self, order_id: &str, customer_id: &str) -> BoxFuture<'_, StoreResult<()>>;
+    /// Who placed `order_id`, if known.
+    fn customer_of(&self, order_id: &str) -> BoxFuture<'_, StoreResult<Option<String>>>;
+    /// Records notifications not recorded yet (by `(event_id, channel)`); returns how many were new.
+    fn record(&self, notifications: Vec<Notification>) -> BoxFuture<'_, StoreResult<usize>>;
+    /// Pending notifications, oldest first: of `event_id`, or of every event when `None`.
+    fn pending(&self, event_id: Option<&str>) -> BoxFuture<'_, StoreResult<Vec<Notification>>>;
+    /// Sets a notification's state after a send attempt.
+    fn update(
+        &self,
+        id: &str,
+        status: Status,
+        attempts: u32,
+        last_error: &str,
+        sent_at_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<()>>;
+    /// A customer's notifications, newest first, after the cursor `(created_at_ms, id)`.
+    fn list(
+        &self,
+        customer_id: &str,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<Notification>>>;
+    /// Opts `customer_id` in or out of `channel`; returns the channels now opted out.
+    fn set_opt_out(
+        &self,
+        customer_id: &str,
+        channel: Channel,
+        opted_out: bool,
+    ) -> BoxFuture<'_, StoreResult<Vec<Channel>>>;
+    /// The channels `customer_id` opted out of.
+    fn opted_out(&self, customer_id: &str) -> BoxFuture<'_, StoreResult<Vec<Channel>>>;
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS notifications (
+    id TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL,
+    order_id TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    status TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    body TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    sent_at_ms INTEGER NOT NULL,
+    UNIQUE (event_id, channel)
+);
+CREATE INDEX IF NOT EXISTS notifications_by_customer
+    ON notifications (customer_id, created_at_ms DESC, id DESC);
+CREATE INDEX IF NOT EXISTS notifications_pending
+    ON notifications (status, created_at_ms) WHERE status = 'pending';
+CREATE TABLE IF NOT EXISTS order_customers (
+    order_id TEXT PRIMARY KEY,
+    customer_id TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS opt_outs (
+    customer_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    PRIMARY KEY (customer_id, channel)
+);
+";
+
+const COLUMNS: &str = "id, customer_id, order_id, event_id, event_type, channel, status, recipient, subject, body, \
+                       attempts, last_error, created_at_ms, sent_at_ms";
+
+fn read(row: &Row<'_>) -> rusqlite::Result<Result<Notification, StoreError>> {
+    let channel: String = row.get(5)?;
+    let status: String = row.get(6)?;
+    let (Some(channel), Some(status)) = (Channel::parse(&channel), Status::parse(&status)) else {
+        return Ok(Err(StoreError::Corrupt(format!(
+            "channel {channel:?}, status {status:?}"
+        ))));
+    };
+    Ok(Ok(Notification {
+        id: row.get(0)?,
+        customer_id: row.get(1)?,
+        order_id: row.get(2)?,
+        event_id: row.get(3)?,
+        event_type: row.get(4)?,
+        channel,
+        status,
+        recipient: row.get(7)?,
+        subject: row.get(8)?,
+        body: row.get(9)?,
+        attempts: row.get(10)?,
+        last_error: row.get(11)?,
+        created_at_ms: row.get(12)?,
+        sent_at_ms: row.get(13)?,
+    }))
+}
+
+fn collect(rows: Vec<Result<Notification, StoreError>>) -> StoreResult<Vec<Notification>> {
+    rows.into_iter().collect()
+}
+
+/// The SQLite notification store.
+#[derive(Clone)]
+pub struct SqliteNotifications {
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl std::fmt::Debug for SqliteNotifications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteNotifications").finish_non_exhaustive()
+    }
+}
+
+impl SqliteNotifications {
+    /// Opens (creating and migrating) the database at `path`.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    fn call<T, F>(&self, f: F) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
+                f(&mut conn)
+            })
+            .await
+            .map_err(|e| StoreError::Sqlite(format!("store task: {e}")))?
+        }
+        .boxed()
+    }
+}
+
+fn opted(conn: &Connection, customer_id: &str) -> StoreResult<Vec<Channel>> {
+    let mut statement =
+        conn.prepare_cached("SELECT channel FROM opt_outs WHERE customer_id = ?1 ORDER BY channel")?;
+    let names = statement
+        .query_map([customer_id], |row| row.get::<_, String>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(names.iter().filter_map(|n| Channel::parse(n)).collect())
+}
+
+impl NotificationStore for SqliteNotifications {
+    fn remember_order(&self, order_id: &str, customer_id: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let (order_id, customer_id) = (order_id.to_string(), customer_id.to_string());
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO order_customers (order_id, customer_id) VALUES (?1, ?2)",
+            )?
+            .execute(params![order_id, customer_id])?;
+            Ok(())
+        })
+    }
+
+    fn customer_of(&self, order_id: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let order_id = order_id.to_string();
+        self.call(move |conn| {
+            Ok(conn
+                .prepare_cached("SELECT customer_id FROM order_customers WHERE order_id = ?1")?
+                .query_row([order_id], |row| row.get(0))
+                .optional()?)
+        })
+    }
+
+    fn record(&self, notifications: Vec<Notification>) -> BoxFuture<'_, StoreResult<usize>> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            let mut inserted = 0;
+            {
+                let mut statement = tx.prepare_cached(&format!(
+                    "INSERT OR IGNORE INTO notifications ({COLUMNS}) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+                ))?;
+                for n in &notifications {
+                    inserted += statement.execute(params![
+                        n.id,
+                        n.customer_id,
+                        n.order_id,
+                        n.event_id,
+                        n.event_type,
+                        n.channel.as_str(),
+                        n.status.as_str(),
+                        n.recipient,
+                        n.subject,
+                        n.body,
+                        n.attempts,
+                        n.last_error,
+                        n.created_at_ms,
+                        n.sent_at_ms,
+                    ])?;
+                }
+            }
+            tx.commit()?;
+            Ok(inserted)
+        })
+    }
+
+    fn pending(&self, event_id: Option<&str>) -> BoxFuture<'_, StoreResult<Vec<Notification>>> {
+        let event_id = event_id.map(str::to_string);
+        self.call(move |conn| {
+            let rows = match event_id {
+                Some(event_id) => conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM notifications WHERE event_id = ?1 AND status = 'pending' ORDER BY channel"
+                    ))?
+                    .query_map([event_id], read)?
+                    .collect::<Result<Vec<_>, _>>()?,
+                None => conn
+                    .prepare_cached(&format!(
+                        "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' ORDER BY created_at_ms, id"
+                    ))?
+                    .query_map([], read)?
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
+            collect(rows)
+        })
+    }
+
+    fn update(
+        &self,
+        id: &str,
+        status: Status,
+        attempts: u32,
+        last_error: &str,
+        sent_at_ms: i64,
+    ) -> BoxFuture<'_, StoreResult<()>> {
+        let (id, last_error) = (id.to_string(), last_error.to_string());
+        self.call(move |conn| {
+            conn.prepare_cached(
+                "UPDATE notifications SET status = ?2, attempts = ?3, last_error = ?4, sent_at_ms = ?5 WHERE id = ?1",
+            )?
+            .execute(params![id, status.as_str(), attempts, last_error, sent_at_ms])?;
+            Ok(())
+        })
+    }
+
+    fn list(
+        &self,
+        customer_id: &str,
+        after: Option<(i64, String)>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<Notification>>> {
+        let customer_id = customer_id.to_string();
+        let (at, id) = after.unwrap_or((i64::MAX, String::new()));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM notifications WHERE customer_id = ?1 \
+                     AND (created_at_ms < ?2 OR (created_at_ms = ?2 AND (?3 = '' OR id < ?3))) \
+                     ORDER BY created_at_ms DESC, id DESC LIMIT ?4"
+                ))?
+                .query_map(params![customer_id, at, id, limit], read)?
+                .collect::<Result<Vec<_>, _>>()?;
+            collect(rows)
+        })
+    }
+
+    fn set_opt_out(
+        &self,
+        customer_id: &str,
+        channel: Channel,
+        opted_out: bool,
+    ) -> BoxFuture<'_, StoreResult<Vec<Channel>>> {
+        let customer_id = customer_id.to_string();
+        self.call(move |conn| {
+            if opted_out {
+                conn.prepare_cached("INSERT OR IGNORE INTO opt_outs (customer_id, channel) VALUES (?1, ?2)")?
+                    .execute(params![customer_id, channel.as_str()])?;
+            } else {
+                conn.prepare_cached("DELETE FROM opt_outs WHERE customer_id = ?1 AND channel = ?2")?
+                    .execute(params![customer_id, channel.as_str()])?;
+            }
+            opted(conn, &customer_id)
+        })
+    }
+
+    fn opted_out(&self, customer_id: &str) -> BoxFuture<'_, StoreResult<Vec<Channel>>> {
+        let customer_id = customer_id.to_string();
+        self.call(move |conn| opted(conn, &customer_id))
+    }
+}

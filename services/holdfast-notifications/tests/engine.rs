@@ -1,0 +1,371 @@
+//! The notification engine on its real store (SQLite) and real notifiers: the JSON-lines
+//! outbox file, and SMTP against a loopback aiosmtpd sink (PyPI `aiosmtpd`).
+
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use holdfast_notifications::{
+    ByChannel, Channel, CrashHook, Engine, EngineOptions, FileNotifier, Notification, NotificationStore,
+    Notifier, ORDERS_TOPIC, SHIPMENTS_TOPIC, SmtpNotifier, SqliteNotifications, Status,
+};
+use holdfast_platform::events::Event;
+use holdfast_proto::common::v1::Money;
+use holdfast_proto::events::v1::{
+    OrderCancelled, OrderConfirmed, OrderEvent, ReturnReceived, ShipmentDelivered, ShipmentEvent,
+    ShipmentShipped, order_event, shipment_event,
+};
+use prost::Message;
+
+fn event(topic: &str, id: &str, event_type: &str, payload: Vec<u8>) -> Event {
+    Event {
+        id: id.into(),
+        topic: topic.into(),
+        key: "o".into(),
+        event_type: event_type.into(),
+        region: "local".into(),
+        payload,
+        traceparent: None,
+    }
+}
+
+fn confirmed(id: &str, order: &str, customer: &str) -> Event {
+    let payload = OrderEvent {
+        event_id: id.into(),
+        event: Some(order_event::Event::Confirmed(OrderConfirmed {
+            order_id: order.into(),
+            customer_id: customer.into(),
+            total: Some(Money {
+                amount_minor: 12_345,
+                currency: "USD".into(),
+            }),
+            ..OrderConfirmed::default()
+        })),
+    };
+    event(ORDERS_TOPIC, id, "order.confirmed", payload.encode_to_vec())
+}
+
+/// The rest of an order's life after confirmation: shipped, delivered, return received,
+/// and a cancellation (of the same order: the engine does not judge order state).
+fn life(order: &str, customer: &str) -> Vec<Event> {
+    let shipment = |id: &str, kind: &str, e: shipment_event::Event| {
+        event(
+            SHIPMENTS_TOPIC,
+            id,
+            kind,
+            ShipmentEvent {
+                event_id: id.into(),
+                event: Some(e),
+            }
+            .encode_to_vec(),
+        )
+    };
+    let orders = |id: &str, kind: &str, e: order_event::Event| {
+        event(
+            ORDERS_TOPIC,
+            id,
+            kind,
+            OrderEvent {
+                event_id: id.into(),
+                event: Some(e),
+            }
+            .encode_to_vec(),
+        )
+    };
+    vec![
+        confirmed(&format!("{order}-1"), order, customer),
+        shipment(
+            &format!("{order}-2"),
+            "shipment.shipped",
+            shipment_event::Event::Shipped(ShipmentShipped {
+                order_id: order.into(),
+                carrier: "DHL".into(),
+                tracking_number: "JJD-42".into(),
+                ..ShipmentShipped::default()
+            }),
+        ),
+        shipment(
+            &format!("{order}-3"),
+            "shipment.delivered",
+            shipment_event::Event::Delivered(ShipmentDelivered {
+                order_id: order.into(),
+                ..ShipmentDelivered::default()
+            }),
+        ),
+        orders(
+            &format!("{order}-4"),
+            "order.return_received",
+            order_event::Event::ReturnReceived(ReturnReceived {
+                order_id: order.into(),
+                return_id: "r1".into(),
+                inspection_passed: true,
+                ..ReturnReceived::default()
+            }),
+        ),
+        orders(
+            &format!("{order}-5"),
+            "order.cancelled",
+            order_event::Event::Cancelled(OrderCancelled {
+                order_id: order.into(),
+                customer_id: customer.into(),
+                reason: "customer asked".into(),
+                ..OrderCancelled::default()
+            }),
+        ),
+    ]
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn outbox(&self) -> std::path::PathBuf {
+        self.dir.path().join("outbox.jsonl")
+    }
+    fn store(&self) -> Arc<dyn NotificationStore> {
+        Arc::new(SqliteNotifications::open(&self.dir.path().join("n.db")).unwrap())
+    }
+    /// A fresh engine over the same files, as after a process restart.
+    fn engine(&self, crash: CrashHook) -> (Engine, Arc<dyn NotificationStore>) {
+        let store = self.store();
+        let file: Arc<dyn Notifier> = Arc::new(FileNotifier::open(&self.outbox()).unwrap());
+        let engine = Engine::new(
+            Arc::clone(&store),
+            Arc::new(ByChannel {
+                email: Arc::clone(&file),
+                push: file,
+            }),
+            EngineOptions {
+                crash,
+                backoff: Duration::from_millis(1),
+                ..EngineOptions::default()
+            },
+        );
+        (engine, store)
+    }
+}
+
+/// (event id, channel) of every line in the outbox file, sorted.
+fn lines(path: &Path) -> Vec<(String, Channel)> {
+    let mut out: Vec<(String, Channel)> = FileNotifier::read_all(path)
+        .unwrap()
+        .into_iter()
+        .map(|n: Notification| (n.event_id, n.channel))
+        .collect();
+    out.sort();
+    out
+}
+
+fn every(events: &[Event]) -> Vec<(String, Channel)> {
+    let mut want: Vec<(String, Channel)> = events
+        .iter()
+        .flat_map(|e| Channel::ALL.map(|c| (e.id.clone(), c)))
+        .collect();
+    want.sort();
+    want
+}
+
+#[tokio::test]
+async fn an_order_life_gives_one_notification_per_event_and_channel_even_redelivered() {
+    let setup = Setup::new();
+    let (engine, store) = setup.engine(CrashHook::Off);
+    let events = life("o1", "alice");
+    for e in &events {
+        engine.handle(e).await.unwrap();
+        // At-least-once delivery: every event comes twice.
+        engine.handle(e).await.unwrap();
+    }
+    assert_eq!(lines(&setup.outbox()), every(&events));
+    let listed = store.list("alice", None, 100).await.unwrap();
+    assert_eq!(listed.len(), 10);
+    assert!(listed.iter().all(|n| n.status == Status::Sent && n.attempts == 1));
+    let shipped = listed
+        .iter()
+        .find(|n| n.event_type == "shipment.shipped" && n.channel == Channel::Email)
+        .unwrap();
+    assert!(
+        shipped.body.contains("JJD-42") && shipped.body.contains("DHL"),
+        "{}",
+        shipped.body
+    );
+    assert_eq!(shipped.recipient, "alice@customers.holdfast.invalid");
+    // Newest first, and paging by (created_at, id) covers everything once.
+    let first = store.list("alice", None, 4).await.unwrap();
+    let last = first.last().unwrap();
+    let rest = store
+        .list("alice", Some((last.created_at_ms, last.id.clone())), 100)
+        .await
+        .unwrap();
+    assert_eq!(first.len() + rest.len(), 10);
+    assert!(
+        listed
+            .windows(2)
+            .all(|w| (w[0].created_at_ms, &w[0].id) > (w[1].created_at_ms, &w[1].id))
+    );
+}
+
+#[tokio::test]
+async fn killed_between_send_and_record_the_restart_sends_nothing_twice() {
+    let setup = Setup::new();
+    let events = life("o2", "bob");
+    // Crash after each possible send in turn: the k-th send happens, its record does not.
+    for k in 1..=3u32 {
+        let setup_k = Setup::new();
+        let (engine, _) = setup_k.engine(CrashHook::HaltAfter(k));
+        let mut crashed = false;
+        for e in &events {
+            if engine.handle(e).await.is_err() {
+                crashed = true;
+                break;
+            }
+        }
+        assert!(crashed, "the hook fires at send {k}");
+        drop(engine);
+        assert_eq!(
+            lines(&setup_k.outbox()).len(),
+            k as usize,
+            "sent before the crash"
+        );
+        // Restart: re-send what is pending, then the bus redelivers everything.
+        let (engine, store) = setup_k.engine(CrashHook::Off);
+        engine.recover().await.unwrap();
+        for e in &events {
+            engine.handle(e).await.unwrap();
+        }
+        assert_eq!(lines(&setup_k.outbox()), every(&events), "crash after send {k}");
+        let listed = store.list("bob", None, 100).await.unwrap();
+        assert!(
+            listed.iter().all(|n| n.status == Status::Sent),
+            "crash after send {k}"
+        );
+    }
+    drop(setup);
+}
+
+#[tokio::test]
+async fn an_opted_out_channel_is_recorded_as_suppressed_and_not_sent() {
+    let setup = Setup::new();
+    let (engine, store) = setup.engine(CrashHook::Off);
+    assert_eq!(
+        store.set_opt_out("carol", Channel::Push, true).await.unwrap(),
+        vec![Channel::Push]
+    );
+    let e = confirmed("c-1", "o3", "carol");
+    engine.handle(&e).await.unwrap();
+    assert_eq!(lines(&setup.outbox()), vec![("c-1".to_string(), Channel::Email)]);
+    let listed = store.list("carol", None, 10).await.unwrap();
+    let push = listed.iter().find(|n| n.channel == Channel::Push).unwrap();
+    assert_eq!(push.status, Status::Suppressed);
+    // Opting back in applies to later events.
+    assert_eq!(
+        store.set_opt_out("carol", Channel::Push, false).await.unwrap(),
+        vec![]
+    );
+    engine.handle(&confirmed("c-2", "o4", "carol")).await.unwrap();
+    assert_eq!(lines(&setup.outbox()).len(), 3);
+}
+
+/// A running aiosmtpd sink on a free loopback port.
+struct Sink {
+    child: std::process::Child,
+    port: u16,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Sink {
+    fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_sink.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(port.to_string())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 with aiosmtpd (make deps)");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut ready = String::new();
+        out.read_line(&mut ready).unwrap();
+        assert_eq!(
+            ready.trim(),
+            "READY",
+            "the SMTP sink did not start (is aiosmtpd installed?)"
+        );
+        Self { child, port, out }
+    }
+
+    fn next_message(&mut self) -> serde_json::Value {
+        let mut line = String::new();
+        self.out.read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn smtp_delivers_to_a_real_sink_and_dead_letters_permanent_and_exhausted_failures() {
+    let mut sink = Sink::start();
+    let setup = Setup::new();
+    let store = setup.store();
+    let smtp: Arc<dyn Notifier> =
+        Arc::new(SmtpNotifier::new("127.0.0.1", sink.port, "shop@holdfast.test").unwrap());
+    let file: Arc<dyn Notifier> = Arc::new(FileNotifier::open(&setup.outbox()).unwrap());
+    let engine = Engine::new(
+        Arc::clone(&store),
+        Arc::new(ByChannel {
+            email: smtp,
+            push: file,
+        }),
+        EngineOptions {
+            backoff: Duration::from_millis(1),
+            max_attempts: 3,
+            email_domain: "example.test".into(),
+            ..EngineOptions::default()
+        },
+    );
+    engine.handle(&confirmed("s-1", "o5", "dave")).await.unwrap();
+    let message = sink.next_message();
+    assert_eq!(message["to"][0], "dave@example.test");
+    let data = message["data"].as_str().unwrap();
+    assert!(data.contains("Subject: Your order o5 is confirmed"), "{data}");
+    assert!(data.contains("Message-ID: <s-1:email@holdfast>"), "{data}");
+    assert!(data.contains("123.45 USD"), "{data}");
+
+    // 550 for this recipient: permanent, dead-lettered after one attempt.
+    engine.handle(&confirmed("s-2", "o6", "reject-me")).await.unwrap();
+    let listed = store.list("reject-me", None, 10).await.unwrap();
+    let email = listed.iter().find(|n| n.channel == Channel::Email).unwrap();
+    assert_eq!(
+        (email.status, email.attempts),
+        (Status::DeadLettered, 1),
+        "{}",
+        email.last_error
+    );
+    assert!(email.last_error.contains("550"), "{}", email.last_error);
+
+    // The sink gone: connection refused is transient, retried, then dead-lettered.
+    drop(sink);
+    engine.handle(&confirmed("s-3", "o7", "erin")).await.unwrap();
+    let listed = store.list("erin", None, 10).await.unwrap();
+    let email = listed.iter().find(|n| n.channel == Channel::Email).unwrap();
+    assert_eq!((email.status, email.attempts), (Status::DeadLettered, 3));
+    let push = listed.iter().find(|n| n.channel == Channel::Push).unwrap();
+    assert_eq!(push.status, Status::Sent);
+}
