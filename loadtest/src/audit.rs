@@ -7,21 +7,21 @@
 //! refunds finish after checkout answers) is bounded by a deadline; what is still wrong then
 //! is reported.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use holdfast_proto::common::v1::PageRequest;
 use holdfast_proto::inventory::v1::{GetAvailabilityRequest, StockLevel};
-use holdfast_proto::orders::v1::{CheckoutOutcome, CheckoutResponse, ListOrdersRequest, Order, OrderStatus};
+use holdfast_proto::orders::v1::{ListOrdersRequest, Order};
 use holdfast_proto::payments::v1::{
     GetPaymentRequest, LedgerEntry, LedgerEntryKind, ListLedgerEntriesRequest, get_payment_request,
 };
 use tokio::time::Instant;
 
 use crate::mesh::Mesh;
-use crate::report::Check;
-pub use crate::reconcile::{Attempted, CheckoutAnswer, CheckoutAudit, skipped_checkout_checks, status_name};
+pub use crate::reconcile::{Attempted, CheckoutAnswer, CheckoutAudit, skipped_checkout_checks};
 use crate::reconcile::{PaymentFacts, reconcile};
+use crate::report::Check;
 use crate::scenario::{for_each_concurrent, sample_list};
 
 /// How often settled state is polled.

@@ -455,7 +455,10 @@ async fn memory(args: &InventoryBench, dir: &Path) -> anyhow::Result<Memory> {
             async move {
                 let bucket = BucketKeys::new(&format!("SKU-{i:08}"), 0);
                 let set = scripts::set_stock(stock.client(), &bucket, 1_000, 1, "").await?;
-                anyhow::ensure!(matches!(set, scripts::StockSet::Set(_)), "set_stock refused: {set:?}");
+                anyhow::ensure!(
+                    matches!(set, scripts::StockSet::Set(_)),
+                    "set_stock refused: {set:?}"
+                );
                 background::drain(stock, bus, "bench", &bucket).await?;
                 Ok::<_, anyhow::Error>(())
             }
@@ -495,7 +498,10 @@ async fn memory(args: &InventoryBench, dir: &Path) -> anyhow::Result<Memory> {
         let hot = BucketKeys::new(HOT_SKU, 0);
         let on_hand = i64::try_from(args.holds)?.saturating_mul(2);
         let set = scripts::set_stock(stock.client(), &hot, on_hand, 1, "").await?;
-        anyhow::ensure!(matches!(set, scripts::StockSet::Set(_)), "set_stock refused: {set:?}");
+        anyhow::ensure!(
+            matches!(set, scripts::StockSet::Set(_)),
+            "set_stock refused: {set:?}"
+        );
         background::drain(&stock, &bus, "bench", &hot).await?;
         let before_hot = used_memory(&pool).await?;
         futures::stream::iter(0..args.holds)

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use holdfast_proto::orders::v1::{CheckoutOutcome, CheckoutResponse, Order, OrderStatus};
 
 use crate::report::Check;
+use crate::scenario::sample_list;
 
 /// What a checkout came to, as the client saw it after its retries.
 #[derive(Debug, Clone, PartialEq, Eq)]

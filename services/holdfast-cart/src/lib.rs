@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use fred::prelude::Pool;
 use futures::future::BoxFuture;
-use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
 use holdfast_platform::task::AbortOnDrop;
+use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
 use holdfast_proto::cart::v1::cart_service_server::CartServiceServer;
 use holdfast_store::{CartPurge, CartStore};
 use tonic::transport::Channel;

@@ -1,7 +1,7 @@
 //! The gRPC face of carts: validate, ask the catalog and inventory, run one script, mark the
 //! cart for its durable write, answer the cart re-priced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,6 @@ use holdfast_proto::cart::v1 as pb;
 use holdfast_proto::cart::v1::cart_service_server::CartService;
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use holdfast_proto::catalog::v1::{BatchGetProductsRequest, GetProductRequest, Product};
-use holdfast_proto::common::v1::Money;
 use holdfast_proto::inventory::v1::GetAvailabilityRequest;
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_store::CartStore;
@@ -23,7 +22,7 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::CartOptions;
 use crate::error::{self, CartError};
-use crate::live::{LiveCart, LiveLine, Owner};
+use crate::live::{LiveCart, Owner};
 use crate::scripts::{self, Absent, Addition, Change, Limits, Restore};
 use crate::validate;
 use crate::view::{Lookup, render};

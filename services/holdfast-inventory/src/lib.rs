@@ -23,8 +23,8 @@ use std::time::Duration;
 use fred::prelude::Pool;
 use futures::future::BoxFuture;
 use holdfast_platform::events::EventBus;
-use holdfast_platform::{Context, Needs, Service, ServiceParts};
 use holdfast_platform::task::AbortOnDrop;
+use holdfast_platform::{Context, Needs, Service, ServiceParts};
 use holdfast_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 
 pub use error::InventoryError;

@@ -38,7 +38,10 @@ impl StoreUrl {
         } else if let Some(rest) = raw.strip_prefix("scylla://") {
             let nodes: Vec<String> = rest.split(',').map(str::trim).map(String::from).collect();
             if nodes.iter().any(|n| !is_host_port(n)) {
-                return Err(format!("expected scylla://host:port,..., got {:?}", redact_url(raw)));
+                return Err(format!(
+                    "expected scylla://host:port,..., got {:?}",
+                    redact_url(raw)
+                ));
             }
             Ok(Self::Scylla(nodes))
         } else {

@@ -13,8 +13,8 @@ use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 use crate::StoreError;
 
-mod carts;
 mod cart_purge;
+mod carts;
 mod idempotency;
 mod orders;
 mod outbox;

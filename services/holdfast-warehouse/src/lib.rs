@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use holdfast_platform::events::{BusConfig, BusError, ConsumerHandle, Event, EventBus, spawn_consumer};
-use holdfast_platform::{Context, Needs, Service, ServiceParts};
 use holdfast_platform::task::AbortOnDrop;
+use holdfast_platform::{Context, Needs, Service, ServiceParts};
 use holdfast_proto::warehouse::v1::warehouse_service_server::WarehouseServiceServer;
 use holdfast_store::relay::{self, RelayOptions};
 

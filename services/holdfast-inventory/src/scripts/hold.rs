@@ -1,8 +1,11 @@
 //! Holding stock: reserve (many buckets or one), commit, release, extend.
 
-use fred::prelude::{Client, Value};
+use fred::prelude::Client;
 
-use super::*;
+use super::{
+    COMMIT, EXTEND, Levels, RELEASE, RESERVE, RESERVE_SINGLE, Record, bucket_keys4, int_at, protocol, run, s,
+    string_at,
+};
 use crate::error::InventoryError;
 use crate::keys::BucketKeys;
 

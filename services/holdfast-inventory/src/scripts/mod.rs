@@ -160,7 +160,7 @@ mod tests {
 
     #[test]
     fn availability_limit_matches_the_script() {
-        let source = include_str!("../../../lua/availability.lua");
+        let source = include_str!("../../../../lua/availability.lua");
         assert!(source.contains(&format!("local LAPSED_LIMIT = {AVAILABILITY_LAPSED_LIMIT}\n")));
     }
 }

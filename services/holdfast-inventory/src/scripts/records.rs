@@ -3,7 +3,10 @@
 
 use fred::prelude::{Client, Value};
 
-use super::*;
+use super::{
+    OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_RENEW, RESERVATION_TRANSITION,
+    SWEEP, bucket_keys4, int_at, run, s, string_at,
+};
 use crate::error::InventoryError;
 use crate::keys::BucketKeys;
 

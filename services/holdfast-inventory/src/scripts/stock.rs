@@ -2,7 +2,9 @@
 
 use fred::prelude::{Client, Value};
 
-use super::*;
+use super::{
+    ADJUST_STOCK, AVAILABILITY, Levels, SET_STOCK, STOCK_FENCE, bucket_keys4, int_at, protocol, run, s,
+};
 use crate::error::InventoryError;
 use crate::keys::BucketKeys;
 

@@ -34,9 +34,7 @@ mod row;
 mod schema;
 
 use self::ledger::list_entries;
-use self::payments::{
-    authorize_tx, capture_tx, load_payment, refund_tx, void_tx,
-};
+use self::payments::{authorize_tx, capture_tx, load_payment, refund_tx, void_tx};
 use self::row::{PAYMENT_COLUMNS, PaymentRow};
 use self::schema::migrate;
 

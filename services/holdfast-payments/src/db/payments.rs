@@ -2,10 +2,10 @@
 
 use holdfast_proto::common::v1::Money;
 use holdfast_proto::payments::v1::{
-    AuthorizeRequest, AuthorizeResponse, CaptureRequest, CaptureResponse, LedgerEntryKind, Payment,
-    PaymentStatus, RefundRequest, RefundResponse, VoidRequest, VoidResponse,
+    AuthorizeRequest, AuthorizeResponse, CaptureRequest, CaptureResponse, LedgerEntryKind, PaymentStatus,
+    RefundRequest, RefundResponse, VoidRequest, VoidResponse,
 };
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use crate::error::PaymentsError;

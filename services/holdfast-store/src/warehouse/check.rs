@@ -1,9 +1,12 @@
 //! The checks every backend runs before it writes warehouse data (ids, pages, one change's
 //! claims, deltas and shipments), the stock arithmetic of one delta, and the page requests
-//! that bind a listing's cursor to its filter. A leaf: it uses the aggregate's types from
-//! the parent module and nothing else in it uses this file but through the parent's re-export.
+//! that bind a listing's cursor to its filter. It uses the aggregate's types from the
+//! parent module; the backends reach it through the parent's re-export.
 
-use super::{StockDelta, StockRow, StoredWarehouse, WarehouseChange};
+use super::{
+    MAX_STOCK_READ, MAX_WAREHOUSE_PAGE_SIZE, ShipmentPage, ShipmentWrite, StockDelta, StockRow,
+    StoredShipment, StoredWarehouse, WarehouseChange, WarehousePage,
+};
 use crate::{StoreError, cursor};
 
 /// Refuses warehouses no backend can key or list.
@@ -252,6 +255,7 @@ impl ShipmentPageRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::warehouse::Claim;
 
     fn row(physical: i64, allocatable: i64, version: u64) -> StockRow {
         StockRow {

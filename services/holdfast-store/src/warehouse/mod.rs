@@ -19,7 +19,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{OutboxMessage, StoreError, cursor};
+use crate::{OutboxMessage, StoreError};
 
 /// Largest page the warehouse and shipment listings return; larger requests get this many.
 pub const MAX_WAREHOUSE_PAGE_SIZE: u32 = 500;
@@ -333,4 +333,7 @@ pub trait WarehouseStore: Send + Sync {
 
 mod check;
 
-pub(crate) use check::{validate_warehouse, validate_id, distinct_stock_skus, validate_change, applied, WarehousePageRequest, ShipmentPageRequest};
+pub(crate) use check::{
+    ShipmentPageRequest, WarehousePageRequest, applied, distinct_stock_skus, validate_change, validate_id,
+    validate_warehouse,
+};
