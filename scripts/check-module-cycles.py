@@ -11,6 +11,7 @@ the parent's helpers (`super::...`) is the module hierarchy, not a circle: that 
 edges is dropped. A circle is A -> B -> ... -> A between files otherwise, e.g. two
 siblings naming each other, or a loop through three files.
 
+Usage: scripts/check-module-cycles.py [ROOT]   (default: the repository)
 Exit status 1 when any crate has a circle; the circles are printed one per line.
 """
 
@@ -18,7 +19,7 @@ import os
 import re
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def strip_comments(text):
