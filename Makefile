@@ -65,8 +65,9 @@ load-smoke-runs:
 proto: ## buf lint the contracts (buf from npm, cached outside the repo)
 	scripts/buf-lint.sh
 
-lint: deps ## rustfmt check and clippy with warnings as errors
+lint: deps ## rustfmt check, no import circles between files, clippy with warnings as errors
 	cargo fmt --all -- --check
+	python3 scripts/check-module-cycles.py
 	cargo clippy --workspace --all-targets -- -D warnings
 
 BENCH_ARGS ?=

@@ -16,6 +16,7 @@ mod engine;
 mod flash_sale;
 mod mesh;
 mod plot;
+mod reconcile;
 mod report;
 mod scenario;
 mod slo;

@@ -13,6 +13,7 @@ pub mod purge;
 pub mod scripts;
 pub mod service;
 pub mod validate;
+mod view;
 pub mod write_behind;
 
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The gRPC face of carts: validate, ask the catalog and inventory, run one script, mark the
 //! cart for its durable write, answer the cart re-priced.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +13,6 @@ use holdfast_proto::cart::v1 as pb;
 use holdfast_proto::cart::v1::cart_service_server::CartService;
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use holdfast_proto::catalog::v1::{BatchGetProductsRequest, GetProductRequest, Product};
-use holdfast_proto::common::v1::Money;
 use holdfast_proto::inventory::v1::GetAvailabilityRequest;
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_store::CartStore;
@@ -23,9 +22,10 @@ use tonic::{Code, Request, Response, Status};
 
 use crate::CartOptions;
 use crate::error::{self, CartError};
-use crate::live::{LiveCart, LiveLine, Owner};
+use crate::live::{LiveCart, Owner};
 use crate::scripts::{self, Absent, Addition, Change, Limits, Restore};
 use crate::validate;
+use crate::view::{Lookup, render};
 use crate::write_behind::WriteBehind;
 
 /// Most SKUs per catalog or inventory batch call (both services' limit).
@@ -45,15 +45,6 @@ pub struct Cart<S: CartStore + Clone + 'static> {
     inventory: InventoryClient,
     write_behind: Arc<WriteBehind>,
     options: CartOptions,
-}
-
-/// What the catalog and inventory say about a cart's SKUs right now.
-#[derive(Debug, Clone, Default)]
-struct Lookup {
-    /// Catalog products by SKU; unknown SKUs are absent.
-    products: HashMap<String, Product>,
-    /// Units available by SKU.
-    available: HashMap<String, i64>,
 }
 
 fn checked(violations: FieldViolations) -> Result<(), CartError> {
@@ -286,71 +277,6 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
                 detail: "a success taken for a refusal".into(),
             },
         }
-    }
-}
-
-/// The API's view of `live`: current prices, flags and totals from `lookup`, or without
-/// them (snapshot prices, no flags) when there is none.
-fn render(owner: &Owner, live: &LiveCart, lookup: Option<&Lookup>, ttl_ms: i64) -> pb::Cart {
-    let mut totals: BTreeMap<String, i64> = BTreeMap::new();
-    let lines = live
-        .lines
-        .iter()
-        .map(|line| {
-            let cart_line = render_line(line, lookup);
-            if let Some(total) = &cart_line.line_total {
-                let sum = totals.entry(total.currency.clone()).or_default();
-                *sum = sum.saturating_add(total.amount_minor);
-            }
-            cart_line
-        })
-        .collect();
-    pb::Cart {
-        owner: Some(owner.to_wire()),
-        lines,
-        totals: totals
-            .into_iter()
-            .map(|(currency, amount_minor)| Money {
-                amount_minor,
-                currency,
-            })
-            .collect(),
-        version: live.version,
-        updated_at_unix_ms: live.updated_at_ms,
-        expires_at_unix_ms: if live.lines.is_empty() {
-            0
-        } else {
-            live.updated_at_ms.saturating_add(ttl_ms)
-        },
-    }
-}
-
-fn render_line(line: &LiveLine, lookup: Option<&Lookup>) -> pb::CartLine {
-    let snapshot = Money {
-        amount_minor: line.unit_price_minor,
-        currency: line.currency.clone(),
-    };
-    let product = lookup.and_then(|lookup| lookup.products.get(&line.sku));
-    let current = product.and_then(|product| product.price.clone());
-    let out_of_stock = lookup.is_some_and(|lookup| {
-        let available = lookup.available.get(&line.sku).copied().unwrap_or(0);
-        // Gone from the catalog or deactivated: checkout would refuse it as surely.
-        !product.is_some_and(|product| product.active) || available < line.quantity
-    });
-    let priced = current.as_ref().unwrap_or(&snapshot);
-    pb::CartLine {
-        sku: line.sku.clone(),
-        quantity: line.quantity,
-        line_total: Some(Money {
-            amount_minor: priced.amount_minor.saturating_mul(line.quantity),
-            currency: priced.currency.clone(),
-        }),
-        price_changed: current.as_ref().is_some_and(|current| *current != snapshot),
-        current_unit_price: current,
-        snapshot_unit_price: Some(snapshot),
-        out_of_stock,
-        title: product.map(|product| product.title.clone()).unwrap_or_default(),
-        added_at_unix_ms: line.added_at_ms,
     }
 }
 
@@ -621,107 +547,5 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             }
             refusal => Err(self.refused(&owner, "", expected, refusal).into()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn line(sku: &str, quantity: i64, price: i64, currency: &str) -> LiveLine {
-        LiveLine {
-            sku: sku.into(),
-            quantity,
-            unit_price_minor: price,
-            currency: currency.into(),
-            added_at_ms: 1,
-        }
-    }
-
-    fn product(sku: &str, price: i64, currency: &str, active: bool) -> Product {
-        Product {
-            sku: sku.into(),
-            title: format!("{sku} title"),
-            price: Some(Money {
-                amount_minor: price,
-                currency: currency.into(),
-            }),
-            active,
-            ..Default::default()
-        }
-    }
-
-    fn cart() -> LiveCart {
-        LiveCart {
-            version: 4,
-            updated_at_ms: 1_000,
-            lines: vec![
-                line("MUG", 2, 1299, "EUR"),
-                line("TEA", 3, 450, "EUR"),
-                line("HAT", 1, 2000, "USD"),
-                line("OLD", 1, 100, "EUR"),
-            ],
-        }
-    }
-
-    #[test]
-    fn render_reprices_flags_and_totals_per_currency() {
-        let lookup = Lookup {
-            products: [
-                product("MUG", 1499, "EUR", true),
-                product("TEA", 450, "EUR", true),
-                product("HAT", 2000, "USD", true),
-                product("OLD", 100, "EUR", false),
-            ]
-            .into_iter()
-            .map(|p| (p.sku.clone(), p))
-            .collect(),
-            available: [("MUG", 5), ("TEA", 2), ("HAT", 1), ("OLD", 9)]
-                .into_iter()
-                .map(|(s, n)| (s.to_string(), n))
-                .collect(),
-        };
-        let view = render(&Owner::Customer("a".into()), &cart(), Some(&lookup), 10);
-        let flags: Vec<(&str, bool, bool)> = view
-            .lines
-            .iter()
-            .map(|l| (l.sku.as_str(), l.price_changed, l.out_of_stock))
-            .collect();
-        assert_eq!(
-            flags,
-            [
-                ("MUG", true, false),
-                ("TEA", false, true),
-                ("HAT", false, false),
-                ("OLD", false, true)
-            ]
-        );
-        assert_eq!(
-            view.lines[0].line_total.as_ref().map(|m| m.amount_minor),
-            Some(2998)
-        );
-        let totals: Vec<(&str, i64)> = view
-            .totals
-            .iter()
-            .map(|m| (m.currency.as_str(), m.amount_minor))
-            .collect();
-        assert_eq!(totals, [("EUR", 2998 + 1350 + 100), ("USD", 2000)]);
-        assert_eq!((view.version, view.expires_at_unix_ms), (4, 1_010));
-    }
-
-    #[test]
-    fn render_without_lookup_uses_snapshots_and_raises_no_flags() {
-        let view = render(&Owner::Session("s".into()), &cart(), None, 10);
-        assert!(
-            view.lines
-                .iter()
-                .all(|l| l.current_unit_price.is_none() && !l.price_changed && !l.out_of_stock)
-        );
-        assert_eq!(view.totals[0].amount_minor, 2598 + 1350 + 100);
-        let empty = render(&Owner::Session("s".into()), &LiveCart::default(), None, 10);
-        assert_eq!(
-            (empty.version, empty.expires_at_unix_ms, empty.totals.len()),
-            (0, 0, 0)
-        );
     }
 }

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::error::PaymentsError;
 use crate::validate::LedgerQuery;
 
-use super::{HOLDS_ACCOUNT, LedgerPage, MERCHANT_ACCOUNT, payments::PaymentRow};
+use super::{HOLDS_ACCOUNT, LedgerPage, MERCHANT_ACCOUNT, row::PaymentRow};
 
 pub(super) const ENTRY_COLUMNS: &str = "entry_id, payment_id, order_reference, kind, debit_account, credit_account, \
      amount_minor, currency, idempotency_key, created_at_unix_ms";

@@ -30,12 +30,12 @@ use crate::validate::{LedgerQuery, TestMethod};
 mod idempotency;
 mod ledger;
 mod payments;
+mod row;
 mod schema;
 
 use self::ledger::list_entries;
-use self::payments::{
-    PAYMENT_COLUMNS, PaymentRow, authorize_tx, capture_tx, load_payment, refund_tx, void_tx,
-};
+use self::payments::{authorize_tx, capture_tx, load_payment, refund_tx, void_tx};
+use self::row::{PAYMENT_COLUMNS, PaymentRow};
 use self::schema::migrate;
 
 /// How long an idempotency record (and a flaky marker) is kept.

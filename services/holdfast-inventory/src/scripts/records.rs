@@ -1,0 +1,201 @@
+//! Upkeep and reservation records: sweep, rebalance between buckets, claim, renew and
+//! transition a reservation record, acknowledge published outbox entries.
+
+use fred::prelude::{Client, Value};
+
+use super::{
+    OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_RENEW, RESERVATION_TRANSITION,
+    SWEEP, bucket_keys4, int_at, run, s, string_at,
+};
+use crate::error::InventoryError;
+use crate::keys::BucketKeys;
+
+/// `sweep.lua`: (holds expired now, expiry of the next hold or `None`).
+pub async fn sweep(
+    client: &Client,
+    keys: &BucketKeys,
+    max_holds: u32,
+) -> Result<(i64, Option<i64>), InventoryError> {
+    let args = vec![s(max_holds), s(&keys.sku), s(keys.index)];
+    let reply = run(&SWEEP, client, bucket_keys4(keys), args).await?;
+    let next = int_at(&SWEEP, &reply, 1)?;
+    Ok((int_at(&SWEEP, &reply, 0)?, (next >= 0).then_some(next)))
+}
+
+/// `rebalance_take.lua`: units moved out of `from` toward bucket `to` under `transfer_id`.
+pub async fn rebalance_take(
+    client: &Client,
+    from: &BucketKeys,
+    transfer_id: &str,
+    units: i64,
+    to: u32,
+) -> Result<i64, InventoryError> {
+    let mut key_list = bucket_keys4(from);
+    key_list.push(from.transfers_out());
+    let args = vec![s(transfer_id), s(units), s(to), s(&from.sku), s(from.index)];
+    let reply = run(&REBALANCE_TAKE, client, key_list, args).await?;
+    int_at(&REBALANCE_TAKE, &reply, 0)
+}
+
+/// What `rebalance_give.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Give {
+    /// The units were added now.
+    Given,
+    /// This transfer was received before; nothing changed.
+    Repeated,
+    /// Older than the received-id window: refused (an earlier give may be forgotten).
+    Stale,
+}
+
+/// `rebalance_give.lua`: adds a transfer's units to bucket `to`, once per `transfer_id`.
+/// `taken_at_ms` is the take time recorded in the source's xfer (0 if unknown).
+pub async fn rebalance_give(
+    client: &Client,
+    to: &BucketKeys,
+    transfer_id: &str,
+    units: i64,
+    taken_at_ms: i64,
+) -> Result<Give, InventoryError> {
+    let key_list = vec![to.counters(), to.events(), to.transfers_in()];
+    let args = vec![s(transfer_id), s(units), s(&to.sku), s(to.index), s(taken_at_ms)];
+    let reply = run(&REBALANCE_GIVE, client, key_list, args).await?;
+    Ok(match int_at(&REBALANCE_GIVE, &reply, 0)? {
+        1 => Give::Given,
+        0 => Give::Repeated,
+        _ => Give::Stale,
+    })
+}
+
+/// A reservation record as the record scripts report it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// `pending`, `reserved`, `rejected`, `preparing`, `committing`, `committed`,
+    /// `released`, `expired`; empty when there is no record.
+    pub state: String,
+    /// Unix ms, Redis clock; 0 when unset.
+    pub expires_at: i64,
+    /// `sku:requested:available;...`
+    pub shortages: String,
+    /// `sku:qty:bucket;...`
+    pub lines: String,
+}
+
+/// What `reservation_claim.lua` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller owns the pending record. `Some(lines)` when it took over a lapsed lease:
+    /// those lines may be partly held already.
+    Claimed(Option<String>),
+    /// The id exists with a different request.
+    Conflict,
+    /// Another caller is working on it.
+    Busy,
+    /// The reservation exists in another state: its first answer.
+    Existing(Record),
+}
+
+/// `reservation_claim.lua`: `owner` is the claimer's token (renewals and the final transition
+/// check it).
+pub async fn reservation_claim(
+    client: &Client,
+    record_key: String,
+    fingerprint: &str,
+    lines: &str,
+    (lease_ms, retention_ms): (i64, i64),
+    owner: &str,
+) -> Result<Claim, InventoryError> {
+    let args = vec![s(fingerprint), s(lines), s(lease_ms), s(retention_ms), s(owner)];
+    let reply = run(&RESERVATION_CLAIM, client, vec![record_key], args).await?;
+    let first = string_at(&RESERVATION_CLAIM, &reply, 0)?;
+    Ok(match first.as_str() {
+        "claimed" if reply.len() == 1 => Claim::Claimed(None),
+        "claimed" => Claim::Claimed(Some(string_at(&RESERVATION_CLAIM, &reply, 1)?)),
+        "conflict" => Claim::Conflict,
+        "busy" => Claim::Busy,
+        _ => Claim::Existing(Record {
+            state: first,
+            expires_at: int_at(&RESERVATION_CLAIM, &reply, 1)?,
+            shortages: string_at(&RESERVATION_CLAIM, &reply, 2)?,
+            lines: string_at(&RESERVATION_CLAIM, &reply, 3)?,
+        }),
+    })
+}
+
+/// `reservation_renew.lua`: whether `owner` still holds the pending claim (now renewed).
+pub async fn reservation_renew(
+    client: &Client,
+    record_key: String,
+    owner: &str,
+    lease_ms: i64,
+) -> Result<bool, InventoryError> {
+    let reply = run(
+        &RESERVATION_RENEW,
+        client,
+        vec![record_key],
+        vec![s(owner), s(lease_ms)],
+    )
+    .await?;
+    Ok(int_at(&RESERVATION_RENEW, &reply, 0)? == 1)
+}
+
+/// A state change for `reservation_transition.lua`.
+#[derive(Debug, Clone, Default)]
+pub struct Transition<'a> {
+    /// Expected current state.
+    pub from: &'a str,
+    /// New state.
+    pub to: &'a str,
+    /// New expiry (`None` keeps it).
+    pub expires_at: Option<i64>,
+    /// New shortages (empty keeps them).
+    pub shortages: &'a str,
+    /// Refuse unless the stored expiry is in the future.
+    pub require_live: bool,
+    /// Record retention from now.
+    pub retention_ms: i64,
+    /// New lines (empty keeps them).
+    pub lines: &'a str,
+    /// The claimer's token the record must carry (empty: no check).
+    pub owner: &'a str,
+}
+
+/// `reservation_transition.lua`: (moved, the record as stored after the call).
+pub async fn reservation_transition(
+    client: &Client,
+    record_key: String,
+    t: Transition<'_>,
+) -> Result<(bool, Record), InventoryError> {
+    let args = vec![
+        s(t.from),
+        s(t.to),
+        s(t.expires_at.unwrap_or(-1)),
+        s(t.shortages),
+        s(u8::from(t.require_live)),
+        s(t.retention_ms),
+        s(t.lines),
+        s(t.owner),
+    ];
+    let reply = run(&RESERVATION_TRANSITION, client, vec![record_key], args).await?;
+    Ok((
+        int_at(&RESERVATION_TRANSITION, &reply, 0)? == 1,
+        Record {
+            state: string_at(&RESERVATION_TRANSITION, &reply, 1)?,
+            expires_at: int_at(&RESERVATION_TRANSITION, &reply, 2)?,
+            shortages: String::new(),
+            lines: string_at(&RESERVATION_TRANSITION, &reply, 3)?,
+        },
+    ))
+}
+
+/// `outbox_ack.lua`: deletes published entries; returns entries still in the stream.
+pub async fn outbox_ack(client: &Client, keys: &BucketKeys, ids: Vec<String>) -> Result<i64, InventoryError> {
+    let reply = run(
+        &OUTBOX_ACK,
+        client,
+        vec![keys.events()],
+        ids.into_iter().map(Value::from).collect(),
+    )
+    .await?;
+    int_at(&OUTBOX_ACK, &reply, 1)
+}
