@@ -18,10 +18,10 @@ pub use service::Catalog;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use holdfast_search::tantivy_index::Opened;
-use holdfast_search::{Indexer, IndexerOptions, SearchHandle, SearchIndex, TantivyIndex};
 use holdfast_platform::{Context, Needs, Service, ServiceParts};
 use holdfast_proto::catalog::v1::catalog_service_server::CatalogServiceServer;
+use holdfast_search::tantivy_index::Opened;
+use holdfast_search::{Indexer, IndexerOptions, SearchHandle, SearchIndex, TantivyIndex};
 use holdfast_store::ProductStore;
 
 /// Loads the cache scripts and builds the gRPC service over `store` and `redis`, without
