@@ -35,6 +35,11 @@ pub struct OrdersArgs {
     /// worker died is resumed by another once this passes.
     #[arg(long, env = "HOLDFAST_SAGA_LEASE", default_value = "30s", value_parser = parse_duration)]
     pub saga_lease: Duration,
+
+    /// A cancel or return saga still failing this long after it started is parked for
+    /// review (step `parked:<step>`, `holdfast_orders_sagas_parked_total`) and not retried.
+    #[arg(long, env = "HOLDFAST_SAGA_PARK_AFTER", default_value = "1440m", value_parser = parse_duration)]
+    pub saga_park_after: Duration,
 }
 
 impl OrdersArgs {
@@ -44,6 +49,7 @@ impl OrdersArgs {
         options.risk.max_amount_minor = self.risk_max_amount;
         options.risk.max_orders_per_window = self.risk_max_orders_per_hour;
         options.saga_lease = self.saga_lease;
+        options.park_after = self.saga_park_after;
         options
     }
 }

@@ -9,7 +9,11 @@
 //! idempotent (stable reservation ids and PSP keys), so the step running twice does no harm.
 //!
 //! A step that fails transiently (an upstream is down) lets go of the saga with a short
-//! lease, so the recovery worker (or the client's retry) resumes it a little later.
+//! lease, so the recovery worker (or the client's retry) resumes it a little later. A
+//! cancel or return still failing `park_after` after it started is parked instead (step
+//! `parked:<step>`, a lease that never ends, `holdfast_orders_sagas_parked_total`): a human
+//! looks at it; nothing retries it. A step may also ask to run later
+//! ([`StepResult::Later`]): the saga is let go with its lease ending then.
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -22,8 +26,9 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::context::{OrdersStore, StepContext, now_ms};
-use crate::error::OrdersError;
-use crate::saga::{self, NewSaga, SagaKind, StepResult};
+use crate::error::{OrdersError, SAGA_PARKED};
+use crate::options::OrdersOptions;
+use crate::saga::{self, NewSaga, PARKED, SagaKind, StepResult};
 
 #[allow(clippy::expect_used)] // a static metric fails to register only on a duplicate name: a bug.
 static STEPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -35,6 +40,19 @@ static STEPS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("registers once")
 });
 
+#[allow(clippy::expect_used)] // a static metric fails to register only on a duplicate name: a bug.
+static PARKED_TOTAL: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "holdfast_orders_sagas_parked_total",
+        "Sagas parked for review after failing past --saga-park-after, by kind.",
+        &["kind"]
+    )
+    .expect("registers once")
+});
+
+/// The lease owner a parked saga stores (with a lease that never ends).
+const PARKED_OWNER: &str = "parked";
+
 /// How a run of a saga ended, when it did not fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Run {
@@ -42,6 +60,8 @@ pub enum Run {
     Finished,
     /// Another process holds a live lease on it.
     Elsewhere,
+    /// It waits for a later time (a [`StepResult::Later`]); the recovery worker resumes it.
+    Waiting,
 }
 
 /// Where the one driver of a saga in this process announces how its run ended.
@@ -105,7 +125,7 @@ impl<S: OrdersStore> Engine<S> {
         let deadline = Instant::now() + self.ctx.options.wait_for_running;
         let mut saga = saga;
         loop {
-            if self.run(saga.clone()).await? == Run::Finished {
+            if matches!(self.run(saga.clone()).await?, Run::Finished | Run::Waiting) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -189,16 +209,26 @@ impl<S: OrdersStore> Engine<S> {
             match saga::step(&self.ctx, &saga).await {
                 Ok(result) => {
                     let step = result.step_name();
+                    let mut later = None;
                     let (state, outbox, finished) = match result {
                         StepResult::Next { state, outbox, .. } => (state, outbox, false),
+                        StepResult::Later { state, at_ms, .. } => {
+                            later = Some(at_ms);
+                            (state, Vec::new(), false)
+                        }
                         StepResult::Finished { state } => (state, Vec::new(), true),
                     };
                     let wrote_events = !outbox.is_empty();
                     let transition = SagaTransition {
                         step: step.to_string(),
                         state,
-                        lease_owner: self.owner.clone(),
-                        lease_until_ms: now_ms() + self.ctx.options.lease_ms(),
+                        // A saga that waits lets go until its time.
+                        lease_owner: if later.is_some() {
+                            String::new()
+                        } else {
+                            self.owner.clone()
+                        },
+                        lease_until_ms: later.unwrap_or_else(|| now_ms() + self.ctx.options.lease_ms()),
                         finished,
                     };
                     match self
@@ -219,6 +249,13 @@ impl<S: OrdersStore> Engine<S> {
                     }
                     STEPS.with_label_values(&[&saga.kind, &step_name, "done"]).inc();
                     self.fault_hook(&saga.kind, &step_name);
+                    if later.is_some() {
+                        return Ok(Run::Waiting);
+                    }
+                }
+                Err(error) if self.past_bound(&saga) => {
+                    self.park(&saga, &error).await;
+                    return Err(error);
                 }
                 Err(error) => {
                     STEPS.with_label_values(&[&saga.kind, &step_name, "retry"]).inc();
@@ -243,6 +280,41 @@ impl<S: OrdersStore> Engine<S> {
         }
     }
 
+    /// Whether `saga` is of a kind that parks and has failed past `park_after` since it
+    /// started.
+    fn past_bound(&self, saga: &SagaRecord) -> bool {
+        SagaKind::parse(&saga.kind).is_some_and(SagaKind::parks)
+            && now_ms().saturating_sub(saga.created_at_ms) >= OrdersOptions::ms(self.ctx.options.park_after)
+    }
+
+    /// Parks `saga` for review: step `parked:<step>`, a lease that never ends (so the
+    /// recovery worker never lists it again), the state kept as it was; counted and logged.
+    async fn park(&self, saga: &SagaRecord, error: &OrdersError) {
+        let transition = SagaTransition {
+            step: format!("{PARKED}{}", saga.step),
+            state: saga.state.clone(),
+            lease_owner: PARKED_OWNER.to_string(),
+            lease_until_ms: i64::MAX,
+            finished: false,
+        };
+        match self
+            .ctx
+            .store
+            .transition_saga(&saga.id, saga.version, transition, Vec::new())
+            .await
+        {
+            Ok(_) => {
+                STEPS.with_label_values(&[&saga.kind, &saga.step, "parked"]).inc();
+                PARKED_TOTAL.with_label_values(&[&saga.kind]).inc();
+                tracing::error!(saga = %saga.id, kind = %saga.kind, step = %saga.step, %error,
+                    "saga kept failing past its bound; parked for review (not retried)");
+            }
+            Err(park_error) => {
+                tracing::warn!(saga = %saga.id, %park_error, "parking the saga failed; it will be retried");
+            }
+        }
+    }
+
     /// Makes this process the saga's lease holder, unless it is finished (returned as is)
     /// or someone else holds a live lease (`None`: in progress elsewhere).
     async fn acquire(&self, mut saga: SagaRecord) -> Result<Option<SagaRecord>, OrdersError> {
@@ -250,6 +322,13 @@ impl<S: OrdersStore> Engine<S> {
         for _ in 0..3 {
             if saga.finished {
                 return Ok(Some(saga));
+            }
+            if saga.step.starts_with(PARKED) {
+                return Err(OrdersError::precondition(
+                    SAGA_PARKED,
+                    format!("saga {}", saga.id),
+                    "this operation kept failing and is parked for review; it is not retried",
+                ));
             }
             let now = now_ms();
             // Created (or last moved) by this process with plenty of lease left: ours

@@ -12,6 +12,8 @@ use tonic::Status;
 
 /// `PreconditionFailure` kind: the order's status refuses the change.
 pub const ORDER_STATUS: &str = "ORDER_STATUS";
+/// `PreconditionFailure` kind: the operation's saga kept failing and is parked for review.
+pub const SAGA_PARKED: &str = "SAGA_PARKED";
 /// `PreconditionFailure` kind: the idempotency key was used with another payload.
 pub const KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
 /// `PreconditionFailure` kind: a return line names a SKU or quantity the order lacks.

@@ -23,6 +23,16 @@ pub struct OrdersOptions {
     pub recovery_interval: Duration,
     /// How long a request waits for a saga another process runs.
     pub wait_for_running: Duration,
+    /// A cancel or return saga still failing this long after it started is parked for
+    /// review (step `parked:<step>`) instead of being retried again.
+    pub park_after: Duration,
+    /// How long after a checkout ended without an order the void sweep first looks its
+    /// authorize key up at the PSP (an authorization still in flight lands meanwhile).
+    pub void_sweep_grace: Duration,
+    /// How often the void sweep looks again, until `void_sweep_window` has passed.
+    pub void_sweep_every: Duration,
+    /// How long after the checkout ended the void sweep keeps looking.
+    pub void_sweep_window: Duration,
     /// Risk thresholds.
     pub risk: RiskRules,
     /// Fault hook, off unless set: abort the process right after this step was persisted
@@ -42,6 +52,10 @@ impl Default for OrdersOptions {
             abandon_after: Duration::from_secs(600),
             recovery_interval: Duration::from_secs(1),
             wait_for_running: Duration::from_secs(10),
+            park_after: Duration::from_secs(24 * 3600),
+            void_sweep_grace: Duration::from_secs(300),
+            void_sweep_every: Duration::from_secs(3600),
+            void_sweep_window: Duration::from_secs(24 * 3600),
             risk: RiskRules::default(),
             crash_after: None,
         }
@@ -62,6 +76,11 @@ impl OrdersOptions {
     /// The saga lease in milliseconds.
     pub fn lease_ms(&self) -> i64 {
         i64::try_from(self.saga_lease.as_millis()).unwrap_or(i64::MAX / 4)
+    }
+
+    /// `duration` in milliseconds, saturating.
+    pub fn ms(duration: Duration) -> i64 {
+        i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 4)
     }
 
     /// The hold TTL in whole seconds (at least one).

@@ -1,5 +1,7 @@
-//! The background tasks of the service: the recovery worker (resumes stalled sagas) and the
-//! outbox relay (publishes the events written with each order and saga change).
+//! The background tasks of the service: the recovery worker (resumes stalled sagas, which
+//! includes the void sweeps of checkouts that ended without an order, each due at its own
+//! time, see [`crate::saga::sweep`]; parked sagas are never listed) and the outbox relay
+//! (publishes the events written with each order and saga change).
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

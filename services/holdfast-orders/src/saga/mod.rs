@@ -6,17 +6,19 @@
 //!   commit (the pivot), capture, dispatch, notify; or compensate.
 //! - [`cancel`]: mark the order CANCELLED, void or refund, restock.
 //! - [`returns`]: receive a passed return, refund it, mark it REFUNDED.
+//! - [`sweep`]: void an authorization that landed after its checkout ended without an order.
 
 pub mod cancel;
 pub mod checkout;
 pub mod record;
 pub mod returns;
+pub mod sweep;
 
 use holdfast_store::SagaRecord;
 
 use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
-pub use record::{DONE, NewSaga, SagaKind, StepResult};
+pub use record::{DONE, NewSaga, PARKED, SagaKind, StepResult};
 
 /// Runs the current step of `saga`, whatever its kind.
 pub async fn step<S: OrdersStore>(
@@ -27,6 +29,7 @@ pub async fn step<S: OrdersStore>(
         Some(SagaKind::Checkout) => checkout::step(ctx, saga).await,
         Some(SagaKind::Cancel) => cancel::step(ctx, saga).await,
         Some(SagaKind::Return) => returns::step(ctx, saga).await,
+        Some(SagaKind::VoidSweep) => sweep::step(ctx, saga).await,
         None => Err(OrdersError::Internal(format!(
             "unknown saga kind {:?}",
             saga.kind

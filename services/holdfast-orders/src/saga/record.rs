@@ -10,6 +10,10 @@ use crate::error::OrdersError;
 /// The step name a finished saga stores, whatever its kind.
 pub const DONE: &str = "done";
 
+/// The prefix of a parked saga's step (`parked:<step it failed at>`): a cancel or return
+/// that kept failing past `park_after`, left for a human; nothing resumes it.
+pub const PARKED: &str = "parked:";
+
 /// The kinds of saga, by the name their records store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SagaKind {
@@ -19,11 +23,18 @@ pub enum SagaKind {
     Cancel,
     /// A passed return's receipt and refund (`return`).
     Return,
+    /// The void sweep of a checkout that ended without an order (`void_sweep`).
+    VoidSweep,
 }
 
 impl SagaKind {
     /// Every kind.
-    pub const ALL: [SagaKind; 3] = [SagaKind::Checkout, SagaKind::Cancel, SagaKind::Return];
+    pub const ALL: [SagaKind; 4] = [
+        SagaKind::Checkout,
+        SagaKind::Cancel,
+        SagaKind::Return,
+        SagaKind::VoidSweep,
+    ];
 
     /// The name stored in the saga record.
     pub fn as_str(self) -> &'static str {
@@ -31,7 +42,15 @@ impl SagaKind {
             SagaKind::Checkout => "checkout",
             SagaKind::Cancel => "cancel",
             SagaKind::Return => "return",
+            SagaKind::VoidSweep => "void_sweep",
         }
+    }
+
+    /// Whether a saga of this kind that keeps failing is parked for review after
+    /// `park_after` rather than retried forever: cancels and returns (a checkout has its
+    /// abandon rule; a void sweep ends with its window).
+    pub fn parks(self) -> bool {
+        matches!(self, SagaKind::Cancel | SagaKind::Return)
     }
 
     /// The kind stored under `name`.
@@ -58,6 +77,16 @@ pub enum StepResult {
         /// Events written with the transition.
         outbox: Vec<OutboxMessage>,
     },
+    /// Go on with `step` carrying `state`, but not before `at_ms` (Unix ms): the saga is
+    /// let go until then, and the recovery worker resumes it after.
+    Later {
+        /// The next step's stored name.
+        step: &'static str,
+        /// The new state.
+        state: Vec<u8>,
+        /// When to run it.
+        at_ms: i64,
+    },
     /// The saga ends (its step becomes [`DONE`]) with `state`.
     Finished {
         /// The final state.
@@ -69,7 +98,7 @@ impl StepResult {
     /// The step name the transition stores.
     pub fn step_name(&self) -> &'static str {
         match self {
-            StepResult::Next { step, .. } => step,
+            StepResult::Next { step, .. } | StepResult::Later { step, .. } => step,
             StepResult::Finished { .. } => DONE,
         }
     }

@@ -22,6 +22,7 @@ use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
 use crate::order::{self, Change, ORDERS_TOPIC, money};
 use crate::risk;
+use crate::saga::sweep;
 use crate::upstream::transient;
 
 /// Topic of fulfillment dispatch.
@@ -438,6 +439,8 @@ async fn clear_cart<S: OrdersStore>(ctx: &StepContext<S>, state: &CheckoutState)
 /// 2. Void the payment: the one the state knows, else whatever the PSP recorded under the
 ///    checkout's authorize key.
 /// 3. Cancel the order row if it exists, whether or not its creation was recorded.
+/// 4. Schedule the void sweep ([`crate::saga::sweep`]) for an authorization that lands
+///    after step 2 looked.
 ///
 /// Each part is idempotent, so a crash here repeats them.
 pub async fn compensate<S: OrdersStore>(
@@ -523,6 +526,17 @@ pub async fn compensate<S: OrdersStore>(
         // No order row: create_order never ran.
         Ok(_) | Err(OrdersError::NotFound(_)) => {}
         Err(error) => return Err(error),
+    }
+    // An authorization still in flight may land after the look-up above: the void sweep
+    // looks again later and voids it (audit H9). A manual review never authorized.
+    if !state.manual_review {
+        sweep::schedule(
+            ctx,
+            &state.psp_key("authorize"),
+            &state.psp_key("void"),
+            &state.order_id,
+        )
+        .await?;
     }
     Ok(Step::Finish)
 }
