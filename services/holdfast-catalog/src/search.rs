@@ -101,25 +101,20 @@ pub fn to_query(request: &SearchRequest) -> Result<SearchQuery, Status> {
     let mut v = FieldViolations::new();
     if request.query.chars().count() > MAX_QUERY {
         v.add("query", format!("must be at most {MAX_QUERY} characters"));
+    } else if request.query.chars().any(char::is_control) {
+        v.add("query", "must not contain control characters");
     }
     if request.categories.len() > MAX_FILTER_VALUES {
         v.add("categories", format!("at most {MAX_FILTER_VALUES} values"));
     }
     for (i, c) in request.categories.iter().enumerate() {
-        if c.is_empty() || c.chars().count() > validate::MAX_LABEL {
-            v.add(
-                format!("categories[{i}]"),
-                format!("must be 1..{} characters", validate::MAX_LABEL),
-            );
-        }
+        holdfast_platform::validate::text(&mut v, &format!("categories[{i}]"), c, validate::MAX_LABEL);
     }
     if request.brands.len() > MAX_FILTER_VALUES {
         v.add("brands", format!("at most {MAX_FILTER_VALUES} values"));
     }
     for (i, b) in request.brands.iter().enumerate() {
-        if b.is_empty() || b.chars().count() > 100 {
-            v.add(format!("brands[{i}]"), "must be 1..100 characters");
-        }
+        holdfast_platform::validate::text(&mut v, &format!("brands[{i}]"), b, 100);
     }
     let price = request.price_range.as_ref().and_then(|range| {
         let (min, max) = (range.min.as_ref(), range.max.as_ref());
@@ -265,4 +260,32 @@ pub async fn search(handle: Option<&SearchHandle>, request: SearchRequest) -> Re
         }),
         index_lag_ms: page.lag_ms,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn to_query_refuses_control_characters_in_text_and_filters() {
+        let refused = |request: SearchRequest| to_query(&request).is_err();
+        assert!(refused(SearchRequest {
+            query: "a\u{0}b".into(),
+            ..SearchRequest::default()
+        }));
+        assert!(refused(SearchRequest {
+            categories: vec!["a\u{1b}[31mred".into()],
+            ..SearchRequest::default()
+        }));
+        assert!(refused(SearchRequest {
+            brands: vec!["acme\n".into()],
+            ..SearchRequest::default()
+        }));
+        assert!(!refused(SearchRequest {
+            query: "red mug".into(),
+            categories: vec!["mugs".into()],
+            brands: vec!["Acme".into()],
+            ..SearchRequest::default()
+        }));
+    }
 }
