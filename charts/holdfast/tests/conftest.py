@@ -76,10 +76,15 @@ def seconds(duration):
     return {"ms": n / 1000, "s": n, "m": n * 60}[unit]
 
 
+def binary_sources():
+    """Every Rust source of the services: each crate owns its section of the command line."""
+    return sorted(REPO.glob("services/*/src/**/*.rs"))
+
+
 def binary_env_names():
     """Every HOLDFAST_* env var the binary reads, from its clap definitions."""
     names = set()
-    for src in [REPO / "services/holdfast-platform/src/config.rs", REPO / "services/holdfast/src/lib.rs"]:
+    for src in binary_sources():
         names |= set(re.findall(r'env\s*=\s*"(HOLDFAST_[A-Z_]+)"', src.read_text()))
     assert "HOLDFAST_REDIS_URL" in names, "could not read the binary's flags"
     return names

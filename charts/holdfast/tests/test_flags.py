@@ -1,11 +1,12 @@
 """Every HOLDFAST_* value the chart renders has the syntax the binary's parser for that
-variable accepts (read from the clap definitions in holdfast-platform's config.rs)."""
+variable accepts (read from the clap definitions: platform's shared flags and each service
+crate's own section)."""
 
 import re
 
 import pytest
 
-from conftest import EXAMPLES, REPO, container, of_kind, render
+from conftest import EXAMPLES, binary_sources, container, of_kind, render
 
 # The syntax each of the binary's value parsers accepts (an env value that fails it makes
 # the pod exit 64 at start-up).
@@ -27,7 +28,7 @@ SYNTAX = {
 
 def parsers():
     """env var -> the parser its clap #[arg] names (or its field type)."""
-    src = (REPO / "services/holdfast-platform/src/config.rs").read_text()
+    src = "\n".join(path.read_text() for path in binary_sources())
     out = {}
     for attrs, field_type in re.findall(r"#\[arg\((.*?)\)\]\s*pub \w+: ([\w:<>]+),", src, re.S):
         env = re.search(r'env\s*=\s*"(HOLDFAST_\w+)"', attrs)
