@@ -185,6 +185,12 @@ impl ProductStore for ScyllaStore {
         outbox: Vec<crate::OutboxMessage>,
     ) -> Result<Product, StoreError> {
         validate_product(&product)?;
+        // No transaction spans the outbox and the product: the announcement goes first, so
+        // a crash after the product write cannot lose it (a refused write announces nothing
+        // that re-reading the SKU would not show).
+        if !outbox.is_empty() {
+            crate::OutboxStore::append_outbox(self, outbox).await?;
+        }
         let statements = self.product_statements().await?;
         let previous = self.read_product(&statements.get_product, &product.sku).await?;
         // The index row goes first: a crash after the product write must not hide it. If
@@ -278,13 +284,6 @@ impl ProductStore for ScyllaStore {
         {
             self.reindex_after_move(statements, &previous.category, &stored.sku)
                 .await?;
-        }
-        // No transaction spans the outbox and the product, so the announcement goes after the
-        // product: a consumer that reads the product on the announcement (the search indexer)
-        // must find it. A crash between the two loses the announcement; the indexer's catch-up
-        // on start (products updated since its checkpoint) repairs the index then.
-        if !outbox.is_empty() {
-            crate::OutboxStore::append_outbox(self, outbox).await?;
         }
         Ok(stored)
     }
