@@ -1,6 +1,7 @@
 // Browser test driver: bundles page.js, serves it on its own loopback port (so the mesh is
 // another origin), opens it in headless Debian Chromium through playwright-core and checks
-// what connect-web saw. Usage: node run.mjs <mesh address host:port> <descriptors.bin>
+// what connect-web saw; then opens it from a second port the mesh does not allow, whose calls
+// the browser must refuse (CORS). Usage: node run.mjs <mesh host:port> <descriptors.bin> <page port>
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
@@ -10,9 +11,9 @@ import assert from "node:assert/strict";
 import * as esbuild from "esbuild";
 import { chromium } from "playwright-core";
 
-const [mesh, descriptorsPath] = process.argv.slice(2);
-if (!mesh || !descriptorsPath) {
-  console.error("usage: node run.mjs <host:port> <descriptors.bin>");
+const [mesh, descriptorsPath, pagePort] = process.argv.slice(2);
+if (!mesh || !descriptorsPath || !pagePort) {
+  console.error("usage: node run.mjs <host:port> <descriptors.bin> <page port>");
   process.exit(2);
 }
 const here = dirname(fileURLToPath(import.meta.url));
@@ -30,16 +31,21 @@ const files = {
   "/page.js": ["text/javascript", bundle.outputFiles[0].contents],
   "/descriptors.bin": ["application/octet-stream", readFileSync(descriptorsPath)],
 };
-const server = createServer((request, response) => {
+function serveFiles(request, response) {
   const file = files[new URL(request.url, "http://x").pathname];
   if (!file) {
     response.writeHead(404).end();
     return;
   }
   response.writeHead(200, { "content-type": file[0] }).end(file[1]);
-});
-await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+}
+// The origin the mesh allows (run.sh passed it as --cors-origin), and one it does not.
+const server = createServer(serveFiles);
+await new Promise((resolve) => server.listen(Number(pagePort), "127.0.0.1", resolve));
 const pageOrigin = `http://127.0.0.1:${server.address().port}`;
+const stranger = createServer(serveFiles);
+await new Promise((resolve) => stranger.listen(0, "127.0.0.1", resolve));
+const strangerOrigin = `http://127.0.0.1:${stranger.address().port}`;
 
 const profile = mkdtempSync(join(tmpdir(), "holdfast-chromium-"));
 let context;
@@ -82,6 +88,18 @@ try {
     assert.equal(result.missing.code, "NotFound", `NOT_FOUND with its code: ${JSON.stringify(result.missing)}`);
     assert.match(result.missing.message, /NO-SUCH-SKU/, "grpc-message is readable too");
     assert.equal(result.invalid.code, "InvalidArgument", `INVALID_ARGUMENT: ${JSON.stringify(result.invalid)}`);
+
+    // The same page from an origin the mesh does not allow: no CORS allow headers, so the
+    // browser hands the page no response at all (not even the NOT_FOUND above).
+    await page.goto(`${strangerOrigin}/?target=${encodeURIComponent(`http://${mesh}`)}`);
+    await page.waitForFunction(() => window.__result !== undefined, null, { timeout: 30_000 });
+    const refused = await page.evaluate(() => window.__result);
+    console.log(JSON.stringify({ strangerOrigin, ...refused }, null, 2));
+    assert.equal(refused.crashed, undefined, "the page script crashed");
+    for (const call of ["upsert", "found", "missing", "invalid"]) {
+      assert.equal(refused[call].ok, false, `${call} from ${strangerOrigin} must be refused`);
+      assert.ok(!["NotFound", "InvalidArgument"].includes(refused[call].code), `${call} reached the mesh: ${JSON.stringify(refused[call])}`);
+    }
   } catch (error) {
     failed = true;
     console.error(`browser-test: FAIL: ${error.message}`);
@@ -90,7 +108,8 @@ try {
 } finally {
   await context?.close();
   server.close();
+  stranger.close();
   rmSync(profile, { recursive: true, force: true });
 }
 if (failed) process.exit(1);
-console.log("browser-test: 1 passed, 0 failed (chromium, cross-origin grpc-web: success, NOT_FOUND, INVALID_ARGUMENT)");
+console.log("browser-test: 1 passed, 0 failed (chromium, cross-origin grpc-web: success, NOT_FOUND, INVALID_ARGUMENT; unknown origin refused)");

@@ -2,7 +2,8 @@
 # grpc-web from a real browser: starts `holdfast dev` on free ports, then run.mjs opens a page
 # served from another loopback port in headless Debian Chromium (/usr/bin/chromium, driven by
 # playwright-core; no browser download) that calls CatalogService with connect-web and must
-# see a success and NOT_FOUND / INVALID_ARGUMENT with their codes.
+# see a success and NOT_FOUND / INVALID_ARGUMENT with their codes; the same page from an origin
+# the mesh does not allow (--cors-origin) must be refused by the browser.
 #
 # npm packages come pinned from package-lock.json, installed with `npm ci` into a cache
 # outside the clone (${HOLDFAST_TOOLS:-$HOME/.cache/holdfast-tools}/browser-test/<lock hash>)
@@ -37,7 +38,11 @@ trap cleanup EXIT
 protoc -I "$repo_root/proto" --include_imports --descriptor_set_out="$work/descriptors.bin" \
   "$repo_root/proto/holdfast/catalog/v1/catalog.proto"
 
-"$bin" dev --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/data" >"$work/out" 2>"$work/err" &
+# The page's origin is the one browser origin the mesh allows (--cors-origin); run.mjs also
+# opens the page from a second loopback port, which must be refused.
+page_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+"$bin" dev --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --data-dir "$work/data" \
+  --cors-origin "http://127.0.0.1:$page_port" >"$work/out" 2>"$work/err" &
 pid=$!
 # The binary prints one line once it is serving; wait for it (bounded).
 for _ in $(seq 1 300); do
@@ -48,4 +53,4 @@ done
 line="$(grep "holdfast serving" "$work/out")" || fail "no ready line"
 addr="$(sed -E 's/.* on ([0-9.:]+) \(gRPC.*/\1/' <<<"$line")"
 
-node "$here/run.mjs" "$addr" "$work/descriptors.bin"
+node "$here/run.mjs" "$addr" "$work/descriptors.bin" "$page_port"

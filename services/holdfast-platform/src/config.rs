@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser};
 
+use crate::cors::CorsArgs;
 use crate::redact::{redact_text, redact_url};
+use crate::tls::TlsArgs;
 
 /// `EX_USAGE` from sysexits.h: the process was started with bad configuration.
 pub const EXIT_CONFIG: i32 = 64;
@@ -48,6 +50,14 @@ pub struct CommonArgs {
     /// Where the other services are (for the services that call them).
     #[command(flatten)]
     pub peers: PeerArgs,
+
+    /// TLS on the listener and to peers (`--tls-*`).
+    #[command(flatten)]
+    pub tls: TlsArgs,
+
+    /// Browser origins allowed over grpc-web (`--cors-origin`).
+    #[command(flatten)]
+    pub cors: CorsArgs,
 
     /// Region this process serves; stamped on every event.
     #[arg(long, env = "HOLDFAST_REGION", default_value = "local", value_parser = parse_region)]

@@ -1,11 +1,12 @@
 //! What every holdfast service shares: configuration, telemetry, the gRPC server and its
-//! tower stack, metrics, rich errors, Redis scripts, embedded engines, the event bus, and the
+//! tower stack (TLS, CORS), metrics, rich errors, Redis scripts, embedded engines, the event bus, and the
 //! one shape every service starts in ([`service`]); and the small helpers every crate would
 //! otherwise copy: the clock ([`clock`]), the task-aborting guard ([`task`]) and field checks
 //! ([`validate`]).
 
 pub mod clock;
 pub mod config;
+pub mod cors;
 pub mod events;
 pub mod metrics;
 pub mod process;
@@ -16,6 +17,7 @@ pub mod service;
 pub mod status;
 pub mod task;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 
 pub use config::{CommonArgs, PeerArgs, RedisUrl};

@@ -1,5 +1,5 @@
 //! The gRPC server every holdfast service runs in: one tower stack, health, reflection,
-//! grpc-web with CORS, and a graceful drain.
+//! grpc-web with CORS for the configured origins, plaintext or TLS, and a graceful drain.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,8 +20,10 @@ use tower::{BoxError, Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 
 use crate::config::CommonArgs;
+use crate::cors::AllowedOrigins;
 use crate::metrics::{self, RpcMetricsLayer};
 use crate::telemetry;
+use crate::tls::ServerTls;
 
 /// Knobs of the server stack.
 #[derive(Debug, Clone)]
@@ -34,6 +36,10 @@ pub struct ServerOptions {
     pub shutdown_delay: Duration,
     /// How long in-flight calls get once the listener is closed.
     pub drain_timeout: Duration,
+    /// Browser origins that get CORS allow headers (default: none).
+    pub cors: AllowedOrigins,
+    /// TLS on the listener; `None` is plaintext.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for ServerOptions {
@@ -43,6 +49,8 @@ impl Default for ServerOptions {
             concurrency_limit: 4096,
             shutdown_delay: Duration::ZERO,
             drain_timeout: Duration::from_secs(30),
+            cors: AllowedOrigins::none(),
+            tls: None,
         }
     }
 }
@@ -54,6 +62,9 @@ impl From<&CommonArgs> for ServerOptions {
             concurrency_limit: args.concurrency_limit as usize,
             shutdown_delay: args.shutdown_delay,
             drain_timeout: args.drain_timeout,
+            cors: args.cors.allowed(),
+            // Loading the files can fail: the caller does it (`TlsArgs::server`) and sets it.
+            tls: None,
         }
     }
 }
@@ -148,6 +159,12 @@ impl GrpcServer {
         self
     }
 
+    /// Serves TLS (or plaintext with `None`) instead of what the options said.
+    pub fn set_tls(&mut self, tls: Option<ServerTls>) -> &mut Self {
+        self.options.tls = tls;
+        self
+    }
+
     /// Handle to flip health; clone it before calling [`GrpcServer::serve`].
     pub fn health(&self) -> Health {
         self.health.clone()
@@ -193,16 +210,21 @@ impl GrpcServer {
             let _ = draining_tx.send(());
         };
 
-        // serve_with_incoming ignores the builder's TCP settings: without TCP_NODELAY a small
-        // response waits for the peer's delayed ACK (~40 ms on Linux) before it is sent.
-        let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
-            accepted.inspect(|stream| {
-                let _ = stream.set_nodelay(true);
-            })
-        });
-        let server = serve_stack(&self.options)
-            .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(incoming, signal);
+        let router = serve_stack(&self.options).add_routes(self.routes.routes());
+        let server: BoxFuture<'_, Result<(), tonic::transport::Error>> = match &self.options.tls {
+            // Handshakes happen off the accept loop; the certificate reloads while serving.
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal)),
+            None => {
+                // serve_with_incoming ignores the builder's TCP settings: without TCP_NODELAY a
+                // small response waits for the peer's delayed ACK (~40 ms on Linux).
+                let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |accepted| {
+                    accepted.inspect(|stream| {
+                        let _ = stream.set_nodelay(true);
+                    })
+                });
+                Box::pin(router.serve_with_incoming_shutdown(incoming, signal))
+            }
+        };
 
         let drain_timeout = self.options.drain_timeout;
         tokio::select! {
@@ -254,9 +276,9 @@ pub const GRPC_EXPOSED_HEADERS: [http::HeaderName; 3] = [
 fn serve_stack(options: &ServerOptions) -> tonic::transport::Server<Stack<ServerStack, Identity>> {
     let stack = ServiceBuilder::new()
         // CORS first: browsers' preflight OPTIONS must be answered before any gRPC handling.
-        // A trailers-only error carries its status in headers, which a cross-origin page
-        // can read only when they are exposed.
-        .layer(tower_http::cors::CorsLayer::very_permissive().expose_headers(GRPC_EXPOSED_HEADERS))
+        // Only the configured origins get allow headers; a trailers-only error carries its
+        // status in headers, which a cross-origin page can read only when they are exposed.
+        .layer(options.cors.layer())
         // grpc-web translation next, so every layer below sees plain gRPC and its status codes.
         .layer(tonic_web::GrpcWebLayer::new())
         // Trace: one span per RPC, child of the caller's W3C traceparent; wraps everything

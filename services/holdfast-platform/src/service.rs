@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::config::PeerArgs;
 use crate::events::{BusConfig, BusError, ConsumerHandle, EventBus, EventHandler, spawn_consumer};
 use crate::server::GrpcServer;
+use crate::tls::PeerTls;
 
 /// The engines a service may need.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -66,6 +67,8 @@ pub struct Context<S> {
     pub peers: PeerArgs,
     /// This process's gRPC address.
     pub self_addr: SocketAddr,
+    /// TLS to `https://` peers, and whether calls to this process go over TLS.
+    pub peer_tls: PeerTls,
     /// Wakes the process's relay of the store's outbox: notify it after committing events.
     pub outbox_written: Arc<Notify>,
 }
@@ -91,7 +94,8 @@ impl<S> Context<S> {
             .ok_or_else(|| anyhow::anyhow!("{service} needs --redis-url"))
     }
 
-    /// A lazily connected channel to `peer`: its URL flag, or this process when unset.
+    /// A lazily connected channel to `peer`: its URL flag, or this process when unset
+    /// (over TLS when this process's listener speaks it); `https://` with [`Context::peer_tls`].
     pub fn channel(&self, peer: Peer) -> anyhow::Result<tonic::transport::Channel> {
         let url = match peer {
             Peer::Catalog => &self.peers.catalog_url,
@@ -99,10 +103,9 @@ impl<S> Context<S> {
             Peer::Cart => &self.peers.cart_url,
             Peer::Payments => &self.peers.payments_url,
         };
-        let url = url
-            .clone()
-            .unwrap_or_else(|| format!("http://{}", self.self_addr));
-        Ok(tonic::transport::Endpoint::from_shared(url)?
+        Ok(self
+            .peer_tls
+            .endpoint(url.as_deref(), self.self_addr)?
             .connect_timeout(std::time::Duration::from_secs(2))
             .tcp_nodelay(true)
             .connect_lazy())
@@ -449,6 +452,7 @@ mod tests {
             data_dir: PathBuf::from("."),
             peers: PeerArgs::default(),
             self_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            peer_tls: PeerTls::plaintext(),
             outbox_written: Arc::default(),
         };
         let (report, taken) = oneshot::channel();

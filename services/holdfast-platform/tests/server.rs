@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use holdfast_platform::cors::AllowedOrigins;
 use holdfast_platform::server::ServerOptions;
 use holdfast_platform::telemetry::{self, TracePropagation};
 use holdfast_platform::{GrpcServer, metrics};
@@ -208,7 +209,10 @@ async fn slow_call_gets_deadline_exceeded_at_the_server_timeout() {
 
 #[tokio::test]
 async fn grpc_web_health_check_answers_grpc_status_zero() {
-    let (server, _started, _release) = held_payments(ServerOptions::default());
+    let (server, _started, _release) = held_payments(ServerOptions {
+        cors: AllowedOrigins::list(["http://shop.example"]).expect("origin"),
+        ..ServerOptions::default()
+    });
     let spawned = SpawnedServer::start(server).await.expect("server");
     // HealthCheckRequest { service: "payments" } as one grpc-web frame.
     let message = [&[0x0a, 8][..], b"payments"].concat();

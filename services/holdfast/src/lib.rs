@@ -116,6 +116,16 @@ impl RunArgs {
     }
 }
 
+impl Cli {
+    /// Defaults that differ under `holdfast dev`: browsers on loopback origins (any port) may
+    /// call over grpc-web unless `--cors-origin` says otherwise.
+    pub fn apply_dev_defaults(&mut self) {
+        if let Command::Dev { args } = &mut self.command {
+            args.common.cors.default_to_loopback();
+        }
+    }
+}
+
 impl Command {
     /// The services to run, their flags and whether this is `dev`; `None` for `migrate`.
     pub fn split(&self) -> Option<(Vec<&dyn Service<Store>>, &RunArgs, bool)> {
@@ -197,6 +207,8 @@ pub fn context(
         data_dir: args.common.data_dir.clone(),
         peers: args.common.peers.clone(),
         self_addr,
+        // Plaintext; the binary sets `--tls-*` after loading them (config errors exit 64).
+        peer_tls: holdfast_platform::tls::PeerTls::plaintext(),
         outbox_written: Arc::default(),
     })
 }

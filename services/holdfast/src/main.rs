@@ -12,7 +12,8 @@ use holdfast_store::StoreUrl;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    let cli: Cli = parse_or_exit();
+    let mut cli: Cli = parse_or_exit();
+    cli.apply_dev_defaults();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => exit_unavailable(format!("cannot start the async runtime: {e}")),
@@ -48,6 +49,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         (_, false) => None,
     };
+    let tls = common.tls.server().unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(EXIT_CONFIG);
+    });
+    let peer_tls = common.tls.peers(tls.is_some()).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(EXIT_CONFIG);
+    });
     // Clients. Under `dev` with no Redis configured we run our own; it dies with us.
     let mut _redis_process = None;
     let redis_url = match (&common.redis_url, dev && needs.redis) {
@@ -102,16 +111,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         });
     let (listen, admin_listen) = (listener.local_addr()?, admin.local_addr()?);
-    let ctx = context(args, redis, store, bus, listen)
+    let mut ctx = context(args, redis, store, bus, listen)
         .unwrap_or_else(|e| exit_unavailable(format!("cannot set up the event bus: {e}")));
+    ctx.peer_tls = peer_tls;
     let mesh = build_server(&services, common, &ctx).await?;
-    let (grpc, mut running) = (mesh.server, mesh.running);
+    let (mut grpc, mut running) = (mesh.server, mesh.running);
+    let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
+    grpc.set_tls(tls);
     let health = grpc.health();
 
     // Serve.
     let admin_task = tokio::spawn(server::serve_admin(admin, server::shutdown_signal()));
     health.ready().await;
-    tracing::info!(services = ?names, %listen, admin = %admin_listen, "serving");
+    tracing::info!(services = ?names, %listen, admin = %admin_listen, scheme, "serving");
     #[allow(clippy::print_stdout)] // the one line a script or test waits for
     {
         println!(
