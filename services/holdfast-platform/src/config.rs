@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Parser};
 
 use crate::cors::CorsArgs;
+pub use crate::duration::parse_duration;
 use crate::redact::{redact_text, redact_url};
 use crate::tls::TlsArgs;
 
@@ -214,23 +215,6 @@ fn parse_region(raw: &str) -> Result<String, String> {
     }
 }
 
-/// Parses `250ms`, `10s`, `5m`; a bare number is seconds.
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    let raw = raw.trim();
-    let (digits, unit) = raw
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((raw, "s"), |i| raw.split_at(i));
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("expected a duration like 250ms, 10s or 5m, got {raw:?}"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("unknown unit {unit:?} in {raw:?}; use ms, s or m")),
-    }
-}
-
 /// Parses the command line (and env), exiting the way operators expect: help and version
 /// go to stdout with exit 0; any bad value prints one line naming the flag and exits 64.
 pub fn parse_or_exit<T: Parser>() -> T {
@@ -311,15 +295,6 @@ mod tests {
         assert!(RedisUrl::parse("localhost:6379").is_err());
         assert!(RedisUrl::parse("redis-cluster://a:7000,b").is_err());
         assert!(RedisUrl::parse("redis://h:0").is_err());
-    }
-
-    #[test]
-    fn duration_parses_units_and_rejects_garbage() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("10"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3h").is_err());
     }
 
     #[test]

@@ -7,7 +7,13 @@ use std::time::Duration;
 use clap::Args;
 use tower_http::cors::{AllowHeaders, AllowMethods, AllowOrigin, CorsLayer};
 
-use crate::server::GRPC_EXPOSED_HEADERS;
+/// Response headers a cross-origin grpc-web client must be able to read: the status, its
+/// message and the rich error details (`google.rpc.Status`).
+pub const GRPC_EXPOSED_HEADERS: [http::HeaderName; 3] = [
+    http::HeaderName::from_static("grpc-status"),
+    http::HeaderName::from_static("grpc-message"),
+    http::HeaderName::from_static("grpc-status-details-bin"),
+];
 
 /// The `--cors-origin` flag.
 #[derive(Debug, Clone, Default, Args)]

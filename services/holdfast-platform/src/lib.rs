@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod config;
 pub mod cors;
+pub mod duration;
 pub mod events;
 pub mod metrics;
 pub mod process;

@@ -21,6 +21,7 @@ use tracing::Instrument;
 
 use crate::config::CommonArgs;
 use crate::cors::AllowedOrigins;
+pub use crate::cors::GRPC_EXPOSED_HEADERS;
 use crate::metrics::{self, RpcMetricsLayer};
 use crate::telemetry;
 use crate::tls::ServerTls;
@@ -263,14 +264,6 @@ type ServerStack = Stack<
         >,
     >,
 >;
-
-/// Response headers a cross-origin grpc-web client must be able to read: the status, its
-/// message and the rich error details (`google.rpc.Status`).
-pub const GRPC_EXPOSED_HEADERS: [http::HeaderName; 3] = [
-    http::HeaderName::from_static("grpc-status"),
-    http::HeaderName::from_static("grpc-message"),
-    http::HeaderName::from_static("grpc-status-details-bin"),
-];
 
 /// The one server stack. Outermost layer first; every request passes them in this order.
 fn serve_stack(options: &ServerOptions) -> tonic::transport::Server<Stack<ServerStack, Identity>> {

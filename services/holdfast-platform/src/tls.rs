@@ -18,7 +18,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
-use crate::config::parse_duration;
+use crate::duration::parse_duration;
 
 pub use server::{ServerTls, TlsIncoming};
 
