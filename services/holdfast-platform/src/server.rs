@@ -122,6 +122,11 @@ impl Health {
         self.apply(*current).await;
     }
 
+    /// Whether every name is SERVING (the admin port's `/readyz`).
+    pub async fn is_serving(&self) -> bool {
+        *self.status.lock().await == ServingStatus::Serving
+    }
+
     /// Marks everything SERVING: call once scripts are loaded and producers are ready.
     pub async fn ready(&self) {
         self.set_all(ServingStatus::Serving).await;
@@ -436,9 +441,12 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Serves the admin endpoint: `/metrics` (Prometheus text) and `/healthz` (process liveness).
+/// Serves the admin endpoint: `/metrics` (Prometheus text), `/healthz` (process liveness)
+/// and `/readyz` (200 while `health` is SERVING, 503 otherwise: the gRPC health status for
+/// probes that cannot speak gRPC over TLS, such as the kubelet's).
 pub async fn serve_admin(
     listener: TcpListener,
+    health: Health,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let app = axum::Router::new()
@@ -451,6 +459,19 @@ pub async fn serve_admin(
                 )
             }),
         )
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }));
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let health = health.clone();
+                async move {
+                    if health.is_serving().await {
+                        (http::StatusCode::OK, "ready\n")
+                    } else {
+                        (http::StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                    }
+                }
+            }),
+        );
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }

@@ -348,3 +348,49 @@ async fn traceparent_propagates_from_caller_through_one_service_to_the_next_even
         "with the catalog server span as parent, not the caller's"
     );
 }
+
+/// GET `path` on `addr` over HTTP/1.1; answers the status line.
+async fn admin_get(addr: std::net::SocketAddr, path: &str) -> String {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    String::from_utf8_lossy(&response)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+// Kubelet probes cannot speak gRPC over TLS: /readyz on the plaintext admin port carries the
+// same status as gRPC health.
+#[tokio::test]
+async fn admin_readyz_follows_grpc_health() {
+    let server = GrpcServer::new(ServerOptions::default());
+    let health = server.health();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let admin = tokio::spawn(holdfast_platform::server::serve_admin(
+        listener,
+        health.clone(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    assert!(
+        admin_get(addr, "/readyz").await.contains(" 503 "),
+        "NOT_SERVING until ready"
+    );
+    assert!(
+        admin_get(addr, "/healthz").await.contains(" 200 "),
+        "alive all along"
+    );
+    health.ready().await;
+    assert!(admin_get(addr, "/readyz").await.contains(" 200 "));
+    health.set_all(tonic_health::ServingStatus::NotServing).await;
+    assert!(admin_get(addr, "/readyz").await.contains(" 503 "), "draining");
+    let _ = stop.send(());
+    admin.await.expect("join").expect("admin served");
+}

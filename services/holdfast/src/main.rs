@@ -121,7 +121,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let health = grpc.health();
 
     // Serve.
-    let admin_task = tokio::spawn(server::serve_admin(admin, server::shutdown_signal()));
+    let admin_task = tokio::spawn(server::serve_admin(
+        admin,
+        health.clone(),
+        server::shutdown_signal(),
+    ));
     health.ready().await;
     tracing::info!(services = ?names, %listen, admin = %admin_listen, scheme, "serving");
     #[allow(clippy::print_stdout)] // the one line a script or test waits for
