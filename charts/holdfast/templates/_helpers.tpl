@@ -85,7 +85,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The in-cluster URL of a service's gRPC port. */}}
 {{- define "holdfast.serviceUrl" -}}
-http://{{ include "holdfast.fullname" .root }}-{{ .component }}:{{ .root.Values.ports.grpc }}
+{{ ternary "https" "http" .root.Values.tls.enabled }}://{{ include "holdfast.fullname" .root }}-{{ .component }}:{{ .root.Values.ports.grpc }}
+{{- end }}
+
+{{/* Where the TLS Secret is mounted. */}}
+{{- define "holdfast.tlsDir" -}}
+/etc/holdfast/tls
 {{- end }}
 
 {{/* Pod-level security context: non-root, fixed uid/gid (the image's "nonroot"), seccomp. */}}
@@ -142,6 +147,12 @@ imagePullSecrets:
 {{- end -}}
 {{- if and .Values.redis.existingSecret (hasPrefix "redis-cluster://" .Values.redis.url) -}}
 {{- fail "redis.existingSecret: holdfast authenticates only to a standalone redis:// URL; a redis-cluster:// deployment must be reached without a password (restrict it with networkPolicy)" -}}
+{{- end -}}
+{{- if and .Values.tls.enabled (not .Values.tls.secretName) -}}
+{{- fail "tls.secretName: name the kubernetes.io/tls Secret (tls.crt, tls.key, ca.crt) when tls.enabled is true" -}}
+{{- end -}}
+{{- if and .Values.tls.mutualServices (not .Values.tls.enabled) -}}
+{{- fail "tls.mutualServices needs tls.enabled: mutual TLS runs over the TLS listener" -}}
 {{- end -}}
 {{- $payments := .Values.services.payments -}}
 {{- if and $payments.enabled (or (gt (int $payments.replicas) 1) $payments.autoscaling.enabled) -}}

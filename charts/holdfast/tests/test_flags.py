@@ -23,6 +23,7 @@ SYNTAX = {
     "SocketAddr": r"\d{1,3}(\.\d{1,3}){3}:\d{1,5}",
     "log_format": r"pretty|json",
     "PathBuf": r"/\S+",
+    "OriginPattern::parse": r"https?://[a-z0-9.-]+(:(\d{1,5}|\*))?(,https?://[a-z0-9.-]+(:(\d{1,5}|\*))?)*",
 }
 
 
