@@ -177,6 +177,11 @@ async fn tls_listener_answers_tonic_and_grpcurl_and_refuses_plaintext() {
     // Plaintext gRPC gets nothing from a TLS listener.
     let plaintext = health_check(format!("http://127.0.0.1:{port}"), None).await;
     assert!(plaintext.is_err(), "plaintext must be refused: {plaintext:?}");
+    let text = holdfast_platform::metrics::render();
+    assert!(
+        text.contains("holdfast_tls_handshake_failures_total "),
+        "failed handshakes are counted: {text}"
+    );
 
     // grpcurl, through reflection, verifying the server against the CA.
     let target = format!("localhost:{port}");
@@ -272,6 +277,12 @@ async fn replaced_certificate_files_are_served_without_a_restart_and_a_bad_pair_
         );
         tokio::task::yield_now().await;
     }
+
+    let text = holdfast_platform::metrics::render();
+    assert!(
+        text.contains(r#"holdfast_tls_certificate_reloads_total{result="loaded"}"#),
+        "{text}"
+    );
 
     // A broken certificate is refused; the one that works keeps being served.
     files.write(

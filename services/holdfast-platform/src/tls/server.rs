@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,6 +18,25 @@ use super::{TlsError, parse_certs, parse_key, provider, read_certs};
 
 /// How long a client gets to finish its TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[allow(clippy::expect_used)] // registering a static metric can only fail on a duplicate name, a programming error.
+static RELOADS: LazyLock<prometheus::IntCounterVec> = LazyLock::new(|| {
+    prometheus::register_int_counter_vec!(
+        "holdfast_tls_certificate_reloads_total",
+        "Changed certificate files: loaded (served to new connections) or refused (the previous one kept).",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
+static HANDSHAKE_FAILURES: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "holdfast_tls_handshake_failures_total",
+        "Connections dropped before their TLS handshake completed (plaintext callers, untrusted or missing client certificates, timeouts)."
+    )
+    .expect("metric registers once")
+});
 
 /// The listener's TLS: the rustls configuration (ALPN `h2`, `http/1.1`; client certificates
 /// required when a client CA is configured) over a certificate that reloads from its files.
@@ -159,11 +178,13 @@ impl ServerTls {
             tick.tick().await;
             match self.reload() {
                 Ok(true) => {
-                    tracing::info!(cert = %self.resolver.cert_path.display(), "TLS certificate reloaded")
+                    RELOADS.with_label_values(&["loaded"]).inc();
+                    tracing::info!(cert = %self.resolver.cert_path.display(), "TLS certificate reloaded");
                 }
                 Ok(false) => {}
                 Err(error) => {
-                    tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one")
+                    RELOADS.with_label_values(&["refused"]).inc();
+                    tracing::error!(%error, "TLS certificate not reloaded; still serving the previous one");
                 }
             }
         }
@@ -212,8 +233,14 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, tx: mpsc::Sen
                 }
                 // Plaintext callers, scanners, clients without a certificate under mTLS:
                 // theirs to see, not an error of ours.
-                Ok(Err(error)) => tracing::debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                Ok(Err(error)) => {
+                    HANDSHAKE_FAILURES.inc();
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                }
+                Err(_) => {
+                    HANDSHAKE_FAILURES.inc();
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                }
             }
         });
     }
