@@ -499,3 +499,30 @@ async fn grpc_web_preflight_over_tls_from_an_allowed_origin() {
         );
     }
 }
+
+#[tokio::test]
+async fn tls_listener_closes_when_the_server_drains() {
+    let ca = Ca::new("holdfast test CA");
+    let server_cert = ca.sign("holdfast", &["localhost"]);
+    let files = Files::new();
+    let (cert, key) = (
+        files.write("tls.crt", &server_cert.cert),
+        files.write("tls.key", &server_cert.key),
+    );
+    let server = serve(tls_options(
+        ServerTls::load(&cert, &key, None, Duration::from_millis(50)).expect("load"),
+    ))
+    .await;
+    let addr = server.addr();
+    assert_eq!(presented_cert(addr, &ca.der).await, server_cert.der);
+    server.shutdown().await.expect("drained");
+    // The accept loop is aborted with the server's incoming stream: the port stops answering.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "the TLS listener still accepts after the drain"
+        );
+        tokio::task::yield_now().await;
+    }
+}
