@@ -7,18 +7,21 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 HOLDFAST   := $(TARGET_DIR)/debug/holdfast
 NEXTEST    ?= cargo nextest run --workspace --no-fail-fast
 
-.PHONY: help deps build run test unit lua-smoke smoke loadtest-smoke load-smoke-runs browser-test proto lint bench chart-test image
+.PHONY: help deps deps-run build run test unit lua-smoke smoke loadtest-smoke load-smoke-runs browser-test proto lint bench chart-test image
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-deps: ## install what this machine lacks (redis-server, protoc, grpcurl, nextest, Kafka and Cassandra jars)
-	@scripts/install-deps.sh
+deps: ## install what this machine lacks for every target (redis-server, protoc, grpcurl, nextest, Kafka and Cassandra jars, ...)
+	@scripts/install-deps.sh test
 
-build: deps ## build every crate
+deps-run: ## install only what building and running the mesh needs (redis-server, protoc)
+	@scripts/install-deps.sh run
+
+build: deps-run ## build every crate
 	cargo build --workspace
 
-run: deps ## start the whole mesh on 127.0.0.1:50051 with embedded engines (data in ./data)
+run: deps-run ## start the whole mesh on 127.0.0.1:50051 with embedded engines (data in ./data)
 	cargo run -p holdfast -- dev
 
 test: deps ## every test: Rust (real redis-server, Apache Kafka, Apache Cassandra), Lua scripts, proto lint, CLI smoke

@@ -58,6 +58,10 @@ pub struct RunArgs {
     /// No progress bar or progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// The run id every SKU, customer and key of the run starts with [default: a fresh one];
+    /// `chaos` sets it so it can find the run's orders again.
+    #[arg(long, hide = true)]
+    pub run_id: Option<String>,
 }
 
 impl RunArgs {
@@ -83,6 +87,11 @@ impl RunArgs {
             label: label.to_string(),
             progress: !self.quiet,
         }
+    }
+
+    /// `--run-id`, else a fresh [`run_id`].
+    pub fn run_id(&self) -> String {
+        self.run_id.clone().unwrap_or_else(run_id)
     }
 
     /// Prints the report, writes the JSON and the plot; answers the exit code.
@@ -175,9 +184,16 @@ pub fn shuffled_roles(counts: &[u64], seed: u64) -> Vec<usize> {
 }
 
 /// Whether a failed call may be retried with the same key: the contracts say UNAVAILABLE and
-/// DEADLINE_EXCEEDED are safe to retry.
-pub fn retryable(code: tonic::Code) -> bool {
-    matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+/// DEADLINE_EXCEEDED are safe to retry; so is a call the transport lost (the connection
+/// reset under it, e.g. the server crashed: tonic reports UNKNOWN with the transport error
+/// as its source, where an UNKNOWN the server sent has none), since every call here carries
+/// its idempotency key or reservation id.
+pub fn retryable(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
 }
 
 /// Calls `call(attempt)` until it answers, fails with a code that is not retryable, or
@@ -191,7 +207,7 @@ where
     let mut attempt = 0;
     loop {
         match call(attempt).await {
-            Err(status) if retryable(status.code()) && attempt < retries => {
+            Err(status) if retryable(&status) && attempt < retries => {
                 let backoff = Duration::from_millis(25u64 << attempt.min(5)).min(Duration::from_secs(1));
                 tokio::time::sleep(backoff).await;
                 attempt += 1;
@@ -315,6 +331,17 @@ mod tests {
         }
         assert_eq!(roles, shuffled_roles(&[1400, 400, 200], 7));
         assert_ne!(roles, shuffled_roles(&[1400, 400, 200], 8));
+    }
+
+    #[test]
+    fn a_call_the_transport_lost_is_retryable_an_unknown_answer_is_not() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let lost = tonic::Status::from_error(Box::new(reset));
+        assert_eq!(lost.code(), tonic::Code::Unknown);
+        assert!(retryable(&lost));
+        assert!(!retryable(&tonic::Status::unknown("the server said so")));
+        assert!(retryable(&tonic::Status::unavailable("restarting")));
+        assert!(!retryable(&tonic::Status::invalid_argument("no")));
     }
 
     #[tokio::test(start_paused = true)]
