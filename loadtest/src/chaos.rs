@@ -46,8 +46,9 @@ pub struct ChaosArgs {
     /// Seed of the fault schedule and the scenarios' shuffles.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// No fault before this far into the load (the scenarios set up their SKUs and carts).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    /// No fault before this far into the load (which begins once both scenarios set up
+    /// their SKUs and carts).
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub quiet_start: Duration,
     /// Flash sale: units on sale.
     #[arg(long, default_value_t = 50)]
@@ -188,13 +189,23 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<i32> {
     flash_argv.extend(["--pay", "80%", "--cancel", "20%", "--hold-ttl", "5s"].map(String::from));
     let mut storm_argv = common(&storm_id, args.storm_rate, "checkout-storm");
     storm_argv.extend(["--customers".to_string(), storm_customers.to_string()]);
-    let flash: FlashSaleArgs = scenario_args(flash_argv)?;
-    let storm: CheckoutStormArgs = scenario_args(storm_argv)?;
+    let mut flash: FlashSaleArgs = scenario_args(flash_argv)?;
+    let mut storm: CheckoutStormArgs = scenario_args(storm_argv)?;
+    // The fault clock starts once both scenarios set up and began their load.
+    let (began, mut loads) = tokio::sync::mpsc::unbounded_channel();
+    flash.run.load_started = Some(began.clone());
+    storm.run.load_started = Some(began);
+    let gate = async move {
+        let mut waiting = 2;
+        while waiting > 0 && loads.recv().await.is_some() {
+            waiting -= 1;
+        }
+        let _ = go.send(std::time::Instant::now());
+    };
 
     let started = Instant::now();
-    let _ = go.send(std::time::Instant::now());
-    let (flash_report, storm_report) =
-        tokio::join!(flash_sale::run_report(flash), checkout_storm::run_report(storm));
+    let (flash_report, storm_report, ()) =
+        tokio::join!(flash_sale::run_report(flash), checkout_storm::run_report(storm), gate);
     let injected = match infra.done.await {
         Ok(result) => result,
         Err(_) => Err(anyhow::anyhow!("the fault thread died")),

@@ -188,6 +188,7 @@ pub async fn run_report(args: CheckoutStormArgs) -> anyhow::Result<RunReport> {
     let told: Arc<Vec<OnceLock<Told>>> = Arc::new((0..n).map(|_| OnceLock::new()).collect());
     let plan = args.run.plan("checkout-storm", Some(n), None, 1_000.0);
     let (timeout, retries, drop_deadline) = (args.run.timeout, args.run.retries, args.drop_deadline);
+    args.run.began("checkout-storm");
     let result = {
         let (mesh, told, run_id) = (mesh.clone(), told.clone(), run_id.clone());
         let (cards, dropped) = (Arc::new(cards.clone()), Arc::new(dropped.clone()));

@@ -164,8 +164,8 @@ pub async fn start(
 
 /// The running processes.
 struct Procs {
-    // Dropped first: holdfast stops before its redis-server and broker.
-    holdfast: Server,
+    // Taken first when dropped: holdfast stops before its redis-server and broker.
+    holdfast: Option<Server>,
     holdfast_port: u16,
     incarnation: u32,
     redis: Child,
@@ -193,7 +193,7 @@ impl Procs {
             0,
         )?;
         Ok(Self {
-            holdfast,
+            holdfast: Some(holdfast),
             holdfast_port,
             incarnation: 0,
             redis,
@@ -240,8 +240,9 @@ impl Procs {
     fn kill(&mut self, kind: FaultKind) -> anyhow::Result<u32> {
         Ok(match kind {
             FaultKind::Holdfast => {
-                let pid = self.holdfast.pid();
-                self.holdfast.kill();
+                let holdfast = self.holdfast.as_mut().context("holdfast is not running")?;
+                let pid = holdfast.pid();
+                holdfast.kill();
                 pid
             }
             FaultKind::Redis | FaultKind::RedisNoAof => {
@@ -263,13 +264,13 @@ impl Procs {
         match kind {
             FaultKind::Holdfast => {
                 self.incarnation += 1;
-                self.holdfast = start_holdfast(
+                self.holdfast = Some(start_holdfast(
                     &self.config,
                     self.holdfast_port,
                     self.redis_port,
                     self.kafka.as_ref().map(KafkaBroker::bootstrap),
                     self.incarnation,
-                )?;
+                )?);
             }
             FaultKind::Redis | FaultKind::RedisNoAof => {
                 let dir = self.config.dir.join("redis");
@@ -286,6 +287,7 @@ impl Procs {
 
 impl Drop for Procs {
     fn drop(&mut self) {
+        drop(self.holdfast.take());
         // Reaped already (killed mid-fault): its pid may belong to another process by now.
         if let Ok(None) = self.redis.try_wait() {
             let _ = Command::new("kill")

@@ -203,6 +203,7 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
 
     let timeout = args.run.timeout;
     let retries = args.run.retries;
+    args.run.began("flash-sale");
     let result = {
         let (mesh, roles, got, sku, run_id) = (
             mesh.clone(),

@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// `chaos` sets it so it can find the run's orders again.
     #[arg(long, hide = true)]
     pub run_id: Option<String>,
+    /// Told the scenario's name when its measured phase begins, after its setup (`chaos`
+    /// starts its faults then); not a flag.
+    #[arg(skip)]
+    pub load_started: Option<tokio::sync::mpsc::UnboundedSender<&'static str>>,
 }
 
 impl RunArgs {
@@ -92,6 +96,13 @@ impl RunArgs {
     /// `--run-id`, else a fresh [`run_id`].
     pub fn run_id(&self) -> String {
         self.run_id.clone().unwrap_or_else(run_id)
+    }
+
+    /// Says the measured phase of `scenario` begins (see `load_started`).
+    pub fn began(&self, scenario: &'static str) {
+        if let Some(tx) = &self.load_started {
+            let _ = tx.send(scenario);
+        }
     }
 
     /// Prints the report, writes the JSON and the plot; answers the exit code.
@@ -192,6 +203,9 @@ pub fn retryable(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
         tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+        // tonic's server answers its own deadline (grpc-timeout) so, where gRPC says
+        // DEADLINE_EXCEEDED.
+        tonic::Code::Cancelled => status.message() == "Timeout expired",
         _ => false,
     }
 }
@@ -342,6 +356,8 @@ mod tests {
         assert!(!retryable(&tonic::Status::unknown("the server said so")));
         assert!(retryable(&tonic::Status::unavailable("restarting")));
         assert!(!retryable(&tonic::Status::invalid_argument("no")));
+        assert!(retryable(&tonic::Status::cancelled("Timeout expired")));
+        assert!(!retryable(&tonic::Status::cancelled("the client went away")));
     }
 
     #[tokio::test(start_paused = true)]
