@@ -196,13 +196,14 @@ pub fn shuffled_roles(counts: &[u64], seed: u64) -> Vec<usize> {
 
 /// Whether a failed call may be retried with the same key: the contracts say UNAVAILABLE and
 /// DEADLINE_EXCEEDED are safe to retry; so is a call the transport lost (the connection
-/// reset under it, e.g. the server crashed: tonic reports UNKNOWN with the transport error
-/// as its source, where an UNKNOWN the server sent has none), since every call here carries
+/// reset under it, e.g. the server crashed: tonic reports UNKNOWN or CANCELLED with the
+/// transport error as its source, where a status the server sent has none), since every call here carries
 /// its idempotency key or reservation id.
 pub fn retryable(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
-        tonic::Code::Unknown => std::error::Error::source(status).is_some(),
+        // The connection failed under the call (reset, or dropped before it went out).
+        tonic::Code::Unknown | tonic::Code::Cancelled if std::error::Error::source(status).is_some() => true,
         // tonic's server answers its own deadline (grpc-timeout) so, where gRPC says
         // DEADLINE_EXCEEDED.
         tonic::Code::Cancelled => status.message() == "Timeout expired",
