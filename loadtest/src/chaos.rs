@@ -18,7 +18,7 @@ use tokio::time::Instant;
 
 use crate::checkout_storm::{self, CheckoutStormArgs};
 use crate::event_audit::{self, EventFindings};
-use crate::faults::{self, FaultKind, Injected, InfraConfig};
+use crate::faults::{self, FaultKind, InfraConfig, Injected};
 use crate::flash_sale::{self, FlashSaleArgs};
 use crate::mesh::{Mesh, TargetArgs, holdfast_bin};
 use crate::report::{Check, EXIT_ERROR, EXIT_PASS, EXIT_VIOLATION, RunReport, Verdict, write_json};
@@ -115,7 +115,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<i32> {
         "--flash-rate and --storm-rate must be positive, --duration at least 10s"
     );
     let until = args.duration.mul_f64(5.0 / 6.0);
-    anyhow::ensure!(until > args.quiet_start, "--quiet-start leaves no time for faults");
+    anyhow::ensure!(
+        until > args.quiet_start,
+        "--quiet-start leaves no time for faults"
+    );
     let plan = faults::plan(args.seed, &kinds, args.faults, args.quiet_start, until);
     let dir = std::env::temp_dir().join(format!("holdfast-chaos-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -204,8 +207,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<i32> {
     };
 
     let started = Instant::now();
-    let (flash_report, storm_report, ()) =
-        tokio::join!(flash_sale::run_report(flash), checkout_storm::run_report(storm), gate);
+    let (flash_report, storm_report, ()) = tokio::join!(
+        flash_sale::run_report(flash),
+        checkout_storm::run_report(storm),
+        gate
+    );
     let injected = match infra.done.await {
         Ok(result) => result,
         Err(_) => Err(anyhow::anyhow!("the fault thread died")),
@@ -254,7 +260,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<i32> {
 }
 
 /// Publishes `n` of the customers' `order.confirmed` changes again under new event ids.
-async fn duplicate_confirmations(mesh: &Mesh, brokers: &str, customers: &[String], n: usize) -> anyhow::Result<()> {
+async fn duplicate_confirmations(
+    mesh: &Mesh,
+    brokers: &str,
+    customers: &[String],
+    n: usize,
+) -> anyhow::Result<()> {
     use holdfast_platform::events::{Event, EventBus, KafkaBus};
     use holdfast_proto::events::v1::{OrderConfirmed, OrderEvent, order_event};
     use prost::Message;
@@ -269,7 +280,11 @@ async fn duplicate_confirmations(mesh: &Mesh, brokers: &str, customers: &[String
         })
         .collect();
     confirmed.sort_by(|a, b| a.id.cmp(&b.id));
-    anyhow::ensure!(confirmed.len() >= n, "only {} confirmed orders to duplicate", confirmed.len());
+    anyhow::ensure!(
+        confirmed.len() >= n,
+        "only {} confirmed orders to duplicate",
+        confirmed.len()
+    );
     let events: Vec<Event> = confirmed
         .iter()
         .take(n)
@@ -328,7 +343,11 @@ impl Outcome<'_> {
                 report.print();
             }
         }
-        let event_checks = self.events.as_ref().map(EventFindings::checks).unwrap_or_default();
+        let event_checks = self
+            .events
+            .as_ref()
+            .map(EventFindings::checks)
+            .unwrap_or_default();
         let mut errors: Vec<String> = Vec::new();
         if let Err(e) = &self.injected {
             errors.push(format!("faults: {e:#}"));
@@ -348,7 +367,11 @@ impl Outcome<'_> {
             self.args.seed,
             self.args.duration.as_secs_f64(),
             self.elapsed.as_secs_f64(),
-            if self.args.kafka { "Apache Kafka" } else { "in-process bus" }
+            if self.args.kafka {
+                "Apache Kafka"
+            } else {
+                "in-process bus"
+            }
         );
         let injected = self.injected.as_deref().unwrap_or_default();
         let by_kind: Vec<String> = self
@@ -363,8 +386,13 @@ impl Outcome<'_> {
         println!("faults injected: {} — {}", injected.len(), by_kind.join(", "));
         for (name, report) in &self.reports {
             if let Ok(r) = report {
-                let answers: Vec<String> =
-                    r.load.all.answers.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let answers: Vec<String> = r
+                    .load
+                    .all
+                    .answers
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
                 println!(
                     "operations: {name} {} ({}; {} errors after retries)",
                     r.load.all.count,
@@ -392,7 +420,10 @@ impl Outcome<'_> {
                 _ => return None,
             })
         };
-        println!("{:<24} {:>12} {:>15} {:>8}", "violations", "flash-sale", "checkout-storm", "events");
+        println!(
+            "{:<24} {:>12} {:>15} {:>8}",
+            "violations", "flash-sale", "checkout-storm", "events"
+        );
         let find = |i: usize, name: &str| {
             self.reports[i]
                 .1
@@ -421,10 +452,20 @@ impl Outcome<'_> {
         let mut violations: Vec<(String, &Check)> = Vec::new();
         for (name, report) in &self.reports {
             if let Ok(r) = report {
-                violations.extend(r.checks.iter().filter(|c| c.failed()).map(|c| (name.to_string(), c)));
+                violations.extend(
+                    r.checks
+                        .iter()
+                        .filter(|c| c.failed())
+                        .map(|c| (name.to_string(), c)),
+                );
             }
         }
-        violations.extend(event_checks.iter().filter(|c| c.failed()).map(|c| ("events".to_string(), c)));
+        violations.extend(
+            event_checks
+                .iter()
+                .filter(|c| c.failed())
+                .map(|c| ("events".to_string(), c)),
+        );
         for (scope, check) in &violations {
             println!("VIOLATION {scope} {}: {}", check.name, check.detail);
         }

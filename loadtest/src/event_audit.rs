@@ -17,7 +17,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use holdfast_proto::common::v1::PageRequest;
-use holdfast_proto::notifications::v1::{Channel, ListNotificationsRequest, Notification, NotificationStatus};
+use holdfast_proto::notifications::v1::{
+    Channel, ListNotificationsRequest, Notification, NotificationStatus,
+};
 use holdfast_proto::orders::v1::{Order, OrderStatus};
 use tokio::time::Instant;
 
@@ -80,7 +82,11 @@ impl EventFindings {
                 if self.twice.is_empty() {
                     format!("{} notifications, none twice", self.notifications)
                 } else {
-                    format!("{} applied twice: {}", self.twice.len(), sample_list(&self.twice, 5))
+                    format!(
+                        "{} applied twice: {}",
+                        self.twice.len(),
+                        sample_list(&self.twice, 5)
+                    )
                 },
             ),
             Check::new(
@@ -143,11 +149,13 @@ pub(crate) fn compare(orders: &[Order], notifications: &[Notification]) -> Event
     for key @ (order, event_type, channel) in &expected {
         let channel_name = Channel::try_from(*channel).map_or("?", |c| c.as_str_name());
         match got.get(key).map(Vec::as_slice) {
-            None | Some([]) => findings.lost.push(format!("{order} {event_type} {channel_name}: none")),
+            None | Some([]) => findings
+                .lost
+                .push(format!("{order} {event_type} {channel_name}: none")),
             Some(found) => {
                 if !found.iter().any(|n| n.status == NotificationStatus::Sent as i32) {
-                    let status = NotificationStatus::try_from(found[0].status)
-                        .map_or("?", |s| s.as_str_name());
+                    let status =
+                        NotificationStatus::try_from(found[0].status).map_or("?", |s| s.as_str_name());
                     findings
                         .lost
                         .push(format!("{order} {event_type} {channel_name}: {status}"));
@@ -209,9 +217,17 @@ async fn notifications_of(mesh: &Mesh, customers: &[String]) -> anyhow::Result<V
 
 /// Reads back the orders and notifications of `customers` and compares them, polling until
 /// nothing is missing or `deadline` passes (consumers lag behind the sagas).
-pub async fn check_events(mesh: &Mesh, customers: &[String], deadline: Instant) -> anyhow::Result<EventFindings> {
+pub async fn check_events(
+    mesh: &Mesh,
+    customers: &[String],
+    deadline: Instant,
+) -> anyhow::Result<EventFindings> {
     loop {
-        let orders: Vec<Order> = orders_of(mesh, customers).await?.into_values().flatten().collect();
+        let orders: Vec<Order> = orders_of(mesh, customers)
+            .await?
+            .into_values()
+            .flatten()
+            .collect();
         let notifications = notifications_of(mesh, customers).await?;
         let findings = compare(&orders, &notifications);
         if findings.clean() || Instant::now() >= deadline {
@@ -304,9 +320,6 @@ mod tests {
             .filter(|c| c.failed())
             .map(|c| c.name)
             .collect();
-        assert_eq!(
-            failed,
-            ["events-lost", "events-applied-twice", "events-phantom"]
-        );
+        assert_eq!(failed, ["events-lost", "events-applied-twice", "events-phantom"]);
     }
 }

@@ -146,7 +146,10 @@ pub async fn start(
                     return;
                 }
             };
-            let _ = ready_tx.send(Ok((procs.endpoint(), procs.kafka.as_ref().map(KafkaBroker::bootstrap))));
+            let _ = ready_tx.send(Ok((
+                procs.endpoint(),
+                procs.kafka.as_ref().map(KafkaBroker::bootstrap),
+            )));
             let Ok(t0) = go.recv() else { return };
             let _ = done_tx.send(procs.inflict(&faults, t0, &stop_rx));
             // Keep serving until told (the end-state checks read the mesh).
@@ -218,15 +221,21 @@ impl Procs {
         for fault in faults {
             let at = t0 + Duration::from_secs_f64(fault.at_s);
             // The schedule's clock: wait for the fault's moment unless told to stop.
-            if stop.recv_timeout(at.saturating_duration_since(Instant::now())) != Err(mpsc::RecvTimeoutError::Timeout) {
+            if stop.recv_timeout(at.saturating_duration_since(Instant::now()))
+                != Err(mpsc::RecvTimeoutError::Timeout)
+            {
                 break;
             }
             let killed_at_s = t0.elapsed().as_secs_f64();
             let pid = self.kill(fault.kind)?;
             std::thread::sleep(Duration::from_secs_f64(fault.down_s));
             let restarting = Instant::now();
-            self.restart(fault.kind)
-                .with_context(|| format!("restarting {} after the fault at {killed_at_s:.1} s", fault.kind.name()))?;
+            self.restart(fault.kind).with_context(|| {
+                format!(
+                    "restarting {} after the fault at {killed_at_s:.1} s",
+                    fault.kind.name()
+                )
+            })?;
             injected.push(Injected {
                 planned: *fault,
                 pid,
@@ -305,7 +314,14 @@ fn start_redis(dir: &Path, port: u16) -> anyhow::Result<Child> {
     command
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", ""])
         .args(["--appendonly", "yes", "--appendfsync", "always"])
-        .args(["--protected-mode", "no", "--daemonize", "no", "--loglevel", "warning"])
+        .args([
+            "--protected-mode",
+            "no",
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())
