@@ -195,13 +195,17 @@ pub fn shuffled_roles(counts: &[u64], seed: u64) -> Vec<usize> {
 }
 
 /// Whether a failed call may be retried with the same key: the contracts say UNAVAILABLE and
-/// DEADLINE_EXCEEDED are safe to retry; so is a call the transport lost (the connection
+/// DEADLINE_EXCEEDED are safe to retry; so are ABORTED (a lost race, see below) and a call the transport lost (the connection
 /// reset under it, e.g. the server crashed: tonic reports UNKNOWN or CANCELLED with the
 /// transport error as its source, where a status the server sent has none), since every call here carries
 /// its idempotency key or reservation id.
 pub fn retryable(status: &tonic::Status) -> bool {
     match status.code() {
         tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        // Checkout answers ABORTED "another worker took this saga over; retry" when a
+        // recovering worker won its saga (not in its documented errors); the key makes the
+        // retry safe.
+        tonic::Code::Aborted => true,
         // The connection failed under the call (reset, or dropped before it went out).
         tonic::Code::Unknown | tonic::Code::Cancelled if std::error::Error::source(status).is_some() => true,
         // tonic's server answers its own deadline (grpc-timeout) so, where gRPC says
@@ -357,6 +361,9 @@ mod tests {
         assert!(!retryable(&tonic::Status::unknown("the server said so")));
         assert!(retryable(&tonic::Status::unavailable("restarting")));
         assert!(!retryable(&tonic::Status::invalid_argument("no")));
+        assert!(retryable(&tonic::Status::aborted(
+            "another worker took this saga over; retry"
+        )));
         assert!(retryable(&tonic::Status::cancelled("Timeout expired")));
         assert!(!retryable(&tonic::Status::cancelled("the client went away")));
     }
