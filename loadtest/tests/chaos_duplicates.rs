@@ -42,6 +42,14 @@ fn chaos_names_events_applied_twice_and_exits_3() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     let json = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
+    // A failed verdict keeps the run's data for a post-mortem; this one was failed on purpose.
+    if let Some(kept) = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("chaos: data and logs kept in "))
+        .filter(|d| d.contains("holdfast-chaos-"))
+    {
+        let _ = std::fs::remove_dir_all(kept.trim());
+    }
     assert_eq!(
         output.status.code(),
         Some(3),
