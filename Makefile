@@ -7,18 +7,21 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 HOLDFAST   := $(TARGET_DIR)/debug/holdfast
 NEXTEST    ?= cargo nextest run --workspace --no-fail-fast
 
-.PHONY: help deps build run test unit lua-smoke smoke loadtest-smoke load-smoke-runs browser-test proto lint bench chart-test image
+.PHONY: help deps deps-run build run test unit lua-smoke smoke loadtest-smoke load-smoke-runs chaos browser-test proto lint bench chart-test image
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
-deps: ## install what this machine lacks (redis-server, protoc, grpcurl, nextest, Kafka and Cassandra jars)
-	@scripts/install-deps.sh
+deps: ## install what this machine lacks for every target (redis-server, protoc, grpcurl, nextest, Kafka and Cassandra jars, ...)
+	@scripts/install-deps.sh test
 
-build: deps ## build every crate
+deps-run: ## install only what building and running the mesh needs (redis-server, protoc)
+	@scripts/install-deps.sh run
+
+build: deps-run ## build every crate
 	cargo build --workspace
 
-run: deps ## start the whole mesh on 127.0.0.1:50051 with embedded engines (data in ./data)
+run: deps-run ## start the whole mesh on 127.0.0.1:50051 with embedded engines (data in ./data)
 	cargo run -p holdfast -- dev
 
 test: deps ## every test: Rust (real redis-server, Apache Kafka, Apache Cassandra), Lua scripts, proto lint, CLI smoke
@@ -44,9 +47,14 @@ LOAD       := $(TARGET_DIR)/debug/holdfast-load
 # exits non-zero on any correctness violation; results land in $(TARGET_DIR)/load/.
 LOAD_SMOKE := --local --holdfast-bin $(HOLDFAST) --quiet --settle-timeout 20s
 
-loadtest-smoke: deps ## every load scenario, small, on SQLite and on scylla:// (Apache Cassandra); fails on any violation
+loadtest-smoke: deps ## every load scenario, small, on SQLite and on scylla:// (Apache Cassandra), and a short chaos run; fails on any violation
 	cargo build -p holdfast -p holdfast-load -p holdfast-testkit --bin with-cassandra
 	env -u HOLDFAST_STORE $(MAKE) --no-print-directory load-smoke-runs SMOKE=smoke
+	@# Chaos on Apache Kafka: holdfast and redis-server SIGKILLed and restarted 3 times. Not
+	@# redis-no-aof (inventory's counts live only in Redis until its durable truth lands: it
+	@# would rightly report oversell) and not kafka (open finding, see the README).
+	env -u HOLDFAST_STORE $(LOAD) chaos --holdfast-bin $(HOLDFAST) --quiet --kafka --kinds holdfast,redis \
+	  --duration 30s --faults 3 --json $(TARGET_DIR)/load/smoke-chaos.json
 	$(TARGET_DIR)/debug/with-cassandra -- $(MAKE) --no-print-directory load-smoke-runs SMOKE=smoke-scylla
 
 # The runs of loadtest-smoke on whatever store HOLDFAST_STORE names (SQLite in the data dir
@@ -66,6 +74,12 @@ load-smoke-runs:
 	  $(LOAD) browse-mix $(LOAD_SMOKE) --attempts 2000 --rate 300 --json $(TARGET_DIR)/load/$(SMOKE)-browse-mix.json && \
 	  $(LOAD) soak $(LOAD_SMOKE) --duration 5s --rate 100 --checkout-share 2% --json $(TARGET_DIR)/load/$(SMOKE)-soak.json; \
 	fi
+
+CHAOS_ARGS ?= --kafka --kinds holdfast,redis --duration 300s --faults 20 --seed 18
+
+chaos: deps ## the long chaos run of the README (CHAOS_ARGS to change it); exits non-zero on any violation
+	cargo build -p holdfast -p holdfast-load
+	$(LOAD) chaos --holdfast-bin $(HOLDFAST) --quiet $(CHAOS_ARGS) --json $(TARGET_DIR)/load/chaos.json
 
 proto: ## buf lint the contracts (buf from npm, cached outside the repo)
 	scripts/buf-lint.sh

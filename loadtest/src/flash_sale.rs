@@ -20,7 +20,7 @@ use crate::audit::{self, Attempted, CheckoutAnswer};
 use crate::engine::{self, Sample};
 use crate::mesh::Mesh;
 use crate::report::{Check, RunReport};
-use crate::scenario::{RunArgs, Share, request, run_id, sample_list, shuffled_roles, unix_ms, with_retries};
+use crate::scenario::{RunArgs, Share, request, sample_list, shuffled_roles, unix_ms, with_retries};
 
 /// Flags of `flash-sale`.
 #[derive(Debug, Clone, clap::Args)]
@@ -92,8 +92,14 @@ struct Monitor {
     broken: Vec<String>,
 }
 
-/// Runs the scenario; answers the exit code.
 pub async fn run(args: FlashSaleArgs) -> anyhow::Result<i32> {
+    let run = args.run.clone();
+    let report = run_report(args).await?;
+    run.finish(&report)
+}
+
+/// Runs the scenario; answers its report (not yet printed or written).
+pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
     crate::scenario::check_rate(&args.run)?;
     anyhow::ensure!(args.units >= 0, "--units must be >= 0");
     anyhow::ensure!((1..=64).contains(&args.buckets), "--buckets is 1..64");
@@ -120,7 +126,7 @@ pub async fn run(args: FlashSaleArgs) -> anyhow::Result<i32> {
     let ttl_seconds = hold_ttl.as_secs().clamp(1, 3600) as u32;
 
     let mesh = Arc::new(Mesh::connect(&args.run.target).await?);
-    let run_id = run_id();
+    let run_id = args.run.run_id();
     let started_ms = unix_ms();
     let sku = format!("{run_id}-FLASH");
     let s = args.units;
@@ -197,6 +203,7 @@ pub async fn run(args: FlashSaleArgs) -> anyhow::Result<i32> {
 
     let timeout = args.run.timeout;
     let retries = args.run.retries;
+    args.run.began("flash-sale");
     let result = {
         let (mesh, roles, got, sku, run_id) = (
             mesh.clone(),
@@ -463,7 +470,7 @@ pub async fn run(args: FlashSaleArgs) -> anyhow::Result<i32> {
         &args.run.slos,
         settle_s,
     );
-    args.run.finish(&report)
+    Ok(report)
 }
 
 fn customer(run_id: &str, i: u64) -> String {

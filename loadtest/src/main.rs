@@ -1,5 +1,5 @@
 //! `holdfast-load`: the SRE load harness (`flash-sale`, `checkout-storm`, `browse-mix`,
-//! `soak`) and the benchmarks behind `make bench`.
+//! `soak`, `chaos`) and the benchmarks behind `make bench`.
 //!
 //! Exit codes: 0 every check and gate held; 1 the harness could not run; 3 a correctness
 //! check found a violation; 4 an `--slo` gate was missed; 64 a bad flag.
@@ -11,8 +11,11 @@ mod bench_inventory;
 mod bench_search;
 mod bench_summary;
 mod browse;
+mod chaos;
 mod checkout_storm;
 mod engine;
+mod event_audit;
+mod faults;
 mod flash_sale;
 mod mesh;
 mod plot;
@@ -49,6 +52,10 @@ enum Command {
     /// A fixed rate for a duration (browse-mix plus hold cycles and, optionally, checkouts);
     /// the same checks at the end, and the latency drift.
     Soak(soak::SoakArgs),
+    /// A flash sale and a checkout storm while holdfast, redis-server and (with --kafka) the
+    /// Kafka broker are SIGKILLed and restarted at seeded moments; the scenarios' checks plus
+    /// events lost or applied twice, as a verdict table. Exit 3 on any violation.
+    Chaos(chaos::ChaosArgs),
     /// Benchmarks against baselines measured in the same run.
     Bench {
         /// Where to write the JSON result.
@@ -101,6 +108,7 @@ async fn main() {
         Command::CheckoutStorm(args) => checkout_storm::run(args).await,
         Command::BrowseMix(args) => browse::run(args).await,
         Command::Soak(args) => soak::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
         Command::Bench { json, what } => bench(json, what).await.map(|()| report::EXIT_PASS),
     };
     match code {

@@ -9,6 +9,7 @@ use anyhow::{Context, bail};
 use holdfast_proto::cart::v1::cart_service_client::CartServiceClient;
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_proto::notifications::v1::notification_service_client::NotificationServiceClient;
 use holdfast_proto::orders::v1::order_service_client::OrderServiceClient;
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use tonic::transport::Channel;
@@ -94,6 +95,11 @@ impl Mesh {
         OrderServiceClient::new(self.channel(i))
     }
 
+    /// A notifications client on connection `i`.
+    pub fn notifications(&self, i: u64) -> NotificationServiceClient<Channel> {
+        NotificationServiceClient::new(self.channel(i))
+    }
+
     /// A payments client on connection `i`.
     pub fn payments(&self, i: u64) -> PaymentsServiceClient<Channel> {
         PaymentsServiceClient::new(self.channel(i))
@@ -125,8 +131,25 @@ pub struct Server {
     _stdout: BufReader<ChildStdout>,
 }
 
+impl Server {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL by pid and reap: a crash, for `chaos`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
+        // Reaped already (killed): its pid may belong to another process by now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

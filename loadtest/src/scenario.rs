@@ -58,6 +58,14 @@ pub struct RunArgs {
     /// No progress bar or progress lines.
     #[arg(long)]
     pub quiet: bool,
+    /// The run id every SKU, customer and key of the run starts with [default: a fresh one];
+    /// `chaos` sets it so it can find the run's orders again.
+    #[arg(long, hide = true)]
+    pub run_id: Option<String>,
+    /// Told the scenario's name when its measured phase begins, after its setup (`chaos`
+    /// starts its faults then); not a flag.
+    #[arg(skip)]
+    pub load_started: Option<tokio::sync::mpsc::UnboundedSender<&'static str>>,
 }
 
 impl RunArgs {
@@ -82,6 +90,18 @@ impl RunArgs {
             duration,
             label: label.to_string(),
             progress: !self.quiet,
+        }
+    }
+
+    /// `--run-id`, else a fresh [`run_id`].
+    pub fn run_id(&self) -> String {
+        self.run_id.clone().unwrap_or_else(run_id)
+    }
+
+    /// Says the measured phase of `scenario` begins (see `load_started`).
+    pub fn began(&self, scenario: &'static str) {
+        if let Some(tx) = &self.load_started {
+            let _ = tx.send(scenario);
         }
     }
 
@@ -175,9 +195,24 @@ pub fn shuffled_roles(counts: &[u64], seed: u64) -> Vec<usize> {
 }
 
 /// Whether a failed call may be retried with the same key: the contracts say UNAVAILABLE and
-/// DEADLINE_EXCEEDED are safe to retry.
-pub fn retryable(code: tonic::Code) -> bool {
-    matches!(code, tonic::Code::Unavailable | tonic::Code::DeadlineExceeded)
+/// DEADLINE_EXCEEDED are safe to retry; so are ABORTED (a lost race, see below) and a call the transport lost (the connection
+/// reset under it, e.g. the server crashed: tonic reports UNKNOWN or CANCELLED with the
+/// transport error as its source, where a status the server sent has none), since every call here carries
+/// its idempotency key or reservation id.
+pub fn retryable(status: &tonic::Status) -> bool {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => true,
+        // Checkout answers ABORTED "another worker took this saga over; retry" when a
+        // recovering worker won its saga (not in its documented errors); the key makes the
+        // retry safe.
+        tonic::Code::Aborted => true,
+        // The connection failed under the call (reset, or dropped before it went out).
+        tonic::Code::Unknown | tonic::Code::Cancelled if std::error::Error::source(status).is_some() => true,
+        // tonic's server answers its own deadline (grpc-timeout) so, where gRPC says
+        // DEADLINE_EXCEEDED.
+        tonic::Code::Cancelled => status.message() == "Timeout expired",
+        _ => false,
+    }
 }
 
 /// Calls `call(attempt)` until it answers, fails with a code that is not retryable, or
@@ -191,7 +226,7 @@ where
     let mut attempt = 0;
     loop {
         match call(attempt).await {
-            Err(status) if retryable(status.code()) && attempt < retries => {
+            Err(status) if retryable(&status) && attempt < retries => {
                 let backoff = Duration::from_millis(25u64 << attempt.min(5)).min(Duration::from_secs(1));
                 tokio::time::sleep(backoff).await;
                 attempt += 1;
@@ -315,6 +350,22 @@ mod tests {
         }
         assert_eq!(roles, shuffled_roles(&[1400, 400, 200], 7));
         assert_ne!(roles, shuffled_roles(&[1400, 400, 200], 8));
+    }
+
+    #[test]
+    fn a_call_the_transport_lost_is_retryable_an_unknown_answer_is_not() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let lost = tonic::Status::from_error(Box::new(reset));
+        assert_eq!(lost.code(), tonic::Code::Unknown);
+        assert!(retryable(&lost));
+        assert!(!retryable(&tonic::Status::unknown("the server said so")));
+        assert!(retryable(&tonic::Status::unavailable("restarting")));
+        assert!(!retryable(&tonic::Status::invalid_argument("no")));
+        assert!(retryable(&tonic::Status::aborted(
+            "another worker took this saga over; retry"
+        )));
+        assert!(retryable(&tonic::Status::cancelled("Timeout expired")));
+        assert!(!retryable(&tonic::Status::cancelled("the client went away")));
     }
 
     #[tokio::test(start_paused = true)]

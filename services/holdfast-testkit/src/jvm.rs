@@ -94,6 +94,11 @@ impl Jvm {
         Ok(())
     }
 
+    /// The directory it runs in (where its output file is).
+    pub(crate) fn dir(&self) -> &Path {
+        self.out.parent().unwrap_or(Path::new("."))
+    }
+
     /// The process id.
     pub(crate) fn pid(&self) -> u32 {
         self.child.id()

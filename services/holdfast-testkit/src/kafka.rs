@@ -23,6 +23,8 @@ const START_LIMIT: Duration = Duration::from_secs(120);
 pub struct KafkaBroker {
     jvm: Jvm,
     port: u16,
+    // The broker's command line, for a restart on the same ports and data.
+    args: Vec<String>,
     // Declared last: removed after the broker stopped writing into it.
     _dir: TempDir,
 }
@@ -68,7 +70,28 @@ impl KafkaBroker {
         args.extend(["kafka.Kafka".into(), props]);
         let mut jvm = Jvm::spawn("kafka", dir.path(), &args)?;
         jvm.wait_listening(port, START_LIMIT)?;
-        Ok(Self { jvm, port, _dir: dir })
+        Ok(Self {
+            jvm,
+            port,
+            args,
+            _dir: dir,
+        })
+    }
+
+    /// SIGKILL (by pid) and reap: a crash, for chaos tests. [`KafkaBroker::restart`] brings
+    /// it back.
+    pub fn kill(&mut self) {
+        self.jvm.kill();
+    }
+
+    /// Starts the broker again on the same ports with the same data (after
+    /// [`KafkaBroker::kill`]; kills a running one first) and waits until it listens. Call it
+    /// on a thread that outlives the broker (see the kill-with-parent note on the JVM).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.jvm.kill();
+        let dir = self.jvm.dir().to_path_buf();
+        self.jvm = Jvm::spawn("kafka", &dir, &self.args)?;
+        self.jvm.wait_listening(self.port, START_LIMIT)
     }
 
     /// `127.0.0.1:<port>`, for `bootstrap.servers` / `--kafka-brokers`.
