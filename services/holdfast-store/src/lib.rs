@@ -41,7 +41,7 @@ pub mod sqlite;
 mod store;
 pub mod warehouse;
 
-pub use cart_purge::CartPurge;
+pub use cart_purge::{CartPurge, DEFAULT_CART_TTL};
 pub use carts::{CartStore, StoredCart, StoredCartLine};
 pub use error::StoreError;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim};
