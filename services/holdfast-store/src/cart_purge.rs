@@ -8,13 +8,10 @@
 //! expire it (its purge deletes nothing): on both, a cart untouched for the TTL is gone.
 
 use std::future::Future;
-use std::time::Duration;
 
+#[cfg(doc)]
+use crate::DEFAULT_CART_TTL;
 use crate::{ScyllaStore, Store, StoreError};
-
-/// How long a stored cart outlives its last change: the cart service's cart TTL (a live cart
-/// expires from Redis this long after its last change). ScyllaDB expires rows after it.
-pub const DEFAULT_CART_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Deleting carts last changed before a cut-off.
 pub trait CartPurge: Send + Sync {

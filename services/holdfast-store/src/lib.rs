@@ -41,8 +41,8 @@ pub mod sqlite;
 mod store;
 pub mod warehouse;
 
-pub use cart_purge::{CartPurge, DEFAULT_CART_TTL};
-pub use carts::{CartStore, StoredCart, StoredCartLine};
+pub use cart_purge::CartPurge;
+pub use carts::{CartStore, DEFAULT_CART_TTL, StoredCart, StoredCartLine};
 pub use error::StoreError;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim};
 pub use open::{StoreArgs, StoreUrl, migrate, open};
