@@ -164,8 +164,15 @@ pub struct NotificationsArgs {
     /// Send email through this SMTP relay: `smtp://[user:password@]host[:port][?from=address]`
     /// (port 25 and `holdfast@localhost` unless given; `%XX` escapes in user and password).
     /// Plain SMTP, no TLS: a loopback relay or an in-cluster MTA. Unset, email goes to the
-    /// outbox file next to push. Printed with credentials redacted.
-    #[arg(long, env = "HOLDFAST_SMTP_URL", value_name = "URL", value_parser = smtp_url::SmtpUrlParser)]
+    /// outbox file next to push. Printed with credentials redacted (and `--help` does not
+    /// show the env value).
+    #[arg(
+        long,
+        env = "HOLDFAST_SMTP_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        value_parser = smtp_url::SmtpUrlParser
+    )]
     pub smtp_url: Option<SmtpUrl>,
 }
 

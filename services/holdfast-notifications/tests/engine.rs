@@ -437,4 +437,13 @@ async fn smtp_url_flag_sends_email_to_the_smtp_sink_and_without_it_to_the_outbox
         .err()
         .expect("a bad port is refused");
     assert!(!bad.to_string().contains("hunter2"), "{bad}");
+    let command = <Cli as clap::CommandFactory>::command();
+    let flag = command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some("smtp-url"))
+        .expect("--smtp-url");
+    assert!(
+        flag.is_hide_env_values_set(),
+        "--help must not print a password from HOLDFAST_SMTP_URL"
+    );
 }
