@@ -16,12 +16,14 @@ use crate::carts::{CartStore, StoredCart, StoredCartLine, validate_cart, validat
 const MAX_TTL_SECONDS: i32 = 630_720_000;
 
 /// Seconds a cart row written at `now_ms` has left of `ttl` counted from the cart's last
-/// change: at least 1 (a cart already past its TTL goes at once), at most CQL's maximum.
+/// change, rounded up, plus one: the database counts a TTL from the current second
+/// truncated, so without it a row could go up to a second early. At least 1 (a cart
+/// already past its TTL goes at once), at most CQL's maximum.
 fn ttl_seconds(ttl: std::time::Duration, updated_at_ms: i64, now_ms: i64) -> i32 {
     let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
     let left_ms = updated_at_ms.saturating_add(ttl_ms).saturating_sub(now_ms);
-    // Rounded up: a cart is never expired before its TTL is over.
-    let left = left_ms.saturating_add(999).div_euclid(1000);
+    // Rounded up, plus the truncated second: a cart never expires before its TTL is over.
+    let left = left_ms.saturating_add(999).div_euclid(1000).saturating_add(1);
     i32::try_from(left.clamp(1, i64::from(MAX_TTL_SECONDS))).unwrap_or(MAX_TTL_SECONDS)
 }
 
@@ -159,9 +161,10 @@ mod tests {
     #[test]
     fn ttl_counts_from_the_last_change_rounded_up_and_bounded() {
         let day = Duration::from_secs(86_400);
-        assert_eq!(ttl_seconds(day, 1_000_000, 1_000_000), 86_400);
-        assert_eq!(ttl_seconds(day, 1_000_000, 1_000_000 + 1_500), 86_399);
-        assert_eq!(ttl_seconds(day, 0, 86_400_000 - 1), 1);
+        assert_eq!(ttl_seconds(day, 1_000_000, 1_000_000), 86_401);
+        assert_eq!(ttl_seconds(day, 1_000_000, 1_000_000 + 1_500), 86_400);
+        assert_eq!(ttl_seconds(day, 0, 86_400_000 - 1), 2);
+        assert_eq!(ttl_seconds(day, 0, 86_400_000), 1);
         assert_eq!(ttl_seconds(day, 0, 86_400_000 * 3), 1, "already past its ttl");
         assert_eq!(ttl_seconds(day, i64::MIN, 0), 1);
         assert_eq!(ttl_seconds(Duration::MAX, 0, 0), MAX_TTL_SECONDS);
