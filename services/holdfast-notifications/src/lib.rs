@@ -8,6 +8,7 @@ pub mod engine;
 pub mod model;
 pub mod notifier;
 pub mod service;
+pub mod smtp_url;
 pub mod store;
 pub mod templates;
 
@@ -21,13 +22,14 @@ pub use engine::{CrashHook, Engine, EngineOptions, ORDERS_TOPIC, SHIPMENTS_TOPIC
 pub use model::{Channel, Notification, Status};
 pub use notifier::{ByChannel, FileNotifier, Notifier, SendError, SmtpNotifier};
 pub use service::Notifications;
+pub use smtp_url::SmtpUrl;
 pub use store::{NotificationStore, SqliteNotifications};
 
 /// The consumer group of the notifications consumer.
 pub const CONSUMER_GROUP: &str = "holdfast-notifications";
 
-/// Where email goes when not to the outbox file.
-#[derive(Debug, Clone)]
+/// Where email goes when not to the outbox file. Debug hides the password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct SmtpOptions {
     /// Relay host.
     pub host: String,
@@ -35,6 +37,25 @@ pub struct SmtpOptions {
     pub port: u16,
     /// Sender address.
     pub from: String,
+    /// User name and password for the relay's AUTH, if it wants them.
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for SmtpOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpOptions")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .field(
+                "credentials",
+                &self
+                    .credentials
+                    .as_ref()
+                    .map(|(user, _)| (user, holdfast_platform::redact::REDACTED)),
+            )
+            .finish()
+    }
 }
 
 /// How the service runs.
@@ -98,7 +119,8 @@ pub async fn start(options: NotificationsOptions, bus: &BusConfig) -> anyhow::Re
     let file: Arc<dyn Notifier> = Arc::new(FileNotifier::open(&options.outbox_file)?);
     let email: Arc<dyn Notifier> = match &options.smtp {
         Some(smtp) => {
-            Arc::new(SmtpNotifier::new(&smtp.host, smtp.port, &smtp.from).map_err(anyhow::Error::msg)?)
+            tracing::info!(host = %smtp.host, port = smtp.port, from = %smtp.from, "email goes out over SMTP");
+            Arc::new(SmtpNotifier::from_options(smtp).map_err(anyhow::Error::msg)?)
         }
         None => Arc::clone(&file),
     };
@@ -135,10 +157,34 @@ pub async fn start(options: NotificationsOptions, bus: &BusConfig) -> anyhow::Re
     })
 }
 
-/// The notifications service's section of the command line (none of its own flags yet: its
-/// files live under `--data-dir`).
+/// The notifications service's section of the command line (its files live under
+/// `--data-dir`).
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct NotificationsArgs {}
+pub struct NotificationsArgs {
+    /// Send email through this SMTP relay: `smtp://[user:password@]host[:port][?from=address]`
+    /// (port 25 and `holdfast@localhost` unless given; `%XX` escapes in user and password).
+    /// Plain SMTP, no TLS: a loopback relay or an in-cluster MTA. Unset, email goes to the
+    /// outbox file next to push. Printed with credentials redacted (and `--help` does not
+    /// show the env value).
+    #[arg(
+        long,
+        env = "HOLDFAST_SMTP_URL",
+        hide_env_values = true,
+        value_name = "URL",
+        value_parser = smtp_url::SmtpUrlParser
+    )]
+    pub smtp_url: Option<SmtpUrl>,
+}
+
+impl NotificationsArgs {
+    /// The service's options under `data_dir`, with email over SMTP when `--smtp-url` is set.
+    pub fn options(&self, data_dir: &std::path::Path) -> NotificationsOptions {
+        NotificationsOptions {
+            smtp: self.smtp_url.as_ref().map(|url| url.options().clone()),
+            ..NotificationsOptions::under(data_dir)
+        }
+    }
+}
 
 impl<S: Send + Sync + 'static> holdfast_platform::Service<S> for NotificationsArgs {
     fn name(&self) -> &'static str {
@@ -159,7 +205,7 @@ impl<S: Send + Sync + 'static> holdfast_platform::Service<S> for NotificationsAr
         ctx: &'a holdfast_platform::Context<S>,
     ) -> futures::future::BoxFuture<'a, anyhow::Result<holdfast_platform::ServiceParts>> {
         Box::pin(async move {
-            let running = start(NotificationsOptions::under(&ctx.data_dir), &ctx.bus_config).await?;
+            let running = start(self.options(&ctx.data_dir), &ctx.bus_config).await?;
             Ok(holdfast_platform::ServiceParts::new("notifications", running.service.clone()).keep(running))
         })
     }

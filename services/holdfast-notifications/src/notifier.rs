@@ -156,6 +156,28 @@ impl SmtpNotifier {
             .build();
         Ok(Self { transport, from })
     }
+
+    /// A notifier for `options`: its relay, sender and, when set, its credentials (sent
+    /// with AUTH PLAIN or LOGIN, whichever the relay offers).
+    pub fn from_options(options: &crate::SmtpOptions) -> Result<Self, String> {
+        let from = options
+            .from
+            .parse()
+            .map_err(|e| format!("from address {:?}: {e}", options.from))?;
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&options.host)
+            .port(options.port)
+            .timeout(Some(std::time::Duration::from_secs(10)));
+        if let Some((user, password)) = &options.credentials {
+            builder = builder.credentials(lettre::transport::smtp::authentication::Credentials::new(
+                user.clone(),
+                password.clone(),
+            ));
+        }
+        Ok(Self {
+            transport: builder.build(),
+            from,
+        })
+    }
 }
 
 impl Notifier for SmtpNotifier {

@@ -369,3 +369,81 @@ async fn smtp_delivers_to_a_real_sink_and_dead_letters_permanent_and_exhausted_f
     let push = listed.iter().find(|n| n.channel == Channel::Push).unwrap();
     assert_eq!(push.status, Status::Sent);
 }
+
+/// The service's own command-line section, as `holdfast` flattens it.
+#[derive(clap::Parser)]
+struct Cli {
+    #[command(flatten)]
+    args: holdfast_notifications::NotificationsArgs,
+}
+
+#[tokio::test]
+async fn smtp_url_flag_sends_email_to_the_smtp_sink_and_without_it_to_the_outbox_file() {
+    use clap::Parser;
+    use holdfast_platform::events::{BusConfig, InProcessBus};
+
+    let mut sink = Sink::start();
+    let url = format!("smtp://127.0.0.1:{}?from=shop%40holdfast.test", sink.port);
+    let with_flag = Cli::try_parse_from(["holdfast", "--smtp-url", url.as_str()]).expect("flag parses");
+    let dir = tempfile::tempdir().unwrap();
+    let running = holdfast_notifications::start(
+        with_flag.args.options(dir.path()),
+        &BusConfig::InProcess(InProcessBus::new()),
+    )
+    .await
+    .unwrap();
+    running
+        .engine
+        .handle(&confirmed("f-1", "o9", "frank"))
+        .await
+        .unwrap();
+    let message = sink.next_message();
+    assert_eq!(message["from"], "shop@holdfast.test");
+    let data = message["data"].as_str().unwrap();
+    assert!(data.contains("Subject: Your order o9 is confirmed"), "{data}");
+    let outbox = dir.path().join("notifications-outbox.jsonl");
+    assert_eq!(
+        lines(&outbox),
+        [("f-1".to_string(), Channel::Push)],
+        "with --smtp-url only push goes to the outbox file"
+    );
+    drop(running);
+
+    let without = Cli::try_parse_from(["holdfast"]).expect("no flag parses");
+    assert!(without.args.smtp_url.is_none());
+    let dir = tempfile::tempdir().unwrap();
+    let running = holdfast_notifications::start(
+        without.args.options(dir.path()),
+        &BusConfig::InProcess(InProcessBus::new()),
+    )
+    .await
+    .unwrap();
+    running
+        .engine
+        .handle(&confirmed("f-2", "o10", "gina"))
+        .await
+        .unwrap();
+    let outbox = dir.path().join("notifications-outbox.jsonl");
+    assert_eq!(
+        lines(&outbox),
+        [
+            ("f-2".to_string(), Channel::Email),
+            ("f-2".to_string(), Channel::Push)
+        ],
+        "without --smtp-url email goes to the outbox file too"
+    );
+
+    let bad = Cli::try_parse_from(["holdfast", "--smtp-url", "smtp://u:hunter2@mx:0"])
+        .err()
+        .expect("a bad port is refused");
+    assert!(!bad.to_string().contains("hunter2"), "{bad}");
+    let command = <Cli as clap::CommandFactory>::command();
+    let flag = command
+        .get_arguments()
+        .find(|arg| arg.get_long() == Some("smtp-url"))
+        .expect("--smtp-url");
+    assert!(
+        flag.is_hide_env_values_set(),
+        "--help must not print a password from HOLDFAST_SMTP_URL"
+    );
+}

@@ -3,7 +3,10 @@
 //!
 //! - `catalog.product_upserted` (topic [`CATALOG_TOPIC`]) says a SKU changed: the indexer
 //!   re-reads it from the store and indexes it (or drops it if inactive). The event carries
-//!   no product state, so duplicates and reorderings are harmless.
+//!   no product state, so duplicates and reorderings are harmless. Products are never
+//!   deleted, so a SKU the store does not have (yet) means the event came before its write
+//!   was readable: it is looked up again [`MISSING_RECHECKS`] times with a doubling wait
+//!   (from [`MISSING_FIRST_WAIT`], about 16 s in all), then given up, logged and counted.
 //! - Inventory events (topic [`INVENTORY_TOPIC`]) carry each bucket's `on_hand` and
 //!   `reserved`; the indexer keeps `on_hand - reserved` per bucket and flips the SKU's
 //!   in-stock flag when the sum crosses zero.
@@ -39,6 +42,10 @@ pub const CATALOG_TOPIC: &str = "holdfast.catalog.v1";
 pub const INVENTORY_TOPIC: &str = "holdfast.inventory.v1";
 /// Event type of a product upsert.
 pub const PRODUCT_UPSERTED: &str = "catalog.product_upserted";
+/// How many more times an announced SKU the store does not have is looked up.
+pub const MISSING_RECHECKS: u32 = 6;
+/// The wait before the first of those look-ups; each next one waits twice as long.
+pub const MISSING_FIRST_WAIT: Duration = Duration::from_millis(250);
 
 #[allow(clippy::expect_used)] // registering a static metric can only fail on a duplicate name.
 static LAG: LazyLock<IntGauge> = LazyLock::new(|| {
@@ -55,6 +62,15 @@ static DELAY: LazyLock<Histogram> = LazyLock::new(|| {
         "holdfast_search_index_delay_seconds",
         "From a catalog upsert to its change being searchable.",
         vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]
+    )
+    .expect("metric registers once")
+});
+
+#[allow(clippy::expect_used)]
+static MISSING: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "holdfast_search_announced_missing_total",
+        "Announced products the store still did not have after every re-check (not indexed)."
     )
     .expect("metric registers once")
 });
@@ -141,6 +157,8 @@ impl Default for IndexerOptions {
 enum Queued {
     Product {
         sku: String,
+        /// Look-ups of this SKU that found nothing so far.
+        misses: u32,
     },
     Stock {
         sku: String,
@@ -184,6 +202,9 @@ impl Indexer {
         S: ProductStore + Clone + 'static,
     {
         let (tx, rx) = mpsc::unbounded_channel::<Queued>();
+        // The writer re-queues announced SKUs it did not find; weak, so it never keeps the
+        // queue open by itself.
+        let requeue = tx.downgrade();
         let lag = Arc::new(LagTracker::default());
         let consumer = spawn_consumer(
             bus,
@@ -208,7 +229,14 @@ impl Indexer {
             }),
         )
         .await?;
-        let writer = tokio::spawn(write_loop(store, index, rebuild, rx, Arc::clone(&lag), options));
+        let writer = tokio::spawn(write_loop(
+            store,
+            index,
+            rebuild,
+            (rx, requeue),
+            Arc::clone(&lag),
+            options,
+        ));
         Ok(RunningIndexer {
             consumer: Some(consumer),
             writer,
@@ -223,7 +251,10 @@ fn decode(event: &Event) -> Result<Option<(Queued, i64)>, HandleError> {
         let decoded = CatalogEvent::decode(event.payload.as_slice()).map_err(poison)?;
         return Ok(match decoded.event {
             Some(catalog_event::Event::ProductUpserted(upserted)) if !upserted.sku.is_empty() => Some((
-                Queued::Product { sku: upserted.sku },
+                Queued::Product {
+                    sku: upserted.sku,
+                    misses: 0,
+                },
                 upserted.occurred_at_unix_ms,
             )),
             Some(catalog_event::Event::ProductUpserted(_)) => {
@@ -333,7 +364,7 @@ async fn write_loop<S: ProductStore>(
     store: S,
     index: Arc<dyn SearchIndex>,
     rebuild: bool,
-    mut rx: mpsc::UnboundedReceiver<Queued>,
+    (mut rx, requeue): (mpsc::UnboundedReceiver<Queued>, mpsc::WeakUnboundedSender<Queued>),
     lag: Arc<LagTracker>,
     options: IndexerOptions,
 ) {
@@ -360,11 +391,12 @@ async fn write_loop<S: ProductStore>(
         let count = queued.len();
         loop {
             match resolve(&store, &mut book, &queued).await {
-                Ok((changes, checkpoint)) => {
+                Ok((changes, checkpoint, missing)) => {
                     let applied = changes.len();
                     match index.apply(changes, checkpoint).await {
                         Ok(()) => {
                             INDEXED.inc_by(applied as u64);
+                            recheck_later(missing, &requeue, &lag);
                             break;
                         }
                         Err(error) => {
@@ -383,15 +415,42 @@ async fn write_loop<S: ProductStore>(
     }
 }
 
-/// The index changes for a batch of events (re-reading every mentioned product once).
+/// Queues another look-up of each announced SKU the store did not have, after its wait;
+/// gives up (logged, counted) after [`MISSING_RECHECKS`].
+fn recheck_later(
+    missing: Vec<(String, u32)>,
+    requeue: &mpsc::WeakUnboundedSender<Queued>,
+    lag: &Arc<LagTracker>,
+) {
+    for (sku, misses) in missing {
+        if misses > MISSING_RECHECKS {
+            MISSING.inc();
+            tracing::warn!(%sku, misses, "an announced product is not in the store; not indexed");
+            continue;
+        }
+        let wait = MISSING_FIRST_WAIT.saturating_mul(1 << (misses - 1).min(16));
+        let (requeue, lag) = (requeue.clone(), Arc::clone(lag));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if let Some(tx) = requeue.upgrade() {
+                lag.push(now_ms());
+                let _ = tx.send(Queued::Product { sku, misses });
+            }
+        });
+    }
+}
+
+/// The index changes for a batch of events (re-reading every mentioned product once), the
+/// checkpoint they reach, and the announced SKUs the store did not have with their misses
+/// so far (this one included).
 async fn resolve<S: ProductStore>(
     store: &S,
     book: &mut StockBook,
     queued: &[Queued],
-) -> Result<(Vec<IndexChange>, i64), SearchError> {
+) -> Result<(Vec<IndexChange>, i64, Vec<(String, u32)>), SearchError> {
     let mut skus: Vec<String> = Vec::new();
     for q in queued {
-        if let Queued::Product { sku } = q
+        if let Queued::Product { sku, .. } = q
             && !skus.contains(sku)
         {
             skus.push(sku.clone());
@@ -410,18 +469,23 @@ async fn resolve<S: ProductStore>(
     let mut checkpoint = 0;
     let mut changes = Vec::with_capacity(queued.len());
     let mut done = std::collections::HashSet::new();
+    let mut missing = Vec::new();
     for q in queued {
         match q {
-            Queued::Product { sku } => {
+            Queued::Product { sku, misses } => {
                 // One upsert per SKU per batch: the store's current state.
-                if done.insert(sku.clone())
-                    && let Some(product) = products.get(sku)
-                {
-                    checkpoint = checkpoint.max(product.updated_at_ms);
-                    changes.push(IndexChange::Upsert {
-                        product: product.clone(),
-                        in_stock: book.known(sku),
-                    });
+                if !done.insert(sku.clone()) {
+                    continue;
+                }
+                match products.get(sku) {
+                    Some(product) => {
+                        checkpoint = checkpoint.max(product.updated_at_ms);
+                        changes.push(IndexChange::Upsert {
+                            product: product.clone(),
+                            in_stock: book.known(sku),
+                        });
+                    }
+                    None => missing.push((sku.clone(), misses + 1)),
                 }
             }
             Queued::Stock {
@@ -439,7 +503,7 @@ async fn resolve<S: ProductStore>(
             }
         }
     }
-    Ok((changes, checkpoint))
+    Ok((changes, checkpoint, missing))
 }
 
 /// Applies every product updated since the checkpoint (all of them when `rebuild`).

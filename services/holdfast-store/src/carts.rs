@@ -11,6 +11,11 @@ use std::future::Future;
 
 use crate::StoreError;
 
+/// How long a stored cart outlives its last change: the cart service's cart TTL (a live cart
+/// expires from Redis this long after its last change). SQLite's purge deletes carts older
+/// than it; ScyllaDB writes cart rows with what is left of it as their TTL.
+pub const DEFAULT_CART_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// A cart as stored for one owner.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredCart {

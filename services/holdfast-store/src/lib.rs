@@ -42,7 +42,7 @@ mod store;
 pub mod warehouse;
 
 pub use cart_purge::CartPurge;
-pub use carts::{CartStore, StoredCart, StoredCartLine};
+pub use carts::{CartStore, DEFAULT_CART_TTL, StoredCart, StoredCartLine};
 pub use error::StoreError;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim};
 pub use open::{StoreArgs, StoreUrl, migrate, open};

@@ -70,9 +70,14 @@ pub trait ProductStore: Send + Sync {
 
     /// [`upsert_product`](Self::upsert_product) that also appends `outbox` events announcing
     /// the change. SQLite writes them in the same transaction as the product (none if the
-    /// write is refused). ScyllaDB, which has no multi-partition transactions, appends them
-    /// just before the product write, so an announcement may precede a refused write: the
-    /// events must therefore say "re-read this SKU", never carry state a reader trusts.
+    /// write is refused). ScyllaDB, which has no multi-partition transactions, writes them
+    /// before the product marked as announcing a write under way (not listed as pending),
+    /// and rewrites them plain once the product is written: on both, an announcement is
+    /// never listed before the write it announces, and a refused write announces nothing.
+    /// A ScyllaDB writer that dies between its writes (or whose write timed out) leaves
+    /// announcements that are listed after a grace period whether or not the product was
+    /// written: the events must therefore say "re-read this SKU", never carry state a
+    /// reader trusts.
     fn upsert_product_announced(
         &self,
         product: Product,

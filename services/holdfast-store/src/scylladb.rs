@@ -52,6 +52,8 @@ const READ_FAN_OUT: usize = 16;
 #[derive(Clone)]
 pub struct ScyllaStore {
     inner: Arc<Inner>,
+    /// How long a cart row lives after the cart's last change (`USING TTL`).
+    cart_ttl: Duration,
 }
 
 struct Inner {
@@ -143,7 +145,16 @@ impl ScyllaStore {
                 keyspace: keyspace.to_string(),
                 statements: OnceCell::new(),
             }),
+            cart_ttl: crate::DEFAULT_CART_TTL,
         })
+    }
+
+    /// This store with cart rows expiring `ttl` after their cart's last change instead of
+    /// [`DEFAULT_CART_TTL`](crate::DEFAULT_CART_TTL) (whole seconds, at least one).
+    #[must_use]
+    pub fn with_cart_ttl(mut self, ttl: Duration) -> Self {
+        self.cart_ttl = ttl;
+        self
     }
 
     /// The keyspace this store reads and writes.

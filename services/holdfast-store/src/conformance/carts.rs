@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use tokio::task::JoinSet;
 
-use crate::{CartStore, Product, ProductStore, StoredCart, StoredCartLine};
+use crate::{CartPurge, CartStore, DEFAULT_CART_TTL, Product, ProductStore, StoredCart, StoredCartLine};
 
 use super::{
     namespace,
@@ -24,8 +24,17 @@ pub(super) fn cart(owner: &str, version: u64, lines: usize) -> StoredCart {
             })
             .collect(),
         version,
-        updated_at_ms: 1_700_000_000_000 + version as i64,
+        // Changed just now: a cart untouched for the cart TTL is gone (see
+        // `cart_untouched_for_the_ttl_is_gone`).
+        updated_at_ms: recent() + version as i64,
     }
+}
+
+/// One recent time for every cart the checks build (so two builds of a cart are equal), far
+/// inside the cart TTL for any run of the suite.
+fn recent() -> i64 {
+    static AT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *AT.get_or_init(crate::now_ms)
 }
 
 /// A saved cart loads back as saved; a save replaces the whole cart; delete removes it
@@ -207,8 +216,57 @@ pub async fn unicode_round_trips<S: ProductStore + CartStore>(store: &S) {
             added_at_ms: 1,
         }],
         version: 1,
-        updated_at_ms: 2,
+        updated_at_ms: recent(),
     };
     store.save_cart(saved.clone()).await.expect("save");
     assert_eq!(store.load_cart(&owner).await.expect("load"), Some(saved));
+}
+
+/// A cart nobody changed for the cart TTL ([`DEFAULT_CART_TTL`]) is gone, counted from its
+/// `updated_at_ms`: SQLite deletes it when purged, ScyllaDB expires the row itself (its
+/// purge deletes nothing). A cart changed since stays. The check purges with the cut-off
+/// the cart service uses and polls until the expired carts are gone, bounded.
+pub async fn cart_untouched_for_the_ttl_is_gone<S: CartStore + CartPurge>(store: &S) {
+    let ns = namespace("cart-ttl");
+    let ttl_ms = i64::try_from(DEFAULT_CART_TTL.as_millis()).expect("ttl fits");
+    let at = |owner: &str, updated_at_ms: i64| StoredCart {
+        updated_at_ms,
+        ..cart(owner, 1, 2)
+    };
+    let now = crate::now_ms();
+    let stale = at(&format!("{ns}-s:stale"), now - ttl_ms - 60_000);
+    // Two seconds of its TTL left: present now, gone once they pass.
+    let ending = at(&format!("{ns}-s:ending"), now - ttl_ms + 2_000);
+    let fresh = at(&format!("{ns}-c:fresh"), now);
+    for cart in [&stale, &ending, &fresh] {
+        store.save_cart(cart.clone()).await.expect("save");
+    }
+    assert_eq!(
+        store.load_cart(&ending.owner).await.expect("load"),
+        Some(ending.clone()),
+        "a cart within its ttl is kept"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        store.purge_carts(crate::now_ms() - ttl_ms).await.expect("purge");
+        let stale_left = store.load_cart(&stale.owner).await.expect("load");
+        let ending_left = store.load_cart(&ending.owner).await.expect("load");
+        if stale_left.is_none() && ending_left.is_none() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "carts past their ttl still stored: {stale_left:?} {ending_left:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        crate::now_ms() >= ending.updated_at_ms + ttl_ms,
+        "a cart went before its ttl was over"
+    );
+    assert_eq!(
+        store.load_cart(&fresh.owner).await.expect("load"),
+        Some(fresh),
+        "a cart changed just now stays"
+    );
 }

@@ -14,14 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::future::BoxFuture;
 
 use crate::{
-    CartStore, IdempotencyStore, OrderStore, OutboxStore, ProductPage, ProductStore, SagaStore, StoreError,
-    WarehouseStore,
+    CartPurge, CartStore, IdempotencyStore, OrderStore, OutboxStore, ProductPage, ProductStore, SagaStore,
+    StoreError, WarehouseStore,
 };
 
 mod carts;
 mod idempotency;
 mod orders;
 mod outbox;
+mod product_events;
 mod products;
 mod sagas;
 mod warehouse;
@@ -29,7 +30,7 @@ mod warehouse_changes;
 
 pub use carts::{
     cart_delete_is_not_undone_by_late_older_save, cart_older_version_never_overwrites_newer,
-    cart_save_load_delete, unicode_round_trips,
+    cart_save_load_delete, cart_untouched_for_the_ttl_is_gone, unicode_round_trips,
 };
 pub use idempotency::{
     key_claim_get_complete, key_concurrent_claims_from_16_tasks_one_wins,
@@ -41,6 +42,10 @@ pub use orders::{
     order_update_is_conditional_and_refusals_write_nothing,
 };
 pub use outbox::outbox_append_pending_mark_sent;
+pub use product_events::{
+    product_announcements_are_listed_once_and_never_before_their_product,
+    product_refused_upsert_announces_nothing, product_scan_visits_every_product_once,
+};
 pub use products::{
     product_batch_get_in_request_order_skips_unknown, product_concurrent_conditional_updates_one_wins,
     product_concurrent_upserts_from_8_tasks_all_land, product_list_follows_category_moves,
@@ -71,6 +76,7 @@ use {
 pub trait ConformanceStore:
     ProductStore
     + CartStore
+    + CartPurge
     + OrderStore
     + SagaStore
     + IdempotencyStore
@@ -83,6 +89,7 @@ pub trait ConformanceStore:
 impl<T> ConformanceStore for T where
     T: ProductStore
         + CartStore
+        + CartPurge
         + OrderStore
         + SagaStore
         + IdempotencyStore
@@ -115,9 +122,13 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         product_batch_get_in_request_order_skips_unknown,
         product_concurrent_upserts_from_8_tasks_all_land,
         product_concurrent_conditional_updates_one_wins,
+        product_scan_visits_every_product_once,
+        product_refused_upsert_announces_nothing,
+        product_announcements_are_listed_once_and_never_before_their_product,
         cart_save_load_delete,
         cart_older_version_never_overwrites_newer,
         cart_delete_is_not_undone_by_late_older_save,
+        cart_untouched_for_the_ttl_is_gone,
         unicode_round_trips,
         order_create_get_and_repeat_create,
         order_update_is_conditional_and_refusals_write_nothing,

@@ -10,6 +10,13 @@
 //! rows whose event is not there are skipped, and deleted once the home has moved past the
 //! version their batch would have produced (that batch can never apply any more). Marking
 //! an event sent deletes its index row; the home row stays as the aggregate's history.
+//!
+//! A product upsert cannot share a batch with its events (no conditional batch spans
+//! tables), so its announcements are written twice: first marked as announcing a write
+//! under way ([`Home::ProductWrite`], skipped by listings), then, once the product row is
+//! written, rewritten plain. A consumer that re-reads the SKU on the event therefore finds
+//! the write it announces, and a crash between the two writes still publishes the event
+//! (late, after [`PRODUCT_WRITE_GRACE_MS`]).
 
 use std::collections::BTreeMap;
 
@@ -29,6 +36,13 @@ pub(super) enum Home {
     Saga,
     /// An `orders` partition.
     Order,
+    /// A product write under way: the events announce a `products` row not written yet.
+    /// The writer rewrites them without a home once the row is written (or deletes them if
+    /// the write is refused); until then listing skips them, so no consumer re-reads the
+    /// SKU before the write. One whose writer died is listed after
+    /// [`PRODUCT_WRITE_GRACE_MS`]: announcements only say "re-read this SKU", so a late or
+    /// needless one is harmless.
+    ProductWrite,
 }
 
 impl Home {
@@ -36,9 +50,15 @@ impl Home {
         match self {
             Self::Saga => "saga",
             Self::Order => "order",
+            Self::ProductWrite => "product",
         }
     }
 }
+
+/// How long an announcement of a product write under way waits for its writer before it
+/// is listed anyway (the writer crashed between its two outbox writes). Far longer than a
+/// write takes: every request of one has a driver timeout well under it.
+pub(super) const PRODUCT_WRITE_GRACE_MS: i64 = 5 * 60 * 1000;
 
 /// Columns of the home-row insert, shared by `sagas` and `orders`.
 const HOME_EVENT_COLUMNS: &str =
@@ -249,6 +269,11 @@ impl ScyllaStore {
     ) -> Result<Option<OutboxMessage>, StoreError> {
         let (event, version) = match entry.home.as_str() {
             "" => return Ok(Some(entry.message)),
+            "product" => {
+                // WRITETIME is in microseconds on the server's clock.
+                let age_ms = crate::now_ms().saturating_sub(entry.written_at / 1000);
+                return Ok((age_ms >= PRODUCT_WRITE_GRACE_MS).then_some(entry.message));
+            }
             "saga" => (&statements.outbox.saga_event, &statements.outbox.saga_version),
             "order" => (&statements.outbox.order_event, &statements.outbox.order_version),
             other => {

@@ -7,6 +7,7 @@ use futures::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
 
+use super::outbox::Home;
 use super::{READ_FAN_OUT, ScyllaStore, corrupt, lwt_outcome, prepare_statement, serial};
 use crate::products::{PageRequest, Product, ProductPage, ProductStore, distinct_skus, validate_product};
 use crate::{StoreError, now_ms};
@@ -177,20 +178,13 @@ impl ScyllaStore {
     }
 }
 
-impl ProductStore for ScyllaStore {
-    async fn upsert_product_announced(
+impl ScyllaStore {
+    /// The product write of an upsert (already validated), without its announcements.
+    async fn write_product(
         &self,
         product: Product,
         expected_version: Option<u64>,
-        outbox: Vec<crate::OutboxMessage>,
     ) -> Result<Product, StoreError> {
-        validate_product(&product)?;
-        // No transaction spans the outbox and the product: the announcement goes first, so
-        // a crash after the product write cannot lose it (a refused write announces nothing
-        // that re-reading the SKU would not show).
-        if !outbox.is_empty() {
-            crate::OutboxStore::append_outbox(self, outbox).await?;
-        }
         let statements = self.product_statements().await?;
         let previous = self.read_product(&statements.get_product, &product.sku).await?;
         // The index row goes first: a crash after the product write must not hide it. If
@@ -286,6 +280,51 @@ impl ProductStore for ScyllaStore {
                 .await?;
         }
         Ok(stored)
+    }
+}
+
+impl ProductStore for ScyllaStore {
+    async fn upsert_product_announced(
+        &self,
+        product: Product,
+        expected_version: Option<u64>,
+        outbox: Vec<crate::OutboxMessage>,
+    ) -> Result<Product, StoreError> {
+        validate_product(&product)?;
+        let outbox = crate::outbox::distinct_messages(outbox)?;
+        if outbox.is_empty() {
+            return self.write_product(product, expected_version).await;
+        }
+        // No transaction spans the outbox and the product. The announcements go first,
+        // marked as announcing a write under way (listings skip them), so a crash after the
+        // product write cannot lose them; once the product is written they are rewritten
+        // plain and listed. A consumer re-reading the SKU on one therefore finds this write
+        // (see `outbox.rs`). Announcing plainly before the write let the search indexer
+        // re-read the SKU too early, find nothing, and never index it.
+        self.index_pending(Some(Home::ProductWrite), &product.sku, 0, &outbox)
+            .await?;
+        match self.write_product(product, expected_version).await {
+            Ok(stored) => {
+                self.index_pending(None, "", 0, &outbox).await?;
+                Ok(stored)
+            }
+            Err(
+                refused @ (StoreError::VersionConflict { .. }
+                | StoreError::NotFound(_)
+                | StoreError::InvalidArgument(_)),
+            ) => {
+                // Refused: nothing was written, so nothing to announce. Should this delete
+                // fail too, the announcements go out after the grace period: harmless.
+                let ids: Vec<String> = outbox.into_iter().map(|m| m.id).collect();
+                if let Err(error) = crate::OutboxStore::mark_outbox_sent(self, &ids).await {
+                    tracing::warn!(%error, "dropping the announcements of a refused product write failed");
+                }
+                Err(refused)
+            }
+            // Anything else (a timeout) may have written the product: the announcements
+            // stay and go out after the grace period.
+            Err(error) => Err(error),
+        }
     }
 
     async fn scan_products(&self, after_sku: Option<&str>, limit: u32) -> Result<Vec<Product>, StoreError> {
