@@ -76,6 +76,7 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 inventory: ctx.channel(Peer::Inventory)?,
                 cart: ctx.channel(Peer::Cart)?,
                 payments: ctx.channel(Peer::Payments)?,
+                warehouse: ctx.channel(Peer::Warehouse)?,
             };
             let clients = Clients::new(upstreams, options.upstream_timeout, options.payment_timeout);
             let step_ctx = Arc::new(StepContext::new(

@@ -81,6 +81,8 @@ pub enum Peer {
     Cart,
     /// PaymentsService.
     Payments,
+    /// WarehouseService.
+    Warehouse,
 }
 
 impl<S> Context<S> {
@@ -98,6 +100,7 @@ impl<S> Context<S> {
             Peer::Inventory => &self.peers.inventory_url,
             Peer::Cart => &self.peers.cart_url,
             Peer::Payments => &self.peers.payments_url,
+            Peer::Warehouse => &self.peers.warehouse_url,
         };
         let url = url
             .clone()

@@ -33,9 +33,12 @@ use crate::error::WarehouseError;
 use crate::events::Events;
 use crate::routing::{Need, Shortfall};
 
+mod cancel;
 mod orders;
 mod shipments;
 mod stock;
+
+pub use cancel::Cancelled;
 
 /// Plans tried before an operation whose rows keep changing gives up.
 const ATTEMPTS: usize = 8;
@@ -109,6 +112,7 @@ pub struct Engine<S> {
     pub outbox_written: Notify,
     events: Events,
     shared_relay: Option<WakeRelay>,
+    default_warehouse: Option<String>,
 }
 
 fn status(shipment: &StoredShipment) -> ShipmentStatus {
@@ -137,7 +141,22 @@ impl<S: WarehouseBackend> Engine<S> {
             outbox_written: Notify::new(),
             events: Events::new(region),
             shared_relay,
+            default_warehouse: None,
         }
+    }
+
+    /// This engine with `id` as its region's default warehouse (see
+    /// [`Engine::is_default_warehouse`]).
+    pub fn with_default_warehouse(mut self, id: Option<String>) -> Self {
+        self.default_warehouse = id;
+        self
+    }
+
+    /// Whether `warehouse_id` is the default warehouse: routing sends it what no other
+    /// warehouse of the region can ship, and it keeps no stock rows (its stock is what
+    /// inventory sells). See `docs/warehouse.md`.
+    pub fn is_default_warehouse(&self, warehouse_id: &str) -> bool {
+        self.default_warehouse.as_deref() == Some(warehouse_id)
     }
 
     /// Applies `change`, waking the relay if it wrote events.

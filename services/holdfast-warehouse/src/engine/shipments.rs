@@ -93,9 +93,12 @@ impl<S: WarehouseBackend> Engine<S> {
                     fingerprint: keys::fingerprint([carrier, tracking]),
                     if_taken: IfTaken::Repeat,
                 }],
+                // The default warehouse keeps no stock rows: inventory counted these units
+                // as sold when the order committed.
                 stock: shipped
                     .lines
                     .iter()
+                    .filter(|_| !self.is_default_warehouse(&shipped.warehouse_id))
                     .map(|l| StockDelta {
                         warehouse_id: shipped.warehouse_id.clone(),
                         sku: l.sku.clone(),
