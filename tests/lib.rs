@@ -51,7 +51,7 @@ impl DevMesh {
             dir.path().as_os_str().to_owned(),
         ];
         args.extend(flags.iter().map(std::ffi::OsString::from));
-        let cli = Cli::try_parse_from(args)?;
+        let mut cli = Cli::try_parse_from(args)?;
         let (services, args, _) = cli.command.split().expect("dev runs services");
         let pool = redis::connect(&redis_server.url(), 2).await?;
         let store =

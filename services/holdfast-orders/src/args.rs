@@ -92,7 +92,7 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
             )
             .consumer(
                 shipments::CONSUMER_GROUP,
-                &[shipments::SHIPMENTS_TOPIC],
+                &shipments::TOPICS,
                 shipments::handler(Arc::clone(&step_ctx)),
             )
             .writes_store_outbox()

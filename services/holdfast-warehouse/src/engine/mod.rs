@@ -172,6 +172,41 @@ impl<S: WarehouseBackend> Engine<S> {
         Ok(outcome)
     }
 
+    /// Creates (or re-activates) the default warehouse, if this engine has one: region
+    /// [`Engine::region`], every speed offered with no distance limit (standard in 5 days,
+    /// express in 2, same day). A warehouse already stored under its id keeps its name and
+    /// location.
+    pub async fn ensure_default_warehouse(&self) -> Result<(), WarehouseError> {
+        let Some(id) = &self.default_warehouse else {
+            return Ok(());
+        };
+        use holdfast_proto::warehouse::v1::ShippingSpeed;
+        let existing = self.store.get_warehouse(id).await?;
+        let option = |speed: ShippingSpeed, max_days| holdfast_store::ShippingOptionRecord {
+            speed: speed as i32,
+            max_days,
+            max_distance_km: 0,
+        };
+        let warehouse = StoredWarehouse {
+            id: id.clone(),
+            name: format!(
+                "Default warehouse of {} (ships what inventory sells)",
+                self.region
+            ),
+            region: self.region.clone(),
+            shipping_options: vec![
+                option(ShippingSpeed::Standard, 5),
+                option(ShippingSpeed::Express, 2),
+                option(ShippingSpeed::SameDay, 0),
+            ],
+            active: true,
+            ..existing.unwrap_or_default()
+        };
+        self.store.upsert_warehouse(warehouse).await?;
+        tracing::info!(warehouse = %id, region = %self.region, "default warehouse ready");
+        Ok(())
+    }
+
     /// The warehouse, or `NotFound`.
     pub async fn warehouse(&self, id: &str) -> Result<StoredWarehouse, WarehouseError> {
         self.store
