@@ -120,6 +120,11 @@ impl<S: WarehouseBackend> Engine<S> {
                     }
                 }
                 ChangeOutcome::Refused(Refusal::Stock(row)) => {
+                    // A cancellation that won gave the units back: answer that, not a
+                    // missing stock.
+                    if self.shipment(id).await?.version != expected_version {
+                        continue;
+                    }
                     return Err(WarehouseError::precondition(
                         "STOCK_MISSING",
                         &row.sku,
