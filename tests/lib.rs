@@ -40,7 +40,7 @@ impl DevMesh {
     }
 
     /// Starts redis-server and the mesh with extra `holdfast dev` flags.
-    async fn start_with(flags: &[&str]) -> anyhow::Result<Self> {
+    pub async fn start_with(flags: &[&str]) -> anyhow::Result<Self> {
         let redis_server = RedisServer::start()?;
         let dir = TempDir::new("mesh-store")?;
         // Every embedded file (the PSP's books among them) under the temp dir, not ./data.
