@@ -545,9 +545,15 @@ async fn cancel_racing_mark_shipped_never_ships_and_refunds_the_same_units() {
         let shipments = shipments_of(&clients, id).await;
         let mut calls: Vec<futures::future::BoxFuture<'static, Race>> = shipments
             .into_iter()
-            .map(|shipment| {
+            .enumerate()
+            .map(|(n, shipment)| {
                 let mut warehouse = clients.warehouse.clone();
+                // Jitter, not synchronisation: MarkShipped is much quicker than the cancel
+                // saga's first steps, so spread the shipments over 0..60 ms to meet the
+                // warehouse step at every point (nothing, one or both shipped before it).
+                let jitter = Duration::from_millis(((i * 7 + n * 23) % 60) as u64);
                 Box::pin(async move {
+                    tokio::time::sleep(jitter).await;
                     let result = warehouse
                         .mark_shipped(MarkShippedRequest {
                             shipment_id: shipment.id.clone(),
