@@ -573,7 +573,7 @@ async fn cancel_racing_mark_shipped_never_ships_and_refunds_the_same_units() {
                     reason: "changed my mind".into(),
                 })
                 .await;
-            Race::Cancel(id, result.map(|r| r.into_inner().order.expect("order")))
+            Race::Cancel(id, result.map(|r| Box::new(r.into_inner().order.expect("order"))))
         });
         // Half the orders start with the cancel, half with the shipments.
         if i % 2 == 0 {
@@ -671,7 +671,7 @@ async fn cancel_racing_mark_shipped_never_ships_and_refunds_the_same_units() {
 /// One side of the race.
 enum Race {
     Ship(String, Result<(), tonic::Status>),
-    Cancel(String, Result<Order, tonic::Status>),
+    Cancel(String, Result<Box<Order>, tonic::Status>),
 }
 
 /// A fresh `holdfast dev` sells what inventory has and fulfils it from its default
