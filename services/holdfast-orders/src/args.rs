@@ -10,11 +10,11 @@ use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
 use holdfast_proto::orders::v1::order_service_server::OrderServiceServer;
 use tokio::sync::Notify;
 
+use crate::consumer;
 use crate::context::{OrdersStore, StepContext};
 use crate::engine::Engine;
 use crate::options::OrdersOptions;
 use crate::service::Orders;
-use crate::shipments;
 use crate::upstream::{Clients, Upstreams};
 use crate::workers;
 
@@ -91,9 +91,9 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 OrderServiceServer::new(Orders::new(Arc::clone(&engine))),
             )
             .consumer(
-                shipments::CONSUMER_GROUP,
-                &shipments::TOPICS,
-                shipments::handler(Arc::clone(&step_ctx)),
+                consumer::CONSUMER_GROUP,
+                &consumer::TOPICS,
+                consumer::handler(Arc::clone(&step_ctx)),
             )
             .writes_store_outbox()
             .task(wake_relay(step_ctx, Arc::clone(&ctx.outbox_written)))

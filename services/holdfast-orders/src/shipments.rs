@@ -177,45 +177,8 @@ fn derived_status(order: &Order) -> Option<OrderStatus> {
 
 /// Topic of shipment events.
 pub const SHIPMENTS_TOPIC: &str = "holdfast.shipments.v1";
-/// The topics orders consumes: shipment events, and backorders on the fulfillment topic
-/// ([`crate::backorders`]).
-pub const TOPICS: [&str; 2] = [SHIPMENTS_TOPIC, crate::backorders::FULFILLMENT_TOPIC];
 /// Consumer group of orders on [`SHIPMENTS_TOPIC`].
 pub const CONSUMER_GROUP: &str = "holdfast-orders";
-
-/// The consumer: decodes each shipment event and applies it (and each backorder, on
-/// the fulfillment topic). Undecodable events and events
-/// of unknown orders are poison (dead-lettered); a store outage is retried. Applying is
-/// idempotent by construction (a repeat changes nothing), so a redelivery after a crash
-/// between the effect and the offset commit is harmless.
-pub fn handler<S: OrdersStore>(
-    ctx: std::sync::Arc<StepContext<S>>,
-) -> impl holdfast_platform::events::EventHandler {
-    use holdfast_platform::events::HandleError;
-    use prost::Message;
-    holdfast_platform::events::handler_fn(move |event: holdfast_platform::events::Event| {
-        let ctx = std::sync::Arc::clone(&ctx);
-        async move {
-            if event.topic == crate::backorders::FULFILLMENT_TOPIC {
-                let fulfillment =
-                    holdfast_proto::events::v1::FulfillmentEvent::decode(event.payload.as_slice())
-                        .map_err(|e| HandleError::Poison(format!("undecodable fulfillment event: {e}")))?;
-                return match crate::backorders::apply(&ctx, &fulfillment).await {
-                    Ok(_) => Ok(()),
-                    Err(ApplyError::Poison(why)) => Err(HandleError::Poison(why.to_string())),
-                    Err(ApplyError::Retry(error)) => Err(HandleError::Retry(error.to_string())),
-                };
-            }
-            let shipment = ShipmentEvent::decode(event.payload.as_slice())
-                .map_err(|e| HandleError::Poison(format!("undecodable shipment event: {e}")))?;
-            match apply(&ctx, &shipment).await {
-                Ok(_) => Ok(()),
-                Err(ApplyError::Poison(why)) => Err(HandleError::Poison(why.to_string())),
-                Err(ApplyError::Retry(error)) => Err(HandleError::Retry(error.to_string())),
-            }
-        }
-    })
-}
 
 #[cfg(test)]
 mod tests {
