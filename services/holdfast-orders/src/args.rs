@@ -95,6 +95,11 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 &consumer::TOPICS,
                 consumer::handler(Arc::clone(&step_ctx)),
             )
+            .consumer(
+                consumer::BACKORDERS_GROUP,
+                &consumer::BACKORDER_TOPICS,
+                consumer::handler(Arc::clone(&step_ctx)),
+            )
             .writes_store_outbox()
             .task(wake_relay(step_ctx, Arc::clone(&ctx.outbox_written)))
             .task(workers::recover(Arc::clone(&engine)))

@@ -1,5 +1,6 @@
-//! Orders' consumer (group [`CONSUMER_GROUP`]): shipment events ([`shipments`]) and
-//! backorders on the fulfillment topic ([`backorders`]).
+//! Orders' consumers: shipment events ([`shipments`], group [`CONSUMER_GROUP`]) and
+//! backorders on the fulfillment topic ([`backorders`], group [`BACKORDERS_GROUP`]); one
+//! handler serves both.
 //!
 //! Undecodable events and events of unknown orders are poison (dead-lettered); a store
 //! outage is retried. Applying is idempotent by construction (a repeat changes nothing), so
@@ -16,8 +17,13 @@ use crate::context::{OrdersStore, StepContext};
 use crate::shipments::{self, ApplyError};
 pub use crate::shipments::{CONSUMER_GROUP, SHIPMENTS_TOPIC};
 
-/// The topics orders consumes.
-pub const TOPICS: [&str; 2] = [SHIPMENTS_TOPIC, FULFILLMENT_TOPIC];
+/// The topics orders' shipment consumer reads (group [`CONSUMER_GROUP`]).
+pub const TOPICS: [&str; 1] = [SHIPMENTS_TOPIC];
+/// The topics orders' backorder consumer reads (group [`BACKORDERS_GROUP`]).
+pub const BACKORDER_TOPICS: [&str; 1] = [FULFILLMENT_TOPIC];
+/// Consumer group of orders on the fulfillment topic: its own group, so the shipment
+/// consumer's subscription stays one topic.
+pub const BACKORDERS_GROUP: &str = "holdfast-orders-backorders";
 
 /// The handler: decode by topic, apply; see the module docs.
 pub fn handler<S: OrdersStore>(ctx: Arc<StepContext<S>>) -> impl EventHandler {

@@ -99,6 +99,14 @@ impl<S: OrdersStore> RunningOrders<S> {
         )
         .await?;
         self.consumers.push(consumer);
+        let backorders = holdfast_platform::events::spawn_consumer(
+            bus,
+            consumer::BACKORDERS_GROUP,
+            &consumer::BACKORDER_TOPICS,
+            consumer::handler(Arc::clone(self.engine.context())),
+        )
+        .await?;
+        self.consumers.push(backorders);
         Ok(())
     }
 }
