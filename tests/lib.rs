@@ -40,7 +40,7 @@ impl DevMesh {
     }
 
     /// Starts redis-server and the mesh with extra `holdfast dev` flags.
-    async fn start_with(flags: &[&str]) -> anyhow::Result<Self> {
+    pub async fn start_with(flags: &[&str]) -> anyhow::Result<Self> {
         let redis_server = RedisServer::start()?;
         let dir = TempDir::new("mesh-store")?;
         // Every embedded file (the PSP's books among them) under the temp dir, not ./data.
@@ -51,7 +51,7 @@ impl DevMesh {
             dir.path().as_os_str().to_owned(),
         ];
         args.extend(flags.iter().map(std::ffi::OsString::from));
-        let cli = Cli::try_parse_from(args)?;
+        let mut cli = Cli::try_parse_from(args)?;
         let (services, args, _) = cli.command.split().expect("dev runs services");
         let pool = redis::connect(&redis_server.url(), 2).await?;
         let store =

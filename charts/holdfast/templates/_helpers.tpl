@@ -71,7 +71,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{/* The services each one calls over gRPC (the binary's --<name>-url flags). */}}
 {{- define "holdfast.upstreams" -}}
-{{- $calls := dict "orders" (list "inventory" "catalog" "cart" "payments") "cart" (list "catalog" "inventory") -}}
+{{- $calls := dict "orders" (list "inventory" "catalog" "cart" "payments" "warehouse") "cart" (list "catalog" "inventory") -}}
 {{- get $calls . | default list | toJson -}}
 {{- end }}
 

@@ -79,7 +79,7 @@ def test_callers_get_their_upstreams_and_only_redis_users_get_redis(any_render):
     deployments = by_component(any_render, "Deployment")
     urls = {n: sorted(k for k in env_map(container(d)) if k.endswith("_URL") and k != "HOLDFAST_REDIS_URL")
             for n, d in deployments.items()}
-    assert urls["orders"] == sorted(f"HOLDFAST_{s.upper()}_URL" for s in ["inventory", "catalog", "cart", "payments"])
+    assert urls["orders"] == sorted(f"HOLDFAST_{s.upper()}_URL" for s in ["inventory", "catalog", "cart", "payments", "warehouse"])
     assert urls["cart"] == ["HOLDFAST_CATALOG_URL", "HOLDFAST_INVENTORY_URL"]
     for other in ["inventory", "catalog", "payments", "warehouse"]:
         assert urls[other] == [], other

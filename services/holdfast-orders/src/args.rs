@@ -10,11 +10,11 @@ use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
 use holdfast_proto::orders::v1::order_service_server::OrderServiceServer;
 use tokio::sync::Notify;
 
+use crate::consumer;
 use crate::context::{OrdersStore, StepContext};
 use crate::engine::Engine;
 use crate::options::OrdersOptions;
 use crate::service::Orders;
-use crate::shipments;
 use crate::upstream::{Clients, Upstreams};
 use crate::workers;
 
@@ -76,6 +76,7 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 inventory: ctx.channel(Peer::Inventory)?,
                 cart: ctx.channel(Peer::Cart)?,
                 payments: ctx.channel(Peer::Payments)?,
+                warehouse: ctx.channel(Peer::Warehouse)?,
             };
             let clients = Clients::new(upstreams, options.upstream_timeout, options.payment_timeout);
             let step_ctx = Arc::new(StepContext::new(
@@ -90,9 +91,14 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 OrderServiceServer::new(Orders::new(Arc::clone(&engine))),
             )
             .consumer(
-                shipments::CONSUMER_GROUP,
-                &[shipments::SHIPMENTS_TOPIC],
-                shipments::handler(Arc::clone(&step_ctx)),
+                consumer::CONSUMER_GROUP,
+                &consumer::TOPICS,
+                consumer::handler(Arc::clone(&step_ctx)),
+            )
+            .consumer(
+                consumer::BACKORDERS_GROUP,
+                &consumer::BACKORDER_TOPICS,
+                consumer::handler(Arc::clone(&step_ctx)),
             )
             .writes_store_outbox()
             .task(wake_relay(step_ctx, Arc::clone(&ctx.outbox_written)))

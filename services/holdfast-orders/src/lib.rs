@@ -16,12 +16,15 @@
 //! - [`saga`]: one module per saga kind ([`saga::checkout`], [`saga::cancel`],
 //!   [`saga::returns`]) and the dispatch; [`engine`]: leases, transitions, one driver per
 //!   saga, knowing no kind; [`context`]: what steps receive.
-//! - [`shipments`]: shipment events move orders; [`risk`]: the screening rules;
+//! - [`consumer`]: the events orders consumes; [`shipments`]: shipment events move orders; [`backorders`]: routing's backorders
+//!   shown on the order; [`risk`]: the screening rules;
 //!   [`upstream`]: the clients of catalog, inventory, cart and payments;
 //!   [`workers`]: recovery and the outbox relay; [`options`]: timings and limits;
 //!   [`args`]: the service's command-line section and its start shape.
 
 pub mod args;
+pub mod backorders;
+pub mod consumer;
 pub mod context;
 pub mod engine;
 pub mod error;
@@ -90,12 +93,20 @@ impl<S: OrdersStore> RunningOrders<S> {
     pub async fn consume(&mut self, bus: &BusConfig) -> Result<(), BusError> {
         let consumer = holdfast_platform::events::spawn_consumer(
             bus,
-            shipments::CONSUMER_GROUP,
-            &[shipments::SHIPMENTS_TOPIC],
-            shipments::handler(Arc::clone(self.engine.context())),
+            consumer::CONSUMER_GROUP,
+            &consumer::TOPICS,
+            consumer::handler(Arc::clone(self.engine.context())),
         )
         .await?;
         self.consumers.push(consumer);
+        let backorders = holdfast_platform::events::spawn_consumer(
+            bus,
+            consumer::BACKORDERS_GROUP,
+            &consumer::BACKORDER_TOPICS,
+            consumer::handler(Arc::clone(self.engine.context())),
+        )
+        .await?;
+        self.consumers.push(backorders);
         Ok(())
     }
 }

@@ -96,9 +96,20 @@ pub const CANCELLABLE: [OrderStatus; 4] = [
     OrderStatus::ManualReview,
 ];
 
-/// Whether the order may still be cancelled.
+/// Statuses CancelOrder asks the warehouse from: nothing, or only part, may have shipped
+/// (this copy of shipments lags the warehouse, which decides).
+pub const CANCEL_ASKS: [OrderStatus; 6] = [
+    OrderStatus::Placed,
+    OrderStatus::Paid,
+    OrderStatus::Fulfilling,
+    OrderStatus::ManualReview,
+    OrderStatus::PartiallyShipped,
+    OrderStatus::Shipped,
+];
+
+/// Whether a cancellation of the order may be asked for.
 pub fn cancellable(order: &Order) -> bool {
-    CANCELLABLE.contains(&status(order)) && nothing_shipped(order)
+    CANCEL_ASKS.contains(&status(order))
 }
 
 /// The status moves an order may make. `Unspecified` is a new order's status before

@@ -52,13 +52,18 @@ pub async fn apply<S: OrdersStore>(ctx: &StepContext<S>, event: &ShipmentEvent) 
         })
     })
     .await
-    .map_err(|error| match error {
+    .map_err(classify)
+}
+
+/// An order writer's failure, as poison (unknown or bad order id) or worth a retry.
+pub(crate) fn classify(error: OrdersError) -> ApplyError {
+    match error {
         OrdersError::NotFound(what) => ApplyError::Poison(Poison::UnknownOrder(format!("{what} not found"))),
         OrdersError::InvalidArgument(status) => {
             ApplyError::Poison(Poison::BadOrderId(status.message().to_string()))
         }
         other => ApplyError::Retry(other),
-    })
+    }
 }
 
 /// Why [`apply`] did not apply an event.
@@ -174,29 +179,6 @@ fn derived_status(order: &Order) -> Option<OrderStatus> {
 pub const SHIPMENTS_TOPIC: &str = "holdfast.shipments.v1";
 /// Consumer group of orders on [`SHIPMENTS_TOPIC`].
 pub const CONSUMER_GROUP: &str = "holdfast-orders";
-
-/// The consumer: decodes each shipment event and applies it. Undecodable events and events
-/// of unknown orders are poison (dead-lettered); a store outage is retried. Applying is
-/// idempotent by construction (a repeat changes nothing), so a redelivery after a crash
-/// between the effect and the offset commit is harmless.
-pub fn handler<S: OrdersStore>(
-    ctx: std::sync::Arc<StepContext<S>>,
-) -> impl holdfast_platform::events::EventHandler {
-    use holdfast_platform::events::HandleError;
-    use prost::Message;
-    holdfast_platform::events::handler_fn(move |event: holdfast_platform::events::Event| {
-        let ctx = std::sync::Arc::clone(&ctx);
-        async move {
-            let shipment = ShipmentEvent::decode(event.payload.as_slice())
-                .map_err(|e| HandleError::Poison(format!("undecodable shipment event: {e}")))?;
-            match apply(&ctx, &shipment).await {
-                Ok(_) => Ok(()),
-                Err(ApplyError::Poison(why)) => Err(HandleError::Poison(why.to_string())),
-                Err(ApplyError::Retry(error)) => Err(HandleError::Retry(error.to_string())),
-            }
-        }
-    })
-}
 
 #[cfg(test)]
 mod tests {

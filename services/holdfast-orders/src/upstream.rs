@@ -7,6 +7,7 @@ use holdfast_proto::cart::v1::cart_service_client::CartServiceClient;
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
+use holdfast_proto::warehouse::v1::warehouse_service_client::WarehouseServiceClient;
 use tonic::Request;
 use tonic::codegen::InterceptedService;
 use tonic::transport::Channel;
@@ -25,6 +26,8 @@ pub struct Upstreams {
     pub cart: Channel,
     /// PaymentsService: the PSP.
     pub payments: Channel,
+    /// WarehouseService: decides what of a cancelled order had shipped.
+    pub warehouse: Channel,
 }
 
 /// Typed clients with deadlines.
@@ -38,6 +41,8 @@ pub struct Clients {
     pub cart: CartServiceClient<Traced>,
     /// Payments.
     pub payments: PaymentsServiceClient<Traced>,
+    /// Warehouse.
+    pub warehouse: WarehouseServiceClient<Traced>,
     upstream_timeout: Duration,
     payment_timeout: Duration,
 }
@@ -51,6 +56,7 @@ impl Clients {
             inventory: InventoryServiceClient::with_interceptor(upstreams.inventory, TracePropagation),
             cart: CartServiceClient::with_interceptor(upstreams.cart, TracePropagation),
             payments: PaymentsServiceClient::with_interceptor(upstreams.payments, TracePropagation),
+            warehouse: WarehouseServiceClient::with_interceptor(upstreams.warehouse, TracePropagation),
             upstream_timeout,
             payment_timeout,
         }

@@ -111,6 +111,10 @@ pub struct PeerArgs {
     /// PaymentsService for services that call it (orders). Default: this process's own address.
     #[arg(long, env = "HOLDFAST_PAYMENTS_URL", value_name = "URL", value_parser = parse_http_url)]
     pub payments_url: Option<String>,
+
+    /// WarehouseService for services that call it (orders, to cancel). Default: this process's own address.
+    #[arg(long, env = "HOLDFAST_WAREHOUSE_URL", value_name = "URL", value_parser = parse_http_url)]
+    pub warehouse_url: Option<String>,
 }
 
 /// Where Redis lives. Display and Debug hide credentials ([`redact_url`]).

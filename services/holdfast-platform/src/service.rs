@@ -84,6 +84,8 @@ pub enum Peer {
     Cart,
     /// PaymentsService.
     Payments,
+    /// WarehouseService.
+    Warehouse,
 }
 
 impl<S> Context<S> {
@@ -102,6 +104,7 @@ impl<S> Context<S> {
             Peer::Inventory => &self.peers.inventory_url,
             Peer::Cart => &self.peers.cart_url,
             Peer::Payments => &self.peers.payments_url,
+            Peer::Warehouse => &self.peers.warehouse_url,
         };
         Ok(self
             .peer_tls

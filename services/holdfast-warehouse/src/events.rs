@@ -188,6 +188,7 @@ impl Events {
                             sku: s.sku.clone(),
                             requested: s.requested,
                             missing: s.missing,
+                            reason: s.reason.clone(),
                         })
                         .collect(),
                     region: region.to_string(),

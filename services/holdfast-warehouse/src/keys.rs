@@ -16,6 +16,15 @@ pub const RETURN: &str = "return";
 pub const SHIP: &str = "ship";
 /// Claim scope of a delivery (key: the shipment id).
 pub const DELIVER: &str = "deliver";
+/// Claim scope of an order's cancellation closing its routing (key: the order id): taken
+/// with [`ROUTE`] in one change, so holding it means the order was never routed.
+pub const CANCEL: &str = "cancel";
+/// Claim scope of one shipment's cancellation (key: the shipment id).
+pub const CANCEL_SHIPMENT: &str = "cancel_shipment";
+/// The fingerprint of a [`ROUTE`] claim taken by routing.
+pub const ROUTED: &str = "routed";
+/// The fingerprint of a [`ROUTE`] claim taken by a cancellation (never routed).
+pub const CANCELLED: &str = "cancelled";
 
 /// Claim scope of the events a consumer group processed (key: the event id).
 pub fn processed(group: &str) -> String {

@@ -68,6 +68,9 @@ pub struct WarehouseOptions {
     pub relay: OutboxRelay,
     /// The relay's batch and waits (when it runs its own).
     pub relay_options: RelayOptions,
+    /// The default warehouse's id ([`default_warehouse_id`]), when one runs; create it with
+    /// [`Engine::ensure_default_warehouse`].
+    pub default_warehouse: Option<String>,
 }
 
 /// A running warehouse service: the gRPC service, its outbox relay and its consumer
@@ -94,7 +97,9 @@ pub fn start<S: WarehouseBackend>(
         OutboxRelay::Own => None,
         OutboxRelay::Shared(wake) => Some(Arc::clone(wake)),
     };
-    let engine = Arc::new(Engine::new(store, region, shared));
+    let engine = Arc::new(
+        Engine::new(store, region, shared).with_default_warehouse(options.default_warehouse.clone()),
+    );
     let mut tasks = Vec::new();
     if matches!(options.relay, OutboxRelay::Own) {
         tasks.push(AbortOnDrop::new(tokio::spawn(run_relay(
@@ -134,9 +139,34 @@ impl<S: WarehouseBackend> RunningWarehouse<S> {
     }
 }
 
-/// The warehouse's section of the command line (none of its own flags yet).
+/// The warehouse's section of the command line.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct WarehouseArgs {}
+pub struct WarehouseArgs {
+    /// Run a default warehouse `default-<region>` (created at start) that ships whatever
+    /// inventory sold and no other warehouse of the region can: its stock is what inventory
+    /// sells, it keeps no stock counts (docs/warehouse.md). Default: on under `holdfast
+    /// dev`, off under `holdfast serve`.
+    #[arg(long, env = "HOLDFAST_DEFAULT_WAREHOUSE", value_name = "BOOL")]
+    pub default_warehouse: Option<bool>,
+
+    /// Set by `holdfast dev`: the defaults of a one-process dev mesh apply.
+    #[arg(skip)]
+    pub dev: bool,
+}
+
+impl WarehouseArgs {
+    /// The default warehouse's id in `region`, when one runs.
+    pub fn default_warehouse_id(&self, region: &str) -> Option<String> {
+        self.default_warehouse
+            .unwrap_or(self.dev)
+            .then(|| default_warehouse_id(region))
+    }
+}
+
+/// The id of `region`'s default warehouse.
+pub fn default_warehouse_id(region: &str) -> String {
+    format!("default-{region}")
+}
 
 impl<S: WarehouseBackend + Send + Sync> Service<S> for WarehouseArgs {
     fn name(&self) -> &'static str {
@@ -157,7 +187,11 @@ impl<S: WarehouseBackend + Send + Sync> Service<S> for WarehouseArgs {
         Box::pin(async move {
             let relay = Arc::clone(&ctx.outbox_written);
             let wake: WakeRelay = Arc::new(move || relay.notify_one());
-            let engine = Arc::new(Engine::new(ctx.store("warehouse")?, &ctx.region, Some(wake)));
+            let engine = Arc::new(
+                Engine::new(ctx.store("warehouse")?, &ctx.region, Some(wake))
+                    .with_default_warehouse(self.default_warehouse_id(&ctx.region)),
+            );
+            engine.ensure_default_warehouse().await?;
             Ok(ServiceParts::new(
                 "warehouse",
                 WarehouseServiceServer::new(Warehouses::new(Arc::clone(&engine))),

@@ -112,6 +112,8 @@ pub struct Shortfall {
     pub requested: i64,
     /// Units no candidate has, 1..=requested.
     pub missing: i64,
+    /// Why, for people (the engine fills it in; empty from [`plan`]).
+    pub reason: String,
 }
 
 /// A routing decision.
@@ -178,6 +180,7 @@ pub fn plan(needs: &[Need], candidates: &[Candidate]) -> Plan {
                     sku: n.sku.clone(),
                     requested: n.quantity,
                     missing: n.quantity - covered,
+                    reason: String::new(),
                 });
             }
             Need {
@@ -435,12 +438,14 @@ mod tests {
                 Shortfall {
                     sku: "a".into(),
                     requested: 4,
-                    missing: 2
+                    missing: 2,
+                    reason: String::new(),
                 },
                 Shortfall {
                     sku: "gone".into(),
                     requested: 3,
-                    missing: 3
+                    missing: 3,
+                    reason: String::new(),
                 },
             ]
         );

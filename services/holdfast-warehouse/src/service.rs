@@ -6,13 +6,13 @@ use holdfast_platform::status::FieldViolations;
 use holdfast_proto::common::v1::{Address, GeoPoint, PageResponse};
 use holdfast_proto::warehouse::v1::warehouse_service_server::WarehouseService;
 use holdfast_proto::warehouse::v1::{
-    GetWarehouseStockRequest, GetWarehouseStockResponse, ListShipmentsRequest, ListShipmentsResponse,
-    ListWarehousesRequest, ListWarehousesResponse, MarkDeliveredRequest, MarkDeliveredResponse,
-    MarkShippedRequest, MarkShippedResponse, ReceiveStockRequest, ReceiveStockResponse,
-    RecordShrinkageRequest, RecordShrinkageResponse, SetWarehouseStockRequest, SetWarehouseStockResponse,
-    Shipment, ShipmentLine, ShipmentStatus, ShippingOption, ShrinkageReason, StartPickingRequest,
-    StartPickingResponse, UpsertWarehouseRequest, UpsertWarehouseResponse, Warehouse, WarehouseStock,
-    list_shipments_request,
+    CancelOrderShipmentsRequest, CancelOrderShipmentsResponse, GetWarehouseStockRequest,
+    GetWarehouseStockResponse, ListShipmentsRequest, ListShipmentsResponse, ListWarehousesRequest,
+    ListWarehousesResponse, MarkDeliveredRequest, MarkDeliveredResponse, MarkShippedRequest,
+    MarkShippedResponse, ReceiveStockRequest, ReceiveStockResponse, RecordShrinkageRequest,
+    RecordShrinkageResponse, SetWarehouseStockRequest, SetWarehouseStockResponse, Shipment, ShipmentLine,
+    ShipmentStatus, ShippingOption, ShrinkageReason, StartPickingRequest, StartPickingResponse,
+    UpsertWarehouseRequest, UpsertWarehouseResponse, Warehouse, WarehouseStock, list_shipments_request,
 };
 use holdfast_store::{ShippingOptionRecord, StockRow, StoreError, StoredShipment, StoredWarehouse};
 use prost::Message;
@@ -439,4 +439,36 @@ impl<S: WarehouseBackend> WarehouseService for Warehouses<S> {
             shipment: Some(shipment_proto(shipment)),
         }))
     }
+
+    async fn cancel_order_shipments(
+        &self,
+        request: Request<CancelOrderShipmentsRequest>,
+    ) -> Result<Response<CancelOrderShipmentsResponse>, Status> {
+        let request = request.into_inner();
+        let mut v = FieldViolations::new();
+        validate::id(&mut v, "order_id", &request.order_id);
+        if !request.reason.is_empty() {
+            validate::text(&mut v, "reason", &request.reason, MAX_CANCEL_REASON);
+        }
+        checked(v)?;
+        let cancelled = self
+            .engine
+            .cancel_unshipped(&request.order_id, &request.reason)
+            .await?;
+        Ok(Response::new(CancelOrderShipmentsResponse {
+            shipments: cancelled.shipments.into_iter().map(shipment_proto).collect(),
+            shipped: cancelled
+                .shipped
+                .into_iter()
+                .map(|l| ShipmentLine {
+                    sku: l.sku,
+                    quantity: l.quantity,
+                })
+                .collect(),
+            routed: cancelled.routed,
+        }))
+    }
 }
+
+/// Longest cancellation reason, in characters.
+const MAX_CANCEL_REASON: usize = 500;

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use holdfast_platform::events::{
     BusError, Event, EventBus, HandleError, KafkaBus, dlq_topic, handler_fn, headers, spawn_consumer,
 };
-use holdfast_proto::events::v1::{ShipmentEvent, shipment_event};
+use holdfast_proto::events::v1::{FulfillmentEvent, ShipmentEvent, fulfillment_event, shipment_event};
 use holdfast_proto::warehouse::v1::ShippingSpeed;
 use holdfast_store::relay::{self, RelayOptions};
 use holdfast_store::{OutboxMessage, OutboxStore, SqliteStore};
@@ -177,12 +177,22 @@ async fn bad_events_are_dead_lettered_and_the_next_good_one_is_routed() {
     let mut undecodable = dispatch(key, &[("tee", 1)], BERLIN, ShippingSpeed::Standard);
     undecodable.payload = vec![0xff, 0xff, 0xff, 0x01];
     undecodable.id = event_id();
-    let unknown_sku = dispatch(key, &[("tee", 1), ("ghost", 1)], BERLIN, ShippingSpeed::Standard);
+    // An unknown SKU is no longer poison (it is backordered, see fulfillment.rs): a bad
+    // routing input now is a dispatch without a ship-to location.
+    let mut no_location = dispatch(key, &[("tee", 1)], BERLIN, ShippingSpeed::Standard);
+    no_location.id = event_id();
+    no_location.payload = {
+        let mut decoded = FulfillmentEvent::decode(no_location.payload.as_slice()).expect("decodes");
+        if let Some(fulfillment_event::Event::DispatchRequested(d)) = decoded.event.as_mut() {
+            d.ship_to = None;
+        }
+        decoded.encode_to_vec()
+    };
     let good = dispatch(key, &[("tee", 2)], BERLIN, ShippingSpeed::Standard);
     bus.publish(vec![
         unknown_type.clone(),
         undecodable.clone(),
-        unknown_sku.clone(),
+        no_location.clone(),
         good,
     ])
     .await
@@ -216,8 +226,8 @@ async fn bad_events_are_dead_lettered_and_the_next_good_one_is_routed() {
     assert!(dead[0].1.contains("unknown event type"), "{}", dead[0].1);
     assert_eq!(dead[1].0, undecodable.id);
     assert!(dead[1].1.contains("undecodable"), "{}", dead[1].1);
-    assert_eq!(dead[2].0, unknown_sku.id);
-    assert!(dead[2].1.contains("unknown sku ghost"), "{}", dead[2].1);
+    assert_eq!(dead[2].0, no_location.id);
+    assert!(dead[2].1.contains("ship_to.location"), "{}", dead[2].1);
 
     let created = read_raw(&broker.bootstrap(), SHIPMENTS_TOPIC, 1).await;
     assert_eq!(

@@ -128,8 +128,12 @@ impl Cli {
 
 impl Command {
     /// The services to run, their flags and whether this is `dev`; `None` for `migrate`.
-    pub fn split(&self) -> Option<(Vec<&dyn Service<Store>>, &RunArgs, bool)> {
-        match self {
+    /// Under `dev`, the dev defaults apply first (a default warehouse per region).
+    pub fn split(&mut self) -> Option<(Vec<&dyn Service<Store>>, &RunArgs, bool)> {
+        if let Command::Dev { args } = self {
+            args.warehouse.dev = true;
+        }
+        match &*self {
             Command::Dev { args } => Some((args.services().to_vec(), args, true)),
             Command::Serve { service, args } => {
                 let chosen = args

@@ -24,7 +24,7 @@ fn main() {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(mut cli: Cli) -> anyhow::Result<()> {
     if let Command::Migrate { store } = &cli.command {
         return migrate(store).await;
     }

@@ -33,6 +33,7 @@ pub struct Fixture {
     upstream: SpawnedServer,
     _inventory: RunningInventory,
     _cart: holdfast_cart::RunningCart<SqliteStore>,
+    pub warehouse: holdfast_warehouse::RunningWarehouse<SqliteStore>,
     pub orders: OrderServiceClient<Channel>,
     pub catalog: CatalogServiceClient<Channel>,
     pub inventory: InventoryServiceClient<Channel>,
@@ -104,7 +105,18 @@ impl Fixture {
         )
         .await
         .expect("cart");
+        // The orders relay publishes this store's outbox, the warehouse's rows included.
+        let warehouse = holdfast_warehouse::start(
+            store.clone(),
+            bus.clone(),
+            "test",
+            holdfast_warehouse::WarehouseOptions {
+                relay: holdfast_warehouse::OutboxRelay::Shared(Arc::new(|| {})),
+                ..holdfast_warehouse::WarehouseOptions::default()
+            },
+        );
         let mut grpc = GrpcServer::new(ServerOptions::default());
+        grpc.add_service("warehouse", warehouse.service.clone());
         grpc.add_service("catalog", catalog);
         grpc.add_service("inventory", inventory.service.clone());
         grpc.add_service("cart", cart.service.clone());
@@ -119,7 +131,8 @@ impl Fixture {
                 catalog: lazy.clone(),
                 inventory: lazy.clone(),
                 cart: lazy.clone(),
-                payments: lazy,
+                payments: lazy.clone(),
+                warehouse: lazy,
             },
             bus.clone(),
             "test",
@@ -137,6 +150,7 @@ impl Fixture {
             upstream,
             _inventory: inventory,
             _cart: cart,
+            warehouse,
             catalog: CatalogServiceClient::new(channel.clone()),
             inventory: InventoryServiceClient::new(channel.clone()),
             cart: CartServiceClient::new(channel.clone()),

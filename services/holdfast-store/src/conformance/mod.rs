@@ -27,6 +27,7 @@ mod products;
 mod sagas;
 mod warehouse;
 mod warehouse_changes;
+mod warehouse_race;
 
 pub use carts::{
     cart_delete_is_not_undone_by_late_older_save, cart_older_version_never_overwrites_newer,
@@ -66,6 +67,7 @@ pub use warehouse_changes::{
     warehouse_concurrent_allocations_from_12_tasks_never_share_units,
     warehouse_refused_change_writes_nothing,
 };
+pub use warehouse_race::warehouse_cancel_and_ship_race_one_winner_per_shipment;
 
 use {
     carts::cart, idempotency::bad_key_and_outbox_requests_are_refused,
@@ -148,6 +150,7 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         warehouse_change_applies_everything_once_and_repeats_answer_the_first,
         warehouse_refused_change_writes_nothing,
         warehouse_concurrent_allocations_from_12_tasks_never_share_units,
+        warehouse_cancel_and_ship_race_one_winner_per_shipment,
         warehouse_shipments_list_by_order_and_by_warehouse,
         warehouse_bad_requests_are_refused,
     ]

@@ -33,9 +33,12 @@ use crate::error::WarehouseError;
 use crate::events::Events;
 use crate::routing::{Need, Shortfall};
 
+mod cancel;
 mod orders;
 mod shipments;
 mod stock;
+
+pub use cancel::Cancelled;
 
 /// Plans tried before an operation whose rows keep changing gives up.
 const ATTEMPTS: usize = 8;
@@ -109,6 +112,7 @@ pub struct Engine<S> {
     pub outbox_written: Notify,
     events: Events,
     shared_relay: Option<WakeRelay>,
+    default_warehouse: Option<String>,
 }
 
 fn status(shipment: &StoredShipment) -> ShipmentStatus {
@@ -137,7 +141,22 @@ impl<S: WarehouseBackend> Engine<S> {
             outbox_written: Notify::new(),
             events: Events::new(region),
             shared_relay,
+            default_warehouse: None,
         }
+    }
+
+    /// This engine with `id` as its region's default warehouse (see
+    /// [`Engine::is_default_warehouse`]).
+    pub fn with_default_warehouse(mut self, id: Option<String>) -> Self {
+        self.default_warehouse = id;
+        self
+    }
+
+    /// Whether `warehouse_id` is the default warehouse: routing sends it what no other
+    /// warehouse of the region can ship, and it keeps no stock rows (its stock is what
+    /// inventory sells). See `docs/warehouse.md`.
+    pub fn is_default_warehouse(&self, warehouse_id: &str) -> bool {
+        self.default_warehouse.as_deref() == Some(warehouse_id)
     }
 
     /// Applies `change`, waking the relay if it wrote events.
@@ -151,6 +170,41 @@ impl<S: WarehouseBackend> Engine<S> {
             }
         }
         Ok(outcome)
+    }
+
+    /// Creates (or re-activates) the default warehouse, if this engine has one: region
+    /// [`Engine::region`], every speed offered with no distance limit (standard in 5 days,
+    /// express in 2, same day). A warehouse already stored under its id keeps its name and
+    /// location.
+    pub async fn ensure_default_warehouse(&self) -> Result<(), WarehouseError> {
+        let Some(id) = &self.default_warehouse else {
+            return Ok(());
+        };
+        use holdfast_proto::warehouse::v1::ShippingSpeed;
+        let existing = self.store.get_warehouse(id).await?;
+        let option = |speed: ShippingSpeed, max_days| holdfast_store::ShippingOptionRecord {
+            speed: speed as i32,
+            max_days,
+            max_distance_km: 0,
+        };
+        let warehouse = StoredWarehouse {
+            id: id.clone(),
+            name: format!(
+                "Default warehouse of {} (ships what inventory sells)",
+                self.region
+            ),
+            region: self.region.clone(),
+            shipping_options: vec![
+                option(ShippingSpeed::Standard, 5),
+                option(ShippingSpeed::Express, 2),
+                option(ShippingSpeed::SameDay, 0),
+            ],
+            active: true,
+            ..existing.unwrap_or_default()
+        };
+        self.store.upsert_warehouse(warehouse).await?;
+        tracing::info!(warehouse = %id, region = %self.region, "default warehouse ready");
+        Ok(())
     }
 
     /// The warehouse, or `NotFound`.

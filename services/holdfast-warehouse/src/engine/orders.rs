@@ -27,7 +27,11 @@ impl<S: WarehouseBackend> Engine<S> {
         request: &RouteRequest<'_>,
         adjust: &HashMap<(String, String), i64>,
     ) -> Result<RoutingPart, WarehouseError> {
-        let warehouses = self.active_warehouses(request.region).await?;
+        let (warehouses, default): (Vec<_>, Vec<_>) = self
+            .active_warehouses(request.region)
+            .await?
+            .into_iter()
+            .partition(|w| !self.is_default_warehouse(&w.id));
         let skus: Vec<String> = request.needs.iter().map(|n| n.sku.clone()).collect();
         let rows = if skus.is_empty() {
             Vec::new()
@@ -65,7 +69,37 @@ impl<S: WarehouseBackend> Engine<S> {
                 })
             })
             .collect();
-        let plan = routing::plan(&request.needs, &candidates);
+        let mut plan = routing::plan(&request.needs, &candidates);
+        // The default warehouse ships whatever the others cannot (its stock is what
+        // inventory sold), if it keeps the promise.
+        if !plan.backorders.is_empty()
+            && let Some(fallback) = default.first()
+            && let Some(option) = routing::option_for(
+                fallback,
+                request.speed,
+                routing::distance_km((fallback.latitude, fallback.longitude), to),
+            )
+        {
+            plan.shipments.push(routing::PlannedShipment {
+                warehouse_id: fallback.id.clone(),
+                lines: plan
+                    .backorders
+                    .drain(..)
+                    .map(|short| (short.sku, short.missing))
+                    .collect(),
+                max_days: option.max_days,
+            });
+        }
+        for short in &mut plan.backorders {
+            short.reason = if rows.iter().any(|r| r.sku == short.sku) {
+                format!(
+                    "not enough units of {} allocatable in the active warehouses of region {} that ship at this speed to the address",
+                    short.sku, request.region
+                )
+            } else {
+                format!("no warehouse of region {} stocks {}", request.region, short.sku)
+            };
+        }
         let now = now_ms();
         let ship_to = request.ship_to.encode_to_vec();
         let count = u32::try_from(plan.shipments.len()).unwrap_or(u32::MAX);
@@ -95,14 +129,16 @@ impl<S: WarehouseBackend> Engine<S> {
                 created_at_ms: now,
                 ..StoredShipment::default()
             };
-            part.stock
-                .extend(planned.lines.iter().map(|(sku, quantity)| StockDelta {
-                    warehouse_id: planned.warehouse_id.clone(),
-                    sku: sku.clone(),
-                    physical: 0,
-                    allocatable: -quantity,
-                    expected_version: None,
-                }));
+            if !self.is_default_warehouse(&planned.warehouse_id) {
+                part.stock
+                    .extend(planned.lines.iter().map(|(sku, quantity)| StockDelta {
+                        warehouse_id: planned.warehouse_id.clone(),
+                        sku: sku.clone(),
+                        physical: 0,
+                        allocatable: -quantity,
+                        expected_version: None,
+                    }));
+            }
             part.outbox.push(self.events.created(&shipment, count, now));
             part.shipments.push(shipment);
         }
@@ -116,8 +152,8 @@ impl<S: WarehouseBackend> Engine<S> {
     }
 
     /// Routes a dispatch request (consumed event `event_id`): allocates stock, creates the
-    /// shipments, announces them and any backorder, all at once and once per order.
-    /// `InvalidArgument` for a request that cannot be routed (an unknown SKU among them).
+    /// shipments, announces them and any backorder, all at once and once per order. Lines
+    /// no warehouse can ship (an unknown SKU among them) are backordered with a reason.
     pub async fn route(
         &self,
         event_id: &str,
@@ -137,14 +173,9 @@ impl<S: WarehouseBackend> Engine<S> {
         {
             return Ok(Routed::AlreadyDone);
         }
+        // A SKU no warehouse stocks is backordered (or shipped by the default warehouse),
+        // never poison: the order shows it.
         let needs = routing::merge_needs(dispatch.lines.iter().map(|l| (l.sku.clone(), l.quantity)));
-        let skus: Vec<String> = needs.iter().map(|n| n.sku.clone()).collect();
-        let known = self.store.get_stock(&skus, None).await?;
-        if let Some(unknown) = skus.iter().find(|sku| known.iter().all(|r| &r.sku != *sku)) {
-            return Err(invalid(format!(
-                "unknown sku {unknown}: no warehouse has ever stocked it"
-            )));
-        }
         let region = if dispatch.region.is_empty() {
             self.region.as_str()
         } else {
@@ -239,13 +270,16 @@ impl<S: WarehouseBackend> Engine<S> {
                 ..WarehouseChange::default()
             };
             for shipment in shipments.into_iter().filter(is_open) {
-                change.stock.extend(shipment.lines.iter().map(|l| StockDelta {
-                    warehouse_id: shipment.warehouse_id.clone(),
-                    sku: l.sku.clone(),
-                    physical: 0,
-                    allocatable: l.quantity,
-                    expected_version: None,
-                }));
+                let keeps_stock = !self.is_default_warehouse(&shipment.warehouse_id);
+                change
+                    .stock
+                    .extend(shipment.lines.iter().filter(|_| keeps_stock).map(|l| StockDelta {
+                        warehouse_id: shipment.warehouse_id.clone(),
+                        sku: l.sku.clone(),
+                        physical: 0,
+                        allocatable: l.quantity,
+                        expected_version: None,
+                    }));
                 let expected_version = shipment.version;
                 let updated = StoredShipment {
                     status: ShipmentStatus::Cancelled as i32,

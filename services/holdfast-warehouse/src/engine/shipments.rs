@@ -93,9 +93,12 @@ impl<S: WarehouseBackend> Engine<S> {
                     fingerprint: keys::fingerprint([carrier, tracking]),
                     if_taken: IfTaken::Repeat,
                 }],
+                // The default warehouse keeps no stock rows: inventory counted these units
+                // as sold when the order committed.
                 stock: shipped
                     .lines
                     .iter()
+                    .filter(|_| !self.is_default_warehouse(&shipped.warehouse_id))
                     .map(|l| StockDelta {
                         warehouse_id: shipped.warehouse_id.clone(),
                         sku: l.sku.clone(),
@@ -117,6 +120,11 @@ impl<S: WarehouseBackend> Engine<S> {
                     }
                 }
                 ChangeOutcome::Refused(Refusal::Stock(row)) => {
+                    // A cancellation that won gave the units back: answer that, not a
+                    // missing stock.
+                    if self.shipment(id).await?.version != expected_version {
+                        continue;
+                    }
                     return Err(WarehouseError::precondition(
                         "STOCK_MISSING",
                         &row.sku,

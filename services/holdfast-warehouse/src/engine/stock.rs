@@ -30,6 +30,22 @@ pub(super) struct GoodsIn<'a> {
 }
 
 impl<S: WarehouseBackend> Engine<S> {
+    /// The warehouse, if it keeps stock counts: `NotFound`, or `FAILED_PRECONDITION` for
+    /// the default warehouse (its stock is what inventory sells).
+    async fn stocked_warehouse(&self, id: &str) -> Result<StoredWarehouse, WarehouseError> {
+        let warehouse = self.warehouse(id).await?;
+        if self.is_default_warehouse(id) {
+            return Err(WarehouseError::precondition(
+                "DEFAULT_WAREHOUSE",
+                id,
+                format!(
+                    "{id} is the default warehouse: it keeps no stock counts, its stock is what inventory sells"
+                ),
+            ));
+        }
+        Ok(warehouse)
+    }
+
     /// A stock take: physical becomes `physical` (allocated units stay allocated). Returns
     /// the row after and the delta that flowed to the region's inventory.
     pub async fn set_stock(
@@ -38,7 +54,7 @@ impl<S: WarehouseBackend> Engine<S> {
         sku: &str,
         physical: i64,
     ) -> Result<(StockRow, i64), WarehouseError> {
-        let warehouse = self.warehouse(warehouse_id).await?;
+        let warehouse = self.stocked_warehouse(warehouse_id).await?;
         for _ in 0..ATTEMPTS {
             let row = self.stock_row(warehouse_id, sku).await?;
             let allocated = row.physical - row.allocatable;
@@ -113,7 +129,7 @@ impl<S: WarehouseBackend> Engine<S> {
                 record.stock,
             );
         }
-        let warehouse = self.warehouse(warehouse_id).await?;
+        let warehouse = self.stocked_warehouse(warehouse_id).await?;
         let change = self.goods_in(
             GoodsIn {
                 warehouse_id,
@@ -173,7 +189,7 @@ impl<S: WarehouseBackend> Engine<S> {
             )
             .map(|(rows, duplicate)| (first_row(rows), duplicate));
         }
-        let warehouse = self.warehouse(&shrinkage.warehouse_id).await?;
+        let warehouse = self.stocked_warehouse(&shrinkage.warehouse_id).await?;
         let (wh, sku) = (shrinkage.warehouse_id.as_str(), shrinkage.sku.as_str());
         for _ in 0..ATTEMPTS {
             let row = self.stock_row(wh, sku).await?;

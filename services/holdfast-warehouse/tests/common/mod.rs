@@ -44,6 +44,11 @@ pub struct Fixture {
 
 impl Fixture {
     pub async fn start() -> Self {
+        Self::start_with(WarehouseOptions::default()).await
+    }
+
+    /// A fixture whose warehouse runs with `options` (its default warehouse created).
+    pub async fn start_with(options: WarehouseOptions) -> Self {
         let dir = TempDir::new("warehouse").expect("dir");
         let store = SqliteStore::open(dir.path().join("holdfast.db"))
             .await
@@ -52,12 +57,12 @@ impl Fixture {
         let shipments = bus.subscribe(SHIPMENTS_TOPIC);
         let fulfillment = bus.subscribe(FULFILLMENT_TOPIC);
         let reconciliation = bus.subscribe(holdfast_warehouse::events::RECONCILIATION_TOPIC);
-        let running = holdfast_warehouse::start(
-            store.clone(),
-            Arc::new(bus.clone()),
-            "eu",
-            WarehouseOptions::default(),
-        );
+        let running = holdfast_warehouse::start(store.clone(), Arc::new(bus.clone()), "eu", options);
+        running
+            .engine
+            .ensure_default_warehouse()
+            .await
+            .expect("default warehouse");
         Self {
             running,
             store,
