@@ -19,6 +19,7 @@ use tower::layer::util::{Identity, Stack};
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 
+use crate::auth::{AuthLayer, AuthzTable, Verifier};
 use crate::config::CommonArgs;
 use crate::metrics::{self, RpcMetricsLayer};
 use crate::telemetry;
@@ -121,6 +122,8 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     health: Health,
     options: ServerOptions,
+    verifier: Option<Verifier>,
+    tables: Vec<&'static AuthzTable>,
 }
 
 impl GrpcServer {
@@ -133,7 +136,22 @@ impl GrpcServer {
             routes,
             health: Health::new(reporter),
             options,
+            verifier: None,
+            tables: Vec::new(),
         }
+    }
+
+    /// Authenticates every RPC with `verifier` against the services' authorization tables
+    /// ([`GrpcServer::authorize`]); `None` (the default) serves without authentication.
+    pub fn set_auth(&mut self, verifier: Option<Verifier>) -> &mut Self {
+        self.verifier = verifier;
+        self
+    }
+
+    /// Adds a service's authorization table. With auth on, an RPC without a row is refused.
+    pub fn authorize(&mut self, table: &'static AuthzTable) -> &mut Self {
+        self.tables.push(table);
+        self
     }
 
     /// Registers `service` under its gRPC name and the short `name` for health checks.
@@ -200,7 +218,13 @@ impl GrpcServer {
                 let _ = stream.set_nodelay(true);
             })
         });
-        let server = serve_stack(&self.options)
+        let auth = AuthLayer::new(self.verifier.take(), &self.tables);
+        if !auth.enforcing() {
+            tracing::warn!(
+                "serving WITHOUT authentication: every RPC is open to anyone who reaches the port"
+            );
+        }
+        let server = serve_stack(&self.options, auth)
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
 
@@ -223,18 +247,21 @@ impl GrpcServer {
 
 /// The concrete type of [`serve_stack`]'s layers, outermost first.
 type ServerStack = Stack<
-    RpcMetricsLayer,
+    AuthLayer,
     Stack<
-        tower::limit::GlobalConcurrencyLimitLayer,
+        RpcMetricsLayer,
         Stack<
-            tower::load_shed::LoadShedLayer,
+            tower::limit::GlobalConcurrencyLimitLayer,
             Stack<
-                tower::timeout::TimeoutLayer,
+                tower::load_shed::LoadShedLayer,
                 Stack<
-                    StatusOnErrorLayer,
+                    tower::timeout::TimeoutLayer,
                     Stack<
-                        RpcTraceLayer,
-                        Stack<tonic_web::GrpcWebLayer, Stack<tower_http::cors::CorsLayer, Identity>>,
+                        StatusOnErrorLayer,
+                        Stack<
+                            RpcTraceLayer,
+                            Stack<tonic_web::GrpcWebLayer, Stack<tower_http::cors::CorsLayer, Identity>>,
+                        >,
                     >,
                 >,
             >,
@@ -251,7 +278,10 @@ pub const GRPC_EXPOSED_HEADERS: [http::HeaderName; 3] = [
 ];
 
 /// The one server stack. Outermost layer first; every request passes them in this order.
-fn serve_stack(options: &ServerOptions) -> tonic::transport::Server<Stack<ServerStack, Identity>> {
+fn serve_stack(
+    options: &ServerOptions,
+    auth: AuthLayer,
+) -> tonic::transport::Server<Stack<ServerStack, Identity>> {
     let stack = ServiceBuilder::new()
         // CORS first: browsers' preflight OPTIONS must be answered before any gRPC handling.
         // A trailers-only error carries its status in headers, which a cross-origin page
@@ -276,6 +306,9 @@ fn serve_stack(options: &ServerOptions) -> tonic::transport::Server<Stack<Server
         ))
         // Metrics innermost: latency is service time, labels are the RPC the routes serve.
         .layer(RpcMetricsLayer)
+        // Auth innermost: refusals are counted and traced by route like any answer; the
+        // caller it verified rides in the request's extensions to the handler.
+        .layer(auth)
         .into_inner();
     tonic::transport::Server::builder()
         // grpc-web from browsers arrives as HTTP/1.1.
