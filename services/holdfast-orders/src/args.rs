@@ -77,7 +77,12 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 cart: ctx.channel(Peer::Cart)?,
                 payments: ctx.channel(Peer::Payments)?,
             };
-            let clients = Clients::new(upstreams, options.upstream_timeout, options.payment_timeout);
+            let clients = Clients::presenting(
+                upstreams,
+                options.upstream_timeout,
+                options.payment_timeout,
+                ctx.outbound(),
+            );
             let step_ctx = Arc::new(StepContext::new(
                 ctx.store("orders")?,
                 clients,
@@ -89,6 +94,7 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 "orders",
                 OrderServiceServer::new(Orders::new(Arc::clone(&engine))),
             )
+            .authz(&crate::authz::TABLE)
             .consumer(
                 shipments::CONSUMER_GROUP,
                 &[shipments::SHIPMENTS_TOPIC],

@@ -22,6 +22,7 @@
 //!   [`args`]: the service's command-line section and its start shape.
 
 pub mod args;
+pub mod authz;
 pub mod context;
 pub mod engine;
 pub mod error;

@@ -27,6 +27,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Migrate { store } = &cli.command {
         return migrate(store).await;
     }
+    if let Command::Token(token) = &cli.command {
+        let token = token.mint().unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(EXIT_CONFIG);
+        });
+        #[allow(clippy::print_stdout)] // the token is the output
+        {
+            println!("{token}");
+        }
+        return Ok(());
+    }
     let Some((services, args, dev)) = cli.command.split() else {
         return Ok(());
     };
@@ -36,6 +47,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&names.join("+"), &common.log_format)?;
 
     // Every configuration check before any connection, so bad config always exits 64.
+    let auth = args
+        .auth
+        .resolve(dev, &common.data_dir, &names.join("+"))
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(EXIT_CONFIG);
+        });
     let store_url = match (&args.store.store, needs.store) {
         (Some(url), true) => Some(url.clone()),
         (None, true) if dev => Some(StoreUrl::Sqlite(common.data_dir.join("holdfast.db"))),
@@ -102,10 +120,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ))
         });
     let (listen, admin_listen) = (listener.local_addr()?, admin.local_addr()?);
-    let ctx = context(args, redis, store, bus, listen)
+    let mut ctx = context(args, redis, store, bus, listen)
         .unwrap_or_else(|e| exit_unavailable(format!("cannot set up the event bus: {e}")));
+    ctx.credentials = auth.credentials;
     let mesh = build_server(&services, common, &ctx).await?;
-    let (grpc, mut running) = (mesh.server, mesh.running);
+    let (mut grpc, mut running) = (mesh.server, mesh.running);
+    grpc.set_auth(auth.verifier);
     let health = grpc.health();
 
     // Serve.

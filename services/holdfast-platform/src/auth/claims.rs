@@ -85,16 +85,18 @@ impl Caller {
         matches!(self.role, Role::Service | Role::Admin)
     }
 
-    /// The customer id a customer token names.
+    /// The customer id a customer token acts as: its `sub`, or for an anonymous token its
+    /// session id (a guest's orders are filed under the session).
     pub fn customer_id(&self) -> Option<&str> {
         match self.role {
-            Role::Customer => self.subject.as_deref(),
+            Role::Customer => self.subject.as_deref().or(self.session.as_deref()),
             _ => None,
         }
     }
 
     /// OK if `caller` may act for customer `customer_id`: no caller (auth off), a service or
-    /// admin, or a customer token whose `sub` is that id. PERMISSION_DENIED otherwise.
+    /// admin, or a customer token acting as that id ([`Caller::customer_id`]).
+    /// PERMISSION_DENIED otherwise.
     pub fn check_customer(caller: Option<&Caller>, customer_id: &str) -> Result<(), Status> {
         match caller {
             None => Ok(()),
@@ -116,6 +118,27 @@ impl Caller {
             ))),
         }
     }
+}
+
+/// OK if `caller` may act on the cart of `owner`: a customer's cart per
+/// [`Caller::check_customer`], a session cart per [`Caller::check_session`]. An unset owner
+/// passes (the handler answers INVALID_ARGUMENT for it).
+pub fn check_cart_owner(
+    caller: Option<&Caller>,
+    owner: Option<&holdfast_proto::cart::v1::CartOwner>,
+) -> Result<(), Status> {
+    use holdfast_proto::cart::v1::cart_owner::Owner;
+    match owner.and_then(|o| o.owner.as_ref()) {
+        Some(Owner::CustomerId(id)) => Caller::check_customer(caller, id),
+        Some(Owner::SessionId(id)) => Caller::check_session(caller, id),
+        None => Ok(()),
+    }
+}
+
+/// The caller of `request` and its message (handlers that take the message by value).
+pub fn split<T>(request: tonic::Request<T>) -> (Option<Caller>, T) {
+    let caller = Caller::of(&request).cloned();
+    (caller, request.into_inner())
 }
 
 #[cfg(test)]

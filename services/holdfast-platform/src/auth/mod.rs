@@ -20,7 +20,7 @@ pub mod table;
 pub mod verify;
 
 pub use args::AuthArgs;
-pub use claims::{Caller, Claims, Role};
+pub use claims::{Caller, Claims, Role, check_cart_owner, split};
 pub use credentials::ServiceCredentials;
 pub use keys::{DevKey, KeySet, Signer};
 pub use layer::AuthLayer;

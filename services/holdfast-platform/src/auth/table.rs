@@ -66,6 +66,58 @@ impl AuthzTable {
     }
 }
 
+impl AuthzTable {
+    /// Checks the table row by row against `expected` (`method`, whether `[customer,
+    /// service, admin]` pass) and against the service's RPCs in `descriptor_set` (a row for
+    /// every RPC, no row for an RPC that does not exist). The error names every mismatch.
+    pub fn check(&self, expected: &[(&str, [bool; 3])], descriptor_set: &[u8]) -> Result<(), String> {
+        use prost::Message as _;
+        let mut problems = Vec::new();
+        for (method, want) in expected {
+            match self.rule(method) {
+                None => problems.push(format!("{method}: no row")),
+                Some(rule) => {
+                    let got = [Role::Customer, Role::Service, Role::Admin].map(|r| rule.allows(r));
+                    if got != *want {
+                        problems.push(format!(
+                            "{method}: {rule:?} lets [customer, service, admin] {got:?}, expected {want:?}"
+                        ));
+                    }
+                }
+            }
+        }
+        let set = prost_types::FileDescriptorSet::decode(descriptor_set).map_err(|e| e.to_string())?;
+        let methods: Vec<String> = set
+            .file
+            .iter()
+            .flat_map(|f| f.service.iter().map(move |s| (f.package(), s)))
+            .filter(|(package, s)| format!("{package}.{}", s.name()) == self.service)
+            .flat_map(|(_, s)| s.method.iter().map(|m| m.name().to_string()))
+            .collect();
+        if methods.is_empty() {
+            problems.push(format!("{} is not in the descriptor set", self.service));
+        }
+        for method in &methods {
+            if self.rule(method).is_none() {
+                problems.push(format!("{method}: RPC without a row"));
+            }
+            if !expected.iter().any(|(m, _)| m == method) {
+                problems.push(format!("{method}: RPC not in the expectations"));
+            }
+        }
+        for (method, _) in self.rows {
+            if !methods.iter().any(|m| m == method) {
+                problems.push(format!("{method}: row for an RPC the service does not have"));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+}
+
 /// Services every server answers without a token: health checks (load balancers, kubelet)
 /// and reflection (grpcurl's `list` and `describe`).
 pub const PUBLIC_SERVICES: [&str; 3] = [
