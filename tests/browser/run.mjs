@@ -10,9 +10,9 @@ import assert from "node:assert/strict";
 import * as esbuild from "esbuild";
 import { chromium } from "playwright-core";
 
-const [mesh, descriptorsPath] = process.argv.slice(2);
-if (!mesh || !descriptorsPath) {
-  console.error("usage: node run.mjs <host:port> <descriptors.bin>");
+const [mesh, descriptorsPath, adminToken, customerToken] = process.argv.slice(2);
+if (!mesh || !descriptorsPath || !adminToken || !customerToken) {
+  console.error("usage: node run.mjs <host:port> <descriptors.bin> <admin token> <customer token>");
   process.exit(2);
 }
 const here = dirname(fileURLToPath(import.meta.url));
@@ -63,14 +63,17 @@ try {
   const page = context.pages()[0] ?? (await context.newPage());
   const consoleLines = [];
   page.on("console", (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
-  await page.goto(`${pageOrigin}/?target=${encodeURIComponent(`http://${mesh}`)}`);
+  const query = new URLSearchParams({ target: `http://${mesh}`, admin: adminToken, customer: customerToken });
+  await page.goto(`${pageOrigin}/?${query}`);
   await page.waitForFunction(() => window.__result !== undefined, null, { timeout: 30_000 });
   const result = await page.evaluate(() => window.__result);
   console.log(JSON.stringify(result, null, 2));
   try {
     assert.equal(result.crashed, undefined, "the page script crashed");
     assert.notEqual(new URL(result.origin).port, mesh.split(":").pop(), "page and mesh must be cross-origin");
-    assert.deepEqual(result.upsert, { ok: true, created: true }, "UpsertProduct succeeds");
+    assert.deepEqual(result.anonymous, { ok: false, code: "Unauthenticated" }, "a call without a token");
+    assert.deepEqual(result.notAdmin, { ok: false, code: "PermissionDenied" }, "UpsertProduct as a customer");
+    assert.deepEqual(result.upsert, { ok: true, created: true }, "UpsertProduct as an admin succeeds");
     assert.deepEqual(
       result.found,
       { ok: true, sku: "BROWSER-MUG-1", title: "Browser mug", amountMinor: "1299" },
@@ -93,4 +96,6 @@ try {
   rmSync(profile, { recursive: true, force: true });
 }
 if (failed) process.exit(1);
-console.log("browser-test: 1 passed, 0 failed (chromium, cross-origin grpc-web: success, NOT_FOUND, INVALID_ARGUMENT)");
+console.log(
+  "browser-test: 1 passed, 0 failed (chromium, cross-origin grpc-web with bearer tokens: UNAUTHENTICATED, PERMISSION_DENIED, success, NOT_FOUND, INVALID_ARGUMENT)",
+);

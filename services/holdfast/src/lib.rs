@@ -216,6 +216,20 @@ impl ServiceName {
     }
 }
 
+/// Every service's authorization table (the auth layer enforces those of the services a
+/// process runs; tests and tools pick tokens by them).
+pub fn authz_tables() -> [&'static holdfast_platform::auth::AuthzTable; 7] {
+    [
+        &holdfast_inventory::authz::TABLE,
+        &holdfast_catalog::authz::TABLE,
+        &holdfast_cart::authz::TABLE,
+        &holdfast_payments::authz::TABLE,
+        &holdfast_orders::authz::TABLE,
+        &holdfast_warehouse::authz::TABLE,
+        &holdfast_notifications::authz::TABLE,
+    ]
+}
+
 /// What `services` need between them.
 pub fn needs(services: &[&dyn Service<Store>]) -> Needs {
     services.iter().fold(Needs::default(), |acc, s| {

@@ -47,13 +47,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(&names.join("+"), &common.log_format)?;
 
     // Every configuration check before any connection, so bad config always exits 64.
-    let auth = args
-        .auth
-        .resolve(dev, &common.data_dir, &names.join("+"))
-        .unwrap_or_else(|e| {
-            eprintln!("error: {e}");
-            std::process::exit(EXIT_CONFIG);
-        });
     let store_url = match (&args.store.store, needs.store) {
         (Some(url), true) => Some(url.clone()),
         (None, true) if dev => Some(StoreUrl::Sqlite(common.data_dir.join("holdfast.db"))),
@@ -89,6 +82,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         (None, false) => None,
     };
+    // Who may call: the last configuration check, still before any connection.
+    let auth = args
+        .auth
+        .resolve(dev, &common.data_dir, &names.join("+"))
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(EXIT_CONFIG);
+        });
     let redis = match &redis_url {
         Some(url) => Some(
             redis::connect(url, 4)
