@@ -11,7 +11,7 @@ use holdfast_proto::cart::v1::cart_service_client::CartServiceClient;
 use holdfast_proto::cart::v1::{AddItemRequest, CartOwner, GetCartRequest, MergeCartsRequest, cart_owner};
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use holdfast_proto::catalog::v1::{Product, UpsertProductRequest};
-use holdfast_proto::common::v1::{Address, Money};
+use holdfast_proto::common::v1::{Address, GeoPoint, Money};
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_proto::inventory::v1::{GetAvailabilityRequest, SetStockRequest};
 use holdfast_proto::orders::v1::order_service_client::OrderServiceClient;
@@ -21,10 +21,21 @@ use holdfast_proto::orders::v1::{
 };
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use holdfast_proto::payments::v1::{GetPaymentRequest, get_payment_request};
+use holdfast_proto::warehouse::v1::warehouse_service_client::WarehouseServiceClient;
+use holdfast_proto::warehouse::v1::{
+    SetWarehouseStockRequest, ShippingOption, ShippingSpeed, UpsertWarehouseRequest, Warehouse,
+};
 use prost::Message as _;
 use tonic::Code;
 
 const SKU: &str = "AUTH-MUG";
+
+fn berlin() -> Option<GeoPoint> {
+    Some(GeoPoint {
+        latitude: 52.520,
+        longitude: 13.405,
+    })
+}
 
 fn customer_owner(id: &str) -> Option<CartOwner> {
     Some(CartOwner {
@@ -65,15 +76,34 @@ async fn seed(mesh: &DevMesh) {
         })
         .await
         .expect("product");
-    let mut inventory = InventoryServiceClient::new(channel);
-    inventory
-        .set_stock(SetStockRequest {
+    let mut warehouse = WarehouseServiceClient::new(channel.clone());
+    warehouse
+        .upsert_warehouse(UpsertWarehouseRequest {
+            warehouse: Some(Warehouse {
+                id: "auth-ber".into(),
+                name: "Berlin".into(),
+                region: "local".into(),
+                location: berlin(),
+                shipping_options: vec![ShippingOption {
+                    speed: ShippingSpeed::Standard as i32,
+                    max_days: 3,
+                    max_distance_km: 0,
+                }],
+                active: true,
+                ..Warehouse::default()
+            }),
+        })
+        .await
+        .expect("warehouse");
+    warehouse
+        .set_warehouse_stock(SetWarehouseStockRequest {
+            warehouse_id: "auth-ber".into(),
             sku: SKU.into(),
-            on_hand: 100,
-            buckets: 0,
+            physical: 100,
         })
         .await
         .expect("stock");
+    let mut inventory = InventoryServiceClient::new(channel);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let levels = inventory
@@ -101,9 +131,11 @@ fn checkout(key: &str, customer: &str, source: checkout_request::Source) -> Chec
             city: "Berlin".into(),
             postal_code: "10117".into(),
             country: "DE".into(),
+            location: berlin(),
             ..Address::default()
         }),
         payment_method: "pm_card_visa".into(),
+        shipping_speed: ShippingSpeed::Standard as i32,
         ..CheckoutRequest::default()
     }
 }

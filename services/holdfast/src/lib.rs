@@ -90,7 +90,7 @@ pub struct TokenArgs {
     #[arg(long, conflicts_with_all = ["customer", "session", "admin"])]
     pub service: bool,
     /// How long the token is valid.
-    #[arg(long, default_value = "1h", value_parser = holdfast_platform::config::parse_duration)]
+    #[arg(long, default_value = "60m", value_parser = holdfast_platform::config::parse_duration)]
     pub ttl: std::time::Duration,
     /// The data dir of the `holdfast dev` whose key signs the token.
     #[arg(long, env = "HOLDFAST_DATA_DIR", default_value = "./data", value_name = "DIR")]

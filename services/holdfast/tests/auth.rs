@@ -99,6 +99,7 @@ async fn serve_with_insecure_no_auth_starts_and_says_so_loudly() {
         .get_availability(holdfast_proto::inventory::v1::GetAvailabilityRequest { skus: vec!["MUG".into()] })
         .await
         .expect("open without a token");
+    drop(inventory); // no open connection holds up the drain
     let stderr = stop(child);
     assert!(stderr.contains("AUTHENTICATION IS OFF"), "logged loudly: {stderr}");
     assert!(stderr.contains("\"level\":\"ERROR\""), "at error level: {stderr}");
@@ -135,6 +136,7 @@ async fn dev_enforces_tokens_that_holdfast_token_mints() {
         holdfast_platform::auth::DevKey::path(data.path()).exists(),
         "the dev key is kept in the data dir"
     );
+    drop(cart); // no open connection holds up the drain
     let _ = stop(child);
 
     let missing = Command::new(BIN)
