@@ -107,7 +107,9 @@ async fn seed(mesh: &DevMesh) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let levels = inventory
-            .get_availability(GetAvailabilityRequest { skus: vec![SKU.into()] })
+            .get_availability(GetAvailabilityRequest {
+                skus: vec![SKU.into()],
+            })
             .await
             .expect("availability")
             .into_inner()
@@ -171,7 +173,11 @@ async fn a_customer_cannot_read_or_change_anothers_cart_orders_or_payments() {
         .await
         .expect("bob adds to his cart");
     let mut alice_cart = CartServiceClient::new(as_alice.clone());
-    let read = alice_cart.get_cart(GetCartRequest { owner: customer_owner("bob") }).await;
+    let read = alice_cart
+        .get_cart(GetCartRequest {
+            owner: customer_owner("bob"),
+        })
+        .await;
     assert_eq!(code(read), Code::PermissionDenied);
     let change = alice_cart
         .add_item(AddItemRequest {
@@ -183,7 +189,9 @@ async fn a_customer_cannot_read_or_change_anothers_cart_orders_or_payments() {
         .await;
     assert_eq!(code(change), Code::PermissionDenied);
     let bobs = bob_cart
-        .get_cart(GetCartRequest { owner: customer_owner("bob") })
+        .get_cart(GetCartRequest {
+            owner: customer_owner("bob"),
+        })
         .await
         .expect("bob reads his cart")
         .into_inner()
@@ -221,7 +229,9 @@ async fn a_customer_cannot_read_or_change_anothers_cart_orders_or_payments() {
         })
         .await;
     assert_eq!(code(cancel), Code::PermissionDenied);
-    let as_bob_checkout = alice_orders.checkout(checkout("auth-alice-1", "bob", lines())).await;
+    let as_bob_checkout = alice_orders
+        .checkout(checkout("auth-alice-1", "bob", lines()))
+        .await;
     assert_eq!(code(as_bob_checkout), Code::PermissionDenied);
     let order = bob_orders
         .get_order(GetOrderRequest { order_id })
@@ -271,13 +281,21 @@ async fn a_session_cart_belongs_to_the_token_bound_to_the_session() {
                 owner: session_owner("sess-1"),
             })
             .await;
-        assert_eq!(code(read), Code::PermissionDenied, "reading another's session cart");
+        assert_eq!(
+            code(read),
+            Code::PermissionDenied,
+            "reading another's session cart"
+        );
         let source = checkout_request::Source::Cart(session_owner("sess-1").expect("owner"));
         let customer = if token == &alice { "alice" } else { "sess-2" };
         let checkout = OrderServiceClient::new(channel)
             .checkout(checkout("auth-steal-sess-1", customer, source))
             .await;
-        assert_eq!(code(checkout), Code::PermissionDenied, "checking out another's session cart");
+        assert_eq!(
+            code(checkout),
+            Code::PermissionDenied,
+            "checking out another's session cart"
+        );
     }
 
     // MergeCarts needs the customer and the session both in the token.
@@ -291,13 +309,17 @@ async fn a_session_cart_belongs_to_the_token_bound_to_the_session() {
             .await;
         assert_eq!(code(refused), Code::PermissionDenied);
     }
-    let merged = CartServiceClient::new(mesh.channel_as(&alice_signed_in_from_sess_1).await.expect("connect"))
-        .merge_carts(merge)
-        .await
-        .expect("customer + session merge")
-        .into_inner()
-        .cart
-        .expect("cart");
+    let merged = CartServiceClient::new(
+        mesh.channel_as(&alice_signed_in_from_sess_1)
+            .await
+            .expect("connect"),
+    )
+    .merge_carts(merge)
+    .await
+    .expect("customer + session merge")
+    .into_inner()
+    .cart
+    .expect("cart");
     assert_eq!(merged.lines[0].quantity, 2);
 
     // The guest checks out its own session cart (as itself: the session id).
@@ -305,12 +327,17 @@ async fn a_session_cart_belongs_to_the_token_bound_to_the_session() {
     let own = OrderServiceClient::new(mesh.channel_as(&guest).await.expect("connect"))
         .checkout(checkout("auth-own-sess-1", "sess-1", source))
         .await;
-    assert_ne!(code(own), Code::PermissionDenied, "its own session cart is the guest's to check out");
+    assert_ne!(
+        code(own),
+        Code::PermissionDenied,
+        "its own session cart is the guest's to check out"
+    );
 }
 
 /// Every RPC of every holdfast service, from the descriptor set, with its table row.
 fn every_rpc() -> Vec<(String, Rule)> {
-    let set = prost_types::FileDescriptorSet::decode(holdfast_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+    let set =
+        prost_types::FileDescriptorSet::decode(holdfast_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
     let tables = holdfast::authz_tables();
     let mut rpcs = Vec::new();
     for file in &set.file {
@@ -343,7 +370,9 @@ async fn every_admin_and_service_rpc_refuses_every_other_role_and_every_rpc_need
     for (path, rule) in &rpcs {
         // grpc-web, as a browser or mobile backend calls: status in the trailers.
         let status = |reply: holdfast_e2e::WebReply| reply.trailer("grpc-status").map(String::from);
-        let anonymous = grpc_web_call(mesh.server.addr(), path, &[], None).await.expect("call");
+        let anonymous = grpc_web_call(mesh.server.addr(), path, &[], None)
+            .await
+            .expect("call");
         assert_eq!(status(anonymous).as_deref(), Some("16"), "{path} without a token");
         for role in [Role::Customer, Role::Service, Role::Admin] {
             if rule.allows(role) {
@@ -352,12 +381,19 @@ async fn every_admin_and_service_rpc_refuses_every_other_role_and_every_rpc_need
             let reply = grpc_web_call(mesh.server.addr(), path, &[], Some(&token(role)))
                 .await
                 .expect("call");
-            assert_eq!(status(reply).as_deref(), Some("7"), "{path} ({rule:?}) as {role:?}");
+            assert_eq!(
+                status(reply).as_deref(),
+                Some("7"),
+                "{path} ({rule:?}) as {role:?}"
+            );
         }
         admin_rows += usize::from(*rule == Rule::Admin);
         service_rows += usize::from(*rule == Rule::Service);
     }
-    assert!(admin_rows >= 10, "stock, catalog writes, warehouses and returns are admin RPCs: {admin_rows}");
+    assert!(
+        admin_rows >= 10,
+        "stock, catalog writes, warehouses and returns are admin RPCs: {admin_rows}"
+    );
     assert!(service_rows >= 6, "payments are service RPCs: {service_rows}");
 }
 
@@ -380,9 +416,33 @@ async fn expired_foreign_issuer_or_audience_and_unsigned_tokens_are_unauthentica
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
     };
     let bad = [
-        ("expired", signer.mint_claims(&Claims { exp: now - 3600, ..claims.clone() }).expect("mint")),
-        ("wrong issuer", signer.mint_claims(&Claims { iss: "evil".into(), ..claims.clone() }).expect("mint")),
-        ("wrong audience", signer.mint_claims(&Claims { aud: "other".into(), ..claims.clone() }).expect("mint")),
+        (
+            "expired",
+            signer
+                .mint_claims(&Claims {
+                    exp: now - 3600,
+                    ..claims.clone()
+                })
+                .expect("mint"),
+        ),
+        (
+            "wrong issuer",
+            signer
+                .mint_claims(&Claims {
+                    iss: "evil".into(),
+                    ..claims.clone()
+                })
+                .expect("mint"),
+        ),
+        (
+            "wrong audience",
+            signer
+                .mint_claims(&Claims {
+                    aud: "other".into(),
+                    ..claims.clone()
+                })
+                .expect("mint"),
+        ),
         (
             "alg none",
             format!(

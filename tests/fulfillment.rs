@@ -24,8 +24,8 @@ use holdfast_proto::warehouse::v1::{
     SetWarehouseStockRequest, ShipmentStatus, ShippingOption, ShippingSpeed, StockReceiptLine,
     UpsertWarehouseRequest, Warehouse, list_shipments_request,
 };
-use holdfast_testkit::KafkaBroker;
 use holdfast_testkit::BearerChannel as Channel;
+use holdfast_testkit::KafkaBroker;
 
 const REGION: &str = "eu-central";
 const BERLIN: (f64, f64) = (52.520, 13.405);

@@ -641,7 +641,8 @@ async fn every_rpc_answers_random_and_extreme_requests_without_failing() {
             async move {
                 let request = body.clone();
                 let answer =
-                    tokio::time::timeout(Duration::from_secs(30), call(addr, &path, body, token.as_deref())).await;
+                    tokio::time::timeout(Duration::from_secs(30), call(addr, &path, body, token.as_deref()))
+                        .await;
                 let code = match &answer {
                     Ok(Ok(_)) => Code::Ok,
                     Ok(Err(status)) => status.code(),

@@ -136,7 +136,9 @@ pub async fn grpc_web_call(
         "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
 content-length: {}\r\nconnection: close\r\n{}\r\n",
         body.len(),
-        bearer.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default()
+        bearer
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default()
     );
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream.write_all(head.as_bytes()).await?;

@@ -168,9 +168,14 @@ async fn a_shopper_fills_a_cart_over_grpc_web_at_catalog_prices() {
         expected_version: 0,
     };
     let path = "/holdfast.cart.v1.CartService/AddItem";
-    let reply = grpc_web_call(mesh.server.addr(), path, &add(2).encode_to_vec(), Some(&mesh.operator_token(path)))
-        .await
-        .expect("add");
+    let reply = grpc_web_call(
+        mesh.server.addr(),
+        path,
+        &add(2).encode_to_vec(),
+        Some(&mesh.operator_token(path)),
+    )
+    .await
+    .expect("add");
     assert_eq!(reply.trailer("grpc-status"), Some("0"), "{reply:?}");
     let added = AddItemResponse::decode(reply.message.as_slice()).expect("decodes");
     assert_eq!(added.outcome, ItemOutcome::Applied as i32);
@@ -189,9 +194,14 @@ async fn a_shopper_fills_a_cart_over_grpc_web_at_catalog_prices() {
     );
 
     // Cart asked inventory: 2 more would exceed the 3 in stock.
-    let reply = grpc_web_call(mesh.server.addr(), path, &add(2).encode_to_vec(), Some(&mesh.operator_token(path)))
-        .await
-        .expect("add");
+    let reply = grpc_web_call(
+        mesh.server.addr(),
+        path,
+        &add(2).encode_to_vec(),
+        Some(&mesh.operator_token(path)),
+    )
+    .await
+    .expect("add");
     let refused = AddItemResponse::decode(reply.message.as_slice()).expect("decodes");
     assert_eq!(refused.outcome, ItemOutcome::OutOfStock as i32);
     assert_eq!(refused.available_quantity, 3);

@@ -35,7 +35,12 @@ pub struct TargetArgs {
     #[arg(long, env = "HOLDFAST_LOAD_TOKEN", value_name = "JWT", requires = "target")]
     pub token: Option<String>,
     /// Bearer token for admin RPCs (stock, products) on --target; default --token.
-    #[arg(long, env = "HOLDFAST_LOAD_ADMIN_TOKEN", value_name = "JWT", requires = "target")]
+    #[arg(
+        long,
+        env = "HOLDFAST_LOAD_ADMIN_TOKEN",
+        value_name = "JWT",
+        requires = "target"
+    )]
     pub admin_token: Option<String>,
 }
 
@@ -50,11 +55,9 @@ fn picker(args: &TargetArgs, dev: Option<&Dev>) -> anyhow::Result<TokenPicker> {
     let admin = args.admin_token.clone().or_else(|| token.clone());
     let rules: std::collections::HashMap<String, holdfast_platform::auth::Rule> =
         tables.iter().flat_map(|t| t.paths()).collect();
-    Ok(std::sync::Arc::new(move |path: &str| {
-        match rules.get(path) {
-            Some(holdfast_platform::auth::Rule::Admin) => admin.clone(),
-            _ => token.clone(),
-        }
+    Ok(std::sync::Arc::new(move |path: &str| match rules.get(path) {
+        Some(holdfast_platform::auth::Rule::Admin) => admin.clone(),
+        _ => token.clone(),
     }))
 }
 

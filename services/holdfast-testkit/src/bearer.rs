@@ -102,7 +102,11 @@ impl DevTokens {
             tables.iter().flat_map(|t| t.paths()).collect();
         Arc::new(move |path| {
             let role = rules.get(path).map_or(Role::Service, |r| r.sufficient_role());
-            Some(if role == Role::Admin { admin.clone() } else { service.clone() })
+            Some(if role == Role::Admin {
+                admin.clone()
+            } else {
+                service.clone()
+            })
         })
     }
 }

@@ -25,7 +25,9 @@ async fn spawn_serving(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     let stdout = child.stdout.take().expect("stdout");
     let line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read ready line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read ready line");
         line
     })
     .await
@@ -40,7 +42,9 @@ async fn spawn_serving(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
 }
 
 fn stop(mut child: Child) -> String {
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     let mut stderr = String::new();
     if let Some(mut err) = child.stderr.take() {
@@ -56,9 +60,10 @@ fn get_cart(customer: &str, token: Option<&str>) -> tonic::Request<GetCartReques
         }),
     });
     if let Some(token) = token {
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().expect("header"));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
     }
     request
 }
@@ -67,7 +72,12 @@ fn get_cart(customer: &str, token: Option<&str>) -> tonic::Request<GetCartReques
 fn serve_without_auth_configured_refuses_to_start() {
     let port = holdfast_platform::process::free_port().expect("port").to_string();
     let output = Command::new(BIN)
-        .args(["serve", "inventory", "--redis-url", &format!("redis://127.0.0.1:{port}")])
+        .args([
+            "serve",
+            "inventory",
+            "--redis-url",
+            &format!("redis://127.0.0.1:{port}"),
+        ])
         .env_remove("HOLDFAST_AUTH_JWKS")
         .env_remove("HOLDFAST_INSECURE_NO_AUTH")
         .env("RUST_LOG", "off")
@@ -75,7 +85,10 @@ fn serve_without_auth_configured_refuses_to_start() {
         .expect("run");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(64), "{stderr}");
-    assert!(stderr.contains("--auth-jwks") && stderr.contains("--insecure-no-auth"), "{stderr}");
+    assert!(
+        stderr.contains("--auth-jwks") && stderr.contains("--insecure-no-auth"),
+        "{stderr}"
+    );
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
 }
 
@@ -83,7 +96,13 @@ fn serve_without_auth_configured_refuses_to_start() {
 async fn serve_with_insecure_no_auth_starts_and_says_so_loudly() {
     let redis = RedisServer::start().expect("redis");
     let (child, addr) = spawn_serving(
-        &["serve", "inventory", "--redis-url", &redis.url().to_string(), "--insecure-no-auth"],
+        &[
+            "serve",
+            "inventory",
+            "--redis-url",
+            &redis.url().to_string(),
+            "--insecure-no-auth",
+        ],
         &[("RUST_LOG", "warn"), ("HOLDFAST_LOG_FORMAT", "json")],
     )
     .await;
@@ -96,12 +115,17 @@ async fn serve_with_insecure_no_auth_starts_and_says_so_loudly() {
     let mut inventory =
         holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient::new(channel);
     inventory
-        .get_availability(holdfast_proto::inventory::v1::GetAvailabilityRequest { skus: vec!["MUG".into()] })
+        .get_availability(holdfast_proto::inventory::v1::GetAvailabilityRequest {
+            skus: vec!["MUG".into()],
+        })
         .await
         .expect("open without a token");
     drop(inventory); // no open connection holds up the drain
     let stderr = stop(child);
-    assert!(stderr.contains("AUTHENTICATION IS OFF"), "logged loudly: {stderr}");
+    assert!(
+        stderr.contains("AUTHENTICATION IS OFF"),
+        "logged loudly: {stderr}"
+    );
     assert!(stderr.contains("\"level\":\"ERROR\""), "at error level: {stderr}");
 }
 
@@ -124,12 +148,24 @@ async fn dev_enforces_tokens_that_holdfast_token_mints() {
         .args(["token", "--customer", "c1", "--data-dir", &data_dir])
         .output()
         .expect("holdfast token");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    let token = String::from_utf8(output.stdout).expect("utf-8").trim().to_string();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_string();
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
 
-    cart.get_cart(get_cart("c1", Some(&token))).await.expect("own cart");
-    let other = cart.get_cart(get_cart("c2", Some(&token))).await.expect_err("another's cart");
+    cart.get_cart(get_cart("c1", Some(&token)))
+        .await
+        .expect("own cart");
+    let other = cart
+        .get_cart(get_cart("c2", Some(&token)))
+        .await
+        .expect_err("another's cart");
     assert_eq!(other.code(), tonic::Code::PermissionDenied, "{other:?}");
 
     assert!(
