@@ -23,6 +23,8 @@ SYNTAX = {
     "SocketAddr": r"\d{1,3}(\.\d{1,3}){3}:\d{1,5}",
     "log_format": r"pretty|json",
     "PathBuf": r"/\S+",
+    "String": r"\S*",
+    "bool": r"true|false",
 }
 
 
