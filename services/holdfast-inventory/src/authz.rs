@@ -1,4 +1,5 @@
-//! Who may call which InventoryService RPC: stock levels are set and adjusted by `admin`;
+//! Who may call which InventoryService RPC: stock levels are set by `admin` and adjusted by
+//! `admin` or `service` (orders returns cancelled units);
 //! availability, holds (Reserve, Extend, Release) by any valid token; committing a hold (a
 //! sale) by `service` (orders) only.
 
@@ -9,7 +10,7 @@ pub static TABLE: AuthzTable = AuthzTable {
     service: "holdfast.inventory.v1.InventoryService",
     rows: &[
         ("SetStock", Rule::Admin),
-        ("AdjustStock", Rule::Admin),
+        ("AdjustStock", Rule::AdminOrService),
         ("GetAvailability", Rule::Authenticated),
         ("Reserve", Rule::Authenticated),
         ("Commit", Rule::Service),
@@ -25,9 +26,10 @@ mod tests {
     #[test]
     fn every_row_as_intended_and_every_rpc_has_one() {
         let (anyone, admin, service) = ([true, true, true], [false, false, true], [false, true, false]);
+        let staff = [false, true, true];
         let expected = [
             ("SetStock", admin),
-            ("AdjustStock", admin),
+            ("AdjustStock", staff),
             ("GetAvailability", anyone),
             ("Reserve", anyone),
             ("Commit", service),
