@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts `holdfast dev` on free ports and checks it the way a newcomer would, with the real
-# tools: grpcurl lists every service over reflection, every health name is SERVING, a
+# tools: grpcurl lists every service over reflection, every health name is SERVING, calls
+# carry tokens from `holdfast token` (none or the wrong role is refused), a
 # grpc-web request through curl answers grpc-status 0, /metrics counts the calls, and
 # SIGTERM drains and exits 0. Usage: scripts/smoke.sh path/to/holdfast
 set -euo pipefail
@@ -35,17 +36,31 @@ for name in inventory cart catalog orders warehouse payments; do
 done
 grpcurl -plaintext "$addr" describe holdfast.inventory.v1.InventoryService | grep -q "rpc Reserve" || fail "describe"
 
+# Tokens from the dev key `holdfast dev` generated in its data dir, as the README shows.
+admin_token="$("$bin" token --admin --data-dir "$work/data")" || fail "holdfast token --admin"
+customer_token="$("$bin" token --customer c1 --data-dir "$work/data")" || fail "holdfast token --customer"
+as_admin=(-H "authorization: Bearer $admin_token")
+as_c1=(-H "authorization: Bearer $customer_token")
+
 # A product and its stock, as an admin would set them up, then a reservation.
 C=holdfast.catalog.v1.CatalogService I=holdfast.inventory.v1.InventoryService
-grpcurl -plaintext -d '{"product":{"sku":"MUG-1","title":"Mug","price":{"amount_minor":1299,"currency":"EUR"},"category":"kitchen","active":true}}' \
+denied="$(grpcurl -plaintext -d '{"sku":"MUG-1","on_hand":1}' "$addr" $I/SetStock 2>&1 || true)"
+grep -q "Unauthenticated" <<<"$denied" || fail "SetStock without a token must be Unauthenticated: $denied"
+denied="$(grpcurl -plaintext "${as_c1[@]}" -d '{"sku":"MUG-1","on_hand":1}' "$addr" $I/SetStock 2>&1 || true)"
+grep -q "PermissionDenied" <<<"$denied" || fail "SetStock as a customer must be PermissionDenied: $denied"
+grpcurl -plaintext "${as_admin[@]}" -d '{"product":{"sku":"MUG-1","title":"Mug","price":{"amount_minor":1299,"currency":"EUR"},"category":"kitchen","active":true}}' \
   "$addr" $C/UpsertProduct | grep -q '"created": true' || fail "catalog upsert"
-grpcurl -plaintext -d '{"sku":"MUG-1"}' "$addr" $C/GetProduct | grep -q '"amountMinor": "1299"' || fail "catalog get"
-grpcurl -plaintext -d '{"sku":"MUG-1","on_hand":1}' "$addr" $I/SetStock >/dev/null || fail "set stock"
-grpcurl -plaintext -d '{"reservation_id":"smoke-1","lines":[{"sku":"MUG-1","quantity":1}]}' "$addr" $I/Reserve \
+grpcurl -plaintext "${as_c1[@]}" -d '{"sku":"MUG-1"}' "$addr" $C/GetProduct | grep -q '"amountMinor": "1299"' || fail "catalog get"
+grpcurl -plaintext "${as_admin[@]}" -d '{"sku":"MUG-1","on_hand":1}' "$addr" $I/SetStock >/dev/null || fail "set stock"
+grpcurl -plaintext "${as_c1[@]}" -d '{"reservation_id":"smoke-1","lines":[{"sku":"MUG-1","quantity":1}]}' "$addr" $I/Reserve \
   | grep -q '"RESERVED"' || fail "reserve"
-grpcurl -plaintext -d '{"reservation_id":"smoke-2","lines":[{"sku":"MUG-1","quantity":1}]}' "$addr" $I/Reserve \
+grpcurl -plaintext "${as_c1[@]}" -d '{"reservation_id":"smoke-2","lines":[{"sku":"MUG-1","quantity":1}]}' "$addr" $I/Reserve \
   | grep -q '"INSUFFICIENT_STOCK"' || fail "second reserve must find no stock"
-bad="$(grpcurl -plaintext -d '{"reservation_id":"","lines":[]}' "$addr" $I/Reserve 2>&1 || true)"
+grpcurl -plaintext "${as_c1[@]}" -d '{"owner":{"customer_id":"c1"}}' "$addr" holdfast.cart.v1.CartService/GetCart >/dev/null \
+  || fail "own cart"
+denied="$(grpcurl -plaintext "${as_c1[@]}" -d '{"owner":{"customer_id":"c2"}}' "$addr" holdfast.cart.v1.CartService/GetCart 2>&1 || true)"
+grep -q "PermissionDenied" <<<"$denied" || fail "another customer's cart must be PermissionDenied: $denied"
+bad="$(grpcurl -plaintext "${as_c1[@]}" -d '{"reservation_id":"","lines":[]}' "$addr" $I/Reserve 2>&1 || true)"
 grep -q "InvalidArgument" <<<"$bad" && grep -q "google.rpc.BadRequest" <<<"$bad" || fail "bad request details: $bad"
 
 # grpc-web: HealthCheckRequest{service:"inventory"} as one frame (flag 0, length 11).

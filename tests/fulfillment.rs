@@ -26,9 +26,9 @@ use holdfast_proto::warehouse::v1::{
     SetWarehouseStockRequest, Shipment, ShipmentStatus, ShippingOption, ShippingSpeed, StockReceiptLine,
     UpsertWarehouseRequest, Warehouse, list_shipments_request,
 };
+use holdfast_testkit::BearerChannel as Channel;
 use holdfast_testkit::KafkaBroker;
 use tonic::Code;
-use tonic::transport::Channel;
 
 const REGION: &str = "eu-central";
 const BERLIN: (f64, f64) = (52.520, 13.405);
@@ -208,7 +208,7 @@ async fn ship_and_deliver_check(clients: &Clients, order_id: &str, suborders: us
 /// routed to one warehouse and one split over two, ships and delivers them. Answers the
 /// two order ids.
 async fn route_ship_and_deliver(mesh: &DevMesh) -> (String, String) {
-    let channel = mesh.server.channel().await.expect("connect");
+    let channel = mesh.channel().await.expect("connect");
     let clients = Clients {
         catalog: CatalogServiceClient::new(channel.clone()),
         inventory: InventoryServiceClient::new(channel.clone()),

@@ -504,7 +504,12 @@ struct Finding {
 
 /// One call on its own connection: a request that makes the server drop a connection
 /// shows up as that request's finding, not as other requests cancelled beside it.
-async fn call(addr: std::net::SocketAddr, path: &str, body: Vec<u8>) -> Result<Vec<u8>, Status> {
+async fn call(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: Vec<u8>,
+    bearer: Option<&str>,
+) -> Result<Vec<u8>, Status> {
     let channel = Channel::from_shared(format!("http://{addr}"))
         .map_err(|e| Status::internal(e.to_string()))?
         .connect()
@@ -516,6 +521,12 @@ async fn call(addr: std::net::SocketAddr, path: &str, body: Vec<u8>) -> Result<V
         .map_err(|e| Status::unavailable(format!("not ready: {e}")))?;
     let mut request = tonic::Request::new(body);
     request.set_timeout(Duration::from_secs(20));
+    if let Some(token) = bearer {
+        let value = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| Status::internal("token is not a header value"))?;
+        request.metadata_mut().insert("authorization", value);
+    }
     let path = PathAndQuery::from_str(path).map_err(|e| Status::internal(e.to_string()))?;
     grpc.unary(request, path, RawCodec)
         .await
@@ -528,7 +539,7 @@ async fn seed_state(mesh: &DevMesh) {
     use holdfast_proto::catalog::v1::{Product, UpsertProductRequest};
     use holdfast_proto::common::v1::Money;
     use holdfast_proto::inventory::v1::SetStockRequest;
-    let channel = mesh.server.channel().await.expect("connect");
+    let channel = mesh.channel().await.expect("connect");
     let mut catalog = CatalogServiceClient::new(channel.clone());
     let mut inventory = InventoryServiceClient::new(channel);
     for sku in ["SKU-1", "SKU-2", "MUG"] {
@@ -586,6 +597,9 @@ async fn every_rpc_answers_random_and_extreme_requests_without_failing() {
     let mesh = DevMesh::start().await.expect("mesh");
     seed_state(&mesh).await;
     let addr = mesh.server.addr();
+    // An operator's token per RPC (admin for admin rows, service otherwise), so every case
+    // reaches the handler: refusals are tests/auth.rs's business.
+    let operator = mesh.tokens().operator(&holdfast::authz_tables());
 
     // Round-robin: case 0 of every RPC, then case 1 of every RPC, ...; case 0 is the empty
     // message. Each case has its own RNG stream, so one case reproduces alone.
@@ -623,9 +637,12 @@ async fn every_rpc_answers_random_and_extreme_requests_without_failing() {
         .take_while(|_| std::future::ready(started.elapsed() < budget))
         .for_each_concurrent(IN_FLIGHT, |(path, case, body, hostile_text)| {
             let (findings, counts) = (&findings, &counts);
+            let token = operator(&path);
             async move {
                 let request = body.clone();
-                let answer = tokio::time::timeout(Duration::from_secs(30), call(addr, &path, body)).await;
+                let answer =
+                    tokio::time::timeout(Duration::from_secs(30), call(addr, &path, body, token.as_deref()))
+                        .await;
                 let code = match &answer {
                     Ok(Ok(_)) => Code::Ok,
                     Ok(Err(status)) => status.code(),
@@ -663,7 +680,7 @@ async fn every_rpc_answers_random_and_extreme_requests_without_failing() {
     let elapsed = started.elapsed();
 
     // The server still answers after everything it was fed.
-    let health = call(addr, "/grpc.health.v1.Health/Check", Vec::new()).await;
+    let health = call(addr, "/grpc.health.v1.Health/Check", Vec::new(), None).await;
     assert!(health.is_ok(), "server stopped answering: {health:?}");
 
     let counts = counts.into_inner().expect("counts");
@@ -704,7 +721,7 @@ async fn every_rpc_answers_random_and_extreme_requests_without_failing() {
 #[tokio::test]
 async fn a_request_with_500_bad_lines_gets_invalid_argument_with_readable_details() {
     let mesh = DevMesh::start().await.expect("mesh");
-    let mut inventory = InventoryServiceClient::new(mesh.server.channel().await.expect("connect"));
+    let mut inventory = InventoryServiceClient::new(mesh.channel().await.expect("connect"));
     let lines = (0..500)
         .map(|_| ReserveLine {
             sku: String::new(),

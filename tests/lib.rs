@@ -4,7 +4,7 @@
 use clap::Parser;
 use holdfast::{Cli, Mesh, build_server, context};
 use holdfast_platform::redis;
-use holdfast_testkit::{RedisServer, SpawnedServer, TempDir};
+use holdfast_testkit::{BearerChannel, DevTokens, RedisServer, SpawnedServer, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Every service in one server, as `holdfast dev` runs them, on its own redis-server.
@@ -15,12 +15,37 @@ pub struct DevMesh {
     _running: holdfast_platform::service::Running,
     _redis: RedisServer,
     _store_dir: TempDir,
+    tokens: DevTokens,
 }
 
 impl DevMesh {
     /// The mesh's `--data-dir` (the search index and the notifications outbox live there).
     pub fn data_dir(&self) -> &std::path::Path {
         self._store_dir.path()
+    }
+
+    /// Tokens signed by the mesh's dev key (auth is on, as under `holdfast dev`).
+    pub fn tokens(&self) -> &DevTokens {
+        &self.tokens
+    }
+
+    /// A channel for an operator: every RPC carries a token of a role its authorization
+    /// row lets through (admin for admin RPCs, service otherwise).
+    pub async fn channel(&self) -> anyhow::Result<BearerChannel> {
+        Ok(BearerChannel::new(
+            self.server.channel().await?,
+            self.tokens.operator(&holdfast::authz_tables()),
+        ))
+    }
+
+    /// A channel whose every call carries `token`.
+    pub async fn channel_as(&self, token: &str) -> anyhow::Result<BearerChannel> {
+        Ok(BearerChannel::fixed(self.server.channel().await?, token))
+    }
+
+    /// The operator's token for the RPC at `path` (grpc-web calls).
+    pub fn operator_token(&self, path: &str) -> String {
+        (self.tokens.operator(&holdfast::authz_tables()))(path).unwrap_or_default()
     }
 
     /// Starts redis-server and the mesh on 127.0.0.1:0, on the in-process bus.
@@ -59,14 +84,20 @@ impl DevMesh {
         let bus =
             holdfast_platform::events::BusConfig::from_kafka_brokers(args.common.kafka_brokers.as_deref());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let ctx = context(args, Some(pool), Some(store), bus, listener.local_addr()?)?;
-        let Mesh { server, running } = build_server(&services, &args.common, &ctx).await?;
+        let mut ctx = context(args, Some(pool), Some(store), bus, listener.local_addr()?)?;
+        // Auth as `holdfast dev` has it: the dev key in the data dir, enforced.
+        let auth = args.auth.resolve(true, dir.path(), "dev")?;
+        ctx.credentials = auth.credentials;
+        let Mesh { mut server, running } = build_server(&services, &args.common, &ctx).await?;
+        server.set_auth(auth.verifier);
+        let tokens = DevTokens::new(dir.path())?;
         let server = SpawnedServer::start_on(listener, server, true).await?;
         Ok(Self {
             server,
             _running: running,
             _redis: redis_server,
             _store_dir: dir,
+            tokens,
         })
     }
 }
@@ -90,19 +121,24 @@ impl WebReply {
     }
 }
 
-/// POSTs one grpc-web (binary) call over HTTP/1.1 and splits the framed body.
+/// POSTs one grpc-web (binary) call over HTTP/1.1, with `authorization: Bearer <bearer>`
+/// when given, and splits the framed body.
 pub async fn grpc_web_call(
     addr: std::net::SocketAddr,
     path: &str,
     message: &[u8],
+    bearer: Option<&str>,
 ) -> anyhow::Result<WebReply> {
     let mut body = vec![0u8];
     body.extend_from_slice(&u32::try_from(message.len())?.to_be_bytes());
     body.extend_from_slice(message);
     let head = format!(
         "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/grpc-web+proto\r\nx-grpc-web: 1\r\n\
-content-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
+content-length: {}\r\nconnection: close\r\n{}\r\n",
+        body.len(),
+        bearer
+            .map(|t| format!("authorization: Bearer {t}\r\n"))
+            .unwrap_or_default()
     );
     let mut stream = tokio::net::TcpStream::connect(addr).await?;
     stream.write_all(head.as_bytes()).await?;

@@ -22,7 +22,7 @@ fn reserve(rid: &str, sku: &str, quantity: i64) -> ReserveRequest {
 #[tokio::test]
 async fn grpc_web_client_reserves_what_a_grpc_client_stocked() {
     let mesh = DevMesh::start().await.expect("mesh");
-    let mut grpc = InventoryServiceClient::new(mesh.server.channel().await.expect("connect"));
+    let mut grpc = InventoryServiceClient::new(mesh.channel().await.expect("connect"));
     grpc.set_stock(SetStockRequest {
         sku: "MUG".into(),
         on_hand: 2,
@@ -36,6 +36,7 @@ async fn grpc_web_client_reserves_what_a_grpc_client_stocked() {
         mesh.server.addr(),
         path,
         &reserve("web-1", "MUG", 2).encode_to_vec(),
+        Some(&mesh.operator_token(path)),
     )
     .await
     .expect("grpc-web call");
@@ -47,6 +48,7 @@ async fn grpc_web_client_reserves_what_a_grpc_client_stocked() {
         mesh.server.addr(),
         path,
         &reserve("web-2", "MUG", 1).encode_to_vec(),
+        Some(&mesh.operator_token(path)),
     )
     .await
     .expect("grpc-web call");
@@ -78,6 +80,7 @@ async fn grpc_web_client_gets_invalid_argument_with_bad_request_details() {
         mesh.server.addr(),
         "/holdfast.inventory.v1.InventoryService/Reserve",
         &reserve("", "has space", 0).encode_to_vec(),
+        Some(&mesh.operator_token("/holdfast.inventory.v1.InventoryService/Reserve")),
     )
     .await
     .expect("grpc-web call");
@@ -129,7 +132,7 @@ async fn a_shopper_fills_a_cart_over_grpc_web_at_catalog_prices() {
     use holdfast_proto::common::v1::Money;
 
     let mesh = DevMesh::start().await.expect("mesh");
-    let channel = mesh.server.channel().await.expect("connect");
+    let channel = mesh.channel().await.expect("connect");
     CatalogServiceClient::new(channel.clone())
         .upsert_product(UpsertProductRequest {
             product: Some(Product {
@@ -165,9 +168,14 @@ async fn a_shopper_fills_a_cart_over_grpc_web_at_catalog_prices() {
         expected_version: 0,
     };
     let path = "/holdfast.cart.v1.CartService/AddItem";
-    let reply = grpc_web_call(mesh.server.addr(), path, &add(2).encode_to_vec())
-        .await
-        .expect("add");
+    let reply = grpc_web_call(
+        mesh.server.addr(),
+        path,
+        &add(2).encode_to_vec(),
+        Some(&mesh.operator_token(path)),
+    )
+    .await
+    .expect("add");
     assert_eq!(reply.trailer("grpc-status"), Some("0"), "{reply:?}");
     let added = AddItemResponse::decode(reply.message.as_slice()).expect("decodes");
     assert_eq!(added.outcome, ItemOutcome::Applied as i32);
@@ -186,9 +194,14 @@ async fn a_shopper_fills_a_cart_over_grpc_web_at_catalog_prices() {
     );
 
     // Cart asked inventory: 2 more would exceed the 3 in stock.
-    let reply = grpc_web_call(mesh.server.addr(), path, &add(2).encode_to_vec())
-        .await
-        .expect("add");
+    let reply = grpc_web_call(
+        mesh.server.addr(),
+        path,
+        &add(2).encode_to_vec(),
+        Some(&mesh.operator_token(path)),
+    )
+    .await
+    .expect("add");
     let refused = AddItemResponse::decode(reply.message.as_slice()).expect("decodes");
     assert_eq!(refused.outcome, ItemOutcome::OutOfStock as i32);
     assert_eq!(refused.available_quantity, 3);

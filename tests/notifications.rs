@@ -33,7 +33,7 @@ use holdfast_proto::warehouse::v1::{
     ListShipmentsRequest, MarkDeliveredRequest, MarkShippedRequest, SetWarehouseStockRequest, ShippingOption,
     ShippingSpeed, UpsertWarehouseRequest, Warehouse, list_shipments_request,
 };
-use tonic::transport::Channel as GrpcChannel;
+use holdfast_testkit::BearerChannel as GrpcChannel;
 
 const BERLIN: (f64, f64) = (52.520, 13.405);
 /// Bounded polling of the mesh's state, never a sleep to wait for an event.
@@ -130,7 +130,7 @@ async fn listed(clients: &Clients, customer: &str) -> Vec<holdfast_proto::notifi
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_life_notifies_once_per_event_and_channel() {
     let mesh = DevMesh::start().await.expect("mesh");
-    let channel = mesh.server.channel().await.expect("connect");
+    let channel = mesh.channel().await.expect("connect");
     let mut clients = Clients {
         orders: OrderServiceClient::new(channel.clone()),
         warehouse: WarehouseServiceClient::new(channel.clone()),

@@ -13,7 +13,7 @@ use holdfast_proto::catalog::v1::{
     PriceRange, Product, SearchRequest, SearchResponse, SearchSort, UpsertProductRequest,
 };
 use holdfast_proto::common::v1::{Money, PageRequest};
-use tonic::transport::Channel;
+use holdfast_testkit::BearerChannel as Channel;
 
 /// The most a change may take to become searchable in this test.
 const STATED_LAG: Duration = Duration::from_secs(5);
@@ -77,7 +77,7 @@ fn skus(answer: &SearchResponse) -> Vec<&str> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upserts_are_found_by_text_and_facets_deactivation_hides_and_price_changes_resort() {
     let mesh = DevMesh::start().await.expect("mesh");
-    let mut client = CatalogServiceClient::new(mesh.server.channel().await.expect("connect"));
+    let mut client = CatalogServiceClient::new(mesh.channel().await.expect("connect"));
 
     upsert(
         &mut client,

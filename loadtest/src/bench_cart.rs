@@ -17,7 +17,7 @@ use tonic::transport::Channel;
 
 use crate::bench_inventory::Side;
 use crate::engine::{self, Arrival, Plan, Sample};
-use crate::mesh::start_dev;
+use crate::mesh::start_dev_with;
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -57,7 +57,8 @@ fn owner(shopper: u64) -> Option<CartOwner> {
 
 /// Runs the cart benchmark against a fresh `holdfast dev`.
 pub async fn run(args: CartBench, bin: PathBuf) -> anyhow::Result<CartReport> {
-    let dev = start_dev(&bin)?;
+    // Plain channels, no tokens: the benchmark measures the cart, not auth (not yet).
+    let dev = start_dev_with(&bin, &["--insecure-no-auth"])?;
     let mut channels = Vec::new();
     for _ in 0..4 {
         channels.push(

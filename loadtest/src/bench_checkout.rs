@@ -193,7 +193,7 @@ fn closed(concurrency: u64, attempts: u64, label: &str) -> Plan {
 
 /// Runs every phase: two fresh `holdfast dev` meshes (PSP latency 0, then the configured one).
 pub async fn run(args: CheckoutBench, bin: PathBuf) -> anyhow::Result<CheckoutReport> {
-    let fast = start_dev_with(&bin, &["--payments-latency", "0s"])?;
+    let fast = start_dev_with(&bin, &["--payments-latency", "0s", "--insecure-no-auth"])?;
     let channels = connect(&fast.addr).await?;
     stock(&channels[0]).await?;
 
@@ -251,7 +251,7 @@ pub async fn run(args: CheckoutBench, bin: PathBuf) -> anyhow::Result<CheckoutRe
     drop(fast);
 
     let latency = format!("{}ms", args.psp_latency.as_millis());
-    let slow = start_dev_with(&bin, &["--payments-latency", &latency])?;
+    let slow = start_dev_with(&bin, &["--payments-latency", &latency, "--insecure-no-auth"])?;
     let channels = connect(&slow.addr).await?;
     stock(&channels[0]).await?;
     let checkout_psp_latency = checkout_phase(

@@ -182,7 +182,9 @@ fn start_inventory(bin: &Path, redis_url: &str) -> anyhow::Result<Server> {
             "--admin-listen",
             "127.0.0.1:0",
         ])
-        .args(["--redis-url", redis_url, "--concurrency-limit", "100000"]);
+        .args(["--redis-url", redis_url, "--concurrency-limit", "100000"])
+        // The benchmark's baseline calls carry no token (auth's cost is not measured yet).
+        .arg("--insecure-no-auth");
     spawn_server(command, None)
 }
 

@@ -12,7 +12,7 @@ use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceCli
 use holdfast_proto::notifications::v1::notification_service_client::NotificationServiceClient;
 use holdfast_proto::orders::v1::order_service_client::OrderServiceClient;
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
-use tonic::transport::Channel;
+use holdfast_testkit::{BearerChannel as Channel, DevTokens, TokenPicker};
 
 /// Which mesh to load.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +31,35 @@ pub struct TargetArgs {
     /// HTTP/2 connections to spread calls over.
     #[arg(long, default_value_t = 4)]
     pub connections: usize,
+    /// Bearer token every call to --target carries (a `service` token: it acts for every
+    /// simulated customer). `--local` mints its own from the dev key in its data dir.
+    #[arg(long, env = "HOLDFAST_LOAD_TOKEN", value_name = "JWT", requires = "target")]
+    pub token: Option<String>,
+    /// Bearer token for admin RPCs (stock, products) on --target; default --token.
+    #[arg(
+        long,
+        env = "HOLDFAST_LOAD_ADMIN_TOKEN",
+        value_name = "JWT",
+        requires = "target"
+    )]
+    pub admin_token: Option<String>,
+}
+
+/// The token each RPC carries: `--local` mints service and admin tokens from the dev key;
+/// `--target` uses --token, and --admin-token for admin RPCs.
+fn picker(args: &TargetArgs, dev: Option<&Dev>) -> anyhow::Result<TokenPicker> {
+    let tables = holdfast::authz_tables();
+    if let Some(dev) = dev {
+        return Ok(DevTokens::new(&dev.data_dir)?.operator(&tables));
+    }
+    let token = args.token.clone();
+    let admin = args.admin_token.clone().or_else(|| token.clone());
+    let rules: std::collections::HashMap<String, holdfast_platform::auth::Rule> =
+        tables.iter().flat_map(|t| t.paths()).collect();
+    Ok(std::sync::Arc::new(move |path: &str| match rules.get(path) {
+        Some(holdfast_platform::auth::Rule::Admin) => admin.clone(),
+        _ => token.clone(),
+    }))
 }
 
 /// A connected mesh; stops the `holdfast dev` it started, if any, when dropped.
@@ -52,16 +81,16 @@ impl Mesh {
                 (format!("http://{}", dev.addr), Some(dev))
             }
         };
+        let pick = picker(args, dev.as_ref())?;
         let mut channels = Vec::new();
         for _ in 0..args.connections.max(1) {
-            channels.push(
-                tonic::transport::Endpoint::from_shared(endpoint.clone())?
-                    .tcp_nodelay(true)
-                    .connect_timeout(std::time::Duration::from_secs(5))
-                    .connect()
-                    .await
-                    .with_context(|| format!("connecting to {endpoint}"))?,
-            );
+            let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
+                .tcp_nodelay(true)
+                .connect_timeout(std::time::Duration::from_secs(5))
+                .connect()
+                .await
+                .with_context(|| format!("connecting to {endpoint}"))?;
+            channels.push(Channel::new(channel, pick.clone()));
         }
         Ok(Self {
             endpoint,
@@ -198,6 +227,8 @@ pub struct Dev {
     server: Option<Server>,
     /// Where it serves gRPC, `host:port`.
     pub addr: String,
+    /// Its --data-dir (the dev signing key is there).
+    pub data_dir: PathBuf,
     log: PathBuf,
     // Declared last: removed once the process (and its redis-server) stopped.
     _data: TempData,
@@ -255,6 +286,7 @@ pub fn start_dev_with(bin: &Path, extra: &[&str]) -> anyhow::Result<Dev> {
     let server = spawn_server(command, Some(&log))?;
     Ok(Dev {
         addr: server.addr.clone(),
+        data_dir: data.0.clone(),
         server: Some(server),
         log,
         _data: data,

@@ -9,7 +9,7 @@ use holdfast_platform::config::parse_duration;
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use holdfast_proto::catalog::v1::{Product, UpsertProductRequest};
 use holdfast_proto::common::v1::{Address, GeoPoint, Money};
-use tonic::transport::Channel;
+use holdfast_testkit::BearerChannel as Channel;
 
 use crate::engine::{Arrival, Plan};
 use crate::mesh::TargetArgs;

@@ -17,16 +17,28 @@ async function outcome(call) {
 }
 
 async function main() {
-  const target = new URLSearchParams(location.search).get("target");
+  const params = new URLSearchParams(location.search);
+  const target = params.get("target");
+  // Every call carries a bearer token in the authorization header, as a storefront's would
+  // (a cross-origin header: CORS must allow it).
+  const bearer = (token) => (next) => async (request) => {
+    if (token) request.header.set("authorization", `Bearer ${token}`);
+    return await next(request);
+  };
+  const client = (token) =>
+    createClient(
+      registry.getService("holdfast.catalog.v1.CatalogService"),
+      createGrpcWebTransport({ baseUrl: target, useBinaryFormat: true, interceptors: [bearer(token)] }),
+    );
   const bytes = new Uint8Array(await (await fetch("/descriptors.bin")).arrayBuffer());
   const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, bytes));
-  const catalog = createClient(
-    registry.getService("holdfast.catalog.v1.CatalogService"),
-    createGrpcWebTransport({ baseUrl: target, useBinaryFormat: true }),
-  );
+  const admin = client(params.get("admin"));
+  const catalog = client(params.get("customer"));
   const sku = "BROWSER-MUG-1";
+  const anonymous = await outcome(() => client(null).getProduct({ sku }));
+  const notAdmin = await outcome(() => catalog.upsertProduct({ product: { sku, title: "x", active: true } }));
   const upsert = await outcome(() =>
-    catalog.upsertProduct({
+    admin.upsertProduct({
       product: {
         sku,
         title: "Browser mug",
@@ -41,6 +53,8 @@ async function main() {
   const invalid = await outcome(() => catalog.getProduct({ sku: "" }));
   return {
     origin: location.origin,
+    anonymous: anonymous.ok ? { ok: true } : { ok: false, code: anonymous.code },
+    notAdmin: notAdmin.ok ? { ok: true } : { ok: false, code: notAdmin.code },
     upsert: upsert.ok ? { ok: true, created: upsert.value.created } : upsert,
     found: found.ok
       ? {

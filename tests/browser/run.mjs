@@ -11,9 +11,9 @@ import assert from "node:assert/strict";
 import * as esbuild from "esbuild";
 import { chromium } from "playwright-core";
 
-const [mesh, descriptorsPath, pagePort] = process.argv.slice(2);
-if (!mesh || !descriptorsPath || !pagePort) {
-  console.error("usage: node run.mjs <host:port> <descriptors.bin> <page port>");
+const [mesh, descriptorsPath, pagePort, adminToken, customerToken] = process.argv.slice(2);
+if (!mesh || !descriptorsPath || !pagePort || !adminToken || !customerToken) {
+  console.error("usage: node run.mjs <host:port> <descriptors.bin> <page port> <admin token> <customer token>");
   process.exit(2);
 }
 const here = dirname(fileURLToPath(import.meta.url));
@@ -69,14 +69,17 @@ try {
   const page = context.pages()[0] ?? (await context.newPage());
   const consoleLines = [];
   page.on("console", (message) => consoleLines.push(`${message.type()}: ${message.text()}`));
-  await page.goto(`${pageOrigin}/?target=${encodeURIComponent(`http://${mesh}`)}`);
+  const query = new URLSearchParams({ target: `http://${mesh}`, admin: adminToken, customer: customerToken });
+  await page.goto(`${pageOrigin}/?${query}`);
   await page.waitForFunction(() => window.__result !== undefined, null, { timeout: 30_000 });
   const result = await page.evaluate(() => window.__result);
   console.log(JSON.stringify(result, null, 2));
   try {
     assert.equal(result.crashed, undefined, "the page script crashed");
     assert.notEqual(new URL(result.origin).port, mesh.split(":").pop(), "page and mesh must be cross-origin");
-    assert.deepEqual(result.upsert, { ok: true, created: true }, "UpsertProduct succeeds");
+    assert.deepEqual(result.anonymous, { ok: false, code: "Unauthenticated" }, "a call without a token");
+    assert.deepEqual(result.notAdmin, { ok: false, code: "PermissionDenied" }, "UpsertProduct as a customer");
+    assert.deepEqual(result.upsert, { ok: true, created: true }, "UpsertProduct as an admin succeeds");
     assert.deepEqual(
       result.found,
       { ok: true, sku: "BROWSER-MUG-1", title: "Browser mug", amountMinor: "1299" },
@@ -91,7 +94,7 @@ try {
 
     // The same page from an origin the mesh does not allow: no CORS allow headers, so the
     // browser hands the page no response at all (not even the NOT_FOUND above).
-    await page.goto(`${strangerOrigin}/?target=${encodeURIComponent(`http://${mesh}`)}`);
+    await page.goto(`${strangerOrigin}/?${query}`);
     await page.waitForFunction(() => window.__result !== undefined, null, { timeout: 30_000 });
     const refused = await page.evaluate(() => window.__result);
     console.log(JSON.stringify({ strangerOrigin, ...refused }, null, 2));
@@ -112,4 +115,6 @@ try {
   rmSync(profile, { recursive: true, force: true });
 }
 if (failed) process.exit(1);
-console.log("browser-test: 1 passed, 0 failed (chromium, cross-origin grpc-web: success, NOT_FOUND, INVALID_ARGUMENT; unknown origin refused)");
+console.log(
+  "browser-test: 1 passed, 0 failed (chromium, cross-origin grpc-web with bearer tokens: UNAUTHENTICATED, PERMISSION_DENIED, success, NOT_FOUND, INVALID_ARGUMENT; unknown origin refused)",
+);

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # grpc-web from a real browser: starts `holdfast dev` on free ports, then run.mjs opens a page
 # served from another loopback port in headless Debian Chromium (/usr/bin/chromium, driven by
-# playwright-core; no browser download) that calls CatalogService with connect-web and must
-# see a success and NOT_FOUND / INVALID_ARGUMENT with their codes; the same page from an origin
-# the mesh does not allow (--cors-origin) must be refused by the browser.
+# playwright-core; no browser download) that calls CatalogService with connect-web, bearer
+# tokens from `holdfast token` in the authorization header, and must see UNAUTHENTICATED
+# without a token, PERMISSION_DENIED for a customer's write, a success and NOT_FOUND /
+# INVALID_ARGUMENT with their codes; the same page from an origin the mesh does not allow
+# (--cors-origin) must be refused by the browser.
 #
 # npm packages come pinned from package-lock.json, installed with `npm ci` into a cache
 # outside the clone (${HOLDFAST_TOOLS:-$HOME/.cache/holdfast-tools}/browser-test/<lock hash>)
@@ -53,4 +55,7 @@ done
 line="$(grep "holdfast serving" "$work/out")" || fail "no ready line"
 addr="$(sed -E 's/.* on ([0-9.:]+) \(gRPC.*/\1/' <<<"$line")"
 
-node "$here/run.mjs" "$addr" "$work/descriptors.bin" "$page_port"
+# Tokens from the dev key `holdfast dev` generated in its data dir.
+admin_token="$("$bin" token --admin --data-dir "$work/data")" || fail "holdfast token --admin"
+customer_token="$("$bin" token --customer browser-1 --data-dir "$work/data")" || fail "holdfast token --customer"
+node "$here/run.mjs" "$addr" "$work/descriptors.bin" "$page_port" "$admin_token" "$customer_token"

@@ -7,6 +7,8 @@ the name the probes ask for, and SIGTERM drains it within the grace period.
 HOLDFAST_BIN names the binary (`make chart-test` builds it); without it these tests skip.
 """
 
+import base64
+import json
 import os
 import re
 import signal
@@ -46,7 +48,18 @@ def objects():
         "flags": {"log-format": "json", "concurrency-limit": 1000000, "request-timeout": "250ms"},
         "services.orders.flags": {"risk-max-amount": 100000000, "risk-max-orders-per-hour": 500},
         "services.payments.flags": {"payments-latency": "0s"},
+        "auth": {"issuer": "https://idp.example", "audience": "holdfast", "existingSecret": "holdfast-auth"},
     })
+
+
+def auth_secret(directory):
+    """The auth Secret's files as the pod would see them: a JWKS with one Ed25519 key and a
+    service token (its signature is not checked at start-up)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    x = base64.urlsafe_b64encode(os.urandom(32)).rstrip(b"=").decode()
+    (directory / "jwks.json").write_text(json.dumps({"keys": [{"kty": "OKP", "crv": "Ed25519", "x": x}]}))
+    (directory / "service-token").write_text("header.payload.signature\n")
+    return directory
 
 
 def pod_env(objects, deployment, data_dir):
@@ -60,6 +73,11 @@ def pod_env(objects, deployment, data_dir):
         else:
             env[e["name"]] = re.sub(r"\$\((\w+)\)", lambda m: env.get(m.group(1), m.group(0)), e["value"])
     env |= {"HOLDFAST_LISTEN": "127.0.0.1:0", "HOLDFAST_ADMIN_LISTEN": "127.0.0.1:0", "HOLDFAST_DATA_DIR": str(data_dir)}
+    # The auth Secret's mount point, moved to local files.
+    secret = auth_secret(Path(str(data_dir) + "-auth"))
+    for name, value in env.items():
+        if value.startswith("/etc/holdfast/auth/"):
+            env[name] = str(secret / value.removeprefix("/etc/holdfast/auth/"))
     return env
 
 

@@ -24,6 +24,8 @@ SYNTAX = {
     "log_format": r"pretty|json",
     "PathBuf": r"/\S+",
     "OriginPattern::parse": r"https?://[a-z0-9.-]+(:(\d{1,5}|\*))?(,https?://[a-z0-9.-]+(:(\d{1,5}|\*))?)*",
+    "String": r"\S*",
+    "bool": r"true|false",
 }
 
 

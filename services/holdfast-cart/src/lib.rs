@@ -7,6 +7,7 @@
 //! write, and a cart missing from Redis is re-warmed from the store before it is read or
 //! changed, so a Redis loss loses no cart older than that.
 
+pub mod authz;
 pub mod error;
 pub mod live;
 pub mod purge;
@@ -22,6 +23,7 @@ use std::time::Duration;
 use fred::prelude::Pool;
 use futures::future::BoxFuture;
 use holdfast_platform::task::AbortOnDrop;
+use holdfast_platform::telemetry::TracePropagation;
 use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
 use holdfast_proto::cart::v1::cart_service_server::CartServiceServer;
 use holdfast_store::{CartPurge, CartStore};
@@ -47,6 +49,9 @@ pub struct CartOptions {
     pub upstream_timeout: Duration,
     /// How often durable carts untouched for `ttl` are purged from the store.
     pub purge_every: Duration,
+    /// What calls to the catalog and inventory carry: the trace and this process's service
+    /// token ([`holdfast_platform::Context::outbound`]).
+    pub outbound: TracePropagation,
 }
 
 impl Default for CartOptions {
@@ -58,6 +63,7 @@ impl Default for CartOptions {
             flush_every: Duration::from_millis(250),
             upstream_timeout: Duration::from_secs(2),
             purge_every: Duration::from_secs(3600),
+            outbound: TracePropagation::default(),
         }
     }
 }
@@ -169,7 +175,10 @@ where
         Box::pin(async move {
             let (redis, store) = (ctx.redis("cart")?, ctx.store("cart")?);
             scripts::load_all(redis.next()).await?;
-            let options = CartOptions::default();
+            let options = CartOptions {
+                outbound: ctx.outbound(),
+                ..CartOptions::default()
+            };
             let purge = purge::run(store.clone(), options.ttl, options.purge_every);
             let (service, write_behind, worker) = build(
                 redis.clone(),
@@ -179,6 +188,7 @@ where
                 options,
             );
             Ok(ServiceParts::new("cart", service)
+                .authz(&authz::TABLE)
                 .task(worker)
                 .task(purge)
                 .on_drain(move || async move {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{HashesInterface, Pool};
+use holdfast_platform::auth::{self, Caller};
 use holdfast_platform::status::FieldViolations;
 use holdfast_platform::telemetry::TracePropagation;
 use holdfast_proto::cart::v1 as pb;
@@ -79,8 +80,8 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         Self {
             redis,
             store,
-            catalog: CatalogServiceClient::with_interceptor(catalog, TracePropagation),
-            inventory: InventoryServiceClient::with_interceptor(inventory, TracePropagation),
+            catalog: CatalogServiceClient::with_interceptor(catalog, options.outbound.clone()),
+            inventory: InventoryServiceClient::with_interceptor(inventory, options.outbound.clone()),
             write_behind,
             options,
         }
@@ -286,7 +287,8 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         &self,
         request: Request<pb::GetCartRequest>,
     ) -> Result<Response<pb::GetCartResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
+        auth::check_cart_owner(caller.as_ref(), request.owner.as_ref())?;
         let mut violations = FieldViolations::new();
         let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
         checked(violations)?;
@@ -300,7 +302,8 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         &self,
         request: Request<pb::AddItemRequest>,
     ) -> Result<Response<pb::AddItemResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
+        auth::check_cart_owner(caller.as_ref(), request.owner.as_ref())?;
         let mut violations = FieldViolations::new();
         let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
         validate::sku(&mut violations, "sku", &request.sku);
@@ -358,7 +361,8 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         &self,
         request: Request<pb::UpdateItemRequest>,
     ) -> Result<Response<pb::UpdateItemResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
+        auth::check_cart_owner(caller.as_ref(), request.owner.as_ref())?;
         let mut violations = FieldViolations::new();
         let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
         validate::sku(&mut violations, "sku", &request.sku);
@@ -416,7 +420,8 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         &self,
         request: Request<pb::RemoveItemRequest>,
     ) -> Result<Response<pb::RemoveItemResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
+        auth::check_cart_owner(caller.as_ref(), request.owner.as_ref())?;
         let mut violations = FieldViolations::new();
         let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
         validate::sku(&mut violations, "sku", &request.sku);
@@ -446,7 +451,9 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         &self,
         request: Request<pb::MergeCartsRequest>,
     ) -> Result<Response<pb::MergeCartsResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
+        Caller::check_customer(caller.as_ref(), &request.customer_id)?;
+        Caller::check_session(caller.as_ref(), &request.session_id)?;
         let mut violations = FieldViolations::new();
         validate::id(&mut violations, "session_id", &request.session_id);
         validate::id(&mut violations, "customer_id", &request.customer_id);
@@ -525,7 +532,8 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         &self,
         request: Request<pb::ClearCartRequest>,
     ) -> Result<Response<pb::ClearCartResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
+        auth::check_cart_owner(caller.as_ref(), request.owner.as_ref())?;
         let mut violations = FieldViolations::new();
         let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
         validate::expected_version(&mut violations, "expected_version", request.expected_version);

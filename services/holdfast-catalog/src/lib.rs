@@ -4,6 +4,7 @@
 //! cache-aside in Redis for five minutes; an upsert leaves a versioned tombstone so no reader
 //! can put an older product back, and concurrent misses of one SKU share one store read.
 
+pub mod authz;
 pub mod cache;
 pub mod convert;
 pub mod error;
@@ -115,6 +116,7 @@ where
             };
             let service = start_with(ctx.redis("catalog")?, store, options).await?;
             Ok(ServiceParts::new("catalog", service)
+                .authz(&authz::TABLE)
                 .writes_store_outbox()
                 .keep(indexer))
         })

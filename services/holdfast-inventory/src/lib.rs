@@ -5,6 +5,7 @@
 //! reservation record. Holds lapse on the Redis clock; a sweeper frees them; hot SKUs split
 //! into buckets on different cluster slots with a rebalancer and a sold-out marker.
 
+pub mod authz;
 pub mod background;
 pub mod error;
 pub mod keys;
@@ -143,6 +144,7 @@ impl<S: Send + Sync + 'static> Service<S> for InventoryArgs {
                 "inventory",
                 InventoryServiceServer::new(Inventory::new(built.stock.clone())),
             )
+            .authz(&authz::TABLE)
             .consumer(
                 reconcile::CONSUMER_GROUP,
                 &[reconcile::RECONCILIATION_TOPIC],

@@ -4,6 +4,7 @@
 //! `SetPreference` over gRPC. See [`engine`] for the exactly-once argument and
 //! docs/notifications.md for the whole story.
 
+pub mod authz;
 pub mod engine;
 pub mod model;
 pub mod notifier;
@@ -206,7 +207,11 @@ impl<S: Send + Sync + 'static> holdfast_platform::Service<S> for NotificationsAr
     ) -> futures::future::BoxFuture<'a, anyhow::Result<holdfast_platform::ServiceParts>> {
         Box::pin(async move {
             let running = start(self.options(&ctx.data_dir), &ctx.bus_config).await?;
-            Ok(holdfast_platform::ServiceParts::new("notifications", running.service.clone()).keep(running))
+            Ok(
+                holdfast_platform::ServiceParts::new("notifications", running.service.clone())
+                    .authz(&authz::TABLE)
+                    .keep(running),
+            )
         })
     }
 }

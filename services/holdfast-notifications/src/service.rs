@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use holdfast_platform::auth::{self, Caller};
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::common::v1::PageResponse;
 use holdfast_proto::notifications::v1 as pb;
@@ -106,7 +107,8 @@ impl NotificationService for Notifications {
         &self,
         request: Request<pb::ListNotificationsRequest>,
     ) -> Result<Response<pb::ListNotificationsResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
+        Caller::check_customer(caller.as_ref(), &request.customer_id)?;
         let page = request.page.unwrap_or_default();
         let mut v = FieldViolations::new();
         customer(&mut v, &request.customer_id);
@@ -152,7 +154,8 @@ impl NotificationService for Notifications {
         &self,
         request: Request<pb::SetPreferenceRequest>,
     ) -> Result<Response<pb::SetPreferenceResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
+        Caller::check_customer(caller.as_ref(), &request.customer_id)?;
         let mut v = FieldViolations::new();
         customer(&mut v, &request.customer_id);
         let channel = match pb::Channel::try_from(request.channel) {

@@ -78,7 +78,12 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 payments: ctx.channel(Peer::Payments)?,
                 warehouse: ctx.channel(Peer::Warehouse)?,
             };
-            let clients = Clients::new(upstreams, options.upstream_timeout, options.payment_timeout);
+            let clients = Clients::presenting(
+                upstreams,
+                options.upstream_timeout,
+                options.payment_timeout,
+                ctx.outbound(),
+            );
             let step_ctx = Arc::new(StepContext::new(
                 ctx.store("orders")?,
                 clients,
@@ -90,6 +95,7 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 "orders",
                 OrderServiceServer::new(Orders::new(Arc::clone(&engine))),
             )
+            .authz(&crate::authz::TABLE)
             .consumer(
                 consumer::CONSUMER_GROUP,
                 &consumer::TOPICS,

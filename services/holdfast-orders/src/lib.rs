@@ -23,6 +23,7 @@
 //!   [`args`]: the service's command-line section and its start shape.
 
 pub mod args;
+pub mod authz;
 pub mod backorders;
 pub mod consumer;
 pub mod context;

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use holdfast_platform::auth::{self, Caller};
 use holdfast_proto::common::v1::PageResponse;
 use holdfast_proto::orders::v1::order_service_server::OrderService;
 use holdfast_proto::orders::v1::{
@@ -14,6 +15,7 @@ use holdfast_proto::orders::v1::{
 };
 use tonic::{Request, Response, Status};
 
+use crate::authz;
 use crate::context::{OrdersStore, StepContext};
 use crate::engine::Engine;
 use crate::error::OrdersError;
@@ -110,6 +112,7 @@ impl<S: OrdersStore> OrderService for Orders<S> {
         &self,
         request: Request<CheckoutRequest>,
     ) -> Result<Response<CheckoutResponse>, Status> {
+        authz::check_checkout(Caller::of(&request), request.get_ref())?;
         self.answer(request.get_ref()).await?.map(Response::new)
     }
 
@@ -117,9 +120,10 @@ impl<S: OrdersStore> OrderService for Orders<S> {
         &self,
         request: Request<GetOrderRequest>,
     ) -> Result<Response<GetOrderResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
         validate::order_id(&request.order_id)?;
         let (order, _) = order::load(self.ctx(), &request.order_id).await?;
+        Caller::check_customer(caller.as_ref(), &order.customer_id)?;
         Ok(Response::new(GetOrderResponse { order: Some(order) }))
     }
 
@@ -127,7 +131,8 @@ impl<S: OrdersStore> OrderService for Orders<S> {
         &self,
         request: Request<ListOrdersRequest>,
     ) -> Result<Response<ListOrdersResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
+        Caller::check_customer(caller.as_ref(), &request.customer_id)?;
         let limit = validate::list_orders(&request)?;
         let page = request.page.unwrap_or_default();
         let cursor = (!page.page_token.is_empty()).then_some(page.page_token.as_str());
@@ -154,6 +159,7 @@ impl<S: OrdersStore> OrderService for Orders<S> {
         &self,
         request: Request<CancelOrderRequest>,
     ) -> Result<Response<CancelOrderResponse>, Status> {
+        authz::check_order(self.ctx(), Caller::of(&request), &request.get_ref().order_id).await?;
         Ok(Response::new(self.cancel(request.get_ref()).await?))
     }
 
@@ -161,9 +167,10 @@ impl<S: OrdersStore> OrderService for Orders<S> {
         &self,
         request: Request<RequestReturnRequest>,
     ) -> Result<Response<RequestReturnResponse>, Status> {
-        let request = request.into_inner();
+        let (caller, request) = auth::split(request);
         validate::request_return(&request)?;
         let (order, _) = order::load(self.ctx(), &request.order_id).await?;
+        Caller::check_customer(caller.as_ref(), &order.customer_id)?;
         let lines = returns::priced_lines(&order, &request.lines)?;
         let order = returns::request(self.ctx(), &order.id, lines, &request.reason).await?;
         Ok(Response::new(RequestReturnResponse { order: Some(order) }))

@@ -51,12 +51,28 @@ impl Clients {
     /// Clients over `upstreams`: `upstream_timeout` for every call but the PSP's money
     /// movements, which get `payment_timeout`.
     pub fn new(upstreams: Upstreams, upstream_timeout: Duration, payment_timeout: Duration) -> Self {
+        Self::presenting(
+            upstreams,
+            upstream_timeout,
+            payment_timeout,
+            TracePropagation::default(),
+        )
+    }
+
+    /// Like [`Clients::new`], every call presenting `outbound`'s credentials (this
+    /// process's service token, [`holdfast_platform::Context::outbound`]).
+    pub fn presenting(
+        upstreams: Upstreams,
+        upstream_timeout: Duration,
+        payment_timeout: Duration,
+        outbound: TracePropagation,
+    ) -> Self {
         Self {
-            catalog: CatalogServiceClient::with_interceptor(upstreams.catalog, TracePropagation),
-            inventory: InventoryServiceClient::with_interceptor(upstreams.inventory, TracePropagation),
-            cart: CartServiceClient::with_interceptor(upstreams.cart, TracePropagation),
-            payments: PaymentsServiceClient::with_interceptor(upstreams.payments, TracePropagation),
-            warehouse: WarehouseServiceClient::with_interceptor(upstreams.warehouse, TracePropagation),
+            catalog: CatalogServiceClient::with_interceptor(upstreams.catalog, outbound.clone()),
+            inventory: InventoryServiceClient::with_interceptor(upstreams.inventory, outbound.clone()),
+            cart: CartServiceClient::with_interceptor(upstreams.cart, outbound.clone()),
+            payments: PaymentsServiceClient::with_interceptor(upstreams.payments, outbound.clone()),
+            warehouse: WarehouseServiceClient::with_interceptor(upstreams.warehouse, outbound),
             upstream_timeout,
             payment_timeout,
         }

@@ -64,6 +64,7 @@
 //! The counter `holdfast_payments_money_movements_total{kind, outcome}` counts money calls
 //! (see [`metrics`]).
 
+pub mod authz;
 pub mod db;
 pub mod error;
 pub mod metrics;
@@ -146,7 +147,7 @@ impl<S: Send + Sync + 'static> Service<S> for PaymentsArgs {
                 ..PaymentsOptions::default()
             })
             .await?;
-            Ok(ServiceParts::new("payments", service))
+            Ok(ServiceParts::new("payments", service).authz(&authz::TABLE))
         })
     }
 }

@@ -19,6 +19,7 @@ use tower::layer::util::{Identity, Stack};
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 
+use crate::auth::{AuthLayer, AuthzTable, Verifier};
 use crate::config::CommonArgs;
 use crate::cors::AllowedOrigins;
 pub use crate::cors::GRPC_EXPOSED_HEADERS;
@@ -138,6 +139,8 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     health: Health,
     options: ServerOptions,
+    verifier: Option<Verifier>,
+    tables: Vec<&'static AuthzTable>,
 }
 
 impl GrpcServer {
@@ -150,7 +153,22 @@ impl GrpcServer {
             routes,
             health: Health::new(reporter),
             options,
+            verifier: None,
+            tables: Vec::new(),
         }
+    }
+
+    /// Authenticates every RPC with `verifier` against the services' authorization tables
+    /// ([`GrpcServer::authorize`]); `None` (the default) serves without authentication.
+    pub fn set_auth(&mut self, verifier: Option<Verifier>) -> &mut Self {
+        self.verifier = verifier;
+        self
+    }
+
+    /// Adds a service's authorization table. With auth on, an RPC without a row is refused.
+    pub fn authorize(&mut self, table: &'static AuthzTable) -> &mut Self {
+        self.tables.push(table);
+        self
     }
 
     /// Registers `service` under its gRPC name and the short `name` for health checks.
@@ -216,7 +234,13 @@ impl GrpcServer {
             let _ = draining_tx.send(());
         };
 
-        let router = serve_stack(&self.options).add_routes(self.routes.routes());
+        let auth = AuthLayer::new(self.verifier.take(), &self.tables);
+        if !auth.enforcing() {
+            tracing::warn!(
+                "serving WITHOUT authentication: every RPC is open to anyone who reaches the port"
+            );
+        }
+        let router = serve_stack(&self.options, auth).add_routes(self.routes.routes());
         let server: BoxFuture<'_, Result<(), tonic::transport::Error>> = match &self.options.tls {
             // Handshakes happen off the accept loop; the certificate reloads while serving.
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal)),
@@ -251,18 +275,21 @@ impl GrpcServer {
 
 /// The concrete type of [`serve_stack`]'s layers, outermost first.
 type ServerStack = Stack<
-    RpcMetricsLayer,
+    AuthLayer,
     Stack<
-        tower::limit::GlobalConcurrencyLimitLayer,
+        RpcMetricsLayer,
         Stack<
-            tower::load_shed::LoadShedLayer,
+            tower::limit::GlobalConcurrencyLimitLayer,
             Stack<
-                tower::timeout::TimeoutLayer,
+                tower::load_shed::LoadShedLayer,
                 Stack<
-                    StatusOnErrorLayer,
+                    tower::timeout::TimeoutLayer,
                     Stack<
-                        RpcTraceLayer,
-                        Stack<tonic_web::GrpcWebLayer, Stack<tower_http::cors::CorsLayer, Identity>>,
+                        StatusOnErrorLayer,
+                        Stack<
+                            RpcTraceLayer,
+                            Stack<tonic_web::GrpcWebLayer, Stack<tower_http::cors::CorsLayer, Identity>>,
+                        >,
                     >,
                 >,
             >,
@@ -271,7 +298,10 @@ type ServerStack = Stack<
 >;
 
 /// The one server stack. Outermost layer first; every request passes them in this order.
-fn serve_stack(options: &ServerOptions) -> tonic::transport::Server<Stack<ServerStack, Identity>> {
+fn serve_stack(
+    options: &ServerOptions,
+    auth: AuthLayer,
+) -> tonic::transport::Server<Stack<ServerStack, Identity>> {
     let stack = ServiceBuilder::new()
         // CORS first: browsers' preflight OPTIONS must be answered before any gRPC handling.
         // Only the configured origins get allow headers; a trailers-only error carries its
@@ -296,6 +326,9 @@ fn serve_stack(options: &ServerOptions) -> tonic::transport::Server<Stack<Server
         ))
         // Metrics innermost: latency is service time, labels are the RPC the routes serve.
         .layer(RpcMetricsLayer)
+        // Auth innermost: refusals are counted and traced by route like any answer; the
+        // caller it verified rides in the request's extensions to the handler.
+        .layer(auth)
         .into_inner();
     tonic::transport::Server::builder()
         // grpc-web from browsers arrives as HTTP/1.1.

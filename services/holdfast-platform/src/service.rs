@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use crate::auth::{AuthzTable, ServiceCredentials};
 use crate::config::PeerArgs;
 use crate::events::{BusConfig, BusError, ConsumerHandle, EventBus, EventHandler, spawn_consumer};
 use crate::server::GrpcServer;
@@ -71,6 +72,8 @@ pub struct Context<S> {
     pub peer_tls: PeerTls,
     /// Wakes the process's relay of the store's outbox: notify it after committing events.
     pub outbox_written: Arc<Notify>,
+    /// The `service` token this process presents to the services it calls.
+    pub credentials: ServiceCredentials,
 }
 
 /// A service another one calls.
@@ -89,6 +92,12 @@ pub enum Peer {
 }
 
 impl<S> Context<S> {
+    /// The interceptor every client to another service uses: trace context and this
+    /// process's service token.
+    pub fn outbound(&self) -> crate::telemetry::TracePropagation {
+        crate::telemetry::TracePropagation::with_credentials(self.credentials.clone())
+    }
+
     /// Redis, or an error naming the flag `service` needs.
     pub fn redis(&self, service: &str) -> anyhow::Result<fred::prelude::Pool> {
         self.redis
@@ -171,6 +180,16 @@ impl ServiceParts {
             drain: Vec::new(),
             keep: Vec::new(),
         }
+    }
+
+    /// The service's authorization table, enforced when the server authenticates.
+    pub fn authz(mut self, table: &'static AuthzTable) -> Self {
+        let register = self.register;
+        self.register = Box::new(move |server: &mut GrpcServer| {
+            server.authorize(table);
+            register(server);
+        });
+        self
     }
 
     /// Consumes `topics` in consumer group `group` with `handler`.
@@ -457,6 +476,7 @@ mod tests {
             self_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             peer_tls: PeerTls::plaintext(),
             outbox_written: Arc::default(),
+            credentials: ServiceCredentials::default(),
         };
         let (report, taken) = oneshot::channel();
         let (seen_tx, mut seen) = mpsc::unbounded_channel();

@@ -179,13 +179,27 @@ pub fn inject_trace(metadata: &mut tonic::metadata::MetadataMap) {
 }
 
 /// A tonic client interceptor that propagates the caller's trace to the callee. Wrap every
-/// client channel a service builds with it: `FooClient::with_interceptor(channel, TracePropagation)`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct TracePropagation;
+/// client channel a service builds with it: `FooClient::with_interceptor(channel, ctx.outbound())`.
+/// It also presents the process's `service` token when it has one
+/// ([`TracePropagation::with_credentials`], [`crate::Context::outbound`]).
+#[derive(Debug, Clone, Default)]
+pub struct TracePropagation {
+    credentials: crate::auth::ServiceCredentials,
+}
+
+impl TracePropagation {
+    /// Propagates the trace and presents `credentials`.
+    pub fn with_credentials(credentials: crate::auth::ServiceCredentials) -> Self {
+        Self { credentials }
+    }
+}
 
 impl tonic::service::Interceptor for TracePropagation {
     fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
         inject_trace(request.metadata_mut());
+        if let Some(value) = self.credentials.authorization() {
+            request.metadata_mut().insert("authorization", value);
+        }
         Ok(request)
     }
 }

@@ -286,7 +286,7 @@ impl CatalogService for CallsInventory {
         request: Request<GetProductRequest>,
     ) -> Result<Response<GetProductResponse>, Status> {
         let sku = request.into_inner().sku;
-        InventoryServiceClient::with_interceptor(self.0.clone(), TracePropagation)
+        InventoryServiceClient::with_interceptor(self.0.clone(), TracePropagation::default())
             .get_availability(GetAvailabilityRequest {
                 skus: vec![sku.clone()],
             })

@@ -8,10 +8,12 @@
 //! `127.0.0.1:0`). The JVM engines run from the jars `make deps` fetched from Maven Central
 //! into `~/.cache/holdfast` (outside the clone).
 
+mod bearer;
 mod cassandra;
 mod jvm;
 mod kafka;
 
+pub use bearer::{BearerChannel, DevTokens, TokenPicker};
 pub use cassandra::{CassandraNode, CqlNodes};
 pub use jvm::{CASSANDRA_VERSION, KAFKA_VERSION};
 pub use kafka::KafkaBroker;

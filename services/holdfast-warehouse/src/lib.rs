@@ -14,6 +14,7 @@
 //! store change), [`consumer`], [`service`] (the RPCs), [`events`], [`keys`] (claims and
 //! derived ids), [`validate`], [`error`]. Design notes: `docs/warehouse.md`.
 
+pub mod authz;
 pub mod consumer;
 pub mod engine;
 pub mod error;
@@ -196,6 +197,7 @@ impl<S: WarehouseBackend + Send + Sync> Service<S> for WarehouseArgs {
                 "warehouse",
                 WarehouseServiceServer::new(Warehouses::new(Arc::clone(&engine))),
             )
+            .authz(&authz::TABLE)
             .consumer(
                 CONSUMER_GROUP,
                 &consumer::TOPICS,

@@ -16,6 +16,7 @@ use holdfast_inventory::InventoryArgs;
 use holdfast_notifications::NotificationsArgs;
 use holdfast_orders::OrdersArgs;
 use holdfast_payments::PaymentsArgs;
+use holdfast_platform::auth::AuthArgs;
 use holdfast_platform::events::{BusConfig, BusError};
 use holdfast_platform::service::{self, Running};
 use holdfast_platform::{CommonArgs, Context, GrpcServer, Needs, ServerOptions, Service};
@@ -51,6 +52,9 @@ pub enum Command {
         #[command(flatten)]
         args: RunArgs,
     },
+    /// Print a bearer token for grpcurl and scripts, signed with the dev key `holdfast dev`
+    /// generated in --data-dir: `grpcurl -H "authorization: Bearer $(holdfast token --customer c1)" ...`.
+    Token(TokenArgs),
     /// Apply the durable store's schema (ScyllaDB: schema/scylla.cql; SQLite migrates itself
     /// on open) and exit. Safe to run again.
     Migrate {
@@ -68,6 +72,47 @@ pub enum Command {
     },
 }
 
+/// `holdfast token`: whose token, for how long, signed by which data dir's dev key.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("role").required(true).multiple(true).args(["customer", "session", "admin", "service"])))]
+pub struct TokenArgs {
+    /// A customer token with this customer id as `sub` (with --session, also bound to that
+    /// session: what MergeCarts needs).
+    #[arg(long, value_name = "ID")]
+    pub customer: Option<String>,
+    /// A token bound to this anonymous session (`sid`): alone, an anonymous shopper's.
+    #[arg(long, value_name = "ID")]
+    pub session: Option<String>,
+    /// An `admin` token (stock, catalog writes, warehouses, receiving returns).
+    #[arg(long, conflicts_with_all = ["customer", "session", "service"])]
+    pub admin: bool,
+    /// A `service` token (payments, committing holds; acts for any customer).
+    #[arg(long, conflicts_with_all = ["customer", "session", "admin"])]
+    pub service: bool,
+    /// How long the token is valid.
+    #[arg(long, default_value = "60m", value_parser = holdfast_platform::config::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// The data dir of the `holdfast dev` whose key signs the token.
+    #[arg(long, env = "HOLDFAST_DATA_DIR", default_value = "./data", value_name = "DIR")]
+    pub data_dir: std::path::PathBuf,
+}
+
+impl TokenArgs {
+    /// The token, signed with the dev key in --data-dir.
+    pub fn mint(&self) -> Result<String, holdfast_platform::auth::AuthError> {
+        use holdfast_platform::auth::{DevKey, Role};
+        let signer = DevKey::load(&self.data_dir)?.signer();
+        let (role, subject) = if self.admin {
+            (Role::Admin, Some("admin"))
+        } else if self.service {
+            (Role::Service, Some("service"))
+        } else {
+            (Role::Customer, self.customer.as_deref())
+        };
+        signer.mint(role, subject, self.session.as_deref(), self.ttl)
+    }
+}
+
 /// The command line of `dev` and `serve`: the shared flags, the store's, and each service's
 /// own section (each crate owns its flags, as linkerd2-proxy's components own theirs).
 #[derive(Debug, Args)]
@@ -78,6 +123,9 @@ pub struct RunArgs {
     /// `--store`.
     #[command(flatten)]
     pub store: StoreArgs,
+    /// `--auth-*`: who may call.
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// InventoryService's section.
     #[command(flatten)]
     pub inventory: InventoryArgs,
@@ -143,7 +191,7 @@ impl Command {
                     .collect();
                 Some((chosen, args, false))
             }
-            Command::Migrate { .. } => None,
+            Command::Migrate { .. } | Command::Token(_) => None,
         }
     }
 }
@@ -182,6 +230,20 @@ impl ServiceName {
     }
 }
 
+/// Every service's authorization table (the auth layer enforces those of the services a
+/// process runs; tests and tools pick tokens by them).
+pub fn authz_tables() -> [&'static holdfast_platform::auth::AuthzTable; 7] {
+    [
+        &holdfast_inventory::authz::TABLE,
+        &holdfast_catalog::authz::TABLE,
+        &holdfast_cart::authz::TABLE,
+        &holdfast_payments::authz::TABLE,
+        &holdfast_orders::authz::TABLE,
+        &holdfast_warehouse::authz::TABLE,
+        &holdfast_notifications::authz::TABLE,
+    ]
+}
+
 /// What `services` need between them.
 pub fn needs(services: &[&dyn Service<Store>]) -> Needs {
     services.iter().fold(Needs::default(), |acc, s| {
@@ -194,7 +256,8 @@ pub fn needs(services: &[&dyn Service<Store>]) -> Needs {
 }
 
 /// The services' context over the built clients; `self_addr` is where this process listens
-/// (services that call others default to it).
+/// (services that call others default to it). Its outbound credentials are unset: set
+/// `credentials` from [`AuthArgs::resolve`].
 pub fn context(
     args: &RunArgs,
     redis: Option<fred::prelude::Pool>,
@@ -214,6 +277,7 @@ pub fn context(
         // Plaintext; the binary sets `--tls-*` after loading them (config errors exit 64).
         peer_tls: holdfast_platform::tls::PeerTls::plaintext(),
         outbox_written: Arc::default(),
+        credentials: Default::default(),
     })
 }
 

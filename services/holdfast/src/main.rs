@@ -28,6 +28,17 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     if let Command::Migrate { store } = &cli.command {
         return migrate(store).await;
     }
+    if let Command::Token(token) = &cli.command {
+        let token = token.mint().unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(EXIT_CONFIG);
+        });
+        #[allow(clippy::print_stdout)] // the token is the output
+        {
+            println!("{token}");
+        }
+        return Ok(());
+    }
     let Some((services, args, dev)) = cli.command.split() else {
         return Ok(());
     };
@@ -80,6 +91,14 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         (None, false) => None,
     };
+    // Who may call: the last configuration check, still before any connection.
+    let auth = args
+        .auth
+        .resolve(dev, &common.data_dir, &names.join("+"))
+        .unwrap_or_else(|e| {
+            eprintln!("error: {e}");
+            std::process::exit(EXIT_CONFIG);
+        });
     let redis = match &redis_url {
         Some(url) => Some(
             redis::connect(url, 4)
@@ -114,10 +133,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     let mut ctx = context(args, redis, store, bus, listen)
         .unwrap_or_else(|e| exit_unavailable(format!("cannot set up the event bus: {e}")));
     ctx.peer_tls = peer_tls;
+    ctx.credentials = auth.credentials;
     let mesh = build_server(&services, common, &ctx).await?;
     let (mut grpc, mut running) = (mesh.server, mesh.running);
     let scheme = if tls.is_some() { "TLS" } else { "plaintext" };
     grpc.set_tls(tls);
+    grpc.set_auth(auth.verifier);
     let health = grpc.health();
 
     // Serve.

@@ -107,6 +107,8 @@ fn unreachable_redis_exits_69_with_one_line() {
             "127.0.0.1:0",
             "--admin-listen",
             "127.0.0.1:0",
+            // Past the auth check (the last configuration check) to the connection.
+            "--insecure-no-auth",
         ],
         &[("RUST_LOG", "off")],
     );

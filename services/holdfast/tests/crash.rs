@@ -22,8 +22,8 @@ use holdfast_proto::orders::v1::{
 };
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use holdfast_proto::payments::v1::{LedgerEntryKind, ListLedgerEntriesRequest};
+use holdfast_testkit::{BearerChannel as Channel, DevTokens};
 use holdfast_testkit::{CassandraNode, RedisServer, TempDir};
-use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const SKU: &str = "crash-mug";
@@ -127,6 +127,9 @@ impl Dev {
             .connect()
             .await
             .expect("connect");
+        // An operator's tokens from the dev key the process keeps in its data dir.
+        let tokens = DevTokens::new(data.path()).expect("dev key");
+        let channel = Channel::new(channel, tokens.operator(&holdfast::authz_tables()));
         Dev { child, channel }
     }
 

@@ -1,0 +1,43 @@
+//! Who may call which InventoryService RPC: stock levels are set by `admin` and adjusted by
+//! `admin` or `service` (orders returns cancelled units);
+//! availability, holds (Reserve, Extend, Release) by any valid token; committing a hold (a
+//! sale) by `service` (orders) only.
+
+use holdfast_platform::auth::{AuthzTable, Rule};
+
+/// The table the server enforces.
+pub static TABLE: AuthzTable = AuthzTable {
+    service: "holdfast.inventory.v1.InventoryService",
+    rows: &[
+        ("SetStock", Rule::Admin),
+        ("AdjustStock", Rule::AdminOrService),
+        ("GetAvailability", Rule::Authenticated),
+        ("Reserve", Rule::Authenticated),
+        ("Commit", Rule::Service),
+        ("Release", Rule::Authenticated),
+        ("Extend", Rule::Authenticated),
+    ],
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_as_intended_and_every_rpc_has_one() {
+        let (anyone, admin, service) = ([true, true, true], [false, false, true], [false, true, false]);
+        let staff = [false, true, true];
+        let expected = [
+            ("SetStock", admin),
+            ("AdjustStock", staff),
+            ("GetAvailability", anyone),
+            ("Reserve", anyone),
+            ("Commit", service),
+            ("Release", anyone),
+            ("Extend", anyone),
+        ];
+        TABLE
+            .check(&expected, holdfast_proto::FILE_DESCRIPTOR_SET)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+}
