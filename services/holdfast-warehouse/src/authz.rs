@@ -1,6 +1,7 @@
 //! Who may call which WarehouseService RPC: warehouse management (warehouses, their stock,
 //! receiving, shrinkage, shipment lists) needs `admin`; moving a shipment along (picking,
-//! shipped, delivered) `admin` or `service` (a carrier integration).
+//! shipped, delivered) `admin` or `service` (a carrier integration); cancelling an order's
+//! shipments `admin` or `service` (the orders service's cancel saga).
 
 use holdfast_platform::auth::{AuthzTable, Rule};
 
@@ -18,6 +19,7 @@ pub static TABLE: AuthzTable = AuthzTable {
         ("StartPicking", Rule::AdminOrService),
         ("MarkShipped", Rule::AdminOrService),
         ("MarkDelivered", Rule::AdminOrService),
+        ("CancelOrderShipments", Rule::AdminOrService),
     ],
 };
 
@@ -39,6 +41,7 @@ mod tests {
             ("StartPicking", staff),
             ("MarkShipped", staff),
             ("MarkDelivered", staff),
+            ("CancelOrderShipments", staff),
         ];
         TABLE
             .check(&expected, holdfast_proto::FILE_DESCRIPTOR_SET)
