@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::future::BoxFuture;
 
 use crate::{
-    CartStore, IdempotencyStore, OrderStore, OutboxStore, ProductPage, ProductStore, SagaStore, StoreError,
-    WarehouseStore,
+    CartStore, IdempotencyStore, OrderStore, OutboxStore, ProductPage, ProductStore, SagaStore,
+    StockTruthStore, StoreError, WarehouseStore,
 };
 
 mod carts;
@@ -24,6 +24,7 @@ mod orders;
 mod outbox;
 mod products;
 mod sagas;
+mod stock_truth;
 mod warehouse;
 mod warehouse_changes;
 
@@ -52,6 +53,10 @@ pub use sagas::{
     saga_stalled_lists_unfinished_expired_leases_oldest_first,
     saga_transition_is_conditional_and_finished_sagas_never_move,
 };
+pub use stock_truth::{
+    truth_bad_requests_are_refused, truth_concurrent_writes_keep_the_highest_version,
+    truth_scan_pages_every_sku_once, truth_stock_versions_and_sales_once,
+};
 pub use warehouse::{
     warehouse_bad_requests_are_refused, warehouse_shipments_list_by_order_and_by_warehouse,
     warehouse_upsert_get_and_list_by_region,
@@ -76,6 +81,7 @@ pub trait ConformanceStore:
     + IdempotencyStore
     + OutboxStore
     + WarehouseStore
+    + StockTruthStore
     + Clone
     + 'static
 {
@@ -88,6 +94,7 @@ impl<T> ConformanceStore for T where
         + IdempotencyStore
         + OutboxStore
         + WarehouseStore
+        + StockTruthStore
         + Clone
         + 'static
 {
@@ -139,6 +146,10 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         warehouse_concurrent_allocations_from_12_tasks_never_share_units,
         warehouse_shipments_list_by_order_and_by_warehouse,
         warehouse_bad_requests_are_refused,
+        truth_stock_versions_and_sales_once,
+        truth_concurrent_writes_keep_the_highest_version,
+        truth_scan_pages_every_sku_once,
+        truth_bad_requests_are_refused,
     ]
 }
 
