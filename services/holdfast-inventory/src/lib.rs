@@ -131,7 +131,10 @@ async fn build(
         // The first beat before serving: a Redis that lost writes while we were down is
         // noticed before the first call.
         stock.check_generation().await?;
-        watch = Some(Box::pin(truth::run_generation_watch(stock.clone(), options.generation_every)));
+        watch = Some(Box::pin(truth::run_generation_watch(
+            stock.clone(),
+            options.generation_every,
+        )));
     } else {
         tracing::warn!("inventory runs without a durable truth: a Redis that loses writes can oversell");
     }

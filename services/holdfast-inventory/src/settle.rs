@@ -121,7 +121,8 @@ impl Stock {
                     let settings = self.settings();
                     if settings.wait_replicas > 0 {
                         // Same connection as the commit scripts: WAIT covers their writes.
-                        crate::truth::wait_replicas(client, settings.wait_replicas, settings.wait_timeout).await?;
+                        crate::truth::wait_replicas(client, settings.wait_replicas, settings.wait_timeout)
+                            .await?;
                     }
                     self.touched(lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
                     scripts::reservation_transition(

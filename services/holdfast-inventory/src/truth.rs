@@ -48,9 +48,17 @@ pub trait TruthBackend: Send + Sync {
     /// [`StockTruthStore::get_stock_truth`].
     fn get<'a>(&'a self, sku: &'a str) -> BoxFuture<'a, Result<Option<StockTruth>, StoreError>>;
     /// [`StockTruthStore::sales_of`].
-    fn sales_of<'a>(&'a self, sku: &'a str, rids: &'a [String]) -> BoxFuture<'a, Result<Vec<SaleRecord>, StoreError>>;
+    fn sales_of<'a>(
+        &'a self,
+        sku: &'a str,
+        rids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<SaleRecord>, StoreError>>;
     /// [`StockTruthStore::scan_stock_truth`].
-    fn scan<'a>(&'a self, after: Option<&'a str>, limit: u32) -> BoxFuture<'a, Result<Vec<StockTruth>, StoreError>>;
+    fn scan<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<StockTruth>, StoreError>>;
 }
 
 impl<S: StockTruthStore + 'static> TruthBackend for S {
@@ -63,10 +71,18 @@ impl<S: StockTruthStore + 'static> TruthBackend for S {
     fn get<'a>(&'a self, sku: &'a str) -> BoxFuture<'a, Result<Option<StockTruth>, StoreError>> {
         Box::pin(self.get_stock_truth(sku))
     }
-    fn sales_of<'a>(&'a self, sku: &'a str, rids: &'a [String]) -> BoxFuture<'a, Result<Vec<SaleRecord>, StoreError>> {
+    fn sales_of<'a>(
+        &'a self,
+        sku: &'a str,
+        rids: &'a [String],
+    ) -> BoxFuture<'a, Result<Vec<SaleRecord>, StoreError>> {
         Box::pin(StockTruthStore::sales_of(self, sku, rids))
     }
-    fn scan<'a>(&'a self, after: Option<&'a str>, limit: u32) -> BoxFuture<'a, Result<Vec<StockTruth>, StoreError>> {
+    fn scan<'a>(
+        &'a self,
+        after: Option<&'a str>,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<StockTruth>, StoreError>> {
         Box::pin(self.scan_stock_truth(after, limit))
     }
 }
@@ -230,7 +246,8 @@ impl Stock {
                     .map(|(_, qty)| qty)
                     .sum();
                 let redis_sold: i64 = snaps.iter().map(|s| s.sold).sum();
-                let lost = !snaps[0].exists || snaps[0].seq < stored.version || redis_sold + pending < stored.sold;
+                let lost =
+                    !snaps[0].exists || snaps[0].seq < stored.version || redis_sold + pending < stored.sold;
                 if lost {
                     tracing::warn!(
                         %sku, exists = snaps[0].exists, redis_seq = snaps[0].seq, store_version = stored.version,
@@ -303,7 +320,15 @@ impl Stock {
             self.touched([keys]);
         }
         let keys = BucketKeys::new(sku, 0);
-        let done = scripts::rebuild(client, &keys, Some(total - kept), stored.sold, stored.version, &drop).await?;
+        let done = scripts::rebuild(
+            client,
+            &keys,
+            Some(total - kept),
+            stored.sold,
+            stored.version,
+            &drop,
+        )
+        .await?;
         released.extend(done.released);
         self.touched([keys]);
         let _: i64 = fred::prelude::KeysInterface::del(client, keys::sold_out(sku)).await?;
@@ -354,13 +379,19 @@ impl Stock {
         let Some(truth) = self.guard() else {
             return Ok(false);
         };
+        // What this process knew before the beat: a healthy Redis answers a higher beat
+        // than any seen before the call was issued.
+        let (known, before) = {
+            let generation = truth.generation.lock().unwrap_or_else(PoisonError::into_inner);
+            (generation.clone(), truth.last_beat.load(Ordering::SeqCst))
+        };
         let marker = scripts::beat(self.client()).await?;
-        let known = truth
+        let current = truth
             .generation
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        let lost = match (&marker, &known) {
+        let lost = match (&marker, &current) {
             (Marker::Missing, None) => {
                 // First look: a fresh Redis is fine only if the store knows no stock yet.
                 let any = truth.store.scan(None, 1).await.map_err(store_error)?;
@@ -371,10 +402,8 @@ impl Stock {
                 self.adopt_generation(id, *beat);
                 return Ok(false);
             }
-            (Marker::Beat { id, beat }, Some(known)) => {
-                if id != known {
-                    true
-                } else if *beat <= truth.last_beat.load(Ordering::SeqCst) {
+            (Marker::Beat { id, beat }, Some(current)) => {
+                if id != current || (known.as_ref() == Some(id) && *beat <= before) {
                     true
                 } else {
                     truth.last_beat.fetch_max(*beat, Ordering::SeqCst);
@@ -390,9 +419,16 @@ impl Stock {
             return Ok(false);
         }
         let era = truth.era.fetch_add(1, Ordering::SeqCst) + 1;
-        let id = uuid::Uuid::now_v7().to_string();
-        if let Marker::Beat { id, beat } = scripts::create_generation(self.client(), &id).await? {
-            self.adopt_generation(&id, beat);
+        match &marker {
+            // Another process noticed first and started a generation: follow it (starting
+            // yet another would make the processes replace each other's forever).
+            Marker::Beat { id, beat } if current.as_ref() != Some(id) => self.adopt_generation(id, *beat),
+            _ => {
+                let id = uuid::Uuid::now_v7().to_string();
+                if let Marker::Beat { id, beat } = scripts::create_generation(self.client(), &id).await? {
+                    self.adopt_generation(&id, beat);
+                }
+            }
         }
         tracing::error!(
             era, ?marker, previous = ?known,
@@ -402,7 +438,9 @@ impl Stock {
         tokio::spawn(async move {
             match stock.rebuild_all().await {
                 Ok(report) => tracing::info!(?report, "inventory rebuild pass finished"),
-                Err(error) => tracing::error!(%error, "inventory rebuild pass failed; SKUs rebuild on first use"),
+                Err(error) => {
+                    tracing::error!(%error, "inventory rebuild pass failed; SKUs rebuild on first use")
+                }
             }
         });
         Ok(true)
@@ -431,7 +469,11 @@ impl Stock {
         let mut report = RebuildReport::default();
         let mut after: Option<String> = None;
         loop {
-            let page = truth.store.scan(after.as_deref(), 1000).await.map_err(store_error)?;
+            let page = truth
+                .store
+                .scan(after.as_deref(), 1000)
+                .await
+                .map_err(store_error)?;
             let full = page.len() == 1000;
             after = page.last().map(|t| t.sku.clone());
             let verdicts: Vec<Result<Verdict, InventoryError>> = stream::iter(page)
@@ -499,11 +541,19 @@ pub async fn run_generation_watch(stock: Stock, every: Duration) {
 
 /// `WAIT replicas timeout` on `client` after a commit: how many replicas acknowledged its
 /// writes. Fewer than asked is logged, not refused (the sale is in the store already).
-pub async fn wait_replicas(client: &fred::prelude::Client, replicas: u32, timeout: Duration) -> Result<i64, InventoryError> {
+pub async fn wait_replicas(
+    client: &fred::prelude::Client,
+    replicas: u32,
+    timeout: Duration,
+) -> Result<i64, InventoryError> {
     let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX).max(1);
     let acked: i64 = client.wait(i64::from(replicas), timeout_ms).await?;
     if acked < i64::from(replicas) {
-        tracing::warn!(acked, replicas, "commit acknowledged by fewer replicas than asked within the timeout");
+        tracing::warn!(
+            acked,
+            replicas,
+            "commit acknowledged by fewer replicas than asked within the timeout"
+        );
     }
     Ok(acked)
 }

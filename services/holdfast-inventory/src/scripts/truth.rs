@@ -94,7 +94,12 @@ pub async fn snapshot(client: &Client, keys: &BucketKeys) -> Result<Snapshot, In
         let units = parts.next().and_then(|p| p.parse().ok());
         match (to, units) {
             (Some(to), Some(units)) => transfers.push((id, to, units)),
-            _ => return Err(protocol(&TRUTH_SNAPSHOT, format!("unreadable transfer {recorded:?}"))),
+            _ => {
+                return Err(protocol(
+                    &TRUTH_SNAPSHOT,
+                    format!("unreadable transfer {recorded:?}"),
+                ));
+            }
         }
         at += 2;
     }
