@@ -26,7 +26,11 @@ fn flag(args: &[String], name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-async fn start(url: &RedisUrl, store: &Store, options: InventoryOptions) -> holdfast_inventory::RunningInventory {
+async fn start(
+    url: &RedisUrl,
+    store: &Store,
+    options: InventoryOptions,
+) -> holdfast_inventory::RunningInventory {
     let pool = redis::connect(url, 8).await.expect("connect");
     holdfast_inventory::start_with_truth(
         pool,
@@ -46,7 +50,11 @@ fn url_of(port: u16) -> RedisUrl {
 async fn rebuild(skus: u64) {
     let dir = TempDir::new("truth-bench").expect("dir");
     let redis = RedisProcess::start(&dir.path().join("redis"), &["--appendonly", "no"]).expect("redis");
-    let store = Store::from(SqliteStore::open(dir.path().join("truth.db")).await.expect("sqlite"));
+    let store = Store::from(
+        SqliteStore::open(dir.path().join("truth.db"))
+            .await
+            .expect("sqlite"),
+    );
     let options = InventoryOptions {
         generation_every: Duration::from_millis(50),
         ..InventoryOptions::default()
@@ -61,7 +69,10 @@ async fn rebuild(skus: u64) {
             version: 1,
         });
         if batch.len() == 10_000 {
-            store.record_stock(std::mem::take(&mut batch)).await.expect("load");
+            store
+                .record_stock(std::mem::take(&mut batch))
+                .await
+                .expect("load");
         }
     }
     store.record_stock(batch).await.expect("load");
@@ -70,9 +81,15 @@ async fn rebuild(skus: u64) {
     let truth = inv.stock.truth().expect("guarded");
     let rebuilt_before = truth.rebuilt();
     let started = Instant::now();
-    assert_eq!(redis_cli(redis.port(), &["FLUSHALL"]).expect("flush").trim(), "OK");
+    assert_eq!(
+        redis_cli(redis.port(), &["FLUSHALL"]).expect("flush").trim(),
+        "OK"
+    );
     while truth.rebuilt() - rebuilt_before < skus {
-        assert!(started.elapsed() < Duration::from_secs(3600), "rebuild never finished");
+        assert!(
+            started.elapsed() < Duration::from_secs(3600),
+            "rebuild never finished"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let elapsed = started.elapsed();
@@ -91,11 +108,18 @@ async fn commits(url: &RedisUrl, store: &Store, wait_replicas: u32, n: u64, tag:
     options.stock.wait_timeout = Duration::from_millis(1000);
     let inv = start(url, store, options).await;
     let sku = format!("wait-{tag}");
-    inv.stock.set_stock(&sku, i64::try_from(n).expect("n") + 10, 1).await.expect("stock");
+    inv.stock
+        .set_stock(&sku, i64::try_from(n).expect("n") + 10, 1)
+        .await
+        .expect("stock");
     let mut took = Vec::with_capacity(n as usize);
     for i in 0..n {
         let rid = format!("{tag}-{i}");
-        let answer = inv.stock.reserve(&rid, &[(sku.clone(), 1)], 60).await.expect("reserve");
+        let answer = inv
+            .stock
+            .reserve(&rid, &[(sku.clone(), 1)], 60)
+            .await
+            .expect("reserve");
         assert!(matches!(answer, ReserveAnswer::Reserved { .. }));
         let started = Instant::now();
         inv.stock.commit(&rid).await.expect("commit");
@@ -108,15 +132,20 @@ async fn commits(url: &RedisUrl, store: &Store, wait_replicas: u32, n: u64, tag:
 fn summary(label: &str, took: &[Duration]) {
     let mean = took.iter().sum::<Duration>() / u32::try_from(took.len()).unwrap_or(1);
     let p = |q: f64| took[((took.len() as f64 * q) as usize).min(took.len() - 1)];
-    println!("{label}: commits {} mean {mean:.2?} p50 {:.2?} p99 {:.2?}", took.len(), p(0.5), p(0.99));
+    println!(
+        "{label}: commits {} mean {mean:.2?} p50 {:.2?} p99 {:.2?}",
+        took.len(),
+        p(0.5),
+        p(0.99)
+    );
 }
 
 async fn wait(n: u64) {
     let dir = TempDir::new("truth-wait").expect("dir");
     let primary = RedisProcess::start(&dir.path().join("primary"), &[]).expect("primary");
     let port = primary.port().to_string();
-    let _replica =
-        RedisProcess::start(&dir.path().join("replica"), &["--replicaof", "127.0.0.1", &port]).expect("replica");
+    let _replica = RedisProcess::start(&dir.path().join("replica"), &["--replicaof", "127.0.0.1", &port])
+        .expect("replica");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !redis_cli(primary.port(), &["INFO", "replication"])
         .expect("info")
@@ -125,7 +154,11 @@ async fn wait(n: u64) {
         assert!(Instant::now() < deadline, "replica never connected");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let store = Store::from(SqliteStore::open(dir.path().join("truth.db")).await.expect("sqlite"));
+    let store = Store::from(
+        SqliteStore::open(dir.path().join("truth.db"))
+            .await
+            .expect("sqlite"),
+    );
     let url = url_of(primary.port());
     summary("no WAIT", &commits(&url, &store, 0, n, "plain").await);
     summary("WAIT 1 ", &commits(&url, &store, 1, n, "wait1").await);

@@ -7,6 +7,7 @@
 
 pub mod background;
 pub mod error;
+pub mod guard;
 pub mod keys;
 pub mod metrics;
 pub mod reconcile;
@@ -127,7 +128,7 @@ async fn build(
     let mut stock = Stock::new(redis, relay_tx).with_settings(options.stock.clone());
     let mut watch: Option<BoxFuture<'static, ()>> = None;
     if let Some(store) = truth {
-        stock = stock.with_truth(truth::Truth::new(store));
+        stock = stock.with_truth(guard::Truth::new(store));
         // The first beat before serving: a Redis that lost writes while we were down is
         // noticed before the first call.
         stock.check_generation().await?;

@@ -148,7 +148,7 @@ impl Stock {
         ttl_seconds: u32,
     ) -> Result<ReserveAnswer, InventoryError> {
         let skus: Vec<&str> = lines.iter().map(|(sku, _)| sku.as_str()).collect();
-        let era = self.truth().map(crate::truth::Truth::era);
+        let era = self.truth().map(crate::guard::Truth::era);
         // In memory once the SKUs are verified in this era: no store round trip per Reserve.
         self.ensure_truth(&skus).await?;
         let answer = self.reserve_once(rid, lines, ttl_seconds).await?;
@@ -159,7 +159,7 @@ impl Stock {
             return Ok(answer);
         }
         self.check_generation().await?;
-        if self.truth().map(crate::truth::Truth::era) == Some(era) {
+        if self.truth().map(crate::guard::Truth::era) == Some(era) {
             return Ok(answer);
         }
         // The refusal was read from a Redis that had lost writes: forget it and try again

@@ -97,7 +97,8 @@ impl Stock {
                     // Holds were extended to the commit lease, so within it a missing hold was
                     // committed already; after it, it may have lapsed: refuse to claim a sale.
                     // The store first: every unit Redis counts as sold is in the durable truth.
-                    self.record_sales(rid, &lines).await?;
+                    let sales: Vec<(&str, i64)> = lines.iter().map(|l| (l.sku.as_str(), l.qty)).collect();
+                    self.record_sales(rid, &sales).await?;
                     let committed = try_join_all(
                         lines
                             .iter()

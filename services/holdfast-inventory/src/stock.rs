@@ -76,7 +76,7 @@ pub struct Stock {
     relay: mpsc::UnboundedSender<BucketKeys>,
     layouts: Arc<Mutex<HashMap<String, (Layout, Instant)>>>,
     settings: Arc<StockSettings>,
-    pub(crate) truth: Option<Arc<crate::truth::Truth>>,
+    pub(crate) truth: Option<Arc<crate::guard::Truth>>,
 }
 
 impl Stock {
@@ -93,13 +93,13 @@ impl Stock {
 
     /// The same engine guarded by the durable truth in `truth` (see [`crate::truth`]).
     #[must_use]
-    pub fn with_truth(mut self, truth: crate::truth::Truth) -> Self {
+    pub fn with_truth(mut self, truth: crate::guard::Truth) -> Self {
         self.truth = Some(Arc::new(truth));
         self
     }
 
     /// The durable-truth guard, if the engine has one.
-    pub fn truth(&self) -> Option<&crate::truth::Truth> {
+    pub fn truth(&self) -> Option<&crate::guard::Truth> {
         self.truth.as_deref()
     }
 

@@ -23,144 +23,22 @@
 //!   saga compensates. Holds that vanished with Redis vanished with their reservation record:
 //!   Commit answers NOT_FOUND and the saga compensates (never re-reserved).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use fred::prelude::{EventInterface, ServerInterface, SortedSetsInterface};
-use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
-use holdfast_store::{SaleRecord, StockTruth, StockTruthStore, StockWrite, StoreError};
+use holdfast_store::{SaleRecord, StockTruth, StockWrite, StoreError};
 
 use crate::error::InventoryError;
+use crate::guard::{Claim, REBUILD_CONCURRENCY, Truth};
 use crate::keys::{self, BucketKeys};
-use crate::reservations::Line;
 use crate::scripts::{self, Marker, Snapshot};
 use crate::stock::Stock;
 
-/// The store as the guard uses it (object safe, so [`Stock`] stays one type).
-pub trait TruthBackend: Send + Sync {
-    /// [`StockTruthStore::record_stock`].
-    fn record_stock(&self, writes: Vec<StockWrite>) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// [`StockTruthStore::record_sale`].
-    fn record_sale(&self, sale: SaleRecord) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// [`StockTruthStore::get_stock_truth`].
-    fn get<'a>(&'a self, sku: &'a str) -> BoxFuture<'a, Result<Option<StockTruth>, StoreError>>;
-    /// [`StockTruthStore::sales_of`].
-    fn sales_of<'a>(
-        &'a self,
-        sku: &'a str,
-        rids: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<SaleRecord>, StoreError>>;
-    /// [`StockTruthStore::scan_stock_truth`].
-    fn scan<'a>(
-        &'a self,
-        after: Option<&'a str>,
-        limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<StockTruth>, StoreError>>;
-}
-
-impl<S: StockTruthStore + 'static> TruthBackend for S {
-    fn record_stock(&self, writes: Vec<StockWrite>) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(StockTruthStore::record_stock(self, writes))
-    }
-    fn record_sale(&self, sale: SaleRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(StockTruthStore::record_sale(self, sale))
-    }
-    fn get<'a>(&'a self, sku: &'a str) -> BoxFuture<'a, Result<Option<StockTruth>, StoreError>> {
-        Box::pin(self.get_stock_truth(sku))
-    }
-    fn sales_of<'a>(
-        &'a self,
-        sku: &'a str,
-        rids: &'a [String],
-    ) -> BoxFuture<'a, Result<Vec<SaleRecord>, StoreError>> {
-        Box::pin(StockTruthStore::sales_of(self, sku, rids))
-    }
-    fn scan<'a>(
-        &'a self,
-        after: Option<&'a str>,
-        limit: u32,
-    ) -> BoxFuture<'a, Result<Vec<StockTruth>, StoreError>> {
-        Box::pin(self.scan_stock_truth(after, limit))
-    }
-}
-
-/// How often the generation marker is beaten by the background watch.
-pub const CHECK_EVERY: Duration = Duration::from_millis(200);
-/// SKUs verified per era kept in memory; past it the map is cleared (a SKU dropped is only
-/// verified again: one store read).
-const VERIFIED_LIMIT: usize = 2_000_000;
-/// SKUs the background rebuild pass works on at once.
-const REBUILD_CONCURRENCY: usize = 64;
-
-/// The guard's state: the durable store, the era, and which SKUs are verified in it.
-pub struct Truth {
-    store: Arc<dyn TruthBackend>,
-    era: AtomicU64,
-    last_beat: AtomicI64,
-    generation: Mutex<Option<String>>,
-    verified: Mutex<HashMap<String, u64>>,
-    rebuilding: Mutex<HashSet<String>>,
-    rebuilt: AtomicU64,
-}
-
-impl std::fmt::Debug for Truth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Truth")
-            .field("era", &self.era.load(Ordering::Relaxed))
-            .finish_non_exhaustive()
-    }
-}
-
-impl Truth {
-    /// A guard over `store`. Era 1: every SKU is verified once before it serves.
-    pub fn new(store: Arc<dyn TruthBackend>) -> Self {
-        Self {
-            store,
-            era: AtomicU64::new(1),
-            last_beat: AtomicI64::new(0),
-            generation: Mutex::new(None),
-            verified: Mutex::default(),
-            rebuilding: Mutex::default(),
-            rebuilt: AtomicU64::new(0),
-        }
-    }
-
-    /// The current era (bumped on every suspected loss).
-    pub fn era(&self) -> u64 {
-        self.era.load(Ordering::SeqCst)
-    }
-
-    /// SKUs rebuilt from the store since start.
-    pub fn rebuilt(&self) -> u64 {
-        self.rebuilt.load(Ordering::Relaxed)
-    }
-
-    fn is_verified(&self, sku: &str, era: u64) -> bool {
-        let verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-        verified.get(sku) == Some(&era)
-    }
-
-    fn mark_verified(&self, sku: &str, era: u64) {
-        let mut verified = self.verified.lock().unwrap_or_else(PoisonError::into_inner);
-        if verified.len() >= VERIFIED_LIMIT {
-            verified.clear();
-        }
-        verified.insert(sku.to_string(), era);
-    }
-}
-
-/// Releases a SKU's rebuild claim when dropped.
-struct Claim<'a>(&'a Truth, String);
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        let mut rebuilding = self.0.rebuilding.lock().unwrap_or_else(PoisonError::into_inner);
-        rebuilding.remove(&self.1);
-    }
-}
+pub use crate::guard::{CHECK_EVERY, TruthBackend};
 
 fn store_error(error: StoreError) -> InventoryError {
     InventoryError::Store(error.to_string())
@@ -353,17 +231,18 @@ impl Stock {
         truth.store.record_stock(vec![write]).await.map_err(store_error)
     }
 
-    /// Records a reservation's sales in the store, before Redis commits them.
-    pub async fn record_sales(&self, rid: &str, lines: &[Line]) -> Result<(), InventoryError> {
+    /// Records a reservation's sales, (SKU, units) per line, in the store before Redis
+    /// commits them.
+    pub async fn record_sales(&self, rid: &str, lines: &[(&str, i64)]) -> Result<(), InventoryError> {
         let Some(truth) = self.guard() else {
             return Ok(());
         };
         let at_ms = holdfast_platform::clock::now_ms();
-        futures::future::try_join_all(lines.iter().map(|line| {
+        futures::future::try_join_all(lines.iter().map(|(sku, qty)| {
             truth.store.record_sale(SaleRecord {
-                sku: line.sku.clone(),
+                sku: (*sku).to_string(),
                 reservation_id: rid.to_string(),
-                qty: line.qty,
+                qty: *qty,
                 at_ms,
             })
         }))

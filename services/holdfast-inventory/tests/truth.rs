@@ -22,7 +22,11 @@ type Fault = (i64, Box<dyn FnOnce() + Send>);
 /// Runs the sale, injecting each fault once its number of units more were granted since the
 /// previous one (so sales happen between faults); returns the tally and how many were granted
 /// before the last fault.
-async fn sale_with_faults(inv: &Arc<holdfast_inventory::RunningInventory>, sku: &str, faults: Vec<Fault>) -> (Arc<Tally>, i64) {
+async fn sale_with_faults(
+    inv: &Arc<holdfast_inventory::RunningInventory>,
+    sku: &str,
+    faults: Vec<Fault>,
+) -> (Arc<Tally>, i64) {
     let tally = Arc::new(Tally::default());
     let deadline = Instant::now() + Duration::from_secs(120);
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -170,7 +174,10 @@ async fn failover_to_a_replica_that_missed_writes_never_oversells() {
     // virtual IP or a sentinel-managed proxy: the primary is killed -9 and its port is served
     // from the replica's data (the replica's snapshot, loaded by a server on that port).
     let dir = holdfast_testkit::TempDir::new("truth-replica").expect("dir");
-    let primary = Arc::new(std::sync::Mutex::new(OwnRedis::start(&dir.path().join("primary"), &[])));
+    let primary = Arc::new(std::sync::Mutex::new(OwnRedis::start(
+        &dir.path().join("primary"),
+        &[],
+    )));
     let primary_port = primary.lock().expect("primary").port.to_string();
     let replica = Arc::new(OwnRedis::start(
         &dir.path().join("replica"),
@@ -178,7 +185,11 @@ async fn failover_to_a_replica_that_missed_writes_never_oversells() {
     ));
     eventually(Duration::from_secs(20), "the replica follows", || {
         let replica = Arc::clone(&replica);
-        async move { replica.cli(&["INFO", "replication"]).contains("master_link_status:up") }
+        async move {
+            replica
+                .cli(&["INFO", "replication"])
+                .contains("master_link_status:up")
+        }
     })
     .await;
     let url = primary.lock().expect("primary").url();
@@ -209,7 +220,8 @@ async fn failover_to_a_replica_that_missed_writes_never_oversells() {
                 primary.cli(&["HGET", "inv:generation", "beat"]).trim(),
             );
             primary.kill9();
-            std::fs::copy(promoted.dir.join("dump.rdb"), primary.dir.join("dump.rdb")).expect("replica's data");
+            std::fs::copy(promoted.dir.join("dump.rdb"), primary.dir.join("dump.rdb"))
+                .expect("replica's data");
             primary.restart();
         }),
     );
