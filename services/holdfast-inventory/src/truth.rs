@@ -77,7 +77,8 @@ impl Stock {
     }
 
     /// Verifies one SKU against the store (`known`: its truth, when the caller read it
-    /// already) and rebuilds it if Redis lost writes; marks it verified in the era it started in.
+    /// already; used only if the SKU's bucket 0 is gone) and rebuilds it if Redis lost
+    /// writes; marks it verified in the era it started in.
     pub async fn verify_sku(&self, sku: &str, known: Option<StockTruth>) -> Result<Verdict, InventoryError> {
         let Some(truth) = self.guard() else {
             return Ok(Verdict::Consistent);
@@ -91,9 +92,12 @@ impl Stock {
         }
         let _claim = Claim(truth, sku.to_string());
         let snaps = self.snapshots(sku).await?;
+        // The store is read after Redis, so every sale Redis counted is in what we read. A
+        // truth the caller read earlier (the rebuild pass's scan) is only good when the bucket
+        // is gone: nothing can have been granted, so nothing sold, since it vanished.
         let stored = match known {
-            Some(known) => Some(known),
-            None => truth.store.get(sku).await.map_err(store_error)?,
+            Some(known) if !snaps[0].exists => Some(known),
+            _ => truth.store.get(sku).await.map_err(store_error)?,
         };
         let verdict = match stored {
             None if !snaps[0].exists => Verdict::Consistent,
