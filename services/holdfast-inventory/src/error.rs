@@ -124,3 +124,24 @@ impl From<InventoryError> for Status {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    #[test]
+    fn a_rebuild_refusal_is_unavailable_with_a_retry_delay() {
+        let status = Status::from(InventoryError::Rebuilding("sku-1".into()));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("being rebuilt"), "{}", status.message());
+        let retry = status.get_details_retry_info().expect("retry info");
+        assert_eq!(
+            retry.retry_delay,
+            Some(std::time::Duration::from_millis(REBUILD_RETRY_MS))
+        );
+        let store = Status::from(InventoryError::Store("down".into()));
+        assert_eq!(store.code(), tonic::Code::Unavailable);
+    }
+}
