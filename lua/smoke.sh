@@ -66,13 +66,13 @@ helpers() { sed -n '/^-- ---- shared helpers/,/^-- ---- end of shared helpers --
 without_purge() { sed '/^-- Lazy expiry: /,/^end$/d' | grep -v '^$'; }
 ref_full="$(helpers reserve)"
 ref_bare="$(helpers reserve | without_purge)"
-for f in reserve commit release extend set_stock adjust_stock sweep rebalance_take; do
+for f in reserve commit release extend set_stock adjust_stock sweep rebalance_take truth_rebuild; do
   [[ "$(helpers $f)" == "$ref_full" ]] || fail "$f.lua: shared helpers/purge differ from reserve.lua"
 done
-for f in availability rebalance_give reservation_claim reservation_transition stock_fence reservation_renew; do
+for f in availability rebalance_give reservation_claim reservation_transition stock_fence reservation_renew truth_snapshot; do
   [[ "$(helpers $f | without_purge)" == "$ref_bare" ]] || fail "$f.lua: shared helpers differ from reserve.lua"
 done
-pass "shared helper block identical in all 14 scripts"
+pass "shared helper block identical in all 16 scripts"
 # The outbox is never trimmed (an unpublished event is never dropped) and every entry carries
 # the bucket's sequence number: the only XADD is the one inside the shared emit().
 expect "no script trims a stream" "0" "$(cat "$LUA"/*.lua | grep -c "MAXLEN" || true)"
@@ -91,11 +91,12 @@ xadds=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD'")
 emits=$(cat "$LUA"/*.lua | grep -c "^  redis.call('XADD', events, '\*', unpack(fields))$")
 expect "every XADD is the one in emit()" "$xadds" "$emits"
 for f in reserve commit release extend set_stock adjust_stock availability sweep rebalance_take \
-         rebalance_give reservation_claim reservation_transition stock_fence reservation_renew; do
+         rebalance_give reservation_claim reservation_transition stock_fence reservation_renew \
+         truth_snapshot truth_rebuild; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
   grep -q "redis.call('TIME')" "$LUA/$f.lua" || fail "$f.lua does not read Redis TIME"
 done
-pass "all 14 scripts present and read TIME"
+pass "all 16 scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
@@ -376,5 +377,30 @@ ev reservation_transition $R5 , pending reserved 99 '' 0 600000 '' >/dev/null
 ev reservation_transition $R5 , reserved preparing -1 '' 0 600000 '' >/dev/null
 expect "release unwinds an interrupted preparing" "1 released 99 A:1:0" \
   "$(ev reservation_transition $R5 , preparing released -1 '' 0 600000 '')"
+
+# ---------------------------------------------------------------- durable truth
+rc flushall >/dev/null
+expect "no generation marker yet" "0" "$(ev generation inv:generation , beat)"
+expect "create a generation" "1 g1 1" "$(ev generation inv:generation , create g1)"
+expect "a beat counts up" "1 g1 2" "$(ev generation inv:generation , beat)"
+expect "bad action" "ERR generation: action must be beat or create" "$(ev generation inv:generation , nap)"
+rc flushall >/dev/null
+expect "FLUSHALL loses the marker" "0" "$(ev generation inv:generation , beat)"
+T=$(kk T)
+ev set_stock $T , 10 1 T 0 >/dev/null
+ev reserve $T , t1 2 60000 T 0 >/dev/null
+ev reserve $T , t2 3 60000 T 0 >/dev/null
+ev commit $T , t1 T 0 >/dev/null
+expect "snapshot: counters, seq, live holds" "1 8 2 4 1 1 1 t2 3" \
+  "$(ev truth_snapshot inv:{T} inv:{T}:holds inv:{T}:held inv:{T}:xfer ,)"
+expect "snapshot of a missing bucket" "0 0 0 0 1 1 0" \
+  "$(ev truth_snapshot inv:{U} inv:{U}:holds inv:{U}:held inv:{U}:xfer ,)"
+expect "rebuild keeps holds that fit, raises seq" "9 3 4" "$(ev truth_rebuild $T inv:{T}:xfer , 9 4 20 T 0)"
+expect "seq raised to the store's version, then one stock_set" "21" "$(rc hget inv:{T} seq)"
+ev reserve $T , t3 4 60000 T 0 >/dev/null
+expect "rebuild drops holds the store sold, releases what no longer fits" "2 0 7 t2" \
+  "$(ev truth_rebuild $T inv:{T}:xfer , 2 7 0 T 0 t3)"
+expect "bucket other than 0 keeps exactly its holds" "0 0 0" "$(ev truth_rebuild $T inv:{T}:xfer , -1 0 0 T 0 t2)"
+expect "bad on_hand" "ERR truth_rebuild: on_hand must be an integer >= -1" "$(ev truth_rebuild $T inv:{T}:xfer , -2 0 0 T 0)"
 
 echo "all $n checks passed"

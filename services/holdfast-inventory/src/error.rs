@@ -45,6 +45,13 @@ pub enum InventoryError {
     /// work is refused until the relay catches up, so no event is ever trimmed unpublished.
     #[error("event backlog of {0} is full; retry")]
     Backpressure(String),
+    /// Redis lost writes and this SKU is being rebuilt from the durable store right now:
+    /// no grant until it is. `UNAVAILABLE` with a retry delay.
+    #[error("stock of {0:?} is being rebuilt after the inventory cache lost writes; retry shortly")]
+    Rebuilding(String),
+    /// The durable store (inventory's truth) failed or was unreachable.
+    #[error("durable store: {0}")]
+    Store(String),
     /// A script answered something this code does not understand (a deployment mismatch).
     #[error("unexpected reply from {script}: {detail}")]
     Protocol {
@@ -54,6 +61,9 @@ pub enum InventoryError {
         detail: String,
     },
 }
+
+/// The retry delay a caller refused during a rebuild is told to wait.
+pub const REBUILD_RETRY_MS: u64 = 200;
 
 impl InventoryError {
     /// A precondition failure.
@@ -93,10 +103,45 @@ impl From<InventoryError> for Status {
                 tracing::error!(%sku, "inventory outbox backlog full; refusing new work until the relay publishes");
                 Status::unavailable("inventory event backlog full; retry later")
             }
+            InventoryError::Rebuilding(ref sku) => {
+                let mut details = tonic_types::ErrorDetails::new();
+                details.set_retry_info(Some(std::time::Duration::from_millis(REBUILD_RETRY_MS)));
+                tracing::info!(%sku, "grant refused while the SKU is rebuilt");
+                <Status as tonic_types::StatusExt>::with_error_details(
+                    tonic::Code::Unavailable,
+                    format!("{error} (retry after {REBUILD_RETRY_MS} ms)"),
+                    details,
+                )
+            }
+            InventoryError::Store(ref e) => {
+                tracing::warn!(error = %e, "durable store call failed");
+                Status::unavailable("inventory durable store unavailable; retry")
+            }
             InventoryError::Protocol { .. } => {
                 tracing::error!(%error, "script protocol mismatch");
                 Status::internal("internal error")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    #[test]
+    fn a_rebuild_refusal_is_unavailable_with_a_retry_delay() {
+        let status = Status::from(InventoryError::Rebuilding("sku-1".into()));
+        assert_eq!(status.code(), tonic::Code::Unavailable);
+        assert!(status.message().contains("being rebuilt"), "{}", status.message());
+        let retry = status.get_details_retry_info().expect("retry info");
+        assert_eq!(
+            retry.retry_delay,
+            Some(std::time::Duration::from_millis(REBUILD_RETRY_MS))
+        );
+        let store = Status::from(InventoryError::Store("down".into()));
+        assert_eq!(store.code(), tonic::Code::Unavailable);
     }
 }

@@ -8,6 +8,7 @@
 pub mod authz;
 pub mod background;
 pub mod error;
+pub mod guard;
 pub mod keys;
 pub mod metrics;
 pub mod reconcile;
@@ -16,6 +17,7 @@ pub mod scripts;
 pub mod service;
 pub mod settle;
 pub mod stock;
+pub mod truth;
 pub mod validate;
 
 use std::sync::Arc;
@@ -41,8 +43,10 @@ pub struct InventoryOptions {
     pub rebalance_every: Duration,
     /// How often the relay rescans Redis for outbox leftovers (crash recovery).
     pub outbox_rescan_every: Duration,
-    /// The engine's tunables (adjustment-id retention, claim lease).
+    /// The engine's tunables (adjustment-id retention, claim lease, WAIT for commits).
     pub stock: stock::StockSettings,
+    /// How often the generation marker is beaten (with a durable truth only).
+    pub generation_every: Duration,
 }
 
 impl Default for InventoryOptions {
@@ -52,6 +56,7 @@ impl Default for InventoryOptions {
             rebalance_every: Duration::from_millis(500),
             outbox_rescan_every: Duration::from_secs(30),
             stock: stock::StockSettings::default(),
+            generation_every: truth::CHECK_EVERY,
         }
     }
 }
@@ -68,18 +73,34 @@ pub struct RunningInventory {
 /// Loads the scripts (so the first call never pays for it) and starts the relay, sweeper and
 /// rebalancer. Call before marking health SERVING. (A process runs inventory through
 /// [`InventoryArgs`]' [`Service`] impl, which starts the relay after every consumer.)
+/// No durable truth: see [`start_with_truth`].
 pub async fn start(
     redis: Pool,
     bus: Arc<dyn EventBus>,
     region: &str,
     options: InventoryOptions,
 ) -> Result<RunningInventory, InventoryError> {
-    let parts = build(redis, bus, region, &options).await?;
-    let tasks = vec![
+    start_with_truth(redis, bus, region, options, None).await
+}
+
+/// [`start`], with the durable truth in `truth` guarding against a Redis that lost writes
+/// (see [`truth`]): the generation watch runs too.
+pub async fn start_with_truth(
+    redis: Pool,
+    bus: Arc<dyn EventBus>,
+    region: &str,
+    options: InventoryOptions,
+    truth: Option<Arc<dyn truth::TruthBackend>>,
+) -> Result<RunningInventory, InventoryError> {
+    let parts = build(redis, bus, region, &options, truth).await?;
+    let mut tasks = vec![
         tokio::spawn(parts.relay),
         tokio::spawn(parts.sweeper),
         tokio::spawn(parts.rebalancer),
     ];
+    if let Some(watch) = parts.watch {
+        tasks.push(tokio::spawn(watch));
+    }
     Ok(RunningInventory {
         service: InventoryServiceServer::new(Inventory::new(parts.stock.clone())),
         stock: parts.stock,
@@ -93,6 +114,7 @@ struct Built {
     relay: BoxFuture<'static, ()>,
     sweeper: BoxFuture<'static, ()>,
     rebalancer: BoxFuture<'static, ()>,
+    watch: Option<BoxFuture<'static, ()>>,
 }
 
 async fn build(
@@ -100,11 +122,26 @@ async fn build(
     bus: Arc<dyn EventBus>,
     region: &str,
     options: &InventoryOptions,
+    truth: Option<Arc<dyn truth::TruthBackend>>,
 ) -> Result<Built, InventoryError> {
     scripts::load_all(redis.next()).await?;
     let (relay_tx, relay_rx) = tokio::sync::mpsc::unbounded_channel();
-    let stock = Stock::new(redis, relay_tx).with_settings(options.stock.clone());
+    let mut stock = Stock::new(redis, relay_tx).with_settings(options.stock.clone());
+    let mut watch: Option<BoxFuture<'static, ()>> = None;
+    if let Some(store) = truth {
+        stock = stock.with_truth(guard::Truth::new(store));
+        // The first beat before serving: a Redis that lost writes while we were down is
+        // noticed before the first call.
+        stock.check_generation().await?;
+        watch = Some(Box::pin(truth::run_generation_watch(
+            stock.clone(),
+            options.generation_every,
+        )));
+    } else {
+        tracing::warn!("inventory runs without a durable truth: a Redis that loses writes can oversell");
+    }
     Ok(Built {
+        watch,
         relay: Box::pin(background::run_relay(
             stock.clone(),
             bus,
@@ -118,11 +155,30 @@ async fn build(
     })
 }
 
-/// The inventory's section of the command line (none of its own flags yet).
+/// The inventory's section of the command line.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct InventoryArgs {}
+pub struct InventoryArgs {
+    /// Replicas that must acknowledge each commit's Redis writes (`WAIT`) before Commit
+    /// answers; 0 does not wait. Fewer within the timeout is logged, not refused (every
+    /// sale is in the durable store first).
+    #[arg(long, env = "HOLDFAST_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+    /// How long a commit waits for those replicas, in milliseconds.
+    #[arg(long, env = "HOLDFAST_REDIS_WAIT_TIMEOUT_MS", default_value_t = 100)]
+    pub redis_wait_timeout_ms: u64,
+}
 
-impl<S: Send + Sync + 'static> Service<S> for InventoryArgs {
+impl InventoryArgs {
+    /// The options these flags select.
+    pub fn options(&self) -> InventoryOptions {
+        let mut options = InventoryOptions::default();
+        options.stock.wait_replicas = self.redis_wait_replicas;
+        options.stock.wait_timeout = Duration::from_millis(self.redis_wait_timeout_ms.max(1));
+        options
+    }
+}
+
+impl<S: holdfast_store::StockTruthStore + Clone + 'static> Service<S> for InventoryArgs {
     fn name(&self) -> &'static str {
         "inventory"
     }
@@ -130,6 +186,8 @@ impl<S: Send + Sync + 'static> Service<S> for InventoryArgs {
     fn needs(&self) -> Needs {
         Needs {
             redis: true,
+            // Used when the process has one (the durable truth); not required, so a split
+            // deployment without --store still runs (unguarded, with a warning).
             store: false,
         }
     }
@@ -139,8 +197,12 @@ impl<S: Send + Sync + 'static> Service<S> for InventoryArgs {
     fn build<'a>(&'a self, ctx: &'a Context<S>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
         Box::pin(async move {
             let redis = ctx.redis("inventory")?;
-            let built = build(redis, ctx.bus.clone(), &ctx.region, &InventoryOptions::default()).await?;
-            Ok(ServiceParts::new(
+            let truth = ctx
+                .store
+                .clone()
+                .map(|store| Arc::new(store) as Arc<dyn truth::TruthBackend>);
+            let built = build(redis, ctx.bus.clone(), &ctx.region, &self.options(), truth).await?;
+            let mut parts = ServiceParts::new(
                 "inventory",
                 InventoryServiceServer::new(Inventory::new(built.stock.clone())),
             )
@@ -152,8 +214,11 @@ impl<S: Send + Sync + 'static> Service<S> for InventoryArgs {
             )
             .relay(built.relay)
             .task(built.sweeper)
-            .task(built.rebalancer)
-            .keep(built.stock))
+            .task(built.rebalancer);
+            if let Some(watch) = built.watch {
+                parts = parts.task(watch);
+            }
+            Ok(parts.keep(built.stock))
         })
     }
 }

@@ -136,7 +136,40 @@ pub(crate) fn ms(duration: Duration) -> i64 {
 impl Stock {
     /// Holds every line (summed by SKU, sorted) for `ttl_seconds`, all or nothing, idempotent
     /// by `rid`.
+    ///
+    /// With a durable truth, a refusal is double-checked: one beat of the generation marker
+    /// (refusals only, so grants pay nothing). If Redis lost writes meanwhile (a FLUSHALL
+    /// empties every bucket, which would read as sold out), the refusal is dropped, the SKUs
+    /// are rebuilt and the reservation is tried once more.
     pub async fn reserve(
+        &self,
+        rid: &str,
+        lines: &[(String, i64)],
+        ttl_seconds: u32,
+    ) -> Result<ReserveAnswer, InventoryError> {
+        let skus: Vec<&str> = lines.iter().map(|(sku, _)| sku.as_str()).collect();
+        let era = self.truth().map(crate::guard::Truth::era);
+        // In memory once the SKUs are verified in this era: no store round trip per Reserve.
+        self.ensure_truth(&skus).await?;
+        let answer = self.reserve_once(rid, lines, ttl_seconds).await?;
+        let Some(era) = era else {
+            return Ok(answer);
+        };
+        if !matches!(answer, ReserveAnswer::Insufficient(_)) {
+            return Ok(answer);
+        }
+        self.check_generation().await?;
+        if self.truth().map(crate::guard::Truth::era) == Some(era) {
+            return Ok(answer);
+        }
+        // The refusal was read from a Redis that had lost writes: forget it and try again
+        // on the rebuilt counts.
+        let _: i64 = self.client().del(keys::reservation(rid)).await?;
+        self.ensure_truth(&skus).await?;
+        self.reserve_once(rid, lines, ttl_seconds).await
+    }
+
+    async fn reserve_once(
         &self,
         rid: &str,
         lines: &[(String, i64)],

@@ -30,10 +30,15 @@ impl Stock {
         let client = self.client();
         let record_key = keys::reservation(rid);
         let retention = ms(RECORD_RETENTION);
+        // A Redis that lost writes is noticed here at the latest (one marker beat), before a
+        // sale is recorded against it.
+        self.check_generation().await?;
         let (moved, record) = self
             .transition(rid, "reserved", "preparing", true, retention + ms(COMMIT_LEASE))
             .await?;
         let lines: Vec<Line> = decode(&record.lines);
+        let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
+        self.ensure_truth(&skus).await?;
         // In `committing` the record's expiry is the commit lease's end (Redis clock).
         let mut deadline = record.expires_at;
         let mut state = match (moved, record.state.as_str()) {
@@ -91,6 +96,9 @@ impl Stock {
                 "committing" => {
                     // Holds were extended to the commit lease, so within it a missing hold was
                     // committed already; after it, it may have lapsed: refuse to claim a sale.
+                    // The store first: every unit Redis counts as sold is in the durable truth.
+                    let sales: Vec<(&str, i64)> = lines.iter().map(|l| (l.sku.as_str(), l.qty)).collect();
+                    self.record_sales(rid, &sales).await?;
                     let committed = try_join_all(
                         lines
                             .iter()
@@ -111,6 +119,12 @@ impl Stock {
                         ));
                     }
                     metrics::holds_committed(committed.iter().filter(|c| c.is_some()).count());
+                    let settings = self.settings();
+                    if settings.wait_replicas > 0 {
+                        // Same connection as the commit scripts: WAIT covers their writes.
+                        crate::truth::wait_replicas(client, settings.wait_replicas, settings.wait_timeout)
+                            .await?;
+                    }
                     self.touched(lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
                     scripts::reservation_transition(
                         client,

@@ -51,6 +51,11 @@ pub struct StockSettings {
     /// renews it every third of this while it works, so only a dead (or stalled for longer
     /// than this) claimer is taken over.
     pub claim_lease: Duration,
+    /// Replicas that must acknowledge a commit's writes (`WAIT`) before Commit answers; 0
+    /// (the default) does not wait. Fewer within `wait_timeout` is logged, not refused.
+    pub wait_replicas: u32,
+    /// How long Commit waits for `wait_replicas`.
+    pub wait_timeout: Duration,
 }
 
 impl Default for StockSettings {
@@ -58,6 +63,8 @@ impl Default for StockSettings {
         Self {
             adjustment_retention: None,
             claim_lease: Duration::from_secs(5),
+            wait_replicas: 0,
+            wait_timeout: Duration::from_millis(100),
         }
     }
 }
@@ -69,6 +76,7 @@ pub struct Stock {
     relay: mpsc::UnboundedSender<BucketKeys>,
     layouts: Arc<Mutex<HashMap<String, (Layout, Instant)>>>,
     settings: Arc<StockSettings>,
+    pub(crate) truth: Option<Arc<crate::guard::Truth>>,
 }
 
 impl Stock {
@@ -79,7 +87,25 @@ impl Stock {
             relay,
             layouts: Arc::default(),
             settings: Arc::default(),
+            truth: None,
         }
+    }
+
+    /// The same engine guarded by the durable truth in `truth` (see [`crate::truth`]).
+    #[must_use]
+    pub fn with_truth(mut self, truth: crate::guard::Truth) -> Self {
+        self.truth = Some(Arc::new(truth));
+        self
+    }
+
+    /// The durable-truth guard, if the engine has one.
+    pub fn truth(&self) -> Option<&crate::guard::Truth> {
+        self.truth.as_deref()
+    }
+
+    /// The Redis pool.
+    pub fn pool(&self) -> &Pool {
+        &self.redis
     }
 
     /// The same engine with `settings`.
@@ -171,6 +197,7 @@ impl Stock {
     /// carries the layout, is written last and only if every other bucket took its level. Any
     /// refusal or lost fence plans again from a fresh read.
     pub async fn set_stock(&self, sku: &str, on_hand: i64, buckets: u32) -> Result<SkuLevel, InventoryError> {
+        self.ensure_truth(&[sku]).await?;
         for _attempt in 0..3 {
             let token = uuid::Uuid::now_v7().to_string();
             let first = scripts::availability(self.client(), &BucketKeys::new(sku, 0)).await?;
@@ -203,6 +230,8 @@ impl Stock {
                 let _: i64 = client.srem(keys::HOT_SKUS, sku).await?;
             }
             let _: i64 = client.del(keys::sold_out(sku)).await?;
+            // Answered only once durable: a crash before this loses an unacknowledged set.
+            self.record_truth(sku).await?;
             return Ok(level);
         }
         Err(InventoryError::Busy(sku.to_string()))
@@ -273,6 +302,7 @@ impl Stock {
         delta: i64,
         adjustment_id: &str,
     ) -> Result<SkuLevel, InventoryError> {
+        self.ensure_truth(&[sku]).await?;
         let client = self.client();
         let keys = BucketKeys::new(sku, 0);
         let layout = self.layout(sku).await?;
@@ -295,6 +325,7 @@ impl Stock {
                     let _: i64 = client.del(keys::sold_out(sku)).await?;
                 }
             }
+            // A repeat may be the retry of a call that died before its store write.
             Adjustment::Repeated(_) => {}
             Adjustment::BelowHeld { on_hand, reserved } => {
                 return Err(InventoryError::precondition(
@@ -307,6 +338,7 @@ impl Stock {
                 ));
             }
         }
+        self.record_truth(sku).await?;
         self.level(sku).await
     }
 

@@ -11,7 +11,9 @@
 //!   [`relay`], the loop that publishes them,
 //! - [`warehouse`]: [`WarehouseStore`], warehouses, stock per (SKU, warehouse), shipments and
 //!   the claims that make a warehouse change happen once, all changed through one atomic
-//!   [`WarehouseChange`].
+//!   [`WarehouseChange`],
+//! - [`stock_truth`]: [`StockTruthStore`], inventory's durable stock and sales, from which
+//!   its Redis counts are rebuilt after Redis lost writes.
 //!
 //! A new aggregate is a module beside these: a trait, an impl in both backends, and its
 //! checks in [`conformance`].
@@ -38,6 +40,7 @@ pub mod relay;
 pub mod sagas;
 pub mod scylladb;
 pub mod sqlite;
+pub mod stock_truth;
 mod store;
 pub mod warehouse;
 
@@ -52,6 +55,7 @@ pub use products::{Product, ProductPage, ProductStore};
 pub use sagas::{SagaRecord, SagaStore, SagaTransition};
 pub use scylladb::ScyllaStore;
 pub use sqlite::SqliteStore;
+pub use stock_truth::{SaleRecord, StockTruth, StockTruthStore, StockWrite};
 pub use store::Store;
 pub use warehouse::{
     ChangeOutcome, Claim, ClaimRecord, IfTaken, Refusal, ShipmentLineRecord, ShipmentPage, ShipmentWrite,

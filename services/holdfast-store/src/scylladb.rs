@@ -37,6 +37,7 @@ mod orders;
 mod outbox;
 mod products;
 mod sagas;
+mod stock_truth;
 mod warehouse;
 
 /// The schema, keyspace `holdfast`; see [`schema_statements`].
@@ -79,6 +80,7 @@ struct Statements {
     keys: idempotency::KeyStatements,
     outbox: outbox::OutboxStatements,
     warehouse: warehouse::WarehouseStatements,
+    truth: stock_truth::TruthStatements,
 }
 
 impl Statements {
@@ -91,6 +93,7 @@ impl Statements {
             keys: idempotency::KeyStatements::prepare(session, ks).await?,
             outbox: outbox::OutboxStatements::prepare(session, ks).await?,
             warehouse: warehouse::WarehouseStatements::prepare(session, ks).await?,
+            truth: stock_truth::TruthStatements::prepare(session, ks).await?,
         })
     }
 }
@@ -315,6 +318,8 @@ mod tests {
             "shipments_by_order",
             "shipments_by_warehouse",
             "warehouse_claims",
+            "stock_truth",
+            "stock_sales",
         ];
         assert_eq!(statements.len(), 1 + tables.len(), "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS holdfast\n"));
@@ -330,7 +335,7 @@ mod tests {
     #[test]
     fn schema_statements_use_the_configured_keyspace_everywhere() {
         let statements = schema_statements("shop_test_1").unwrap();
-        assert_eq!(statements.len(), 17);
+        assert_eq!(statements.len(), 19);
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS shop_test_1\n"));
         for statement in &statements {
             assert!(!statement.contains(DEFAULT_KEYSPACE), "{statement}");

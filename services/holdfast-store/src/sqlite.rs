@@ -20,6 +20,7 @@ mod orders;
 mod outbox;
 mod products;
 mod sagas;
+mod stock_truth;
 mod warehouse;
 
 /// How long a call waits for another process's lock before giving up as `Unavailable`.
@@ -172,6 +173,24 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL,
         PRIMARY KEY (scope, key)
     ) STRICT;
+    "#,
+    // 4: inventory's durable truth (issue 18): the stock per SKU, absolute and versioned,
+    // and every committed sale once per (SKU, reservation).
+    r#"
+    CREATE TABLE stock_truth (
+        sku           TEXT    NOT NULL PRIMARY KEY,
+        stocked       INTEGER NOT NULL, -- on_hand + sold over the SKU's buckets
+        version       INTEGER NOT NULL, -- inventory's bucket-0 sequence number
+        updated_at_ms INTEGER NOT NULL
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE stock_sales (
+        sku            TEXT    NOT NULL,
+        reservation_id TEXT    NOT NULL,
+        qty            INTEGER NOT NULL,
+        at_ms          INTEGER NOT NULL,
+        PRIMARY KEY (sku, reservation_id)
+    ) STRICT, WITHOUT ROWID;
     "#,
 ];
 

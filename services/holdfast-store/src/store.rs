@@ -6,6 +6,7 @@ use crate::orders::{OrderPage, OrderStore, StoredOrder};
 use crate::outbox::{OutboxMessage, OutboxStore};
 use crate::products::{Product, ProductPage, ProductStore};
 use crate::sagas::{SagaRecord, SagaStore, SagaTransition};
+use crate::stock_truth::{SaleRecord, StockTruth, StockTruthStore, StockWrite};
 use crate::warehouse::{
     ChangeOutcome, ClaimRecord, ShipmentPage, StockRow, StoredShipment, StoredWarehouse, WarehouseChange,
     WarehousePage, WarehouseStore,
@@ -353,6 +354,47 @@ impl WarehouseStore for Store {
         match self {
             Self::Sqlite(store) => store.apply_warehouse_change(change).await,
             Self::Scylla(store) => store.apply_warehouse_change(change).await,
+        }
+    }
+}
+
+impl StockTruthStore for Store {
+    async fn record_stock(&self, writes: Vec<StockWrite>) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.record_stock(writes).await,
+            Self::Scylla(store) => store.record_stock(writes).await,
+        }
+    }
+
+    async fn record_sale(&self, sale: SaleRecord) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(store) => store.record_sale(sale).await,
+            Self::Scylla(store) => store.record_sale(sale).await,
+        }
+    }
+
+    async fn get_stock_truth(&self, sku: &str) -> Result<Option<StockTruth>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.get_stock_truth(sku).await,
+            Self::Scylla(store) => store.get_stock_truth(sku).await,
+        }
+    }
+
+    async fn sales_of(&self, sku: &str, reservation_ids: &[String]) -> Result<Vec<SaleRecord>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.sales_of(sku, reservation_ids).await,
+            Self::Scylla(store) => store.sales_of(sku, reservation_ids).await,
+        }
+    }
+
+    async fn scan_stock_truth(
+        &self,
+        after_sku: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<StockTruth>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.scan_stock_truth(after_sku, limit).await,
+            Self::Scylla(store) => store.scan_stock_truth(after_sku, limit).await,
         }
     }
 }

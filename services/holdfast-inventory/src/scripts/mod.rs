@@ -27,6 +27,9 @@ holdfast_platform::lua_scripts! {
     OUTBOX_ACK => "outbox_ack.lua",
     STOCK_FENCE => "stock_fence.lua",
     RESERVATION_RENEW => "reservation_renew.lua",
+    GENERATION => "generation.lua",
+    TRUTH_SNAPSHOT => "truth_snapshot.lua",
+    TRUTH_REBUILD => "truth_rebuild.lua",
 }
 
 /// Loads every script on every primary (before health says SERVING).
@@ -135,10 +138,12 @@ impl Levels {
 mod hold;
 mod records;
 mod stock;
+mod truth;
 
 pub use hold::*;
 pub use records::*;
 pub use stock::*;
+pub use truth::*;
 
 #[cfg(test)]
 mod tests {

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 
 use crate::{
     CartPurge, CartStore, IdempotencyStore, OrderStore, OutboxStore, ProductPage, ProductStore, SagaStore,
-    StoreError, WarehouseStore,
+    StockTruthStore, StoreError, WarehouseStore,
 };
 
 mod carts;
@@ -25,6 +25,7 @@ mod outbox;
 mod product_events;
 mod products;
 mod sagas;
+mod stock_truth;
 mod warehouse;
 mod warehouse_changes;
 mod warehouse_race;
@@ -58,6 +59,10 @@ pub use sagas::{
     saga_stalled_lists_unfinished_expired_leases_oldest_first,
     saga_transition_is_conditional_and_finished_sagas_never_move,
 };
+pub use stock_truth::{
+    truth_bad_requests_are_refused, truth_concurrent_writes_keep_the_highest_version,
+    truth_scan_pages_every_sku_once, truth_stock_versions_and_sales_once,
+};
 pub use warehouse::{
     warehouse_bad_requests_are_refused, warehouse_shipments_list_by_order_and_by_warehouse,
     warehouse_upsert_get_and_list_by_region,
@@ -84,6 +89,7 @@ pub trait ConformanceStore:
     + IdempotencyStore
     + OutboxStore
     + WarehouseStore
+    + StockTruthStore
     + Clone
     + 'static
 {
@@ -97,6 +103,7 @@ impl<T> ConformanceStore for T where
         + IdempotencyStore
         + OutboxStore
         + WarehouseStore
+        + StockTruthStore
         + Clone
         + 'static
 {
@@ -153,6 +160,10 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         warehouse_cancel_and_ship_race_one_winner_per_shipment,
         warehouse_shipments_list_by_order_and_by_warehouse,
         warehouse_bad_requests_are_refused,
+        truth_stock_versions_and_sales_once,
+        truth_concurrent_writes_keep_the_highest_version,
+        truth_scan_pages_every_sku_once,
+        truth_bad_requests_are_refused,
     ]
 }
 
