@@ -487,7 +487,7 @@ const MUG_PRICE: i64 = 300;
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_racing_mark_shipped_never_ships_and_refunds_the_same_units() {
     let mesh = DevMesh::start_in_region(REGION).await.expect("mesh");
-    let (clients, payments) = clients_of(mesh.server.channel().await.expect("connect"));
+    let (clients, payments) = clients_of(mesh.channel().await.expect("connect"));
     product(&clients, "race-tee", TEE_PRICE).await;
     product(&clients, "race-mug", MUG_PRICE).await;
     clients
@@ -679,7 +679,7 @@ enum Race {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_fresh_dev_mesh_fulfils_from_its_default_warehouse() {
     let mesh = DevMesh::start_in_region(REGION).await.expect("mesh");
-    let (clients, _) = clients_of(mesh.server.channel().await.expect("connect"));
+    let (clients, _) = clients_of(mesh.channel().await.expect("connect"));
     product(&clients, "dev-tee", 1500).await;
     sell(&clients, "dev-tee", 5).await;
     let id = checkout(&clients, "dev-1", &[("dev-tee", 2)]).await;
@@ -697,7 +697,7 @@ async fn without_a_default_warehouse_an_unstocked_line_shows_as_backordered() {
     let mesh = DevMesh::start_with(&["--region", REGION, "--default-warehouse", "false"])
         .await
         .expect("mesh");
-    let (clients, _) = clients_of(mesh.server.channel().await.expect("connect"));
+    let (clients, _) = clients_of(mesh.channel().await.expect("connect"));
     product(&clients, "bo-tee", 1500).await;
     sell(&clients, "bo-tee", 5).await;
     let id = checkout(&clients, "bo-1", &[("bo-tee", 2)]).await;

@@ -150,6 +150,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<i32> {
             .map_or(String::new(), |k| format!(", Kafka on {k}"))
     );
 
+    // `holdfast dev` enforces auth: the scenarios present tokens minted from its dev key.
+    let tokens = holdfast_testkit::DevTokens::new(&dir.join("holdfast"))?;
+    let service_token = tokens.mint(holdfast_platform::auth::Role::Service, Some("chaos"), None);
+    let admin_token = tokens.mint(holdfast_platform::auth::Role::Admin, Some("chaos"), None);
+
     let secs = args.duration.as_secs_f64();
     let flash_id = format!("ch{}f", crate::scenario::run_id());
     let storm_id = format!("ch{}s", crate::scenario::run_id());
@@ -169,6 +174,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<i32> {
             &args.seed.to_string(),
             "--run-id",
             run_id,
+            "--token",
+            service_token.as_str(),
+            "--admin-token",
+            admin_token.as_str(),
             "--json",
         ]
         .map(String::from)
@@ -229,6 +238,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<i32> {
                 local: false,
                 holdfast_bin: None,
                 connections: 4,
+                token: Some(service_token.clone()),
+                admin_token: Some(admin_token.clone()),
             })
             .await?;
             if let Some(brokers) = infra.kafka.as_deref().filter(|_| args.duplicate_events > 0) {
