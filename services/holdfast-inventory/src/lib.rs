@@ -5,6 +5,7 @@
 //! reservation record. Holds lapse on the Redis clock; a sweeper frees them; hot SKUs split
 //! into buckets on different cluster slots with a rebalancer and a sold-out marker.
 
+pub mod admission;
 pub mod background;
 pub mod error;
 pub mod keys;
@@ -117,9 +118,38 @@ async fn build(
     })
 }
 
-/// The inventory's section of the command line (none of its own flags yet).
+/// The inventory's section of the command line.
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct InventoryArgs {}
+pub struct InventoryArgs {
+    /// Admission: Reserve calls per second per SKU over every replica (fractions allowed;
+    /// 0: unlimited). A SKU's runtime limit (SetAdmissionLimits) wins. docs/admission.md.
+    #[arg(long, env = "HOLDFAST_RESERVE_LIMIT_PER_SKU", default_value_t = 0.0)]
+    pub reserve_limit_per_sku: f64,
+
+    /// Admission: Reserve calls per SKU admitted back to back on an idle SKU.
+    #[arg(long, env = "HOLDFAST_RESERVE_LIMIT_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub reserve_limit_burst: u32,
+}
+
+impl InventoryArgs {
+    /// The Reserve admission over `redis` with these defaults, scripts loaded.
+    pub async fn admission(&self, redis: Pool) -> anyhow::Result<admission::ReserveAdmission> {
+        anyhow::ensure!(
+            self.reserve_limit_per_sku.is_finite() && self.reserve_limit_per_sku >= 0.0,
+            "--reserve-limit-per-sku must be a finite rate >= 0"
+        );
+        let admission = admission::ReserveAdmission::new(
+            redis,
+            holdfast_platform::admission::RateLimit {
+                per_second: self.reserve_limit_per_sku,
+                burst: self.reserve_limit_burst.max(1),
+            },
+        );
+        admission.load().await?;
+        Ok(admission)
+    }
+}
 
 impl<S: Send + Sync + 'static> Service<S> for InventoryArgs {
     fn name(&self) -> &'static str {
@@ -138,10 +168,11 @@ impl<S: Send + Sync + 'static> Service<S> for InventoryArgs {
     fn build<'a>(&'a self, ctx: &'a Context<S>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
         Box::pin(async move {
             let redis = ctx.redis("inventory")?;
+            let admission = self.admission(redis.clone()).await?;
             let built = build(redis, ctx.bus.clone(), &ctx.region, &InventoryOptions::default()).await?;
             Ok(ServiceParts::new(
                 "inventory",
-                InventoryServiceServer::new(Inventory::new(built.stock.clone())),
+                InventoryServiceServer::new(Inventory::new(built.stock.clone()).with_admission(admission)),
             )
             .consumer(
                 reconcile::CONSUMER_GROUP,

@@ -20,7 +20,10 @@
 //!   [`upstream`]: the clients of catalog, inventory, cart and payments;
 //!   [`workers`]: recovery and the outbox relay; [`options`]: timings and limits;
 //!   [`args`]: the service's command-line section and its start shape.
+//! - [`admission`]: rate limits, capacity and the waiting room's answers at Checkout;
+//!   [`waiting_room`]: the worker that starts queued checkouts in arrival order.
 
+pub mod admission;
 pub mod args;
 pub mod context;
 pub mod engine;
@@ -33,6 +36,7 @@ pub mod service;
 pub mod shipments;
 pub mod upstream;
 pub mod validate;
+pub mod waiting_room;
 pub mod workers;
 
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //! otherwise copy: the clock ([`clock`]), the task-aborting guard ([`task`]) and field checks
 //! ([`validate`]).
 
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod events;

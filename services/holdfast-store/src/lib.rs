@@ -11,7 +11,9 @@
 //!   [`relay`], the loop that publishes them,
 //! - [`warehouse`]: [`WarehouseStore`], warehouses, stock per (SKU, warehouse), shipments and
 //!   the claims that make a warehouse change happen once, all changed through one atomic
-//!   [`WarehouseChange`].
+//!   [`WarehouseChange`],
+//! - [`waiting_room`]: [`WaitingRoomStore`], bounded first-in-first-out queues of admitted
+//!   work (checkouts at overload) that survive a restart.
 //!
 //! A new aggregate is a module beside these: a trait, an impl in both backends, and its
 //! checks in [`conformance`].
@@ -39,6 +41,7 @@ pub mod sagas;
 pub mod scylladb;
 pub mod sqlite;
 mod store;
+pub mod waiting_room;
 pub mod warehouse;
 
 pub use cart_purge::CartPurge;
@@ -53,6 +56,7 @@ pub use sagas::{SagaRecord, SagaStore, SagaTransition};
 pub use scylladb::ScyllaStore;
 pub use sqlite::SqliteStore;
 pub use store::Store;
+pub use waiting_room::{Enqueued, QueuedEntry, WaitingRoomStore};
 pub use warehouse::{
     ChangeOutcome, Claim, ClaimRecord, IfTaken, Refusal, ShipmentLineRecord, ShipmentPage, ShipmentWrite,
     ShippingOptionRecord, StockDelta, StockRow, StoredShipment, StoredWarehouse, WarehouseChange,

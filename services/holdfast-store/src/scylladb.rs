@@ -37,6 +37,7 @@ mod orders;
 mod outbox;
 mod products;
 mod sagas;
+mod waiting_room;
 mod warehouse;
 
 /// The schema, keyspace `holdfast`; see [`schema_statements`].
@@ -77,6 +78,7 @@ struct Statements {
     keys: idempotency::KeyStatements,
     outbox: outbox::OutboxStatements,
     warehouse: warehouse::WarehouseStatements,
+    waiting_room: waiting_room::WaitingRoomStatements,
 }
 
 impl Statements {
@@ -89,6 +91,7 @@ impl Statements {
             keys: idempotency::KeyStatements::prepare(session, ks).await?,
             outbox: outbox::OutboxStatements::prepare(session, ks).await?,
             warehouse: warehouse::WarehouseStatements::prepare(session, ks).await?,
+            waiting_room: waiting_room::WaitingRoomStatements::prepare(session, ks).await?,
         })
     }
 }

@@ -20,6 +20,7 @@ mod orders;
 mod outbox;
 mod products;
 mod sagas;
+mod waiting_room;
 mod warehouse;
 
 /// How long a call waits for another process's lock before giving up as `Unavailable`.
@@ -172,6 +173,18 @@ const MIGRATIONS: &[&str] = &[
         created_at_ms INTEGER NOT NULL,
         PRIMARY KEY (scope, key)
     ) STRICT;
+    "#,
+    // 4: the waiting room (issue 14): admitted work not started yet, in arrival order.
+    r#"
+    CREATE TABLE waiting_room (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue          TEXT    NOT NULL,
+        key            TEXT    NOT NULL,
+        payload        BLOB    NOT NULL,
+        enqueued_at_ms INTEGER NOT NULL,
+        UNIQUE (queue, key)
+    ) STRICT;
+    CREATE INDEX waiting_room_by_arrival ON waiting_room (queue, seq);
     "#,
 ];
 

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 
 use crate::{
     CartStore, IdempotencyStore, OrderStore, OutboxStore, ProductPage, ProductStore, SagaStore, StoreError,
-    WarehouseStore,
+    WaitingRoomStore, WarehouseStore,
 };
 
 mod carts;
@@ -24,6 +24,7 @@ mod orders;
 mod outbox;
 mod products;
 mod sagas;
+mod waiting_room;
 mod warehouse;
 mod warehouse_changes;
 
@@ -52,6 +53,11 @@ pub use sagas::{
     saga_stalled_lists_unfinished_expired_leases_oldest_first,
     saga_transition_is_conditional_and_finished_sagas_never_move,
 };
+pub use waiting_room::{
+    waiting_room_bad_requests_are_refused,
+    waiting_room_concurrent_enqueues_from_16_tasks_keep_one_entry_per_key,
+    waiting_room_is_fifo_bounded_and_one_entry_per_key,
+};
 pub use warehouse::{
     warehouse_bad_requests_are_refused, warehouse_shipments_list_by_order_and_by_warehouse,
     warehouse_upsert_get_and_list_by_region,
@@ -76,6 +82,7 @@ pub trait ConformanceStore:
     + IdempotencyStore
     + OutboxStore
     + WarehouseStore
+    + WaitingRoomStore
     + Clone
     + 'static
 {
@@ -88,6 +95,7 @@ impl<T> ConformanceStore for T where
         + IdempotencyStore
         + OutboxStore
         + WarehouseStore
+        + WaitingRoomStore
         + Clone
         + 'static
 {
@@ -139,6 +147,9 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         warehouse_concurrent_allocations_from_12_tasks_never_share_units,
         warehouse_shipments_list_by_order_and_by_warehouse,
         warehouse_bad_requests_are_refused,
+        waiting_room_is_fifo_bounded_and_one_entry_per_key,
+        waiting_room_concurrent_enqueues_from_16_tasks_keep_one_entry_per_key,
+        waiting_room_bad_requests_are_refused,
     ]
 }
 
