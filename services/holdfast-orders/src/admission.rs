@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use holdfast_platform::admission::{self, Limiter};
 use holdfast_proto::orders::v1::{CheckoutOutcome, CheckoutRequest, CheckoutResponse, checkout_request};
-use holdfast_store::{Enqueued, IdempotencyStore, WaitingRoomStore};
+use holdfast_store::Enqueued;
 use prometheus::{Histogram, IntCounterVec, IntGauge};
 use tokio::sync::Notify;
 use tonic::Status;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use holdfast_proto::orders::v1::CheckoutRequest;
-use holdfast_store::{QueuedEntry, WaitingRoomStore};
+use holdfast_store::QueuedEntry;
 use prost::Message as _;
 
 use crate::admission::{Admission, QUEUE, QUEUE_DEPTH, QUEUE_WAIT, starting};
