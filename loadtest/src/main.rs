@@ -13,6 +13,7 @@ mod bench_summary;
 mod browse;
 mod checkout_storm;
 mod engine;
+mod flash_admission;
 mod flash_sale;
 mod mesh;
 mod plot;

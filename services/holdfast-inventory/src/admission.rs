@@ -55,20 +55,29 @@ impl ReserveAdmission {
         skus.dedup();
         for sku in skus {
             if let Some(retry_after) = self.limiter.admit(&[sku], None).await.retry_after {
-                return Err(admission::exhausted("reserve", &format!("sku:{sku}"), retry_after));
+                return Err(admission::exhausted(
+                    "reserve",
+                    &format!("sku:{sku}"),
+                    retry_after,
+                ));
             }
         }
         Ok(())
     }
 
     /// SetAdmissionLimits: validates and stores the SKU's limits.
-    pub async fn set(&self, request: pb::SetAdmissionLimitsRequest) -> Result<AdmissionLimits, InventoryError> {
+    pub async fn set(
+        &self,
+        request: pb::SetAdmissionLimitsRequest,
+    ) -> Result<AdmissionLimits, InventoryError> {
         let limits = request.limits.unwrap_or_default();
         let mut violations = FieldViolations::new();
         validate::sku(&mut violations, "limits.sku", &limits.sku);
         let reserve = rate(&mut violations, "limits.reserve", limits.reserve.as_ref());
         let checkout = rate(&mut violations, "limits.checkout", limits.checkout.as_ref());
-        violations.into_result().map_err(InventoryError::InvalidArgument)?;
+        violations
+            .into_result()
+            .map_err(InventoryError::InvalidArgument)?;
         let stored = SkuLimits {
             reserve,
             checkout,
@@ -81,10 +90,15 @@ impl ReserveAdmission {
     }
 
     /// GetAdmissionLimits: the SKU's stored limits.
-    pub async fn get(&self, request: pb::GetAdmissionLimitsRequest) -> Result<AdmissionLimits, InventoryError> {
+    pub async fn get(
+        &self,
+        request: pb::GetAdmissionLimitsRequest,
+    ) -> Result<AdmissionLimits, InventoryError> {
         let mut violations = FieldViolations::new();
         validate::sku(&mut violations, "sku", &request.sku);
-        violations.into_result().map_err(InventoryError::InvalidArgument)?;
+        violations
+            .into_result()
+            .map_err(InventoryError::InvalidArgument)?;
         let stored = admission::sku_limits(&self.redis, &request.sku)
             .await
             .map_err(InventoryError::from)?;

@@ -3,10 +3,10 @@
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::inventory::v1::inventory_service_server::InventoryService;
 use holdfast_proto::inventory::v1::{
-    AdjustStockRequest, CommitRequest, CommitResponse, ExtendRequest, ExtendResponse, GetAdmissionLimitsRequest,
-    GetAdmissionLimitsResponse, GetAvailabilityRequest, GetAvailabilityResponse, ReleaseRequest,
-    ReleaseResponse, ReservationStatus, ReserveRequest, ReserveResponse, SetAdmissionLimitsRequest,
-    SetAdmissionLimitsResponse, SetStockRequest, Shortage, StockLevel,
+    AdjustStockRequest, CommitRequest, CommitResponse, ExtendRequest, ExtendResponse,
+    GetAdmissionLimitsRequest, GetAdmissionLimitsResponse, GetAvailabilityRequest, GetAvailabilityResponse,
+    ReleaseRequest, ReleaseResponse, ReservationStatus, ReserveRequest, ReserveResponse,
+    SetAdmissionLimitsRequest, SetAdmissionLimitsResponse, SetStockRequest, Shortage, StockLevel,
 };
 use tonic::{Request, Response, Status};
 
@@ -26,7 +26,10 @@ pub struct Inventory {
 impl Inventory {
     /// The service over `stock`, with no Reserve limit and no admission admin RPCs.
     pub fn new(stock: Stock) -> Self {
-        Self { stock, admission: None }
+        Self {
+            stock,
+            admission: None,
+        }
     }
 
     /// Rate-limits Reserve per SKU with `admission` and serves its admin RPCs.

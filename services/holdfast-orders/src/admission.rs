@@ -113,8 +113,10 @@ impl AdmissionState {
     pub(crate) fn record_duration(&self, took: Duration) {
         let took = u64::try_from(took.as_millis()).unwrap_or(u64::MAX).max(1);
         let old = self.avg_ms.load(Ordering::Relaxed);
-        self.avg_ms
-            .store((old.saturating_mul(7).saturating_add(took)) / 8, Ordering::Relaxed);
+        self.avg_ms.store(
+            (old.saturating_mul(7).saturating_add(took)) / 8,
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -178,7 +180,11 @@ impl<S: OrdersStore> Admission<S> {
             outcome: CheckoutOutcome::Pending as i32,
             idempotency_key: key.to_string(),
             queue_position: position,
-            estimated_wait_ms: if position == 0 { 0 } else { self.estimate_ms(position) },
+            estimated_wait_ms: if position == 0 {
+                0
+            } else {
+                self.estimate_ms(position)
+            },
             ..CheckoutResponse::default()
         }
     }
@@ -202,9 +208,10 @@ impl<S: OrdersStore> Admission<S> {
             let decision = limiter.admit(&skus, Some(&request.customer_id)).await;
             if let Some(retry_after) = decision.retry_after {
                 DECISIONS.with_label_values(&["rate_limited"]).inc();
+                let subject = decision.limited_by.unwrap_or_else(|| "checkout".into());
                 return Ok(Admit::Answer(Err(admission::exhausted(
                     "checkout",
-                    &limited_subject(request, &skus),
+                    &subject,
                     retry_after,
                 ))));
             }
@@ -236,7 +243,10 @@ impl<S: OrdersStore> Admission<S> {
         Ok(Some(self.pending(&request.idempotency_key, position)))
     }
 
-    async fn enqueue(&self, request: &CheckoutRequest) -> Result<Result<CheckoutResponse, Status>, OrdersError> {
+    async fn enqueue(
+        &self,
+        request: &CheckoutRequest,
+    ) -> Result<Result<CheckoutResponse, Status>, OrdersError> {
         use prost::Message as _;
         let key = &request.idempotency_key;
         let outcome = self
@@ -259,7 +269,9 @@ impl<S: OrdersStore> Admission<S> {
             Enqueued::Full { depth } => {
                 DECISIONS.with_label_values(&["queue_full"]).inc();
                 let retry_after = Duration::from_millis(
-                    u64::try_from(self.estimate_ms(depth.min(self.drain() as u64))).unwrap_or(1000).max(100),
+                    u64::try_from(self.estimate_ms(depth.min(self.drain() as u64)))
+                        .unwrap_or(1000)
+                        .max(100),
                 );
                 Ok(Err(admission::exhausted("checkout", "waiting room", retry_after)))
             }
@@ -292,14 +304,6 @@ fn skus_of(request: &CheckoutRequest) -> Vec<&str> {
     skus.sort_unstable();
     skus.dedup();
     skus
-}
-
-fn limited_subject(request: &CheckoutRequest, skus: &[&str]) -> String {
-    match skus {
-        [sku] => format!("sku:{sku}"),
-        [] => format!("customer:{}", request.customer_id),
-        _ => format!("customer:{} or one of its skus", request.customer_id),
-    }
 }
 
 fn key_reused(key: &str) -> OrdersError {

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::BoxFuture;
 use fred::prelude::Pool;
+use futures::future::BoxFuture;
 use holdfast_platform::admission::{Defaults, Limiter, Operation, RateLimit};
 use holdfast_platform::config::parse_duration;
 use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
@@ -94,7 +94,10 @@ impl OrdersArgs {
             ("--checkout-limit-per-sku", self.checkout_limit_per_sku),
             ("--checkout-limit-per-customer", self.checkout_limit_per_customer),
         ] {
-            anyhow::ensure!(rate.is_finite() && rate >= 0.0, "{flag} must be a finite rate >= 0");
+            anyhow::ensure!(
+                rate.is_finite() && rate >= 0.0,
+                "{flag} must be a finite rate >= 0"
+            );
         }
         let Some(redis) = redis else {
             if self.checkout_limit_per_sku > 0.0 || self.checkout_limit_per_customer > 0.0 {

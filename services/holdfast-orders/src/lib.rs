@@ -75,7 +75,15 @@ pub fn start<S: OrdersStore>(
     region: &str,
     options: OrdersOptions,
 ) -> RunningOrders<S> {
-    start_admitted(store, upstreams, bus, region, options, None, AdmissionSettings::default())
+    start_admitted(
+        store,
+        upstreams,
+        bus,
+        region,
+        options,
+        None,
+        AdmissionSettings::default(),
+    )
 }
 
 /// [`start`] with Checkout admission: the rate `limiter` (none: no limits, no drops) and

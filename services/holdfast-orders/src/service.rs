@@ -8,9 +8,9 @@ use holdfast_proto::common::v1::PageResponse;
 use holdfast_proto::orders::v1::order_service_server::OrderService;
 use holdfast_proto::orders::v1::{
     CancelOrderRequest, CancelOrderResponse, CheckoutRequest, CheckoutResponse, GetCheckoutRequest,
-    GetCheckoutResponse, GetOrderRequest, GetOrderResponse, InspectionResult, ListOrdersRequest, ListOrdersResponse, MarkReturnLostRequest,
-    MarkReturnLostResponse, OrderStatus, ReceiveReturnRequest, ReceiveReturnResponse, RequestReturnRequest,
-    RequestReturnResponse,
+    GetCheckoutResponse, GetOrderRequest, GetOrderResponse, InspectionResult, ListOrdersRequest,
+    ListOrdersResponse, MarkReturnLostRequest, MarkReturnLostResponse, OrderStatus, ReceiveReturnRequest,
+    ReceiveReturnResponse, RequestReturnRequest, RequestReturnResponse,
 };
 use tonic::{Request, Response, Status};
 

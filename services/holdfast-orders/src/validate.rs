@@ -5,8 +5,8 @@
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::cart::v1::cart_owner;
 use holdfast_proto::orders::v1::{
-    CancelOrderRequest, CheckoutRequest, GetCheckoutRequest, InspectionResult, ListOrdersRequest, MarkReturnLostRequest,
-    OrderStatus, ReceiveReturnRequest, RequestReturnRequest, checkout_request,
+    CancelOrderRequest, CheckoutRequest, GetCheckoutRequest, InspectionResult, ListOrdersRequest,
+    MarkReturnLostRequest, OrderStatus, ReceiveReturnRequest, RequestReturnRequest, checkout_request,
 };
 use holdfast_proto::warehouse::v1::ShippingSpeed;
 

@@ -40,7 +40,10 @@ async fn tick<S: OrdersStore>(admission: &Arc<Admission<S>>) -> Result<(), holdf
     if depth == 0 {
         return Ok(());
     }
-    let inflight = admission.state.inflight.load(std::sync::atomic::Ordering::Acquire);
+    let inflight = admission
+        .state
+        .inflight
+        .load(std::sync::atomic::Ordering::Acquire);
     let free = admission.drain().saturating_sub(inflight);
     if free == 0 {
         return Ok(());

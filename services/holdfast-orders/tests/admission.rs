@@ -103,7 +103,12 @@ async fn flash_sale_at_ten_times_the_sku_rate_refuses_the_excess_quickly_without
         calls.spawn(async move {
             let began = Instant::now();
             let answer = orders
-                .checkout(checkout(&format!("flash-{i}"), &format!("buyer-{i}"), &[("flash", 1)], "pm_card_visa"))
+                .checkout(checkout(
+                    &format!("flash-{i}"),
+                    &format!("buyer-{i}"),
+                    &[("flash", 1)],
+                    "pm_card_visa",
+                ))
                 .await
                 .map(tonic::Response::into_inner);
             (i, answer, began.elapsed())
@@ -126,7 +131,11 @@ async fn flash_sale_at_ten_times_the_sku_rate_refuses_the_excess_quickly_without
     let elapsed = started.elapsed().as_secs_f64();
     // GCRA: at most burst + rate * elapsed admitted.
     let ceiling = 5 + (5.0 * elapsed).ceil() as usize;
-    assert!(admitted.len() <= ceiling, "{} admitted in {elapsed:.2}s", admitted.len());
+    assert!(
+        admitted.len() <= ceiling,
+        "{} admitted in {elapsed:.2}s",
+        admitted.len()
+    );
     assert!(admitted.len() >= 3, "the burst is admitted: {}", admitted.len());
     assert_eq!(admitted.len() + limited, 50);
     let placed = admitted
@@ -149,7 +158,12 @@ async fn flash_sale_at_ten_times_the_sku_rate_refuses_the_excess_quickly_without
         match fx
             .orders
             .clone()
-            .checkout(checkout(&key, &format!("buyer-{refused}"), &[("flash", 1)], "pm_card_visa"))
+            .checkout(checkout(
+                &key,
+                &format!("buyer-{refused}"),
+                &[("flash", 1)],
+                "pm_card_visa",
+            ))
             .await
         {
             Ok(answer) => break answer.into_inner(),
@@ -208,12 +222,18 @@ async fn runtime_limit_changes_take_effect_at_the_next_call() {
     fx.product("hot", 500, 100).await;
     let mut orders = fx.orders.clone();
     let mut key = 0;
-    let mut attempt = |orders: &mut holdfast_proto::orders::v1::order_service_client::OrderServiceClient<_>| {
-        key += 1;
-        let request = checkout(&format!("rt-{key}"), &format!("c{key}"), &[("hot", 1)], "pm_card_visa");
-        let mut orders = orders.clone();
-        async move { orders.checkout(request).await }
-    };
+    let mut attempt =
+        |orders: &mut holdfast_proto::orders::v1::order_service_client::OrderServiceClient<_>| {
+            key += 1;
+            let request = checkout(
+                &format!("rt-{key}"),
+                &format!("c{key}"),
+                &[("hot", 1)],
+                "pm_card_visa",
+            );
+            let mut orders = orders.clone();
+            async move { orders.checkout(request).await }
+        };
     // Unlimited by default.
     for _ in 0..3 {
         attempt(&mut orders).await.expect("unlimited");
@@ -290,10 +310,20 @@ async fn reserve_limit_refuses_direct_reserves_but_not_admitted_checkouts() {
         ttl_seconds: 60,
     };
     let mut inventory = fx.inventory.clone();
-    inventory.reserve(reserve("direct-1")).await.expect("within the burst");
-    let refused = inventory.reserve(reserve("direct-2")).await.expect_err("over the limit");
+    inventory
+        .reserve(reserve("direct-1"))
+        .await
+        .expect("within the burst");
+    let refused = inventory
+        .reserve(reserve("direct-2"))
+        .await
+        .expect_err("over the limit");
     assert!(retry_delay(&refused) > Duration::ZERO);
-    assert_eq!(fx.level("r").await.reserved, 1, "the refused reserve held nothing");
+    assert_eq!(
+        fx.level("r").await.reserved,
+        1,
+        "the refused reserve held nothing"
+    );
     // The saga's own Reserve is not counted again.
     let placed = fx
         .orders
@@ -332,7 +362,10 @@ async fn checkout_storm_above_capacity_drains_through_the_waiting_room_exactly_o
             assert!(answer.queue_position >= 1, "{answer:?}");
             assert!(answer.estimated_wait_ms > 0, "{answer:?}");
             assert!(!answer.idempotency_key.is_empty());
-            assert!(took < Duration::from_secs(2), "PENDING answered at once, took {took:?}");
+            assert!(
+                took < Duration::from_secs(2),
+                "PENDING answered at once, took {took:?}"
+            );
         }
     }
     assert!(pending > 0, "a storm over capacity 2 queues some checkouts");
@@ -364,7 +397,10 @@ async fn checkout_storm_above_capacity_drains_through_the_waiting_room_exactly_o
     assert_eq!(captures.len(), 15, "one charge per order, none without one");
     assert_eq!(fx.level("storm").await.sold, 15, "no oversell");
     assert_eq!(
-        fx.store.queue_depth(holdfast_orders::admission::QUEUE).await.expect("depth"),
+        fx.store
+            .queue_depth(holdfast_orders::admission::QUEUE)
+            .await
+            .expect("depth"),
         0,
         "the waiting room drained"
     );
@@ -443,6 +479,10 @@ async fn a_full_waiting_room_answers_resource_exhausted_with_retry_info() {
     // Capacity 1, room for 1, a slow PSP: one checkout runs, one waits, the next is refused.
     let fx = Fixture::with(Setup {
         psp_latency: Duration::from_millis(1500),
+        orders: holdfast_orders::OrdersOptions {
+            payment_timeout: Duration::from_secs(5),
+            ..Setup::default().orders
+        },
         ..admitted_setup(limits(0.0, 0.0, 1), 1, 1)
     })
     .await;

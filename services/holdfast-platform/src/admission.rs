@@ -129,10 +129,12 @@ pub struct Defaults {
 }
 
 /// What the limiter decided.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     /// `None`: admitted; `Some(d)`: refused, the next call would be admitted in `d`.
     pub retry_after: Option<Duration>,
+    /// With a refusal: the subject whose limit refused it, e.g. "sku:S1", "customer:c1".
+    pub limited_by: Option<String>,
     /// A SKU of the call is flagged as a drop (its checkouts go to the waiting room).
     pub drop: bool,
 }
@@ -141,8 +143,18 @@ impl Decision {
     /// Admitted, no drop.
     pub const ADMITTED: Decision = Decision {
         retry_after: None,
+        limited_by: None,
         drop: false,
     };
+}
+
+impl std::fmt::Display for Subject<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sku(sku) => write!(f, "sku:{sku}"),
+            Self::Customer(customer) => write!(f, "customer:{customer}"),
+        }
+    }
 }
 
 /// A SKU's limits as stored in Redis; `None` fields fall back to the flag defaults.
@@ -201,8 +213,10 @@ impl Limiter {
                 ],
             )
             .await?;
+        let limited = admitted == 0;
         Ok(Decision {
-            retry_after: (admitted == 0).then(|| Duration::from_millis(retry_ms.max(1) as u64)),
+            retry_after: limited.then(|| Duration::from_millis(retry_ms.max(1) as u64)),
+            limited_by: limited.then(|| subject.to_string()),
             drop: drop == 1,
         })
     }
@@ -223,6 +237,7 @@ impl Limiter {
                     decision.drop |= taken.drop;
                     if taken.retry_after.is_some() {
                         decision.retry_after = taken.retry_after;
+                        decision.limited_by = taken.limited_by;
                         DECISIONS
                             .with_label_values(&[self.op.as_str(), subject.kind(), "limited"])
                             .inc();
@@ -301,10 +316,11 @@ pub async fn sku_limits(redis: &Pool, sku: &str) -> Result<SkuLimits, fred::erro
         .await?;
     let get = |i: usize| values.get(i).cloned().flatten();
     let limit = |rate: Option<String>, burst: Option<String>| {
-        rate.and_then(|r| r.parse::<f64>().ok()).map(|per_second| RateLimit {
-            per_second,
-            burst: burst.and_then(|b| b.parse().ok()).unwrap_or(1),
-        })
+        rate.and_then(|r| r.parse::<f64>().ok())
+            .map(|per_second| RateLimit {
+                per_second,
+                burst: burst.and_then(|b| b.parse().ok()).unwrap_or(1),
+            })
     };
     Ok(SkuLimits {
         reserve: limit(get(0), get(1)),
@@ -320,10 +336,16 @@ mod tests {
     #[test]
     fn subject_keys_share_one_hash_tag() {
         let sku = Subject::Sku("S1");
-        assert_eq!(sku.tat_key(Operation::Checkout), "admission:{sku:S1}:checkout:tat");
+        assert_eq!(
+            sku.tat_key(Operation::Checkout),
+            "admission:{sku:S1}:checkout:tat"
+        );
         assert_eq!(sku.limits_key(), "admission:{sku:S1}:limits");
         let customer = Subject::Customer("c1");
-        assert_eq!(customer.tat_key(Operation::Reserve), "admission:{customer:c1}:reserve:tat");
+        assert_eq!(
+            customer.tat_key(Operation::Reserve),
+            "admission:{customer:c1}:reserve:tat"
+        );
     }
 
     #[test]

@@ -81,7 +81,9 @@ async fn admission_runtime_limits_reach_every_replica() {
         reserve: None,
         drop: true,
     };
-    admission::set_sku_limits(&pool, "S1", &limits).await.expect("limits stored");
+    admission::set_sku_limits(&pool, "S1", &limits)
+        .await
+        .expect("limits stored");
     assert_eq!(admission::sku_limits(&pool, "S1").await.expect("read"), limits);
 
     // The budget of 3 is shared by both replicas.
@@ -125,7 +127,10 @@ async fn admission_works_on_redis_cluster() {
         let started = Instant::now();
         let admitted = burst(&limiter, sku, None, 30).await;
         let ceiling = 1 + (5.0 * started.elapsed().as_secs_f64()).ceil() as usize;
-        assert!((1..=ceiling).contains(&admitted), "{sku}: {admitted} admitted (ceiling {ceiling})");
+        assert!(
+            (1..=ceiling).contains(&admitted),
+            "{sku}: {admitted} admitted (ceiling {ceiling})"
+        );
     }
 }
 

@@ -6,11 +6,11 @@ use crate::orders::{OrderPage, OrderStore, StoredOrder};
 use crate::outbox::{OutboxMessage, OutboxStore};
 use crate::products::{Product, ProductPage, ProductStore};
 use crate::sagas::{SagaRecord, SagaStore, SagaTransition};
+use crate::waiting_room::{Enqueued, QueuedEntry, WaitingRoomStore};
 use crate::warehouse::{
     ChangeOutcome, ClaimRecord, ShipmentPage, StockRow, StoredShipment, StoredWarehouse, WarehouseChange,
     WarehousePage, WarehouseStore,
 };
-use crate::waiting_room::{Enqueued, QueuedEntry, WaitingRoomStore};
 use crate::{ScyllaStore, SqliteStore, StoreError};
 
 /// A durable store on one of the backends. Cheap to clone.

@@ -4,8 +4,8 @@ use std::collections::BTreeSet;
 
 use tokio::task::JoinSet;
 
-use crate::waiting_room::{Enqueued, WaitingRoomStore};
 use crate::StoreError;
+use crate::waiting_room::{Enqueued, WaitingRoomStore};
 
 use super::namespace;
 
@@ -54,11 +54,17 @@ pub async fn waiting_room_is_fifo_bounded_and_one_entry_per_key<S: WaitingRoomSt
     assert_eq!(store.queue_depth(&queue).await.expect("depth"), 3);
 
     let head = store.queue_head(&queue, 2).await.expect("head");
-    assert_eq!(head.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["k1", "k2"]);
+    assert_eq!(
+        head.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        ["k1", "k2"]
+    );
     assert!(head[0].seq < head[1].seq);
 
     assert!(store.dequeue(&queue, "k1").await.expect("dequeue"));
-    assert!(!store.dequeue(&queue, "k1").await.expect("dequeue twice"), "harmless repeat");
+    assert!(
+        !store.dequeue(&queue, "k1").await.expect("dequeue twice"),
+        "harmless repeat"
+    );
     let (entry, position) = store
         .queue_position(&queue, "k3")
         .await
@@ -70,7 +76,10 @@ pub async fn waiting_room_is_fifo_bounded_and_one_entry_per_key<S: WaitingRoomSt
     let back = store.enqueue(&queue, "k5", vec![5], 3).await.expect("enqueue");
     assert_eq!(placed_at(&back), Some(3));
     let head = store.queue_head(&queue, 10).await.expect("head");
-    assert_eq!(head.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["k2", "k3", "k5"]);
+    assert_eq!(
+        head.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(),
+        ["k2", "k3", "k5"]
+    );
 
     // Another queue is separate.
     let other = format!("{queue}-other");
@@ -122,7 +131,11 @@ where
     for entry in &head {
         positions.push(position_of(store, &queue, &entry.key).await.expect("waits"));
     }
-    assert_eq!(positions, (1..=32).collect::<Vec<_>>(), "positions follow the head order");
+    assert_eq!(
+        positions,
+        (1..=32).collect::<Vec<_>>(),
+        "positions follow the head order"
+    );
 }
 
 /// Empty names and out-of-range listings are refused.

@@ -87,7 +87,9 @@ impl WaitingRoomStatements {
 fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX))
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_micros()).unwrap_or(i64::MAX)
+        })
 }
 
 type KeyRow = (Option<i64>, Option<Vec<u8>>, Option<i64>);
@@ -116,7 +118,13 @@ impl ScyllaStore {
         let statements = &self.statements().await?.waiting_room;
         self.run(
             &statements.place,
-            (&entry.queue, entry.seq, &entry.key, &entry.payload, entry.enqueued_at_ms),
+            (
+                &entry.queue,
+                entry.seq,
+                &entry.key,
+                &entry.payload,
+                entry.enqueued_at_ms,
+            ),
         )
         .await?;
         let ahead = self
