@@ -8,7 +8,6 @@ use holdfast_proto::orders::v1::{CheckoutOutcome, CheckoutResponse, GetCheckoutR
 use tokio::time::Instant;
 
 use crate::mesh::Mesh;
-use crate::reconcile::CheckoutAnswer;
 use crate::scenario::{request, retryable};
 
 /// How long a queued buyer waits for its checkout to run before giving up.
@@ -58,6 +57,20 @@ pub async fn wait_for_turn(
     )))
 }
 
+/// What one buyer saw of admission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seen {
+    /// Answered RESOURCE_EXHAUSTED.
+    RateLimited,
+    /// Let in; `queued` through the waiting room; `sold_out` refused for lack of stock.
+    Admitted {
+        /// Went through the waiting room.
+        queued: bool,
+        /// Answered OUT_OF_STOCK / INSUFFICIENT_STOCK.
+        sold_out: bool,
+    },
+}
+
 /// What the buyers came away with, as admission saw them.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Tally {
@@ -72,23 +85,17 @@ pub struct Tally {
 }
 
 impl Tally {
-    /// Counts `outcomes`.
-    pub(crate) fn of<'a>(outcomes: impl Iterator<Item = &'a super::flash_sale::Got>) -> Self {
-        use super::flash_sale::Got;
+    /// Counts what each buyer saw.
+    pub fn of(seen: impl Iterator<Item = Seen>) -> Self {
         let mut tally = Tally::default();
-        for got in outcomes {
-            match got {
-                Got::RateLimited => tally.rate_limited += 1,
-                Got::Refused => {
+        for seen in seen {
+            match seen {
+                Seen::RateLimited => tally.rate_limited += 1,
+                Seen::Admitted { queued, sold_out } => {
                     tally.admitted += 1;
-                    tally.sold_out += 1;
+                    tally.queued += u64::from(queued);
+                    tally.sold_out += u64::from(sold_out);
                 }
-                Got::Checkout(answer, queued) => {
-                    tally.admitted += 1;
-                    tally.queued += u64::from(*queued);
-                    tally.sold_out += u64::from(matches!(answer, CheckoutAnswer::OutOfStock));
-                }
-                Got::Held | Got::Failed(_) => tally.admitted += 1,
             }
         }
         tally

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use crate::audit::{self, Attempted, CheckoutAnswer};
 use crate::engine::{self, Sample};
-use crate::flash_admission::Tally;
+use crate::flash_admission::{Seen, Tally};
 use crate::mesh::Mesh;
 use crate::report::{Check, RunReport};
 use crate::scenario::{RunArgs, Share, request, run_id, sample_list, shuffled_roles, unix_ms, with_retries};
@@ -70,7 +70,7 @@ const ROLES: [Role; 3] = [Role::Pay, Role::Abandon, Role::Cancel];
 
 /// What a buyer came away with.
 #[derive(Debug, Clone)]
-pub(crate) enum Got {
+enum Got {
     Held,
     Refused,
     /// Checkout's answer; `true` when it went through the waiting room (PENDING first).
@@ -87,6 +87,16 @@ impl Got {
             Got::Checkout(answer, _) => answer.order_id().is_some(),
             _ => false,
         }
+    }
+
+    fn seen(&self) -> Seen {
+        let (queued, sold_out) = match self {
+            Got::RateLimited => return Seen::RateLimited,
+            Got::Refused => (false, true),
+            Got::Checkout(answer, queued) => (*queued, matches!(answer, CheckoutAnswer::OutOfStock)),
+            Got::Held | Got::Failed(_) => (false, false),
+        };
+        Seen::Admitted { queued, sold_out }
     }
 }
 
@@ -244,7 +254,7 @@ pub async fn run(args: FlashSaleArgs) -> anyhow::Result<i32> {
     let won = |role: Role| outcomes.iter().filter(|(r, g)| *r == role && g.won()).count() as i64;
     let (won_pay, won_abandon, won_cancel) = (won(Role::Pay), won(Role::Abandon), won(Role::Cancel));
     let winners = won_pay + won_abandon + won_cancel;
-    let tally = Tally::of(outcomes.iter().map(|(_, g)| g));
+    let tally = Tally::of(outcomes.iter().map(|(_, g)| g.seen()));
     println!("{}", tally.line());
     let unresolved: Vec<String> = outcomes
         .iter()
