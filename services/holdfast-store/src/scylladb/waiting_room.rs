@@ -4,8 +4,10 @@
 //!
 //! Enqueue writes the key row first, then the ordered row; a crash between the two leaves
 //! a key without its place, which the key's next enqueue (the client's retry) puts back.
-//! Dequeue deletes the key row first, then the ordered row: a crash between leaves an
-//! ordered row the worker lists again, and its idempotent processing dequeues it.
+//! Dequeue deletes the key row first, then every ordered row of the key (found by a
+//! filtered read of the one partition): a crash between, or an enqueue repair racing a
+//! dequeue, leaves an ordered row the worker lists again, and its idempotent processing
+//! (the key claim) dequeues it.
 
 use scylla::client::session::Session;
 use scylla::statement::prepared::PreparedStatement;
@@ -24,6 +26,7 @@ pub(super) struct WaitingRoomStatements {
     head: PreparedStatement,
     forget_key: PreparedStatement,
     unplace: PreparedStatement,
+    find_placed: PreparedStatement,
 }
 
 impl WaitingRoomStatements {
@@ -76,6 +79,12 @@ impl WaitingRoomStatements {
             .await?,
             unplace: prepare(
                 format!("DELETE FROM {ks}.waiting_room WHERE queue = ? AND seq = ? AND key = ?"),
+                true,
+            )
+            .await?,
+            // Within one (bounded) partition: finds an ordered row whose key row is gone.
+            find_placed: prepare(
+                format!("SELECT seq FROM {ks}.waiting_room WHERE queue = ? AND key = ? ALLOW FILTERING"),
                 true,
             )
             .await?,
@@ -216,13 +225,25 @@ impl WaitingRoomStore for ScyllaStore {
 
     async fn dequeue(&self, queue: &str, key: &str) -> Result<bool, StoreError> {
         validate(queue, key)?;
-        let Some(entry) = self.waiting_entry(queue, key).await? else {
-            return Ok(false);
-        };
         let statements = &self.statements().await?.waiting_room;
-        self.run(&statements.forget_key, (queue, key)).await?;
-        self.run(&statements.unplace, (queue, entry.seq, key)).await?;
-        Ok(true)
+        let keyed = self.waiting_entry(queue, key).await?;
+        // Every ordered row of the key, also one a race or a crash left without its key row.
+        let mut seqs: Vec<i64> = self
+            .rows::<(i64,)>(&statements.find_placed, (queue, key))
+            .await?
+            .into_iter()
+            .map(|(seq,)| seq)
+            .collect();
+        if let Some(entry) = &keyed {
+            self.run(&statements.forget_key, (queue, key)).await?;
+            seqs.push(entry.seq);
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        for seq in &seqs {
+            self.run(&statements.unplace, (queue, *seq, key)).await?;
+        }
+        Ok(keyed.is_some() || !seqs.is_empty())
     }
 
     async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
