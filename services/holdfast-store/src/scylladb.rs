@@ -307,6 +307,8 @@ mod tests {
             "shipments_by_order",
             "shipments_by_warehouse",
             "warehouse_claims",
+            "waiting_room",
+            "waiting_room_keys",
         ];
         assert_eq!(statements.len(), 1 + tables.len(), "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS holdfast\n"));
@@ -322,7 +324,7 @@ mod tests {
     #[test]
     fn schema_statements_use_the_configured_keyspace_everywhere() {
         let statements = schema_statements("shop_test_1").unwrap();
-        assert_eq!(statements.len(), 17);
+        assert_eq!(statements.len(), 19);
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS shop_test_1\n"));
         for statement in &statements {
             assert!(!statement.contains(DEFAULT_KEYSPACE), "{statement}");
