@@ -81,7 +81,7 @@ impl Default for AdmissionSettings {
 /// What admission says about one checkout request.
 pub enum Admit {
     /// Answer this now (PENDING, or a refusal) without running anything.
-    Answer(Result<CheckoutResponse, Status>),
+    Answer(Box<Result<CheckoutResponse, Status>>),
     /// Run it (claim, saga) now; a new key holds its capacity slot until dropped.
     Run(Option<Slot>),
 }
@@ -200,7 +200,7 @@ impl<S: OrdersStore> Admission<S> {
             return Ok(Admit::Run(None));
         }
         if let Some(waiting) = self.waiting(request).await? {
-            return Ok(Admit::Answer(Ok(waiting)));
+            return Ok(Admit::Answer(Box::new(Ok(waiting))));
         }
         let mut drop = false;
         if let Some(limiter) = &self.limiter {
@@ -209,11 +209,8 @@ impl<S: OrdersStore> Admission<S> {
             if let Some(retry_after) = decision.retry_after {
                 DECISIONS.with_label_values(&["rate_limited"]).inc();
                 let subject = decision.limited_by.unwrap_or_else(|| "checkout".into());
-                return Ok(Admit::Answer(Err(admission::exhausted(
-                    "checkout",
-                    &subject,
-                    retry_after,
-                ))));
+                let refusal = admission::exhausted("checkout", &subject, retry_after);
+                return Ok(Admit::Answer(Box::new(Err(refusal))));
             }
             drop = decision.drop;
         }
@@ -223,7 +220,9 @@ impl<S: OrdersStore> Admission<S> {
             DECISIONS.with_label_values(&["admitted"]).inc();
             return Ok(Admit::Run(Some(self.slot())));
         }
-        self.enqueue(request).await.map(Admit::Answer)
+        self.enqueue(request)
+            .await
+            .map(|answer| Admit::Answer(Box::new(answer)))
     }
 
     /// PENDING with its position if `request`'s key waits (refused if it waits with another

@@ -63,7 +63,7 @@ impl<S: OrdersStore> Orders<S> {
         validate::checkout(request)?;
         // Held until the checkout ends: it counts against the capacity.
         let _slot = match self.admission.admit(request).await? {
-            Admit::Answer(answer) => return Ok(answer),
+            Admit::Answer(answer) => return Ok(*answer),
             Admit::Run(slot) => slot,
         };
         let new = match checkout::claim(self.ctx(), request).await? {
