@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Smoke test of every inventory Lua script against a throwaway redis-server (and a check
+# Smoke test of every Lua script (inventory, cart, admission) against a throwaway redis-server (and a check
 # that the cart scripts' shared helper block is identical in each of them).
 #
 #   lua/smoke.sh [port]      (default 6399; the port must be free)
@@ -402,5 +402,23 @@ expect "rebuild drops holds the store sold, releases what no longer fits" "2 0 7
   "$(ev truth_rebuild $T inv:{T}:xfer , 2 7 0 T 0 t3)"
 expect "bucket other than 0 keeps exactly its holds" "0 0 0" "$(ev truth_rebuild $T inv:{T}:xfer , -1 0 0 T 0 t2)"
 expect "bad on_hand" "ERR truth_rebuild: on_hand must be an integer >= -1" "$(ev truth_rebuild $T inv:{T}:xfer , -2 0 0 T 0)"
+# ---------------------------------------------------------------- admission_take (GCRA)
+AT='admission:{sku:F1}:checkout:tat'; AL='admission:{sku:F1}:limits'
+expect "unlimited by default" "1 0 0 0" "$(ev admission_take $AT $AL , checkout 0 1)"
+expect "no TAT kept while unlimited" "0" "$(rc exists $AT)"
+expect "burst 2: first admitted" "1 0 1000 0" "$(ev admission_take $AT $AL , checkout 1 2)"
+expect "burst 2: second admitted" "1 0 1000 0" "$(ev admission_take $AT $AL , checkout 1 2)"
+expect_re "burst 2: third refused with a retry delay" "^0 ([0-9]+) 1000 0$" "$(ev admission_take $AT $AL , checkout 1 2)"
+got="$(ev admission_take $AT $AL , checkout 1 2)"; delay="${got#0 }"; delay="${delay% 1000 0}"
+(( delay >= 1 && delay <= 1000 )) || fail "retry delay within one interval: got [$got]"
+pass "retry delay within one interval"
+expect_re "the TAT expires once in the past" "^[0-9]+$" "$(rc pttl $AT)"
+rc hset $AL checkout:per_second 0 >/dev/null
+expect "a runtime limit of 0 lifts the limit" "1 0 0 0" "$(ev admission_take $AT $AL , checkout 1 2)"
+rc hset $AL checkout:per_second 1000 checkout:burst 5 >/dev/null; rc del $AT >/dev/null
+expect "the runtime limit wins over the default" "1 0 1000000 0" "$(ev admission_take $AT $AL , checkout 1 1)"
+expect "another operation keeps its default" "1 0 0 0" "$(ev admission_take 'admission:{sku:F1}:reserve:tat' $AL , reserve 0 1)"
+rc hset $AL drop 1 >/dev/null
+expect "a drop flag is reported" "1 0 1000000 1" "$(ev admission_take $AT $AL , checkout 1 1)"
 
 echo "all $n checks passed"

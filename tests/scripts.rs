@@ -16,6 +16,7 @@ fn every_lua_file_is_registered_exactly_once() {
         .into_iter()
         .chain(holdfast_catalog::cache::scripts::all())
         .chain(holdfast_cart::scripts::all())
+        .chain(holdfast_platform::admission::scripts::all())
         .map(|s| s.name)
         .collect();
     let unique: BTreeSet<String> = registered.iter().map(|s| s.to_string()).collect();

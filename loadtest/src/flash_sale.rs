@@ -13,11 +13,14 @@ use std::time::Duration;
 use holdfast_platform::config::parse_duration;
 use holdfast_proto::inventory::v1::{ReservationStatus, ReserveLine, ReserveRequest, SetStockRequest};
 use holdfast_proto::orders::v1::checkout_request::Source;
-use holdfast_proto::orders::v1::{CancelOrderRequest, CheckoutLine, CheckoutLines, CheckoutRequest};
+use holdfast_proto::orders::v1::{
+    CancelOrderRequest, CheckoutLine, CheckoutLines, CheckoutOutcome, CheckoutRequest,
+};
 use tokio::time::Instant;
 
 use crate::audit::{self, Attempted, CheckoutAnswer};
 use crate::engine::{self, Sample};
+use crate::flash_admission::{Seen, Tally};
 use crate::mesh::Mesh;
 use crate::report::{Check, RunReport};
 use crate::scenario::{RunArgs, Share, request, sample_list, shuffled_roles, unix_ms, with_retries};
@@ -70,7 +73,10 @@ const ROLES: [Role; 3] = [Role::Pay, Role::Abandon, Role::Cancel];
 enum Got {
     Held,
     Refused,
-    Checkout(CheckoutAnswer),
+    /// Checkout's answer; `true` when it went through the waiting room (PENDING first).
+    Checkout(CheckoutAnswer, bool),
+    /// RESOURCE_EXHAUSTED by the admission limits (or a full waiting room): nothing held.
+    RateLimited,
     Failed(String),
 }
 
@@ -78,9 +84,19 @@ impl Got {
     fn won(&self) -> bool {
         match self {
             Got::Held => true,
-            Got::Checkout(answer) => answer.order_id().is_some(),
+            Got::Checkout(answer, _) => answer.order_id().is_some(),
             _ => false,
         }
+    }
+
+    fn seen(&self) -> Seen {
+        let (queued, sold_out) = match self {
+            Got::RateLimited => return Seen::RateLimited,
+            Got::Refused => (false, true),
+            Got::Checkout(answer, queued) => (*queued, matches!(answer, CheckoutAnswer::OutOfStock)),
+            Got::Held | Got::Failed(_) => (false, false),
+        };
+        Seen::Admitted { queued, sold_out }
     }
 }
 
@@ -245,12 +261,14 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
     let won = |role: Role| outcomes.iter().filter(|(r, g)| *r == role && g.won()).count() as i64;
     let (won_pay, won_abandon, won_cancel) = (won(Role::Pay), won(Role::Abandon), won(Role::Cancel));
     let winners = won_pay + won_abandon + won_cancel;
+    let tally = Tally::of(outcomes.iter().map(|(_, g)| g.seen()));
+    println!("{}", tally.line());
     let unresolved: Vec<String> = outcomes
         .iter()
         .enumerate()
         .filter_map(|(i, (_, g))| match g {
             Got::Failed(e) => Some(format!("buyer {i}: {e}")),
-            Got::Checkout(CheckoutAnswer::Unknown(e)) => Some(format!("buyer {i}: {e}")),
+            Got::Checkout(CheckoutAnswer::Unknown(e), _) => Some(format!("buyer {i}: {e}")),
             _ => None,
         })
         .collect();
@@ -259,7 +277,7 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
     let to_cancel: Vec<String> = outcomes
         .iter()
         .filter_map(|(r, g)| match (r, g) {
-            (Role::Cancel, Got::Checkout(answer)) => answer.order_id().map(str::to_string),
+            (Role::Cancel, Got::Checkout(answer, _)) => answer.order_id().map(str::to_string),
             _ => None,
         })
         .collect();
@@ -298,7 +316,9 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
     // Settle and read back.
     let settle_started = Instant::now();
     let mut checks = Vec::new();
-    let expected_winners = s.min(a as i64);
+    // Buyers the admission limits turned away took no part: A counts those admitted.
+    let admitted = tally.admitted as i64;
+    let expected_winners = s.min(admitted);
     let ttl_outlasted = n_abandon > 0 && contest >= Duration::from_secs(u64::from(ttl_seconds));
     checks.push(if ttl_outlasted {
         Check::new(
@@ -316,7 +336,7 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
             "exactly min(S, A) buyers won a unit",
             winners == expected_winners && unresolved.is_empty(),
             format!(
-                "{winners} winners (expected min({s}, {a}) = {expected_winners}): {won_pay} paid, {won_abandon} held and walked away, {won_cancel} ordered then cancelled{}",
+                "{winners} winners (expected min({s}, {admitted} admitted of {a}) = {expected_winners}): {won_pay} paid, {won_abandon} held and walked away, {won_cancel} ordered then cancelled{}",
                 if unresolved.is_empty() {
                     String::new()
                 } else {
@@ -335,7 +355,7 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
             .iter()
             .enumerate()
             .filter_map(|(i, (r, g))| match g {
-                Got::Checkout(answer) => Some(Attempted {
+                Got::Checkout(answer, _) => Some(Attempted {
                     customer: customer(&run_id, i as u64),
                     key: key(&run_id, i as u64),
                     answer: answer.clone(),
@@ -457,6 +477,7 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
             "cancel": n_cancel,
             "hold_ttl_s": ttl_seconds,
             "winners": winners,
+            "admission": tally.json(),
             "live_order_units": live,
             "final_level": {
                 "on_hand": level.on_hand,
@@ -516,6 +537,9 @@ async fn hold(
             Sample::wrong("Reserve", "unknown status"),
             Got::Failed(format!("Reserve answered status {}", reply.get_ref().status)),
         ),
+        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+            (Sample::answer("Reserve", "rate_limited"), Got::RateLimited)
+        }
         Err(status) => (
             Sample::error("Reserve", &status),
             Got::Failed(format!("Reserve: {}", engine::code_name(status.code()))),
@@ -547,22 +571,37 @@ async fn buy(mesh: &Mesh, i: u64, run_id: &str, sku: &str, timeout: Duration, re
         async move { client.checkout(request(message, timeout)).await }
     })
     .await;
+    let queued = matches!(&result, Ok(reply) if reply.get_ref().outcome == CheckoutOutcome::Pending as i32);
+    let result = match result {
+        // Admitted to the waiting room: poll the key until it ran.
+        Ok(reply) if queued => {
+            crate::flash_admission::wait_for_turn(mesh, i, &reply.get_ref().idempotency_key, timeout).await
+        }
+        other => other.map(tonic::Response::into_inner),
+    };
     match result {
         Ok(reply) => {
-            let answer = CheckoutAnswer::of(reply.get_ref());
+            let answer = CheckoutAnswer::of(&reply);
             let sample = match answer {
                 CheckoutAnswer::Unknown(_) => Sample::wrong("Checkout", "unknown outcome"),
+                _ if queued => Sample::answer("Checkout", "queued"),
                 _ => Sample::answer("Checkout", answer.label()),
             };
-            (sample, Got::Checkout(answer))
+            (sample, Got::Checkout(answer, queued))
+        }
+        Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+            (Sample::answer("Checkout", "rate_limited"), Got::RateLimited)
         }
         Err(status) => (
             Sample::error("Checkout", &status),
-            Got::Checkout(CheckoutAnswer::Unknown(format!(
-                "Checkout: {} {}",
-                engine::code_name(status.code()),
-                status.message()
-            ))),
+            Got::Checkout(
+                CheckoutAnswer::Unknown(format!(
+                    "Checkout: {} {}",
+                    engine::code_name(status.code()),
+                    status.message()
+                )),
+                queued,
+            ),
         ),
     }
 }

@@ -16,6 +16,7 @@ mod checkout_storm;
 mod engine;
 mod event_audit;
 mod faults;
+mod flash_admission;
 mod flash_sale;
 mod mesh;
 mod plot;

@@ -10,6 +10,8 @@ pub static TABLE: AuthzTable = AuthzTable {
     service: "holdfast.inventory.v1.InventoryService",
     rows: &[
         ("SetStock", Rule::Admin),
+        ("SetAdmissionLimits", Rule::Admin),
+        ("GetAdmissionLimits", Rule::Admin),
         ("AdjustStock", Rule::AdminOrService),
         ("GetAvailability", Rule::Authenticated),
         ("Reserve", Rule::Authenticated),
@@ -29,6 +31,8 @@ mod tests {
         let staff = [false, true, true];
         let expected = [
             ("SetStock", admin),
+            ("SetAdmissionLimits", admin),
+            ("GetAdmissionLimits", admin),
             ("AdjustStock", staff),
             ("GetAvailability", anyone),
             ("Reserve", anyone),

@@ -5,6 +5,7 @@
 //! reservation record. Holds lapse on the Redis clock; a sweeper frees them; hot SKUs split
 //! into buckets on different cluster slots with a rebalancer and a sold-out marker.
 
+pub mod admission;
 pub mod authz;
 pub mod background;
 pub mod error;
@@ -166,9 +167,36 @@ pub struct InventoryArgs {
     /// How long a commit waits for those replicas, in milliseconds.
     #[arg(long, env = "HOLDFAST_REDIS_WAIT_TIMEOUT_MS", default_value_t = 100)]
     pub redis_wait_timeout_ms: u64,
+
+    /// Admission: Reserve calls per second per SKU over every replica (fractions allowed;
+    /// 0: unlimited). A SKU's runtime limit (SetAdmissionLimits) wins. docs/admission.md.
+    #[arg(long, env = "HOLDFAST_RESERVE_LIMIT_PER_SKU", default_value_t = 0.0)]
+    pub reserve_limit_per_sku: f64,
+
+    /// Admission: Reserve calls per SKU admitted back to back on an idle SKU.
+    #[arg(long, env = "HOLDFAST_RESERVE_LIMIT_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub reserve_limit_burst: u32,
 }
 
 impl InventoryArgs {
+    /// The Reserve admission over `redis` with these defaults, scripts loaded.
+    pub async fn admission(&self, redis: Pool) -> anyhow::Result<admission::ReserveAdmission> {
+        anyhow::ensure!(
+            self.reserve_limit_per_sku.is_finite() && self.reserve_limit_per_sku >= 0.0,
+            "--reserve-limit-per-sku must be a finite rate >= 0"
+        );
+        let admission = admission::ReserveAdmission::new(
+            redis,
+            holdfast_platform::admission::RateLimit {
+                per_second: self.reserve_limit_per_sku,
+                burst: self.reserve_limit_burst.max(1),
+            },
+        );
+        admission.load().await?;
+        Ok(admission)
+    }
+
     /// The options these flags select.
     pub fn options(&self) -> InventoryOptions {
         let mut options = InventoryOptions::default();
@@ -197,6 +225,7 @@ impl<S: holdfast_store::StockTruthStore + Clone + 'static> Service<S> for Invent
     fn build<'a>(&'a self, ctx: &'a Context<S>) -> BoxFuture<'a, anyhow::Result<ServiceParts>> {
         Box::pin(async move {
             let redis = ctx.redis("inventory")?;
+            let admission = self.admission(redis.clone()).await?;
             let truth = ctx
                 .store
                 .clone()
@@ -204,7 +233,7 @@ impl<S: holdfast_store::StockTruthStore + Clone + 'static> Service<S> for Invent
             let built = build(redis, ctx.bus.clone(), &ctx.region, &self.options(), truth).await?;
             let mut parts = ServiceParts::new(
                 "inventory",
-                InventoryServiceServer::new(Inventory::new(built.stock.clone())),
+                InventoryServiceServer::new(Inventory::new(built.stock.clone()).with_admission(admission)),
             )
             .authz(&authz::TABLE)
             .consumer(

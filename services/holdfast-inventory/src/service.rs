@@ -3,12 +3,14 @@
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::inventory::v1::inventory_service_server::InventoryService;
 use holdfast_proto::inventory::v1::{
-    AdjustStockRequest, CommitRequest, CommitResponse, ExtendRequest, ExtendResponse, GetAvailabilityRequest,
-    GetAvailabilityResponse, ReleaseRequest, ReleaseResponse, ReservationStatus, ReserveRequest,
-    ReserveResponse, SetStockRequest, Shortage, StockLevel,
+    AdjustStockRequest, CommitRequest, CommitResponse, ExtendRequest, ExtendResponse,
+    GetAdmissionLimitsRequest, GetAdmissionLimitsResponse, GetAvailabilityRequest, GetAvailabilityResponse,
+    ReleaseRequest, ReleaseResponse, ReservationStatus, ReserveRequest, ReserveResponse,
+    SetAdmissionLimitsRequest, SetAdmissionLimitsResponse, SetStockRequest, Shortage, StockLevel,
 };
 use tonic::{Request, Response, Status};
 
+use crate::admission::ReserveAdmission;
 use crate::error::InventoryError;
 use crate::reservations::ReserveAnswer;
 use crate::stock::{SkuLevel, Stock};
@@ -18,12 +20,28 @@ use crate::validate::{self, MAX_LINES, MAX_ON_HAND};
 #[derive(Clone)]
 pub struct Inventory {
     stock: Stock,
+    admission: Option<ReserveAdmission>,
 }
 
 impl Inventory {
-    /// The service over `stock`.
+    /// The service over `stock`, with no Reserve limit and no admission admin RPCs.
     pub fn new(stock: Stock) -> Self {
-        Self { stock }
+        Self {
+            stock,
+            admission: None,
+        }
+    }
+
+    /// Rate-limits Reserve per SKU with `admission` and serves its admin RPCs.
+    pub fn with_admission(mut self, admission: ReserveAdmission) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    fn admission(&self) -> Result<&ReserveAdmission, Status> {
+        self.admission
+            .as_ref()
+            .ok_or_else(|| Status::unimplemented("admission limits are not enabled on this server"))
     }
 }
 
@@ -106,12 +124,20 @@ impl InventoryService for Inventory {
     }
 
     async fn reserve(&self, request: Request<ReserveRequest>) -> Result<Response<ReserveResponse>, Status> {
-        let request = request.into_inner();
+        // Only an internal caller (or a mesh without auth) may claim it was admitted already.
+        let trusted = holdfast_platform::auth::Caller::of(&request)
+            .is_none_or(|caller| caller.role == holdfast_platform::auth::Role::Service);
+        let (metadata, _, request) = request.into_parts();
         let mut violations = FieldViolations::new();
         validate::id(&mut violations, "reservation_id", &request.reservation_id);
         let ttl = validate::ttl(&mut violations, "ttl_seconds", request.ttl_seconds);
         let lines = validate::lines(&mut violations, &request.lines);
         checked(violations)?;
+        if let Some(admission) = &self.admission {
+            admission
+                .admit(&metadata, trusted, lines.iter().map(|(sku, _)| sku.as_str()))
+                .await?;
+        }
         let answer = self.stock.reserve(&request.reservation_id, &lines, ttl).await?;
         Ok(Response::new(match answer {
             ReserveAnswer::Reserved { expires_at } => ReserveResponse {
@@ -171,5 +197,21 @@ impl InventoryService for Inventory {
         checked(violations)?;
         let expires_at_unix_ms = self.stock.extend(&request.reservation_id, ttl).await?;
         Ok(Response::new(ExtendResponse { expires_at_unix_ms }))
+    }
+
+    async fn set_admission_limits(
+        &self,
+        request: Request<SetAdmissionLimitsRequest>,
+    ) -> Result<Response<SetAdmissionLimitsResponse>, Status> {
+        let limits = self.admission()?.set(request.into_inner()).await?;
+        Ok(Response::new(SetAdmissionLimitsResponse { limits: Some(limits) }))
+    }
+
+    async fn get_admission_limits(
+        &self,
+        request: Request<GetAdmissionLimitsRequest>,
+    ) -> Result<Response<GetAdmissionLimitsResponse>, Status> {
+        let limits = self.admission()?.get(request.into_inner()).await?;
+        Ok(Response::new(GetAdmissionLimitsResponse { limits: Some(limits) }))
     }
 }

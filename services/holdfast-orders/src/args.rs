@@ -4,19 +4,22 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fred::prelude::Pool;
 use futures::future::BoxFuture;
+use holdfast_platform::admission::{Defaults, Limiter, Operation, RateLimit};
 use holdfast_platform::config::parse_duration;
 use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
 use holdfast_proto::orders::v1::order_service_server::OrderServiceServer;
 use tokio::sync::Notify;
 
 use crate::consumer;
+use crate::admission::{Admission, AdmissionSettings};
 use crate::context::{OrdersStore, StepContext};
 use crate::engine::Engine;
 use crate::options::OrdersOptions;
 use crate::service::Orders;
 use crate::upstream::{Clients, Upstreams};
-use crate::workers;
+use crate::{waiting_room, workers};
 
 /// The orders service's section of the command line.
 #[derive(Debug, Clone, clap::Args)]
@@ -40,6 +43,30 @@ pub struct OrdersArgs {
     /// review (step `parked:<step>`, `holdfast_orders_sagas_parked_total`) and not retried.
     #[arg(long, env = "HOLDFAST_SAGA_PARK_AFTER", default_value = "1440m", value_parser = parse_duration)]
     pub saga_park_after: Duration,
+
+    /// Admission: new Checkout keys per second per SKU (explicit lines) over every replica
+    /// (fractions allowed; 0: unlimited). A SKU's runtime limit wins. Needs Redis.
+    #[arg(long, env = "HOLDFAST_CHECKOUT_LIMIT_PER_SKU", default_value_t = 0.0)]
+    pub checkout_limit_per_sku: f64,
+
+    /// Admission: new Checkout keys per second per customer over every replica (0: unlimited).
+    #[arg(long, env = "HOLDFAST_CHECKOUT_LIMIT_PER_CUSTOMER", default_value_t = 0.0)]
+    pub checkout_limit_per_customer: f64,
+
+    /// Admission: Checkout keys admitted back to back on an idle SKU or customer.
+    #[arg(long, env = "HOLDFAST_CHECKOUT_LIMIT_BURST", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub checkout_limit_burst: u32,
+
+    /// Waiting room: checkouts this process runs at once; past it new ones wait in the
+    /// durable queue and are answered PENDING (0: no limit, only drops wait).
+    #[arg(long, env = "HOLDFAST_CHECKOUT_CAPACITY", default_value_t = 0)]
+    pub checkout_capacity: usize,
+
+    /// Waiting room: most checkouts waiting; more are refused RESOURCE_EXHAUSTED.
+    #[arg(long, env = "HOLDFAST_CHECKOUT_QUEUE_MAX", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub checkout_queue_max: u64,
 }
 
 impl OrdersArgs {
@@ -51,6 +78,47 @@ impl OrdersArgs {
         options.saga_lease = self.saga_lease;
         options.park_after = self.saga_park_after;
         options
+    }
+
+    /// The waiting room's capacity and bound.
+    pub fn admission_settings(&self) -> AdmissionSettings {
+        AdmissionSettings {
+            capacity: self.checkout_capacity,
+            queue_max: self.checkout_queue_max,
+        }
+    }
+
+    /// The Checkout limiter over `redis` (scripts loaded), or none without Redis.
+    pub async fn limiter(&self, redis: Option<&Pool>) -> anyhow::Result<Option<Limiter>> {
+        for (flag, rate) in [
+            ("--checkout-limit-per-sku", self.checkout_limit_per_sku),
+            ("--checkout-limit-per-customer", self.checkout_limit_per_customer),
+        ] {
+            anyhow::ensure!(
+                rate.is_finite() && rate >= 0.0,
+                "{flag} must be a finite rate >= 0"
+            );
+        }
+        let Some(redis) = redis else {
+            if self.checkout_limit_per_sku > 0.0 || self.checkout_limit_per_customer > 0.0 {
+                anyhow::bail!("checkout limits need Redis: set --redis-url");
+            }
+            return Ok(None);
+        };
+        let rate = |per_second| RateLimit {
+            per_second,
+            burst: self.checkout_limit_burst,
+        };
+        let limiter = Limiter::new(
+            redis.clone(),
+            Operation::Checkout,
+            Defaults {
+                per_sku: rate(self.checkout_limit_per_sku),
+                per_customer: rate(self.checkout_limit_per_customer),
+            },
+        );
+        limiter.load_scripts().await?;
+        Ok(Some(limiter))
     }
 }
 
@@ -91,9 +159,15 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
                 &ctx.region,
             ));
             let engine = Arc::new(Engine::new(Arc::clone(&step_ctx)));
+            let limiter = self.limiter(ctx.redis.as_ref()).await?;
+            let admission = Arc::new(Admission::new(
+                Arc::clone(&engine),
+                limiter,
+                self.admission_settings(),
+            ));
             Ok(ServiceParts::new(
                 "orders",
-                OrderServiceServer::new(Orders::new(Arc::clone(&engine))),
+                OrderServiceServer::new(Orders::with_admission(Arc::clone(&admission))),
             )
             .authz(&crate::authz::TABLE)
             .consumer(
@@ -109,6 +183,7 @@ impl<S: OrdersStore + Send + Sync> Service<S> for OrdersArgs {
             .writes_store_outbox()
             .task(wake_relay(step_ctx, Arc::clone(&ctx.outbox_written)))
             .task(workers::recover(Arc::clone(&engine)))
+            .task(waiting_room::run(admission))
             .keep(engine))
         })
     }

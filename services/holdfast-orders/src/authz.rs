@@ -2,7 +2,7 @@
 //! customer checks out, lists, reads, cancels and returns only their own orders (the
 //! request's `customer_id`, or the order's, must be the token's customer) and checks out
 //! only a cart they own (their customer cart, or the session cart their token is bound
-//! to); receiving returns and marking them lost needs `admin`. Services and admins act for
+//! to); reads a checkout by key only when its order is theirs; receiving returns and marking them lost needs `admin`. Services and admins act for
 //! any customer.
 
 use holdfast_platform::auth::{AuthzTable, Caller, Role, Rule, check_cart_owner};
@@ -18,6 +18,7 @@ pub static TABLE: AuthzTable = AuthzTable {
     service: "holdfast.orders.v1.OrderService",
     rows: &[
         ("Checkout", Rule::Owner),
+        ("GetCheckout", Rule::Owner),
         ("GetOrder", Rule::Owner),
         ("ListOrders", Rule::Owner),
         ("CancelOrder", Rule::Owner),
@@ -63,6 +64,7 @@ mod tests {
         let (anyone, admin) = ([true, true, true], [false, false, true]);
         let expected = [
             ("Checkout", anyone),
+            ("GetCheckout", anyone),
             ("GetOrder", anyone),
             ("ListOrders", anyone),
             ("CancelOrder", anyone),

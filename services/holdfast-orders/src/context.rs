@@ -4,15 +4,22 @@
 
 use std::collections::BTreeMap;
 
-use holdfast_store::{IdempotencyStore, OrderStore, OutboxMessage, OutboxStore, SagaStore};
+use holdfast_store::{IdempotencyStore, OrderStore, OutboxMessage, OutboxStore, SagaStore, WaitingRoomStore};
 use tokio::sync::Notify;
 
 use crate::options::OrdersOptions;
 use crate::upstream::Clients;
 
-/// The store orders needs: every checkout aggregate, shareable across tasks.
-pub trait OrdersStore: OrderStore + SagaStore + IdempotencyStore + OutboxStore + Clone + 'static {}
-impl<T: OrderStore + SagaStore + IdempotencyStore + OutboxStore + Clone + 'static> OrdersStore for T {}
+/// The store orders needs: every checkout aggregate and the waiting room, shareable
+/// across tasks.
+pub trait OrdersStore:
+    OrderStore + SagaStore + IdempotencyStore + OutboxStore + WaitingRoomStore + Clone + 'static
+{
+}
+impl<T: OrderStore + SagaStore + IdempotencyStore + OutboxStore + WaitingRoomStore + Clone + 'static>
+    OrdersStore for T
+{
+}
 
 /// The context of a saga step (and of the RPC handlers and the shipments consumer).
 pub struct StepContext<S> {

@@ -21,7 +21,10 @@
 //!   [`upstream`]: the clients of catalog, inventory, cart and payments;
 //!   [`workers`]: recovery and the outbox relay; [`options`]: timings and limits;
 //!   [`args`]: the service's command-line section and its start shape.
+//! - [`admission`]: rate limits, capacity and the waiting room's answers at Checkout;
+//!   [`waiting_room`]: the worker that starts queued checkouts in arrival order.
 
+pub mod admission;
 pub mod args;
 pub mod authz;
 pub mod backorders;
@@ -37,6 +40,7 @@ pub mod service;
 pub mod shipments;
 pub mod upstream;
 pub mod validate;
+pub mod waiting_room;
 pub mod workers;
 
 use std::sync::Arc;
@@ -45,6 +49,7 @@ use holdfast_platform::events::{BusConfig, BusError, ConsumerHandle, EventBus};
 use holdfast_platform::task::AbortOnDrop;
 use holdfast_proto::orders::v1::order_service_server::OrderServiceServer;
 
+pub use admission::{Admission, AdmissionSettings};
 pub use args::OrdersArgs;
 pub use context::{OrdersStore, StepContext};
 pub use engine::Engine;
@@ -65,7 +70,8 @@ pub struct RunningOrders<S: OrdersStore> {
 }
 
 /// Builds the service and starts the recovery worker (which resumes, at once, every saga a
-/// previous process left unfinished) and the outbox relay to `bus`.
+/// previous process left unfinished) and the outbox relay to `bus`; no admission limits,
+/// no waiting room (see [`start_admitted`]).
 pub fn start<S: OrdersStore>(
     store: S,
     upstreams: Upstreams,
@@ -73,15 +79,39 @@ pub fn start<S: OrdersStore>(
     region: &str,
     options: OrdersOptions,
 ) -> RunningOrders<S> {
+    start_admitted(
+        store,
+        upstreams,
+        bus,
+        region,
+        options,
+        None,
+        AdmissionSettings::default(),
+    )
+}
+
+/// [`start`] with Checkout admission: the rate `limiter` (none: no limits, no drops) and
+/// the waiting room's `settings`; also starts the waiting room's worker.
+pub fn start_admitted<S: OrdersStore>(
+    store: S,
+    upstreams: Upstreams,
+    bus: Arc<dyn EventBus>,
+    region: &str,
+    options: OrdersOptions,
+    limiter: Option<holdfast_platform::admission::Limiter>,
+    settings: AdmissionSettings,
+) -> RunningOrders<S> {
     let clients = Clients::new(upstreams, options.upstream_timeout, options.payment_timeout);
     let ctx = Arc::new(StepContext::new(store, clients, options, region));
     let engine = Arc::new(Engine::new(Arc::clone(&ctx)));
+    let admission = Arc::new(Admission::new(Arc::clone(&engine), limiter, settings));
     let tasks = vec![
         tokio::spawn(workers::recover(Arc::clone(&engine))),
         tokio::spawn(workers::relay(ctx, bus)),
+        tokio::spawn(waiting_room::run(Arc::clone(&admission))),
     ];
     RunningOrders {
-        service: OrderServiceServer::new(Orders::new(Arc::clone(&engine))),
+        service: OrderServiceServer::new(Orders::with_admission(admission)),
         engine,
         _tasks: tasks.into_iter().map(AbortOnDrop::new).collect(),
         consumers: Vec::new(),

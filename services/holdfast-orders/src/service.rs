@@ -8,14 +8,15 @@ use holdfast_platform::auth::{self, Caller};
 use holdfast_proto::common::v1::PageResponse;
 use holdfast_proto::orders::v1::order_service_server::OrderService;
 use holdfast_proto::orders::v1::{
-    CancelOrderRequest, CancelOrderResponse, CheckoutRequest, CheckoutResponse, GetOrderRequest,
-    GetOrderResponse, InspectionResult, ListOrdersRequest, ListOrdersResponse, MarkReturnLostRequest,
-    MarkReturnLostResponse, OrderStatus, ReceiveReturnRequest, ReceiveReturnResponse, RequestReturnRequest,
-    RequestReturnResponse,
+    CancelOrderRequest, CancelOrderResponse, CheckoutRequest, CheckoutResponse, GetCheckoutRequest,
+    GetCheckoutResponse, GetOrderRequest, GetOrderResponse, InspectionResult, ListOrdersRequest,
+    ListOrdersResponse, MarkReturnLostRequest, MarkReturnLostResponse, OrderStatus, ReceiveReturnRequest,
+    ReceiveReturnResponse, RequestReturnRequest, RequestReturnResponse,
 };
 use tonic::{Request, Response, Status};
 
 use crate::authz;
+use crate::admission::{Admission, AdmissionSettings, Admit};
 use crate::context::{OrdersStore, StepContext};
 use crate::engine::Engine;
 use crate::error::OrdersError;
@@ -26,16 +27,30 @@ use crate::validate;
 /// The OrderService implementation.
 pub struct Orders<S> {
     engine: Arc<Engine<S>>,
-}
-
-impl<S> Orders<S> {
-    /// The service over `engine`.
-    pub fn new(engine: Arc<Engine<S>>) -> Self {
-        Self { engine }
-    }
+    admission: Arc<Admission<S>>,
 }
 
 impl<S: OrdersStore> Orders<S> {
+    /// The service over `engine`, without admission limits or a waiting room (every
+    /// checkout runs at once).
+    pub fn new(engine: Arc<Engine<S>>) -> Self {
+        let admission = Arc::new(Admission::new(
+            Arc::clone(&engine),
+            None,
+            AdmissionSettings::default(),
+        ));
+        Self { engine, admission }
+    }
+
+    /// The service over `admission`'s engine, admitting checkouts through it (run its
+    /// waiting room with [`crate::waiting_room::run`]).
+    pub fn with_admission(admission: Arc<Admission<S>>) -> Self {
+        Self {
+            engine: Arc::clone(&admission.engine),
+            admission,
+        }
+    }
+
     fn ctx(&self) -> &StepContext<S> {
         self.engine.context()
     }
@@ -48,6 +63,11 @@ impl<S: OrdersStore> Orders<S> {
         request: &CheckoutRequest,
     ) -> Result<Result<CheckoutResponse, Status>, OrdersError> {
         validate::checkout(request)?;
+        // Held until the checkout ends: it counts against the capacity.
+        let _slot = match self.admission.admit(request).await? {
+            Admit::Answer(answer) => return Ok(*answer),
+            Admit::Run(slot) => slot,
+        };
         let new = match checkout::claim(self.ctx(), request).await? {
             checkout::Claim::Answered(answer) => return Ok(answer.into_result()),
             checkout::Claim::Run(new) => new,
@@ -114,6 +134,23 @@ impl<S: OrdersStore> OrderService for Orders<S> {
     ) -> Result<Response<CheckoutResponse>, Status> {
         authz::check_checkout(Caller::of(&request), request.get_ref())?;
         self.answer(request.get_ref()).await?.map(Response::new)
+    }
+
+    async fn get_checkout(
+        &self,
+        request: Request<GetCheckoutRequest>,
+    ) -> Result<Response<GetCheckoutResponse>, Status> {
+        let (caller, request) = auth::split(request);
+        validate::get_checkout(&request)?;
+        let checkout = self.admission.lookup(&request.idempotency_key).await??;
+        // A customer reads only a checkout whose order is theirs (a pending one names no
+        // order and carries nothing but its place in the queue).
+        if let Some(order) = &checkout.order {
+            Caller::check_customer(caller.as_ref(), &order.customer_id)?;
+        }
+        Ok(Response::new(GetCheckoutResponse {
+            checkout: Some(checkout),
+        }))
     }
 
     async fn get_order(

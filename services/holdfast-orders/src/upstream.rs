@@ -78,10 +78,15 @@ impl Clients {
         }
     }
 
-    /// A request with the upstream deadline.
+    /// A request with the upstream deadline, marked as part of an admitted checkout (so
+    /// inventory does not count its Reserve against the per-SKU Reserve limit again).
     pub fn request<T>(&self, message: T) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(self.upstream_timeout);
+        request.metadata_mut().insert(
+            holdfast_platform::admission::ADMITTED_HEADER,
+            tonic::metadata::MetadataValue::from_static("checkout"),
+        );
         request
     }
 

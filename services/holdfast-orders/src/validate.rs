@@ -5,8 +5,8 @@
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::cart::v1::cart_owner;
 use holdfast_proto::orders::v1::{
-    CancelOrderRequest, CheckoutRequest, InspectionResult, ListOrdersRequest, MarkReturnLostRequest,
-    OrderStatus, ReceiveReturnRequest, RequestReturnRequest, checkout_request,
+    CancelOrderRequest, CheckoutRequest, GetCheckoutRequest, InspectionResult, ListOrdersRequest,
+    MarkReturnLostRequest, OrderStatus, ReceiveReturnRequest, RequestReturnRequest, checkout_request,
 };
 use holdfast_proto::warehouse::v1::ShippingSpeed;
 
@@ -65,6 +65,13 @@ fn currency(v: &mut FieldViolations, field: &str, currency: &str) {
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
         v.add(field, "must be a 3-letter upper-case ISO-4217 code");
     }
+}
+
+/// GetCheckout's key.
+pub fn get_checkout(request: &GetCheckoutRequest) -> Result<(), OrdersError> {
+    let mut v = FieldViolations::new();
+    required(&mut v, "idempotency_key", &request.idempotency_key, MAX_ID);
+    into_result(v)
 }
 
 /// Every field of a checkout.

@@ -5,6 +5,7 @@
 //! ([`validate`]).
 
 pub mod auth;
+pub mod admission;
 pub mod clock;
 pub mod config;
 pub mod cors;

@@ -14,6 +14,8 @@
 //!   [`WarehouseChange`],
 //! - [`stock_truth`]: [`StockTruthStore`], inventory's durable stock and sales, from which
 //!   its Redis counts are rebuilt after Redis lost writes.
+//! - [`waiting_room`]: [`WaitingRoomStore`], bounded first-in-first-out queues of admitted
+//!   work (checkouts at overload) that survive a restart.
 //!
 //! A new aggregate is a module beside these: a trait, an impl in both backends, and its
 //! checks in [`conformance`].
@@ -42,6 +44,7 @@ pub mod scylladb;
 pub mod sqlite;
 pub mod stock_truth;
 mod store;
+pub mod waiting_room;
 pub mod warehouse;
 
 pub use cart_purge::CartPurge;
@@ -57,6 +60,7 @@ pub use scylladb::ScyllaStore;
 pub use sqlite::SqliteStore;
 pub use stock_truth::{SaleRecord, StockTruth, StockTruthStore, StockWrite};
 pub use store::Store;
+pub use waiting_room::{Enqueued, QueuedEntry, WaitingRoomStore};
 pub use warehouse::{
     ChangeOutcome, Claim, ClaimRecord, IfTaken, Refusal, ShipmentLineRecord, ShipmentPage, ShipmentWrite,
     ShippingOptionRecord, StockDelta, StockRow, StoredShipment, StoredWarehouse, WarehouseChange,

@@ -38,6 +38,7 @@ mod outbox;
 mod products;
 mod sagas;
 mod stock_truth;
+mod waiting_room;
 mod warehouse;
 
 /// The schema, keyspace `holdfast`; see [`schema_statements`].
@@ -81,6 +82,7 @@ struct Statements {
     outbox: outbox::OutboxStatements,
     warehouse: warehouse::WarehouseStatements,
     truth: stock_truth::TruthStatements,
+    waiting_room: waiting_room::WaitingRoomStatements,
 }
 
 impl Statements {
@@ -94,6 +96,7 @@ impl Statements {
             outbox: outbox::OutboxStatements::prepare(session, ks).await?,
             warehouse: warehouse::WarehouseStatements::prepare(session, ks).await?,
             truth: stock_truth::TruthStatements::prepare(session, ks).await?,
+            waiting_room: waiting_room::WaitingRoomStatements::prepare(session, ks).await?,
         })
     }
 }
@@ -320,6 +323,8 @@ mod tests {
             "warehouse_claims",
             "stock_truth",
             "stock_sales",
+            "waiting_room",
+            "waiting_room_keys",
         ];
         assert_eq!(statements.len(), 1 + tables.len(), "{statements:#?}");
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS holdfast\n"));

@@ -21,6 +21,7 @@ mod outbox;
 mod products;
 mod sagas;
 mod stock_truth;
+mod waiting_room;
 mod warehouse;
 
 /// How long a call waits for another process's lock before giving up as `Unavailable`.
@@ -191,6 +192,18 @@ const MIGRATIONS: &[&str] = &[
         at_ms          INTEGER NOT NULL,
         PRIMARY KEY (sku, reservation_id)
     ) STRICT, WITHOUT ROWID;
+    "#,
+    // 5: the waiting room (issue 14): admitted work not started yet, in arrival order.
+    r#"
+    CREATE TABLE waiting_room (
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        queue          TEXT    NOT NULL,
+        key            TEXT    NOT NULL,
+        payload        BLOB    NOT NULL,
+        enqueued_at_ms INTEGER NOT NULL,
+        UNIQUE (queue, key)
+    ) STRICT;
+    CREATE INDEX waiting_room_by_arrival ON waiting_room (queue, seq);
     "#,
 ];
 

@@ -7,6 +7,7 @@ use crate::outbox::{OutboxMessage, OutboxStore};
 use crate::products::{Product, ProductPage, ProductStore};
 use crate::sagas::{SagaRecord, SagaStore, SagaTransition};
 use crate::stock_truth::{SaleRecord, StockTruth, StockTruthStore, StockWrite};
+use crate::waiting_room::{Enqueued, QueuedEntry, WaitingRoomStore};
 use crate::warehouse::{
     ChangeOutcome, ClaimRecord, ShipmentPage, StockRow, StoredShipment, StoredWarehouse, WarehouseChange,
     WarehousePage, WarehouseStore,
@@ -395,6 +396,49 @@ impl StockTruthStore for Store {
         match self {
             Self::Sqlite(store) => store.scan_stock_truth(after_sku, limit).await,
             Self::Scylla(store) => store.scan_stock_truth(after_sku, limit).await,
+        }
+    }
+}
+
+impl WaitingRoomStore for Store {
+    async fn enqueue(
+        &self,
+        queue: &str,
+        key: &str,
+        payload: Vec<u8>,
+        max_depth: u64,
+    ) -> Result<Enqueued, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.enqueue(queue, key, payload, max_depth).await,
+            Self::Scylla(store) => store.enqueue(queue, key, payload, max_depth).await,
+        }
+    }
+
+    async fn queue_position(&self, queue: &str, key: &str) -> Result<Option<(QueuedEntry, u64)>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.queue_position(queue, key).await,
+            Self::Scylla(store) => store.queue_position(queue, key).await,
+        }
+    }
+
+    async fn queue_head(&self, queue: &str, limit: u32) -> Result<Vec<QueuedEntry>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.queue_head(queue, limit).await,
+            Self::Scylla(store) => store.queue_head(queue, limit).await,
+        }
+    }
+
+    async fn dequeue(&self, queue: &str, key: &str) -> Result<bool, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.dequeue(queue, key).await,
+            Self::Scylla(store) => store.dequeue(queue, key).await,
+        }
+    }
+
+    async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.queue_depth(queue).await,
+            Self::Scylla(store) => store.queue_depth(queue).await,
         }
     }
 }

@@ -49,6 +49,10 @@ pub struct Fixture {
 pub struct Setup {
     pub orders: OrdersOptions,
     pub psp_latency: Duration,
+    /// Checkout admission: flag defaults of the limiter (None: no limiter) and the waiting
+    /// room's settings. Inventory always serves the admission admin RPCs.
+    pub checkout_limits: Option<holdfast_platform::admission::Defaults>,
+    pub admission: holdfast_orders::AdmissionSettings,
 }
 
 impl Default for Setup {
@@ -59,6 +63,8 @@ impl Default for Setup {
                 ..OrdersOptions::default()
             },
             psp_latency: Duration::ZERO,
+            checkout_limits: None,
+            admission: holdfast_orders::AdmissionSettings::default(),
         }
     }
 }
@@ -96,6 +102,23 @@ impl Fixture {
             .expect("endpoint")
             .tcp_nodelay(true)
             .connect_lazy();
+        let reserve_admission = holdfast_inventory::admission::ReserveAdmission::new(
+            pool.clone(),
+            holdfast_platform::admission::RateLimit::UNLIMITED,
+        );
+        reserve_admission.load().await.expect("admission scripts");
+        let limiter = match setup.checkout_limits {
+            Some(defaults) => {
+                let limiter = holdfast_platform::admission::Limiter::new(
+                    pool.clone(),
+                    holdfast_platform::admission::Operation::Checkout,
+                    defaults,
+                );
+                limiter.load_scripts().await.expect("admission scripts");
+                Some(limiter)
+            }
+            None => None,
+        };
         let cart = holdfast_cart::start(
             pool,
             store.clone(),
@@ -118,14 +141,19 @@ impl Fixture {
         let mut grpc = GrpcServer::new(ServerOptions::default());
         grpc.add_service("warehouse", warehouse.service.clone());
         grpc.add_service("catalog", catalog);
-        grpc.add_service("inventory", inventory.service.clone());
+        grpc.add_service(
+            "inventory",
+            holdfast_proto::inventory::v1::inventory_service_server::InventoryServiceServer::new(
+                holdfast_inventory::Inventory::new(inventory.stock.clone()).with_admission(reserve_admission),
+            ),
+        );
         grpc.add_service("cart", cart.service.clone());
         grpc.add_service("payments", payments);
         let upstream = SpawnedServer::start_on(listener, grpc, true)
             .await
             .expect("upstream server");
 
-        let orders_running = holdfast_orders::start(
+        let orders_running = holdfast_orders::start_admitted(
             store.clone(),
             Upstreams {
                 catalog: lazy.clone(),
@@ -137,6 +165,8 @@ impl Fixture {
             bus.clone(),
             "test",
             setup.orders,
+            limiter,
+            setup.admission,
         );
         let mut grpc = GrpcServer::new(ServerOptions::default());
         grpc.add_service("orders", orders_running.service.clone());

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 
 use crate::{
     CartPurge, CartStore, IdempotencyStore, OrderStore, OutboxStore, ProductPage, ProductStore, SagaStore,
-    StockTruthStore, StoreError, WarehouseStore,
+    StockTruthStore, StoreError, WaitingRoomStore, WarehouseStore,
 };
 
 mod carts;
@@ -26,6 +26,7 @@ mod product_events;
 mod products;
 mod sagas;
 mod stock_truth;
+mod waiting_room;
 mod warehouse;
 mod warehouse_changes;
 mod warehouse_race;
@@ -63,6 +64,11 @@ pub use stock_truth::{
     truth_bad_requests_are_refused, truth_concurrent_writes_keep_the_highest_version,
     truth_scan_pages_every_sku_once, truth_stock_versions_and_sales_once,
 };
+pub use waiting_room::{
+    waiting_room_bad_requests_are_refused,
+    waiting_room_concurrent_enqueues_from_16_tasks_keep_one_entry_per_key,
+    waiting_room_is_fifo_bounded_and_one_entry_per_key,
+};
 pub use warehouse::{
     warehouse_bad_requests_are_refused, warehouse_shipments_list_by_order_and_by_warehouse,
     warehouse_upsert_get_and_list_by_region,
@@ -90,6 +96,7 @@ pub trait ConformanceStore:
     + OutboxStore
     + WarehouseStore
     + StockTruthStore
+    + WaitingRoomStore
     + Clone
     + 'static
 {
@@ -104,6 +111,7 @@ impl<T> ConformanceStore for T where
         + OutboxStore
         + WarehouseStore
         + StockTruthStore
+        + WaitingRoomStore
         + Clone
         + 'static
 {
@@ -164,6 +172,9 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         truth_concurrent_writes_keep_the_highest_version,
         truth_scan_pages_every_sku_once,
         truth_bad_requests_are_refused,
+        waiting_room_is_fifo_bounded_and_one_entry_per_key,
+        waiting_room_concurrent_enqueues_from_16_tasks_keep_one_entry_per_key,
+        waiting_room_bad_requests_are_refused,
     ]
 }
 
