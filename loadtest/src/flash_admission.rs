@@ -46,7 +46,7 @@ pub async fn wait_for_turn(
                 last = Some(checkout);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
             }
-            Err(status) if retryable(status.code()) => {
+            Err(status) if retryable(&status) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(status) => return Err(status),
