@@ -12,8 +12,8 @@ use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
 use holdfast_proto::orders::v1::order_service_server::OrderServiceServer;
 use tokio::sync::Notify;
 
-use crate::consumer;
 use crate::admission::{Admission, AdmissionSettings};
+use crate::consumer;
 use crate::context::{OrdersStore, StepContext};
 use crate::engine::Engine;
 use crate::options::OrdersOptions;

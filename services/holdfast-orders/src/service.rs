@@ -15,8 +15,8 @@ use holdfast_proto::orders::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::authz;
 use crate::admission::{Admission, AdmissionSettings, Admit};
+use crate::authz;
 use crate::context::{OrdersStore, StepContext};
 use crate::engine::Engine;
 use crate::error::OrdersError;

@@ -4,8 +4,8 @@
 //! otherwise copy: the clock ([`clock`]), the task-aborting guard ([`task`]) and field checks
 //! ([`validate`]).
 
-pub mod auth;
 pub mod admission;
+pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod cors;
