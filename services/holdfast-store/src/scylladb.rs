@@ -340,7 +340,7 @@ mod tests {
     #[test]
     fn schema_statements_use_the_configured_keyspace_everywhere() {
         let statements = schema_statements("shop_test_1").unwrap();
-        assert_eq!(statements.len(), 19);
+        assert_eq!(statements.len(), 21);
         assert!(statements[0].starts_with("CREATE KEYSPACE IF NOT EXISTS shop_test_1\n"));
         for statement in &statements {
             assert!(!statement.contains(DEFAULT_KEYSPACE), "{statement}");

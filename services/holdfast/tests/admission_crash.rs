@@ -13,7 +13,9 @@ use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
 use holdfast_proto::catalog::v1::{Product, UpsertProductRequest};
 use holdfast_proto::common::v1::{Address, GeoPoint, Money};
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
-use holdfast_proto::inventory::v1::{GetAvailabilityRequest, SetStockRequest, StockLevel};
+use holdfast_proto::inventory::v1::{
+    AdmissionLimits, GetAvailabilityRequest, SetAdmissionLimitsRequest, SetStockRequest, StockLevel,
+};
 use holdfast_proto::orders::v1::order_service_client::OrderServiceClient;
 use holdfast_proto::orders::v1::{
     CheckoutLine, CheckoutLines, CheckoutOutcome, CheckoutRequest, CheckoutResponse, GetCheckoutRequest,
@@ -21,8 +23,8 @@ use holdfast_proto::orders::v1::{
 };
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use holdfast_proto::payments::v1::{LedgerEntryKind, ListLedgerEntriesRequest};
+use holdfast_testkit::{BearerChannel as Channel, DevTokens};
 use holdfast_testkit::{RedisServer, TempDir};
-use tonic::transport::Channel;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 const SKU: &str = "storm-mug";
@@ -80,6 +82,9 @@ impl Dev {
             .connect()
             .await
             .expect("connect");
+        // An operator's tokens from the dev key the process keeps in its data dir.
+        let tokens = DevTokens::new(data.path()).expect("dev key");
+        let channel = Channel::new(channel, tokens.operator(&holdfast::authz_tables()));
         Dev { child, channel }
     }
 
@@ -171,6 +176,18 @@ async fn checkout_storm_drains_through_the_waiting_room_across_a_kill_9() {
         })
         .await
         .expect("stock");
+    // Flagged as a drop: every checkout of it waits in the queue, however the storm's
+    // arrivals interleave with the one running checkout on a busy machine.
+    InventoryServiceClient::new(first.channel.clone())
+        .set_admission_limits(SetAdmissionLimitsRequest {
+            limits: Some(AdmissionLimits {
+                sku: SKU.into(),
+                drop: true,
+                ..AdmissionLimits::default()
+            }),
+        })
+        .await
+        .expect("drop flag");
 
     // The storm: every buyer at once. Those answered PENDING wait in the durable queue.
     let mut calls = tokio::task::JoinSet::new();

@@ -169,7 +169,11 @@ async fn dev_over_mutual_tls_serves_tonic_and_grpcurl_and_calls_itself_over_tls(
         .connect()
         .await
         .expect("connect");
-    let refused = CartServiceClient::new(channel)
+    // Auth is on under `holdfast dev`: the customer's token from the dev key in its data dir.
+    let token = holdfast_testkit::DevTokens::new(&files.join("data"))
+        .expect("dev key")
+        .customer("c-tls");
+    let refused = CartServiceClient::new(holdfast_testkit::BearerChannel::fixed(channel, token))
         .add_item(AddItemRequest {
             owner: Some(CartOwner {
                 owner: Some(Owner::CustomerId("c-tls".into())),
