@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import by_component, container, env_map, of_kind, render, render_error
+from test_binary import auth_secret
 
 TLS = {"tls.enabled": True, "tls.secretName": "holdfast-tls", "tls.mutualServices": ["payments"],
        "corsOrigins": ["https://shop.example", "http://localhost:*"]}
@@ -101,6 +102,11 @@ def test_payments_serves_over_tls_with_the_rendered_env(objects, tmp_path):
     env |= {e["name"]: e["value"].replace(DIR, str(tmp_path)) for e in c["env"] if "value" in e}
     env |= {"HOLDFAST_LISTEN": "127.0.0.1:0", "HOLDFAST_ADMIN_LISTEN": "127.0.0.1:0",
             "HOLDFAST_DATA_DIR": str(tmp_path / "data")}
+    # The auth Secret's mount point, moved to local files (as test_binary does).
+    secret = auth_secret(tmp_path / "auth")
+    for name, value in env.items():
+        if value.startswith("/etc/holdfast/auth/"):
+            env[name] = str(secret / value.removeprefix("/etc/holdfast/auth/"))
     out = tmp_path / "out"
     with open(out, "w") as stdout:
         proc = subprocess.Popen([BIN, *c["args"]], env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)

@@ -49,7 +49,7 @@ def _peers(rules):
 
 def test_network_policy_allows_exactly_the_calls_services_make():
     policies = by_component(render(sets={"networkPolicy.enabled": True}), "NetworkPolicy")
-    calls = {"orders": {"inventory", "catalog", "cart", "payments"}, "cart": {"catalog", "inventory"}}
+    calls = {"orders": {"inventory", "catalog", "cart", "payments", "warehouse"}, "cart": {"catalog", "inventory"}}
     for name in SERVICES:
         spec = policies[name]["spec"]
         assert _peers(spec["egress"]) == calls.get(name, set()), name
