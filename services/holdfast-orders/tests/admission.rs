@@ -540,7 +540,9 @@ async fn a_full_waiting_room_answers_resource_exhausted_with_retry_info() {
 
 /// GetCheckout polled hard while the waiting room starts checkouts: a key leaving the
 /// queue is claimed first, so no poll of a queued key may ever answer NOT_FOUND (it did
-/// when the key was read before the queue and the start fell between the two reads).
+/// when the key was read before the queue and the start fell between the two reads). The
+/// window is narrow in-process: this test did not catch that order on its own in one try;
+/// `holdfast-load flash-sale --drop` against `holdfast dev` did (1 key of 100).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_queued_key_polled_while_it_starts_is_never_not_found() {
     let fx = Fixture::with(admitted_setup(limits(0.0, 0.0, 1), 0, 1000)).await;
