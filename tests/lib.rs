@@ -86,7 +86,7 @@ impl DevMesh {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let mut ctx = context(args, Some(pool), Some(store), bus, listener.local_addr()?)?;
         // Auth as `holdfast dev` has it: the dev key in the data dir, enforced.
-        let auth = args.auth.resolve(true, dir.path(), "dev")?;
+        let auth = args.auth.resolve(true, dir.path(), "dev").await?;
         ctx.credentials = auth.credentials;
         let Mesh { mut server, running } = build_server(&services, &args.common, &ctx).await?;
         server.set_auth(auth.verifier);

@@ -240,6 +240,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<i32> {
                 connections: 4,
                 token: Some(service_token.clone()),
                 admin_token: Some(admin_token.clone()),
+                dev_args: Vec::new(),
             })
             .await?;
             if let Some(brokers) = infra.kafka.as_deref().filter(|_| args.duplicate_events > 0) {

@@ -72,7 +72,7 @@ pub enum Seen {
 }
 
 /// What the buyers came away with, as admission saw them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Tally {
     /// Buyers the limits let in (directly or through the waiting room).
     pub admitted: u64,
@@ -82,6 +82,10 @@ pub struct Tally {
     pub rate_limited: u64,
     /// Admitted buyers refused for lack of stock (OUT_OF_STOCK, INSUFFICIENT_STOCK).
     pub sold_out: u64,
+    /// p99 of the admitted calls answered directly (`Reserve` and `Checkout`), ms.
+    pub admitted_p99_ms: Option<f64>,
+    /// p99 of the refusals (`RateLimited`), ms.
+    pub refused_p99_ms: Option<f64>,
 }
 
 impl Tally {
@@ -101,11 +105,38 @@ impl Tally {
         tally
     }
 
+    /// Adds the p99 latencies of `admitted` ops (merged) and of `refused` from a run.
+    pub fn with_latencies(
+        mut self,
+        result: &crate::engine::LoadResult,
+        admitted: &[&str],
+        refused: &str,
+    ) -> Self {
+        let p99 = |ops: &[&str]| {
+            let mut merged = crate::engine::histogram();
+            for op in ops {
+                if let Some(tally) = result.ops.get(op) {
+                    merged.add(&tally.latency).ok()?;
+                }
+            }
+            (!merged.is_empty()).then(|| merged.value_at_quantile(0.99) as f64 / 1000.0)
+        };
+        self.admitted_p99_ms = p99(admitted);
+        self.refused_p99_ms = p99(&[refused]);
+        self
+    }
+
     /// One line for the console.
     pub fn line(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.1} ms"));
         format!(
-            "admission: {} admitted ({} through the waiting room), {} rate-limited, {} sold out",
-            self.admitted, self.queued, self.rate_limited, self.sold_out
+            "admission: {} admitted ({} through the waiting room), {} rate-limited, {} sold out; p99 admitted {}, rate-limited {}",
+            self.admitted,
+            self.queued,
+            self.rate_limited,
+            self.sold_out,
+            ms(self.admitted_p99_ms),
+            ms(self.refused_p99_ms)
         )
     }
 
@@ -116,6 +147,61 @@ impl Tally {
             "queued": self.queued,
             "rate_limited": self.rate_limited,
             "sold_out": self.sold_out,
+            "admitted_p99_ms": self.admitted_p99_ms,
+            "rate_limited_p99_ms": self.refused_p99_ms,
         })
     }
+}
+
+/// Every checkout that went through the waiting room was answered, and answered once:
+/// asked again by its key now, `GetCheckout` tells the same outcome and order as the
+/// buyer saw.
+pub async fn drained_check(
+    mesh: &Mesh,
+    queued: &[(String, crate::audit::CheckoutAnswer)],
+    timeout: Duration,
+) -> crate::report::Check {
+    use crate::audit::CheckoutAnswer;
+    let mut wrong = Vec::new();
+    for (i, (key, seen)) in queued.iter().enumerate() {
+        if let CheckoutAnswer::Unknown(e) = seen {
+            wrong.push(format!("{key}: no final answer ({e})"));
+            continue;
+        }
+        let again = crate::scenario::with_retries(3, |_| {
+            let mut client = mesh.orders(i as u64);
+            let key = key.clone();
+            async move {
+                client
+                    .get_checkout(request(GetCheckoutRequest { idempotency_key: key }, timeout))
+                    .await
+            }
+        })
+        .await
+        .0;
+        match again {
+            Ok(reply) => {
+                let now = CheckoutAnswer::of(&reply.into_inner().checkout.unwrap_or_default());
+                if now.label() != seen.label() || now.order_id() != seen.order_id() {
+                    wrong.push(format!("{key}: answered {seen:?}, now {now:?}"));
+                }
+            }
+            Err(status) => wrong.push(format!("{key}: GetCheckout {}", status.message())),
+        }
+    }
+    crate::report::Check::new(
+        "waiting-room",
+        "every checkout through the waiting room got one final answer, the same when asked again",
+        wrong.is_empty(),
+        if wrong.is_empty() {
+            format!("{} queued checkouts answered once each", queued.len())
+        } else {
+            format!(
+                "{} of {} queued checkouts wrong: {}",
+                wrong.len(),
+                queued.len(),
+                crate::scenario::sample_list(&wrong, 3)
+            )
+        },
+    )
 }

@@ -11,7 +11,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use holdfast_platform::config::parse_duration;
-use holdfast_proto::inventory::v1::{ReservationStatus, ReserveLine, ReserveRequest, SetStockRequest};
+use holdfast_proto::inventory::v1::{
+    AdmissionLimits, RateLimit, ReservationStatus, ReserveLine, ReserveRequest, SetAdmissionLimitsRequest,
+    SetStockRequest,
+};
 use holdfast_proto::orders::v1::checkout_request::Source;
 use holdfast_proto::orders::v1::{
     CancelOrderRequest, CheckoutLine, CheckoutLines, CheckoutOutcome, CheckoutRequest,
@@ -56,7 +59,29 @@ pub struct FlashSaleArgs {
     /// Unit price of the SKU, in cents.
     #[arg(long, default_value_t = 1_999)]
     pub price_minor: i64,
+    /// Admission: the SKU's Reserve limit, calls a second (SetAdmissionLimits before the
+    /// sale); unset: whatever the mesh is configured with.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub reserve_limit: Option<f64>,
+    /// Admission: the SKU's Checkout limit, calls a second.
+    #[arg(long, value_name = "PER_SECOND")]
+    pub checkout_limit: Option<f64>,
+    /// Admission: the burst of both limits (calls admitted back to back) [default: one
+    /// second's worth].
+    #[arg(long)]
+    pub limit_burst: Option<u32>,
+    /// Admission: flag the SKU as a drop, so every checkout goes through the waiting room.
+    #[arg(long)]
+    pub drop: bool,
 }
+
+/// The operation refusals by the admission limits are timed under (RESOURCE_EXHAUSTED of
+/// Reserve or Checkout), so `Reserve` and `Checkout` time only admitted calls:
+/// `--slo Checkout:p99<200ms` gates the admitted, `--slo RateLimited:p99<50ms` the refused.
+const RATE_LIMITED: &str = "RateLimited";
+/// The operation checkouts through the waiting room are timed under: from the call to the
+/// final answer, the wait in the queue included.
+const QUEUED: &str = "Queued";
 
 /// What a buyer does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +194,13 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
         })
         .await
         .map_err(|e| anyhow::anyhow!("SetStock {sku}: {e}"))?;
+    let limits = admission_limits(&args, &sku)?;
+    if let Some(limits) = limits.clone() {
+        mesh.inventory(0)
+            .set_admission_limits(SetAdmissionLimitsRequest { limits: Some(limits) })
+            .await
+            .map_err(|e| anyhow::anyhow!("SetAdmissionLimits {sku}: {e}"))?;
+    }
 
     let roles: Arc<Vec<Role>> = Arc::new(
         shuffled_roles(&[n_pay, n_abandon, n_cancel], args.run.seed)
@@ -261,7 +293,11 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
     let won = |role: Role| outcomes.iter().filter(|(r, g)| *r == role && g.won()).count() as i64;
     let (won_pay, won_abandon, won_cancel) = (won(Role::Pay), won(Role::Abandon), won(Role::Cancel));
     let winners = won_pay + won_abandon + won_cancel;
-    let tally = Tally::of(outcomes.iter().map(|(_, g)| g.seen()));
+    let tally = Tally::of(outcomes.iter().map(|(_, g)| g.seen())).with_latencies(
+        &result,
+        &["Reserve", "Checkout"],
+        RATE_LIMITED,
+    );
     println!("{}", tally.line());
     let unresolved: Vec<String> = outcomes
         .iter()
@@ -438,6 +474,17 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
         holds_gone,
         settle_started.elapsed(),
     ));
+    if tally.queued > 0 {
+        let queued: Vec<(String, CheckoutAnswer)> = outcomes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, g))| match g {
+                Got::Checkout(answer, true) => Some((key(&run_id, i as u64), answer.clone())),
+                _ => None,
+            })
+            .collect();
+        checks.push(crate::flash_admission::drained_check(&mesh, &queued, timeout).await);
+    }
     match checkout_audit {
         Some(audit) => {
             checks.push(Check::new(
@@ -494,6 +541,32 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
     Ok(report)
 }
 
+/// The SKU's admission limits the flags ask for; `None` when they ask for none.
+fn admission_limits(args: &FlashSaleArgs, sku: &str) -> anyhow::Result<Option<AdmissionLimits>> {
+    if args.reserve_limit.is_none() && args.checkout_limit.is_none() && !args.drop {
+        return Ok(None);
+    }
+    let limit = |per_second: Option<f64>, flag: &str| -> anyhow::Result<Option<RateLimit>> {
+        let Some(per_second) = per_second else {
+            return Ok(None);
+        };
+        anyhow::ensure!(
+            per_second.is_finite() && per_second > 0.0,
+            "{flag} must be a positive rate"
+        );
+        let burst = args
+            .limit_burst
+            .unwrap_or_else(|| per_second.ceil().clamp(1.0, f64::from(u32::MAX)) as u32);
+        Ok(Some(RateLimit { per_second, burst }))
+    };
+    Ok(Some(AdmissionLimits {
+        sku: sku.to_string(),
+        reserve: limit(args.reserve_limit, "--reserve-limit")?,
+        checkout: limit(args.checkout_limit, "--checkout-limit")?,
+        drop: args.drop,
+    }))
+}
+
 fn customer(run_id: &str, i: u64) -> String {
     format!("{run_id}-buyer-{i}")
 }
@@ -538,7 +611,7 @@ async fn hold(
             Got::Failed(format!("Reserve answered status {}", reply.get_ref().status)),
         ),
         Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-            (Sample::answer("Reserve", "rate_limited"), Got::RateLimited)
+            (Sample::answer(RATE_LIMITED, "reserve"), Got::RateLimited)
         }
         Err(status) => (
             Sample::error("Reserve", &status),
@@ -583,17 +656,18 @@ async fn buy(mesh: &Mesh, i: u64, run_id: &str, sku: &str, timeout: Duration, re
         Ok(reply) => {
             let answer = CheckoutAnswer::of(&reply);
             let sample = match answer {
+                CheckoutAnswer::Unknown(_) if queued => Sample::wrong(QUEUED, "unknown outcome"),
                 CheckoutAnswer::Unknown(_) => Sample::wrong("Checkout", "unknown outcome"),
-                _ if queued => Sample::answer("Checkout", "queued"),
+                _ if queued => Sample::answer(QUEUED, answer.label()),
                 _ => Sample::answer("Checkout", answer.label()),
             };
             (sample, Got::Checkout(answer, queued))
         }
         Err(status) if status.code() == tonic::Code::ResourceExhausted => {
-            (Sample::answer("Checkout", "rate_limited"), Got::RateLimited)
+            (Sample::answer(RATE_LIMITED, "checkout"), Got::RateLimited)
         }
         Err(status) => (
-            Sample::error("Checkout", &status),
+            Sample::error(if queued { QUEUED } else { "Checkout" }, &status),
             Got::Checkout(
                 CheckoutAnswer::Unknown(format!(
                     "Checkout: {} {}",

@@ -43,6 +43,15 @@ pub struct TargetArgs {
         requires = "target"
     )]
     pub admin_token: Option<String>,
+    /// An extra flag for the `holdfast dev` that `--local` starts (repeat it), e.g.
+    /// `--dev-arg=--checkout-capacity=4`.
+    #[arg(
+        long = "dev-arg",
+        value_name = "FLAG",
+        allow_hyphen_values = true,
+        requires = "local"
+    )]
+    pub dev_args: Vec<String>,
 }
 
 /// The token each RPC carries: `--local` mints service and admin tokens from the dev key;
@@ -77,7 +86,8 @@ impl Mesh {
         let (endpoint, dev) = match &args.target {
             Some(url) => (url.trim_end_matches('/').to_string(), None),
             None => {
-                let dev = start_dev(&holdfast_bin(args.holdfast_bin.as_ref())?)?;
+                let extra: Vec<&str> = args.dev_args.iter().map(String::as_str).collect();
+                let dev = start_dev_with(&holdfast_bin(args.holdfast_bin.as_ref())?, &extra)?;
                 (format!("http://{}", dev.addr), Some(dev))
             }
         };
@@ -259,12 +269,8 @@ impl Drop for TempData {
     }
 }
 
-/// Starts `holdfast dev` on free loopback ports with a fresh data directory.
-pub fn start_dev(bin: &Path) -> anyhow::Result<Dev> {
-    start_dev_with(bin, &[])
-}
-
-/// Like [`start_dev`], with extra flags (e.g. `--payments-latency 50ms`).
+/// Starts `holdfast dev` on free loopback ports in a fresh temporary data directory, with
+/// extra flags (e.g. `--payments-latency 50ms`).
 pub fn start_dev_with(bin: &Path, extra: &[&str]) -> anyhow::Result<Dev> {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let data = TempData(std::env::temp_dir().join(format!(

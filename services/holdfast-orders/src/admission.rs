@@ -196,11 +196,13 @@ impl<S: OrdersStore> Admission<S> {
             return Ok(Admit::Run(None));
         }
         let key = &request.idempotency_key;
-        if self.store().get_key(checkout::SCOPE, key).await?.is_some() {
-            return Ok(Admit::Run(None));
-        }
+        // The queue before the key, as in `lookup`: a key started from the waiting room
+        // between the two reads is claimed before it leaves the queue.
         if let Some(waiting) = self.waiting(request).await? {
             return Ok(Admit::Answer(Box::new(Ok(waiting))));
+        }
+        if self.store().get_key(checkout::SCOPE, key).await?.is_some() {
+            return Ok(Admit::Run(None));
         }
         let mut drop = false;
         if let Some(limiter) = &self.limiter {
@@ -279,15 +281,19 @@ impl<S: OrdersStore> Admission<S> {
 
     /// GetCheckout: the key's stored answer, PENDING with its place or running, or
     /// NOT_FOUND.
+    ///
+    /// The queue is read first: the waiting room claims a key before it dequeues it, so a
+    /// key no longer queued has its claim already. Read the other way round, a start
+    /// between the two reads (claim, then dequeue) answered NOT_FOUND for a queued key.
     pub async fn lookup(&self, key: &str) -> Result<Result<CheckoutResponse, Status>, OrdersError> {
-        if let Some(record) = self.store().get_key(checkout::SCOPE, key).await? {
-            return Ok(match record.response {
+        if let Some((_, position)) = self.store().queue_position(QUEUE, key).await? {
+            return Ok(Ok(self.pending(key, position)));
+        }
+        match self.store().get_key(checkout::SCOPE, key).await? {
+            Some(record) => Ok(match record.response {
                 Some(answer) => StoredAnswer::decode(&answer)?.into_result(),
                 None => Ok(self.pending(key, 0)),
-            });
-        }
-        match self.store().queue_position(QUEUE, key).await? {
-            Some((_, position)) => Ok(Ok(self.pending(key, position))),
+            }),
             None => Err(OrdersError::NotFound(format!("checkout {key:?}"))),
         }
     }

@@ -537,3 +537,60 @@ async fn a_full_waiting_room_answers_resource_exhausted_with_retry_info() {
     let answer = final_answer(&fx, "full-2", deadline).await.expect("answer");
     assert_eq!(answer.outcome, CheckoutOutcome::Placed as i32);
 }
+
+/// GetCheckout polled hard while the waiting room starts checkouts: a key leaving the
+/// queue is claimed first, so no poll of a queued key may ever answer NOT_FOUND (it did
+/// when the key was read before the queue and the start fell between the two reads). The
+/// window is narrow in-process: this test did not catch that order on its own in one try;
+/// `holdfast-load flash-sale --drop` against `holdfast dev` did (1 key of 100).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queued_key_polled_while_it_starts_is_never_not_found() {
+    let fx = Fixture::with(admitted_setup(limits(0.0, 0.0, 1), 0, 1000)).await;
+    fx.product("race", 500, 20).await;
+    set_limits(
+        &fx,
+        AdmissionLimits {
+            sku: "race".into(),
+            drop: true,
+            ..AdmissionLimits::default()
+        },
+    )
+    .await;
+    let keys: Vec<String> = (0..40).map(|i| format!("race-{i}")).collect();
+    let mut pollers = tokio::task::JoinSet::new();
+    for (i, key) in keys.iter().enumerate() {
+        let mut orders = fx.orders.clone();
+        let request = checkout(key, &format!("r{i}"), &[("race", 1)], "pm_card_visa");
+        let key = key.clone();
+        pollers.spawn(async move {
+            let first = orders.checkout(request).await.expect("answered").into_inner();
+            assert_eq!(
+                first.outcome,
+                CheckoutOutcome::Pending as i32,
+                "a drop queues: {first:?}"
+            );
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let answer = orders
+                    .get_checkout(GetCheckoutRequest {
+                        idempotency_key: key.clone(),
+                    })
+                    .await
+                    .unwrap_or_else(|status| panic!("{key}: GetCheckout while it starts: {status:?}"))
+                    .into_inner()
+                    .checkout
+                    .expect("checkout");
+                if answer.outcome != CheckoutOutcome::Pending as i32 {
+                    return answer.outcome;
+                }
+                assert!(Instant::now() < deadline, "{key} still pending");
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    let mut placed = 0;
+    while let Some(outcome) = pollers.join_next().await {
+        placed += usize::from(outcome.expect("poller") == CheckoutOutcome::Placed as i32);
+    }
+    assert_eq!(placed, 20, "winners = min(stock, buyers)");
+}

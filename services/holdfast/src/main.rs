@@ -95,6 +95,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
     let auth = args
         .auth
         .resolve(dev, &common.data_dir, &names.join("+"))
+        .await
         .unwrap_or_else(|e| {
             eprintln!("error: {e}");
             std::process::exit(EXIT_CONFIG);

@@ -15,10 +15,25 @@ use crate::config::parse_duration;
 /// Authentication of callers (bearer JWTs) and of this process's own outbound calls.
 #[derive(Debug, Clone, Args)]
 pub struct AuthArgs {
-    /// JWKS file with the keys tokens are verified against (RS256, ES256, EdDSA). Required by
-    /// `holdfast serve` unless --insecure-no-auth; `holdfast dev` uses its own dev key when unset.
-    #[arg(long, env = "HOLDFAST_AUTH_JWKS", value_name = "FILE")]
-    pub auth_jwks: Option<PathBuf>,
+    /// JWKS with the keys tokens are verified against (RS256, ES256, EdDSA): a file, or an
+    /// `https://` / `http://` URL fetched at start and refreshed (--auth-jwks-refresh, and
+    /// early on an unknown `kid`). Required by `holdfast serve` unless --insecure-no-auth;
+    /// `holdfast dev` uses its own dev key when unset.
+    #[arg(long, env = "HOLDFAST_AUTH_JWKS", value_name = "FILE|URL")]
+    pub auth_jwks: Option<String>,
+
+    /// How often a JWKS URL is fetched again (a failed fetch keeps the last good keys).
+    #[arg(long, env = "HOLDFAST_AUTH_JWKS_REFRESH", default_value = "5m", value_parser = parse_duration)]
+    pub auth_jwks_refresh: Duration,
+
+    /// The least time between two early fetches of a JWKS URL caused by unknown `kid`s.
+    #[arg(long, env = "HOLDFAST_AUTH_JWKS_MIN_REFETCH", default_value = "10s", value_parser = parse_duration)]
+    pub auth_jwks_min_refetch: Duration,
+
+    /// PEM CA bundle trusted for an `https://` JWKS URL [default: SSL_CERT_FILE, else the
+    /// system bundle].
+    #[arg(long, env = "HOLDFAST_AUTH_JWKS_CA", value_name = "FILE")]
+    pub auth_jwks_ca: Option<PathBuf>,
 
     /// The `iss` tokens must carry (required with --auth-jwks).
     #[arg(long, env = "HOLDFAST_AUTH_ISSUER", value_name = "ISSUER")]
@@ -74,7 +89,7 @@ impl AuthArgs {
     /// Builds the verifier and outbound credentials. `dev` falls back to the dev key in
     /// `data_dir` (generated on first start); `serve` without --auth-jwks and without
     /// --insecure-no-auth is an error. `name` is the subject of minted service tokens.
-    pub fn resolve(&self, dev: bool, data_dir: &Path, name: &str) -> Result<AuthSetup, AuthError> {
+    pub async fn resolve(&self, dev: bool, data_dir: &Path, name: &str) -> Result<AuthSetup, AuthError> {
         if self.insecure_no_auth {
             tracing::error!(
                 "--insecure-no-auth: AUTHENTICATION IS OFF; anyone who can reach this port may call every RPC"
@@ -106,12 +121,21 @@ impl AuthArgs {
             .auth_issuer
             .as_deref()
             .ok_or_else(|| AuthError::Key("--auth-jwks needs --auth-issuer (HOLDFAST_AUTH_ISSUER)".into()))?;
-        let verifier = Verifier::new(
-            KeySet::from_jwks_file(jwks)?,
-            issuer,
-            &self.auth_audience,
-            self.auth_leeway,
-        );
+        let verifier = if super::remote::is_url(jwks) {
+            let policy = super::remote::RefreshPolicy {
+                every: self.auth_jwks_refresh,
+                min_refetch: self.auth_jwks_min_refetch,
+            };
+            let remote = super::RemoteJwks::start(jwks, self.auth_jwks_ca.as_deref(), policy).await?;
+            Verifier::remote(remote, issuer, &self.auth_audience, self.auth_leeway)
+        } else {
+            Verifier::new(
+                KeySet::from_jwks_file(Path::new(jwks))?,
+                issuer,
+                &self.auth_audience,
+                self.auth_leeway,
+            )
+        };
         let credentials = match (&self.auth_service_token_file, &self.auth_signing_key) {
             (Some(file), _) => {
                 let token = std::fs::read_to_string(file)

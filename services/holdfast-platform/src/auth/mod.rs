@@ -16,6 +16,7 @@ pub mod claims;
 pub mod credentials;
 pub mod keys;
 pub mod layer;
+pub mod remote;
 pub mod table;
 pub mod verify;
 
@@ -24,6 +25,7 @@ pub use claims::{Caller, Claims, Role, check_cart_owner, split};
 pub use credentials::ServiceCredentials;
 pub use keys::{DevKey, KeySet, Signer};
 pub use layer::AuthLayer;
+pub use remote::RemoteJwks;
 pub use table::{AuthzTable, Rule};
 pub use verify::Verifier;
 

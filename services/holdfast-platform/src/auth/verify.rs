@@ -2,6 +2,7 @@
 //! (with a clock-skew allowance). Unsigned tokens (`alg: none`) and symmetric algorithms
 //! never verify: the header parser knows no `none`, and no key is ever HMAC.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsonwebtoken::Validation;
@@ -9,11 +10,21 @@ use jsonwebtoken::Validation;
 use super::AuthError;
 use super::claims::{Caller, Claims};
 use super::keys::KeySet;
+use super::remote::RemoteJwks;
+
+/// Where the verification keys come from.
+#[derive(Debug, Clone)]
+enum Keys {
+    /// Fixed for the process's life (a JWKS file, the dev key).
+    Fixed(Arc<KeySet>),
+    /// Fetched by URL and refreshed.
+    Remote(Arc<RemoteJwks>),
+}
 
 /// Verifies bearer tokens.
 #[derive(Debug, Clone)]
 pub struct Verifier {
-    keys: KeySet,
+    keys: Keys,
     issuer: String,
     audience: String,
     leeway: Duration,
@@ -24,7 +35,17 @@ impl Verifier {
     /// clock skew allowed on `exp` and `nbf`.
     pub fn new(keys: KeySet, issuer: &str, audience: &str, leeway: Duration) -> Self {
         Self {
-            keys,
+            keys: Keys::Fixed(Arc::new(keys)),
+            issuer: issuer.into(),
+            audience: audience.into(),
+            leeway,
+        }
+    }
+
+    /// Like [`Verifier::new`], with the keys of a JWKS URL, kept fresh by `remote`.
+    pub fn remote(remote: Arc<RemoteJwks>, issuer: &str, audience: &str, leeway: Duration) -> Self {
+        Self {
+            keys: Keys::Remote(remote),
             issuer: issuer.into(),
             audience: audience.into(),
             leeway,
@@ -42,8 +63,12 @@ impl Verifier {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         validation.leeway = self.leeway.as_secs();
         validation.validate_nbf = true;
+        let keys = match &self.keys {
+            Keys::Fixed(keys) => keys.clone(),
+            Keys::Remote(remote) => remote.keys(),
+        };
         let mut last = None;
-        for key in self.keys.candidates(header.kid.as_deref(), header.alg) {
+        for key in keys.candidates(header.kid.as_deref(), header.alg) {
             match jsonwebtoken::decode::<Claims>(token, &key.key, &validation) {
                 Ok(data) => return Ok(data.claims.into()),
                 Err(e) => last = Some(e),
@@ -51,7 +76,13 @@ impl Verifier {
         }
         Err(AuthError::Invalid(match last {
             Some(e) => e.to_string(),
-            None => format!("no key for kid {:?} and alg {:?}", header.kid, header.alg),
+            None => {
+                // Keys may have rotated at the issuer: fetch again soon (rate-limited).
+                if let (Keys::Remote(remote), Some(_)) = (&self.keys, &header.kid) {
+                    remote.unknown_kid();
+                }
+                format!("no key for kid {:?} and alg {:?}", header.kid, header.alg)
+            }
         }))
     }
 
@@ -232,6 +263,54 @@ mod tests {
             Some("c1")
         );
         let _ = Signer::from_ed25519_pkcs8(pkcs8.as_ref(), "x", "i", "a").expect_err("not Ed25519");
+    }
+
+    #[test]
+    fn rs256_keys_from_a_jwks_verify_rs256_tokens() {
+        // A fixed 2048-bit test key, PKCS#1 (ring cannot generate RSA keys), and its JWKS.
+        let pem = include_str!("testdata/rsa-test-key.pem");
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(
+                pem.lines()
+                    .filter(|l| !l.starts_with("-----"))
+                    .collect::<String>(),
+            )
+            .expect("pem body");
+        let jwks = include_str!("testdata/rsa-test-jwks.json");
+        let verifier = Verifier::new(
+            KeySet::from_jwks(jwks).expect("jwks"),
+            "idp",
+            "holdfast",
+            Duration::ZERO,
+        );
+        let mut c = claims(now_secs() + 60);
+        c.iss = "idp".into();
+        let sign = |kid: &str, claims: &Claims| {
+            let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+            header.kid = Some(kid.into());
+            let key = jsonwebtoken::EncodingKey::from_rsa_der(&der);
+            jsonwebtoken::encode(&header, claims, &key).expect("sign")
+        };
+        let caller = verifier.verify(&sign("rsa1", &c)).expect("verifies");
+        assert_eq!(
+            (caller.role, caller.subject.as_deref()),
+            (Role::Customer, Some("c1"))
+        );
+        refused(&verifier, &sign("other-kid", &c));
+        let mut expired = c.clone();
+        expired.exp = now_secs() - 120;
+        refused(&verifier, &sign("rsa1", &expired));
+        let mut foreign = c.clone();
+        foreign.iss = "someone-else".into();
+        refused(&verifier, &sign("rsa1", &foreign));
+        // The same key's token relabelled as another algorithm does not verify either.
+        let token = sign("rsa1", &c);
+        let (_, rest) = token.split_once('.').expect("jwt");
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        refused(
+            &verifier,
+            &format!("{}.{rest}", b64(r#"{"alg":"ES256","kid":"rsa1"}"#)),
+        );
     }
 
     #[test]
