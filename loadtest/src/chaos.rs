@@ -36,8 +36,9 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 4)]
     pub faults: usize,
     /// Fault kinds, comma-separated: holdfast, redis, kafka, redis-no-aof [default: holdfast,
-    /// redis, and kafka with --kafka]. redis-no-aof restarts Redis empty: inventory keeps its
-    /// counts only in Redis today, so it is expected to report oversell.
+    /// redis, and kafka with --kafka]. redis-no-aof restarts Redis empty: inventory rebuilds
+    /// from its durable truth, but reads and grants in the moment before it notices still see
+    /// the empty Redis (see the README), so it is off unless asked for.
     #[arg(long, value_delimiter = ',', value_enum)]
     pub kinds: Vec<FaultKind>,
     /// Run the mesh on an Apache Kafka broker (from `make deps`) instead of the in-process bus.

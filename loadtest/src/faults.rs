@@ -29,8 +29,9 @@ pub enum FaultKind {
     /// SIGKILL redis-server (append-only file, `appendfsync always`), restart it on its file.
     Redis,
     /// SIGKILL redis-server and restart it empty: what a Redis without AOF (or a failover to
-    /// a replica that missed everything) does. Reports oversell until inventory has a
-    /// durable truth outside Redis, so it is off unless asked for.
+    /// a replica that missed everything) does. Inventory rebuilds from its durable truth,
+    /// but stock reads and grants just after the restart still see the empty Redis, so it is
+    /// off unless asked for.
     RedisNoAof,
     /// SIGKILL the Kafka broker (`--kafka`), restart it on the same ports and log dirs.
     Kafka,
