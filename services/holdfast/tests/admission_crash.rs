@@ -4,9 +4,10 @@
 //! min(stock, buyers), one order and one charge per winner, no oversell, no hold left,
 //! nothing lost from the queue.
 
+mod common;
+
 use std::collections::{BTreeMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
@@ -23,7 +24,7 @@ use holdfast_proto::orders::v1::{
 };
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use holdfast_proto::payments::v1::{LedgerEntryKind, ListLedgerEntriesRequest};
-use holdfast_testkit::{BearerChannel as Channel, DevTokens};
+use holdfast_testkit::BearerChannel as Channel;
 use holdfast_testkit::{RedisServer, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
@@ -38,7 +39,8 @@ struct Dev {
 
 impl Dev {
     async fn start(data: &TempDir, redis: &RedisServer) -> Dev {
-        let mut child = Command::new(BIN)
+        let mut command = Command::new(BIN);
+        command
             .args([
                 "dev",
                 "--listen",
@@ -58,33 +60,8 @@ impl Dev {
             .env("HOLDFAST_REDIS_URL", redis.url().to_string())
             .env("RUST_LOG", "error")
             .env_remove("HOLDFAST_FAULT_CRASH_AFTER")
-            .env_remove("HOLDFAST_STORE")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn holdfast dev");
-        let stdout = child.stdout.take().expect("stdout");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).expect("ready line");
-            line
-        })
-        .await
-        .expect("join");
-        let addr = line
-            .split(" on ")
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
-        // An operator's tokens from the dev key the process keeps in its data dir.
-        let tokens = DevTokens::new(data.path()).expect("dev key");
-        let channel = Channel::new(channel, tokens.operator(&holdfast::authz_tables()));
+            .env_remove("HOLDFAST_STORE");
+        let (child, channel) = common::spawn_dev(command, data.path()).await;
         Dev { child, channel }
     }
 

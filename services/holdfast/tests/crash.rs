@@ -6,8 +6,9 @@
 //! (the default of `holdfast dev`) and, in module `scylla`, on the ScyllaDB backend
 //! (`--store scylla://`) against an Apache Cassandra 5 node of its own.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
@@ -22,7 +23,7 @@ use holdfast_proto::orders::v1::{
 };
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
 use holdfast_proto::payments::v1::{LedgerEntryKind, ListLedgerEntriesRequest};
-use holdfast_testkit::{BearerChannel as Channel, DevTokens};
+use holdfast_testkit::BearerChannel as Channel;
 use holdfast_testkit::{CassandraNode, RedisServer, TempDir};
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
@@ -97,9 +98,7 @@ impl Dev {
             .arg(data.path())
             .env("HOLDFAST_REDIS_URL", redis.url().to_string())
             .env("RUST_LOG", "error")
-            .env_remove("HOLDFAST_FAULT_CRASH_AFTER")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .env_remove("HOLDFAST_FAULT_CRASH_AFTER");
         if let Some(step) = crash_after {
             command.env("HOLDFAST_FAULT_CRASH_AFTER", step);
         }
@@ -107,29 +106,7 @@ impl Dev {
             Some(url) => command.env("HOLDFAST_STORE", url),
             None => command.env_remove("HOLDFAST_STORE"),
         };
-        let mut child = command.spawn().expect("spawn holdfast dev");
-        let stdout = child.stdout.take().expect("stdout");
-        let line = tokio::task::spawn_blocking(move || {
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line).expect("ready line");
-            line
-        })
-        .await
-        .expect("join");
-        let addr = line
-            .split(" on ")
-            .nth(1)
-            .and_then(|s| s.split(' ').next())
-            .unwrap_or_else(|| panic!("no address in {line:?}"))
-            .to_string();
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("endpoint")
-            .connect()
-            .await
-            .expect("connect");
-        // An operator's tokens from the dev key the process keeps in its data dir.
-        let tokens = DevTokens::new(data.path()).expect("dev key");
-        let channel = Channel::new(channel, tokens.operator(&holdfast::authz_tables()));
+        let (child, channel) = common::spawn_dev(command, data.path()).await;
         Dev { child, channel }
     }
 
