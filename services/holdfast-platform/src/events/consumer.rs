@@ -128,8 +128,8 @@ pub async fn spawn_consumer<H: EventHandler>(
             }
         }
         BusConfig::Kafka { brokers } => {
-            let consumer = super::kafka::start_consumer(brokers, group, topics).await?;
-            tasks.spawn(super::kafka::run_consumer(
+            let consumer = super::kafka_consumer::start_consumer(brokers, group, topics).await?;
+            tasks.spawn(super::kafka_consumer::run_consumer(
                 consumer,
                 group.to_string(),
                 handler,

@@ -1,4 +1,5 @@
-//! The Kafka transport: [`KafkaBus`] (producer), topic creation and the consumer loop.
+//! The Kafka transport: [`KafkaBus`] (producer), topic creation and the record format (the
+//! consumer is in `kafka_consumer`).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -8,17 +9,12 @@ use futures::future::BoxFuture;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::util::Timeout;
-use rdkafka::{Offset, TopicPartitionList};
-use tokio::sync::watch;
 
-use super::handler::{EventHandler, Outcome, RETRY_INITIAL, RETRY_MAX, deliver, stopped, wait_or_stop};
-use super::{BusError, CONSUMED, DEAD_LETTERED, Event, EventBus, PUBLISHED, dlq_topic, headers};
+use super::{BusError, Event, EventBus, PUBLISHED, headers};
 
 /// Partitions of a topic this code creates. Topics are created by the code that uses them,
 /// not by a broker's auto-creation (production brokers disable it, and its partition count
@@ -27,12 +23,12 @@ use super::{BusError, CONSUMED, DEAD_LETTERED, Event, EventBus, PUBLISHED, dlq_t
 pub const DEFAULT_PARTITIONS: i32 = 3;
 
 /// A publish that the broker has not acknowledged by then fails, and the outbox retries it.
-const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on one admin request (topic creation).
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Producer properties shared by [`KafkaBus`] and the dead-letter writer.
-fn producer_config(brokers: &str) -> ClientConfig {
+pub(super) fn producer_config(brokers: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -265,189 +261,6 @@ pub(super) fn decode(message: &OwnedMessage) -> Result<Event, String> {
         payload: message.payload().unwrap_or_default().to_vec(),
         traceparent,
     })
-}
-
-/// A consumer of one group, subscribed, with the producer it dead-letters through.
-pub(super) struct GroupConsumer {
-    consumer: Arc<StreamConsumer>,
-    dlq: FutureProducer,
-}
-
-/// Creates the topics and their dead-letter topics if missing, and subscribes.
-pub(super) async fn start_consumer(
-    brokers: &str,
-    group: &str,
-    topics: &[&str],
-) -> Result<GroupConsumer, BusError> {
-    let dlqs: Vec<String> = topics.iter().map(|t| dlq_topic(t)).collect();
-    let mut all: Vec<&str> = topics.to_vec();
-    all.extend(dlqs.iter().map(String::as_str));
-    ensure_topics(brokers, &all, DEFAULT_PARTITIONS).await?;
-
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", group)
-        .set("client.id", format!("holdfast-{group}"))
-        // Offsets are committed by hand, after the handler's effect is stored.
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        // A new group starts at the oldest retained event, not at "now": nothing published
-        // before the first consumer joined is skipped.
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .map_err(|e| BusError::Config(format!("kafka consumer: {e}")))?;
-    consumer
-        .subscribe(topics)
-        .map_err(|e| BusError::Unavailable(format!("subscribe {topics:?}: {e}")))?;
-    let dlq = producer_config(brokers)
-        .create()
-        .map_err(|e| BusError::Config(format!("kafka dead-letter producer: {e}")))?;
-    Ok(GroupConsumer {
-        consumer: Arc::new(consumer),
-        dlq,
-    })
-}
-
-/// The consumer loop: one record at a time, committed only once handled or dead-lettered.
-pub(super) async fn run_consumer(
-    GroupConsumer { consumer, dlq }: GroupConsumer,
-    group: String,
-    handler: Arc<dyn EventHandler>,
-    mut stop: watch::Receiver<bool>,
-) {
-    let mut error_backoff = RETRY_INITIAL;
-    loop {
-        let received = tokio::select! {
-            biased;
-            () = stopped(&mut stop) => break,
-            received = consumer.recv() => received.map(|m| m.detach()),
-        };
-        let message = match received {
-            Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(%group, error = %e, "kafka consumer error");
-                if wait_or_stop(error_backoff, &mut stop).await {
-                    break;
-                }
-                error_backoff = (error_backoff * 2).min(RETRY_MAX);
-                continue;
-            }
-        };
-        error_backoff = RETRY_INITIAL;
-        let outcome = match decode(&message) {
-            Ok(event) => deliver(&*handler, &event, &group, &mut stop).await,
-            Err(reason) => Outcome::Poison(reason),
-        };
-        let handled = match outcome {
-            Outcome::Handled => true,
-            Outcome::Poison(reason) => {
-                if !dead_letter(&dlq, &message, &reason, &group, &mut stop).await {
-                    break;
-                }
-                false
-            }
-            Outcome::Stopped => break,
-        };
-        match commit(&consumer, &message).await {
-            Ok(()) if handled => CONSUMED.with_label_values(&[message.topic(), &group]).inc(),
-            Ok(()) => {}
-            // The partition moved to another consumer (rebalance): it gets the record again.
-            Err(e) => tracing::warn!(
-                %group, topic = message.topic(), partition = message.partition(),
-                offset = message.offset(), error = %e, "offset commit failed; the record will be redelivered"
-            ),
-        }
-    }
-    // Closing leaves the group and blocks until it has: off the async threads.
-    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
-}
-
-/// Commits the offset after `message`, waiting for the broker's answer.
-async fn commit(consumer: &Arc<StreamConsumer>, message: &OwnedMessage) -> Result<(), KafkaError> {
-    let mut offsets = TopicPartitionList::new();
-    offsets.add_partition_offset(
-        message.topic(),
-        message.partition(),
-        Offset::Offset(message.offset() + 1),
-    )?;
-    let consumer = consumer.clone();
-    match tokio::task::spawn_blocking(move || consumer.commit(&offsets, CommitMode::Sync)).await {
-        Ok(result) => result,
-        // Only when the runtime shuts down under us.
-        Err(_) => Err(KafkaError::Canceled),
-    }
-}
-
-/// Writes `message` to `<topic>.dlq` with its key, payload and headers plus why and where
-/// from, retrying until the broker takes it. `false` when asked to stop first.
-async fn dead_letter(
-    dlq: &FutureProducer,
-    message: &OwnedMessage,
-    reason: &str,
-    group: &str,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    let topic = dlq_topic(message.topic());
-    let partition = message.partition().to_string();
-    let offset = message.offset().to_string();
-    let mut backoff = RETRY_INITIAL;
-    loop {
-        let mut out = OwnedHeaders::new();
-        if let Some(original) = message.headers() {
-            for header in original.iter() {
-                out = out.insert(header);
-            }
-        }
-        let out = out
-            .insert(Header {
-                key: headers::REASON,
-                value: Some(reason),
-            })
-            .insert(Header {
-                key: headers::ORIGINAL_TOPIC,
-                value: Some(message.topic()),
-            })
-            .insert(Header {
-                key: headers::ORIGINAL_PARTITION,
-                value: Some(partition.as_str()),
-            })
-            .insert(Header {
-                key: headers::ORIGINAL_OFFSET,
-                value: Some(offset.as_str()),
-            })
-            .insert(Header {
-                key: headers::CONSUMER_GROUP,
-                value: Some(group),
-            });
-        let mut record = FutureRecord::<[u8], [u8]>::to(&topic).headers(out);
-        if let Some(key) = message.key() {
-            record = record.key(key);
-        }
-        if let Some(payload) = message.payload() {
-            record = record.payload(payload);
-        }
-        match dlq.send(record, Timeout::After(MESSAGE_TIMEOUT)).await {
-            Ok(_) => {
-                tracing::warn!(
-                    topic = message.topic(),
-                    group,
-                    partition = message.partition(),
-                    offset = message.offset(),
-                    reason,
-                    "poison event dead-lettered"
-                );
-                DEAD_LETTERED.with_label_values(&[message.topic(), group]).inc();
-                return true;
-            }
-            Err((e, _)) => {
-                tracing::error!(%topic, group, error = %e, "dead-letter write failed; retrying");
-                if wait_or_stop(backoff, stop).await {
-                    return false;
-                }
-                backoff = (backoff * 2).min(RETRY_MAX);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,419 @@
+//! The Kafka consumer: one dispatcher polling the group's consumer, one worker per assigned
+//! partition handing its records to the handler in partition order (partitions in
+//! parallel), and a committer committing, in the background, the offsets every worker has
+//! finished up to ([`Progress`]).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::TopicPartitionList;
+use rdkafka::client::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use super::handler::{EventHandler, Outcome, RETRY_INITIAL, RETRY_MAX, deliver, stopped, wait_or_stop};
+use super::kafka::{DEFAULT_PARTITIONS, MESSAGE_TIMEOUT, decode, ensure_topics, producer_config};
+use super::offsets::{CommitBatch, FlowChange, PartitionKey, Progress};
+use super::{BusError, DEAD_LETTERED, dlq_topic, headers};
+
+/// Extra librdkafka `debug` contexts for consumers (e.g. `cgrp,fetch`), logged through
+/// `tracing` at debug level under the `librdkafka` target.
+pub const DEBUG_ENV: &str = "HOLDFAST_KAFKA_DEBUG";
+
+/// Longest the dispatcher waits in one `recv` before polling the consumer again.
+///
+/// rdkafka's `StreamConsumer` wakes a waiting `recv` only when librdkafka's queue goes from
+/// empty to non-empty; a wake-up that is missed (rust-rdkafka #665) leaves `recv` parked with
+/// records, rebalances and log lines waiting in the queue until rdkafka's own fallback,
+/// every `max.poll.interval.ms / 2` (150 s). After a broker restart that is what left the
+/// consumer assigned but fetching nothing (issue 18). Polling again at least this often
+/// bounds a missed wake-up to this delay.
+const POLL_TICK: Duration = Duration::from_millis(100);
+/// Longest pause after a consumer error: librdkafka recovers by itself, and nothing is
+/// polled (no rebalance served) during the pause.
+const ERROR_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// The consumer's librdkafka callbacks: its log and errors into `tracing`, and the
+/// rebalance hooks that keep [`Progress`] in step with the assignment.
+pub(super) struct GroupContext {
+    progress: Arc<Progress>,
+}
+
+impl ClientContext for GroupContext {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
+        let group = self.progress.group();
+        match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => tracing::error!(target: "librdkafka", group, fac, "{message}"),
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", group, fac, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", group, fac, "{message}");
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", group, fac, "{message}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", group = self.progress.group(), %error, reason, "kafka client error");
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let group = self.progress.group();
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                tracing::info!(group, partitions = partitions.count(), "partitions assigned");
+                self.progress.assigned(partitions);
+            }
+            Rebalance::Revoke(partitions) => {
+                tracing::info!(group, partitions = partitions.count(), "partitions revoked");
+                // Commit what was finished before the partitions go; what is still in hand
+                // goes to their next owner again.
+                if let Some(batch) = self.progress.revoked(partitions) {
+                    match consumer.commit(&batch.offsets, CommitMode::Sync) {
+                        Ok(()) => self.progress.committed(&batch),
+                        Err(error) => tracing::warn!(
+                            group, %error, "commit on revocation failed; the next owner gets those records again"
+                        ),
+                    }
+                }
+            }
+            Rebalance::Error(error) => tracing::warn!(group, %error, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            // A partition we paused before it was taken away is fetched again from here on.
+            if let Err(error) = consumer.resume(partitions) {
+                tracing::debug!(group = self.progress.group(), %error, "resume after assignment");
+            }
+        }
+    }
+}
+
+type GroupStream = StreamConsumer<GroupContext>;
+
+/// A consumer of one group, subscribed, with the producer it dead-letters through.
+pub(super) struct GroupConsumer {
+    consumer: Arc<GroupStream>,
+    dlq: FutureProducer,
+    progress: Arc<Progress>,
+}
+
+/// Creates the topics and their dead-letter topics if missing, and subscribes.
+pub(super) async fn start_consumer(
+    brokers: &str,
+    group: &str,
+    topics: &[&str],
+) -> Result<GroupConsumer, BusError> {
+    let dlqs: Vec<String> = topics.iter().map(|t| dlq_topic(t)).collect();
+    let mut all: Vec<&str> = topics.to_vec();
+    all.extend(dlqs.iter().map(String::as_str));
+    ensure_topics(brokers, &all, DEFAULT_PARTITIONS).await?;
+
+    let progress = Arc::new(Progress::new(group));
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("client.id", format!("holdfast-{group}"))
+        // Offsets are committed by hand, once the handler's effect is stored.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // A new group starts at the oldest retained event, not at "now": nothing published
+        // before the first consumer joined is skipped.
+        .set("auto.offset.reset", "earliest");
+    if let Some(debug) = std::env::var(DEBUG_ENV).ok().filter(|d| !d.is_empty()) {
+        config.set("debug", debug);
+    }
+    let consumer: GroupStream = config
+        .create_with_context(GroupContext {
+            progress: progress.clone(),
+        })
+        .map_err(|e| BusError::Config(format!("kafka consumer: {e}")))?;
+    consumer
+        .subscribe(topics)
+        .map_err(|e| BusError::Unavailable(format!("subscribe {topics:?}: {e}")))?;
+    let dlq = producer_config(brokers)
+        .create()
+        .map_err(|e| BusError::Config(format!("kafka dead-letter producer: {e}")))?;
+    Ok(GroupConsumer {
+        consumer: Arc::new(consumer),
+        dlq,
+        progress,
+    })
+}
+
+/// A record and the epoch of its partition's assignment when it was fetched.
+type Queued = (OwnedMessage, u64);
+
+/// What every worker of one consumer shares.
+#[derive(Clone)]
+struct Shared {
+    consumer: Arc<GroupStream>,
+    dlq: FutureProducer,
+    progress: Arc<Progress>,
+    handler: Arc<dyn EventHandler>,
+    group: Arc<str>,
+}
+
+/// The dispatcher: polls the consumer (which also serves rebalances) and queues each record
+/// for its partition's worker, until asked to stop; then lets the workers finish the record
+/// in hand, commits what was finished and leaves the group.
+pub(super) async fn run_consumer(
+    GroupConsumer {
+        consumer,
+        dlq,
+        progress,
+    }: GroupConsumer,
+    group: String,
+    handler: Arc<dyn EventHandler>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let shared = Shared {
+        consumer,
+        dlq,
+        progress,
+        handler,
+        group: group.as_str().into(),
+    };
+    // Dropped (and so aborted) with this future: an aborted consumer leaves nothing running.
+    let mut workers = JoinSet::new();
+    let mut committer = JoinSet::new();
+    committer.spawn(commit_loop(shared.clone(), stop.clone()));
+    let mut queues: HashMap<PartitionKey, mpsc::UnboundedSender<Queued>> = HashMap::new();
+    let mut error_backoff = RETRY_INITIAL;
+    loop {
+        let received = tokio::select! {
+            biased;
+            () = stopped(&mut stop) => break,
+            received = tokio::time::timeout(POLL_TICK, shared.consumer.recv()) => match received {
+                Ok(received) => received.map(|m| m.detach()),
+                // Nothing woke us: poll again (see POLL_TICK).
+                Err(_) => continue,
+            },
+        };
+        let message = match received {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(%group, error = %e, "kafka consumer error");
+                if wait_or_stop(error_backoff, &mut stop).await {
+                    break;
+                }
+                error_backoff = (error_backoff * 2).min(ERROR_PAUSE_MAX);
+                continue;
+            }
+        };
+        error_backoff = RETRY_INITIAL;
+        let key = (message.topic().to_string(), message.partition());
+        // A record of a partition no longer ours: its next owner gets it.
+        let Some(epoch) = shared.progress.epoch(&key) else {
+            continue;
+        };
+        let queue = queues.entry(key.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            workers.spawn(partition_worker(key.clone(), rx, shared.clone(), stop.clone()));
+            tx
+        });
+        flow(&shared, &key, shared.progress.enqueued(&key));
+        // Fails only once the worker stopped, which it does only when asked to.
+        let _ = queue.send((message, epoch));
+    }
+    drop(queues);
+    while workers.join_next().await.is_some() {}
+    committer.abort_all();
+    while committer.join_next().await.is_some() {}
+    if let Some(batch) = shared.progress.to_commit() {
+        match commit(&shared.consumer, batch).await {
+            Ok(batch) => shared.progress.committed(&batch),
+            Err((_, error)) => tracing::warn!(
+                %group, %error, "final offset commit failed; the group gets those records again"
+            ),
+        }
+    }
+    // Closing leaves the group and blocks until it has: off the async threads.
+    let Shared { consumer, .. } = shared;
+    let _ = tokio::task::spawn_blocking(move || drop(consumer)).await;
+}
+
+/// Pauses or resumes fetching one partition.
+fn flow(shared: &Shared, (topic, partition): &PartitionKey, change: FlowChange) {
+    let mut list = TopicPartitionList::new();
+    list.add_partition(topic, *partition);
+    let result = match change {
+        FlowChange::None => return,
+        FlowChange::Pause => shared.consumer.pause(&list),
+        FlowChange::Resume => shared.consumer.resume(&list),
+    };
+    // A partition no longer assigned: nothing to pause or resume.
+    if let Err(error) = result {
+        tracing::debug!(group = %shared.group, topic, partition, %error, "pause/resume");
+    }
+}
+
+/// Hands one partition's records to the handler in order, dead-letters poison ones, and
+/// marks each finished. Stops taking records once asked to stop.
+async fn partition_worker(
+    key: PartitionKey,
+    mut queue: mpsc::UnboundedReceiver<Queued>,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+) {
+    while let Some((message, epoch)) = queue.recv().await {
+        flow(&shared, &key, shared.progress.dequeued(&key));
+        if *stop.borrow() {
+            return;
+        }
+        // Fetched before a rebalance took the partition away (and maybe gave it back).
+        if shared.progress.epoch(&key) != Some(epoch) {
+            continue;
+        }
+        let outcome = match decode(&message) {
+            Ok(event) => deliver(&*shared.handler, &event, &shared.group, &mut stop).await,
+            Err(reason) => Outcome::Poison(reason),
+        };
+        let handled = match outcome {
+            Outcome::Handled => true,
+            Outcome::Poison(reason) => {
+                if !dead_letter(&shared.dlq, &message, &reason, &shared.group, &mut stop).await {
+                    return;
+                }
+                false
+            }
+            Outcome::Stopped => return,
+        };
+        shared.progress.finished(&key, epoch, message.offset(), handled);
+    }
+}
+
+/// Commits what the workers finished whenever one finishes a record; a commit covers
+/// everything finished while the previous one was on its way.
+async fn commit_loop(shared: Shared, mut stop: watch::Receiver<bool>) {
+    let mut backoff = RETRY_INITIAL;
+    loop {
+        tokio::select! {
+            biased;
+            () = stopped(&mut stop) => return,
+            () = shared.progress.dirty.notified() => {}
+        }
+        let Some(batch) = shared.progress.to_commit() else {
+            continue;
+        };
+        match commit(&shared.consumer, batch).await {
+            Ok(batch) => {
+                shared.progress.committed(&batch);
+                backoff = RETRY_INITIAL;
+            }
+            Err((batch, error)) => {
+                tracing::warn!(group = %shared.group, %error, "offset commit failed; retrying");
+                shared.progress.commit_failed(batch);
+                if wait_or_stop(backoff, &mut stop).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Commits `batch`, waiting for the broker's answer (off the async threads).
+async fn commit(
+    consumer: &Arc<GroupStream>,
+    batch: CommitBatch,
+) -> Result<CommitBatch, (CommitBatch, KafkaError)> {
+    let consumer = consumer.clone();
+    let joined = tokio::task::spawn_blocking(move || {
+        let result = consumer.commit(&batch.offsets, CommitMode::Sync);
+        (batch, result)
+    })
+    .await;
+    match joined {
+        Ok((batch, Ok(()))) => Ok(batch),
+        Ok((batch, Err(error))) => Err((batch, error)),
+        // Only when the runtime shuts down under us; the batch is gone with it.
+        Err(_) => Err((CommitBatch::empty(), KafkaError::Canceled)),
+    }
+}
+
+/// Writes `message` to `<topic>.dlq` with its key, payload and headers plus why and where
+/// from, retrying until the broker takes it. `false` when asked to stop first.
+async fn dead_letter(
+    dlq: &FutureProducer,
+    message: &OwnedMessage,
+    reason: &str,
+    group: &str,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let topic = dlq_topic(message.topic());
+    let partition = message.partition().to_string();
+    let offset = message.offset().to_string();
+    let mut backoff = RETRY_INITIAL;
+    loop {
+        let mut out = OwnedHeaders::new();
+        if let Some(original) = message.headers() {
+            for header in original.iter() {
+                out = out.insert(header);
+            }
+        }
+        let out = out
+            .insert(Header {
+                key: headers::REASON,
+                value: Some(reason),
+            })
+            .insert(Header {
+                key: headers::ORIGINAL_TOPIC,
+                value: Some(message.topic()),
+            })
+            .insert(Header {
+                key: headers::ORIGINAL_PARTITION,
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: headers::ORIGINAL_OFFSET,
+                value: Some(offset.as_str()),
+            })
+            .insert(Header {
+                key: headers::CONSUMER_GROUP,
+                value: Some(group),
+            });
+        let mut record = FutureRecord::<[u8], [u8]>::to(&topic).headers(out);
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(payload) = message.payload() {
+            record = record.payload(payload);
+        }
+        match dlq.send(record, Timeout::After(MESSAGE_TIMEOUT)).await {
+            Ok(_) => {
+                tracing::warn!(
+                    topic = message.topic(),
+                    group,
+                    partition = message.partition(),
+                    offset = message.offset(),
+                    reason,
+                    "poison event dead-lettered"
+                );
+                DEAD_LETTERED.with_label_values(&[message.topic(), group]).inc();
+                return true;
+            }
+            Err((e, _)) => {
+                tracing::error!(%topic, group, error = %e, "dead-letter write failed; retrying");
+                if wait_or_stop(backoff, stop).await {
+                    return false;
+                }
+                backoff = (backoff * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
