@@ -12,6 +12,9 @@
 --
 -- Reply: {1, expires_at, on_hand, reserved}  held now, or already held (the existing expiry)
 --        {0, available}                       not enough stock; nothing written but the purge
+--        {-1}                                 the bucket has no on_hand: Redis lost it (or the
+--                                             SKU was never stocked); nothing written. The caller
+--                                             asks the durable truth (rebuild, retry once).
 -- Error reply `OUTBOX_FULL ...` (nothing changed) while OUTBOX_LIMIT unpublished entries wait.
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
@@ -90,6 +93,12 @@ if not is_int(ttl_ms) or ttl_ms < 1 then return redis.error_reply('ERR reserve: 
 if sku == nil or sku == '' then return redis.error_reply('ERR reserve: sku is empty') end
 if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
   return redis.error_reply('ERR reserve: bucket_index must be an integer >= 0')
+end
+
+-- A bucket without on_hand is not "0 units": Redis may have lost it (a restart without AOF, a
+-- FLUSHALL, an eviction). Nothing is written; inventory's truth guard decides.
+if redis.call('HEXISTS', inv, 'on_hand') == 0 then
+  return {-1}
 end
 
 -- Back-pressure, never trimming: new work waits while the bus has not taken the backlog.

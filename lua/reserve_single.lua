@@ -27,6 +27,9 @@
 --        {"conflict"}                        the id exists with another fingerprint
 --        {"busy"}                            the id is `pending` under a multi-step Reserve
 --        {state, expires_at, shortages}      the id exists: its first answer
+--        {-1}                                the bucket has no on_hand: Redis lost it (or the
+--                                            SKU was never stocked); nothing written, no record.
+--                                            The caller asks the durable truth (rebuild, retry).
 -- Error reply `OUTBOX_FULL ...` (nothing changed) while OUTBOX_LIMIT unpublished entries wait.
 
 -- ---- shared helpers (kept identical in every script; Redis Lua has no include) ----
@@ -119,6 +122,13 @@ if existing[1] then
   if existing[2] ~= fp then return {'conflict'} end
   if existing[1] == 'pending' then return {'busy'} end
   return {existing[1], num(existing[3]), existing[4] or ''}
+end
+
+-- A bucket without on_hand is not "0 units": Redis may have lost it (a restart without AOF, a
+-- FLUSHALL, an eviction). Nothing is written, not even a refusal record: inventory's truth
+-- guard decides, then calls again.
+if redis.call('HEXISTS', inv, 'on_hand') == 0 then
+  return {-1}
 end
 
 -- Back-pressure, never trimming: new work waits while the bus has not taken the backlog.

@@ -128,7 +128,7 @@ expect "idempotent repeat holds nothing new" "3 3 $len" \
 expect "reserve r2 8 is short" "0 7" "$(ev reserve $K , r2 8 60000 A 0)"
 expect "shortage wrote nothing" "0 3 $len" \
   "$(rc hexists 'inv:{A}:held' r2) $(rc hget 'inv:{A}' reserved) $(rc xlen 'inv:{A}:events')"
-expect "reserve on unknown sku is short" "0 0" "$(ev reserve $(kk NOPE) , x 1 60000 NOPE 0)"
+expect "reserve on an unstocked (or lost) bucket answers -1" "-1" "$(ev reserve $(kk NOPE) , x 1 60000 NOPE 0)"
 expect "unknown sku left no keys" "0" "$(rc exists 'inv:{NOPE}' 'inv:{NOPE}:held' 'inv:{NOPE}:holds' 'inv:{NOPE}:events')"
 expect "availability A" "10 3 0 1 1" "$(ev availability inv:{A} inv:{A}:holds inv:{A}:held)"
 expect "availability of unknown sku" "0 0 0 1 1" "$(ev availability inv:{NOPE} inv:{NOPE}:holds inv:{NOPE}:held)"

@@ -72,6 +72,9 @@ pub struct Truth {
     pub(crate) last_beat: AtomicI64,
     pub(crate) generation: Mutex<Option<String>>,
     pub(crate) verified: Mutex<HashMap<String, u64>>,
+    /// SKUs neither Redis nor the store knows, per era: a reserve of one answers short without
+    /// asking the store again.
+    pub(crate) absent: Mutex<HashMap<String, u64>>,
     pub(crate) rebuilding: Mutex<HashSet<String>>,
     pub(crate) rebuilt: AtomicU64,
 }
@@ -93,6 +96,7 @@ impl Truth {
             last_beat: AtomicI64::new(0),
             generation: Mutex::new(None),
             verified: Mutex::default(),
+            absent: Mutex::default(),
             rebuilding: Mutex::default(),
             rebuilt: AtomicU64::new(0),
         }
@@ -119,6 +123,28 @@ impl Truth {
             verified.clear();
         }
         verified.insert(sku.to_string(), era);
+    }
+
+    pub(crate) fn is_absent(&self, sku: &str, era: u64) -> bool {
+        let absent = self.absent.lock().unwrap_or_else(PoisonError::into_inner);
+        absent.get(sku) == Some(&era)
+    }
+
+    /// `Some(era)`: remember that neither Redis nor the store knew `sku` in `era`; `None`:
+    /// forget it (the SKU was just stocked).
+    pub(crate) fn set_absent(&self, sku: &str, era: Option<u64>) {
+        let mut absent = self.absent.lock().unwrap_or_else(PoisonError::into_inner);
+        match era {
+            Some(era) => {
+                if absent.len() >= VERIFIED_LIMIT {
+                    absent.clear();
+                }
+                absent.insert(sku.to_string(), era);
+            }
+            None => {
+                absent.remove(sku);
+            }
+        }
     }
 }
 

@@ -137,10 +137,13 @@ impl Stock {
     /// Holds every line (summed by SKU, sorted) for `ttl_seconds`, all or nothing, idempotent
     /// by `rid`.
     ///
-    /// With a durable truth, a refusal is double-checked: one beat of the generation marker
-    /// (refusals only, so grants pay nothing). If Redis lost writes meanwhile (a FLUSHALL
-    /// empties every bucket, which would read as sold out), the refusal is dropped, the SKUs
-    /// are rebuilt and the reservation is tried once more.
+    /// With a durable truth, a bucket Redis does not have (the reserve scripts answer `{-1}`
+    /// for a bucket without `on_hand`, writing nothing) is never read as 0 units: the SKU is
+    /// verified against the store ([`Stock::recheck_missing`]), rebuilt if the store knows it,
+    /// and held once more; a SKU the store never saw stays short. A refusal is double-checked
+    /// too: one beat of the generation marker (refusals only, so grants pay nothing). If Redis
+    /// lost writes meanwhile, the refusal is dropped, the SKUs are rebuilt and the reservation
+    /// is tried once more.
     pub async fn reserve(
         &self,
         rid: &str,
@@ -200,32 +203,40 @@ impl Stock {
                 qty: *qty,
                 bucket: 0,
             }];
-            let outcome = scripts::reserve_single(
-                client,
-                record_key.clone(),
-                &keys,
-                rid,
-                *qty,
-                ttl_ms,
-                &fp,
-                &encode(&single),
-                (ms(RECORD_RETENTION), ms(REJECTED_RETENTION)),
-            )
-            .await?;
-            match outcome {
-                SingleReserve::Reserved(expires_at) => {
-                    self.touched([keys]);
-                    metrics::holds_created(1);
-                    return Ok(ReserveAnswer::Reserved { expires_at });
+            let mut rechecked = false;
+            loop {
+                let outcome = scripts::reserve_single(
+                    client,
+                    record_key.clone(),
+                    &keys,
+                    rid,
+                    *qty,
+                    ttl_ms,
+                    &fp,
+                    &encode(&single),
+                    (ms(RECORD_RETENTION), ms(REJECTED_RETENTION)),
+                )
+                .await?;
+                match outcome {
+                    SingleReserve::Reserved(expires_at) => {
+                        self.touched([keys]);
+                        metrics::holds_created(1);
+                        return Ok(ReserveAnswer::Reserved { expires_at });
+                    }
+                    SingleReserve::Rejected(shortages) => {
+                        metrics::reservation_rejected();
+                        return Ok(ReserveAnswer::Insufficient(decode(&shortages)));
+                    }
+                    SingleReserve::Existing(record) => return Ok(answer_from(&record)),
+                    SingleReserve::Conflict => return Err(conflict(rid)),
+                    // No bucket in Redis: lost (rebuilt now from the durable truth: once more)
+                    // or never stocked (the path below answers it short).
+                    SingleReserve::Missing if !rechecked && self.recheck_missing(sku).await? => {
+                        rechecked = true
+                    }
+                    // A multi-step Reserve of this id is mid-flight: take the path below, which waits.
+                    SingleReserve::Busy | SingleReserve::Missing => break,
                 }
-                SingleReserve::Rejected(shortages) => {
-                    metrics::reservation_rejected();
-                    return Ok(ReserveAnswer::Insufficient(decode(&shortages)));
-                }
-                SingleReserve::Existing(record) => return Ok(answer_from(&record)),
-                SingleReserve::Conflict => return Err(conflict(rid)),
-                // A multi-step Reserve of this id is mid-flight: take the path below, which waits.
-                SingleReserve::Busy => {}
             }
         }
 
@@ -410,6 +421,12 @@ impl Stock {
                     expires_at,
                 },
                 Hold::Short { available } => LineOutcome::Short { available },
+                // No bucket in Redis: rebuilt from the durable truth if it knows the SKU, then
+                // tried once more; never stocked: short, as ever.
+                Hold::Missing if may_rescan && self.recheck_missing(sku).await? => {
+                    return Box::pin(self.hold_line_scan(rid, sku, qty, ttl_ms, false)).await;
+                }
+                Hold::Missing => LineOutcome::Short { available: 0 },
             });
         }
 
@@ -431,6 +448,10 @@ impl Stock {
                     availability[bucket as usize] = available;
                     total_available += available;
                 }
+                Hold::Missing if may_rescan && self.recheck_missing(sku).await? => {
+                    return Box::pin(self.hold_line_scan(rid, sku, qty, ttl_ms, false)).await;
+                }
+                Hold::Missing => {}
             }
         }
         if total_available == 0 {
@@ -475,6 +496,7 @@ impl Stock {
                     expires_at,
                 },
                 Hold::Short { available } => LineOutcome::Short { available },
+                Hold::Missing => LineOutcome::Short { available: 0 },
             },
         )
     }

@@ -182,8 +182,22 @@ impl Stock {
         Ok(std::iter::once(first).chain(rest).collect())
     }
 
-    /// The SKU's level summed over its buckets.
+    /// The SKU's level summed over its buckets (GetStock, GetAvailability, Commit's answer),
+    /// behind the durable-truth guard: a SKU not verified in this era is verified (and rebuilt
+    /// if Redis lost it) before it is read, and an all-zero read, which is what an empty Redis
+    /// answers before the generation watch notices, beats the marker and reads again once
+    /// rebuilt. `UNAVAILABLE` while another call is rebuilding the SKU (retry).
     pub async fn level(&self, sku: &str) -> Result<SkuLevel, InventoryError> {
+        self.ensure_truth(&[sku]).await?;
+        let level = self.read_level(sku).await?;
+        if level.levels == Levels::default() && self.recheck_empty(sku).await? {
+            return self.read_level(sku).await;
+        }
+        Ok(level)
+    }
+
+    /// The SKU's level as Redis has it now, unguarded (callers that verified the SKU already).
+    pub async fn read_level(&self, sku: &str) -> Result<SkuLevel, InventoryError> {
         let buckets = self.bucket_levels(sku).await?;
         Ok(sum(&buckets))
     }
@@ -291,7 +305,7 @@ impl Stock {
                 scripts::StockSet::BelowHeld(_) | scripts::StockSet::FenceLost => return Ok(None),
             }
         }
-        Ok(Some(self.level(sku).await?))
+        Ok(Some(self.read_level(sku).await?))
     }
 
     /// Adds `delta` units once per `adjustment_id`. Adjustments land on bucket 0 (the
@@ -339,7 +353,7 @@ impl Stock {
             }
         }
         self.record_truth(sku).await?;
-        self.level(sku).await
+        self.read_level(sku).await
     }
 
     /// Moves up to `need` free units from other buckets into bucket `to`, richest first.

@@ -53,6 +53,8 @@ pub enum Verdict {
     Adopted,
     /// Redis had lost writes: the SKU was rebuilt from the store.
     Rebuilt,
+    /// Neither Redis nor the store knows the SKU (never stocked).
+    Unknown,
 }
 
 impl Stock {
@@ -100,7 +102,7 @@ impl Stock {
             _ => truth.store.get(sku).await.map_err(store_error)?,
         };
         let verdict = match stored {
-            None if !snaps[0].exists => Verdict::Consistent,
+            None if !snaps[0].exists => Verdict::Unknown,
             None => {
                 // A SKU stocked before the store kept truth: adopt what Redis has.
                 let write = StockWrite {
@@ -232,7 +234,51 @@ impl Stock {
             stocked: self.stocked_of(sku, &snaps).await?,
             version: snaps[0].seq,
         };
-        truth.store.record_stock(vec![write]).await.map_err(store_error)
+        truth.store.record_stock(vec![write]).await.map_err(store_error)?;
+        truth.set_absent(sku, None);
+        Ok(())
+    }
+
+    /// A reserve script found `sku`'s bucket without `on_hand` (`{-1}`, nothing written): Redis
+    /// lost it (a restart without AOF, a FLUSHALL, an eviction) or the SKU was never stocked.
+    /// Beats the generation marker (a loss starts a new era and the rebuild pass), then
+    /// verifies the SKU against the store even if it counts as verified, rebuilding it when
+    /// the store knows it. `true`: the store knows the SKU and Redis has it again: reserve
+    /// once more. `false`: never stocked (or no durable truth): answer short, as ever.
+    /// `UNAVAILABLE` while another call rebuilds it.
+    pub async fn recheck_missing(&self, sku: &str) -> Result<bool, InventoryError> {
+        let Some(truth) = self.guard() else {
+            return Ok(false);
+        };
+        if truth.is_absent(sku, truth.era()) {
+            // Known unknown in this era: no store read per reserve of a made-up SKU.
+            return Ok(false);
+        }
+        self.check_generation().await?;
+        let era = truth.era();
+        match self.verify_sku(sku, None).await? {
+            Verdict::Unknown => {
+                truth.set_absent(sku, Some(era));
+                Ok(false)
+            }
+            Verdict::Consistent | Verdict::Adopted | Verdict::Rebuilt => Ok(true),
+        }
+    }
+
+    /// A read found `sku` all zero (`GetStock` of an empty Redis reads so): beats the
+    /// generation marker and, if Redis lost data since the SKU was verified (the watch had not
+    /// noticed yet), verifies it now, rebuilding it from the store. `true` when it did: read
+    /// again. One marker beat per read of an all-zero SKU; no store read unless Redis lost data.
+    pub async fn recheck_empty(&self, sku: &str) -> Result<bool, InventoryError> {
+        let Some(truth) = self.guard() else {
+            return Ok(false);
+        };
+        self.check_generation().await?;
+        if truth.is_verified(sku, truth.era()) {
+            return Ok(false);
+        }
+        self.ensure_truth(&[sku]).await?;
+        Ok(true)
     }
 
     /// Records a reservation's sales, (SKU, units) per line, in the store before Redis

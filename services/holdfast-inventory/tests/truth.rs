@@ -1,7 +1,7 @@
 //! Redis losing writes in the middle of a flash sale never oversells: a FLUSHALL, and a
 //! kill -9 of a redis-server without AOF that restarts from an older snapshot. The units
-//! granted are counted from the durable store; the counts are rebuilt from it; the sale goes
-//! on until sold out.
+//! granted are counted from the durable store; the counts are rebuilt from it (GetStock right
+//! after an empty restart or a FLUSHALL already shows them); the sale goes on until sold out.
 
 mod truth_support;
 
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use holdfast_store::Store;
-use truth_support::{OwnRedis, Tally, buy, eventually, inventory, sqlite, store_sold};
+use truth_support::{OwnRedis, Tally, buy, eventually, inventory, level_now, sqlite, store_sold};
 
 const STOCK: i64 = 40;
 const BUYERS: usize = 60;
@@ -21,11 +21,13 @@ type Fault = (i64, Box<dyn FnOnce() + Send>);
 
 /// Runs the sale, injecting each fault once its number of units more were granted since the
 /// previous one (so sales happen between faults); returns the tally and how many were granted
-/// before the last fault.
+/// before the last fault. With `probe`, GetStock right after each fault (Redis empty, the
+/// watch not necessarily beaten yet) must show the rebuilt counts, never the empty Redis.
 async fn sale_with_faults(
     inv: &Arc<holdfast_inventory::RunningInventory>,
     sku: &str,
     faults: Vec<Fault>,
+    probe: bool,
 ) -> (Arc<Tally>, i64) {
     let tally = Arc::new(Tally::default());
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -69,6 +71,21 @@ async fn sale_with_faults(
         .await;
         before = tally.granted.load(Ordering::SeqCst);
         fault();
+        if probe {
+            // Units move from on_hand to sold (commit) or back (rebuild), never out of the sum;
+            // every sale answered before the fault is in the store, so in the rebuilt count.
+            let level = level_now(inv, sku).await;
+            println!("GetStock right after the fault: {level:?}");
+            assert_eq!(
+                level.levels.on_hand + level.levels.sold,
+                STOCK,
+                "GetStock right after the loss: {level:?}"
+            );
+            assert!(
+                level.levels.sold >= before,
+                "GetStock right after the loss counts the {before} sold before it: {level:?}"
+            );
+        }
         let reopen = faults.peek().map_or(i64::MAX, |(more, _)| before + more);
         gate.store(reopen, Ordering::SeqCst);
     }
@@ -132,7 +149,7 @@ async fn flushall_mid_sale_never_oversells_and_the_sale_goes_on() {
             assert_eq!(answer.trim(), "OK");
         }),
     );
-    let (tally, before) = sale_with_faults(&inv, "flash", vec![flush]).await;
+    let (tally, before) = sale_with_faults(&inv, "flash", vec![flush], true).await;
     verdict(&inv, &store, "flash", &tally, before).await;
 }
 
@@ -163,7 +180,37 @@ async fn kill9_of_redis_without_aof_mid_sale_never_oversells_and_the_sale_goes_o
             redis.restart();
         }),
     );
-    let (tally, before) = sale_with_faults(&inv, "flash", vec![save, kill]).await;
+    let (tally, before) = sale_with_faults(&inv, "flash", vec![save, kill], false).await;
+    verdict(&inv, &store, "flash", &tally, before).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill9_of_redis_without_aof_restarting_empty_mid_sale_never_oversells_and_get_stock_is_rebuilt() {
+    // No AOF, no snapshot at all: the restart is an empty Redis (what `holdfast-load chaos
+    // --kinds redis-no-aof` does). Twice, with sales in between.
+    let dir = holdfast_testkit::TempDir::new("truth-empty").expect("dir");
+    let redis = Arc::new(std::sync::Mutex::new(OwnRedis::start(dir.path(), &[])));
+    let url = redis.lock().expect("redis").url();
+    let store = sqlite().await;
+    let inv = Arc::new(inventory(&url, &store).await);
+    inv.stock.set_stock("flash", STOCK, 1).await.expect("stock");
+    let kills: Vec<Fault> = [6, 10]
+        .into_iter()
+        .map(|more| {
+            let killer = Arc::clone(&redis);
+            let kill: Fault = (
+                more,
+                Box::new(move || {
+                    let mut redis = killer.lock().expect("redis");
+                    redis.kill9();
+                    assert!(!redis.dir.join("dump.rdb").exists(), "nothing to restart from");
+                    redis.restart();
+                }),
+            );
+            kill
+        })
+        .collect();
+    let (tally, before) = sale_with_faults(&inv, "flash", kills, true).await;
     verdict(&inv, &store, "flash", &tally, before).await;
 }
 
@@ -225,6 +272,6 @@ async fn failover_to_a_replica_that_missed_writes_never_oversells() {
             primary.restart();
         }),
     );
-    let (tally, before) = sale_with_faults(&inv, "flash", vec![detach, failover]).await;
+    let (tally, before) = sale_with_faults(&inv, "flash", vec![detach, failover], false).await;
     verdict(&inv, &store, "flash", &tally, before).await;
 }

@@ -22,6 +22,9 @@ pub enum Hold {
         /// What the bucket had available.
         available: i64,
     },
+    /// The bucket has no `on_hand` (`{-1}`): Redis lost it, or the SKU was never stocked.
+    /// Nothing was written; ask the durable truth ([`crate::stock::Stock::recheck_missing`]).
+    Missing,
 }
 
 /// `reserve.lua`: hold `qty` units of one bucket for `rid`.
@@ -41,6 +44,7 @@ pub async fn reserve(
         0 => Ok(Hold::Short {
             available: int_at(&RESERVE, &reply, 1)?,
         }),
+        -1 => Ok(Hold::Missing),
         other => Err(protocol(&RESERVE, format!("status {other}"))),
     }
 }
@@ -58,6 +62,8 @@ pub enum SingleReserve {
     Busy,
     /// The id exists: its first answer.
     Existing(Record),
+    /// The bucket has no `on_hand` (`{-1}`): nothing written, no record (see [`Hold::Missing`]).
+    Missing,
 }
 
 /// `reserve_single.lua`: a one-line, one-bucket Reserve in one step (all keys on one server).
@@ -95,6 +101,9 @@ pub async fn reserve_single(
         s(retention_ms.1),
     ];
     let reply = run(&RESERVE_SINGLE, client, key_list, args).await?;
+    if reply.len() == 1 && int_at(&RESERVE_SINGLE, &reply, 0).ok() == Some(-1) {
+        return Ok(SingleReserve::Missing);
+    }
     let first = string_at(&RESERVE_SINGLE, &reply, 0)?;
     Ok(match first.as_str() {
         "reserved" if reply.len() == 2 => SingleReserve::Reserved(int_at(&RESERVE_SINGLE, &reply, 1)?),

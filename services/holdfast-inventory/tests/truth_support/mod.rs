@@ -107,12 +107,22 @@ impl Drop for OwnRedis {
 
 /// An inventory over `url` guarded by an in-memory SQLite store.
 pub async fn inventory(url: &RedisUrl, store: &Store) -> RunningInventory {
+    inventory_watching(url, store, Duration::from_millis(50)).await
+}
+
+/// The same, its generation watch beating the marker every `generation_every` (and on
+/// reconnects): a long one leaves the moment after a loss to the calls themselves.
+pub async fn inventory_watching(
+    url: &RedisUrl,
+    store: &Store,
+    generation_every: Duration,
+) -> RunningInventory {
     let pool = redis::connect(url, 4).await.expect("connect");
     let options = InventoryOptions {
         sweep_every: Duration::from_millis(50),
         rebalance_every: Duration::from_millis(100),
         outbox_rescan_every: Duration::from_secs(1),
-        generation_every: Duration::from_millis(50),
+        generation_every,
         ..InventoryOptions::default()
     };
     holdfast_inventory::start_with_truth(
@@ -175,6 +185,20 @@ pub async fn buy(inv: &RunningInventory, sku: &str, buyer: usize, tally: &Tally,
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     unreachable!()
+}
+
+/// GetStock's level of `sku`, retried while another call rebuilds it (UNAVAILABLE).
+pub async fn level_now(inv: &RunningInventory, sku: &str) -> holdfast_inventory::stock::SkuLevel {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match inv.stock.level(sku).await {
+            Ok(level) => return level,
+            Err(InventoryError::Rebuilding(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(error) => panic!("GetStock of {sku}: {error}"),
+        }
+    }
 }
 
 /// Units the store records as sold for `sku`.
