@@ -53,7 +53,12 @@ async fn within<T>(
 
 impl Upstream {
     /// Clients over `catalog` and `inventory` (lazy channels are fine) carrying `outbound`.
-    pub(crate) fn new(catalog: Channel, inventory: Channel, outbound: &TracePropagation, timeout: Duration) -> Self {
+    pub(crate) fn new(
+        catalog: Channel,
+        inventory: Channel,
+        outbound: &TracePropagation,
+        timeout: Duration,
+    ) -> Self {
         Self {
             catalog: CatalogServiceClient::with_interceptor(catalog, outbound.clone()),
             inventory: InventoryServiceClient::with_interceptor(inventory, outbound.clone()),
@@ -151,12 +156,20 @@ impl Known {
     }
 
     /// Asks the catalog for the products of those of `skus` not settled yet.
-    pub(crate) async fn complete_products(&mut self, upstream: &Upstream, skus: &[String]) -> Result<(), CartError> {
+    pub(crate) async fn complete_products(
+        &mut self,
+        upstream: &Upstream,
+        skus: &[String],
+    ) -> Result<(), CartError> {
         self.settle(upstream, skus, true, false).await
     }
 
     /// Asks inventory for the units available of those of `skus` not settled yet.
-    pub(crate) async fn complete_available(&mut self, upstream: &Upstream, skus: &[String]) -> Result<(), CartError> {
+    pub(crate) async fn complete_available(
+        &mut self,
+        upstream: &Upstream,
+        skus: &[String],
+    ) -> Result<(), CartError> {
         self.settle(upstream, skus, false, true).await
     }
 
@@ -166,9 +179,23 @@ impl Known {
         self.settle(upstream, skus, true, true).await
     }
 
-    async fn settle(&mut self, upstream: &Upstream, skus: &[String], prices: bool, units: bool) -> Result<(), CartError> {
-        let unpriced = if prices { unsettled(&self.priced, skus) } else { Vec::new() };
-        let uncounted = if units { unsettled(&self.counted, skus) } else { Vec::new() };
+    async fn settle(
+        &mut self,
+        upstream: &Upstream,
+        skus: &[String],
+        prices: bool,
+        units: bool,
+    ) -> Result<(), CartError> {
+        let unpriced = if prices {
+            unsettled(&self.priced, skus)
+        } else {
+            Vec::new()
+        };
+        let uncounted = if units {
+            unsettled(&self.counted, skus)
+        } else {
+            Vec::new()
+        };
         let (products, levels) = futures::future::join(
             async {
                 if unpriced.is_empty() {

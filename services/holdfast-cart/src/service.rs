@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use fred::prelude::Pool;
+use fred::prelude::{ClientLike, Pool};
 use holdfast_platform::auth::{self, Caller};
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::cart::v1 as pb;
@@ -326,7 +326,8 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         // Only a raise needs the figure, and only the script knows whether this is one: a
         // failed inventory call fails the update only if it turns out to be a raise.
         let raise = request.quantity > 0;
-        let (_, mut known) = self.snapshot(&owner, if raise { &[sku] } else { &[] }).await?;
+        let extra: &[&str] = if raise { &[sku] } else { &[] };
+        let (_, mut known) = self.snapshot(&owner, extra).await?;
         let (available, inventory_error) = if raise {
             match known
                 .complete_available(&self.upstream, std::slice::from_ref(&request.sku))
@@ -425,9 +426,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         }
 
         // Asked before anything is written: a catalog outage leaves both carts as they were.
-        known
-            .complete_products(&self.upstream, &anonymous.skus())
-            .await?;
+        known.complete_products(&self.upstream, &anonymous.skus()).await?;
         let sellable = |sku: &str| known.product(sku).is_some_and(|product| product.active);
         let folded = LiveCart {
             lines: anonymous

@@ -143,7 +143,12 @@ pub async fn flush<S: CartStore>(queue: &WriteBehind, redis: &Pool, store: &S) -
 }
 
 /// Saves `cart` as acknowledged, then drops a live copy older than it (Redis lost writes).
-async fn save<S: CartStore>(redis: &Pool, store: &S, owner_key: &str, cart: &LiveCart) -> Result<(), CartError> {
+async fn save<S: CartStore>(
+    redis: &Pool,
+    store: &S,
+    owner_key: &str,
+    cart: &LiveCart,
+) -> Result<(), CartError> {
     store.save_cart(cart.to_stored(owner_key)).await?;
     if scripts::evict_stale(redis.next(), &redis_key(owner_key), cart.version).await? {
         tracing::warn!(

@@ -199,7 +199,10 @@ async fn a_clear_acknowledged_just_before_a_redis_loss_stays_cleared() {
     let durable = fx.store.load_cart("c:ann").await.expect("load").expect("saved");
     assert_eq!((durable.version, durable.lines.len()), (cleared.version, 0));
     let cart = get(&mut c, customer("ann")).await;
-    assert!(cart.lines.is_empty(), "the bought lines do not come back: {cart:?}");
+    assert!(
+        cart.lines.is_empty(),
+        "the bought lines do not come back: {cart:?}"
+    );
     assert_eq!(cart.version, cleared.version);
 }
 
@@ -225,5 +228,8 @@ async fn a_redis_that_comes_back_with_an_older_cart_is_corrected_by_the_write_be
     assert!(cart.lines.is_empty(), "the stale copy was dropped: {cart:?}");
     assert_eq!(cart.version, cleared.version);
     let next = added(&mut c, customer("ann"), "MUG", 1).await;
-    assert_eq!((lines(&next), next.version), (pairs(&[("MUG", 1)]), cleared.version + 1));
+    assert_eq!(
+        (lines(&next), next.version),
+        (pairs(&[("MUG", 1)]), cleared.version + 1)
+    );
 }

@@ -88,7 +88,10 @@ async fn changes_are_two_redis_round_trips_and_clear_is_one() {
     );
     let (reply, redis, upstream) = cost!(fx, update(&mut c, customer("ann"), "MUG", 5, 0).await);
     assert_eq!((redis, upstream), (2, 0), "UpdateItem");
-    assert_eq!(lines(&reply.expect("update").cart.expect("cart"))[0], ("MUG".to_string(), 5));
+    assert_eq!(
+        lines(&reply.expect("update").cart.expect("cart"))[0],
+        ("MUG".to_string(), 5)
+    );
     let (cart, redis, upstream) = cost!(fx, remove(&mut c, customer("ann"), "TEA", 0).await);
     assert_eq!((redis, upstream), (2, 0), "RemoveItem");
     assert_eq!(lines(&cart.expect("remove")), pairs(&[("MUG", 5)]));

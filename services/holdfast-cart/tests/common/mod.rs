@@ -333,7 +333,8 @@ pub fn upstream_calls() -> u64 {
         .filter(|metric| {
             metric.get_label().iter().any(|label| {
                 label.name() == "service"
-                    && (label.value().contains("CatalogService") || label.value().contains("InventoryService"))
+                    && (label.value().contains("CatalogService")
+                        || label.value().contains("InventoryService"))
             })
         })
         .map(|metric| metric.get_counter().get_value() as u64)
