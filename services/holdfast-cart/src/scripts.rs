@@ -314,7 +314,7 @@ pub struct Viewed {
 /// buckets.
 pub async fn view(client: &Client, key: &str, lookups: bool, extra: &[&str]) -> Result<Viewed, CartError> {
     let mut args = vec![Value::from(if lookups { "1" } else { "0" })];
-    args.extend(extra.iter().map(|sku| s(sku)));
+    args.extend(extra.iter().map(s));
     let reply: Value = VIEW.run(client, vec![key.to_string()], args).await?;
     let Value::Array(values) = reply else {
         return Err(protocol(&VIEW, format!("expected an array, got {reply:?}")));

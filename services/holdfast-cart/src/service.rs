@@ -4,7 +4,7 @@
 //!
 //! Redis round trips on a standalone Redis with warm caches: GetCart 1 (`cart_view.lua`);
 //! AddItem, UpdateItem and RemoveItem 2 (`cart_view.lua`, then the changing script); ClearCart
-//! 1. A cart missing from Redis adds a store read and `cart_restore.lua`; a catalog cache
+//! one. A cart missing from Redis adds a store read and `cart_restore.lua`; a catalog cache
 //! miss or a SKU inventory does not keep in this Redis adds a gRPC call for those SKUs. On a
 //! Redis Cluster the read is the cart alone and every price and stock figure comes over gRPC.
 
