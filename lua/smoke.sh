@@ -86,7 +86,7 @@ for path in "$LUA"/cart_*.lua; do
   [[ "$(helpers "$f")" == "$cart_ref" ]] || fail "$f.lua: shared helpers differ from cart_add.lua"
   carts=$((carts + 1))
 done
-expect "cart shared helper block identical in all cart scripts" 6 "$carts"
+expect "cart shared helper block identical in all cart scripts" 8 "$carts"
 xadds=$(cat "$LUA"/*.lua | grep -c "redis.call('XADD'")
 emits=$(cat "$LUA"/*.lua | grep -c "^  redis.call('XADD', events, '\*', unpack(fields))$")
 expect "every XADD is the one in emit()" "$xadds" "$emits"
