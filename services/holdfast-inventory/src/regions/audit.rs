@@ -8,7 +8,7 @@
 //! `sum(on_hand + sold) + in_flight - unseen = sum(allocations) = global total` unless a unit
 //! was minted or lost: that difference is the drift.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use holdfast_proto::events::v1::RegionSnapshot;
 use holdfast_proto::inventory::v1::{RegionAvailability, SkuReconciliation, SkuScope, TransferRecord};
@@ -110,22 +110,25 @@ pub fn reconcile(
     }
 
     // The transfer log: every debit against its credit.
-    let credits: HashMap<&str, (&RegionSnapshot, i64)> = snapshots
+    let credits: HashMap<&str, (&RegionSnapshot, i64, i64)> = snapshots
         .values()
         .flat_map(|s| {
             s.transfers_in
                 .iter()
-                .map(move |t| (t.transfer_id.as_str(), (s, t.units)))
+                .map(move |t| (t.transfer_id.as_str(), (s, t.units, t.credited_at_unix_ms)))
         })
         .collect();
-    let mut debited: HashMap<&str, ()> = HashMap::new();
+    let mut debited: HashSet<&str> = HashSet::new();
     let mut in_flight = 0;
     let mut oldest = 0;
+    let mut latencies = Vec::new();
     for s in snapshots.values() {
         for t in &s.transfers_out {
-            debited.insert(t.transfer_id.as_str(), ());
+            debited.insert(t.transfer_id.as_str());
+            report.transfers += 1;
             match credits.get(t.transfer_id.as_str()) {
-                Some((at, units)) => {
+                Some((at, units, credited_at)) => {
+                    latencies.push(credited_at - t.debited_at_unix_ms);
                     if at.region != t.region {
                         report.problems.push(format!(
                             "transfer {} from {} to {} was credited in {}",
@@ -157,7 +160,7 @@ pub fn reconcile(
     let mut unseen = 0;
     for s in snapshots.values() {
         for t in &s.transfers_in {
-            if debited.contains_key(t.transfer_id.as_str()) {
+            if debited.contains(t.transfer_id.as_str()) {
                 continue;
             }
             let source_newer = snapshots
@@ -174,6 +177,8 @@ pub fn reconcile(
             }
         }
     }
+    latencies.sort_unstable();
+    report.transfer_latency_p99_ms = percentile(&latencies, 0.99);
     report.in_flight = in_flight;
     report.oldest_in_flight_ms = oldest.max(0);
     report.drift = report.on_hand + report.sold + in_flight - unseen - report.global_total;
@@ -182,6 +187,15 @@ pub fn reconcile(
         report.drift = 0;
     }
     report
+}
+
+/// The `q` quantile of sorted `values` (nearest rank), 0 when empty.
+pub fn percentile(sorted: &[i64], q: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1].max(0)
 }
 
 #[cfg(test)]
@@ -209,6 +223,7 @@ mod tests {
             region: region.into(),
             units,
             debited_at_unix_ms: at,
+            credited_at_unix_ms: if at > 0 { at + 50 } else { 0 },
         }
     }
     fn regions() -> Vec<String> {
@@ -229,6 +244,19 @@ mod tests {
         assert_eq!(report.drift, 0, "{:?}", report.problems);
         assert!(report.problems.is_empty(), "{:?}", report.problems);
         assert_eq!(report.oldest_in_flight_ms, 2_000);
+    }
+
+    #[test]
+    fn audit_reports_transfer_count_and_latency_p99() {
+        let mut eu = snap("eu", 500, 300, 0, 9_000);
+        eu.transfers_out.push(xfer("t1", "na", 200, 8_000));
+        let mut na = snap("na", 500, 300, 400, 9_500);
+        na.transfers_in.push(xfer("t1", "eu", 200, 8_000));
+        let report = run(vec![na, eu]);
+        assert_eq!((report.transfers, report.transfer_latency_p99_ms), (1, 50));
+        assert_eq!(report.drift, 0, "{:?}", report.problems);
+        assert_eq!(percentile(&[1, 2, 3, 4, 100], 0.99), 100);
+        assert_eq!(percentile(&[], 0.99), 0);
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub fn json(report: &GetReconciliationResponse) -> serde_json::Value {
             "sold": sku.sold,
             "in_flight": sku.in_flight,
             "oldest_in_flight_ms": sku.oldest_in_flight_ms,
+            "transfers": sku.transfers,
+            "transfer_latency_p99_ms": sku.transfer_latency_p99_ms,
             "drift": sku.drift,
             "problems": sku.problems,
             "regions": sku.regions.iter().map(|r| json!({

@@ -199,6 +199,8 @@ pub struct LedgerTransfer {
     pub units: i64,
     /// When the source debited it.
     pub debited_at: i64,
+    /// Transfers in: when this region credited it (0 for transfers out).
+    pub credited_at: i64,
 }
 
 /// A region's ledger of one SKU, as `region_snapshot.lua` reads it.
@@ -279,6 +281,7 @@ pub fn parse_out(id: &str, recorded: &str) -> Option<LedgerTransfer> {
         region: parts.next()?.to_string(),
         units: parts.next()?.parse().ok()?,
         debited_at: parts.next()?.parse().ok()?,
+        credited_at: 0,
     })
 }
 
@@ -290,6 +293,7 @@ pub fn parse_in(id: &str, recorded: &str) -> Option<LedgerTransfer> {
         region: parts.next()?.to_string(),
         units: parts.next()?.parse().ok()?,
         debited_at: parts.next()?.parse().ok()?,
+        credited_at: parts.next()?.parse().ok()?,
     })
 }
 
@@ -302,7 +306,10 @@ mod tests {
         let out = parse_out("t1", "eu:12:1700").expect("parses");
         assert_eq!((out.region.as_str(), out.units, out.debited_at), ("eu", 12, 1700));
         let inn = parse_in("t1", "na:12:1700:1800").expect("parses");
-        assert_eq!((inn.region.as_str(), inn.units, inn.debited_at), ("na", 12, 1700));
+        assert_eq!(
+            (inn.region.as_str(), inn.units, inn.debited_at, inn.credited_at),
+            ("na", 12, 1700, 1800)
+        );
         assert!(parse_out("t2", "garbage").is_none());
     }
 }

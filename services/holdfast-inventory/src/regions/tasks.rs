@@ -389,6 +389,7 @@ pub fn to_snapshot(sku: &str, region: &str, ledger: &Ledger) -> RegionSnapshot {
                 region: t.region.clone(),
                 units: t.units,
                 debited_at_unix_ms: t.debited_at,
+                credited_at_unix_ms: t.credited_at,
             })
             .collect();
         out.sort_by(|a, b| a.transfer_id.cmp(&b.transfer_id));
