@@ -14,6 +14,7 @@ fn every_lua_file_is_registered_exactly_once() {
         .collect();
     let registered: Vec<&str> = holdfast_inventory::scripts::all()
         .into_iter()
+        .chain(holdfast_inventory::regions::scripts::all())
         .chain(holdfast_catalog::cache::scripts::all())
         .chain(holdfast_cart::scripts::all())
         .chain(holdfast_platform::admission::scripts::all())

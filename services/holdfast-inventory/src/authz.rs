@@ -1,7 +1,8 @@
 //! Who may call which InventoryService RPC: stock levels are set by `admin` and adjusted by
 //! `admin` or `service` (orders returns cancelled units);
 //! availability, holds (Reserve, Extend, Release) by any valid token; committing a hold (a
-//! sale) by `service` (orders) only.
+//! sale) by `service` (orders) only. Multi-region: placing a global SKU and reconciling by
+//! `admin`; the regional availability by any valid token.
 
 use holdfast_platform::auth::{AuthzTable, Rule};
 
@@ -18,6 +19,9 @@ pub static TABLE: AuthzTable = AuthzTable {
         ("Commit", Rule::Service),
         ("Release", Rule::Authenticated),
         ("Extend", Rule::Authenticated),
+        ("SetGlobalStock", Rule::Admin),
+        ("GetRegionalAvailability", Rule::Authenticated),
+        ("GetReconciliation", Rule::Admin),
     ],
 };
 
@@ -39,6 +43,9 @@ mod tests {
             ("Commit", service),
             ("Release", anyone),
             ("Extend", anyone),
+            ("SetGlobalStock", admin),
+            ("GetRegionalAvailability", anyone),
+            ("GetReconciliation", admin),
         ];
         TABLE
             .check(&expected, holdfast_proto::FILE_DESCRIPTOR_SET)

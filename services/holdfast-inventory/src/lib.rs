@@ -13,6 +13,7 @@ pub mod guard;
 pub mod keys;
 pub mod metrics;
 pub mod reconcile;
+pub mod regions;
 pub mod reservations;
 pub mod scripts;
 pub mod service;
@@ -177,6 +178,15 @@ pub struct InventoryArgs {
     #[arg(long, env = "HOLDFAST_RESERVE_LIMIT_BURST", default_value_t = 10,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub reserve_limit_burst: u32,
+
+    /// Multi-region (docs/regions.md): every region of the deployment, comma-separated,
+    /// this one (--region) included. Unset: one region, no placements or transfers.
+    #[arg(long, env = "HOLDFAST_REGIONS", value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Multi-region: how often each region SKU's snapshot is published, in milliseconds.
+    #[arg(long, env = "HOLDFAST_REGION_SNAPSHOT_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    pub region_snapshot_ms: u64,
 }
 
 impl InventoryArgs {
@@ -195,6 +205,27 @@ impl InventoryArgs {
         );
         admission.load().await?;
         Ok(admission)
+    }
+
+    /// The multi-region configuration for `region`, if `--regions` is set.
+    pub fn regions_config(&self, region: &str) -> anyhow::Result<Option<regions::RegionsConfig>> {
+        if self.regions.is_empty() {
+            return Ok(None);
+        }
+        for name in self.regions.iter().map(String::as_str).chain([region]) {
+            anyhow::ensure!(
+                regions::valid_region(name),
+                "region {name:?}: must be 1..32 of a-z, 0-9 and -"
+            );
+        }
+        anyhow::ensure!(
+            self.regions.iter().any(|r| r == region),
+            "--regions {:?} must include this server's --region {region:?}",
+            self.regions
+        );
+        let mut config = regions::RegionsConfig::new(region, &self.regions);
+        config.snapshot_every = Duration::from_millis(self.region_snapshot_ms);
+        Ok(Some(config))
     }
 
     /// The options these flags select.
@@ -230,22 +261,30 @@ impl<S: holdfast_store::StockTruthStore + Clone + 'static> Service<S> for Invent
                 .store
                 .clone()
                 .map(|store| Arc::new(store) as Arc<dyn truth::TruthBackend>);
+            let regions_config = self.regions_config(&ctx.region)?;
             let built = build(redis, ctx.bus.clone(), &ctx.region, &self.options(), truth).await?;
-            let mut parts = ServiceParts::new(
-                "inventory",
-                InventoryServiceServer::new(Inventory::new(built.stock.clone()).with_admission(admission)),
-            )
-            .authz(&authz::TABLE)
-            .consumer(
-                reconcile::CONSUMER_GROUP,
-                &[reconcile::RECONCILIATION_TOPIC],
-                reconcile::handler(built.stock.clone(), &ctx.region),
-            )
-            .relay(built.relay)
-            .task(built.sweeper)
-            .task(built.rebalancer);
+            let mut inventory = Inventory::new(built.stock.clone()).with_admission(admission);
+            let mut regions = None;
+            if let Some(config) = regions_config {
+                let region = regions::Regions::new(config, built.stock.clone(), ctx.bus.clone()).await?;
+                inventory = inventory.with_regions(region.clone());
+                regions = Some(region);
+            }
+            let mut parts = ServiceParts::new("inventory", InventoryServiceServer::new(inventory))
+                .authz(&authz::TABLE)
+                .consumer(
+                    reconcile::CONSUMER_GROUP,
+                    &[reconcile::RECONCILIATION_TOPIC],
+                    reconcile::handler(built.stock.clone(), &ctx.region),
+                )
+                .relay(built.relay)
+                .task(built.sweeper)
+                .task(built.rebalancer);
             if let Some(watch) = built.watch {
                 parts = parts.task(watch);
+            }
+            if let Some(regions) = regions {
+                parts = regions::wire(parts, regions);
             }
             Ok(parts.keep(built.stock))
         })

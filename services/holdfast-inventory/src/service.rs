@@ -8,6 +8,10 @@ use holdfast_proto::inventory::v1::{
     ReleaseRequest, ReleaseResponse, ReservationStatus, ReserveRequest, ReserveResponse,
     SetAdmissionLimitsRequest, SetAdmissionLimitsResponse, SetStockRequest, Shortage, StockLevel,
 };
+use holdfast_proto::inventory::v1::{
+    GetReconciliationRequest, GetReconciliationResponse, GetRegionalAvailabilityRequest,
+    GetRegionalAvailabilityResponse, SetGlobalStockRequest, SetGlobalStockResponse,
+};
 use tonic::{Request, Response, Status};
 
 use crate::admission::ReserveAdmission;
@@ -21,6 +25,7 @@ use crate::validate::{self, MAX_LINES, MAX_ON_HAND};
 pub struct Inventory {
     stock: Stock,
     admission: Option<ReserveAdmission>,
+    regions: Option<crate::regions::Regions>,
 }
 
 impl Inventory {
@@ -29,6 +34,7 @@ impl Inventory {
         Self {
             stock,
             admission: None,
+            regions: None,
         }
     }
 
@@ -36,6 +42,23 @@ impl Inventory {
     pub fn with_admission(mut self, admission: ReserveAdmission) -> Self {
         self.admission = Some(admission);
         self
+    }
+
+    /// Runs as one region of a multi-region deployment (docs/regions.md).
+    pub fn with_regions(mut self, regions: crate::regions::Regions) -> Self {
+        self.regions = Some(regions);
+        self
+    }
+
+    fn regions(&self) -> Result<&crate::regions::Regions, Status> {
+        self.regions.as_ref().ok_or_else(|| {
+            InventoryError::precondition(
+                "REGIONS_OFF",
+                "regions",
+                "this server runs one region (no --regions)",
+            )
+            .into()
+        })
     }
 
     fn admission(&self) -> Result<&ReserveAdmission, Status> {
@@ -71,6 +94,9 @@ impl InventoryService for Inventory {
         }
         let buckets = validate::buckets(&mut violations, "buckets", request.buckets);
         checked(violations)?;
+        if let Some(regions) = &self.regions {
+            regions.claim_regional(&request.sku).await?;
+        }
         let level = self
             .stock
             .set_stock(&request.sku, request.on_hand, buckets)
@@ -133,6 +159,11 @@ impl InventoryService for Inventory {
         let ttl = validate::ttl(&mut violations, "ttl_seconds", request.ttl_seconds);
         let lines = validate::lines(&mut violations, &request.lines);
         checked(violations)?;
+        if let Some(regions) = &self.regions {
+            regions
+                .check_home(&lines.iter().map(|(sku, _)| sku.as_str()).collect::<Vec<_>>())
+                .await?;
+        }
         if let Some(admission) = &self.admission {
             admission
                 .admit(&metadata, trusted, lines.iter().map(|(sku, _)| sku.as_str()))
@@ -146,7 +177,12 @@ impl InventoryService for Inventory {
                 expires_at_unix_ms: expires_at,
             },
             ReserveAnswer::Insufficient(shortages) => ReserveResponse {
-                status: ReservationStatus::InsufficientStock as i32,
+                status: {
+                    if let Some(regions) = &self.regions {
+                        regions.note_shortage(shortages.iter().map(|s| s.sku.as_str()));
+                    }
+                    ReservationStatus::InsufficientStock as i32
+                },
                 shortages: shortages
                     .into_iter()
                     .map(|s| Shortage {
@@ -213,5 +249,34 @@ impl InventoryService for Inventory {
     ) -> Result<Response<GetAdmissionLimitsResponse>, Status> {
         let limits = self.admission()?.get(request.into_inner()).await?;
         Ok(Response::new(GetAdmissionLimitsResponse { limits: Some(limits) }))
+    }
+
+    async fn set_global_stock(
+        &self,
+        request: Request<SetGlobalStockRequest>,
+    ) -> Result<Response<SetGlobalStockResponse>, Status> {
+        Ok(Response::new(
+            self.regions()?.set_global_stock(request.into_inner()).await?,
+        ))
+    }
+
+    async fn get_regional_availability(
+        &self,
+        request: Request<GetRegionalAvailabilityRequest>,
+    ) -> Result<Response<GetRegionalAvailabilityResponse>, Status> {
+        Ok(Response::new(
+            self.regions()?
+                .regional_availability(request.into_inner())
+                .await?,
+        ))
+    }
+
+    async fn get_reconciliation(
+        &self,
+        request: Request<GetReconciliationRequest>,
+    ) -> Result<Response<GetReconciliationResponse>, Status> {
+        Ok(Response::new(
+            self.regions()?.get_reconciliation(request.into_inner()).await?,
+        ))
     }
 }

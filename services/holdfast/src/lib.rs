@@ -6,6 +6,7 @@
 //! section of the command line), so both are a list: [`RunArgs::services`].
 
 pub mod outbox;
+pub mod reconcile;
 
 use std::sync::Arc;
 
@@ -62,6 +63,9 @@ pub enum Command {
         #[arg(long, env = "HOLDFAST_STORE", value_name = "URL", value_parser = StoreUrl::parse)]
         store: StoreUrl,
     },
+    /// Multi-region: print the cross-region reconciliation of a region's inventory (a
+    /// table, then JSON); exits 2 when any SKU drifted or could not be confirmed.
+    Reconcile(reconcile::ReconcileArgs),
     /// One service, with its engines from flags or env.
     Serve {
         /// Which service.
@@ -191,7 +195,7 @@ impl Command {
                     .collect();
                 Some((chosen, args, false))
             }
-            Command::Migrate { .. } | Command::Token(_) => None,
+            Command::Migrate { .. } | Command::Token(_) | Command::Reconcile(_) => None,
         }
     }
 }

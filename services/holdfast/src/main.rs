@@ -39,6 +39,12 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Reconcile(reconcile) = &cli.command {
+        if !reconcile.run().await? {
+            std::process::exit(holdfast::reconcile::EXIT_DRIFT);
+        }
+        return Ok(());
+    }
     let Some((services, args, dev)) = cli.command.split() else {
         return Ok(());
     };

@@ -8,10 +8,21 @@ use holdfast_testkit::{BearerChannel, DevTokens};
 
 /// Spawns `command` (a `holdfast dev` whose `--data-dir` is `data`), waits for its ready
 /// line, and connects with an operator's tokens from the dev key it keeps in `data`.
-pub async fn spawn_dev(mut command: Command, data: &Path) -> (Child, BearerChannel) {
+#[allow(dead_code)] // used by some test binaries only
+pub async fn spawn_dev(command: Command, data: &Path) -> (Child, BearerChannel) {
+    spawn_dev_with(command, data, Stdio::null()).await
+}
+
+/// [`spawn_dev`], its stderr (the logs) appended to `log`.
+#[allow(dead_code)] // used by some test binaries only
+pub async fn spawn_dev_logged(command: Command, data: &Path, log: std::fs::File) -> (Child, BearerChannel) {
+    spawn_dev_with(command, data, Stdio::from(log)).await
+}
+
+async fn spawn_dev_with(mut command: Command, data: &Path, stderr: Stdio) -> (Child, BearerChannel) {
     let mut child = command
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("spawn holdfast dev");
     let stdout = child.stdout.take().expect("stdout");
