@@ -2,8 +2,8 @@
 -- a read replica: run it with EVALSHA_RO / EVAL_RO).
 --
 -- KEYS[1] bucket  inv:{B}        hash on_hand/reserved/sold (+ buckets on bucket 0)
--- KEYS[2] holds   inv:{B}:holds  zset rid -> hold expiry (ms)
--- KEYS[3] held    inv:{B}:held   hash rid -> units held
+-- KEYS[2] holds   inv:{B}:holds  holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[3] held    inv:{B}:held   the old layout's hash rid -> units (read, drained)
 -- (no ARGV)
 --
 -- Reply: {on_hand, reserved_live, sold, buckets, buckets_max}

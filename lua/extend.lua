@@ -2,8 +2,8 @@
 -- Extend racing a Commit must not cut the commit's longer lease short.
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
--- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
--- KEYS[3] held    inv:{B}:held    hash rid -> units held
+-- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[3] held    inv:{B}:held    the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events  inv:{B}:events  outbox stream (the purge reports expired holds there)
 -- ARGV[1] rid           reservation id whose hold to extend
 -- ARGV[2] ttl_ms        new lifetime from now, integer >= 1

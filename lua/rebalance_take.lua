@@ -2,8 +2,8 @@
 -- out of this bucket and remember the transfer until the receiving bucket confirms it.
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
--- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
--- KEYS[3] held    inv:{B}:held    hash rid -> units held
+-- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[3] held    inv:{B}:held    the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events  inv:{B}:events  outbox stream
 -- KEYS[5] xfer    inv:{B}:xfer    hash transfer id -> "to_bucket:units:taken_at_ms", pending
 -- ARGV[1] transfer_id   rebalancer-made id; a repeat while pending moves nothing more

@@ -2,8 +2,8 @@
 -- when the next one lapses, so inv:expiries can be rescheduled.
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
--- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
--- KEYS[3] held    inv:{B}:held    hash rid -> units held
+-- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[3] held    inv:{B}:held    the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events  inv:{B}:events  outbox stream
 -- ARGV[1] max_holds     purge at most this many holds, integer >= 1
 -- ARGV[2] sku           copied into the outbox entries only

@@ -2,8 +2,8 @@
 -- lost writes (docs/inventory-redis.md, "Durable truth").
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold/seq
--- KEYS[2] holds   inv:{B}:holds   zset rid -> hold expiry (ms)
--- KEYS[3] held    inv:{B}:held    hash rid -> units held
+-- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[3] held    inv:{B}:held    the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events  inv:{B}:events  outbox stream
 -- KEYS[5] xfer    inv:{B}:xfer    hash of pending transfers out (dropped: levels are absolute)
 -- ARGV[1] on_hand       the bucket's new on_hand (>= 0), or -1: exactly the units its live

@@ -2,8 +2,8 @@
 -- (docs/inventory-redis.md, "Durable truth"). Read only: no writes, no purge.
 --
 -- KEYS[1] bucket  inv:{B}        hash on_hand/reserved/sold/seq (+ buckets on bucket 0)
--- KEYS[2] holds   inv:{B}:holds  zset rid -> hold expiry (ms)
--- KEYS[3] held    inv:{B}:held   hash rid -> units held
+-- KEYS[2] holds   inv:{B}:holds  holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[3] held    inv:{B}:held   the old layout's hash rid -> units (read, drained)
 -- KEYS[4] xfer    inv:{B}:xfer   hash transfer id -> to_bucket:units:taken_at_ms
 -- (no ARGV)
 --

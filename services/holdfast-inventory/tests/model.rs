@@ -2,10 +2,12 @@
 //! expire over plain and hot SKUs, against a real redis-server, checked after every step
 //! against a model that is too simple to be wrong.
 
+mod layout_support;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use fred::prelude::{HashesInterface, SortedSetsInterface};
+use fred::prelude::HashesInterface;
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{Line, ReserveAnswer};
 use holdfast_inventory::{InventoryError, Stock};
@@ -226,17 +228,7 @@ impl World {
                 let held: Vec<Line> = serde_json::from_str(record.get("lines").map_or("[]", String::as_str))
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 for line in held {
-                    let _: i64 = client
-                        .zadd(
-                            BucketKeys::new(&line.sku, line.bucket).holds(),
-                            None,
-                            None,
-                            false,
-                            false,
-                            (1.0, rid.as_str()),
-                        )
-                        .await
-                        .map_err(fail)?;
+                    layout_support::lapse_hold(client, &BucketKeys::new(&line.sku, line.bucket), &rid).await;
                 }
                 let _: i64 = client
                     .hset(keys::reservation(&rid), ("expires_at", 1))
