@@ -53,6 +53,58 @@ local function emit(inv, events, fields)
   redis.call('XADD', events, '*', unpack(fields))
 end
 
+-- Reservation records (`res:{rid}`): one string per reservation, its fields joined by "\n" in
+-- REC_FIELDS order (trailing empty ones dropped) and the state as one letter: a packed string
+-- costs a third less than the same fields in a hash. Records written before this layout (a hash)
+-- are still read; the next write of one replaces it by the string.
+local REC_FIELDS = {'state', 'fp', 'expires_at', 'lines', 'shortages', 'lease', 'owner'}
+local REC_STATES = {pending = 'p', reserved = 'r', rejected = 'j', preparing = 'P', committing = 'c',
+  committed = 'C', released = 'l', expired = 'x'}
+local REC_NAMES = {}
+for name, code in pairs(REC_STATES) do REC_NAMES[code] = name end
+-- -> table field -> string (absent fields nil); {} when there is no record.
+local function rec_get(record)
+  local kind = redis.call('TYPE', record)['ok']
+  local rec = {}
+  if kind == 'hash' then
+    local r = redis.call('HMGET', record, unpack(REC_FIELDS))
+    for i, f in ipairs(REC_FIELDS) do
+      if r[i] then rec[f] = r[i] end
+    end
+  elseif kind == 'string' then
+    local v, i, n = redis.call('GET', record), 1, 1
+    while true do
+      local j = string.find(v, '\n', i, true)
+      local part = string.sub(v, i, (j or 0) - 1)
+      if part ~= '' then rec[REC_FIELDS[n]] = part end
+      if not j then break end
+      i, n = j + 1, n + 1
+    end
+    if rec.state then rec.state = REC_NAMES[rec.state] or rec.state end
+  end
+  return rec
+end
+-- Writes `rec` as the record; `pexpire_ms` sets its TTL (nil keeps it). A field holding "\n"
+-- would corrupt the packing: refused (callers pass hex, ids and JSON, which never do).
+local function rec_put(record, rec, pexpire_ms)
+  local parts, last = {}, 0
+  for i, f in ipairs(REC_FIELDS) do
+    local v = rec[f]
+    if v == nil or v == false then v = '' end
+    v = tostring(v)
+    if string.find(v, '\n', 1, true) then error('record field ' .. f .. ' holds a newline') end
+    if f == 'state' then v = REC_STATES[v] or v end
+    parts[i] = v
+    if v ~= '' then last = i end
+  end
+  local value = table.concat(parts, '\n', 1, last)
+  if pexpire_ms then
+    redis.call('SET', record, value, 'PX', int(pexpire_ms))
+  else
+    redis.call('SET', record, value, 'KEEPTTL')
+  end
+end
+
 -- The hold layout. Holds of bucket B live in small hashes `inv:{B}:h<n>` (field = reservation
 -- id, value = expiry ms * 1000 + units, or "expiry:units" from 1000 units up), `n` chosen by the
 -- id's SHA-1 among the `hs` shards (linear hashing: shards split one at a time, so none outgrows

@@ -108,6 +108,12 @@ hold() { rc eval "$(layout)
 local q, e = hold_get(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) if q then return {q, e} end return {}" \
   3 "inv:{$1}" "inv:{$1}:holds" "inv:{$1}:held" "$2"; }
 has() { [[ -n "$(hold "$1" "$2")" ]] && echo 1 || echo 0; }
+# recf KEY FIELD... -> the record's fields (read through rec_get), space separated
+recf() { local key=$1; shift; rc eval "$(layout)
+local r, out = rec_get(KEYS[1]), {} for i, f in ipairs(ARGV) do out[i] = r[f] or '' end return out" 1 "$key" "$@"; }
+# recset KEY FIELD VALUE -> sets one field of the record (rec_put, TTL kept)
+recset() { rc eval "$(layout)
+local r = rec_get(KEYS[1]) r[ARGV[1]] = ARGV[2] rec_put(KEYS[1], r, nil) return 1" 1 "$1" "$2" "$3" >/dev/null; }
 nholds() { rc eval "$(layout)
 return #hold_all(KEYS[1], KEYS[2])" 2 "inv:{$1}:holds" "inv:{$1}:held"; }
 
@@ -319,7 +325,7 @@ expect "bad fence action is an error" "ERR stock_fence: action must be raise or 
 # ---------------------------------------------------------------- reservation records
 R='res:{o1}'
 expect "claim new" "claimed" "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
-expect "claim created pending" "pending fpA A:2:0" "$(rc hmget $R state fp lines)"
+expect "claim created pending" "pending fpA A:2:0" "$(recf $R state fp lines)"
 ttl=$(rc pttl $R); (( ttl > 590000 && ttl <= 600000 )) || fail "claim: pttl $ttl not ~ retention"
 pass "claim set retention"
 expect "claim again, lease live" "busy" "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
@@ -354,7 +360,7 @@ ev reservation_transition $R2 , pending reserved $exp '' 0 600000 'A:1:0' >/dev/
 sleep 0.2
 expect "require_live on a lapsed record refused" "0 reserved $exp A:1:0" \
   "$(ev reservation_transition $R2 , reserved preparing -1 '' 1 600000 '')"
-expect "refused transition wrote nothing" "reserved" "$(rc hget $R2 state)"
+expect "refused transition wrote nothing" "reserved" "$(recf $R2 state)"
 rc pexpire $R2 5000 >/dev/null
 expect "reserved->released without require_live" "1 released $exp A:1:0" \
   "$(ev reservation_transition $R2 , reserved released -1 '' 0 600000 '')"
@@ -373,15 +379,25 @@ expect "claim with an owner" "claimed" "$(ev reservation_claim $R4 , fpD 'A:1:0'
 expect "the owner renews" "1" "$(ev reservation_renew $R4 , tokA 60000)"
 expect "a renewed lease keeps others out" "busy" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
 expect "another token cannot renew" "0" "$(ev reservation_renew $R4 , tokB 60000)"
-rc hset $R4 lease 0 >/dev/null
+recset $R4 lease 0
 expect "a lapsed lease is taken over" "claimed A:1:0" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
 expect "the old owner is fenced out of renewing" "0" "$(ev reservation_renew $R4 , tokA 60000)"
 expect "the old owner cannot finish" "0 pending 0 A:1:0" \
   "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokA)"
 expect "the new owner finishes" "1 rejected 0 A:1:0" \
   "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokB)"
-expect "no lease or owner left" "0 0" "$(rc hexists $R4 lease) $(rc hexists $R4 owner)"
+expect "no lease or owner left" "" "$(recf $R4 lease owner | tr -d " ")"
 expect "renew of a finished record" "0" "$(ev reservation_renew $R4 , tokB 60000)"
+# A record written as a hash (before records were packed strings) is read, and rewritten packed.
+RL='res:{legacy}'
+rc hset $RL state reserved fp fpL lines 'A:1:0' expires_at 123 >/dev/null
+expect "a hash record answers as before" "reserved 123  A:1:0" "$(ev reservation_claim $RL , fpL 'A:1:0' 60000 600000 tokL)"
+expect "a hash record conflicts as before" "conflict" "$(ev reservation_claim $RL , other 'A:1:0' 60000 600000 tokL)"
+expect "a hash record moves on" "1 released 123 A:1:0" \
+  "$(ev reservation_transition $RL , reserved released -1 '' 0 600000 '' '')"
+expect "and is a packed string since" "string released fpL 123" "$(rc type $RL) $(recf $RL state fp expires_at)"
+expect "a field holding a newline is refused" "1" \
+  "$(ev reservation_claim 'res:{nl}' , "$(printf 'f\np')" 'A:1:0' 60000 600000 tok | grep -c 'newline')"
 R5='res:{o5}'
 ev reservation_claim $R5 , fpE 'A:1:0' 60000 600000 tokE >/dev/null
 ev reservation_transition $R5 , pending reserved 99 '' 0 600000 '' >/dev/null

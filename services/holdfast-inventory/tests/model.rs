@@ -4,11 +4,10 @@
 
 mod layout_support;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use fred::prelude::HashesInterface;
-use holdfast_inventory::keys::{self, BucketKeys};
+use holdfast_inventory::keys::BucketKeys;
 use holdfast_inventory::reservations::{Line, ReserveAnswer};
 use holdfast_inventory::{InventoryError, Stock};
 use holdfast_platform::redis;
@@ -223,17 +222,13 @@ impl World {
                 }
                 // Time passes for this reservation only: its holds and its record lapse.
                 let client = self.stock.client();
-                let record: HashMap<String, String> =
-                    client.hgetall(keys::reservation(&rid)).await.map_err(fail)?;
-                let held: Vec<Line> = serde_json::from_str(record.get("lines").map_or("[]", String::as_str))
+                let lines_json = layout_support::record_field(client, &rid, "lines").await;
+                let held: Vec<Line> = serde_json::from_str(lines_json.as_deref().unwrap_or("[]"))
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 for line in held {
                     layout_support::lapse_hold(client, &BucketKeys::new(&line.sku, line.bucket), &rid).await;
                 }
-                let _: i64 = client
-                    .hset(keys::reservation(&rid), ("expires_at", 1))
-                    .await
-                    .map_err(fail)?;
+                layout_support::set_record_field(client, &rid, "expires_at", "1").await;
                 for (sku, qty) in summed(&lines) {
                     m.skus[sku].reserved -= qty;
                 }
@@ -272,10 +267,6 @@ impl World {
         }
         Ok(())
     }
-}
-
-fn fail(e: fred::error::Error) -> TestCaseError {
-    TestCaseError::fail(e.to_string())
 }
 
 #[test]

@@ -4,7 +4,7 @@
 #![allow(dead_code)] // each test uses a different part
 
 use fred::prelude::{Client, LuaInterface, Value};
-use holdfast_inventory::keys::BucketKeys;
+use holdfast_inventory::keys::{self, BucketKeys};
 
 /// The shared helper block of the hold scripts.
 fn helpers() -> String {
@@ -50,4 +50,29 @@ pub async fn hold_count(client: &Client, bucket: &BucketKeys) -> i64 {
         Value::Array(values) => values[0].as_i64().expect("count"),
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// One field of reservation `rid`'s record (read through `rec_get`), `None` if unset.
+pub async fn record_field(client: &Client, rid: &str, field: &str) -> Option<String> {
+    let script = format!("{}\nlocal r = rec_get(KEYS[1]) return {{r[ARGV[1]] or false}}", helpers());
+    let reply: Value = client
+        .eval(script, vec![keys::reservation(rid)], vec![field.to_string()])
+        .await
+        .expect("eval");
+    match reply {
+        Value::Array(values) => values.first().and_then(Value::as_string),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Sets one field of reservation `rid`'s record (through `rec_put`, its TTL kept).
+pub async fn set_record_field(client: &Client, rid: &str, field: &str, value: &str) {
+    let script = format!(
+        "{}\nlocal r = rec_get(KEYS[1]) r[ARGV[1]] = ARGV[2] rec_put(KEYS[1], r, nil) return {{}}",
+        helpers()
+    );
+    let _: Value = client
+        .eval(script, vec![keys::reservation(rid)], vec![field.to_string(), value.to_string()])
+        .await
+        .expect("eval");
 }
