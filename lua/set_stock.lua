@@ -69,15 +69,16 @@ local REC_NAMES = {}
 for name, code in pairs(REC_STATES) do REC_NAMES[code] = name end
 -- -> table field -> string (absent fields nil); {} when there is no record.
 local function rec_get(record)
-  local kind = redis.call('TYPE', record)['ok']
+  local v = redis.pcall('GET', record)
   local rec = {}
-  if kind == 'hash' then
+  if type(v) == 'table' and v.err then
+    -- WRONGTYPE: a hash, written before records were packed.
     local r = redis.call('HMGET', record, unpack(REC_FIELDS))
     for i, f in ipairs(REC_FIELDS) do
       if r[i] then rec[f] = r[i] end
     end
-  elseif kind == 'string' then
-    local v, i, n = redis.call('GET', record), 1, 1
+  elseif v then
+    local i, n = 1, 1
     while true do
       local j = string.find(v, '\n', i, true)
       local part = string.sub(v, i, (j or 0) - 1)
