@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{
-    Client, ClientLike, HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface, Value,
+    Client, ClientLike, HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface,
+    Value,
 };
 use fred::types::sorted_sets::Ordering;
 use futures::StreamExt;

@@ -5,11 +5,14 @@
 mod common;
 mod layout_support;
 
-use common::{Fixture, idle, reserved};
-use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, Value};
+use common::{Fixture, events, idle, next_event, reserved};
+use fred::prelude::{
+    Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, Value,
+};
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
 use holdfast_inventory::scripts;
+use holdfast_proto::events::v1::inventory_event::Event as Ev;
 use layout_support::{hold_count, hold_of};
 
 const V1_RESERVE: &str = include_str!("fixtures/v1_reserve.lua");
@@ -84,6 +87,7 @@ async fn reserved_units(fx: &Fixture, sku: &str) -> i64 {
 #[tokio::test]
 async fn reservations_made_by_the_old_scripts_still_commit_release_extend_and_expire() {
     let fx = Fixture::standalone_with(idle()).await;
+    let mut rx = events(&fx.bus);
     fx.set_stock("OLD", 20, 1).await;
     let client = fx.redis();
     for rid in ["old-commit", "old-release", "old-extend", "old-live"] {
@@ -97,7 +101,10 @@ async fn reservations_made_by_the_old_scripts_still_commit_release_extend_and_ex
     // The full service path on records and holds the old scripts wrote.
     let committed = fx.commit("old-commit").await.expect("commit");
     assert_eq!(committed.levels[0].sold, 2);
-    assert_eq!(fx.release("old-release").await.expect("release").released_units, 2);
+    assert_eq!(
+        fx.release("old-release").await.expect("release").released_units,
+        2
+    );
     let (_, before) = hold_of(client, &bucket, "old-extend").await.expect("held");
     let extended = scripts::extend(client, &bucket, "old-extend", 3_600_000)
         .await
@@ -105,33 +112,70 @@ async fn reservations_made_by_the_old_scripts_still_commit_release_extend_and_ex
         .expect("live");
     assert!(extended > before);
     assert_eq!(hold_of(client, &bucket, "old-extend").await, Some((2, extended)));
-    let old_layout: Vec<String> = client.zrange(bucket.holds(), 0, -1, None, false, None, false).await.expect("old");
-    assert!(!old_layout.contains(&"old-extend".to_string()), "an extended hold moved to the new layout");
+    let old_layout: Vec<String> = client
+        .zrange(bucket.holds(), 0, -1, None, false, None, false)
+        .await
+        .expect("old");
+    assert!(
+        !old_layout.contains(&"old-extend".to_string()),
+        "an extended hold moved to the new layout"
+    );
 
-    // The old lapsed hold is expired by the sweeper, with its units given back.
+    // The old lapsed hold is expired (by the sweeper, or by any script's purge before it), its
+    // units given back.
     fx.wait_redis_time_past(lapsing).await;
-    let (expired, _) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
-    assert_eq!(expired, 1);
+    scripts::sweep(client, &bucket, 100).await.expect("sweep");
+    assert_eq!(hold_of(client, &bucket, "old-lapse").await, None);
     assert_eq!(reserved_units(&fx, "OLD").await, 4, "old-extend and old-live");
-    let level = scripts::availability(client, &bucket).await.expect("availability");
-    assert_eq!((level.levels.on_hand, level.levels.reserved, level.levels.sold), (18, 4, 2));
+    let level = scripts::availability(client, &bucket)
+        .await
+        .expect("availability");
+    assert_eq!(
+        (level.levels.on_hand, level.levels.reserved, level.levels.sold),
+        (18, 4, 2)
+    );
     let snapshot = scripts::snapshot(client, &bucket).await.expect("snapshot");
     let mut live: Vec<(String, i64)> = snapshot.holds.clone();
     live.sort();
-    assert_eq!(live, vec![("old-extend".to_string(), 2), ("old-live".to_string(), 2)]);
+    assert_eq!(
+        live,
+        vec![("old-extend".to_string(), 2), ("old-live".to_string(), 2)]
+    );
 
     // A new hold next to the old ones, then everything released: no key of either layout is left.
-    assert!(reserved(&fx.reserve("new-1", &[("OLD", 1)], 600).await.expect("reserve")));
+    assert!(reserved(
+        &fx.reserve("new-1", &[("OLD", 1)], 600).await.expect("reserve")
+    ));
+    let expired = next_event(
+        &mut rx,
+        |e| matches!(e, Ev::Expired(x) if x.reservation_id == "old-lapse"),
+    )
+    .await;
+    let Ev::Expired(expired) = expired else {
+        unreachable!()
+    };
+    assert_eq!(expired.quantity, 3);
     for rid in ["old-extend", "old-live", "new-1"] {
-        assert!(fx.release(rid).await.expect("release").released_units > 0, "{rid}");
+        assert!(
+            fx.release(rid).await.expect("release").released_units > 0,
+            "{rid}"
+        );
     }
     assert_eq!(reserved_units(&fx, "OLD").await, 0);
     let left: i64 = client
-        .exists(vec![bucket.holds(), bucket.held(), bucket.hold_index(), bucket.hold_shard(0)])
+        .exists(vec![
+            bucket.holds(),
+            bucket.held(),
+            bucket.hold_index(),
+            bucket.hold_shard(0),
+        ])
         .await
         .expect("exists");
     assert_eq!(left, 0, "both layouts drained");
-    let fields: Vec<Option<i64>> = client.hmget(bucket.counters(), vec!["hs", "hn"]).await.expect("fields");
+    let fields: Vec<Option<i64>> = client
+        .hmget(bucket.counters(), vec!["hs", "hn"])
+        .await
+        .expect("fields");
     assert_eq!(fields, vec![None, None], "an idle bucket keeps no layout fields");
 }
 
@@ -148,7 +192,10 @@ async fn a_hot_bucket_keeps_every_shard_a_listpack_and_finds_every_hold() {
             .expect("reserve");
         assert!(matches!(hold, scripts::Hold::Held { .. }), "{hold:?}");
     }
-    let fields: Vec<Option<i64>> = client.hmget(bucket.counters(), vec!["hs", "hn", "reserved"]).await.expect("fields");
+    let fields: Vec<Option<i64>> = client
+        .hmget(bucket.counters(), vec!["hs", "hn", "reserved"])
+        .await
+        .expect("fields");
     let shards = fields[0].expect("hs");
     assert_eq!(fields[1], Some(n));
     assert_eq!(fields[2], Some((0..n).map(|i| 1 + i % 3).sum::<i64>()));
@@ -156,21 +203,36 @@ async fn a_hot_bucket_keeps_every_shard_a_listpack_and_finds_every_hold() {
     let shard_count = u32::try_from(shards).expect("shards");
     for shard in 0..shard_count {
         let encoding: String = client
-            .custom(fred::cmd!("OBJECT"), vec!["ENCODING".to_string(), bucket.hold_shard(shard)])
+            .custom(
+                fred::cmd!("OBJECT"),
+                vec!["ENCODING".to_string(), bucket.hold_shard(shard)],
+            )
             .await
             .expect("encoding");
         assert_eq!(encoding, "listpack", "shard {shard}");
     }
     // Every hold is found where the scripts look for it, with its units.
     for i in 0..n {
-        assert_eq!(hold_of(client, &bucket, &format!("hot-{i}")).await.map(|h| h.0), Some(1 + i % 3), "hot-{i}");
+        assert_eq!(
+            hold_of(client, &bucket, &format!("hot-{i}")).await.map(|h| h.0),
+            Some(1 + i % 3),
+            "hot-{i}"
+        );
     }
     for i in 0..n {
-        let units = scripts::release(client, &bucket, &format!("hot-{i}")).await.expect("release");
+        let units = scripts::release(client, &bucket, &format!("hot-{i}"))
+            .await
+            .expect("release");
         assert_eq!(units, 1 + i % 3);
     }
-    let fields: Vec<Option<i64>> = client.hmget(bucket.counters(), vec!["hs", "hn", "reserved"]).await.expect("fields");
+    let fields: Vec<Option<i64>> = client
+        .hmget(bucket.counters(), vec!["hs", "hn", "reserved"])
+        .await
+        .expect("fields");
     assert_eq!(fields, vec![None, None, Some(0)]);
-    let left: i64 = client.exists(vec![bucket.hold_index(), bucket.hold_shard(0)]).await.expect("exists");
+    let left: i64 = client
+        .exists(vec![bucket.hold_index(), bucket.hold_shard(0)])
+        .await
+        .expect("exists");
     assert_eq!(left, 0);
 }

@@ -68,13 +68,17 @@ async fn an_extend_never_shortens_a_committing_hold() {
     ));
     interrupted_in_preparing(&fx, "race", "A").await;
     let bucket = BucketKeys::new("A", 0);
-    let (_, long) = layout_support::hold_of(fx.redis(), &bucket, "race").await.expect("hold");
+    let (_, long) = layout_support::hold_of(fx.redis(), &bucket, "race")
+        .await
+        .expect("hold");
     // An Extend that passed its `reserved` check just before the commit moved the record.
     let answer = scripts::extend(fx.redis(), &bucket, "race", 60_000)
         .await
         .expect("extend")
         .expect("live");
-    let (_, after) = layout_support::hold_of(fx.redis(), &bucket, "race").await.expect("hold");
+    let (_, after) = layout_support::hold_of(fx.redis(), &bucket, "race")
+        .await
+        .expect("hold");
     assert!(
         after >= long && answer >= long,
         "{after} / {answer} cut below {long}"

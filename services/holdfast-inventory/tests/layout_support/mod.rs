@@ -11,21 +11,28 @@ fn helpers() -> String {
     let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../lua/reserve.lua"))
         .expect("lua/reserve.lua");
     let start = source.find("-- ---- shared helpers").expect("helper block");
-    let end = source.find("-- ---- end of shared helpers ----").expect("helper block end");
+    let end = source
+        .find("-- ---- end of shared helpers ----")
+        .expect("helper block end");
     source[start..end].to_string()
 }
 
 async fn eval(client: &Client, bucket: &BucketKeys, body: &str, args: Vec<String>) -> Value {
     let script = format!("{}\n{body}", helpers());
     client
-        .eval(script, vec![bucket.counters(), bucket.holds(), bucket.held()], args)
+        .eval(
+            script,
+            vec![bucket.counters(), bucket.holds(), bucket.held()],
+            args,
+        )
         .await
         .expect("eval")
 }
 
 /// `(units, expiry ms)` of `rid`'s hold in `bucket` (either layout), `None` without one.
 pub async fn hold_of(client: &Client, bucket: &BucketKeys, rid: &str) -> Option<(i64, i64)> {
-    let body = "local q, e = hold_get(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) if q then return {q, e} end return {}";
+    let body =
+        "local q, e = hold_get(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) if q then return {q, e} end return {}";
     match eval(client, bucket, body, vec![rid.to_string()]).await {
         Value::Array(values) if values.len() == 2 => Some((
             values[0].as_i64().expect("units"),
@@ -54,7 +61,10 @@ pub async fn hold_count(client: &Client, bucket: &BucketKeys) -> i64 {
 
 /// One field of reservation `rid`'s record (read through `rec_get`), `None` if unset.
 pub async fn record_field(client: &Client, rid: &str, field: &str) -> Option<String> {
-    let script = format!("{}\nlocal r = rec_get(KEYS[1]) return {{r[ARGV[1]] or false}}", helpers());
+    let script = format!(
+        "{}\nlocal r = rec_get(KEYS[1]) return {{r[ARGV[1]] or false}}",
+        helpers()
+    );
     let reply: Value = client
         .eval(script, vec![keys::reservation(rid)], vec![field.to_string()])
         .await
@@ -72,7 +82,11 @@ pub async fn set_record_field(client: &Client, rid: &str, field: &str, value: &s
         helpers()
     );
     let _: Value = client
-        .eval(script, vec![keys::reservation(rid)], vec![field.to_string(), value.to_string()])
+        .eval(
+            script,
+            vec![keys::reservation(rid)],
+            vec![field.to_string(), value.to_string()],
+        )
         .await
         .expect("eval");
 }
