@@ -5,7 +5,6 @@ one-line holds by reserve_single.lua (10 per SKU), then the same number of holds
 usage: scripts/inventory_memory.py LUA_DIR PORT SKUS HOLDS HOT_HOLDS  (a running, empty redis-server
 on PORT: it is FLUSHALLed)."""
 import sys, subprocess, json, time
-# usage: mem.py LUADIR PORT SKUS HOLDS HOT
 luadir, port = sys.argv[1], sys.argv[2]
 skus, holds, hot = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 def resp(*args):
