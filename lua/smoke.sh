@@ -100,6 +100,22 @@ pass "all 16 scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
+# The hold layout is read through the scripts' own helpers (the shared block of reserve.lua):
+# hold TAG RID -> "units expiry" of RID's hold, empty if none; has TAG RID -> 1/0;
+# nholds TAG -> how many holds the bucket keeps (either layout).
+layout() { sed -n '/^-- ---- shared helpers/,/^-- ---- end of shared helpers ----$/p' "$LUA/reserve.lua"; }
+hold() { rc eval "$(layout)
+local q, e = hold_get(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) if q then return {q, e} end return {}" \
+  3 "inv:{$1}" "inv:{$1}:holds" "inv:{$1}:held" "$2"; }
+has() { [[ -n "$(hold "$1" "$2")" ]] && echo 1 || echo 0; }
+# recf KEY FIELD... -> the record's fields (read through rec_get), space separated
+recf() { local key=$1; shift; rc eval "$(layout)
+local r, out = rec_get(KEYS[1]), {} for i, f in ipairs(ARGV) do out[i] = r[f] or '' end return out" 1 "$key" "$@"; }
+# recset KEY FIELD VALUE -> sets one field of the record (rec_put, TTL kept)
+recset() { rc eval "$(layout)
+local r = rec_get(KEYS[1]) r[ARGV[1]] = ARGV[2] rec_put(KEYS[1], r, nil) return 1" 1 "$1" "$2" "$3" >/dev/null; }
+nholds() { rc eval "$(layout)
+return #hold_all(KEYS[1], KEYS[2])" 2 "inv:{$1}:holds" "inv:{$1}:held"; }
 
 # ---------------------------------------------------------------- set_stock + reserve
 rc flushall >/dev/null
@@ -109,7 +125,7 @@ expect "set_stock stores buckets on bucket 0" "1" "$(rc hget 'inv:{A}' buckets)"
 expect_re "stock_set event" "^type stock_set sku A bucket 0 ref  qty 10 on_hand 10 reserved 0 sold 0 at [0-9]{13} seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 expect "bad qty is an error" "ERR reserve: qty must be an integer >= 1" "$(ev reserve $K , r1 0 60000 A 0)"
-expect "bad qty wrote nothing" "0" "$(rc exists 'inv:{A}:held')"
+expect "bad qty wrote nothing" "0" "$(nholds A)"
 
 t0=$(now_ms)
 out=$(ev reserve $K , r1 3 60000 A 0)
@@ -117,19 +133,19 @@ expect_re "reserve r1 3" "^1 [0-9]{13} 10 3$" "$out"
 exp1=$(cut -d' ' -f2 <<<"$out")
 (( exp1 >= t0 + 60000 && exp1 <= t0 + 61000 )) || fail "reserve r1: expiry $exp1 not ~ now+60s ($t0)"
 pass "reserve r1 expiry = Redis now + ttl"
-expect "held r1" "3" "$(rc hget 'inv:{A}:held' r1)"
-expect "holds r1" "$exp1" "$(rc zscore 'inv:{A}:holds' r1)"
+expect "hold r1: units, expiry" "3 $exp1" "$(hold A r1)"
+expect "hold r1 is in a listpack shard" "listpack 1" "$(rc object encoding 'inv:{A}:h0') $(rc hget 'inv:{A}' hn)"
 expect_re "reserved event" "^type reserved sku A bucket 0 ref r1 qty 3 on_hand 10 reserved 3 sold 0 at [0-9]{13} expires_at $exp1 seq [0-9]+$" \
   "$(last_event 'inv:{A}:events')"
 len=$(rc xlen 'inv:{A}:events')
 expect "reserve r1 again is idempotent" "1 $exp1 10 3" "$(ev reserve $K , r1 3 60000 A 0)"
 expect "idempotent repeat holds nothing new" "3 3 $len" \
-  "$(rc hget 'inv:{A}' reserved) $(rc hget 'inv:{A}:held' r1) $(rc xlen 'inv:{A}:events')"
+  "$(rc hget 'inv:{A}' reserved) $(hold A r1 | cut -d' ' -f1) $(rc xlen 'inv:{A}:events')"
 expect "reserve r2 8 is short" "0 7" "$(ev reserve $K , r2 8 60000 A 0)"
 expect "shortage wrote nothing" "0 3 $len" \
-  "$(rc hexists 'inv:{A}:held' r2) $(rc hget 'inv:{A}' reserved) $(rc xlen 'inv:{A}:events')"
+  "$(has A r2) $(rc hget 'inv:{A}' reserved) $(rc xlen 'inv:{A}:events')"
 expect "reserve on an unstocked (or lost) bucket answers -1" "-1" "$(ev reserve $(kk NOPE) , x 1 60000 NOPE 0)"
-expect "unknown sku left no keys" "0" "$(rc exists 'inv:{NOPE}' 'inv:{NOPE}:held' 'inv:{NOPE}:holds' 'inv:{NOPE}:events')"
+expect "unknown sku left no keys" "0" "$(rc exists 'inv:{NOPE}' 'inv:{NOPE}:held' 'inv:{NOPE}:holds' 'inv:{NOPE}:events' 'inv:{NOPE}:hx' 'inv:{NOPE}:h0')"
 expect "availability A" "10 3 0 1 1" "$(ev availability inv:{A} inv:{A}:holds inv:{A}:held)"
 expect "availability of unknown sku" "0 0 0 1 1" "$(ev availability inv:{NOPE} inv:{NOPE}:holds inv:{NOPE}:held)"
 
@@ -137,12 +153,12 @@ expect "availability of unknown sku" "0 0 0 1 1" "$(ev availability inv:{NOPE} i
 expect_re "reserve r3 4 ttl 50" "^1 [0-9]{13} 10 7$" "$(ev reserve $K , r3 4 50 A 0)"
 sleep 0.2
 expect "availability sees r3 lapsed" "10 3 0 1 1" "$(ev availability inv:{A} inv:{A}:holds inv:{A}:held)"
-expect "availability wrote nothing" "7 4" "$(rc hget 'inv:{A}' reserved) $(rc hget 'inv:{A}:held' r3)"
+expect "availability wrote nothing" "7 4" "$(rc hget 'inv:{A}' reserved) $(hold A r3 | cut -d' ' -f1)"
 body="$(cat "$LUA/availability.lua")"
 expect "availability runs under EVAL_RO" "10 3 0 1 1" \
   "$(rc eval_ro "$body" 3 'inv:{A}' 'inv:{A}:holds' 'inv:{A}:held')"
 expect_re "reserve r4 7 gets r3's units back" "^1 [0-9]{13} 10 10$" "$(ev reserve $K , r4 7 60000 A 0)"
-expect "r3 purged" "0 0" "$(rc hexists 'inv:{A}:held' r3) $(rc zscore 'inv:{A}:holds' r3 | wc -w)"
+expect "r3 purged" "0" "$(has A r3)"
 expect "one expired event" "1" "$(events_of 'inv:{A}:events' expired)"
 expect_re "expired event fields" "type expired sku A bucket 0 ref r3 qty 4 on_hand 10 reserved 3 sold 0 at [0-9]{13}" \
   "$(rc xrange 'inv:{A}:events' - +)"
@@ -160,7 +176,8 @@ expect "release r4 twice" "0" "$(ev release $K , r4 A 0)"
 expect_re "retry of the expired rid r3 holds anew" "^1 [0-9]{13} 7 1$" "$(ev reserve $K , r3 1 60000 A 0)"
 expect "release r3" "1 1" "$(ev release $K , r3 A 0)"
 expect "levels after commit+release" "7 0 3" "$(rc hmget 'inv:{A}' on_hand reserved sold)"
-expect "no holds left" "0 0" "$(rc hlen 'inv:{A}:held') $(rc zcard 'inv:{A}:holds')"
+expect "no holds left, no layout keys or fields" "0 0 0" \
+  "$(nholds A) $(rc exists 'inv:{A}:hx' 'inv:{A}:h0') $(rc hmget 'inv:{A}' hs hn | wc -w)"
 
 # commit spares its own lapsed hold (a committing hold was extended) but purges the others
 KC=$(kk C)
@@ -169,7 +186,7 @@ ev reserve $KC , c1 2 $PAIR_TTL C 0 >/dev/null
 out=$(ev reserve $KC , c2 3 $PAIR_TTL C 0)
 past "$(cut -d' ' -f2 <<<"$out")"
 expect "commit of a lapsed, unpurged hold still commits" "1 2 8 0 2" "$(ev commit $KC , c1 C 0)"
-expect "commit purged the other lapsed hold" "1 0" "$(events_of 'inv:{C}:events' expired) $(rc hlen 'inv:{C}:held')"
+expect "commit purged the other lapsed hold" "1 0" "$(events_of 'inv:{C}:events' expired) $(nholds C)"
 ev reserve $KC , c3 1 50 C 0 >/dev/null
 sleep 0.2
 expect "release of a lapsed hold is a no-op (it expired)" "0" "$(ev release $KC , c3 C 0)"
@@ -183,14 +200,14 @@ out=$(ev extend $K , r5 120000 A 0)
 expect_re "extend live r5" "^1 [0-9]{13}$" "$out"
 exp5=$(cut -d' ' -f2 <<<"$out")
 (( exp5 >= t0 + 120000 && exp5 <= t0 + 121000 )) || fail "extend r5: expiry $exp5 not ~ now+120s"
-expect "extend moved the zset score" "$exp5" "$(rc zscore 'inv:{A}:holds' r5)"
-expect "extend never shortens a hold" "1 $exp5 $exp5" "$(ev extend $K , r5 1000 A 0) $(rc zscore 'inv:{A}:holds' r5)"
+expect "extend moved the hold's expiry" "$exp5" "$(hold A r5 | cut -d' ' -f2)"
+expect "extend never shortens a hold" "1 $exp5 $exp5" "$(ev extend $K , r5 1000 A 0) $(hold A r5 | cut -d' ' -f2)"
 ev reserve $K , r6 1 50 A 0 >/dev/null
 sleep 0.2
 before=$(events_of 'inv:{A}:events' expired)
 expect "extend lapsed r6" "0" "$(ev extend $K , r6 60000 A 0)"
 expect "extend purged r6" "$((before + 1)) 0 2" \
-  "$(events_of 'inv:{A}:events' expired) $(rc hexists 'inv:{A}:held' r6) $(rc hget 'inv:{A}' reserved)"
+  "$(events_of 'inv:{A}:events' expired) $(has A r6) $(rc hget 'inv:{A}' reserved)"
 expect "extend unknown rid" "0" "$(ev extend $K , nope 60000 A 0)"
 
 # ---------------------------------------------------------------- set_stock refusals
@@ -308,7 +325,7 @@ expect "bad fence action is an error" "ERR stock_fence: action must be raise or 
 # ---------------------------------------------------------------- reservation records
 R='res:{o1}'
 expect "claim new" "claimed" "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
-expect "claim created pending" "pending fpA A:2:0" "$(rc hmget $R state fp lines)"
+expect "claim created pending" "pending fpA A:2:0" "$(recf $R state fp lines)"
 ttl=$(rc pttl $R); (( ttl > 590000 && ttl <= 600000 )) || fail "claim: pttl $ttl not ~ retention"
 pass "claim set retention"
 expect "claim again, lease live" "busy" "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
@@ -343,7 +360,7 @@ ev reservation_transition $R2 , pending reserved $exp '' 0 600000 'A:1:0' >/dev/
 sleep 0.2
 expect "require_live on a lapsed record refused" "0 reserved $exp A:1:0" \
   "$(ev reservation_transition $R2 , reserved preparing -1 '' 1 600000 '')"
-expect "refused transition wrote nothing" "reserved" "$(rc hget $R2 state)"
+expect "refused transition wrote nothing" "reserved" "$(recf $R2 state)"
 rc pexpire $R2 5000 >/dev/null
 expect "reserved->released without require_live" "1 released $exp A:1:0" \
   "$(ev reservation_transition $R2 , reserved released -1 '' 0 600000 '')"
@@ -362,15 +379,25 @@ expect "claim with an owner" "claimed" "$(ev reservation_claim $R4 , fpD 'A:1:0'
 expect "the owner renews" "1" "$(ev reservation_renew $R4 , tokA 60000)"
 expect "a renewed lease keeps others out" "busy" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
 expect "another token cannot renew" "0" "$(ev reservation_renew $R4 , tokB 60000)"
-rc hset $R4 lease 0 >/dev/null
+recset $R4 lease 0
 expect "a lapsed lease is taken over" "claimed A:1:0" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
 expect "the old owner is fenced out of renewing" "0" "$(ev reservation_renew $R4 , tokA 60000)"
 expect "the old owner cannot finish" "0 pending 0 A:1:0" \
   "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokA)"
 expect "the new owner finishes" "1 rejected 0 A:1:0" \
   "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokB)"
-expect "no lease or owner left" "0 0" "$(rc hexists $R4 lease) $(rc hexists $R4 owner)"
+expect "no lease or owner left" "" "$(recf $R4 lease owner | tr -d " ")"
 expect "renew of a finished record" "0" "$(ev reservation_renew $R4 , tokB 60000)"
+# A record written as a hash (before records were packed strings) is read, and rewritten packed.
+RL='res:{legacy}'
+rc hset $RL state reserved fp fpL lines 'A:1:0' expires_at 123 >/dev/null
+expect "a hash record answers as before" "reserved 123  A:1:0" "$(ev reservation_claim $RL , fpL 'A:1:0' 60000 600000 tokL)"
+expect "a hash record conflicts as before" "conflict" "$(ev reservation_claim $RL , other 'A:1:0' 60000 600000 tokL)"
+expect "a hash record moves on" "1 released 123 A:1:0" \
+  "$(ev reservation_transition $RL , reserved released -1 '' 0 600000 '' '')"
+expect "and is a packed string since" "string released fpL 123" "$(rc type $RL) $(recf $RL state fp expires_at)"
+expect "a field holding a newline is refused" "1" \
+  "$(ev reservation_claim 'res:{nl}' , "$(printf 'f\np')" 'A:1:0' 60000 600000 tok | grep -c 'newline')"
 R5='res:{o5}'
 ev reservation_claim $R5 , fpE 'A:1:0' 60000 600000 tokE >/dev/null
 ev reservation_transition $R5 , pending reserved 99 '' 0 600000 '' >/dev/null

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{
-    Client, ClientLike, KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface, Value,
+    Client, ClientLike, HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface,
+    Value,
 };
 use fred::types::sorted_sets::Ordering;
 use futures::StreamExt;
@@ -327,7 +328,8 @@ pub async fn sweep_once(stock: &Stock) -> Result<i64, InventoryError> {
     Ok(freed)
 }
 
-/// Counts holds in Redis for the `live_holds` gauge (buckets in the expiry index only).
+/// Counts holds in Redis for the `live_holds` gauge (buckets in the expiry index only): the
+/// bucket's `hn` plus holds of the old layout not yet drained.
 pub async fn count_live_holds(stock: &Stock) -> Result<i64, InventoryError> {
     let client = stock.client();
     let tags: Vec<String> = client
@@ -335,8 +337,10 @@ pub async fn count_live_holds(stock: &Stock) -> Result<i64, InventoryError> {
         .await?;
     let mut total = 0;
     for tag in tags {
-        let n: i64 = client.zcard(BucketKeys::from_tag(&tag).holds()).await?;
-        total += n;
+        let bucket = BucketKeys::from_tag(&tag);
+        let new_layout: Option<i64> = client.hget(bucket.counters(), "hn").await?;
+        let old_layout: i64 = client.zcard(bucket.holds()).await?;
+        total += new_layout.unwrap_or(0).max(0) + old_layout;
     }
     Ok(total)
 }

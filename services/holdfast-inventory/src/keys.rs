@@ -45,13 +45,24 @@ impl BucketKeys {
     pub fn counters(&self) -> String {
         format!("inv:{{{}}}", self.tag)
     }
-    /// `inv:{B}:holds`: reservation id -> expiry ms.
+    /// `inv:{B}:holds`: the old layout's zset reservation id -> expiry ms (still read, never
+    /// written: see `hold_shard`). The hold scripts take it as KEYS[2] and derive the new
+    /// layout's keys from it.
     pub fn holds(&self) -> String {
         format!("inv:{{{}}}:holds", self.tag)
     }
-    /// `inv:{B}:held`: reservation id -> units.
+    /// `inv:{B}:held`: the old layout's hash reservation id -> units (still read, never written).
     pub fn held(&self) -> String {
         format!("inv:{{{}}}:held", self.tag)
+    }
+    /// `inv:{B}:h<n>`: hold shard `n`, a small hash reservation id -> expiry ms * 1000 + units
+    /// (`hold_put` in the shared Lua helpers; the scripts derive this name from `holds()`).
+    pub fn hold_shard(&self, n: u32) -> String {
+        format!("inv:{{{}}}:h{n}", self.tag)
+    }
+    /// `inv:{B}:hx`: zset hold shard -> a lower bound of its earliest expiry (lazy expiry's index).
+    pub fn hold_index(&self) -> String {
+        format!("inv:{{{}}}:hx", self.tag)
     }
     /// `inv:{B}:adj`: adjustment ids applied.
     pub fn adjustments(&self) -> String {
@@ -135,6 +146,8 @@ mod tests {
         let keys = BucketKeys::new("TSHIRT-M", 0);
         assert_eq!(keys.counters(), "inv:{TSHIRT-M}");
         assert_eq!(keys.holds(), "inv:{TSHIRT-M}:holds");
+        assert_eq!(keys.hold_shard(12), "inv:{TSHIRT-M}:h12");
+        assert_eq!(keys.hold_index(), "inv:{TSHIRT-M}:hx");
         assert_eq!(BucketKeys::new("TSHIRT-M", 3).counters(), "inv:{TSHIRT-M~3}");
         assert_eq!(sold_out("TSHIRT-M"), "inv:{TSHIRT-M}:soldout");
     }
@@ -152,7 +165,7 @@ mod tests {
         fn every_key_of_a_bucket_shares_one_slot(sku in "[A-Za-z0-9._:/+-]{1,64}", index in 0u32..64) {
             let keys = BucketKeys::new(&sku, index);
             let expected = slot(&keys.counters());
-            for key in [keys.holds(), keys.held(), keys.adjustments(), keys.transfers_out(), keys.transfers_in(), keys.events()] {
+            for key in [keys.holds(), keys.held(), keys.hold_index(), keys.hold_shard(index * 7), keys.adjustments(), keys.transfers_out(), keys.transfers_in(), keys.events()] {
                 prop_assert_eq!(slot(&key), expected);
             }
             if index == 0 {

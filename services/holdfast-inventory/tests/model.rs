@@ -2,11 +2,12 @@
 //! expire over plain and hot SKUs, against a real redis-server, checked after every step
 //! against a model that is too simple to be wrong.
 
-use std::collections::{HashMap, HashSet};
+mod layout_support;
+
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use fred::prelude::{HashesInterface, SortedSetsInterface};
-use holdfast_inventory::keys::{self, BucketKeys};
+use holdfast_inventory::keys::BucketKeys;
 use holdfast_inventory::reservations::{Line, ReserveAnswer};
 use holdfast_inventory::{InventoryError, Stock};
 use holdfast_platform::redis;
@@ -221,27 +222,13 @@ impl World {
                 }
                 // Time passes for this reservation only: its holds and its record lapse.
                 let client = self.stock.client();
-                let record: HashMap<String, String> =
-                    client.hgetall(keys::reservation(&rid)).await.map_err(fail)?;
-                let held: Vec<Line> = serde_json::from_str(record.get("lines").map_or("[]", String::as_str))
+                let lines_json = layout_support::record_field(client, &rid, "lines").await;
+                let held: Vec<Line> = serde_json::from_str(lines_json.as_deref().unwrap_or("[]"))
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 for line in held {
-                    let _: i64 = client
-                        .zadd(
-                            BucketKeys::new(&line.sku, line.bucket).holds(),
-                            None,
-                            None,
-                            false,
-                            false,
-                            (1.0, rid.as_str()),
-                        )
-                        .await
-                        .map_err(fail)?;
+                    layout_support::lapse_hold(client, &BucketKeys::new(&line.sku, line.bucket), &rid).await;
                 }
-                let _: i64 = client
-                    .hset(keys::reservation(&rid), ("expires_at", 1))
-                    .await
-                    .map_err(fail)?;
+                layout_support::set_record_field(client, &rid, "expires_at", "1").await;
                 for (sku, qty) in summed(&lines) {
                     m.skus[sku].reserved -= qty;
                 }
@@ -280,10 +267,6 @@ impl World {
         }
         Ok(())
     }
-}
-
-fn fail(e: fred::error::Error) -> TestCaseError {
-    TestCaseError::fail(e.to_string())
 }
 
 #[test]

@@ -2,12 +2,12 @@
 //! died between a script and its publish, mid-reserve, mid-commit, or mid-transfer.
 
 mod common;
+mod layout_support;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Fixture, events, idle, next_event, reserved};
-use fred::prelude::HashesInterface;
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::{scripts, stock::Stock};
 use holdfast_proto::events::v1::inventory_event::Event as Ev;
@@ -161,10 +161,7 @@ async fn a_retry_takes_over_a_dead_reserve_without_holding_twice() {
         .await
         .expect("hold A");
     // Its lease lapses (as if 5 s had passed).
-    let _: i64 = client
-        .hset(keys::reservation("crash"), ("lease", 0))
-        .await
-        .expect("lapse lease");
+    layout_support::set_record_field(client, "crash", "lease", "0").await;
 
     let answer = fx
         .reserve("crash", &[("A", 3), ("B", 4)], 600)

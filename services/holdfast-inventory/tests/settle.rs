@@ -2,11 +2,11 @@
 //! and why a Reserve that is still working is never taken over. Real redis-server.
 
 mod common;
+mod layout_support;
 
 use std::time::Duration;
 
 use common::{Fixture, idle, reserved};
-use fred::prelude::SortedSetsInterface;
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::scripts::{self, Claim, Transition};
 use tonic::Code;
@@ -68,15 +68,19 @@ async fn an_extend_never_shortens_a_committing_hold() {
     ));
     interrupted_in_preparing(&fx, "race", "A").await;
     let bucket = BucketKeys::new("A", 0);
-    let long: f64 = fx.redis().zscore(bucket.holds(), "race").await.expect("score");
+    let (_, long) = layout_support::hold_of(fx.redis(), &bucket, "race")
+        .await
+        .expect("hold");
     // An Extend that passed its `reserved` check just before the commit moved the record.
     let answer = scripts::extend(fx.redis(), &bucket, "race", 60_000)
         .await
         .expect("extend")
         .expect("live");
-    let after: f64 = fx.redis().zscore(bucket.holds(), "race").await.expect("score");
+    let (_, after) = layout_support::hold_of(fx.redis(), &bucket, "race")
+        .await
+        .expect("hold");
     assert!(
-        after >= long && answer as f64 >= long,
+        after >= long && answer >= long,
         "{after} / {answer} cut below {long}"
     );
 }

@@ -1,0 +1,58 @@
+#!/usr/bin/env python3
+"""Redis bytes per idle SKU and per live hold through the real inventory Lua scripts, in the
+shapes of `holdfast-load bench inventory`: SKUs set by set_stock.lua (outbox then deleted), then
+one-line holds by reserve_single.lua (10 per SKU), then the same number of holds on one SKU.
+usage: scripts/inventory_memory.py LUA_DIR PORT SKUS HOLDS HOT_HOLDS  (a running, empty redis-server
+on PORT: it is FLUSHALLed)."""
+import sys, subprocess, json, time
+luadir, port = sys.argv[1], sys.argv[2]
+skus, holds, hot = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+def resp(*args):
+    out = ['*%d\r\n' % len(args)]
+    for a in args:
+        a = str(a).encode()
+        out.append('$%d\r\n' % len(a)); out.append(a.decode() + '\r\n')
+    return ''.join(out)
+def cli(*a):
+    return subprocess.run(['redis-cli','-p',port]+list(a),capture_output=True,text=True).stdout.strip()
+def pipe(cmds):
+    subprocess.run(['redis-cli','-p',port,'--pipe'],input=''.join(cmds),capture_output=True,text=True,check=True)
+def mem():
+    return int([l for l in cli('info','memory').splitlines() if l.startswith('used_memory:')][0].split(':')[1])
+sha = {}
+for f in ['set_stock','reserve_single']:
+    sha[f] = cli('script','load',open(f'{luadir}/{f}.lua').read())
+def keys(tag): return [f'inv:{{{tag}}}', f'inv:{{{tag}}}:holds', f'inv:{{{tag}}}:held', f'inv:{{{tag}}}:events']
+cli('flushall')
+m0 = mem()
+cmds=[]
+for i in range(skus):
+    t=f'SKU-{i:08}'
+    cmds.append(resp('evalsha',sha['set_stock'],4,*keys(t),1000,1,t,0,''))
+    cmds.append(resp('del',f'inv:{{{t}}}:events'))
+pipe(cmds)
+m1 = mem()
+per_sku=(m1-m0)/skus
+def reserve(rid, t, stream_del=True):
+    k=keys(t)
+    return resp('evalsha',sha['reserve_single'],6,f'res:{{{rid}}}',k[0],k[1],k[2],k[3],'inv:expiries',
+      rid,1,3600000,t,0,'0123456789abcdef',json.dumps([[t,1,0]],separators=(',',':')),86400000,t,600000)
+withholds = max(1, min(skus, (holds+9)//10))
+cmds=[]
+for i in range(holds):
+    t=f'SKU-{i % withholds:08}'
+    cmds.append(reserve(f'{i:032x}', t))
+pipe(cmds)
+pipe([resp('del',f'inv:{{SKU-{i:08}}}:events') for i in range(withholds)])
+m2=mem()
+per_hold=(m2-m1)/holds
+res_share = None
+# hot
+pipe([resp('evalsha',sha['set_stock'],4,*keys('BENCH-HOT'),hot*2,1,'BENCH-HOT',0,''), resp('del','inv:{BENCH-HOT}:events')])
+m3=mem()
+cmds=[reserve(f'{(2**64-1-i):032x}','BENCH-HOT') for i in range(hot)]
+pipe(cmds)
+cli('del','inv:{BENCH-HOT}:events')
+m4=mem()
+enc = {k: cli('object','encoding',k) for k in ['inv:{BENCH-HOT}:holds','inv:{BENCH-HOT}:held','inv:{BENCH-HOT}:hx','inv:{BENCH-HOT}:h0']}
+print(json.dumps({'per_idle_sku':round(per_sku,1),'per_hold':round(per_hold,1),'per_hold_hot':round((m4-m3)/hot,1),'enc':enc, 'hot_fields': cli('hmget','inv:{BENCH-HOT}','hs','hn','reserved')}))

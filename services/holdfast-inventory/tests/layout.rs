@@ -1,0 +1,238 @@
+//! The hold layout: holds in small listpack shards (`inv:{B}:h<n>`), and holds written by the
+//! scripts of the old layout (a zset and a hash per bucket; `tests/fixtures/v1_*.lua` are those
+//! scripts as they shipped) still commit, release, extend and expire correctly.
+
+mod common;
+mod layout_support;
+
+use common::{Fixture, events, idle, next_event, reserved};
+use fred::prelude::{
+    Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, Value,
+};
+use holdfast_inventory::keys::{self, BucketKeys};
+use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
+use holdfast_inventory::scripts;
+use holdfast_proto::events::v1::inventory_event::Event as Ev;
+use layout_support::{hold_count, hold_of};
+
+const V1_RESERVE: &str = include_str!("fixtures/v1_reserve.lua");
+const V1_RESERVE_SINGLE: &str = include_str!("fixtures/v1_reserve_single.lua");
+
+/// A one-line Reserve exactly as the service ran it before this layout: record + old hold.
+async fn v1_reserve_single(client: &Client, rid: &str, sku: &str, qty: i64, ttl_seconds: u32) -> String {
+    let bucket = BucketKeys::new(sku, 0);
+    let reply: Value = client
+        .eval(
+            V1_RESERVE_SINGLE,
+            vec![
+                keys::reservation(rid),
+                bucket.counters(),
+                bucket.holds(),
+                bucket.held(),
+                bucket.events(),
+                keys::EXPIRY_INDEX.to_string(),
+            ],
+            vec![
+                rid.to_string(),
+                qty.to_string(),
+                (i64::from(ttl_seconds) * 1000).to_string(),
+                sku.to_string(),
+                "0".to_string(),
+                fingerprint(&[(sku.to_string(), qty)], ttl_seconds),
+                format!(r#"[["{sku}",{qty},0]]"#),
+                RECORD_RETENTION.as_millis().to_string(),
+                sku.to_string(),
+                REJECTED_RETENTION.as_millis().to_string(),
+            ],
+        )
+        .await
+        .expect("v1 reserve_single");
+    match reply {
+        Value::Array(values) => values[0].as_string().expect("state"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// One bucket's hold as the old `reserve.lua` wrote it.
+async fn v1_reserve(client: &Client, bucket: &BucketKeys, rid: &str, qty: i64, ttl_ms: i64) -> i64 {
+    let reply: Value = client
+        .eval(
+            V1_RESERVE,
+            vec![bucket.counters(), bucket.holds(), bucket.held(), bucket.events()],
+            vec![
+                rid.to_string(),
+                qty.to_string(),
+                ttl_ms.to_string(),
+                bucket.sku.clone(),
+                bucket.index.to_string(),
+            ],
+        )
+        .await
+        .expect("v1 reserve");
+    match reply {
+        Value::Array(values) => values[1].as_i64().expect("expiry"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn reserved_units(fx: &Fixture, sku: &str) -> i64 {
+    let levels: Vec<Option<i64>> = fx
+        .redis()
+        .hmget(BucketKeys::new(sku, 0).counters(), vec!["reserved"])
+        .await
+        .expect("levels");
+    levels[0].unwrap_or(0)
+}
+
+#[tokio::test]
+async fn reservations_made_by_the_old_scripts_still_commit_release_extend_and_expire() {
+    let fx = Fixture::standalone_with(idle()).await;
+    let mut rx = events(&fx.bus);
+    fx.set_stock("OLD", 20, 1).await;
+    let client = fx.redis();
+    for rid in ["old-commit", "old-release", "old-extend", "old-live"] {
+        assert_eq!(v1_reserve_single(client, rid, "OLD", 2, 600).await, "reserved");
+    }
+    let bucket = BucketKeys::new("OLD", 0);
+    let lapsing = v1_reserve(client, &bucket, "old-lapse", 3, 1).await;
+    assert_eq!(reserved_units(&fx, "OLD").await, 11);
+    assert_eq!(hold_count(client, &bucket).await, 5, "every old hold is read");
+
+    // The full service path on records and holds the old scripts wrote.
+    let committed = fx.commit("old-commit").await.expect("commit");
+    assert_eq!(committed.levels[0].sold, 2);
+    assert_eq!(
+        fx.release("old-release").await.expect("release").released_units,
+        2
+    );
+    let (_, before) = hold_of(client, &bucket, "old-extend").await.expect("held");
+    let extended = scripts::extend(client, &bucket, "old-extend", 3_600_000)
+        .await
+        .expect("extend")
+        .expect("live");
+    assert!(extended > before);
+    assert_eq!(hold_of(client, &bucket, "old-extend").await, Some((2, extended)));
+    let old_layout: Vec<String> = client
+        .zrange(bucket.holds(), 0, -1, None, false, None, false)
+        .await
+        .expect("old");
+    assert!(
+        !old_layout.contains(&"old-extend".to_string()),
+        "an extended hold moved to the new layout"
+    );
+
+    // The old lapsed hold is expired (by the sweeper, or by any script's purge before it), its
+    // units given back.
+    fx.wait_redis_time_past(lapsing).await;
+    scripts::sweep(client, &bucket, 100).await.expect("sweep");
+    assert_eq!(hold_of(client, &bucket, "old-lapse").await, None);
+    assert_eq!(reserved_units(&fx, "OLD").await, 4, "old-extend and old-live");
+    let level = scripts::availability(client, &bucket)
+        .await
+        .expect("availability");
+    assert_eq!(
+        (level.levels.on_hand, level.levels.reserved, level.levels.sold),
+        (18, 4, 2)
+    );
+    let snapshot = scripts::snapshot(client, &bucket).await.expect("snapshot");
+    let mut live: Vec<(String, i64)> = snapshot.holds.clone();
+    live.sort();
+    assert_eq!(
+        live,
+        vec![("old-extend".to_string(), 2), ("old-live".to_string(), 2)]
+    );
+
+    // A new hold next to the old ones, then everything released: no key of either layout is left.
+    assert!(reserved(
+        &fx.reserve("new-1", &[("OLD", 1)], 600).await.expect("reserve")
+    ));
+    let expired = next_event(
+        &mut rx,
+        |e| matches!(e, Ev::Expired(x) if x.reservation_id == "old-lapse"),
+    )
+    .await;
+    let Ev::Expired(expired) = expired else {
+        unreachable!()
+    };
+    assert_eq!(expired.quantity, 3);
+    for rid in ["old-extend", "old-live", "new-1"] {
+        assert!(
+            fx.release(rid).await.expect("release").released_units > 0,
+            "{rid}"
+        );
+    }
+    assert_eq!(reserved_units(&fx, "OLD").await, 0);
+    let left: i64 = client
+        .exists(vec![
+            bucket.holds(),
+            bucket.held(),
+            bucket.hold_index(),
+            bucket.hold_shard(0),
+        ])
+        .await
+        .expect("exists");
+    assert_eq!(left, 0, "both layouts drained");
+    let fields: Vec<Option<i64>> = client
+        .hmget(bucket.counters(), vec!["hs", "hn"])
+        .await
+        .expect("fields");
+    assert_eq!(fields, vec![None, None], "an idle bucket keeps no layout fields");
+}
+
+#[tokio::test]
+async fn a_hot_bucket_keeps_every_shard_a_listpack_and_finds_every_hold() {
+    let fx = Fixture::standalone().await;
+    fx.set_stock("HOT", 10_000, 1).await;
+    let client = fx.redis();
+    let bucket = BucketKeys::new("HOT", 0);
+    let n: i64 = 3_000;
+    for i in 0..n {
+        let hold = scripts::reserve(client, &bucket, &format!("hot-{i}"), 1 + i % 3, 600_000)
+            .await
+            .expect("reserve");
+        assert!(matches!(hold, scripts::Hold::Held { .. }), "{hold:?}");
+    }
+    let fields: Vec<Option<i64>> = client
+        .hmget(bucket.counters(), vec!["hs", "hn", "reserved"])
+        .await
+        .expect("fields");
+    let shards = fields[0].expect("hs");
+    assert_eq!(fields[1], Some(n));
+    assert_eq!(fields[2], Some((0..n).map(|i| 1 + i % 3).sum::<i64>()));
+    assert!(shards >= n / 32, "{shards} shards for {n} holds");
+    let shard_count = u32::try_from(shards).expect("shards");
+    for shard in 0..shard_count {
+        let encoding: String = client
+            .custom(
+                fred::cmd!("OBJECT"),
+                vec!["ENCODING".to_string(), bucket.hold_shard(shard)],
+            )
+            .await
+            .expect("encoding");
+        assert_eq!(encoding, "listpack", "shard {shard}");
+    }
+    // Every hold is found where the scripts look for it, with its units.
+    for i in 0..n {
+        assert_eq!(
+            hold_of(client, &bucket, &format!("hot-{i}")).await.map(|h| h.0),
+            Some(1 + i % 3),
+            "hot-{i}"
+        );
+    }
+    for i in 0..n {
+        let units = scripts::release(client, &bucket, &format!("hot-{i}"))
+            .await
+            .expect("release");
+        assert_eq!(units, 1 + i % 3);
+    }
+    let fields: Vec<Option<i64>> = client
+        .hmget(bucket.counters(), vec!["hs", "hn", "reserved"])
+        .await
+        .expect("fields");
+    assert_eq!(fields, vec![None, None, Some(0)]);
+    let left: i64 = client
+        .exists(vec![bucket.hold_index(), bucket.hold_shard(0)])
+        .await
+        .expect("exists");
+    assert_eq!(left, 0);
+}

@@ -1,0 +1,92 @@
+//! Reading and ageing one hold through the hold scripts' own layout helpers (the shared block of
+//! `lua/reserve.lua`), so tests never spell the layout themselves.
+
+#![allow(dead_code)] // each test uses a different part
+
+use fred::prelude::{Client, LuaInterface, Value};
+use holdfast_inventory::keys::{self, BucketKeys};
+
+/// The shared helper block of the hold scripts.
+fn helpers() -> String {
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../lua/reserve.lua"))
+        .expect("lua/reserve.lua");
+    let start = source.find("-- ---- shared helpers").expect("helper block");
+    let end = source
+        .find("-- ---- end of shared helpers ----")
+        .expect("helper block end");
+    source[start..end].to_string()
+}
+
+async fn eval(client: &Client, bucket: &BucketKeys, body: &str, args: Vec<String>) -> Value {
+    let script = format!("{}\n{body}", helpers());
+    client
+        .eval(
+            script,
+            vec![bucket.counters(), bucket.holds(), bucket.held()],
+            args,
+        )
+        .await
+        .expect("eval")
+}
+
+/// `(units, expiry ms)` of `rid`'s hold in `bucket` (either layout), `None` without one.
+pub async fn hold_of(client: &Client, bucket: &BucketKeys, rid: &str) -> Option<(i64, i64)> {
+    let body =
+        "local q, e = hold_get(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) if q then return {q, e} end return {}";
+    match eval(client, bucket, body, vec![rid.to_string()]).await {
+        Value::Array(values) if values.len() == 2 => Some((
+            values[0].as_i64().expect("units"),
+            values[1].as_i64().expect("expiry"),
+        )),
+        _ => None,
+    }
+}
+
+/// Moves `rid`'s hold in `bucket` to an expiry long past (time passes for it alone).
+pub async fn lapse_hold(client: &Client, bucket: &BucketKeys, rid: &str) {
+    let body = "local q = hold_get(KEYS[1], KEYS[2], KEYS[3], ARGV[1])
+if q then hold_put(KEYS[1], KEYS[2], KEYS[3], ARGV[1], q, 1) end
+return {}";
+    eval(client, bucket, body, vec![rid.to_string()]).await;
+}
+
+/// How many holds `bucket` keeps (either layout).
+pub async fn hold_count(client: &Client, bucket: &BucketKeys) -> i64 {
+    let body = "return {#hold_all(KEYS[2], KEYS[3])}";
+    match eval(client, bucket, body, Vec::new()).await {
+        Value::Array(values) => values[0].as_i64().expect("count"),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// One field of reservation `rid`'s record (read through `rec_get`), `None` if unset.
+pub async fn record_field(client: &Client, rid: &str, field: &str) -> Option<String> {
+    let script = format!(
+        "{}\nlocal r = rec_get(KEYS[1]) return {{r[ARGV[1]] or false}}",
+        helpers()
+    );
+    let reply: Value = client
+        .eval(script, vec![keys::reservation(rid)], vec![field.to_string()])
+        .await
+        .expect("eval");
+    match reply {
+        Value::Array(values) => values.first().and_then(Value::as_string),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Sets one field of reservation `rid`'s record (through `rec_put`, its TTL kept).
+pub async fn set_record_field(client: &Client, rid: &str, field: &str, value: &str) {
+    let script = format!(
+        "{}\nlocal r = rec_get(KEYS[1]) r[ARGV[1]] = ARGV[2] rec_put(KEYS[1], r, nil) return {{}}",
+        helpers()
+    );
+    let _: Value = client
+        .eval(
+            script,
+            vec![keys::reservation(rid)],
+            vec![field.to_string(), value.to_string()],
+        )
+        .await
+        .expect("eval");
+}
