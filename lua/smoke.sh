@@ -86,7 +86,7 @@ for path in "$LUA"/cart_*.lua; do
   [[ "$(helpers "$f")" == "$cart_ref" ]] || fail "$f.lua: shared helpers differ from cart_add.lua"
   carts=$((carts + 1))
 done
-expect "cart shared helper block identical in all cart scripts" 8 "$carts"
+expect "cart shared helper block identical in all cart scripts" 6 "$carts"
 # The region scripts write the region's own transfer outbox (docs/regions.md), not a bucket's.
 xadds=$(ls "$LUA"/*.lua | grep -v '/region_' | xargs cat | grep -c "redis.call('XADD'")
 region_xadds=$(cat "$LUA"/region_*.lua | grep -c "redis.call('XADD'")

@@ -2,9 +2,7 @@
 //!
 //! The live cart is a Redis hash per owner (layout in `docs/cart.md`), changed only by the
 //! Lua scripts in `lua/cart_*.lua` so two devices changing one cart at once lose nothing.
-//! Prices and stock are read with the cart in one script where the catalog's cache and
-//! inventory's buckets share the cart's Redis, and asked from the catalog and inventory over
-//! gRPC for whatever is not there (round trips in `service.rs`). Every change is
+//! Prices come from the catalog and stock from inventory, both over gRPC. Every change is
 //! written behind to the durable store within [`CartOptions::flush_every`] plus one store
 //! write, and a cart missing from Redis is re-warmed from the store before it is read or
 //! changed, so a Redis loss loses no cart older than that.
@@ -12,7 +10,6 @@
 pub mod authz;
 pub mod error;
 pub mod live;
-mod lookup;
 pub mod purge;
 pub mod scripts;
 pub mod service;
@@ -21,7 +18,6 @@ mod view;
 pub mod write_behind;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use fred::prelude::Pool;
@@ -53,11 +49,6 @@ pub struct CartOptions {
     pub upstream_timeout: Duration,
     /// How often durable carts untouched for `ttl` are purged from the store.
     pub purge_every: Duration,
-    /// The catalog's cache and inventory's buckets live in the cart's Redis (one Redis for
-    /// the mesh, as `holdfast dev` and `holdfast serve` with one `--redis-url` run it): the
-    /// cart reads prices and stock there with the cart itself, in one script, and asks the
-    /// catalog and inventory only for what is missing. False: always ask them over gRPC.
-    pub shared_redis: bool,
     /// What calls to the catalog and inventory carry: the trace and this process's service
     /// token ([`holdfast_platform::Context::outbound`]).
     pub outbound: TracePropagation,
@@ -72,7 +63,6 @@ impl Default for CartOptions {
             flush_every: Duration::from_millis(250),
             upstream_timeout: Duration::from_secs(2),
             purge_every: Duration::from_secs(3600),
-            shared_redis: true,
             outbound: TracePropagation::default(),
         }
     }
@@ -85,7 +75,6 @@ pub struct RunningCart<S: CartStore + Clone + 'static> {
     pub service: CartServiceServer<Cart<S>>,
     _write_behind_task: AbortOnDrop,
     write_behind: Arc<WriteBehind>,
-    redis_calls: Arc<AtomicU64>,
     redis: Pool,
     store: S,
 }
@@ -101,12 +90,6 @@ impl<S: CartStore + Clone + 'static> RunningCart<S> {
         }
         failures.len()
     }
-
-    /// Redis requests the handlers made so far (each script call, restores included): the
-    /// round trips `docs/cart.md` promises per call are checked against it.
-    pub fn redis_calls(&self) -> u64 {
-        self.redis_calls.load(Ordering::Relaxed)
-    }
 }
 
 /// Builds the cart over `store` and `redis` without starting its write-behind worker: the
@@ -120,7 +103,6 @@ fn build<S: CartStore + Clone + 'static>(
 ) -> (
     CartServiceServer<Cart<S>>,
     Arc<WriteBehind>,
-    Arc<AtomicU64>,
     impl Future<Output = ()> + Send + 'static,
 ) {
     let write_behind = Arc::new(WriteBehind::new());
@@ -138,8 +120,7 @@ fn build<S: CartStore + Clone + 'static>(
         Arc::clone(&write_behind),
         options,
     );
-    let redis_calls = cart.redis_calls();
-    (CartServiceServer::new(cart), write_behind, redis_calls, worker)
+    (CartServiceServer::new(cart), write_behind, worker)
 }
 
 /// Loads the scripts (so the first call never pays for it), starts the write-behind worker
@@ -155,8 +136,7 @@ pub async fn start<S: CartStore + CartPurge + Clone + 'static>(
 ) -> Result<RunningCart<S>, CartError> {
     scripts::load_all(redis.next()).await?;
     let purge = purge::run(store.clone(), options.ttl, options.purge_every);
-    let (service, write_behind, redis_calls, worker) =
-        build(redis.clone(), store.clone(), catalog, inventory, options);
+    let (service, write_behind, worker) = build(redis.clone(), store.clone(), catalog, inventory, options);
     let task = tokio::spawn(async move {
         tokio::join!(worker, purge);
     });
@@ -164,22 +144,15 @@ pub async fn start<S: CartStore + CartPurge + Clone + 'static>(
         service,
         _write_behind_task: AbortOnDrop::new(task),
         write_behind,
-        redis_calls,
         redis,
         store,
     })
 }
 
-/// The cart's section of the command line (where catalog and inventory are is
-/// [`holdfast_platform::PeerArgs`]).
+/// The cart's section of the command line (none of its own flags yet; where catalog and
+/// inventory are is [`holdfast_platform::PeerArgs`]).
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct CartArgs {
-    /// The catalog and inventory keep their data in another Redis than this process's
-    /// --redis-url: ask them over gRPC for every price and stock figure instead of reading
-    /// their keys with the cart ([`CartOptions::shared_redis`]).
-    #[arg(long = "cart-separate-redis", env = "HOLDFAST_CART_SEPARATE_REDIS")]
-    pub separate_redis: bool,
-}
+pub struct CartArgs {}
 
 impl<S> Service<S> for CartArgs
 where
@@ -204,11 +177,10 @@ where
             scripts::load_all(redis.next()).await?;
             let options = CartOptions {
                 outbound: ctx.outbound(),
-                shared_redis: !self.separate_redis,
                 ..CartOptions::default()
             };
             let purge = purge::run(store.clone(), options.ttl, options.purge_every);
-            let (service, write_behind, _redis_calls, worker) = build(
+            let (service, write_behind, worker) = build(
                 redis.clone(),
                 store.clone(),
                 ctx.channel(Peer::Catalog)?,

@@ -3,9 +3,7 @@
 
 use fred::prelude::{Client, Value};
 use holdfast_platform::redis::LuaScript;
-use holdfast_proto::catalog::v1::Product;
 use holdfast_store::StoredCart;
-use prost::Message;
 
 use crate::error::CartError;
 use crate::live::LiveCart;
@@ -17,8 +15,6 @@ holdfast_platform::lua_scripts! {
     CLEAR => "cart_clear.lua",
     MERGE => "cart_merge.lua",
     RESTORE => "cart_restore.lua",
-    VIEW => "cart_view.lua",
-    EVICT_STALE => "cart_evict_stale.lua",
 }
 
 /// Loads every script on every primary (before health says SERVING).
@@ -287,94 +283,6 @@ pub async fn restore(
     Ok((outcome, reply.cart))
 }
 
-/// What `cart_view.lua` read about one SKU.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Found {
-    /// The SKU.
-    pub sku: String,
-    /// The catalog's cached product; `None` on a cache miss (ask the catalog).
-    pub product: Option<Product>,
-    /// Units available over all buckets; `None` when inventory has no bucket of it in this
-    /// Redis (ask inventory).
-    pub available: Option<i64>,
-}
-
-/// What `cart_view.lua` read.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Viewed {
-    /// The cart; `None` when its key does not exist (re-warm it from the store).
-    pub cart: Option<LiveCart>,
-    /// The cart's SKUs and the extra ones, when lookups were asked for.
-    pub found: Vec<Found>,
-}
-
-/// `cart_view.lua`: the cart at `key` and, with `lookups`, the cached product and available
-/// units of each of its SKUs and of `extra`, in one read. `lookups` reads keys the script does
-/// not declare: only on a standalone Redis that holds the catalog's cache and inventory's
-/// buckets.
-pub async fn view(client: &Client, key: &str, lookups: bool, extra: &[&str]) -> Result<Viewed, CartError> {
-    let mut args = vec![Value::from(if lookups { "1" } else { "0" })];
-    args.extend(extra.iter().map(s));
-    let reply: Value = VIEW.run(client, vec![key.to_string()], args).await?;
-    let Value::Array(values) = reply else {
-        return Err(protocol(&VIEW, format!("expected an array, got {reply:?}")));
-    };
-    let [exists, fields, found]: [Value; 3] = values
-        .try_into()
-        .map_err(|values| protocol(&VIEW, format!("expected three parts, got {values:?}")))?;
-    let cart = match exists.as_i64() {
-        Some(1) => Some(
-            LiveCart::from_hash(pairs(&VIEW, fields)?)
-                .map_err(|detail| protocol(&VIEW, detail))?
-                .unwrap_or_default(),
-        ),
-        Some(0) => None,
-        other => return Err(protocol(&VIEW, format!("exists {other:?}"))),
-    };
-    let Value::Array(found) = found else {
-        return Err(protocol(&VIEW, "the lookups are not an array"));
-    };
-    let found = found
-        .chunks(4)
-        .map(|chunk| match chunk {
-            [sku, payload, stocked, available] => {
-                let sku = sku
-                    .as_string()
-                    .ok_or_else(|| protocol(&VIEW, format!("sku {sku:?}")))?;
-                // fred hands back valid UTF-8 as a string and anything else as bytes; an
-                // entry that does not decode is a miss, as it is to the catalog.
-                let product = payload
-                    .as_bytes()
-                    .filter(|bytes| !bytes.is_empty())
-                    .and_then(|bytes| Product::decode(bytes).ok());
-                let available = match (stocked.as_i64(), available.as_i64()) {
-                    (Some(1), Some(units)) => Some(units.max(0)),
-                    (Some(0), _) => None,
-                    other => return Err(protocol(&VIEW, format!("stock {other:?}"))),
-                };
-                Ok(Found {
-                    sku,
-                    product,
-                    available,
-                })
-            }
-            _ => Err(protocol(&VIEW, "lookups come four values each")),
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Viewed { cart, found })
-}
-
-/// `cart_evict_stale.lua`: after `version` of the cart at `key` was saved to the store, drop
-/// the live copy if it is older (Redis lost writes). True when it was dropped.
-pub async fn evict_stale(client: &Client, key: &str, version: u64) -> Result<bool, CartError> {
-    let reply = run(&EVICT_STALE, client, key, vec![s(version)]).await?;
-    match reply.status.as_str() {
-        "evicted" => Ok(true),
-        "current" => Ok(false),
-        other => Err(protocol(&EVICT_STALE, format!("status {other:?}"))),
-    }
-}
-
 /// A script reply: `{status, n, {HGETALL...}, rest...}`.
 struct Reply {
     status: String,
@@ -398,21 +306,7 @@ async fn run(script: &LuaScript, client: &Client, key: &str, args: Vec<Value>) -
     let n = values[1]
         .as_i64()
         .ok_or_else(|| protocol(script, format!("count {:?}", values[1])))?;
-    let fields = pairs(script, values.swap_remove(2))?;
-    let cart = LiveCart::from_hash(fields)
-        .map_err(|detail| protocol(script, detail))?
-        .unwrap_or_default();
-    Ok(Reply {
-        status,
-        n,
-        cart,
-        rest,
-    })
-}
-
-/// The `(field, value)` pairs of an HGETALL reply.
-fn pairs(script: &LuaScript, flat: Value) -> Result<Vec<(String, String)>, CartError> {
-    let Value::Array(flat) = flat else {
+    let Value::Array(flat) = values.swap_remove(2) else {
         return Err(protocol(script, "the cart is not an array"));
     };
     let mut fields = Vec::with_capacity(flat.len() / 2);
@@ -423,7 +317,15 @@ fn pairs(script: &LuaScript, flat: Value) -> Result<Vec<(String, String)>, CartE
             _ => return Err(protocol(script, "a cart field is not a string")),
         }
     }
-    Ok(fields)
+    let cart = LiveCart::from_hash(fields)
+        .map_err(|detail| protocol(script, detail))?
+        .unwrap_or_default();
+    Ok(Reply {
+        status,
+        n,
+        cart,
+        rest,
+    })
 }
 
 /// The replies the four line-changing scripts share.

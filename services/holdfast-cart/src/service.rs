@@ -1,50 +1,69 @@
-//! The gRPC face of carts: validate, read the cart with the prices and stock of its SKUs
-//! (one script where Redis has them, the catalog and inventory over gRPC for the rest), run
-//! one changing script, mark the cart for its durable write, answer the cart re-priced.
-//!
-//! Redis round trips on a standalone Redis with warm caches: GetCart 1 (`cart_view.lua`);
-//! AddItem, UpdateItem and RemoveItem 2 (`cart_view.lua`, then the changing script); ClearCart
-//! one. A cart missing from Redis adds a store read and `cart_restore.lua`; a catalog cache
-//! miss or a SKU inventory does not keep in this Redis adds a gRPC call for those SKUs. On a
-//! Redis Cluster the read is the cart alone and every price and stock figure comes over gRPC.
+//! The gRPC face of carts: validate, ask the catalog and inventory, run one script, mark the
+//! cart for its durable write, answer the cart re-priced.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
-use fred::prelude::{ClientLike, Pool};
+use fred::prelude::{HashesInterface, Pool};
 use holdfast_platform::auth::{self, Caller};
 use holdfast_platform::status::FieldViolations;
+use holdfast_platform::telemetry::TracePropagation;
 use holdfast_proto::cart::v1 as pb;
 use holdfast_proto::cart::v1::cart_service_server::CartService;
+use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
+use holdfast_proto::catalog::v1::{BatchGetProductsRequest, GetProductRequest, Product};
+use holdfast_proto::inventory::v1::GetAvailabilityRequest;
+use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_store::CartStore;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 
 use crate::CartOptions;
 use crate::error::{self, CartError};
 use crate::live::{LiveCart, Owner};
-use crate::lookup::{Known, Upstream};
 use crate::scripts::{self, Absent, Addition, Change, Limits, Restore};
 use crate::validate;
-use crate::view::render;
+use crate::view::{Lookup, render};
 use crate::write_behind::WriteBehind;
 
-pub use crate::lookup::{CatalogClient, InventoryClient};
+/// Most SKUs per catalog or inventory batch call (both services' limit).
+const UPSTREAM_BATCH: usize = 100;
+
+/// The catalog client cart calls, carrying the caller's trace.
+pub type CatalogClient = CatalogServiceClient<InterceptedService<Channel, TracePropagation>>;
+/// The inventory client cart calls, carrying the caller's trace.
+pub type InventoryClient = InventoryServiceClient<InterceptedService<Channel, TracePropagation>>;
 
 /// `holdfast.cart.v1.CartService` over Redis, the durable store, the catalog and inventory.
 #[derive(Clone)]
 pub struct Cart<S: CartStore + Clone + 'static> {
     redis: Pool,
     store: S,
-    upstream: Upstream,
+    catalog: CatalogClient,
+    inventory: InventoryClient,
     write_behind: Arc<WriteBehind>,
     options: CartOptions,
-    redis_calls: Arc<AtomicU64>,
 }
 
 fn checked(violations: FieldViolations) -> Result<(), CartError> {
     violations.into_result().map_err(CartError::InvalidArgument)
+}
+
+/// Runs `call` with a deadline: an upstream that hangs costs this RPC `timeout`, no more.
+async fn within<T>(
+    timeout: Duration,
+    dependency: &'static str,
+    call: impl Future<Output = Result<Response<T>, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer.map(Response::into_inner),
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "{dependency} did not answer within {timeout:?}"
+        ))),
+    }
 }
 
 impl<S: CartStore + Clone + 'static> Cart<S> {
@@ -61,22 +80,11 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         Self {
             redis,
             store,
-            upstream: Upstream::new(catalog, inventory, &options.outbound, options.upstream_timeout),
+            catalog: CatalogServiceClient::with_interceptor(catalog, options.outbound.clone()),
+            inventory: InventoryServiceClient::with_interceptor(inventory, options.outbound.clone()),
             write_behind,
             options,
-            redis_calls: Arc::default(),
         }
-    }
-
-    /// Redis requests (script calls) the handlers of this service made so far: what the
-    /// round-trip budget in `docs/cart.md` is checked against.
-    pub fn redis_calls(&self) -> Arc<AtomicU64> {
-        Arc::clone(&self.redis_calls)
-    }
-
-    /// Counts one Redis request.
-    fn trip(&self) {
-        self.redis_calls.fetch_add(1, Ordering::Relaxed);
     }
 
     fn limits(&self) -> Limits {
@@ -89,34 +97,78 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         }
     }
 
-    /// Whether `cart_view.lua` may read the catalog's cache and inventory's buckets: they are
-    /// in this Redis, and it is not a cluster (where the script may touch its cart's slot only).
-    fn direct_reads(&self) -> bool {
-        self.options.shared_redis && !self.redis.next().is_clustered()
+    /// An outbound request whose deadline the callee sees too (`grpc-timeout`).
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(self.options.upstream_timeout);
+        request
     }
 
-    /// One `cart_view.lua` call.
-    async fn viewed(&self, owner: &Owner, extra: &[&str]) -> Result<scripts::Viewed, CartError> {
-        self.trip();
-        scripts::view(self.redis.next(), &owner.redis_key(), self.direct_reads(), extra).await
+    /// The product behind `sku`, refusing unknown and inactive ones.
+    async fn sellable(&self, sku: &str) -> Result<Product, CartError> {
+        let mut catalog = self.catalog.clone();
+        let request = self.request(GetProductRequest { sku: sku.to_string() });
+        let answer = within(
+            self.options.upstream_timeout,
+            "catalog",
+            catalog.get_product(request),
+        )
+        .await;
+        let reason = format!("unknown or inactive sku {sku:?}");
+        match answer {
+            Ok(found) => match found.product {
+                Some(product) if product.active && product.price.is_some() => Ok(product),
+                Some(_) => Err(CartError::precondition(error::SKU_INACTIVE, sku, reason)),
+                None => Err(CartError::precondition(error::SKU_UNKNOWN, sku, reason)),
+            },
+            Err(status) if status.code() == Code::NotFound => {
+                Err(CartError::precondition(error::SKU_UNKNOWN, sku, reason))
+            }
+            Err(status) => Err(CartError::upstream("catalog", &status)),
+        }
     }
 
-    /// The live cart with what Redis knows of the prices and stock of its SKUs and of
-    /// `extra`, in one read. A cart missing from Redis is re-warmed from the store first and
-    /// read again; an owner who never had one gets the empty cart at version 0.
-    async fn snapshot(&self, owner: &Owner, extra: &[&str]) -> Result<(LiveCart, Known), CartError> {
-        let viewed = self.viewed(owner, extra).await?;
-        if let Some(cart) = viewed.cart {
-            return Ok((cart, Known::from_found(viewed.found)));
-        }
-        let Some(warmed) = self.warm(owner).await? else {
-            return Ok((LiveCart::default(), Known::from_found(viewed.found)));
-        };
-        if warmed.lines.is_empty() || !self.direct_reads() {
-            return Ok((warmed, Known::from_found(viewed.found)));
-        }
-        let again = self.viewed(owner, extra).await?;
-        Ok((again.cart.unwrap_or(warmed), Known::from_found(again.found)))
+    /// Catalog products of `skus` (unknown ones left out).
+    async fn products(&self, skus: &[String]) -> Result<HashMap<String, Product>, CartError> {
+        let calls = skus.chunks(UPSTREAM_BATCH).map(|chunk| {
+            let mut catalog = self.catalog.clone();
+            let request = self.request(BatchGetProductsRequest { skus: chunk.to_vec() });
+            let timeout = self.options.upstream_timeout;
+            async move { within(timeout, "catalog", catalog.batch_get_products(request)).await }
+        });
+        let answers = futures::future::try_join_all(calls)
+            .await
+            .map_err(|status| CartError::upstream("catalog", &status))?;
+        Ok(answers
+            .into_iter()
+            .flat_map(|answer| answer.products)
+            .map(|product| (product.sku.clone(), product))
+            .collect())
+    }
+
+    /// Units inventory has available for each of `skus` (0 for SKUs it never stocked).
+    async fn available(&self, skus: &[String]) -> Result<HashMap<String, i64>, CartError> {
+        let calls = skus.chunks(UPSTREAM_BATCH).map(|chunk| {
+            let mut inventory = self.inventory.clone();
+            let request = self.request(GetAvailabilityRequest { skus: chunk.to_vec() });
+            let timeout = self.options.upstream_timeout;
+            async move { within(timeout, "inventory", inventory.get_availability(request)).await }
+        });
+        let answers = futures::future::try_join_all(calls)
+            .await
+            .map_err(|status| CartError::upstream("inventory", &status))?;
+        Ok(answers
+            .into_iter()
+            .flat_map(|answer| answer.levels)
+            .map(|level| (level.sku, level.available.max(0)))
+            .collect())
+    }
+
+    /// Current prices and stock of `skus`, both asked at once.
+    async fn lookup(&self, skus: &[String]) -> Result<Lookup, CartError> {
+        let (products, available) =
+            futures::future::try_join(self.products(skus), self.available(skus)).await?;
+        Ok(Lookup { products, available })
     }
 
     /// Re-warms `owner`'s cart from its durable copy; `None` when the store has none.
@@ -124,7 +176,6 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         let Some(stored) = self.store.load_cart(&owner.key()).await? else {
             return Ok(None);
         };
-        self.trip();
         let (outcome, live) = scripts::restore(
             self.redis.next(),
             &owner.redis_key(),
@@ -138,6 +189,20 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         Ok(Some(live))
     }
 
+    /// The live cart, re-warmed from the store on a Redis miss; empty at version 0 for an
+    /// owner who never had one.
+    async fn read(&self, owner: &Owner) -> Result<LiveCart, CartError> {
+        let fields: HashMap<String, String> = self.redis.next().hgetall(owner.redis_key()).await?;
+        let live = LiveCart::from_hash(fields).map_err(|detail| CartError::Protocol {
+            what: "cart hash",
+            detail,
+        })?;
+        match live {
+            Some(live) => Ok(live),
+            None => Ok(self.warm(owner).await?.unwrap_or_default()),
+        }
+    }
+
     /// Runs a changing script; if the key is cold, re-warms it from the store and runs the
     /// script again, so a cart lost from Redis is changed, not replaced by a fresh one.
     async fn change<T, F, Fut>(&self, owner: &Owner, run: F) -> Result<T, CartError>
@@ -145,36 +210,31 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         F: Fn(Absent) -> Fut,
         Fut: Future<Output = Result<Option<T>, CartError>>,
     {
-        self.trip();
         if let Some(done) = run(Absent::AskStore).await? {
             return Ok(done);
         }
         self.warm(owner).await?;
-        self.trip();
         run(Absent::NoCart).await?.ok_or_else(|| CartError::Protocol {
             what: "cart script",
             detail: "answered cold although the store was consulted".into(),
         })
     }
 
-    /// The cart as the API shows it, priced and stock-checked from `known`, asking the
-    /// catalog and inventory for what it lacks.
-    async fn view(&self, owner: &Owner, live: &LiveCart, known: &mut Known) -> Result<pb::Cart, CartError> {
+    /// The cart as the API shows it, re-priced and stock-checked now.
+    async fn view(&self, owner: &Owner, live: &LiveCart) -> Result<pb::Cart, CartError> {
         let ttl_ms = self.limits().ttl_ms;
         if live.lines.is_empty() {
             return Ok(render(owner, live, None, ttl_ms));
         }
-        known.complete(&self.upstream, &live.skus()).await?;
-        Ok(render(owner, live, Some(&known.lookup), ttl_ms))
+        let lookup = self.lookup(&live.skus()).await?;
+        Ok(render(owner, live, Some(&lookup), ttl_ms))
     }
 
-    /// The cart after a change that has been applied, priced from the read that preceded
-    /// the change (the same freshness the call had before it changed anything). Failing the
-    /// call now would invite a retry that applies the change twice, so if the catalog or
-    /// inventory cannot be asked for what that read lacked, the cart is answered at its
-    /// snapshot prices, without current prices or flags.
-    async fn view_after_change(&self, owner: &Owner, live: &LiveCart, known: &mut Known) -> pb::Cart {
-        match self.view(owner, live, known).await {
+    /// The cart after a change that has been applied. Failing the call now would invite a
+    /// retry that applies the change twice, so if the catalog or inventory cannot be asked
+    /// the cart is answered at its snapshot prices, without current prices or flags.
+    async fn view_after_change(&self, owner: &Owner, live: &LiveCart) -> pb::Cart {
+        match self.view(owner, live).await {
             Ok(cart) => cart,
             Err(error) => {
                 tracing::warn!(%error, owner = %owner.key(), "cart changed but not re-priced");
@@ -232,9 +292,9 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let mut violations = FieldViolations::new();
         let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
         checked(violations)?;
-        let (live, mut known) = self.snapshot(&owner, &[]).await?;
+        let live = self.read(&owner).await?;
         Ok(Response::new(pb::GetCartResponse {
-            cart: Some(self.view(&owner, &live, &mut known).await?),
+            cart: Some(self.view(&owner, &live).await?),
         }))
     }
 
@@ -258,19 +318,13 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         checked(violations)?;
 
         let sku = request.sku.as_str();
-        let (_, mut known) = self.snapshot(&owner, &[sku]).await?;
-        known
-            .complete(&self.upstream, std::slice::from_ref(&request.sku))
-            .await?;
-        let reason = || format!("unknown or inactive sku {sku:?}");
-        let price = match known.product(sku) {
-            Some(product) if product.active && product.price.is_some() => {
-                product.price.clone().unwrap_or_default()
-            }
-            Some(_) => return Err(CartError::precondition(error::SKU_INACTIVE, sku, reason()).into()),
-            None => return Err(CartError::precondition(error::SKU_UNKNOWN, sku, reason()).into()),
-        };
-        let available = known.available(sku).unwrap_or(0);
+        let (product, stock) = tokio::join!(
+            self.sellable(sku),
+            self.available(std::slice::from_ref(&request.sku))
+        );
+        let product = product?;
+        let available = stock?.get(sku).copied().unwrap_or(0);
+        let price = product.price.unwrap_or_default();
         let addition = Addition {
             sku,
             quantity: request.quantity,
@@ -287,16 +341,16 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             .await?;
         match change {
             Change::Done(live) => {
-                self.write_behind.enqueue(owner.key(), live.clone());
+                self.write_behind.enqueue(owner.key());
                 Ok(Response::new(pb::AddItemResponse {
                     outcome: pb::ItemOutcome::Applied as i32,
-                    cart: Some(self.view_after_change(&owner, &live, &mut known).await),
+                    cart: Some(self.view_after_change(&owner, &live).await),
                     available_quantity: 0,
                 }))
             }
             Change::OutOfStock { cart, .. } => Ok(Response::new(pb::AddItemResponse {
                 outcome: pb::ItemOutcome::OutOfStock as i32,
-                cart: Some(self.view_after_change(&owner, &cart, &mut known).await),
+                cart: Some(self.view_after_change(&owner, &cart).await),
                 available_quantity: available,
             })),
             refusal => Err(self.refused(&owner, sku, expected, refusal).into()),
@@ -325,15 +379,9 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let sku = request.sku.as_str();
         // Only a raise needs the figure, and only the script knows whether this is one: a
         // failed inventory call fails the update only if it turns out to be a raise.
-        let raise = request.quantity > 0;
-        let extra: &[&str] = if raise { &[sku] } else { &[] };
-        let (_, mut known) = self.snapshot(&owner, extra).await?;
-        let (available, inventory_error) = if raise {
-            match known
-                .complete_available(&self.upstream, std::slice::from_ref(&request.sku))
-                .await
-            {
-                Ok(()) => (known.available(sku), None),
+        let (available, inventory_error) = if request.quantity > 0 {
+            match self.available(std::slice::from_ref(&request.sku)).await {
+                Ok(levels) => (Some(levels.get(sku).copied().unwrap_or(0)), None),
                 Err(error) => (None, Some(error)),
             }
         } else {
@@ -348,16 +396,16 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             .await?;
         match change {
             Change::Done(live) => {
-                self.write_behind.enqueue(owner.key(), live.clone());
+                self.write_behind.enqueue(owner.key());
                 Ok(Response::new(pb::UpdateItemResponse {
                     outcome: pb::ItemOutcome::Applied as i32,
-                    cart: Some(self.view_after_change(&owner, &live, &mut known).await),
+                    cart: Some(self.view_after_change(&owner, &live).await),
                     available_quantity: 0,
                 }))
             }
             Change::OutOfStock { cart, .. } => Ok(Response::new(pb::UpdateItemResponse {
                 outcome: pb::ItemOutcome::OutOfStock as i32,
-                cart: Some(self.view_after_change(&owner, &cart, &mut known).await),
+                cart: Some(self.view_after_change(&owner, &cart).await),
                 available_quantity: available.unwrap_or(0),
             })),
             // The raise needed the figure the failed inventory call did not give: its error.
@@ -381,7 +429,6 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         checked(violations)?;
 
         let sku = request.sku.as_str();
-        let (_, mut known) = self.snapshot(&owner, &[]).await?;
         let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
         let expected = request.expected_version;
         let change = self
@@ -391,9 +438,9 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             .await?;
         match change {
             Change::Done(live) => {
-                self.write_behind.enqueue(owner.key(), live.clone());
+                self.write_behind.enqueue(owner.key());
                 Ok(Response::new(pb::RemoveItemResponse {
-                    cart: Some(self.view_after_change(&owner, &live, &mut known).await),
+                    cart: Some(self.view_after_change(&owner, &live).await),
                 }))
             }
             refusal => Err(self.refused(&owner, sku, expected, refusal).into()),
@@ -414,20 +461,20 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
 
         let session = Owner::Session(request.session_id.clone());
         let customer = Owner::Customer(request.customer_id.clone());
-        let (anonymous, mut known) = self.snapshot(&session, &[]).await?;
+        let anonymous = self.read(&session).await?;
         if anonymous.lines.is_empty() {
             // Never had a cart, or merged before: nothing to fold in, nothing changes.
-            let (live, mut known) = self.snapshot(&customer, &[]).await?;
+            let live = self.read(&customer).await?;
             return Ok(Response::new(pb::MergeCartsResponse {
-                cart: Some(self.view_after_change(&customer, &live, &mut known).await),
+                cart: Some(self.view_after_change(&customer, &live).await),
                 capped_skus: Vec::new(),
                 dropped_skus: Vec::new(),
             }));
         }
 
         // Asked before anything is written: a catalog outage leaves both carts as they were.
-        known.complete_products(&self.upstream, &anonymous.skus()).await?;
-        let sellable = |sku: &str| known.product(sku).is_some_and(|product| product.active);
+        let products = self.products(&anonymous.skus()).await?;
+        let sellable = |sku: &str| products.get(sku).is_some_and(|product| product.active);
         let folded = LiveCart {
             lines: anonymous
                 .lines
@@ -440,7 +487,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let limits = self.limits();
         let (client, customer_key) = (self.redis.next(), customer.redis_key());
         let (live, capped, over_cap) = if folded.lines.is_empty() {
-            (self.snapshot(&customer, &[]).await?.0, Vec::new(), Vec::new())
+            (self.read(&customer).await?, Vec::new(), Vec::new())
         } else {
             let merged = self
                 .change(&customer, |absent| {
@@ -468,17 +515,14 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         // A crash before this line is safe: the retry finds the merge marker in the
         // customer's cart and only empties this one.
         let session_key = session.redis_key();
-        let cleared = self
-            .change(&session, |absent| {
-                scripts::clear(client, &session_key, absent, 0, limits)
-            })
-            .await?;
-        if let Change::Done(cleared) = cleared {
-            self.write_behind.enqueue(session.key(), cleared);
-        }
-        self.write_behind.enqueue(customer.key(), live.clone());
+        self.change(&session, |absent| {
+            scripts::clear(client, &session_key, absent, 0, limits)
+        })
+        .await?;
+        self.write_behind.enqueue(session.key());
+        self.write_behind.enqueue(customer.key());
         Ok(Response::new(pb::MergeCartsResponse {
-            cart: Some(self.view_after_change(&customer, &live, &mut known).await),
+            cart: Some(self.view_after_change(&customer, &live).await),
             capped_skus: capped,
             dropped_skus: dropped,
         }))
@@ -504,7 +548,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             .await?;
         match change {
             Change::Done(live) => {
-                self.write_behind.enqueue(owner.key(), live.clone());
+                self.write_behind.enqueue(owner.key());
                 Ok(Response::new(pb::ClearCartResponse {
                     cart: Some(render(&owner, &live, None, limits.ttl_ms)),
                 }))

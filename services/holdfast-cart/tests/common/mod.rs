@@ -322,21 +322,3 @@ pub fn precondition_kind(status: &tonic::Status) -> String {
         .remove(0)
         .r#type
 }
-
-/// gRPC requests the catalog and inventory servers of this test process have handled so far
-/// (`holdfast_rpc_requests_total`; nextest runs every test in its own process).
-pub fn upstream_calls() -> u64 {
-    prometheus::gather()
-        .iter()
-        .filter(|family| family.name() == "holdfast_rpc_requests_total")
-        .flat_map(|family| family.get_metric())
-        .filter(|metric| {
-            metric.get_label().iter().any(|label| {
-                label.name() == "service"
-                    && (label.value().contains("CatalogService")
-                        || label.value().contains("InventoryService"))
-            })
-        })
-        .map(|metric| metric.get_counter().get_value() as u64)
-        .sum()
-}
