@@ -57,6 +57,11 @@ pub enum Verdict {
     Unknown,
 }
 
+/// How long [`Stock::ensure_truth`] waits for another call's verification of the same SKU
+/// before answering UNAVAILABLE (a rebuild of a large SKU can take longer: retry).
+const VERIFY_WAIT_TURN: std::time::Duration = std::time::Duration::from_millis(10);
+const VERIFY_WAIT_TURNS: u32 = 200;
+
 impl Stock {
     fn guard(&self) -> Option<&Arc<Truth>> {
         self.truth.as_ref()
@@ -70,9 +75,22 @@ impl Stock {
             return Ok(());
         };
         for &sku in skus {
-            let era = truth.era();
-            if !truth.is_verified(sku, era) {
-                self.verify_sku(sku, None).await?;
+            // Another call verifying the same SKU (two first calls on it at once) is waited
+            // for, briefly, rather than answered UNAVAILABLE: its verdict is ours too.
+            let mut waited = 0;
+            loop {
+                let era = truth.era();
+                if truth.is_verified(sku, era) {
+                    break;
+                }
+                match self.verify_sku(sku, None).await {
+                    Ok(_) => break,
+                    Err(InventoryError::Rebuilding(_)) if waited < VERIFY_WAIT_TURNS => {
+                        waited += 1;
+                        tokio::time::sleep(VERIFY_WAIT_TURN).await;
+                    }
+                    Err(error) => return Err(error),
+                }
             }
         }
         Ok(())
