@@ -73,6 +73,10 @@ pub struct FlashSaleArgs {
     /// Admission: flag the SKU as a drop, so every checkout goes through the waiting room.
     #[arg(long)]
     pub drop: bool,
+    /// Checkouts of a SKU of their own before the sale starts, counted nowhere (a fresh
+    /// process and database answer their first requests slowly; see `warmup.rs`).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
 }
 
 /// The operation refusals by the admission limits are timed under (RESOURCE_EXHAUSTED of
@@ -201,6 +205,22 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
             .await
             .map_err(|e| anyhow::anyhow!("SetAdmissionLimits {sku}: {e}"))?;
     }
+
+    let warmup = if args.warmup > 0 {
+        let warm_id = crate::warmup::run_id(&run_id);
+        let (mesh, warm_id, timeout, retries) = (&mesh, &warm_id, args.run.timeout, args.run.retries);
+        Some(
+            crate::warmup::checkouts(mesh, warm_id, args.warmup, args.price_minor, |i, sku| async move {
+                match buy(mesh, i, warm_id, &sku, timeout, retries).await.1 {
+                    Got::Checkout(answer, _) if answer.order_id().is_some() => Ok(()),
+                    other => Err(format!("{other:?}")),
+                }
+            })
+            .await?,
+        )
+    } else {
+        None
+    };
 
     let roles: Arc<Vec<Role>> = Arc::new(
         shuffled_roles(&[n_pay, n_abandon, n_cancel], args.run.seed)
@@ -525,6 +545,7 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
             "hold_ttl_s": ttl_seconds,
             "winners": winners,
             "admission": tally.json(),
+            "warmup": warmup.as_ref().map(crate::warmup::Warmup::json),
             "live_order_units": live,
             "final_level": {
                 "on_hand": level.on_hand,

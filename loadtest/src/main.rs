@@ -26,6 +26,7 @@ mod scenario;
 mod slo;
 mod soak;
 mod summary;
+mod warmup;
 
 use std::path::PathBuf;
 

@@ -1,8 +1,9 @@
 //! The production backend: ScyllaDB through the `scylla` driver.
 //!
 //! Schema in `schema/scylla.cql`, applied by [`ScyllaStore::migrate`] (`holdfast migrate`).
-//! Every query is a prepared statement, prepared once per store on first use (so a store
-//! can be connected before the schema exists and migrate it). Each aggregate lives in a
+//! Every query is a prepared statement, prepared once per store: by
+//! [`ScyllaStore::prepare`] when a server starts, else on first use (so a store can be
+//! connected before the schema exists and migrate it). Each aggregate lives in a
 //! submodule: products (LWTs only for creates `IF NOT EXISTS` and updates `IF version = ?`)
 //! and carts (no LWT: cell timestamps are the cart versions, `USING TIMESTAMP`, so
 //! last-write-wins does it).
@@ -86,17 +87,30 @@ struct Statements {
 }
 
 impl Statements {
+    /// The aggregates' statements are prepared concurrently: one after another they are
+    /// about 70 round trips, which the first requests after a start would otherwise wait for.
     async fn prepare(session: &Session, ks: &str) -> Result<Self, StoreError> {
+        let (products, carts, orders, sagas, keys, outbox, warehouse, truth, waiting_room) = futures::try_join!(
+            products::ProductStatements::prepare(session, ks),
+            carts::CartStatements::prepare(session, ks),
+            orders::OrderStatements::prepare(session, ks),
+            sagas::SagaStatements::prepare(session, ks),
+            idempotency::KeyStatements::prepare(session, ks),
+            outbox::OutboxStatements::prepare(session, ks),
+            warehouse::WarehouseStatements::prepare(session, ks),
+            stock_truth::TruthStatements::prepare(session, ks),
+            waiting_room::WaitingRoomStatements::prepare(session, ks),
+        )?;
         Ok(Self {
-            products: products::ProductStatements::prepare(session, ks).await?,
-            carts: carts::CartStatements::prepare(session, ks).await?,
-            orders: orders::OrderStatements::prepare(session, ks).await?,
-            sagas: sagas::SagaStatements::prepare(session, ks).await?,
-            keys: idempotency::KeyStatements::prepare(session, ks).await?,
-            outbox: outbox::OutboxStatements::prepare(session, ks).await?,
-            warehouse: warehouse::WarehouseStatements::prepare(session, ks).await?,
-            truth: stock_truth::TruthStatements::prepare(session, ks).await?,
-            waiting_room: waiting_room::WaitingRoomStatements::prepare(session, ks).await?,
+            products,
+            carts,
+            orders,
+            sagas,
+            keys,
+            outbox,
+            warehouse,
+            truth,
+            waiting_room,
         })
     }
 }
@@ -184,6 +198,14 @@ impl ScyllaStore {
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    /// Prepares every statement now rather than on first use. A server calls it once the
+    /// store is open, so its first requests do not queue behind the preparation (measured:
+    /// the first checkouts of a fresh `holdfast dev` on Cassandra took 2.4 s instead of
+    /// 0.2 s). Fails, naming `holdfast migrate`, when the schema is not applied.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        self.statements().await.map(|_| ())
     }
 
     async fn statements(&self) -> Result<&Statements, StoreError> {

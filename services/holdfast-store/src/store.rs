@@ -23,6 +23,17 @@ pub enum Store {
     Scylla(ScyllaStore),
 }
 
+impl Store {
+    /// Makes the store ready to serve at once: ScyllaDB prepares every statement (see
+    /// [`ScyllaStore::prepare`]); SQLite is ready when open.
+    pub async fn prepare(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Scylla(store) => store.prepare().await,
+        }
+    }
+}
+
 impl From<SqliteStore> for Store {
     fn from(store: SqliteStore) -> Self {
         Self::Sqlite(store)

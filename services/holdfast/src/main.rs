@@ -115,11 +115,18 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         None => None,
     };
     let store = match &store_url {
-        Some(url) => Some(
-            holdfast_store::open(url)
+        Some(url) => {
+            let store = holdfast_store::open(url)
                 .await
-                .unwrap_or_else(|e| exit_unavailable(format!("cannot open store {url:?}: {e}"))),
-        ),
+                .unwrap_or_else(|e| exit_unavailable(format!("cannot open store {url:?}: {e}")));
+            // Before the listener: the first requests must not wait for the preparation, and
+            // a store without its schema is refused here rather than on every call.
+            store
+                .prepare()
+                .await
+                .unwrap_or_else(|e| exit_unavailable(format!("cannot use store {url:?}: {e}")));
+            Some(store)
+        }
         None => None,
     };
     let bus = holdfast_platform::events::BusConfig::from_kafka_brokers(common.kafka_brokers.as_deref());
