@@ -20,6 +20,16 @@ use tokio::sync::mpsc;
 /// rejoin (the dead member's session, 45 s by default, may have to time out first).
 const WITHIN: Duration = Duration::from_secs(90);
 
+/// Logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=librdkafka=debug,info`).
+fn init_log() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 fn event(topic: &str, n: usize) -> Event {
     Event {
         id: format!("e-{n:03}"),
@@ -129,8 +139,8 @@ async fn expect_committed(brokers: &str, group: &str, topic: &str, count: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 18, open: fails today (no event handled within 90 s); see docs/events.md"]
 async fn consumer_started_just_before_a_broker_restart_handles_every_event() {
+    init_log();
     let mut broker = KafkaBroker::start().expect("broker");
     let topic = "holdfast.restart.before.v1";
     let group = "restart-before";
@@ -155,6 +165,7 @@ async fn consumer_started_just_before_a_broker_restart_handles_every_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_keeps_handling_events_across_a_broker_restart_after_its_assignment() {
+    init_log();
     let mut broker = KafkaBroker::start().expect("broker");
     let topic = "holdfast.restart.after.v1";
     let group = "restart-after";
@@ -198,8 +209,8 @@ fn dead_member(brokers: &str, topic: &str, group: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 18, open: fails today (no event handled within 90 s); see docs/events.md"]
 async fn consumer_replacing_a_crashed_member_handles_every_event_across_a_broker_restart() {
+    init_log();
     let mut broker = KafkaBroker::start().expect("broker");
     let topic = "holdfast.restart.crashed.v1";
     let group = "restart-crashed";
