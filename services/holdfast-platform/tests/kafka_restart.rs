@@ -1,11 +1,14 @@
 //! The Kafka consumer across broker restarts (a real Apache Kafka broker, SIGKILLed by pid and
-//! started again on the same ports and log dirs): before its first partition assignment, and
-//! after it. Every event published must reach the handler, and its offset must be committed.
+//! started again on the same ports and log dirs): before its first partition assignment, after
+//! it, and while a crashed member (a PyPI confluent-kafka process) still holds the group. Every
+//! event published must reach the handler, and its offset must be committed.
 //!
-//! The two tests where the broker dies before the consumer's first assignment reproduce the
-//! open part of issue 18 and are ignored until it is fixed: run them with
-//! `cargo nextest run -p holdfast-platform --test kafka_restart --run-ignored all`
-//! (`HOLDFAST_KAFKA_DEBUG=cgrp,fetch` adds librdkafka's debug log).
+//! The tests where the broker dies before the consumer's first assignment reproduced issue 18:
+//! librdkafka queues an error for every failed connection attempt on the queue that also
+//! carries rebalances and records, and the dispatcher used to pause up to 1 s after each, so
+//! the assignment waited behind hundreds of stale errors for minutes. `RUST_LOG` (e.g.
+//! `RUST_LOG=librdkafka=debug,holdfast_platform=debug`) shows the consumer's log, and
+//! `HOLDFAST_KAFKA_DEBUG=cgrp,fetch` adds librdkafka's debug contexts to it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
