@@ -201,7 +201,7 @@ struct Shared {
 /// errors are reports, not failures: it reconnects and rejoins by itself. While a broker is
 /// down it queues an error for every failed connection attempt (several a second), so a
 /// dispatcher that paused after each error (it did, up to 1 s) fell far behind: after
-/// the broker came back, the group's assignment and the records waited behind hundreds of
+/// the broker came back, the group's assignment and the records waited behind a hundred
 /// stale errors drained one a second (89 s in the test), and the consumer looked stalled.
 pub(super) async fn run_consumer(
     GroupConsumer {
