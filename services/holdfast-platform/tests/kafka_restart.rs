@@ -1,11 +1,14 @@
 //! The Kafka consumer across broker restarts (a real Apache Kafka broker, SIGKILLed by pid and
-//! started again on the same ports and log dirs): before its first partition assignment, and
-//! after it. Every event published must reach the handler, and its offset must be committed.
+//! started again on the same ports and log dirs): before its first partition assignment, after
+//! it, and while a crashed member (a PyPI confluent-kafka process) still holds the group. Every
+//! event published must reach the handler, and its offset must be committed.
 //!
-//! The two tests where the broker dies before the consumer's first assignment reproduce the
-//! open part of issue 18 and are ignored until it is fixed: run them with
-//! `cargo nextest run -p holdfast-platform --test kafka_restart --run-ignored all`
-//! (`HOLDFAST_KAFKA_DEBUG=cgrp,fetch` adds librdkafka's debug log).
+//! The tests where the broker dies before the consumer's first assignment reproduced issue 18:
+//! librdkafka queues an error for every failed connection attempt on the queue that also
+//! carries rebalances and records, and the dispatcher used to pause up to 1 s after each, so
+//! the assignment waited behind hundreds of stale errors for minutes. `RUST_LOG` (e.g.
+//! `RUST_LOG=librdkafka=debug,holdfast_platform=debug`) shows the consumer's log, and
+//! `HOLDFAST_KAFKA_DEBUG=cgrp,fetch` adds librdkafka's debug contexts to it.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -19,6 +22,16 @@ use tokio::sync::mpsc;
 /// Longest the consumer may take to see every event after the broker is back: its group must
 /// rejoin (the dead member's session, 45 s by default, may have to time out first).
 const WITHIN: Duration = Duration::from_secs(90);
+
+/// Logs to the test's output when `RUST_LOG` is set (e.g. `RUST_LOG=librdkafka=debug,info`).
+fn init_log() {
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+}
 
 fn event(topic: &str, n: usize) -> Event {
     Event {
@@ -129,8 +142,8 @@ async fn expect_committed(brokers: &str, group: &str, topic: &str, count: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 18, open: fails today (no event handled within 90 s); see docs/events.md"]
 async fn consumer_started_just_before_a_broker_restart_handles_every_event() {
+    init_log();
     let mut broker = KafkaBroker::start().expect("broker");
     let topic = "holdfast.restart.before.v1";
     let group = "restart-before";
@@ -155,6 +168,7 @@ async fn consumer_started_just_before_a_broker_restart_handles_every_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_keeps_handling_events_across_a_broker_restart_after_its_assignment() {
+    init_log();
     let mut broker = KafkaBroker::start().expect("broker");
     let topic = "holdfast.restart.after.v1";
     let group = "restart-after";
@@ -198,8 +212,8 @@ fn dead_member(brokers: &str, topic: &str, group: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 18, open: fails today (no event handled within 90 s); see docs/events.md"]
 async fn consumer_replacing_a_crashed_member_handles_every_event_across_a_broker_restart() {
+    init_log();
     let mut broker = KafkaBroker::start().expect("broker");
     let topic = "holdfast.restart.crashed.v1";
     let group = "restart-crashed";

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::TopicPartitionList;
 use rdkafka::client::ClientContext;
@@ -30,15 +30,38 @@ pub const DEBUG_ENV: &str = "HOLDFAST_KAFKA_DEBUG";
 /// Longest the dispatcher waits in one `recv` before polling the consumer again.
 ///
 /// rdkafka's `StreamConsumer` wakes a waiting `recv` only when librdkafka's queue goes from
-/// empty to non-empty; a wake-up that is missed (rust-rdkafka #665) leaves `recv` parked with
-/// records, rebalances and log lines waiting in the queue until rdkafka's own fallback,
-/// every `max.poll.interval.ms / 2` (150 s). After a broker restart that is what left the
-/// consumer assigned but fetching nothing (issue 18). Polling again at least this often
-/// bounds a missed wake-up to this delay.
+/// empty to non-empty, and otherwise every `max.poll.interval.ms / 2` (150 s). A defensive
+/// bound on a wake-up that would be missed (rust-rdkafka #665); it was not the cause of
+/// issue 18 (see [`run_consumer`]).
 const POLL_TICK: Duration = Duration::from_millis(100);
-/// Longest pause after a consumer error: librdkafka recovers by itself, and nothing is
-/// polled (no rebalance served) during the pause.
-const ERROR_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// Fewest seconds between two warnings about consumer errors: while a broker is down
+/// librdkafka reports every failed connection attempt, several a second.
+const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The dispatcher's log of consumer errors: a warning at most once per [`ERROR_LOG_EVERY`]
+/// with how many errors were left out since, every error at debug level.
+#[derive(Debug, Default)]
+struct ErrorLog {
+    last_warning: Option<Instant>,
+    left_out: u64,
+}
+
+impl ErrorLog {
+    fn report(&mut self, group: &str, error: &KafkaError) {
+        let now = Instant::now();
+        if self
+            .last_warning
+            .is_some_and(|last| now.duration_since(last) < ERROR_LOG_EVERY)
+        {
+            self.left_out += 1;
+            tracing::debug!(group, %error, "kafka consumer error");
+            return;
+        }
+        self.last_warning = Some(now);
+        let left_out = std::mem::take(&mut self.left_out);
+        tracing::warn!(group, %error, left_out, "kafka consumer error (librdkafka retries by itself)");
+    }
+}
 
 /// The consumer's librdkafka callbacks: its log and errors into `tracing`, and the
 /// rebalance hooks that keep [`Progress`] in step with the assignment.
@@ -62,8 +85,9 @@ impl ClientContext for GroupContext {
         }
     }
 
+    /// Every error event also reaches the dispatcher, which warns about it (rate-limited).
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::warn!(target: "librdkafka", group = self.progress.group(), %error, reason, "kafka client error");
+        tracing::debug!(target: "librdkafka", group = self.progress.group(), %error, reason, "kafka client error");
     }
 }
 
@@ -171,6 +195,14 @@ struct Shared {
 /// The dispatcher: polls the consumer (which also serves rebalances) and queues each record
 /// for its partition's worker, until asked to stop; then lets the workers finish the record
 /// in hand, commits what was finished and leaves the group.
+///
+/// It never waits after a consumer error (issue 18). librdkafka hands errors, its log lines,
+/// rebalances and records to the application through one queue, in order, and its consumer
+/// errors are reports, not failures: it reconnects and rejoins by itself. While a broker is
+/// down it queues an error for every failed connection attempt (several a second), so a
+/// dispatcher that paused after each error (it did, up to 1 s) fell far behind: after
+/// the broker came back, the group's assignment and the records waited behind a hundred
+/// stale errors drained one a second (89 s in the test), and the consumer looked stalled.
 pub(super) async fn run_consumer(
     GroupConsumer {
         consumer,
@@ -193,7 +225,7 @@ pub(super) async fn run_consumer(
     let mut committer = JoinSet::new();
     committer.spawn(commit_loop(shared.clone(), stop.clone()));
     let mut queues: HashMap<PartitionKey, mpsc::UnboundedSender<Queued>> = HashMap::new();
-    let mut error_backoff = RETRY_INITIAL;
+    let mut errors = ErrorLog::default();
     loop {
         let received = tokio::select! {
             biased;
@@ -206,16 +238,12 @@ pub(super) async fn run_consumer(
         };
         let message = match received {
             Ok(message) => message,
-            Err(e) => {
-                tracing::warn!(%group, error = %e, "kafka consumer error");
-                if wait_or_stop(error_backoff, &mut stop).await {
-                    break;
-                }
-                error_backoff = (error_backoff * 2).min(ERROR_PAUSE_MAX);
+            // What is queued behind it is polled at once.
+            Err(error) => {
+                errors.report(&group, &error);
                 continue;
             }
         };
-        error_backoff = RETRY_INITIAL;
         let key = (message.topic().to_string(), message.partition());
         // A record of a partition no longer ours: its next owner gets it.
         let Some(epoch) = shared.progress.epoch(&key) else {
