@@ -210,12 +210,18 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
         let warm_id = crate::warmup::run_id(&run_id);
         let (mesh, warm_id, timeout, retries) = (&mesh, &warm_id, args.run.timeout, args.run.retries);
         Some(
-            crate::warmup::checkouts(mesh, warm_id, args.warmup, args.price_minor, |i, sku| async move {
-                match buy(mesh, i, warm_id, &sku, timeout, retries).await.1 {
-                    Got::Checkout(answer, _) if answer.order_id().is_some() => Ok(()),
-                    other => Err(format!("{other:?}")),
-                }
-            })
+            crate::warmup::checkouts(
+                mesh,
+                warm_id,
+                args.warmup,
+                args.price_minor,
+                |i, sku| async move {
+                    match buy(mesh, i, warm_id, &sku, timeout, retries).await.1 {
+                        Got::Checkout(answer, _) if answer.order_id().is_some() => Ok(()),
+                        other => Err(format!("{other:?}")),
+                    }
+                },
+            )
             .await?,
         )
     } else {

@@ -61,8 +61,14 @@ where
     Fut: Future<Output = Result<(), String>>,
 {
     let sku = format!("{warmup_id}-FLASH");
-    crate::scenario::upsert_product(&mut mesh.catalog(0), &sku, "Warm-up item", price_minor, "load/warmup")
-        .await?;
+    crate::scenario::upsert_product(
+        &mut mesh.catalog(0),
+        &sku,
+        "Warm-up item",
+        price_minor,
+        "load/warmup",
+    )
+    .await?;
     let on_hand = i64::try_from(n).map_err(|_| anyhow::anyhow!("--warmup {n} is too large"))?;
     mesh.inventory(0)
         .set_stock(SetStockRequest {

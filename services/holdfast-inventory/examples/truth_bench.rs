@@ -122,7 +122,7 @@ async fn commits(url: &RedisUrl, store: &Store, wait_replicas: u32, n: u64, tag:
             .expect("reserve");
         assert!(matches!(answer, ReserveAnswer::Reserved { .. }));
         let started = Instant::now();
-        inv.stock.commit(&rid).await.expect("commit");
+        inv.stock.commit(&rid, &[]).await.expect("commit");
         took.push(started.elapsed());
     }
     took.sort();

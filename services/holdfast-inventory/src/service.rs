@@ -200,8 +200,14 @@ impl InventoryService for Inventory {
         let request = request.into_inner();
         let mut violations = FieldViolations::new();
         validate::id(&mut violations, "reservation_id", &request.reservation_id);
+        if request.skus.len() > MAX_LINES {
+            violations.add("skus", format!("must name at most {MAX_LINES} SKUs"));
+        }
+        for (i, sku) in request.skus.iter().enumerate() {
+            validate::sku(&mut violations, &format!("skus[{i}]"), sku);
+        }
         checked(violations)?;
-        let lines = self.stock.commit(&request.reservation_id).await?;
+        let lines = self.stock.commit(&request.reservation_id, &request.skus).await?;
         let mut skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
         skus.dedup();
         let levels = futures::future::try_join_all(skus.iter().map(|sku| self.stock.level(sku)))

@@ -25,8 +25,10 @@ pub const COMMIT_LEASE: Duration = Duration::from_secs(10 * 60);
 impl Stock {
     /// Turns a reservation's holds into sales. Idempotent, and safe with concurrent callers:
     /// each drives the record's state machine forward from wherever it finds it.
-    /// `FAILED_PRECONDITION` once it expired, was released or refused.
-    pub async fn commit(&self, rid: &str) -> Result<Vec<Line>, InventoryError> {
+    /// `FAILED_PRECONDITION` once it expired, was released or refused. With no record in
+    /// Redis, a sale of `rid` recorded durably for every one of `skus_hint` (the caller's)
+    /// answers it committed: the first attempt got that far before Redis lost the record.
+    pub async fn commit(&self, rid: &str, skus_hint: &[String]) -> Result<Vec<Line>, InventoryError> {
         let client = self.client();
         let record_key = keys::reservation(rid);
         let retention = ms(RECORD_RETENTION);
@@ -139,7 +141,12 @@ impl Stock {
                     .await?;
                     "committed".to_string()
                 }
-                "" => return Err(InventoryError::NotFound(rid.to_string())),
+                "" => {
+                    return match self.durable_sale(rid, skus_hint).await? {
+                        Some(lines) => Ok(lines),
+                        None => Err(InventoryError::NotFound(rid.to_string())),
+                    };
+                }
                 "pending" => return Err(InventoryError::Busy(rid.to_string())),
                 "rejected" => {
                     return Err(InventoryError::precondition(

@@ -189,8 +189,9 @@ impl Stock {
     /// rebuilt. `UNAVAILABLE` while another call is rebuilding the SKU (retry).
     pub async fn level(&self, sku: &str) -> Result<SkuLevel, InventoryError> {
         self.ensure_truth(&[sku]).await?;
+        let era = self.era();
         let level = self.read_level(sku).await?;
-        if level.levels == Levels::default() && self.recheck_empty(sku).await? {
+        if level.levels == Levels::default() && self.recheck_empty(sku, era).await? {
             return self.read_level(sku).await;
         }
         Ok(level)

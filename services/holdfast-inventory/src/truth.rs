@@ -35,6 +35,7 @@ use holdfast_store::{SaleRecord, StockTruth, StockWrite, StoreError};
 use crate::error::InventoryError;
 use crate::guard::{Claim, REBUILD_CONCURRENCY, Truth};
 use crate::keys::{self, BucketKeys};
+use crate::reservations::Line;
 use crate::scripts::{self, Marker, Snapshot};
 use crate::stock::Stock;
 
@@ -65,6 +66,11 @@ const VERIFY_WAIT_TURNS: u32 = 200;
 impl Stock {
     fn guard(&self) -> Option<&Arc<Truth>> {
         self.truth.as_ref()
+    }
+
+    /// The guard's current era (0 without a durable truth).
+    pub(crate) fn era(&self) -> u64 {
+        self.guard().map_or(0, |truth| truth.era())
     }
 
     /// Succeeds once each of `skus` is verified in the current era (an in-memory check when it
@@ -287,16 +293,69 @@ impl Stock {
     /// generation marker and, if Redis lost data since the SKU was verified (the watch had not
     /// noticed yet), verifies it now, rebuilding it from the store. `true` when it did: read
     /// again. One marker beat per read of an all-zero SKU; no store read unless Redis lost data.
-    pub async fn recheck_empty(&self, sku: &str) -> Result<bool, InventoryError> {
+    ///
+    /// `read_era` is the era the read was made in: when another call started a new era and
+    /// verified the SKU in it since, the read came from before the rebuild, so read again.
+    pub async fn recheck_empty(&self, sku: &str, read_era: u64) -> Result<bool, InventoryError> {
         let Some(truth) = self.guard() else {
             return Ok(false);
         };
         self.check_generation().await?;
         if truth.is_verified(sku, truth.era()) {
-            return Ok(false);
+            return Ok(truth.era() != read_era);
         }
         self.ensure_truth(&[sku]).await?;
         Ok(true)
+    }
+
+    /// The lines of `rid`'s sale as the store recorded them, when it recorded one for every
+    /// SKU of `skus`; `None` when it recorded none (or there is no durable truth, or no SKU
+    /// was named). Commit's answer for a reservation Redis no longer has: `record_sales` runs
+    /// before Redis commits, so a sale in the store is a commit that got past its pivot.
+    /// Recorded for some SKUs only (the process died between the writes, then Redis lost the
+    /// record): refused, logged for a hand reconciliation, since the missing lines' holds are
+    /// gone and selling them now could oversell.
+    pub async fn durable_sale(
+        &self,
+        rid: &str,
+        skus: &[String],
+    ) -> Result<Option<Vec<Line>>, InventoryError> {
+        let Some(truth) = self.guard() else {
+            return Ok(None);
+        };
+        let mut skus: Vec<&str> = skus.iter().map(String::as_str).collect();
+        skus.sort_unstable();
+        skus.dedup();
+        if skus.is_empty() {
+            return Ok(None);
+        }
+        let rids = [rid.to_string()];
+        let found = futures::future::try_join_all(skus.iter().map(|sku| truth.store.sales_of(sku, &rids)))
+            .await
+            .map_err(store_error)?;
+        let lines: Vec<Line> = found
+            .into_iter()
+            .flatten()
+            .map(|sale| Line {
+                sku: sale.sku,
+                qty: sale.qty,
+                bucket: 0,
+            })
+            .collect();
+        if lines.is_empty() {
+            return Ok(None);
+        }
+        if lines.len() < skus.len() {
+            tracing::error!(%rid, recorded = lines.len(), named = skus.len(),
+                "commit retried after redis lost the reservation: its sale is recorded for some SKUs only; reconcile by hand");
+            return Err(InventoryError::precondition(
+                "COMMIT_PARTIAL",
+                rid,
+                "the reservation was lost from the inventory cache with its sale recorded for some lines only",
+            ));
+        }
+        tracing::warn!(%rid, "commit confirmed from the durable sales: redis lost the reservation after its sale was recorded");
+        Ok(Some(lines))
     }
 
     /// Records a reservation's sales, (SKU, units) per line, in the store before Redis

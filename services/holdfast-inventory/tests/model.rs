@@ -167,7 +167,7 @@ impl World {
                 let Some((rid, lines, state)) = m.reservations.get(which).cloned() else {
                     return Ok(());
                 };
-                let result = self.stock.commit(&rid).await;
+                let result = self.stock.commit(&rid, &[]).await;
                 match state {
                     State::Reserved => {
                         prop_assert!(result.is_ok(), "{result:?}");

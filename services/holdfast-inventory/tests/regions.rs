@@ -256,6 +256,7 @@ async fn buy(region: &Region, who: String, sku: &str) -> bool {
                 .clone()
                 .commit(CommitRequest {
                     reservation_id: format!("{who}-{attempt}"),
+                    ..Default::default()
                 })
                 .await
                 .expect("commit");

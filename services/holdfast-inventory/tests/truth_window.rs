@@ -23,7 +23,7 @@ async fn sell(inv: &RunningInventory, sku: &str, rid: &str) {
         matches!(answer, ReserveAnswer::Reserved { .. }),
         "{rid}: {answer:?}"
     );
-    inv.stock.commit(rid).await.expect("commit");
+    inv.stock.commit(rid, &[]).await.expect("commit");
 }
 
 async fn guarded(redis: &OwnRedis, store: &Store) -> RunningInventory {
@@ -108,7 +108,7 @@ async fn a_bucket_lost_while_the_marker_survives_is_rebuilt_by_the_next_reserve(
     let lines = vec![("mug".to_string(), 2), ("cup".to_string(), 1)];
     let answer = inv.stock.reserve("multi", &lines, 60).await.expect("reserve");
     assert!(matches!(answer, ReserveAnswer::Reserved { .. }), "{answer:?}");
-    inv.stock.commit("multi").await.expect("commit");
+    inv.stock.commit("multi", &[]).await.expect("commit");
 
     let mug = level_now(&inv, "mug").await;
     assert_eq!((mug.levels.on_hand, mug.levels.sold), (4, 6), "{mug:?}");
@@ -144,4 +144,57 @@ async fn a_sku_never_stocked_stays_out_of_stock() {
     let ghost = level_now(&inv, "ghost").await;
     assert_eq!(ghost.levels, Default::default());
     assert!(store.get_stock_truth("ghost").await.expect("truth").is_none());
+}
+
+/// A Commit retried after Redis lost the reservation (the first attempt recorded the sale,
+/// then redis-server restarted empty before the caller saw the answer): with the SKUs named it
+/// is confirmed from the durable sales, once, and the unit stays sold; without them, or for a
+/// reservation that never sold, NOT_FOUND as before (the caller compensates).
+#[tokio::test]
+async fn a_commit_retried_after_a_flushall_is_confirmed_from_the_durable_sale() {
+    let dir = holdfast_testkit::TempDir::new("window-commit").expect("dir");
+    let redis = OwnRedis::start(dir.path(), &[]);
+    let store = sqlite().await;
+    let inv = guarded(&redis, &store).await;
+    let held = inv
+        .stock
+        .reserve("held", &[("mug".to_string(), 1)], 60)
+        .await
+        .expect("reserve");
+    assert!(matches!(held, ReserveAnswer::Reserved { .. }), "{held:?}");
+    assert_eq!(redis.cli(&["FLUSHALL"]).trim(), "OK");
+
+    let mug = ["mug".to_string()];
+    let lines = inv
+        .stock
+        .commit("before-2", &mug)
+        .await
+        .expect("a recorded sale is confirmed");
+    assert_eq!(
+        lines.iter().map(|l| (l.sku.as_str(), l.qty)).collect::<Vec<_>>(),
+        [("mug", 1)]
+    );
+    let again = inv.stock.commit("before-2", &mug).await.expect("and again");
+    assert_eq!(again.len(), 1);
+    assert!(
+        matches!(
+            inv.stock.commit("before-1", &[]).await,
+            Err(holdfast_inventory::error::InventoryError::NotFound(_))
+        ),
+        "without the SKUs there is nothing to look the sale up by"
+    );
+    assert!(
+        matches!(
+            inv.stock.commit("held", &mug).await,
+            Err(holdfast_inventory::error::InventoryError::NotFound(_))
+        ),
+        "a hold lost with Redis was never sold: NOT_FOUND, the caller compensates"
+    );
+    let level = level_now(&inv, "mug").await;
+    assert_eq!(
+        (level.levels.on_hand, level.levels.reserved, level.levels.sold),
+        (7, 0, 3),
+        "confirming sells nothing twice: {level:?}"
+    );
+    assert_eq!(store_sold(&store, "mug").await, 3);
 }

@@ -160,6 +160,7 @@ impl Region {
         client
             .commit(CommitRequest {
                 reservation_id: rid.into(),
+                ..Default::default()
             })
             .await
             .is_ok()
@@ -242,6 +243,7 @@ async fn buy(region: &Region, who: String) -> bool {
                 match client
                     .commit(CommitRequest {
                         reservation_id: rid.clone(),
+                        ..Default::default()
                     })
                     .await
                 {

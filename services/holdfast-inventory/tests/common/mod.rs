@@ -154,6 +154,7 @@ impl Fixture {
             .clone()
             .commit(CommitRequest {
                 reservation_id: rid.into(),
+                ..Default::default()
             })
             .await
             .map(tonic::Response::into_inner)

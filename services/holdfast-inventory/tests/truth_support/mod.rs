@@ -160,7 +160,7 @@ pub async fn buy(inv: &RunningInventory, sku: &str, buyer: usize, tally: &Tally,
         let rid = format!("{sku}-b{buyer}-a{attempt}");
         match inv.stock.reserve(&rid, &lines, 60).await {
             Ok(ReserveAnswer::Insufficient(_)) => return false,
-            Ok(ReserveAnswer::Reserved { .. }) => match inv.stock.commit(&rid).await {
+            Ok(ReserveAnswer::Reserved { .. }) => match inv.stock.commit(&rid, &[]).await {
                 Ok(_) => {
                     tally.granted.fetch_add(1, Ordering::SeqCst);
                     return true;

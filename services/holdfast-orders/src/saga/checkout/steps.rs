@@ -242,6 +242,9 @@ pub async fn commit<S: OrdersStore>(
         .clone()
         .commit(ctx.clients.request(CommitRequest {
             reservation_id: state.reservation_id.clone(),
+            // Lets inventory confirm a commit whose Redis record it lost after the sale
+            // was recorded durably (a retry after a Redis restart without its AOF).
+            skus: state.lines.iter().map(|l| l.sku.clone()).collect(),
         }))
         .await
     {
