@@ -1,3 +1,4 @@
+--! prelude: base
 -- region_place.lua: record where a SKU is administered (docs/regions.md), and for a global SKU
 -- land this region's allocation in its stock, once per placement id.
 --
@@ -15,25 +16,9 @@
 -- Reply: {1, on_hand}          placed now (global: on_hand grew by the allocation)
 --        {2, on_hand}          already placed so (same placement id / same home): nothing changed
 --        {0, scope, home}      refused: placed otherwise already (another scope, home or id)
--- ---- helpers (a subset of the shared ones; no holds are touched here) ----
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n then return 0 end
-  return math.floor(n)
-end
-local function is_int(n)
-  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
-end
-local function int(n)
-  return string.format('%d', n)
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+
 -- The region outbox refuses new work past this many unpublished entries (the bus is down).
 local OUTBOX_LIMIT = 100000
--- ---- end of helpers ----
 
 local inv, rg, outbox = KEYS[1], KEYS[2], KEYS[3]
 local scope, home, pid = ARGV[1], ARGV[2], ARGV[3]

@@ -1,3 +1,4 @@
+--! prelude: base
 -- region_snapshot.lua: one region's ledger of one SKU read in one step (on_hand, reserved,
 -- sold, placement, every transfer out and in), stamped with the next snapshot sequence
 -- number and Redis's time (docs/regions.md).
@@ -12,25 +13,9 @@
 --         sequence, now_ms, out (flat id/value list), in (flat id/value list)}
 --   scope is '' for a SKU never placed. `reserved` is the stored figure (lapsed holds not
 --   yet purged still count).
--- ---- helpers (a subset of the shared ones; no holds are touched here) ----
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n then return 0 end
-  return math.floor(n)
-end
-local function is_int(n)
-  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
-end
-local function int(n)
-  return string.format('%d', n)
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+
 -- The region outbox refuses new work past this many unpublished entries (the bus is down).
 local OUTBOX_LIMIT = 100000
--- ---- end of helpers ----
 
 local inv, rg, out, inn = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')

@@ -1,3 +1,4 @@
+--! prelude: base
 -- region_transfer_in.lua: the destination half of a transfer: credit the units once per
 -- transfer id and append the `credited` outbox entry that acknowledges it to the source. A
 -- repeat (a re-driven or redelivered debit) credits nothing and acknowledges again.
@@ -14,25 +15,9 @@
 -- Reply: {1, on_hand}  credited now
 --        {0, on_hand}  credited before: nothing changed (acknowledged again)
 -- Error reply `OUTBOX_FULL ...` (nothing changed) while OUTBOX_LIMIT entries wait.
--- ---- helpers (a subset of the shared ones; no holds are touched here) ----
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n then return 0 end
-  return math.floor(n)
-end
-local function is_int(n)
-  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
-end
-local function int(n)
-  return string.format('%d', n)
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+
 -- The region outbox refuses new work past this many unpublished entries (the bus is down).
 local OUTBOX_LIMIT = 100000
--- ---- end of helpers ----
 
 local inv, rg, inn, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, units, from, debited_at = ARGV[1], tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])

@@ -1,3 +1,4 @@
+--! prelude: base
 -- region_transfer_out.lua: the source half of a transfer of a global SKU's units to another
 -- region: debit up to `units` idle units and append the `debited` outbox entry that carries
 -- them, in one step (docs/regions.md). Units held by live or lapsed-unpurged holds are never
@@ -14,25 +15,9 @@
 -- Reply: {moved, debited_at_ms}  units debited now (0: none idle, fenced by SetStock, the
 --                                outbox full, or the SKU not global here); a repeated id
 --                                answers its recorded units and time and changes nothing.
--- ---- helpers (a subset of the shared ones; no holds are touched here) ----
-local function num(v)
-  local n = tonumber(v)
-  if n == nil or n ~= n then return 0 end
-  return math.floor(n)
-end
-local function is_int(n)
-  return type(n) == 'number' and n == n and n == math.floor(n) and n > -2^53 and n < 2^53
-end
-local function int(n)
-  return string.format('%d', n)
-end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
+
 -- The region outbox refuses new work past this many unpublished entries (the bus is down).
 local OUTBOX_LIMIT = 100000
--- ---- end of helpers ----
 
 local inv, rg, out, outbox = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, units, to = ARGV[1], tonumber(ARGV[2]), ARGV[3]

@@ -1,18 +1,40 @@
 #!/usr/bin/env bash
-# Smoke test of every Lua script (inventory, cart, admission) against a throwaway redis-server (and a check
-# that the cart scripts' shared helper block is identical in each of them).
+# Smoke test of every Lua script (inventory, cart, admission, regions) against a throwaway
+# redis-server, and a check that the scripts share their helpers through the preludes in lua/lib/
+# (lua/README.md) instead of carrying copies of them.
 #
 #   lua/smoke.sh [port]      (default 6399; the port must be free)
 #
-# Starts its own redis-server (no persistence) on the port, runs each script through
-# `redis-cli --eval` exactly as docs/inventory-redis.md lays out KEYS and ARGV, checks the
-# replies and the resulting keys, and stops the server again. Exits non-zero on the first
-# mismatch. Needs redis-server and redis-cli >= 7.0.
+# Starts its own redis-server (no persistence) on the port, runs each script, assembled as the
+# services load it (its preludes, then the script), through `redis-cli --eval` exactly as
+# docs/inventory-redis.md lays out KEYS and ARGV, checks the replies and the resulting keys, and
+# stops the server again. Exits non-zero on the first mismatch. Needs redis-server and
+# redis-cli >= 7.0.
 set -euo pipefail
 
 PORT="${1:-6399}"
 LUA="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PIDFILE="$(mktemp -u "${TMPDIR:-/tmp}/holdfast-smoke-$PORT.XXXXXX.pid")"
+BODIES=""
+
+# assemble FILE -> the body a service loads for lua/FILE: the preludes its first line names
+# (`--! prelude: a, b`), in that order, then the file itself. The Rust twin is
+# holdfast_platform::redis::prelude::assemble (same rules: known names, each after the ones
+# it needs, none twice).
+assemble() {
+  local file=$1 names name need seen=" "
+  names="$(sed -n '1s/^--! prelude: *//p' "$file" | tr ',' ' ')"
+  for name in $names; do
+    [[ -f "$LUA/lib/$name.lua" ]] || { echo "$file: unknown prelude '$name'" >&2; return 1; }
+    [[ "$seen" != *" $name "* ]] || { echo "$file: prelude '$name' named twice" >&2; return 1; }
+    for need in $(sed -n '1s/^--! prelude: *//p' "$LUA/lib/$name.lua" | tr ',' ' '); do
+      [[ "$seen" == *" $need "* ]] || { echo "$file: prelude '$name' needs '$need' before it" >&2; return 1; }
+    done
+    seen="$seen$name "
+    cat "$LUA/lib/$name.lua"
+  done
+  cat "$file"
+}
 
 # Never flush somebody else's Redis.
 if redis-cli -p "$PORT" ping >/dev/null 2>&1; then
@@ -29,13 +51,16 @@ stop() {
     for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   fi
   rm -f "$PIDFILE"
+  [[ -z "$BODIES" ]] || rm -rf "$BODIES"
 }
 trap stop EXIT
+# The assembled scripts, as the services load them (see assemble).
+BODIES="$(mktemp -d "${TMPDIR:-/tmp}/holdfast-smoke-$PORT.XXXXXX")"
 for _ in $(seq 50); do redis-cli -p "$PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 rc() { redis-cli -p "$PORT" "$@" 2>&1 | tr '\n' ' ' | sed 's/ *$//'; }
 # ev SCRIPT KEY... , ARG...   -> the reply on one line, elements separated by spaces
-ev() { local f=$1; shift; redis-cli -p "$PORT" --eval "$LUA/$f.lua" "$@" 2>&1 | tr '\n' ' ' | sed 's/ *$//'; }
+ev() { local f=$1; shift; redis-cli -p "$PORT" --eval "$BODIES/$f.lua" "$@" 2>&1 | tr '\n' ' ' | sed 's/ *$//'; }
 now_ms() { local t; t=($(redis-cli -p "$PORT" time)); echo $(( t[0] * 1000 + t[1] / 1000 )); }
 # past MS -> returns once the Redis server's clock is past MS (a hold's expiry), at most 10 s.
 past() { for _ in $(seq 200); do (( $(now_ms) > $1 )) && return 0; sleep 0.05; done; fail "clock never passed $1"; }
@@ -60,53 +85,56 @@ last_event() { redis-cli -p "$PORT" xrevrange "$1" + - count 1 | tail -n +2 | tr
 events_of() { redis-cli -p "$PORT" xrange "$1" - + | grep -cx "$2" || true; }
 
 # ---------------------------------------------------------------- static checks
-# The shared helper block must be byte-identical: the eight purging scripts carry it with
-# purge(), the four others without.
-helpers() { sed -n '/^-- ---- shared helpers/,/^-- ---- end of shared helpers ----$/p' "$LUA/$1.lua"; }
-without_purge() { sed '/^-- Lazy expiry: /,/^end$/d' | grep -v '^$'; }
-ref_full="$(helpers reserve)"
-ref_bare="$(helpers reserve | without_purge)"
-for f in reserve commit release extend set_stock adjust_stock sweep rebalance_take truth_rebuild; do
-  [[ "$(helpers $f)" == "$ref_full" ]] || fail "$f.lua: shared helpers/purge differ from reserve.lua"
+# Every script assembles (its preludes exist, in an order that gives each what it needs).
+for path in "$LUA"/*.lua; do
+  assemble "$path" >"$BODIES/$(basename "$path")" || fail "$(basename "$path"): does not assemble"
 done
-for f in availability rebalance_give reservation_claim reservation_transition stock_fence reservation_renew truth_snapshot; do
-  [[ "$(helpers $f | without_purge)" == "$ref_bare" ]] || fail "$f.lua: shared helpers differ from reserve.lua"
+pass "every script assembles with its preludes"
+# Names (functions and constants) each prelude defines at its top level.
+defs() { sed -nE 's/^local (function )?([A-Za-z_][A-Za-z0-9_]*).*/\2/p' "$1"; }
+for path in "$LUA"/*.lua; do
+  f="$(basename "$path")"
+  ! grep -q -e '^-- ---- shared helpers' -e '^-- ---- helpers' "$path" || fail "$f: carries a helper block (use a prelude)"
+  names=" $(sed -n '1s/^--! prelude: *//p' "$path" | tr ',' ' ') "
+  own=" $(defs "$path" | tr '\n' ' ') "
+  code="$(sed 's/--.*$//' "$path")"
+  for lib in "$LUA"/lib/*.lua; do
+    p="$(basename "$lib" .lua)"
+    for name in $(defs "$lib"); do
+      if [[ "$own" == *" $name "* ]]; then
+        # A copy of a prelude's function, or a shadow of a prelude the script names.
+        grep -q "^local function $name(" "$path" && fail "$f: defines $name(), a function of lib/$p.lua"
+        [[ "$names" != *" $p "* ]] || fail "$f: redefines $name of lib/$p.lua, which it names"
+      elif grep -qE "(^|[^A-Za-z0-9_.:])$name([^A-Za-z0-9_]|$)" <<<"$code"; then
+        [[ "$names" == *" $p "* ]] || fail "$f: uses $name of lib/$p.lua without naming it (--! prelude: $p)"
+      fi
+    done
+  done
 done
-pass "shared helper block identical in all 16 scripts"
+pass "no script carries a copy of a prelude; every script using a helper names its prelude"
 # The outbox is never trimmed (an unpublished event is never dropped) and every entry carries
 # the bucket's sequence number: the only XADD is the one inside the shared emit().
-expect "no script trims a stream" "0" "$(cat "$LUA"/*.lua | grep -c "MAXLEN" || true)"
-# The cart scripts carry their own block (a cart hash, not a stock bucket), byte-identical
-# in every cart_*.lua.
-cart_ref="$(helpers cart_add)"
-[[ "$cart_ref" == *"-- ---- end of shared helpers ----" ]] || fail "cart_add.lua: no shared helper block"
-carts=0
-for path in "$LUA"/cart_*.lua; do
-  f="$(basename "$path" .lua)"
-  [[ "$(helpers "$f")" == "$cart_ref" ]] || fail "$f.lua: shared helpers differ from cart_add.lua"
-  carts=$((carts + 1))
-done
-expect "cart shared helper block identical in all cart scripts" 6 "$carts"
+expect "no script trims a stream" "0" "$(cat "$LUA"/*.lua "$LUA"/lib/*.lua | grep -c "MAXLEN" || true)"
 # The region scripts write the region's own transfer outbox (docs/regions.md), not a bucket's.
-xadds=$(ls "$LUA"/*.lua | grep -v '/region_' | xargs cat | grep -c "redis.call('XADD'")
+xadds=$(ls "$LUA"/*.lua "$LUA"/lib/*.lua | grep -v '/region_' | xargs cat | grep -c "redis.call('XADD'")
 region_xadds=$(cat "$LUA"/region_*.lua | grep -c "redis.call('XADD'")
 expect "region scripts append only to their outbox" "$region_xadds" "$(cat "$LUA"/region_*.lua | grep -c "redis.call('XADD', outbox, '\*'")"
-emits=$(cat "$LUA"/*.lua | grep -c "^  redis.call('XADD', events, '\*', unpack(fields))$")
+emits=$(cat "$LUA"/*.lua "$LUA"/lib/*.lua | grep -c "^  redis.call('XADD', events, '\*', unpack(fields))$")
 expect "every XADD is the one in emit()" "$xadds" "$emits"
-for f in reserve commit release extend set_stock adjust_stock availability sweep rebalance_take \
-         rebalance_give reservation_claim reservation_transition stock_fence reservation_renew \
-         truth_snapshot truth_rebuild; do
+for f in reserve reserve_single commit release extend set_stock adjust_stock availability sweep \
+         rebalance_take rebalance_give reservation_claim reservation_transition stock_fence \
+         reservation_renew truth_snapshot truth_rebuild; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
-  grep -q "redis.call('TIME')" "$LUA/$f.lua" || fail "$f.lua does not read Redis TIME"
+  grep -q "redis.call('TIME')" "$BODIES/$f.lua" || fail "$f.lua does not read Redis TIME"
 done
-pass "all 16 scripts present and read TIME"
+pass "all 17 bucket scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
-# The hold layout is read through the scripts' own helpers (the shared block of reserve.lua):
+# The hold layout is read through the scripts' own helpers (the base and bucket preludes):
 # hold TAG RID -> "units expiry" of RID's hold, empty if none; has TAG RID -> 1/0;
 # nholds TAG -> how many holds the bucket keeps (either layout).
-layout() { sed -n '/^-- ---- shared helpers/,/^-- ---- end of shared helpers ----$/p' "$LUA/reserve.lua"; }
+layout() { cat "$LUA/lib/base.lua" "$LUA/lib/bucket.lua"; }
 hold() { rc eval "$(layout)
 local q, e = hold_get(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) if q then return {q, e} end return {}" \
   3 "inv:{$1}" "inv:{$1}:holds" "inv:{$1}:held" "$2"; }
@@ -157,7 +185,7 @@ expect_re "reserve r3 4 ttl 50" "^1 [0-9]{13} 10 7$" "$(ev reserve $K , r3 4 50 
 sleep 0.2
 expect "availability sees r3 lapsed" "10 3 0 1 1" "$(ev availability inv:{A} inv:{A}:holds inv:{A}:held)"
 expect "availability wrote nothing" "7 4" "$(rc hget 'inv:{A}' reserved) $(hold A r3 | cut -d' ' -f1)"
-body="$(cat "$LUA/availability.lua")"
+body="$(cat "$BODIES/availability.lua")"
 expect "availability runs under EVAL_RO" "10 3 0 1 1" \
   "$(rc eval_ro "$body" 3 'inv:{A}' 'inv:{A}:holds' 'inv:{A}:held')"
 expect_re "reserve r4 7 gets r3's units back" "^1 [0-9]{13} 10 10$" "$(ev reserve $K , r4 7 60000 A 0)"

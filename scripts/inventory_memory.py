@@ -19,9 +19,16 @@ def pipe(cmds):
     subprocess.run(['redis-cli','-p',port,'--pipe'],input=''.join(cmds),capture_output=True,text=True,check=True)
 def mem():
     return int([l for l in cli('info','memory').splitlines() if l.startswith('used_memory:')][0].split(':')[1])
+def body(f):
+    # The script as the services load it: the preludes its first line names, then the script
+    # (lua/README.md; holdfast_platform::redis::prelude::assemble).
+    src = open(f'{luadir}/{f}.lua').read()
+    first = src.split('\n', 1)[0]
+    names = first[len('--! prelude:'):].split(',') if first.startswith('--! prelude:') else []
+    return ''.join(open(f'{luadir}/lib/{n.strip()}.lua').read() for n in names) + src
 sha = {}
 for f in ['set_stock','reserve_single']:
-    sha[f] = cli('script','load',open(f'{luadir}/{f}.lua').read())
+    sha[f] = cli('script','load',body(f))
 def keys(tag): return [f'inv:{{{tag}}}', f'inv:{{{tag}}}:holds', f'inv:{{{tag}}}:held', f'inv:{{{tag}}}:events']
 cli('flushall')
 m0 = mem()

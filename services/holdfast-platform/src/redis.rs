@@ -7,6 +7,8 @@ use fred::types::scripts::Script;
 
 use crate::config::RedisUrl;
 
+pub mod prelude;
+
 /// Connects a small pool to Redis (standalone or cluster), failing fast when it is unreachable.
 ///
 /// The pool reconnects by itself forever after the first successful connection, so a Redis
@@ -50,7 +52,8 @@ pub async fn connect(url: &RedisUrl, pool_size: usize) -> Result<Pool, fred::err
     }
 }
 
-/// One Lua script, loaded from `lua/` at compile time, run by SHA.
+/// One Lua script, loaded from `lua/` at compile time (with the preludes its first line names,
+/// see [`prelude`]), run by SHA.
 ///
 /// Each service wraps every script it uses in one typed function, the only place that knows
 /// the order of its KEYS and ARGV.
@@ -62,12 +65,28 @@ pub struct LuaScript {
 }
 
 impl LuaScript {
-    /// Wraps the source of `lua/<name>`.
+    /// Wraps the source of `lua/<name>`, its preludes prepended ([`prelude::assemble`]).
+    ///
+    /// # Panics
+    ///
+    /// When the directive names an unknown prelude or a wrong order: a mistake in `lua/`, not
+    /// input, caught before any release by the `every_lua_script_assembles` test that
+    /// [`lua_scripts!`](crate::lua_scripts) adds to every crate registering scripts.
     pub fn new(name: &'static str, source: &'static str) -> Self {
-        Self {
+        Self::assembled(name, source).unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// [`LuaScript::new`], answering a bad directive as an error instead of a panic.
+    pub fn assembled(name: &'static str, source: &str) -> Result<Self, prelude::PreludeError> {
+        Ok(Self {
             name,
-            script: Script::from_lua(source),
-        }
+            script: Script::from_lua(prelude::assemble(name, source)?),
+        })
+    }
+
+    /// The body Redis runs: the preludes, then the script.
+    pub fn body(&self) -> &str {
+        self.script.lua().map(|lua| &**lua).unwrap_or_default()
     }
 
     /// The script's SHA1, as EVALSHA wants it.
@@ -100,8 +119,9 @@ pub async fn load_scripts(client: &Client, scripts: &[&LuaScript]) -> Result<(),
 }
 
 /// Declares a crate's Lua scripts: one `static NAME: LuaScript` per `NAME => "file.lua"`,
-/// loaded from the workspace's `lua/` at compile time, and `pub fn all()` listing them for
-/// start-up loading and the workspace test that every file in `lua/` is registered once.
+/// loaded from the workspace's `lua/` at compile time (preludes prepended), `pub fn all()`
+/// listing them for start-up loading and the workspace test that every file in `lua/` is
+/// registered once, and a unit test `every_lua_script_assembles` (every directive valid).
 #[macro_export]
 macro_rules! lua_scripts {
     ($($name:ident => $file:literal),* $(,)?) => {
@@ -117,6 +137,20 @@ macro_rules! lua_scripts {
         /// Every script this crate runs, for loading at start-up and the registration test.
         pub fn all() -> Vec<&'static $crate::redis::LuaScript> {
             vec![$(&*$name),*]
+        }
+
+        #[cfg(test)]
+        #[test]
+        fn every_lua_script_assembles() {
+            $(
+                if let Err(error) = $crate::redis::LuaScript::assembled(
+                    $file,
+                    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../lua/", $file)),
+                ) {
+                    panic!("{error}");
+                }
+            )*
+            assert!(all().iter().all(|script| !script.body().is_empty()));
         }
     };
 }

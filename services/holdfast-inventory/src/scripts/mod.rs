@@ -57,7 +57,7 @@ async fn run(
 }
 
 /// Unpublished entries a bucket's outbox may hold before new work on that bucket is refused
-/// (`OUTBOX_LIMIT` in the shared Lua helpers).
+/// (`OUTBOX_LIMIT` in the `bucket` prelude, `lua/lib/bucket.lua`).
 pub const OUTBOX_LIMIT: i64 = 100_000;
 
 /// The error reply a script gives when a bucket's outbox is full (see `outbox_full` in the
@@ -167,5 +167,11 @@ mod tests {
     fn availability_limit_matches_the_script() {
         let source = include_str!("../../../../lua/availability.lua");
         assert!(source.contains(&format!("local LAPSED_LIMIT = {AVAILABILITY_LAPSED_LIMIT}\n")));
+    }
+
+    #[test]
+    fn outbox_limit_matches_the_bucket_prelude() {
+        let source = include_str!("../../../../lua/lib/bucket.lua");
+        assert!(source.contains(&format!("local OUTBOX_LIMIT = {OUTBOX_LIMIT}\n")));
     }
 }

@@ -1,20 +1,15 @@
-//! Reading and ageing one hold through the hold scripts' own layout helpers (the shared block of
-//! `lua/reserve.lua`), so tests never spell the layout themselves.
+//! Reading and ageing one hold through the hold scripts' own layout helpers (the `base` and
+//! `bucket` preludes of `lua/lib/`), so tests never spell the layout themselves.
 
 #![allow(dead_code)] // each test uses a different part
 
 use fred::prelude::{Client, LuaInterface, Value};
 use holdfast_inventory::keys::{self, BucketKeys};
 
-/// The shared helper block of the hold scripts.
+/// The hold scripts' helpers, assembled as the services assemble a script naming them.
 fn helpers() -> String {
-    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../lua/reserve.lua"))
-        .expect("lua/reserve.lua");
-    let start = source.find("-- ---- shared helpers").expect("helper block");
-    let end = source
-        .find("-- ---- end of shared helpers ----")
-        .expect("helper block end");
-    source[start..end].to_string()
+    holdfast_platform::redis::prelude::assemble("layout_support", "--! prelude: base, bucket\n")
+        .expect("known preludes")
 }
 
 async fn eval(client: &Client, bucket: &BucketKeys, body: &str, args: Vec<String>) -> Value {

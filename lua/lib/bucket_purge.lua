@@ -1,0 +1,60 @@
+--! prelude: base, bucket
+-- lib/bucket_purge.lua: the lazy expiry of lapsed holds (a prelude, after base and bucket;
+-- lua/README.md).
+
+-- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
+-- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
+-- `keep` is spared (commit.lua: a hold being committed was extended and must still commit).
+local PURGE_LIMIT = 1000
+local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
+  local index, shard = hold_keys(holds)
+  local due_shards = redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, limit)
+  local due = redis.call('ZRANGEBYSCORE', holds, '-inf', int(now), 'LIMIT', 0, limit)
+  if #due == 0 and #due_shards == 0 then return 0 end
+  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'hn')
+  local on_hand, reserved, sold, count = num(lv[1]), num(lv[2]), num(lv[3]), num(lv[4])
+  local purged = 0
+  local function expire(rid, qty)
+    reserved = math.max(reserved - qty, 0)
+    -- An orphan entry (no units) is cleaned up silently: consumers expect qty >= 1.
+    if qty > 0 then
+      emit(inv, events, {'type', 'expired', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+        'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
+    end
+    purged = purged + 1
+  end
+  local touched = false
+  for _, n in ipairs(due_shards) do
+    if purged >= limit then break end
+    local entries = redis.call('HGETALL', shard .. n)
+    local low = nil
+    for i = 1, #entries, 2 do
+      local rid = entries[i]
+      local qty, e = hold_unpack(entries[i + 1])
+      if e <= now and rid ~= keep and purged < limit then
+        redis.call('HDEL', shard .. n, rid)
+        count = count - 1
+        touched = true
+        expire(rid, qty)
+      elseif low == nil or e < low then
+        low = e
+      end
+    end
+    if low then redis.call('ZADD', index, int(low), n) else redis.call('ZREM', index, n) end
+  end
+  for _, rid in ipairs(due) do
+    if purged >= limit then break end
+    if rid ~= keep then
+      local qty = num(redis.call('HGET', held, rid))
+      redis.call('HDEL', held, rid)
+      redis.call('ZREM', holds, rid)
+      expire(rid, qty)
+    end
+  end
+  if purged > 0 then redis.call('HSET', inv, 'reserved', int(reserved)) end
+  if touched then
+    redis.call('HSET', inv, 'hn', int(math.max(count, 0)))
+    hold_forget_if_empty(inv, index)
+  end
+  return purged
+end
