@@ -146,6 +146,9 @@ pub(crate) fn reconcile(
                 mismatches.push(format!("{}: answered {id}, no such order", a.key));
             }
             (CheckoutAnswer::Unknown(_), _) => {}
+            // A refusal after create_order (the hold was lost before the pivot and could
+            // not be held again): compensated, so the order exists, CANCELLED.
+            (_, Some(order)) if !is_live(order) => {}
             (refused, Some(order)) => mismatches.push(format!(
                 "{}: answered {} yet order {} exists",
                 a.key,
@@ -157,7 +160,7 @@ pub(crate) fn reconcile(
     }
     audit.checks.push(Check::new(
         "orders-match-answers",
-        "every PLACED answer has its order, every refusal has none, every cancelled order is CANCELLED",
+        "every PLACED answer has its order, every refusal has none (or a CANCELLED one: compensated), every cancelled order is CANCELLED",
         mismatches.is_empty(),
         if mismatches.is_empty() {
             format!("{} orders read back for {} keys", audit.orders, attempted.len())
@@ -314,7 +317,7 @@ pub fn skipped_checkout_checks(why: &str) -> Vec<Check> {
     vec![
         Check::skipped(
             "orders-match-answers",
-            "every PLACED answer has its order, every refusal has none",
+            "every PLACED answer has its order, every refusal has none (or a CANCELLED one)",
             why,
         ),
         Check::skipped(
@@ -394,6 +397,28 @@ mod tests {
         let audit = reconcile(&attempted, &orders, &payments);
         assert!(failed(&audit).is_empty(), "{:?}", audit.checks);
         assert_eq!(audit.live_units["S"], 1);
+    }
+
+    #[test]
+    fn a_refusal_may_leave_a_compensated_order_but_never_a_live_one() {
+        // The hold was lost before the pivot and could not be held again: the buyer is told
+        // out of stock and the order created before the commit is CANCELLED, its money voided.
+        let answers = vec![attempted("a", CheckoutAnswer::OutOfStock)];
+        let compensated = HashMap::from([(
+            "a".to_string(),
+            vec![order("o1", "a", OrderStatus::Cancelled, "")],
+        )]);
+        let audit = reconcile(&answers, &compensated, &HashMap::new());
+        assert!(failed(&audit).is_empty(), "{:?}", audit.checks);
+        assert!(audit.live_units.is_empty());
+
+        let live = HashMap::from([("a".to_string(), vec![order("o1", "a", OrderStatus::Placed, "")])]);
+        let audit = reconcile(&answers, &live, &HashMap::new());
+        assert!(
+            failed(&audit).contains(&"orders-match-answers"),
+            "{:?}",
+            audit.checks
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! A status moves only through [`transition`], which refuses moves [`allowed`] does not list.
 
 use holdfast_proto::common::v1::Money;
-use holdfast_proto::events::v1::OrderLine as EventLine;
+use holdfast_proto::events::v1::{OrderCancelled, OrderEvent, OrderLine as EventLine, order_event};
 use holdfast_proto::orders::v1::{Order, OrderLine, OrderStatus, StatusChange};
 use holdfast_store::{OutboxMessage, StoreError, StoredOrder};
 use prost::Message;
@@ -51,6 +51,32 @@ pub fn event_lines(lines: &[OrderLine]) -> Vec<EventLine> {
             unit_price: l.unit_price.clone(),
         })
         .collect()
+}
+
+/// The `order.cancelled` event of `order`, for `cancelled` of its lines (`partial` when some
+/// lines stay): the one shape both the cancel saga and checkout's compensation publish.
+pub fn cancelled_event<S>(
+    ctx: &StepContext<S>,
+    order: &Order,
+    cancelled: &[OrderLine],
+    reason: &str,
+    partial: bool,
+    now: i64,
+) -> OutboxMessage {
+    let mut event = ctx.event(ORDERS_TOPIC, &order.id, "order.cancelled", Vec::new());
+    event.payload = OrderEvent {
+        event_id: event.id.clone(),
+        event: Some(order_event::Event::Cancelled(OrderCancelled {
+            order_id: order.id.clone(),
+            customer_id: order.customer_id.clone(),
+            lines: event_lines(cancelled),
+            reason: reason.to_string(),
+            occurred_at_unix_ms: now,
+            partial,
+        })),
+    }
+    .encode_to_vec();
+    event
 }
 
 /// The order as the store keeps it.

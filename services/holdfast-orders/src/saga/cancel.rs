@@ -19,8 +19,8 @@ use std::collections::BTreeMap;
 
 use holdfast_proto::common::v1::Money;
 use holdfast_proto::events::v1::{
-    OrderCancelled, OrderEvent, ShipmentCancelled, ShipmentCreated, ShipmentDelivered, ShipmentEvent,
-    ShipmentLine, ShipmentShipped, order_event, shipment_event,
+    ShipmentCancelled, ShipmentCreated, ShipmentDelivered, ShipmentEvent, ShipmentLine, ShipmentShipped,
+    shipment_event,
 };
 use holdfast_proto::inventory::v1::AdjustStockRequest;
 use holdfast_proto::orders::v1::{Order, OrderLine, OrderStatus};
@@ -31,12 +31,11 @@ use holdfast_proto::warehouse::v1::{
     CancelOrderShipmentsRequest, CancelOrderShipmentsResponse, ShipmentStatus,
 };
 use holdfast_store::SagaRecord;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 
 use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
-use crate::order::{self, CANCELLABLE, Change, ORDERS_TOPIC};
+use crate::order::{self, CANCELLABLE, Change};
 use crate::saga::record::{DONE, NewSaga, SagaKind, StepResult, decode_state, encode_state};
 use crate::shipments;
 
@@ -367,19 +366,7 @@ async fn mark<S: OrdersStore>(
         }
         current.cancelled_lines = cancelled.clone();
         current.updated_at_unix_ms = now;
-        let mut event = ctx.event(ORDERS_TOPIC, &current.id, "order.cancelled", Vec::new());
-        event.payload = OrderEvent {
-            event_id: event.id.clone(),
-            event: Some(order_event::Event::Cancelled(OrderCancelled {
-                order_id: current.id.clone(),
-                customer_id: current.customer_id.clone(),
-                lines: order::event_lines(&cancelled),
-                reason: state.reason.clone(),
-                occurred_at_unix_ms: now,
-                partial: !full,
-            })),
-        }
-        .encode_to_vec();
+        let event = order::cancelled_event(ctx, current, &cancelled, &state.reason, !full, now);
         Ok(Change::Write(vec![event]))
     })
     .await?;

@@ -1,5 +1,5 @@
 //! A real mesh for checkout tests: redis-server and a SQLite file in a temp dir; catalog,
-//! inventory, cart and the simulated PSP in one gRPC server; orders in another whose
+//! inventory (its durable truth in that file), cart and the simulated PSP in one gRPC server; orders in another whose
 //! channels point at it (as `holdfast serve orders` runs), all on 127.0.0.1:0.
 
 #![allow(dead_code)] // each test binary uses a different part
@@ -86,10 +86,17 @@ impl Fixture {
         let catalog = holdfast_catalog::start(pool.clone(), store.clone())
             .await
             .expect("catalog");
-        let inventory =
-            holdfast_inventory::start(pool.clone(), bus.clone(), "test", InventoryOptions::default())
-                .await
-                .expect("inventory");
+        // With the durable truth in the store, as `holdfast dev` runs it: a Redis that lost
+        // writes is rebuilt from it.
+        let inventory = holdfast_inventory::start_with_truth(
+            pool.clone(),
+            bus.clone(),
+            "test",
+            InventoryOptions::default(),
+            Some(Arc::new(store.clone())),
+        )
+        .await
+        .expect("inventory");
         let payments = holdfast_payments::start(holdfast_payments::PaymentsOptions {
             database: Some(dir.path().join("psp.db")),
             latency: setup.psp_latency,

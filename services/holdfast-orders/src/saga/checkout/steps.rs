@@ -33,23 +33,11 @@ pub async fn reserve<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &mut CheckoutState,
 ) -> Result<Step, OrdersError> {
-    let request = ReserveRequest {
-        reservation_id: state.reservation_id.clone(),
-        lines: state
-            .lines
-            .iter()
-            .map(|line| ReserveLine {
-                sku: line.sku.clone(),
-                quantity: line.quantity,
-            })
-            .collect(),
-        ttl_seconds: ctx.options.hold_ttl_seconds(),
-    };
     let response = match ctx
         .clients
         .inventory
         .clone()
-        .reserve(ctx.clients.request(request))
+        .reserve(ctx.clients.request(reserve_request(ctx, state)))
         .await
     {
         Ok(response) => response.into_inner(),
@@ -74,6 +62,51 @@ pub async fn reserve<S: OrdersStore>(
             .collect(),
     });
     Ok(Step::Finish)
+}
+
+/// The checkout's Reserve: every line, under the checkout's reservation id.
+fn reserve_request<S>(ctx: &StepContext<S>, state: &CheckoutState) -> ReserveRequest {
+    ReserveRequest {
+        reservation_id: state.reservation_id.clone(),
+        lines: state
+            .lines
+            .iter()
+            .map(|line| ReserveLine {
+                sku: line.sku.clone(),
+                quantity: line.quantity,
+            })
+            .collect(),
+        ttl_seconds: ctx.options.hold_ttl_seconds(),
+    }
+}
+
+/// Holds the lines again, under the same reservation id, after inventory answered NOT_FOUND
+/// for the hold before the pivot: its Redis lost the reservation (a restart without the
+/// append-only file, a failover, a FLUSHALL) and rebuilt the counts from the durable truth,
+/// which gave the lost hold's units back. Whether the units are still there is the reserve
+/// script's decision, as for any grant; `true` when every line is held again. (A hold that
+/// merely lapsed is not NOT_FOUND: its record says expired, and a Reserve under its id
+/// answers the first answer, so it is never held twice.)
+async fn hold_again<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &CheckoutState,
+) -> Result<bool, OrdersError> {
+    match ctx
+        .clients
+        .inventory
+        .clone()
+        .reserve(ctx.clients.request(reserve_request(ctx, state)))
+        .await
+    {
+        Ok(response) => {
+            let held = response.into_inner().status == ReservationStatus::Reserved as i32;
+            tracing::warn!(order = %state.order_id, reservation = %state.reservation_id, held,
+                "inventory no longer knew the checkout's hold (Redis lost it); held it again");
+            Ok(held)
+        }
+        Err(status) if transient(&status) => Err(OrdersError::upstream("inventory", &status)),
+        Err(_) => Ok(false),
+    }
 }
 
 /// Screen: the risk rules; high risk creates the order for manual review, uncharged.
@@ -113,6 +146,7 @@ pub async fn authorize<S: OrdersStore>(
     {
         Ok(_) => {}
         Err(status) if transient(&status) => return Err(OrdersError::upstream("inventory", &status)),
+        Err(status) if status.code() == Code::NotFound && hold_again(ctx, state).await? => {}
         Err(_) => {
             // The hold lapsed (or was released): nothing is held any more.
             state.reserved = false;
@@ -236,19 +270,15 @@ pub async fn commit<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &mut CheckoutState,
 ) -> Result<Step, OrdersError> {
-    match ctx
-        .clients
-        .inventory
-        .clone()
-        .commit(ctx.clients.request(CommitRequest {
-            reservation_id: state.reservation_id.clone(),
-            // Lets inventory confirm a commit whose Redis record it lost after the sale
-            // was recorded durably (a retry after a Redis restart without its AOF).
-            skus: state.lines.iter().map(|l| l.sku.clone()).collect(),
-        }))
-        .await
+    let mut answer = send_commit(ctx, state).await;
+    if let Err(status) = &answer
+        && status.code() == Code::NotFound
+        && hold_again(ctx, state).await?
     {
-        Ok(_) => {
+        answer = send_commit(ctx, state).await;
+    }
+    match answer {
+        Ok(()) => {
             state.committed = true;
             Ok(if state.manual_review {
                 Step::Notify
@@ -264,6 +294,23 @@ pub async fn commit<S: OrdersStore>(
             Ok(Step::Compensate)
         }
     }
+}
+
+async fn send_commit<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &CheckoutState,
+) -> Result<(), tonic::Status> {
+    ctx.clients
+        .inventory
+        .clone()
+        .commit(ctx.clients.request(CommitRequest {
+            reservation_id: state.reservation_id.clone(),
+            // Lets inventory confirm a commit whose Redis record it lost after the sale
+            // was recorded durably (a retry after a Redis restart without its AOF).
+            skus: state.lines.iter().map(|l| l.sku.clone()).collect(),
+        }))
+        .await
+        .map(|_| ())
 }
 
 /// Moves the order from `from` to `to`, without events; nothing if it is elsewhere already.
@@ -517,13 +564,27 @@ pub async fn compensate<S: OrdersStore>(
         Some(Outcome::Declined { decline_code }) => format!("payment failed: {decline_code}"),
         _ => "checkout compensated".to_string(),
     };
-    match move_order(
-        ctx,
-        &state.order_id,
-        &[OrderStatus::Placed, OrderStatus::ManualReview],
-        OrderStatus::Cancelled,
-        &reason,
-    )
+    // The order row, if create_order made it, is cancelled with its `order.cancelled` in the
+    // same write: every order that reaches CANCELLED says so downstream.
+    let now = ctx.now_ms();
+    match order::change(ctx, &state.order_id, |current| {
+        Ok(
+            if order::transition(
+                current,
+                &[OrderStatus::Placed, OrderStatus::ManualReview],
+                OrderStatus::Cancelled,
+                now,
+                &reason,
+            ) {
+                let lines = current.lines.clone();
+                Change::Write(vec![order::cancelled_event(
+                    ctx, current, &lines, &reason, false, now,
+                )])
+            } else {
+                Change::Keep
+            },
+        )
+    })
     .await
     {
         // No order row: create_order never ran.
