@@ -100,10 +100,21 @@ impl ConsumerContext for GroupContext {
                 self.progress.assigned(partitions);
             }
             Rebalance::Revoke(partitions) => {
-                tracing::info!(group, partitions = partitions.count(), "partitions revoked");
+                // Lost rather than handed over: the group already moved them (this member's
+                // session lapsed, e.g. while no broker answered). A commit now would only
+                // block this callback until a broker answers, and be refused.
+                let lost = consumer.assignment_lost();
+                tracing::info!(group, partitions = partitions.count(), lost, "partitions revoked");
                 // Commit what was finished before the partitions go; what is still in hand
                 // goes to their next owner again.
                 if let Some(batch) = self.progress.revoked(partitions) {
+                    if lost {
+                        tracing::warn!(
+                            group,
+                            "assignment lost: finished records not committed; the next owner gets them again"
+                        );
+                        return;
+                    }
                     match consumer.commit(&batch.offsets, CommitMode::Sync) {
                         Ok(()) => self.progress.committed(&batch),
                         Err(error) => tracing::warn!(
