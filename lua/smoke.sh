@@ -460,6 +460,15 @@ expect "rebuild drops holds the store sold, releases what no longer fits" "2 0 7
   "$(ev truth_rebuild $T inv:{T}:xfer , 2 7 0 T 0 t3)"
 expect "bucket other than 0 keeps exactly its holds" "0 0 0" "$(ev truth_rebuild $T inv:{T}:xfer , -1 0 0 T 0 t2)"
 expect "bad on_hand" "ERR truth_rebuild: on_hand must be an integer >= -1" "$(ev truth_rebuild $T inv:{T}:xfer , -2 0 0 T 0)"
+# ---------------------------------------------------------------- cart_evict_stale
+CK='cart:{c:ann}'
+rc hset $CK _v 3 _u 1 'l:MUG' '2|1299|EUR|1' >/dev/null
+expect "evict_stale keeps a live copy as new as the saved one" "current 3 1" "$(ev cart_evict_stale $CK , 3) $(rc exists $CK)"
+expect "evict_stale keeps a newer live copy" "current 3 1" "$(ev cart_evict_stale $CK , 2) $(rc exists $CK)"
+expect "evict_stale drops an older live copy" "evicted 3 0" "$(ev cart_evict_stale $CK , 4) $(rc exists $CK)"
+expect "evict_stale of an absent cart writes nothing" "current 0 0" "$(ev cart_evict_stale $CK , 4) $(rc exists $CK)"
+expect "evict_stale refuses version 0" "ERR cart_evict_stale: version must be an integer >= 1" "$(ev cart_evict_stale $CK , 0)"
+
 # ---------------------------------------------------------------- admission_take (GCRA)
 AT='admission:{sku:F1}:checkout:tat'; AL='admission:{sku:F1}:limits'
 expect "unlimited by default" "1 0 0 0" "$(ev admission_take $AT $AL , checkout 0 1)"

@@ -15,6 +15,7 @@ holdfast_platform::lua_scripts! {
     CLEAR => "cart_clear.lua",
     MERGE => "cart_merge.lua",
     RESTORE => "cart_restore.lua",
+    EVICT_STALE => "cart_evict_stale.lua",
 }
 
 /// Loads every script on every primary (before health says SERVING).
@@ -281,6 +282,17 @@ pub async fn restore(
         other => return Err(protocol(&RESTORE, format!("status {other:?}"))),
     };
     Ok((outcome, reply.cart))
+}
+
+/// `cart_evict_stale.lua`: after `version` (>= 1) of the cart at `key` was saved to the store,
+/// drop the live copy if it is older (Redis lost writes). True when it was dropped.
+pub async fn evict_stale(client: &Client, key: &str, version: u64) -> Result<bool, CartError> {
+    let reply = run(&EVICT_STALE, client, key, vec![s(version)]).await?;
+    match reply.status.as_str() {
+        "evicted" => Ok(true),
+        "current" => Ok(false),
+        other => Err(protocol(&EVICT_STALE, format!("status {other:?}"))),
+    }
 }
 
 /// A script reply: `{status, n, {HGETALL...}, rest...}`.

@@ -341,7 +341,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             .await?;
         match change {
             Change::Done(live) => {
-                self.write_behind.enqueue(owner.key());
+                self.write_behind.enqueue(owner.key(), live.clone());
                 Ok(Response::new(pb::AddItemResponse {
                     outcome: pb::ItemOutcome::Applied as i32,
                     cart: Some(self.view_after_change(&owner, &live).await),
@@ -396,7 +396,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             .await?;
         match change {
             Change::Done(live) => {
-                self.write_behind.enqueue(owner.key());
+                self.write_behind.enqueue(owner.key(), live.clone());
                 Ok(Response::new(pb::UpdateItemResponse {
                     outcome: pb::ItemOutcome::Applied as i32,
                     cart: Some(self.view_after_change(&owner, &live).await),
@@ -438,7 +438,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             .await?;
         match change {
             Change::Done(live) => {
-                self.write_behind.enqueue(owner.key());
+                self.write_behind.enqueue(owner.key(), live.clone());
                 Ok(Response::new(pb::RemoveItemResponse {
                     cart: Some(self.view_after_change(&owner, &live).await),
                 }))
@@ -487,6 +487,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let limits = self.limits();
         let (client, customer_key) = (self.redis.next(), customer.redis_key());
         let (live, capped, over_cap) = if folded.lines.is_empty() {
+            // Nothing sellable to fold in: the customer's cart is only read, not changed.
             (self.read(&customer).await?, Vec::new(), Vec::new())
         } else {
             let merged = self
@@ -501,6 +502,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
                     )
                 })
                 .await?;
+            self.write_behind.enqueue(customer.key(), merged.cart.clone());
             (merged.cart, merged.capped, merged.dropped)
         };
         let dropped = anonymous
@@ -515,12 +517,15 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         // A crash before this line is safe: the retry finds the merge marker in the
         // customer's cart and only empties this one.
         let session_key = session.redis_key();
-        self.change(&session, |absent| {
-            scripts::clear(client, &session_key, absent, 0, limits)
-        })
-        .await?;
-        self.write_behind.enqueue(session.key());
-        self.write_behind.enqueue(customer.key());
+        let emptied = self
+            .change(&session, |absent| {
+                scripts::clear(client, &session_key, absent, 0, limits)
+            })
+            .await?;
+        // Any version: never a conflict, so always done.
+        if let Change::Done(emptied) = emptied {
+            self.write_behind.enqueue(session.key(), emptied);
+        }
         Ok(Response::new(pb::MergeCartsResponse {
             cart: Some(self.view_after_change(&customer, &live).await),
             capped_skus: capped,
@@ -548,7 +553,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             .await?;
         match change {
             Change::Done(live) => {
-                self.write_behind.enqueue(owner.key());
+                self.write_behind.enqueue(owner.key(), live.clone());
                 Ok(Response::new(pb::ClearCartResponse {
                     cart: Some(render(&owner, &live, None, limits.ttl_ms)),
                 }))

@@ -170,3 +170,108 @@ async fn flush_on_shutdown_makes_the_last_changes_durable_at_once() {
         .expect("saved by flush");
     assert_eq!((durable.version, durable.lines.len()), (cart.version, 1));
 }
+
+/// A cart whose write-behind window never ends during the test: only `flush()` saves.
+async fn flushed_by_hand() -> Fixture {
+    Fixture::with(holdfast_cart::CartOptions {
+        flush_every: Duration::from_secs(3600),
+        ..holdfast_cart::CartOptions::default()
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_clear_acknowledged_just_before_a_redis_loss_stays_cleared() {
+    // The checkout storm's `carts-cleared` finding: the clear after a checkout, then Redis
+    // lost before the write-behind saved it.
+    let fx = flushed_by_hand().await;
+    fx.sellable("MUG", 1299).await;
+    let mut c = fx.device().await;
+    added(&mut c, customer("ann"), "MUG", 2).await;
+    assert_eq!(fx.cart.flush().await, 0);
+    let cleared = clear(&mut c, customer("ann"), 0).await.expect("clear");
+
+    fx.redis.cli(&["FLUSHALL"]).expect("flushall");
+    // A read inside the window re-warms the older durable copy into Redis...
+    get(&mut c, customer("ann")).await;
+    // ...and the write-behind saves what was acknowledged, not what Redis holds now.
+    assert_eq!(fx.cart.flush().await, 0);
+    let durable = fx.store.load_cart("c:ann").await.expect("load").expect("saved");
+    assert_eq!((durable.version, durable.lines.len()), (cleared.version, 0));
+    let cart = get(&mut c, customer("ann")).await;
+    assert!(
+        cart.lines.is_empty(),
+        "the bought lines do not come back: {cart:?}"
+    );
+    assert_eq!(cart.version, cleared.version);
+}
+
+#[tokio::test]
+async fn a_redis_that_comes_back_with_an_older_cart_is_corrected_by_the_write_behind() {
+    let fx = flushed_by_hand().await;
+    fx.sellable("MUG", 1299).await;
+    let mut c = fx.device().await;
+    added(&mut c, customer("ann"), "MUG", 2).await;
+    fx.redis
+        .cli(&["COPY", "cart:{c:ann}", "before-clear"])
+        .expect("copy");
+    let cleared = clear(&mut c, customer("ann"), 0).await.expect("clear");
+    // Redis restarted from a copy that missed the clear (AOF tail lost, or a failover).
+    fx.redis
+        .cli(&["COPY", "before-clear", "cart:{c:ann}", "REPLACE"])
+        .expect("copy back");
+
+    assert_eq!(fx.cart.flush().await, 0);
+    let durable = fx.store.load_cart("c:ann").await.expect("load").expect("saved");
+    assert_eq!((durable.version, durable.lines.len()), (cleared.version, 0));
+    let cart = get(&mut c, customer("ann")).await;
+    assert!(cart.lines.is_empty(), "the stale copy was dropped: {cart:?}");
+    assert_eq!(cart.version, cleared.version);
+    let next = added(&mut c, customer("ann"), "MUG", 1).await;
+    assert_eq!(
+        (lines(&next), next.version),
+        (pairs(&[("MUG", 1)]), cleared.version + 1)
+    );
+}
+
+#[tokio::test]
+async fn a_merge_acknowledged_just_before_a_redis_loss_saves_both_carts() {
+    let fx = flushed_by_hand().await;
+    fx.sellable("MUG", 1299).await;
+    fx.sellable("TEA", 450).await;
+    let mut c = fx.device().await;
+    let guest = added(&mut c, session("s1"), "MUG", 2).await;
+    added(&mut c, customer("ann"), "TEA", 1).await;
+    let merged = merge(&mut c, "s1", "ann")
+        .await
+        .expect("merge")
+        .cart
+        .expect("cart");
+
+    fx.redis.cli(&["FLUSHALL"]).expect("flushall");
+    assert_eq!(fx.cart.flush().await, 0);
+    let ann = fx.store.load_cart("c:ann").await.expect("load").expect("saved");
+    assert_eq!((ann.version, ann.lines.len()), (merged.version, 2));
+    let s1 = fx.store.load_cart("s:s1").await.expect("load").expect("saved");
+    assert_eq!((s1.version, s1.lines.len()), (guest.version + 1, 0), "emptied");
+    assert_eq!(
+        sorted_lines(&get(&mut c, customer("ann")).await),
+        pairs(&[("MUG", 2), ("TEA", 1)])
+    );
+    assert!(get(&mut c, session("s1")).await.lines.is_empty());
+}
+
+#[tokio::test]
+async fn a_no_op_on_a_cart_that_never_existed_saves_nothing() {
+    let fx = flushed_by_hand().await;
+    let mut c = fx.device().await;
+    let cart = clear(&mut c, customer("nobody"), 0).await.expect("clear");
+    assert_eq!(cart.version, 0);
+    remove(&mut c, session("nobody"), "MUG", 0).await.expect("remove");
+
+    assert_eq!(fx.cart.flush().await, 0);
+    assert!(fx.store.load_cart("c:nobody").await.expect("load").is_none());
+    assert!(fx.store.load_cart("s:nobody").await.expect("load").is_none());
+    let cart = get(&mut c, customer("nobody")).await;
+    assert_eq!((cart.version, cart.lines.len()), (0, 0));
+}
