@@ -33,6 +33,11 @@ pub struct OrdersOptions {
     pub void_sweep_every: Duration,
     /// How long after the checkout ended the void sweep keeps looking.
     pub void_sweep_window: Duration,
+    /// How often the follow-up of a cart clear a placed checkout could not do at once tries
+    /// again ([`crate::saga::cart_clear`]).
+    pub cart_clear_every: Duration,
+    /// How long after the checkout that follow-up keeps trying.
+    pub cart_clear_window: Duration,
     /// Risk thresholds.
     pub risk: RiskRules,
     /// Fault hook, off unless set: abort the process right after this step was persisted
@@ -56,6 +61,8 @@ impl Default for OrdersOptions {
             void_sweep_grace: Duration::from_secs(300),
             void_sweep_every: Duration::from_secs(3600),
             void_sweep_window: Duration::from_secs(24 * 3600),
+            cart_clear_every: Duration::from_secs(1),
+            cart_clear_window: Duration::from_secs(600),
             risk: RiskRules::default(),
             crash_after: None,
         }

@@ -161,3 +161,68 @@ async fn a_lost_hold_whose_unit_went_to_another_buyer_is_compensated_and_the_ord
     );
     assert!(!cancelled.partial);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cart_redis_lost_during_the_checkout_is_still_cleared_once_the_write_behind_brings_it_back() {
+    // The cart's durable copy is written behind (here: only by hand), so a Redis loss
+    // during the checkout takes the live cart with it and the clear at the version the
+    // checkout read cannot be done then. The answer does not wait; the follow-up clears the
+    // cart once the write-behind has saved it again.
+    let mut setup = Setup {
+        psp_latency: Duration::from_secs(2),
+        cart: holdfast_cart::CartOptions {
+            flush_every: Duration::from_secs(3600),
+            ..holdfast_cart::CartOptions::default()
+        },
+        ..Setup::default()
+    };
+    setup.orders.payment_timeout = Duration::from_secs(10);
+    let fx = Fixture::with(setup).await;
+    fx.product("mug", 1250, 10).await;
+    fx.add_to_cart("quinn", "mug", 2).await;
+
+    let mut orders = fx.orders.clone();
+    let running = tokio::spawn(async move {
+        orders
+            .checkout(checkout_cart("k-cart-lost", "quinn", "pm_card_visa"))
+            .await
+            .expect("checkout")
+            .into_inner()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fx.all_ledger(LedgerEntryKind::Authorization).await.is_empty() {
+        assert!(Instant::now() < deadline, "no authorization recorded within 10 s");
+        tokio::task::yield_now().await;
+    }
+    flushall(&fx);
+    let response = running.await.expect("checkout task");
+    assert_eq!(response.outcome, CheckoutOutcome::Placed as i32, "{response:?}");
+
+    // The write-behind saves the cart as it was acknowledged: the bought lines, for now.
+    assert_eq!(fx.cart_running.flush().await, 0);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let cart = loop {
+        let cart = fx
+            .cart
+            .clone()
+            .get_cart(holdfast_proto::cart::v1::GetCartRequest {
+                owner: customer_cart("quinn"),
+            })
+            .await
+            .expect("get cart")
+            .into_inner()
+            .cart
+            .expect("cart");
+        if cart.lines.is_empty() {
+            break cart;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bought lines are still in the cart after 15 s: {cart:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    // Cleared by the follow-up at the version the checkout read (1), not emptied otherwise.
+    assert_eq!(cart.version, 2);
+    assert_eq!(fx.level("mug").await.sold, 2);
+}

@@ -7,8 +7,10 @@
 //! - [`cancel`]: mark the order CANCELLED, void or refund, restock.
 //! - [`returns`]: receive a passed return, refund it, mark it REFUNDED.
 //! - [`sweep`]: void an authorization that landed after its checkout ended without an order.
+//! - [`cart_clear`]: clear a placed checkout's cart when the checkout could not at once.
 
 pub mod cancel;
+pub mod cart_clear;
 pub mod checkout;
 pub mod record;
 pub mod returns;
@@ -30,6 +32,7 @@ pub async fn step<S: OrdersStore>(
         Some(SagaKind::Cancel) => cancel::step(ctx, saga).await,
         Some(SagaKind::Return) => returns::step(ctx, saga).await,
         Some(SagaKind::VoidSweep) => sweep::step(ctx, saga).await,
+        Some(SagaKind::CartClear) => cart_clear::step(ctx, saga).await,
         None => Err(OrdersError::Internal(format!(
             "unknown saga kind {:?}",
             saga.kind

@@ -25,15 +25,18 @@ pub enum SagaKind {
     Return,
     /// The void sweep of a checkout that ended without an order (`void_sweep`).
     VoidSweep,
+    /// The follow-up clear of a placed checkout's cart (`cart_clear`).
+    CartClear,
 }
 
 impl SagaKind {
     /// Every kind.
-    pub const ALL: [SagaKind; 4] = [
+    pub const ALL: [SagaKind; 5] = [
         SagaKind::Checkout,
         SagaKind::Cancel,
         SagaKind::Return,
         SagaKind::VoidSweep,
+        SagaKind::CartClear,
     ];
 
     /// The name stored in the saga record.
@@ -43,12 +46,13 @@ impl SagaKind {
             SagaKind::Cancel => "cancel",
             SagaKind::Return => "return",
             SagaKind::VoidSweep => "void_sweep",
+            SagaKind::CartClear => "cart_clear",
         }
     }
 
     /// Whether a saga of this kind that keeps failing is parked for review after
     /// `park_after` rather than retried forever: cancels and returns (a checkout has its
-    /// abandon rule; a void sweep ends with its window).
+    /// abandon rule; a void sweep and a cart clear end with their windows).
     pub fn parks(self) -> bool {
         matches!(self, SagaKind::Cancel | SagaKind::Return)
     }

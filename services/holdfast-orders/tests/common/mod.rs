@@ -32,7 +32,7 @@ pub struct Fixture {
     pub orders_running: RunningOrders<SqliteStore>,
     upstream: SpawnedServer,
     _inventory: RunningInventory,
-    _cart: holdfast_cart::RunningCart<SqliteStore>,
+    pub cart_running: holdfast_cart::RunningCart<SqliteStore>,
     pub warehouse: holdfast_warehouse::RunningWarehouse<SqliteStore>,
     pub orders: OrderServiceClient<Channel>,
     pub catalog: CatalogServiceClient<Channel>,
@@ -53,6 +53,8 @@ pub struct Setup {
     /// room's settings. Inventory always serves the admission admin RPCs.
     pub checkout_limits: Option<holdfast_platform::admission::Defaults>,
     pub admission: holdfast_orders::AdmissionSettings,
+    /// The cart service's options (its write-behind window, say).
+    pub cart: holdfast_cart::CartOptions,
 }
 
 impl Default for Setup {
@@ -65,6 +67,7 @@ impl Default for Setup {
             psp_latency: Duration::ZERO,
             checkout_limits: None,
             admission: holdfast_orders::AdmissionSettings::default(),
+            cart: holdfast_cart::CartOptions::default(),
         }
     }
 }
@@ -126,15 +129,9 @@ impl Fixture {
             }
             None => None,
         };
-        let cart = holdfast_cart::start(
-            pool,
-            store.clone(),
-            lazy.clone(),
-            lazy.clone(),
-            holdfast_cart::CartOptions::default(),
-        )
-        .await
-        .expect("cart");
+        let cart = holdfast_cart::start(pool, store.clone(), lazy.clone(), lazy.clone(), setup.cart)
+            .await
+            .expect("cart");
         // The orders relay publishes this store's outbox, the warehouse's rows included.
         let warehouse = holdfast_warehouse::start(
             store.clone(),
@@ -186,7 +183,7 @@ impl Fixture {
             orders_running,
             upstream,
             _inventory: inventory,
-            _cart: cart,
+            cart_running: cart,
             warehouse,
             catalog: CatalogServiceClient::new(channel.clone()),
             inventory: InventoryServiceClient::new(channel.clone()),

@@ -146,7 +146,7 @@ pub async fn step<S: OrdersStore>(
         Step::Commit => steps::commit(ctx, &mut state).await?,
         Step::Capture => steps::capture(ctx, &mut state).await?,
         Step::Dispatch => steps::dispatch(ctx, &state).await?,
-        Step::Notify => steps::notify(ctx, &mut state).await,
+        Step::Notify => steps::notify(ctx, &mut state).await?,
         Step::Compensate => steps::compensate(ctx, &mut state).await?,
         Step::Finish => answer::finish(ctx, &state).await?,
         Step::Done => {

@@ -2,7 +2,6 @@
 //! returns the next [`Step`]; an `Err` is a transient failure (the engine retries the
 //! step later), a business refusal is an outcome in the state.
 
-use holdfast_proto::cart::v1::ClearCartRequest;
 use holdfast_proto::events::v1::{
     DispatchRequested, FulfillmentEvent, OrderConfirmed, OrderEvent, fulfillment_event, order_event,
 };
@@ -22,7 +21,7 @@ use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
 use crate::order::{self, Change, ORDERS_TOPIC, money};
 use crate::risk;
-use crate::saga::sweep;
+use crate::saga::{cart_clear, sweep};
 use crate::upstream::transient;
 
 /// Topic of fulfillment dispatch.
@@ -445,9 +444,13 @@ fn confirmed_events<S>(ctx: &StepContext<S>, order: &Order, now: i64) -> Vec<Out
 }
 
 /// Notify: clear exactly the cart that was checked out (a cart changed since is kept), and
-/// name the outcome; best effort, always on to finish.
-pub async fn notify<S: OrdersStore>(ctx: &StepContext<S>, state: &mut CheckoutState) -> Step {
-    clear_cart(ctx, state).await;
+/// name the outcome; always on to finish: a clear that cannot be done now is left to its
+/// follow-up ([`cart_clear`]), so the answer never waits for the cart.
+pub async fn notify<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &mut CheckoutState,
+) -> Result<Step, OrdersError> {
+    clear_cart(ctx, state).await?;
     if state.outcome.is_none() {
         state.outcome = Some(if state.manual_review {
             Outcome::ManualReview
@@ -455,27 +458,25 @@ pub async fn notify<S: OrdersStore>(ctx: &StepContext<S>, state: &mut CheckoutSt
             Outcome::Placed
         });
     }
-    Step::Finish
+    Ok(Step::Finish)
 }
 
-async fn clear_cart<S: OrdersStore>(ctx: &StepContext<S>, state: &CheckoutState) {
-    let Ok(request) = state.request() else { return };
+async fn clear_cart<S: OrdersStore>(ctx: &StepContext<S>, state: &CheckoutState) -> Result<(), OrdersError> {
+    let Ok(request) = state.request() else {
+        return Ok(());
+    };
     let (Some(checkout_request::Source::Cart(owner)), Some(version)) = (&request.source, state.cart_version)
     else {
-        return;
+        return Ok(());
     };
-    if let Err(status) = ctx
-        .clients
-        .cart
-        .clone()
-        .clear_cart(ctx.clients.request(ClearCartRequest {
-            owner: Some(owner.clone()),
-            expected_version: version,
-        }))
-        .await
-    {
-        tracing::info!(order = %state.order_id, code = ?status.code(), "cart not cleared: {}", status.message());
+    let Some(clear) = cart_clear::ClearState::new(owner, version, &state.order_id, ctx.now_ms()) else {
+        return Ok(());
+    };
+    if cart_clear::attempt(ctx, &clear).await == cart_clear::Attempt::Later {
+        tracing::info!(order = %state.order_id, owner = %clear.owner, "cart not cleared now; its follow-up will");
+        cart_clear::schedule(ctx, &clear).await?;
     }
+    Ok(())
 }
 
 /// Compensate: undo what actually happened before the pivot, checked rather than taken
