@@ -22,21 +22,38 @@ use crate::mesh::Mesh;
 pub use crate::reconcile::{Attempted, CheckoutAnswer, CheckoutAudit, skipped_checkout_checks};
 use crate::reconcile::{PaymentFacts, reconcile};
 use crate::report::Check;
-use crate::scenario::{for_each_concurrent, sample_list};
+use crate::scenario::{for_each_concurrent, sample_list, with_retries};
 
 /// How often settled state is polled.
 const POLL: Duration = Duration::from_millis(200);
+
+/// Retries of one read-back call (a read is safe to repeat).
+const READ_RETRIES: u32 = 8;
+
+/// A read-back call, retried while it fails in a way a retry can fix: the connection a
+/// restarted process left behind breaks under the first call that uses it.
+pub(crate) async fn read_back<T, F, Fut>(what: &str, call: F) -> anyhow::Result<T>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+{
+    with_retries(READ_RETRIES, call)
+        .await
+        .0
+        .map(tonic::Response::into_inner)
+        .map_err(|s| anyhow::anyhow!("{what}: {s}"))
+}
 
 /// Levels of `skus`, in order (GetAvailability, 100 at a time).
 pub async fn availability(mesh: &Mesh, skus: &[String]) -> anyhow::Result<Vec<StockLevel>> {
     let mut levels = Vec::with_capacity(skus.len());
     for chunk in skus.chunks(100) {
-        let reply = mesh
-            .inventory(0)
-            .get_availability(GetAvailabilityRequest { skus: chunk.to_vec() })
-            .await
-            .map_err(|s| anyhow::anyhow!("GetAvailability: {s}"))?
-            .into_inner();
+        let reply = read_back("GetAvailability", |_| {
+            let mut client = mesh.inventory(0);
+            let request = GetAvailabilityRequest { skus: chunk.to_vec() };
+            async move { client.get_availability(request).await }
+        })
+        .await?;
         levels.extend(reply.levels);
     }
     Ok(levels)
@@ -90,22 +107,23 @@ pub async fn orders_of(mesh: &Mesh, customers: &[String]) -> anyhow::Result<Hash
     for_each_concurrent(customers.iter().enumerate(), 32, |(i, customer)| {
         let found = &found;
         async move {
-            let mut client = mesh.orders(i as u64);
+            let client = mesh.orders(i as u64);
             let mut orders = Vec::new();
             let mut token = String::new();
             loop {
-                let reply = client
-                    .list_orders(ListOrdersRequest {
+                let reply = read_back(&format!("ListOrders {customer}"), |_| {
+                    let mut client = client.clone();
+                    let request = ListOrdersRequest {
                         customer_id: customer.clone(),
                         statuses: Vec::new(),
                         page: Some(PageRequest {
                             page_size: 500,
-                            page_token: token,
+                            page_token: token.clone(),
                         }),
-                    })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("ListOrders {customer}: {s}"))?
-                    .into_inner();
+                    };
+                    async move { client.list_orders(request).await }
+                })
+                .await?;
                 orders.extend(reply.orders);
                 token = reply.page.map(|p| p.next_page_token).unwrap_or_default();
                 if token.is_empty() {
@@ -122,22 +140,23 @@ pub async fn orders_of(mesh: &Mesh, customers: &[String]) -> anyhow::Result<Hash
 
 /// Every ledger entry posted at or after `since_unix_ms`, all pages.
 pub async fn ledger_since(mesh: &Mesh, since_unix_ms: i64) -> anyhow::Result<Vec<LedgerEntry>> {
-    let mut client = mesh.payments(0);
+    let client = mesh.payments(0);
     let mut entries = Vec::new();
     let mut token = String::new();
     loop {
-        let reply = client
-            .list_ledger_entries(ListLedgerEntriesRequest {
+        let reply = read_back("ListLedgerEntries", |_| {
+            let mut client = client.clone();
+            let request = ListLedgerEntriesRequest {
                 since_unix_ms,
                 page: Some(PageRequest {
                     page_size: 500,
-                    page_token: token,
+                    page_token: token.clone(),
                 }),
                 ..Default::default()
-            })
-            .await
-            .map_err(|s| anyhow::anyhow!("ListLedgerEntries: {s}"))?
-            .into_inner();
+            };
+            async move { client.list_ledger_entries(request).await }
+        })
+        .await?;
         entries.extend(reply.entries);
         token = reply.page.map(|p| p.next_page_token).unwrap_or_default();
         if token.is_empty() {

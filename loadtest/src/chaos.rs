@@ -36,9 +36,9 @@ pub struct ChaosArgs {
     #[arg(long, default_value_t = 4)]
     pub faults: usize,
     /// Fault kinds, comma-separated: holdfast, redis, kafka, redis-no-aof [default: holdfast,
-    /// redis, and kafka with --kafka]. redis-no-aof restarts Redis empty: inventory rebuilds
-    /// from its durable truth, but reads and grants in the moment before it notices still see
-    /// the empty Redis (see the README), so it is off unless asked for.
+    /// redis, redis-no-aof, and kafka with --kafka]. redis-no-aof restarts Redis empty:
+    /// inventory rebuilds its counts from its durable truth, checkouts hold their lost holds
+    /// again, and the cart's write-behind brings carts back (see the README).
     #[arg(long, value_delimiter = ',', value_enum)]
     pub kinds: Vec<FaultKind>,
     /// Run the mesh on an Apache Kafka broker (from `make deps`) instead of the in-process bus.
@@ -96,7 +96,7 @@ fn scenario_args<T: clap::Args>(argv: Vec<String>) -> anyhow::Result<T> {
 pub async fn run(args: ChaosArgs) -> anyhow::Result<i32> {
     let mut kinds = args.kinds.clone();
     if kinds.is_empty() {
-        kinds = vec![FaultKind::Holdfast, FaultKind::Redis];
+        kinds = vec![FaultKind::Holdfast, FaultKind::Redis, FaultKind::RedisNoAof];
         if args.kafka {
             kinds.push(FaultKind::Kafka);
         }

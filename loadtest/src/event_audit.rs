@@ -23,7 +23,7 @@ use holdfast_proto::notifications::v1::{
 use holdfast_proto::orders::v1::{Order, OrderStatus};
 use tokio::time::Instant;
 
-use crate::audit::orders_of;
+use crate::audit::{orders_of, read_back};
 use crate::mesh::Mesh;
 use crate::report::Check;
 use crate::scenario::{for_each_concurrent, sample_list};
@@ -189,20 +189,21 @@ async fn notifications_of(mesh: &Mesh, customers: &[String]) -> anyhow::Result<V
     for_each_concurrent(customers.iter().enumerate(), 32, |(i, customer)| {
         let found = &found;
         async move {
-            let mut client = mesh.notifications(i as u64);
+            let client = mesh.notifications(i as u64);
             let mut token = String::new();
             loop {
-                let reply = client
-                    .list_notifications(ListNotificationsRequest {
+                let reply = read_back(&format!("ListNotifications {customer}"), |_| {
+                    let mut client = client.clone();
+                    let request = ListNotificationsRequest {
                         customer_id: customer.clone(),
                         page: Some(PageRequest {
                             page_size: 500,
-                            page_token: token,
+                            page_token: token.clone(),
                         }),
-                    })
-                    .await
-                    .map_err(|s| anyhow::anyhow!("ListNotifications {customer}: {s}"))?
-                    .into_inner();
+                    };
+                    async move { client.list_notifications(request).await }
+                })
+                .await?;
                 found.lock().expect("lock").extend(reply.notifications);
                 token = reply.page.map(|p| p.next_page_token).unwrap_or_default();
                 if token.is_empty() {
