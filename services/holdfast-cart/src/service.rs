@@ -553,6 +553,16 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             .await?;
         match change {
             Change::Done(live) => {
+                // Written through as well as behind: the clear after a checkout must not wait
+                // in the write-behind window, where this process dying and Redis being lost
+                // later (each on its own) would bring the bought lines back. If this save
+                // fails the write-behind still makes it; its pass also drops a live copy
+                // older than the clear, should Redis come back with one.
+                if live.version > 0
+                    && let Err(error) = self.store.save_cart(live.to_stored(&owner.key())).await
+                {
+                    tracing::warn!(owner = %owner.key(), %error, "cleared cart not saved at once; the write-behind saves it");
+                }
                 self.write_behind.enqueue(owner.key(), live.clone());
                 Ok(Response::new(pb::ClearCartResponse {
                     cart: Some(render(&owner, &live, None, limits.ttl_ms)),

@@ -207,6 +207,30 @@ async fn a_clear_acknowledged_just_before_a_redis_loss_stays_cleared() {
 }
 
 #[tokio::test]
+async fn a_clear_is_durable_before_it_is_answered() {
+    // The chaos run's finding: the clear after a checkout acknowledged, this process killed
+    // inside the write-behind window (its marks lost; Redis on its AOF kept the clear), then
+    // Redis lost later: the older durable copy came back with the bought lines.
+    let fx = flushed_by_hand().await;
+    fx.sellable("MUG", 1299).await;
+    let mut c = fx.device().await;
+    added(&mut c, customer("ann"), "MUG", 2).await;
+    assert_eq!(fx.cart.flush().await, 0);
+    let cleared = clear(&mut c, customer("ann"), 0).await.expect("clear");
+
+    // No write-behind pass: the store has the clear already.
+    let durable = fx.store.load_cart("c:ann").await.expect("load").expect("saved");
+    assert_eq!((durable.version, durable.lines.len()), (cleared.version, 0));
+    fx.redis.cli(&["FLUSHALL"]).expect("flushall");
+    let cart = get(&mut c, customer("ann")).await;
+    assert!(
+        cart.lines.is_empty(),
+        "the bought lines do not come back: {cart:?}"
+    );
+    assert_eq!(cart.version, cleared.version);
+}
+
+#[tokio::test]
 async fn a_redis_that_comes_back_with_an_older_cart_is_corrected_by_the_write_behind() {
     let fx = flushed_by_hand().await;
     fx.sellable("MUG", 1299).await;
