@@ -43,7 +43,9 @@ const POLL_TICK: Duration = Duration::from_millis(100);
 /// restart starts the wait again. With librdkafka's default (45 s) a region whose process
 /// was killed and restarted received no transfer for 45 s after the broker came back (issue
 /// 15, measured in `services/holdfast/tests/regions.rs`). 10 s is the Kafka clients' default
-/// before KIP-735 and comfortably above the heartbeat interval.
+/// before KIP-735 and comfortably above the heartbeat interval. The price: a broker outage
+/// longer than this lapses every member's session, and its rejoin waits up to this long once
+/// the broker is back (static membership would avoid both; see docs/events.md).
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fewest seconds between two warnings about consumer errors: while a broker is down
 /// librdkafka reports every failed connection attempt, several a second.
