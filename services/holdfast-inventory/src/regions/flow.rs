@@ -206,6 +206,14 @@ impl Regions {
     }
 
     async fn on_snapshot(&self, snapshot: RegionSnapshot) -> Result<(), InventoryError> {
+        // How far behind the producer this consumer is (Redis clocks of two regions).
+        tracing::trace!(
+            sku = %snapshot.sku,
+            region = %snapshot.region,
+            sequence = snapshot.sequence,
+            lag_ms = now_ms() - snapshot.taken_at_unix_ms,
+            "snapshot applied"
+        );
         let keys = RegionKeys::new(&snapshot.sku);
         let client = self.stock().client();
         let known: Option<Vec<u8>> = client.hget(keys.views(), snapshot.region.as_str()).await?;

@@ -13,7 +13,7 @@ use holdfast_platform::events::Event;
 use holdfast_proto::events::v1::{
     GlobalSkuPlaced, RegionSnapshot, SnapshotTransfer, TransferCredited, TransferDebited, region_event,
 };
-use holdfast_proto::inventory::v1::{GetReconciliationResponse, SkuReconciliation};
+use holdfast_proto::inventory::v1::{GetReconciliationResponse, RegionAvailability, SkuReconciliation};
 use prost::Message;
 
 use super::flow::to_event;
@@ -24,6 +24,8 @@ use crate::error::InventoryError;
 
 /// Outbox entries published per round trip.
 const RELAY_BATCH: u64 = 200;
+/// Fewest seconds between two warnings that a region running low cannot hear any other.
+const BLIND_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 impl Regions {
     /// Publishes the region outbox when woken (and every 250 ms), and re-drives debits not
@@ -217,6 +219,7 @@ impl Regions {
     pub async fn run_requester(self) {
         let mut tick = tokio::time::interval(self.config().request_every);
         let mut sold_seen: HashMap<String, (i64, Instant)> = HashMap::new();
+        let mut last_warning: Option<Instant> = None;
         loop {
             tick.tick().await;
             let skus = match self.skus().await {
@@ -224,24 +227,38 @@ impl Regions {
                 Err(_) => continue,
             };
             for sku in skus {
-                if let Err(error) = self.ask_if_low(&sku, &mut sold_seen).await {
-                    tracing::debug!(%error, %sku, "transfer request skipped");
+                let quiet = last_warning.is_some_and(|at| at.elapsed() < BLIND_WARNING_EVERY);
+                match self.ask_if_low(&sku, &mut sold_seen).await {
+                    Ok(Some(blind)) if !quiet => {
+                        last_warning = Some(Instant::now());
+                        tracing::warn!(
+                            %sku,
+                            views = %blind,
+                            "running low with demand, but no other region's view is fresh enough to \
+                             ask: is this region's consumer of the other regions' topics behind?"
+                        );
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(%error, %sku, "transfer request skipped"),
                 }
             }
         }
     }
 
+    /// Asks for units of `sku` if it runs low here with demand. Answers, when it should ask
+    /// but every other region's view is stale or missing, those views' ages (the region
+    /// cannot hear the others: nothing is asked, and it says so).
     async fn ask_if_low(
         &self,
         sku: &str,
         sold_seen: &mut HashMap<String, (i64, Instant)>,
-    ) -> Result<(), InventoryError> {
+    ) -> Result<Option<String>, InventoryError> {
         let views = self.views(sku).await?;
         let Some(mine) = views.get(self.region()) else {
-            return Ok(());
+            return Ok(None);
         };
         if mine.scope != audit::SCOPE_GLOBAL {
-            return Ok(());
+            return Ok(None);
         }
         let level = self.stock().level(sku).await?;
         let (available, sold) = (level.levels.available(), level.levels.sold);
@@ -253,7 +270,7 @@ impl Regions {
             sold_seen.insert(sku.to_string(), (sold, Instant::now()));
         }
         if available > policy::low_water(mine.allocation) || !(selling || self.recently_short(sku)) {
-            return Ok(());
+            return Ok(None);
         }
         {
             let asked = self
@@ -265,7 +282,7 @@ impl Regions {
                 .get(sku)
                 .is_some_and(|(_, at)| at.elapsed() < self.config().ask_timeout)
             {
-                return Ok(());
+                return Ok(None);
             }
         }
         let now = now_ms();
@@ -275,7 +292,7 @@ impl Regions {
             .map(|s| audit::region_figures(s, now, stale))
             .collect();
         let Some((giver, units)) = policy::choose_giver(self.region(), &figures) else {
-            return Ok(());
+            return Ok(blind_to_peers(self.config().peers(), &figures));
         };
         let id = self.request(sku, &giver, units).await?;
         tracing::debug!(%sku, %giver, units, %id, "asked for units");
@@ -284,7 +301,7 @@ impl Regions {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .insert(sku.to_string(), (id, Instant::now()));
-        Ok(())
+        Ok(None)
     }
 
     /// Reconciles `skus` (empty: every region SKU) from the latest snapshots, this region's
@@ -366,6 +383,24 @@ impl Regions {
         }
         Ok(())
     }
+}
+
+/// When no other region's view is fresh (so none can be asked): each peer and the age of
+/// its view (`eu 7312 ms`, `eu never`). `None` when some peer's view is fresh (it simply has
+/// nothing idle, so nothing is asked and nothing is wrong).
+fn blind_to_peers<'a>(
+    peers: impl Iterator<Item = &'a String>,
+    figures: &[RegionAvailability],
+) -> Option<String> {
+    let mut ages = Vec::new();
+    for peer in peers {
+        match figures.iter().find(|f| f.region == *peer) {
+            Some(view) if !view.stale => return None,
+            Some(view) => ages.push(format!("{peer} {} ms", view.age_ms)),
+            None => ages.push(format!("{peer} never")),
+        }
+    }
+    (!ages.is_empty()).then(|| ages.join(", "))
 }
 
 fn debit_of(sku: &str, from: &str, t: &LedgerTransfer) -> TransferDebited {
@@ -456,6 +491,27 @@ fn parse_entries(value: Value) -> Vec<(String, HashMap<String, String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn blind_only_when_no_other_region_is_fresh() {
+        let view = |region: &str, age_ms: i64, stale: bool| RegionAvailability {
+            region: region.into(),
+            age_ms,
+            stale,
+            ..RegionAvailability::default()
+        };
+        let peers = ["eu".to_string(), "apac".to_string()];
+        assert_eq!(
+            blind_to_peers(peers.iter(), &[view("na", 0, false), view("eu", 7312, true)]),
+            Some("eu 7312 ms, apac never".into())
+        );
+        assert_eq!(
+            blind_to_peers(peers.iter(), &[view("eu", 7312, true), view("apac", 40, false)]),
+            None,
+            "a fresh peer with nothing idle is not blindness"
+        );
+        assert_eq!(blind_to_peers([].iter(), &[]), None);
+    }
 
     #[test]
     fn split_round_trips_the_outbox_format() {

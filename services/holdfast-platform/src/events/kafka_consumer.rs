@@ -34,6 +34,19 @@ pub const DEBUG_ENV: &str = "HOLDFAST_KAFKA_DEBUG";
 /// bound on a wake-up that would be missed (rust-rdkafka #665); it was not the cause of
 /// issue 18 (see [`run_consumer`]).
 const POLL_TICK: Duration = Duration::from_millis(100);
+/// How long the group coordinator keeps a member that stopped heartbeating (librdkafka
+/// heartbeats from its own thread every 3 s, whatever the application does).
+///
+/// A process killed with SIGKILL cannot leave its groups: its member keeps its partitions
+/// until this expires, and a rebalance started meanwhile (the restarted process joining)
+/// completes only then, so nothing of those partitions is consumed for that long; a broker
+/// restart starts the wait again. With librdkafka's default (45 s) a region whose process
+/// was killed and restarted received no transfer for 45 s after the broker came back (issue
+/// 15, measured in `services/holdfast/tests/regions.rs`). 10 s is the Kafka clients' default
+/// before KIP-735 and comfortably above the heartbeat interval. The price: a broker outage
+/// longer than this lapses every member's session, and its rejoin waits up to this long once
+/// the broker is back (static membership would avoid both; see docs/events.md).
+const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fewest seconds between two warnings about consumer errors: while a broker is down
 /// librdkafka reports every failed connection attempt, several a second.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -168,7 +181,9 @@ pub(super) async fn start_consumer(
         .set("enable.auto.offset.store", "false")
         // A new group starts at the oldest retained event, not at "now": nothing published
         // before the first consumer joined is skipped.
-        .set("auto.offset.reset", "earliest");
+        .set("auto.offset.reset", "earliest")
+        // See SESSION_TIMEOUT: a crashed process's member is dropped after this long.
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string());
     if let Some(debug) = std::env::var(DEBUG_ENV).ok().filter(|d| !d.is_empty()) {
         config.set("debug", debug);
     }
