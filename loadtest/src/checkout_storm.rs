@@ -24,7 +24,7 @@ use crate::engine::{self, Sample};
 use crate::mesh::Mesh;
 use crate::report::{Check, RunReport};
 use crate::scenario::{
-    RunArgs, Share, for_each_concurrent, request, sample_list, shuffled_roles, splitmix, unix_ms,
+    RunArgs, Share, for_each_concurrent, request, retryable, sample_list, shuffled_roles, splitmix, unix_ms,
     with_retries,
 };
 
@@ -158,21 +158,14 @@ pub async fn run_report(args: CheckoutStormArgs) -> anyhow::Result<RunReport> {
     })
     .await?;
     let customers: Vec<String> = (0..n).map(|c| format!("{run_id}-cust-{c}")).collect();
+    // Faults may already be injected while the carts fill (chaos): AddItem is retried, and
+    // before each retry the cart is read, so a unit whose answer was lost is not added twice.
+    let retries = args.run.retries;
     for_each_concurrent(customers.iter().enumerate(), 32, |(c, customer)| {
         let (mesh, skus, cart_skus) = (&mesh, &skus, &cart_skus);
         async move {
             for s in cart_skus(c as u64) {
-                let reply = mesh
-                    .cart(c as u64)
-                    .add_item(AddItemRequest {
-                        owner: owner(customer),
-                        sku: skus[s].clone(),
-                        quantity: 1,
-                        expected_version: 0,
-                    })
-                    .await
-                    .map_err(|e| anyhow::anyhow!("AddItem {customer}: {e}"))?
-                    .into_inner();
+                let reply = add_one(mesh, c as u64, customer, &skus[s], retries).await?;
                 anyhow::ensure!(
                     reply.outcome == ItemOutcome::Applied as i32,
                     "AddItem {customer} {} was refused",
@@ -461,4 +454,54 @@ pub async fn run_report(args: CheckoutStormArgs) -> anyhow::Result<RunReport> {
         settle_started.elapsed().as_secs_f64(),
     );
     Ok(report)
+}
+
+/// Adds one unit of `sku` to `customer`'s cart, retrying what a fault interrupted; a retry
+/// first reads the cart and answers APPLIED if the line is there (the lost answer applied).
+async fn add_one(
+    mesh: &Mesh,
+    c: u64,
+    customer: &str,
+    sku: &str,
+    retries: u32,
+) -> anyhow::Result<holdfast_proto::cart::v1::AddItemResponse> {
+    let mut attempt = 0;
+    loop {
+        let added = mesh
+            .cart(c)
+            .add_item(AddItemRequest {
+                owner: owner(customer),
+                sku: sku.to_string(),
+                quantity: 1,
+                expected_version: 0,
+            })
+            .await;
+        let status = match added {
+            Ok(reply) => return Ok(reply.into_inner()),
+            Err(status) if retryable(&status) && attempt < retries => status,
+            Err(status) => anyhow::bail!("AddItem {customer}: {status}"),
+        };
+        attempt += 1;
+        tokio::time::sleep(Duration::from_millis(25u64 << attempt.min(5)).min(Duration::from_secs(1))).await;
+        let (cart, _) = with_retries(retries, |_| {
+            let mut client = mesh.cart(c);
+            let request = GetCartRequest {
+                owner: owner(customer),
+            };
+            async move { client.get_cart(request).await }
+        })
+        .await;
+        let cart =
+            cart.map_err(|e| anyhow::anyhow!("GetCart {customer} after AddItem failed ({status}): {e}"))?;
+        if cart
+            .into_inner()
+            .cart
+            .is_some_and(|cart| cart.lines.iter().any(|l| l.sku == sku))
+        {
+            return Ok(holdfast_proto::cart::v1::AddItemResponse {
+                outcome: ItemOutcome::Applied as i32,
+                ..Default::default()
+            });
+        }
+    }
 }
