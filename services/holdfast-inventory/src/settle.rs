@@ -289,6 +289,9 @@ impl Stock {
             return Err(match record.state.as_str() {
                 "" => InventoryError::NotFound(rid.to_string()),
                 "reserved" | "expired" => expired(rid),
+                // A Reserve is still holding its lines (or died mid-way; the next Reserve of
+                // the id takes its claim over once the lease lapses), as Commit answers.
+                "pending" => InventoryError::Busy(rid.to_string()),
                 state => InventoryError::precondition(
                     "RESERVATION_NOT_LIVE",
                     rid,

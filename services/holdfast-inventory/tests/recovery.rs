@@ -176,6 +176,55 @@ async fn a_retry_takes_over_a_dead_reserve_without_holding_twice() {
 }
 
 #[tokio::test]
+async fn an_extend_of_a_reserve_cut_short_answers_aborted_until_a_retried_reserve_finishes_it() {
+    // A checkout holding its lines again after a Redis loss (orders' hold_again) whose Reserve
+    // died mid-way leaves the record pending. Extend must not read that as a dead hold
+    // (FAILED_PRECONDITION made the saga give the checkout up): it answers ABORTED, and the
+    // saga's next Reserve of the id takes the claim over.
+    let fx = Fixture::standalone().await;
+    fx.set_stock("A", 10, 1).await;
+    let lines = [("A".to_string(), 3)];
+    let fp = holdfast_inventory::reservations::fingerprint(&lines, 600);
+    let client = fx.redis();
+    let claim = scripts::reservation_claim(
+        client,
+        keys::reservation("cut"),
+        &fp,
+        "[]",
+        (5_000, 600_000),
+        "dead",
+    )
+    .await
+    .expect("claim");
+    assert_eq!(claim, scripts::Claim::Claimed(None));
+
+    let refused = fx
+        .client
+        .clone()
+        .extend(holdfast_proto::inventory::v1::ExtendRequest {
+            reservation_id: "cut".into(),
+            ttl_seconds: 600,
+        })
+        .await
+        .expect_err("nothing is held yet");
+    assert_eq!(refused.code(), tonic::Code::Aborted, "{refused:?}");
+
+    layout_support::set_record_field(client, "cut", "lease", "0").await;
+    assert!(reserved(
+        &fx.reserve("cut", &[("A", 3)], 600).await.expect("retry")
+    ));
+    fx.client
+        .clone()
+        .extend(holdfast_proto::inventory::v1::ExtendRequest {
+            reservation_id: "cut".into(),
+            ttl_seconds: 600,
+        })
+        .await
+        .expect("extended once held");
+    assert_eq!(fx.level("A").await.reserved, 3);
+}
+
+#[tokio::test]
 async fn a_retry_finishes_a_commit_that_died_halfway() {
     let fx = Fixture::standalone().await;
     fx.set_stock("A", 10, 1).await;

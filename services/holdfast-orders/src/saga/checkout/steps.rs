@@ -100,12 +100,22 @@ async fn hold_again<S: OrdersStore>(
         Ok(response) => {
             let held = response.into_inner().status == ReservationStatus::Reserved as i32;
             tracing::warn!(order = %state.order_id, reservation = %state.reservation_id, held,
-                "inventory no longer knew the checkout's hold (Redis lost it); held it again");
+                "the checkout's hold was gone or half-made (Redis lost it, or a Reserve was cut short); held it again");
             Ok(held)
         }
         Err(status) if transient(&status) => Err(OrdersError::upstream("inventory", &status)),
         Err(_) => Ok(false),
     }
+}
+
+/// Whether an Extend or Commit answer may mean the hold is gone or half-made, so that
+/// [`hold_again`] is the way on: NOT_FOUND (no record: Redis lost it), or ABORTED (the record
+/// is `pending`: a Reserve, e.g. an earlier `hold_again` cut short by a fault, still holds
+/// its claim; the next Reserve of the id waits for its lease and takes it over). A Reserve
+/// of a live or committing reservation answers its first answer, so this is safe whenever
+/// it runs.
+fn hold_may_be_lost(status: &tonic::Status) -> bool {
+    matches!(status.code(), Code::NotFound | Code::Aborted)
 }
 
 /// Screen: the risk rules; high risk creates the order for manual review, uncharged.
@@ -144,8 +154,8 @@ pub async fn authorize<S: OrdersStore>(
         .await
     {
         Ok(_) => {}
+        Err(status) if hold_may_be_lost(&status) && hold_again(ctx, state).await? => {}
         Err(status) if transient(&status) => return Err(OrdersError::upstream("inventory", &status)),
-        Err(status) if status.code() == Code::NotFound && hold_again(ctx, state).await? => {}
         Err(_) => {
             // The hold lapsed (or was released): nothing is held any more.
             state.reserved = false;
@@ -271,7 +281,7 @@ pub async fn commit<S: OrdersStore>(
 ) -> Result<Step, OrdersError> {
     let mut answer = send_commit(ctx, state).await;
     if let Err(status) = &answer
-        && status.code() == Code::NotFound
+        && hold_may_be_lost(status)
         && hold_again(ctx, state).await?
     {
         answer = send_commit(ctx, state).await;
