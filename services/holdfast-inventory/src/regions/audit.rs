@@ -366,11 +366,18 @@ mod tests {
         let applied = run(vec![na, eu]);
         assert_eq!(applied.drift, 100);
         assert!(
-            applied.problems.iter().any(|p| p.contains("region eu") && p.contains("oversold")),
+            applied
+                .problems
+                .iter()
+                .any(|p| p.contains("region eu") && p.contains("oversold")),
             "{:?}",
             applied.problems
         );
-        assert_eq!(applied.on_hand + applied.sold + applied.in_flight, 1000, "the ledger still balances");
+        assert_eq!(
+            applied.on_hand + applied.sold + applied.in_flight,
+            1000,
+            "the ledger still balances"
+        );
     }
 
     #[test]

@@ -91,7 +91,9 @@ impl Regions {
             Some(region_event::Event::Snapshot(snapshot)) => self.on_snapshot(snapshot).await.map_err(retry),
             // The forced debit (if this region is the source; either copy, once per id) or
             // the audit record of an operator move.
-            Some(region_event::Event::Moved(moved)) => self.apply_move(&moved).await.map_err(retry),
+            Some(region_event::Event::Moved(moved)) => {
+                self.apply_move(&moved).await.map(|_| ()).map_err(retry)
+            }
             // Addressed to another region.
             Some(_) => Ok(()),
             None => Err(HandleError::Poison("region event without a body".into())),

@@ -103,9 +103,15 @@ impl Regions {
         validate::sku(&mut v, "sku", &request.sku);
         validate::id(&mut v, "move_id", &request.move_id);
         let regions = &self.config().regions;
-        for (field, region) in [("from_region", &request.from_region), ("to_region", &request.to_region)] {
+        for (field, region) in [
+            ("from_region", &request.from_region),
+            ("to_region", &request.to_region),
+        ] {
             if !regions.contains(region) {
-                v.add(field, format!("must be one of the deployment's regions {regions:?}"));
+                v.add(
+                    field,
+                    format!("must be one of the deployment's regions {regions:?}"),
+                );
             }
         }
         if regions.contains(&request.to_region) && request.to_region != self.region() {
@@ -125,7 +131,10 @@ impl Regions {
         }
         let reason = request.reason.trim();
         if reason.is_empty() {
-            v.add("reason", "required: why the units move (kept in the audit record)");
+            v.add(
+                "reason",
+                "required: why the units move (kept in the audit record)",
+            );
         } else if reason.chars().count() > MAX_REASON_CHARS {
             v.add("reason", format!("at most {MAX_REASON_CHARS} characters"));
         }
@@ -141,7 +150,9 @@ impl Regions {
             return Err(InventoryError::precondition(
                 "SOURCE_UNKNOWN",
                 sku,
-                format!("this region never heard from region {from} about {sku}: nothing bounds what it holds"),
+                format!(
+                    "this region never heard from region {from} about {sku}: nothing bounds what it holds"
+                ),
             ));
         };
         if source.scope != audit::SCOPE_GLOBAL {
@@ -195,13 +206,14 @@ impl Regions {
     }
 
     /// The source side: applies the forced debit of a move from this region, once per id.
-    pub async fn apply_move(&self, moved: &UnitsMoved) -> Result<(), InventoryError> {
+    /// Answers whether it debited now (false: a repeat, or a move from another region).
+    pub async fn apply_move(&self, moved: &UnitsMoved) -> Result<bool, InventoryError> {
         if moved.from_region != self.region() {
             tracing::info!(
                 sku = %moved.sku, from = %moved.from_region, to = %moved.to_region, units = moved.units,
                 id = %moved.transfer_id, operator = %moved.operator, reason = %moved.reason, "operator move audited"
             );
-            return Ok(());
+            return Ok(false);
         }
         if moved.units < 1 || !is_move(&moved.transfer_id) || !super::valid_region(&moved.to_region) {
             return Err(InventoryError::Protocol {
@@ -244,12 +256,15 @@ impl Regions {
                         "forced debit of an operator move applied"
                     );
                 }
-                Ok(())
+                Ok(true)
             }
-            MoveOut::Repeat => Ok(()),
+            MoveOut::Repeat => Ok(false),
             MoveOut::NotGlobal => Err(InventoryError::Protocol {
                 script: "region_move_out.lua",
-                detail: format!("move {} of {}: the SKU is not global here", moved.transfer_id, moved.sku),
+                detail: format!(
+                    "move {} of {}: the SKU is not global here",
+                    moved.transfer_id, moved.sku
+                ),
             }),
         }
     }
