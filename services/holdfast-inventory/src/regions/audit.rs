@@ -8,7 +8,7 @@
 //! `sum(on_hand + sold) + in_flight - unseen = sum(allocations) = global total` unless a unit
 //! was minted or lost: that difference is the drift.
 //!
-//! An operator move (`move/<id>`, [`super::moves`]) is a transfer whose credit comes first:
+//! An operator move (`move/<id>`, `super::moves`) is a transfer whose credit comes first:
 //! until the source's snapshot shows its forced debit it is counted once, at the destination
 //! (a pending forced debit), whatever the snapshots' instants. A region whose on_hand, less
 //! the forced debits it owes, is negative sold units an operator move gave away too: those
@@ -134,7 +134,7 @@ pub fn reconcile(
             report.transfers += 1;
             match credits.get(t.transfer_id.as_str()) {
                 Some((at, units, credited_at)) => {
-                    if !super::moves::is_move(&t.transfer_id) {
+                    if !super::keys::is_move(&t.transfer_id) {
                         latencies.push(credited_at - t.debited_at_unix_ms);
                     }
                     if at.region != t.region {
@@ -172,7 +172,7 @@ pub fn reconcile(
             if debited.contains(t.transfer_id.as_str()) {
                 continue;
             }
-            if super::moves::is_move(&t.transfer_id) {
+            if super::keys::is_move(&t.transfer_id) {
                 // Credited first by design: the source applies the forced debit when back.
                 unseen += t.units;
                 *owed.entry(t.region.as_str()).or_default() += t.units;

@@ -17,21 +17,14 @@ use holdfast_proto::inventory::v1::{MoveRegionUnitsRequest, MoveRegionUnitsRespo
 
 use super::flow::to_event;
 use super::grpc::MAX_GLOBAL_TOTAL;
-use super::keys::RegionKeys;
+use super::keys::{MOVE_PREFIX, RegionKeys, is_move};
 use super::scripts::{self, MoveIn, MoveOut};
 use super::{Regions, audit, metrics, reconciliation_topic, transfers_topic};
 use crate::error::InventoryError;
 use crate::validate;
 
-/// Transfer ids of operator moves start with this.
-pub const MOVE_PREFIX: &str = "move/";
 /// Longest reason, in characters.
 pub const MAX_REASON_CHARS: usize = 500;
-
-/// Whether `transfer_id` is an operator move's.
-pub fn is_move(transfer_id: &str) -> bool {
-    transfer_id.starts_with(MOVE_PREFIX)
-}
 
 impl Regions {
     /// MoveRegionUnits: validates, checks the source is dead and held the units, credits
