@@ -79,7 +79,11 @@ impl MoveArgs {
             })
             .await
             .map_err(|status| {
-                anyhow::anyhow!("move {move_id} refused: {}: {}", status.code(), status.message())
+                anyhow::anyhow!(
+                    "move {move_id} refused: {:?}: {}",
+                    status.code(),
+                    status.message()
+                )
             })?
             .into_inner();
         #[allow(clippy::print_stdout)] // the record is the output
