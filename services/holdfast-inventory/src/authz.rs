@@ -1,8 +1,8 @@
 //! Who may call which InventoryService RPC: stock levels are set by `admin` and adjusted by
 //! `admin` or `service` (orders returns cancelled units);
 //! availability, holds (Reserve, Extend, Release) by any valid token; committing a hold (a
-//! sale) by `service` (orders) only. Multi-region: placing a global SKU and reconciling by
-//! `admin`; the regional availability by any valid token.
+//! sale) by `service` (orders) only. Multi-region: placing a global SKU, reconciling and
+//! moving a dead region's units by `admin`; the regional availability by any valid token.
 
 use holdfast_platform::auth::{AuthzTable, Rule};
 
@@ -22,6 +22,7 @@ pub static TABLE: AuthzTable = AuthzTable {
         ("SetGlobalStock", Rule::Admin),
         ("GetRegionalAvailability", Rule::Authenticated),
         ("GetReconciliation", Rule::Admin),
+        ("MoveRegionUnits", Rule::Admin),
     ],
 };
 
@@ -46,6 +47,7 @@ mod tests {
             ("SetGlobalStock", admin),
             ("GetRegionalAvailability", anyone),
             ("GetReconciliation", admin),
+            ("MoveRegionUnits", admin),
         ];
         TABLE
             .check(&expected, holdfast_proto::FILE_DESCRIPTOR_SET)

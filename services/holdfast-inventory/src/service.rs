@@ -10,7 +10,8 @@ use holdfast_proto::inventory::v1::{
 };
 use holdfast_proto::inventory::v1::{
     GetReconciliationRequest, GetReconciliationResponse, GetRegionalAvailabilityRequest,
-    GetRegionalAvailabilityResponse, SetGlobalStockRequest, SetGlobalStockResponse,
+    GetRegionalAvailabilityResponse, MoveRegionUnitsRequest, MoveRegionUnitsResponse, SetGlobalStockRequest,
+    SetGlobalStockResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -283,6 +284,21 @@ impl InventoryService for Inventory {
     ) -> Result<Response<GetReconciliationResponse>, Status> {
         Ok(Response::new(
             self.regions()?.get_reconciliation(request.into_inner()).await?,
+        ))
+    }
+
+    async fn move_region_units(
+        &self,
+        request: Request<MoveRegionUnitsRequest>,
+    ) -> Result<Response<MoveRegionUnitsResponse>, Status> {
+        // The audit record names the admin token's subject.
+        let operator = holdfast_platform::auth::Caller::of(&request)
+            .and_then(|caller| caller.subject.clone())
+            .unwrap_or_default();
+        Ok(Response::new(
+            self.regions()?
+                .move_units(request.into_inner(), &operator)
+                .await?,
         ))
     }
 }

@@ -2,154 +2,15 @@
 //! regional SKU sells only at home, a global SKU's allocations move to the busy region by
 //! transfers, nothing is minted or lost, and the reconciliation agrees.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+mod region_support;
+
+use std::time::Duration;
 
 use futures::StreamExt;
-use holdfast_inventory::regions::{self, Regions, RegionsConfig};
-use holdfast_inventory::{InventoryOptions, RunningInventory};
-use holdfast_platform::events::{BusConfig, ConsumerHandle, InProcessBus, spawn_consumer};
-use holdfast_platform::task::AbortOnDrop;
-use holdfast_platform::{GrpcServer, ServerOptions, redis};
-use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_inventory::regions;
 use holdfast_proto::inventory::v1::*;
-use holdfast_testkit::{RedisServer, SpawnedServer};
-use tonic::transport::Channel;
+use region_support::{Region, eventually, two_regions};
 use tonic_types::StatusExt;
-
-struct Region {
-    client: InventoryServiceClient<Channel>,
-    regions: Regions,
-    _consumer: ConsumerHandle,
-    _tasks: Vec<AbortOnDrop>,
-    _server: SpawnedServer,
-    _inventory: RunningInventory,
-    _redis: RedisServer,
-}
-
-fn config(name: &str) -> RegionsConfig {
-    let mut config = RegionsConfig::new(name, &["na".to_string(), "eu".to_string()]);
-    config.snapshot_every = Duration::from_millis(100);
-    config.request_every = Duration::from_millis(25);
-    config.redrive_after = Duration::from_millis(500);
-    config.ask_timeout = Duration::from_millis(300);
-    config
-}
-
-impl Region {
-    async fn start(name: &str, bus: &InProcessBus) -> Self {
-        let redis = RedisServer::start().expect("redis-server");
-        let pool = redis::connect(&redis.url(), 4).await.expect("connect");
-        let options = InventoryOptions {
-            sweep_every: Duration::from_millis(50),
-            rebalance_every: Duration::from_millis(100),
-            ..InventoryOptions::default()
-        };
-        let inventory = holdfast_inventory::start(pool, Arc::new(bus.clone()), name, options)
-            .await
-            .expect("inventory");
-        let regions = Regions::new(config(name), inventory.stock.clone(), Arc::new(bus.clone()))
-            .await
-            .expect("regions");
-        let topics: Vec<&'static str> = regions
-            .consumed_topics()
-            .into_iter()
-            .map(|t| &*Box::leak(t.into_boxed_str()))
-            .collect();
-        let group: &'static str = Box::leak(regions::consumer_group(name).into_boxed_str());
-        let consumer = spawn_consumer(
-            &BusConfig::InProcess(bus.clone()),
-            group,
-            &topics,
-            regions.handler(),
-        )
-        .await
-        .expect("consumer");
-        let tasks = vec![
-            AbortOnDrop::new(tokio::spawn(regions.clone().run_relay())),
-            AbortOnDrop::new(tokio::spawn(regions.clone().run_snapshots())),
-            AbortOnDrop::new(tokio::spawn(regions.clone().run_requester())),
-            AbortOnDrop::new(tokio::spawn(
-                regions.clone().run_reconciler(Duration::from_millis(200)),
-            )),
-        ];
-        let service = holdfast_proto::inventory::v1::inventory_service_server::InventoryServiceServer::new(
-            holdfast_inventory::Inventory::new(inventory.stock.clone()).with_regions(regions.clone()),
-        );
-        let mut grpc = GrpcServer::new(ServerOptions::default());
-        grpc.add_service("inventory", service);
-        let server = SpawnedServer::start(grpc).await.expect("server");
-        let client = InventoryServiceClient::new(server.channel().await.expect("channel"));
-        Self {
-            client,
-            regions,
-            _consumer: consumer,
-            _tasks: tasks,
-            _server: server,
-            _inventory: inventory,
-            _redis: redis,
-        }
-    }
-
-    async fn availability(&self, sku: &str) -> RegionalAvailability {
-        self.client
-            .clone()
-            .get_regional_availability(GetRegionalAvailabilityRequest {
-                skus: vec![sku.into()],
-            })
-            .await
-            .expect("regional availability")
-            .into_inner()
-            .skus
-            .remove(0)
-    }
-
-    async fn reserve(&self, rid: &str, sku: &str) -> Result<ReserveResponse, tonic::Status> {
-        self.client
-            .clone()
-            .reserve(ReserveRequest {
-                reservation_id: rid.into(),
-                lines: vec![ReserveLine {
-                    sku: sku.into(),
-                    quantity: 1,
-                }],
-                ttl_seconds: 60,
-            })
-            .await
-            .map(tonic::Response::into_inner)
-    }
-
-    async fn reconciliation(&self, sku: &str) -> GetReconciliationResponse {
-        self.client
-            .clone()
-            .get_reconciliation(GetReconciliationRequest {
-                skus: vec![sku.into()],
-            })
-            .await
-            .expect("reconciliation")
-            .into_inner()
-    }
-}
-
-/// Polls `check` every 20 ms until it holds or `within` passes (then fails with `what`).
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn two_regions() -> (InProcessBus, Region, Region) {
-    let bus = InProcessBus::new();
-    let na = Region::start("na", &bus).await;
-    let eu = Region::start("eu", &bus).await;
-    (bus, na, eu)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn regional_sku_reserved_in_another_region_names_its_home() {

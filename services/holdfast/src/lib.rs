@@ -7,6 +7,7 @@
 
 pub mod outbox;
 pub mod reconcile;
+pub mod regions;
 
 use std::sync::Arc;
 
@@ -66,6 +67,9 @@ pub enum Command {
     /// Multi-region: print the cross-region reconciliation of a region's inventory (a
     /// table, then JSON); exits 2 when any SKU drifted or could not be confirmed.
     Reconcile(reconcile::ReconcileArgs),
+    /// Multi-region operator actions: `holdfast regions move` moves a dead region's units of
+    /// a global SKU to the receiving region (audited).
+    Regions(regions::RegionsArgs),
     /// One service, with its engines from flags or env.
     Serve {
         /// Which service.
@@ -195,7 +199,7 @@ impl Command {
                     .collect();
                 Some((chosen, args, false))
             }
-            Command::Migrate { .. } | Command::Token(_) | Command::Reconcile(_) => None,
+            Command::Migrate { .. } | Command::Token(_) | Command::Reconcile(_) | Command::Regions(_) => None,
         }
     }
 }

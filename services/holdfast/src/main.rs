@@ -45,6 +45,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Regions(regions) = &cli.command {
+        return regions.run().await;
+    }
     let Some((services, args, dev)) = cli.command.split() else {
         return Ok(());
     };

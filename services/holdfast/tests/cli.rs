@@ -221,6 +221,22 @@ async fn dev_serves_every_service_then_drains_on_sigterm() {
         assert!(names.iter().any(|n| n == service), "{service} in {names:?}");
     }
 
+    // `holdfast regions move` mints an admin token with the data dir's key and reaches the
+    // RPC; a one-region server refuses it, and the command exits non-zero saying why.
+    let moved = Command::new(BIN)
+        .args(["regions", "move", "--target", &format!("http://{addr}")])
+        .args(["--sku", "DROP", "--from", "eu", "--to", "na", "--units", "1"])
+        .args(["--reason", "cli test", "--move-id", "m-1", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .expect("holdfast regions move");
+    let stderr = String::from_utf8_lossy(&moved.stderr);
+    assert!(!moved.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("move m-1 refused: FailedPrecondition") && stderr.contains("one region"),
+        "{stderr}"
+    );
+
     // SIGTERM: a clean exit, and the embedded redis-server goes with it.
     assert!(
         data.path().join("redis/appendonlydir").exists(),

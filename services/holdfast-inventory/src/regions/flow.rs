@@ -24,6 +24,7 @@ pub fn to_event(region: &str, topic: String, sku: &str, id: String, event: regio
         region_event::Event::Debited(_) => "region.transfer_debited",
         region_event::Event::Credited(_) => "region.transfer_credited",
         region_event::Event::Snapshot(_) => "region.snapshot",
+        region_event::Event::Moved(_) => "region.units_moved",
     };
     let payload = RegionEvent {
         event_id: id.clone(),
@@ -88,6 +89,11 @@ impl Regions {
                 Ok(())
             }
             Some(region_event::Event::Snapshot(snapshot)) => self.on_snapshot(snapshot).await.map_err(retry),
+            // The forced debit (if this region is the source; either copy, once per id) or
+            // the audit record of an operator move.
+            Some(region_event::Event::Moved(moved)) => {
+                self.apply_move(&moved).await.map(|_| ()).map_err(retry)
+            }
             // Addressed to another region.
             Some(_) => Ok(()),
             None => Err(HandleError::Poison("region event without a body".into())),

@@ -148,7 +148,7 @@ impl Regions {
         })
     }
 
-    fn stale_ms(&self) -> i64 {
+    pub(crate) fn stale_ms(&self) -> i64 {
         i64::try_from(self.config().stale_after.as_millis()).unwrap_or(i64::MAX)
     }
 

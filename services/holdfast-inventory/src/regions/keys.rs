@@ -46,6 +46,14 @@ impl RegionKeys {
     }
 }
 
+/// Transfer ids of operator moves (MoveRegionUnits) start with this.
+pub const MOVE_PREFIX: &str = "move/";
+
+/// Whether `transfer_id` is an operator move's.
+pub fn is_move(transfer_id: &str) -> bool {
+    transfer_id.starts_with(MOVE_PREFIX)
+}
+
 /// Global set of SKUs with a placement (or a view from another region): the snapshot,
 /// relay and requester visit these.
 pub const REGION_SKUS: &str = "inv:rg:skus";

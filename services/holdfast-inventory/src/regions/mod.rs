@@ -4,19 +4,21 @@
 //! running low over Kafka. Each region publishes periodic per-SKU snapshots; any region
 //! reconciles them with the transfer log.
 //!
-//! - [`keys`], [`scripts`]: the ledger in Redis (`inv:{S}:rg*`) and its four scripts;
+//! - [`keys`], [`scripts`]: the ledger in Redis (`inv:{S}:rg*`) and its six scripts;
 //! - [`flow`]: the consumer of the other regions' events (placements, transfer requests,
 //!   debits, credits, snapshots);
 //! - [`tasks`]: the region outbox relay (with re-drive), the snapshot publisher, the
 //!   requester and the reconciler loop;
 //! - [`audit`], [`policy`]: the drift arithmetic and who gives, both pure;
-//! - [`grpc`]: SetGlobalStock, GetRegionalAvailability, GetReconciliation.
+//! - [`grpc`]: SetGlobalStock, GetRegionalAvailability, GetReconciliation;
+//! - [`moves`]: MoveRegionUnits, an operator's audited move of a dead region's units.
 
 pub mod audit;
 pub mod flow;
 pub mod grpc;
 pub mod keys;
 pub mod metrics;
+pub mod moves;
 pub mod policy;
 pub mod report;
 pub mod scripts;

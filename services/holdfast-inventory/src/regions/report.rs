@@ -1,7 +1,7 @@
 //! How `holdfast reconcile` prints a reconciliation: a table for people, then one JSON
 //! document for scripts.
 
-use holdfast_proto::inventory::v1::{GetReconciliationResponse, SkuScope};
+use holdfast_proto::inventory::v1::{GetReconciliationResponse, MoveRegionUnitsResponse, SkuScope};
 use serde_json::json;
 
 /// The table: one row per SKU and region, then the SKU's totals and findings.
@@ -31,6 +31,12 @@ pub fn table(report: &GetReconciliationResponse) -> String {
         );
         for problem in &sku.problems {
             out += &format!("  ! {problem}\n");
+        }
+        for t in &sku.pending_forced_debits {
+            out += &format!(
+                "  ~ {}: {} units moved from {} to {}, {}'s forced debit pending\n",
+                t.transfer_id, t.units, t.from_region, t.to_region, t.from_region
+            );
         }
     }
     out += &format!(
@@ -77,7 +83,26 @@ pub fn json(report: &GetReconciliationResponse) -> serde_json::Value {
                 "transfer_id": t.transfer_id, "from": t.from_region, "to": t.to_region,
                 "units": t.units, "debited_at_unix_ms": t.debited_at_unix_ms,
             })).collect::<Vec<_>>(),
+            "pending_forced_debits": sku.pending_forced_debits.iter().map(|t| json!({
+                "transfer_id": t.transfer_id, "from": t.from_region, "to": t.to_region,
+                "units": t.units, "moved_at_unix_ms": t.debited_at_unix_ms,
+            })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// What `holdfast regions move` prints: the move as the receiving region recorded it.
+pub fn moved(answer: &MoveRegionUnitsResponse) -> serde_json::Value {
+    let local = answer.local.clone().unwrap_or_default();
+    json!({
+        "transfer_id": answer.transfer_id,
+        "moved_now": answer.moved_now,
+        "units": answer.units,
+        "moved_at_unix_ms": answer.moved_at_unix_ms,
+        "operator": answer.operator,
+        "region": local.region,
+        "on_hand": local.on_hand,
+        "available": local.available,
     })
 }
 

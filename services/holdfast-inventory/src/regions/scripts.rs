@@ -12,6 +12,8 @@ holdfast_platform::lua_scripts! {
     REGION_TRANSFER_OUT => "region_transfer_out.lua",
     REGION_TRANSFER_IN => "region_transfer_in.lua",
     REGION_SNAPSHOT => "region_snapshot.lua",
+    REGION_MOVE_IN => "region_move_in.lua",
+    REGION_MOVE_OUT => "region_move_out.lua",
 }
 
 /// Loads the region scripts.
@@ -186,6 +188,109 @@ pub async fn transfer_in(
         int_at(&REGION_TRANSFER_IN, &reply, 0)? == 1,
         int_at(&REGION_TRANSFER_IN, &reply, 1)?,
     ))
+}
+
+/// What `region_move_in.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveIn {
+    /// Credited now.
+    Now,
+    /// Credited before with the same source and units: nothing changed.
+    Repeat,
+    /// The id was used with another source or units: nothing changed.
+    Conflict,
+    /// The SKU is not global here: nothing changed.
+    NotGlobal,
+}
+
+/// `region_move_in.lua`'s answer: what it did, the recorded units and time, on_hand after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MovedIn {
+    /// What it did.
+    pub outcome: MoveIn,
+    /// Units recorded under the id.
+    pub units: i64,
+    /// When they were credited (this region's Redis clock).
+    pub moved_at: i64,
+    /// Bucket 0's on_hand after.
+    pub on_hand: i64,
+}
+
+/// `region_move_in.lua`: credit an operator move once per id, with its outbox entry.
+pub async fn move_in(
+    client: &Client,
+    keys: &RegionKeys,
+    transfer_id: &str,
+    units: i64,
+    from: &str,
+    operator: &str,
+    reason: &str,
+) -> Result<MovedIn, InventoryError> {
+    let key_list = vec![
+        keys.bucket().counters(),
+        keys.placement(),
+        keys.transfers_in(),
+        keys.outbox(),
+    ];
+    let reply = run(
+        &REGION_MOVE_IN,
+        client,
+        key_list,
+        vec![s(transfer_id), s(units), s(from), s(operator), s(reason)],
+    )
+    .await?;
+    let outcome = match int_at(&REGION_MOVE_IN, &reply, 0)? {
+        1 => MoveIn::Now,
+        0 => MoveIn::Repeat,
+        2 => MoveIn::Conflict,
+        _ => MoveIn::NotGlobal,
+    };
+    Ok(MovedIn {
+        outcome,
+        units: int_at(&REGION_MOVE_IN, &reply, 1)?,
+        moved_at: int_at(&REGION_MOVE_IN, &reply, 2)?,
+        on_hand: int_at(&REGION_MOVE_IN, &reply, 3)?,
+    })
+}
+
+/// What `region_move_out.lua` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MoveOut {
+    /// Debited now; on_hand after (possibly negative).
+    Now(i64),
+    /// Debited before: nothing changed.
+    Repeat,
+    /// The SKU is not global here: nothing changed.
+    NotGlobal,
+}
+
+/// `region_move_out.lua`: the forced debit of an operator move, once per id.
+pub async fn move_out(
+    client: &Client,
+    keys: &RegionKeys,
+    transfer_id: &str,
+    units: i64,
+    to: &str,
+    moved_at: i64,
+) -> Result<MoveOut, InventoryError> {
+    let key_list = vec![
+        keys.bucket().counters(),
+        keys.placement(),
+        keys.transfers_out(),
+        keys.acknowledged(),
+    ];
+    let reply = run(
+        &REGION_MOVE_OUT,
+        client,
+        key_list,
+        vec![s(transfer_id), s(units), s(to), s(moved_at.max(0))],
+    )
+    .await?;
+    Ok(match int_at(&REGION_MOVE_OUT, &reply, 0)? {
+        1 => MoveOut::Now(int_at(&REGION_MOVE_OUT, &reply, 1)?),
+        0 => MoveOut::Repeat,
+        _ => MoveOut::NotGlobal,
+    })
 }
 
 /// One transfer as a ledger records it.

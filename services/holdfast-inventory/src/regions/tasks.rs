@@ -29,7 +29,8 @@ const BLIND_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 impl Regions {
     /// Publishes the region outbox when woken (and every 250 ms), and re-drives debits not
-    /// acknowledged within `redrive_after`.
+    /// acknowledged within `redrive_after` (and forced debits of operator moves a source back
+    /// alive has not applied).
     pub async fn run_relay(self) {
         let mut last_redrive = Instant::now();
         loop {
@@ -52,6 +53,9 @@ impl Regions {
                 if redrive && let Err(error) = self.redrive(sku).await {
                     tracing::warn!(%error, %sku, "transfer re-drive failed; retried");
                 }
+                if redrive && let Err(error) = self.redrive_moves(sku).await {
+                    tracing::warn!(%error, %sku, "forced debit re-drive failed; retried");
+                }
             }
             if redrive {
                 last_redrive = Instant::now();
@@ -73,7 +77,7 @@ impl Regions {
             let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
             let events: Vec<Event> = entries
                 .iter()
-                .filter_map(|(id, fields)| self.outbox_event(sku, id, fields))
+                .flat_map(|(id, fields)| self.outbox_event(sku, id, fields))
                 .collect();
             published += events.len();
             self.bus()
@@ -84,7 +88,7 @@ impl Regions {
         }
     }
 
-    fn outbox_event(&self, sku: &str, id: &str, f: &HashMap<String, String>) -> Option<Event> {
+    fn outbox_event(&self, sku: &str, id: &str, f: &HashMap<String, String>) -> Vec<Event> {
         let int = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
         let text = |k: &str| f.get(k).cloned().unwrap_or_default();
         let me = self.region().to_string();
@@ -113,18 +117,19 @@ impl Regions {
                 credited_at_unix_ms: int("at"),
                 debited_at_unix_ms: int("debited_at"),
             }),
+            "moved" => return self.moved_events(sku, id, f),
             other => {
                 tracing::error!(%sku, kind = %other, "unknown region outbox entry dropped");
-                return None;
+                return vec![];
             }
         };
-        Some(to_event(
+        vec![to_event(
             &me,
             transfers_topic(&me),
             sku,
             format!("rg/{me}/{sku}/{id}"),
             event,
-        ))
+        )]
     }
 
     /// Publishes again every debit of `sku` not acknowledged within `redrive_after`.
