@@ -7,7 +7,7 @@ mod layout_support;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use holdfast_inventory::keys::BucketKeys;
+use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{Line, ReserveAnswer};
 use holdfast_inventory::{InventoryError, Stock};
 use holdfast_platform::redis;
@@ -227,6 +227,12 @@ impl World {
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 for line in held {
                     layout_support::lapse_hold(client, &BucketKeys::new(&line.sku, line.bucket), &rid).await;
+                    // The sweeper that purges a lapsed hold also drops the hot SKU's sold-out
+                    // marker (units came back); without it a Reserve right after answers
+                    // "sold out" until its next pass (a flaky case, session 7).
+                    let _: i64 = fred::prelude::KeysInterface::del(client, keys::sold_out(&line.sku))
+                        .await
+                        .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 }
                 layout_support::set_record_field(client, &rid, "expires_at", "1").await;
                 for (sku, qty) in summed(&lines) {

@@ -11,7 +11,7 @@ use holdfast_proto::events::v1::{FulfillmentEvent, fulfillment_event};
 use holdfast_proto::orders::v1::{
     CheckoutOutcome, CheckoutResponse, GetOrderRequest, ListOrdersRequest, OrderStatus, checkout_request,
 };
-use holdfast_proto::payments::v1::{GetPaymentRequest, LedgerEntryKind, PaymentStatus, get_payment_request};
+use holdfast_proto::payments::v1::{LedgerEntryKind, PaymentStatus};
 use prost::Message;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -404,20 +404,10 @@ async fn a_psp_that_never_answers_is_voided_and_the_hold_released() {
     // The authorization the PSP recorded but never answered was voided.
     let auths = fx.all_ledger(LedgerEntryKind::Authorization).await;
     assert_eq!(auths.len(), 1);
-    let payment = fx
-        .payments
-        .clone()
-        .get_payment(GetPaymentRequest {
-            lookup: Some(get_payment_request::Lookup::PaymentId(
-                auths[0].payment_id.clone(),
-            )),
-        })
-        .await
-        .expect("payment")
-        .into_inner()
-        .payment
-        .expect("payment");
-    assert_eq!(payment.status, PaymentStatus::Voided as i32);
+    assert_eq!(
+        fx.payment_status(&auths[0].payment_id).await,
+        PaymentStatus::Voided as i32
+    );
     assert!(fx.all_ledger(LedgerEntryKind::Capture).await.is_empty());
 }
 

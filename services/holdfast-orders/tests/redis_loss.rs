@@ -16,7 +16,7 @@ use common::*;
 use holdfast_proto::events::v1::{OrderEvent, order_event};
 use holdfast_proto::inventory::v1::{ReservationStatus, ReserveLine, ReserveRequest};
 use holdfast_proto::orders::v1::{CheckoutOutcome, CheckoutResponse, ListOrdersRequest, OrderStatus};
-use holdfast_proto::payments::v1::{GetPaymentRequest, LedgerEntryKind, PaymentStatus, get_payment_request};
+use holdfast_proto::payments::v1::{LedgerEntryKind, PaymentStatus};
 use prost::Message;
 use tokio::task::JoinHandle;
 
@@ -110,20 +110,10 @@ async fn a_lost_hold_whose_unit_went_to_another_buyer_is_compensated_and_the_ord
     // The authorization is voided, nothing captured.
     let auths = fx.all_ledger(LedgerEntryKind::Authorization).await;
     assert_eq!(auths.len(), 1);
-    let payment = fx
-        .payments
-        .clone()
-        .get_payment(GetPaymentRequest {
-            lookup: Some(get_payment_request::Lookup::PaymentId(
-                auths[0].payment_id.clone(),
-            )),
-        })
-        .await
-        .expect("payment")
-        .into_inner()
-        .payment
-        .expect("payment");
-    assert_eq!(payment.status, PaymentStatus::Voided as i32);
+    assert_eq!(
+        fx.payment_status(&auths[0].payment_id).await,
+        PaymentStatus::Voided as i32
+    );
     assert!(fx.all_ledger(LedgerEntryKind::Capture).await.is_empty());
     // The order created before the commit is CANCELLED, and says so downstream.
     let orders = fx

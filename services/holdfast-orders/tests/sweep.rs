@@ -11,24 +11,10 @@ use holdfast_orders::OrdersOptions;
 use holdfast_orders::saga::PARKED;
 use holdfast_orders::saga::checkout::psp_key_for;
 use holdfast_proto::orders::v1::{CancelOrderRequest, CheckoutOutcome, Order};
-use holdfast_proto::payments::v1::{AuthorizeRequest, GetPaymentRequest, PaymentStatus, get_payment_request};
+use holdfast_proto::payments::v1::{AuthorizeRequest, PaymentStatus};
 use holdfast_store::{OrderStore, SagaRecord, SagaStore};
 use prost::Message;
 use tonic::Code;
-
-async fn payment_status(fx: &Fixture, payment_id: &str) -> i32 {
-    fx.payments
-        .clone()
-        .get_payment(GetPaymentRequest {
-            lookup: Some(get_payment_request::Lookup::PaymentId(payment_id.into())),
-        })
-        .await
-        .expect("get payment")
-        .into_inner()
-        .payment
-        .expect("payment")
-        .status
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_authorization_landing_after_the_checkout_ended_is_voided_by_the_sweep() {
@@ -73,10 +59,10 @@ async fn an_authorization_landing_after_the_checkout_ended_is_voided_by_the_swee
     assert_eq!(authorized.status, PaymentStatus::Authorized as i32);
 
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut status = payment_status(&fx, &authorized.payment_id).await;
+    let mut status = fx.payment_status(&authorized.payment_id).await;
     while status != PaymentStatus::Voided as i32 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(25)).await;
-        status = payment_status(&fx, &authorized.payment_id).await;
+        status = fx.payment_status(&authorized.payment_id).await;
     }
     assert_eq!(
         status,

@@ -22,7 +22,7 @@ use tonic::Code;
 use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
 use crate::options::OrdersOptions;
-use crate::saga::record::{SagaKind, StepResult, decode_state, encode_state};
+use crate::saga::record::{NewSaga, SagaKind, StepResult, decode_state, encode_state};
 use crate::upstream::transient;
 
 #[allow(clippy::expect_used)] // a static metric fails to register only on a duplicate name: a bug.
@@ -131,20 +131,17 @@ pub async fn attempt<S: OrdersStore>(ctx: &StepContext<S>, state: &ClearState) -
 /// Schedules the follow-up of a clear [`attempt`] answered [`Attempt::Later`] for
 /// (create-if-absent: a checkout step that runs twice schedules it once).
 pub async fn schedule<S: OrdersStore>(ctx: &StepContext<S>, state: &ClearState) -> Result<(), OrdersError> {
-    let now = ctx.now_ms();
-    ctx.store
-        .create_saga(SagaRecord {
-            id: format!("clear_{}", state.order_id),
-            kind: SagaKind::CartClear.as_str().to_string(),
-            step: CLEAR.to_string(),
-            state: encode_state(state),
-            lease_owner: String::new(),
-            lease_until_ms: now + OrdersOptions::ms(ctx.options.cart_clear_every),
-            created_at_ms: now,
-            ..SagaRecord::default()
-        })
-        .await?;
-    Ok(())
+    NewSaga {
+        id: format!("clear_{}", state.order_id),
+        kind: SagaKind::CartClear,
+        step: CLEAR,
+        state: encode_state(state),
+    }
+    .schedule(
+        ctx,
+        ctx.now_ms() + OrdersOptions::ms(ctx.options.cart_clear_every),
+    )
+    .await
 }
 
 /// Runs the follow-up's current step.

@@ -2,9 +2,10 @@
 //! result, a saga to create, and the JSON codec of the lifecycle sagas' states. A leaf: the
 //! kinds' modules and the engine import it, it imports none of them.
 
-use holdfast_store::OutboxMessage;
+use holdfast_store::{OutboxMessage, SagaRecord};
 use serde::{Deserialize, Serialize};
 
+use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
 
 /// The step name a finished saga stores, whatever its kind.
@@ -119,6 +120,31 @@ pub struct NewSaga {
     pub step: &'static str,
     /// The first state.
     pub state: Vec<u8>,
+}
+
+impl NewSaga {
+    /// Creates this saga (create-if-absent) held by nobody until `start_at_ms`, when the
+    /// recovery worker finds it and runs it: how follow-ups (the void sweep, the cart clear)
+    /// are scheduled.
+    pub async fn schedule<S: OrdersStore>(
+        self,
+        ctx: &StepContext<S>,
+        start_at_ms: i64,
+    ) -> Result<(), OrdersError> {
+        ctx.store
+            .create_saga(SagaRecord {
+                id: self.id,
+                kind: self.kind.as_str().to_string(),
+                step: self.step.to_string(),
+                state: self.state,
+                lease_owner: String::new(),
+                lease_until_ms: start_at_ms,
+                created_at_ms: ctx.now_ms(),
+                ..SagaRecord::default()
+            })
+            .await?;
+        Ok(())
+    }
 }
 
 /// A lifecycle saga's state as stored (JSON, readable in a `sqlite3` shell).

@@ -19,7 +19,7 @@ use tonic::Code;
 use crate::context::{OrdersStore, StepContext};
 use crate::error::OrdersError;
 use crate::options::OrdersOptions;
-use crate::saga::record::{SagaKind, StepResult, decode_state, encode_state};
+use crate::saga::record::{NewSaga, SagaKind, StepResult, decode_state, encode_state};
 
 #[allow(clippy::expect_used)] // a static metric fails to register only on a duplicate name: a bug.
 static SWEPT: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -69,19 +69,14 @@ pub async fn schedule<S: OrdersStore>(
         order_id: order_id.to_string(),
         ended_at_ms: now,
     };
-    ctx.store
-        .create_saga(SagaRecord {
-            id: sweep_id(order_id),
-            kind: SagaKind::VoidSweep.as_str().to_string(),
-            step: CHECK.to_string(),
-            state: encode_state(&state),
-            lease_owner: String::new(),
-            lease_until_ms: now + OrdersOptions::ms(ctx.options.void_sweep_grace),
-            created_at_ms: now,
-            ..SagaRecord::default()
-        })
-        .await?;
-    Ok(())
+    NewSaga {
+        id: sweep_id(order_id),
+        kind: SagaKind::VoidSweep,
+        step: CHECK,
+        state: encode_state(&state),
+    }
+    .schedule(ctx, now + OrdersOptions::ms(ctx.options.void_sweep_grace))
+    .await
 }
 
 /// Runs the sweep's current step.

@@ -21,7 +21,9 @@ use holdfast_proto::inventory::v1::{GetAvailabilityRequest, SetStockRequest, Sto
 use holdfast_proto::orders::v1::order_service_client::OrderServiceClient;
 use holdfast_proto::orders::v1::{CheckoutLine, CheckoutLines, CheckoutRequest, checkout_request};
 use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient;
-use holdfast_proto::payments::v1::{LedgerEntry, LedgerEntryKind, ListLedgerEntriesRequest};
+use holdfast_proto::payments::v1::{
+    GetPaymentRequest, LedgerEntry, LedgerEntryKind, ListLedgerEntriesRequest, get_payment_request,
+};
 use holdfast_store::SqliteStore;
 use holdfast_testkit::{RedisServer, SpawnedServer, TempDir};
 use tonic::transport::{Channel, Endpoint};
@@ -255,6 +257,21 @@ impl Fixture {
             .expect("ledger")
             .into_inner()
             .entries
+    }
+
+    /// The status of payment `payment_id` (`PaymentStatus` as i32).
+    pub async fn payment_status(&self, payment_id: &str) -> i32 {
+        self.payments
+            .clone()
+            .get_payment(GetPaymentRequest {
+                lookup: Some(get_payment_request::Lookup::PaymentId(payment_id.into())),
+            })
+            .await
+            .expect("get payment")
+            .into_inner()
+            .payment
+            .expect("payment")
+            .status
     }
 
     /// Every ledger entry of `kind`, all orders.
