@@ -154,7 +154,17 @@ fn lines() -> checkout_request::Source {
 
 #[tokio::test]
 async fn a_customer_cannot_read_or_change_anothers_cart_orders_or_payments() {
-    let mesh = DevMesh::start().await.expect("mesh");
+    customers_act_only_on_their_own(&[]).await;
+}
+
+// The same with the services calling each other over loopback gRPC instead of in-process.
+#[tokio::test]
+async fn a_customer_cannot_read_or_change_anothers_cart_orders_or_payments_with_peers_over_grpc() {
+    customers_act_only_on_their_own(&["--peers-over-grpc"]).await;
+}
+
+async fn customers_act_only_on_their_own(flags: &[&str]) {
+    let mesh = DevMesh::start_with(flags).await.expect("mesh");
     seed(&mesh).await;
     let tokens = mesh.tokens();
     let (alice, bob) = (tokens.customer("alice"), tokens.customer("bob"));

@@ -332,6 +332,16 @@ async fn checkouts_are_routed_shipped_and_delivered_in_process() {
     route_ship_and_deliver(&mesh).await;
 }
 
+// The same flow with the services calling each other over loopback gRPC
+// (`--peers-over-grpc`) instead of in-process: both transports give the same answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn checkouts_are_routed_shipped_and_delivered_with_peers_over_grpc() {
+    let mesh = DevMesh::start_with(&["--region", REGION, "--peers-over-grpc"])
+        .await
+        .expect("mesh");
+    route_ship_and_deliver(&mesh).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkouts_are_routed_shipped_and_delivered_over_kafka() {
     let broker = KafkaBroker::start().expect("kafka broker");

@@ -24,10 +24,9 @@ use fred::prelude::Pool;
 use futures::future::BoxFuture;
 use holdfast_platform::task::AbortOnDrop;
 use holdfast_platform::telemetry::TracePropagation;
-use holdfast_platform::{Context, Needs, Peer, Service, ServiceParts};
+use holdfast_platform::{Context, Needs, Peer, PeerChannel, Service, ServiceParts};
 use holdfast_proto::cart::v1::cart_service_server::CartServiceServer;
 use holdfast_store::{CartPurge, CartStore};
-use tonic::transport::Channel;
 
 pub use error::CartError;
 pub use live::{LiveCart, LiveLine, Owner};
@@ -97,8 +96,8 @@ impl<S: CartStore + Clone + 'static> RunningCart<S> {
 fn build<S: CartStore + Clone + 'static>(
     redis: Pool,
     store: S,
-    catalog: Channel,
-    inventory: Channel,
+    catalog: PeerChannel,
+    inventory: PeerChannel,
     options: CartOptions,
 ) -> (
     CartServiceServer<Cart<S>>,
@@ -125,18 +124,24 @@ fn build<S: CartStore + Clone + 'static>(
 
 /// Loads the scripts (so the first call never pays for it), starts the write-behind worker
 /// and builds the service. `catalog` and `inventory` may be lazy channels
-/// (`Endpoint::connect_lazy`), even to the server this service will run in. Call before
-/// marking health SERVING.
+/// (`Endpoint::connect_lazy`), even to the server this service will run in, or in-process
+/// channels ([`PeerChannel`]). Call before marking health SERVING.
 pub async fn start<S: CartStore + CartPurge + Clone + 'static>(
     redis: Pool,
     store: S,
-    catalog: Channel,
-    inventory: Channel,
+    catalog: impl Into<PeerChannel>,
+    inventory: impl Into<PeerChannel>,
     options: CartOptions,
 ) -> Result<RunningCart<S>, CartError> {
     scripts::load_all(redis.next()).await?;
     let purge = purge::run(store.clone(), options.ttl, options.purge_every);
-    let (service, write_behind, worker) = build(redis.clone(), store.clone(), catalog, inventory, options);
+    let (service, write_behind, worker) = build(
+        redis.clone(),
+        store.clone(),
+        catalog.into(),
+        inventory.into(),
+        options,
+    );
     let task = tokio::spawn(async move {
         tokio::join!(worker, purge);
     });

@@ -9,6 +9,7 @@ use std::time::Duration;
 use fred::prelude::{HashesInterface, Pool};
 use holdfast_platform::auth::{self, Caller};
 use holdfast_platform::status::FieldViolations;
+use holdfast_platform::PeerChannel;
 use holdfast_platform::telemetry::TracePropagation;
 use holdfast_proto::cart::v1 as pb;
 use holdfast_proto::cart::v1::cart_service_server::CartService;
@@ -18,7 +19,6 @@ use holdfast_proto::inventory::v1::GetAvailabilityRequest;
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_store::CartStore;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 use crate::CartOptions;
@@ -33,9 +33,9 @@ use crate::write_behind::WriteBehind;
 const UPSTREAM_BATCH: usize = 100;
 
 /// The catalog client cart calls, carrying the caller's trace.
-pub type CatalogClient = CatalogServiceClient<InterceptedService<Channel, TracePropagation>>;
+pub type CatalogClient = CatalogServiceClient<InterceptedService<PeerChannel, TracePropagation>>;
 /// The inventory client cart calls, carrying the caller's trace.
-pub type InventoryClient = InventoryServiceClient<InterceptedService<Channel, TracePropagation>>;
+pub type InventoryClient = InventoryServiceClient<InterceptedService<PeerChannel, TracePropagation>>;
 
 /// `holdfast.cart.v1.CartService` over Redis, the durable store, the catalog and inventory.
 #[derive(Clone)]
@@ -72,8 +72,8 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
     pub fn new(
         redis: Pool,
         store: S,
-        catalog: Channel,
-        inventory: Channel,
+        catalog: PeerChannel,
+        inventory: PeerChannel,
         write_behind: Arc<WriteBehind>,
         options: CartOptions,
     ) -> Self {

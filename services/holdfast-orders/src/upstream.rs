@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use holdfast_platform::PeerChannel;
 use holdfast_platform::telemetry::TracePropagation;
 use holdfast_proto::cart::v1::cart_service_client::CartServiceClient;
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
@@ -10,24 +11,23 @@ use holdfast_proto::payments::v1::payments_service_client::PaymentsServiceClient
 use holdfast_proto::warehouse::v1::warehouse_service_client::WarehouseServiceClient;
 use tonic::Request;
 use tonic::codegen::InterceptedService;
-use tonic::transport::Channel;
 
-type Traced = InterceptedService<Channel, TracePropagation>;
+type Traced = InterceptedService<PeerChannel, TracePropagation>;
 
-/// Channels to the services orders depends on (lazy channels are fine, even to the server
-/// orders runs in).
+/// Channels to the services orders depends on: gRPC (lazy channels are fine) or in-process
+/// ([`holdfast_platform::Context::channel`]); `tonic::transport::Channel` converts with `.into()`.
 #[derive(Debug, Clone)]
 pub struct Upstreams {
     /// CatalogService: prices and titles.
-    pub catalog: Channel,
+    pub catalog: PeerChannel,
     /// InventoryService: holds.
-    pub inventory: Channel,
+    pub inventory: PeerChannel,
     /// CartService: the cart to check out.
-    pub cart: Channel,
+    pub cart: PeerChannel,
     /// PaymentsService: the PSP.
-    pub payments: Channel,
+    pub payments: PeerChannel,
     /// WarehouseService: decides what of a cancelled order had shipped.
-    pub warehouse: Channel,
+    pub warehouse: PeerChannel,
 }
 
 /// Typed clients with deadlines.

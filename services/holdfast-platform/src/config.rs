@@ -91,30 +91,58 @@ pub struct CommonArgs {
     pub data_dir: PathBuf,
 }
 
-/// Where the services a service calls are. Default for each: this process's own --listen
-/// address, which is right when that service runs here too (`holdfast dev`).
-#[derive(Debug, Clone, Default, Args)]
+/// Where the services a service calls are. Default for each: this process, called
+/// in-process (no socket), which is right when that service runs here too (`holdfast dev`).
+#[derive(Debug, Clone, Args)]
 pub struct PeerArgs {
-    /// CatalogService for services that call it (cart, orders). Default: this process's own
-    /// --listen address, which is right when catalog runs here too (`holdfast dev`).
+    /// CatalogService for services that call it (cart, orders). Default: this process,
+    /// called in-process, which is right when catalog runs here too (`holdfast dev`).
     #[arg(long, env = "HOLDFAST_CATALOG_URL", value_name = "URL", value_parser = parse_http_url)]
     pub catalog_url: Option<String>,
 
-    /// InventoryService for services that call it (cart, orders). Default: this process's own address.
+    /// InventoryService for services that call it (cart, orders). Default: this process (in-process).
     #[arg(long, env = "HOLDFAST_INVENTORY_URL", value_name = "URL", value_parser = parse_http_url)]
     pub inventory_url: Option<String>,
 
-    /// CartService for services that call it (orders). Default: this process's own address.
+    /// CartService for services that call it (orders). Default: this process (in-process).
     #[arg(long, env = "HOLDFAST_CART_URL", value_name = "URL", value_parser = parse_http_url)]
     pub cart_url: Option<String>,
 
-    /// PaymentsService for services that call it (orders). Default: this process's own address.
+    /// PaymentsService for services that call it (orders). Default: this process (in-process).
     #[arg(long, env = "HOLDFAST_PAYMENTS_URL", value_name = "URL", value_parser = parse_http_url)]
     pub payments_url: Option<String>,
 
-    /// WarehouseService for services that call it (orders, to cancel). Default: this process's own address.
+    /// WarehouseService for services that call it (orders, to cancel). Default: this process (in-process).
     #[arg(long, env = "HOLDFAST_WAREHOUSE_URL", value_name = "URL", value_parser = parse_http_url)]
     pub warehouse_url: Option<String>,
+
+    /// Call the services of this process (peers without a URL) over loopback gRPC on
+    /// --listen instead of in-process (for comparison and tests).
+    #[arg(long, env = "HOLDFAST_PEERS_OVER_GRPC")]
+    pub peers_over_grpc: bool,
+
+    /// In-process calls in flight to one upstream service (inventory, catalog, ...) at once;
+    /// more wait for a slot within their deadline (never shed: they were admitted already).
+    #[arg(long, env = "HOLDFAST_PEER_CONCURRENCY", default_value_t = DEFAULT_PEER_CONCURRENCY,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub peer_concurrency: u32,
+}
+
+/// `--peer-concurrency`'s default.
+pub const DEFAULT_PEER_CONCURRENCY: u32 = 512;
+
+impl Default for PeerArgs {
+    fn default() -> Self {
+        Self {
+            catalog_url: None,
+            inventory_url: None,
+            cart_url: None,
+            payments_url: None,
+            warehouse_url: None,
+            peers_over_grpc: false,
+            peer_concurrency: DEFAULT_PEER_CONCURRENCY,
+        }
+    }
 }
 
 /// Where Redis lives. Display and Debug hide credentials ([`redact_url`]).

@@ -12,6 +12,7 @@ pub mod cors;
 pub mod duration;
 pub mod events;
 pub mod metrics;
+pub mod peer;
 pub mod process;
 pub mod redact;
 pub mod redis;
@@ -25,4 +26,5 @@ pub mod validate;
 
 pub use config::{CommonArgs, PeerArgs, RedisUrl};
 pub use server::{GrpcServer, Health, ServerOptions};
+pub use peer::{LocalServices, PeerChannel};
 pub use service::{Context, Needs, Peer, Service, ServiceParts};

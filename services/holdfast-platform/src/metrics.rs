@@ -1,12 +1,14 @@
 //! Prometheus metrics: per-RPC counts, errors by code and latency, served on the admin port.
 
-use std::collections::HashSet;
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{LazyLock, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use prometheus::{HistogramVec, IntCounterVec, register_histogram_vec, register_int_counter_vec};
+use prometheus::{
+    Histogram, HistogramVec, IntCounter, IntCounterVec, register_histogram_vec, register_int_counter_vec,
+};
 use prost::Message as _;
 use tower::{Layer, Service};
 
@@ -58,16 +60,48 @@ pub fn rpc_labels(path: &str) -> (&str, &str) {
 /// What every request path that is not an RPC this process serves is counted as.
 pub const UNKNOWN_ROUTE: &str = "/unknown/unknown";
 
+/// What a known route is labelled with, built once: no per-call string building.
+struct RouteLabels {
+    service: String,
+    method: String,
+    /// `service/method`: the span name.
+    span_name: String,
+    /// The route's series, made on first use (a route never served exposes none).
+    series: OnceLock<(IntCounter, Histogram)>,
+}
+
+impl RouteLabels {
+    fn new(service: &str, method: &str) -> Self {
+        Self {
+            service: service.to_string(),
+            method: method.to_string(),
+            span_name: format!("{service}/{method}"),
+            series: OnceLock::new(),
+        }
+    }
+
+    fn series(&self) -> &(IntCounter, Histogram) {
+        self.series.get_or_init(|| {
+            let labels = [self.service.as_str(), self.method.as_str()];
+            (
+                RPC_REQUESTS.with_label_values(&labels),
+                RPC_LATENCY.with_label_values(&labels),
+            )
+        })
+    }
+}
+
 /// Every `/package.Service/Method` path the server routes: the holdfast services, health and
-/// reflection, read from their compiled-in descriptor sets.
-static KNOWN_ROUTES: LazyLock<HashSet<String>> = LazyLock::new(|| {
+/// reflection, read from their compiled-in descriptor sets; plus [`UNKNOWN_ROUTE`].
+static KNOWN_ROUTES: LazyLock<HashMap<String, RouteLabels>> = LazyLock::new(|| {
     let sets = [
         holdfast_proto::FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
         tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
     ];
-    let mut routes = HashSet::new();
+    let mut routes = HashMap::new();
+    routes.insert(UNKNOWN_ROUTE.to_string(), RouteLabels::new("unknown", "unknown"));
     for bytes in sets {
         // The sets are compiled in; one that does not decode simply adds no routes.
         let Ok(set) = prost_types::FileDescriptorSet::decode(bytes) else {
@@ -83,7 +117,8 @@ static KNOWN_ROUTES: LazyLock<HashSet<String>> = LazyLock::new(|| {
                     format!("{package}.{service_name}")
                 };
                 for method in service.method {
-                    routes.insert(format!("/{qualified}/{}", method.name.unwrap_or_default()));
+                    let method = method.name.unwrap_or_default();
+                    routes.insert(format!("/{qualified}/{method}"), RouteLabels::new(&qualified, &method));
                 }
             }
         }
@@ -93,25 +128,67 @@ static KNOWN_ROUTES: LazyLock<HashSet<String>> = LazyLock::new(|| {
 
 /// `path` when it names an RPC this process can serve, else [`UNKNOWN_ROUTE`]: labels made
 /// from raw request paths would let any client add metric series (and memory) for ever.
-pub fn route(path: &str) -> &str {
-    if KNOWN_ROUTES.contains(path) {
-        path
-    } else {
-        UNKNOWN_ROUTE
+pub fn route(path: &str) -> &'static str {
+    KNOWN_ROUTES
+        .get_key_value(path)
+        .map_or(UNKNOWN_ROUTE, |(known, _)| known.as_str())
+}
+
+/// The span name of a [`route`] (`holdfast.inventory.v1.InventoryService/Reserve`), and its
+/// service and method.
+pub fn route_names(route: &str) -> (&'static str, &'static str, &'static str) {
+    match KNOWN_ROUTES.get(route) {
+        Some(labels) => (labels.span_name.as_str(), labels.service.as_str(), labels.method.as_str()),
+        None => ("unknown/unknown", "unknown", "unknown"),
     }
+}
+
+/// The name of a gRPC code as the `code` label shows it (its `Debug` form).
+fn code_label(code: tonic::Code) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "Ok",
+        "Cancelled",
+        "Unknown",
+        "InvalidArgument",
+        "DeadlineExceeded",
+        "NotFound",
+        "AlreadyExists",
+        "PermissionDenied",
+        "ResourceExhausted",
+        "FailedPrecondition",
+        "Aborted",
+        "OutOfRange",
+        "Unimplemented",
+        "Internal",
+        "Unavailable",
+        "DataLoss",
+        "Unauthenticated",
+    ];
+    NAMES.get(code as usize).copied().unwrap_or("Unknown")
 }
 
 /// Records one finished RPC under the labels of `path` as given; callers pass [`route`]'s
 /// answer so unknown paths share one series.
 pub fn record_rpc(path: &str, code: tonic::Code, elapsed_seconds: f64) {
-    let (service, method) = rpc_labels(path);
-    RPC_REQUESTS.with_label_values(&[service, method]).inc();
-    RPC_LATENCY
-        .with_label_values(&[service, method])
-        .observe(elapsed_seconds);
+    let (service, method) = match KNOWN_ROUTES.get(path) {
+        Some(labels) => {
+            let (requests, latency) = labels.series();
+            requests.inc();
+            latency.observe(elapsed_seconds);
+            (labels.service.as_str(), labels.method.as_str())
+        }
+        None => {
+            let (service, method) = rpc_labels(path);
+            RPC_REQUESTS.with_label_values(&[service, method]).inc();
+            RPC_LATENCY
+                .with_label_values(&[service, method])
+                .observe(elapsed_seconds);
+            (service, method)
+        }
+    };
     if code != tonic::Code::Ok {
         RPC_ERRORS
-            .with_label_values(&[service, method, &format!("{code:?}")])
+            .with_label_values(&[service, method, code_label(code)])
             .inc();
     }
 }
@@ -166,7 +243,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let path = route(request.uri().path()).to_string();
+        let path = route(request.uri().path());
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -175,7 +252,7 @@ where
                 Ok(response) => response_code(response),
                 Err(_) => tonic::Code::Unknown,
             };
-            record_rpc(&path, code, started.elapsed().as_secs_f64());
+            record_rpc(path, code, started.elapsed().as_secs_f64());
             result
         })
     }

@@ -16,6 +16,7 @@ use tonic::service::RoutesBuilder;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
+use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Layer, Service, ServiceBuilder};
 use tracing::Instrument;
 
@@ -24,6 +25,7 @@ use crate::config::CommonArgs;
 use crate::cors::AllowedOrigins;
 pub use crate::cors::GRPC_EXPOSED_HEADERS;
 use crate::metrics::{self, RpcMetricsLayer};
+use crate::peer::{LocalServices, LocalStack};
 use crate::telemetry;
 use crate::tls::ServerTls;
 
@@ -141,6 +143,7 @@ pub struct GrpcServer {
     options: ServerOptions,
     verifier: Option<Verifier>,
     tables: Vec<&'static AuthzTable>,
+    local: Option<LocalServices>,
 }
 
 impl GrpcServer {
@@ -155,7 +158,16 @@ impl GrpcServer {
             options,
             verifier: None,
             tables: Vec::new(),
+            local: None,
         }
+    }
+
+    /// Serves the in-process channels of `local` too, once [`GrpcServer::serve`] starts:
+    /// through the same routes, authentication, metrics and trace layers, without a socket
+    /// (see [`crate::peer`]).
+    pub fn serve_in_process(&mut self, local: &LocalServices) -> &mut Self {
+        self.local = Some(local.clone());
+        self
     }
 
     /// Authenticates every RPC with `verifier` against the services' authorization tables
@@ -240,7 +252,11 @@ impl GrpcServer {
                 "serving WITHOUT authentication: every RPC is open to anyone who reaches the port"
             );
         }
-        let router = serve_stack(&self.options, auth).add_routes(self.routes.routes());
+        let routes = self.routes.routes();
+        if let Some(local) = &self.local {
+            local.install(in_process_stack(routes.clone(), auth.clone()), self.options.request_timeout);
+        }
+        let router = serve_stack(&self.options, auth).add_routes(routes);
         let server: BoxFuture<'_, Result<(), tonic::transport::Error>> = match &self.options.tls {
             // Handshakes happen off the accept loop; the certificate reloads while serving.
             Some(tls) => Box::pin(router.serve_with_incoming_shutdown(tls.incoming(listener), signal)),
@@ -336,6 +352,18 @@ fn serve_stack(
         .layer(stack)
 }
 
+/// What an in-process call enters (its deadline and per-upstream bound are the channel's,
+/// [`crate::peer`]): the trace span, metrics and authentication of the listener's stack, over
+/// the same routes. No CORS or grpc-web (no browser), no global limit (no connection).
+fn in_process_stack(routes: tonic::service::Routes, auth: AuthLayer) -> LocalStack {
+    let stack = ServiceBuilder::new()
+        .layer(RpcTraceLayer)
+        .layer(RpcMetricsLayer)
+        .layer(auth)
+        .service(routes);
+    BoxCloneSyncService::new(stack)
+}
+
 #[derive(Debug, Clone, Copy)]
 struct RpcTraceLayer;
 
@@ -365,14 +393,15 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let (service, method) = metrics::rpc_labels(metrics::route(request.uri().path()));
+        // Names built once per route (`metrics::route_names`): no string building per call.
+        let (name, service, method) = metrics::route_names(metrics::route(request.uri().path()));
         let span = tracing::info_span!(
             "rpc",
-            otel.name = %format!("{service}/{method}"),
+            otel.name = name,
             otel.kind = "server",
             rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
+            rpc.service = service,
+            rpc.method = method,
             rpc.grpc.status_code = tracing::field::Empty,
         );
         telemetry::continue_trace(&span, request.headers());
@@ -434,7 +463,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<ReqBody>) -> Self::Future {
-        let path = metrics::route(request.uri().path()).to_string();
+        let path = metrics::route(request.uri().path());
         let started = Instant::now();
         let response = self.inner.call(request);
         Box::pin(async move {
@@ -450,7 +479,7 @@ where
                         tracing::error!(%error, "rpc failed below the service");
                         tonic::Status::internal("internal error")
                     };
-                    metrics::record_rpc(&path, status.code(), started.elapsed().as_secs_f64());
+                    metrics::record_rpc(path, status.code(), started.elapsed().as_secs_f64());
                     Ok(status.into_http())
                 }
             }

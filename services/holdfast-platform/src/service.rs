@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::auth::{AuthzTable, ServiceCredentials};
 use crate::config::PeerArgs;
 use crate::events::{BusConfig, BusError, ConsumerHandle, EventBus, EventHandler, spawn_consumer};
+use crate::peer::{LocalServices, PeerChannel};
 use crate::server::GrpcServer;
 use crate::tls::PeerTls;
 
@@ -74,6 +75,9 @@ pub struct Context<S> {
     pub outbox_written: Arc<Notify>,
     /// The `service` token this process presents to the services it calls.
     pub credentials: ServiceCredentials,
+    /// This process's own services, for in-process calls to peers without a URL flag
+    /// ([`Context::channel`]); [`start`] has the server serve them.
+    pub local: LocalServices,
 }
 
 /// A service another one calls.
@@ -105,22 +109,29 @@ impl<S> Context<S> {
             .ok_or_else(|| anyhow::anyhow!("{service} needs --redis-url"))
     }
 
-    /// A lazily connected channel to `peer`: its URL flag, or this process when unset
-    /// (over TLS when this process's listener speaks it); `https://` with [`Context::peer_tls`].
-    pub fn channel(&self, peer: Peer) -> anyhow::Result<tonic::transport::Channel> {
-        let url = match peer {
-            Peer::Catalog => &self.peers.catalog_url,
-            Peer::Inventory => &self.peers.inventory_url,
-            Peer::Cart => &self.peers.cart_url,
-            Peer::Payments => &self.peers.payments_url,
-            Peer::Warehouse => &self.peers.warehouse_url,
+    /// A channel to `peer`. With its URL flag: a lazily connected gRPC channel (`https://`
+    /// with [`Context::peer_tls`]). Without: this process, called in-process
+    /// ([`crate::peer`]: no socket, the same deadline, auth, trace and metrics layers, at most
+    /// `--peer-concurrency` calls in flight to it), or over loopback gRPC with
+    /// `--peers-over-grpc` (over TLS when this process's listener speaks it).
+    pub fn channel(&self, peer: Peer) -> anyhow::Result<PeerChannel> {
+        let (name, url) = match peer {
+            Peer::Catalog => ("catalog", &self.peers.catalog_url),
+            Peer::Inventory => ("inventory", &self.peers.inventory_url),
+            Peer::Cart => ("cart", &self.peers.cart_url),
+            Peer::Payments => ("payments", &self.peers.payments_url),
+            Peer::Warehouse => ("warehouse", &self.peers.warehouse_url),
         };
+        if url.is_none() && !self.peers.peers_over_grpc {
+            return Ok(self.local.channel(name, self.peers.peer_concurrency as usize));
+        }
         Ok(self
             .peer_tls
             .endpoint(url.as_deref(), self.self_addr)?
             .connect_timeout(std::time::Duration::from_secs(2))
             .tcp_nodelay(true)
-            .connect_lazy())
+            .connect_lazy()
+            .into())
     }
 }
 
@@ -318,6 +329,7 @@ pub async fn start<S>(
     let mut relays = Vec::new();
     let mut tasks = Vec::new();
     let mut store_outbox = false;
+    server.serve_in_process(&ctx.local);
     for part in parts {
         running.names.push(part.name);
         (part.register)(server);
@@ -477,6 +489,7 @@ mod tests {
             peer_tls: PeerTls::plaintext(),
             outbox_written: Arc::default(),
             credentials: ServiceCredentials::default(),
+            local: LocalServices::default(),
         };
         let (report, taken) = oneshot::channel();
         let (seen_tx, mut seen) = mpsc::unbounded_channel();

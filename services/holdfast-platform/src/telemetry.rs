@@ -127,6 +127,10 @@ impl Injector for MetadataInjector<'_> {
 
 /// Makes `span` a child of the W3C trace context in `headers`, if there is one.
 pub fn continue_trace(span: &tracing::Span, headers: &http::HeaderMap) {
+    if !headers.contains_key("traceparent") {
+        // Nothing to continue: the span is a root (no extraction, no context switch).
+        return;
+    }
     let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
     let _ = span.set_parent(parent);
 }

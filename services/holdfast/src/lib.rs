@@ -286,6 +286,7 @@ pub fn context(
         peer_tls: holdfast_platform::tls::PeerTls::plaintext(),
         outbox_written: Arc::default(),
         credentials: Default::default(),
+        local: Default::default(),
     })
 }
 

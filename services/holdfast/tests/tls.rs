@@ -141,6 +141,9 @@ async fn dev_over_mutual_tls_serves_tonic_and_grpcurl_and_calls_itself_over_tls(
         args.push(flag.to_string());
         args.push(path.to_str().expect("utf-8").to_string());
     }
+    // Services call each other over the listener (not in-process), so the self-calls below
+    // go through TLS.
+    args.push("--peers-over-grpc".to_string());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let dev = start_dev(&files.join("data"), &args).await;
     let port = dev.addr.rsplit(':').next().expect("port");

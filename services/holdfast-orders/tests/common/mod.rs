@@ -162,11 +162,11 @@ impl Fixture {
         let orders_running = holdfast_orders::start_admitted(
             store.clone(),
             Upstreams {
-                catalog: lazy.clone(),
-                inventory: lazy.clone(),
-                cart: lazy.clone(),
-                payments: lazy.clone(),
-                warehouse: lazy,
+                catalog: lazy.clone().into(),
+                inventory: lazy.clone().into(),
+                cart: lazy.clone().into(),
+                payments: lazy.clone().into(),
+                warehouse: lazy.into(),
             },
             bus.clone(),
             "test",
