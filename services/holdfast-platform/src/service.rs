@@ -471,26 +471,56 @@ mod tests {
         }
     }
 
-    // A service listed before the one consuming its events (orders before warehouse) still
-    // publishes only once every consumer has subscribed: its first event is taken and
-    // delivered, not lost.
-    #[tokio::test]
-    async fn start_subscribes_every_consumer_before_any_relay_runs() {
+    /// A context without engines, its peers at `peers`.
+    fn context(peers: PeerArgs) -> Context<()> {
         let bus_config = BusConfig::default();
-        let ctx = Context {
+        Context {
             redis: None,
             store: None::<()>,
             bus: bus_config.publisher().expect("publisher"),
             bus_config,
             region: "local".into(),
             data_dir: PathBuf::from("."),
-            peers: PeerArgs::default(),
+            peers,
             self_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             peer_tls: PeerTls::plaintext(),
             outbox_written: Arc::default(),
             credentials: ServiceCredentials::default(),
             local: LocalServices::default(),
-        };
+        }
+    }
+
+    // A peer without a URL runs in this process and is called in-process; one with a URL,
+    // or any with --peers-over-grpc, over gRPC.
+    #[tokio::test]
+    async fn channel_is_in_process_for_peers_here_unless_a_url_or_peers_over_grpc() {
+        let here = context(PeerArgs::default());
+        for peer in [Peer::Catalog, Peer::Inventory, Peer::Cart, Peer::Payments, Peer::Warehouse] {
+            assert!(here.channel(peer).expect("channel").is_in_process(), "{peer:?}");
+        }
+
+        let elsewhere = context(PeerArgs {
+            inventory_url: Some("http://127.0.0.1:1".into()),
+            ..PeerArgs::default()
+        });
+        assert!(!elsewhere.channel(Peer::Inventory).expect("channel").is_in_process());
+        assert!(elsewhere.channel(Peer::Catalog).expect("channel").is_in_process());
+
+        let over_grpc = context(PeerArgs {
+            peers_over_grpc: true,
+            ..PeerArgs::default()
+        });
+        for peer in [Peer::Catalog, Peer::Inventory, Peer::Cart, Peer::Payments, Peer::Warehouse] {
+            assert!(!over_grpc.channel(peer).expect("channel").is_in_process(), "{peer:?}");
+        }
+    }
+
+    // A service listed before the one consuming its events (orders before warehouse) still
+    // publishes only once every consumer has subscribed: its first event is taken and
+    // delivered, not lost.
+    #[tokio::test]
+    async fn start_subscribes_every_consumer_before_any_relay_runs() {
+        let ctx = context(PeerArgs::default());
         let (report, taken) = oneshot::channel();
         let (seen_tx, mut seen) = mpsc::unbounded_channel();
         let publisher = Publisher(Mutex::new(Some(report)));
