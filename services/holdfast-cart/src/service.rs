@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{HashesInterface, Pool};
+use holdfast_platform::PeerChannel;
 use holdfast_platform::auth::{self, Caller};
 use holdfast_platform::status::FieldViolations;
-use holdfast_platform::PeerChannel;
 use holdfast_platform::telemetry::TracePropagation;
 use holdfast_proto::cart::v1 as pb;
 use holdfast_proto::cart::v1::cart_service_server::CartService;

@@ -25,6 +25,6 @@ pub mod tls;
 pub mod validate;
 
 pub use config::{CommonArgs, PeerArgs, RedisUrl};
-pub use server::{GrpcServer, Health, ServerOptions};
 pub use peer::{LocalServices, PeerChannel};
+pub use server::{GrpcServer, Health, ServerOptions};
 pub use service::{Context, Needs, Peer, Service, ServiceParts};

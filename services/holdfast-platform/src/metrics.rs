@@ -118,7 +118,10 @@ static KNOWN_ROUTES: LazyLock<HashMap<String, RouteLabels>> = LazyLock::new(|| {
                 };
                 for method in service.method {
                     let method = method.name.unwrap_or_default();
-                    routes.insert(format!("/{qualified}/{method}"), RouteLabels::new(&qualified, &method));
+                    routes.insert(
+                        format!("/{qualified}/{method}"),
+                        RouteLabels::new(&qualified, &method),
+                    );
                 }
             }
         }
@@ -138,7 +141,11 @@ pub fn route(path: &str) -> &'static str {
 /// service and method.
 pub fn route_names(route: &str) -> (&'static str, &'static str, &'static str) {
     match KNOWN_ROUTES.get(route) {
-        Some(labels) => (labels.span_name.as_str(), labels.service.as_str(), labels.method.as_str()),
+        Some(labels) => (
+            labels.span_name.as_str(),
+            labels.service.as_str(),
+            labels.method.as_str(),
+        ),
         None => ("unknown/unknown", "unknown", "unknown"),
     }
 }

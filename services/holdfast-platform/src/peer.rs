@@ -136,7 +136,10 @@ impl LocalServices {
     /// `concurrency` calls in flight to it from this process (shared by every channel to it).
     pub fn channel(&self, upstream: &'static str, concurrency: usize) -> PeerChannel {
         let limit = {
-            let mut limits = self.limits.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut limits = self
+                .limits
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             Arc::clone(
                 limits
                     .entry(upstream)
@@ -254,7 +257,10 @@ mod tests {
         assert_eq!(grpc_timeout(&headers("1H")), Some(Duration::from_secs(3600)));
         assert_eq!(grpc_timeout(&headers("3M")), Some(Duration::from_secs(180)));
         assert_eq!(grpc_timeout(&headers("10u")), Some(Duration::from_micros(10)));
-        assert_eq!(grpc_timeout(&headers("99999999n")), Some(Duration::from_nanos(99_999_999)));
+        assert_eq!(
+            grpc_timeout(&headers("99999999n")),
+            Some(Duration::from_nanos(99_999_999))
+        );
         for bad in ["", "m", "123456789m", "12x", "-1S", "1.5S"] {
             assert_eq!(grpc_timeout(&headers(bad)), None, "{bad:?}");
         }

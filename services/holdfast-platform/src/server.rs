@@ -254,7 +254,10 @@ impl GrpcServer {
         }
         let routes = self.routes.routes();
         if let Some(local) = &self.local {
-            local.install(in_process_stack(routes.clone(), auth.clone()), self.options.request_timeout);
+            local.install(
+                in_process_stack(routes.clone(), auth.clone()),
+                self.options.request_timeout,
+            );
         }
         let router = serve_stack(&self.options, auth).add_routes(routes);
         let server: BoxFuture<'_, Result<(), tonic::transport::Error>> = match &self.options.tls {

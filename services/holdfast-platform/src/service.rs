@@ -495,7 +495,13 @@ mod tests {
     #[tokio::test]
     async fn channel_is_in_process_for_peers_here_unless_a_url_or_peers_over_grpc() {
         let here = context(PeerArgs::default());
-        for peer in [Peer::Catalog, Peer::Inventory, Peer::Cart, Peer::Payments, Peer::Warehouse] {
+        for peer in [
+            Peer::Catalog,
+            Peer::Inventory,
+            Peer::Cart,
+            Peer::Payments,
+            Peer::Warehouse,
+        ] {
             assert!(here.channel(peer).expect("channel").is_in_process(), "{peer:?}");
         }
 
@@ -503,15 +509,29 @@ mod tests {
             inventory_url: Some("http://127.0.0.1:1".into()),
             ..PeerArgs::default()
         });
-        assert!(!elsewhere.channel(Peer::Inventory).expect("channel").is_in_process());
+        assert!(
+            !elsewhere
+                .channel(Peer::Inventory)
+                .expect("channel")
+                .is_in_process()
+        );
         assert!(elsewhere.channel(Peer::Catalog).expect("channel").is_in_process());
 
         let over_grpc = context(PeerArgs {
             peers_over_grpc: true,
             ..PeerArgs::default()
         });
-        for peer in [Peer::Catalog, Peer::Inventory, Peer::Cart, Peer::Payments, Peer::Warehouse] {
-            assert!(!over_grpc.channel(peer).expect("channel").is_in_process(), "{peer:?}");
+        for peer in [
+            Peer::Catalog,
+            Peer::Inventory,
+            Peer::Cart,
+            Peer::Payments,
+            Peer::Warehouse,
+        ] {
+            assert!(
+                !over_grpc.channel(peer).expect("channel").is_in_process(),
+                "{peer:?}"
+            );
         }
     }
 

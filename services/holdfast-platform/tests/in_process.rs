@@ -153,10 +153,16 @@ fn reserve() -> ReserveRequest {
 async fn a_customer_token_cannot_call_an_internal_rpc_in_process() {
     let mesh = Mesh::start(ServerOptions::default(), true).await;
 
-    let customer = mesh.client(mesh.token(Role::Customer), 8).reserve(reserve()).await;
+    let customer = mesh
+        .client(mesh.token(Role::Customer), 8)
+        .reserve(reserve())
+        .await;
     assert_eq!(customer.expect_err("refused").code(), Code::PermissionDenied);
 
-    let anonymous = mesh.client(ServiceCredentials::default(), 8).reserve(reserve()).await;
+    let anonymous = mesh
+        .client(ServiceCredentials::default(), 8)
+        .reserve(reserve())
+        .await;
     assert_eq!(anonymous.expect_err("refused").code(), Code::Unauthenticated);
 
     // A Caller the caller makes up does not cross: only the verified token counts.
@@ -168,7 +174,10 @@ async fn a_customer_token_cannot_call_an_internal_rpc_in_process() {
     });
     let forged = mesh.client(mesh.token(Role::Customer), 8).reserve(forged).await;
     assert_eq!(forged.expect_err("refused").code(), Code::PermissionDenied);
-    assert!(mesh.seen.0.lock().expect("lock").is_empty(), "no refused call reached the handler");
+    assert!(
+        mesh.seen.0.lock().expect("lock").is_empty(),
+        "no refused call reached the handler"
+    );
 
     mesh.client(mesh.token(Role::Service), 8)
         .reserve(reserve())
@@ -227,7 +236,11 @@ async fn an_upstream_slower_than_the_deadline_answers_deadline_exceeded() {
     let started = std::time::Instant::now();
     let status = client.commit(request).await.expect_err("never answers");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
 
     // Without a deadline of its own, the server's --request-timeout caps the call.
     let capped = Mesh::start(
@@ -257,7 +270,9 @@ async fn in_process_calls_continue_the_callers_trace() {
     let mut headers = http::HeaderMap::new();
     headers.insert(
         "traceparent",
-        format!("00-{trace_id}-00f067aa0ba902b7-01").parse().expect("header"),
+        format!("00-{trace_id}-00f067aa0ba902b7-01")
+            .parse()
+            .expect("header"),
     );
     let span = tracing::info_span!("checkout");
     telemetry::continue_trace(&span, &headers);
@@ -288,14 +303,21 @@ async fn a_full_upstream_makes_callers_wait_within_their_deadline() {
         .await
         .expect_err("no slot within its deadline");
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
-    assert!(mesh.started.try_recv().is_err(), "the second call never entered the handler");
+    assert!(
+        mesh.started.try_recv().is_err(),
+        "the second call never entered the handler"
+    );
 
     // A caller that waits long enough gets the slot once the first call is done.
     let mut patient = mesh.client(credentials, 1);
-    let second = tokio::spawn(async move { patient.get_availability(GetAvailabilityRequest::default()).await });
+    let second =
+        tokio::spawn(async move { patient.get_availability(GetAvailabilityRequest::default()).await });
     mesh.release.notify_one();
     held.await.expect("join").expect("first answered");
-    mesh.started.recv().await.expect("second call started once the slot freed");
+    mesh.started
+        .recv()
+        .await
+        .expect("second call started once the slot freed");
     mesh.release.notify_one();
     second.await.expect("join").expect("second answered");
 }
@@ -304,9 +326,7 @@ async fn a_full_upstream_makes_callers_wait_within_their_deadline() {
 async fn a_call_made_before_the_server_serves_waits_for_it() {
     let local = LocalServices::default();
     let channel = local.channel("inventory", 8);
-    let call = tokio::spawn(async move {
-        InventoryServiceClient::new(channel).reserve(reserve()).await
-    });
+    let call = tokio::spawn(async move { InventoryServiceClient::new(channel).reserve(reserve()).await });
     let mesh = Mesh::start_on(local, ServerOptions::default(), false).await;
     call.await.expect("join").expect("answered once serving");
     assert_eq!(mesh.seen.0.lock().expect("lock").len(), 1);
