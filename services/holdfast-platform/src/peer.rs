@@ -203,11 +203,28 @@ impl Service<Request> for InProcess {
                 let Ok(response) = stack.ready().await?.call(request).await;
                 Ok::<_, BoxError>(response)
             };
-            match tokio::time::timeout(remaining, call).await {
-                Ok(answer) => answer,
+            // The callee runs in a task of its own, as a gRPC stream's handler does: the
+            // caller's task never holds the callee's future (a saga step nesting a whole
+            // handler is a deep future; suspected to overflow a worker's stack with the
+            // ScyllaDB store), and the two can run on different cores. Dropping the call
+            // (deadline, caller gone) aborts it.
+            let task = tokio::spawn(call);
+            let _abort = AbortOnDrop(task.abort_handle());
+            match tokio::time::timeout(remaining, task).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(failed)) => Err(failed.into()),
                 Err(_) => Ok(deadline_exceeded(path, started)),
             }
         })
+    }
+}
+
+/// Aborts the in-process call's task when the call is dropped.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
