@@ -36,7 +36,10 @@ static TABLE: AuthzTable = AuthzTable {
 /// What the inventory double saw of each Reserve: the caller the auth layer put in, and the
 /// trace id the handler runs in.
 #[derive(Clone, Default)]
-struct Seen(Arc<Mutex<Vec<(Option<Caller>, String)>>>);
+struct Seen(Arc<Mutex<Vec<Sighting>>>);
+
+/// One Reserve as the handler saw it: the verified caller and the trace id.
+type Sighting = (Option<Caller>, String);
 
 /// An inventory double: Reserve records what it saw, GetAvailability reports that it
 /// started and waits to be released, Commit never answers.
