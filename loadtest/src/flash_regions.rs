@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use crate::engine::{self, Sample};
 use crate::flash_sale::FlashSaleArgs;
+use crate::region_figures::{Figures, RegionCounts};
 use crate::region_world::{Tracker, Watch, World, availability};
 use crate::report::{Check, RunReport};
 use crate::scenario::{request, sample_list, shuffled_roles, splitmix, unix_ms, with_retries};
@@ -333,59 +334,28 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
     ));
 
     // The figures.
-    let reference = tracked.last.first().map(|(_, r)| r.clone()).unwrap_or_default();
-    let mut rows = Vec::new();
-    for (i, r) in regions.iter().enumerate() {
-        let (reserves, commits) = (
-            r.reserve_answers.load(Ordering::Acquire),
-            r.commit_answers.load(Ordering::Acquire),
-        );
-        let won = r.won.load(Ordering::Acquire);
-        let last_win_s = r.last_win_us.load(Ordering::Acquire) as f64 / 1e6;
-        let latency = r
-            .reserve_latency
-            .lock()
-            .map(|h| h.clone())
-            .unwrap_or_else(|_| engine::histogram());
-        let ages = percentiles(&watched[i].1.view_ages_ms);
-        let ledger = reference
-            .regions
-            .iter()
-            .find(|l| l.region == r.name)
-            .cloned()
-            .unwrap_or_default();
-        rows.push(json!({
-            "region": r.name,
-            "buyers": buyers[i],
-            "winners": won,
-            "sold_out": count(i, |g| matches!(g, Got::SoldOut)),
-            "gave_up": count(i, |g| matches!(g, Got::GaveUp)),
-            "reserve_answers": reserves,
-            "commit_answers": commits,
-            "answers_per_s": (reserves + commits) as f64 / contest_s.max(1e-9),
-            "placed_per_s": if last_win_s > 0.0 { won as f64 / last_win_s } else { 0.0 },
-            "last_win_s": last_win_s,
-            "reserve_p50_ms": latency.value_at_quantile(0.5) as f64 / 1000.0,
-            "reserve_p99_ms": latency.value_at_quantile(0.99) as f64 / 1000.0,
-            "allocation": ledger.allocation,
-            "transferred_in": ledger.transferred_in,
-            "transferred_out": ledger.transferred_out,
-            "sold": ledger.sold,
-            "on_hand": ledger.on_hand,
-            "view_age_ms": { "p50": ages.0, "p99": ages.1, "max": ages.2, "samples": watched[i].1.view_ages_ms.len() },
-        }));
-    }
-    let transfers = json!({
-        "count": reference.transfers,
-        "latency_p50_ms": reference.transfer_latency_p50_ms,
-        "latency_p99_ms": reference.transfer_latency_p99_ms,
-        "latency_max_ms": reference.transfer_latency_max_ms,
-    });
-    let lag = json!({
-        "last_sale_to_zero_drift_s": tracked.settled_at.map(|_| settle_s),
-        "reconciliations_sampled": tracked.samples,
-    });
-    print_figures(&rows, &transfers, &lag, contest_s);
+    let counts: Vec<RegionCounts> = regions
+        .iter()
+        .enumerate()
+        .map(|(i, r)| RegionCounts {
+            region: r.name.clone(),
+            buyers: buyers[i],
+            winners: r.won.load(Ordering::Acquire),
+            sold_out: count(i, |g| matches!(g, Got::SoldOut)),
+            gave_up: count(i, |g| matches!(g, Got::GaveUp)),
+            reserve_answers: r.reserve_answers.load(Ordering::Acquire),
+            commit_answers: r.commit_answers.load(Ordering::Acquire),
+            last_win_s: r.last_win_us.load(Ordering::Acquire) as f64 / 1e6,
+            reserve_latency: r
+                .reserve_latency
+                .lock()
+                .map(|h| h.clone())
+                .unwrap_or_else(|_| engine::histogram()),
+            view_ages_ms: std::mem::take(&mut watched[i].1.view_ages_ms),
+        })
+        .collect();
+    let figures = Figures::of(&counts, &tracked, settle_s, contest_s);
+    figures.print(contest_s);
 
     Ok(RunReport::new(
         "flash-sale-regions",
@@ -400,9 +370,9 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
             "buyers": args.buyers,
             "hold_ttl_s": ttl_seconds,
             "patience_s": sale.patience.as_secs_f64(),
-            "regions": rows,
-            "transfers": transfers,
-            "reconciliation_lag": lag,
+            "regions": figures.regions,
+            "transfers": figures.transfers,
+            "reconciliation_lag": figures.lag,
             "final_reconciliation": tracked.last.iter().map(|(r, rec)| json!({
                 "seen_from": r, "drift": rec.drift, "in_flight": rec.in_flight, "sold": rec.sold,
                 "on_hand": rec.on_hand, "problems": rec.problems,
@@ -413,74 +383,6 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
         &args.run.slos,
         settle_s,
     ))
-}
-
-/// (p50, p99, max) of `values` (0s when empty).
-fn percentiles(values: &[i64]) -> (i64, i64, i64) {
-    let mut sorted = values.to_vec();
-    sorted.sort_unstable();
-    let at = |q: f64| {
-        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
-        sorted.get(rank - 1).copied().unwrap_or(0)
-    };
-    (at(0.5), at(0.99), sorted.last().copied().unwrap_or(0))
-}
-
-fn print_figures(
-    rows: &[serde_json::Value],
-    transfers: &serde_json::Value,
-    lag: &serde_json::Value,
-    contest_s: f64,
-) {
-    println!();
-    println!("regions (the sale took {contest_s:.2} s):");
-    println!(
-        "{:<8} {:>7} {:>8} {:>6} {:>6} {:>6} {:>6} {:>8} {:>10} {:>9} {:>11} {:>17}",
-        "region",
-        "buyers",
-        "winners",
-        "alloc",
-        "in",
-        "out",
-        "sold",
-        "on_hand",
-        "answers/s",
-        "placed/s",
-        "reserve p99",
-        "view age p50/p99"
-    );
-    for r in rows {
-        let f = |k: &str| r[k].as_f64().unwrap_or(0.0);
-        println!(
-            "{:<8} {:>7} {:>8} {:>6} {:>6} {:>6} {:>6} {:>8} {:>10.0} {:>9.1} {:>9.1}ms {:>8}/{:>5}ms",
-            r["region"].as_str().unwrap_or(""),
-            f("buyers"),
-            f("winners"),
-            f("allocation"),
-            f("transferred_in"),
-            f("transferred_out"),
-            f("sold"),
-            f("on_hand"),
-            f("answers_per_s"),
-            f("placed_per_s"),
-            f("reserve_p99_ms"),
-            r["view_age_ms"]["p50"],
-            r["view_age_ms"]["p99"],
-        );
-    }
-    println!(
-        "transfers: {} (debit -> credit p50 {} ms, p99 {} ms, max {} ms; the two regions' clocks)",
-        transfers["count"],
-        transfers["latency_p50_ms"],
-        transfers["latency_p99_ms"],
-        transfers["latency_max_ms"]
-    );
-    match lag["last_sale_to_zero_drift_s"].as_f64() {
-        Some(s) => println!(
-            "reconciliation: zero drift, nothing in flight and every sale counted in every region {s:.2} s after the last sale (its Commit sent)"
-        ),
-        None => println!("reconciliation: never settled at zero drift"),
-    }
 }
 
 /// Places the global SKU in the first region with its split.
@@ -668,12 +570,5 @@ mod tests {
         assert!(parse_parts("1:-1", 2, "--region-skew").is_err(), "negative");
         assert!(parse_parts("0:0", 2, "--region-skew").is_err(), "all zero");
         assert!(parse_parts("a:1", 2, "--region-skew").is_err(), "not a number");
-    }
-
-    #[test]
-    fn percentiles_of_view_ages() {
-        assert_eq!(percentiles(&[]), (0, 0, 0));
-        let ages: Vec<i64> = (1..=100).collect();
-        assert_eq!(percentiles(&ages), (50, 99, 100));
     }
 }

@@ -22,6 +22,7 @@ mod flash_sale;
 mod mesh;
 mod plot;
 mod reconcile;
+mod region_figures;
 mod region_world;
 mod report;
 mod scenario;

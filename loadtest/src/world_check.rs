@@ -230,6 +230,13 @@ pub fn world_checks(x: &WorldInputs<'_>) -> Vec<Check> {
     if !x.settled {
         drift.push(format!("not settled within {:.1} s", x.settle_s));
     }
+    if x.reports.len() != x.sales.len() {
+        drift.push(format!(
+            "{} of {} regions answered GetReconciliation",
+            x.reports.len(),
+            x.sales.len()
+        ));
+    }
     checks.push(check(
         "drift",
         "every region's reconciliation at zero drift, no problem, nothing in flight, once settled",
