@@ -192,6 +192,19 @@ pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
             .as_ref()
             .map_or(String::new(), |b| format!(" (Kafka {})", b.bootstrap())),
     );
+    // A target wired to the wrong region would place the SKU there: ask each first.
+    for region in &world.regions {
+        let serves = availability(&region.mesh, &sku)
+            .await?
+            .local
+            .unwrap_or_default()
+            .region;
+        anyhow::ensure!(
+            serves == region.name,
+            "the target named {} serves region {serves:?}",
+            region.name
+        );
+    }
     place(&world, &sku, total, &split).await?;
     ready(&world, &sku, &split, Instant::now() + args.run.settle_timeout).await?;
 
@@ -411,19 +424,13 @@ async fn place(world: &World, sku: &str, total: i64, split: &[i64]) -> anyhow::R
 }
 
 /// Waits (polling, until `deadline`) for every region to hold its allocation and see every
-/// other region fresh; checks each target serves the region it was named for.
+/// other region fresh.
 async fn ready(world: &World, sku: &str, split: &[i64], deadline: Instant) -> anyhow::Result<()> {
     for (region, units) in world.regions.iter().zip(split) {
         loop {
             let seen = availability(&region.mesh, sku).await;
             if let Ok(seen) = &seen {
                 let local = seen.local.clone().unwrap_or_default();
-                anyhow::ensure!(
-                    local.region == region.name,
-                    "the target named {} serves region {:?}",
-                    region.name,
-                    local.region
-                );
                 let fresh =
                     seen.regions.len() == world.regions.len() && seen.regions.iter().all(|r| !r.stale);
                 if local.on_hand == *units && fresh {
