@@ -27,11 +27,10 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::engine::{self, Sample};
-use crate::flash_sale::FlashSaleArgs;
 use crate::region_figures::{Figures, RegionCounts};
 use crate::region_world::{Tracker, Watch, World, availability};
 use crate::report::{Check, RunReport};
-use crate::scenario::{request, sample_list, shuffled_roles, splitmix, unix_ms, with_retries};
+use crate::scenario::{RunArgs, request, sample_list, shuffled_roles, splitmix, unix_ms, with_retries};
 use crate::world_check::{self, RegionSale, WorldInputs};
 
 /// The multi-region flags of `flash-sale`.
@@ -57,6 +56,23 @@ pub struct RegionArgs {
     /// How long a buyer refused while its region does not see the world sold out keeps trying.
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     pub patience: Duration,
+}
+
+/// What a multi-region sale runs on: `flash-sale`'s flags that apply to it.
+#[derive(Debug, Clone)]
+pub struct RegionSaleArgs {
+    /// Target, load shape and output.
+    pub run: RunArgs,
+    /// The regions, skew, split and patience.
+    pub regions: RegionArgs,
+    /// The global SKU's world total (`--units`).
+    pub units: i64,
+    /// Buyers across every region (`--buyers`).
+    pub buyers: u64,
+    /// `--buckets` (1: a global SKU's allocation is one bucket).
+    pub buckets: u32,
+    /// `--hold-ttl` [default: 60 s].
+    pub hold_ttl: Option<Duration>,
 }
 
 /// `a:b:c` as `n` non-negative numbers.
@@ -139,7 +155,7 @@ struct Sale {
 }
 
 /// Runs the multi-region sale; answers its report (printed by the caller).
-pub async fn run_report(args: FlashSaleArgs) -> anyhow::Result<RunReport> {
+pub async fn run_report(args: RegionSaleArgs) -> anyhow::Result<RunReport> {
     crate::scenario::check_rate(&args.run)?;
     let names = args.regions.regions.clone();
     let n = names.len();

@@ -145,7 +145,15 @@ pub async fn run(args: FlashSaleArgs) -> anyhow::Result<i32> {
     let report = if args.regions.regions.is_empty() {
         run_report(args).await?
     } else {
-        crate::flash_regions::run_report(args).await?
+        crate::flash_regions::run_report(crate::flash_regions::RegionSaleArgs {
+            run: args.run,
+            regions: args.regions,
+            units: args.units,
+            buyers: args.buyers,
+            buckets: args.buckets,
+            hold_ttl: args.hold_ttl,
+        })
+        .await?
     };
     run.finish(&report)
 }
