@@ -18,16 +18,20 @@ mod engine;
 mod event_audit;
 mod faults;
 mod flash_admission;
+mod flash_regions;
 mod flash_sale;
 mod mesh;
 mod plot;
 mod reconcile;
+mod region_figures;
+mod region_world;
 mod report;
 mod scenario;
 mod slo;
 mod soak;
 mod summary;
 mod warmup;
+mod world_check;
 
 use std::path::PathBuf;
 
@@ -45,6 +49,7 @@ struct Cli {
 enum Command {
     /// S units of one SKU, A buyers at once: who pays, who abandons a hold, who cancels;
     /// checks exactly min(S, A) winners, zero oversell, stock conserved, one charge per key.
+    /// With --regions: one global SKU across regions, the checks extended to the world.
     FlashSale(flash_sale::FlashSaleArgs),
     /// N customers with carts check out at once, some losing their first answer and retrying
     /// with the same key, some with failing cards; checks orders, charges, stock and carts.

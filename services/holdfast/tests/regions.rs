@@ -67,6 +67,11 @@ fn dev(name: &str, port: u16, data: &Path, brokers: &str) -> Command {
             std::env::var("HOLDFAST_E2E_LOG").unwrap_or_else(|_| "warn".into()),
         )
         .env_remove("HOLDFAST_REDIS_URL");
+    // Static group membership (a restarted region takes its partitions back at once);
+    // `HOLDFAST_E2E_DYNAMIC_GROUPS=1` runs without it, for comparison.
+    if std::env::var_os("HOLDFAST_E2E_DYNAMIC_GROUPS").is_none() {
+        command.env("HOLDFAST_KAFKA_INSTANCE_ID", format!("e2e-{name}"));
+    }
     command
 }
 
@@ -377,6 +382,20 @@ async fn two_regions_over_kafka_sell_exactly_the_world_total_through_a_crash_and
     .await;
     na.kill9();
     na.launch().await;
+    // How long the restarted region takes to hear eu again: its consumer's rejoin.
+    let back = Instant::now();
+    eventually(Duration::from_secs(60), "na hearing eu again", || async {
+        na.availability().await.is_some_and(|a| {
+            a.regions
+                .iter()
+                .any(|r| r.region == "eu" && !r.stale && r.age_ms < 1_000)
+        })
+    })
+    .await;
+    eprintln!(
+        "na heard eu again {:.1} s after its restart",
+        back.elapsed().as_secs_f64()
+    );
     // Mid-sale again: stop the broker; both regions keep selling what they hold.
     eventually(
         Duration::from_secs(120),
@@ -410,10 +429,21 @@ async fn two_regions_over_kafka_sell_exactly_the_world_total_through_a_crash_and
         Duration::from_secs(60),
         "a settled, consistent reconciliation",
         || async {
-            let Some(report) = na.reconciliation().await else {
-                return false;
-            };
-            report.consistent && report.skus.iter().all(|s| s.in_flight == 0)
+            // Both regions, each with a fresh view of the other: a stale view can be
+            // consistent and still miss the other region's last sales.
+            for region in [&na, &eu] {
+                let Some(report) = region.reconciliation().await else {
+                    return false;
+                };
+                let settled = report.consistent
+                    && report.skus.iter().all(|s| {
+                        s.in_flight == 0 && s.regions.len() == 2 && s.regions.iter().all(|r| !r.stale)
+                    });
+                if !settled {
+                    return false;
+                }
+            }
+            true
         },
     )
     .await;
