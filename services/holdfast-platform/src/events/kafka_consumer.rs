@@ -27,14 +27,6 @@ use super::{BusError, DEAD_LETTERED, dlq_topic, headers};
 /// `tracing` at debug level under the `librdkafka` target.
 pub const DEBUG_ENV: &str = "HOLDFAST_KAFKA_DEBUG";
 
-/// A name for this process that is unique among the replicas of each consumer group and
-/// survives restarts (a StatefulSet pod name, say): when set, every group this process joins
-/// uses static membership with `group.instance.id = <group>-<name>`, so a restarted process
-/// takes its partitions back at once instead of waiting for its dead member's session
-/// (SESSION_TIMEOUT) to lapse. Unset: dynamic membership. Two live processes with the same
-/// name in one group fence each other: never share it.
-pub const INSTANCE_ENV: &str = "HOLDFAST_KAFKA_INSTANCE_ID";
-
 /// Longest the dispatcher waits in one `recv` before polling the consumer again.
 ///
 /// rdkafka's `StreamConsumer` wakes a waiting `recv` only when librdkafka's queue goes from
@@ -53,7 +45,8 @@ const POLL_TICK: Duration = Duration::from_millis(100);
 /// 15, measured in `services/holdfast/tests/regions.rs`). 10 s is the Kafka clients' default
 /// before KIP-735 and comfortably above the heartbeat interval. The price: a broker outage
 /// longer than this lapses every member's session, and its rejoin waits up to this long once
-/// the broker is back (static membership would avoid both; see docs/events.md).
+/// the broker is back. Static membership (`group.instance.id`) was tried and dropped: see
+/// docs/events.md.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fewest seconds between two warnings about consumer errors: while a broker is down
 /// librdkafka reports every failed connection attempt, several a second.
@@ -192,9 +185,6 @@ pub(super) async fn start_consumer(
         .set("auto.offset.reset", "earliest")
         // See SESSION_TIMEOUT: a crashed process's member is dropped after this long.
         .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string());
-    if let Some(instance) = std::env::var(INSTANCE_ENV).ok().filter(|i| !i.is_empty()) {
-        config.set("group.instance.id", format!("{group}-{instance}"));
-    }
     if let Some(debug) = std::env::var(DEBUG_ENV).ok().filter(|d| !d.is_empty()) {
         config.set("debug", debug);
     }
