@@ -365,11 +365,10 @@ pub async fn run_report(args: RegionSaleArgs) -> anyhow::Result<RunReport> {
     // The figures.
     let counts: Vec<RegionCounts> = regions
         .iter()
+        .zip(sales)
         .enumerate()
-        .map(|(i, r)| RegionCounts {
-            region: r.name.clone(),
-            buyers: buyers[i],
-            winners: r.won.load(Ordering::Acquire),
+        .map(|(i, (r, sale))| RegionCounts {
+            sale,
             sold_out: count(i, |g| matches!(g, Got::SoldOut)),
             gave_up: count(i, |g| matches!(g, Got::GaveUp)),
             reserve_answers: r.reserve_answers.load(Ordering::Acquire),

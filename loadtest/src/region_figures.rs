@@ -8,15 +8,12 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 
 use crate::region_world::Tracked;
+use crate::world_check::RegionSale;
 
 /// One region's counts, as the sale's buyers and watcher gathered them.
 pub struct RegionCounts {
-    /// The region.
-    pub region: String,
-    /// Buyers who shopped there.
-    pub buyers: u64,
-    /// Units they won.
-    pub winners: i64,
+    /// The region, its buyers and their winners (what the world checks read too).
+    pub sale: RegionSale,
     /// Buyers who stopped on a sold-out world.
     pub sold_out: u64,
     /// Buyers who ran out of patience.
@@ -55,20 +52,20 @@ impl Figures {
                 let ledger = reference
                     .regions
                     .iter()
-                    .find(|l| l.region == c.region)
+                    .find(|l| l.region == c.sale.region)
                     .cloned()
                     .unwrap_or_default();
                 let ms = |q: f64| c.reserve_latency.value_at_quantile(q) as f64 / 1000.0;
                 json!({
-                    "region": c.region,
-                    "buyers": c.buyers,
-                    "winners": c.winners,
+                    "region": c.sale.region,
+                    "buyers": c.sale.buyers,
+                    "winners": c.sale.winners,
                     "sold_out": c.sold_out,
                     "gave_up": c.gave_up,
                     "reserve_answers": c.reserve_answers,
                     "commit_answers": c.commit_answers,
                     "answers_per_s": (c.reserve_answers + c.commit_answers) as f64 / contest_s.max(1e-9),
-                    "placed_per_s": if c.last_win_s > 0.0 { c.winners as f64 / c.last_win_s } else { 0.0 },
+                    "placed_per_s": if c.last_win_s > 0.0 { c.sale.winners as f64 / c.last_win_s } else { 0.0 },
                     "last_win_s": c.last_win_s,
                     "reserve_p50_ms": ms(0.5),
                     "reserve_p99_ms": ms(0.99),
