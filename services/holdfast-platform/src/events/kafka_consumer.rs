@@ -48,6 +48,13 @@ const POLL_TICK: Duration = Duration::from_millis(100);
 /// the broker is back. Static membership (`group.instance.id`) was tried and dropped: see
 /// docs/events.md.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a new consumer waits for its topics to show in the cluster's metadata before
+/// it subscribes (see [`wait_until_visible`]).
+const TOPICS_VISIBLE_WITHIN: Duration = Duration::from_secs(10);
+/// How often librdkafka refreshes the metadata of the subscribed topics. A subscribed topic
+/// missing from the metadata when the group assigned partitions gets none of its partitions
+/// until a refresh shows it and triggers a rebalance; librdkafka's default is 5 minutes.
+const METADATA_REFRESH: Duration = Duration::from_secs(10);
 /// Fewest seconds between two warnings about consumer errors: while a broker is down
 /// librdkafka reports every failed connection attempt, several a second.
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -184,15 +191,35 @@ pub(super) async fn start_consumer(
         // before the first consumer joined is skipped.
         .set("auto.offset.reset", "earliest")
         // See SESSION_TIMEOUT: a crashed process's member is dropped after this long.
-        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string());
+        .set("session.timeout.ms", SESSION_TIMEOUT.as_millis().to_string())
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            METADATA_REFRESH.as_millis().to_string(),
+        );
     if let Some(debug) = std::env::var(DEBUG_ENV).ok().filter(|d| !d.is_empty()) {
         config.set("debug", debug);
     }
-    let consumer: GroupStream = config
-        .create_with_context(GroupContext {
-            progress: progress.clone(),
-        })
-        .map_err(|e| BusError::Config(format!("kafka consumer: {e}")))?;
+    let consumer: Arc<GroupStream> = Arc::new(
+        config
+            .create_with_context(GroupContext {
+                progress: progress.clone(),
+            })
+            .map_err(|e| BusError::Config(format!("kafka consumer: {e}")))?,
+    );
+    let waiting = Arc::clone(&consumer);
+    let wanted: Vec<String> = topics.iter().map(|t| (*t).to_string()).collect();
+    let missing = tokio::task::spawn_blocking(move || wait_until_visible(&waiting, &wanted))
+        .await
+        .map_err(|e| BusError::Unavailable(format!("waiting for topic metadata: {e}")))?;
+    if !missing.is_empty() {
+        tracing::warn!(
+            group,
+            ?missing,
+            within = ?TOPICS_VISIBLE_WITHIN,
+            "topics not in the metadata yet; subscribing anyway (their partitions are \
+             assigned once a metadata refresh shows them)"
+        );
+    }
     consumer
         .subscribe(topics)
         .map_err(|e| BusError::Unavailable(format!("subscribe {topics:?}: {e}")))?;
@@ -200,10 +227,47 @@ pub(super) async fn start_consumer(
         .create()
         .map_err(|e| BusError::Config(format!("kafka dead-letter producer: {e}")))?;
     Ok(GroupConsumer {
-        consumer: Arc::new(consumer),
+        consumer,
         dlq,
         progress,
     })
+}
+
+/// Waits (at most [`TOPICS_VISIBLE_WITHIN`]) until every one of `topics` shows in the
+/// metadata `consumer` reads, each partition with a leader; answers the topics still missing.
+///
+/// A topic just created (`ensure_topics`) can be missing from a broker's metadata for a
+/// moment (KRaft brokers apply the controller's records asynchronously). A group that
+/// assigns partitions in that moment gets none of that topic's, and only the next metadata
+/// refresh brings them: a warehouse consumer of two topics once joined with the orders topic
+/// unknown and read no order for the whole 30 s of an end-to-end test.
+fn wait_until_visible(consumer: &GroupStream, topics: &[String]) -> Vec<String> {
+    const PROBE_EVERY: Duration = Duration::from_millis(50);
+    let deadline = Instant::now() + TOPICS_VISIBLE_WITHIN;
+    let mut missing: Vec<String> = topics.to_vec();
+    loop {
+        missing.retain(|topic| !visible(consumer, topic));
+        if missing.is_empty() || Instant::now() >= deadline {
+            return missing;
+        }
+        std::thread::sleep(PROBE_EVERY);
+    }
+}
+
+/// Whether `topic` is in the metadata with partitions, every one with a leader.
+fn visible(consumer: &GroupStream, topic: &str) -> bool {
+    consumer
+        .fetch_metadata(Some(topic), Timeout::After(Duration::from_secs(1)))
+        .is_ok_and(|metadata| {
+            metadata.topics().iter().any(|t| {
+                t.name() == topic
+                    && t.error().is_none()
+                    && !t.partitions().is_empty()
+                    && t.partitions()
+                        .iter()
+                        .all(|p| p.leader() >= 0 && p.error().is_none())
+            })
+        })
 }
 
 /// A record and the epoch of its partition's assignment when it was fetched.
