@@ -58,6 +58,7 @@ pub async fn run(args: AllBench, json: &Path) -> anyhow::Result<()> {
             open_for: Duration::from_secs(10),
             psp_latency: Duration::from_millis(50),
             holdfast_bin: Some(bin.clone()),
+            dev_args: Vec::new(),
         };
         let checkout = bench_checkout::run(checkout, bin.clone()).await?;
         bench_cart::print(&cart, Some(inventory.baseline_evalsha.rate));

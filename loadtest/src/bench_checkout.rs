@@ -47,6 +47,10 @@ pub struct CheckoutBench {
     /// The holdfast binary (default: next to this one).
     #[arg(long)]
     pub holdfast_bin: Option<PathBuf>,
+    /// An extra flag for both `holdfast dev` meshes (repeat it), e.g.
+    /// `--dev-arg=--peers-over-grpc` to measure the mesh's peer calls over loopback gRPC.
+    #[arg(long = "dev-arg", allow_hyphen_values = true)]
+    pub dev_args: Vec<String>,
 }
 
 /// The checkout figures.
@@ -193,7 +197,12 @@ fn closed(concurrency: u64, attempts: u64, label: &str) -> Plan {
 
 /// Runs every phase: two fresh `holdfast dev` meshes (PSP latency 0, then the configured one).
 pub async fn run(args: CheckoutBench, bin: PathBuf) -> anyhow::Result<CheckoutReport> {
-    let fast = start_dev_with(&bin, &["--payments-latency", "0s", "--insecure-no-auth"])?;
+    let dev = |latency: &str| {
+        let mut flags = vec!["--payments-latency", latency, "--insecure-no-auth"];
+        flags.extend(args.dev_args.iter().map(String::as_str));
+        start_dev_with(&bin, &flags)
+    };
+    let fast = dev("0s")?;
     let channels = connect(&fast.addr).await?;
     stock(&channels[0]).await?;
 
@@ -251,7 +260,7 @@ pub async fn run(args: CheckoutBench, bin: PathBuf) -> anyhow::Result<CheckoutRe
     drop(fast);
 
     let latency = format!("{}ms", args.psp_latency.as_millis());
-    let slow = start_dev_with(&bin, &["--payments-latency", &latency, "--insecure-no-auth"])?;
+    let slow = dev(&latency)?;
     let channels = connect(&slow.addr).await?;
     stock(&channels[0]).await?;
     let checkout_psp_latency = checkout_phase(
