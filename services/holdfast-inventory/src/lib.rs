@@ -173,8 +173,8 @@ pub struct InventoryArgs {
 
     /// Most one-line Reserves of one SKU coalesced into one Redis script call while the
     /// previous call is in flight (standalone Redis; 1: no coalescing, every Reserve its own
-    /// call). docs/performance.md.
-    #[arg(long, env = "HOLDFAST_RESERVE_BATCH", default_value_t = 64,
+    /// call: the default, because coalescing measured slower so far). docs/performance.md.
+    #[arg(long, env = "HOLDFAST_RESERVE_BATCH", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub reserve_batch: u64,
 
@@ -244,7 +244,7 @@ impl InventoryArgs {
         options.stock.wait_timeout = Duration::from_millis(self.redis_wait_timeout_ms.max(1));
         // 0 is a Default-built InventoryArgs (no command line): the flag's default.
         options.stock.reserve_batch = match usize::try_from(self.reserve_batch) {
-            Ok(0) | Err(_) => scripts::MAX_BATCH,
+            Ok(0) | Err(_) => 1,
             Ok(n) => n,
         };
         options
