@@ -96,16 +96,20 @@ lint: deps ## rustfmt check, no import circles between files, clippy with warnin
 	cargo clippy --workspace --all-targets -- -D warnings
 
 BENCH_ARGS ?=
+# Every figure is the median of this many runs (spread here is about ±10% run to run).
+BENCH_RUNS ?= 3
 
 bench: deps ## benchmarks, printed as ratios against baselines measured in the same run (release build)
 	cargo build --release -p holdfast -p holdfast-load
-	@# Events first, so the summary table of `bench all` carries them; a failed events run
+	cargo build --release -p holdfast-warehouse --example bench_events
+	@# Events first, so the summary tables of `bench all` carry them; a failed events run
 	@# (no broker) leaves those rows "not run" rather than stopping the other figures.
-	mkdir -p $(TARGET_DIR)/bench && rm -f $(TARGET_DIR)/bench/events.json
-	-cargo run --release -p holdfast-warehouse --example bench_events -- --events 20000 --rate 500 --seconds 10 \
-	  --json $(TARGET_DIR)/bench/events.json
-	$(TARGET_DIR)/release/holdfast-load bench all --json $(TARGET_DIR)/bench/bench.json \
-	  --events-json $(TARGET_DIR)/bench/events.json $(BENCH_ARGS)
+	mkdir -p $(TARGET_DIR)/bench && rm -f $(TARGET_DIR)/bench/events-*.json
+	-for i in $$(seq 1 $(BENCH_RUNS)); do \
+	  $(TARGET_DIR)/release/examples/bench_events --events 20000 --rate 500 --seconds 10 \
+	    --json $(TARGET_DIR)/bench/events-$$i.json; done
+	$(TARGET_DIR)/release/holdfast-load bench all --runs $(BENCH_RUNS) --json $(TARGET_DIR)/bench/bench.json \
+	  $$(for i in $$(seq 1 $(BENCH_RUNS)); do echo --events-json $(TARGET_DIR)/bench/events-$$i.json; done) $(BENCH_ARGS)
 
 chart-test: deps ## Helm chart + Dockerfile: hadolint, helm lint, kubernetes-validate, checkov, chart tests
 	scripts/install-chart-tools.sh

@@ -54,6 +54,9 @@ pub struct Row {
     pub limit: f64,
     /// Whether the target is met (`false` when not measured).
     pub met: bool,
+    /// With several runs: each run's figure, in run order (this row then holds their median).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub runs: Vec<Option<f64>>,
 }
 
 /// The README's figures before issue 13.
@@ -71,15 +74,7 @@ fn row(
     limit: f64,
 ) -> Row {
     let ratio = figure.map(|f| f / baseline);
-    let compared = match on {
-        On::Figure => figure,
-        On::Ratio => ratio,
-    };
-    let met = compared.is_some_and(|v| match goal {
-        Goal::AtLeast => v >= limit,
-        Goal::AtMost => v <= limit,
-    });
-    Row {
+    let mut row = Row {
         name: name.into(),
         unit,
         figure,
@@ -89,8 +84,63 @@ fn row(
         on,
         goal,
         limit,
-        met,
+        met: false,
+        runs: Vec::new(),
+    };
+    row.met = row.judged();
+    row
+}
+
+impl Row {
+    /// Whether the compared value (figure or ratio) is on the right side of the limit.
+    fn judged(&self) -> bool {
+        let compared = match self.on {
+            On::Figure => self.figure,
+            On::Ratio => self.ratio,
+        };
+        compared.is_some_and(|v| match self.goal {
+            Goal::AtLeast => v >= self.limit,
+            Goal::AtMost => v <= self.limit,
+        })
     }
+}
+
+/// The median of the measured values (the mean of the middle two for an even count);
+/// `None` when nothing was measured.
+fn median(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
+    let mut values: Vec<f64> = values.into_iter().flatten().collect();
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let middle = values.len() / 2;
+    Some(if values.len().is_multiple_of(2) {
+        (values[middle - 1] + values[middle]) / 2.0
+    } else {
+        values[middle]
+    })
+}
+
+/// The rows of several runs of the same targets folded into one row each: figure, baseline
+/// and ratio are each the median over the runs that measured them (the ratio is the median
+/// of the per-run ratios, each taken within its own run), judged again; `runs` keeps every
+/// run's figure. Rows are matched by position: every run yields the same targets.
+pub fn median_of_runs(runs: &[Vec<Row>]) -> Vec<Row> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    (0..first.len())
+        .map(|i| {
+            let of_runs = || runs.iter().filter_map(move |rows| rows.get(i));
+            let mut row = first[i].clone();
+            row.figure = median(of_runs().map(|r| r.figure));
+            row.baseline = median(of_runs().map(|r| Some(r.baseline))).unwrap_or(row.baseline);
+            row.ratio = median(of_runs().map(|r| r.ratio));
+            row.runs = of_runs().map(|r| r.figure).collect();
+            row.met = row.judged();
+            row
+        })
+        .collect()
 }
 
 /// Event figures of `bench_events` (its `--json` output), when it ran before this one.
@@ -253,10 +303,10 @@ fn number(v: f64) -> String {
     }
 }
 
-/// Prints the table.
-pub fn print(rows: &[Row]) {
+/// Prints the table, under `title` (which run, or the median of how many).
+pub fn print(title: &str, rows: &[Row]) {
     println!();
-    println!("issue 13 targets (baseline: same run, or the README's figure before issue 13)");
+    println!("issue 13 targets, {title} (baseline: same run, or the README's figure before issue 13)");
     println!(
         "{:<56} {:>12} {:>12} {:<13} {:>7} {:>16}  result",
         "target", "figure", "baseline", "from", "ratio", "goal"
@@ -284,6 +334,14 @@ pub fn print(rows: &[Row]) {
             ratio,
             goal
         );
+        if r.runs.len() > 1 {
+            let each: Vec<String> = r
+                .runs
+                .iter()
+                .map(|f| f.map_or("not run".into(), number))
+                .collect();
+            println!("{:<56} runs: {}", "", each.join(", "));
+        }
     }
 }
 
@@ -341,6 +399,47 @@ mod tests {
         let r = row("x", "B", None, (446.0, README), On::Figure, Goal::AtMost, 100.0);
         assert!(!r.met);
         assert_eq!(r.ratio, None);
+    }
+
+    #[test]
+    fn several_runs_fold_into_their_median_judged_again_with_every_run_kept() {
+        let run = |figure: Option<f64>, baseline: f64| {
+            vec![row(
+                "reserve",
+                "req/s",
+                figure,
+                (baseline, SAME_RUN),
+                On::Ratio,
+                Goal::AtLeast,
+                1.0,
+            )]
+        };
+        // Ratios 1.2, 0.8, 0.9: one run meets the target, the median (0.9) does not.
+        let runs = [
+            run(Some(12_000.0), 10_000.0),
+            run(Some(8_000.0), 10_000.0),
+            run(Some(9_900.0), 11_000.0),
+        ];
+        assert!(runs[0][0].met);
+        let folded = median_of_runs(&runs);
+        assert_eq!(folded.len(), 1);
+        assert_eq!(folded[0].figure, Some(9_900.0));
+        assert_eq!(folded[0].baseline, 10_000.0);
+        assert!((folded[0].ratio.expect("ratio") - 0.9).abs() < 1e-9);
+        assert!(!folded[0].met);
+        assert_eq!(folded[0].runs, [Some(12_000.0), Some(8_000.0), Some(9_900.0)]);
+
+        // An unmeasured run is left out of the median; an even count takes the middle mean.
+        let runs = [
+            run(Some(10_000.0), 10_000.0),
+            run(None, 10_000.0),
+            run(Some(12_000.0), 10_000.0),
+        ];
+        let folded = median_of_runs(&runs);
+        assert_eq!(folded[0].figure, Some(11_000.0));
+        assert!(folded[0].met);
+        assert_eq!(median_of_runs(&[run(None, 1.0)])[0].figure, None);
+        assert!(median_of_runs(&[]).is_empty());
     }
 
     #[test]

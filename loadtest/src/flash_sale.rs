@@ -77,6 +77,9 @@ pub struct FlashSaleArgs {
     /// process and database answer their first requests slowly; see `warmup.rs`).
     #[arg(long, default_value_t = 0)]
     pub warmup: u64,
+    /// A global SKU sold across regions (`--regions`, see `flash_regions.rs`).
+    #[command(flatten)]
+    pub regions: crate::flash_regions::RegionArgs,
 }
 
 /// The operation refusals by the admission limits are timed under (RESOURCE_EXHAUSTED of
@@ -139,7 +142,19 @@ struct Monitor {
 
 pub async fn run(args: FlashSaleArgs) -> anyhow::Result<i32> {
     let run = args.run.clone();
-    let report = run_report(args).await?;
+    let report = if args.regions.regions.is_empty() {
+        run_report(args).await?
+    } else {
+        crate::flash_regions::run_report(crate::flash_regions::RegionSaleArgs {
+            run: args.run,
+            regions: args.regions,
+            units: args.units,
+            buyers: args.buyers,
+            buckets: args.buckets,
+            hold_ttl: args.hold_ttl,
+        })
+        .await?
+    };
     run.finish(&report)
 }
 

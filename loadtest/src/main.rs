@@ -5,6 +5,7 @@
 //! check found a violation; 4 an `--slo` gate was missed; 64 a bad flag.
 
 mod audit;
+mod bench_all;
 mod bench_cart;
 mod bench_checkout;
 mod bench_inventory;
@@ -17,16 +18,20 @@ mod engine;
 mod event_audit;
 mod faults;
 mod flash_admission;
+mod flash_regions;
 mod flash_sale;
 mod mesh;
 mod plot;
 mod reconcile;
+mod region_figures;
+mod region_world;
 mod report;
 mod scenario;
 mod slo;
 mod soak;
 mod summary;
 mod warmup;
+mod world_check;
 
 use std::path::PathBuf;
 
@@ -44,6 +49,7 @@ struct Cli {
 enum Command {
     /// S units of one SKU, A buyers at once: who pays, who abandons a hold, who cancels;
     /// checks exactly min(S, A) winners, zero oversell, stock conserved, one charge per key.
+    /// With --regions: one global SKU across regions, the checks extended to the world.
     FlashSale(flash_sale::FlashSaleArgs),
     /// N customers with carts check out at once, some losing their first answer and retrying
     /// with the same key, some with failing cards; checks orders, charges, stock and carts.
@@ -80,21 +86,9 @@ enum Bench {
     Checkout(bench_checkout::CheckoutBench),
     /// The embedded search index: products/s indexed, known answers and query p99 at 1M products.
     Search(bench_search::SearchBench),
-    /// Both, in one run: the cart figures next to the inventory baseline.
-    All {
-        #[command(flatten)]
-        inventory: bench_inventory::InventoryBench,
-        /// Cart calls per RPC.
-        #[arg(long, default_value_t = 50_000)]
-        cart_requests: u64,
-        /// Checkouts per closed-loop phase.
-        #[arg(long, default_value_t = 5_000)]
-        checkouts: u64,
-        /// `bench_events --json` output of this run, for the events rows of the summary
-        /// (missing: those rows read "not run").
-        #[arg(long)]
-        events_json: Option<PathBuf>,
-    },
+    /// Inventory, cart and checkout, `--runs` times: every issue-13 target with its baseline,
+    /// ratio and `met`/`NOT met`, per run and as the median of the runs.
+    All(bench_all::AllBench),
 }
 
 fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Result<()> {
@@ -148,49 +142,6 @@ async fn bench(json: PathBuf, what: Bench) -> anyhow::Result<()> {
             let report = bench_search::run(&args).await?;
             write_json(&json, &serde_json::json!({ "search": report }))
         }
-        Bench::All {
-            inventory,
-            cart_requests,
-            checkouts,
-            events_json,
-        } => {
-            let bin = mesh::holdfast_bin(inventory.holdfast_bin.as_ref())?;
-            let inventory_report = bench_inventory::run(&inventory).await?;
-            let cart = bench_cart::CartBench {
-                requests: cart_requests,
-                concurrency: inventory.concurrency,
-                products: 200,
-                holdfast_bin: Some(bin.clone()),
-            };
-            let cart_report = bench_cart::run(cart, bin.clone()).await?;
-            let checkout = bench_checkout::CheckoutBench {
-                checkouts,
-                concurrency: 32,
-                rate: 150.0,
-                open_for: std::time::Duration::from_secs(10),
-                psp_latency: std::time::Duration::from_millis(50),
-                holdfast_bin: Some(bin.clone()),
-            };
-            let checkout_report = bench_checkout::run(checkout, bin).await?;
-            bench_cart::print(&cart_report, Some(inventory_report.baseline_evalsha.rate));
-            bench_checkout::print(&checkout_report);
-            let events = events_json
-                .as_deref()
-                .map(bench_summary::Events::read)
-                .unwrap_or_default();
-            let targets = bench_summary::rows(&inventory_report, &cart_report, &checkout_report, events);
-            bench_summary::print(&targets);
-            write_json(
-                &json,
-                &serde_json::json!({
-                    "inventory": inventory_report,
-                    "cart": cart_report,
-                    "checkout": checkout_report,
-                    "events": events_json.as_deref().and_then(|p| std::fs::read_to_string(p).ok())
-                        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()),
-                    "targets": targets,
-                }),
-            )
-        }
+        Bench::All(args) => bench_all::run(args, &json).await,
     }
 }

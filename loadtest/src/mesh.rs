@@ -18,7 +18,8 @@ use holdfast_testkit::{BearerChannel as Channel, DevTokens, TokenPicker};
 #[derive(Debug, Clone, clap::Args)]
 pub struct TargetArgs {
     /// A running mesh, e.g. http://127.0.0.1:50051 (every service on one address, as
-    /// `holdfast dev` or the mesh's gateway serves them).
+    /// `holdfast dev` or the mesh's gateway serves them); with `flash-sale --regions`, one
+    /// per region: na=http://...,eu=http://...
     #[arg(long, value_name = "URL", required_unless_present = "local")]
     pub target: Option<String>,
     /// Start `holdfast dev` on free loopback ports, with its own redis-server and SQLite in a
@@ -92,8 +93,24 @@ impl Mesh {
             }
         };
         let pick = picker(args, dev.as_ref())?;
+        Self::open(endpoint, pick, args.connections, dev).await
+    }
+
+    /// Connects to a `holdfast dev` this process started (tokens minted from its dev key);
+    /// the mesh stops it when dropped.
+    pub async fn over_dev(dev: Dev, connections: usize) -> anyhow::Result<Self> {
+        let pick = DevTokens::new(&dev.data_dir)?.operator(&holdfast::authz_tables());
+        Self::open(format!("http://{}", dev.addr), pick, connections, Some(dev)).await
+    }
+
+    async fn open(
+        endpoint: String,
+        pick: TokenPicker,
+        connections: usize,
+        dev: Option<Dev>,
+    ) -> anyhow::Result<Self> {
         let mut channels = Vec::new();
-        for _ in 0..args.connections.max(1) {
+        for _ in 0..connections.max(1) {
             let channel = tonic::transport::Endpoint::from_shared(endpoint.clone())?
                 .tcp_nodelay(true)
                 .connect_timeout(std::time::Duration::from_secs(5))

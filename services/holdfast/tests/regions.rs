@@ -377,6 +377,20 @@ async fn two_regions_over_kafka_sell_exactly_the_world_total_through_a_crash_and
     .await;
     na.kill9();
     na.launch().await;
+    // How long the restarted region takes to hear eu again: its consumer's rejoin.
+    let back = Instant::now();
+    eventually(Duration::from_secs(60), "na hearing eu again", || async {
+        na.availability().await.is_some_and(|a| {
+            a.regions
+                .iter()
+                .any(|r| r.region == "eu" && !r.stale && r.age_ms < 1_000)
+        })
+    })
+    .await;
+    eprintln!(
+        "na heard eu again {:.1} s after its restart",
+        back.elapsed().as_secs_f64()
+    );
     // Mid-sale again: stop the broker; both regions keep selling what they hold.
     eventually(
         Duration::from_secs(120),
@@ -397,8 +411,16 @@ async fn two_regions_over_kafka_sell_exactly_the_world_total_through_a_crash_and
     }
     broker.restart().expect("broker back");
 
-    let na_won = na_buyers.await.expect("na buyers");
-    let eu_won = eu_buyers.await.expect("eu buyers");
+    // Bounded: a region that never hears the other again (its consumer dead) must fail the
+    // test, not hang it.
+    let (na_won, eu_won) = tokio::time::timeout(Duration::from_secs(180), async {
+        (
+            na_buyers.await.expect("na buyers"),
+            eu_buyers.await.expect("eu buyers"),
+        )
+    })
+    .await
+    .expect("every buyer answered within 180 s of the broker's return");
     assert_eq!(
         na_won + eu_won,
         1000,
@@ -410,10 +432,21 @@ async fn two_regions_over_kafka_sell_exactly_the_world_total_through_a_crash_and
         Duration::from_secs(60),
         "a settled, consistent reconciliation",
         || async {
-            let Some(report) = na.reconciliation().await else {
-                return false;
-            };
-            report.consistent && report.skus.iter().all(|s| s.in_flight == 0)
+            // Both regions, each with a fresh view of the other: a stale view can be
+            // consistent and still miss the other region's last sales.
+            for region in [&na, &eu] {
+                let Some(report) = region.reconciliation().await else {
+                    return false;
+                };
+                let settled = report.consistent
+                    && report.skus.iter().all(|s| {
+                        s.in_flight == 0 && s.regions.len() == 2 && s.regions.iter().all(|r| !r.stale)
+                    });
+                if !settled {
+                    return false;
+                }
+            }
+            true
         },
     )
     .await;

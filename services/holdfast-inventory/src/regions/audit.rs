@@ -36,6 +36,8 @@ pub fn region_figures(snapshot: &RegionSnapshot, now: i64, stale_after_ms: i64) 
         age_ms: age,
         stale: age > stale_after_ms,
         allocation: snapshot.allocation,
+        transferred_in: snapshot.transfers_in.iter().map(|t| t.units).sum(),
+        transferred_out: snapshot.transfers_out.iter().map(|t| t.units).sum(),
     }
 }
 
@@ -202,6 +204,8 @@ pub fn reconcile(
     }
     latencies.sort_unstable();
     report.transfer_latency_p99_ms = percentile(&latencies, 0.99);
+    report.transfer_latency_p50_ms = percentile(&latencies, 0.5);
+    report.transfer_latency_max_ms = percentile(&latencies, 1.0);
     report.in_flight = in_flight;
     report.oldest_in_flight_ms = oldest.max(0);
     let mut oversold = 0;
@@ -289,6 +293,16 @@ mod tests {
         na.transfers_in.push(xfer("t1", "eu", 200, 8_000));
         let report = run(vec![na, eu]);
         assert_eq!((report.transfers, report.transfer_latency_p99_ms), (1, 50));
+        assert_eq!(
+            (report.transfer_latency_p50_ms, report.transfer_latency_max_ms),
+            (50, 50)
+        );
+        let figures: Vec<(i64, i64)> = report
+            .regions
+            .iter()
+            .map(|r| (r.transferred_in, r.transferred_out))
+            .collect();
+        assert_eq!(figures, vec![(0, 200), (200, 0)], "eu then na");
         assert_eq!(report.drift, 0, "{:?}", report.problems);
         assert_eq!(percentile(&[1, 2, 3, 4, 100], 0.99), 100);
         assert_eq!(percentile(&[], 0.99), 0);

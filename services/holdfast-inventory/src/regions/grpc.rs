@@ -180,6 +180,12 @@ impl Regions {
                 age_ms: 0,
                 stale: false,
                 allocation: views.get(self.region()).map_or(0, |s| s.allocation),
+                transferred_in: views
+                    .get(self.region())
+                    .map_or(0, |s| s.transfers_in.iter().map(|t| t.units).sum()),
+                transferred_out: views
+                    .get(self.region())
+                    .map_or(0, |s| s.transfers_out.iter().map(|t| t.units).sum()),
             };
             let mut regions: Vec<RegionAvailability> = report
                 .regions

@@ -71,13 +71,16 @@ pub fn json(report: &GetReconciliationResponse) -> serde_json::Value {
             "in_flight": sku.in_flight,
             "oldest_in_flight_ms": sku.oldest_in_flight_ms,
             "transfers": sku.transfers,
+            "transfer_latency_p50_ms": sku.transfer_latency_p50_ms,
             "transfer_latency_p99_ms": sku.transfer_latency_p99_ms,
+            "transfer_latency_max_ms": sku.transfer_latency_max_ms,
             "drift": sku.drift,
             "problems": sku.problems,
             "regions": sku.regions.iter().map(|r| json!({
                 "region": r.region, "allocation": r.allocation, "on_hand": r.on_hand,
                 "reserved": r.reserved, "available": r.available, "sold": r.sold,
                 "age_ms": r.age_ms, "stale": r.stale,
+                "transferred_in": r.transferred_in, "transferred_out": r.transferred_out,
             })).collect::<Vec<_>>(),
             "in_flight_transfers": sku.in_flight_transfers.iter().map(|t| json!({
                 "transfer_id": t.transfer_id, "from": t.from_region, "to": t.to_region,

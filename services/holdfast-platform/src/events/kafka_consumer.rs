@@ -45,7 +45,8 @@ const POLL_TICK: Duration = Duration::from_millis(100);
 /// 15, measured in `services/holdfast/tests/regions.rs`). 10 s is the Kafka clients' default
 /// before KIP-735 and comfortably above the heartbeat interval. The price: a broker outage
 /// longer than this lapses every member's session, and its rejoin waits up to this long once
-/// the broker is back (static membership would avoid both; see docs/events.md).
+/// the broker is back. Static membership (`group.instance.id`) was tried and dropped: see
+/// docs/events.md.
 const SESSION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fewest seconds between two warnings about consumer errors: while a broker is down
 /// librdkafka reports every failed connection attempt, several a second.
