@@ -11,10 +11,12 @@
 //! a script answer that finds free units, and every outbox entry the relay publishes other
 //! than a hold, a sale or a debit. Another process's restock reaches this one through its
 //! outbox (relayed by whichever process touched the bucket) or, at worst, the marker's expiry.
-//! While it stands, a batch runs `reserve_batch.lua` in `sold_out` mode: the bucket is not
-//! read (no TIME, purge, counters); a repeated id gets its first answer and every other item
-//! is refused and recorded as usual (a refusal stays the answer to its id); one round trip
-//! per batch.
+//! While it stands, the SKU's Reserves queue in a lane of their own (always coalesced, up to
+//! [`MAX_BATCH`] per call, never behind a live call of the bucket) and the call, if the
+//! marker still stands when it is sent, runs `reserve_batch.lua` in `sold_out` mode: the
+//! bucket is not read (no TIME, purge, counters); a repeated id gets its first answer and
+//! every other item is refused and recorded as usual (a refusal stays the answer to its id);
+//! one round trip per batch.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,6 +46,11 @@ type Queued = (SingleReserve, bool);
 #[derive(Debug)]
 pub struct HotPath {
     batcher: Option<Batcher<BatchItem, Queued>>,
+    /// The Reserves that found their SKU's marker standing: always coalesced (up to
+    /// [`MAX_BATCH`] per call, whatever `--reserve-batch` says), in a lane of their own so
+    /// they never queue behind a live call of the bucket. Its calls re-read the marker when
+    /// sent and run live if it is gone (a grant still only through the script).
+    refusals: Batcher<BatchItem, Queued>,
     sold_out: Mutex<HashMap<String, (Instant, u64)>>,
     /// Bumped by every clear: a call sent before a restock must not mark afterwards.
     clears: AtomicU64,
@@ -55,6 +62,7 @@ impl HotPath {
     pub fn new(batch: usize) -> Self {
         Self {
             batcher: (batch > 1).then(|| Batcher::new(batch.min(MAX_BATCH))),
+            refusals: Batcher::new(MAX_BATCH),
             sold_out: Mutex::default(),
             clears: AtomicU64::new(0),
         }
@@ -94,7 +102,7 @@ impl HotPath {
 
     /// Reserves on bucket `tag` waiting for (or in) a `reserve_batch.lua` call.
     pub fn waiting(&self, tag: &str) -> usize {
-        self.batcher.as_ref().map_or(0, |b| b.waiting(tag))
+        self.batcher.as_ref().map_or(0, |b| b.waiting(tag)) + self.refusals.waiting(tag)
     }
 }
 
@@ -188,9 +196,17 @@ impl Stock {
     ) -> Result<Queued, InventoryError> {
         let keys = BucketKeys::new(sku, 0);
         let era = self.era_now();
-        match self.hot_path().batcher.as_ref() {
-            // The rare second pass over a missing bucket runs alone: a batch has one mode.
-            Some(batcher) if !missing_is_empty => {
+        let hot = self.hot_path();
+        // The rare second pass over a missing bucket runs alone: a batch has one mode.
+        let lane = if missing_is_empty {
+            None
+        } else if hot.is_sold_out(sku, era) {
+            Some(&hot.refusals)
+        } else {
+            hot.batcher.as_ref()
+        };
+        match lane {
+            Some(batcher) => {
                 let tag = keys.tag.clone();
                 batcher
                     .submit(&tag, item.clone(), |items| async move {
@@ -198,7 +214,7 @@ impl Stock {
                     })
                     .await
             }
-            _ => {
+            None => {
                 let mut answers = self
                     .run_batch(&keys, era, vec![item.clone()], missing_is_empty)
                     .await?;
