@@ -131,6 +131,14 @@ pub async fn drain(
             return Ok(());
         }
         let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+        // Units freed here (by this process or another): the local sold-out marker must not
+        // refuse them.
+        if entries.iter().any(|(_, f)| {
+            f.get("type")
+                .is_some_and(|kind| crate::coalesce::frees_units(kind))
+        }) {
+            stock.forget_sold_out(&bucket.sku);
+        }
         let events: Vec<Event> = entries
             .iter()
             .filter_map(|(id, fields)| to_event(bucket, id, fields, region))
@@ -320,6 +328,7 @@ pub async fn sweep_once(stock: &Stock) -> Result<i64, InventoryError> {
             stock.touched([bucket.clone()]);
             // Units came back: a hot SKU's sold-out marker may be stale now.
             let _: i64 = client.del(keys::sold_out(&bucket.sku)).await?;
+            stock.forget_sold_out(&bucket.sku);
         }
     }
     if freed > 0 {
@@ -388,6 +397,7 @@ pub async fn rebalance_once(stock: &Stock) -> Result<i64, InventoryError> {
             continue;
         }
         let _: i64 = stock.client().del(keys::sold_out(&sku)).await?;
+        stock.forget_sold_out(&sku);
         // Spreading pays while there is plenty to spread. Near sell-out every buyer scans all
         // buckets anyway, and a transfer's units are briefly in no bucket: moving them then
         // could only make a buyer see "sold out" while units remain.

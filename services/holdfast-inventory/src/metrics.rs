@@ -3,14 +3,24 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use prometheus::{HistogramVec, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge};
 
 #[allow(clippy::expect_used)] // a static metric fails to register only on a duplicate name: a bug.
 mod defs {
     use super::*;
     use prometheus::{
-        register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+        register_histogram, register_histogram_vec, register_int_counter, register_int_counter_vec,
+        register_int_gauge,
     };
+
+    pub static RESERVE_BATCH: LazyLock<Histogram> = LazyLock::new(|| {
+        register_histogram!(
+            "holdfast_inventory_reserve_batch_items",
+            "Reserves carried by one reserve_batch.lua call (1 at low load).",
+            vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+        )
+        .expect("registers once")
+    });
 
     pub static HOLDS: LazyLock<IntCounterVec> = LazyLock::new(|| {
         register_int_counter_vec!(
@@ -37,7 +47,7 @@ mod defs {
     pub static SOLD_OUT: LazyLock<IntCounter> = LazyLock::new(|| {
         register_int_counter!(
             "holdfast_inventory_sold_out_short_circuits_total",
-            "Hot-SKU reservations answered from the sold-out marker without touching a bucket."
+            "Reservations answered from a sold-out marker (the hot-SKU one in Redis, or the local one) without running a reserve script."
         )
         .expect("registers once")
     });
@@ -129,4 +139,8 @@ pub fn set_outbox_backlog(n: i64) {
 /// A transfer too old to re-drive safely was found.
 pub fn transfer_stranded() {
     defs::STRANDED.inc();
+}
+/// One reserve_batch call carried `n` Reserves.
+pub fn observe_reserve_batch(n: usize) {
+    defs::RESERVE_BATCH.observe(n as f64);
 }

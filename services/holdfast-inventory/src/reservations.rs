@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::InventoryError;
 use crate::keys::{self, BucketKeys};
 use crate::metrics;
-use crate::scripts::{self, Claim, Hold, Record, SingleReserve, Transition};
+use crate::scripts::{self, Claim, Hold, Record, Transition};
 use crate::stock::Stock;
 
 /// How long an expiring reservation record is kept after its hold TTL, so retries within a
@@ -94,7 +94,7 @@ pub enum ReserveAnswer {
     Insufficient(Vec<Shortage>),
 }
 
-fn encode<T: Serialize>(value: &T) -> String {
+pub(crate) fn encode<T: Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_default()
 }
 
@@ -118,7 +118,7 @@ pub fn fingerprint(lines: &[(String, i64)], ttl_seconds: u32) -> String {
     format!("{hash:016x}")
 }
 
-fn answer_from(record: &Record) -> ReserveAnswer {
+pub(crate) fn answer_from(record: &Record) -> ReserveAnswer {
     if record.state == "rejected" {
         ReserveAnswer::Insufficient(decode(&record.shortages))
     } else {
@@ -154,11 +154,13 @@ impl Stock {
         let era = self.truth().map(crate::guard::Truth::era);
         // In memory once the SKUs are verified in this era: no store round trip per Reserve.
         self.ensure_truth(&skus).await?;
-        let answer = self.reserve_once(rid, lines, ttl_seconds).await?;
+        let (answer, from_marker) = self.reserve_once(rid, lines, ttl_seconds).await?;
         let Some(era) = era else {
             return Ok(answer);
         };
-        if !matches!(answer, ReserveAnswer::Insufficient(_)) {
+        // A refusal of the local sold-out marker was checked when the marker was set (it
+        // belongs to that era): no beat per attempt.
+        if from_marker || !matches!(answer, ReserveAnswer::Insufficient(_)) {
             return Ok(answer);
         }
         self.check_generation().await?;
@@ -169,7 +171,7 @@ impl Stock {
         // on the rebuilt counts.
         let _: i64 = self.client().del(keys::reservation(rid)).await?;
         self.ensure_truth(&skus).await?;
-        self.reserve_once(rid, lines, ttl_seconds).await
+        Ok(self.reserve_once(rid, lines, ttl_seconds).await?.0)
     }
 
     async fn reserve_once(
@@ -177,7 +179,7 @@ impl Stock {
         rid: &str,
         lines: &[(String, i64)],
         ttl_seconds: u32,
-    ) -> Result<ReserveAnswer, InventoryError> {
+    ) -> Result<(ReserveAnswer, bool), InventoryError> {
         let client = self.client();
         let ttl_ms = i64::from(ttl_seconds) * 1000;
         let retention = ttl_ms + ms(RECORD_RETENTION);
@@ -192,52 +194,14 @@ impl Stock {
             .collect();
         let fp = fingerprint(lines, ttl_seconds);
 
-        // The flash-sale shape on a single server: one script does it all, no crash window.
+        // The flash-sale shape on a single server: one script does it all, no crash window,
+        // coalesced with the other Reserves of the bucket (crate::coalesce).
         if let [(sku, qty)] = lines
             && !client.is_clustered()
             && self.layout(sku).await?.buckets <= 1
+            && let Some(answer) = self.reserve_whole(rid, sku, *qty, ttl_ms, &fp).await?
         {
-            let keys = BucketKeys::new(sku, 0);
-            let single = [Line {
-                sku: sku.clone(),
-                qty: *qty,
-                bucket: 0,
-            }];
-            let mut rechecked = false;
-            loop {
-                let outcome = scripts::reserve_single(
-                    client,
-                    record_key.clone(),
-                    &keys,
-                    rid,
-                    *qty,
-                    ttl_ms,
-                    &fp,
-                    &encode(&single),
-                    (ms(RECORD_RETENTION), ms(REJECTED_RETENTION)),
-                )
-                .await?;
-                match outcome {
-                    SingleReserve::Reserved(expires_at) => {
-                        self.touched([keys]);
-                        metrics::holds_created(1);
-                        return Ok(ReserveAnswer::Reserved { expires_at });
-                    }
-                    SingleReserve::Rejected(shortages) => {
-                        metrics::reservation_rejected();
-                        return Ok(ReserveAnswer::Insufficient(decode(&shortages)));
-                    }
-                    SingleReserve::Existing(record) => return Ok(answer_from(&record)),
-                    SingleReserve::Conflict => return Err(conflict(rid)),
-                    // No bucket in Redis: lost (rebuilt now from the durable truth: once more)
-                    // or never stocked (the path below answers it short).
-                    SingleReserve::Missing if !rechecked && self.recheck_missing(sku).await? => {
-                        rechecked = true
-                    }
-                    // A multi-step Reserve of this id is mid-flight: take the path below, which waits.
-                    SingleReserve::Busy | SingleReserve::Missing => break,
-                }
-            }
+            return Ok(answer);
         }
 
         let lease = self.settings().claim_lease;
@@ -256,7 +220,7 @@ impl Stock {
             {
                 Claim::Claimed(prior) => break prior.is_some(),
                 Claim::Conflict => return Err(conflict(rid)),
-                Claim::Existing(record) => return Ok(answer_from(&record)),
+                Claim::Existing(record) => return Ok((answer_from(&record), false)),
                 Claim::Busy if backoff < lease => {
                     // Another call with this id is mid-flight; its answer is ours in a moment.
                     tokio::time::sleep(backoff).await;
@@ -338,11 +302,14 @@ impl Stock {
             }
             self.touched(held_lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
             metrics::holds_created(held_lines.len());
-            return Ok(if moved {
-                ReserveAnswer::Reserved { expires_at }
-            } else {
-                answer_from(&record)
-            });
+            return Ok((
+                if moved {
+                    ReserveAnswer::Reserved { expires_at }
+                } else {
+                    answer_from(&record)
+                },
+                false,
+            ));
         }
 
         metrics::reservation_rejected();
@@ -366,11 +333,14 @@ impl Stock {
         if !moved && record.state == "pending" {
             return Err(InventoryError::Busy(rid.to_string()));
         }
-        Ok(if moved {
-            ReserveAnswer::Insufficient(shortages)
-        } else {
-            answer_from(&record)
-        })
+        Ok((
+            if moved {
+                ReserveAnswer::Insufficient(shortages)
+            } else {
+                answer_from(&record)
+            },
+            false,
+        ))
     }
 
     pub(crate) async fn index_expiry(&self, line: &Line, expires_at: i64) {
@@ -414,6 +384,11 @@ impl Stock {
         let client = self.client();
         let layout = self.layout(sku).await?;
         if layout.buckets <= 1 {
+            if self.locally_sold_out(sku) {
+                // This call owns its record: the marker's refusal needs no round trip.
+                metrics::sold_out_short_circuit();
+                return Ok(LineOutcome::Short { available: 0 });
+            }
             let keys = BucketKeys::new(sku, 0);
             return Ok(match scripts::reserve(client, &keys, rid, qty, ttl_ms).await? {
                 Hold::Held { expires_at } => LineOutcome::Held {
@@ -546,7 +521,7 @@ impl Drop for Heartbeat {
     }
 }
 
-fn conflict(rid: &str) -> InventoryError {
+pub(crate) fn conflict(rid: &str) -> InventoryError {
     InventoryError::Conflict(format!(
         "reservation_id {rid:?} was already used with different lines or ttl"
     ))

@@ -165,7 +165,11 @@ impl InventoryService for Inventory {
                 .check_home(&lines.iter().map(|(sku, _)| sku.as_str()).collect::<Vec<_>>())
                 .await?;
         }
-        if let Some(admission) = &self.admission {
+        // A SKU this process knows is sold out is refused without a Redis round trip of its
+        // own (the refusal's record goes out in a batch): the limiter, which guards Redis and
+        // the stock, has nothing to guard there, and its call would be the attempt's round trip.
+        let sold_out = matches!(lines.as_slice(), [(sku, _)] if self.stock.locally_sold_out(sku));
+        if let Some(admission) = self.admission.as_ref().filter(|_| !sold_out) {
             admission
                 .admit(&metadata, trusted, lines.iter().map(|(sku, _)| sku.as_str()))
                 .await?;

@@ -193,6 +193,7 @@ impl Stock {
     /// Units came back to these lines' SKUs: a hot SKU's sold-out marker is stale now.
     async fn clear_sold_out(&self, lines: &[Line]) -> Result<(), InventoryError> {
         for line in lines {
+            self.forget_sold_out(&line.sku);
             if self.layout(&line.sku).await?.buckets > 1 {
                 let _: i64 = self.client().del(keys::sold_out(&line.sku)).await?;
             }

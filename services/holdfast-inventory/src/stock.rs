@@ -56,6 +56,10 @@ pub struct StockSettings {
     pub wait_replicas: u32,
     /// How long Commit waits for `wait_replicas`.
     pub wait_timeout: Duration,
+    /// Most one-line Reserves of one bucket coalesced into one `reserve_batch.lua` call
+    /// (standalone Redis; [`crate::coalesce`]). 1 turns coalescing off: every Reserve is its
+    /// own call. Default 64.
+    pub reserve_batch: usize,
 }
 
 impl Default for StockSettings {
@@ -65,6 +69,7 @@ impl Default for StockSettings {
             claim_lease: Duration::from_secs(5),
             wait_replicas: 0,
             wait_timeout: Duration::from_millis(100),
+            reserve_batch: scripts::MAX_BATCH,
         }
     }
 }
@@ -77,6 +82,7 @@ pub struct Stock {
     layouts: Arc<Mutex<HashMap<String, (Layout, Instant)>>>,
     settings: Arc<StockSettings>,
     pub(crate) truth: Option<Arc<crate::guard::Truth>>,
+    hot: Arc<crate::coalesce::HotPath>,
 }
 
 impl Stock {
@@ -88,7 +94,13 @@ impl Stock {
             layouts: Arc::default(),
             settings: Arc::default(),
             truth: None,
+            hot: Arc::default(),
         }
+    }
+
+    /// The Reserve batcher and the local sold-out markers ([`crate::coalesce`]).
+    pub fn hot_path(&self) -> &crate::coalesce::HotPath {
+        &self.hot
     }
 
     /// The same engine guarded by the durable truth in `truth` (see [`crate::truth`]).
@@ -111,6 +123,7 @@ impl Stock {
     /// The same engine with `settings`.
     #[must_use]
     pub fn with_settings(mut self, settings: StockSettings) -> Self {
+        self.hot = Arc::new(crate::coalesce::HotPath::new(settings.reserve_batch));
         self.settings = Arc::new(settings);
         self
     }
@@ -179,7 +192,13 @@ impl Stock {
                 .map(|keys| async move { scripts::availability(client, &keys).await }),
         )
         .await?;
-        Ok(std::iter::once(first).chain(rest).collect())
+        let levels: Vec<BucketLevel> = std::iter::once(first).chain(rest).collect();
+        if levels.iter().any(|b| b.levels.available() > 0) {
+            // Free units seen (a hold lapsed, another process restocked): the local sold-out
+            // marker must not refuse them.
+            self.forget_sold_out(sku);
+        }
+        Ok(levels)
     }
 
     /// The SKU's level summed over its buckets (GetStock, GetAvailability, Commit's answer),
@@ -245,6 +264,7 @@ impl Stock {
                 let _: i64 = client.srem(keys::HOT_SKUS, sku).await?;
             }
             let _: i64 = client.del(keys::sold_out(sku)).await?;
+            self.forget_sold_out(sku);
             // Answered only once durable: a crash before this loses an unacknowledged set.
             self.record_truth(sku).await?;
             return Ok(level);
@@ -336,6 +356,7 @@ impl Stock {
         match scripts::adjust_stock(client, &keys, adjustment_id, delta, retention_ms).await? {
             Adjustment::Applied(_) => {
                 self.touched([keys]);
+                self.forget_sold_out(sku);
                 if delta > 0 {
                     let _: i64 = client.del(keys::sold_out(sku)).await?;
                 }

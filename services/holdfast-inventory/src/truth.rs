@@ -240,6 +240,7 @@ impl Stock {
         released.extend(done.released);
         self.touched([keys]);
         let _: i64 = fred::prelude::KeysInterface::del(client, keys::sold_out(sku)).await?;
+        self.forget_sold_out(sku);
         if !released.is_empty() {
             tracing::warn!(%sku, ?released, "holds that no longer fit the rebuilt stock were released; their commits will fail");
         }

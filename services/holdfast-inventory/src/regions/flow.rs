@@ -196,6 +196,7 @@ impl Regions {
                 .client()
                 .del(crate::keys::sold_out(&debit.sku))
                 .await?;
+            self.stock().forget_sold_out(&debit.sku);
         }
         self.answered(&debit.sku);
         self.wake_relay();

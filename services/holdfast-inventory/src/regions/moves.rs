@@ -65,6 +65,7 @@ impl Regions {
                 self.stock().record_truth(sku).await?;
                 // Units again: a hot SKU's sold-out marker must not short-circuit them.
                 let _: i64 = client.del(crate::keys::sold_out(sku)).await?;
+                self.stock().forget_sold_out(sku);
                 self.wake_relay();
             }
             MoveIn::Repeat => {}

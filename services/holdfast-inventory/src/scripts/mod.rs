@@ -13,6 +13,7 @@ use crate::metrics;
 holdfast_platform::lua_scripts! {
     RESERVE => "reserve.lua",
     RESERVE_SINGLE => "reserve_single.lua",
+    RESERVE_BATCH => "reserve_batch.lua",
     COMMIT => "commit.lua",
     RELEASE => "release.lua",
     EXTEND => "extend.lua",
@@ -135,11 +136,13 @@ impl Levels {
     }
 }
 
+mod batch;
 mod hold;
 mod records;
 mod stock;
 mod truth;
 
+pub use batch::*;
 pub use hold::*;
 pub use records::*;
 pub use stock::*;

@@ -1,0 +1,142 @@
+--! prelude: base, bucket, bucket_purge
+-- reserve_batch.lua: the one-line Reserves that queued for one bucket while the previous call
+-- was in flight (the service's per-bucket batcher, standalone Redis), run in arrival order in
+-- one atomic step: TIME once, purge once, counters read once and written once, the expiry
+-- index touched once. Every item is exactly reserve_single.lua: its first answer from its
+-- record (or a conflict), else hold or refuse and write the record. A rid twice in one batch,
+-- or again in a later one, holds once (the first item's record answers the second).
+--
+-- KEYS[1] bucket    inv:{B}          hash on_hand/reserved/sold
+-- KEYS[2] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[3] held      inv:{B}:held     the old layout's hash rid -> units (read, drained)
+-- KEYS[4] events    inv:{B}:events   outbox stream
+-- KEYS[5] expiries  inv:expiries     zset bucket tag -> earliest hold expiry (the sweeper's index)
+-- KEYS[5+i]         res:{rid}        the record of item i
+-- ARGV[1] sku              outbox entries, shortage answers
+-- ARGV[2] bucket_index     outbox entries, integer >= 0
+-- ARGV[3] tag              the bucket's tag in the expiry index
+-- ARGV[4] retention_ms     how long a reserved record outlives its hold, integer >= 1
+-- ARGV[5] rejected_retention_ms  how long a refused record is kept, integer >= 1
+-- ARGV[6] n                items, 1..64
+-- ARGV[7] mode             'live': the usual. 'sold_out': the service's local sold-out marker
+--                          stands, so the bucket is not read at all (no TIME, purge or
+--                          counters): an item with a record gets its first answer, every other
+--                          is refused with available 0 and the refusal recorded. Never grants.
+-- ARGV[8+5*(i-1) ...] item i: rid, qty (>= 1), ttl_ms (>= 1), fingerprint, lines (the record's
+--                     JSON lines [["sku",qty,0]])
+-- ARGV[8+5*n] if_missing   'lost': a bucket without on_hand answers {-1} for every item
+--                          without a record (nothing written); 'empty': the durable truth says
+--                          the SKU was never stocked (or there is none): refuse and record.
+--
+-- Reply: one array per item, in order, as reserve_single.lua:
+--          {"reserved", expires_at} | {"rejected", 0, shortages} | {"conflict"} | {"busy"} |
+--          {state, expires_at, shortages} (the first answer) | {-1} (bucket lost, see above)
+--        then {available, lapse_in}: the bucket's available units after the batch (-1 when not
+--        read: sold_out mode or a lost bucket) and, when it ends empty, ms until its earliest
+--        live hold lapses (-1 without one): the service's sold-out marker must not outlive it.
+-- Error reply `ERR ...` (nothing changed) for a bad argument, `OUTBOX_FULL ...` (nothing
+-- changed) while OUTBOX_LIMIT unpublished entries wait: the whole batch fails, callers retry.
+
+local inv, holds, held, events, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local sku, bucket, tag = ARGV[1], ARGV[2], ARGV[3]
+local retention_ms, rejected_retention_ms, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local mode = ARGV[7]
+local MAX_ITEMS, PER_ITEM = 64, 5
+if sku == nil or sku == '' or tag == nil or tag == '' then
+  return redis.error_reply('ERR reserve_batch: sku and tag are required')
+end
+if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
+  return redis.error_reply('ERR reserve_batch: bucket_index must be an integer >= 0')
+end
+if not is_int(retention_ms) or retention_ms < 1 or not is_int(rejected_retention_ms) or rejected_retention_ms < 1 then
+  return redis.error_reply('ERR reserve_batch: retention_ms and rejected_retention_ms must be integers >= 1')
+end
+if mode ~= 'live' and mode ~= 'sold_out' then
+  return redis.error_reply('ERR reserve_batch: mode must be live or sold_out')
+end
+if not is_int(n) or n < 1 or n > MAX_ITEMS or #ARGV ~= 8 + PER_ITEM * n or #KEYS ~= 5 + n then
+  return redis.error_reply('ERR reserve_batch: n must be 1..64 with 5 arguments and one record key per item')
+end
+local if_missing = ARGV[8 + PER_ITEM * n]
+if if_missing ~= 'lost' and if_missing ~= 'empty' then
+  return redis.error_reply('ERR reserve_batch: if_missing must be lost or empty')
+end
+-- Every item is checked before anything is written: a bad item fails the batch unchanged.
+local items = {}
+for i = 1, n do
+  local at = 7 + PER_ITEM * (i - 1)
+  local item = {rid = ARGV[at + 1], qty = tonumber(ARGV[at + 2]), ttl_ms = tonumber(ARGV[at + 3]),
+    fp = ARGV[at + 4], lines = ARGV[at + 5], record = KEYS[5 + i]}
+  if item.rid == '' or item.fp == '' then return redis.error_reply('ERR reserve_batch: rid and fingerprint are required') end
+  if not is_int(item.qty) or item.qty < 1 then return redis.error_reply('ERR reserve_batch: qty must be an integer >= 1') end
+  if not is_int(item.ttl_ms) or item.ttl_ms < 1 then
+    return redis.error_reply('ERR reserve_batch: ttl_ms must be an integer >= 1')
+  end
+  items[i] = item
+end
+
+local live = mode == 'live'
+local now, lost, on_hand, reserved, sold = 0, false, 0, 0, 0
+if live then
+  -- A bucket without on_hand is not "0 units": Redis may have lost it (a restart without AOF,
+  -- a FLUSHALL, an eviction). Never purged or written; inventory's truth guard decides.
+  lost = redis.call('HEXISTS', inv, 'on_hand') == 0
+  if not lost then
+    -- Back-pressure, never trimming: new work waits while the bus has not taken the backlog.
+    if outbox_full(events) then
+      return redis.error_reply('OUTBOX_FULL reserve_batch: the outbox of this bucket is full; retry once the bus takes it')
+    end
+    now = now_ms()
+    purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
+    local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+    on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+  end
+end
+local reserved_before, earliest = reserved, nil
+
+local replies = {}
+for i, item in ipairs(items) do
+  local rid, qty = item.rid, item.qty
+  local existing = rec_get(item.record)
+  if existing.state then
+    if existing.fp ~= item.fp then replies[i] = {'conflict'}
+    elseif existing.state == 'pending' then replies[i] = {'busy'}
+    else replies[i] = {existing.state, num(existing.expires_at), existing.shortages or ''} end
+  elseif lost and if_missing == 'lost' then
+    replies[i] = {-1}
+  else
+    local available = 0
+    if live and not lost then available = on_hand - reserved end
+    if available < qty then
+      local shortages = cjson.encode({{sku, qty, math.max(available, 0)}})
+      -- A refusal holds nothing: keep it only as long as a client's retries need the same answer.
+      rec_put(item.record, {state = 'rejected', fp = item.fp, lines = item.lines, shortages = shortages},
+        rejected_retention_ms)
+      replies[i] = {'rejected', 0, shortages}
+    else
+      local expires_at = now + item.ttl_ms
+      reserved = reserved + qty
+      hold_put(inv, holds, held, rid, qty, expires_at)
+      emit(inv, events, {'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+        'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
+        'expires_at', int(expires_at)})
+      rec_put(item.record, {state = 'reserved', fp = item.fp, lines = item.lines, expires_at = int(expires_at)},
+        item.ttl_ms + retention_ms)
+      if earliest == nil or expires_at < earliest then earliest = expires_at end
+      replies[i] = {'reserved', expires_at}
+    end
+  end
+end
+
+if reserved ~= reserved_before then redis.call('HSET', inv, 'reserved', int(reserved)) end
+if earliest then redis.call('ZADD', expiries, 'LT', int(earliest), tag) end
+local available_after, lapse_in = -1, -1
+if live and not lost then
+  available_after = math.max(on_hand - reserved, 0)
+  if available_after == 0 then
+    local first = hold_next_expiry(holds)
+    if first >= 0 then lapse_in = math.max(first - now, 0) end
+  end
+end
+replies[#replies + 1] = {available_after, lapse_in}
+return replies

@@ -1,0 +1,139 @@
+//! `reserve_batch.lua`: the one-line Reserves queued for one bucket, in one atomic call.
+
+use fred::prelude::{Client, Value};
+
+use super::{RESERVE_BATCH, Record, SingleReserve, bucket_keys4, int_at, protocol, run, s, string_at};
+use crate::error::InventoryError;
+use crate::keys::{self, BucketKeys};
+
+/// Most items one call carries (`MAX_ITEMS` in the script).
+pub const MAX_BATCH: usize = 64;
+
+/// One whole one-line Reserve in a batch (its record is written by the script).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchItem {
+    /// Reservation id.
+    pub rid: String,
+    /// Units, >= 1.
+    pub qty: i64,
+    /// Hold lifetime, ms.
+    pub ttl_ms: i64,
+    /// The request's fingerprint.
+    pub fingerprint: String,
+    /// The record's lines (JSON).
+    pub lines: String,
+}
+
+/// How the call treats the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchMode {
+    /// Read the bucket: hold or refuse each item. A bucket without `on_hand` answers
+    /// [`SingleReserve::Missing`] when `missing_is_empty` is false (the durable truth decides),
+    /// else refuses (the SKU was never stocked).
+    Live {
+        /// A missing bucket reads as empty.
+        missing_is_empty: bool,
+    },
+    /// The local sold-out marker stands: the bucket is not read; first answers stand and
+    /// every other item is refused (available 0) and recorded. Never grants.
+    SoldOut,
+}
+
+/// What one `reserve_batch.lua` call answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchReply {
+    /// One per item, in order (as `reserve_single.lua` answers).
+    pub outcomes: Vec<SingleReserve>,
+    /// The bucket's available units after the call; `None` when not read (sold-out mode, or
+    /// the bucket is missing).
+    pub available: Option<i64>,
+    /// When the bucket ended the call empty: ms until its earliest live hold lapses; `None`
+    /// without holds (or when not empty, or not read).
+    pub lapse_in_ms: Option<i64>,
+}
+
+/// `reserve_batch.lua`: runs `items` in order on one bucket (standalone Redis: the records
+/// and the bucket on one server). `retention_ms` is (kept after the hold's TTL when
+/// reserved, kept when rejected).
+pub async fn reserve_batch(
+    client: &Client,
+    keys: &BucketKeys,
+    items: &[BatchItem],
+    retention_ms: (i64, i64),
+    mode: BatchMode,
+) -> Result<BatchReply, InventoryError> {
+    let script = &*RESERVE_BATCH;
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(protocol(script, format!("{} items", items.len())));
+    }
+    let mut key_list = bucket_keys4(keys);
+    key_list.push(keys::EXPIRY_INDEX.to_string());
+    key_list.extend(items.iter().map(|item| keys::reservation(&item.rid)));
+    let (mode_arg, if_missing) = match mode {
+        BatchMode::Live { missing_is_empty } => ("live", if missing_is_empty { "empty" } else { "lost" }),
+        BatchMode::SoldOut => ("sold_out", "lost"),
+    };
+    let mut args = Vec::with_capacity(8 + 5 * items.len());
+    args.extend([
+        s(&keys.sku),
+        s(keys.index),
+        s(&keys.tag),
+        s(retention_ms.0),
+        s(retention_ms.1),
+        s(items.len()),
+        s(mode_arg),
+    ]);
+    for item in items {
+        args.extend([
+            s(&item.rid),
+            s(item.qty),
+            s(item.ttl_ms),
+            s(&item.fingerprint),
+            s(&item.lines),
+        ]);
+    }
+    args.push(s(if_missing));
+    let mut reply = run(script, client, key_list, args).await?;
+    if reply.len() != items.len() + 1 {
+        return Err(protocol(
+            script,
+            format!("{} answers for {} items", reply.len(), items.len()),
+        ));
+    }
+    let (available, lapse_in) = match reply.pop() {
+        Some(Value::Array(tail)) => (int_at(script, &tail, 0)?, int_at(script, &tail, 1)?),
+        other => return Err(protocol(script, format!("tail {other:?}"))),
+    };
+    let outcomes = reply
+        .into_iter()
+        .map(|answer| match answer {
+            Value::Array(values) => outcome(&values),
+            other => Err(protocol(script, format!("item answer {other:?}"))),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(BatchReply {
+        outcomes,
+        available: (available >= 0).then_some(available),
+        lapse_in_ms: (lapse_in >= 0).then_some(lapse_in),
+    })
+}
+
+fn outcome(reply: &[Value]) -> Result<SingleReserve, InventoryError> {
+    let script = &*RESERVE_BATCH;
+    if reply.len() == 1 && reply[0].as_i64() == Some(-1) {
+        return Ok(SingleReserve::Missing);
+    }
+    let first = string_at(script, reply, 0)?;
+    Ok(match first.as_str() {
+        "reserved" if reply.len() == 2 => SingleReserve::Reserved(int_at(script, reply, 1)?),
+        "rejected" if reply.len() == 3 => SingleReserve::Rejected(string_at(script, reply, 2)?),
+        "conflict" => SingleReserve::Conflict,
+        "busy" => SingleReserve::Busy,
+        _ => SingleReserve::Existing(Record {
+            state: first,
+            expires_at: int_at(script, reply, 1)?,
+            shortages: string_at(script, reply, 2)?,
+            lines: String::new(),
+        }),
+    })
+}
