@@ -135,7 +135,7 @@ pub async fn drain(
         // refuse them.
         if entries.iter().any(|(_, f)| {
             f.get("type")
-                .is_some_and(|kind| crate::coalesce::frees_units(kind))
+                .is_some_and(|kind| crate::hot_path::frees_units(kind))
         }) {
             stock.forget_sold_out(&bucket.sku);
         }

@@ -3,7 +3,7 @@
 //!
 //! The sold-out marker is local to the process and only ever refuses: a grant always goes
 //! through the script. It is set when a script call finds the bucket empty, lives
-//! [`LOCAL_SOLD_OUT`] at most and never past the moment the bucket's first live hold lapses
+//! [`crate::hot_path::LOCAL_SOLD_OUT`] at most and never past the moment the bucket's first live hold lapses
 //! (timed from before the call was sent, so Redis's clock is never behind it), belongs to the
 //! truth era it was set in (a new era voids it), and is dropped at once by every change this
 //! process makes or sees that can free units: Release, the expiry sweep, SetStock,
@@ -12,111 +12,24 @@
 //! than a hold, a sale or a debit. Another process's restock reaches this one through its
 //! outbox (relayed by whichever process touched the bucket) or, at worst, the marker's expiry.
 //! While it stands, the SKU's Reserves queue in a lane of their own (always coalesced, up to
-//! [`MAX_BATCH`] per call, never behind a live call of the bucket) and the call, if the
+//! [`crate::scripts::MAX_BATCH`] per call, never behind a live call of the bucket) and the call, if the
 //! marker still stands when it is sent, runs `reserve_batch.lua` in `sold_out` mode: the
 //! bucket is not read (no TIME, purge, counters); a repeated id gets its first answer and
 //! every other item is refused and recorded as usual (a refusal stays the answer to its id);
 //! one round trip per batch.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::batcher::Batcher;
 use crate::error::InventoryError;
+use crate::hot_path::{LOCAL_SOLD_OUT, Queued};
 use crate::keys::BucketKeys;
 use crate::metrics;
 use crate::reservations::{
     Line, RECORD_RETENTION, REJECTED_RETENTION, ReserveAnswer, answer_from, conflict, decode, encode, ms,
 };
-use crate::scripts::{self, BatchItem, BatchMode, MAX_BATCH, SingleReserve};
+use crate::scripts::{self, BatchItem, BatchMode, SingleReserve};
 use crate::stock::Stock;
-
-/// How long a local sold-out marker answers before a script call looks again. Short: another
-/// process's restock may reach this one only through this expiry.
-pub const LOCAL_SOLD_OUT: Duration = Duration::from_millis(100);
-/// SKUs with a marker kept before the map is cleared.
-const MARKERS_LIMIT: usize = 100_000;
-
-/// One queued Reserve's answer, and whether the local sold-out marker gave it.
-type Queued = (SingleReserve, bool);
-
-/// The batcher of plain-bucket Reserves and the local sold-out markers.
-#[derive(Debug)]
-pub struct HotPath {
-    batcher: Option<Batcher<BatchItem, Queued>>,
-    /// The Reserves that found their SKU's marker standing: always coalesced (up to
-    /// [`MAX_BATCH`] per call, whatever `--reserve-batch` says), in a lane of their own so
-    /// they never queue behind a live call of the bucket. Its calls re-read the marker when
-    /// sent and run live if it is gone (a grant still only through the script).
-    refusals: Batcher<BatchItem, Queued>,
-    sold_out: Mutex<HashMap<String, (Instant, u64)>>,
-    /// Bumped by every clear: a call sent before a restock must not mark afterwards.
-    clears: AtomicU64,
-}
-
-impl HotPath {
-    /// Coalescing on (`batch` > 1: at most that many Reserves per call) or off (every Reserve
-    /// its own call).
-    pub fn new(batch: usize) -> Self {
-        Self {
-            batcher: (batch > 1).then(|| Batcher::new(batch.min(MAX_BATCH))),
-            refusals: Batcher::new(MAX_BATCH),
-            sold_out: Mutex::default(),
-            clears: AtomicU64::new(0),
-        }
-    }
-
-    /// Whether `sku` is marked sold out in `era` (0 without a truth guard).
-    pub fn is_sold_out(&self, sku: &str, era: u64) -> bool {
-        let mut markers = self.sold_out.lock().unwrap_or_else(PoisonError::into_inner);
-        match markers.get(sku) {
-            Some((until, at_era)) if *at_era == era && Instant::now() < *until => true,
-            Some(_) => {
-                markers.remove(sku);
-                false
-            }
-            None => false,
-        }
-    }
-
-    fn mark_sold_out(&self, sku: &str, era: u64, clears_seen: u64, until: Instant) {
-        let mut markers = self.sold_out.lock().unwrap_or_else(PoisonError::into_inner);
-        if self.clears.load(Ordering::SeqCst) != clears_seen || until <= Instant::now() {
-            return;
-        }
-        if markers.len() >= MARKERS_LIMIT {
-            markers.clear();
-        }
-        markers.insert(sku.to_string(), (until, era));
-    }
-
-    /// Drops `sku`'s marker: something may have freed units.
-    pub fn clear_sold_out(&self, sku: &str) {
-        let mut markers = self.sold_out.lock().unwrap_or_else(PoisonError::into_inner);
-        // Under the lock, so a mark that read the counter before this clear is refused.
-        self.clears.fetch_add(1, Ordering::SeqCst);
-        markers.remove(sku);
-    }
-
-    /// Reserves on bucket `tag` waiting for (or in) a `reserve_batch.lua` call.
-    pub fn waiting(&self, tag: &str) -> usize {
-        self.batcher.as_ref().map_or(0, |b| b.waiting(tag)) + self.refusals.waiting(tag)
-    }
-}
-
-impl Default for HotPath {
-    fn default() -> Self {
-        Self::new(MAX_BATCH)
-    }
-}
-
-/// Whether an outbox entry of `kind` may have made units available (every kind but a hold,
-/// a sale and a debit: an unknown kind counts as freeing).
-pub fn frees_units(kind: &str) -> bool {
-    !matches!(kind, "reserved" | "committed" | "transfer_out" | "debited")
-}
 
 impl Stock {
     fn era_now(&self) -> u64 {

@@ -12,6 +12,7 @@ pub mod batcher;
 pub mod coalesce;
 pub mod error;
 pub mod guard;
+pub mod hot_path;
 pub mod keys;
 pub mod metrics;
 pub mod reconcile;

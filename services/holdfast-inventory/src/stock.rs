@@ -82,7 +82,7 @@ pub struct Stock {
     layouts: Arc<Mutex<HashMap<String, (Layout, Instant)>>>,
     settings: Arc<StockSettings>,
     pub(crate) truth: Option<Arc<crate::guard::Truth>>,
-    hot: Arc<crate::coalesce::HotPath>,
+    hot: Arc<crate::hot_path::HotPath>,
 }
 
 impl Stock {
@@ -99,7 +99,7 @@ impl Stock {
     }
 
     /// The Reserve batcher and the local sold-out markers ([`crate::coalesce`]).
-    pub fn hot_path(&self) -> &crate::coalesce::HotPath {
+    pub fn hot_path(&self) -> &crate::hot_path::HotPath {
         &self.hot
     }
 
@@ -123,7 +123,7 @@ impl Stock {
     /// The same engine with `settings`.
     #[must_use]
     pub fn with_settings(mut self, settings: StockSettings) -> Self {
-        self.hot = Arc::new(crate::coalesce::HotPath::new(settings.reserve_batch));
+        self.hot = Arc::new(crate::hot_path::HotPath::new(settings.reserve_batch));
         self.settings = Arc::new(settings);
         self
     }
