@@ -19,9 +19,10 @@
 -- ARGV[5] rejected_retention_ms  how long a refused record is kept, integer >= 1
 -- ARGV[6] n                items, 1..64
 -- ARGV[7] mode             'live': the usual. 'sold_out': the service's local sold-out marker
---                          stands, so the bucket is not read at all (no TIME, purge or
---                          counters): an item with a record gets its first answer, every other
---                          is refused with available 0 and the refusal recorded. Never grants.
+--                          stands, so the bucket is not read (no TIME, purge or counters; only
+--                          whether it exists: a lost bucket answers as in 'live'): an item with
+--                          a record gets its first answer, every other is refused with
+--                          available 0 and the refusal recorded. Never grants.
 -- ARGV[8+5*(i-1) ...] item i: rid, qty (>= 1), ttl_ms (>= 1), fingerprint, lines (the record's
 --                     JSON lines [["sku",qty,0]])
 -- ARGV[8+5*n] if_missing   'lost': a bucket without on_hand answers {-1} for every item
@@ -76,11 +77,12 @@ for i = 1, n do
 end
 
 local live = mode == 'live'
-local now, lost, on_hand, reserved, sold = 0, false, 0, 0, 0
+local now, on_hand, reserved, sold = 0, 0, 0, 0
+-- A bucket without on_hand is not "0 units": Redis may have lost it (a restart without AOF,
+-- a FLUSHALL, an eviction). Never purged or written; inventory's truth guard decides. Read in
+-- sold_out mode too: a marker set before the loss must not refuse what the rebuild gives back.
+local lost = redis.call('HEXISTS', inv, 'on_hand') == 0
 if live then
-  -- A bucket without on_hand is not "0 units": Redis may have lost it (a restart without AOF,
-  -- a FLUSHALL, an eviction). Never purged or written; inventory's truth guard decides.
-  lost = redis.call('HEXISTS', inv, 'on_hand') == 0
   if not lost then
     -- Back-pressure, never trimming: new work waits while the bus has not taken the backlog.
     if outbox_full(events) then

@@ -90,6 +90,8 @@ impl Stock {
                 // No bucket in Redis: lost (rebuilt now from the durable truth: once more) or
                 // never stocked (refused and recorded, as the multi-step path would).
                 SingleReserve::Missing => {
+                    // The bucket is gone: a marker set before the loss says nothing now.
+                    self.hot_path().clear_sold_out(sku);
                     if !rechecked && self.recheck_missing(sku).await? {
                         rechecked = true;
                     } else {
