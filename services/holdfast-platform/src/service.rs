@@ -490,18 +490,20 @@ mod tests {
         }
     }
 
+    const EVERY_PEER: [Peer; 5] = [
+        Peer::Catalog,
+        Peer::Inventory,
+        Peer::Cart,
+        Peer::Payments,
+        Peer::Warehouse,
+    ];
+
     // A peer without a URL runs in this process and is called in-process; one with a URL,
     // or any with --peers-over-grpc, over gRPC.
     #[tokio::test]
     async fn channel_is_in_process_for_peers_here_unless_a_url_or_peers_over_grpc() {
         let here = context(PeerArgs::default());
-        for peer in [
-            Peer::Catalog,
-            Peer::Inventory,
-            Peer::Cart,
-            Peer::Payments,
-            Peer::Warehouse,
-        ] {
+        for peer in EVERY_PEER {
             assert!(here.channel(peer).expect("channel").is_in_process(), "{peer:?}");
         }
 
@@ -521,13 +523,7 @@ mod tests {
             peers_over_grpc: true,
             ..PeerArgs::default()
         });
-        for peer in [
-            Peer::Catalog,
-            Peer::Inventory,
-            Peer::Cart,
-            Peer::Payments,
-            Peer::Warehouse,
-        ] {
+        for peer in EVERY_PEER {
             assert!(
                 !over_grpc.channel(peer).expect("channel").is_in_process(),
                 "{peer:?}"
