@@ -23,11 +23,14 @@ use tokio::sync::oneshot;
 
 use crate::Failure;
 
+/// How a job that ran is answered, given its batch's commit failure if any.
+type Answer = Box<dyn FnOnce(Option<&Failure>) + Send>;
+
 /// What a job leaves for after the commit: whether its work succeeded (its savepoint was
 /// released) and how to answer its caller, given the batch's commit failure if any.
 struct Ran {
     ok: bool,
-    answer: Box<dyn FnOnce(Option<&Failure>) + Send>,
+    answer: Answer,
 }
 
 /// A queued job: run it, or refuse it (it never ran) with a reason.

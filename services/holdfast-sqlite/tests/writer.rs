@@ -134,6 +134,42 @@ async fn writer_failing_job_rolls_back_alone_and_the_rest_of_its_batch_commits()
 }
 
 #[tokio::test]
+async fn writer_panicking_job_fails_alone_and_the_writer_goes_on() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("w.db");
+    let db = open(&path);
+    let (release, held) = hold_writer(&db).await;
+
+    let before = put(&db, "before");
+    let panicking = db.write(|conn| {
+        conn.execute("INSERT INTO kv (k, v) VALUES ('panicked', 1)", [])
+            .map_err(sql)?;
+        panic!("a job's bug");
+        #[allow(unreachable_code)]
+        Ok::<(), TestError>(())
+    });
+    let after = put(&db, "after");
+    release.send(()).expect("release");
+    held.await.expect("holding job");
+
+    before.await.expect("before committed");
+    assert!(
+        matches!(panicking.await, Err(TestError::Db(Failure { code: None, .. }))),
+        "the panicking job is answered with an error, not a panic"
+    );
+    after.await.expect("after committed");
+    assert_eq!(committed(&path, "before"), Some(1));
+    assert_eq!(
+        committed(&path, "panicked"),
+        None,
+        "the panicked job's write was rolled back"
+    );
+    assert_eq!(committed(&path, "after"), Some(1));
+    put(&db, "next").await.expect("the writer goes on");
+    assert_eq!(committed(&path, "next"), Some(1));
+}
+
+#[tokio::test]
 async fn writer_failed_commit_answers_no_job_of_its_batch_as_done() {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("w.db");
