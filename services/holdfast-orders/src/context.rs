@@ -4,20 +4,37 @@
 
 use std::collections::BTreeMap;
 
-use holdfast_store::{IdempotencyStore, OrderStore, OutboxMessage, OutboxStore, SagaStore, WaitingRoomStore};
+use holdfast_store::{
+    IdempotencyStore, JoinedWriteStore, OrderStore, OutboxMessage, OutboxStore, SagaStore, WaitingRoomStore,
+};
 use tokio::sync::Notify;
 
 use crate::options::OrdersOptions;
 use crate::upstream::Clients;
 
-/// The store orders needs: every checkout aggregate and the waiting room, shareable
-/// across tasks.
+/// The store orders needs: every checkout aggregate (and transitions joined with their
+/// order and key writes) and the waiting room, shareable across tasks.
 pub trait OrdersStore:
-    OrderStore + SagaStore + IdempotencyStore + OutboxStore + WaitingRoomStore + Clone + 'static
+    OrderStore
+    + SagaStore
+    + IdempotencyStore
+    + OutboxStore
+    + WaitingRoomStore
+    + JoinedWriteStore
+    + Clone
+    + 'static
 {
 }
-impl<T: OrderStore + SagaStore + IdempotencyStore + OutboxStore + WaitingRoomStore + Clone + 'static>
-    OrdersStore for T
+impl<
+    T: OrderStore
+        + SagaStore
+        + IdempotencyStore
+        + OutboxStore
+        + WaitingRoomStore
+        + JoinedWriteStore
+        + Clone
+        + 'static,
+> OrdersStore for T
 {
 }
 

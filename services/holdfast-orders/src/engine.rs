@@ -20,7 +20,7 @@ use std::ops::Deref;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use holdfast_store::{SagaRecord, SagaTransition, StoreError};
+use holdfast_store::{JoinedWrite, SagaRecord, SagaTransition, StoreError};
 use prometheus::IntCounterVec;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -210,15 +210,24 @@ impl<S: OrdersStore> Engine<S> {
                 Ok(result) => {
                     let step = result.step_name();
                     let mut later = None;
-                    let (state, outbox, finished) = match result {
-                        StepResult::Next { state, outbox, .. } => (state, outbox, false),
+                    let (state, outbox, joined, finished) = match result {
+                        StepResult::Next {
+                            state,
+                            outbox,
+                            joined,
+                            ..
+                        } => (state, outbox, joined, false),
                         StepResult::Later { state, at_ms, .. } => {
                             later = Some(at_ms);
-                            (state, Vec::new(), false)
+                            (state, Vec::new(), Vec::new(), false)
                         }
-                        StepResult::Finished { state } => (state, Vec::new(), true),
+                        StepResult::Finished { state, joined } => (state, Vec::new(), joined, true),
                     };
-                    let wrote_events = !outbox.is_empty();
+                    let wrote_events = !outbox.is_empty()
+                        || joined
+                            .iter()
+                            .any(|write| matches!(write, JoinedWrite::UpdateOrder { outbox, .. } if !outbox.is_empty()));
+                    let joins_writes = !joined.is_empty();
                     let transition = SagaTransition {
                         step: step.to_string(),
                         state,
@@ -231,13 +240,23 @@ impl<S: OrdersStore> Engine<S> {
                         lease_until_ms: later.unwrap_or_else(|| now_ms() + self.ctx.options.lease_ms()),
                         finished,
                     };
+                    // The step's order and key writes go with the transition: one atomic
+                    // write on SQLite, so the order and the saga never disagree.
                     match self
                         .ctx
                         .store
-                        .transition_saga(&saga.id, saga.version, transition, outbox)
+                        .transition_saga_joined(&saga.id, saga.version, transition, outbox, joined)
                         .await
                     {
                         Ok(next) => saga = next,
+                        // With joined writes, the conflict may be the order's (a cancel
+                        // moved it): let go briefly and run the step again on the fresh
+                        // order. If it was the saga's, letting go fails too: harmless.
+                        Err(StoreError::VersionConflict { .. }) if joins_writes => {
+                            STEPS.with_label_values(&[&saga.kind, &step_name, "retry"]).inc();
+                            self.let_go(&saga).await;
+                            return Err(OrdersError::Conflict("the order changed under the step; retry"));
+                        }
                         Err(StoreError::VersionConflict { .. }) => {
                             STEPS.with_label_values(&[&saga.kind, &step_name, "lost"]).inc();
                             return Err(OrdersError::Conflict("another worker took this saga over; retry"));
@@ -261,23 +280,28 @@ impl<S: OrdersStore> Engine<S> {
                     STEPS.with_label_values(&[&saga.kind, &step_name, "retry"]).inc();
                     tracing::warn!(saga = %saga.id, kind = %saga.kind, step = %step_name,
                         %error, "saga step failed; it will be retried");
-                    // Let go with a short lease: the recovery worker picks it up after it.
-                    let transition = SagaTransition {
-                        step: saga.step.clone(),
-                        state: saga.state.clone(),
-                        lease_owner: String::new(),
-                        lease_until_ms: now_ms() + self.ctx.options.retry_after.as_millis() as i64,
-                        finished: false,
-                    };
-                    let _ = self
-                        .ctx
-                        .store
-                        .transition_saga(&saga.id, saga.version, transition, Vec::new())
-                        .await;
+                    self.let_go(&saga).await;
                     return Err(error);
                 }
             }
         }
+    }
+
+    /// Lets go of `saga` with a short lease: the recovery worker (or the client's retry)
+    /// picks it up after it. A failure to let go only means waiting for the full lease.
+    async fn let_go(&self, saga: &SagaRecord) {
+        let transition = SagaTransition {
+            step: saga.step.clone(),
+            state: saga.state.clone(),
+            lease_owner: String::new(),
+            lease_until_ms: now_ms() + self.ctx.options.retry_after.as_millis() as i64,
+            finished: false,
+        };
+        let _ = self
+            .ctx
+            .store
+            .transition_saga(&saga.id, saga.version, transition, Vec::new())
+            .await;
     }
 
     /// Whether `saga` is of a kind that parks and has failed past `park_after` since it

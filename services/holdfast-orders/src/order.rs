@@ -10,7 +10,7 @@
 use holdfast_proto::common::v1::Money;
 use holdfast_proto::events::v1::{OrderCancelled, OrderEvent, OrderLine as EventLine, order_event};
 use holdfast_proto::orders::v1::{Order, OrderLine, OrderStatus, StatusChange};
-use holdfast_store::{OutboxMessage, StoreError, StoredOrder};
+use holdfast_store::{JoinedWrite, OutboxMessage, StoreError, StoredOrder};
 use prost::Message;
 
 use crate::context::{OrdersStore, StepContext};
@@ -239,6 +239,26 @@ pub async fn change<S: OrdersStore>(
         }
     }
     Err(OrdersError::Conflict("the order kept changing; retry"))
+}
+
+/// Loads the order and lets `decide` change it, like [`change`], but returns the write
+/// instead of making it: the step joins it to its saga transition (one atomic write on
+/// SQLite). `None` when `decide` keeps the order as it is. A conflict (someone changed the
+/// order after this read) fails that joined write, and the engine runs the step again.
+pub async fn change_joined<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    order_id: &str,
+    decide: impl FnOnce(&mut Order) -> Result<Change, OrdersError>,
+) -> Result<Option<JoinedWrite>, OrdersError> {
+    let (mut current, version) = load(ctx, order_id).await?;
+    let Change::Write(events) = decide(&mut current)? else {
+        return Ok(None);
+    };
+    Ok(Some(JoinedWrite::UpdateOrder {
+        order: to_stored(&current, version),
+        expected_version: version,
+        outbox: events,
+    }))
 }
 
 #[cfg(test)]

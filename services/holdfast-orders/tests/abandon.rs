@@ -26,9 +26,10 @@ fn setup() -> Setup {
     }
 }
 
-/// Runs a checkout's steps in memory (their side effects are real) through `stop`, whose
-/// transition is then "lost": the saga is stored at `stop`, started an hour ago (past the
-/// abandon window), with no lease, for the recovery worker to find. Returns the saga id.
+/// Runs a checkout's steps in memory (their side effects and joined writes are real)
+/// through `stop`, whose transition is then "lost": the saga is stored at `stop`, started
+/// an hour ago (past the abandon window), with no lease, for the recovery worker to find.
+/// Returns the saga id.
 async fn lose_the_transition_of(fx: &Fixture, key: &str, stop: &str) -> String {
     let ctx = fx.orders_running.engine.context();
     let request = checkout(key, "abby", &[("mug", 2)], "pm_card_visa");
@@ -42,11 +43,22 @@ async fn lose_the_transition_of(fx: &Fixture, key: &str, stop: &str) -> String {
     };
     loop {
         let result = saga::step(ctx, &record).await.expect("step");
-        if record.step == stop {
-            break;
-        }
         match result {
-            StepResult::Next { step, state, .. } => {
+            StepResult::Next {
+                step, state, joined, ..
+            } => {
+                // The step's joined writes (its order) land, `stop`'s too; only `stop`'s
+                // transition is lost (as on ScyllaDB, where they are written before it;
+                // SQLite writes them in one transaction, so there both would be lost
+                // together).
+                for write in joined {
+                    holdfast_store::joined::apply_in_order(&fx.store, write)
+                        .await
+                        .expect("joined write");
+                }
+                if record.step == stop {
+                    break;
+                }
                 record.step = step.into();
                 record.state = state;
             }

@@ -6,6 +6,7 @@
 //! - [`carts`]: [`CartStore`], the durable copy of live carts (last writer wins by version),
 //! - [`orders`]: [`OrderStore`], placed orders by id and by customer (optimistic versions),
 //! - [`sagas`]: [`SagaStore`], workflow state moved by conditional transitions under a lease,
+//!   and [`joined`]: [`JoinedWriteStore`], a transition with the order/key writes of its step,
 //! - [`idempotency`]: [`IdempotencyStore`], client keys claimed insert-if-absent, kept 24 h,
 //! - [`outbox`]: [`OutboxStore`], events written with the change they announce, and
 //!   [`relay`], the loop that publishes them,
@@ -34,6 +35,7 @@ pub mod conformance;
 mod cursor;
 pub mod error;
 pub mod idempotency;
+pub mod joined;
 pub mod open;
 pub mod orders;
 pub mod outbox;
@@ -51,6 +53,7 @@ pub use cart_purge::CartPurge;
 pub use carts::{CartStore, DEFAULT_CART_TTL, StoredCart, StoredCartLine};
 pub use error::StoreError;
 pub use idempotency::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim};
+pub use joined::{JoinedWrite, JoinedWriteStore};
 pub use open::{StoreArgs, StoreUrl, migrate, open};
 pub use orders::{OrderPage, OrderStore, StoredOrder};
 pub use outbox::{OutboxMessage, OutboxStore};

@@ -1,14 +1,16 @@
 //! The embedded backend: one SQLite file (rusqlite, bundled), the default for `holdfast dev`.
 //!
-//! One connection behind a mutex, every call on tokio's blocking pool. SQLite serialises
-//! writers anyway, so a pool would only add readers; that can come when a benchmark asks.
+//! The file is a [`holdfast_sqlite::Db`]: every write is a job for one writer thread that
+//! commits what is queued together (a savepoint per job, answered after the COMMIT), reads
+//! run on read-only connections, and checkpoints run on a thread of their own. So a write
+//! here is a function over a `&Connection` that is already inside a transaction: it never
+//! begins or commits one itself, and an `Err` from it rolls back its writes (and only its).
 //! WAL lets other processes (a `sqlite3` shell, a backup) read while the service writes,
 //! and `busy_timeout` makes such a reader's lock a short wait instead of an error.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::path::Path;
 
+use holdfast_sqlite::{Db, Failure, Options};
 use rusqlite::{Connection, ErrorCode, TransactionBehavior};
 
 use crate::StoreError;
@@ -16,6 +18,7 @@ use crate::StoreError;
 mod cart_purge;
 mod carts;
 mod idempotency;
+mod joined;
 mod orders;
 mod outbox;
 mod products;
@@ -23,9 +26,6 @@ mod sagas;
 mod stock_truth;
 mod waiting_room;
 mod warehouse;
-
-/// How long a call waits for another process's lock before giving up as `Unavailable`.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, applied in order at open; `PRAGMA user_version` counts those applied.
 /// Append only: never edit a migration that has shipped.
@@ -207,19 +207,27 @@ const MIGRATIONS: &[&str] = &[
     "#,
 ];
 
-/// The SQLite store. Cheap to clone; clones share the connection.
+/// The SQLite store. Cheap to clone; clones share the writer and the readers.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
-    /// `None` for an in-memory database.
-    path: Option<PathBuf>,
+    db: Db,
 }
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .finish_non_exhaustive()
+    }
+}
+
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        if failure.is_corrupt() {
+            StoreError::Corrupt(failure.to_string())
+        } else {
+            StoreError::Unavailable(failure.to_string())
+        }
     }
 }
 
@@ -227,81 +235,48 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file at `path` and brings its schema up to
     /// date. Refuses a file whose schema is newer than this build.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref().to_path_buf();
-        let opened = path.clone();
-        let conn = tokio::task::spawn_blocking(move || {
-            let conn = Connection::open(&opened).map_err(sqlite_error)?;
-            prepare_connection(conn, true)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("sqlite open task failed: {e}")))??;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path: Some(path),
-        })
+        Self::open_at(Some(path.as_ref().to_path_buf())).await
     }
 
     /// A private in-memory database with the full schema: real SQLite, gone on drop.
     pub async fn open_in_memory() -> Result<Self, StoreError> {
-        let conn = tokio::task::spawn_blocking(|| {
-            let conn = Connection::open_in_memory().map_err(sqlite_error)?;
-            prepare_connection(conn, false)
+        Self::open_at(None).await
+    }
+
+    async fn open_at(path: Option<std::path::PathBuf>) -> Result<Self, StoreError> {
+        let db = tokio::task::spawn_blocking(move || {
+            Db::open(path.as_deref(), Options::default(), |conn: &mut Connection| {
+                migrate(conn)
+            })
         })
         .await
         .map_err(|e| StoreError::Unavailable(format!("sqlite open task failed: {e}")))??;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-            path: None,
-        })
+        Ok(Self { db })
     }
 
     /// The database file, or `None` in memory.
     pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+        self.db.path()
     }
 
-    /// Runs `work` with the connection on the blocking pool.
-    async fn call<T, F>(&self, work: F) -> Result<T, StoreError>
+    /// Runs `work` on the writer, in its own savepoint of the next group commit; answers
+    /// once that committed. `work` must not begin or commit a transaction.
+    fn write<T, F>(&self, work: F) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        tokio::task::spawn_blocking(move || {
-            // A panic mid-call leaves no open transaction behind (rusqlite rolls back on
-            // drop), so a poisoned lock still guards a usable connection.
-            let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Unavailable(format!("sqlite task failed: {e}")))?
+        self.db.write(work)
     }
-}
 
-/// Pragmas and migrations for a fresh connection.
-fn prepare_connection(mut conn: Connection, on_disk: bool) -> Result<Connection, StoreError> {
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(sqlite_error)?;
-    if on_disk {
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(sqlite_error)?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Unavailable(format!(
-                "sqlite refused WAL mode (journal_mode is {mode})"
-            )));
-        }
+    /// Runs `work` in one read transaction on a reader connection. `work` must not write.
+    fn read<T, F>(&self, work: F) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.db.read(work)
     }
-    // WAL + NORMAL: a committed write survives a crash of the process (the abort-after-
-    // every-step tests rely on it); an OS crash or power loss may roll back the last few
-    // commits (the database stays consistent), because NORMAL does not fsync each commit.
-    // FULL measured ~3 ms of fsync per commit on this machine's disk, ~16 commits per
-    // checkout on one connection: ~20 checkouts/s. What survives power loss anyway: every
-    // external effect of a saga is keyed by the checkout key (the PSP keys) or replayed
-    // idempotently, and production durability is ScyllaDB's (replicated), not this file's.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(sqlite_error)?;
-    migrate(&mut conn)?;
-    Ok(conn)
 }
 
 /// Applies the migrations this database lacks, each in its own transaction. The version
@@ -371,7 +346,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("store.db")).await.unwrap();
         let (mode, version) = store
-            .call(|conn| {
+            .read(|conn| {
                 let mode: String = conn
                     .pragma_query_value(None, "journal_mode", |r| r.get(0))
                     .unwrap();
@@ -434,16 +409,15 @@ mod tests {
         let now = now_ms();
         let expired = i64::from(u16::MAX) % 5000 + 5000 + 3; // more than one chunk
         store
-            .call(move |conn| {
-                let tx = conn.transaction().map_err(sqlite_error)?;
+            .write(move |conn| {
                 for i in 0..expired {
-                    tx.execute(
+                    conn.execute(
                         "INSERT INTO idempotency_keys VALUES ('s', ?1, 'fp', 'r', NULL, 0, ?2)",
                         params![format!("k{i}"), now - 1 - i],
                     )
                     .map_err(sqlite_error)?;
                 }
-                tx.commit().map_err(sqlite_error)
+                Ok(())
             })
             .await
             .unwrap();
@@ -466,7 +440,7 @@ mod tests {
         );
         assert_eq!(store.get_key("s", "live").await.unwrap(), Some(live));
         let remaining: i64 = store
-            .call(|conn| {
+            .read(|conn| {
                 conn.query_row("SELECT count(*) FROM idempotency_keys", [], |row| row.get(0))
                     .map_err(sqlite_error)
             })
@@ -479,7 +453,7 @@ mod tests {
     async fn sqlite_unreadable_cart_lines_are_corrupt_not_empty() {
         let store = SqliteStore::open_in_memory().await.unwrap();
         store
-            .call(|conn| {
+            .write(|conn| {
                 conn.execute(
                     "INSERT INTO carts (owner, lines, version, updated_at_ms) VALUES ('o', 'not json', 1, 0)",
                     [],

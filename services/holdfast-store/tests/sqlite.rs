@@ -3,8 +3,9 @@
 
 use holdfast_store::conformance::{self, ConformanceStore};
 use holdfast_store::{
-    IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, KeyClaim, OutboxMessage, OutboxStore, Product,
-    ProductStore, SagaRecord, SagaStore, SagaTransition, SqliteStore, Store, StoreError,
+    IDEMPOTENCY_TTL_MS, IdempotencyRecord, IdempotencyStore, JoinedWrite, JoinedWriteStore, KeyClaim,
+    OrderStore, OutboxMessage, OutboxStore, Product, ProductStore, SagaRecord, SagaStore, SagaTransition,
+    SqliteStore, Store, StoreError, StoredOrder,
 };
 use tokio::task::JoinSet;
 
@@ -84,7 +85,7 @@ async fn sqlite_file_shared_by_two_handles_takes_concurrent_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_file_shared_by_two_handles_lets_one_claim_and_one_transition_win() {
-    // Two handles stand in for two processes: each has its own connection and mutex, so
+    // Two handles stand in for two processes: each has its own writer thread, so
     // only SQLite's write lock (BEGIN IMMEDIATE) keeps the races below to one winner.
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("holdfast.db");
@@ -159,4 +160,68 @@ async fn sqlite_file_shared_by_two_handles_lets_one_claim_and_one_transition_win
         [format!("shared-ev-{winner}")],
         "only the winner's event, seen from either handle"
     );
+}
+
+#[tokio::test]
+async fn sqlite_joined_transition_refused_by_the_saga_writes_no_order_and_no_answer() {
+    // SQLite joins the order and key writes to the saga's move in one savepoint: a stale
+    // saga version leaves the order uncreated and the key unanswered (ScyllaDB writes them
+    // in order, the transition last, so there the order would be in place).
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Store::from(
+        SqliteStore::open(dir.path().join("holdfast.db"))
+            .await
+            .expect("open"),
+    );
+    store
+        .create_saga(SagaRecord {
+            id: "joined-saga".into(),
+            lease_until_ms: i64::MAX,
+            ..SagaRecord::default()
+        })
+        .await
+        .expect("create");
+    store
+        .claim_key(IdempotencyRecord {
+            scope: "checkout".into(),
+            key: "joined-key".into(),
+            expires_at_ms: i64::MAX - IDEMPOTENCY_TTL_MS,
+            ..IdempotencyRecord::default()
+        })
+        .await
+        .expect("claim");
+    let refused = store
+        .transition_saga_joined(
+            "joined-saga",
+            5,
+            SagaTransition::default(),
+            Vec::new(),
+            vec![
+                JoinedWrite::CreateOrder(StoredOrder {
+                    id: "joined-order".into(),
+                    customer_id: "c".into(),
+                    ..StoredOrder::default()
+                }),
+                JoinedWrite::CompleteKey {
+                    scope: "checkout".into(),
+                    key: "joined-key".into(),
+                    response: b"answer".to_vec(),
+                },
+            ],
+        )
+        .await;
+    assert_eq!(
+        refused,
+        Err(StoreError::VersionConflict {
+            expected: 5,
+            actual: 1
+        })
+    );
+    assert_eq!(store.get_order("joined-order").await.expect("get"), None);
+    let key = store
+        .get_key("checkout", "joined-key")
+        .await
+        .expect("get key")
+        .expect("claimed");
+    assert_eq!(key.response, None, "no answer stored");
 }

@@ -265,11 +265,13 @@ fn next(step: CancelStep, state: &CancelState) -> StepResult {
     match step {
         CancelStep::Done => StepResult::Finished {
             state: encode_state(state),
+            joined: Vec::new(),
         },
         step => StepResult::Next {
             step: step.as_str(),
             state: encode_state(state),
             outbox: Vec::new(),
+            joined: Vec::new(),
         },
     }
 }

@@ -161,6 +161,7 @@ pub async fn step<S: OrdersStore>(
         FOLLOW_UPS.with_label_values(&[result]).inc();
         Ok(StepResult::Finished {
             state: saga.state.clone(),
+            joined: Vec::new(),
         })
     };
     match attempt(ctx, &state).await {

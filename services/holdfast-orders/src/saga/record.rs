@@ -2,7 +2,7 @@
 //! result, a saga to create, and the JSON codec of the lifecycle sagas' states. A leaf: the
 //! kinds' modules and the engine import it, it imports none of them.
 
-use holdfast_store::{OutboxMessage, SagaRecord};
+use holdfast_store::{JoinedWrite, OutboxMessage, SagaRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::context::{OrdersStore, StepContext};
@@ -81,6 +81,9 @@ pub enum StepResult {
         state: Vec<u8>,
         /// Events written with the transition.
         outbox: Vec<OutboxMessage>,
+        /// Order and key writes of the step, made with the transition (one atomic write on
+        /// SQLite: [`holdfast_store::JoinedWriteStore`]).
+        joined: Vec<JoinedWrite>,
     },
     /// Go on with `step` carrying `state`, but not before `at_ms` (Unix ms): the saga is
     /// let go until then, and the recovery worker resumes it after.
@@ -96,6 +99,8 @@ pub enum StepResult {
     Finished {
         /// The final state.
         state: Vec<u8>,
+        /// Order and key writes made with the last transition.
+        joined: Vec<JoinedWrite>,
     },
 }
 

@@ -297,11 +297,13 @@ fn next(step: ReturnStep, state: &ReturnState) -> StepResult {
     match step {
         ReturnStep::Done => StepResult::Finished {
             state: encode_state(state),
+            joined: Vec::new(),
         },
         step => StepResult::Next {
             step: step.as_str(),
             state: encode_state(state),
             outbox: Vec::new(),
+            joined: Vec::new(),
         },
     }
 }

@@ -97,6 +97,7 @@ pub async fn step<S: OrdersStore>(
         SWEPT.with_label_values(&[result]).inc();
         Ok(StepResult::Finished {
             state: saga.state.clone(),
+            joined: Vec::new(),
         })
     };
     match check(ctx, &state).await {

@@ -1,7 +1,7 @@
 //! Idempotency records: the stored answer of a key, replayed for the same payload.
 
 use prost::Message;
-use rusqlite::{OptionalExtension, Transaction, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::PaymentsError;
 
@@ -10,7 +10,7 @@ use super::{Scope, ttl_ms};
 /// The stored answer for `(scope, key)` if the key was used with this payload; the
 /// key-reuse error if it was used with another; `None` if it is new (or expired).
 pub(super) fn replay<R: Message + Default>(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     scope: Scope,
     key: &str,
     fingerprint: &[u8],
@@ -35,7 +35,7 @@ pub(super) fn replay<R: Message + Default>(
 
 /// Stores the answer under `(scope, key)` for 24 hours, dropping expired records.
 pub(super) fn remember<R: Message>(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     scope: Scope,
     key: &str,
     fingerprint: &[u8],

@@ -3,7 +3,7 @@
 use holdfast_proto::common::v1::Money;
 use holdfast_proto::payments::v1::{LedgerEntry, LedgerEntryKind};
 use rusqlite::types::Value;
-use rusqlite::{Connection, Row, Transaction, params};
+use rusqlite::{Connection, Row, params};
 use uuid::Uuid;
 
 use crate::error::PaymentsError;
@@ -26,7 +26,7 @@ pub(super) struct Posting<'a> {
 /// Posts one ledger entry for `payment`, debiting and crediting the accounts the
 /// `LedgerEntryKind` comment names.
 pub(super) fn post(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     last_entry_id: &mut u128,
     payment: &PaymentRow,
     posting: Posting<'_>,

@@ -1,11 +1,12 @@
 //! The PSP's own SQLite database: payments, the double-entry ledger, idempotency records
 //! and flaky-first-attempt markers.
 //!
-//! One connection behind a mutex, every call on tokio's blocking pool (as
-//! `holdfast-store`'s SQLite backend does). Every money call is one `IMMEDIATE`
-//! transaction that reads the idempotency record, checks the payment, writes the payment,
-//! its ledger entries and the new idempotency record, and commits: a crash leaves either
-//! all of it or none of it.
+//! A [`holdfast_sqlite::Db`], as `holdfast-store`'s SQLite backend: one writer thread
+//! with group commit, read-only connections for the reads, checkpoints off the commit path.
+//! Every money call is one writer job (a savepoint in the writer's `IMMEDIATE`
+//! transaction) that reads the idempotency record, checks the payment, writes the payment,
+//! its ledger entries and the new idempotency record; it is answered after its batch
+//! committed: a crash leaves either all of it or none of it.
 //!
 //! Files: `schema.rs` (migrations), `payments.rs` (the payment row and the money
 //! transactions), `ledger.rs` (postings and listing), `idempotency.rs` (stored answers).
@@ -13,6 +14,8 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+
+use holdfast_sqlite::{Db, Failure, Options};
 
 use holdfast_platform::clock::now_ms;
 
@@ -40,9 +43,6 @@ use self::schema::migrate;
 
 /// How long an idempotency record (and a flaky marker) is kept.
 pub const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 60 * 60);
-
-/// How long a call waits for another process's lock on the file before failing.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The account holding authorized, uncaptured funds.
 pub const HOLDS_ACCOUNT: &str = "holds";
@@ -108,25 +108,30 @@ pub struct LedgerPage {
     pub next_page_token: Option<String>,
 }
 
-struct Inner {
-    conn: Connection,
-    /// The largest entry id handed out, so ids keep ascending even if the clock steps back
-    /// across a restart.
-    last_entry_id: u128,
-}
-
-/// The PSP's database. Cheap to clone; clones share the connection.
+/// The PSP's database. Cheap to clone; clones share the writer and the readers.
 #[derive(Clone)]
 pub struct PspDatabase {
-    inner: Arc<Mutex<Inner>>,
-    path: Option<PathBuf>,
+    db: Db,
+    /// The largest entry id handed out, so ids keep ascending even if the clock steps back
+    /// across a restart. Only writer jobs (one at a time) take it.
+    last_entry_id: Arc<Mutex<u128>>,
 }
 
 impl std::fmt::Debug for PspDatabase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PspDatabase")
-            .field("path", &self.path)
+            .field("path", &self.db.path())
             .finish_non_exhaustive()
+    }
+}
+
+impl From<Failure> for PaymentsError {
+    fn from(failure: Failure) -> Self {
+        if failure.is_corrupt() {
+            Self::Corrupt(failure.to_string())
+        } else {
+            Self::Database(failure.to_string())
+        }
     }
 }
 
@@ -138,66 +143,47 @@ impl PspDatabase {
     /// Opens (creating if needed) the database file at `path`, or a private in-memory
     /// database for `None`, and brings its schema up to date.
     pub async fn open(path: Option<PathBuf>) -> Result<Self, PaymentsError> {
-        let opened = path.clone();
-        let inner = tokio::task::spawn_blocking(move || -> Result<Inner, PaymentsError> {
-            let mut conn = match &opened {
-                Some(path) => Connection::open(path)?,
-                None => Connection::open_in_memory()?,
-            };
-            conn.busy_timeout(BUSY_TIMEOUT)?;
-            if opened.is_some() {
-                let mode: String =
-                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-                if !mode.eq_ignore_ascii_case("wal") {
-                    return Err(PaymentsError::Database(format!(
-                        "sqlite refused WAL mode (journal_mode is {mode})"
-                    )));
+        let (db, last_entry_id) = tokio::task::spawn_blocking(move || -> Result<_, PaymentsError> {
+            let mut last_entry_id = 0;
+            let db = Db::open(path.as_deref(), Options::default(), |conn: &mut Connection| {
+                conn.pragma_update(None, "foreign_keys", "ON")?;
+                migrate(conn)?;
+                let last: Option<String> =
+                    conn.query_row("SELECT MAX(entry_id) FROM ledger_entries", [], |row| row.get(0))?;
+                if let Some(id) = last {
+                    last_entry_id = Uuid::try_parse(&id)
+                        .map_err(|e| PaymentsError::Corrupt(format!("entry id {id:?}: {e}")))?
+                        .as_u128();
                 }
-            }
-            // WAL + NORMAL: survives a crash of the process; an OS crash may roll back the
-            // last commits. This is a simulator standing in for an external PSP, and its
-            // latency is a knob (--payments-latency), not an fsync per call.
-            conn.pragma_update(None, "synchronous", "NORMAL")?;
-            conn.pragma_update(None, "foreign_keys", "ON")?;
-            migrate(&mut conn)?;
-            let last: Option<String> =
-                conn.query_row("SELECT MAX(entry_id) FROM ledger_entries", [], |row| row.get(0))?;
-            let last_entry_id = match last {
-                None => 0,
-                Some(id) => Uuid::try_parse(&id)
-                    .map_err(|e| PaymentsError::Corrupt(format!("entry id {id:?}: {e}")))?
-                    .as_u128(),
-            };
-            Ok(Inner { conn, last_entry_id })
+                Ok::<(), PaymentsError>(())
+            })?;
+            Ok((db, last_entry_id))
         })
         .await
         .map_err(|e| PaymentsError::Database(format!("sqlite open task failed: {e}")))??;
         Ok(Self {
-            inner: Arc::new(Mutex::new(inner)),
-            path,
+            db,
+            last_entry_id: Arc::new(Mutex::new(last_entry_id)),
         })
     }
 
     /// The database file, or `None` in memory.
     pub fn path(&self) -> Option<&std::path::Path> {
-        self.path.as_deref()
+        self.db.path()
     }
 
-    /// Runs `work` with the connection on the blocking pool.
-    async fn call<T, F>(&self, work: F) -> Result<T, PaymentsError>
+    /// Runs `work` as one writer job (its own savepoint; answered after the commit), with
+    /// the ledger's entry id floor.
+    fn write<T, F>(&self, work: F) -> impl Future<Output = Result<T, PaymentsError>> + Send + use<T, F>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Inner) -> Result<T, PaymentsError> + Send + 'static,
+        F: FnOnce(&Connection, &mut u128) -> Result<T, PaymentsError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || {
-            // A panic mid-call leaves no open transaction behind (rusqlite rolls back on
-            // drop), so a poisoned lock still guards a usable connection.
-            let mut inner = inner.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut inner)
+        let last_entry_id = Arc::clone(&self.last_entry_id);
+        self.db.write(move |conn| {
+            let mut last = last_entry_id.lock().unwrap_or_else(PoisonError::into_inner);
+            work(conn, &mut last)
         })
-        .await
-        .map_err(|e| PaymentsError::Database(format!("sqlite task failed: {e}")))?
     }
 
     /// Authorizes (or declines) `request`, paid with `method`.
@@ -208,8 +194,8 @@ impl PspDatabase {
     ) -> Result<Answer<AuthorizeResponse>, PaymentsError> {
         let key = std::mem::take(&mut request.idempotency_key);
         let fingerprint = request.encode_to_vec();
-        self.call(move |inner| authorize_tx(inner, &key, &request, &fingerprint, method, now_ms()))
-            .await
+        self.write(move |conn, last| authorize_tx(conn, last, &key, &request, &fingerprint, method, now_ms()))
+            .await?
     }
 
     /// Captures `request.payment_id`.
@@ -219,7 +205,7 @@ impl PspDatabase {
     ) -> Result<Answer<CaptureResponse>, PaymentsError> {
         let key = std::mem::take(&mut request.idempotency_key);
         let fingerprint = request.encode_to_vec();
-        self.call(move |inner| capture_tx(inner, &key, &request, &fingerprint, now_ms()))
+        self.write(move |conn, last| capture_tx(conn, last, &key, &request, &fingerprint, now_ms()))
             .await
     }
 
@@ -227,7 +213,7 @@ impl PspDatabase {
     pub async fn void(&self, mut request: VoidRequest) -> Result<Answer<VoidResponse>, PaymentsError> {
         let key = std::mem::take(&mut request.idempotency_key);
         let fingerprint = request.encode_to_vec();
-        self.call(move |inner| void_tx(inner, &key, &request, &fingerprint, now_ms()))
+        self.write(move |conn, last| void_tx(conn, last, &key, &request, &fingerprint, now_ms()))
             .await
     }
 
@@ -235,32 +221,34 @@ impl PspDatabase {
     pub async fn refund(&self, mut request: RefundRequest) -> Result<Answer<RefundResponse>, PaymentsError> {
         let key = std::mem::take(&mut request.idempotency_key);
         let fingerprint = request.encode_to_vec();
-        self.call(move |inner| refund_tx(inner, &key, &request, &fingerprint, now_ms()))
+        self.write(move |conn, last| refund_tx(conn, last, &key, &request, &fingerprint, now_ms()))
             .await
     }
 
     /// The payment with `payment_id`.
     pub async fn payment(&self, payment_id: String) -> Result<Option<Payment>, PaymentsError> {
-        self.call(move |inner| Ok(load_payment(&inner.conn, &payment_id)?.map(|p| p.to_wire())))
+        self.db
+            .read(move |conn| Ok(load_payment(conn, &payment_id)?.map(|p| p.to_wire())))
             .await
     }
 
     /// The latest payment its Authorize created under `key`.
     pub async fn payment_by_authorize_key(&self, key: String) -> Result<Option<Payment>, PaymentsError> {
-        self.call(move |inner| {
-            let sql = format!(
-                "SELECT {PAYMENT_COLUMNS} FROM payments WHERE authorize_idempotency_key = ?1 \
+        self.db
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {PAYMENT_COLUMNS} FROM payments WHERE authorize_idempotency_key = ?1 \
                  ORDER BY created_at_unix_ms DESC, payment_id DESC LIMIT 1"
-            );
-            let row = inner.conn.query_row(&sql, [&key], PaymentRow::read).optional()?;
-            row.map(|r| r.map(|p| p.to_wire())).transpose()
-        })
-        .await
+                );
+                let row = conn.query_row(&sql, [&key], PaymentRow::read).optional()?;
+                row.map(|r| r.map(|p| p.to_wire())).transpose()
+            })
+            .await
     }
 
     /// One page of ledger entries matching every filter of `query`.
     pub async fn list_ledger_entries(&self, query: LedgerQuery) -> Result<LedgerPage, PaymentsError> {
-        self.call(move |inner| list_entries(&inner.conn, &query)).await
+        self.db.read(move |conn| list_entries(conn, &query)).await
     }
 }
 
@@ -334,7 +322,7 @@ mod tests {
         let db = PspDatabase::open(None).await.expect("open");
         // As if entries from a later clock were already in the file.
         let future = Uuid::now_v7().as_u128() + (1u128 << 100);
-        db.inner.lock().expect("lock").last_entry_id = future;
+        *db.last_entry_id.lock().expect("lock") = future;
         db.authorize(authorize_request("a", 10), TestMethod::Visa)
             .await
             .expect("authorize");

@@ -5,14 +5,14 @@ use holdfast_proto::payments::v1::{
     AuthorizeRequest, AuthorizeResponse, CaptureRequest, CaptureResponse, LedgerEntryKind, PaymentStatus,
     RefundRequest, RefundResponse, VoidRequest, VoidResponse,
 };
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use crate::error::PaymentsError;
 use crate::validate::{PAYMENT_ID_PREFIX, REFUND_ID_PREFIX, TestMethod};
 
 use super::{
-    Answer, Inner, Scope,
+    Answer, Scope,
     idempotency::{remember, replay},
     ledger::{Posting, post},
     row::{PAYMENT_COLUMNS, PaymentRow},
@@ -26,29 +26,32 @@ pub(super) fn load_payment(conn: &Connection, payment_id: &str) -> Result<Option
         .transpose()
 }
 
+/// The outer `Err` rolls the call back; an inner `Err` is an answer whose writes are kept
+/// (`pm_card_flaky`'s first attempt keeps its marker).
 pub(super) fn authorize_tx(
-    inner: &mut Inner,
+    conn: &Connection,
+    last_entry_id: &mut u128,
     key: &str,
     request: &AuthorizeRequest,
     fingerprint: &[u8],
     method: TestMethod,
     now: i64,
-) -> Result<Answer<AuthorizeResponse>, PaymentsError> {
-    let Inner { conn, last_entry_id } = inner;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(stored) = replay(&tx, Scope::Authorize, key, fingerprint, now)? {
-        return Ok(Answer::Replayed(stored));
+) -> Result<Result<Answer<AuthorizeResponse>, PaymentsError>, PaymentsError> {
+    // One writer job: inside the writer's transaction, in a savepoint of its own (an
+    // `Err` rolls back everything this call wrote).
+    if let Some(stored) = replay(conn, Scope::Authorize, key, fingerprint, now)? {
+        return Ok(Ok(Answer::Replayed(stored)));
     }
     if method == TestMethod::Flaky {
-        let first = tx.execute(
+        let first = conn.execute(
             "INSERT INTO flaky_attempts (idempotency_key, created_at_unix_ms, expires_at_unix_ms) \
              VALUES (?1, ?2, ?3) ON CONFLICT (idempotency_key) DO NOTHING",
             params![key, now, now.saturating_add(ttl_ms())],
         )?;
         if first == 1 {
-            // Only the marker is kept: no payment, no ledger entry, no idempotency record.
-            tx.commit()?;
-            return Err(PaymentsError::SimulatedOutage);
+            // Only the marker is kept (the job succeeds, so its write commits): no payment,
+            // no ledger entry, no idempotency record.
+            return Ok(Err(PaymentsError::SimulatedOutage));
         }
     }
     let amount = request.amount.clone().unwrap_or_default();
@@ -74,7 +77,7 @@ pub(super) fn authorize_tx(
     let sql = format!(
         "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     );
-    tx.execute(
+    conn.execute(
         &sql,
         params![
             payment.payment_id,
@@ -95,7 +98,7 @@ pub(super) fn authorize_tx(
     let moved = status == PaymentStatus::Authorized;
     if moved {
         post(
-            &tx,
+            conn,
             last_entry_id,
             &payment,
             Posting {
@@ -113,9 +116,8 @@ pub(super) fn authorize_tx(
         status: status as i32,
         decline_code: payment.decline_code,
     };
-    remember(&tx, Scope::Authorize, key, fingerprint, &response, now)?;
-    tx.commit()?;
-    Ok(Answer::Fresh { response, moved })
+    remember(conn, Scope::Authorize, key, fingerprint, &response, now)?;
+    Ok(Ok(Answer::Fresh { response, moved }))
 }
 
 /// Checks that `amount` (if given) is in the payment's currency; answers its minor units.
@@ -137,18 +139,19 @@ pub(super) fn amount_in_currency(
 }
 
 pub(super) fn capture_tx(
-    inner: &mut Inner,
+    conn: &Connection,
+    last_entry_id: &mut u128,
     key: &str,
     request: &CaptureRequest,
     fingerprint: &[u8],
     now: i64,
 ) -> Result<Answer<CaptureResponse>, PaymentsError> {
-    let Inner { conn, last_entry_id } = inner;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(stored) = replay(&tx, Scope::Capture, key, fingerprint, now)? {
+    // One writer job: inside the writer's transaction, in a savepoint of its own (an
+    // `Err` rolls back everything this call wrote).
+    if let Some(stored) = replay(conn, Scope::Capture, key, fingerprint, now)? {
         return Ok(Answer::Replayed(stored));
     }
-    let Some(mut payment) = load_payment(&tx, &request.payment_id)? else {
+    let Some(mut payment) = load_payment(conn, &request.payment_id)? else {
         return Err(PaymentsError::NotFound(request.payment_id.clone()));
     };
     let asked = amount_in_currency(&payment, request.amount.as_ref())?;
@@ -170,7 +173,7 @@ pub(super) fn capture_tx(
             payment.status = PaymentStatus::Captured;
             payment.captured = take;
             payment.updated_at = now;
-            payment.update(&tx)?;
+            payment.update(conn)?;
             let posting = |kind, amount_minor| Posting {
                 kind,
                 amount_minor,
@@ -179,7 +182,7 @@ pub(super) fn capture_tx(
                 reason: "",
             };
             post(
-                &tx,
+                conn,
                 last_entry_id,
                 &payment,
                 posting(LedgerEntryKind::Capture, take),
@@ -188,7 +191,7 @@ pub(super) fn capture_tx(
             if release > 0 {
                 // The uncaptured rest of the hold goes back to the customer.
                 post(
-                    &tx,
+                    conn,
                     last_entry_id,
                     &payment,
                     posting(LedgerEntryKind::Void, release),
@@ -215,33 +218,33 @@ pub(super) fn capture_tx(
         decline_code: String::new(),
         captured_amount: payment.money(payment.captured),
     };
-    remember(&tx, Scope::Capture, key, fingerprint, &response, now)?;
-    tx.commit()?;
+    remember(conn, Scope::Capture, key, fingerprint, &response, now)?;
     Ok(Answer::Fresh { response, moved })
 }
 
 pub(super) fn void_tx(
-    inner: &mut Inner,
+    conn: &Connection,
+    last_entry_id: &mut u128,
     key: &str,
     request: &VoidRequest,
     fingerprint: &[u8],
     now: i64,
 ) -> Result<Answer<VoidResponse>, PaymentsError> {
-    let Inner { conn, last_entry_id } = inner;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(stored) = replay(&tx, Scope::Void, key, fingerprint, now)? {
+    // One writer job: inside the writer's transaction, in a savepoint of its own (an
+    // `Err` rolls back everything this call wrote).
+    if let Some(stored) = replay(conn, Scope::Void, key, fingerprint, now)? {
         return Ok(Answer::Replayed(stored));
     }
-    let Some(mut payment) = load_payment(&tx, &request.payment_id)? else {
+    let Some(mut payment) = load_payment(conn, &request.payment_id)? else {
         return Err(PaymentsError::NotFound(request.payment_id.clone()));
     };
     let moved = match payment.status {
         PaymentStatus::Authorized => {
             payment.status = PaymentStatus::Voided;
             payment.updated_at = now;
-            payment.update(&tx)?;
+            payment.update(conn)?;
             post(
-                &tx,
+                conn,
                 last_entry_id,
                 &payment,
                 Posting {
@@ -271,24 +274,24 @@ pub(super) fn void_tx(
         status: payment.status as i32,
         decline_code: String::new(),
     };
-    remember(&tx, Scope::Void, key, fingerprint, &response, now)?;
-    tx.commit()?;
+    remember(conn, Scope::Void, key, fingerprint, &response, now)?;
     Ok(Answer::Fresh { response, moved })
 }
 
 pub(super) fn refund_tx(
-    inner: &mut Inner,
+    conn: &Connection,
+    last_entry_id: &mut u128,
     key: &str,
     request: &RefundRequest,
     fingerprint: &[u8],
     now: i64,
 ) -> Result<Answer<RefundResponse>, PaymentsError> {
-    let Inner { conn, last_entry_id } = inner;
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    if let Some(stored) = replay(&tx, Scope::Refund, key, fingerprint, now)? {
+    // One writer job: inside the writer's transaction, in a savepoint of its own (an
+    // `Err` rolls back everything this call wrote).
+    if let Some(stored) = replay(conn, Scope::Refund, key, fingerprint, now)? {
         return Ok(Answer::Replayed(stored));
     }
-    let Some(mut payment) = load_payment(&tx, &request.payment_id)? else {
+    let Some(mut payment) = load_payment(conn, &request.payment_id)? else {
         return Err(PaymentsError::NotFound(request.payment_id.clone()));
     };
     match payment.status {
@@ -321,10 +324,10 @@ pub(super) fn refund_tx(
         PaymentStatus::PartiallyRefunded
     };
     payment.updated_at = now;
-    payment.update(&tx)?;
+    payment.update(conn)?;
     let refund_id = format!("{REFUND_ID_PREFIX}{}", Uuid::now_v7());
     post(
-        &tx,
+        conn,
         last_entry_id,
         &payment,
         Posting {
@@ -344,8 +347,7 @@ pub(super) fn refund_tx(
         refunded_amount: payment.money(amount),
         total_refunded: payment.money(payment.refunded),
     };
-    remember(&tx, Scope::Refund, key, fingerprint, &response, now)?;
-    tx.commit()?;
+    remember(conn, Scope::Refund, key, fingerprint, &response, now)?;
     Ok(Answer::Fresh {
         response,
         moved: true,

@@ -4,7 +4,7 @@
 
 use holdfast_proto::common::v1::Money;
 use holdfast_proto::payments::v1::{Payment, PaymentStatus};
-use rusqlite::{Row, Transaction, params};
+use rusqlite::{Connection, Row, params};
 
 use crate::error::PaymentsError;
 
@@ -96,7 +96,7 @@ impl PaymentRow {
     }
 
     /// Writes the mutable columns back.
-    pub(super) fn update(&self, tx: &Transaction<'_>) -> Result<(), PaymentsError> {
+    pub(super) fn update(&self, tx: &Connection) -> Result<(), PaymentsError> {
         tx.execute(
             "UPDATE payments SET status = ?2, captured_minor = ?3, refunded_minor = ?4, \
              updated_at_unix_ms = ?5 WHERE payment_id = ?1",

@@ -14,12 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::future::BoxFuture;
 
 use crate::{
-    CartPurge, CartStore, IdempotencyStore, OrderStore, OutboxStore, ProductPage, ProductStore, SagaStore,
-    StockTruthStore, StoreError, WaitingRoomStore, WarehouseStore,
+    CartPurge, CartStore, IdempotencyStore, JoinedWriteStore, OrderStore, OutboxStore, ProductPage,
+    ProductStore, SagaStore, StockTruthStore, StoreError, WaitingRoomStore, WarehouseStore,
 };
 
 mod carts;
 mod idempotency;
+mod joined;
 mod orders;
 mod outbox;
 mod product_events;
@@ -39,6 +40,7 @@ pub use idempotency::{
     key_claim_get_complete, key_concurrent_claims_from_16_tasks_one_wins,
     key_expired_is_absent_reclaimable_and_purged,
 };
+pub use joined::joined_transition_writes_order_key_and_saga_together;
 pub use orders::{
     order_concurrent_updates_from_8_tasks_one_wins, order_create_get_and_repeat_create,
     order_list_page_size_is_capped, order_list_pages_newest_first_with_status_filter,
@@ -97,6 +99,7 @@ pub trait ConformanceStore:
     + WarehouseStore
     + StockTruthStore
     + WaitingRoomStore
+    + JoinedWriteStore
     + Clone
     + 'static
 {
@@ -112,6 +115,7 @@ impl<T> ConformanceStore for T where
         + WarehouseStore
         + StockTruthStore
         + WaitingRoomStore
+        + JoinedWriteStore
         + Clone
         + 'static
 {
@@ -156,6 +160,7 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         saga_transition_is_conditional_and_finished_sagas_never_move,
         saga_concurrent_transitions_from_8_tasks_one_wins,
         saga_stalled_lists_unfinished_expired_leases_oldest_first,
+        joined_transition_writes_order_key_and_saga_together,
         key_claim_get_complete,
         key_concurrent_claims_from_16_tasks_one_wins,
         key_expired_is_absent_reclaimable_and_purged,

@@ -12,7 +12,7 @@ impl CartPurge for SqliteStore {
         let mut purged = 0u64;
         loop {
             let deleted = self
-                .call(move |conn| {
+                .write(move |conn| {
                     conn.prepare_cached(
                         "DELETE FROM carts WHERE owner IN
                            (SELECT owner FROM carts WHERE updated_at_ms < ?1 LIMIT ?2)",

@@ -36,7 +36,7 @@ impl CartStore for SqliteStore {
         let lines = serde_json::to_string(&lines)
             .map_err(|e| StoreError::InvalidArgument(format!("cart lines: {e}")))?;
         let (owner, updated_at_ms) = (cart.owner, cart.updated_at_ms);
-        self.call(move |conn| {
+        self.write(move |conn| {
             // One statement: the version comparison and the write cannot interleave.
             conn.prepare_cached(
                 "INSERT INTO carts (owner, lines, version, updated_at_ms, deleted)
@@ -56,7 +56,7 @@ impl CartStore for SqliteStore {
     async fn load_cart(&self, owner: &str) -> Result<Option<StoredCart>, StoreError> {
         validate_owner(owner)?;
         let owner = owner.to_string();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let row = conn
                 .prepare_cached(
                     "SELECT lines, version, updated_at_ms FROM carts WHERE owner = ?1 AND deleted = 0",
@@ -100,7 +100,7 @@ impl CartStore for SqliteStore {
     async fn delete_cart(&self, owner: &str) -> Result<(), StoreError> {
         validate_owner(owner)?;
         let owner = owner.to_string();
-        self.call(move |conn| {
+        self.write(move |conn| {
             conn.prepare_cached("UPDATE carts SET deleted = 1, lines = '[]' WHERE owner = ?1")
                 .and_then(|mut statement| statement.execute([&owner]))
                 .map_err(sqlite_error)?;

@@ -1,7 +1,7 @@
 //! Idempotency keys on SQLite: one row per (scope, key). An expired row counts as absent
 //! in every read, a new claim overwrites it, and `purge_expired_keys` deletes it.
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, sqlite_error};
 use crate::idempotency::{IdempotencyRecord, IdempotencyStore, KeyClaim, validate_key};
@@ -43,6 +43,23 @@ fn select_live(
     .map_err(sqlite_error)
 }
 
+/// Stores `response` on the live key (scope, key); false if there is no live key.
+pub(super) fn complete_key_on(
+    conn: &Connection,
+    scope: &str,
+    key: &str,
+    response: &[u8],
+) -> Result<bool, StoreError> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE idempotency_keys SET response = ?1
+             WHERE scope = ?2 AND key = ?3 AND expires_at_ms > ?4",
+        )
+        .and_then(|mut statement| statement.execute(params![response, scope, key, now_ms()]))
+        .map_err(sqlite_error)?;
+    Ok(changed > 0)
+}
+
 impl IdempotencyStore for SqliteStore {
     async fn claim_key(&self, record: IdempotencyRecord) -> Result<KeyClaim, StoreError> {
         validate_key(&record.scope, &record.key)?;
@@ -50,10 +67,8 @@ impl IdempotencyStore for SqliteStore {
             response: None,
             ..record
         };
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
+        self.write(move |conn| {
+            let tx = conn;
             let now = now_ms();
             // Insert-if-absent in one statement: a live row refuses the write (0 rows
             // changed), an expired one is replaced as if it were not there.
@@ -79,10 +94,9 @@ impl IdempotencyStore for SqliteStore {
                 })
                 .map_err(sqlite_error)?;
             if changed == 1 {
-                tx.commit().map_err(sqlite_error)?;
                 return Ok(KeyClaim::Claimed(record));
             }
-            let existing = select_live(&tx, &record.scope, &record.key, now)?.ok_or_else(|| {
+            let existing = select_live(tx, &record.scope, &record.key, now)?.ok_or_else(|| {
                 StoreError::Corrupt(format!(
                     "idempotency key {:?}/{:?} refused a claim but is not live",
                     record.scope, record.key
@@ -96,25 +110,19 @@ impl IdempotencyStore for SqliteStore {
     async fn get_key(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         validate_key(scope, key)?;
         let (scope, key) = (scope.to_string(), key.to_string());
-        self.call(move |conn| select_live(conn, &scope, &key, now_ms()))
+        self.read(move |conn| select_live(conn, &scope, &key, now_ms()))
             .await
     }
 
     async fn complete_key(&self, scope: &str, key: &str, response: Vec<u8>) -> Result<(), StoreError> {
         validate_key(scope, key)?;
         let (scope, key) = (scope.to_string(), key.to_string());
-        self.call(move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE idempotency_keys SET response = ?1
-                     WHERE scope = ?2 AND key = ?3 AND expires_at_ms > ?4",
-                )
-                .and_then(|mut statement| statement.execute(params![response, scope, key, now_ms()]))
-                .map_err(sqlite_error)?;
-            if changed == 0 {
-                return Err(StoreError::NotFound(format!("idempotency key {scope:?}/{key:?}")));
+        self.write(move |conn| {
+            if complete_key_on(conn, &scope, &key, &response)? {
+                Ok(())
+            } else {
+                Err(StoreError::NotFound(format!("idempotency key {scope:?}/{key:?}")))
             }
-            Ok(())
         })
         .await
     }
@@ -125,7 +133,7 @@ impl IdempotencyStore for SqliteStore {
         let mut purged = 0_u64;
         loop {
             let deleted = self
-                .call(move |conn| {
+                .write(move |conn| {
                     conn.prepare_cached(
                         "DELETE FROM idempotency_keys WHERE rowid IN
                              (SELECT rowid FROM idempotency_keys WHERE expires_at_ms <= ?1 LIMIT ?2)",

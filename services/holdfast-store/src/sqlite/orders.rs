@@ -1,6 +1,6 @@
 //! Orders on SQLite: one table, listed through the (customer, newest first) index.
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::outbox::insert_messages;
 use super::{SqliteStore, sqlite_error};
@@ -31,45 +31,90 @@ fn select_order(conn: &Connection, id: &str) -> Result<Option<StoredOrder>, Stor
         .map_err(sqlite_error)
 }
 
+/// Creates `order` (version 1) unless its id exists: the existing one is returned then.
+pub(super) fn insert_order(tx: &Connection, order: StoredOrder) -> Result<StoredOrder, StoreError> {
+    if let Some(existing) = select_order(tx, &order.id)? {
+        return Ok(existing);
+    }
+    let stored = StoredOrder {
+        version: 1,
+        updated_at_ms: now_ms(),
+        ..order
+    };
+    tx.prepare_cached(&format!(
+        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)"
+    ))
+    .and_then(|mut statement| {
+        statement.execute(params![
+            stored.id,
+            stored.customer_id,
+            stored.status,
+            stored.created_at_ms,
+            stored.updated_at_ms,
+            stored.payload,
+        ])
+    })
+    .map_err(sqlite_error)?;
+    Ok(stored)
+}
+
+/// Replaces `order`'s status and payload at `expected_version`, with `outbox` (checked
+/// distinct by the caller); the order as stored.
+pub(super) fn update_order_on(
+    tx: &Connection,
+    order: StoredOrder,
+    expected_version: u64,
+    outbox: &[OutboxMessage],
+) -> Result<StoredOrder, StoreError> {
+    validate_order_id(&order.id)?;
+    let expected = StoreError::version_to_i64(expected_version)?;
+    let next = StoreError::version_to_i64(expected_version.saturating_add(1))?;
+    // The version check and the write are one statement; the outbox rows join
+    // them in this transaction, so a refused update writes no events either.
+    let changed = tx
+        .prepare_cached(
+            "UPDATE orders SET status = ?1, payload = ?2, version = ?3, updated_at_ms = ?4
+             WHERE id = ?5 AND version = ?6",
+        )
+        .and_then(|mut statement| {
+            statement.execute(params![
+                order.status,
+                order.payload,
+                next,
+                now_ms(),
+                order.id,
+                expected
+            ])
+        })
+        .map_err(sqlite_error)?;
+    if changed == 0 {
+        return Err(match select_order(tx, &order.id)? {
+            None => StoreError::NotFound(format!(
+                "order {:?} (expected version {expected_version})",
+                order.id
+            )),
+            Some(current) => StoreError::VersionConflict {
+                expected: expected_version,
+                actual: current.version,
+            },
+        });
+    }
+    insert_messages(tx, outbox)?;
+    let stored = select_order(tx, &order.id)?
+        .ok_or_else(|| StoreError::Corrupt(format!("order {:?} vanished mid-update", order.id)))?;
+    Ok(stored)
+}
+
 impl OrderStore for SqliteStore {
     async fn create_order(&self, order: StoredOrder) -> Result<StoredOrder, StoreError> {
         validate_order(&order)?;
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            if let Some(existing) = select_order(&tx, &order.id)? {
-                return Ok(existing);
-            }
-            let stored = StoredOrder {
-                version: 1,
-                updated_at_ms: now_ms(),
-                ..order
-            };
-            tx.prepare_cached(&format!(
-                "INSERT INTO orders ({ORDER_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6)"
-            ))
-            .and_then(|mut statement| {
-                statement.execute(params![
-                    stored.id,
-                    stored.customer_id,
-                    stored.status,
-                    stored.created_at_ms,
-                    stored.updated_at_ms,
-                    stored.payload,
-                ])
-            })
-            .map_err(sqlite_error)?;
-            tx.commit().map_err(sqlite_error)?;
-            Ok(stored)
-        })
-        .await
+        self.write(move |conn| insert_order(conn, order)).await
     }
 
     async fn get_order(&self, id: &str) -> Result<Option<StoredOrder>, StoreError> {
         validate_order_id(id)?;
         let id = id.to_string();
-        self.call(move |conn| select_order(conn, &id)).await
+        self.read(move |conn| select_order(conn, &id)).await
     }
 
     async fn update_order(
@@ -79,50 +124,9 @@ impl OrderStore for SqliteStore {
         outbox: Vec<OutboxMessage>,
     ) -> Result<StoredOrder, StoreError> {
         validate_order_id(&order.id)?;
-        let expected = StoreError::version_to_i64(expected_version)?;
-        let next = StoreError::version_to_i64(expected_version.saturating_add(1))?;
         let outbox = distinct_messages(outbox)?;
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            // The version check and the write are one statement; the outbox rows join
-            // them in this transaction, so a refused update writes no events either.
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE orders SET status = ?1, payload = ?2, version = ?3, updated_at_ms = ?4
-                     WHERE id = ?5 AND version = ?6",
-                )
-                .and_then(|mut statement| {
-                    statement.execute(params![
-                        order.status,
-                        order.payload,
-                        next,
-                        now_ms(),
-                        order.id,
-                        expected
-                    ])
-                })
-                .map_err(sqlite_error)?;
-            if changed == 0 {
-                return Err(match select_order(&tx, &order.id)? {
-                    None => StoreError::NotFound(format!(
-                        "order {:?} (expected version {expected_version})",
-                        order.id
-                    )),
-                    Some(current) => StoreError::VersionConflict {
-                        expected: expected_version,
-                        actual: current.version,
-                    },
-                });
-            }
-            insert_messages(&tx, &outbox)?;
-            let stored = select_order(&tx, &order.id)?
-                .ok_or_else(|| StoreError::Corrupt(format!("order {:?} vanished mid-update", order.id)))?;
-            tx.commit().map_err(sqlite_error)?;
-            Ok(stored)
-        })
-        .await
+        self.write(move |conn| update_order_on(conn, order, expected_version, &outbox))
+            .await
     }
 
     async fn list_orders_by_customer(
@@ -136,7 +140,7 @@ impl OrderStore for SqliteStore {
         let customer_id = customer_id.to_string();
         let statuses = serde_json::to_string(&request.statuses)
             .map_err(|e| StoreError::InvalidArgument(format!("statuses: {e}")))?;
-        self.call(move |conn| {
+        self.read(move |conn| {
             let fetch = i64::try_from(request.fetch()).unwrap_or(i64::MAX);
             // `?2` is a JSON array of the statuses to keep, '[]' for all of them.
             let filter = "customer_id = ?1 AND (?2 = '[]' OR status IN (SELECT value FROM json_each(?2)))";

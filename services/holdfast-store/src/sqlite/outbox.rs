@@ -1,7 +1,7 @@
 //! The outbox on SQLite: one table of unsent events. Marking an event sent deletes it, so
 //! the table is the relay's backlog and nothing more.
 
-use rusqlite::{Connection, Row, TransactionBehavior, params};
+use rusqlite::{Connection, Row, params};
 
 use super::{SqliteStore, sqlite_error};
 use crate::StoreError;
@@ -61,12 +61,10 @@ impl OutboxStore for SqliteStore {
         if messages.is_empty() {
             return Ok(());
         }
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            insert_messages(&tx, &messages)?;
-            tx.commit().map_err(sqlite_error)
+        self.write(move |conn| {
+            let tx = conn;
+            insert_messages(tx, &messages)?;
+            Ok(())
         })
         .await
     }
@@ -76,7 +74,7 @@ impl OutboxStore for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id LIMIT ?1"
             ))
@@ -96,10 +94,8 @@ impl OutboxStore for SqliteStore {
             return Ok(());
         }
         let ids = ids.to_vec();
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
+        self.write(move |conn| {
+            let tx = conn;
             {
                 let mut delete = tx
                     .prepare_cached("DELETE FROM outbox WHERE id = ?1")
@@ -108,7 +104,7 @@ impl OutboxStore for SqliteStore {
                     delete.execute([id]).map_err(sqlite_error)?;
                 }
             }
-            tx.commit().map_err(sqlite_error)
+            Ok(())
         })
         .await
     }

@@ -1,6 +1,6 @@
 //! Products on SQLite: one row per SKU, listed by category in SKU order.
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::products::{
     PageRequest, Product, ProductPage, ProductStore, check_expected_version, distinct_skus, validate_product,
@@ -48,10 +48,8 @@ impl ProductStore for SqliteStore {
     ) -> Result<Product, StoreError> {
         validate_product(&product)?;
         let outbox = crate::outbox::distinct_messages(outbox)?;
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
+        self.write(move |conn| {
+            let tx = conn;
             let current = tx
                 .query_row(
                     "SELECT version, created_at_ms FROM products WHERE sku = ?1",
@@ -102,8 +100,7 @@ impl ProductStore for SqliteStore {
                 ])
             })
             .map_err(sqlite_error)?;
-            super::outbox::insert_messages(&tx, &outbox)?;
-            tx.commit().map_err(sqlite_error)?;
+            super::outbox::insert_messages(tx, &outbox)?;
             Ok(stored)
         })
         .await
@@ -115,7 +112,7 @@ impl ProductStore for SqliteStore {
         }
         let after = after_sku.unwrap_or_default().to_string();
         let limit = limit.min(crate::products::MAX_PAGE_SIZE);
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT {PRODUCT_COLUMNS} FROM products WHERE sku > ?1 ORDER BY sku LIMIT ?2"
             ))
@@ -131,12 +128,12 @@ impl ProductStore for SqliteStore {
 
     async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
         let sku = sku.to_string();
-        self.call(move |conn| select_product(conn, &sku)).await
+        self.read(move |conn| select_product(conn, &sku)).await
     }
 
     async fn get_products(&self, skus: &[String]) -> Result<Vec<Product>, StoreError> {
         let skus: Vec<String> = distinct_skus(skus)?.into_iter().map(String::from).collect();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut found = Vec::with_capacity(skus.len());
             for sku in &skus {
                 found.extend(select_product(conn, sku)?);
@@ -154,7 +151,7 @@ impl ProductStore for SqliteStore {
     ) -> Result<ProductPage, StoreError> {
         let request = PageRequest::new(category, cursor, limit)?;
         let category = category.to_string();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let fetch = i64::try_from(request.fetch()).unwrap_or(i64::MAX);
             let rows = conn
                 .prepare_cached(&format!(

@@ -1,6 +1,6 @@
 //! Sagas on SQLite: one table, with a partial index over the unfinished ones by lease end.
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::outbox::insert_messages;
 use super::{SqliteStore, sqlite_error};
@@ -33,14 +33,80 @@ fn select_saga(conn: &Connection, id: &str) -> Result<Option<SagaRecord>, StoreE
         .map_err(sqlite_error)
 }
 
+/// Moves saga `id` from `expected_version` by `transition`, with `outbox` (checked
+/// distinct by the caller); the saga as stored.
+pub(super) fn transition_on(
+    conn: &Connection,
+    id: String,
+    expected_version: u64,
+    transition: SagaTransition,
+    outbox: &[OutboxMessage],
+) -> Result<SagaRecord, StoreError> {
+    validate_saga_id(&id)?;
+    let expected = StoreError::version_to_i64(expected_version)?;
+    let next = StoreError::version_to_i64(expected_version.saturating_add(1))?;
+    // The condition and the move are one statement; the events join them in this
+    // savepoint, so a refused transition writes no events either. RETURNING gives
+    // the two columns the transition does not set, instead of reading the row back.
+    let updated_at_ms = now_ms();
+    let moved = conn
+        .prepare_cached(
+            "UPDATE sagas SET step = ?1, state = ?2, version = ?3, lease_owner = ?4,
+                 lease_until_ms = ?5, finished = ?6, updated_at_ms = ?7
+             WHERE id = ?8 AND version = ?9 AND finished = 0
+             RETURNING kind, created_at_ms",
+        )
+        .and_then(|mut statement| {
+            statement
+                .query_row(
+                    params![
+                        transition.step,
+                        transition.state,
+                        next,
+                        transition.lease_owner,
+                        transition.lease_until_ms,
+                        transition.finished,
+                        updated_at_ms,
+                        id,
+                        expected,
+                    ],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)),
+                )
+                .optional()
+        })
+        .map_err(sqlite_error)?;
+    let Some((kind, created_at_ms)) = moved else {
+        return Err(match select_saga(conn, &id)? {
+            None => StoreError::NotFound(format!("saga {id:?} (expected version {expected_version})")),
+            // A finished saga at the expected version is refused the same way: it
+            // moved on, to its end.
+            Some(current) => StoreError::VersionConflict {
+                expected: expected_version,
+                actual: current.version,
+            },
+        });
+    };
+    insert_messages(conn, outbox)?;
+    Ok(SagaRecord {
+        id,
+        kind,
+        step: transition.step,
+        state: transition.state,
+        version: expected_version.saturating_add(1),
+        lease_owner: transition.lease_owner,
+        lease_until_ms: transition.lease_until_ms,
+        finished: transition.finished,
+        created_at_ms,
+        updated_at_ms,
+    })
+}
+
 impl SagaStore for SqliteStore {
     async fn create_saga(&self, saga: SagaRecord) -> Result<SagaRecord, StoreError> {
         validate_saga_id(&saga.id)?;
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            if let Some(existing) = select_saga(&tx, &saga.id)? {
+        self.write(move |conn| {
+            let tx = conn;
+            if let Some(existing) = select_saga(tx, &saga.id)? {
                 return Ok(existing);
             }
             let stored = SagaRecord {
@@ -65,7 +131,6 @@ impl SagaStore for SqliteStore {
                 ])
             })
             .map_err(sqlite_error)?;
-            tx.commit().map_err(sqlite_error)?;
             Ok(stored)
         })
         .await
@@ -74,7 +139,7 @@ impl SagaStore for SqliteStore {
     async fn get_saga(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
         validate_saga_id(id)?;
         let id = id.to_string();
-        self.call(move |conn| select_saga(conn, &id)).await
+        self.read(move |conn| select_saga(conn, &id)).await
     }
 
     async fn transition_saga(
@@ -85,56 +150,10 @@ impl SagaStore for SqliteStore {
         outbox: Vec<OutboxMessage>,
     ) -> Result<SagaRecord, StoreError> {
         validate_saga_id(id)?;
-        let expected = StoreError::version_to_i64(expected_version)?;
-        let next = StoreError::version_to_i64(expected_version.saturating_add(1))?;
         let outbox = distinct_messages(outbox)?;
         let id = id.to_string();
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            // The condition and the move are one statement; the events join them in this
-            // transaction, so a refused transition writes no events either.
-            let changed = tx
-                .prepare_cached(
-                    "UPDATE sagas SET step = ?1, state = ?2, version = ?3, lease_owner = ?4,
-                         lease_until_ms = ?5, finished = ?6, updated_at_ms = ?7
-                     WHERE id = ?8 AND version = ?9 AND finished = 0",
-                )
-                .and_then(|mut statement| {
-                    statement.execute(params![
-                        transition.step,
-                        transition.state,
-                        next,
-                        transition.lease_owner,
-                        transition.lease_until_ms,
-                        transition.finished,
-                        now_ms(),
-                        id,
-                        expected,
-                    ])
-                })
-                .map_err(sqlite_error)?;
-            if changed == 0 {
-                return Err(match select_saga(&tx, &id)? {
-                    None => {
-                        StoreError::NotFound(format!("saga {id:?} (expected version {expected_version})"))
-                    }
-                    // A finished saga at the expected version is refused the same way: it
-                    // moved on, to its end.
-                    Some(current) => StoreError::VersionConflict {
-                        expected: expected_version,
-                        actual: current.version,
-                    },
-                });
-            }
-            insert_messages(&tx, &outbox)?;
-            let stored = select_saga(&tx, &id)?
-                .ok_or_else(|| StoreError::Corrupt(format!("saga {id:?} vanished mid-transition")))?;
-            tx.commit().map_err(sqlite_error)?;
-            Ok(stored)
-        })
-        .await
+        self.write(move |conn| transition_on(conn, id, expected_version, transition, &outbox))
+            .await
     }
 
     async fn list_stalled_sagas(&self, now_ms: i64, limit: u32) -> Result<Vec<SagaRecord>, StoreError> {
@@ -142,7 +161,7 @@ impl SagaStore for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.call(move |conn| {
+        self.read(move |conn| {
             // Oldest stall first: the lease that ended longest ago, ties by id.
             conn.prepare_cached(&format!(
                 "SELECT {SAGA_COLUMNS} FROM sagas

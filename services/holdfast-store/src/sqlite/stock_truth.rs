@@ -36,8 +36,8 @@ impl StockTruthStore for SqliteStore {
         for write in &writes {
             validate_stock(write)?;
         }
-        self.call(move |conn| {
-            let tx = conn.transaction().map_err(sqlite_error)?;
+        self.write(move |conn| {
+            let tx = conn;
             let now = now_ms();
             {
                 let mut statement = tx
@@ -54,14 +54,14 @@ impl StockTruthStore for SqliteStore {
                         .map_err(sqlite_error)?;
                 }
             }
-            tx.commit().map_err(sqlite_error)
+            Ok(())
         })
         .await
     }
 
     async fn record_sale(&self, sale: SaleRecord) -> Result<(), StoreError> {
         validate_sale(&sale)?;
-        self.call(move |conn| {
+        self.write(move |conn| {
             conn.prepare_cached(
                 "INSERT INTO stock_sales (sku, reservation_id, qty, at_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (sku, reservation_id) DO NOTHING",
@@ -77,7 +77,7 @@ impl StockTruthStore for SqliteStore {
 
     async fn get_stock_truth(&self, sku: &str) -> Result<Option<StockTruth>, StoreError> {
         let sku = sku.to_string();
-        self.call(move |conn| {
+        self.read(move |conn| {
             let stored = conn
                 .prepare_cached(&format!("{TRUTH_SELECT} WHERE t.sku = ?1"))
                 .and_then(|mut statement| statement.query_row(params![sku], read_truth).optional())
@@ -98,7 +98,7 @@ impl StockTruthStore for SqliteStore {
     async fn sales_of(&self, sku: &str, reservation_ids: &[String]) -> Result<Vec<SaleRecord>, StoreError> {
         validate_lookup(sku, reservation_ids.len())?;
         let (sku, ids) = (sku.to_string(), reservation_ids.to_vec());
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut statement = conn
                 .prepare_cached("SELECT qty, at_ms FROM stock_sales WHERE sku = ?1 AND reservation_id = ?2")
                 .map_err(sqlite_error)?;
@@ -129,7 +129,7 @@ impl StockTruthStore for SqliteStore {
     ) -> Result<Vec<StockTruth>, StoreError> {
         let limit = page_size(limit)?;
         let after = after_sku.unwrap_or("").to_string();
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(&format!(
                 "{TRUTH_SELECT} WHERE t.sku > ?1 ORDER BY t.sku LIMIT ?2"
             ))

@@ -2,7 +2,7 @@
 //! reused) its arrival order. The bound check and the insert share one IMMEDIATE
 //! transaction, so the bound is exact.
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{SqliteStore, sqlite_error};
 use crate::waiting_room::{Enqueued, QueuedEntry, WaitingRoomStore, validate, validate_head};
@@ -56,14 +56,12 @@ impl WaitingRoomStore for SqliteStore {
     ) -> Result<Enqueued, StoreError> {
         validate(queue, key)?;
         let (queue, key) = (queue.to_string(), key.to_string());
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            if let Some((entry, position)) = position(&tx, &queue, &key)? {
+        self.write(move |conn| {
+            let tx = conn;
+            if let Some((entry, position)) = position(tx, &queue, &key)? {
                 return Ok(Enqueued::Existing { position, entry });
             }
-            let waiting = depth(&tx, &queue)?;
+            let waiting = depth(tx, &queue)?;
             if waiting >= max_depth {
                 return Ok(Enqueued::Full { depth: waiting });
             }
@@ -72,9 +70,8 @@ impl WaitingRoomStore for SqliteStore {
             )
             .and_then(|mut statement| statement.execute(params![queue, key, payload, now_ms()]))
             .map_err(sqlite_error)?;
-            let (entry, position) = position(&tx, &queue, &key)?
+            let (entry, position) = position(tx, &queue, &key)?
                 .ok_or_else(|| StoreError::Corrupt("an enqueued entry vanished".into()))?;
-            tx.commit().map_err(sqlite_error)?;
             Ok(Enqueued::Added { position, entry })
         })
         .await
@@ -83,13 +80,13 @@ impl WaitingRoomStore for SqliteStore {
     async fn queue_position(&self, queue: &str, key: &str) -> Result<Option<(QueuedEntry, u64)>, StoreError> {
         validate(queue, key)?;
         let (queue, key) = (queue.to_string(), key.to_string());
-        self.call(move |conn| position(conn, &queue, &key)).await
+        self.read(move |conn| position(conn, &queue, &key)).await
     }
 
     async fn queue_head(&self, queue: &str, limit: u32) -> Result<Vec<QueuedEntry>, StoreError> {
         validate_head(queue, limit)?;
         let queue = queue.to_string();
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM waiting_room WHERE queue = ?1 ORDER BY seq LIMIT ?2"
             ))
@@ -106,7 +103,7 @@ impl WaitingRoomStore for SqliteStore {
     async fn dequeue(&self, queue: &str, key: &str) -> Result<bool, StoreError> {
         validate(queue, key)?;
         let (queue, key) = (queue.to_string(), key.to_string());
-        self.call(move |conn| {
+        self.write(move |conn| {
             conn.prepare_cached("DELETE FROM waiting_room WHERE queue = ?1 AND key = ?2")
                 .and_then(|mut statement| statement.execute(params![queue, key]))
                 .map(|deleted| deleted > 0)
@@ -118,6 +115,6 @@ impl WaitingRoomStore for SqliteStore {
     async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
         validate(queue, "-")?;
         let queue = queue.to_string();
-        self.call(move |conn| depth(conn, &queue)).await
+        self.read(move |conn| depth(conn, &queue)).await
     }
 }

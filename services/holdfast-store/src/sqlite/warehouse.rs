@@ -1,11 +1,13 @@
-//! Warehouses, stock, shipments and claims on SQLite. A [`WarehouseChange`] is one
-//! `IMMEDIATE` transaction: SQLite's write lock serialises it against every other writer
-//! (other handles on the file included), so the stock it checks is the stock it changes,
-//! and a refusal rolls back everything it wrote before it.
+//! Warehouses, stock, shipments and claims on SQLite. A [`WarehouseChange`] is one writer
+//! job (inside the writer's `IMMEDIATE` transaction): SQLite's write lock serialises it
+//! against every other writer (other handles on the file included), so the stock it checks
+//! is the stock it changes, and a refusal rolls back everything it wrote before it (a
+//! nested savepoint).
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use holdfast_sqlite::Nested;
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::outbox::insert_messages;
 use super::{SqliteStore, sqlite_error};
@@ -129,7 +131,7 @@ fn select_claim(conn: &Connection, scope: &str, key: &str) -> Result<Option<Clai
 
 /// The rows `change.stock` leaves, or the stored row of the first delta that cannot apply.
 fn plan_stock(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     change: &WarehouseChange,
 ) -> Result<Result<Vec<StockRow>, StockRow>, StoreError> {
     let mut rows: Vec<StockRow> = Vec::new();
@@ -158,7 +160,7 @@ fn plan_stock(
     Ok(Ok(rows))
 }
 
-fn write_stock(tx: &Transaction<'_>, rows: &mut [StockRow], now: i64) -> Result<(), StoreError> {
+fn write_stock(tx: &Connection, rows: &mut [StockRow], now: i64) -> Result<(), StoreError> {
     let mut statement = tx
         .prepare_cached(&format!(
             "INSERT INTO warehouse_stock ({STOCK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -186,7 +188,7 @@ fn write_stock(tx: &Transaction<'_>, rows: &mut [StockRow], now: i64) -> Result<
 
 /// Writes one shipment; `Err(refusal)` when its version condition fails.
 fn write_shipment(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     write: ShipmentWrite,
     now: i64,
 ) -> Result<Result<StoredShipment, Refusal>, StoreError> {
@@ -259,11 +261,9 @@ impl WarehouseStore for SqliteStore {
     ) -> Result<(StoredWarehouse, bool), StoreError> {
         validate_warehouse(&warehouse)?;
         let options = to_json("shipping options", &warehouse.shipping_options)?;
-        self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            let current = select_warehouse(&tx, &warehouse.id)?;
+        self.write(move |conn| {
+            let tx = conn;
+            let current = select_warehouse(tx, &warehouse.id)?;
             let now = now_ms();
             let stored = StoredWarehouse {
                 created_at_ms: current.as_ref().map_or(now, |c| c.created_at_ms),
@@ -291,7 +291,6 @@ impl WarehouseStore for SqliteStore {
                 ])
             })
             .map_err(sqlite_error)?;
-            tx.commit().map_err(sqlite_error)?;
             Ok((stored, current.is_none()))
         })
         .await
@@ -300,7 +299,7 @@ impl WarehouseStore for SqliteStore {
     async fn get_warehouse(&self, id: &str) -> Result<Option<StoredWarehouse>, StoreError> {
         validate_id("warehouse", id)?;
         let id = id.to_string();
-        self.call(move |conn| select_warehouse(conn, &id)).await
+        self.read(move |conn| select_warehouse(conn, &id)).await
     }
 
     async fn list_warehouses(
@@ -312,7 +311,7 @@ impl WarehouseStore for SqliteStore {
     ) -> Result<WarehousePage, StoreError> {
         let request = WarehousePageRequest::new(region, include_inactive, cursor, limit)?;
         let region = region.map(str::to_string);
-        self.call(move |conn| {
+        self.read(move |conn| {
             let fetch = i64::try_from(request.fetch()).unwrap_or(i64::MAX);
             let rows = conn
                 .prepare_cached(&format!(
@@ -345,7 +344,7 @@ impl WarehouseStore for SqliteStore {
             validate_id("warehouse", id)?;
         }
         let warehouse_id = warehouse_id.map(str::to_string);
-        self.call(move |conn| {
+        self.read(move |conn| {
             let mut rows = Vec::with_capacity(skus.len());
             for sku in &skus {
                 match &warehouse_id {
@@ -371,13 +370,13 @@ impl WarehouseStore for SqliteStore {
     async fn get_shipment(&self, id: &str) -> Result<Option<StoredShipment>, StoreError> {
         validate_id("shipment", id)?;
         let id = id.to_string();
-        self.call(move |conn| select_shipment(conn, &id)).await
+        self.read(move |conn| select_shipment(conn, &id)).await
     }
 
     async fn list_shipments_by_order(&self, order_id: &str) -> Result<Vec<StoredShipment>, StoreError> {
         validate_id("order", order_id)?;
         let order_id = order_id.to_string();
-        self.call(move |conn| {
+        self.read(move |conn| {
             conn.prepare_cached(&format!(
                 "SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE order_id = ?1 ORDER BY created_at_ms, id"
             ))
@@ -401,7 +400,7 @@ impl WarehouseStore for SqliteStore {
         let request = ShipmentPageRequest::new(warehouse_id, statuses, cursor, limit)?;
         let warehouse_id = warehouse_id.to_string();
         let statuses = to_json("statuses", &request.statuses)?;
-        self.call(move |conn| {
+        self.read(move |conn| {
             let fetch = i64::try_from(request.fetch()).unwrap_or(i64::MAX);
             let (after_at, after_id) = request.after.clone().unwrap_or((i64::MIN, String::new()));
             let rows = conn
@@ -431,57 +430,55 @@ impl WarehouseStore for SqliteStore {
             return Err(StoreError::InvalidArgument("claim scope or key is empty".into()));
         }
         let (scope, key) = (scope.to_string(), key.to_string());
-        self.call(move |conn| select_claim(conn, &scope, &key)).await
+        self.read(move |conn| select_claim(conn, &scope, &key)).await
     }
 
     async fn apply_warehouse_change(&self, change: WarehouseChange) -> Result<ChangeOutcome, StoreError> {
         validate_change(&change)?;
         let outbox = distinct_messages(change.outbox.clone())?;
-        self.call(move |conn| {
-            // Dropping `tx` without commit rolls back: every early return below writes nothing.
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_error)?;
-            let mut free = Vec::with_capacity(change.claims.len());
-            for claim in &change.claims {
-                match select_claim(&tx, &claim.scope, &claim.key)? {
-                    Some(record) if claim.if_taken == IfTaken::Repeat => {
-                        return Ok(ChangeOutcome::Repeated(record));
+        self.write(move |conn| {
+            // A refusal undoes what the change wrote before it; an error undoes the job.
+            holdfast_sqlite::nested(conn, |tx| {
+                let mut free = Vec::with_capacity(change.claims.len());
+                for claim in &change.claims {
+                    match select_claim(tx, &claim.scope, &claim.key)? {
+                        Some(record) if claim.if_taken == IfTaken::Repeat => {
+                            return Ok(Nested::Undo(ChangeOutcome::Repeated(record)));
+                        }
+                        Some(_) => {}
+                        None => free.push(claim),
                     }
-                    Some(_) => {}
-                    None => free.push(claim),
                 }
-            }
-            let mut stock = match plan_stock(&tx, &change)? {
-                Ok(rows) => rows,
-                Err(stored) => return Ok(ChangeOutcome::Refused(Refusal::Stock(stored))),
-            };
-            let now = now_ms();
-            write_stock(&tx, &mut stock, now)?;
-            let mut shipments = Vec::with_capacity(change.shipments.len());
-            for write in change.shipments.iter().cloned() {
-                match write_shipment(&tx, write, now)? {
-                    Ok(shipment) => shipments.push(shipment),
-                    Err(refusal) => return Ok(ChangeOutcome::Refused(refusal)),
+                let mut stock = match plan_stock(tx, &change)? {
+                    Ok(rows) => rows,
+                    Err(stored) => return Ok(Nested::Undo(ChangeOutcome::Refused(Refusal::Stock(stored)))),
+                };
+                let now = now_ms();
+                write_stock(tx, &mut stock, now)?;
+                let mut shipments = Vec::with_capacity(change.shipments.len());
+                for write in change.shipments.iter().cloned() {
+                    match write_shipment(tx, write, now)? {
+                        Ok(shipment) => shipments.push(shipment),
+                        Err(refusal) => return Ok(Nested::Undo(ChangeOutcome::Refused(refusal))),
+                    }
                 }
-            }
-            insert_messages(&tx, &outbox)?;
-            let answer = to_json("claim stock", &stock)?;
-            {
-                let mut insert = tx
-                    .prepare_cached(
-                        "INSERT INTO warehouse_claims (scope, key, fingerprint, stock, created_at_ms)
+                insert_messages(tx, &outbox)?;
+                let answer = to_json("claim stock", &stock)?;
+                {
+                    let mut insert = tx
+                        .prepare_cached(
+                            "INSERT INTO warehouse_claims (scope, key, fingerprint, stock, created_at_ms)
                          VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )
-                    .map_err(sqlite_error)?;
-                for claim in free {
-                    insert
-                        .execute(params![claim.scope, claim.key, claim.fingerprint, answer, now])
+                        )
                         .map_err(sqlite_error)?;
+                    for claim in free {
+                        insert
+                            .execute(params![claim.scope, claim.key, claim.fingerprint, answer, now])
+                            .map_err(sqlite_error)?;
+                    }
                 }
-            }
-            tx.commit().map_err(sqlite_error)?;
-            Ok(ChangeOutcome::Applied { stock, shipments })
+                Ok(Nested::Keep(ChangeOutcome::Applied { stock, shipments }))
+            })
         })
         .await
     }

@@ -7,7 +7,7 @@ use holdfast_proto::inventory::v1::Shortage;
 use holdfast_proto::orders::v1::{
     CheckoutOutcome, CheckoutResponse, OrderStatus, RepricedLine as ProtoRepriced,
 };
-use holdfast_store::StoreError;
+use holdfast_store::JoinedWrite;
 use prometheus::IntCounterVec;
 use prost::Message;
 use tonic::{Code, Status};
@@ -42,18 +42,22 @@ fn record_outcome(outcome: Option<&Outcome>) {
     CHECKOUTS.with_label_values(&[label]).inc();
 }
 
-/// Finish: store the answer on the key; the saga is done.
+/// Finish: store the answer on the key, with the saga's last transition (a key that
+/// expired under a saga older than 24 h is skipped: nobody is left to answer); the saga is
+/// done.
 pub async fn finish<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &CheckoutState,
+    joined: &mut Vec<JoinedWrite>,
 ) -> Result<Step, OrdersError> {
     let answer = answer(ctx, state).await?;
     record_outcome(state.outcome.as_ref());
-    match ctx.store.complete_key(SCOPE, &state.key, answer.encode()).await {
-        // A key that expired under a saga older than 24 h has nobody left to answer.
-        Ok(()) | Err(StoreError::NotFound(_)) => Ok(Step::Done),
-        Err(e) => Err(e.into()),
-    }
+    joined.push(JoinedWrite::CompleteKey {
+        scope: SCOPE.into(),
+        key: state.key.clone(),
+        response: answer.encode(),
+    });
+    Ok(Step::Done)
 }
 
 /// The client-facing answer of a checkout that reached its outcome.

@@ -17,7 +17,7 @@ pub mod state;
 pub mod steps;
 
 use holdfast_proto::orders::v1::CheckoutRequest;
-use holdfast_store::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, KeyClaim, SagaRecord};
+use holdfast_store::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, JoinedWrite, KeyClaim, SagaRecord};
 use prost::Message;
 use tonic::Code;
 
@@ -137,37 +137,45 @@ pub async fn step<S: OrdersStore>(
         });
         return Ok(next(Step::Compensate, &state));
     }
+    // The order and key writes of the step, written with its transition.
+    let mut joined = Vec::new();
     let to = match step {
         Step::Validate => reprice::validate(ctx, &mut state).await?,
         Step::Reserve => steps::reserve(ctx, &mut state).await?,
         Step::Screen => steps::screen(ctx, &mut state).await?,
         Step::Authorize => steps::authorize(ctx, &mut state).await?,
-        Step::CreateOrder => steps::create_order(ctx, &mut state).await?,
+        Step::CreateOrder => steps::create_order(ctx, &mut state, &mut joined).await?,
         Step::Commit => steps::commit(ctx, &mut state).await?,
-        Step::Capture => steps::capture(ctx, &mut state).await?,
-        Step::Dispatch => steps::dispatch(ctx, &state).await?,
+        Step::Capture => steps::capture(ctx, &mut state, &mut joined).await?,
+        Step::Dispatch => steps::dispatch(ctx, &state, &mut joined).await?,
         Step::Notify => steps::notify(ctx, &mut state).await?,
         Step::Compensate => steps::compensate(ctx, &mut state).await?,
-        Step::Finish => answer::finish(ctx, &state).await?,
+        Step::Finish => answer::finish(ctx, &state, &mut joined).await?,
         Step::Done => {
             return Err(OrdersError::Internal(
                 "a finished checkout was asked to run".into(),
             ));
         }
     };
-    Ok(next(to, &state))
+    Ok(next_joined(to, &state, joined))
 }
 
 fn next(step: Step, state: &CheckoutState) -> StepResult {
+    next_joined(step, state, Vec::new())
+}
+
+fn next_joined(step: Step, state: &CheckoutState, joined: Vec<JoinedWrite>) -> StepResult {
     if step == Step::Done {
         StepResult::Finished {
             state: state.encode(),
+            joined,
         }
     } else {
         StepResult::Next {
             step: step.as_str(),
             state: state.encode(),
             outbox: Vec::new(),
+            joined,
         }
     }
 }

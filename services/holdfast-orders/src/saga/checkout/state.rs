@@ -329,8 +329,7 @@ impl StoredAnswer {
 pub fn psp_key_for(checkout_key: &str, action: &str) -> String {
     use sha1::Digest;
     let digest = sha1::Sha1::digest(checkout_key.as_bytes());
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-    format!("chk_{hex}:{action}")
+    format!("chk_{}:{action}", hex::encode(&digest))
 }
 
 /// A digest of the request's payload (everything but the key): two requests with one key
@@ -353,24 +352,49 @@ pub fn fingerprint(request: &CheckoutRequest) -> String {
     )
 }
 
-/// Hex for byte fields in the JSON state.
+/// Hex for byte fields in the JSON state (and the PSP key's digest): a table per nibble,
+/// one `String` per field, not one small `String` per byte.
 mod hex {
     use serde::{Deserialize, Deserializer, Serializer};
 
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+    pub fn encode(bytes: &[u8]) -> String {
+        let mut text = String::with_capacity(bytes.len() * 2);
+        for byte in bytes {
+            text.push(char::from(DIGITS[usize::from(byte >> 4)]));
+            text.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+        }
+        text
+    }
+
+    fn nibble(digit: u8) -> Option<u8> {
+        match digit {
+            b'0'..=b'9' => Some(digit - b'0'),
+            b'a'..=b'f' => Some(digit - b'a' + 10),
+            b'A'..=b'F' => Some(digit - b'A' + 10),
+            _ => None,
+        }
+    }
+
+    pub fn decode(text: &str) -> Option<Vec<u8>> {
+        let digits = text.as_bytes();
+        if !digits.len().is_multiple_of(2) {
+            return None;
+        }
+        digits
+            .chunks_exact(2)
+            .map(|pair| Some((nibble(pair[0])? << 4) | nibble(pair[1])?))
+            .collect()
+    }
+
     pub fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
-        let text: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        serializer.serialize_str(&text)
+        serializer.serialize_str(&encode(bytes))
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
         let text = String::deserialize(deserializer)?;
-        if text.len() % 2 != 0 {
-            return Err(serde::de::Error::custom("odd hex length"));
-        }
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(serde::de::Error::custom))
-            .collect()
+        decode(&text).ok_or_else(|| serde::de::Error::custom("not an even-length hex string"))
     }
 }
 
@@ -378,6 +402,18 @@ mod hex {
 mod tests {
     use super::*;
     use holdfast_proto::orders::v1::CheckoutOutcome;
+
+    #[test]
+    fn hex_matches_the_per_byte_format_it_replaced_and_refuses_garbage() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let old: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex::encode(&bytes), old);
+        assert_eq!(hex::decode(&old), Some(bytes));
+        assert_eq!(hex::decode("ABcd"), Some(vec![0xab, 0xcd]));
+        assert_eq!(hex::decode("abc"), None);
+        assert_eq!(hex::decode("zz"), None);
+        assert_eq!(hex::decode("é1"), None);
+    }
 
     #[test]
     fn steps_round_trip_through_their_names() {

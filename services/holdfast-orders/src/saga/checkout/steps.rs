@@ -12,7 +12,7 @@ use holdfast_proto::orders::v1::{CheckoutRequest, Order, OrderStatus, checkout_r
 use holdfast_proto::payments::v1::{
     AuthorizeRequest, CaptureRequest, GetPaymentRequest, PaymentStatus, VoidRequest, get_payment_request,
 };
-use holdfast_store::OutboxMessage;
+use holdfast_store::{JoinedWrite, OutboxMessage};
 use prost::Message;
 use tonic::Code;
 
@@ -263,13 +263,18 @@ fn new_order(state: &CheckoutState, request: &CheckoutRequest, now: i64) -> Orde
     created
 }
 
-/// Create order: the order record (create-if-absent), then commit.
+/// Create order: the order record (create-if-absent, written with the transition), then
+/// commit.
 pub async fn create_order<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &mut CheckoutState,
+    joined: &mut Vec<JoinedWrite>,
 ) -> Result<Step, OrdersError> {
     let request = state.request()?;
-    order::create(ctx, &new_order(state, &request, ctx.now_ms())).await?;
+    joined.push(JoinedWrite::CreateOrder(order::to_stored(
+        &new_order(state, &request, ctx.now_ms()),
+        1,
+    )));
     state.order_created = true;
     Ok(Step::Commit)
 }
@@ -322,30 +327,36 @@ async fn send_commit<S: OrdersStore>(
         .map(|_| ())
 }
 
-/// Moves the order from `from` to `to`, without events; nothing if it is elsewhere already.
-async fn move_order<S: OrdersStore>(
+/// Moves the order from `from` to `to` with the step's transition (a joined write);
+/// nothing if it is elsewhere already.
+async fn move_order_joined<S: OrdersStore>(
     ctx: &StepContext<S>,
     order_id: &str,
-    from: &[OrderStatus],
-    to: OrderStatus,
+    (from, to): (&[OrderStatus], OrderStatus),
     reason: &str,
-) -> Result<Order, OrdersError> {
+    joined: &mut Vec<JoinedWrite>,
+) -> Result<(), OrdersError> {
     let now = ctx.now_ms();
-    order::change(ctx, order_id, |current| {
-        Ok(if order::transition(current, from, to, now, reason) {
-            Change::Write(Vec::new())
-        } else {
-            Change::Keep
+    joined.extend(
+        order::change_joined(ctx, order_id, |current| {
+            Ok(if order::transition(current, from, to, now, reason) {
+                Change::Write(Vec::new())
+            } else {
+                Change::Keep
+            })
         })
-    })
-    .await
+        .await?,
+    );
+    Ok(())
 }
 
 /// Capture: after the pivot, only forward. A refused capture (the authorization is gone)
-/// leaves a committed order without money: it goes to manual review, named.
+/// leaves a committed order without money: it goes to manual review, named. The order's
+/// move is written with the transition.
 pub async fn capture<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &mut CheckoutState,
+    joined: &mut Vec<JoinedWrite>,
 ) -> Result<Step, OrdersError> {
     let payment_id = state.payment_id.clone().unwrap_or_default();
     match ctx
@@ -360,12 +371,12 @@ pub async fn capture<S: OrdersStore>(
         .await
     {
         Ok(_) => {
-            move_order(
+            move_order_joined(
                 ctx,
                 &state.order_id,
-                &[OrderStatus::Placed],
-                OrderStatus::Paid,
+                (&[OrderStatus::Placed], OrderStatus::Paid),
                 "payment captured",
+                joined,
             )
             .await?;
             Ok(Step::Dispatch)
@@ -374,12 +385,12 @@ pub async fn capture<S: OrdersStore>(
         Err(status) => {
             tracing::warn!(order = %state.order_id, code = ?status.code(), detail = %status.message(),
                 "capture refused after the pivot; the order goes to manual review");
-            move_order(
+            move_order_joined(
                 ctx,
                 &state.order_id,
-                &[OrderStatus::Placed],
-                OrderStatus::ManualReview,
+                (&[OrderStatus::Placed], OrderStatus::ManualReview),
                 "capture refused by the payment provider",
+                joined,
             )
             .await?;
             state.manual_review = true;
@@ -390,13 +401,14 @@ pub async fn capture<S: OrdersStore>(
 }
 
 /// Dispatch: FULFILLING, with order.confirmed and fulfillment.dispatch_requested in the
-/// same atomic write.
+/// same atomic write (joined to the step's transition).
 pub async fn dispatch<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &CheckoutState,
+    joined: &mut Vec<JoinedWrite>,
 ) -> Result<Step, OrdersError> {
     let now = ctx.now_ms();
-    order::change(ctx, &state.order_id, |current| {
+    let write = order::change_joined(ctx, &state.order_id, |current| {
         Ok(
             if order::transition(
                 current,
@@ -412,6 +424,7 @@ pub async fn dispatch<S: OrdersStore>(
         )
     })
     .await?;
+    joined.extend(write);
     Ok(Step::Notify)
 }
 
