@@ -264,6 +264,16 @@ async fn an_order_life_notifies_once_per_event_and_channel() {
         .await
         .expect("receive return");
 
+    // Order 1's eight notifications are settled before the opt-out: its events reach the
+    // notifications service asynchronously, and an opt-out that overtook them would
+    // (rightly) suppress their push.
+    until("order 1's notifications settled", || async {
+        let all = listed(&clients, "ada").await;
+        let settled = all.iter().all(|n| n.status != NotificationStatus::Pending as i32);
+        (all.len() == 8 && settled).then_some(())
+    })
+    .await;
+
     // Order 2: placed, then cancelled; ada opted out of push first.
     clients
         .notifications
