@@ -131,13 +131,20 @@ local function rec_put(h, rec, pexpire_ms)
     if v ~= '' then last = i end
   end
   local value = table.concat(parts, '\n', 1, last)
+  local fits = #h.field <= REC_ENTRY_MAX and #value <= REC_ENTRY_MAX
   if not pexpire_ms then
+    -- Kept as long as before: in the same generation hash, or as long as its key has left.
+    if h.in_hash and fits then
+      redis.call('HSET', h.at, h.field, value)
+      return
+    end
     pexpire_ms = h.at and num(redis.call('PTTL', h.at)) or 0
     if pexpire_ms < 1 then pexpire_ms = REC_SHORT_MAX end
+    pexpire_ms = math.min(pexpire_ms, REC_MAX)
   end
   if pexpire_ms > REC_MAX then error('record retention over ' .. REC_MAX .. ' ms') end
   local deadline = h.now + pexpire_ms
-  if #h.field <= REC_ENTRY_MAX and #value <= REC_ENTRY_MAX then
+  if fits then
     local gen, key = REC_GEN, nil
     if pexpire_ms <= REC_SHORT_MAX then gen = REC_SHORT_GEN end
     local g = math.floor(deadline / gen)
