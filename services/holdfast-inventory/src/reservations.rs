@@ -502,8 +502,7 @@ impl Heartbeat {
             every.tick().await; // the claim was just taken
             loop {
                 every.tick().await;
-                match scripts::reservation_renew(stock.client(), &rid, &owner, ms(lease)).await
-                {
+                match scripts::reservation_renew(stock.client(), &rid, &owner, ms(lease)).await {
                     Ok(true) => {}
                     Ok(false) => return,
                     // The next tick tries again; a lease outliving a Redis blip is the point.

@@ -282,8 +282,7 @@ impl Stock {
             retention_ms: ttl_ms + ms(RECORD_RETENTION),
             ..Default::default()
         };
-        let (live, record) =
-            scripts::reservation_transition(client, rid, check.clone()).await?;
+        let (live, record) = scripts::reservation_transition(client, rid, check.clone()).await?;
         if !live {
             return Err(match record.state.as_str() {
                 "" => InventoryError::NotFound(rid.to_string()),

@@ -73,8 +73,13 @@ async fn a_refused_reservation_keeps_its_record_only_as_long_as_a_replay_needs()
     // Refusals live in 5-minute generation hashes: kept their retention, at most 5 min longer.
     let bound = 15 * 60 * 1000;
     for rid in ["no-1", "no-2"] {
-        let (at, ttl) = layout_support::record_at(fx.redis(), rid).await.expect("a record");
-        assert!(ttl > 0 && ttl <= bound, "{rid}: pttl {ttl} of {at} beyond {bound}");
+        let (at, ttl) = layout_support::record_at(fx.redis(), rid)
+            .await
+            .expect("a record");
+        assert!(
+            ttl > 0 && ttl <= bound,
+            "{rid}: pttl {ttl} of {at} beyond {bound}"
+        );
     }
     // The replay within that window still answers the first refusal.
     assert_eq!(

@@ -53,7 +53,10 @@ async fn v2_reserve_single(client: &Client, rid: &str, sku: &str, qty: i64) -> V
 }
 
 async fn legacy_exists(client: &Client, rid: &str) -> bool {
-    let n: i64 = client.exists(keys::legacy_reservation(rid)).await.expect("exists");
+    let n: i64 = client
+        .exists(keys::legacy_reservation(rid))
+        .await
+        .expect("exists");
     n == 1
 }
 
@@ -89,21 +92,39 @@ async fn records_of_the_per_reservation_layout_answer_and_move_on_their_next_wri
     assert_eq!(replay.expires_at_unix_ms, expiry[3]);
     let again = fx.reserve("v2-refused", &[("V2", 5)], 600).await.expect("replay");
     assert_eq!((reserved(&again), again.shortages.len()), (false, 1));
-    let conflict = fx.reserve("v2-commit", &[("V2", 1)], 600).await.expect_err("conflict");
+    let conflict = fx
+        .reserve("v2-commit", &[("V2", 1)], 600)
+        .await
+        .expect_err("conflict");
     assert_eq!(conflict.code(), Code::AlreadyExists);
     assert_eq!(fx.level("V2").await.reserved, 8, "nothing held twice");
 
     // Commit, Release and Extend run on them, and each write moves the record into the shard.
     assert_eq!(fx.commit("v2-commit").await.expect("commit").levels[0].sold, 2);
     assert_eq!(fx.release("v2-release").await.expect("release").released_units, 2);
-    let extended = fx.inventory.stock.extend("v2-extend", 1200).await.expect("extend");
+    let extended = fx
+        .inventory
+        .stock
+        .extend("v2-extend", 1200)
+        .await
+        .expect("extend");
     assert!(extended > expiry[2]);
     for rid in ["v2-commit", "v2-release", "v2-extend"] {
         assert!(!legacy_exists(client, rid).await, "{rid}: the old key is gone");
-        assert!(in_shard(client, rid).await, "{rid}: {:?}", record_at(client, rid).await);
+        assert!(
+            in_shard(client, rid).await,
+            "{rid}: {:?}",
+            record_at(client, rid).await
+        );
     }
-    assert_eq!(record_field(client, "v2-commit", "state").await.as_deref(), Some("committed"));
-    assert_eq!(record_field(client, "v2-release", "state").await.as_deref(), Some("released"));
+    assert_eq!(
+        record_field(client, "v2-commit", "state").await.as_deref(),
+        Some("committed")
+    );
+    assert_eq!(
+        record_field(client, "v2-release", "state").await.as_deref(),
+        Some("released")
+    );
     assert_eq!(
         record_field(client, "v2-extend", "expires_at").await,
         Some(extended.to_string())
@@ -145,10 +166,16 @@ async fn a_pending_claim_of_the_old_layout_keeps_others_out_until_its_lease_laps
     claim("v2-dead", 1).await.expect("v2 claim");
     let now = fx.redis_now_ms().await;
     fx.wait_redis_time_past(now + 5).await;
-    let held = fx.reserve("v2-dead", &[("V2P", 1)], 600).await.expect("taken over");
+    let held = fx
+        .reserve("v2-dead", &[("V2P", 1)], 600)
+        .await
+        .expect("taken over");
     assert!(reserved(&held));
     assert!(!legacy_exists(client, "v2-dead").await && in_shard(client, "v2-dead").await);
-    assert_eq!(record_field(client, "v2-dead", "state").await.as_deref(), Some("reserved"));
+    assert_eq!(
+        record_field(client, "v2-dead", "state").await.as_deref(),
+        Some("reserved")
+    );
     assert_eq!(fx.level("V2P").await.reserved, 1);
 }
 
@@ -158,16 +185,27 @@ async fn records_share_small_listpack_hashes_and_big_ones_get_a_key_of_their_own
     fx.set_stock("PACK", 1_000, 1).await;
     let client = fx.redis();
     for i in 0..300 {
-        let answer = fx.reserve(&format!("{i:032x}"), &[("PACK", 1)], 600).await.expect("reserve");
+        let answer = fx
+            .reserve(&format!("{i:032x}"), &[("PACK", 1)], 600)
+            .await
+            .expect("reserve");
         assert!(reserved(&answer));
     }
     // A refusal lives in a short generation, a long id in a key of its own.
-    let refused = fx.reserve("refused-1", &[("PACK", 5_000)], 600).await.expect("refusal");
+    let refused = fx
+        .reserve("refused-1", &[("PACK", 5_000)], 600)
+        .await
+        .expect("refusal");
     assert!(!reserved(&refused));
     let long_id = "L".repeat(100);
-    assert!(reserved(&fx.reserve(&long_id, &[("PACK", 1)], 600).await.expect("reserve")));
+    assert!(reserved(
+        &fx.reserve(&long_id, &[("PACK", 1)], 600).await.expect("reserve")
+    ));
     let (short, _) = record_at(client, "refused-1").await.expect("refusal record");
-    assert!(short.starts_with(&format!("{}:s", keys::reservation("refused-1"))), "{short}");
+    assert!(
+        short.starts_with(&format!("{}:s", keys::reservation("refused-1"))),
+        "{short}"
+    );
     let (own, _) = record_at(client, &long_id).await.expect("long id record");
     assert_eq!(own, format!("{}:k:{long_id}", keys::reservation(&long_id)));
     let mut hashes = std::collections::BTreeSet::new();
@@ -177,7 +215,10 @@ async fn records_share_small_listpack_hashes_and_big_ones_get_a_key_of_their_own
         assert!(in_shard(client, &rid).await, "{rid}: {at}");
         // Kept the hold's TTL + 24 h, at most one 12 h generation longer.
         let kept = 600_000 + i64::try_from(RECORD_RETENTION.as_millis()).expect("fits");
-        assert!(ttl > kept - 60_000 && ttl <= kept + 12 * 3600 * 1000, "{rid}: {ttl}");
+        assert!(
+            ttl > kept - 60_000 && ttl <= kept + 12 * 3600 * 1000,
+            "{rid}: {ttl}"
+        );
         hashes.insert(at);
     }
     for at in &hashes {
@@ -189,7 +230,10 @@ async fn records_share_small_listpack_hashes_and_big_ones_get_a_key_of_their_own
     }
     // Every record answers: the first answer on a replay, nothing held twice.
     for i in (0..300).step_by(7) {
-        let again = fx.reserve(&format!("{i:032x}"), &[("PACK", 1)], 600).await.expect("replay");
+        let again = fx
+            .reserve(&format!("{i:032x}"), &[("PACK", 1)], 600)
+            .await
+            .expect("replay");
         assert!(reserved(&again));
     }
     assert_eq!(fx.level("PACK").await.reserved, 301);

@@ -146,16 +146,9 @@ async fn a_retry_takes_over_a_dead_reserve_without_holding_twice() {
     let lines = [("A".to_string(), 3), ("B".to_string(), 4)];
     let fp = holdfast_inventory::reservations::fingerprint(&lines, 600);
     let client = fx.redis();
-    let claim = scripts::reservation_claim(
-        client,
-        "crash",
-        &fp,
-        "[]",
-        (5_000, 600_000),
-        "dead",
-    )
-    .await
-    .expect("claim");
+    let claim = scripts::reservation_claim(client, "crash", &fp, "[]", (5_000, 600_000), "dead")
+        .await
+        .expect("claim");
     assert_eq!(claim, scripts::Claim::Claimed(None));
     scripts::reserve(client, &BucketKeys::new("A", 0), "crash", 3, 600_000)
         .await
@@ -186,16 +179,9 @@ async fn an_extend_of_a_reserve_cut_short_answers_aborted_until_a_retried_reserv
     let lines = [("A".to_string(), 3)];
     let fp = holdfast_inventory::reservations::fingerprint(&lines, 600);
     let client = fx.redis();
-    let claim = scripts::reservation_claim(
-        client,
-        "cut",
-        &fp,
-        "[]",
-        (5_000, 600_000),
-        "dead",
-    )
-    .await
-    .expect("claim");
+    let claim = scripts::reservation_claim(client, "cut", &fp, "[]", (5_000, 600_000), "dead")
+        .await
+        .expect("claim");
     assert_eq!(claim, scripts::Claim::Claimed(None));
 
     let refused = fx

@@ -93,13 +93,9 @@ async fn a_commit_retried_after_its_lease_does_not_claim_lapsed_units_as_sold() 
     assert!(reserved(&first));
     // The committer got to `committing`, then stalled; its lease ran out before it committed
     // line A, and the hold lapsed (the units went back to stock, anyone may buy them).
-    scripts::reservation_transition(
-        fx.redis(),
-        "late",
-        step("reserved", "preparing"),
-    )
-    .await
-    .expect("preparing");
+    scripts::reservation_transition(fx.redis(), "late", step("reserved", "preparing"))
+        .await
+        .expect("preparing");
     scripts::reservation_transition(
         fx.redis(),
         "late",

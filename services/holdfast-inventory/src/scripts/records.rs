@@ -105,7 +105,14 @@ pub async fn reservation_claim(
     (lease_ms, retention_ms): (i64, i64),
     owner: &str,
 ) -> Result<Claim, InventoryError> {
-    let args = vec![s(fingerprint), s(lines), s(lease_ms), s(retention_ms), s(owner), s(rid)];
+    let args = vec![
+        s(fingerprint),
+        s(lines),
+        s(lease_ms),
+        s(retention_ms),
+        s(owner),
+        s(rid),
+    ];
     let reply = run(&RESERVATION_CLAIM, client, reservation_keys(rid), args).await?;
     let first = string_at(&RESERVATION_CLAIM, &reply, 0)?;
     Ok(match first.as_str() {

@@ -61,7 +61,11 @@ pub async fn record_field(client: &Client, rid: &str, field: &str) -> Option<Str
         helpers()
     );
     let reply: Value = client
-        .eval(script, keys::reservation_keys(rid), vec![field.to_string(), rid.to_string()])
+        .eval(
+            script,
+            keys::reservation_keys(rid),
+            vec![field.to_string(), rid.to_string()],
+        )
         .await
         .expect("eval");
     match reply {
