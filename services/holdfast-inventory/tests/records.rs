@@ -238,3 +238,57 @@ async fn records_share_small_listpack_hashes_and_big_ones_get_a_key_of_their_own
     }
     assert_eq!(fx.level("PACK").await.reserved, 301);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_records_live_in_the_slot_of_their_id_and_old_ones_are_moved() {
+    let fx = Fixture::cluster().await;
+    fx.set_stock("CA", 10, 1).await;
+    fx.set_stock("CB", 10, 1).await;
+    let client = fx.redis();
+    // A claim of the old layout whose claimer died: taken over, held once, moved to the shard.
+    let old: Value = client
+        .eval(
+            V2_RESERVATION_CLAIM,
+            vec![keys::legacy_reservation("c-old")],
+            vec![
+                fingerprint(&[("CA".to_string(), 1)], 600),
+                r#"[["CA",1,0]]"#.to_string(),
+                "1".to_string(),
+                "600000".to_string(),
+                "dead".to_string(),
+            ],
+        )
+        .await
+        .expect("v2 claim");
+    assert!(
+        matches!(&old, Value::Array(v) if v[0].as_string().as_deref() == Some("claimed")),
+        "{old:?}"
+    );
+    let now = fx.redis_now_ms().await;
+    fx.wait_redis_time_past(now + 5).await;
+    let first = fx.reserve("c-old", &[("CA", 1)], 600).await.expect("taken over");
+    assert!(reserved(&first));
+    assert!(!legacy_exists(client, "c-old").await && in_shard(client, "c-old").await);
+    // New reservations (multi-step on a cluster, lines on two slots): replay, commit, release.
+    let two = fx
+        .reserve("c-two", &[("CA", 2), ("CB", 3)], 600)
+        .await
+        .expect("reserve");
+    assert!(reserved(&two));
+    let again = fx
+        .reserve("c-two", &[("CA", 2), ("CB", 3)], 600)
+        .await
+        .expect("replay");
+    assert_eq!(again.expires_at_unix_ms, two.expires_at_unix_ms);
+    assert!(in_shard(client, "c-two").await);
+    assert_eq!(fx.release("c-two").await.expect("release").released_units, 5);
+    assert_eq!(fx.commit("c-old").await.expect("commit").levels[0].sold, 1);
+    assert_eq!(
+        record_field(client, "c-old", "state").await.as_deref(),
+        Some("committed")
+    );
+    assert_eq!(
+        (fx.level("CA").await.reserved, fx.level("CB").await.reserved),
+        (0, 0)
+    );
+}
