@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Redis bytes per idle SKU and per live hold through the real inventory Lua scripts, in the
 shapes of `holdfast-load bench inventory`: SKUs set by set_stock.lua (outbox then deleted), then
-one-line holds by reserve_single.lua (10 per SKU), then the same number of holds on one SKU.
+one-line holds by reserve_single.lua (10 per SKU), then the same number of holds on one SKU. Records
+go to the rid's record shard res:{T} (T the shortest tag of the rid's cluster slot, as
+keys::reservation computes it), with res:{rid} declared as the legacy key.
 usage: scripts/inventory_memory.py LUA_DIR PORT SKUS HOLDS HOT_HOLDS  (a running, empty redis-server
 on PORT: it is FLUSHALLed)."""
 import sys, subprocess, json, time
