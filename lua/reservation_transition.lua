@@ -16,7 +16,8 @@
 --                       token is this one (a claimer taken over cannot finish its Reserve)
 -- ARGV[9] rid           the reservation id
 --
--- Reply: {1, state, expires_at, lines}  moved; the values now stored
+-- Reply: {1, state, expires_at, lines}  moved; the values now stored (a refusal keeps no lines:
+--                                       those it had are still returned)
 --        {0, state, expires_at, lines}  refused, nothing written: the record is not in
 --                                       from_state (state "" if there is no record), or
 --                                       require_live and it lapsed, or owner is not the
