@@ -54,6 +54,17 @@ local function rec_field(rid)
   for i = 1, 31, 2 do out[#out + 1] = string.char(tonumber(string.sub(hex, i, i + 1), 16)) end
   return table.concat(out)
 end
+-- The rid a field of rec_field stands for.
+local function rec_rid(field)
+  local mark = string.byte(field, 1)
+  if #field ~= 17 or (mark ~= 1 and mark ~= 2) then return field end
+  local hex = {}
+  for i = 2, 17 do hex[#hex + 1] = string.format('%02x', string.byte(field, i)) end
+  hex = table.concat(hex)
+  if mark == 1 then return hex end
+  return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-' .. string.sub(hex, 13, 16) .. '-'
+    .. string.sub(hex, 17, 20) .. '-' .. string.sub(hex, 21, 32)
+end
 local function rec_unpack(v)
   local rec, i, n = {}, 1, 1
   while true do
@@ -203,7 +214,9 @@ end
 -- -> units, expiry ms of rid's hold (either layout), or nil. Units 0: an orphan, holds nothing.
 local function hold_get(inv, holds, held, rid)
   local _, shard = hold_keys(holds)
-  local v = redis.call('HGET', shard .. hold_slot(rid, hold_shards(inv)), rid)
+  local key, f = shard .. hold_slot(rid, hold_shards(inv)), rec_field(rid)
+  local v = redis.call('HGET', key, f)
+  if not v and f ~= rid then v = redis.call('HGET', key, rid) end
   if v then return hold_unpack(v) end
   local e = redis.call('ZSCORE', holds, rid)
   if e then return num(redis.call('HGET', held, rid)), num(e) end
@@ -215,8 +228,11 @@ local function hold_put(inv, holds, held, rid, qty, expires_at)
   local st = redis.call('HMGET', inv, 'hs', 'hn')
   local shards, count = math.max(num(st[1]), 1), num(st[2])
   if redis.call('ZREM', holds, rid) == 1 then redis.call('HDEL', held, rid) end
-  local n = hold_slot(rid, shards)
-  if redis.call('HSET', shard .. n, rid, hold_pack(qty, expires_at)) == 1 then count = count + 1 end
+  local n, f = hold_slot(rid, shards), rec_field(rid)
+  local added = redis.call('HSET', shard .. n, f, hold_pack(qty, expires_at)) == 1
+  -- A hold stored under the id as sent (before ids were packed) is replaced, not doubled.
+  if f ~= rid and redis.call('HDEL', shard .. n, rid) == 1 then added = false end
+  if added then count = count + 1 end
   redis.call('ZADD', index, 'LT', int(expires_at), int(n))
   if count > shards * SHARD_FILL then
     local p = 1
@@ -227,7 +243,7 @@ local function hold_put(inv, holds, held, rid, qty, expires_at)
     local stay, moved = nil, nil
     for i = 1, #entries, 2 do
       local _, e = hold_unpack(entries[i + 1])
-      if hold_slot(entries[i], shards) == from then
+      if hold_slot(rec_rid(entries[i]), shards) == from then
         if stay == nil or e < stay then stay = e end
       else
         redis.call('HSET', shard .. (shards - 1), entries[i], entries[i + 1])
@@ -243,10 +259,14 @@ end
 -- Removes rid's hold (either layout) -> the units it held (0 if none). The caller settles `reserved`.
 local function hold_del(inv, holds, held, rid)
   local index, shard = hold_keys(holds)
-  local n = hold_slot(rid, hold_shards(inv))
-  local v = redis.call('HGET', shard .. n, rid)
+  local n, f = hold_slot(rid, hold_shards(inv)), rec_field(rid)
+  local v = redis.call('HGET', shard .. n, f)
+  if not v and f ~= rid then
+    f = rid
+    v = redis.call('HGET', shard .. n, f)
+  end
   if v then
-    redis.call('HDEL', shard .. n, rid)
+    redis.call('HDEL', shard .. n, f)
     if redis.call('EXISTS', shard .. n) == 0 then redis.call('ZREM', index, int(n)) end
     redis.call('HINCRBY', inv, 'hn', -1)
     hold_forget_if_empty(inv, index)
@@ -265,7 +285,7 @@ local function hold_all(holds, held)
     local entries = redis.call('HGETALL', shard .. n)
     for i = 1, #entries, 2 do
       local q, e = hold_unpack(entries[i + 1])
-      all[#all + 1] = {entries[i], q, e}
+      all[#all + 1] = {rec_rid(entries[i]), q, e}
     end
   end
   local old = redis.call('ZRANGE', holds, 0, -1, 'WITHSCORES')

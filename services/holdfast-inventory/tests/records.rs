@@ -8,7 +8,7 @@ mod common;
 mod layout_support;
 
 use common::{Fixture, idle, reserved};
-use fred::prelude::{Client, ClientLike, KeysInterface, LuaInterface, Value};
+use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, Value};
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
 use layout_support::{record_at, record_field};
@@ -136,6 +136,24 @@ async fn records_of_the_per_reservation_layout_answer_and_move_on_their_next_wri
     assert!(legacy_exists(client, uuid).await && legacy_exists(client, "v2-refused").await);
     assert_eq!(fx.release(uuid).await.expect("release").released_units, 2);
     assert!(!legacy_exists(client, uuid).await && in_shard(client, uuid).await);
+
+    // A hold the old script stored under the id as sent (32 hex digits) is found, and extending
+    // it stores it packed (17 bytes) without counting it twice.
+    let hex = "00112233445566778899aabbccddeeff";
+    let reply = v2_reserve_single(client, hex, "V2", 1).await;
+    assert_eq!(reply[0].as_string().as_deref(), Some("reserved"));
+    let bucket = BucketKeys::new("V2", 0);
+    let raw: bool = client.hexists(bucket.hold_shard(0), hex).await.expect("hexists");
+    assert!(raw, "the old script's field");
+    fx.inventory.stock.extend(hex, 900).await.expect("extend");
+    let raw: bool = client.hexists(bucket.hold_shard(0), hex).await.expect("hexists");
+    assert!(!raw, "moved to the packed field");
+    let count: Option<i64> = client.hget(bucket.counters(), "hn").await.expect("hn");
+    assert_eq!(count, Some(2), "v2-extend and the hex hold, once each");
+    assert_eq!(fx.commit(hex).await.expect("commit").levels[0].sold, 3);
+    assert_eq!(fx.release("v2-extend").await.expect("release").released_units, 2);
+    let left: i64 = client.exists(bucket.hold_shard(0)).await.expect("exists");
+    assert_eq!(left, 0, "every hold gone, in either form");
 }
 
 #[tokio::test]
