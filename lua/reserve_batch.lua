@@ -11,7 +11,9 @@
 -- KEYS[3] held      inv:{B}:held     the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events    inv:{B}:events   outbox stream
 -- KEYS[5] expiries  inv:expiries     zset bucket tag -> earliest hold expiry (the sweeper's index)
--- KEYS[5+i]         res:{rid}        the record of item i
+-- KEYS[5+i]         res:{T}          the record shard of item i (T a tag of its rid's slot)
+-- KEYS[5+n+i]       res:{rid}        where item i's record was kept before (read, moved);
+--                                    optional: all n or none
 -- ARGV[1] sku              outbox entries, shortage answers
 -- ARGV[2] bucket_index     outbox entries, integer >= 0
 -- ARGV[3] tag              the bucket's tag in the expiry index
@@ -19,7 +21,7 @@
 -- ARGV[5] rejected_retention_ms  how long a refused record is kept, integer >= 1
 -- ARGV[6] n                items, 1..64
 -- ARGV[7] mode             'live': the usual. 'sold_out': the service's local sold-out marker
---                          stands, so the bucket is not read (no TIME, purge or counters; only
+--                          stands, so the bucket is not read (no purge or counters; only
 --                          whether it exists: a lost bucket answers as in 'live'): an item with
 --                          a record gets its first answer, every other is refused with
 --                          available 0 and the refusal recorded. Never grants.
@@ -55,8 +57,8 @@ end
 if mode ~= 'live' and mode ~= 'sold_out' then
   return redis.error_reply('ERR reserve_batch: mode must be live or sold_out')
 end
-if not is_int(n) or n < 1 or n > MAX_ITEMS or #ARGV ~= 8 + PER_ITEM * n or #KEYS ~= 5 + n then
-  return redis.error_reply('ERR reserve_batch: n must be 1..64 with 5 arguments and one record key per item')
+if not is_int(n) or n < 1 or n > MAX_ITEMS or #ARGV ~= 8 + PER_ITEM * n or (#KEYS ~= 5 + n and #KEYS ~= 5 + 2 * n) then
+  return redis.error_reply('ERR reserve_batch: n must be 1..64 with 5 arguments and one record key (and one legacy key) per item')
 end
 local if_missing = ARGV[8 + PER_ITEM * n]
 if if_missing ~= 'lost' and if_missing ~= 'empty' then
@@ -67,7 +69,7 @@ local items = {}
 for i = 1, n do
   local at = 7 + PER_ITEM * (i - 1)
   local item = {rid = ARGV[at + 1], qty = tonumber(ARGV[at + 2]), ttl_ms = tonumber(ARGV[at + 3]),
-    fp = ARGV[at + 4], lines = ARGV[at + 5], record = KEYS[5 + i]}
+    fp = ARGV[at + 4], lines = ARGV[at + 5], record = KEYS[5 + i], legacy = KEYS[5 + n + i]}
   if item.rid == '' or item.fp == '' then return redis.error_reply('ERR reserve_batch: rid and fingerprint are required') end
   if not is_int(item.qty) or item.qty < 1 then return redis.error_reply('ERR reserve_batch: qty must be an integer >= 1') end
   if not is_int(item.ttl_ms) or item.ttl_ms < 1 then
@@ -77,7 +79,8 @@ for i = 1, n do
 end
 
 local live = mode == 'live'
-local now, on_hand, reserved, sold = 0, 0, 0, 0
+-- The clock picks the record generations (and, live, what has lapsed).
+local now, on_hand, reserved, sold = now_ms(), 0, 0, 0
 -- A bucket without on_hand is not "0 units": Redis may have lost it (a restart without AOF,
 -- a FLUSHALL, an eviction). Never purged or written; inventory's truth guard decides. Read in
 -- sold_out mode too: a marker set before the loss must not refuse what the rebuild gives back.
@@ -88,7 +91,6 @@ if live then
     if outbox_full(events) then
       return redis.error_reply('OUTBOX_FULL reserve_batch: the outbox of this bucket is full; retry once the bus takes it')
     end
-    now = now_ms()
     purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
     local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
     on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
@@ -99,7 +101,7 @@ local reserved_before, earliest = reserved, nil
 local replies = {}
 for i, item in ipairs(items) do
   local rid, qty = item.rid, item.qty
-  local existing = rec_get(item.record)
+  local existing, rh = rec_get(item.record, item.legacy, rid, now)
   if existing.state then
     if existing.fp ~= item.fp then replies[i] = {'conflict'}
     elseif existing.state == 'pending' then replies[i] = {'busy'}
@@ -112,7 +114,7 @@ for i, item in ipairs(items) do
     if available < qty then
       local shortages = cjson.encode({{sku, qty, math.max(available, 0)}})
       -- A refusal holds nothing: keep it only as long as a client's retries need the same answer.
-      rec_put(item.record, {state = 'rejected', fp = item.fp, lines = item.lines, shortages = shortages},
+      rec_put(rh, {state = 'rejected', fp = item.fp, lines = item.lines, shortages = shortages},
         rejected_retention_ms)
       replies[i] = {'rejected', 0, shortages}
     else
@@ -122,7 +124,7 @@ for i, item in ipairs(items) do
       emit(inv, events, {'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
         'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
         'expires_at', int(expires_at)})
-      rec_put(item.record, {state = 'reserved', fp = item.fp, lines = item.lines, expires_at = int(expires_at)},
+      rec_put(rh, {state = 'reserved', fp = item.fp, lines = item.lines, expires_at = int(expires_at)},
         item.ttl_ms + retention_ms)
       if earliest == nil or expires_at < earliest then earliest = expires_at end
       replies[i] = {'reserved', expires_at}

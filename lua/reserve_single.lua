@@ -6,12 +6,13 @@
 -- The record it writes is the same as theirs, so Commit, Release and Extend do not care
 -- which path made it.
 --
--- KEYS[1] record    res:{rid}        reservation record (rec_get/rec_put)
+-- KEYS[1] record    res:{T}          the rid's record shard (rec_get/rec_put; T a tag of the rid's slot)
 -- KEYS[2] bucket    inv:{B}          hash on_hand/reserved/sold
 -- KEYS[3] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
 -- KEYS[4] held      inv:{B}:held     the old layout's hash rid -> units (read, drained)
 -- KEYS[5] events    inv:{B}:events   outbox stream
 -- KEYS[6] expiries  inv:expiries     zset bucket tag -> earliest hold expiry (the sweeper's index)
+-- KEYS[7] legacy    res:{rid}        where the record was kept before (read, moved; optional)
 -- ARGV[1] rid            reservation id
 -- ARGV[2] qty            units, integer >= 1
 -- ARGV[3] ttl_ms         hold lifetime from Redis's now, integer >= 1
@@ -34,6 +35,7 @@
 -- Error reply `OUTBOX_FULL ...` (nothing changed) while OUTBOX_LIMIT unpublished entries wait.
 
 local record, inv, holds, held, events, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local legacy = KEYS[7]
 local rid, sku, bucket, fp, lines, tag = ARGV[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9]
 local qty, ttl_ms, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[8])
 local rejected_retention_ms = tonumber(ARGV[10])
@@ -51,7 +53,8 @@ if sku == nil or sku == '' or fp == nil or fp == '' or tag == nil or tag == '' t
 end
 
 -- An existing record is the first answer (or a conflict), exactly as reservation_claim says.
-local existing = rec_get(record)
+local now = now_ms()
+local existing, rh = rec_get(record, legacy, rid, now)
 if existing.state then
   if existing.fp ~= fp then return {'conflict'} end
   if existing.state == 'pending' then return {'busy'} end
@@ -69,7 +72,6 @@ end
 if outbox_full(events) then
   return redis.error_reply('OUTBOX_FULL reserve_single: the outbox of this bucket is full; retry once the bus takes it')
 end
-local now = now_ms()
 purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
 local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
 local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
@@ -78,7 +80,7 @@ local available = on_hand - reserved
 if available < qty then
   local shortages = cjson.encode({{sku, qty, math.max(available, 0)}})
   -- A refusal holds nothing: keep it only as long as a client's retries need the same answer.
-  rec_put(record, {state = 'rejected', fp = fp, lines = lines, shortages = shortages}, rejected_retention_ms)
+  rec_put(rh, {state = 'rejected', fp = fp, lines = lines, shortages = shortages}, rejected_retention_ms)
   return {'rejected', 0, shortages}
 end
 
@@ -89,6 +91,6 @@ hold_put(inv, holds, held, rid, qty, expires_at)
 emit(inv, events, {'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
   'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
   'expires_at', int(expires_at)})
-rec_put(record, {state = 'reserved', fp = fp, lines = lines, expires_at = int(expires_at)}, ttl_ms + retention_ms)
+rec_put(rh, {state = 'reserved', fp = fp, lines = lines, expires_at = int(expires_at)}, ttl_ms + retention_ms)
 redis.call('ZADD', expiries, 'LT', int(expires_at), tag)
 return {'reserved', expires_at}

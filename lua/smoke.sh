@@ -123,11 +123,11 @@ emits=$(cat "$LUA"/*.lua "$LUA"/lib/*.lua | grep -c "^  redis.call('XADD', event
 expect "every XADD is the one in emit()" "$xadds" "$emits"
 for f in reserve reserve_single commit release extend set_stock adjust_stock availability sweep \
          rebalance_take rebalance_give reservation_claim reservation_transition stock_fence \
-         reservation_renew truth_snapshot truth_rebuild; do
+         reservation_renew reservation_forget truth_snapshot truth_rebuild; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
   grep -q "redis.call('TIME')" "$BODIES/$f.lua" || fail "$f.lua does not read Redis TIME"
 done
-pass "all 17 bucket scripts present and read TIME"
+pass "all 18 bucket scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
@@ -139,12 +139,22 @@ hold() { rc eval "$(layout)
 local q, e = hold_get(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) if q then return {q, e} end return {}" \
   3 "inv:{$1}" "inv:{$1}:holds" "inv:{$1}:held" "$2"; }
 has() { [[ -n "$(hold "$1" "$2")" ]] && echo 1 || echo 0; }
-# recf KEY FIELD... -> the record's fields (read through rec_get), space separated
-recf() { local key=$1; shift; rc eval "$(layout)
-local r, out = rec_get(KEYS[1]), {} for i, f in ipairs(ARGV) do out[i] = r[f] or '' end return out" 1 "$key" "$@"; }
-# recset KEY FIELD VALUE -> sets one field of the record (rec_put, TTL kept)
+# Reservation records: every rid here shares the record shard res:{s} (the service picks it by
+# the rid's slot; any key works on one server); rk RID -> the KEYS of a record script (the
+# shard, then the legacy key res:{RID} of the layout before).
+rk() { echo "res:{s} res:{$1}"; }
+# recf RID FIELD... -> the record's fields (read through rec_get), space separated
+recf() { local rid=$1; shift; rc eval "$(layout)
+local r, out = rec_get(KEYS[1], KEYS[2], ARGV[1], now_ms()), {} for i = 2, #ARGV do out[i - 1] = r[ARGV[i]] or '' end return out" \
+  2 $(rk "$rid") "$rid" "$@"; }
+# recset RID FIELD VALUE -> sets one field of the record (rec_put, kept as long as it was)
 recset() { rc eval "$(layout)
-local r = rec_get(KEYS[1]) r[ARGV[1]] = ARGV[2] rec_put(KEYS[1], r, nil) return 1" 1 "$1" "$2" "$3" >/dev/null; }
+local r, h = rec_get(KEYS[1], KEYS[2], ARGV[1], now_ms()) r[ARGV[2]] = ARGV[3] rec_put(h, r, nil) return 1" \
+  2 $(rk "$1") "$1" "$2" "$3" >/dev/null; }
+# recat RID -> "KEY PTTL" of where the record is kept (empty if nowhere)
+recat() { rc eval "$(layout)
+local _, h = rec_get(KEYS[1], KEYS[2], ARGV[1], now_ms()) if not h.at then return {} end
+return {h.at, redis.call('PTTL', h.at)}" 2 $(rk "$1") "$1"; }
 nholds() { rc eval "$(layout)
 return #hold_all(KEYS[1], KEYS[2])" 2 "inv:{$1}:holds" "inv:{$1}:held"; }
 
@@ -354,87 +364,120 @@ expect "a lapsed fence lets transfers go and lowers as lost" "1 0" \
 expect "bad fence action is an error" "ERR stock_fence: action must be raise or lower" "$(ev stock_fence inv:{H} , up tokA 1)"
 
 # ---------------------------------------------------------------- reservation records
-R='res:{o1}'
-expect "claim new" "claimed" "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
+R=o1
+expect "claim new" "claimed" "$(ev reservation_claim $(rk $R) , fpA 'A:2:0' 60000 600000 '' $R)"
 expect "claim created pending" "pending fpA A:2:0" "$(recf $R state fp lines)"
-ttl=$(rc pttl $R); (( ttl > 590000 && ttl <= 600000 )) || fail "claim: pttl $ttl not ~ retention"
-pass "claim set retention"
-expect "claim again, lease live" "busy" "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
-expect "claim with another fingerprint" "conflict" "$(ev reservation_claim $R , fpB 'A:2:0' 60000 600000)"
+at=($(recat $R))
+expect "a small record is a field of a short generation hash" "1" "$([[ ${at[0]} == res:{s}:s* ]] && echo 1)"
+(( at[1] > 590000 && at[1] <= 600000 + 300000 )) || fail "claim: generation pttl ${at[1]} not retention .. + 5 min"
+pass "claim set retention (rounded up to its generation's end)"
+expect "claim again, lease live" "busy" "$(ev reservation_claim $(rk $R) , fpA 'A:2:0' 60000 600000 '' $R)"
+expect "claim with another fingerprint" "conflict" "$(ev reservation_claim $(rk $R) , fpB 'A:2:0' 60000 600000 '' $R)"
 
-R2='res:{o2}'
-ev reservation_claim $R2 , fpA 'A:1:0' 50 600000 >/dev/null
+R2=o2
+ev reservation_claim $(rk $R2) , fpA 'A:1:0' 50 600000 '' $R2 >/dev/null
 sleep 0.2
-expect "claim over a lapsed lease" "claimed A:1:0" "$(ev reservation_claim $R2 , fpA 'X:9:9' 60000 600000)"
-expect "the takeover holds the lease now" "busy" "$(ev reservation_claim $R2 , fpA 'A:1:0' 60000 600000)"
+expect "claim over a lapsed lease" "claimed A:1:0" "$(ev reservation_claim $(rk $R2) , fpA 'X:9:9' 60000 600000 '' $R2)"
+expect "the takeover holds the lease now" "busy" "$(ev reservation_claim $(rk $R2) , fpA 'A:1:0' 60000 600000 '' $R2)"
 
 expect "transition pending->pending records lines" "1 pending 0 A:2:1" \
-  "$(ev reservation_transition $R , pending pending -1 '' 0 600000 'A:2:1')"
+  "$(ev reservation_transition $(rk $R) , pending pending -1 '' 0 600000 'A:2:1' '' $R)"
 exp=$(( $(now_ms) + 60000 ))
 expect "transition pending->reserved" "1 reserved $exp A:2:1" \
-  "$(ev reservation_transition $R , pending reserved $exp '' 0 600000 '')"
+  "$(ev reservation_transition $(rk $R) , pending reserved $exp '' 0 86460000 '' '' $R)"
+at=($(recat $R))
+expect "a kept record moves to a 12 h generation hash" "1" "$([[ ${at[0]} =~ ^res:\{s\}:[0-9]+$ ]] && echo 1)"
+(( at[1] >= 86400000 && at[1] <= 86460000 + 43200000 )) || fail "reserved: generation pttl ${at[1]}"
+pass "and is kept its retention, at most one generation longer"
+expect "the short generations let it go (only $R2 is left there)" "1" \
+  "$(rc eval "local n = 0 for _, k in ipairs(redis.call('KEYS', 'res:{s}:s*')) do n = n + redis.call('HLEN', k) end return n" 0)"
 expect "claim on reserved answers the first answer" "reserved $exp  A:2:1" \
-  "$(ev reservation_claim $R , fpA 'A:2:0' 60000 600000)"
+  "$(ev reservation_claim $(rk $R) , fpA 'A:2:0' 60000 600000 '' $R)"
 expect "transition from the wrong state refused" "0 reserved $exp A:2:1" \
-  "$(ev reservation_transition $R , pending rejected -1 'A:2:0' 0 600000 '')"
+  "$(ev reservation_transition $(rk $R) , pending rejected -1 'A:2:0' 0 600000 '' '' $R)"
 expect "transition on a missing record refused" "0  0" \
-  "$(ev reservation_transition 'res:{none}' , reserved released -1 '' 0 600000 '')"
-expect "missing record not created" "0" "$(rc exists 'res:{none}')"
+  "$(ev reservation_transition $(rk none) , reserved released -1 '' 0 600000 '' '' none)"
+expect "missing record not created" "" "$(recat none)"
 expect "transition reserved->preparing require_live (live)" "1 preparing $exp A:2:1" \
-  "$(ev reservation_transition $R , reserved preparing -1 '' 1 600000 '')"
+  "$(ev reservation_transition $(rk $R) , reserved preparing -1 '' 1 600000 '' '' $R)"
 expect "undocumented edge is an error" \
   "ERR reservation_transition: preparing -> reserved is not allowed" \
-  "$(ev reservation_transition $R , preparing reserved -1 '' 0 600000 '')"
+  "$(ev reservation_transition $(rk $R) , preparing reserved -1 '' 0 600000 '' '' $R)"
+expect "a record without a rid is an error" "ERR reservation_transition: rid is empty" \
+  "$(ev reservation_transition $(rk $R) , preparing committing -1 '' 0 600000 '' '' '')"
 
 exp=$(( $(now_ms) + 50 ))
-ev reservation_transition $R2 , pending reserved $exp '' 0 600000 'A:1:0' >/dev/null
+ev reservation_transition $(rk $R2) , pending reserved $exp '' 0 600000 'A:1:0' '' $R2 >/dev/null
 sleep 0.2
 expect "require_live on a lapsed record refused" "0 reserved $exp A:1:0" \
-  "$(ev reservation_transition $R2 , reserved preparing -1 '' 1 600000 '')"
+  "$(ev reservation_transition $(rk $R2) , reserved preparing -1 '' 1 600000 '' '' $R2)"
 expect "refused transition wrote nothing" "reserved" "$(recf $R2 state)"
-rc pexpire $R2 5000 >/dev/null
 expect "reserved->released without require_live" "1 released $exp A:1:0" \
-  "$(ev reservation_transition $R2 , reserved released -1 '' 0 600000 '')"
-ttl=$(rc pttl $R2); (( ttl > 590000 )) || fail "transition: pttl $ttl not refreshed"
+  "$(ev reservation_transition $(rk $R2) , reserved released -1 '' 0 86400000 '' '' $R2)"
+at=($(recat $R2))
+(( at[1] >= 86400000 )) || fail "transition: pttl ${at[1]} not refreshed"
 pass "transition refreshed retention"
 
-R3='res:{o3}'
-ev reservation_claim $R3 , fpC 'A:5:0' 60000 600000 >/dev/null
+R3=o3
+ev reservation_claim $(rk $R3) , fpC 'A:5:0' 60000 600000 '' $R3 >/dev/null
 expect "pending->rejected with shortages" "1 rejected 0 A:5:0" \
-  "$(ev reservation_transition $R3 , pending rejected -1 'A:5:2' 0 600000 '')"
-expect "claim on rejected" "rejected 0 A:5:2 A:5:0" "$(ev reservation_claim $R3 , fpC 'A:5:0' 60000 600000)"
+  "$(ev reservation_transition $(rk $R3) , pending rejected -1 'A:5:2' 0 600000 '' '' $R3)"
+expect "claim on rejected (a refusal keeps no lines)" "rejected 0 A:5:2" \
+  "$(ev reservation_claim $(rk $R3) , fpC 'A:5:0' 60000 600000 '' $R3)"
 
 # ---------------------------------------------------------------- claims: heartbeat and fence
-R4='res:{o4}'
-expect "claim with an owner" "claimed" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokA)"
-expect "the owner renews" "1" "$(ev reservation_renew $R4 , tokA 60000)"
-expect "a renewed lease keeps others out" "busy" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
-expect "another token cannot renew" "0" "$(ev reservation_renew $R4 , tokB 60000)"
+R4=o4
+expect "claim with an owner" "claimed" "$(ev reservation_claim $(rk $R4) , fpD 'A:1:0' 50 600000 tokA $R4)"
+expect "the owner renews" "1" "$(ev reservation_renew $(rk $R4) , tokA 60000 $R4)"
+expect "a renewed lease keeps others out" "busy" "$(ev reservation_claim $(rk $R4) , fpD 'A:1:0' 50 600000 tokB $R4)"
+expect "another token cannot renew" "0" "$(ev reservation_renew $(rk $R4) , tokB 60000 $R4)"
 recset $R4 lease 0
-expect "a lapsed lease is taken over" "claimed A:1:0" "$(ev reservation_claim $R4 , fpD 'A:1:0' 50 600000 tokB)"
-expect "the old owner is fenced out of renewing" "0" "$(ev reservation_renew $R4 , tokA 60000)"
+expect "a lapsed lease is taken over" "claimed A:1:0" "$(ev reservation_claim $(rk $R4) , fpD 'A:1:0' 50 600000 tokB $R4)"
+expect "the old owner is fenced out of renewing" "0" "$(ev reservation_renew $(rk $R4) , tokA 60000 $R4)"
 expect "the old owner cannot finish" "0 pending 0 A:1:0" \
-  "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokA)"
+  "$(ev reservation_transition $(rk $R4) , pending rejected -1 'A:1:1' 0 600000 '' tokA $R4)"
 expect "the new owner finishes" "1 rejected 0 A:1:0" \
-  "$(ev reservation_transition $R4 , pending rejected -1 'A:1:1' 0 600000 '' tokB)"
+  "$(ev reservation_transition $(rk $R4) , pending rejected -1 'A:1:1' 0 600000 '' tokB $R4)"
 expect "no lease or owner left" "" "$(recf $R4 lease owner | tr -d " ")"
-expect "renew of a finished record" "0" "$(ev reservation_renew $R4 , tokB 60000)"
-# A record written as a hash (before records were packed strings) is read, and rewritten packed.
-RL='res:{legacy}'
-rc hset $RL state reserved fp fpL lines 'A:1:0' expires_at 123 >/dev/null
-expect "a hash record answers as before" "reserved 123  A:1:0" "$(ev reservation_claim $RL , fpL 'A:1:0' 60000 600000 tokL)"
-expect "a hash record conflicts as before" "conflict" "$(ev reservation_claim $RL , other 'A:1:0' 60000 600000 tokL)"
+expect "renew of a finished record" "0" "$(ev reservation_renew $(rk $R4) , tokB 60000 $R4)"
+# Records of the layouts before (res:{rid}: a hash, then a packed string) are read, and moved
+# into the shard's generation hashes by their next write.
+RL=legacy
+rc hset "res:{$RL}" state reserved fp fpL lines 'A:1:0' expires_at 123 >/dev/null
+rc pexpire "res:{$RL}" 600000 >/dev/null
+expect "a hash record answers as before" "reserved 123  A:1:0" "$(ev reservation_claim $(rk $RL) , fpL 'A:1:0' 60000 600000 tokL $RL)"
+expect "a hash record conflicts as before" "conflict" "$(ev reservation_claim $(rk $RL) , other 'A:1:0' 60000 600000 tokL $RL)"
 expect "a hash record moves on" "1 released 123 A:1:0" \
-  "$(ev reservation_transition $RL , reserved released -1 '' 0 600000 '' '')"
-expect "and is a packed string since" "string released fpL 123" "$(rc type $RL) $(recf $RL state fp expires_at)"
+  "$(ev reservation_transition $(rk $RL) , reserved released -1 '' 0 600000 '' '' $RL)"
+expect "and lives in the shard since" "0 released fpL 123" "$(rc exists "res:{$RL}") $(recf $RL state fp expires_at)"
+rc set "res:{s2}" "$(printf 'r\nfpS\n456\nA:2:0')" px 600000 >/dev/null
+expect "a packed string record answers as before" "reserved 456  A:2:0" \
+  "$(ev reservation_claim $(rk s2) , fpS 'A:2:0' 60000 600000 tok s2)"
+expect "and moves on its next write" "1 released 456 A:2:0 0" \
+  "$(ev reservation_transition $(rk s2) , reserved released -1 '' 0 600000 '' '' s2) $(rc exists "res:{s2}")"
 expect "a field holding a newline is refused" "1" \
-  "$(ev reservation_claim 'res:{nl}' , "$(printf 'f\np')" 'A:1:0' 60000 600000 tok | grep -c 'newline')"
-R5='res:{o5}'
-ev reservation_claim $R5 , fpE 'A:1:0' 60000 600000 tokE >/dev/null
-ev reservation_transition $R5 , pending reserved 99 '' 0 600000 '' >/dev/null
-ev reservation_transition $R5 , reserved preparing -1 '' 0 600000 '' >/dev/null
+  "$(ev reservation_claim $(rk nl) , "$(printf 'f\np')" 'A:1:0' 60000 600000 tok nl | grep -c 'newline')"
+R5=o5
+ev reservation_claim $(rk $R5) , fpE 'A:1:0' 60000 600000 tokE $R5 >/dev/null
+ev reservation_transition $(rk $R5) , pending reserved 99 '' 0 600000 '' '' $R5 >/dev/null
+ev reservation_transition $(rk $R5) , reserved preparing -1 '' 0 600000 '' '' $R5 >/dev/null
 expect "release unwinds an interrupted preparing" "1 released 99 A:1:0" \
-  "$(ev reservation_transition $R5 , preparing released -1 '' 0 600000 '')"
+  "$(ev reservation_transition $(rk $R5) , preparing released -1 '' 0 600000 '' '' $R5)"
+# A record too big for a listpack entry (a pending claim with a long owner token, a long id) is a
+# string of its own in the shard's slot, and moves into a generation hash once it fits.
+big=$(printf 'x%.0s' $(seq 60))
+expect "a big record" "claimed" "$(ev reservation_claim $(rk o6) , fpF 'A:1:0' 60000 600000 "$big" o6)"
+expect "is a key of its own" "res:{s}:k:o6" "$(recat o6 | cut -d' ' -f1)"
+expect "and joins a generation hash once it fits" "1 res:{s}:s" \
+  "$(ev reservation_transition $(rk o6) , pending rejected -1 'A:1:0' 0 600000 '' "$big" o6 | cut -d' ' -f1) $(recat o6 | cut -c1-9)"
+expect "the big key is gone" "0" "$(rc exists 'res:{s}:k:o6')"
+uuid=0f8fad5b-d9cb-469f-a165-70867728950e
+ev reservation_claim $(rk $uuid) , fpU 'A:1:0' 60000 600000 '' $uuid >/dev/null
+expect "a UUID id is 17 bytes in the hash, and found again" "1 pending" \
+  "$(rc eval "local n = 0 for _, f in ipairs(redis.call('HKEYS', KEYS[1])) do if #f == 17 then n = n + 1 end end return n" \
+    1 "$(recat $uuid | cut -d' ' -f1)") $(recf $uuid state)"
+expect "forget deletes a record wherever it is" "1 0 " \
+  "$(ev reservation_forget $(rk $uuid) , $uuid) $(ev reservation_forget $(rk $uuid) , $uuid) $(recat $uuid)"
 
 # ---------------------------------------------------------------- durable truth
 rc flushall >/dev/null

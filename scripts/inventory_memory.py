@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Redis bytes per idle SKU and per live hold through the real inventory Lua scripts, in the
 shapes of `holdfast-load bench inventory`: SKUs set by set_stock.lua (outbox then deleted), then
-one-line holds by reserve_single.lua (10 per SKU), then the same number of holds on one SKU.
+one-line holds by reserve_single.lua (10 per SKU), then the same number of holds on one SKU. Records
+go to the rid's record shard res:{T} (T the shortest tag of the rid's cluster slot, as
+keys::reservation computes it), with res:{rid} declared as the legacy key.
 usage: scripts/inventory_memory.py LUA_DIR PORT SKUS HOLDS HOT_HOLDS  (a running, empty redis-server
 on PORT: it is FLUSHALLed)."""
 import sys, subprocess, json, time
@@ -26,6 +28,28 @@ def body(f):
     first = src.split('\n', 1)[0]
     names = first[len('--! prelude:'):].split(',') if first.startswith('--! prelude:') else []
     return ''.join(open(f'{luadir}/lib/{n.strip()}.lua').read() for n in names) + src
+def crc16(data):
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xffff if crc & 0x8000 else (crc << 1) & 0xffff
+    return crc
+def slot(key):
+    o = key.find('{')
+    if o >= 0:
+        c = key.find('}', o + 1)
+        if c > o + 1: key = key[o + 1:c]
+    return crc16(key.encode()) % 16384
+# The record shard of a rid: `res:{T}`, T the shortest tag of the rid's slot (keys::reservation).
+ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'
+TAGS, n = {}, 0
+while len(TAGS) < 16384:
+    m, tag = n + 1, ''
+    while m > 0:
+        m -= 1; tag += ALPHABET[m % 62]; m //= 62
+    TAGS.setdefault(slot(tag), tag); n += 1
+def record(rid): return 'res:{%s}' % TAGS[slot('res:{%s}' % rid)]
 sha = {}
 for f in ['set_stock','reserve_single']:
     sha[f] = cli('script','load',body(f))
@@ -42,7 +66,7 @@ m1 = mem()
 per_sku=(m1-m0)/skus
 def reserve(rid, t, stream_del=True):
     k=keys(t)
-    return resp('evalsha',sha['reserve_single'],6,f'res:{{{rid}}}',k[0],k[1],k[2],k[3],'inv:expiries',
+    return resp('evalsha',sha['reserve_single'],7,record(rid),k[0],k[1],k[2],k[3],'inv:expiries',f'res:{{{rid}}}',
       rid,1,3600000,t,0,'0123456789abcdef',json.dumps([[t,1,0]],separators=(',',':')),86400000,t,600000)
 withholds = max(1, min(skus, (holds+9)//10))
 cmds=[]
@@ -62,4 +86,5 @@ pipe(cmds)
 cli('del','inv:{BENCH-HOT}:events')
 m4=mem()
 enc = {k: cli('object','encoding',k) for k in ['inv:{BENCH-HOT}:holds','inv:{BENCH-HOT}:held','inv:{BENCH-HOT}:hx','inv:{BENCH-HOT}:h0']}
+enc['records'] = sorted(set(cli('object','encoding',k) for k in cli('--scan','--pattern','res:*').split()[:50]))
 print(json.dumps({'per_idle_sku':round(per_sku,1),'per_hold':round(per_hold,1),'per_hold_hot':round((m4-m3)/hot,1),'enc':enc, 'hot_fields': cli('hmget','inv:{BENCH-HOT}','hs','hn','reserved')}))

@@ -16,41 +16,121 @@ local function emit(inv, events, fields)
   redis.call('XADD', events, '*', unpack(fields))
 end
 
--- Reservation records (`res:{rid}`): one string per reservation, its fields joined by "\n" in
--- REC_FIELDS order (trailing empty ones dropped) and the state as one letter: a packed string
--- costs a third less than the same fields in a hash. Records written before this layout (a hash)
--- are still read; the next write of one replaces it by the string.
+-- Reservation records, packed into shared small hashes (docs/inventory-redis.md, "Reservation
+-- records"). A record is one field of a generation hash of its shard: `<shard>:<g>` (kept
+-- records, 12 h generations) or `<shard>:s<g>` (records kept at most 15 min, i.e. refusals: 5 min
+-- generations), where `<shard>` is the key the caller declares (`res:{T}`, T a tag of the rid's
+-- cluster slot, so every key here shares that slot) and g = floor(deadline / generation): each
+-- generation hash is PEXPIREAT'd as a whole at its end, so a record lives at least its retention
+-- and at most one generation longer. The field is the rid (16 raw bytes after a marker byte for a
+-- 32-hex-digit or canonical UUID id: ids never hold control characters, so no raw id looks like
+-- one), the value its fields joined by "\n" in REC_FIELDS order (trailing empty ones dropped) and
+-- the state as one letter. A record that does not fit a listpack entry (field or value over 64
+-- bytes: a long id, a pending claim with its owner token, many lines) is a string of its own,
+-- `<shard>:k:<rid>`, with a TTL. Records written before (`res:{rid}`, a string or a hash; the
+-- caller declares it as the legacy key) are still read, and moved here by their next write.
 local REC_FIELDS = {'state', 'fp', 'expires_at', 'lines', 'shortages', 'lease', 'owner'}
 local REC_STATES = {pending = 'p', reserved = 'r', rejected = 'j', preparing = 'P', committing = 'c',
   committed = 'C', released = 'l', expired = 'x'}
 local REC_NAMES = {}
 for name, code in pairs(REC_STATES) do REC_NAMES[code] = name end
--- -> table field -> string (absent fields nil); {} when there is no record.
-local function rec_get(record)
-  local v = redis.pcall('GET', record)
+local REC_GEN, REC_SHORT_GEN = 12 * 3600 * 1000, 5 * 60 * 1000
+local REC_SHORT_MAX, REC_MAX = 15 * 60 * 1000, 36 * 3600 * 1000
+local REC_ENTRY_MAX = 64
+local REC_HEX = string.rep('[0-9a-f]', 8)
+local REC_UUID = '^' .. REC_HEX .. '%-' .. string.rep('[0-9a-f]', 4) .. '%-' .. string.rep('[0-9a-f]', 4) .. '%-'
+  .. string.rep('[0-9a-f]', 4) .. '%-' .. REC_HEX .. string.rep('[0-9a-f]', 4) .. '$'
+-- The rid as a hash field: 32 lowercase hex digits -> "\1" + 16 bytes, a canonical UUID ->
+-- "\2" + 16 bytes, anything else unchanged.
+local function rec_field(rid)
+  local hex, mark = nil, nil
+  if #rid == 32 and not string.find(rid, '[^0-9a-f]') then
+    hex, mark = rid, '\1'
+  elseif #rid == 36 and string.find(rid, REC_UUID) then
+    hex, mark = string.gsub(rid, '%-', ''), '\2'
+  end
+  if not hex then return rid end
+  local out = {mark}
+  for i = 1, 31, 2 do out[#out + 1] = string.char(tonumber(string.sub(hex, i, i + 1), 16)) end
+  return table.concat(out)
+end
+-- The rid a field of rec_field stands for.
+local function rec_rid(field)
+  local mark = string.byte(field, 1)
+  if #field ~= 17 or (mark ~= 1 and mark ~= 2) then return field end
+  local hex = {}
+  for i = 2, 17 do hex[#hex + 1] = string.format('%02x', string.byte(field, i)) end
+  hex = table.concat(hex)
+  if mark == 1 then return hex end
+  return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-' .. string.sub(hex, 13, 16) .. '-'
+    .. string.sub(hex, 17, 20) .. '-' .. string.sub(hex, 21, 32)
+end
+local function rec_unpack(v)
+  local rec, i, n = {}, 1, 1
+  while true do
+    local j = string.find(v, '\n', i, true)
+    local part = string.sub(v, i, (j or 0) - 1)
+    if part ~= '' then rec[REC_FIELDS[n]] = part end
+    if not j then break end
+    i, n = j + 1, n + 1
+  end
+  if rec.state then rec.state = REC_NAMES[rec.state] or rec.state end
+  return rec
+end
+-- The generation hashes a live record of `shard` may be in at `now`, short ones first.
+local function rec_generations(shard, now)
+  local keys = {}
+  for g = math.floor(now / REC_SHORT_GEN), math.floor((now + REC_SHORT_MAX) / REC_SHORT_GEN) do
+    keys[#keys + 1] = shard .. ':s' .. int(g)
+  end
+  for g = math.floor(now / REC_GEN), math.floor((now + REC_MAX) / REC_GEN) do
+    keys[#keys + 1] = shard .. ':' .. int(g)
+  end
+  return keys
+end
+-- Finds rid's record -> table field -> string ({} when there is none), and a handle for rec_put
+-- (where it was found). `legacy` (`res:{rid}`, or nil) is where records were written before.
+local function rec_get(shard, legacy, rid, now)
+  local h = {shard = shard, legacy = legacy, rid = rid, field = rec_field(rid), now = now}
+  for _, key in ipairs(rec_generations(shard, now)) do
+    local v = redis.call('HGET', key, h.field)
+    if v then
+      h.at, h.in_hash = key, true
+      return rec_unpack(v), h
+    end
+  end
+  local own = shard .. ':k:' .. rid
+  local v = redis.call('GET', own)
+  if v then
+    h.at = own
+    return rec_unpack(v), h
+  end
+  if not legacy then return {}, h end
+  v = redis.pcall('GET', legacy)
   local rec = {}
   if type(v) == 'table' and v.err then
     -- WRONGTYPE: a hash, written before records were packed.
-    local r = redis.call('HMGET', record, unpack(REC_FIELDS))
+    local r = redis.call('HMGET', legacy, unpack(REC_FIELDS))
     for i, f in ipairs(REC_FIELDS) do
       if r[i] then rec[f] = r[i] end
     end
   elseif v then
-    local i, n = 1, 1
-    while true do
-      local j = string.find(v, '\n', i, true)
-      local part = string.sub(v, i, (j or 0) - 1)
-      if part ~= '' then rec[REC_FIELDS[n]] = part end
-      if not j then break end
-      i, n = j + 1, n + 1
-    end
-    if rec.state then rec.state = REC_NAMES[rec.state] or rec.state end
+    rec = rec_unpack(v)
   end
-  return rec
+  if rec.state then h.at = legacy end
+  return rec, h
 end
--- Writes `rec` as the record; `pexpire_ms` sets its TTL (nil keeps it). A field holding "\n"
--- would corrupt the packing: refused (callers pass hex, ids and JSON, which never do).
-local function rec_put(record, rec, pexpire_ms)
+-- Removes the record rec_get found (nothing if it found none).
+local function rec_del(h)
+  if h.in_hash then redis.call('HDEL', h.at, h.field) elseif h.at then redis.call('DEL', h.at) end
+  h.at, h.in_hash = nil, nil
+end
+-- Writes `rec` as the record of handle `h` (from rec_get), kept `pexpire_ms` from now (nil: as
+-- long as where it was found is kept). A refusal's lines are not kept (its shortages name the
+-- SKUs). A field holding "\n" would corrupt the packing: refused (callers pass hex, ids and
+-- JSON, which never do).
+local function rec_put(h, rec, pexpire_ms)
+  if rec.state == 'rejected' then rec.lines = nil end
   local parts, last = {}, 0
   for i, f in ipairs(REC_FIELDS) do
     local v = rec[f]
@@ -62,10 +142,33 @@ local function rec_put(record, rec, pexpire_ms)
     if v ~= '' then last = i end
   end
   local value = table.concat(parts, '\n', 1, last)
-  if pexpire_ms then
-    redis.call('SET', record, value, 'PX', int(pexpire_ms))
+  local fits = #h.field <= REC_ENTRY_MAX and #value <= REC_ENTRY_MAX
+  if not pexpire_ms then
+    -- Kept as long as before: in the same generation hash, or as long as its key has left.
+    if h.in_hash and fits then
+      redis.call('HSET', h.at, h.field, value)
+      return
+    end
+    pexpire_ms = h.at and num(redis.call('PTTL', h.at)) or 0
+    if pexpire_ms < 1 then pexpire_ms = REC_SHORT_MAX end
+    pexpire_ms = math.min(pexpire_ms, REC_MAX)
+  end
+  if pexpire_ms > REC_MAX then error('record retention over ' .. REC_MAX .. ' ms') end
+  local deadline = h.now + pexpire_ms
+  if fits then
+    local gen, key = REC_GEN, nil
+    if pexpire_ms <= REC_SHORT_MAX then gen = REC_SHORT_GEN end
+    local g = math.floor(deadline / gen)
+    if gen == REC_GEN then key = h.shard .. ':' .. int(g) else key = h.shard .. ':s' .. int(g) end
+    if h.at ~= key then rec_del(h) end
+    redis.call('HSET', key, h.field, value)
+    redis.call('PEXPIREAT', key, int((g + 1) * gen))
+    h.at, h.in_hash = key, true
   else
-    redis.call('SET', record, value, 'KEEPTTL')
+    local key = h.shard .. ':k:' .. h.rid
+    if h.at ~= key then rec_del(h) end
+    redis.call('SET', key, value, 'PX', int(pexpire_ms))
+    h.at, h.in_hash = key, nil
   end
 end
 
@@ -111,7 +214,9 @@ end
 -- -> units, expiry ms of rid's hold (either layout), or nil. Units 0: an orphan, holds nothing.
 local function hold_get(inv, holds, held, rid)
   local _, shard = hold_keys(holds)
-  local v = redis.call('HGET', shard .. hold_slot(rid, hold_shards(inv)), rid)
+  local key, f = shard .. hold_slot(rid, hold_shards(inv)), rec_field(rid)
+  local v = redis.call('HGET', key, f)
+  if not v and f ~= rid then v = redis.call('HGET', key, rid) end
   if v then return hold_unpack(v) end
   local e = redis.call('ZSCORE', holds, rid)
   if e then return num(redis.call('HGET', held, rid)), num(e) end
@@ -123,8 +228,11 @@ local function hold_put(inv, holds, held, rid, qty, expires_at)
   local st = redis.call('HMGET', inv, 'hs', 'hn')
   local shards, count = math.max(num(st[1]), 1), num(st[2])
   if redis.call('ZREM', holds, rid) == 1 then redis.call('HDEL', held, rid) end
-  local n = hold_slot(rid, shards)
-  if redis.call('HSET', shard .. n, rid, hold_pack(qty, expires_at)) == 1 then count = count + 1 end
+  local n, f = hold_slot(rid, shards), rec_field(rid)
+  local added = redis.call('HSET', shard .. n, f, hold_pack(qty, expires_at)) == 1
+  -- A hold stored under the id as sent (before ids were packed) is replaced, not doubled.
+  if f ~= rid and redis.call('HDEL', shard .. n, rid) == 1 then added = false end
+  if added then count = count + 1 end
   redis.call('ZADD', index, 'LT', int(expires_at), int(n))
   if count > shards * SHARD_FILL then
     local p = 1
@@ -135,7 +243,7 @@ local function hold_put(inv, holds, held, rid, qty, expires_at)
     local stay, moved = nil, nil
     for i = 1, #entries, 2 do
       local _, e = hold_unpack(entries[i + 1])
-      if hold_slot(entries[i], shards) == from then
+      if hold_slot(rec_rid(entries[i]), shards) == from then
         if stay == nil or e < stay then stay = e end
       else
         redis.call('HSET', shard .. (shards - 1), entries[i], entries[i + 1])
@@ -151,10 +259,14 @@ end
 -- Removes rid's hold (either layout) -> the units it held (0 if none). The caller settles `reserved`.
 local function hold_del(inv, holds, held, rid)
   local index, shard = hold_keys(holds)
-  local n = hold_slot(rid, hold_shards(inv))
-  local v = redis.call('HGET', shard .. n, rid)
+  local n, f = hold_slot(rid, hold_shards(inv)), rec_field(rid)
+  local v = redis.call('HGET', shard .. n, f)
+  if not v and f ~= rid then
+    f = rid
+    v = redis.call('HGET', shard .. n, f)
+  end
   if v then
-    redis.call('HDEL', shard .. n, rid)
+    redis.call('HDEL', shard .. n, f)
     if redis.call('EXISTS', shard .. n) == 0 then redis.call('ZREM', index, int(n)) end
     redis.call('HINCRBY', inv, 'hn', -1)
     hold_forget_if_empty(inv, index)
@@ -173,7 +285,7 @@ local function hold_all(holds, held)
     local entries = redis.call('HGETALL', shard .. n)
     for i = 1, #entries, 2 do
       local q, e = hold_unpack(entries[i + 1])
-      all[#all + 1] = {entries[i], q, e}
+      all[#all + 1] = {rec_rid(entries[i]), q, e}
     end
   end
   local old = redis.call('ZRANGE', holds, 0, -1, 'WITHSCORES')

@@ -29,10 +29,10 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
     local entries = redis.call('HGETALL', shard .. n)
     local low = nil
     for i = 1, #entries, 2 do
-      local rid = entries[i]
+      local rid = rec_rid(entries[i])
       local qty, e = hold_unpack(entries[i + 1])
       if e <= now and rid ~= keep and purged < limit then
-        redis.call('HDEL', shard .. n, rid)
+        redis.call('HDEL', shard .. n, entries[i])
         count = count - 1
         touched = true
         expire(rid, qty)

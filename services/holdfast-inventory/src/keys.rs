@@ -87,9 +87,52 @@ pub fn sold_out(sku: &str) -> String {
     format!("inv:{{{sku}}}:soldout")
 }
 
-/// `res:{rid}`: the reservation record.
+/// `res:{T}`: the record shard of a reservation, T the shortest tag of the rid's cluster slot
+/// (so it shares that slot with [`legacy_reservation`]). Records are fields of its generation
+/// hashes `res:{T}:<g>` / `res:{T}:s<g>` (or, too big for a listpack, `res:{T}:k:<rid>`); only
+/// the `bucket` Lua prelude (`rec_get`/`rec_put`) names those.
 pub fn reservation(reservation_id: &str) -> String {
+    format!("res:{{{}}}", slot_tag(slot(&legacy_reservation(reservation_id))))
+}
+
+/// `res:{rid}`: where a reservation's record was kept before the record shards (one key per
+/// reservation). Still read (and moved on the next write) by the record scripts.
+pub fn legacy_reservation(reservation_id: &str) -> String {
     format!("res:{{{reservation_id}}}")
+}
+
+/// The KEYS of a record script: the record shard, then the legacy key (same slot).
+pub fn reservation_keys(reservation_id: &str) -> Vec<String> {
+    vec![reservation(reservation_id), legacy_reservation(reservation_id)]
+}
+
+/// The shortest tag (digits, then letters; shortest first) whose cluster slot is `target`.
+pub fn slot_tag(target: u16) -> &'static str {
+    static TAGS: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        let mut tags = vec![String::new(); 16384];
+        let mut missing = tags.len();
+        let mut n: u64 = 0;
+        while missing > 0 {
+            // n in bijective base 62: every string of the alphabet once, shortest first.
+            let mut tag = Vec::new();
+            let mut m = n + 1;
+            while m > 0 {
+                m -= 1;
+                tag.push(ALPHABET[(m % 62) as usize]);
+                m /= 62;
+            }
+            let tag = String::from_utf8(tag).unwrap_or_default();
+            let at = usize::from(slot(&tag));
+            if tags[at].is_empty() {
+                tags[at] = tag;
+                missing -= 1;
+            }
+            n += 1;
+        }
+        tags
+    });
+    &TAGS[usize::from(target % 16384)]
 }
 
 /// Global zset: bucket tag -> earliest hold expiry, for the sweeper.
@@ -160,7 +203,22 @@ mod tests {
         assert_eq!(slots.len(), 8, "eight buckets, eight slots");
     }
 
+    #[test]
+    fn every_slot_has_a_short_tag() {
+        for s in 0..16384u16 {
+            let tag = slot_tag(s);
+            assert!(!tag.is_empty() && tag.len() <= 4, "slot {s}: {tag:?}");
+            assert_eq!(slot(tag), s);
+        }
+    }
+
     proptest! {
+        #[test]
+        fn a_record_shard_shares_the_slot_of_the_legacy_record(rid in "[ -z|~]{1,128}") {
+            prop_assert_eq!(slot(&reservation(&rid)), slot(&legacy_reservation(&rid)));
+            prop_assert_eq!(reservation_keys(&rid).len(), 2);
+        }
+
         #[test]
         fn every_key_of_a_bucket_shares_one_slot(sku in "[A-Za-z0-9._:/+-]{1,64}", index in 0u32..64) {
             let keys = BucketKeys::new(&sku, index);

@@ -1,6 +1,6 @@
 //! The reservation protocols: multi-line, all-or-nothing holds across SKUs that may live on
 //! different Redis Cluster slots, built from single-slot scripts plus a reservation record
-//! (`res:{rid}`) that makes every step idempotent and every crash recoverable.
+//! (`keys::reservation`) that makes every step idempotent and every crash recoverable.
 //!
 //! Reserve: claim the record (pending, under a lease) -> hold every line -> reserved, or
 //! release what was held -> rejected. Commit: reserved -> preparing (extend every hold so
@@ -169,7 +169,7 @@ impl Stock {
         }
         // The refusal was read from a Redis that had lost writes: forget it and try again
         // on the rebuilt counts.
-        let _: i64 = self.client().del(keys::reservation(rid)).await?;
+        scripts::reservation_forget(self.client(), rid).await?;
         self.ensure_truth(&skus).await?;
         Ok(self.reserve_once(rid, lines, ttl_seconds).await?.0)
     }
@@ -183,7 +183,6 @@ impl Stock {
         let client = self.client();
         let ttl_ms = i64::from(ttl_seconds) * 1000;
         let retention = ttl_ms + ms(RECORD_RETENTION);
-        let record_key = keys::reservation(rid);
         let requested: Vec<Line> = lines
             .iter()
             .map(|(sku, qty)| Line {
@@ -210,7 +209,7 @@ impl Stock {
         let taken_over = loop {
             match scripts::reservation_claim(
                 client,
-                record_key.clone(),
+                rid,
                 &fp,
                 &encode(&requested),
                 (ms(lease), retention),
@@ -231,7 +230,7 @@ impl Stock {
         };
         // Renewed while this call works, so no retry takes over (and holds again) while it lives;
         // stops when this call returns or is dropped.
-        let _heartbeat = Heartbeat::start(self.clone(), record_key.clone(), owner.clone(), lease);
+        let _heartbeat = Heartbeat::start(self.clone(), rid.to_string(), owner.clone(), lease);
         if taken_over {
             // The previous claimer died mid-way: give back whatever it held in any bucket,
             // then start over, so a retry can never hold twice.
@@ -282,7 +281,7 @@ impl Stock {
             let (transition, _) = futures::join!(
                 scripts::reservation_transition(
                     client,
-                    record_key,
+                    rid,
                     Transition {
                         from: "pending",
                         to: "reserved",
@@ -319,7 +318,7 @@ impl Stock {
         self.touched(held.iter().map(|(l, _)| BucketKeys::new(&l.sku, l.bucket)));
         let (moved, record) = scripts::reservation_transition(
             client,
-            record_key,
+            rid,
             Transition {
                 from: "pending",
                 to: "rejected",
@@ -495,16 +494,15 @@ impl Stock {
 pub struct Heartbeat(tokio::task::JoinHandle<()>);
 
 impl Heartbeat {
-    /// Starts renewing `owner`'s claim on the record at `record_key`.
-    pub fn start(stock: Stock, record_key: String, owner: String, lease: Duration) -> Self {
+    /// Starts renewing `owner`'s claim on the record of `rid`.
+    pub fn start(stock: Stock, rid: String, owner: String, lease: Duration) -> Self {
         Self(tokio::spawn(async move {
             let mut every = tokio::time::interval((lease / 3).max(Duration::from_millis(1)));
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             every.tick().await; // the claim was just taken
             loop {
                 every.tick().await;
-                match scripts::reservation_renew(stock.client(), record_key.clone(), &owner, ms(lease)).await
-                {
+                match scripts::reservation_renew(stock.client(), &rid, &owner, ms(lease)).await {
                     Ok(true) => {}
                     Ok(false) => return,
                     // The next tick tries again; a lease outliving a Redis blip is the point.

@@ -30,7 +30,6 @@ impl Stock {
     /// answers it committed: the first attempt got that far before Redis lost the record.
     pub async fn commit(&self, rid: &str, skus_hint: &[String]) -> Result<Vec<Line>, InventoryError> {
         let client = self.client();
-        let record_key = keys::reservation(rid);
         let retention = ms(RECORD_RETENTION);
         // A Redis that lost writes is noticed here at the latest (one marker beat), before a
         // sale is recorded against it.
@@ -71,7 +70,7 @@ impl Stock {
                         let lease_end = until.into_iter().min().unwrap_or_default();
                         let (moved, record) = scripts::reservation_transition(
                             client,
-                            record_key.clone(),
+                            rid,
                             Transition {
                                 from: "preparing",
                                 to: "committing",
@@ -130,7 +129,7 @@ impl Stock {
                     self.touched(lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
                     scripts::reservation_transition(
                         client,
-                        record_key.clone(),
+                        rid,
                         Transition {
                             from: "committing",
                             to: "committed",
@@ -178,7 +177,7 @@ impl Stock {
     ) -> Result<(bool, Record), InventoryError> {
         scripts::reservation_transition(
             self.client(),
-            keys::reservation(rid),
+            rid,
             Transition {
                 from,
                 to,
@@ -223,7 +222,7 @@ impl Stock {
     pub async fn release(&self, rid: &str) -> Result<i64, InventoryError> {
         let (moved, record) = scripts::reservation_transition(
             self.client(),
-            keys::reservation(rid),
+            rid,
             Transition {
                 from: "reserved",
                 to: "released",
@@ -237,7 +236,7 @@ impl Stock {
         let (moved, record) = if !moved && record.state == "preparing" {
             scripts::reservation_transition(
                 self.client(),
-                keys::reservation(rid),
+                rid,
                 Transition {
                     from: "preparing",
                     to: "released",
@@ -276,7 +275,6 @@ impl Stock {
     pub async fn extend(&self, rid: &str, ttl_seconds: u32) -> Result<i64, InventoryError> {
         let client = self.client();
         let ttl_ms = i64::from(ttl_seconds) * 1000;
-        let record_key = keys::reservation(rid);
         let check = Transition {
             from: "reserved",
             to: "reserved",
@@ -284,8 +282,7 @@ impl Stock {
             retention_ms: ttl_ms + ms(RECORD_RETENTION),
             ..Default::default()
         };
-        let (live, record) =
-            scripts::reservation_transition(client, record_key.clone(), check.clone()).await?;
+        let (live, record) = scripts::reservation_transition(client, rid, check.clone()).await?;
         if !live {
             return Err(match record.state.as_str() {
                 "" => InventoryError::NotFound(rid.to_string()),
@@ -321,7 +318,7 @@ impl Stock {
         }
         scripts::reservation_transition(
             client,
-            record_key,
+            rid,
             Transition {
                 expires_at: Some(expires_at),
                 ..check

@@ -254,10 +254,19 @@ async fn a_rid_repeated_inside_one_batch_and_across_batches_holds_once() {
     .outcomes;
     assert_eq!(answers, vec![SingleReserve::Missing, SingleReserve::Missing]);
     let exists: i64 = client
-        .exists(vec![missing.counters(), missing.events(), keys::reservation("g")])
+        .exists(vec![
+            missing.counters(),
+            missing.events(),
+            keys::legacy_reservation("g"),
+        ])
         .await
         .expect("exists");
     assert_eq!(exists, 0, "nothing written for a lost bucket");
+    assert_eq!(
+        layout_support::record_at(client, "g").await,
+        None,
+        "no record either"
+    );
     let answers = scripts::reserve_batch(
         client,
         &missing,

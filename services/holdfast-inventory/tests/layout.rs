@@ -25,7 +25,7 @@ async fn v1_reserve_single(client: &Client, rid: &str, sku: &str, qty: i64, ttl_
         .eval(
             V1_RESERVE_SINGLE,
             vec![
-                keys::reservation(rid),
+                keys::legacy_reservation(rid),
                 bucket.counters(),
                 bucket.holds(),
                 bucket.held(),

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{Fixture, events, idle, next_event, reserved};
-use holdfast_inventory::keys::{self, BucketKeys};
+use holdfast_inventory::keys::BucketKeys;
 use holdfast_inventory::{scripts, stock::Stock};
 use holdfast_proto::events::v1::inventory_event::Event as Ev;
 
@@ -146,16 +146,9 @@ async fn a_retry_takes_over_a_dead_reserve_without_holding_twice() {
     let lines = [("A".to_string(), 3), ("B".to_string(), 4)];
     let fp = holdfast_inventory::reservations::fingerprint(&lines, 600);
     let client = fx.redis();
-    let claim = scripts::reservation_claim(
-        client,
-        keys::reservation("crash"),
-        &fp,
-        "[]",
-        (5_000, 600_000),
-        "dead",
-    )
-    .await
-    .expect("claim");
+    let claim = scripts::reservation_claim(client, "crash", &fp, "[]", (5_000, 600_000), "dead")
+        .await
+        .expect("claim");
     assert_eq!(claim, scripts::Claim::Claimed(None));
     scripts::reserve(client, &BucketKeys::new("A", 0), "crash", 3, 600_000)
         .await
@@ -186,16 +179,9 @@ async fn an_extend_of_a_reserve_cut_short_answers_aborted_until_a_retried_reserv
     let lines = [("A".to_string(), 3)];
     let fp = holdfast_inventory::reservations::fingerprint(&lines, 600);
     let client = fx.redis();
-    let claim = scripts::reservation_claim(
-        client,
-        keys::reservation("cut"),
-        &fp,
-        "[]",
-        (5_000, 600_000),
-        "dead",
-    )
-    .await
-    .expect("claim");
+    let claim = scripts::reservation_claim(client, "cut", &fp, "[]", (5_000, 600_000), "dead")
+        .await
+        .expect("claim");
     assert_eq!(claim, scripts::Claim::Claimed(None));
 
     let refused = fx
@@ -242,7 +228,7 @@ async fn a_retry_finishes_a_commit_that_died_halfway() {
         retention_ms: 600_000,
         ..Default::default()
     };
-    scripts::reservation_transition(client, keys::reservation("half"), step("reserved", "preparing"))
+    scripts::reservation_transition(client, "half", step("reserved", "preparing"))
         .await
         .expect("t");
     for (sku, _) in [("A", 1), ("B", 2)] {
@@ -250,7 +236,7 @@ async fn a_retry_finishes_a_commit_that_died_halfway() {
             .await
             .expect("extend");
     }
-    scripts::reservation_transition(client, keys::reservation("half"), step("preparing", "committing"))
+    scripts::reservation_transition(client, "half", step("preparing", "committing"))
         .await
         .expect("t");
     scripts::commit(client, &BucketKeys::new("A", 0), "half")

@@ -7,7 +7,7 @@ mod layout_support;
 use std::time::Duration;
 
 use common::{Fixture, idle, reserved};
-use holdfast_inventory::keys::{self, BucketKeys};
+use holdfast_inventory::keys::BucketKeys;
 use holdfast_inventory::scripts::{self, Claim, Transition};
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -23,7 +23,7 @@ fn step(from: &'static str, to: &'static str) -> Transition<'static> {
 
 /// A committer that died after `reserved -> preparing` and extending its holds by a day.
 async fn interrupted_in_preparing(fx: &Fixture, rid: &str, sku: &str) {
-    scripts::reservation_transition(fx.redis(), keys::reservation(rid), step("reserved", "preparing"))
+    scripts::reservation_transition(fx.redis(), rid, step("reserved", "preparing"))
         .await
         .expect("preparing");
     scripts::extend(fx.redis(), &BucketKeys::new(sku, 0), rid, 86_400_000)
@@ -93,16 +93,12 @@ async fn a_commit_retried_after_its_lease_does_not_claim_lapsed_units_as_sold() 
     assert!(reserved(&first));
     // The committer got to `committing`, then stalled; its lease ran out before it committed
     // line A, and the hold lapsed (the units went back to stock, anyone may buy them).
+    scripts::reservation_transition(fx.redis(), "late", step("reserved", "preparing"))
+        .await
+        .expect("preparing");
     scripts::reservation_transition(
         fx.redis(),
-        keys::reservation("late"),
-        step("reserved", "preparing"),
-    )
-    .await
-    .expect("preparing");
-    scripts::reservation_transition(
-        fx.redis(),
-        keys::reservation("late"),
+        "late",
         Transition {
             expires_at: Some(first.expires_at_unix_ms),
             ..step("preparing", "committing")
@@ -130,18 +126,18 @@ async fn a_commit_retried_after_its_lease_does_not_claim_lapsed_units_as_sold() 
 async fn a_live_claimer_keeps_its_claim_past_one_lease() {
     let fx = Fixture::standalone_with(idle()).await;
     let stock = fx.inventory.stock.clone();
-    let record = keys::reservation("slow");
+    let record = "slow";
     let lease = Duration::from_millis(200);
-    let claim = scripts::reservation_claim(fx.redis(), record.clone(), "fp", "[]", (200, 600_000), "me")
+    let claim = scripts::reservation_claim(fx.redis(), record, "fp", "[]", (200, 600_000), "me")
         .await
         .expect("claim");
     assert_eq!(claim, Claim::Claimed(None));
     let heartbeat =
-        holdfast_inventory::reservations::Heartbeat::start(stock, record.clone(), "me".into(), lease);
+        holdfast_inventory::reservations::Heartbeat::start(stock, record.to_string(), "me".into(), lease);
     // Five leases later the claimer is still alive: nobody may take over.
     let until = fx.redis_now_ms().await + 1_000;
     fx.wait_redis_time_past(until).await;
-    let other = scripts::reservation_claim(fx.redis(), record.clone(), "fp", "[]", (200, 600_000), "you")
+    let other = scripts::reservation_claim(fx.redis(), record, "fp", "[]", (200, 600_000), "you")
         .await
         .expect("claim");
     assert_eq!(other, Claim::Busy, "a live claimer was taken over");
@@ -149,7 +145,7 @@ async fn a_live_claimer_keeps_its_claim_past_one_lease() {
     drop(heartbeat);
     let until = fx.redis_now_ms().await + 300;
     fx.wait_redis_time_past(until).await;
-    let taker = scripts::reservation_claim(fx.redis(), record.clone(), "fp", "[]", (200, 600_000), "you")
+    let taker = scripts::reservation_claim(fx.redis(), record, "fp", "[]", (200, 600_000), "you")
         .await
         .expect("claim");
     assert!(matches!(taker, Claim::Claimed(Some(_))), "{taker:?}");

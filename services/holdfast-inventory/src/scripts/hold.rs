@@ -71,7 +71,6 @@ pub enum SingleReserve {
 #[allow(clippy::too_many_arguments)]
 pub async fn reserve_single(
     client: &Client,
-    record_key: String,
     keys: &BucketKeys,
     rid: &str,
     qty: i64,
@@ -81,12 +80,13 @@ pub async fn reserve_single(
     retention_ms: (i64, i64),
 ) -> Result<SingleReserve, InventoryError> {
     let key_list = vec![
-        record_key,
+        crate::keys::reservation(rid),
         keys.counters(),
         keys.holds(),
         keys.held(),
         keys.events(),
         crate::keys::EXPIRY_INDEX.to_string(),
+        crate::keys::legacy_reservation(rid),
     ];
     let args = vec![
         s(rid),

@@ -28,6 +28,7 @@ holdfast_platform::lua_scripts! {
     OUTBOX_ACK => "outbox_ack.lua",
     STOCK_FENCE => "stock_fence.lua",
     RESERVATION_RENEW => "reservation_renew.lua",
+    RESERVATION_FORGET => "reservation_forget.lua",
     GENERATION => "generation.lua",
     TRUTH_SNAPSHOT => "truth_snapshot.lua",
     TRUTH_REBUILD => "truth_rebuild.lua",

@@ -4,11 +4,11 @@
 use fred::prelude::{Client, Value};
 
 use super::{
-    OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_RENEW, RESERVATION_TRANSITION,
-    SWEEP, bucket_keys4, int_at, run, s, string_at,
+    OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_FORGET, RESERVATION_RENEW,
+    RESERVATION_TRANSITION, SWEEP, bucket_keys4, int_at, run, s, string_at,
 };
 use crate::error::InventoryError;
-use crate::keys::BucketKeys;
+use crate::keys::{BucketKeys, reservation_keys};
 
 /// `sweep.lua`: (holds expired now, expiry of the next hold or `None`).
 pub async fn sweep(
@@ -99,14 +99,21 @@ pub enum Claim {
 /// check it).
 pub async fn reservation_claim(
     client: &Client,
-    record_key: String,
+    rid: &str,
     fingerprint: &str,
     lines: &str,
     (lease_ms, retention_ms): (i64, i64),
     owner: &str,
 ) -> Result<Claim, InventoryError> {
-    let args = vec![s(fingerprint), s(lines), s(lease_ms), s(retention_ms), s(owner)];
-    let reply = run(&RESERVATION_CLAIM, client, vec![record_key], args).await?;
+    let args = vec![
+        s(fingerprint),
+        s(lines),
+        s(lease_ms),
+        s(retention_ms),
+        s(owner),
+        s(rid),
+    ];
+    let reply = run(&RESERVATION_CLAIM, client, reservation_keys(rid), args).await?;
     let first = string_at(&RESERVATION_CLAIM, &reply, 0)?;
     Ok(match first.as_str() {
         "claimed" if reply.len() == 1 => Claim::Claimed(None),
@@ -125,18 +132,24 @@ pub async fn reservation_claim(
 /// `reservation_renew.lua`: whether `owner` still holds the pending claim (now renewed).
 pub async fn reservation_renew(
     client: &Client,
-    record_key: String,
+    rid: &str,
     owner: &str,
     lease_ms: i64,
 ) -> Result<bool, InventoryError> {
     let reply = run(
         &RESERVATION_RENEW,
         client,
-        vec![record_key],
-        vec![s(owner), s(lease_ms)],
+        reservation_keys(rid),
+        vec![s(owner), s(lease_ms), s(rid)],
     )
     .await?;
     Ok(int_at(&RESERVATION_RENEW, &reply, 0)? == 1)
+}
+
+/// `reservation_forget.lua`: deletes `rid`'s record wherever it is kept; whether there was one.
+pub async fn reservation_forget(client: &Client, rid: &str) -> Result<bool, InventoryError> {
+    let reply = run(&RESERVATION_FORGET, client, reservation_keys(rid), vec![s(rid)]).await?;
+    Ok(int_at(&RESERVATION_FORGET, &reply, 0)? == 1)
 }
 
 /// A state change for `reservation_transition.lua`.
@@ -163,7 +176,7 @@ pub struct Transition<'a> {
 /// `reservation_transition.lua`: (moved, the record as stored after the call).
 pub async fn reservation_transition(
     client: &Client,
-    record_key: String,
+    rid: &str,
     t: Transition<'_>,
 ) -> Result<(bool, Record), InventoryError> {
     let args = vec![
@@ -175,8 +188,9 @@ pub async fn reservation_transition(
         s(t.retention_ms),
         s(t.lines),
         s(t.owner),
+        s(rid),
     ];
-    let reply = run(&RESERVATION_TRANSITION, client, vec![record_key], args).await?;
+    let reply = run(&RESERVATION_TRANSITION, client, reservation_keys(rid), args).await?;
     Ok((
         int_at(&RESERVATION_TRANSITION, &reply, 0)? == 1,
         Record {

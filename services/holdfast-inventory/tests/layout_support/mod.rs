@@ -57,11 +57,15 @@ pub async fn hold_count(client: &Client, bucket: &BucketKeys) -> i64 {
 /// One field of reservation `rid`'s record (read through `rec_get`), `None` if unset.
 pub async fn record_field(client: &Client, rid: &str, field: &str) -> Option<String> {
     let script = format!(
-        "{}\nlocal r = rec_get(KEYS[1]) return {{r[ARGV[1]] or false}}",
+        "{}\nlocal r = rec_get(KEYS[1], KEYS[2], ARGV[2], now_ms()) return {{r[ARGV[1]] or false}}",
         helpers()
     );
     let reply: Value = client
-        .eval(script, vec![keys::reservation(rid)], vec![field.to_string()])
+        .eval(
+            script,
+            keys::reservation_keys(rid),
+            vec![field.to_string(), rid.to_string()],
+        )
         .await
         .expect("eval");
     match reply {
@@ -70,17 +74,36 @@ pub async fn record_field(client: &Client, rid: &str, field: &str) -> Option<Str
     }
 }
 
-/// Sets one field of reservation `rid`'s record (through `rec_put`, its TTL kept).
+/// Where reservation `rid`'s record is kept (through `rec_get`) and that key's PTTL, or `None`.
+pub async fn record_at(client: &Client, rid: &str) -> Option<(String, i64)> {
+    let script = format!(
+        "{}\nlocal _, h = rec_get(KEYS[1], KEYS[2], ARGV[1], now_ms()) \
+         if not h.at then return {{}} end return {{h.at, redis.call('PTTL', h.at)}}",
+        helpers()
+    );
+    let reply: Value = client
+        .eval(script, keys::reservation_keys(rid), vec![rid.to_string()])
+        .await
+        .expect("eval");
+    match reply {
+        Value::Array(values) if values.len() == 2 => Some((values[0].as_string()?, values[1].as_i64()?)),
+        Value::Array(_) => None,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// Sets one field of reservation `rid`'s record (through `rec_put`, kept as long as it was).
 pub async fn set_record_field(client: &Client, rid: &str, field: &str, value: &str) {
     let script = format!(
-        "{}\nlocal r = rec_get(KEYS[1]) r[ARGV[1]] = ARGV[2] rec_put(KEYS[1], r, nil) return {{}}",
+        "{}\nlocal r, h = rec_get(KEYS[1], KEYS[2], ARGV[3], now_ms()) r[ARGV[1]] = ARGV[2] rec_put(h, r, nil) \
+         return {{}}",
         helpers()
     );
     let _: Value = client
         .eval(
             script,
-            vec![keys::reservation(rid)],
-            vec![field.to_string(), value.to_string()],
+            keys::reservation_keys(rid),
+            vec![field.to_string(), value.to_string(), rid.to_string()],
         )
         .await
         .expect("eval");

@@ -1,0 +1,312 @@
+//! Reservation records packed into the generation hashes of a per-slot shard
+//! (`keys::reservation`, docs/inventory-redis.md "Reservation records"), and records the scripts
+//! before them wrote (one key per reservation, `res:{rid}`; `tests/fixtures/v2_*.lua` are those
+//! scripts as they shipped, assembled with their preludes): still answered, and moved into the
+//! shard by their next write.
+
+mod common;
+mod layout_support;
+
+use common::{Fixture, idle, reserved};
+use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, Value};
+use holdfast_inventory::keys::{self, BucketKeys};
+use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
+use layout_support::{record_at, record_field};
+use tonic::Code;
+
+const V2_RESERVE_SINGLE: &str = include_str!("fixtures/v2_reserve_single.lua");
+const V2_RESERVATION_CLAIM: &str = include_str!("fixtures/v2_reservation_claim.lua");
+
+/// A one-line Reserve exactly as the service ran it before the record shards.
+async fn v2_reserve_single(client: &Client, rid: &str, sku: &str, qty: i64) -> Vec<Value> {
+    let bucket = BucketKeys::new(sku, 0);
+    let reply: Value = client
+        .eval(
+            V2_RESERVE_SINGLE,
+            vec![
+                keys::legacy_reservation(rid),
+                bucket.counters(),
+                bucket.holds(),
+                bucket.held(),
+                bucket.events(),
+                keys::EXPIRY_INDEX.to_string(),
+            ],
+            vec![
+                rid.to_string(),
+                qty.to_string(),
+                "600000".to_string(),
+                sku.to_string(),
+                "0".to_string(),
+                fingerprint(&[(sku.to_string(), qty)], 600),
+                format!(r#"[["{sku}",{qty},0]]"#),
+                RECORD_RETENTION.as_millis().to_string(),
+                sku.to_string(),
+                REJECTED_RETENTION.as_millis().to_string(),
+            ],
+        )
+        .await
+        .expect("v2 reserve_single");
+    match reply {
+        Value::Array(values) => values,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+async fn legacy_exists(client: &Client, rid: &str) -> bool {
+    let n: i64 = client
+        .exists(keys::legacy_reservation(rid))
+        .await
+        .expect("exists");
+    n == 1
+}
+
+/// Where the record is kept now: the shard's generation hash (not its own key, not the old one).
+async fn in_shard(client: &Client, rid: &str) -> bool {
+    match record_at(client, rid).await {
+        Some((at, _)) => at.starts_with(&format!("{}:", keys::reservation(rid))) && !at.contains(":k:"),
+        None => false,
+    }
+}
+
+#[tokio::test]
+async fn records_of_the_per_reservation_layout_answer_and_move_on_their_next_write() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("V2", 9, 1).await;
+    let client = fx.redis();
+    let uuid = "0f8fad5b-d9cb-469f-a165-70867728950e";
+    let rids = ["v2-commit", "v2-release", "v2-extend", uuid];
+    let mut expiry = Vec::new();
+    for rid in rids {
+        let reply = v2_reserve_single(client, rid, "V2", 2).await;
+        assert_eq!(reply[0].as_string().as_deref(), Some("reserved"), "{rid}");
+        expiry.push(reply[1].as_i64().expect("expiry"));
+        assert!(legacy_exists(client, rid).await, "{rid}: the old layout's key");
+    }
+    let refused = v2_reserve_single(client, "v2-refused", "V2", 5).await;
+    assert_eq!(refused[0].as_string().as_deref(), Some("rejected"));
+
+    // Replays answer from the old records: the first answer, no second hold; another request
+    // under the id conflicts.
+    let replay = fx.reserve(uuid, &[("V2", 2)], 600).await.expect("replay");
+    assert!(reserved(&replay));
+    assert_eq!(replay.expires_at_unix_ms, expiry[3]);
+    let again = fx.reserve("v2-refused", &[("V2", 5)], 600).await.expect("replay");
+    assert_eq!((reserved(&again), again.shortages.len()), (false, 1));
+    let conflict = fx
+        .reserve("v2-commit", &[("V2", 1)], 600)
+        .await
+        .expect_err("conflict");
+    assert_eq!(conflict.code(), Code::AlreadyExists);
+    assert_eq!(fx.level("V2").await.reserved, 8, "nothing held twice");
+
+    // Commit, Release and Extend run on them, and each write moves the record into the shard.
+    assert_eq!(fx.commit("v2-commit").await.expect("commit").levels[0].sold, 2);
+    assert_eq!(fx.release("v2-release").await.expect("release").released_units, 2);
+    let extended = fx
+        .inventory
+        .stock
+        .extend("v2-extend", 1200)
+        .await
+        .expect("extend");
+    assert!(extended > expiry[2]);
+    for rid in ["v2-commit", "v2-release", "v2-extend"] {
+        assert!(!legacy_exists(client, rid).await, "{rid}: the old key is gone");
+        assert!(
+            in_shard(client, rid).await,
+            "{rid}: {:?}",
+            record_at(client, rid).await
+        );
+    }
+    assert_eq!(
+        record_field(client, "v2-commit", "state").await.as_deref(),
+        Some("committed")
+    );
+    assert_eq!(
+        record_field(client, "v2-release", "state").await.as_deref(),
+        Some("released")
+    );
+    assert_eq!(
+        record_field(client, "v2-extend", "expires_at").await,
+        Some(extended.to_string())
+    );
+    // Retried calls on moved records answer as before.
+    assert_eq!(fx.commit("v2-commit").await.expect("again").levels[0].sold, 2);
+    assert_eq!(fx.release("v2-release").await.expect("again").released_units, 0);
+    // The untouched ones still live in the old layout until their next write (or their TTL).
+    assert!(legacy_exists(client, uuid).await && legacy_exists(client, "v2-refused").await);
+    assert_eq!(fx.release(uuid).await.expect("release").released_units, 2);
+    assert!(!legacy_exists(client, uuid).await && in_shard(client, uuid).await);
+
+    // A hold the old script stored under the id as sent (32 hex digits) is found, and extending
+    // it stores it packed (17 bytes) without counting it twice.
+    let hex = "00112233445566778899aabbccddeeff";
+    let reply = v2_reserve_single(client, hex, "V2", 1).await;
+    assert_eq!(reply[0].as_string().as_deref(), Some("reserved"));
+    let bucket = BucketKeys::new("V2", 0);
+    let raw: bool = client.hexists(bucket.hold_shard(0), hex).await.expect("hexists");
+    assert!(raw, "the old script's field");
+    fx.inventory.stock.extend(hex, 900).await.expect("extend");
+    let raw: bool = client.hexists(bucket.hold_shard(0), hex).await.expect("hexists");
+    assert!(!raw, "moved to the packed field");
+    let count: Option<i64> = client.hget(bucket.counters(), "hn").await.expect("hn");
+    assert_eq!(count, Some(2), "v2-extend and the hex hold, once each");
+    assert_eq!(fx.commit(hex).await.expect("commit").levels[0].sold, 3);
+    assert_eq!(fx.release("v2-extend").await.expect("release").released_units, 2);
+    let left: i64 = client.exists(bucket.hold_shard(0)).await.expect("exists");
+    assert_eq!(left, 0, "every hold gone, in either form");
+}
+
+#[tokio::test]
+async fn a_pending_claim_of_the_old_layout_keeps_others_out_until_its_lease_lapses() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("V2P", 5, 1).await;
+    let client = fx.redis();
+    let claim = |rid: &'static str, lease_ms: i64| {
+        client.eval::<Value, _, _, _>(
+            V2_RESERVATION_CLAIM,
+            vec![keys::legacy_reservation(rid)],
+            vec![
+                fingerprint(&[("V2P".to_string(), 1)], 600),
+                r#"[["V2P",1,0]]"#.to_string(),
+                lease_ms.to_string(),
+                "600000".to_string(),
+                "old-owner".to_string(),
+            ],
+        )
+    };
+    // A live claim of the old layout: the id stays busy (ABORTED once the retries give up).
+    claim("v2-live", 60_000).await.expect("v2 claim");
+    let busy = fx.reserve("v2-live", &[("V2P", 1)], 600).await.expect_err("busy");
+    assert_eq!(busy.code(), Code::Aborted, "{busy:?}");
+    assert!(legacy_exists(client, "v2-live").await);
+    // A lapsed one (its claimer died) is taken over by the next Reserve, which holds once and
+    // writes the record into the shard.
+    claim("v2-dead", 1).await.expect("v2 claim");
+    let now = fx.redis_now_ms().await;
+    fx.wait_redis_time_past(now + 5).await;
+    let held = fx
+        .reserve("v2-dead", &[("V2P", 1)], 600)
+        .await
+        .expect("taken over");
+    assert!(reserved(&held));
+    assert!(!legacy_exists(client, "v2-dead").await && in_shard(client, "v2-dead").await);
+    assert_eq!(
+        record_field(client, "v2-dead", "state").await.as_deref(),
+        Some("reserved")
+    );
+    assert_eq!(fx.level("V2P").await.reserved, 1);
+}
+
+#[tokio::test]
+async fn records_share_small_listpack_hashes_and_big_ones_get_a_key_of_their_own() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("PACK", 1_000, 1).await;
+    let client = fx.redis();
+    for i in 0..300 {
+        let answer = fx
+            .reserve(&format!("{i:032x}"), &[("PACK", 1)], 600)
+            .await
+            .expect("reserve");
+        assert!(reserved(&answer));
+    }
+    // A refusal lives in a short generation, a long id in a key of its own.
+    let refused = fx
+        .reserve("refused-1", &[("PACK", 5_000)], 600)
+        .await
+        .expect("refusal");
+    assert!(!reserved(&refused));
+    let long_id = "L".repeat(100);
+    assert!(reserved(
+        &fx.reserve(&long_id, &[("PACK", 1)], 600).await.expect("reserve")
+    ));
+    let (short, _) = record_at(client, "refused-1").await.expect("refusal record");
+    assert!(
+        short.starts_with(&format!("{}:s", keys::reservation("refused-1"))),
+        "{short}"
+    );
+    let (own, _) = record_at(client, &long_id).await.expect("long id record");
+    assert_eq!(own, format!("{}:k:{long_id}", keys::reservation(&long_id)));
+    let mut hashes = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let rid = format!("{i:032x}");
+        let (at, ttl) = record_at(client, &rid).await.expect("record");
+        assert!(in_shard(client, &rid).await, "{rid}: {at}");
+        // Kept the hold's TTL + 24 h, at most one 12 h generation longer.
+        let kept = 600_000 + i64::try_from(RECORD_RETENTION.as_millis()).expect("fits");
+        assert!(
+            ttl > kept - 60_000 && ttl <= kept + 12 * 3600 * 1000,
+            "{rid}: {ttl}"
+        );
+        hashes.insert(at);
+    }
+    for at in &hashes {
+        let encoding: String = client
+            .custom(fred::cmd!("OBJECT"), vec!["ENCODING".to_string(), at.clone()])
+            .await
+            .expect("encoding");
+        assert_eq!(encoding, "listpack", "{at}");
+    }
+    // Every record answers: the first answer on a replay, nothing held twice.
+    for i in (0..300).step_by(7) {
+        let again = fx
+            .reserve(&format!("{i:032x}"), &[("PACK", 1)], 600)
+            .await
+            .expect("replay");
+        assert!(reserved(&again));
+    }
+    assert_eq!(fx.level("PACK").await.reserved, 301);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_records_live_in_the_slot_of_their_id_and_old_ones_are_moved() {
+    let fx = Fixture::cluster().await;
+    fx.set_stock("CA", 10, 1).await;
+    fx.set_stock("CB", 10, 1).await;
+    let client = fx.redis();
+    // A claim of the old layout whose claimer died: taken over, held once, moved to the shard.
+    let old: Value = client
+        .eval(
+            V2_RESERVATION_CLAIM,
+            vec![keys::legacy_reservation("c-old")],
+            vec![
+                fingerprint(&[("CA".to_string(), 1)], 600),
+                r#"[["CA",1,0]]"#.to_string(),
+                "1".to_string(),
+                "600000".to_string(),
+                "dead".to_string(),
+            ],
+        )
+        .await
+        .expect("v2 claim");
+    assert!(
+        matches!(&old, Value::Array(v) if v[0].as_string().as_deref() == Some("claimed")),
+        "{old:?}"
+    );
+    let now = fx.redis_now_ms().await;
+    fx.wait_redis_time_past(now + 5).await;
+    let first = fx.reserve("c-old", &[("CA", 1)], 600).await.expect("taken over");
+    assert!(reserved(&first));
+    assert!(!legacy_exists(client, "c-old").await && in_shard(client, "c-old").await);
+    // New reservations (multi-step on a cluster, lines on two slots): replay, commit, release.
+    let two = fx
+        .reserve("c-two", &[("CA", 2), ("CB", 3)], 600)
+        .await
+        .expect("reserve");
+    assert!(reserved(&two));
+    let again = fx
+        .reserve("c-two", &[("CA", 2), ("CB", 3)], 600)
+        .await
+        .expect("replay");
+    assert_eq!(again.expires_at_unix_ms, two.expires_at_unix_ms);
+    assert!(in_shard(client, "c-two").await);
+    assert_eq!(fx.release("c-two").await.expect("release").released_units, 5);
+    assert_eq!(fx.commit("c-old").await.expect("commit").levels[0].sold, 1);
+    assert_eq!(
+        record_field(client, "c-old", "state").await.as_deref(),
+        Some("committed")
+    );
+    assert_eq!(
+        (fx.level("CA").await.reserved, fx.level("CB").await.reserved),
+        (0, 0)
+    );
+}
