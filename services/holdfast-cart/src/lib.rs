@@ -14,6 +14,7 @@ pub mod purge;
 pub mod scripts;
 pub mod service;
 pub mod validate;
+mod lookup;
 mod view;
 pub mod write_behind;
 

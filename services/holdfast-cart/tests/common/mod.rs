@@ -46,6 +46,12 @@ impl Fixture {
     }
 
     pub async fn with(options: CartOptions) -> Self {
+        Self::with_inventory(options, InventoryOptions::default()).await
+    }
+
+    /// The cart with `options`, inventory with `inventory` (e.g. its background tasks slowed
+    /// down, so that only the calls under test reach Redis).
+    pub async fn with_inventory(options: CartOptions, inventory: InventoryOptions) -> Self {
         let dir = TempDir::new("cart").expect("dir");
         let store = SqliteStore::open(dir.path().join("holdfast.db"))
             .await
@@ -60,7 +66,7 @@ impl Fixture {
             pool.clone(),
             Arc::new(InProcessBus::new()),
             "test",
-            InventoryOptions::default(),
+            inventory,
         )
         .await
         .expect("inventory");
