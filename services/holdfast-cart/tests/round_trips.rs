@@ -7,12 +7,15 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use holdfast_cart::CartOptions;
 use holdfast_inventory::InventoryOptions;
 use holdfast_proto::cart::v1::ItemOutcome;
+use holdfast_proto::inventory::v1::{
+    GetAvailabilityRequest, ReservationStatus, ReserveLine, ReserveRequest, SetStockRequest,
+};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedReadHalf;
@@ -143,4 +146,95 @@ async fn get_cart_is_one_round_trip_and_a_change_two_with_one_line() {
 #[tokio::test]
 async fn the_round_trips_do_not_grow_with_the_lines() {
     assert_eq!(round_trips(8).await, (1, 2, 2));
+}
+
+/// The script reads inventory's counters only where they are the whole answer: units held
+/// count against a line, while a SKU split into buckets and a hold that lapsed unpurged are
+/// left to inventory, so the cart never answers other than inventory would.
+#[tokio::test]
+async fn the_one_round_trip_view_answers_what_inventory_answers() {
+    // The sweeper is off: a lapsed hold stays unpurged until someone reads around it.
+    let fx = quiet().await;
+    for sku in ["HELD", "SPLIT", "LAPSE"] {
+        fx.product(sku, 100, "EUR").await;
+    }
+    fx.stock("HELD", 10).await;
+    fx.stock("LAPSE", 5).await;
+    fx.inventory
+        .clone()
+        .set_stock(SetStockRequest {
+            sku: "SPLIT".into(),
+            on_hand: 12,
+            buckets: 4,
+        })
+        .await
+        .expect("split stock");
+    for (rid, sku, quantity, ttl_seconds) in [("r-held", "HELD", 7, 600), ("r-lapse", "LAPSE", 5, 1)] {
+        let reply = fx
+            .inventory
+            .clone()
+            .reserve(ReserveRequest {
+                reservation_id: rid.into(),
+                lines: vec![ReserveLine {
+                    sku: sku.into(),
+                    quantity,
+                }],
+                ttl_seconds,
+            })
+            .await
+            .expect("reserve")
+            .into_inner();
+        assert_eq!(reply.status(), ReservationStatus::Reserved, "{reply:?}");
+    }
+    let mut c = fx.device().await;
+    let owner = || customer("inventory-says");
+
+    // 10 on hand, 7 held: 3 available.
+    let refused = add(&mut c, owner(), "HELD", 4).await.expect("add");
+    assert_eq!(
+        (refused.outcome(), refused.available_quantity),
+        (ItemOutcome::OutOfStock, 3)
+    );
+    added(&mut c, owner(), "HELD", 3).await;
+
+    // 12 units over 4 buckets: all 12 may be in the cart, not 13.
+    added(&mut c, owner(), "SPLIT", 12).await;
+    let refused = add(&mut c, owner(), "SPLIT", 1).await.expect("add");
+    assert_eq!(
+        (refused.outcome(), refused.available_quantity),
+        (ItemOutcome::OutOfStock, 12)
+    );
+
+    // All 5 held for a second; once inventory counts them free again, so does the cart.
+    let refused = add(&mut c, owner(), "LAPSE", 1).await.expect("add");
+    assert_eq!(
+        (refused.outcome(), refused.available_quantity),
+        (ItemOutcome::OutOfStock, 0)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let levels = fx
+            .inventory
+            .clone()
+            .get_availability(GetAvailabilityRequest {
+                skus: vec!["LAPSE".into()],
+            })
+            .await
+            .expect("availability")
+            .into_inner()
+            .levels;
+        if levels.first().map(|level| level.available) == Some(5) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the hold never lapsed: {levels:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    added(&mut c, owner(), "LAPSE", 5).await;
+
+    let cart = get(&mut c, owner()).await;
+    assert_eq!(
+        sorted_lines(&cart),
+        pairs(&[("HELD", 3), ("LAPSE", 5), ("SPLIT", 12)])
+    );
+    assert!(cart.lines.iter().all(|l| !l.out_of_stock), "{cart:?}");
 }
