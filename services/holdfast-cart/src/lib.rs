@@ -10,11 +10,11 @@
 pub mod authz;
 pub mod error;
 pub mod live;
+mod lookup;
 pub mod purge;
 pub mod scripts;
 pub mod service;
 pub mod validate;
-mod lookup;
 mod view;
 pub mod write_behind;
 

@@ -4,8 +4,8 @@
 use fred::prelude::{Client, Value};
 use holdfast_platform::redis::LuaScript;
 use holdfast_proto::catalog::v1::Product;
-use prost::Message;
 use holdfast_store::StoredCart;
+use prost::Message;
 
 use crate::error::CartError;
 use crate::live::LiveCart;
@@ -327,7 +327,10 @@ pub async fn view(client: &Client, key: &str, extra: &str) -> Result<Viewed, Car
         return Err(protocol(&VIEW, format!("expected an array, got {reply:?}")));
     };
     if values.len() != 2 {
-        return Err(protocol(&VIEW, format!("expected two parts, got {}", values.len())));
+        return Err(protocol(
+            &VIEW,
+            format!("expected two parts, got {}", values.len()),
+        ));
     }
     let Value::Array(entries) = values.swap_remove(1) else {
         return Err(protocol(&VIEW, "the skus are not an array"));

@@ -116,14 +116,25 @@ async fn round_trips(lines: usize) -> (usize, usize, usize) {
     let mut monitor = Monitor::start(fx.redis.port()).await;
     let (cart, get_sent) = monitor.during(get(&mut c, owner())).await;
     assert_eq!(cart.lines.len(), lines);
-    assert!(cart.lines.iter().all(|l| !l.out_of_stock && l.title.ends_with("title")), "{cart:?}");
+    assert!(
+        cart.lines
+            .iter()
+            .all(|l| !l.out_of_stock && l.title.ends_with("title")),
+        "{cart:?}"
+    );
 
     let (added, add_sent) = monitor.during(add(&mut c, owner(), &skus[0], 1)).await;
     let added = added.expect("add");
     assert_eq!(added.outcome(), ItemOutcome::Applied);
     let cart = added.cart.expect("cart");
-    assert_eq!(cart.lines.iter().find(|l| l.sku == skus[0]).map(|l| l.quantity), Some(2));
-    assert!(cart.lines.iter().all(|l| l.current_unit_price.is_some()), "{cart:?}");
+    assert_eq!(
+        cart.lines.iter().find(|l| l.sku == skus[0]).map(|l| l.quantity),
+        Some(2)
+    );
+    assert!(
+        cart.lines.iter().all(|l| l.current_unit_price.is_some()),
+        "{cart:?}"
+    );
 
     let (updated, update_sent) = monitor
         .during(update(&mut c, owner(), &skus[0], 3, cart.version))
@@ -131,8 +142,14 @@ async fn round_trips(lines: usize) -> (usize, usize, usize) {
     let updated = updated.expect("update");
     assert_eq!(updated.outcome(), ItemOutcome::Applied);
     let cart = updated.cart.expect("cart");
-    assert_eq!(cart.lines.iter().find(|l| l.sku == skus[0]).map(|l| l.quantity), Some(3));
-    assert!(cart.lines.iter().all(|l| l.current_unit_price.is_some()), "{cart:?}");
+    assert_eq!(
+        cart.lines.iter().find(|l| l.sku == skus[0]).map(|l| l.quantity),
+        Some(3)
+    );
+    assert!(
+        cart.lines.iter().all(|l| l.current_unit_price.is_some()),
+        "{cart:?}"
+    );
 
     eprintln!("{lines} lines: GetCart {get_sent:#?}\nAddItem {add_sent:#?}\nUpdateItem {update_sent:#?}");
     (get_sent.len(), add_sent.len(), update_sent.len())

@@ -62,14 +62,10 @@ impl Fixture {
         let catalog = holdfast_catalog::start(pool.clone(), store.clone())
             .await
             .expect("catalog");
-        let inventory = holdfast_inventory::start(
-            pool.clone(),
-            Arc::new(InProcessBus::new()),
-            "test",
-            inventory,
-        )
-        .await
-        .expect("inventory");
+        let inventory =
+            holdfast_inventory::start(pool.clone(), Arc::new(InProcessBus::new()), "test", inventory)
+                .await
+                .expect("inventory");
         let mut grpc = GrpcServer::new(ServerOptions::default());
         grpc.add_service("catalog", catalog);
         grpc.add_service("inventory", inventory.service.clone());
