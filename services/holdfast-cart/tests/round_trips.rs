@@ -255,3 +255,55 @@ async fn the_one_round_trip_view_answers_what_inventory_answers() {
     );
     assert!(cart.lines.iter().all(|l| !l.out_of_stock), "{cart:?}");
 }
+
+/// On a Redis Cluster `cart_view.lua` cannot run (it reads keys of other slots): the cart asks
+/// the catalog and inventory over gRPC instead, and answers the same.
+#[tokio::test]
+async fn on_a_cluster_the_cart_asks_the_services_and_answers_the_same() {
+    let fx = Fixture::on_cluster(CartOptions::default(), InventoryOptions::default()).await;
+    fx.sellable("CL-1", 250).await;
+    fx.product("CL-2", 100, "EUR").await;
+    fx.stock("CL-2", 2).await;
+    fx.upsert("CL-OFF", 100, "EUR", false).await;
+    let mut c = fx.device().await;
+    let owner = || customer("on-a-cluster");
+
+    added(&mut c, owner(), "CL-1", 2).await;
+    added(&mut c, owner(), "CL-2", 2).await;
+    let refused = add(&mut c, owner(), "CL-2", 1).await.expect("add");
+    assert_eq!(
+        (refused.outcome(), refused.available_quantity),
+        (ItemOutcome::OutOfStock, 2)
+    );
+    let unknown = add(&mut c, owner(), "CL-NOPE", 1).await.expect_err("unknown");
+    assert_eq!(precondition_kind(&unknown), "SKU_UNKNOWN");
+    let inactive = add(&mut c, owner(), "CL-OFF", 1).await.expect_err("inactive");
+    assert_eq!(precondition_kind(&inactive), "SKU_INACTIVE");
+
+    fx.product("CL-1", 300, "EUR").await;
+    fx.stock("CL-2", 1).await;
+    let cart = get(&mut c, owner()).await;
+    let flags: Vec<(&str, bool, bool, Option<i64>)> = cart
+        .lines
+        .iter()
+        .map(|l| {
+            (
+                l.sku.as_str(),
+                l.price_changed,
+                l.out_of_stock,
+                l.current_unit_price.as_ref().map(|m| m.amount_minor),
+            )
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        [("CL-1", true, false, Some(300)), ("CL-2", false, true, Some(100))]
+    );
+
+    let updated = update(&mut c, owner(), "CL-2", 1, cart.version)
+        .await
+        .expect("update");
+    assert_eq!(updated.outcome(), ItemOutcome::Applied);
+    let cart = updated.cart.expect("cart");
+    assert!(cart.lines.iter().all(|l| !l.out_of_stock), "{cart:?}");
+}
