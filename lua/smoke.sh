@@ -512,6 +512,25 @@ expect "evict_stale drops an older live copy" "evicted 3 0" "$(ev cart_evict_sta
 expect "evict_stale of an absent cart writes nothing" "current 0 0" "$(ev cart_evict_stale $CK , 4) $(rc exists $CK)"
 expect "evict_stale refuses version 0" "ERR cart_evict_stale: version must be an integer >= 1" "$(ev cart_evict_stale $CK , 0)"
 
+# ---------------------------------------------------------------- cart_view (read-only)
+VK='cart:{c:vic}'
+rc hset $VK _v 2 _u 1 'l:V1' '1|100|EUR|1' 'l:V2' '1|100|EUR|2' >/dev/null
+rc hset 'cat:{V1}' v 1 p prod-v1 >/dev/null
+ev set_stock $(kk V1) , 10 1 V1 0 >/dev/null
+ev reserve $(kk V1) , v1r 3 60000 V1 0 >/dev/null
+expect "view: a cached product and on_hand - reserved; an uncached, unstocked SKU left to the services" \
+  "_v 2 _u 1 l:V1 1|100|EUR|1 l:V2 1|100|EUR|2 V1 prod-v1 7 V2  -1" "$(ev cart_view $VK , '')"
+ev set_stock $(kk V3) , 10 4 V3 0 >/dev/null
+expect "view: the extra SKU, split into buckets, is left to inventory" " V3  -1" \
+  "$(ev cart_view 'cart:{c:none}' , V3)"
+ev set_stock $(kk V4) , 5 1 V4 0 >/dev/null
+ev reserve $(kk V4) , v4r 2 100 V4 0 >/dev/null
+expect "view: a live hold counts" " V4  3" "$(ev cart_view 'cart:{c:none}' , V4)"
+past $(( $(now_ms) + 100 ))
+expect "view: a lapsed, unpurged hold is left to inventory" " V4  -1" "$(ev cart_view 'cart:{c:none}' , V4)"
+expect "view: an absent cart and no extra SKU" "" "$(ev cart_view 'cart:{c:none}' , '')"
+expect "view writes nothing" "0" "$(rc exists 'cart:{c:none}')"
+
 # ---------------------------------------------------------------- admission_take (GCRA)
 AT='admission:{sku:F1}:checkout:tat'; AL='admission:{sku:F1}:limits'
 expect "unlimited by default" "1 0 0 0" "$(ev admission_take $AT $AL , checkout 0 1)"

@@ -10,6 +10,7 @@
 pub mod authz;
 pub mod error;
 pub mod live;
+mod lookup;
 pub mod purge;
 pub mod scripts;
 pub mod service;

@@ -3,7 +3,9 @@
 
 use fred::prelude::{Client, Value};
 use holdfast_platform::redis::LuaScript;
+use holdfast_proto::catalog::v1::Product;
 use holdfast_store::StoredCart;
+use prost::Message;
 
 use crate::error::CartError;
 use crate::live::LiveCart;
@@ -16,6 +18,7 @@ holdfast_platform::lua_scripts! {
     MERGE => "cart_merge.lua",
     RESTORE => "cart_restore.lua",
     EVICT_STALE => "cart_evict_stale.lua",
+    VIEW => "cart_view.lua",
 }
 
 /// Loads every script on every primary (before health says SERVING).
@@ -295,6 +298,94 @@ pub async fn evict_stale(client: &Client, key: &str, version: u64) -> Result<boo
     }
 }
 
+/// What `cart_view.lua` read about one SKU.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    /// The SKU.
+    pub sku: String,
+    /// The product as the catalog's cache holds it; `None`: ask the catalog.
+    pub product: Option<Product>,
+    /// Units available as inventory would answer; `None`: ask inventory.
+    pub available: Option<i64>,
+}
+
+/// What `cart_view.lua` read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Viewed {
+    /// The live cart; `None` when its key is absent.
+    pub cart: Option<LiveCart>,
+    /// Its SKUs (and the extra one), in no particular order.
+    pub seen: Vec<Seen>,
+}
+
+/// `cart_view.lua`: the cart at `key` with the catalog's cached product and inventory's units
+/// available for each of its SKUs and `extra` ('' for none), in one round trip. Standalone
+/// Redis only (it reads keys of other slots).
+pub async fn view(client: &Client, key: &str, extra: &str) -> Result<Viewed, CartError> {
+    let reply: Value = VIEW.run(client, vec![key.to_string()], vec![s(extra)]).await?;
+    let Value::Array(mut values) = reply else {
+        return Err(protocol(&VIEW, format!("expected an array, got {reply:?}")));
+    };
+    if values.len() != 2 {
+        return Err(protocol(
+            &VIEW,
+            format!("expected two parts, got {}", values.len()),
+        ));
+    }
+    let Value::Array(entries) = values.swap_remove(1) else {
+        return Err(protocol(&VIEW, "the skus are not an array"));
+    };
+    let cart = decode_cart(&VIEW, values.swap_remove(0))?;
+    let seen = entries
+        .into_iter()
+        .map(|entry| {
+            let Value::Array(mut parts) = entry else {
+                return Err(protocol(&VIEW, "a sku entry is not an array"));
+            };
+            if parts.len() != 3 {
+                return Err(protocol(&VIEW, format!("a sku entry of {} parts", parts.len())));
+            }
+            let available = parts[2]
+                .as_i64()
+                .ok_or_else(|| protocol(&VIEW, format!("available {:?}", parts[2])))?;
+            // fred hands back valid UTF-8 as a string and anything else as bytes: take either.
+            // An undecodable entry is a miss, as the catalog itself takes it.
+            let product = parts[1]
+                .as_bytes()
+                .and_then(|payload| Product::decode(payload).ok());
+            let sku = parts
+                .swap_remove(0)
+                .as_string()
+                .ok_or_else(|| protocol(&VIEW, "a sku is not a string"))?;
+            Ok(Seen {
+                sku,
+                product,
+                available: (available >= 0).then_some(available),
+            })
+        })
+        .collect::<Result<Vec<_>, CartError>>()?;
+    Ok(Viewed { cart, seen })
+}
+
+/// A flat HGETALL reply decoded; `None` when the key is absent.
+fn decode_cart(script: &LuaScript, flat: Value) -> Result<Option<LiveCart>, CartError> {
+    let flat = match flat {
+        Value::Array(flat) => flat,
+        // An empty Lua table comes back as an empty array, or nil through some paths.
+        Value::Null => Vec::new(),
+        _ => return Err(protocol(script, "the cart is not an array")),
+    };
+    let mut fields = Vec::with_capacity(flat.len() / 2);
+    let mut flat = flat.into_iter();
+    while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
+        match (field.as_string(), value.as_string()) {
+            (Some(field), Some(value)) => fields.push((field, value)),
+            _ => return Err(protocol(script, "a cart field is not a string")),
+        }
+    }
+    LiveCart::from_hash(fields).map_err(|detail| protocol(script, detail))
+}
+
 /// A script reply: `{status, n, {HGETALL...}, rest...}`.
 struct Reply {
     status: String,
@@ -318,20 +409,10 @@ async fn run(script: &LuaScript, client: &Client, key: &str, args: Vec<Value>) -
     let n = values[1]
         .as_i64()
         .ok_or_else(|| protocol(script, format!("count {:?}", values[1])))?;
-    let Value::Array(flat) = values.swap_remove(2) else {
+    let Value::Array(_) = &values[2] else {
         return Err(protocol(script, "the cart is not an array"));
     };
-    let mut fields = Vec::with_capacity(flat.len() / 2);
-    let mut flat = flat.into_iter();
-    while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
-        match (field.as_string(), value.as_string()) {
-            (Some(field), Some(value)) => fields.push((field, value)),
-            _ => return Err(protocol(script, "a cart field is not a string")),
-        }
-    }
-    let cart = LiveCart::from_hash(fields)
-        .map_err(|detail| protocol(script, detail))?
-        .unwrap_or_default();
+    let cart = decode_cart(script, values.swap_remove(2))?.unwrap_or_default();
     Ok(Reply {
         status,
         n,

@@ -4,46 +4,33 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fred::prelude::{HashesInterface, Pool};
 use holdfast_platform::PeerChannel;
 use holdfast_platform::auth::{self, Caller};
 use holdfast_platform::status::FieldViolations;
-use holdfast_platform::telemetry::TracePropagation;
 use holdfast_proto::cart::v1 as pb;
 use holdfast_proto::cart::v1::cart_service_server::CartService;
-use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
-use holdfast_proto::catalog::v1::{BatchGetProductsRequest, GetProductRequest, Product};
-use holdfast_proto::inventory::v1::GetAvailabilityRequest;
-use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_proto::catalog::v1::Product;
 use holdfast_store::CartStore;
-use tonic::service::interceptor::InterceptedService;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 use crate::CartOptions;
 use crate::error::{self, CartError};
 use crate::live::{LiveCart, Owner};
+pub use crate::lookup::{CatalogClient, InventoryClient};
+use crate::lookup::{Known, Upstream};
 use crate::scripts::{self, Absent, Addition, Change, Limits, Restore};
 use crate::validate;
-use crate::view::{Lookup, render};
+use crate::view::render;
 use crate::write_behind::WriteBehind;
-
-/// Most SKUs per catalog or inventory batch call (both services' limit).
-const UPSTREAM_BATCH: usize = 100;
-
-/// The catalog client cart calls, carrying the caller's trace.
-pub type CatalogClient = CatalogServiceClient<InterceptedService<PeerChannel, TracePropagation>>;
-/// The inventory client cart calls, carrying the caller's trace.
-pub type InventoryClient = InventoryServiceClient<InterceptedService<PeerChannel, TracePropagation>>;
 
 /// `holdfast.cart.v1.CartService` over Redis, the durable store, the catalog and inventory.
 #[derive(Clone)]
 pub struct Cart<S: CartStore + Clone + 'static> {
     redis: Pool,
     store: S,
-    catalog: CatalogClient,
-    inventory: InventoryClient,
+    upstream: Upstream,
     write_behind: Arc<WriteBehind>,
     options: CartOptions,
 }
@@ -52,17 +39,14 @@ fn checked(violations: FieldViolations) -> Result<(), CartError> {
     violations.into_result().map_err(CartError::InvalidArgument)
 }
 
-/// Runs `call` with a deadline: an upstream that hangs costs this RPC `timeout`, no more.
-async fn within<T>(
-    timeout: Duration,
-    dependency: &'static str,
-    call: impl Future<Output = Result<Response<T>, Status>>,
-) -> Result<T, Status> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(answer) => answer.map(Response::into_inner),
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "{dependency} did not answer within {timeout:?}"
-        ))),
+/// The product behind `sku` as `known` has it, refusing unknown and inactive ones (`known`
+/// has asked the catalog about `sku`).
+fn sellable(known: &Known, sku: &str) -> Result<Product, CartError> {
+    let reason = format!("unknown or inactive sku {sku:?}");
+    match known.lookup.products.get(sku) {
+        Some(product) if product.active && product.price.is_some() => Ok(product.clone()),
+        Some(_) => Err(CartError::precondition(error::SKU_INACTIVE, sku, reason)),
+        None => Err(CartError::precondition(error::SKU_UNKNOWN, sku, reason)),
     }
 }
 
@@ -77,11 +61,17 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         write_behind: Arc<WriteBehind>,
         options: CartOptions,
     ) -> Self {
+        let upstream = Upstream::new(
+            redis.clone(),
+            catalog,
+            inventory,
+            options.outbound.clone(),
+            options.upstream_timeout,
+        );
         Self {
             redis,
             store,
-            catalog: CatalogServiceClient::with_interceptor(catalog, options.outbound.clone()),
-            inventory: InventoryServiceClient::with_interceptor(inventory, options.outbound.clone()),
+            upstream,
             write_behind,
             options,
         }
@@ -95,80 +85,6 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
                 .unwrap_or(i64::MAX)
                 .max(1),
         }
-    }
-
-    /// An outbound request whose deadline the callee sees too (`grpc-timeout`).
-    fn request<T>(&self, message: T) -> Request<T> {
-        let mut request = Request::new(message);
-        request.set_timeout(self.options.upstream_timeout);
-        request
-    }
-
-    /// The product behind `sku`, refusing unknown and inactive ones.
-    async fn sellable(&self, sku: &str) -> Result<Product, CartError> {
-        let mut catalog = self.catalog.clone();
-        let request = self.request(GetProductRequest { sku: sku.to_string() });
-        let answer = within(
-            self.options.upstream_timeout,
-            "catalog",
-            catalog.get_product(request),
-        )
-        .await;
-        let reason = format!("unknown or inactive sku {sku:?}");
-        match answer {
-            Ok(found) => match found.product {
-                Some(product) if product.active && product.price.is_some() => Ok(product),
-                Some(_) => Err(CartError::precondition(error::SKU_INACTIVE, sku, reason)),
-                None => Err(CartError::precondition(error::SKU_UNKNOWN, sku, reason)),
-            },
-            Err(status) if status.code() == Code::NotFound => {
-                Err(CartError::precondition(error::SKU_UNKNOWN, sku, reason))
-            }
-            Err(status) => Err(CartError::upstream("catalog", &status)),
-        }
-    }
-
-    /// Catalog products of `skus` (unknown ones left out).
-    async fn products(&self, skus: &[String]) -> Result<HashMap<String, Product>, CartError> {
-        let calls = skus.chunks(UPSTREAM_BATCH).map(|chunk| {
-            let mut catalog = self.catalog.clone();
-            let request = self.request(BatchGetProductsRequest { skus: chunk.to_vec() });
-            let timeout = self.options.upstream_timeout;
-            async move { within(timeout, "catalog", catalog.batch_get_products(request)).await }
-        });
-        let answers = futures::future::try_join_all(calls)
-            .await
-            .map_err(|status| CartError::upstream("catalog", &status))?;
-        Ok(answers
-            .into_iter()
-            .flat_map(|answer| answer.products)
-            .map(|product| (product.sku.clone(), product))
-            .collect())
-    }
-
-    /// Units inventory has available for each of `skus` (0 for SKUs it never stocked).
-    async fn available(&self, skus: &[String]) -> Result<HashMap<String, i64>, CartError> {
-        let calls = skus.chunks(UPSTREAM_BATCH).map(|chunk| {
-            let mut inventory = self.inventory.clone();
-            let request = self.request(GetAvailabilityRequest { skus: chunk.to_vec() });
-            let timeout = self.options.upstream_timeout;
-            async move { within(timeout, "inventory", inventory.get_availability(request)).await }
-        });
-        let answers = futures::future::try_join_all(calls)
-            .await
-            .map_err(|status| CartError::upstream("inventory", &status))?;
-        Ok(answers
-            .into_iter()
-            .flat_map(|answer| answer.levels)
-            .map(|level| (level.sku, level.available.max(0)))
-            .collect())
-    }
-
-    /// Current prices and stock of `skus`, both asked at once.
-    async fn lookup(&self, skus: &[String]) -> Result<Lookup, CartError> {
-        let (products, available) =
-            futures::future::try_join(self.products(skus), self.available(skus)).await?;
-        Ok(Lookup { products, available })
     }
 
     /// Re-warms `owner`'s cart from its durable copy; `None` when the store has none.
@@ -203,14 +119,26 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         }
     }
 
+    /// What is known about the SKUs of `owner`'s cart and `extra`, read with the cart in one
+    /// round trip on a standalone Redis (nothing is read on a cluster), and whether the cart's
+    /// key was seen absent (it is re-warmed before it is changed, see [`Self::change`]).
+    async fn peek(&self, owner: &Owner, extra: Option<&str>) -> Result<(bool, Known), CartError> {
+        Ok(match self.upstream.peek(&owner.redis_key(), extra).await? {
+            Some(peek) => (peek.cart.is_none(), peek.known),
+            None => (false, Known::default()),
+        })
+    }
+
     /// Runs a changing script; if the key is cold, re-warms it from the store and runs the
     /// script again, so a cart lost from Redis is changed, not replaced by a fresh one.
-    async fn change<T, F, Fut>(&self, owner: &Owner, run: F) -> Result<T, CartError>
+    /// `cold`: the key was just seen absent, so the store is consulted first (one script
+    /// call fewer; should the key appear meanwhile, the restore leaves it as it is).
+    async fn change<T, F, Fut>(&self, owner: &Owner, cold: bool, run: F) -> Result<T, CartError>
     where
         F: Fn(Absent) -> Fut,
         Fut: Future<Output = Result<Option<T>, CartError>>,
     {
-        if let Some(done) = run(Absent::AskStore).await? {
+        if !cold && let Some(done) = run(Absent::AskStore).await? {
             return Ok(done);
         }
         self.warm(owner).await?;
@@ -220,21 +148,22 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         })
     }
 
-    /// The cart as the API shows it, re-priced and stock-checked now.
-    async fn view(&self, owner: &Owner, live: &LiveCart) -> Result<pb::Cart, CartError> {
+    /// The cart as the API shows it, re-priced and stock-checked with what `known` has (read
+    /// with the cart, or just before a change) and the catalog and inventory for the rest.
+    async fn view(&self, owner: &Owner, live: &LiveCart, known: &mut Known) -> Result<pb::Cart, CartError> {
         let ttl_ms = self.limits().ttl_ms;
         if live.lines.is_empty() {
             return Ok(render(owner, live, None, ttl_ms));
         }
-        let lookup = self.lookup(&live.skus()).await?;
-        Ok(render(owner, live, Some(&lookup), ttl_ms))
+        self.upstream.complete(known, &live.skus()).await?;
+        Ok(render(owner, live, Some(&known.lookup), ttl_ms))
     }
 
     /// The cart after a change that has been applied. Failing the call now would invite a
     /// retry that applies the change twice, so if the catalog or inventory cannot be asked
     /// the cart is answered at its snapshot prices, without current prices or flags.
-    async fn view_after_change(&self, owner: &Owner, live: &LiveCart) -> pb::Cart {
-        match self.view(owner, live).await {
+    async fn view_after_change(&self, owner: &Owner, live: &LiveCart, mut known: Known) -> pb::Cart {
+        match self.view(owner, live, &mut known).await {
             Ok(cart) => cart,
             Err(error) => {
                 tracing::warn!(%error, owner = %owner.key(), "cart changed but not re-priced");
@@ -292,9 +221,15 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let mut violations = FieldViolations::new();
         let owner = validate::owner(&mut violations, "owner", request.owner.as_ref());
         checked(violations)?;
-        let live = self.read(&owner).await?;
+        let (live, mut known) = match self.upstream.peek(&owner.redis_key(), None).await? {
+            Some(peek) => match peek.cart {
+                Some(live) => (live, peek.known),
+                None => (self.warm(&owner).await?.unwrap_or_default(), peek.known),
+            },
+            None => (self.read(&owner).await?, Known::default()),
+        };
         Ok(Response::new(pb::GetCartResponse {
-            cart: Some(self.view(&owner, &live).await?),
+            cart: Some(self.view(&owner, &live, &mut known).await?),
         }))
     }
 
@@ -318,12 +253,15 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         checked(violations)?;
 
         let sku = request.sku.as_str();
-        let (product, stock) = tokio::join!(
-            self.sellable(sku),
-            self.available(std::slice::from_ref(&request.sku))
-        );
-        let product = product?;
-        let available = stock?.get(sku).copied().unwrap_or(0);
+        let (cold, mut known) = self.peek(&owner, Some(sku)).await?;
+        let (priced, counted) = self
+            .upstream
+            .ask(&mut known, std::slice::from_ref(&request.sku))
+            .await;
+        priced?;
+        let product = sellable(&known, sku)?;
+        counted?;
+        let available = known.lookup.available.get(sku).copied().unwrap_or(0);
         let price = product.price.unwrap_or_default();
         let addition = Addition {
             sku,
@@ -335,7 +273,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
         let expected = request.expected_version;
         let change = self
-            .change(&owner, |absent| {
+            .change(&owner, cold, |absent| {
                 scripts::add(client, &key, absent, expected, addition, limits)
             })
             .await?;
@@ -344,13 +282,13 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
                 self.write_behind.enqueue(owner.key(), live.clone());
                 Ok(Response::new(pb::AddItemResponse {
                     outcome: pb::ItemOutcome::Applied as i32,
-                    cart: Some(self.view_after_change(&owner, &live).await),
+                    cart: Some(self.view_after_change(&owner, &live, known).await),
                     available_quantity: 0,
                 }))
             }
             Change::OutOfStock { cart, .. } => Ok(Response::new(pb::AddItemResponse {
                 outcome: pb::ItemOutcome::OutOfStock as i32,
-                cart: Some(self.view_after_change(&owner, &cart).await),
+                cart: Some(self.view_after_change(&owner, &cart, known).await),
                 available_quantity: available,
             })),
             refusal => Err(self.refused(&owner, sku, expected, refusal).into()),
@@ -377,11 +315,16 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         checked(violations)?;
 
         let sku = request.sku.as_str();
+        let (cold, mut known) = self.peek(&owner, Some(sku)).await?;
         // Only a raise needs the figure, and only the script knows whether this is one: a
         // failed inventory call fails the update only if it turns out to be a raise.
         let (available, inventory_error) = if request.quantity > 0 {
-            match self.available(std::slice::from_ref(&request.sku)).await {
-                Ok(levels) => (Some(levels.get(sku).copied().unwrap_or(0)), None),
+            let asked = self
+                .upstream
+                .complete_stock(&mut known, std::slice::from_ref(&request.sku))
+                .await;
+            match asked {
+                Ok(()) => (Some(known.lookup.available.get(sku).copied().unwrap_or(0)), None),
                 Err(error) => (None, Some(error)),
             }
         } else {
@@ -390,7 +333,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
         let (expected, quantity) = (request.expected_version, request.quantity);
         let change = self
-            .change(&owner, |absent| {
+            .change(&owner, cold, |absent| {
                 scripts::set_quantity(client, &key, absent, expected, sku, quantity, available, limits)
             })
             .await?;
@@ -399,13 +342,13 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
                 self.write_behind.enqueue(owner.key(), live.clone());
                 Ok(Response::new(pb::UpdateItemResponse {
                     outcome: pb::ItemOutcome::Applied as i32,
-                    cart: Some(self.view_after_change(&owner, &live).await),
+                    cart: Some(self.view_after_change(&owner, &live, known).await),
                     available_quantity: 0,
                 }))
             }
             Change::OutOfStock { cart, .. } => Ok(Response::new(pb::UpdateItemResponse {
                 outcome: pb::ItemOutcome::OutOfStock as i32,
-                cart: Some(self.view_after_change(&owner, &cart).await),
+                cart: Some(self.view_after_change(&owner, &cart, known).await),
                 available_quantity: available.unwrap_or(0),
             })),
             // The raise needed the figure the failed inventory call did not give: its error.
@@ -429,10 +372,11 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         checked(violations)?;
 
         let sku = request.sku.as_str();
+        let (cold, known) = self.peek(&owner, None).await?;
         let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
         let expected = request.expected_version;
         let change = self
-            .change(&owner, |absent| {
+            .change(&owner, cold, |absent| {
                 scripts::remove(client, &key, absent, expected, sku, limits)
             })
             .await?;
@@ -440,7 +384,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             Change::Done(live) => {
                 self.write_behind.enqueue(owner.key(), live.clone());
                 Ok(Response::new(pb::RemoveItemResponse {
-                    cart: Some(self.view_after_change(&owner, &live).await),
+                    cart: Some(self.view_after_change(&owner, &live, known).await),
                 }))
             }
             refusal => Err(self.refused(&owner, sku, expected, refusal).into()),
@@ -466,14 +410,14 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             // Never had a cart, or merged before: nothing to fold in, nothing changes.
             let live = self.read(&customer).await?;
             return Ok(Response::new(pb::MergeCartsResponse {
-                cart: Some(self.view_after_change(&customer, &live).await),
+                cart: Some(self.view_after_change(&customer, &live, Known::default()).await),
                 capped_skus: Vec::new(),
                 dropped_skus: Vec::new(),
             }));
         }
 
         // Asked before anything is written: a catalog outage leaves both carts as they were.
-        let products = self.products(&anonymous.skus()).await?;
+        let (_, products) = self.upstream.products(&anonymous.skus()).await?;
         let sellable = |sku: &str| products.get(sku).is_some_and(|product| product.active);
         let folded = LiveCart {
             lines: anonymous
@@ -491,7 +435,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             (self.read(&customer).await?, Vec::new(), Vec::new())
         } else {
             let merged = self
-                .change(&customer, |absent| {
+                .change(&customer, false, |absent| {
                     scripts::merge(
                         client,
                         &customer_key,
@@ -518,7 +462,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         // customer's cart and only empties this one.
         let session_key = session.redis_key();
         let emptied = self
-            .change(&session, |absent| {
+            .change(&session, false, |absent| {
                 scripts::clear(client, &session_key, absent, 0, limits)
             })
             .await?;
@@ -527,7 +471,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
             self.write_behind.enqueue(session.key(), emptied);
         }
         Ok(Response::new(pb::MergeCartsResponse {
-            cart: Some(self.view_after_change(&customer, &live).await),
+            cart: Some(self.view_after_change(&customer, &live, Known::default()).await),
             capped_skus: capped,
             dropped_skus: dropped,
         }))
@@ -547,7 +491,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
         let expected = request.expected_version;
         let change = self
-            .change(&owner, |absent| {
+            .change(&owner, false, |absent| {
                 scripts::clear(client, &key, absent, expected, limits)
             })
             .await?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use holdfast_cart::{CartOptions, RunningCart};
 use holdfast_inventory::{InventoryOptions, RunningInventory};
+use holdfast_platform::config::RedisUrl;
 use holdfast_platform::events::InProcessBus;
 use holdfast_platform::{GrpcServer, ServerOptions, redis};
 use holdfast_proto::cart::v1::cart_service_client::CartServiceClient;
@@ -19,7 +20,7 @@ use holdfast_proto::common::v1::Money;
 use holdfast_proto::inventory::v1::SetStockRequest;
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_store::{CartStore, SqliteStore, StoredCart};
-use holdfast_testkit::{RedisServer, SpawnedServer, TempDir};
+use holdfast_testkit::{RedisCluster, RedisServer, SpawnedServer, TempDir};
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
@@ -27,7 +28,8 @@ use tonic_types::StatusExt;
 /// store write, with `flush_every` at its 250 ms default).
 pub const DURABLE_WITHIN: Duration = Duration::from_secs(1);
 
-pub struct Fixture {
+/// `R`: the Redis the mesh runs on (one server, or a cluster).
+pub struct Fixture<R = RedisServer> {
     // Dropped first: the cart stops serving, then its worker, then what it calls.
     cart_server: SpawnedServer,
     pub cart: RunningCart<SqliteStore>,
@@ -36,8 +38,17 @@ pub struct Fixture {
     pub catalog: CatalogServiceClient<Channel>,
     pub inventory: InventoryServiceClient<Channel>,
     pub store: SqliteStore,
-    pub redis: RedisServer,
+    pub redis: R,
     _dir: TempDir,
+}
+
+impl Fixture<RedisCluster> {
+    /// The mesh on a three-primary Redis Cluster, inventory with `inventory`.
+    pub async fn on_cluster(options: CartOptions, inventory: InventoryOptions) -> Self {
+        let cluster = RedisCluster::start().expect("redis cluster");
+        let url = cluster.url();
+        Self::assemble(cluster, &url, options, inventory).await
+    }
 }
 
 impl Fixture {
@@ -46,24 +57,38 @@ impl Fixture {
     }
 
     pub async fn with(options: CartOptions) -> Self {
+        Self::with_inventory(options, InventoryOptions::default()).await
+    }
+
+    /// The cart with `options`, inventory with `inventory` (e.g. its background tasks slowed
+    /// down, so that only the calls under test reach Redis).
+    pub async fn with_inventory(options: CartOptions, inventory: InventoryOptions) -> Self {
+        let redis_server = RedisServer::start().expect("redis-server");
+        let url = redis_server.url();
+        Self::assemble(redis_server, &url, options, inventory).await
+    }
+}
+
+impl<R> Fixture<R> {
+    async fn assemble(
+        redis_engine: R,
+        url: &RedisUrl,
+        options: CartOptions,
+        inventory: InventoryOptions,
+    ) -> Self {
         let dir = TempDir::new("cart").expect("dir");
         let store = SqliteStore::open(dir.path().join("holdfast.db"))
             .await
             .expect("sqlite");
-        let redis_server = RedisServer::start().expect("redis-server");
-        let pool = redis::connect(&redis_server.url(), 4).await.expect("connect");
+        let pool = redis::connect(url, 4).await.expect("connect");
 
         let catalog = holdfast_catalog::start(pool.clone(), store.clone())
             .await
             .expect("catalog");
-        let inventory = holdfast_inventory::start(
-            pool.clone(),
-            Arc::new(InProcessBus::new()),
-            "test",
-            InventoryOptions::default(),
-        )
-        .await
-        .expect("inventory");
+        let inventory =
+            holdfast_inventory::start(pool.clone(), Arc::new(InProcessBus::new()), "test", inventory)
+                .await
+                .expect("inventory");
         let mut grpc = GrpcServer::new(ServerOptions::default());
         grpc.add_service("catalog", catalog);
         grpc.add_service("inventory", inventory.service.clone());
@@ -88,7 +113,7 @@ impl Fixture {
             catalog: CatalogServiceClient::new(channel.clone()),
             inventory: InventoryServiceClient::new(channel),
             store,
-            redis: redis_server,
+            redis: redis_engine,
             _dir: dir,
         }
     }
