@@ -49,11 +49,49 @@ fn admin_client(brokers: &str) -> Result<AdminClient<DefaultClientContext>, BusE
         .map_err(|e| BusError::Config(format!("kafka admin client: {e}")))
 }
 
+/// How many times a CreateTopics that timed out is sent again. A broker that is busy (a
+/// controller election, a loaded machine) can time a creation out that then succeeds, or
+/// succeed on the next request; a repeat is harmless (an existing topic is fine).
+const CREATE_ATTEMPTS: u32 = 3;
+
+fn timed_out(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut
+    )
+}
+
 async fn create_topics(
     admin: &AdminClient<DefaultClientContext>,
     topics: &[&str],
     partitions: i32,
 ) -> Result<(), BusError> {
+    let mut attempt = 1;
+    loop {
+        match create_topics_once(admin, topics, partitions).await {
+            Err(CreateFailure::TimedOut(why)) if attempt < CREATE_ATTEMPTS => {
+                tracing::warn!(attempt, %why, "kafka CreateTopics timed out; sending it again");
+                attempt += 1;
+            }
+            Err(CreateFailure::TimedOut(why) | CreateFailure::Other(why)) => {
+                return Err(BusError::Unavailable(why));
+            }
+            Ok(()) => return Ok(()),
+        }
+    }
+}
+
+/// Why one CreateTopics failed: a timeout is worth another request, anything else is not.
+enum CreateFailure {
+    TimedOut(String),
+    Other(String),
+}
+
+async fn create_topics_once(
+    admin: &AdminClient<DefaultClientContext>,
+    topics: &[&str],
+    partitions: i32,
+) -> Result<(), CreateFailure> {
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|topic| NewTopic::new(topic, partitions, TopicReplication::Fixed(1)))
@@ -61,15 +99,21 @@ async fn create_topics(
     let options = AdminOptions::new()
         .request_timeout(Some(ADMIN_TIMEOUT))
         .operation_timeout(Some(ADMIN_TIMEOUT));
-    let results = admin
-        .create_topics(&new, &options)
-        .await
-        .map_err(|e| BusError::Unavailable(format!("create topics {topics:?}: {e}")))?;
+    let results = admin.create_topics(&new, &options).await.map_err(|e| {
+        let why = format!("create topics {topics:?}: {e}");
+        match e {
+            KafkaError::AdminOp(code) if timed_out(code) => CreateFailure::TimedOut(why),
+            _ => CreateFailure::Other(why),
+        }
+    })?;
     for result in results {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) if timed_out(code) => {
+                return Err(CreateFailure::TimedOut(format!("create topic {topic}: {code}")));
+            }
             Err((topic, code)) => {
-                return Err(BusError::Unavailable(format!("create topic {topic}: {code}")));
+                return Err(CreateFailure::Other(format!("create topic {topic}: {code}")));
             }
         }
     }
