@@ -14,7 +14,9 @@
 //!   committed). An in-memory database has no readers: reads queue to the writer.
 //! - **Checkpoints off the commit path** ([`checkpoint`]): the writer has
 //!   `wal_autocheckpoint` off; a background thread runs `wal_checkpoint(PASSIVE)` (the
-//!   fsyncs) on its own connection while the WAL has new frames.
+//!   fsyncs) on its own connection while the WAL has new frames, and a `RESTART` checkpoint
+//!   once the WAL passes [`Options::wal_restart_frames`] (readers that never all stop at
+//!   once would otherwise keep the WAL from ever starting over).
 //!
 //! Durability is WAL + `synchronous = NORMAL`: a committed (so answered) write survives a
 //! crash of the process; an OS crash or power loss may roll back the last commits (the file
@@ -46,6 +48,10 @@ pub struct Options {
     pub checkpoint_every: Duration,
     /// How long a statement waits for another connection's (or process's) lock.
     pub busy_timeout: Duration,
+    /// WAL frames past which the checkpointer also makes the WAL start over (a `RESTART`
+    /// checkpoint): under a steady stream of reads some reader always holds a snapshot in
+    /// the WAL, so the writer never gets to restart it and it grows without end.
+    pub wal_restart_frames: i64,
 }
 
 impl Default for Options {
@@ -55,6 +61,8 @@ impl Default for Options {
             readers: 2,
             checkpoint_every: Duration::from_millis(100),
             busy_timeout: Duration::from_secs(5),
+            // 16,384 frames of 4 KiB pages: 64 MiB, `journal_size_limit` below.
+            wal_restart_frames: 16_384,
         }
     }
 }
