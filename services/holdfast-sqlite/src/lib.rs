@@ -24,6 +24,7 @@
 
 pub mod checkpoint;
 pub mod readers;
+mod statement;
 pub mod writer;
 
 use std::future::Future;
@@ -35,6 +36,7 @@ use rusqlite::{Connection, ErrorCode};
 
 use crate::checkpoint::Checkpointer;
 use crate::readers::Readers;
+use crate::statement::exec;
 use crate::writer::Writer;
 
 /// How a [`Db`] runs.
@@ -252,11 +254,4 @@ where
     }
     exec(conn, "RELEASE nested")?;
     result
-}
-
-fn exec(conn: &Connection, sql: &str) -> Result<(), Failure> {
-    conn.prepare_cached(sql)
-        .and_then(|mut statement| statement.execute([]))
-        .map(drop)
-        .map_err(Failure::from)
 }

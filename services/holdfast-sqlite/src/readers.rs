@@ -9,6 +9,7 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Semaphore;
 
 use crate::Failure;
+use crate::statement::exec;
 
 struct Pool {
     idle: Mutex<Vec<Connection>>,
@@ -76,13 +77,6 @@ where
     // A read transaction has nothing to keep: ending it only lets go of the snapshot.
     exec(conn, "ROLLBACK")?;
     result
-}
-
-fn exec(conn: &Connection, sql: &str) -> Result<(), Failure> {
-    conn.prepare_cached(sql)
-        .and_then(|mut statement| statement.execute([]))
-        .map(drop)
-        .map_err(Failure::from)
 }
 
 /// A connection out of the pool, put back on drop (a call that panicked too, its read

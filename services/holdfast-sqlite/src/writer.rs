@@ -22,6 +22,7 @@ use rusqlite::Connection;
 use tokio::sync::oneshot;
 
 use crate::Failure;
+use crate::statement::exec;
 
 /// How a job that ran is answered, given its batch's commit failure if any.
 type Answer = Box<dyn FnOnce(Option<&Failure>) + Send>;
@@ -129,13 +130,6 @@ fn run(conn: &Connection, jobs: &mpsc::Receiver<Box<dyn Job>>, max_batch: usize,
             dirty.store(true, Ordering::Release);
         }
     }
-}
-
-fn exec(conn: &Connection, sql: &str) -> Result<(), Failure> {
-    conn.prepare_cached(sql)
-        .and_then(|mut statement| statement.execute([]))
-        .map(drop)
-        .map_err(Failure::from)
 }
 
 fn answer_all(ran: Vec<Ran>, failure: Option<&Failure>) {
