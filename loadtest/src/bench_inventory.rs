@@ -5,6 +5,9 @@
 //! fresh reservation id each time, at the same concurrency. Ours: the `Reserve` RPC through
 //! gRPC to `holdfast serve inventory` (a separate process), same SKU, same concurrency.
 //! Sold out: a flash sale after its last unit, the same callers hammering the sold-out SKU.
+//! Pinned apart: baseline and ours again, on a SKU of their own, with Redis and the server
+//! on half of the cores and the load generator (`redis-benchmark`, this process) on the other
+//! half (`taskset`; skipped on one core).
 //! Memory: a fresh redis-server loaded with idle SKUs and live holds (spread over SKUs, then
 //! all on one hot SKU), read from `INFO memory`.
 
@@ -25,6 +28,7 @@ use serde::Serialize;
 
 use crate::engine::{self, Arrival, Plan, Sample};
 use crate::mesh::{Server, holdfast_bin, spawn_server};
+use crate::pinning::{self, Split};
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -52,6 +56,7 @@ pub struct InventoryBench {
 const SKU: &str = "BENCH-SKU";
 const SOLDOUT_SKU: &str = "BENCH-SOLDOUT";
 const HOT_SKU: &str = "BENCH-HOT";
+const PINNED_SKU: &str = "BENCH-PINNED";
 
 /// Throughput and latency of one side.
 #[derive(Debug, Clone, Serialize)]
@@ -94,6 +99,9 @@ pub struct InventoryReport {
     pub ratio: f64,
     /// Redis bytes per idle SKU.
     pub bytes_per_idle_sku: f64,
+    /// Baseline and Reserve RPC again with the load generator on cores of its own; `None` on
+    /// one core.
+    pub pinned: Option<Pinned>,
     /// Sold-out answers (INSUFFICIENT_STOCK) on one sold-out SKU, same callers; `None` if skipped.
     pub soldout: Option<Side>,
     /// Redis bytes per live hold (hold, reservation record, expiry index share), holds spread
@@ -107,6 +115,29 @@ pub struct InventoryReport {
     pub holds: u64,
 }
 
+/// The Reserve RPC against its baseline with the load generator pinned apart from the servers.
+#[derive(Debug, Clone, Serialize)]
+pub struct Pinned {
+    /// `taskset -c` cores of redis-server and holdfast.
+    pub server_cpus: String,
+    /// `taskset -c` cores of redis-benchmark and the RPC callers.
+    pub load_cpus: String,
+    /// redis-benchmark running reserve.lua by EVALSHA.
+    pub baseline_evalsha: Side,
+    /// The Reserve RPC through gRPC.
+    pub reserve_rpc: Side,
+    /// reserve_rpc.rate / baseline_evalsha.rate.
+    pub ratio: f64,
+}
+
+/// What the throughput phases measured.
+struct Throughput {
+    baseline: Side,
+    ours: Side,
+    soldout: Option<Side>,
+    pinned: Option<Pinned>,
+}
+
 /// Runs the benchmark and prints the report.
 pub async fn run(args: &InventoryBench) -> anyhow::Result<InventoryReport> {
     let scratch = std::env::temp_dir().join(format!("holdfast-bench-{}", std::process::id()));
@@ -114,13 +145,19 @@ pub async fn run(args: &InventoryBench) -> anyhow::Result<InventoryReport> {
     let throughput = throughput(args, &scratch.join("throughput")).await?;
     let memory = memory(args, &scratch.join("memory")).await?;
     let _ = std::fs::remove_dir_all(&scratch);
-    let (baseline, ours, soldout) = throughput;
+    let Throughput {
+        baseline,
+        ours,
+        soldout,
+        pinned,
+    } = throughput;
     let report = InventoryReport {
         requests: args.requests,
         concurrency: args.concurrency,
         ratio: ours.rate / baseline.rate,
         baseline_evalsha: baseline,
         reserve_rpc: ours,
+        pinned,
         soldout,
         bytes_per_idle_sku: memory.per_idle_sku,
         bytes_per_live_hold: memory.per_hold,
@@ -156,6 +193,18 @@ fn print(r: &InventoryReport) {
         "p99 at {} callers: {:.2} ms   target <= 5 ms",
         r.concurrency, r.reserve_rpc.p99_ms
     );
+    if let Some(p) = &r.pinned {
+        println!(
+            "pinned apart: redis-server and holdfast on cores {}, load generator on cores {}",
+            p.server_cpus, p.load_cpus
+        );
+        row("baseline, pinned apart", &p.baseline_evalsha);
+        row("holdfast Reserve RPC, pinned apart", &p.reserve_rpc);
+        println!(
+            "ratio pinned apart (RPC / baseline): {:.3}   target >= 1.0",
+            p.ratio
+        );
+    }
     if let Some(s) = &r.soldout {
         row("sold-out SKU: Reserve answers", s);
     }
@@ -188,7 +237,7 @@ fn start_inventory(bin: &Path, redis_url: &str) -> anyhow::Result<Server> {
     spawn_server(command, None)
 }
 
-async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<(Side, Side, Option<Side>)> {
+async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<Throughput> {
     let redis_server = RedisProcess::start(dir, &[])?;
     let mesh = start_inventory(&holdfast_bin(args.holdfast_bin.as_ref())?, &redis_server.url())?;
     let channels: Vec<_> = {
@@ -212,16 +261,62 @@ async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<(Side, 
         .await?;
 
     // Warm both paths: connections, script cache, allocator.
-    drive_rpc(&channels, args.concurrency, 5_000, "warm").await?;
-    let baseline = redis_benchmark(redis_server.port(), args.concurrency, args.requests)?;
-    let ours = drive_rpc(&channels, args.concurrency, args.requests, "run").await?;
+    drive_rpc(&channels, args.concurrency, 5_000, "warm", SKU).await?;
+    let baseline = redis_benchmark(redis_server.port(), args.concurrency, args.requests, SKU, None)?;
+    let ours = drive_rpc(&channels, args.concurrency, args.requests, "run", SKU).await?;
     let soldout = if args.soldout_requests > 0 {
         Some(soldout(&channels, args.concurrency, args.soldout_requests).await?)
     } else {
         None
     };
+    let pinned = match pinning::split() {
+        Some(split) => Some(pinned(args, &split, &redis_server, &mesh, &channels).await?),
+        None => None,
+    };
     drop(mesh);
-    Ok((baseline, ours, soldout))
+    Ok(Throughput {
+        baseline,
+        ours,
+        soldout,
+        pinned,
+    })
+}
+
+/// Baseline and Reserve RPC again, on a fresh SKU, with Redis and the server on the servers'
+/// cores and the callers on the others.
+async fn pinned(
+    args: &InventoryBench,
+    split: &Split,
+    redis_server: &RedisProcess,
+    server: &Server,
+    channels: &[tonic::transport::Channel],
+) -> anyhow::Result<Pinned> {
+    pinning::pin(redis_server.pid(), &split.servers)?;
+    pinning::pin(server.pid(), &split.servers)?;
+    let _me = pinning::SelfPinned::new(split)?;
+    InventoryServiceClient::new(channels[0].clone())
+        .set_stock(SetStockRequest {
+            sku: PINNED_SKU.into(),
+            on_hand: 1_000_000_000,
+            buckets: 1,
+        })
+        .await?;
+    drive_rpc(channels, args.concurrency, 5_000, "pinned-warm", PINNED_SKU).await?;
+    let baseline = redis_benchmark(
+        redis_server.port(),
+        args.concurrency,
+        args.requests,
+        PINNED_SKU,
+        Some(split),
+    )?;
+    let ours = drive_rpc(channels, args.concurrency, args.requests, "pinned", PINNED_SKU).await?;
+    Ok(Pinned {
+        server_cpus: split.servers.clone(),
+        load_cpus: split.load.clone(),
+        ratio: ours.rate / baseline.rate,
+        baseline_evalsha: baseline,
+        reserve_rpc: ours,
+    })
 }
 
 /// `bench flash-sale-soldout`: only the sold-out phase, on its own redis-server and server.
@@ -321,15 +416,26 @@ async fn soldout(
     Ok(Side::of(&result))
 }
 
-fn redis_benchmark(port: u16, concurrency: u64, requests: u64) -> anyhow::Result<Side> {
-    let keys = BucketKeys::new(SKU, 0);
+/// `redis-benchmark` running reserve.lua on `sku`, on the load generator's cores if `pinned`.
+fn redis_benchmark(
+    port: u16,
+    concurrency: u64,
+    requests: u64,
+    sku: &str,
+    pinned: Option<&Split>,
+) -> anyhow::Result<Side> {
+    let keys = BucketKeys::new(sku, 0);
     let sha = scripts::all()
         .into_iter()
         .find(|s| s.name == "reserve.lua")
         .context("reserve.lua registered")?
         .sha1()
         .to_string();
-    let output = Command::new("redis-benchmark")
+    let mut command = match pinned {
+        Some(split) => pinning::on_load_cores(split, "redis-benchmark"),
+        None => Command::new("redis-benchmark"),
+    };
+    let output = command
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args([
             "-c",
@@ -349,7 +455,7 @@ fn redis_benchmark(port: u16, concurrency: u64, requests: u64) -> anyhow::Result
             &keys.held(),
             &keys.events(),
         ])
-        .args(["bench:__rand_int__", "1", "600000", SKU, "0"])
+        .args(["bench:__rand_int__", "1", "600000", sku, "0"])
         .output()
         .context("running redis-benchmark (install redis-tools)")?;
     if !output.status.success() {
@@ -379,9 +485,11 @@ async fn drive_rpc(
     concurrency: u64,
     requests: u64,
     label: &str,
+    sku: &str,
 ) -> anyhow::Result<Side> {
     let channels = channels.to_vec();
     let label = label.to_string();
+    let sku = sku.to_string();
     let plan = Plan {
         arrival: Arrival::Closed {
             concurrency: concurrency as usize,
@@ -394,14 +502,12 @@ async fn drive_rpc(
     let result = engine::run(&plan, move |i| {
         let mut client = InventoryServiceClient::new(channels[i as usize % channels.len()].clone());
         let reservation_id = format!("{label}-{i}");
+        let sku = sku.clone();
         async move {
             let answer = client
                 .reserve(ReserveRequest {
                     reservation_id,
-                    lines: vec![ReserveLine {
-                        sku: SKU.into(),
-                        quantity: 1,
-                    }],
+                    lines: vec![ReserveLine { sku, quantity: 1 }],
                     ttl_seconds: 600,
                 })
                 .await;

@@ -190,6 +190,21 @@ pub fn rows(
             1.0,
         ),
         row(
+            format!("Reserve RPC / EVALSHA, {callers} callers, load generator pinned apart"),
+            "req/s",
+            inventory.pinned.as_ref().map(|p| p.reserve_rpc.rate),
+            (
+                inventory
+                    .pinned
+                    .as_ref()
+                    .map_or(f64::NAN, |p| p.baseline_evalsha.rate),
+                SAME_RUN,
+            ),
+            Ratio,
+            AtLeast,
+            1.0,
+        ),
+        row(
             format!("Reserve p99, {callers} callers (baseline: EVALSHA p99)"),
             "ms",
             Some(inventory.reserve_rpc.p99_ms),

@@ -21,6 +21,7 @@ mod flash_admission;
 mod flash_regions;
 mod flash_sale;
 mod mesh;
+mod pinning;
 mod plot;
 mod reconcile;
 mod region_figures;

@@ -32,38 +32,47 @@ end
 local REC_FIELDS = {'state', 'fp', 'expires_at', 'lines', 'shortages', 'lease', 'owner'}
 local REC_STATES = {pending = 'p', reserved = 'r', rejected = 'j', preparing = 'P', committing = 'c',
   committed = 'C', released = 'l', expired = 'x'}
-local REC_NAMES = {}
-for name, code in pairs(REC_STATES) do REC_NAMES[code] = name end
+-- REC_STATES inverted, spelled out: the prelude runs on every call, so it builds nothing it can
+-- write down.
+local REC_NAMES = {p = 'pending', r = 'reserved', j = 'rejected', P = 'preparing', c = 'committing',
+  C = 'committed', l = 'released', x = 'expired'}
 local REC_GEN, REC_SHORT_GEN = 12 * 3600 * 1000, 5 * 60 * 1000
 local REC_SHORT_MAX, REC_MAX = 15 * 60 * 1000, 36 * 3600 * 1000
 local REC_ENTRY_MAX = 64
-local REC_HEX = string.rep('[0-9a-f]', 8)
-local REC_UUID = '^' .. REC_HEX .. '%-' .. string.rep('[0-9a-f]', 4) .. '%-' .. string.rep('[0-9a-f]', 4) .. '%-'
-  .. string.rep('[0-9a-f]', 4) .. '%-' .. REC_HEX .. string.rep('[0-9a-f]', 4) .. '$'
+local REC_UUID = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
+-- 32 lowercase hex digits -> 16 bytes after the marker byte `mark`. Arithmetic on the digits'
+-- codes, one string.byte and one string.char: this runs for every id a script touches (the
+-- record and the hold), and a substring, tonumber and char per byte cost ~5 us an id.
+local function rec_pack_hex(hex, mark)
+  local b = {string.byte(hex, 1, 32)}
+  for i = 1, 16 do
+    local hi, lo = b[2 * i - 1], b[2 * i]
+    if hi > 57 then hi = hi - 87 else hi = hi - 48 end
+    if lo > 57 then lo = lo - 87 else lo = lo - 48 end
+    b[i] = hi * 16 + lo
+  end
+  return string.char(mark, unpack(b, 1, 16))
+end
 -- The rid as a hash field: 32 lowercase hex digits -> "\1" + 16 bytes, a canonical UUID ->
 -- "\2" + 16 bytes, anything else unchanged.
 local function rec_field(rid)
-  local hex, mark = nil, nil
-  if #rid == 32 and not string.find(rid, '[^0-9a-f]') then
-    hex, mark = rid, '\1'
-  elseif #rid == 36 and string.find(rid, REC_UUID) then
-    hex, mark = string.gsub(rid, '%-', ''), '\2'
+  local n = #rid
+  if n == 32 then
+    if not string.find(rid, '[^0-9a-f]') then return rec_pack_hex(rid, 1) end
+  elseif n == 36 and string.find(rid, REC_UUID) and not string.find(rid, '%u') then
+    return rec_pack_hex(string.gsub(rid, '%-', ''), 2)
   end
-  if not hex then return rid end
-  local out = {mark}
-  for i = 1, 31, 2 do out[#out + 1] = string.char(tonumber(string.sub(hex, i, i + 1), 16)) end
-  return table.concat(out)
+  return rid
 end
 -- The rid a field of rec_field stands for.
 local function rec_rid(field)
   local mark = string.byte(field, 1)
   if #field ~= 17 or (mark ~= 1 and mark ~= 2) then return field end
-  local hex = {}
-  for i = 2, 17 do hex[#hex + 1] = string.format('%02x', string.byte(field, i)) end
-  hex = table.concat(hex)
-  if mark == 1 then return hex end
-  return string.sub(hex, 1, 8) .. '-' .. string.sub(hex, 9, 12) .. '-' .. string.sub(hex, 13, 16) .. '-'
-    .. string.sub(hex, 17, 20) .. '-' .. string.sub(hex, 21, 32)
+  if mark == 1 then
+    return string.format('%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x%02x', string.byte(field, 2, 17))
+  end
+  return string.format('%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x',
+    string.byte(field, 2, 17))
 end
 local function rec_unpack(v)
   local rec, i, n = {}, 1, 1
@@ -77,26 +86,32 @@ local function rec_unpack(v)
   if rec.state then rec.state = REC_NAMES[rec.state] or rec.state end
   return rec
 end
--- The generation hashes a live record of `shard` may be in at `now`, short ones first.
+-- The generation hashes a live record of `shard` may be in at `now`, likeliest first: kept
+-- records newest generation first (a record is mostly read soon after its write, and its
+-- deadline is then about its retention, ~24 h, away), then refusals oldest first (kept minutes,
+-- their deadline is near).
 local function rec_generations(shard, now)
   local keys = {}
+  for g = math.floor((now + REC_MAX) / REC_GEN), math.floor(now / REC_GEN), -1 do
+    keys[#keys + 1] = shard .. ':' .. int(g)
+  end
   for g = math.floor(now / REC_SHORT_GEN), math.floor((now + REC_SHORT_MAX) / REC_SHORT_GEN) do
     keys[#keys + 1] = shard .. ':s' .. int(g)
-  end
-  for g = math.floor(now / REC_GEN), math.floor((now + REC_MAX) / REC_GEN) do
-    keys[#keys + 1] = shard .. ':' .. int(g)
   end
   return keys
 end
 -- Finds rid's record -> table field -> string ({} when there is none), and a handle for rec_put
 -- (where it was found). `legacy` (`res:{rid}`, or nil) is where records were written before.
+-- An id too long for a listpack entry is never in a generation hash: only its own key is read.
 local function rec_get(shard, legacy, rid, now)
   local h = {shard = shard, legacy = legacy, rid = rid, field = rec_field(rid), now = now}
-  for _, key in ipairs(rec_generations(shard, now)) do
-    local v = redis.call('HGET', key, h.field)
-    if v then
-      h.at, h.in_hash = key, true
-      return rec_unpack(v), h
+  if #h.field <= REC_ENTRY_MAX then
+    for _, key in ipairs(rec_generations(shard, now)) do
+      local v = redis.call('HGET', key, h.field)
+      if v then
+        h.at, h.in_hash = key, true
+        return rec_unpack(v), h
+      end
     end
   end
   local own = shard .. ':k:' .. rid

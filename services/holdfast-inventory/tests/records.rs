@@ -11,7 +11,7 @@ use common::{Fixture, idle, reserved};
 use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, Value};
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
-use layout_support::{record_at, record_field};
+use layout_support::{packed_id, record_at, record_field};
 use tonic::Code;
 
 const V2_RESERVE_SINGLE: &str = include_str!("fixtures/v2_reserve_single.lua");
@@ -309,4 +309,52 @@ async fn on_a_cluster_records_live_in_the_slot_of_their_id_and_old_ones_are_move
         (fx.level("CA").await.reserved, fx.level("CB").await.reserved),
         (0, 0)
     );
+}
+
+/// The 17-byte form of an id is pinned: records and holds written by earlier builds are found
+/// only if every build packs an id to the same bytes, and the expiry sweep and hold splits read
+/// the id back from them.
+#[tokio::test]
+async fn ids_pack_to_a_marker_and_sixteen_raw_bytes_and_read_back_unchanged() {
+    let fx = Fixture::standalone_with(idle()).await;
+    let client = fx.redis();
+    let hex = "00ff0a9b7c3e5d1f2a4b6c8d0e1f2031";
+    let mut want = vec![1u8];
+    want.extend((0..16).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).expect("hex")));
+    assert_eq!(packed_id(client, hex).await, (want.clone(), hex.to_string()));
+    let uuid = "00ff0a9b-7c3e-5d1f-2a4b-6c8d0e1f2031";
+    want[0] = 2;
+    assert_eq!(packed_id(client, uuid).await, (want, uuid.to_string()));
+    // Anything else is kept as sent: upper case, near misses in length or shape, long ids.
+    for rid in [
+        "00FF0A9B7C3E5D1F2A4B6C8D0E1F2031",
+        "00FF0A9B-7C3E-5D1F-2A4B-6C8D0E1F2031",
+        "00ff0a9b7c3e5d1f2a4b6c8d0e1f203",
+        "00ff0a9b7c3e5d1f2a4b6c8d0e1f2031a",
+        "00ff0a9b-7c3e-5d1f-2a4b6c8d0e1f-2031",
+        "00ff0a9b7c3e5d1f2a4b6c8d0e1f203g",
+        "order-42/line-1",
+        &"x".repeat(100),
+    ] {
+        assert_eq!(
+            packed_id(client, rid).await,
+            (rid.as_bytes().to_vec(), rid.to_string()),
+            "{rid}"
+        );
+    }
+    // Every byte value survives the round trip, in both forms.
+    for b in 0..=255u8 {
+        let hex = format!("{b:02x}").repeat(16);
+        let (field, back) = packed_id(client, &hex).await;
+        assert_eq!((field.len(), field[16], back), (17, b, hex.clone()));
+        let uuid = format!(
+            "{}-{}-{}-{}-{}",
+            &hex[..8],
+            &hex[8..12],
+            &hex[12..16],
+            &hex[16..20],
+            &hex[20..]
+        );
+        assert_eq!(packed_id(client, &uuid).await.1, uuid);
+    }
 }

@@ -60,6 +60,11 @@ impl RedisProcess {
         Ok(process)
     }
 
+    /// The process id of the `redis-server`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn wait_ready(&mut self, limit: Duration) -> std::io::Result<()> {
         let deadline = Instant::now() + limit;
         loop {

@@ -108,3 +108,23 @@ pub async fn set_record_field(client: &Client, rid: &str, field: &str, value: &s
         .await
         .expect("eval");
 }
+
+/// `rid` as the scripts store it (`rec_field`: the hash field of its record and its hold), and
+/// the id the scripts read back from that field (`rec_rid`).
+pub async fn packed_id(client: &Client, rid: &str) -> (Vec<u8>, String) {
+    let script = format!(
+        "{}\nlocal f = rec_field(ARGV[1]) return {{f, rec_rid(f)}}",
+        helpers()
+    );
+    let reply: Value = client
+        .eval(script, Vec::<String>::new(), vec![rid.to_string()])
+        .await
+        .expect("eval");
+    match reply {
+        Value::Array(values) if values.len() == 2 => (
+            values[0].as_bytes().expect("field").to_vec(),
+            values[1].as_string().expect("rid"),
+        ),
+        other => panic!("unexpected {other:?}"),
+    }
+}
