@@ -100,8 +100,9 @@ BENCH_ARGS ?=
 BENCH_RUNS ?= 3
 
 bench: deps ## benchmarks, printed as ratios against baselines measured in the same run (release build)
-	cargo build --release -p holdfast -p holdfast-load
-	cargo build --release -p holdfast-warehouse --example bench_events
+	@# One cargo call: the example built on its own resolves other dependency features and
+	@# would rebuild half the dependency tree.
+	cargo build --release -p holdfast -p holdfast-load -p holdfast-warehouse --bins --example bench_events
 	@# Events first, so the summary tables of `bench all` carry them; a failed events run
 	@# (no broker) leaves those rows "not run" rather than stopping the other figures.
 	mkdir -p $(TARGET_DIR)/bench && rm -f $(TARGET_DIR)/bench/events-*.json
