@@ -9,48 +9,18 @@ use common::{Fixture, events, idle, next_event, reserved};
 use fred::prelude::{
     Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, Value,
 };
-use holdfast_inventory::keys::{self, BucketKeys};
-use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
+use holdfast_inventory::keys::BucketKeys;
 use holdfast_inventory::scripts;
 use holdfast_proto::events::v1::inventory_event::Event as Ev;
-use layout_support::{hold_count, hold_of};
+use layout_support::{hold_count, hold_of, old_reserve_single};
 
 const V1_RESERVE: &str = include_str!("fixtures/v1_reserve.lua");
 const V1_RESERVE_SINGLE: &str = include_str!("fixtures/v1_reserve_single.lua");
 
 /// A one-line Reserve exactly as the service ran it before this layout: record + old hold.
 async fn v1_reserve_single(client: &Client, rid: &str, sku: &str, qty: i64, ttl_seconds: u32) -> String {
-    let bucket = BucketKeys::new(sku, 0);
-    let reply: Value = client
-        .eval(
-            V1_RESERVE_SINGLE,
-            vec![
-                keys::legacy_reservation(rid),
-                bucket.counters(),
-                bucket.holds(),
-                bucket.held(),
-                bucket.events(),
-                keys::EXPIRY_INDEX.to_string(),
-            ],
-            vec![
-                rid.to_string(),
-                qty.to_string(),
-                (i64::from(ttl_seconds) * 1000).to_string(),
-                sku.to_string(),
-                "0".to_string(),
-                fingerprint(&[(sku.to_string(), qty)], ttl_seconds),
-                format!(r#"[["{sku}",{qty},0]]"#),
-                RECORD_RETENTION.as_millis().to_string(),
-                sku.to_string(),
-                REJECTED_RETENTION.as_millis().to_string(),
-            ],
-        )
-        .await
-        .expect("v1 reserve_single");
-    match reply {
-        Value::Array(values) => values[0].as_string().expect("state"),
-        other => panic!("unexpected {other:?}"),
-    }
+    let reply = old_reserve_single(client, V1_RESERVE_SINGLE, rid, (sku, qty), ttl_seconds).await;
+    reply[0].as_string().expect("state")
 }
 
 /// One bucket's hold as the old `reserve.lua` wrote it.

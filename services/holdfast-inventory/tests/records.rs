@@ -10,8 +10,8 @@ mod layout_support;
 use common::{Fixture, idle, reserved};
 use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, Value};
 use holdfast_inventory::keys::{self, BucketKeys};
-use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
-use layout_support::{packed_id, record_at, record_field};
+use holdfast_inventory::reservations::{RECORD_RETENTION, fingerprint};
+use layout_support::{old_reserve_single, packed_id, record_at, record_field};
 use tonic::Code;
 
 const V2_RESERVE_SINGLE: &str = include_str!("fixtures/v2_reserve_single.lua");
@@ -19,37 +19,7 @@ const V2_RESERVATION_CLAIM: &str = include_str!("fixtures/v2_reservation_claim.l
 
 /// A one-line Reserve exactly as the service ran it before the record shards.
 async fn v2_reserve_single(client: &Client, rid: &str, sku: &str, qty: i64) -> Vec<Value> {
-    let bucket = BucketKeys::new(sku, 0);
-    let reply: Value = client
-        .eval(
-            V2_RESERVE_SINGLE,
-            vec![
-                keys::legacy_reservation(rid),
-                bucket.counters(),
-                bucket.holds(),
-                bucket.held(),
-                bucket.events(),
-                keys::EXPIRY_INDEX.to_string(),
-            ],
-            vec![
-                rid.to_string(),
-                qty.to_string(),
-                "600000".to_string(),
-                sku.to_string(),
-                "0".to_string(),
-                fingerprint(&[(sku.to_string(), qty)], 600),
-                format!(r#"[["{sku}",{qty},0]]"#),
-                RECORD_RETENTION.as_millis().to_string(),
-                sku.to_string(),
-                REJECTED_RETENTION.as_millis().to_string(),
-            ],
-        )
-        .await
-        .expect("v2 reserve_single");
-    match reply {
-        Value::Array(values) => values,
-        other => panic!("unexpected {other:?}"),
-    }
+    old_reserve_single(client, V2_RESERVE_SINGLE, rid, (sku, qty), 600).await
 }
 
 async fn legacy_exists(client: &Client, rid: &str) -> bool {

@@ -5,6 +5,7 @@
 
 use fred::prelude::{Client, LuaInterface, Value};
 use holdfast_inventory::keys::{self, BucketKeys};
+use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
 
 /// The hold scripts' helpers, assembled as the services assemble a script naming them.
 fn helpers() -> String {
@@ -125,6 +126,49 @@ pub async fn packed_id(client: &Client, rid: &str) -> (Vec<u8>, String) {
             values[0].as_bytes().expect("field").to_vec(),
             values[1].as_string().expect("rid"),
         ),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A one-line Reserve exactly as an earlier build ran it: `script` is that build's
+/// `reserve_single.lua` with its preludes (`tests/fixtures/v*_reserve_single.lua`; every one
+/// kept the record at `res:{rid}` and took the same keys and arguments). The reply as sent.
+pub async fn old_reserve_single(
+    client: &Client,
+    script: &str,
+    rid: &str,
+    (sku, qty): (&str, i64),
+    ttl_seconds: u32,
+) -> Vec<Value> {
+    let bucket = BucketKeys::new(sku, 0);
+    let reply: Value = client
+        .eval(
+            script,
+            vec![
+                keys::legacy_reservation(rid),
+                bucket.counters(),
+                bucket.holds(),
+                bucket.held(),
+                bucket.events(),
+                keys::EXPIRY_INDEX.to_string(),
+            ],
+            vec![
+                rid.to_string(),
+                qty.to_string(),
+                (i64::from(ttl_seconds) * 1000).to_string(),
+                sku.to_string(),
+                "0".to_string(),
+                fingerprint(&[(sku.to_string(), qty)], ttl_seconds),
+                format!(r#"[["{sku}",{qty},0]]"#),
+                RECORD_RETENTION.as_millis().to_string(),
+                sku.to_string(),
+                REJECTED_RETENTION.as_millis().to_string(),
+            ],
+        )
+        .await
+        .expect("an earlier reserve_single");
+    match reply {
+        Value::Array(values) => values,
         other => panic!("unexpected {other:?}"),
     }
 }
