@@ -432,11 +432,20 @@ fn redis_benchmark(
     pinned: Option<&Split>,
 ) -> anyhow::Result<Side> {
     let keys = BucketKeys::new(sku, 0);
+    let sha = scripts::all()
+        .into_iter()
+        .find(|s| s.name == "reserve.lua")
+        .context("reserve.lua registered")?
+        .sha1()
+        .to_string();
     let mut chunks = Vec::new();
     let mut left = requests.max(1);
     while left > 0 {
         let n = left.min(BASELINE_CHUNK);
-        chunks.push((n, redis_benchmark_chunk(port, concurrency, n, &keys, pinned)?));
+        chunks.push((
+            n,
+            redis_benchmark_chunk(port, concurrency, n, (&sha, &keys), pinned)?,
+        ));
         left -= n;
         let dropped = Command::new("redis-cli")
             .args(["-p", &port.to_string(), "DEL", &keys.events()])
@@ -457,19 +466,14 @@ fn redis_benchmark(
     })
 }
 
+/// One `redis-benchmark` run of `requests` EVALSHA calls of reserve.lua (`sha`) on `keys`.
 fn redis_benchmark_chunk(
     port: u16,
     concurrency: u64,
     requests: u64,
-    keys: &BucketKeys,
+    (sha, keys): (&str, &BucketKeys),
     pinned: Option<&Split>,
 ) -> anyhow::Result<Side> {
-    let sha = scripts::all()
-        .into_iter()
-        .find(|s| s.name == "reserve.lua")
-        .context("reserve.lua registered")?
-        .sha1()
-        .to_string();
     let mut command = match pinned {
         Some(split) => pinning::on_load_cores(split, "redis-benchmark"),
         None => Command::new("redis-benchmark"),
@@ -487,7 +491,7 @@ fn redis_benchmark_chunk(
         ])
         .args([
             "EVALSHA",
-            &sha,
+            sha,
             "4",
             &keys.counters(),
             &keys.holds(),
