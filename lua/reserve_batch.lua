@@ -97,6 +97,8 @@ if live then
   end
 end
 local reserved_before, earliest = reserved, nil
+-- The hold counts are read once and written once per call, not per hold.
+local hstate = nil
 
 local replies = {}
 for i, item in ipairs(items) do
@@ -120,7 +122,8 @@ for i, item in ipairs(items) do
     else
       local expires_at = now + item.ttl_ms
       reserved = reserved + qty
-      hold_put(inv, holds, held, rid, qty, expires_at)
+      if hstate == nil then hstate = hold_state(inv, holds) end
+      hold_put(inv, holds, held, rid, qty, expires_at, hstate)
       emit(inv, events, {'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
         'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
         'expires_at', int(expires_at)})
@@ -133,6 +136,7 @@ for i, item in ipairs(items) do
 end
 
 if reserved ~= reserved_before then redis.call('HSET', inv, 'reserved', int(reserved)) end
+if hstate then hold_state_save(inv, hstate) end
 if earliest then redis.call('ZADD', expiries, 'LT', int(earliest), tag) end
 local available_after, lapse_in = -1, -1
 if live and not lost then

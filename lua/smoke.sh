@@ -288,8 +288,13 @@ expect "adjust with a bad retention is an error" "ERR adjust_stock: retention_ms
 
 # ---------------------------------------------------------------- outbox ids and back-pressure
 seq=$(rc hget 'inv:{A}' seq)
-ids=$(redis-cli -p "$PORT" xrange 'inv:{A}:events' - + | grep -E '^[0-9]+-[0-9]+$' | tr '\n' ' ')
-expect "outbox_ack deletes the emptied stream" "0" "$(ev outbox_ack inv:{A}:events , $ids | cut -d' ' -f2)"
+ids=($(redis-cli -p "$PORT" xrange 'inv:{A}:events' - + | grep -E '^[0-9]+-[0-9]+$'))
+expect "outbox_ack deletes the prefix up to the id it names, no more" "2 $(( ${#ids[@]} - 2 )) ${ids[2]}" \
+  "$(ev outbox_ack inv:{A}:events , "${ids[1]}") $(redis-cli -p "$PORT" xrange 'inv:{A}:events' - + count 1 | head -1)"
+expect "outbox_ack with a bad id is an error that deletes nothing" \
+  "ERR outbox_ack: the last id must be a stream id <ms>-<seq> $(( ${#ids[@]} - 2 ))" \
+  "$(ev outbox_ack inv:{A}:events , nope) $(rc xlen 'inv:{A}:events')"
+expect "outbox_ack deletes the emptied stream" "0" "$(ev outbox_ack inv:{A}:events , "${ids[-1]}" | cut -d' ' -f2)"
 ev adjust_stock $KA , a8 1 A 0 0 >/dev/null
 expect_re "the sequence outlives the stream" "seq $((seq + 1))$" "$(last_event 'inv:{A}:events')"
 KF=$(kk F)

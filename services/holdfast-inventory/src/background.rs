@@ -127,10 +127,10 @@ pub async fn drain(
             .xrange(bucket.events(), "-", "+", Some(RELAY_BATCH))
             .await?;
         let entries = parse_entries(entries);
-        if entries.is_empty() {
+        // The oldest entries, in id order: acknowledged as the prefix ending at the last.
+        let Some(last) = entries.last().map(|(id, _)| id.clone()) else {
             return Ok(());
-        }
-        let ids: Vec<String> = entries.iter().map(|(id, _)| id.clone()).collect();
+        };
         // Units freed here (by this process or another): the local sold-out marker must not
         // refuse them.
         if entries.iter().any(|(_, f)| {
@@ -149,7 +149,7 @@ pub async fn drain(
             detail: e.to_string(),
         })?;
         metrics::events_published(count);
-        let remaining = scripts::outbox_ack(client, bucket, ids).await?;
+        let remaining = scripts::outbox_ack(client, bucket, &last).await?;
         if remaining == 0 {
             return Ok(());
         }

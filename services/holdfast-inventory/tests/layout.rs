@@ -10,7 +10,7 @@ use fred::prelude::{
     Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, Value,
 };
 use holdfast_inventory::keys::BucketKeys;
-use holdfast_inventory::scripts;
+use holdfast_inventory::scripts::{self, BatchItem, SingleReserve};
 use holdfast_proto::events::v1::inventory_event::Event as Ev;
 use layout_support::{hold_count, hold_of, old_reserve_single};
 
@@ -153,22 +153,70 @@ async fn reservations_made_by_the_old_scripts_still_commit_release_extend_and_ex
 async fn a_hot_bucket_keeps_every_shard_a_listpack_and_finds_every_hold() {
     let fx = Fixture::standalone().await;
     fx.set_stock("HOT", 10_000, 1).await;
-    let client = fx.redis();
     let bucket = BucketKeys::new("HOT", 0);
-    let n: i64 = 3_000;
-    for i in 0..n {
-        let hold = scripts::reserve(client, &bucket, &format!("hot-{i}"), 1 + i % 3, 600_000)
+    for i in 0..HOT_HOLDS {
+        let hold = scripts::reserve(fx.redis(), &bucket, &format!("hot-{i}"), hot_units(i), 600_000)
             .await
             .expect("reserve");
         assert!(matches!(hold, scripts::Hold::Held { .. }), "{hold:?}");
     }
+    hot_bucket_holds_every_hold_in_listpacks(&fx, &bucket).await;
+}
+
+/// The same through `reserve_batch.lua`, which reads and writes the shard counts once per call
+/// and splits shards in the middle of a call.
+#[tokio::test]
+async fn a_hot_bucket_filled_by_batches_keeps_every_shard_a_listpack_and_finds_every_hold() {
+    let fx = Fixture::standalone().await;
+    fx.set_stock("HOT", 10_000, 1).await;
+    let bucket = BucketKeys::new("HOT", 0);
+    let items: Vec<BatchItem> = (0..HOT_HOLDS)
+        .map(|i| BatchItem {
+            rid: format!("hot-{i}"),
+            qty: hot_units(i),
+            ttl_ms: 600_000,
+            fingerprint: format!("fp-{i}"),
+            lines: format!(r#"[["HOT",{},0]]"#, hot_units(i)),
+        })
+        .collect();
+    let live = scripts::BatchMode::Live {
+        missing_is_empty: false,
+    };
+    for chunk in items.chunks(scripts::MAX_BATCH) {
+        let reply = scripts::reserve_batch(fx.redis(), &bucket, chunk, (86_400_000, 600_000), live)
+            .await
+            .expect("batch");
+        assert!(
+            reply
+                .outcomes
+                .iter()
+                .all(|o| matches!(o, SingleReserve::Reserved(_))),
+            "{:?}",
+            reply.outcomes
+        );
+    }
+    hot_bucket_holds_every_hold_in_listpacks(&fx, &bucket).await;
+}
+
+const HOT_HOLDS: i64 = 3_000;
+
+fn hot_units(i: i64) -> i64 {
+    1 + i % 3
+}
+
+/// After HOT_HOLDS holds `hot-<i>` of hot_units(i): the counts are right, every shard is a
+/// listpack, every hold is found with its units and releases them, and the bucket then keeps
+/// no hold key or count.
+async fn hot_bucket_holds_every_hold_in_listpacks(fx: &Fixture, bucket: &BucketKeys) {
+    let client = fx.redis();
+    let n = HOT_HOLDS;
     let fields: Vec<Option<i64>> = client
         .hmget(bucket.counters(), vec!["hs", "hn", "reserved"])
         .await
         .expect("fields");
     let shards = fields[0].expect("hs");
     assert_eq!(fields[1], Some(n));
-    assert_eq!(fields[2], Some((0..n).map(|i| 1 + i % 3).sum::<i64>()));
+    assert_eq!(fields[2], Some((0..n).map(hot_units).sum::<i64>()));
     assert!(shards >= n / 32, "{shards} shards for {n} holds");
     let shard_count = u32::try_from(shards).expect("shards");
     for shard in 0..shard_count {
@@ -184,16 +232,16 @@ async fn a_hot_bucket_keeps_every_shard_a_listpack_and_finds_every_hold() {
     // Every hold is found where the scripts look for it, with its units.
     for i in 0..n {
         assert_eq!(
-            hold_of(client, &bucket, &format!("hot-{i}")).await.map(|h| h.0),
-            Some(1 + i % 3),
+            hold_of(client, bucket, &format!("hot-{i}")).await.map(|h| h.0),
+            Some(hot_units(i)),
             "hot-{i}"
         );
     }
     for i in 0..n {
-        let units = scripts::release(client, &bucket, &format!("hot-{i}"))
+        let units = scripts::release(client, bucket, &format!("hot-{i}"))
             .await
             .expect("release");
-        assert_eq!(units, 1 + i % 3);
+        assert_eq!(units, hot_units(i));
     }
     let fields: Vec<Option<i64>> = client
         .hmget(bucket.counters(), vec!["hs", "hn", "reserved"])

@@ -202,14 +202,10 @@ pub async fn reservation_transition(
     ))
 }
 
-/// `outbox_ack.lua`: deletes published entries; returns entries still in the stream.
-pub async fn outbox_ack(client: &Client, keys: &BucketKeys, ids: Vec<String>) -> Result<i64, InventoryError> {
-    let reply = run(
-        &OUTBOX_ACK,
-        client,
-        vec![keys.events()],
-        ids.into_iter().map(Value::from).collect(),
-    )
-    .await?;
+/// `outbox_ack.lua`: deletes the published entries, every one up to and including `last` (the
+/// relay publishes the stream's oldest entries, in id order); returns entries still in the
+/// stream.
+pub async fn outbox_ack(client: &Client, keys: &BucketKeys, last: &str) -> Result<i64, InventoryError> {
+    let reply = run(&OUTBOX_ACK, client, vec![keys.events()], vec![Value::from(last)]).await?;
     int_at(&OUTBOX_ACK, &reply, 1)
 }
