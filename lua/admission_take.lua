@@ -10,12 +10,20 @@
 -- ARGV[1]  the operation: "checkout" or "reserve" (names the hash fields)
 -- ARGV[2]  default rate, calls per second (decimal; 0 or less: unlimited)
 -- ARGV[3]  default burst, calls admitted at once on an idle subject (integer >= 1)
+-- ARGV[4]  optional: calls decided at once, in arrival order (integer 1..1000, default 1; the
+--          inventory coalesces the one-line Reserves of a SKU that arrive together)
 --
--- Returns {admitted, retry_after_ms, per_second_milli, drop}: admitted 1 or 0;
--- retry_after_ms is 0 when admitted, else how long until a call would be (>= 1);
+-- Returns {admitted, retry_after_ms, per_second_milli, drop}: admitted is how many of the
+-- calls are admitted, always the first ones (calls decided at one instant: once one is
+-- refused, so is every later one), so 1 or 0 for a single call; retry_after_ms is 0 when
+-- all are admitted, else how long until the first refused one would be (>= 1);
 -- per_second_milli is the rate in force times 1000 (0: unlimited); drop is 1 when the
 -- hash flags the subject as a drop (field "drop" = "1"; checkouts go to the waiting room).
 
+local calls = tonumber(ARGV[4] or '1')
+if calls == nil or calls ~= math.floor(calls) or calls < 1 or calls > 1000 then
+  return redis.error_reply('ERR admission_take: calls must be an integer 1..1000')
+end
 local drop = 0
 if redis.call('HGET', KEYS[2], 'drop') == '1' then
   drop = 1
@@ -23,7 +31,7 @@ end
 local rate = tonumber(redis.call('HGET', KEYS[2], ARGV[1] .. ':per_second') or ARGV[2]) or 0
 local burst = tonumber(redis.call('HGET', KEYS[2], ARGV[1] .. ':burst') or ARGV[3]) or 1
 if rate <= 0 then
-  return {1, 0, 0, drop}
+  return {calls, 0, 0, drop}
 end
 if burst < 1 then
   burst = 1
@@ -36,11 +44,19 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
 if tat < now then
   tat = now
 end
-local new_tat = tat + interval
-local allow_at = new_tat - burst * interval
 local milli = math.floor(rate * 1000)
-if now < allow_at then
-  return {0, math.max(1, math.ceil((allow_at - now) / 1000)), milli, drop}
+local admitted = 0
+while admitted < calls do
+  local new_tat = tat + interval
+  local allow_at = new_tat - burst * interval
+  if now < allow_at then
+    if admitted > 0 then
+      redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+    end
+    return {admitted, math.max(1, math.ceil((allow_at - now) / 1000)), milli, drop}
+  end
+  tat = new_tat
+  admitted = admitted + 1
 end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return {1, 0, milli, drop}
+redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+return {admitted, 0, milli, drop}

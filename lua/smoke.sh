@@ -554,5 +554,14 @@ expect "the runtime limit wins over the default" "1 0 1000000 0" "$(ev admission
 expect "another operation keeps its default" "1 0 0 0" "$(ev admission_take 'admission:{sku:F1}:reserve:tat' $AL , reserve 0 1)"
 rc hset $AL drop 1 >/dev/null
 expect "a drop flag is reported" "1 0 1000000 1" "$(ev admission_take $AT $AL , checkout 1 1)"
+# Several calls decided at once (coalesced Reserves): the first ones, up to the burst, pass.
+AT='admission:{sku:F2}:reserve:tat'; AL='admission:{sku:F2}:limits'
+expect_re "5 calls at once on an idle subject, burst 3: 3 admitted, a retry delay" "^3 ([0-9]+) 1000 0$" \
+  "$(ev admission_take $AT $AL , reserve 1 3 5)"
+expect_re "then 2 more at once: none admitted" "^0 ([0-9]+) 1000 0$" "$(ev admission_take $AT $AL , reserve 1 3 2)"
+expect "5 calls at once, unlimited: all admitted, no TAT" "5 0 0 0 0" \
+  "$(ev admission_take 'admission:{sku:F3}:reserve:tat' 'admission:{sku:F3}:limits' , reserve 0 1 5) $(rc exists 'admission:{sku:F3}:reserve:tat')"
+expect "calls of 0 is an error" "ERR admission_take: calls must be an integer 1..1000" \
+  "$(ev admission_take $AT $AL , reserve 1 3 0)"
 
 echo "all $n checks passed"

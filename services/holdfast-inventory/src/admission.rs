@@ -2,14 +2,21 @@
 //! (docs/admission.md). The limiter itself is `holdfast_platform::admission`, shared with
 //! the orders service; the limits live in Redis so every replica of both sees them.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use fred::prelude::Pool;
 use holdfast_platform::admission::{self, Defaults, Limiter, Operation, RateLimit, SkuLimits};
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::inventory::v1::{self as pb, AdmissionLimits};
 use tonic::Status;
 
+use crate::batcher::Batcher;
 use crate::error::InventoryError;
 use crate::validate;
+
+/// Most one-line Reserves of one SKU whose admission is decided in one script call.
+const ADMIT_BATCH: usize = 64;
 
 /// Highest burst an admin may set.
 pub const MAX_BURST: u32 = 100_000;
@@ -19,6 +26,9 @@ pub const MAX_BURST: u32 = 100_000;
 pub struct ReserveAdmission {
     limiter: Limiter,
     redis: Pool,
+    /// One-line Reserves of a SKU arriving while its admission call is in flight are decided
+    /// together in the next (leader/follower, as the Reserves themselves: crate::batcher).
+    lanes: Arc<Batcher<(), Option<Duration>>>,
 }
 
 impl ReserveAdmission {
@@ -31,6 +41,7 @@ impl ReserveAdmission {
         Self {
             limiter: Limiter::new(redis.clone(), Operation::Reserve, defaults),
             redis,
+            lanes: Arc::new(Batcher::new(ADMIT_BATCH, |_| {})),
         }
     }
 
@@ -55,6 +66,25 @@ impl ReserveAdmission {
         let mut skus: Vec<&str> = skus.collect();
         skus.sort_unstable();
         skus.dedup();
+        if let [sku] = skus.as_slice() {
+            // One SKU: decided with the other calls of that SKU in flight, in arrival order.
+            let limiter = &self.limiter;
+            let decided = self
+                .lanes
+                .submit(sku, (), |calls| async move {
+                    Ok(limiter.admit_many(sku, calls.len()).await)
+                })
+                .await;
+            // An interrupted call fails open, as the limiter does when Redis cannot answer.
+            return match decided {
+                Ok(Some(retry_after)) => Err(admission::exhausted(
+                    "reserve",
+                    &format!("sku:{sku}"),
+                    retry_after,
+                )),
+                Ok(None) | Err(_) => Ok(()),
+            };
+        }
         for sku in skus {
             if let Some(retry_after) = self.limiter.admit(&[sku], None).await.retry_after {
                 return Err(admission::exhausted(

@@ -27,6 +27,8 @@ const LANES_LIMIT: usize = 100_000;
 pub struct Batcher<I, O> {
     lanes: Mutex<HashMap<String, Arc<Lane<I, O>>>>,
     cap: usize,
+    /// Told the size of every call (a metric).
+    observe: fn(usize),
 }
 
 impl<I, O> std::fmt::Debug for Batcher<I, O> {
@@ -126,11 +128,12 @@ impl<I, O> Lane<I, O> {
 }
 
 impl<I, O> Batcher<I, O> {
-    /// A batcher whose calls carry at most `cap` items.
-    pub fn new(cap: usize) -> Self {
+    /// A batcher whose calls carry at most `cap` items; `observe` is told each call's size.
+    pub fn new(cap: usize, observe: fn(usize)) -> Self {
         Self {
             lanes: Mutex::default(),
             cap: cap.max(1),
+            observe,
         }
     }
 
@@ -203,7 +206,7 @@ impl<I, O> Batcher<I, O> {
             items.push(entry.item);
             waiters.push(entry.tx);
         }
-        crate::metrics::observe_reserve_batch(items.len());
+        (self.observe)(items.len());
         let result = run(items).await;
         // The next batch starts before this one's answers are handed out.
         drop(lead);
@@ -281,7 +284,7 @@ mod tests {
 
     #[tokio::test]
     async fn batcher_runs_alone_at_low_load() {
-        let batcher: Batcher<u32, u32> = Batcher::new(8);
+        let batcher: Batcher<u32, u32> = Batcher::new(8, |_| {});
         let calls = AtomicUsize::new(0);
         for i in 0..3 {
             let answer = batcher
@@ -299,7 +302,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batcher_coalesces_in_arrival_order_and_caps_batches() {
-        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(4));
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(4, |_| {}));
         let seen: Arc<Mutex<Vec<Vec<u32>>>> = Arc::default();
         let (release, gate) = tokio::sync::watch::channel(false);
         // The first caller leads and blocks until the others have queued.
@@ -350,7 +353,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batcher_fails_a_batch_cleanly_and_survives_a_dropped_leader() {
-        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(8));
+        let batcher: Arc<Batcher<u32, u32>> = Arc::new(Batcher::new(8, |_| {}));
         // A leader whose future is dropped mid-call.
         let stuck = {
             let batcher = batcher.clone();

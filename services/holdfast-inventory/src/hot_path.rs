@@ -9,6 +9,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::batcher::Batcher;
+use crate::metrics;
 use crate::scripts::{BatchItem, MAX_BATCH, SingleReserve};
 
 /// How long a local sold-out marker answers before a script call looks again. Short: another
@@ -39,8 +40,8 @@ impl HotPath {
     /// its own call).
     pub fn new(batch: usize) -> Self {
         Self {
-            batcher: (batch > 1).then(|| Batcher::new(batch.min(MAX_BATCH))),
-            refusals: Batcher::new(MAX_BATCH),
+            batcher: (batch > 1).then(|| Batcher::new(batch.min(MAX_BATCH), metrics::observe_reserve_batch)),
+            refusals: Batcher::new(MAX_BATCH, metrics::observe_reserve_batch),
             sold_out: Mutex::default(),
             clears: AtomicU64::new(0),
         }

@@ -335,6 +335,50 @@ async fn reserve_limit_refuses_direct_reserves_but_not_admitted_checkouts() {
     assert_eq!(placed.outcome, CheckoutOutcome::Placed as i32);
 }
 
+/// One-line Reserves of one SKU arriving together are admitted together (one limiter call per
+/// group in flight): exactly the burst is held, every other call is refused with a retry delay
+/// and holds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reserves_of_one_sku_admit_exactly_the_burst() {
+    let fx = Fixture::with(admitted_setup(limits(0.0, 0.0, 1), 0, 1000)).await;
+    fx.product("burst", 500, 100).await;
+    set_limits(
+        &fx,
+        AdmissionLimits {
+            sku: "burst".into(),
+            reserve: Some(PbRateLimit {
+                per_second: 0.01,
+                burst: 10,
+            }),
+            ..AdmissionLimits::default()
+        },
+    )
+    .await;
+    let calls = (0..64).map(|i| {
+        let mut inventory = fx.inventory.clone();
+        async move {
+            inventory
+                .reserve(ReserveRequest {
+                    reservation_id: format!("burst-{i}"),
+                    lines: vec![ReserveLine {
+                        sku: "burst".into(),
+                        quantity: 1,
+                    }],
+                    ttl_seconds: 60,
+                })
+                .await
+        }
+    });
+    let answers = futures::future::join_all(calls).await;
+    let refused: Vec<&Status> = answers.iter().filter_map(|a| a.as_ref().err()).collect();
+    assert_eq!(answers.len() - refused.len(), 10, "the burst is held, no more");
+    for status in refused {
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        assert!(retry_delay(status) > Duration::ZERO);
+    }
+    assert_eq!(fx.level("burst").await.reserved, 10, "refused calls held nothing");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn checkout_storm_above_capacity_drains_through_the_waiting_room_exactly_once() {
     let fx = Fixture::with(Setup {

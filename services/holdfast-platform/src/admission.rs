@@ -196,8 +196,19 @@ impl Limiter {
         crate::redis::load_scripts(self.redis.next(), &scripts::all()).await
     }
 
-    /// One GCRA decision for `subject`: the only caller of `admission_take.lua`.
+    /// One GCRA decision for `subject`.
     pub async fn take(&self, subject: Subject<'_>) -> Result<Decision, fred::error::Error> {
+        Ok(self.take_many(subject, 1).await?.1)
+    }
+
+    /// GCRA decisions for `calls` calls of `subject` arriving together, in one script call: the
+    /// only caller of `admission_take.lua`. Returns how many are admitted (always the first
+    /// ones) and the decision of the others (that of the last admitted one if all are).
+    pub async fn take_many(
+        &self,
+        subject: Subject<'_>,
+        calls: u32,
+    ) -> Result<(u32, Decision), fred::error::Error> {
         let default = match subject {
             Subject::Sku(_) => self.defaults.per_sku,
             Subject::Customer(_) => self.defaults.per_customer,
@@ -210,15 +221,55 @@ impl Limiter {
                     self.op.as_str().into(),
                     default.per_second.to_string().into(),
                     i64::from(default.burst.max(1)).into(),
+                    i64::from(calls.max(1)).into(),
                 ],
             )
             .await?;
-        let limited = admitted == 0;
-        Ok(Decision {
-            retry_after: limited.then(|| Duration::from_millis(retry_ms.max(1) as u64)),
-            limited_by: limited.then(|| subject.to_string()),
-            drop: drop == 1,
-        })
+        let admitted = u32::try_from(admitted.clamp(0, i64::from(calls))).unwrap_or(0);
+        let limited = admitted < calls.max(1);
+        Ok((
+            admitted,
+            Decision {
+                retry_after: limited.then(|| Duration::from_millis(retry_ms.max(1) as u64)),
+                limited_by: limited.then(|| subject.to_string()),
+                drop: drop == 1,
+            },
+        ))
+    }
+
+    /// Admits `calls` calls naming only `sku`, arriving together (the inventory's coalesced
+    /// one-line Reserves), in one script call: the first ones up to the limit, in order; each
+    /// answer is that call's retry delay (`None`: admitted). Fails open like [`Self::admit`].
+    pub async fn admit_many(&self, sku: &str, calls: usize) -> Vec<Option<Duration>> {
+        let asked = u32::try_from(calls.clamp(1, 1000)).unwrap_or(1);
+        let subject = Subject::Sku(sku);
+        let (admitted, retry_after) = match self.take_many(subject, asked).await {
+            Ok((admitted, decision)) => (admitted, decision.retry_after),
+            Err(error) => {
+                tracing::warn!(op = self.op.as_str(), subject = ?subject, %error, "admission limiter unavailable; admitting");
+                DECISIONS
+                    .with_label_values(&[self.op.as_str(), subject.kind(), "failed_open"])
+                    .inc_by(calls as u64);
+                return vec![None; calls];
+            }
+        };
+        let admitted = admitted as usize;
+        let labels = |decision| [self.op.as_str(), subject.kind(), decision];
+        DECISIONS
+            .with_label_values(&labels("admitted"))
+            .inc_by(admitted.min(calls) as u64);
+        DECISIONS
+            .with_label_values(&labels("limited"))
+            .inc_by(calls.saturating_sub(admitted) as u64);
+        (0..calls)
+            .map(|i| {
+                if i < admitted {
+                    None
+                } else {
+                    retry_after.or(Some(Duration::from_millis(1)))
+                }
+            })
+            .collect()
     }
 
     /// Admits a call naming `skus` (each once) by `customer`: the customer's limit first,

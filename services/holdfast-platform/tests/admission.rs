@@ -153,3 +153,32 @@ async fn admission_reloads_its_script_after_a_redis_restart() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn calls_decided_together_admit_the_first_up_to_the_burst_and_share_the_budget() {
+    let redis = RedisServer::start().expect("redis starts");
+    // 1 call/s per SKU, burst 3: an idle SKU admits 3 at once.
+    let limited = Defaults {
+        per_sku: RateLimit {
+            per_second: 1.0,
+            burst: 3,
+        },
+        per_customer: RateLimit::UNLIMITED,
+    };
+    let hot = limiter(&redis.url(), Operation::Reserve, limited).await;
+    let answers = hot.admit_many("HOT", 5).await;
+    assert_eq!(&answers[..3], &[None, None, None], "the first three: {answers:?}");
+    for delay in &answers[3..] {
+        let delay = delay.expect("the last two are refused");
+        assert!(
+            delay > Duration::ZERO && delay <= Duration::from_secs(1),
+            "{delay:?}"
+        );
+    }
+    // The budget they used is the one single calls use: the next single call is refused too.
+    assert!(hot.admit(&["HOT"], None).await.retry_after.is_some());
+    // Another SKU has its own; an unlimited limiter admits every call of a group.
+    assert_eq!(hot.admit_many("COLD", 2).await, vec![None, None]);
+    let open = limiter(&redis.url(), Operation::Reserve, defaults(0.0, 0.0)).await;
+    assert_eq!(open.admit_many("HOT", 64).await, vec![None; 64]);
+}
