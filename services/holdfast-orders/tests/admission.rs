@@ -70,6 +70,26 @@ fn checkout_limit(sku: &str, per_second: f64, burst: u32) -> AdmissionLimits {
     }
 }
 
+fn reserve_limit(sku: &str, per_second: f64, burst: u32) -> AdmissionLimits {
+    AdmissionLimits {
+        sku: sku.into(),
+        reserve: Some(PbRateLimit { per_second, burst }),
+        ..AdmissionLimits::default()
+    }
+}
+
+/// A one-line Reserve of one unit of `sku`.
+fn reserve_one(id: &str, sku: &str) -> ReserveRequest {
+    ReserveRequest {
+        reservation_id: id.into(),
+        lines: vec![ReserveLine {
+            sku: sku.into(),
+            quantity: 1,
+        }],
+        ttl_seconds: 60,
+    }
+}
+
 /// Polls GetCheckout until the key's answer is no longer PENDING.
 async fn final_answer(fx: &Fixture, key: &str, deadline: Instant) -> Result<CheckoutResponse, Status> {
     loop {
@@ -289,33 +309,14 @@ async fn runtime_limit_changes_take_effect_at_the_next_call() {
 async fn reserve_limit_refuses_direct_reserves_but_not_admitted_checkouts() {
     let fx = Fixture::with(admitted_setup(limits(0.0, 0.0, 1), 0, 1000)).await;
     fx.product("r", 500, 100).await;
-    set_limits(
-        &fx,
-        AdmissionLimits {
-            sku: "r".into(),
-            reserve: Some(PbRateLimit {
-                per_second: 0.1,
-                burst: 1,
-            }),
-            ..AdmissionLimits::default()
-        },
-    )
-    .await;
-    let reserve = |id: &str| ReserveRequest {
-        reservation_id: id.into(),
-        lines: vec![ReserveLine {
-            sku: "r".into(),
-            quantity: 1,
-        }],
-        ttl_seconds: 60,
-    };
+    set_limits(&fx, reserve_limit("r", 0.1, 1)).await;
     let mut inventory = fx.inventory.clone();
     inventory
-        .reserve(reserve("direct-1"))
+        .reserve(reserve_one("direct-1", "r"))
         .await
         .expect("within the burst");
     let refused = inventory
-        .reserve(reserve("direct-2"))
+        .reserve(reserve_one("direct-2", "r"))
         .await
         .expect_err("over the limit");
     assert!(retry_delay(&refused) > Duration::ZERO);
@@ -342,30 +343,12 @@ async fn reserve_limit_refuses_direct_reserves_but_not_admitted_checkouts() {
 async fn concurrent_reserves_of_one_sku_admit_exactly_the_burst() {
     let fx = Fixture::with(admitted_setup(limits(0.0, 0.0, 1), 0, 1000)).await;
     fx.product("burst", 500, 100).await;
-    set_limits(
-        &fx,
-        AdmissionLimits {
-            sku: "burst".into(),
-            reserve: Some(PbRateLimit {
-                per_second: 0.01,
-                burst: 10,
-            }),
-            ..AdmissionLimits::default()
-        },
-    )
-    .await;
+    set_limits(&fx, reserve_limit("burst", 0.01, 10)).await;
     let calls = (0..64).map(|i| {
         let mut inventory = fx.inventory.clone();
         async move {
             inventory
-                .reserve(ReserveRequest {
-                    reservation_id: format!("burst-{i}"),
-                    lines: vec![ReserveLine {
-                        sku: "burst".into(),
-                        quantity: 1,
-                    }],
-                    ttl_seconds: 60,
-                })
+                .reserve(reserve_one(&format!("burst-{i}"), "burst"))
                 .await
         }
     });
