@@ -241,35 +241,34 @@ impl Limiter {
     /// one-line Reserves), in one script call: the first ones up to the limit, in order; each
     /// answer is that call's retry delay (`None`: admitted). Fails open like [`Self::admit`].
     pub async fn admit_many(&self, sku: &str, calls: usize) -> Vec<Option<Duration>> {
-        let asked = u32::try_from(calls.clamp(1, 1000)).unwrap_or(1);
         let subject = Subject::Sku(sku);
-        let (admitted, retry_after) = match self.take_many(subject, asked).await {
-            Ok((admitted, decision)) => (admitted, decision.retry_after),
-            Err(error) => {
-                tracing::warn!(op = self.op.as_str(), subject = ?subject, %error, "admission limiter unavailable; admitting");
-                DECISIONS
-                    .with_label_values(&[self.op.as_str(), subject.kind(), "failed_open"])
-                    .inc_by(calls as u64);
-                return vec![None; calls];
+        // More than the script takes (1000) is an error reply, and fails open like one.
+        let asked = u32::try_from(calls).unwrap_or(u32::MAX);
+        match self.take_many(subject, asked).await {
+            Ok((admitted, decision)) => {
+                let admitted = admitted as usize;
+                self.count(subject, "admitted", admitted);
+                self.count(subject, "limited", calls - admitted);
+                (0..calls)
+                    .map(|i| if i < admitted { None } else { decision.retry_after })
+                    .collect()
             }
-        };
-        let admitted = admitted as usize;
-        let labels = |decision| [self.op.as_str(), subject.kind(), decision];
+            Err(error) => {
+                self.failed_open(subject, &error, calls);
+                vec![None; calls]
+            }
+        }
+    }
+
+    fn count(&self, subject: Subject<'_>, decision: &str, calls: usize) {
         DECISIONS
-            .with_label_values(&labels("admitted"))
-            .inc_by(admitted.min(calls) as u64);
-        DECISIONS
-            .with_label_values(&labels("limited"))
-            .inc_by(calls.saturating_sub(admitted) as u64);
-        (0..calls)
-            .map(|i| {
-                if i < admitted {
-                    None
-                } else {
-                    retry_after.or(Some(Duration::from_millis(1)))
-                }
-            })
-            .collect()
+            .with_label_values(&[self.op.as_str(), subject.kind(), decision])
+            .inc_by(calls as u64);
+    }
+
+    fn failed_open(&self, subject: Subject<'_>, error: &fred::error::Error, calls: usize) {
+        tracing::warn!(op = self.op.as_str(), subject = ?subject, %error, "admission limiter unavailable; admitting");
+        self.count(subject, "failed_open", calls);
     }
 
     /// Admits a call naming `skus` (each once) by `customer`: the customer's limit first,
@@ -283,27 +282,19 @@ impl Limiter {
             .into_iter()
             .chain(skus.iter().map(|sku| Subject::Sku(sku)));
         for subject in subjects {
-            let label = match self.take(subject).await {
+            match self.take(subject).await {
                 Ok(taken) => {
                     decision.drop |= taken.drop;
                     if taken.retry_after.is_some() {
                         decision.retry_after = taken.retry_after;
                         decision.limited_by = taken.limited_by;
-                        DECISIONS
-                            .with_label_values(&[self.op.as_str(), subject.kind(), "limited"])
-                            .inc();
+                        self.count(subject, "limited", 1);
                         return decision;
                     }
-                    "admitted"
+                    self.count(subject, "admitted", 1);
                 }
-                Err(error) => {
-                    tracing::warn!(op = self.op.as_str(), subject = ?subject, %error, "admission limiter unavailable; admitting");
-                    "failed_open"
-                }
-            };
-            DECISIONS
-                .with_label_values(&[self.op.as_str(), subject.kind(), label])
-                .inc();
+                Err(error) => self.failed_open(subject, &error, 1),
+            }
         }
         decision
     }
