@@ -166,6 +166,20 @@ impl<S: OrdersStore> Admission<S> {
         }
     }
 
+    /// Takes a capacity slot if one is free (always, with no capacity configured).
+    fn free_slot(&self) -> Option<Slot> {
+        let capacity = self.settings.capacity;
+        let taken = self
+            .state
+            .inflight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |running| {
+                (capacity == 0 || running < capacity).then_some(running + 1)
+            });
+        taken.is_ok().then(|| Slot {
+            admission: Arc::clone(&self.state),
+        })
+    }
+
     /// A rough wait for the checkout at `position`: position times the recent checkout
     /// duration over the drain rate.
     fn estimate_ms(&self, position: u64) -> i64 {
@@ -216,11 +230,14 @@ impl<S: OrdersStore> Admission<S> {
             }
             drop = decision.drop;
         }
-        let saturated = self.settings.capacity > 0
-            && self.state.inflight.load(Ordering::Acquire) >= self.settings.capacity;
-        if !drop && !saturated && self.store().queue_depth(QUEUE).await? == 0 {
+        // The slot is taken (or not) in one step after the queue read: a check of the count
+        // before that await let a storm's calls all see room and all run over capacity.
+        if !drop
+            && self.store().queue_depth(QUEUE).await? == 0
+            && let Some(slot) = self.free_slot()
+        {
             DECISIONS.with_label_values(&["admitted"]).inc();
-            return Ok(Admit::Run(Some(self.slot())));
+            return Ok(Admit::Run(Some(slot)));
         }
         self.enqueue(request)
             .await
