@@ -56,6 +56,7 @@ pub fn init_with_log_filter(
     } else {
         None
     };
+    let exporting = exporter.is_some();
     let provider = tracer_provider(service, exporter);
     let tracer = provider.tracer("holdfast");
     opentelemetry::global::set_tracer_provider(provider.clone());
@@ -75,11 +76,31 @@ pub fn init_with_log_filter(
             .with_filter(log_filter)
             .boxed()
     };
-    let traces = tracing_opentelemetry::layer()
-        .with_tracer(tracer)
-        .with_filter(tracing_subscriber::filter::LevelFilter::INFO);
+    let traces = spans_layer(tracer, exporting).with_filter(tracing_subscriber::filter::LevelFilter::INFO);
     let _ = tracing_subscriber::registry().with(fmt).with(traces).try_init();
     Ok(TelemetryGuard { provider })
+}
+
+/// The layer that gives spans their OpenTelemetry context. Without an exporter nothing reads
+/// a span's attributes, so it records none of its own (source location, thread, target),
+/// keeps no busy/idle clock and does not attach its context on every poll (nothing here reads
+/// `opentelemetry::Context::current`: propagation reads the span's own context). Every RPC's
+/// span then costs its ids and its parent, not a vector of attributes, a thread name copied,
+/// and a context attached and two clock reads per poll (≈6% of the server's CPU on Reserve).
+fn spans_layer<S>(
+    tracer: opentelemetry_sdk::trace::Tracer,
+    exporting: bool,
+) -> tracing_opentelemetry::OpenTelemetryLayer<S, opentelemetry_sdk::trace::Tracer>
+where
+    S: tracing::Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+{
+    tracing_opentelemetry::layer()
+        .with_tracer(tracer)
+        .with_location(exporting)
+        .with_threads(exporting)
+        .with_target(exporting)
+        .with_tracked_inactivity(exporting)
+        .with_context_activation(exporting)
 }
 
 /// The tracer provider: with an exporter, every span is sampled unless its caller said not to
@@ -227,8 +248,7 @@ mod tests {
     /// Runs `f` under a subscriber wired like [`init`]'s, on a provider without an exporter.
     fn without_exporter<R>(f: impl FnOnce() -> R) -> R {
         let provider = tracer_provider("test", None);
-        let subscriber = tracing_subscriber::registry()
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("holdfast")));
+        let subscriber = tracing_subscriber::registry().with(spans_layer(provider.tracer("holdfast"), false));
         tracing::subscriber::with_default(subscriber, f)
     }
 
