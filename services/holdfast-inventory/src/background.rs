@@ -5,7 +5,7 @@
 //! - the sweeper frees lapsed holds, visiting only buckets the expiry index says are due;
 //! - the rebalancer re-drives half-done transfers and moves idle units to dry hot buckets.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,21 +17,16 @@ use fred::types::sorted_sets::Ordering;
 use futures::StreamExt;
 use holdfast_platform::clock::now_ms;
 use holdfast_platform::events::{Event, EventBus};
-use holdfast_proto::events::v1::{
-    InventoryAdjusted, InventoryCommitted, InventoryEvent, InventoryExpired, InventoryRebalanced,
-    InventoryReleased, InventoryReserved, InventoryStockSet, inventory_event,
-};
-use prost::Message;
 use tokio::sync::mpsc;
 
 use crate::error::InventoryError;
 use crate::keys::{self, BucketKeys};
 use crate::metrics;
+use crate::outbox;
 use crate::scripts;
 use crate::stock::Stock;
 
-/// Topic of inventory events.
-pub const TOPIC: &str = "holdfast.inventory.v1";
+pub use crate::outbox::TOPIC;
 /// Outbox entries read per round trip.
 const RELAY_BATCH: u64 = 500;
 /// Due buckets the sweeper takes per pass.
@@ -126,22 +121,22 @@ pub async fn drain(
         let entries: Value = client
             .xrange(bucket.events(), "-", "+", Some(RELAY_BATCH))
             .await?;
-        let entries = parse_entries(entries);
+        let entries = outbox::entries(&entries);
         // The oldest entries, in id order: acknowledged as the prefix ending at the last.
-        let Some(last) = entries.last().map(|(id, _)| id.clone()) else {
+        let Some(last) = entries.last().map(|entry| entry.id.to_string()) else {
             return Ok(());
         };
         // Units freed here (by this process or another): the local sold-out marker must not
         // refuse them.
-        if entries.iter().any(|(_, f)| {
-            f.get("type")
-                .is_some_and(|kind| crate::hot_path::frees_units(kind))
-        }) {
+        if entries
+            .iter()
+            .any(|entry| entry.get("type").is_some_and(crate::hot_path::frees_units))
+        {
             stock.forget_sold_out(&bucket.sku);
         }
         let events: Vec<Event> = entries
             .iter()
-            .filter_map(|(id, fields)| to_event(bucket, id, fields, region))
+            .filter_map(|entry| outbox::to_event(bucket, entry, region))
             .collect();
         let count = events.len();
         bus.publish(events).await.map_err(|e| InventoryError::Protocol {
@@ -154,140 +149,6 @@ pub async fn drain(
             return Ok(());
         }
     }
-}
-
-fn parse_entries(value: Value) -> Vec<(String, HashMap<String, String>)> {
-    let Value::Array(entries) = value else {
-        return vec![];
-    };
-    entries
-        .into_iter()
-        .filter_map(|entry| {
-            let Value::Array(mut parts) = entry else {
-                return None;
-            };
-            if parts.len() != 2 {
-                return None;
-            }
-            let fields = parts.pop()?;
-            let id = parts.pop()?.as_string()?;
-            let Value::Array(flat) = fields else { return None };
-            let map = flat
-                .chunks(2)
-                .filter_map(|kv| Some((kv.first()?.as_string()?, kv.get(1)?.as_string()?)))
-                .collect();
-            Some((id, map))
-        })
-        .collect()
-}
-
-/// Turns one outbox entry into a bus event. The id is `<tag>/<seq>`, the bucket's sequence
-/// number the script stored in the entry: the same entry published twice (a crash between
-/// publish and ack) carries the same id, so consumers dedupe, and no two entries ever share one.
-pub fn to_event(bucket: &BucketKeys, id: &str, f: &HashMap<String, String>, region: &str) -> Option<Event> {
-    let int = |k: &str| f.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
-    let text = |k: &str| f.get(k).cloned().unwrap_or_default();
-    let (sku, ref_id, qty) = (text("sku"), text("ref"), int("qty"));
-    let (on_hand, reserved, sold, at) = (int("on_hand"), int("reserved"), int("sold"), int("at"));
-    let bucket_index = bucket.index;
-    let kind = text("type");
-    let event = match kind.as_str() {
-        "reserved" => inventory_event::Event::Reserved(InventoryReserved {
-            sku: sku.clone(),
-            reservation_id: ref_id,
-            quantity: qty,
-            on_hand,
-            reserved,
-            sold,
-            expires_at_unix_ms: int("expires_at"),
-            occurred_at_unix_ms: at,
-            bucket_index,
-        }),
-        "committed" => inventory_event::Event::Committed(InventoryCommitted {
-            sku: sku.clone(),
-            reservation_id: ref_id,
-            quantity: qty,
-            on_hand,
-            reserved,
-            sold,
-            occurred_at_unix_ms: at,
-            bucket_index,
-        }),
-        "released" => inventory_event::Event::Released(InventoryReleased {
-            sku: sku.clone(),
-            reservation_id: ref_id,
-            quantity: qty,
-            on_hand,
-            reserved,
-            sold,
-            occurred_at_unix_ms: at,
-            bucket_index,
-        }),
-        "expired" => inventory_event::Event::Expired(InventoryExpired {
-            sku: sku.clone(),
-            reservation_id: ref_id,
-            quantity: qty,
-            on_hand,
-            reserved,
-            sold,
-            occurred_at_unix_ms: at,
-            bucket_index,
-        }),
-        "adjusted" => inventory_event::Event::Adjusted(InventoryAdjusted {
-            sku: sku.clone(),
-            adjustment_id: ref_id,
-            quantity: qty,
-            on_hand,
-            reserved,
-            sold,
-            occurred_at_unix_ms: at,
-            bucket_index,
-        }),
-        "stock_set" => inventory_event::Event::StockSet(InventoryStockSet {
-            sku: sku.clone(),
-            quantity: qty,
-            on_hand,
-            reserved,
-            sold,
-            occurred_at_unix_ms: at,
-            buckets: 0,
-            bucket_index,
-        }),
-        "transfer_out" | "transfer_in" => inventory_event::Event::Rebalanced(InventoryRebalanced {
-            sku: sku.clone(),
-            transfer_id: ref_id,
-            quantity: qty,
-            on_hand,
-            reserved,
-            sold,
-            occurred_at_unix_ms: at,
-            bucket_index,
-        }),
-        other => {
-            tracing::warn!(kind = other, %id, "unknown outbox entry type; skipped");
-            return None;
-        }
-    };
-    // The bucket's sequence number outlives its stream (deleted once empty), so ids never
-    // repeat; entries written before `seq` existed keep their stream id.
-    let event_id = match f.get("seq") {
-        Some(seq) => format!("{}/{seq}", bucket.tag),
-        None => format!("{}/{id}", bucket.tag),
-    };
-    let payload = InventoryEvent {
-        event_id: event_id.clone(),
-        event: Some(event),
-    }
-    .encode_to_vec();
-    Some(Event {
-        id: event_id,
-        topic: TOPIC.into(),
-        key: sku,
-        event_type: format!("inventory.{kind}"),
-        region: region.to_string(),
-        payload,
-        traceparent: None,
-    })
 }
 
 /// One sweeper pass: frees lapsed holds in buckets whose earliest hold is due. Work is
@@ -501,40 +362,5 @@ mod tests {
             "one unit is not worth splitting"
         );
         assert!(plan_rebalance(&[3, 3]).is_empty());
-    }
-
-    #[test]
-    fn outbox_entries_become_typed_events_with_stable_ids() {
-        let bucket = BucketKeys::new("SKU-1", 2);
-        let fields: HashMap<String, String> = [
-            ("type", "reserved"),
-            ("sku", "SKU-1"),
-            ("ref", "r1"),
-            ("qty", "3"),
-            ("on_hand", "10"),
-            ("reserved", "3"),
-            ("sold", "0"),
-            ("expires_at", "99"),
-            ("at", "42"),
-            ("seq", "7"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-        let event = to_event(&bucket, "1-0", &fields, "eu").expect("known type");
-        assert_eq!(event.id, "SKU-1~2/7", "the bucket's sequence, not the stream id");
-        assert_eq!(event.key, "SKU-1");
-        assert_eq!(event.event_type, "inventory.reserved");
-        let decoded = InventoryEvent::decode(event.payload.as_slice()).expect("decodes");
-        let Some(inventory_event::Event::Reserved(r)) = decoded.event else {
-            panic!("{decoded:?}")
-        };
-        assert_eq!(
-            (r.quantity, r.reserved, r.expires_at_unix_ms, r.bucket_index),
-            (3, 3, 99, 2)
-        );
-        let mut unknown = fields;
-        unknown.insert("type".into(), "mystery".into());
-        assert!(to_event(&bucket, "1-1", &unknown, "eu").is_none());
     }
 }

@@ -15,6 +15,7 @@ pub mod guard;
 pub mod hot_path;
 pub mod keys;
 pub mod metrics;
+pub mod outbox;
 pub mod reconcile;
 pub mod regions;
 pub mod reservations;
