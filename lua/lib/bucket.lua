@@ -25,8 +25,9 @@ end
 -- and at most one generation longer. The field is the rid (16 raw bytes after a marker byte for a
 -- 32-hex-digit or canonical UUID id: ids never hold control characters, so no raw id looks like
 -- one), the value its fields joined by "\n" in REC_FIELDS order (trailing empty ones dropped) and
--- the state as one letter. A record that does not fit a listpack entry (field or value over 64
--- bytes: a long id, a pending claim with its owner token, many lines) is a string of its own,
+-- the state as one letter, or for the common shapes the tighter form of rec_pack. A record that
+-- does not fit a listpack entry (field or value over 64 bytes: a long id, a pending claim with
+-- its owner token, many lines) is a string of its own,
 -- `<shard>:k:<rid>`, with a TTL. Records written before (`res:{rid}`, a string or a hash; the
 -- caller declares it as the legacy key) are still read, and moved here by their next write.
 local REC_FIELDS = {'state', 'fp', 'expires_at', 'lines', 'shortages', 'lease', 'owner'}
@@ -74,7 +75,60 @@ local function rec_rid(field)
   return string.format('%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x',
     string.byte(field, 2, 17))
 end
+-- The common shapes of a record are packed tighter (rec_pack): a marker byte (3 or 4, never a
+-- state letter), the state letter, the fingerprint (16 characters, as sent), then with marker 3
+-- the expiry (ms) as 6 bytes and the one line as `qty,bucket,sku`, with marker 4 (a refusal) the
+-- one shortage as `requested,available,sku`. Read by position: the expiry's bytes may be anything.
+-- 40 bytes instead of 55 for a one-line hold of a 12-character SKU.
+local REC_ONE = '^%[%["([^"\\%c]*)",(%d+),(%d+)%]%]$'
+local function rec_one(sku, a, b)
+  return '[["' .. sku .. '",' .. a .. ',' .. b .. ']]'
+end
+local function rec_unpack_compact(v, mark)
+  local letter = string.sub(v, 2, 2)
+  local rec, at = {state = REC_NAMES[letter] or letter, fp = string.sub(v, 3, 18)}, 19
+  if mark == 3 then
+    local b1, b2, b3, b4, b5, b6 = string.byte(v, 19, 24)
+    rec.expires_at, at = int(((((b1 * 256 + b2) * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6), 25
+  end
+  local x, y, sku = string.match(v, '^(%d+),(%d+),(.*)$', at)
+  if mark == 3 then rec.lines = rec_one(sku, x, y) else rec.shortages = rec_one(sku, x, y) end
+  return rec
+end
+-- The packed value of record fields `p` (REC_FIELDS order, the state as its letter, '' unset),
+-- or nil when they are not of a common shape. This runs on every record write (~1 us).
+local function rec_pack(p)
+  local state, fp, exp = p[1], p[2], p[3]
+  if #state ~= 1 or #fp ~= 16 or p[6] ~= '' or p[7] ~= '' then return nil end
+  local mark, one = nil, nil
+  if p[5] == '' and exp ~= '' then
+    mark, one = 3, p[4]
+  elseif exp == '' and p[4] == '' then
+    mark, one = 4, p[5]
+  else
+    return nil
+  end
+  local sku, x, y = string.match(one, REC_ONE)
+  if not sku then return nil end
+  if mark == 4 then return string.char(4) .. state .. fp .. x .. ',' .. y .. ',' .. sku end
+  -- A positive integer under 2^48 (6 bytes), written without leading zeros.
+  local e = tonumber(exp)
+  if not e or e < 1 or e >= 281474976710656 or e ~= math.floor(e) or int(e) ~= exp then return nil end
+  local e6 = e % 256
+  e = (e - e6) / 256
+  local e5 = e % 256
+  e = (e - e5) / 256
+  local e4 = e % 256
+  e = (e - e4) / 256
+  local e3 = e % 256
+  e = (e - e3) / 256
+  local e2 = e % 256
+  return string.char(3) .. state .. fp .. string.char((e - e2) / 256, e2, e3, e4, e5, e6) .. x .. ',' .. y
+    .. ',' .. sku
+end
 local function rec_unpack(v)
+  local mark = string.byte(v, 1)
+  if mark == 3 or mark == 4 then return rec_unpack_compact(v, mark) end
   local rec, i, n = {}, 1, 1
   while true do
     local j = string.find(v, '\n', i, true)
@@ -156,7 +210,7 @@ local function rec_put(h, rec, pexpire_ms)
     parts[i] = v
     if v ~= '' then last = i end
   end
-  local value = table.concat(parts, '\n', 1, last)
+  local value = rec_pack(parts) or table.concat(parts, '\n', 1, last)
   local fits = #h.field <= REC_ENTRY_MAX and #value <= REC_ENTRY_MAX
   if not pexpire_ms then
     -- Kept as long as before: in the same generation hash, or as long as its key has left.

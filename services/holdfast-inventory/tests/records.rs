@@ -11,7 +11,7 @@ use common::{Fixture, idle, reserved};
 use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, Value};
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{RECORD_RETENTION, fingerprint};
-use layout_support::{old_reserve_single, packed_id, record_at, record_field};
+use layout_support::{old_reserve_single, packed_id, record_at, record_field, set_record_field};
 use tonic::Code;
 
 const V2_RESERVE_SINGLE: &str = include_str!("fixtures/v2_reserve_single.lua");
@@ -327,4 +327,110 @@ async fn ids_pack_to_a_marker_and_sixteen_raw_bytes_and_read_back_unchanged() {
         );
         assert_eq!(packed_id(client, &uuid).await.1, uuid);
     }
+}
+
+/// The raw value of `rid`'s record in its generation hash.
+async fn raw_record(client: &Client, rid: &str) -> Vec<u8> {
+    let (at, _) = record_at(client, rid).await.expect("a record");
+    let (field, _) = packed_id(client, rid).await;
+    let value: Option<Vec<u8>> = client
+        .hget(at.as_str(), fred::types::Key::from(field.as_slice()))
+        .await
+        .expect("hget");
+    value.expect("the record's field")
+}
+
+/// A hold's and a refusal's records are packed (a marker byte, the state letter, the
+/// fingerprint, the expiry as 6 bytes, the one line or shortage as `a,b,sku`); every field reads
+/// back as it was written, and a record written as text by the build before is still answered
+/// and packed by its next write.
+#[tokio::test]
+async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_answer() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("SKU-00000001", 3, 1).await;
+    let client = fx.redis();
+    let rid = format!("{:032x}", 7);
+    let held = fx
+        .reserve(&rid, &[("SKU-00000001", 2)], 600)
+        .await
+        .expect("reserve");
+    assert!(reserved(&held));
+    let fp = fingerprint(&[("SKU-00000001".to_string(), 2)], 600);
+    let raw = raw_record(client, &rid).await;
+    let mut want = vec![3u8, b'r'];
+    want.extend(fp.as_bytes());
+    want.extend(&held.expires_at_unix_ms.to_be_bytes()[2..]);
+    want.extend(b"2,0,SKU-00000001");
+    assert_eq!(raw, want, "40 bytes, not the 55 of the text form");
+    for (field, value) in [
+        ("state", "reserved".to_string()),
+        ("fp", fp.clone()),
+        ("expires_at", held.expires_at_unix_ms.to_string()),
+        ("lines", r#"[["SKU-00000001",2,0]]"#.to_string()),
+    ] {
+        assert_eq!(record_field(client, &rid, field).await, Some(value), "{field}");
+    }
+
+    let refused = fx
+        .reserve("refused-7", &[("SKU-00000001", 5)], 600)
+        .await
+        .expect("refusal");
+    assert!(!reserved(&refused));
+    let raw = raw_record(client, "refused-7").await;
+    assert_eq!(&raw[..2], &[4u8, b'j'][..]);
+    assert!(raw.ends_with(b"5,1,SKU-00000001"), "{raw:?}");
+    assert_eq!(
+        record_field(client, "refused-7", "shortages").await.as_deref(),
+        Some(r#"[["SKU-00000001",5,1]]"#)
+    );
+
+    // Expiries whose bytes include a newline, the largest 6-byte one, and values the packing
+    // does not take (7 bytes, a leading zero) all read back exactly.
+    for expiry in [
+        "1",
+        "11053325011466",
+        "281474976710655",
+        "281474976710656",
+        "0123",
+    ] {
+        set_record_field(client, &rid, "expires_at", expiry).await;
+        assert_eq!(
+            record_field(client, &rid, "expires_at").await.as_deref(),
+            Some(expiry)
+        );
+        assert_eq!(
+            record_field(client, &rid, "lines").await.as_deref(),
+            Some(r#"[["SKU-00000001",2,0]]"#)
+        );
+    }
+    // Lines the packing does not take (two lines, an escaped character) are kept as text.
+    for lines in [r#"[["A",1,0],["B",2,1]]"#, r#"[["a\/b",1,0]]"#] {
+        set_record_field(client, &rid, "lines", lines).await;
+        assert_eq!(record_field(client, &rid, "lines").await.as_deref(), Some(lines));
+    }
+
+    // The text form the build before wrote: answered, and packed when it next changes.
+    let old = format!("r\n{fp}\n{}\n[[\"SKU-00000001\",2,0]]", held.expires_at_unix_ms);
+    let (at, _) = record_at(client, &rid).await.expect("record");
+    let (field, _) = packed_id(client, &rid).await;
+    let _: i64 = client
+        .hset(
+            at.as_str(),
+            (fred::types::Key::from(field.as_slice()), old.as_str()),
+        )
+        .await
+        .expect("hset");
+    let replay = fx
+        .reserve(&rid, &[("SKU-00000001", 2)], 600)
+        .await
+        .expect("replay");
+    assert_eq!(replay.expires_at_unix_ms, held.expires_at_unix_ms);
+    assert_eq!(fx.level("SKU-00000001").await.reserved, 2, "held once");
+    assert_eq!(fx.commit(&rid).await.expect("commit").levels[0].sold, 2);
+    let raw = raw_record(client, &rid).await;
+    assert_eq!(&raw[..2], &[3u8, b'C'][..], "{raw:?}");
+    assert_eq!(
+        record_field(client, &rid, "state").await.as_deref(),
+        Some("committed")
+    );
 }
