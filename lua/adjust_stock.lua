@@ -3,7 +3,7 @@
 -- adjustment id (for good, or for a retention the caller sets).
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
--- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[3] held    inv:{B}:held    the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events  inv:{B}:events  outbox stream
 -- KEYS[5] adj     inv:{B}:adj     zset adjustment id -> time applied (ms)

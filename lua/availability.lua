@@ -3,7 +3,7 @@
 -- a read replica: run it with EVALSHA_RO / EVAL_RO).
 --
 -- KEYS[1] bucket  inv:{B}        hash on_hand/reserved/sold (+ buckets on bucket 0)
--- KEYS[2] holds   inv:{B}:holds  holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[2] holds   inv:{B}:holds  holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[3] held    inv:{B}:held   the old layout's hash rid -> units (read, drained)
 -- (no ARGV)
 --
@@ -28,7 +28,7 @@ local buckets_max = math.max(num(lv[5]), buckets)
 local LAPSED_LIMIT = 1000
 local lapsed, seen = 0, 0
 local index, shard = hold_keys(holds)
-for _, n in ipairs(redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, LAPSED_LIMIT)) do
+for _, n in ipairs((hold_due(inv, index, now, LAPSED_LIMIT))) do
   if seen >= LAPSED_LIMIT then break end
   local entries = redis.call('HGETALL', shard .. n)
   for i = 1, #entries, 2 do

@@ -47,7 +47,7 @@ for _, sku in ipairs(skus) do
   if math.max(num(lv[4]), num(lv[5])) <= 1 and (on_hand ~= 0 or reserved ~= 0 or sold ~= 0) then
     local holds = inv .. ':holds'
     local index = hold_keys(holds)
-    local lapsed = #redis.call('ZRANGEBYSCORE', index, '-inf', now, 'LIMIT', 0, 1) > 0
+    local lapsed = #hold_due(inv, index, tonumber(now), 1) > 0
       or #redis.call('ZRANGEBYSCORE', holds, '-inf', now, 'LIMIT', 0, 1) > 0
     if not lapsed then available = math.max(on_hand - reserved, 0) end
   end

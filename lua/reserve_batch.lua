@@ -7,7 +7,7 @@
 -- or again in a later one, holds once (the first item's record answers the second).
 --
 -- KEYS[1] bucket    inv:{B}          hash on_hand/reserved/sold
--- KEYS[2] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[2] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[3] held      inv:{B}:held     the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events    inv:{B}:events   outbox stream
 -- KEYS[5] expiries  inv:expiries     zset bucket tag -> earliest hold expiry (the sweeper's index)
@@ -142,7 +142,7 @@ local available_after, lapse_in = -1, -1
 if live and not lost then
   available_after = math.max(on_hand - reserved, 0)
   if available_after == 0 then
-    local first = hold_next_expiry(holds)
+    local first = hold_next_expiry(inv, holds)
     if first >= 0 then lapse_in = math.max(first - now, 0) end
   end
 end

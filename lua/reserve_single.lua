@@ -8,7 +8,7 @@
 --
 -- KEYS[1] record    res:{T}          the rid's record shard (rec_get/rec_put; T a tag of the rid's slot)
 -- KEYS[2] bucket    inv:{B}          hash on_hand/reserved/sold
--- KEYS[3] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[3] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[4] held      inv:{B}:held     the old layout's hash rid -> units (read, drained)
 -- KEYS[5] events    inv:{B}:events   outbox stream
 -- KEYS[6] expiries  inv:expiries     zset bucket tag -> earliest hold expiry (the sweeper's index)

@@ -156,7 +156,7 @@ recat() { rc eval "$(layout)
 local _, h = rec_get(KEYS[1], KEYS[2], ARGV[1], now_ms()) if not h.at then return {} end
 return {h.at, redis.call('PTTL', h.at)}" 2 $(rk "$1") "$1"; }
 nholds() { rc eval "$(layout)
-return #hold_all(KEYS[1], KEYS[2])" 2 "inv:{$1}:holds" "inv:{$1}:held"; }
+return #hold_all(KEYS[1], KEYS[2], KEYS[3])" 3 "inv:{$1}" "inv:{$1}:holds" "inv:{$1}:held"; }
 
 # ---------------------------------------------------------------- set_stock + reserve
 rc flushall >/dev/null
@@ -218,7 +218,7 @@ expect_re "retry of the expired rid r3 holds anew" "^1 [0-9]{13} 7 1$" "$(ev res
 expect "release r3" "1 1" "$(ev release $K , r3 A 0)"
 expect "levels after commit+release" "7 0 3" "$(rc hmget 'inv:{A}' on_hand reserved sold)"
 expect "no holds left, no layout keys or fields" "0 0 0" \
-  "$(nholds A) $(rc exists 'inv:{A}:hx' 'inv:{A}:h0') $(rc hmget 'inv:{A}' hs hn | wc -w)"
+  "$(nholds A) $(rc exists 'inv:{A}:hx' 'inv:{A}:h0') $(rc hmget 'inv:{A}' hs hn hx | wc -w)"
 
 # commit spares its own lapsed hold (a committing hold was extended) but purges the others
 KC=$(kk C)

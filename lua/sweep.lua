@@ -3,7 +3,7 @@
 -- when the next one lapses, so inv:expiries can be rescheduled.
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold
--- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[3] held    inv:{B}:held    the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events  inv:{B}:events  outbox stream
 -- ARGV[1] max_holds     purge at most this many holds, integer >= 1
@@ -27,4 +27,4 @@ end
 local now = now_ms()
 local expired = purge(inv, holds, held, events, sku, bucket, now, max_holds, nil)
 
-return {expired, hold_next_expiry(holds)}
+return {expired, hold_next_expiry(inv, holds)}

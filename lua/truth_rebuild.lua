@@ -3,7 +3,7 @@
 -- lost writes (docs/inventory-redis.md, "Durable truth").
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold/seq
--- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[2] holds   inv:{B}:holds   holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[3] held    inv:{B}:held    the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events  inv:{B}:events  outbox stream
 -- KEYS[5] xfer    inv:{B}:xfer    hash of pending transfers out (dropped: levels are absolute)
@@ -39,7 +39,7 @@ for i = 6, #ARGV do
 end
 
 -- Live holds, expiring last first: the ones given up if they do not fit.
-local live = hold_all(holds, held)
+local live = hold_all(inv, holds, held)
 table.sort(live, function(a, b) return a[3] > b[3] or (a[3] == b[3] and a[1] > b[1]) end)
 local reserved = 0
 for _, h in ipairs(live) do

@@ -3,7 +3,7 @@
 -- (docs/inventory-redis.md, "Durable truth"). Read only: no writes, no purge.
 --
 -- KEYS[1] bucket  inv:{B}        hash on_hand/reserved/sold/seq (+ buckets on bucket 0)
--- KEYS[2] holds   inv:{B}:holds  holds: shards inv:{B}:h<n> + index inv:{B}:hx derived from it; the old zset read
+-- KEYS[2] holds   inv:{B}:holds  holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[3] held    inv:{B}:held   the old layout's hash rid -> units (read, drained)
 -- KEYS[4] xfer    inv:{B}:xfer   hash transfer id -> to_bucket:units:taken_at_ms
 -- (no ARGV)
@@ -19,7 +19,7 @@ local lv = redis.call('HMGET', inv, 'on_hand', 'sold', 'seq', 'buckets', 'bucket
 local buckets = math.max(num(lv[4]), 1)
 local reply = {exists, num(lv[1]), num(lv[2]), num(lv[3]), buckets, math.max(num(lv[5]), buckets), 0}
 local n = 0
-for _, h in ipairs(hold_all(holds, held)) do
+for _, h in ipairs(hold_all(inv, holds, held)) do
   if h[2] > 0 and h[3] > now then
     reply[#reply + 1] = h[1]
     reply[#reply + 1] = h[2]

@@ -244,11 +244,15 @@ end
 -- The hold layout. Holds of bucket B live in small hashes `inv:{B}:h<n>` (field = reservation
 -- id, value = expiry ms * 1000 + units, or "expiry:units" from 1000 units up), `n` chosen by the
 -- id's SHA-1 among the `hs` shards (linear hashing: shards split one at a time, so none outgrows
--- a listpack, even on a hot SKU), and `inv:{B}:hx` (zset shard -> a lower bound of its earliest
--- expiry; exact after a purge) finds the lapsed ones. `hs`/`hn` (shards, holds) live in the
--- bucket hash while any hold does. Holds of the old layout (`holds` zset rid -> expiry, `held`
--- hash rid -> units) are still found, purged, released, committed and extended (dual read);
--- every new or extended hold is written in the new layout, so the old keys drain away.
+-- a listpack, even on a hot SKU). The expiry index finds the lapsed ones: a lower bound of each
+-- shard's earliest expiry (exact after a purge). While the bucket has one shard, shard 0's bound
+-- is the field `hx` of the bucket hash (no key of its own: ~12 bytes a hold at 10 holds a SKU);
+-- from two shards on it is the zset `inv:{B}:hx` (shard -> bound), and the field is gone. A zset
+-- of a one-shard bucket written before is read while the field is absent and folded into the
+-- field by the next hold_put. `hs`/`hn`/`hx` (shards, holds, bound) live in the bucket hash while
+-- any hold does. Holds of the old layout (`holds` zset rid -> expiry, `held` hash rid -> units)
+-- are still found, purged, released, committed and extended (dual read); every new or extended
+-- hold is written in the new layout, so the old keys drain away.
 local SHARD_FILL = 32
 local function hold_keys(holds)
   local base = string.sub(holds, 1, -6)
@@ -273,17 +277,31 @@ local function hold_slot(rid, shards)
   if n >= shards then n = h % p end
   return n
 end
+-- -> the shard count and the field bound of shard 0 (a number, or nil when the zset indexes).
 local function hold_shards(inv)
-  return math.max(num(redis.call('HGET', inv, 'hs')), 1)
+  local st = redis.call('HMGET', inv, 'hs', 'hx')
+  return math.max(num(st[1]), 1), st[2] and num(st[2]) or nil
+end
+-- The shards that may hold a hold lapsed at `now` (at most `limit`), and whether the bound is
+-- the bucket hash's field (else the zset).
+local function hold_due(inv, index, now, limit)
+  local bound = redis.call('HGET', inv, 'hx')
+  if bound then
+    if num(bound) <= now then return {'0'}, true end
+    return {}, true
+  end
+  return redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, limit), false
 end
 -- Once the last hold is gone the bucket forgets its shard count (an idle SKU pays nothing).
 local function hold_forget_if_empty(inv, index)
-  if redis.call('EXISTS', index) == 0 then redis.call('HDEL', inv, 'hs', 'hn') end
+  if redis.call('HEXISTS', inv, 'hx') == 0 and redis.call('EXISTS', index) == 0 then
+    redis.call('HDEL', inv, 'hs', 'hn')
+  end
 end
 -- -> units, expiry ms of rid's hold (either layout), or nil. Units 0: an orphan, holds nothing.
 local function hold_get(inv, holds, held, rid)
   local _, shard = hold_keys(holds)
-  local key, f = shard .. hold_slot(rid, hold_shards(inv)), rec_field(rid)
+  local key, f = shard .. hold_slot(rid, (hold_shards(inv))), rec_field(rid)
   local v = redis.call('HGET', key, f)
   if not v and f ~= rid then v = redis.call('HGET', key, rid) end
   if v then return hold_unpack(v) end
@@ -291,18 +309,25 @@ local function hold_get(inv, holds, held, rid)
   if e then return num(redis.call('HGET', held, rid)), num(e) end
   return nil
 end
--- The bucket's hold counts, for a script that stores several holds (reserve_batch.lua): read
--- once, passed to each hold_put, written once by hold_state_save. `old`: whether the old
--- layout's zset still exists (read once too; nothing here adds to it).
+-- The bucket's hold counts and shard 0's field bound, for a script that stores several holds
+-- (reserve_batch.lua): read once, passed to each hold_put, written once by hold_state_save.
+-- `old`: whether the old layout's zset still exists (read once too; nothing here adds to it).
 local function hold_counts(inv, old)
-  local st = redis.call('HMGET', inv, 'hs', 'hn')
-  return {shards = math.max(num(st[1]), 1), count = num(st[2]), old = old}
+  local st = redis.call('HMGET', inv, 'hs', 'hn', 'hx')
+  local bound = st[3] and num(st[3]) or nil
+  return {shards = math.max(num(st[1]), 1), count = num(st[2]), old = old, bound = bound, had = bound ~= nil}
 end
 local function hold_state(inv, holds)
   return hold_counts(inv, redis.call('EXISTS', holds) == 1)
 end
 local function hold_state_save(inv, st)
-  redis.call('HSET', inv, 'hs', int(st.shards), 'hn', int(st.count))
+  if st.bound then
+    redis.call('HSET', inv, 'hs', int(st.shards), 'hn', int(st.count), 'hx', int(st.bound))
+  else
+    redis.call('HSET', inv, 'hs', int(st.shards), 'hn', int(st.count))
+    if st.had then redis.call('HDEL', inv, 'hx') end
+  end
+  st.had = st.bound ~= nil
 end
 -- Stores rid's hold (replacing one of either layout); splits one shard when they are full.
 -- `st` (from hold_state, optional): the counts to use and update; the caller saves them.
@@ -317,7 +342,19 @@ local function hold_put(inv, holds, held, rid, qty, expires_at, st)
   -- A hold stored under the id as sent (before ids were packed) is replaced, not doubled.
   if f ~= rid and redis.call('HDEL', shard .. n, rid) == 1 then added = false end
   if added then count = count + 1 end
-  redis.call('ZADD', index, 'LT', int(expires_at), int(n))
+  if shards > 1 then
+    redis.call('ZADD', index, 'LT', int(expires_at), int(n))
+  elseif st.bound then
+    st.bound = math.min(st.bound, expires_at)
+  else
+    -- The first bound in the field: fold in a zset of the layout before (one shard: only 0).
+    local before = redis.call('ZSCORE', index, 0)
+    if before then
+      redis.call('DEL', index)
+      expires_at = math.min(expires_at, num(before))
+    end
+    st.bound = expires_at
+  end
   if count > shards * SHARD_FILL then
     local p = 1
     while p * 2 <= shards do p = p * 2 end
@@ -342,6 +379,8 @@ local function hold_put(inv, holds, held, rid, qty, expires_at, st)
       redis.call('HSET', shard .. (shards - 1), unpack(moving))
       redis.call('HDEL', shard .. from, unpack(gone))
     end
+    -- From two shards on the zset indexes every shard.
+    st.bound = nil
     if stay then redis.call('ZADD', index, int(stay), int(from)) else redis.call('ZREM', index, int(from)) end
     if moved then redis.call('ZADD', index, int(moved), int(shards - 1)) end
   end
@@ -351,7 +390,8 @@ end
 -- Removes rid's hold (either layout) -> the units it held (0 if none). The caller settles `reserved`.
 local function hold_del(inv, holds, held, rid)
   local index, shard = hold_keys(holds)
-  local n, f = hold_slot(rid, hold_shards(inv)), rec_field(rid)
+  local shards, bound = hold_shards(inv)
+  local n, f = hold_slot(rid, shards), rec_field(rid)
   local v = redis.call('HGET', shard .. n, f)
   if not v and f ~= rid then
     f = rid
@@ -359,7 +399,9 @@ local function hold_del(inv, holds, held, rid)
   end
   if v then
     redis.call('HDEL', shard .. n, f)
-    if redis.call('EXISTS', shard .. n) == 0 then redis.call('ZREM', index, int(n)) end
+    if redis.call('EXISTS', shard .. n) == 0 then
+      if bound then redis.call('HDEL', inv, 'hx') else redis.call('ZREM', index, int(n)) end
+    end
     redis.call('HINCRBY', inv, 'hn', -1)
     hold_forget_if_empty(inv, index)
     return (hold_unpack(v))
@@ -369,11 +411,11 @@ local function hold_del(inv, holds, held, rid)
   redis.call('HDEL', held, rid)
   return qty
 end
--- Every hold of the bucket (either layout) -> list of {rid, units, expiry ms}. O(holds).
-local function hold_all(holds, held)
-  local index, shard = hold_keys(holds)
+-- Every hold of the bucket (either layout) -> list of {rid, units, expiry ms}. O(holds + shards).
+local function hold_all(inv, holds, held)
+  local _, shard = hold_keys(holds)
   local all = {}
-  for _, n in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+  for n = 0, hold_shards(inv) - 1 do
     local entries = redis.call('HGETALL', shard .. n)
     for i = 1, #entries, 2 do
       local q, e = hold_unpack(entries[i + 1])
@@ -386,10 +428,11 @@ local function hold_all(holds, held)
   end
   return all
 end
--- The earliest hold expiry of the bucket (ms), or -1 with no hold.
-local function hold_next_expiry(holds)
+-- The earliest hold expiry of the bucket (ms, a lower bound until a purge), or -1 with no hold.
+local function hold_next_expiry(inv, holds)
   local index = hold_keys(holds)
-  local next_expiry = -1
+  local _, next_expiry = hold_shards(inv)
+  next_expiry = next_expiry or -1
   for _, key in ipairs({index, holds}) do
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     if first[2] and (next_expiry < 0 or num(first[2]) < next_expiry) then next_expiry = num(first[2]) end

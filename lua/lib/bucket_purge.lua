@@ -8,7 +8,7 @@
 local PURGE_LIMIT = 1000
 local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
   local index, shard = hold_keys(holds)
-  local due_shards = redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, limit)
+  local due_shards, in_field = hold_due(inv, index, now, limit)
   local due = redis.call('ZRANGEBYSCORE', holds, '-inf', int(now), 'LIMIT', 0, limit)
   if #due == 0 and #due_shards == 0 then return 0 end
   local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'hn')
@@ -40,7 +40,13 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
         low = e
       end
     end
-    if low then redis.call('ZADD', index, int(low), n) else redis.call('ZREM', index, n) end
+    if in_field then
+      if low then redis.call('HSET', inv, 'hx', int(low)) else redis.call('HDEL', inv, 'hx') end
+    elseif low then
+      redis.call('ZADD', index, int(low), n)
+    else
+      redis.call('ZREM', index, n)
+    end
   end
   for _, rid in ipairs(due) do
     if purged >= limit then break end

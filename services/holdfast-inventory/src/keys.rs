@@ -60,7 +60,8 @@ impl BucketKeys {
     pub fn hold_shard(&self, n: u32) -> String {
         format!("inv:{{{}}}:h{n}", self.tag)
     }
-    /// `inv:{B}:hx`: zset hold shard -> a lower bound of its earliest expiry (lazy expiry's index).
+    /// `inv:{B}:hx`: zset hold shard -> a lower bound of its earliest expiry (lazy expiry's index),
+    /// from two shards on (with one, the bound is the field `hx` of the bucket hash).
     pub fn hold_index(&self) -> String {
         format!("inv:{{{}}}:hx", self.tag)
     }

@@ -16,6 +16,7 @@ use layout_support::{hold_count, hold_of, old_reserve_single};
 
 const V1_RESERVE: &str = include_str!("fixtures/v1_reserve.lua");
 const V1_RESERVE_SINGLE: &str = include_str!("fixtures/v1_reserve_single.lua");
+const V2_RESERVE_SINGLE: &str = include_str!("fixtures/v2_reserve_single.lua");
 
 /// A one-line Reserve exactly as the service ran it before this layout: record + old hold.
 async fn v1_reserve_single(client: &Client, rid: &str, sku: &str, qty: i64, ttl_seconds: u32) -> String {
@@ -143,10 +144,14 @@ async fn reservations_made_by_the_old_scripts_still_commit_release_extend_and_ex
         .expect("exists");
     assert_eq!(left, 0, "both layouts drained");
     let fields: Vec<Option<i64>> = client
-        .hmget(bucket.counters(), vec!["hs", "hn"])
+        .hmget(bucket.counters(), vec!["hs", "hn", "hx"])
         .await
         .expect("fields");
-    assert_eq!(fields, vec![None, None], "an idle bucket keeps no layout fields");
+    assert_eq!(
+        fields,
+        vec![None, None, None],
+        "an idle bucket keeps no layout fields"
+    );
 }
 
 #[tokio::test]
@@ -244,13 +249,147 @@ async fn hot_bucket_holds_every_hold_in_listpacks(fx: &Fixture, bucket: &BucketK
         assert_eq!(units, hot_units(i));
     }
     let fields: Vec<Option<i64>> = client
-        .hmget(bucket.counters(), vec!["hs", "hn", "reserved"])
+        .hmget(bucket.counters(), vec!["hs", "hn", "hx", "reserved"])
         .await
         .expect("fields");
-    assert_eq!(fields, vec![None, None, Some(0)]);
+    assert_eq!(fields, vec![None, None, None, Some(0)]);
     let left: i64 = client
         .exists(vec![bucket.hold_index(), bucket.hold_shard(0)])
         .await
         .expect("exists");
     assert_eq!(left, 0);
+}
+
+/// The layout fields of a bucket: `hs`, `hn`, `hx` (shards, holds, shard 0's expiry bound).
+async fn layout_fields(client: &Client, bucket: &BucketKeys) -> Vec<Option<i64>> {
+    client
+        .hmget(bucket.counters(), vec!["hs", "hn", "hx"])
+        .await
+        .expect("fields")
+}
+
+async fn index_of(client: &Client, bucket: &BucketKeys) -> Vec<(String, f64)> {
+    client
+        .zrange(bucket.hold_index(), 0, -1, None, false, None, true)
+        .await
+        .expect("zrange")
+}
+
+/// A bucket with one shard keeps shard 0's expiry bound in its own hash (no index key): the
+/// purge, the sweeper and the split read and move it; from two shards on the zset indexes.
+#[tokio::test]
+async fn a_bucket_with_one_shard_keeps_its_expiry_bound_in_its_own_hash() {
+    let fx = Fixture::standalone_with(idle()).await;
+    let client = fx.redis();
+    fx.set_stock("ONE", 1_000, 1).await;
+    let bucket = BucketKeys::new("ONE", 0);
+    let mut expiries = Vec::new();
+    for i in 0..32 {
+        let hold = scripts::reserve(client, &bucket, &format!("one-{i}"), 1, 600_000 + i)
+            .await
+            .expect("reserve");
+        let scripts::Hold::Held { expires_at } = hold else {
+            panic!("{hold:?}")
+        };
+        expiries.push(expires_at);
+    }
+    assert_eq!(
+        layout_fields(client, &bucket).await,
+        vec![Some(1), Some(32), Some(expiries[0])]
+    );
+    let keys: i64 = client.exists(bucket.hold_index()).await.expect("exists");
+    assert_eq!(keys, 0, "no index key while one shard holds everything");
+
+    // A lapsed hold is found through the field: the sweep expires it and re-scores the bound.
+    layout_support::lapse_hold(client, &bucket, "one-0").await;
+    assert_eq!(layout_fields(client, &bucket).await[2], Some(1));
+    assert_eq!(
+        scripts::availability(client, &bucket)
+            .await
+            .expect("level")
+            .levels
+            .reserved,
+        31
+    );
+    let (expired, next) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
+    assert_eq!((expired, next), (1, Some(expiries[1])));
+    assert_eq!(layout_fields(client, &bucket).await[2], Some(expiries[1]));
+
+    // The split to two shards hands the bound to the zset, which then indexes both shards.
+    for i in 32..40 {
+        scripts::reserve(client, &bucket, &format!("one-{i}"), 1, 700_000)
+            .await
+            .expect("reserve");
+    }
+    let fields = layout_fields(client, &bucket).await;
+    assert_eq!((fields[0], fields[2]), (Some(2), None), "{fields:?}");
+    let index = index_of(client, &bucket).await;
+    assert_eq!(
+        index.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        vec!["0", "1"],
+        "{index:?}"
+    );
+    assert_eq!(hold_count(client, &bucket).await, 39);
+    let (expired, next) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
+    assert_eq!((expired, next), (0, Some(expiries[1])));
+    for i in 1..40 {
+        assert_eq!(
+            scripts::release(client, &bucket, &format!("one-{i}"))
+                .await
+                .expect("release"),
+            1
+        );
+    }
+    assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
+    let left: i64 = client
+        .exists(vec![
+            bucket.hold_index(),
+            bucket.hold_shard(0),
+            bucket.hold_shard(1),
+        ])
+        .await
+        .expect("exists");
+    assert_eq!(left, 0);
+}
+
+/// A one-shard bucket indexed by the zset of the build before (`tests/fixtures/v2_*.lua`): read
+/// while the field is absent, folded into the field by the next hold, and purged either way.
+#[tokio::test]
+async fn a_one_shard_index_of_the_build_before_is_read_and_folded_into_the_field() {
+    let fx = Fixture::standalone_with(idle()).await;
+    let client = fx.redis();
+    fx.set_stock("OLDX", 10, 1).await;
+    let bucket = BucketKeys::new("OLDX", 0);
+    let short = old_reserve_single(client, V2_RESERVE_SINGLE, "v2-short", ("OLDX", 1), 1).await;
+    let short_expiry = short[1].as_i64().expect("expiry");
+    let long = old_reserve_single(client, V2_RESERVE_SINGLE, "v2-long", ("OLDX", 2), 600).await;
+    assert_eq!(index_of(client, &bucket).await.len(), 1, "the old build's zset");
+    assert_eq!(layout_fields(client, &bucket).await[2], None);
+    // Read through the zset: the next expiry, and the lapsed hold purged by the sweep.
+    fx.wait_redis_time_past(short_expiry).await;
+    assert_eq!(
+        scripts::availability(client, &bucket)
+            .await
+            .expect("level")
+            .levels
+            .reserved,
+        2
+    );
+    let (expired, next) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
+    assert_eq!((expired, next), (1, long[1].as_i64()));
+    // The next hold folds the zset's bound into the field and deletes the zset.
+    let hold = scripts::reserve(client, &bucket, "new-1", 3, 900_000)
+        .await
+        .expect("reserve");
+    assert!(matches!(hold, scripts::Hold::Held { .. }), "{hold:?}");
+    let keys: i64 = client.exists(bucket.hold_index()).await.expect("exists");
+    assert_eq!(keys, 0);
+    assert_eq!(layout_fields(client, &bucket).await[2], long[1].as_i64());
+    for (rid, units) in [("v2-long", 2), ("new-1", 3)] {
+        assert_eq!(
+            scripts::release(client, &bucket, rid).await.expect("release"),
+            units
+        );
+    }
+    assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
 }

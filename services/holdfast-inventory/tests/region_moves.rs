@@ -221,10 +221,16 @@ async fn a_dead_regions_units_move_and_it_applies_the_forced_debit_once_when_bac
 
     eventually(
         Duration::from_secs(15),
-        "a settled, consistent reconciliation",
+        "a settled, consistent reconciliation in both regions",
         || async {
-            let r = na.reconciliation(sku).await;
-            r.consistent && r.skus[0].pending_forced_debits.is_empty() && r.skus[0].in_flight == 0
+            // Each region reads the other's figures from its own feed: both must have settled.
+            let mut settled = true;
+            for region in [&na, &eu] {
+                let r = region.reconciliation(sku).await;
+                settled &=
+                    r.consistent && r.skus[0].pending_forced_debits.is_empty() && r.skus[0].in_flight == 0;
+            }
+            settled
         },
     )
     .await;

@@ -183,10 +183,15 @@ async fn global_sku_sells_exactly_its_total_across_regions_through_transfers() {
 
     eventually(
         Duration::from_secs(15),
-        "a settled, consistent reconciliation",
+        "a settled, consistent reconciliation in both regions",
         || async {
-            let r = na.reconciliation("DROP-1").await;
-            r.consistent && r.skus[0].in_flight == 0
+            // Each region reads the other's figures from its own feed: both must have settled.
+            let mut settled = true;
+            for region in [&na, &eu] {
+                let r = region.reconciliation("DROP-1").await;
+                settled &= r.consistent && r.skus[0].in_flight == 0;
+            }
+            settled
         },
     )
     .await;

@@ -48,7 +48,7 @@ return {}";
 
 /// How many holds `bucket` keeps (either layout).
 pub async fn hold_count(client: &Client, bucket: &BucketKeys) -> i64 {
-    let body = "return {#hold_all(KEYS[2], KEYS[3])}";
+    let body = "return {#hold_all(KEYS[1], KEYS[2], KEYS[3])}";
     match eval(client, bucket, body, Vec::new()).await {
         Value::Array(values) => values[0].as_i64().expect("count"),
         other => panic!("unexpected {other:?}"),
