@@ -32,6 +32,7 @@ use holdfast_store::{CartPurge, CartStore};
 pub use error::CartError;
 pub use live::{LiveCart, LiveLine, Owner};
 pub use service::Cart;
+pub use view::Priced;
 pub use write_behind::WriteBehind;
 
 /// Limits and timings of the cart service.

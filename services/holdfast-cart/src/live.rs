@@ -72,17 +72,20 @@ pub struct LiveCart {
 
 impl LiveCart {
     /// Decodes an HGETALL reply; `None` when the key does not exist (no `_v`).
-    pub fn from_hash(fields: impl IntoIterator<Item = (String, String)>) -> Result<Option<Self>, String> {
+    pub fn from_hash<F: AsRef<str>, V: AsRef<str>>(
+        fields: impl IntoIterator<Item = (F, V)>,
+    ) -> Result<Option<Self>, String> {
         let mut version = None;
         let mut updated_at_ms = 0;
         let mut lines = Vec::new();
         for (field, value) in fields {
+            let (field, value) = (field.as_ref(), value.as_ref());
             if field == "_v" {
                 version = Some(value.parse::<u64>().map_err(|_| format!("_v is {value:?}"))?);
             } else if field == "_u" {
                 updated_at_ms = value.parse::<i64>().map_err(|_| format!("_u is {value:?}"))?;
             } else if let Some(sku) = field.strip_prefix("l:") {
-                lines.push(parse_line(sku, &value).ok_or_else(|| format!("{field} is {value:?}"))?);
+                lines.push(parse_line(sku, value).ok_or_else(|| format!("{field} is {value:?}"))?);
             }
             // `_m:<session>` merge markers matter to cart_merge.lua only.
         }
@@ -199,7 +202,7 @@ mod tests {
 
     #[test]
     fn from_hash_is_none_for_a_missing_key_and_refuses_corrupt_lines() {
-        assert_eq!(LiveCart::from_hash(Vec::new()), Ok(None));
+        assert_eq!(LiveCart::from_hash(Vec::<(String, String)>::new()), Ok(None));
         assert!(LiveCart::from_hash(hash(&[("_v", "1"), ("l:MUG", "2|x|EUR|1")])).is_err());
         assert!(LiveCart::from_hash(hash(&[("_v", "1"), ("l:MUG", "2|1|EUR|1|9")])).is_err());
         assert!(LiveCart::from_hash(hash(&[("l:MUG", "2|1|EUR|1")])).is_err());

@@ -3,12 +3,12 @@
 
 use fred::prelude::{Client, Value};
 use holdfast_platform::redis::LuaScript;
-use holdfast_proto::catalog::v1::Product;
 use holdfast_store::StoredCart;
 use prost::Message;
 
 use crate::error::CartError;
 use crate::live::LiveCart;
+use crate::view::Priced;
 
 holdfast_platform::lua_scripts! {
     ADD => "cart_add.lua",
@@ -304,7 +304,7 @@ pub struct Seen {
     /// The SKU.
     pub sku: String,
     /// The product as the catalog's cache holds it; `None`: ask the catalog.
-    pub product: Option<Product>,
+    pub product: Option<Priced>,
     /// Units available as inventory would answer; `None`: ask inventory.
     pub available: Option<i64>,
 }
@@ -352,7 +352,7 @@ pub async fn view(client: &Client, key: &str, extra: &str) -> Result<Viewed, Car
             // An undecodable entry is a miss, as the catalog itself takes it.
             let product = parts[1]
                 .as_bytes()
-                .and_then(|payload| Product::decode(payload).ok());
+                .and_then(|payload| Priced::decode(payload).ok());
             let sku = parts
                 .swap_remove(0)
                 .as_string()
@@ -376,9 +376,10 @@ fn decode_cart(script: &LuaScript, flat: Value) -> Result<Option<LiveCart>, Cart
         _ => return Err(protocol(script, "the cart is not an array")),
     };
     let mut fields = Vec::with_capacity(flat.len() / 2);
-    let mut flat = flat.into_iter();
+    let mut flat = flat.iter();
     while let (Some(field), Some(value)) = (flat.next(), flat.next()) {
-        match (field.as_string(), value.as_string()) {
+        // Borrowed from the reply: no copy per field.
+        match (field.as_str(), value.as_str()) {
             (Some(field), Some(value)) => fields.push((field, value)),
             _ => return Err(protocol(script, "a cart field is not a string")),
         }

@@ -11,7 +11,6 @@ use holdfast_platform::auth::{self, Caller};
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::cart::v1 as pb;
 use holdfast_proto::cart::v1::cart_service_server::CartService;
-use holdfast_proto::catalog::v1::Product;
 use holdfast_store::CartStore;
 use tonic::{Request, Response, Status};
 
@@ -22,7 +21,7 @@ pub use crate::lookup::{CatalogClient, InventoryClient};
 use crate::lookup::{Known, Upstream};
 use crate::scripts::{self, Absent, Addition, Change, Limits, Restore};
 use crate::validate;
-use crate::view::render;
+use crate::view::{Priced, render};
 use crate::write_behind::WriteBehind;
 
 /// `holdfast.cart.v1.CartService` over Redis, the durable store, the catalog and inventory.
@@ -41,7 +40,7 @@ fn checked(violations: FieldViolations) -> Result<(), CartError> {
 
 /// The product behind `sku` as `known` has it, refusing unknown and inactive ones (`known`
 /// has asked the catalog about `sku`).
-fn sellable(known: &Known, sku: &str) -> Result<Product, CartError> {
+fn sellable(known: &Known, sku: &str) -> Result<Priced, CartError> {
     let reason = format!("unknown or inactive sku {sku:?}");
     match known.lookup.products.get(sku) {
         Some(product) if product.active && product.price.is_some() => Ok(product.clone()),
@@ -141,7 +140,7 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         if !cold && let Some(done) = run(Absent::AskStore).await? {
             return Ok(done);
         }
-        self.warm(owner).await?;
+        Box::pin(self.warm(owner)).await?;
         run(Absent::NoCart).await?.ok_or_else(|| CartError::Protocol {
             what: "cart script",
             detail: "answered cold although the store was consulted".into(),
@@ -224,9 +223,10 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         let (live, mut known) = match self.upstream.peek(&owner.redis_key(), None).await? {
             Some(peek) => match peek.cart {
                 Some(live) => (live, peek.known),
-                None => (self.warm(&owner).await?.unwrap_or_default(), peek.known),
+                // Cold paths, boxed so the hot path's future does not carry their room.
+                None => (Box::pin(self.warm(&owner)).await?.unwrap_or_default(), peek.known),
             },
-            None => (self.read(&owner).await?, Known::default()),
+            None => (Box::pin(self.read(&owner)).await?, Known::default()),
         };
         Ok(Response::new(pb::GetCartResponse {
             cart: Some(self.view(&owner, &live, &mut known).await?),

@@ -10,11 +10,38 @@ use holdfast_proto::common::v1::Money;
 
 use crate::live::{LiveCart, LiveLine, Owner};
 
+/// What a cart shows of a catalog product: its title, price and whether it is sold. Decoded
+/// straight from a `Product`'s protobuf (the catalog cache's value) with the same tags: the
+/// description (up to 10,000 characters), attributes and the rest are skipped, not copied,
+/// on every cart read.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Priced {
+    /// `Product.title`.
+    #[prost(string, tag = "2")]
+    pub title: String,
+    /// `Product.price`.
+    #[prost(message, optional, tag = "4")]
+    pub price: Option<Money>,
+    /// `Product.active`.
+    #[prost(bool, tag = "8")]
+    pub active: bool,
+}
+
+impl From<Product> for Priced {
+    fn from(product: Product) -> Self {
+        Self {
+            title: product.title,
+            price: product.price,
+            active: product.active,
+        }
+    }
+}
+
 /// What the catalog and inventory say about a cart's SKUs right now.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Lookup {
     /// Catalog products by SKU; unknown SKUs are absent.
-    pub(crate) products: HashMap<String, Product>,
+    pub(crate) products: HashMap<String, Priced>,
     /// Units available by SKU.
     pub(crate) available: HashMap<String, i64>,
 }
@@ -124,6 +151,31 @@ mod tests {
         }
     }
 
+    /// The catalog cache holds whole `Product`s: the cart's slim decoding must read the same
+    /// title, price and flag (the tags agree), whatever else the product carries.
+    #[test]
+    fn a_whole_product_decodes_as_what_the_cart_shows() {
+        use prost::Message;
+        let mut full = product("MUG", 1299, "EUR", true);
+        full.description = "d".repeat(10_000);
+        full.category = "kitchen/mugs".into();
+        full.brand = "Acme".into();
+        full.attributes = [("color".to_string(), "red".to_string())].into();
+        full.version = 3;
+        let priced = Priced::decode(full.encode_to_vec().as_slice()).expect("decodes");
+        assert_eq!(priced, Priced::from(full.clone()));
+        assert_eq!(
+            (priced.title.as_str(), priced.price, priced.active),
+            ("MUG title", full.price, true)
+        );
+        let inactive = product("OLD", 100, "EUR", false);
+        assert!(
+            !Priced::decode(inactive.encode_to_vec().as_slice())
+                .expect("decodes")
+                .active
+        );
+    }
+
     #[test]
     fn render_reprices_flags_and_totals_per_currency() {
         let lookup = Lookup {
@@ -134,7 +186,7 @@ mod tests {
                 product("OLD", 100, "EUR", false),
             ]
             .into_iter()
-            .map(|p| (p.sku.clone(), p))
+            .map(|p| (p.sku.clone(), Priced::from(p)))
             .collect(),
             available: [("MUG", 5), ("TEA", 2), ("HAT", 1), ("OLD", 9)]
                 .into_iter()
