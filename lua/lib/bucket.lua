@@ -429,11 +429,15 @@ local function hold_all(inv, holds, held)
   return all
 end
 -- The earliest hold expiry of the bucket (ms, a lower bound until a purge), or -1 with no hold.
+-- Read from the index the purge reads (the field, else the zset), so the sweeper is never
+-- woken for a bound the purge would not act on (a zset an older build wrote beside the field
+-- during a rolling upgrade).
 local function hold_next_expiry(inv, holds)
   local index = hold_keys(holds)
   local _, next_expiry = hold_shards(inv)
-  next_expiry = next_expiry or -1
-  for _, key in ipairs({index, holds}) do
+  local keys = {index, holds}
+  if next_expiry then keys = {holds} else next_expiry = -1 end
+  for _, key in ipairs(keys) do
     local first = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
     if first[2] and (next_expiry < 0 or num(first[2]) < next_expiry) then next_expiry = num(first[2]) end
   end

@@ -23,7 +23,9 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
     end
     purged = purged + 1
   end
-  local touched = false
+  -- touched: holds were deleted; emptied: a shard left the index (an empty shard's stale
+  -- entry, e.g. one an older build wrote during a rolling upgrade, goes too).
+  local touched, emptied = false, false
   for _, n in ipairs(due_shards) do
     if purged >= limit then break end
     local entries = redis.call('HGETALL', shard .. n)
@@ -40,6 +42,7 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
         low = e
       end
     end
+    if low == nil then emptied = true end
     if in_field then
       if low then redis.call('HSET', inv, 'hx', int(low)) else redis.call('HDEL', inv, 'hx') end
     elseif low then
@@ -58,9 +61,7 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
     end
   end
   if purged > 0 then redis.call('HSET', inv, 'reserved', int(reserved)) end
-  if touched then
-    redis.call('HSET', inv, 'hn', int(math.max(count, 0)))
-    hold_forget_if_empty(inv, index)
-  end
+  if touched then redis.call('HSET', inv, 'hn', int(math.max(count, 0))) end
+  if touched or emptied then hold_forget_if_empty(inv, index) end
   return purged
 end

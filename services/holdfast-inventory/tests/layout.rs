@@ -393,3 +393,41 @@ async fn a_one_shard_index_of_the_build_before_is_read_and_folded_into_the_field
     }
     assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
 }
+
+/// While a build before this layout still runs (a rolling upgrade), a hold it adds to a
+/// one-shard bucket that has the field is indexed in a zset beside it: the sweeper is not woken
+/// for that zset's bound over and over (it reads the index the purge reads), the hold is still
+/// found and released, and the stray zset is cleared by the next pass once the bucket is empty.
+#[tokio::test]
+async fn a_zset_an_older_build_writes_beside_the_field_does_not_wake_the_sweeper() {
+    let fx = Fixture::standalone_with(idle()).await;
+    let client = fx.redis();
+    fx.set_stock("MIX", 10, 1).await;
+    let bucket = BucketKeys::new("MIX", 0);
+    let scripts::Hold::Held { expires_at } = scripts::reserve(client, &bucket, "new-1", 1, 600_000)
+        .await
+        .expect("reserve")
+    else {
+        panic!("not held")
+    };
+    let old = old_reserve_single(client, V2_RESERVE_SINGLE, "v2-mixed", ("MIX", 1), 1).await;
+    assert_eq!(index_of(client, &bucket).await.len(), 1, "the old build's zset");
+    fx.wait_redis_time_past(old[1].as_i64().expect("expiry")).await;
+    let (expired, next) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
+    assert_eq!(
+        (expired, next),
+        (0, Some(expires_at)),
+        "woken at the field's bound"
+    );
+    for rid in ["v2-mixed", "new-1"] {
+        assert_eq!(scripts::release(client, &bucket, rid).await.expect("release"), 1);
+    }
+    let (expired, next) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
+    assert_eq!((expired, next), (0, None));
+    assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
+    let left: i64 = client
+        .exists(vec![bucket.hold_index(), bucket.hold_shard(0)])
+        .await
+        .expect("exists");
+    assert_eq!(left, 0);
+}
