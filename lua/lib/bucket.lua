@@ -113,7 +113,7 @@ local function rec_pack(p)
   if mark == 4 then return string.char(4) .. state .. fp .. x .. ',' .. y .. ',' .. sku end
   -- A positive integer under 2^48 (6 bytes), written without leading zeros.
   local e = tonumber(exp)
-  if not e or e < 1 or e >= 281474976710656 or e ~= math.floor(e) or int(e) ~= exp then return nil end
+  if not e or e < 1 or e >= 281474976710656 or int(e) ~= exp then return nil end
   local e6 = e % 256
   e = (e - e6) / 256
   local e5 = e % 256

@@ -268,6 +268,33 @@ async fn layout_fields(client: &Client, bucket: &BucketKeys) -> Vec<Option<i64>>
         .expect("fields")
 }
 
+/// Units the bucket counts as reserved by its live holds (`availability.lua`).
+async fn live_reserved(client: &Client, bucket: &BucketKeys) -> i64 {
+    scripts::availability(client, bucket)
+        .await
+        .expect("availability")
+        .levels
+        .reserved
+}
+
+/// Holds `qty` of `bucket` for `rid` (it must be held) -> its expiry.
+async fn hold(client: &Client, bucket: &BucketKeys, rid: &str, qty: i64, ttl_ms: i64) -> i64 {
+    match scripts::reserve(client, bucket, rid, qty, ttl_ms)
+        .await
+        .expect("reserve")
+    {
+        scripts::Hold::Held { expires_at } => expires_at,
+        other => panic!("{rid} not held: {other:?}"),
+    }
+}
+
+/// How many of the bucket's index key and first `shards` hold shards exist.
+async fn layout_keys(client: &Client, bucket: &BucketKeys, shards: u32) -> i64 {
+    let mut keys = vec![bucket.hold_index()];
+    keys.extend((0..shards).map(|n| bucket.hold_shard(n)));
+    client.exists(keys).await.expect("exists")
+}
+
 async fn index_of(client: &Client, bucket: &BucketKeys) -> Vec<(String, f64)> {
     client
         .zrange(bucket.hold_index(), 0, -1, None, false, None, true)
@@ -285,32 +312,22 @@ async fn a_bucket_with_one_shard_keeps_its_expiry_bound_in_its_own_hash() {
     let bucket = BucketKeys::new("ONE", 0);
     let mut expiries = Vec::new();
     for i in 0..32 {
-        let hold = scripts::reserve(client, &bucket, &format!("one-{i}"), 1, 600_000 + i)
-            .await
-            .expect("reserve");
-        let scripts::Hold::Held { expires_at } = hold else {
-            panic!("{hold:?}")
-        };
-        expiries.push(expires_at);
+        expiries.push(hold(client, &bucket, &format!("one-{i}"), 1, 600_000 + i).await);
     }
     assert_eq!(
         layout_fields(client, &bucket).await,
         vec![Some(1), Some(32), Some(expiries[0])]
     );
-    let keys: i64 = client.exists(bucket.hold_index()).await.expect("exists");
-    assert_eq!(keys, 0, "no index key while one shard holds everything");
+    assert_eq!(
+        layout_keys(client, &bucket, 0).await,
+        0,
+        "no index key while one shard holds everything"
+    );
 
     // A lapsed hold is found through the field: the sweep expires it and re-scores the bound.
     layout_support::lapse_hold(client, &bucket, "one-0").await;
     assert_eq!(layout_fields(client, &bucket).await[2], Some(1));
-    assert_eq!(
-        scripts::availability(client, &bucket)
-            .await
-            .expect("level")
-            .levels
-            .reserved,
-        31
-    );
+    assert_eq!(live_reserved(client, &bucket).await, 31);
     let (expired, next) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
     assert_eq!((expired, next), (1, Some(expiries[1])));
     assert_eq!(layout_fields(client, &bucket).await[2], Some(expiries[1]));
@@ -341,15 +358,7 @@ async fn a_bucket_with_one_shard_keeps_its_expiry_bound_in_its_own_hash() {
         );
     }
     assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
-    let left: i64 = client
-        .exists(vec![
-            bucket.hold_index(),
-            bucket.hold_shard(0),
-            bucket.hold_shard(1),
-        ])
-        .await
-        .expect("exists");
-    assert_eq!(left, 0);
+    assert_eq!(layout_keys(client, &bucket, 2).await, 0);
 }
 
 /// A one-shard bucket indexed by the zset of the build before (`tests/fixtures/v2_*.lua`): read
@@ -367,23 +376,12 @@ async fn a_one_shard_index_of_the_build_before_is_read_and_folded_into_the_field
     assert_eq!(layout_fields(client, &bucket).await[2], None);
     // Read through the zset: the next expiry, and the lapsed hold purged by the sweep.
     fx.wait_redis_time_past(short_expiry).await;
-    assert_eq!(
-        scripts::availability(client, &bucket)
-            .await
-            .expect("level")
-            .levels
-            .reserved,
-        2
-    );
+    assert_eq!(live_reserved(client, &bucket).await, 2);
     let (expired, next) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
     assert_eq!((expired, next), (1, long[1].as_i64()));
     // The next hold folds the zset's bound into the field and deletes the zset.
-    let hold = scripts::reserve(client, &bucket, "new-1", 3, 900_000)
-        .await
-        .expect("reserve");
-    assert!(matches!(hold, scripts::Hold::Held { .. }), "{hold:?}");
-    let keys: i64 = client.exists(bucket.hold_index()).await.expect("exists");
-    assert_eq!(keys, 0);
+    hold(client, &bucket, "new-1", 3, 900_000).await;
+    assert_eq!(layout_keys(client, &bucket, 0).await, 0);
     assert_eq!(layout_fields(client, &bucket).await[2], long[1].as_i64());
     for (rid, units) in [("v2-long", 2), ("new-1", 3)] {
         assert_eq!(
@@ -404,12 +402,7 @@ async fn a_zset_an_older_build_writes_beside_the_field_does_not_wake_the_sweeper
     let client = fx.redis();
     fx.set_stock("MIX", 10, 1).await;
     let bucket = BucketKeys::new("MIX", 0);
-    let scripts::Hold::Held { expires_at } = scripts::reserve(client, &bucket, "new-1", 1, 600_000)
-        .await
-        .expect("reserve")
-    else {
-        panic!("not held")
-    };
+    let expires_at = hold(client, &bucket, "new-1", 1, 600_000).await;
     let old = old_reserve_single(client, V2_RESERVE_SINGLE, "v2-mixed", ("MIX", 1), 1).await;
     assert_eq!(index_of(client, &bucket).await.len(), 1, "the old build's zset");
     fx.wait_redis_time_past(old[1].as_i64().expect("expiry")).await;
@@ -425,9 +418,5 @@ async fn a_zset_an_older_build_writes_beside_the_field_does_not_wake_the_sweeper
     let (expired, next) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
     assert_eq!((expired, next), (0, None));
     assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
-    let left: i64 = client
-        .exists(vec![bucket.hold_index(), bucket.hold_shard(0)])
-        .await
-        .expect("exists");
-    assert_eq!(left, 0);
+    assert_eq!(layout_keys(client, &bucket, 1).await, 0);
 }
