@@ -533,6 +533,11 @@ ev reserve $(kk V4) , v4r 2 100 V4 0 >/dev/null
 expect "view: a live hold counts" " V4  3" "$(ev cart_view 'cart:{c:none}' , V4)"
 past $(( $(now_ms) + 100 ))
 expect "view: a lapsed, unpurged hold is left to inventory" " V4  -1" "$(ev cart_view 'cart:{c:none}' , V4)"
+ev set_stock $(kk V5) , 6 1 V5 0 >/dev/null
+expect "view: a stocked SKU with nothing reserved answers on_hand" " V5  6" "$(ev cart_view 'cart:{c:none}' , V5)"
+ev reserve $(kk V5) , v5r 4 100 V5 0 >/dev/null
+ev release $(kk V5) , v5r V5 0 >/dev/null
+expect "view: held then released, nothing reserved: on_hand again" " V5  6" "$(ev cart_view 'cart:{c:none}' , V5)"
 expect "view: an absent cart and no extra SKU" "" "$(ev cart_view 'cart:{c:none}' , '')"
 expect "view writes nothing" "0" "$(rc exists 'cart:{c:none}')"
 

@@ -283,9 +283,10 @@ local function hold_shards(inv)
   return math.max(num(st[1]), 1), st[2] and num(st[2]) or nil
 end
 -- The shards that may hold a hold lapsed at `now` (at most `limit`), and whether the bound is
--- the bucket hash's field (else the zset).
-local function hold_due(inv, index, now, limit)
-  local bound = redis.call('HGET', inv, 'hx')
+-- the bucket hash's field (else the zset). `bound`: the field as the caller already read it
+-- (false when absent); nil reads it here.
+local function hold_due(inv, index, now, limit, bound)
+  if bound == nil then bound = redis.call('HGET', inv, 'hx') end
   if bound then
     if num(bound) <= now then return {'0'}, true end
     return {}, true

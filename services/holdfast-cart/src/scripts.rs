@@ -336,34 +336,32 @@ pub async fn view(client: &Client, key: &str, extra: &str) -> Result<Viewed, Car
         return Err(protocol(&VIEW, "the skus are not an array"));
     };
     let cart = decode_cart(&VIEW, values.swap_remove(0))?;
-    let seen = entries
-        .into_iter()
-        .map(|entry| {
-            let Value::Array(mut parts) = entry else {
-                return Err(protocol(&VIEW, "a sku entry is not an array"));
-            };
-            if parts.len() != 3 {
-                return Err(protocol(&VIEW, format!("a sku entry of {} parts", parts.len())));
-            }
-            let available = parts[2]
-                .as_i64()
-                .ok_or_else(|| protocol(&VIEW, format!("available {:?}", parts[2])))?;
-            // fred hands back valid UTF-8 as a string and anything else as bytes: take either.
-            // An undecodable entry is a miss, as the catalog itself takes it.
-            let product = parts[1]
-                .as_bytes()
-                .and_then(|payload| Priced::decode(payload).ok());
-            let sku = parts
-                .swap_remove(0)
-                .as_string()
-                .ok_or_else(|| protocol(&VIEW, "a sku is not a string"))?;
-            Ok(Seen {
-                sku,
-                product,
-                available: (available >= 0).then_some(available),
-            })
-        })
-        .collect::<Result<Vec<_>, CartError>>()?;
+    if entries.len() % 3 != 0 {
+        return Err(protocol(
+            &VIEW,
+            format!("{} sku entries, not three per SKU", entries.len()),
+        ));
+    }
+    let mut seen = Vec::with_capacity(entries.len() / 3);
+    let mut entries = entries.into_iter();
+    while let (Some(sku), Some(product), Some(available)) = (entries.next(), entries.next(), entries.next()) {
+        let available = available
+            .as_i64()
+            .ok_or_else(|| protocol(&VIEW, format!("available {available:?}")))?;
+        // fred hands back valid UTF-8 as a string and anything else as bytes: take either.
+        // An undecodable entry is a miss, as the catalog itself takes it.
+        let product = product
+            .as_bytes()
+            .and_then(|payload| Priced::decode(payload).ok());
+        let sku = sku
+            .into_string()
+            .ok_or_else(|| protocol(&VIEW, "a sku is not a string"))?;
+        seen.push(Seen {
+            sku,
+            product,
+            available: (available >= 0).then_some(available),
+        });
+    }
     Ok(Viewed { cart, seen })
 }
 
