@@ -61,7 +61,7 @@ pub async fn run(args: AllBench, json: &Path) -> anyhow::Result<()> {
             dev_args: Vec::new(),
         };
         let checkout = bench_checkout::run(checkout, bin.clone()).await?;
-        bench_cart::print(&cart, Some(inventory.baseline_evalsha.rate));
+        bench_cart::print(&cart);
         bench_checkout::print(&checkout);
         let events_file = args.events_json.get(i);
         let events = events_file

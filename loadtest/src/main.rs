@@ -130,7 +130,7 @@ async fn bench(json: PathBuf, what: Bench) -> anyhow::Result<()> {
         Bench::Cart(args) => {
             let bin = mesh::holdfast_bin(args.holdfast_bin.as_ref())?;
             let report = bench_cart::run(args, bin).await?;
-            bench_cart::print(&report, None);
+            bench_cart::print(&report);
             write_json(&json, &serde_json::json!({ "cart": report }))
         }
         Bench::Checkout(args) => {

@@ -53,6 +53,22 @@ pub struct CartOptions {
     /// What calls to the catalog and inventory carry: the trace and this process's service
     /// token ([`holdfast_platform::Context::outbound`]).
     pub outbound: TracePropagation,
+    /// How a view learns its SKUs' products and units available.
+    pub view: ViewPath,
+}
+
+/// How a cart's view learns the products and units available of its SKUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ViewPath {
+    /// `cart_view.lua` reads the cart with the catalog's cache and inventory's counters in one
+    /// round trip, and only what it cannot answer exactly is asked over gRPC (standalone Redis;
+    /// a cluster always takes `rpc`).
+    #[default]
+    Script,
+    /// The cart's hash, then the catalog and inventory over their RPCs, as before the script
+    /// and as on a cluster: a switch to turn the script off without a deploy, and the
+    /// same-run baseline of `holdfast-load bench cart`.
+    Rpc,
 }
 
 impl Default for CartOptions {
@@ -65,6 +81,7 @@ impl Default for CartOptions {
             upstream_timeout: Duration::from_secs(2),
             purge_every: Duration::from_secs(3600),
             outbound: TracePropagation::default(),
+            view: ViewPath::Script,
         }
     }
 }
@@ -156,10 +173,16 @@ pub async fn start<S: CartStore + CartPurge + Clone + 'static>(
     })
 }
 
-/// The cart's section of the command line (none of its own flags yet; where catalog and
-/// inventory are is [`holdfast_platform::PeerArgs`]).
+/// The cart's section of the command line (where catalog and inventory are is
+/// [`holdfast_platform::PeerArgs`]).
 #[derive(Debug, Clone, Default, clap::Args)]
-pub struct CartArgs {}
+pub struct CartArgs {
+    /// How a cart's view reads its SKUs' products and stock: `script` (one round trip with
+    /// the cart, standalone Redis) or `rpc` (the catalog and inventory asked over their RPCs,
+    /// as on a cluster). docs/cart.md.
+    #[arg(long = "cart-view", env = "HOLDFAST_CART_VIEW", value_enum, default_value_t = ViewPath::Script)]
+    pub view: ViewPath,
+}
 
 impl<S> Service<S> for CartArgs
 where
@@ -184,6 +207,7 @@ where
             scripts::load_all(redis.next()).await?;
             let options = CartOptions {
                 outbound: ctx.outbound(),
+                view: self.view,
                 ..CartOptions::default()
             };
             let purge = purge::run(store.clone(), options.ttl, options.purge_every);

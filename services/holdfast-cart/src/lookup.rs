@@ -2,7 +2,8 @@
 //! few round trips as possible: on a standalone Redis `cart_view.lua` reads the cart together
 //! with the catalog's cache and inventory's counters in one script, and only the SKUs it could
 //! not answer exactly (a catalog cache miss, a bucketed SKU, a lapsed hold...) are asked over
-//! gRPC; on a cluster every SKU is asked over gRPC.
+//! gRPC; on a cluster, or with the script turned off ([`ViewPath::Rpc`]), every SKU is asked
+//! over gRPC.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -18,6 +19,7 @@ use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceCli
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
+use crate::ViewPath;
 use crate::error::CartError;
 use crate::live::LiveCart;
 use crate::scripts;
@@ -71,6 +73,7 @@ pub(crate) struct Upstream {
     catalog: CatalogClient,
     inventory: InventoryClient,
     timeout: Duration,
+    view: ViewPath,
 }
 
 impl Upstream {
@@ -80,12 +83,14 @@ impl Upstream {
         inventory: PeerChannel,
         outbound: TracePropagation,
         timeout: Duration,
+        view: ViewPath,
     ) -> Self {
         Self {
             redis,
             catalog: CatalogServiceClient::with_interceptor(catalog, outbound.clone()),
             inventory: InventoryServiceClient::with_interceptor(inventory, outbound),
             timeout,
+            view,
         }
     }
 
@@ -98,10 +103,10 @@ impl Upstream {
 
     /// One round trip on a standalone Redis: the cart at `key` and what the catalog's cache
     /// and inventory's counters say about its SKUs and `extra`. `None` on a cluster, where
-    /// the script cannot run (nothing is sent).
+    /// the script cannot run, or with the script turned off (nothing is sent).
     pub(crate) async fn peek(&self, key: &str, extra: Option<&str>) -> Result<Option<Peek>, CartError> {
         let client = self.redis.next();
-        if client.is_clustered() {
+        if self.view == ViewPath::Rpc || client.is_clustered() {
             return Ok(None);
         }
         let viewed = scripts::view(client, key, extra.unwrap_or_default()).await?;

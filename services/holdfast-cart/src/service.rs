@@ -66,6 +66,7 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
             inventory,
             options.outbound.clone(),
             options.upstream_timeout,
+            options.view,
         );
         Self {
             redis,

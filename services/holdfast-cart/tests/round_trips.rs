@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use holdfast_cart::CartOptions;
+use holdfast_cart::{CartOptions, ViewPath};
 use holdfast_inventory::InventoryOptions;
 use holdfast_proto::cart::v1::ItemOutcome;
 use holdfast_proto::inventory::v1::{
@@ -23,10 +23,15 @@ use tokio::net::tcp::OwnedReadHalf;
 const HOUR: Duration = Duration::from_secs(3600);
 
 async fn quiet() -> Fixture {
+    quiet_with(ViewPath::Script).await
+}
+
+async fn quiet_with(view: ViewPath) -> Fixture {
     Fixture::with_inventory(
         CartOptions {
             flush_every: HOUR,
             purge_every: HOUR,
+            view,
             ..CartOptions::default()
         },
         InventoryOptions {
@@ -99,7 +104,12 @@ impl Monitor {
 
 /// GetCart, AddItem and UpdateItem of a cart with `lines` lines: how many round trips each.
 async fn round_trips(lines: usize) -> (usize, usize, usize) {
-    let fx = quiet().await;
+    round_trips_with(lines, ViewPath::Script).await
+}
+
+/// [`round_trips`] with the view read as `view` says.
+async fn round_trips_with(lines: usize, view: ViewPath) -> (usize, usize, usize) {
+    let fx = quiet_with(view).await;
     let skus: Vec<String> = (0..lines).map(|i| format!("RT-{i}")).collect();
     for sku in &skus {
         fx.sellable(sku, 500).await;
@@ -163,6 +173,17 @@ async fn get_cart_is_one_round_trip_and_a_change_two_with_one_line() {
 #[tokio::test]
 async fn the_round_trips_do_not_grow_with_the_lines() {
     assert_eq!(round_trips(8).await, (1, 2, 2));
+}
+
+/// `--cart-view rpc` (the switch, and `bench cart`'s baseline) takes the path a cluster takes
+/// on a standalone Redis: the cart's hash, then the catalog and inventory per SKU. It answers
+/// the same carts (`round_trips_with` checks the lines, titles, prices and quantities).
+#[tokio::test]
+async fn with_the_view_script_off_the_cart_asks_the_services() {
+    let (get, add, update) = round_trips_with(4, ViewPath::Rpc).await;
+    // HGETALL, then per SKU at least a catalog cache read and an availability read.
+    assert!(get > 2 * 4, "GetCart sent {get} commands");
+    assert!(add > 2 * 4 && update > 2, "AddItem {add}, UpdateItem {update}");
 }
 
 /// The script reads inventory's counters only where they are the whole answer: units held

@@ -175,6 +175,10 @@ async fn throughput(broker: &KafkaBroker, dir: &TempDir, events: usize) -> anyho
 struct Lag {
     stored: Histogram<u64>,
     announced: Histogram<u64>,
+    /// Confirmation to the outbox row committed.
+    appended: Histogram<u64>,
+    /// Confirmation to the warehouse's handler getting the event.
+    delivered: Histogram<u64>,
 }
 
 fn dispatch_payload(id: &str, order_id: &str, n: usize) -> Vec<u8> {
@@ -245,6 +249,8 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
     let lag = Arc::new(Mutex::new(Lag {
         stored: Histogram::new_with_bounds(1, 600_000_000, 3)?,
         announced: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+        appended: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+        delivered: Histogram::new_with_bounds(1, 600_000_000, 3)?,
     }));
     let (routed_tx, mut routed) = mpsc::unbounded_channel();
     let (announced_tx, mut announced) = mpsc::unbounded_channel();
@@ -257,6 +263,7 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
             let (engine, confirmed, lag, routed_tx) =
                 (engine.clone(), confirmed.clone(), lag.clone(), routed_tx.clone());
             async move {
+                let seen = Instant::now();
                 consumer::handle(&engine, &event).await?;
                 if event.event_type == types::DISPATCH_REQUESTED {
                     let started = confirmed
@@ -266,11 +273,11 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
                         .copied();
                     if let Some(started) = started {
                         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        let _ = lag
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .stored
-                            .record(micros.max(1));
+                        let to_seen = u64::try_from((seen - started).as_micros()).unwrap_or(u64::MAX);
+                        let mut lag = lag.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let _ = lag.stored.record(micros.max(1));
+                        let _ = lag.delivered.record(to_seen.max(1));
+                        drop(lag);
                         let _ = routed_tx.send(());
                     }
                 }
@@ -333,6 +340,8 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
         let mut lag = lag.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         lag.stored.reset();
         lag.announced.reset();
+        lag.appended.reset();
+        lag.delivered.reset();
     }
 
     let start = Instant::now();
@@ -357,6 +366,12 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
             )])
             .await?;
         wake.notify_one();
+        let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let _ = lag
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .appended
+            .record(micros.max(1));
     }
     for _ in 0..total {
         tokio::time::timeout(Duration::from_secs(120), routed.recv()).await?;
@@ -396,6 +411,8 @@ async fn main() -> anyhow::Result<()> {
     for (what, histogram) in [
         ("confirmed -> shipment stored     ", &lag.stored),
         ("confirmed -> shipment.created consumed", &lag.announced),
+        ("confirmed -> outbox row committed", &lag.appended),
+        ("confirmed -> warehouse handler called", &lag.delivered),
     ] {
         println!(
             "lag {what}: {orders} orders at {}/s: p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
