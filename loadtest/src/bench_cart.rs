@@ -22,8 +22,8 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::bench_inventory::Side;
-use crate::engine::{self, Arrival, Plan, Sample};
-use crate::mesh::start_dev_with;
+use crate::engine::{self, Arrival, LoadResult, Plan, Sample};
+use crate::mesh::{Dev, start_dev_with};
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,127 +75,192 @@ fn owner(shopper: u64) -> Option<CartOwner> {
 /// The baseline's `holdfast dev` flags: the cart as issue 13 found it.
 const BEFORE: [&str; 3] = ["--cart-view", "rpc", "--peers-over-grpc"];
 
-/// Runs the cart benchmark: the baseline ([`BEFORE`]), then the defaults, each against a
-/// fresh `holdfast dev`.
+/// Runs the cart benchmark on two fresh `holdfast dev`s, the baseline ([`BEFORE`]) and the
+/// defaults, side by side: each RPC's baseline calls in two halves, one before and one after
+/// the defaults' calls (A B A), so a change in the shared host's speed during the run (the
+/// baseline and the defaults one after the other once gave 1.18 and 3.48 in one `make bench`)
+/// weighs on both sides alike.
 pub async fn run(args: CartBench, bin: PathBuf) -> anyhow::Result<CartReport> {
     println!("cart baseline: holdfast dev {}", BEFORE.join(" "));
-    let baseline = measure(&args, &bin, &BEFORE).await?;
+    let baseline = Target::start(&args, &bin, &BEFORE).await?;
     println!("cart: holdfast dev with its defaults");
-    let script = measure(&args, &bin, &[]).await?;
+    let script = Target::start(&args, &bin, &[]).await?;
+    let (add_item, add_base) = side_by_side(&args, &script, &baseline, Op::AddItem).await?;
+    let (get_cart, get_base) = side_by_side(&args, &script, &baseline, Op::GetCart).await?;
     Ok(CartReport {
         requests: args.requests,
         concurrency: args.concurrency,
-        add_item: script.add_item,
-        get_cart: script.get_cart,
-        baseline_before: baseline,
+        add_item,
+        get_cart,
+        baseline_before: CartSides {
+            add_item: add_base,
+            get_cart: get_base,
+        },
     })
 }
 
-/// AddItem then GetCart against a fresh `holdfast dev` started with `dev_args`.
-async fn measure(args: &CartBench, bin: &std::path::Path, dev_args: &[&str]) -> anyhow::Result<CartSides> {
-    // Plain channels, no tokens: the benchmark measures the cart, not auth (not yet).
-    let mut flags = vec!["--insecure-no-auth"];
-    flags.extend_from_slice(dev_args);
-    let dev = start_dev_with(bin, &flags)?;
-    let mut channels = Vec::new();
-    for _ in 0..4 {
-        channels.push(
-            tonic::transport::Endpoint::from_shared(format!("http://{}", dev.addr))?
-                .connect()
-                .await?,
-        );
-    }
-    let mut catalog = CatalogServiceClient::new(channels[0].clone());
-    let mut inventory = InventoryServiceClient::new(channels[0].clone());
-    for i in 0..args.products {
-        let sku = format!("BENCH-{i:04}");
-        catalog
-            .upsert_product(UpsertProductRequest {
-                product: Some(Product {
-                    sku: sku.clone(),
-                    title: format!("Bench product {i}"),
-                    price: Some(Money {
-                        amount_minor: 100 + i as i64,
-                        currency: "EUR".into(),
-                    }),
-                    category: "bench".into(),
-                    active: true,
-                    ..Default::default()
-                }),
-                expected_version: 0,
-            })
-            .await?;
-        inventory
-            .set_stock(SetStockRequest {
-                sku,
-                on_hand: 1_000_000_000,
-                buckets: 1,
-            })
-            .await?;
-    }
-
-    // Each shopper adds to its own cart, cycling through products so carts stay under the
-    // line and quantity caps: add k puts product (k / 50) % products, one unit.
-    let products = args.products;
-    let add_item = drive(
-        &channels,
-        args.concurrency,
-        args.requests,
-        "AddItem",
-        move |mut client, shopper, k| async move {
-            let sku = format!("BENCH-{:04}", (shopper * 7 + k / 50) % products);
-            match client
-                .add_item(AddItemRequest {
-                    owner: owner(shopper),
-                    sku,
-                    quantity: 1,
-                    expected_version: 0,
-                })
-                .await
-            {
-                Ok(reply) if reply.get_ref().outcome == ItemOutcome::Applied as i32 => {
-                    Sample::answer("AddItem", "applied")
-                }
-                Ok(_) => Sample::wrong("AddItem", "not applied"),
-                Err(status) => Sample::error("AddItem", &status),
-            }
-        },
-    )
-    .await?;
-    let get_cart = drive(
-        &channels,
-        args.concurrency,
-        args.requests,
-        "GetCart",
-        |mut client, shopper, _| async move {
-            match client
-                .get_cart(GetCartRequest {
-                    owner: owner(shopper),
-                })
-                .await
-            {
-                Ok(reply) if reply.get_ref().cart.as_ref().is_some_and(|c| !c.lines.is_empty()) => {
-                    Sample::answer("GetCart", "ok")
-                }
-                Ok(_) => Sample::wrong("GetCart", "empty cart"),
-                Err(status) => Sample::error("GetCart", &status),
-            }
-        },
-    )
-    .await?;
-    drop(dev);
-    Ok(CartSides { add_item, get_cart })
+/// `op` on the defaults between the two halves of its baseline calls: (defaults, baseline).
+async fn side_by_side(
+    args: &CartBench,
+    script: &Target,
+    baseline: &Target,
+    op: Op,
+) -> anyhow::Result<(Side, Side)> {
+    let half = args.requests / 2;
+    let first = baseline.drive(args, op, 0, half).await?;
+    let measured = script.drive(args, op, 0, args.requests).await?;
+    let second = baseline.drive(args, op, half, args.requests - half).await?;
+    Ok((Side::of(&measured), merged(&first, &second)))
 }
 
-/// Closed loop: `concurrency` shoppers; attempt `i` is shopper `i % concurrency`'s
-/// `i / concurrency`-th call.
+/// The figures of two phases of the same calls as one: their calls over their summed time.
+fn merged(first: &LoadResult, second: &LoadResult) -> Side {
+    let mut all = first.all.clone();
+    // Histograms of one engine share their bounds, so adding cannot fail.
+    let _ = all.add(&second.all);
+    let ms = |q: f64| all.value_at_quantile(q) as f64 / 1000.0;
+    let seconds = (first.elapsed + second.elapsed).as_secs_f64();
+    Side {
+        rate: all.len() as f64 / seconds.max(1e-9),
+        p50_ms: ms(0.5),
+        p99_ms: ms(0.99),
+        p999_ms: Some(ms(0.999)),
+    }
+}
+
+/// The RPC a phase calls.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    AddItem,
+    GetCart,
+}
+
+/// A seeded `holdfast dev` and the channels the shoppers call it on.
+struct Target {
+    channels: Vec<Channel>,
+    /// Stops the server when dropped.
+    _dev: Dev,
+}
+
+impl Target {
+    /// Starts a `holdfast dev` with `dev_args` and seeds its catalog and stock.
+    async fn start(args: &CartBench, bin: &std::path::Path, dev_args: &[&str]) -> anyhow::Result<Self> {
+        // Plain channels, no tokens: the benchmark measures the cart, not auth (not yet).
+        let mut flags = vec!["--insecure-no-auth"];
+        flags.extend_from_slice(dev_args);
+        let dev = start_dev_with(bin, &flags)?;
+        let mut channels = Vec::new();
+        for _ in 0..4 {
+            channels.push(
+                tonic::transport::Endpoint::from_shared(format!("http://{}", dev.addr))?
+                    .connect()
+                    .await?,
+            );
+        }
+        let mut catalog = CatalogServiceClient::new(channels[0].clone());
+        let mut inventory = InventoryServiceClient::new(channels[0].clone());
+        for i in 0..args.products {
+            let sku = format!("BENCH-{i:04}");
+            catalog
+                .upsert_product(UpsertProductRequest {
+                    product: Some(Product {
+                        sku: sku.clone(),
+                        title: format!("Bench product {i}"),
+                        price: Some(Money {
+                            amount_minor: 100 + i as i64,
+                            currency: "EUR".into(),
+                        }),
+                        category: "bench".into(),
+                        active: true,
+                        ..Default::default()
+                    }),
+                    expected_version: 0,
+                })
+                .await?;
+            inventory
+                .set_stock(SetStockRequest {
+                    sku,
+                    on_hand: 1_000_000_000,
+                    buckets: 1,
+                })
+                .await?;
+        }
+        Ok(Self { channels, _dev: dev })
+    }
+
+    /// Calls `op` `requests` times, attempts `from..from + requests` of the whole run.
+    ///
+    /// Each shopper adds to its own cart, cycling through products so carts stay under the
+    /// line and quantity caps: add k puts product (k / 50) % products, one unit. GetCart
+    /// reads carts the AddItem phases filled.
+    async fn drive(&self, args: &CartBench, op: Op, from: u64, requests: u64) -> anyhow::Result<LoadResult> {
+        let products = args.products;
+        match op {
+            Op::AddItem => {
+                drive(
+                    &self.channels,
+                    args.concurrency,
+                    (from, requests),
+                    "AddItem",
+                    move |mut client, shopper, k| async move {
+                        let sku = format!("BENCH-{:04}", (shopper * 7 + k / 50) % products);
+                        match client
+                            .add_item(AddItemRequest {
+                                owner: owner(shopper),
+                                sku,
+                                quantity: 1,
+                                expected_version: 0,
+                            })
+                            .await
+                        {
+                            Ok(reply) if reply.get_ref().outcome == ItemOutcome::Applied as i32 => {
+                                Sample::answer("AddItem", "applied")
+                            }
+                            Ok(_) => Sample::wrong("AddItem", "not applied"),
+                            Err(status) => Sample::error("AddItem", &status),
+                        }
+                    },
+                )
+                .await
+            }
+            Op::GetCart => {
+                drive(
+                    &self.channels,
+                    args.concurrency,
+                    (from, requests),
+                    "GetCart",
+                    |mut client, shopper, _| async move {
+                        match client
+                            .get_cart(GetCartRequest {
+                                owner: owner(shopper),
+                            })
+                            .await
+                        {
+                            Ok(reply)
+                                if reply.get_ref().cart.as_ref().is_some_and(|c| !c.lines.is_empty()) =>
+                            {
+                                Sample::answer("GetCart", "ok")
+                            }
+                            Ok(_) => Sample::wrong("GetCart", "empty cart"),
+                            Err(status) => Sample::error("GetCart", &status),
+                        }
+                    },
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// Closed loop: `concurrency` shoppers making `requests` calls; attempt `j` of the whole
+/// run (`from..from + requests`) is shopper `j % concurrency`'s `j / concurrency`-th call.
 async fn drive<F, Fut>(
     channels: &[Channel],
     concurrency: u64,
-    requests: u64,
+    (from, requests): (u64, u64),
     op: &str,
     call: F,
-) -> anyhow::Result<Side>
+) -> anyhow::Result<LoadResult>
 where
     F: Fn(CartServiceClient<Channel>, u64, u64) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Sample> + Send + 'static,
@@ -212,9 +277,10 @@ where
         progress: true,
     };
     let result = engine::run(&plan, move |i| {
-        let shopper = i % concurrency;
+        let attempt = from + i;
+        let shopper = attempt % concurrency;
         let client = CartServiceClient::new(channels[shopper as usize % channels.len()].clone());
-        call(client, shopper, i / concurrency)
+        call(client, shopper, attempt / concurrency)
     })
     .await;
     if result.errors > 0 {
@@ -224,7 +290,7 @@ where
             result.ops.values().map(|o| &o.errors).collect::<Vec<_>>()
         );
     }
-    Ok(Side::of(&result))
+    Ok(result)
 }
 
 /// Prints the cart figures, each beside its baseline of the same run ([`BEFORE`]).

@@ -81,7 +81,7 @@ impl Default for CartOptions {
             upstream_timeout: Duration::from_secs(2),
             purge_every: Duration::from_secs(3600),
             outbound: TracePropagation::default(),
-            view: ViewPath::Script,
+            view: ViewPath::default(),
         }
     }
 }
@@ -180,7 +180,7 @@ pub struct CartArgs {
     /// How a cart's view reads its SKUs' products and stock: `script` (one round trip with
     /// the cart, standalone Redis) or `rpc` (the catalog and inventory asked over their RPCs,
     /// as on a cluster). docs/cart.md.
-    #[arg(long = "cart-view", env = "HOLDFAST_CART_VIEW", value_enum, default_value_t = ViewPath::Script)]
+    #[arg(long = "cart-view", env = "HOLDFAST_CART_VIEW", value_enum, default_value_t = ViewPath::default())]
     pub view: ViewPath,
 }
 

@@ -29,11 +29,12 @@
 //! gets the record again after restart, so handlers dedupe by [`Event::id`] in their store.
 //! [`HandleError::Retry`] redelivers the same event with exponential backoff (100 ms doubling to
 //! 10 s) and never skips it; [`HandleError::Poison`] dead-letters it with a `reason` header plus
-//! the original headers and moves on. A consumer runs one worker per assigned partition: each
-//! partition's events are handled one at a time, in partition order, and partitions in
-//! parallel. Offsets are committed in the background, each only once its record and every
-//! earlier one in its partition were handled (see `events/offsets.rs`); revoked partitions
-//! commit what they finished before they go.
+//! the original headers and moves on. A consumer runs one worker per assigned partition: the
+//! events of one key are handled one at a time, in partition order; different keys (up to 16
+//! events in hand per partition) and partitions in parallel, so a retried event holds back
+//! its own key only. Offsets are committed in the background, each only once its record and
+//! every earlier one in its partition were handled (see `events/offsets.rs`,
+//! `events/lanes.rs`); revoked partitions commit what they finished before they go.
 //!
 //! # In-process semantics
 //!
@@ -55,6 +56,7 @@ mod consumer;
 mod handler;
 mod kafka;
 mod kafka_consumer;
+mod lanes;
 mod offsets;
 
 use std::collections::HashMap;

@@ -1,6 +1,7 @@
 //! The Kafka event bus against a real Apache Kafka broker (KRaft, started by the testkit):
-//! headers on the wire, order per key, commit-after-effect, dead letters, retries, trace
-//! continuation, and an independent client reading our events. Each test has its own broker.
+//! headers on the wire, order per key (keys in parallel), commit-after-effect, dead letters,
+//! retries holding back their key only, trace continuation, and an independent client
+//! reading our events. Each test has its own broker.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -179,7 +180,24 @@ async fn kafka_bus_keeps_order_per_key_across_1000_events() {
     let broker = KafkaBroker::start().expect("broker");
     let topic = "holdfast.order.v1";
     let bus = KafkaBus::new(&broker.bootstrap()).expect("bus");
-    let (handler, mut seen) = forwarding();
+    // Events of different keys are handled at once; each takes a different number of turns
+    // of the scheduler, so they finish out of order, and only the lanes keep a key in order.
+    let (tx, mut seen) = mpsc::unbounded_channel();
+    let handler = handler_fn(move |event: Event| {
+        let tx = tx.clone();
+        async move {
+            let turns = event
+                .id
+                .bytes()
+                .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+                % 17;
+            for _ in 0..turns {
+                tokio::task::yield_now().await;
+            }
+            let _ = tx.send(event);
+            Ok(())
+        }
+    });
     let consumer = spawn_consumer(&broker.bus(), "order", &[topic], handler)
         .await
         .expect("consumer");
@@ -429,6 +447,68 @@ async fn retry_handles_the_same_event_again_before_the_next_one() {
     ))
     .await;
     consumer.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_event_holds_back_its_own_key_and_its_offset_but_not_other_keys() {
+    let broker = KafkaBroker::start().expect("broker");
+    let topic = "holdfast.lanes.v1";
+    // One partition: both keys share it.
+    ensure_topics(&broker.bootstrap(), &[topic, &dlq_topic(topic)], 1)
+        .await
+        .expect("topics");
+    let bus = KafkaBus::new(&broker.bootstrap()).expect("bus");
+    let (tx, mut accepted) = mpsc::unbounded_channel();
+    let stuck = spawn_consumer(
+        &broker.bus(),
+        "lanes",
+        &[topic],
+        handler_fn(move |event: Event| {
+            let tx = tx.clone();
+            async move {
+                if event.id == "a1" {
+                    return Err(HandleError::Retry("store unavailable for a1".into()));
+                }
+                let _ = tx.send(event.id);
+                Ok(())
+            }
+        }),
+    )
+    .await
+    .expect("consumer");
+    bus.publish(vec![
+        event(topic, "A", "a1"),
+        event(topic, "B", "b1"),
+        event(topic, "B", "b2"),
+        event(topic, "A", "a2"),
+    ])
+    .await
+    .expect("publish");
+    assert_eq!(next(&mut accepted, "b1 while a1 retries").await, "b1");
+    assert_eq!(next(&mut accepted, "b2 while a1 retries").await, "b2");
+    // Shutting down commits what finished: nothing past a1, which never did.
+    stuck.shutdown().await;
+    assert!(
+        accepted.try_recv().is_err(),
+        "a2 waits behind a1, its key's earlier event"
+    );
+
+    let (handler, mut seen) = forwarding();
+    let next_owner = spawn_consumer(&broker.bus(), "lanes", &[topic], handler)
+        .await
+        .expect("consumer");
+    let mut per_key: HashMap<String, Vec<String>> = HashMap::new();
+    for _ in 0..4 {
+        let event = next(&mut seen, "every event again").await;
+        per_key.entry(event.key).or_default().push(event.id);
+    }
+    assert_eq!(per_key["A"], ["a1", "a2"], "a1 was not committed past");
+    assert_eq!(
+        per_key["B"],
+        ["b1", "b2"],
+        "b1 and b2 come again: their offsets lie past a1's"
+    );
+    next_owner.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

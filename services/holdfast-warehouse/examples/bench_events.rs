@@ -18,7 +18,7 @@
 //! Needs the Kafka jars `make deps` fetches from Maven Central (and java).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -88,6 +88,17 @@ fn spawn_relay(store: SqliteStore, wake: Arc<Notify>, bus: KafkaBus) -> tokio::t
     })
 }
 
+/// Locks `mutex`, a poisoned one too (a panicking handler already failed the run).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Records the time from `since` to `at` in `histogram`, in µs (at least 1).
+fn record(histogram: &mut Histogram<u64>, since: Instant, at: Instant) {
+    let micros = u64::try_from(at.saturating_duration_since(since).as_micros()).unwrap_or(u64::MAX);
+    let _ = histogram.record(micros.max(1));
+}
+
 fn row(topic: &str, key: &str, event_type: &str, id: String, payload: Vec<u8>) -> OutboxMessage {
     OutboxMessage {
         id,
@@ -113,7 +124,7 @@ async fn throughput(broker: &KafkaBroker, dir: &TempDir, events: usize) -> anyho
             let (seen, done_tx) = (seen.clone(), done_tx.clone());
             async move {
                 let count = {
-                    let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let mut seen = lock(&seen);
                     seen.insert(event.id);
                     seen.len()
                 };
@@ -131,16 +142,10 @@ async fn throughput(broker: &KafkaBroker, dir: &TempDir, events: usize) -> anyho
         "eu",
     )])
     .await?;
-    while seen
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .is_empty()
-    {
+    while lock(&seen).is_empty() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    seen.lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clear();
+    lock(&seen).clear();
 
     let wake = Arc::new(Notify::new());
     let relay = spawn_relay(store.clone(), wake.clone(), bus.clone());
@@ -266,17 +271,12 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
                 let seen = Instant::now();
                 consumer::handle(&engine, &event).await?;
                 if event.event_type == types::DISPATCH_REQUESTED {
-                    let started = confirmed
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .get(&event.key)
-                        .copied();
+                    let started = lock(&confirmed).get(&event.key).copied();
                     if let Some(started) = started {
-                        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        let to_seen = u64::try_from((seen - started).as_micros()).unwrap_or(u64::MAX);
-                        let mut lag = lag.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let _ = lag.stored.record(micros.max(1));
-                        let _ = lag.delivered.record(to_seen.max(1));
+                        let stored = Instant::now();
+                        let mut lag = lock(&lag);
+                        record(&mut lag.stored, started, stored);
+                        record(&mut lag.delivered, started, seen);
                         drop(lag);
                         let _ = routed_tx.send(());
                     }
@@ -295,17 +295,9 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
                 let decoded = ShipmentEvent::decode(event.payload.as_slice())
                     .map_err(|e| HandleError::Poison(e.to_string()))?;
                 if let Some(shipment_event::Event::Created(created)) = decoded.event {
-                    let started = confirmed
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .remove(&created.order_id);
+                    let started = lock(&confirmed).remove(&created.order_id);
                     if let Some(started) = started {
-                        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                        let _ = lag
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner)
-                            .announced
-                            .record(micros.max(1));
+                        record(&mut lock(&lag).announced, started, Instant::now());
                         let _ = announced_tx.send(());
                     }
                 }
@@ -320,10 +312,7 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
     let orders_relay = spawn_relay(orders_store.clone(), wake.clone(), bus.clone());
     // Warm up both consumers before the clock starts (group joins, topic metadata).
     let warm_id = uuid::Uuid::now_v7().to_string();
-    confirmed
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert("warmup".into(), Instant::now());
+    lock(&confirmed).insert("warmup".into(), Instant::now());
     orders_store
         .append_outbox(vec![row(
             FULFILLMENT_TOPIC,
@@ -337,7 +326,7 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
     tokio::time::timeout(Duration::from_secs(120), routed.recv()).await?;
     tokio::time::timeout(Duration::from_secs(120), announced.recv()).await?;
     {
-        let mut lag = lag.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut lag = lock(&lag);
         lag.stored.reset();
         lag.announced.reset();
         lag.appended.reset();
@@ -352,10 +341,7 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
         let order_id = format!("ord-bench-{n}");
         let id = uuid::Uuid::now_v7().to_string();
         // The order is confirmed at its scheduled time: a writer running late counts.
-        confirmed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(order_id.clone(), due);
+        lock(&confirmed).insert(order_id.clone(), due);
         orders_store
             .append_outbox(vec![row(
                 FULFILLMENT_TOPIC,
@@ -366,12 +352,7 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
             )])
             .await?;
         wake.notify_one();
-        let micros = u64::try_from(due.elapsed().as_micros()).unwrap_or(u64::MAX);
-        let _ = lag
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .appended
-            .record(micros.max(1));
+        record(&mut lock(&lag).appended, due, Instant::now());
     }
     for _ in 0..total {
         tokio::time::timeout(Duration::from_secs(120), routed.recv()).await?;
@@ -386,7 +367,7 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
     let lag = Arc::try_unwrap(lag)
         .map_err(|_| anyhow::anyhow!("lag still shared"))?
         .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+        .unwrap_or_else(PoisonError::into_inner);
     Ok((lag, total))
 }
 

@@ -22,7 +22,8 @@ pub(super) const RETRY_MAX: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandleError {
     /// A transient failure (the store is down, a dependency timed out): the same event is
-    /// handled again after a backoff, and nothing after it on the partition is handled first.
+    /// handled again after a backoff, and nothing after it with the same key is handled first
+    /// (on Kafka, other keys go on; its partition's offset is not committed past it).
     #[error("transient failure: {0}")]
     Retry(String),
     /// The event itself is bad (undecodable payload, unknown type, unknown SKU): it is

@@ -1,7 +1,7 @@
 //! The Kafka consumer: one dispatcher polling the group's consumer, one worker per assigned
-//! partition handing its records to the handler in partition order (partitions in
-//! parallel), and a committer committing, in the background, the offsets every worker has
-//! finished up to ([`Progress`]).
+//! partition handing its records to the handler (one key's records in partition order,
+//! different keys and partitions in parallel, see [`Lanes`]), and a committer committing, in
+//! the background, the offsets every worker has finished up to ([`Progress`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 
 use super::handler::{EventHandler, Outcome, RETRY_INITIAL, RETRY_MAX, deliver, stopped, wait_or_stop};
 use super::kafka::{DEFAULT_PARTITIONS, MESSAGE_TIMEOUT, decode, ensure_topics, producer_config};
+use super::lanes::{LaneKey, Lanes};
 use super::offsets::{CommitBatch, FlowChange, PartitionKey, Progress};
 use super::{BusError, DEAD_LETTERED, dlq_topic, headers};
 
@@ -381,38 +382,120 @@ fn flow(shared: &Shared, (topic, partition): &PartitionKey, change: FlowChange) 
     }
 }
 
-/// Hands one partition's records to the handler in order, dead-letters poison ones, and
-/// marks each finished. Stops taking records once asked to stop.
+/// Records one partition's worker has in hand at most (running, or waiting behind an earlier
+/// record of their key); at that many it takes nothing more from its queue until one finishes.
+///
+/// One record at a time per partition let one event a handler retries (its store briefly
+/// down for that order) hold back every other key of the partition, and gave a handler's
+/// store at most one write in flight per partition (the warehouse's group commit never saw
+/// more than 3 routings, docs/performance.md "Events"). 16 fills a group commit and bounds
+/// what a store outage has retrying at once.
+const IN_HAND_PER_PARTITION: usize = 16;
+
+/// What became of one record a worker started.
+struct Done {
+    offset: i64,
+    key: LaneKey,
+    /// `Some(true)` handled, `Some(false)` dead-lettered, `None` given up because the consumer
+    /// is stopping (not finished: its offset is not committed).
+    handled: Option<bool>,
+}
+
+/// Hands one partition's records to the handler, those of one key in partition order and
+/// different keys at once (at most [`IN_HAND_PER_PARTITION`] in hand), dead-letters poison
+/// ones, and marks finished what every record before it finished. Once asked to stop it takes
+/// no more records and lets the running ones finish.
 async fn partition_worker(
     key: PartitionKey,
     mut queue: mpsc::UnboundedReceiver<Queued>,
     shared: Shared,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    while let Some((message, epoch)) = queue.recv().await {
-        flow(&shared, &key, shared.progress.dequeued(&key));
-        if *stop.borrow() {
-            return;
-        }
-        // Fetched before a rebalance took the partition away (and maybe gave it back).
-        if shared.progress.epoch(&key) != Some(epoch) {
-            continue;
-        }
-        let outcome = match decode(&message) {
-            Ok(event) => deliver(&*shared.handler, &event, &shared.group, &mut stop).await,
-            Err(reason) => Outcome::Poison(reason),
-        };
-        let handled = match outcome {
-            Outcome::Handled => true,
-            Outcome::Poison(reason) => {
-                if !dead_letter(&shared.dlq, &message, &reason, &shared.group, &mut stop).await {
-                    return;
+    let mut lanes: Lanes<OwnedMessage> = Lanes::default();
+    let mut lanes_epoch = None;
+    let mut running: JoinSet<Done> = JoinSet::new();
+    let mut taking = true;
+    loop {
+        tokio::select! {
+            biased;
+            Some(joined) = running.join_next() => {
+                let done = finished_task(joined);
+                let Some(handled) = done.handled else {
+                    taking = false;
+                    continue;
+                };
+                if let Some(next) = lanes.finish(done.offset, &done.key).filter(|_| taking) {
+                    running.spawn(handle_record(shared.clone(), next, stop.clone()));
                 }
-                false
+                if let (Some(epoch), Some(up_to)) = (lanes_epoch, lanes.done_up_to()) {
+                    shared.progress.finished(&key, epoch, up_to, handled);
+                }
             }
-            Outcome::Stopped => return,
-        };
-        shared.progress.finished(&key, epoch, message.offset(), handled);
+            received = queue.recv(), if taking && lanes.in_hand() < IN_HAND_PER_PARTITION => {
+                let Some((message, epoch)) = received else {
+                    taking = false;
+                    continue;
+                };
+                flow(&shared, &key, shared.progress.dequeued(&key));
+                if *stop.borrow() {
+                    taking = false;
+                    continue;
+                }
+                // Fetched before a rebalance took the partition away (and maybe gave it back).
+                if shared.progress.epoch(&key) != Some(epoch) {
+                    continue;
+                }
+                if lanes_epoch != Some(epoch) {
+                    // A new assignment: what the old one still runs finishes first (its offsets
+                    // are no longer ours to commit; its waiting records go to their next owner).
+                    while let Some(joined) = running.join_next().await {
+                        finished_task(joined);
+                    }
+                    lanes = Lanes::default();
+                    lanes_epoch = Some(epoch);
+                }
+                let record_key = message.key().map(<[u8]>::to_vec);
+                if let Some(start) = lanes.take(message.offset(), record_key, message) {
+                    running.spawn(handle_record(shared.clone(), start, stop.clone()));
+                }
+            }
+            else => return,
+        }
+    }
+}
+
+/// The outcome of a record's task; a handler's panic goes on up (as it did when the worker
+/// called the handler itself).
+fn finished_task(joined: Result<Done, tokio::task::JoinError>) -> Done {
+    match joined {
+        Ok(done) => done,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Only when the runtime shuts down: nothing of the record was finished.
+        Err(_) => Done {
+            offset: -1,
+            key: None,
+            handled: None,
+        },
+    }
+}
+
+/// Hands one record to the handler (dead-lettering it when poison).
+async fn handle_record(shared: Shared, message: OwnedMessage, mut stop: watch::Receiver<bool>) -> Done {
+    let outcome = match decode(&message) {
+        Ok(event) => deliver(&*shared.handler, &event, &shared.group, &mut stop).await,
+        Err(reason) => Outcome::Poison(reason),
+    };
+    let handled = match outcome {
+        Outcome::Handled => Some(true),
+        Outcome::Poison(reason) => dead_letter(&shared.dlq, &message, &reason, &shared.group, &mut stop)
+            .await
+            .then_some(false),
+        Outcome::Stopped => None,
+    };
+    Done {
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        handled,
     }
 }
 

@@ -1,10 +1,11 @@
 //! What a Kafka consumer has finished, per assigned partition, and what it may commit.
 //!
-//! Each partition's records are handled in order by one worker, so "finished" is one number
-//! per partition: the offset after the last record whose handler returned (or that was
-//! dead-lettered). That offset is committed in the background ([`Progress::to_commit`]), so
-//! an offset is only ever committed once its record and every earlier one in its partition
-//! were finished: at least once, without a round trip to the broker per record.
+//! "Finished" is one number per partition: the offset before which every record's handler
+//! returned (or the record was dead-lettered), which the partition's worker keeps (records
+//! of different keys finish out of order, see `events/lanes.rs`). That offset is committed in
+//! the background ([`Progress::to_commit`]), so an offset is only ever committed once its
+//! record and every earlier one in its partition were finished: at least once, without a
+//! round trip to the broker per record.
 //!
 //! An assignment starts an epoch per partition; work of an older epoch (records fetched
 //! before a rebalance took the partition away) is neither finished nor committed here, the
@@ -31,7 +32,7 @@ const RESUME_AT: usize = 500;
 struct Partition {
     /// Changes with every assignment of the partition to this consumer.
     epoch: u64,
-    /// The offset after the last finished record, once one finished.
+    /// The offset before which every record finished, once one finished.
     finished: Option<i64>,
     /// The last offset committed (or handed to a commit that is running).
     committing: Option<i64>,
@@ -143,12 +144,12 @@ impl Progress {
         lock(&self.partitions).get(key).map(|p| p.epoch)
     }
 
-    /// The record at `offset` of `key`, fetched in `epoch`, was handled (`handled`) or
-    /// dead-lettered: every record of the partition up to it is finished.
-    pub(super) fn finished(&self, key: &PartitionKey, epoch: u64, offset: i64, handled: bool) {
+    /// A record of `key`, fetched in `epoch`, was handled (`handled`) or dead-lettered, and
+    /// every record of the partition before `up_to` is finished (`up_to` never goes back).
+    pub(super) fn finished(&self, key: &PartitionKey, epoch: u64, up_to: i64, handled: bool) {
         let mut states = lock(&self.partitions);
         if let Some(state) = states.get_mut(key).filter(|s| s.epoch == epoch) {
-            state.finished = Some(offset + 1);
+            state.finished = Some(up_to);
             state.uncounted += u64::from(handled);
             drop(states);
             self.dirty.notify_one();
@@ -272,16 +273,16 @@ mod tests {
     }
 
     #[test]
-    fn commits_the_offset_after_the_last_finished_record_once() {
+    fn commits_the_offset_before_which_every_record_finished_once() {
         let progress = Progress::new("g");
         progress.assigned(&list(&[("t", 0), ("t", 1)]));
         assert!(progress.to_commit().is_none(), "nothing finished yet");
         let (p0, p1) = (key("t", 0), key("t", 1));
         let (e0, e1) = (progress.epoch(&p0).unwrap(), progress.epoch(&p1).unwrap());
         assert_ne!(e0, e1);
-        progress.finished(&p0, e0, 4, true);
-        progress.finished(&p0, e0, 5, false);
-        progress.finished(&p1, e1, 9, true);
+        progress.finished(&p0, e0, 5, true);
+        progress.finished(&p0, e0, 6, false);
+        progress.finished(&p1, e1, 10, true);
         let batch = progress.to_commit().expect("something to commit");
         assert_eq!(
             offsets(&batch),
@@ -291,11 +292,31 @@ mod tests {
             ]
         );
         assert!(progress.to_commit().is_none(), "handed to a commit already");
-        progress.finished(&p0, e0, 6, true);
+        progress.finished(&p0, e0, 7, true);
         assert_eq!(
             offsets(&progress.to_commit().unwrap()),
             [("t".into(), 0, Offset::Offset(7))]
         );
+    }
+
+    #[test]
+    fn records_finished_behind_an_unfinished_one_wait_for_it_to_be_committed_and_counted() {
+        let progress = Progress::new("g");
+        progress.assigned(&list(&[("t", 0)]));
+        let p0 = key("t", 0);
+        let epoch = progress.epoch(&p0).unwrap();
+        progress.finished(&p0, epoch, 3, true);
+        let first = progress.to_commit().unwrap();
+        assert_eq!(offsets(&first), [("t".into(), 0, Offset::Offset(3))]);
+        assert_eq!(first.counts[0].2, 1);
+        // Records 4 and 5 finished while record 3 still runs: nothing past 3 is committed.
+        progress.finished(&p0, epoch, 3, true);
+        progress.finished(&p0, epoch, 3, false);
+        assert!(progress.to_commit().is_none(), "record 3 is not finished");
+        progress.finished(&p0, epoch, 6, true);
+        let second = progress.to_commit().unwrap();
+        assert_eq!(offsets(&second), [("t".into(), 0, Offset::Offset(6))]);
+        assert_eq!(second.counts[0].2, 2, "records 3 and 4 handled, 5 dead-lettered");
     }
 
     #[test]
@@ -304,9 +325,9 @@ mod tests {
         progress.assigned(&list(&[("t", 0)]));
         let p0 = key("t", 0);
         let epoch = progress.epoch(&p0).unwrap();
-        progress.finished(&p0, epoch, 1, true);
-        let batch = progress.to_commit().unwrap();
         progress.finished(&p0, epoch, 2, true);
+        let batch = progress.to_commit().unwrap();
+        progress.finished(&p0, epoch, 3, true);
         progress.commit_failed(batch);
         let again = progress.to_commit().unwrap();
         assert_eq!(offsets(&again), [("t".into(), 0, Offset::Offset(3))]);
@@ -319,7 +340,7 @@ mod tests {
         progress.assigned(&list(&[("t", 0), ("t", 1)]));
         let (p0, p1) = (key("t", 0), key("t", 1));
         let old = progress.epoch(&p0).unwrap();
-        progress.finished(&p0, old, 3, true);
+        progress.finished(&p0, old, 4, true);
         let batch = progress.revoked(&list(&[("t", 0)])).expect("p0 finished records");
         assert_eq!(offsets(&batch), [("t".into(), 0, Offset::Offset(4))]);
         assert_eq!(progress.epoch(&p0), None, "no longer ours");
@@ -328,7 +349,7 @@ mod tests {
         // even once the partition is ours again.
         progress.assigned(&list(&[("t", 0)]));
         assert_ne!(progress.epoch(&p0), Some(old));
-        progress.finished(&p0, old, 7, true);
+        progress.finished(&p0, old, 8, true);
         assert!(progress.to_commit().is_none());
         assert!(
             progress.revoked(&list(&[("t", 1)])).is_none(),
