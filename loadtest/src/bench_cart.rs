@@ -13,15 +13,11 @@ use std::path::PathBuf;
 use holdfast_proto::cart::v1::cart_owner::Owner;
 use holdfast_proto::cart::v1::cart_service_client::CartServiceClient;
 use holdfast_proto::cart::v1::{AddItemRequest, CartOwner, GetCartRequest, ItemOutcome};
-use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
-use holdfast_proto::catalog::v1::{Product, UpsertProductRequest};
-use holdfast_proto::common::v1::Money;
-use holdfast_proto::inventory::v1::SetStockRequest;
-use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::bench_inventory::Side;
+use crate::bench_seed::{Products, seed};
 use crate::engine::{self, Arrival, LoadResult, Plan, Sample};
 use crate::mesh::{Dev, start_dev_with};
 
@@ -64,6 +60,11 @@ pub struct CartSides {
     pub add_item: Side,
     /// GetCart.
     pub get_cart: Side,
+}
+
+/// The SKU of product `i` of the bench's catalog.
+fn sku(i: u64) -> String {
+    format!("BENCH-{i:04}")
 }
 
 fn owner(shopper: u64) -> Option<CartOwner> {
@@ -157,34 +158,16 @@ impl Target {
                     .await?,
             );
         }
-        let mut catalog = CatalogServiceClient::new(channels[0].clone());
-        let mut inventory = InventoryServiceClient::new(channels[0].clone());
-        for i in 0..args.products {
-            let sku = format!("BENCH-{i:04}");
-            catalog
-                .upsert_product(UpsertProductRequest {
-                    product: Some(Product {
-                        sku: sku.clone(),
-                        title: format!("Bench product {i}"),
-                        price: Some(Money {
-                            amount_minor: 100 + i as i64,
-                            currency: "EUR".into(),
-                        }),
-                        category: "bench".into(),
-                        active: true,
-                        ..Default::default()
-                    }),
-                    expected_version: 0,
-                })
-                .await?;
-            inventory
-                .set_stock(SetStockRequest {
-                    sku,
-                    on_hand: 1_000_000_000,
-                    buckets: 1,
-                })
-                .await?;
-        }
+        seed(
+            &channels[0],
+            &Products {
+                count: args.products,
+                sku,
+                title: "Bench product",
+                price_base: 100,
+            },
+        )
+        .await?;
         Ok(Self { channels, _dev: dev })
     }
 
@@ -203,7 +186,7 @@ impl Target {
                     (from, requests),
                     "AddItem",
                     move |mut client, shopper, k| async move {
-                        let sku = format!("BENCH-{:04}", (shopper * 7 + k / 50) % products);
+                        let sku = sku((shopper * 7 + k / 50) % products);
                         match client
                             .add_item(AddItemRequest {
                                 owner: owner(shopper),

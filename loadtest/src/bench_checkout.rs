@@ -9,11 +9,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
-use holdfast_proto::catalog::v1::{Product, UpsertProductRequest};
-use holdfast_proto::common::v1::{Address, GeoPoint, Money};
+use holdfast_proto::common::v1::{Address, GeoPoint};
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
-use holdfast_proto::inventory::v1::{ReservationStatus, ReserveLine, ReserveRequest, SetStockRequest};
+use holdfast_proto::inventory::v1::{ReservationStatus, ReserveLine, ReserveRequest};
 use holdfast_proto::orders::v1::order_service_client::OrderServiceClient;
 use holdfast_proto::orders::v1::{
     CheckoutLine, CheckoutLines, CheckoutOutcome, CheckoutRequest, checkout_request,
@@ -22,6 +20,7 @@ use serde::Serialize;
 use tonic::transport::Channel;
 
 use crate::bench_inventory::Side;
+use crate::bench_seed::{Products, seed};
 use crate::engine::{self, Arrival, Plan, Sample};
 use crate::mesh::start_dev_with;
 
@@ -89,36 +88,22 @@ async fn connect(addr: &str) -> anyhow::Result<Vec<Channel>> {
     Ok(channels)
 }
 
+/// The SKU of product `i` of the bench's catalog.
+fn sku(i: u64) -> String {
+    format!("CO-{i:03}")
+}
+
 async fn stock(channel: &Channel) -> anyhow::Result<()> {
-    let mut catalog = CatalogServiceClient::new(channel.clone());
-    let mut inventory = InventoryServiceClient::new(channel.clone());
-    for i in 0..PRODUCTS {
-        let sku = format!("CO-{i:03}");
-        catalog
-            .upsert_product(UpsertProductRequest {
-                product: Some(Product {
-                    sku: sku.clone(),
-                    title: format!("Checkout bench product {i}"),
-                    price: Some(Money {
-                        amount_minor: 500 + i as i64,
-                        currency: "EUR".into(),
-                    }),
-                    category: "bench".into(),
-                    active: true,
-                    ..Default::default()
-                }),
-                expected_version: 0,
-            })
-            .await?;
-        inventory
-            .set_stock(SetStockRequest {
-                sku,
-                on_hand: 1_000_000_000,
-                buckets: 1,
-            })
-            .await?;
-    }
-    Ok(())
+    seed(
+        channel,
+        &Products {
+            count: PRODUCTS,
+            sku,
+            title: "Checkout bench product",
+            price_base: 500,
+        },
+    )
+    .await
 }
 
 fn request(run: &str, i: u64) -> CheckoutRequest {
@@ -129,12 +114,12 @@ fn request(run: &str, i: u64) -> CheckoutRequest {
         source: Some(checkout_request::Source::Lines(CheckoutLines {
             lines: vec![
                 CheckoutLine {
-                    sku: format!("CO-{:03}", i % PRODUCTS),
+                    sku: sku(i % PRODUCTS),
                     quantity: 1,
                     expected_unit_price: None,
                 },
                 CheckoutLine {
-                    sku: format!("CO-{:03}", (i * 7 + 3) % PRODUCTS),
+                    sku: sku((i * 7 + 3) % PRODUCTS),
                     quantity: 2,
                     expected_unit_price: None,
                 },
@@ -217,7 +202,7 @@ pub async fn run(args: CheckoutBench, bin: PathBuf) -> anyhow::Result<CheckoutRe
                 let request = ReserveRequest {
                     reservation_id: format!("bench-reserve-{i}"),
                     lines: vec![ReserveLine {
-                        sku: format!("CO-{:03}", i % PRODUCTS),
+                        sku: sku(i % PRODUCTS),
                         quantity: 1,
                     }],
                     ttl_seconds: 600,

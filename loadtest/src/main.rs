@@ -10,6 +10,7 @@ mod bench_cart;
 mod bench_checkout;
 mod bench_inventory;
 mod bench_search;
+mod bench_seed;
 mod bench_summary;
 mod browse;
 mod chaos;
