@@ -81,7 +81,10 @@ where
                 })
                 .collect();
             let bus = Arc::clone(&bus);
-            async move { bus.publish(events).await.map_err(|e| e.to_string()) }
+            async move {
+                let delivery = bus.send(events).await.map_err(|e| e.to_string())?;
+                Ok(async move { delivery.await.map_err(|e| e.to_string()) })
+            }
         })
         .await;
     })

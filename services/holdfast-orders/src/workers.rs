@@ -4,9 +4,8 @@
 //! (publishes the events written with each order and saga change).
 
 use std::sync::{Arc, LazyLock};
-use std::time::Duration;
 
-use holdfast_platform::events::{Event, EventBus};
+use holdfast_platform::events::{BusError, Event, EventBus};
 use prometheus::IntCounterVec;
 
 use crate::context::{OrdersStore, StepContext, now_ms};
@@ -45,11 +44,7 @@ pub async fn recover<S: OrdersStore>(engine: Arc<Engine<S>>) {
 /// (consumers dedupe by id). Under `holdfast dev` it also publishes the warehouse's events,
 /// which share the store's outbox.
 pub async fn relay<S: OrdersStore>(ctx: Arc<StepContext<S>>, bus: Arc<dyn EventBus>) {
-    let options = holdfast_store::relay::RelayOptions {
-        batch: 256,
-        idle_wait: Duration::from_millis(500),
-        retry_wait: Duration::from_millis(500),
-    };
+    let options = holdfast_store::relay::RelayOptions::default();
     holdfast_store::relay::run(&ctx.store, &ctx.outbox_written, &options, |pending| {
         let events: Vec<Event> = pending
             .into_iter()
@@ -70,17 +65,19 @@ pub async fn relay<S: OrdersStore>(ctx: Arc<StepContext<S>>, bus: Arc<dyn EventB
         let count = events.len() as u64;
         let bus = Arc::clone(&bus);
         async move {
-            match bus.publish(events).await {
-                Ok(()) => {
-                    RELAYED.with_label_values(&["published"]).inc_by(count);
-                    Ok(())
-                }
-                Err(error) => {
-                    RELAYED.with_label_values(&["failed"]).inc_by(count);
-                    Err(error.to_string())
-                }
-            }
+            let delivery = bus.send(events).await.map_err(|e| failed(&e, count))?;
+            Ok(async move {
+                delivery.await.map_err(|e| failed(&e, count))?;
+                RELAYED.with_label_values(&["published"]).inc_by(count);
+                Ok(())
+            })
         }
     })
     .await;
+}
+
+/// Counts `count` events kept for the next try; the reason, for the relay's log.
+fn failed(error: &BusError, count: u64) -> String {
+    RELAYED.with_label_values(&["failed"]).inc_by(count);
+    error.to_string()
 }

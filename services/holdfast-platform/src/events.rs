@@ -131,10 +131,26 @@ pub enum BusError {
     Config(String),
 }
 
+/// The second half of [`EventBus::send`]: resolves once the bus has every event of the send
+/// (for Kafka: the broker acknowledged them), or says why not.
+pub type Delivery = BoxFuture<'static, Result<(), BusError>>;
+
 /// Publishes events. Implementations must be at-least-once: `Ok` means the bus has them.
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes `events` in order (per key, which is all a partitioned log can promise).
     fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Publishes in two steps, so a caller can send more while the bus confirms: the outer
+    /// future resolves once `events` are handed to the bus in order, and events sent after
+    /// that are ordered after them; the [`Delivery`] resolves once the bus has them all. A
+    /// bus that cannot split the two (the default) publishes in full before it answers.
+    fn send(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Delivery, BusError>> {
+        Box::pin(async move {
+            self.publish(events).await?;
+            let delivered: Delivery = Box::pin(std::future::ready(Ok(())));
+            Ok(delivered)
+        })
+    }
 }
 
 #[allow(clippy::expect_used)] // registering a static metric can only fail on a duplicate name, a programming error.

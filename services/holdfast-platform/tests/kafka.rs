@@ -202,7 +202,8 @@ async fn kafka_bus_keeps_order_per_key_across_1000_events() {
         .await
         .expect("consumer");
 
-    // 10 keys, 100 events each, interleaved, published in 10 batches of 100.
+    // 10 keys, 100 events each, interleaved, in 10 batches of 100, each handed over before
+    // the one before it is acknowledged (as the outbox relay sends): the bus keeps the order.
     let events: Vec<Event> = (0..1000)
         .map(|i| {
             event(
@@ -212,8 +213,12 @@ async fn kafka_bus_keeps_order_per_key_across_1000_events() {
             )
         })
         .collect();
+    let mut deliveries = Vec::new();
     for batch in events.chunks(100) {
-        bus.publish(batch.to_vec()).await.expect("publish");
+        deliveries.push(bus.send(batch.to_vec()).await.expect("handed over"));
+    }
+    for delivery in deliveries {
+        delivery.await.expect("acknowledged");
     }
 
     let mut per_key: HashMap<String, Vec<String>> = HashMap::new();

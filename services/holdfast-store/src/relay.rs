@@ -7,22 +7,38 @@
 //! since consumers dedupe by event id; nothing is ever lost, since a row leaves the outbox
 //! only after a successful publish.
 //!
+//! Publishing is pipelined: `publish` answers in two steps (the batch handed to the bus in
+//! order, then the bus confirming it), and while up to [`RelayOptions::in_flight`] batches
+//! wait for their confirmation the relay reads and hands over the next ones, so an event
+//! written meanwhile waits for one read, not for a whole publish-and-mark cycle. Batches are
+//! handed over one after another, so the bus gets every event in id order; each batch is
+//! marked sent once it is confirmed. A batch that fails is not marked: the relay lets the
+//! batches after it settle (those confirmed are marked), waits, and reads again from the
+//! oldest unsent row, so the failed batch's events go out again after the later ones (as an
+//! event that failed within one batch always did; consumers dedupe and keep their own per-key
+//! versions where order matters).
+//!
 //! One relay per outbox is enough: it publishes every service's rows, whoever wrote them.
 //! Two relays over one outbox (two processes on one store) are safe but publish some
 //! events twice while both are busy.
 
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
 use crate::{OutboxMessage, OutboxStore};
 
-/// Batch size and waits.
+/// Batch size, pipelining and waits.
 #[derive(Debug, Clone)]
 pub struct RelayOptions {
     /// Most events read and published at once.
     pub batch: u32,
+    /// Most batches handed to the bus and not yet confirmed (at least 1; 1 publishes one
+    /// batch at a time).
+    pub in_flight: usize,
     /// With nothing pending, how long to wait for a wake-up before looking again (a
     /// writer in another process cannot wake us).
     pub idle_wait: Duration,
@@ -34,53 +50,138 @@ impl Default for RelayOptions {
     fn default() -> Self {
         Self {
             batch: 256,
+            in_flight: 4,
             idle_wait: Duration::from_millis(500),
             retry_wait: Duration::from_millis(500),
         }
     }
 }
 
+/// A batch handed to the bus, waiting for its confirmation.
+struct Sent<A> {
+    ids: Vec<String>,
+    confirmed: Pin<Box<A>>,
+}
+
 /// Runs the relay over `store` forever (abort the task to stop it). `wake` is notified by
 /// writers after they commit events, so they go out at once. `publish` gets each batch in
-/// id order and answers `Ok` only once every event in it is published.
-pub async fn run<S, P, F>(store: &S, wake: &Notify, options: &RelayOptions, mut publish: P)
+/// id order; its future answers `Ok` once the batch is handed to the bus (events published
+/// after that are ordered after it), with a second future that answers `Ok` once every
+/// event in it is published.
+pub async fn run<S, P, F, A>(store: &S, wake: &Notify, options: &RelayOptions, mut publish: P)
 where
     S: OutboxStore,
     P: FnMut(Vec<OutboxMessage>) -> F,
-    F: Future<Output = Result<(), String>>,
+    F: Future<Output = Result<A, String>>,
+    A: Future<Output = Result<(), String>>,
 {
+    let most_in_flight = options.in_flight.max(1);
+    let mut in_flight: VecDeque<Sent<A>> = VecDeque::with_capacity(most_in_flight);
+    // Ids handed over and not yet settled: the next reads skip them.
+    let mut sending: HashSet<String> = HashSet::new();
     loop {
-        let pending = match store.pending_outbox(options.batch).await {
-            Ok(pending) => pending,
-            Err(error) => {
-                tracing::warn!(%error, "reading the outbox failed");
-                tokio::time::sleep(options.retry_wait).await;
-                continue;
-            }
-        };
-        if pending.is_empty() {
-            // A wake-up that came while we were busy is kept by `Notify` and ends this at once.
-            let _ = tokio::time::timeout(options.idle_wait, wake.notified()).await;
-            continue;
-        }
-        let ids: Vec<String> = pending.iter().map(|m| m.id.clone()).collect();
-        match publish(pending).await {
-            Ok(()) => {
-                if let Err(error) = store.mark_outbox_sent(&ids).await {
-                    tracing::warn!(%error, "marking events sent failed; they will be published again");
+        if in_flight.len() < most_in_flight {
+            let limit = options
+                .batch
+                .saturating_add(u32::try_from(sending.len()).unwrap_or(u32::MAX));
+            let fresh: Vec<OutboxMessage> = match store.pending_outbox(limit).await {
+                Ok(pending) => pending.into_iter().filter(|m| !sending.contains(&m.id)).collect(),
+                Err(error) => {
+                    tracing::warn!(%error, "reading the outbox failed");
+                    settle_all(store, &mut in_flight, &mut sending).await;
+                    tokio::time::sleep(options.retry_wait).await;
+                    continue;
+                }
+            };
+            if !fresh.is_empty() {
+                let ids: Vec<String> = fresh.iter().map(|m| m.id.clone()).collect();
+                match publish(fresh).await {
+                    Ok(confirmed) => {
+                        sending.extend(ids.iter().cloned());
+                        in_flight.push_back(Sent {
+                            ids,
+                            confirmed: Box::pin(confirmed),
+                        });
+                        // Read again at once: more may have been written meanwhile.
+                        continue;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "publishing events failed; retrying");
+                        settle_all(store, &mut in_flight, &mut sending).await;
+                        tokio::time::sleep(options.retry_wait).await;
+                        continue;
+                    }
                 }
             }
-            Err(error) => {
-                tracing::warn!(%error, "publishing events failed; retrying");
-                tokio::time::sleep(options.retry_wait).await;
-            }
         }
+        let room = in_flight.len() < most_in_flight;
+        let Some(oldest) = in_flight.front_mut() else {
+            // Nothing pending and nothing on its way. A wake-up that came while we were
+            // busy is kept by `Notify` and ends this at once.
+            let _ = tokio::time::timeout(options.idle_wait, wake.notified()).await;
+            continue;
+        };
+        tokio::select! {
+            result = oldest.confirmed.as_mut() => {
+                if let Some(sent) = in_flight.pop_front()
+                    && !settle(store, sent, result, &mut sending).await
+                {
+                    settle_all(store, &mut in_flight, &mut sending).await;
+                    tokio::time::sleep(options.retry_wait).await;
+                }
+            }
+            // New rows were written: read them while the oldest batch is confirmed.
+            () = wake.notified(), if room => {}
+        }
+    }
+}
+
+/// Marks `sent` sent if `result` says the bus has it; false if it failed (it stays pending).
+async fn settle<S, A>(
+    store: &S,
+    sent: Sent<A>,
+    result: Result<(), String>,
+    sending: &mut HashSet<String>,
+) -> bool
+where
+    S: OutboxStore,
+{
+    let published = match result {
+        Ok(()) => {
+            if let Err(error) = store.mark_outbox_sent(&sent.ids).await {
+                tracing::warn!(%error, "marking events sent failed; they will be published again");
+            }
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, "publishing events failed; retrying");
+            false
+        }
+    };
+    for id in &sent.ids {
+        sending.remove(id);
+    }
+    published
+}
+
+/// Waits for every batch still in flight and settles each (after a failure, before reading
+/// again from the oldest unsent row).
+async fn settle_all<S, A>(store: &S, in_flight: &mut VecDeque<Sent<A>>, sending: &mut HashSet<String>)
+where
+    S: OutboxStore,
+    A: Future<Output = Result<(), String>>,
+{
+    while let Some(mut sent) = in_flight.pop_front() {
+        let result = sent.confirmed.as_mut().await;
+        settle(store, sent, result, sending).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
+
+    use tokio::sync::{mpsc, oneshot};
 
     use super::*;
     use crate::SqliteStore;
@@ -95,6 +196,62 @@ mod tests {
         }
     }
 
+    /// A batch the relay handed over, and the switch that confirms or fails it.
+    type Handed = (Vec<String>, oneshot::Sender<Result<(), String>>);
+
+    /// Runs a relay over `store` whose bus takes each batch at once and confirms it when
+    /// the test says so; the batches come out of the receiver in the order handed over.
+    fn spawn_relay(
+        store: &SqliteStore,
+        wake: &Arc<Notify>,
+        in_flight: usize,
+    ) -> (tokio::task::JoinHandle<()>, mpsc::UnboundedReceiver<Handed>) {
+        let (handed_tx, handed) = mpsc::unbounded_channel();
+        let options = RelayOptions {
+            in_flight,
+            retry_wait: Duration::from_millis(1),
+            ..RelayOptions::default()
+        };
+        let task = tokio::spawn({
+            let (store, wake) = (store.clone(), wake.clone());
+            async move {
+                run(&store, &wake, &options, |batch| {
+                    let ids = batch.iter().map(|m| m.id.clone()).collect();
+                    let (confirm, confirmed) = oneshot::channel();
+                    let _ = handed_tx.send((ids, confirm));
+                    async move {
+                        Ok(async move { confirmed.await.unwrap_or_else(|_| Err("test gone".into())) })
+                    }
+                })
+                .await;
+            }
+        });
+        (task, handed)
+    }
+
+    async fn next(handed: &mut mpsc::UnboundedReceiver<Handed>) -> Handed {
+        tokio::time::timeout(Duration::from_secs(10), handed.recv())
+            .await
+            .expect("a batch within 10 s")
+            .expect("the relay runs")
+    }
+
+    async fn pending_ids(store: &SqliteStore) -> Vec<String> {
+        let pending = store.pending_outbox(10).await.unwrap();
+        pending.into_iter().map(|m| m.id).collect()
+    }
+
+    /// Polls (bounded) until the outbox holds exactly `want`.
+    async fn until_pending(store: &SqliteStore, want: &[&str]) {
+        for _ in 0..1000 {
+            if pending_ids(store).await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(pending_ids(store).await, want);
+    }
+
     #[tokio::test]
     async fn relay_publishes_in_id_order_marks_sent_and_retries_a_failed_batch() {
         let store = SqliteStore::open_in_memory().await.unwrap();
@@ -102,52 +259,64 @@ mod tests {
             .append_outbox(vec![message("b"), message("a")])
             .await
             .unwrap();
-        let published = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
-        let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
         let wake = Arc::new(Notify::new());
-        let options = RelayOptions {
-            retry_wait: Duration::from_millis(1),
-            ..RelayOptions::default()
-        };
-        let task = tokio::spawn({
-            let (store, wake, published) = (store.clone(), wake.clone(), published.clone());
-            async move {
-                let mut attempts = 0;
-                run(&store, &wake, &options, |batch| {
-                    attempts += 1;
-                    let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
-                    published.lock().unwrap().push(ids.clone());
-                    let _ = done_tx.send(ids);
-                    let failed = attempts == 1;
-                    async move {
-                        if failed {
-                            Err("broker down".to_string())
-                        } else {
-                            Ok(())
-                        }
-                    }
-                })
-                .await;
-            }
-        });
-        assert_eq!(done.recv().await.unwrap(), ["a", "b"], "first attempt fails");
-        assert_eq!(done.recv().await.unwrap(), ["a", "b"], "the same batch again");
+        let (task, mut handed) = spawn_relay(&store, &wake, 1);
+        let (ids, confirm) = next(&mut handed).await;
+        assert_eq!(ids, ["a", "b"], "id order");
+        confirm.send(Err("broker down".into())).unwrap();
+        let (ids, confirm) = next(&mut handed).await;
+        assert_eq!(ids, ["a", "b"], "the failed batch again");
+        confirm.send(Ok(())).unwrap();
+        until_pending(&store, &[]).await;
         store.append_outbox(vec![message("c")]).await.unwrap();
         wake.notify_one();
-        assert_eq!(
-            done.recv().await.unwrap(),
-            ["c"],
-            "sent rows are not published again"
-        );
-        // "c" is marked once its publish returned: poll the store, bounded.
-        for _ in 0..1000 {
-            if store.pending_outbox(10).await.unwrap().is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        assert_eq!(store.pending_outbox(10).await.unwrap(), vec![]);
+        let (ids, confirm) = next(&mut handed).await;
+        assert_eq!(ids, ["c"], "sent rows are not published again");
+        confirm.send(Ok(())).unwrap();
+        until_pending(&store, &[]).await;
         task.abort();
-        assert_eq!(published.lock().unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn rows_written_while_a_batch_is_confirmed_go_out_at_once_and_a_failed_one_goes_again() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        store.append_outbox(vec![message("a")]).await.unwrap();
+        let wake = Arc::new(Notify::new());
+        let (task, mut handed) = spawn_relay(&store, &wake, 2);
+        let (ids, confirm_a) = next(&mut handed).await;
+        assert_eq!(ids, ["a"]);
+
+        // "a" is not confirmed yet: "b" is handed over anyway, after it.
+        store.append_outbox(vec![message("b")]).await.unwrap();
+        wake.notify_one();
+        let (ids, confirm_b) = next(&mut handed).await;
+        assert_eq!(ids, ["b"], "handed over while a waits");
+        assert_eq!(
+            pending_ids(&store).await,
+            ["a", "b"],
+            "nothing marked before its confirmation"
+        );
+
+        // Two in flight: "c" waits until "a" settles, and "a" is marked before "c" is read.
+        store.append_outbox(vec![message("c")]).await.unwrap();
+        wake.notify_one();
+        confirm_a.send(Ok(())).unwrap();
+        let (ids, confirm_c) = next(&mut handed).await;
+        assert_eq!(ids, ["c"]);
+        assert_eq!(
+            pending_ids(&store).await,
+            ["b", "c"],
+            "a was confirmed and marked first"
+        );
+
+        // "b" fails after "c" was handed over: "c" settles (marked), then "b" goes again.
+        confirm_b.send(Err("timed out".into())).unwrap();
+        confirm_c.send(Ok(())).unwrap();
+        let (ids, confirm_b) = next(&mut handed).await;
+        assert_eq!(ids, ["b"], "only the failed batch again");
+        assert_eq!(pending_ids(&store).await, ["b"]);
+        confirm_b.send(Ok(())).unwrap();
+        until_pending(&store, &[]).await;
+        task.abort();
     }
 }

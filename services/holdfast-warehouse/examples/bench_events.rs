@@ -72,20 +72,61 @@ fn args() -> anyhow::Result<Args> {
     Ok(parsed)
 }
 
-/// The relay of an outbox over `store`, publishing to `bus`, until aborted.
-fn spawn_relay(store: SqliteStore, wake: Arc<Notify>, bus: KafkaBus) -> tokio::task::JoinHandle<()> {
+/// The relay of an outbox over `store`, publishing to `bus`, until aborted. With `timed`,
+/// each order's lag to its row being read by the relay and to the broker's ack is recorded.
+fn spawn_relay(
+    store: SqliteStore,
+    wake: Arc<Notify>,
+    bus: KafkaBus,
+    timed: Option<Timed>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let options = RelayOptions {
             batch: 500,
             ..RelayOptions::default()
         };
         relay::run(&store, &wake, &options, |batch| {
+            let read = Instant::now();
+            let keys: Vec<String> = batch.iter().map(|m| m.key.clone()).collect();
             let events: Vec<Event> = batch.into_iter().map(|m| to_bus_event(m, "eu")).collect();
-            let bus = bus.clone();
-            async move { bus.publish(events).await.map_err(|e| e.to_string()) }
+            let (bus, timed) = (bus.clone(), timed.clone());
+            async move {
+                let delivery = bus.send(events).await.map_err(|e| e.to_string())?;
+                Ok(async move {
+                    delivery.await.map_err(|e| e.to_string())?;
+                    if let Some(timed) = timed {
+                        timed.relayed(&keys, read, Instant::now());
+                    }
+                    Ok(())
+                })
+            }
         })
         .await;
     })
+}
+
+/// What the lag phase's relay records into.
+#[derive(Clone)]
+struct Timed {
+    confirmed: Arc<Mutex<HashMap<String, Instant>>>,
+    lag: Arc<Mutex<Lag>>,
+}
+
+impl Timed {
+    /// Orders `keys` were read by the relay at `read` and acknowledged at `acked`.
+    fn relayed(&self, keys: &[String], read: Instant, acked: Instant) {
+        let started: Vec<Instant> = {
+            let confirmed = lock(&self.confirmed);
+            keys.iter()
+                .filter_map(|key| confirmed.get(key).copied())
+                .collect()
+        };
+        let mut lag = lock(&self.lag);
+        for started in started {
+            record(&mut lag.read, started, read);
+            record(&mut lag.acked, started, acked);
+        }
+    }
 }
 
 /// Locks `mutex`, a poisoned one too (a panicking handler already failed the run).
@@ -148,7 +189,7 @@ async fn throughput(broker: &KafkaBroker, dir: &TempDir, events: usize) -> anyho
     lock(&seen).clear();
 
     let wake = Arc::new(Notify::new());
-    let relay = spawn_relay(store.clone(), wake.clone(), bus.clone());
+    let relay = spawn_relay(store.clone(), wake.clone(), bus.clone(), None);
     let payload = vec![7_u8; 200];
     let started = Instant::now();
     for chunk in (0..events).collect::<Vec<_>>().chunks(100) {
@@ -182,6 +223,10 @@ struct Lag {
     announced: Histogram<u64>,
     /// Confirmation to the outbox row committed.
     appended: Histogram<u64>,
+    /// Confirmation to the orders relay reading the row.
+    read: Histogram<u64>,
+    /// Confirmation to the broker acknowledging the event.
+    acked: Histogram<u64>,
     /// Confirmation to the warehouse's handler getting the event.
     delivered: Histogram<u64>,
 }
@@ -255,6 +300,8 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
         stored: Histogram::new_with_bounds(1, 600_000_000, 3)?,
         announced: Histogram::new_with_bounds(1, 600_000_000, 3)?,
         appended: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+        read: Histogram::new_with_bounds(1, 600_000_000, 3)?,
+        acked: Histogram::new_with_bounds(1, 600_000_000, 3)?,
         delivered: Histogram::new_with_bounds(1, 600_000_000, 3)?,
     }));
     let (routed_tx, mut routed) = mpsc::unbounded_channel();
@@ -309,7 +356,11 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
 
     // The orders side: its outbox and relay.
     let wake = Arc::new(Notify::new());
-    let orders_relay = spawn_relay(orders_store.clone(), wake.clone(), bus.clone());
+    let timed = Timed {
+        confirmed: confirmed.clone(),
+        lag: lag.clone(),
+    };
+    let orders_relay = spawn_relay(orders_store.clone(), wake.clone(), bus.clone(), Some(timed));
     // Warm up both consumers before the clock starts (group joins, topic metadata).
     let warm_id = uuid::Uuid::now_v7().to_string();
     lock(&confirmed).insert("warmup".into(), Instant::now());
@@ -330,6 +381,8 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
         lag.stored.reset();
         lag.announced.reset();
         lag.appended.reset();
+        lag.read.reset();
+        lag.acked.reset();
         lag.delivered.reset();
     }
 
@@ -361,6 +414,8 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
         tokio::time::timeout(Duration::from_secs(120), announced.recv()).await?;
     }
     orders_relay.abort();
+    // The relay holds `lag` until its task is gone.
+    let _ = orders_relay.await;
     warehouse_consumer.shutdown().await;
     downstream.shutdown().await;
     drop(warehouse);
@@ -393,6 +448,8 @@ async fn main() -> anyhow::Result<()> {
         ("confirmed -> shipment stored     ", &lag.stored),
         ("confirmed -> shipment.created consumed", &lag.announced),
         ("confirmed -> outbox row committed", &lag.appended),
+        ("confirmed -> row read by the relay", &lag.read),
+        ("confirmed -> broker acknowledged", &lag.acked),
         ("confirmed -> warehouse handler called", &lag.delivered),
     ] {
         println!(

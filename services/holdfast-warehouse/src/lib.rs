@@ -223,9 +223,15 @@ async fn run_relay<S: WarehouseBackend>(
         let count = events.len() as u64;
         let bus = Arc::clone(&bus);
         async move {
-            let result = bus.publish(events).await;
-            metrics::relayed(result.is_ok(), count);
-            result.map_err(|e| e.to_string())
+            let delivery = bus.send(events).await.map_err(|e| {
+                metrics::relayed(false, count);
+                e.to_string()
+            })?;
+            Ok(async move {
+                let result = delivery.await;
+                metrics::relayed(result.is_ok(), count);
+                result.map_err(|e| e.to_string())
+            })
         }
     })
     .await;

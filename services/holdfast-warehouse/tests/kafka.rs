@@ -264,7 +264,10 @@ async fn relays_killed_between_publish_and_mark_lose_nothing_and_routing_happens
             relay::run(&store, &wake, &RelayOptions::default(), |batch| {
                 let events = batch.into_iter().map(|m| to_bus_event(m, "eu")).collect();
                 let crashing = &crashing;
-                async move { crashing.publish(events).await.map_err(|e| e.to_string()) }
+                async move {
+                    let delivery = crashing.send(events).await.map_err(|e| e.to_string())?;
+                    Ok(async move { delivery.await.map_err(|e| e.to_string()) })
+                }
             })
             .await;
         }
@@ -320,7 +323,10 @@ async fn relays_killed_between_publish_and_mark_lose_nothing_and_routing_happens
             relay::run(&store, &wake, &RelayOptions::default(), |batch| {
                 let events = batch.into_iter().map(|m| to_bus_event(m, "eu")).collect();
                 let kafka = kafka.clone();
-                async move { kafka.publish(events).await.map_err(|e| e.to_string()) }
+                async move {
+                    let delivery = kafka.send(events).await.map_err(|e| e.to_string())?;
+                    Ok(async move { delivery.await.map_err(|e| e.to_string()) })
+                }
             })
             .await;
         }

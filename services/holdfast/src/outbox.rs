@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use holdfast_platform::events::{Event, EventBus};
+use holdfast_platform::events::{BusError, Event, EventBus};
 use holdfast_store::relay::{self, RelayOptions};
 use holdfast_store::{OutboxMessage, Store};
 use prometheus::IntCounterVec;
@@ -27,13 +27,21 @@ pub async fn relay(store: Store, wake: Arc<Notify>, bus: Arc<dyn EventBus>, regi
         let count = events.len() as u64;
         let bus = Arc::clone(&bus);
         async move {
-            let result = bus.publish(events).await;
-            let label = if result.is_ok() { "published" } else { "failed" };
-            RELAYED.with_label_values(&[label]).inc_by(count);
-            result.map_err(|e| e.to_string())
+            let delivery = bus.send(events).await.map_err(|e| failed(&e, count))?;
+            Ok(async move {
+                delivery.await.map_err(|e| failed(&e, count))?;
+                RELAYED.with_label_values(&["published"]).inc_by(count);
+                Ok(())
+            })
         }
     })
     .await;
+}
+
+/// Counts `count` events kept for the next try; the reason, for the relay's log.
+fn failed(error: &BusError, count: u64) -> String {
+    RELAYED.with_label_values(&["failed"]).inc_by(count);
+    error.to_string()
 }
 
 /// A row as a bus event; rows without a region header get this process's.

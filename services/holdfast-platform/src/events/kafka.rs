@@ -14,7 +14,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::future_producer::OwnedDeliveryResult;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use super::{BusError, Event, EventBus, PUBLISHED, headers};
+use super::{BusError, Delivery, Event, EventBus, PUBLISHED, headers};
 
 /// Partitions of a topic this code creates. Topics are created by the code that uses them,
 /// not by a broker's auto-creation (production brokers disable it, and its partition count
@@ -224,15 +224,19 @@ fn record(event: &Event) -> FutureRecord<'_, str, [u8]> {
 
 impl EventBus for KafkaBus {
     fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), BusError>> {
+        Box::pin(async move { self.send(events).await?.await })
+    }
+
+    fn send(&self, events: Vec<Event>) -> BoxFuture<'_, Result<Delivery, BusError>> {
         Box::pin(async move {
             self.ensure_known(&events).await;
             let mut pending = VecDeque::with_capacity(events.len());
-            for event in &events {
+            for (index, event) in events.iter().enumerate() {
                 let mut next = record(event);
                 loop {
                     match self.producer.send_result(next) {
                         Ok(delivery) => {
-                            pending.push_back((delivery, event));
+                            pending.push_back((delivery, index));
                             break;
                         }
                         Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
@@ -240,7 +244,7 @@ impl EventBus for KafkaBus {
                             // (or, if none is ours, for the queue to drain a little).
                             next = back;
                             match pending.pop_front() {
-                                Some((delivery, sent)) => acknowledged(delivery.await, sent)?,
+                                Some((delivery, sent)) => acknowledged(delivery.await, &events[sent])?,
                                 None => tokio::time::sleep(Duration::from_millis(10)).await,
                             }
                         }
@@ -253,10 +257,14 @@ impl EventBus for KafkaBus {
                     }
                 }
             }
-            for (delivery, event) in pending {
-                acknowledged(delivery.await, event)?;
-            }
-            Ok(())
+            // Every event is in the producer's queue, in order: later sends queue behind them.
+            let delivered: Delivery = Box::pin(async move {
+                for (delivery, sent) in pending {
+                    acknowledged(delivery.await, &events[sent])?;
+                }
+                Ok(())
+            });
+            Ok(delivered)
         })
     }
 }
