@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use holdfast_platform::events::{Event, EventBus};
+use holdfast_platform::events::EventBus;
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::catalog::v1::{
     FacetValueCount, PriceFacetBucket, PriceRange, SearchHighlight, SearchRequest, SearchResponse, SearchSort,
@@ -67,26 +67,8 @@ where
     S: OutboxStore + 'static,
 {
     tokio::spawn(async move {
-        relay::run(&store, &wake, &relay::RelayOptions::default(), |batch| {
-            let events: Vec<Event> = batch
-                .into_iter()
-                .map(|m| Event {
-                    region: m.headers.get("region").cloned().unwrap_or_else(|| region.clone()),
-                    traceparent: m.headers.get("traceparent").cloned(),
-                    id: m.id,
-                    topic: m.topic,
-                    key: m.key,
-                    event_type: m.event_type,
-                    payload: m.payload,
-                })
-                .collect();
-            let bus = Arc::clone(&bus);
-            async move {
-                let delivery = bus.send(events).await.map_err(|e| e.to_string())?;
-                Ok(async move { delivery.await.map_err(|e| e.to_string()) })
-            }
-        })
-        .await;
+        let options = relay::RelayOptions::default();
+        relay::run_to_bus(&store, &wake, &options, &*bus, &region, |_| |_| {}).await;
     })
 }
 

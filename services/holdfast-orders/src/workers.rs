@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, LazyLock};
 
-use holdfast_platform::events::{BusError, Event, EventBus};
+use holdfast_platform::events::EventBus;
 use prometheus::IntCounterVec;
 
 use crate::context::{OrdersStore, StepContext, now_ms};
@@ -45,39 +45,19 @@ pub async fn recover<S: OrdersStore>(engine: Arc<Engine<S>>) {
 /// which share the store's outbox.
 pub async fn relay<S: OrdersStore>(ctx: Arc<StepContext<S>>, bus: Arc<dyn EventBus>) {
     let options = holdfast_store::relay::RelayOptions::default();
-    holdfast_store::relay::run(&ctx.store, &ctx.outbox_written, &options, |pending| {
-        let events: Vec<Event> = pending
-            .into_iter()
-            .map(|m| Event {
-                id: m.id,
-                topic: m.topic,
-                key: m.key,
-                event_type: m.event_type,
-                region: m
-                    .headers
-                    .get("region")
-                    .cloned()
-                    .unwrap_or_else(|| ctx.region.clone()),
-                payload: m.payload,
-                traceparent: m.headers.get("traceparent").cloned(),
-            })
-            .collect();
-        let count = events.len() as u64;
-        let bus = Arc::clone(&bus);
-        async move {
-            let delivery = bus.send(events).await.map_err(|e| failed(&e, count))?;
-            Ok(async move {
-                delivery.await.map_err(|e| failed(&e, count))?;
-                RELAYED.with_label_values(&["published"]).inc_by(count);
-                Ok(())
-            })
-        }
-    })
+    holdfast_store::relay::run_to_bus(
+        &ctx.store,
+        &ctx.outbox_written,
+        &options,
+        &*bus,
+        &ctx.region,
+        |events| {
+            let count = events.len() as u64;
+            move |published| {
+                let result = if published { "published" } else { "failed" };
+                RELAYED.with_label_values(&[result]).inc_by(count);
+            }
+        },
+    )
     .await;
-}
-
-/// Counts `count` events kept for the next try; the reason, for the relay's log.
-fn failed(error: &BusError, count: u64) -> String {
-    RELAYED.with_label_values(&["failed"]).inc_by(count);
-    error.to_string()
 }

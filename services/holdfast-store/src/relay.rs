@@ -1,11 +1,12 @@
 //! The outbox relay every service with an outbox runs: publish pending events in id
 //! order, and mark them sent only once the publisher (the event bus) took them.
 //!
-//! The store knows nothing of the bus, so the caller hands in `publish` (turning outbox
-//! rows into bus events and publishing them). A crash between a publish and its mark
-//! publishes the same events again on the next run: duplicates are possible and harmless,
-//! since consumers dedupe by event id; nothing is ever lost, since a row leaves the outbox
-//! only after a successful publish.
+//! [`run_to_bus`] is the relay the services run: it turns each row into a bus [`Event`]
+//! ([`to_event`]) and hands it to an [`EventBus`], telling the caller how each batch ended
+//! (for its metrics). [`run`] is the loop underneath, for a caller that publishes some other
+//! way. A crash between a publish and its mark publishes the same events again on the next
+//! run: duplicates are possible and harmless, since consumers dedupe by event id; nothing is
+//! ever lost, since a row leaves the outbox only after a successful publish.
 //!
 //! Publishing is pipelined: `publish` answers in two steps (the batch handed to the bus in
 //! order, then the bus confirming it), and while up to [`RelayOptions::in_flight`] batches
@@ -27,6 +28,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use holdfast_platform::events::{Event, EventBus};
 use tokio::sync::Notify;
 
 use crate::{OutboxMessage, OutboxStore};
@@ -63,6 +65,61 @@ struct Sent<A> {
     confirmed: Pin<Box<A>>,
 }
 
+/// Runs the relay of `store`'s outbox to `bus` forever (abort the task to stop it); rows
+/// without a region header are published as `region`'s. `watch` sees each batch as it is
+/// handed over and answers what to call once it settled: with `true` once the bus has it,
+/// `false` if it failed (it stays pending and goes again).
+pub async fn run_to_bus<S, O, W>(
+    store: &S,
+    wake: &Notify,
+    options: &RelayOptions,
+    bus: &dyn EventBus,
+    region: &str,
+    mut watch: O,
+) where
+    S: OutboxStore,
+    O: FnMut(&[Event]) -> W,
+    W: FnOnce(bool) + Send + 'static,
+{
+    run(store, wake, options, |batch| {
+        let events: Vec<Event> = batch.into_iter().map(|m| to_event(m, region)).collect();
+        let settled = watch(&events);
+        async move {
+            let delivery = match bus.send(events).await {
+                Ok(delivery) => delivery,
+                Err(error) => {
+                    settled(false);
+                    return Err(error.to_string());
+                }
+            };
+            Ok(async move {
+                let result = delivery.await;
+                settled(result.is_ok());
+                result.map_err(|e| e.to_string())
+            })
+        }
+    })
+    .await;
+}
+
+/// The bus event for an outbox row; its region is the one it was written with (else
+/// `region`), and so is its trace context.
+pub fn to_event(message: OutboxMessage, region: &str) -> Event {
+    Event {
+        region: message
+            .headers
+            .get("region")
+            .cloned()
+            .unwrap_or_else(|| region.to_string()),
+        traceparent: message.headers.get("traceparent").cloned(),
+        id: message.id,
+        topic: message.topic,
+        key: message.key,
+        event_type: message.event_type,
+        payload: message.payload,
+    }
+}
+
 /// Runs the relay over `store` forever (abort the task to stop it). `wake` is notified by
 /// writers after they commit events, so they go out at once. `publish` gets each batch in
 /// id order; its future answers `Ok` once the batch is handed to the bus (events published
@@ -77,18 +134,27 @@ where
 {
     let most_in_flight = options.in_flight.max(1);
     let mut in_flight: VecDeque<Sent<A>> = VecDeque::with_capacity(most_in_flight);
-    // Ids handed over and not yet settled: the next reads skip them.
-    let mut sending: HashSet<String> = HashSet::new();
     loop {
         if in_flight.len() < most_in_flight {
+            // The rows handed over and not yet settled come back from the read: skip them.
+            let on_their_way: usize = in_flight.iter().map(|sent| sent.ids.len()).sum();
             let limit = options
                 .batch
-                .saturating_add(u32::try_from(sending.len()).unwrap_or(u32::MAX));
+                .saturating_add(u32::try_from(on_their_way).unwrap_or(u32::MAX));
             let fresh: Vec<OutboxMessage> = match store.pending_outbox(limit).await {
-                Ok(pending) => pending.into_iter().filter(|m| !sending.contains(&m.id)).collect(),
+                Ok(pending) => {
+                    let sending: HashSet<&str> = in_flight
+                        .iter()
+                        .flat_map(|sent| sent.ids.iter().map(String::as_str))
+                        .collect();
+                    pending
+                        .into_iter()
+                        .filter(|m| !sending.contains(m.id.as_str()))
+                        .collect()
+                }
                 Err(error) => {
                     tracing::warn!(%error, "reading the outbox failed");
-                    settle_all(store, &mut in_flight, &mut sending).await;
+                    settle_all(store, &mut in_flight).await;
                     tokio::time::sleep(options.retry_wait).await;
                     continue;
                 }
@@ -97,7 +163,6 @@ where
                 let ids: Vec<String> = fresh.iter().map(|m| m.id.clone()).collect();
                 match publish(fresh).await {
                     Ok(confirmed) => {
-                        sending.extend(ids.iter().cloned());
                         in_flight.push_back(Sent {
                             ids,
                             confirmed: Box::pin(confirmed),
@@ -107,7 +172,7 @@ where
                     }
                     Err(error) => {
                         tracing::warn!(%error, "publishing events failed; retrying");
-                        settle_all(store, &mut in_flight, &mut sending).await;
+                        settle_all(store, &mut in_flight).await;
                         tokio::time::sleep(options.retry_wait).await;
                         continue;
                     }
@@ -124,9 +189,9 @@ where
         tokio::select! {
             result = oldest.confirmed.as_mut() => {
                 if let Some(sent) = in_flight.pop_front()
-                    && !settle(store, sent, result, &mut sending).await
+                    && !settle(store, sent, result).await
                 {
-                    settle_all(store, &mut in_flight, &mut sending).await;
+                    settle_all(store, &mut in_flight).await;
                     tokio::time::sleep(options.retry_wait).await;
                 }
             }
@@ -137,16 +202,11 @@ where
 }
 
 /// Marks `sent` sent if `result` says the bus has it; false if it failed (it stays pending).
-async fn settle<S, A>(
-    store: &S,
-    sent: Sent<A>,
-    result: Result<(), String>,
-    sending: &mut HashSet<String>,
-) -> bool
+async fn settle<S, A>(store: &S, sent: Sent<A>, result: Result<(), String>) -> bool
 where
     S: OutboxStore,
 {
-    let published = match result {
+    match result {
         Ok(()) => {
             if let Err(error) = store.mark_outbox_sent(&sent.ids).await {
                 tracing::warn!(%error, "marking events sent failed; they will be published again");
@@ -157,30 +217,29 @@ where
             tracing::warn!(%error, "publishing events failed; retrying");
             false
         }
-    };
-    for id in &sent.ids {
-        sending.remove(id);
     }
-    published
 }
 
 /// Waits for every batch still in flight and settles each (after a failure, before reading
 /// again from the oldest unsent row).
-async fn settle_all<S, A>(store: &S, in_flight: &mut VecDeque<Sent<A>>, sending: &mut HashSet<String>)
+async fn settle_all<S, A>(store: &S, in_flight: &mut VecDeque<Sent<A>>)
 where
     S: OutboxStore,
     A: Future<Output = Result<(), String>>,
 {
     while let Some(mut sent) = in_flight.pop_front() {
         let result = sent.confirmed.as_mut().await;
-        settle(store, sent, result, sending).await;
+        settle(store, sent, result).await;
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
 
+    use futures::future::BoxFuture;
+    use holdfast_platform::events::BusError;
     use tokio::sync::{mpsc, oneshot};
 
     use super::*;
@@ -318,5 +377,91 @@ mod tests {
         confirm_b.send(Ok(())).unwrap();
         until_pending(&store, &[]).await;
         task.abort();
+    }
+
+    /// A bus that refuses its first `refusals` publishes and keeps what it took.
+    #[derive(Default)]
+    struct Keeping {
+        refusals: AtomicUsize,
+        took: Mutex<Vec<Event>>,
+    }
+
+    impl EventBus for Keeping {
+        fn publish(&self, events: Vec<Event>) -> BoxFuture<'_, Result<(), BusError>> {
+            let refused = self
+                .refusals
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if !refused {
+                self.took.lock().unwrap().extend(events);
+            }
+            Box::pin(async move {
+                if refused {
+                    Err(BusError::Unavailable("broker down".into()))
+                } else {
+                    Ok(())
+                }
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn the_bus_relay_keeps_each_rows_region_and_trace_and_reports_every_batch() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let mut from_us = message("a");
+        from_us.headers.insert("region".into(), "us".into());
+        from_us
+            .headers
+            .insert("traceparent".into(), "00-abc-def-01".into());
+        from_us.payload = b"paid".to_vec();
+        store.append_outbox(vec![from_us, message("b")]).await.unwrap();
+        let bus = Arc::new(Keeping {
+            refusals: AtomicUsize::new(1),
+            ..Keeping::default()
+        });
+        let (settled_tx, mut settled) = mpsc::unbounded_channel();
+        let options = RelayOptions {
+            retry_wait: Duration::from_millis(1),
+            ..RelayOptions::default()
+        };
+        let task = tokio::spawn({
+            let (store, bus) = (store.clone(), Arc::clone(&bus));
+            async move {
+                let wake = Notify::new();
+                run_to_bus(&store, &wake, &options, &*bus, "eu", |events| {
+                    let (count, settled_tx) = (events.len(), settled_tx.clone());
+                    move |published| {
+                        let _ = settled_tx.send((count, published));
+                    }
+                })
+                .await;
+            }
+        });
+        let mut reports = Vec::new();
+        while reports.len() < 2 {
+            let report = tokio::time::timeout(Duration::from_secs(10), settled.recv())
+                .await
+                .expect("a batch settles within 10 s")
+                .expect("the relay runs");
+            reports.push(report);
+        }
+        assert_eq!(
+            reports,
+            [(2, false), (2, true)],
+            "the refused batch, then it again"
+        );
+        until_pending(&store, &[]).await;
+        task.abort();
+
+        let took = bus.took.lock().unwrap().clone();
+        let ids: Vec<&str> = took.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(took[0].region, "us", "the region it was written in");
+        assert_eq!(took[0].traceparent.as_deref(), Some("00-abc-def-01"));
+        assert_eq!(took[0].payload, b"paid");
+        assert_eq!((took[0].topic.as_str(), took[0].key.as_str()), ("t", "k"));
+        assert_eq!(took[0].event_type, "x.y");
+        assert_eq!(took[1].region, "eu", "no region header: the relay's");
+        assert_eq!(took[1].traceparent, None);
     }
 }

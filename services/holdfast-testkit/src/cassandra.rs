@@ -1,6 +1,8 @@
 //! [`CassandraNode`]: Apache Cassandra 5 as the CQL database behind the ScyllaDB backend's
 //! tests, and [`CqlNodes`]: `SCYLLA_NODES` when set, else such a node.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use holdfast_platform::process::free_port;
@@ -56,8 +58,9 @@ pub struct CassandraNode {
 }
 
 impl CassandraNode {
-    /// Starts a node and waits until its native (CQL) port accepts connections, which it
-    /// opens only once the node is ready to serve queries.
+    /// Starts a node and waits until its native (CQL) port answers a CQL `OPTIONS` request
+    /// (the driver's own first request) with `SUPPORTED`: an accepted TCP connection alone
+    /// can come before the native transport serves requests.
     pub fn start() -> anyhow::Result<Self> {
         let classpath = classpath("cassandra", CASSANDRA_VERSION)?;
         let dir = TempDir::new("cassandra")?;
@@ -86,7 +89,7 @@ impl CassandraNode {
             "org.apache.cassandra.service.CassandraDaemon".into(),
         ]);
         let mut jvm = Jvm::spawn("cassandra", dir.path(), &args)?;
-        jvm.wait_listening(port, START_LIMIT)
+        jvm.wait_answering(port, START_LIMIT, answers_cql)
             .map_err(|e| anyhow::anyhow!("{e}\n(see {}/system.log)", dir.path().display()))?;
         Ok(Self { jvm, port, _dir: dir })
     }
@@ -105,6 +108,26 @@ impl CassandraNode {
     pub fn pid(&self) -> u32 {
         self.jvm.pid()
     }
+}
+
+/// CQL native protocol v4: a request frame's version byte, and the `OPTIONS` and
+/// `SUPPORTED` opcodes.
+const CQL_V4_REQUEST: u8 = 0x04;
+const CQL_OPTIONS: u8 = 0x05;
+const CQL_SUPPORTED: u8 = 0x06;
+
+/// Whether `127.0.0.1:port` answers an `OPTIONS` frame with a `SUPPORTED` one (a 9-byte
+/// header: version, flags, stream, opcode, body length).
+fn answers_cql(port: u16) -> bool {
+    let exchange = || -> std::io::Result<[u8; 9]> {
+        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.write_all(&[CQL_V4_REQUEST, 0, 0, 1, CQL_OPTIONS, 0, 0, 0, 0])?;
+        let mut header = [0u8; 9];
+        stream.read_exact(&mut header)?;
+        Ok(header)
+    };
+    exchange().is_ok_and(|header| header[0] == (0x80 | CQL_V4_REQUEST) && header[4] == CQL_SUPPORTED)
 }
 
 /// One node, sized for two shared cores: one token, few threads, small caches and
@@ -217,5 +240,29 @@ impl CqlNodes {
     /// `scylla://host:port,...`, for `--store` / `HOLDFAST_STORE`.
     pub fn store_url(&self) -> String {
         format!("scylla://{}", self.contact_points().join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn a_port_that_accepts_but_does_not_speak_cql_is_not_ready() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut frame = [0u8; 9];
+            stream.read_exact(&mut frame).unwrap();
+            // Answers with a frame that is not SUPPORTED (an ERROR, opcode 0x00).
+            stream.write_all(&[0x84, 0, 0, 1, 0x00, 0, 0, 0, 0]).unwrap();
+            frame
+        });
+        assert!(!answers_cql(port));
+        let asked = peer.join().unwrap();
+        assert_eq!(asked, [0x04, 0, 0, 1, 0x05, 0, 0, 0, 0], "an OPTIONS frame");
     }
 }

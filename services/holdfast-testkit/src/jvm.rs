@@ -106,17 +106,30 @@ impl Jvm {
 
     /// Polls until `127.0.0.1:port` accepts connections, failing early if the JVM exits.
     pub(crate) fn wait_listening(&mut self, port: u16, limit: Duration) -> anyhow::Result<()> {
+        self.wait_answering(port, limit, |port| {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+    }
+
+    /// Polls `answers(port)` until it says the JVM serves on `port`, failing early if the
+    /// JVM exits.
+    pub(crate) fn wait_answering(
+        &mut self,
+        port: u16,
+        limit: Duration,
+        mut answers: impl FnMut(u16) -> bool,
+    ) -> anyhow::Result<()> {
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait()? {
                 anyhow::bail!("{} exited at start ({status}): {}", self.name, self.output_tail());
             }
-            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            if answers(port) {
                 return Ok(());
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "{} did not listen on port {port} within {limit:?}: {}",
+                "{} did not answer on port {port} within {limit:?}: {}",
                 self.name,
                 self.output_tail()
             );

@@ -33,7 +33,7 @@ use holdfast_store::{
     OutboxMessage, OutboxStore, ShippingOptionRecord, SqliteStore, StoredWarehouse, WarehouseStore,
 };
 use holdfast_testkit::{KafkaBroker, TempDir};
-use holdfast_warehouse::events::{FULFILLMENT_TOPIC, SHIPMENTS_TOPIC, to_bus_event, types};
+use holdfast_warehouse::events::{FULFILLMENT_TOPIC, SHIPMENTS_TOPIC, types};
 use holdfast_warehouse::{CONSUMER_GROUP, WarehouseOptions, consumer};
 use prost::Message;
 use tokio::sync::{Notify, mpsc};
@@ -85,20 +85,14 @@ fn spawn_relay(
             batch: 500,
             ..RelayOptions::default()
         };
-        relay::run(&store, &wake, &options, |batch| {
+        relay::run_to_bus(&store, &wake, &options, &bus, "eu", |events| {
             let read = Instant::now();
-            let keys: Vec<String> = batch.iter().map(|m| m.key.clone()).collect();
-            let events: Vec<Event> = batch.into_iter().map(|m| to_bus_event(m, "eu")).collect();
-            let (bus, timed) = (bus.clone(), timed.clone());
-            async move {
-                let delivery = bus.send(events).await.map_err(|e| e.to_string())?;
-                Ok(async move {
-                    delivery.await.map_err(|e| e.to_string())?;
-                    if let Some(timed) = timed {
-                        timed.relayed(&keys, read, Instant::now());
-                    }
-                    Ok(())
-                })
+            let keys: Vec<String> = events.iter().map(|e| e.key.clone()).collect();
+            let timed = timed.clone();
+            move |published| {
+                if let Some(timed) = timed.filter(|_| published) {
+                    timed.relayed(&keys, read, Instant::now());
+                }
             }
         })
         .await;
@@ -178,7 +172,7 @@ async fn throughput(broker: &KafkaBroker, dir: &TempDir, events: usize) -> anyho
     })
     .await?;
     // Warm up: the topic exists and the consumer has joined before the clock starts.
-    bus.publish(vec![to_bus_event(
+    bus.publish(vec![relay::to_event(
         row(topic, "warm", "bench.warmup", "warmup".into(), vec![]),
         "eu",
     )])

@@ -1,5 +1,4 @@
-//! The events the warehouse announces (through the outbox) and how a stored outbox row
-//! becomes a bus event.
+//! The events the warehouse announces (through the outbox).
 //!
 //! | event type | topic | key | payload |
 //! |---|---|---|---|
@@ -9,7 +8,6 @@
 
 use std::collections::BTreeMap;
 
-use holdfast_platform::events::Event;
 use holdfast_proto::events::v1::{
     BackorderLine, BackorderRaised, FulfillmentEvent, ReconciliationEvent, ShipmentCancelled,
     ShipmentCreated, ShipmentDelivered, ShipmentEvent, ShipmentLine, ShipmentShipped, StockChangeCause,
@@ -242,22 +240,4 @@ pub struct StockChange<'a> {
     pub change_id: &'a str,
     /// Why.
     pub cause: StockChangeCause,
-}
-
-/// The bus event for an outbox row; its region is the one it was written with (else
-/// `region`).
-pub fn to_bus_event(message: OutboxMessage, region: &str) -> Event {
-    Event {
-        region: message
-            .headers
-            .get("region")
-            .cloned()
-            .unwrap_or_else(|| region.to_string()),
-        traceparent: message.headers.get("traceparent").cloned(),
-        id: message.id,
-        topic: message.topic,
-        key: message.key,
-        event_type: message.event_type,
-        payload: message.payload,
-    }
 }

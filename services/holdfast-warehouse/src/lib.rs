@@ -28,7 +28,7 @@ pub mod validate;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use holdfast_platform::events::{BusConfig, BusError, ConsumerHandle, Event, EventBus, spawn_consumer};
+use holdfast_platform::events::{BusConfig, BusError, ConsumerHandle, EventBus, spawn_consumer};
 use holdfast_platform::task::AbortOnDrop;
 use holdfast_platform::{Context, Needs, Service, ServiceParts};
 use holdfast_proto::warehouse::v1::warehouse_service_server::WarehouseServiceServer;
@@ -215,24 +215,10 @@ async fn run_relay<S: WarehouseBackend>(
     bus: Arc<dyn EventBus>,
     options: RelayOptions,
 ) {
-    relay::run(&engine.store, &engine.outbox_written, &options, |batch| {
-        let events: Vec<Event> = batch
-            .into_iter()
-            .map(|m| events::to_bus_event(m, &engine.region))
-            .collect();
+    let (store, wake, region) = (&engine.store, &engine.outbox_written, &engine.region);
+    relay::run_to_bus(store, wake, &options, &*bus, region, |events| {
         let count = events.len() as u64;
-        let bus = Arc::clone(&bus);
-        async move {
-            let delivery = bus.send(events).await.map_err(|e| {
-                metrics::relayed(false, count);
-                e.to_string()
-            })?;
-            Ok(async move {
-                let result = delivery.await;
-                metrics::relayed(result.is_ok(), count);
-                result.map_err(|e| e.to_string())
-            })
-        }
+        move |published| metrics::relayed(published, count)
     })
     .await;
 }

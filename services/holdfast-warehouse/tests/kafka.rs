@@ -17,7 +17,7 @@ use holdfast_proto::warehouse::v1::ShippingSpeed;
 use holdfast_store::relay::{self, RelayOptions};
 use holdfast_store::{OutboxMessage, OutboxStore, SqliteStore};
 use holdfast_testkit::{KafkaBroker, TempDir};
-use holdfast_warehouse::events::{FULFILLMENT_TOPIC, SHIPMENTS_TOPIC, to_bus_event};
+use holdfast_warehouse::events::{FULFILLMENT_TOPIC, SHIPMENTS_TOPIC};
 use holdfast_warehouse::{CONSUMER_GROUP, RunningWarehouse, WarehouseOptions, consumer};
 use prost::Message;
 use rdkafka::ClientConfig;
@@ -261,13 +261,8 @@ async fn relays_killed_between_publish_and_mark_lose_nothing_and_routing_happens
     let first_relay = tokio::spawn({
         let (store, wake) = (producer.store.clone(), wake.clone());
         async move {
-            relay::run(&store, &wake, &RelayOptions::default(), |batch| {
-                let events = batch.into_iter().map(|m| to_bus_event(m, "eu")).collect();
-                let crashing = &crashing;
-                async move {
-                    let delivery = crashing.send(events).await.map_err(|e| e.to_string())?;
-                    Ok(async move { delivery.await.map_err(|e| e.to_string()) })
-                }
+            relay::run_to_bus(&store, &wake, &RelayOptions::default(), &crashing, "eu", |_| {
+                |_| {}
             })
             .await;
         }
@@ -320,15 +315,7 @@ async fn relays_killed_between_publish_and_mark_lose_nothing_and_routing_happens
     let second_relay = tokio::spawn({
         let (store, wake, kafka) = (producer.store.clone(), wake.clone(), kafka.clone());
         async move {
-            relay::run(&store, &wake, &RelayOptions::default(), |batch| {
-                let events = batch.into_iter().map(|m| to_bus_event(m, "eu")).collect();
-                let kafka = kafka.clone();
-                async move {
-                    let delivery = kafka.send(events).await.map_err(|e| e.to_string())?;
-                    Ok(async move { delivery.await.map_err(|e| e.to_string()) })
-                }
-            })
-            .await;
+            relay::run_to_bus(&store, &wake, &RelayOptions::default(), &kafka, "eu", |_| |_| {}).await;
         }
     });
     let mut second = site.start(Arc::new(kafka.clone()));
