@@ -42,6 +42,15 @@ pub trait OutboxStore: Send + Sync {
         limit: u32,
     ) -> impl Future<Output = Result<Vec<OutboxMessage>, StoreError>> + Send;
 
+    /// As [`pending_outbox`](Self::pending_outbox), leaving out the events in `skip` (a
+    /// relay's batches on their way to the bus): they are neither returned nor counted
+    /// against `limit`; at most `limit` others, oldest first.
+    fn pending_outbox_except(
+        &self,
+        limit: u32,
+        skip: &[&str],
+    ) -> impl Future<Output = Result<Vec<OutboxMessage>, StoreError>> + Send;
+
     /// Marks events sent so `pending_outbox` no longer returns them. Unknown or already
     /// sent ids are ignored.
     fn mark_outbox_sent(&self, ids: &[String]) -> impl Future<Output = Result<(), StoreError>> + Send;

@@ -23,7 +23,7 @@
 //! Two relays over one outbox (two processes on one store) are safe but publish some
 //! events twice while both are busy.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -136,22 +136,15 @@ where
     let mut in_flight: VecDeque<Sent<A>> = VecDeque::with_capacity(most_in_flight);
     loop {
         if in_flight.len() < most_in_flight {
-            // The rows handed over and not yet settled come back from the read: skip them.
-            let on_their_way: usize = in_flight.iter().map(|sent| sent.ids.len()).sum();
-            let limit = options
-                .batch
-                .saturating_add(u32::try_from(on_their_way).unwrap_or(u32::MAX));
-            let fresh: Vec<OutboxMessage> = match store.pending_outbox(limit).await {
-                Ok(pending) => {
-                    let sending: HashSet<&str> = in_flight
-                        .iter()
-                        .flat_map(|sent| sent.ids.iter().map(String::as_str))
-                        .collect();
-                    pending
-                        .into_iter()
-                        .filter(|m| !sending.contains(m.id.as_str()))
-                        .collect()
-                }
+            // The rows handed over and not yet settled are still pending: leave them out.
+            let on_their_way: Vec<&str> = in_flight
+                .iter()
+                .flat_map(|sent| sent.ids.iter().map(String::as_str))
+                .collect();
+            let read = store.pending_outbox_except(options.batch, &on_their_way).await;
+            drop(on_their_way);
+            let fresh: Vec<OutboxMessage> = match read {
+                Ok(fresh) => fresh,
                 Err(error) => {
                     tracing::warn!(%error, "reading the outbox failed");
                     settle_all(store, &mut in_flight).await;

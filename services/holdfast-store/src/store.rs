@@ -262,6 +262,17 @@ impl OutboxStore for Store {
         }
     }
 
+    async fn pending_outbox_except(
+        &self,
+        limit: u32,
+        skip: &[&str],
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        match self {
+            Self::Sqlite(store) => store.pending_outbox_except(limit, skip).await,
+            Self::Scylla(store) => store.pending_outbox_except(limit, skip).await,
+        }
+    }
+
     async fn mark_outbox_sent(&self, ids: &[String]) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(store) => store.mark_outbox_sent(ids).await,

@@ -46,7 +46,7 @@ pub use orders::{
     order_list_page_size_is_capped, order_list_pages_newest_first_with_status_filter,
     order_update_is_conditional_and_refusals_write_nothing,
 };
-pub use outbox::outbox_append_pending_mark_sent;
+pub use outbox::{outbox_append_pending_mark_sent, outbox_pending_except_leaves_out_the_skipped};
 pub use product_events::{
     product_announcements_are_listed_once_and_never_before_their_product,
     product_refused_upsert_announces_nothing, product_scan_visits_every_product_once,
@@ -165,6 +165,7 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         key_concurrent_claims_from_16_tasks_one_wins,
         key_expired_is_absent_reclaimable_and_purged,
         outbox_append_pending_mark_sent,
+        outbox_pending_except_leaves_out_the_skipped,
         bad_requests_are_refused,
         warehouse_upsert_get_and_list_by_region,
         warehouse_change_applies_everything_once_and_repeats_answer_the_first,

@@ -92,3 +92,51 @@ pub async fn outbox_append_pending_mark_sent<S: OutboxStore>(store: &S) {
     assert_eq!(store.pending_outbox(0).await.expect("pending"), vec![]);
     send_all_under(store, &ns).await;
 }
+
+/// Events left out of a read (a relay's batches on their way) are neither returned nor
+/// counted against the limit; the rest come oldest first as without them.
+pub async fn outbox_pending_except_leaves_out_the_skipped<S: OutboxStore>(store: &S) {
+    let ns = namespace("outbox-except");
+    let id = |n: u32| format!("{ns}-{n:02}");
+    store
+        .append_outbox((1..=5).map(|n| event(&id(n))).collect())
+        .await
+        .expect("append");
+    let (two, four) = (id(2), id(4));
+    let read = store
+        .pending_outbox_except(1000, &[two.as_str(), four.as_str(), "not-pending"])
+        .await
+        .expect("pending except");
+    assert!(
+        read.windows(2).all(|pair| pair[0].id < pair[1].id),
+        "oldest first, each once"
+    );
+    let mine: Vec<OutboxMessage> = read.into_iter().filter(|m| m.id.starts_with(&ns)).collect();
+    assert_eq!(
+        mine,
+        vec![event(&id(1)), event(&id(3)), event(&id(5))],
+        "as written, without 2 and 4"
+    );
+
+    let all = store.pending_outbox(1000).await.expect("pending outbox");
+    let skipped: Vec<&str> = all.iter().take(2).map(|m| m.id.as_str()).collect();
+    let third = store
+        .pending_outbox_except(1, &skipped)
+        .await
+        .expect("pending except");
+    assert_eq!(
+        ids_of(&third),
+        ids_of(&all[2..3]),
+        "the limit counts only what is returned"
+    );
+    assert_eq!(
+        store.pending_outbox_except(0, &skipped).await.expect("pending"),
+        vec![]
+    );
+    assert_eq!(
+        store.pending_outbox_except(1000, &[]).await.expect("pending"),
+        all,
+        "nothing skipped: the plain listing"
+    );
+    send_all_under(store, &ns).await;
+}

@@ -18,7 +18,7 @@
 //! the write it announces, and a crash between the two writes still publishes the event
 //! (late, after [`PRODUCT_WRITE_GRACE_MS`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt};
 use scylla::client::session::Session;
@@ -313,6 +313,16 @@ impl OutboxStore for ScyllaStore {
     }
 
     async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.pending_outbox_except(limit, &[]).await
+    }
+
+    /// Leaves `skip` out as the buckets are merged, before any event's home is checked.
+    async fn pending_outbox_except(
+        &self,
+        limit: u32,
+        skip: &[&str],
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
+        let skip: HashSet<&str> = skip.iter().copied().collect();
         let limit = limit.min(MAX_OUTBOX_BATCH) as usize;
         if limit == 0 {
             return Ok(Vec::new());
@@ -344,7 +354,9 @@ impl OutboxStore for ScyllaStore {
                     continue;
                 }
                 Step::Row(entry) => {
-                    candidates.push(entry);
+                    if !skip.contains(entry.message.id.as_str()) {
+                        candidates.push(entry);
+                    }
                     false
                 }
                 Step::Done => true,

@@ -70,17 +70,31 @@ impl OutboxStore for SqliteStore {
     }
 
     async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
+        self.pending_outbox_except(limit, &[]).await
+    }
+
+    /// Leaves `skip` out in the query, so the rows on their way are neither read nor counted
+    /// against `limit`.
+    async fn pending_outbox_except(
+        &self,
+        limit: u32,
+        skip: &[&str],
+    ) -> Result<Vec<OutboxMessage>, StoreError> {
         let limit = i64::from(limit.min(MAX_OUTBOX_BATCH));
         if limit == 0 {
             return Ok(Vec::new());
         }
+        let skip = serde_json::to_string(skip)
+            .map_err(|e| StoreError::InvalidArgument(format!("outbox ids to skip: {e}")))?;
         self.read(move |conn| {
             conn.prepare_cached(&format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox ORDER BY id LIMIT ?1"
+                "SELECT {OUTBOX_COLUMNS} FROM outbox
+                 WHERE id NOT IN (SELECT value FROM json_each(?2))
+                 ORDER BY id LIMIT ?1"
             ))
             .and_then(|mut statement| {
                 statement
-                    .query_map([limit], read_message)?
+                    .query_map(params![limit, skip], read_message)?
                     .collect::<rusqlite::Result<Vec<_>>>()
             })
             .map_err(sqlite_error)
