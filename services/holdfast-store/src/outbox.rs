@@ -36,11 +36,16 @@ pub trait OutboxStore: Send + Sync {
         messages: Vec<OutboxMessage>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Unsent events, oldest first (by id), at most `limit`.
+    /// Unsent events, oldest first (by id), at most `limit`: [`pending_outbox_except`]
+    /// leaving nothing out.
+    ///
+    /// [`pending_outbox_except`]: Self::pending_outbox_except
     fn pending_outbox(
         &self,
         limit: u32,
-    ) -> impl Future<Output = Result<Vec<OutboxMessage>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<OutboxMessage>, StoreError>> + Send {
+        self.pending_outbox_except(limit, &[])
+    }
 
     /// As [`pending_outbox`](Self::pending_outbox), leaving out the events in `skip` (a
     /// relay's batches on their way to the bus): they are neither returned nor counted

@@ -255,13 +255,6 @@ impl OutboxStore for Store {
         }
     }
 
-    async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
-        match self {
-            Self::Sqlite(store) => store.pending_outbox(limit).await,
-            Self::Scylla(store) => store.pending_outbox(limit).await,
-        }
-    }
-
     async fn pending_outbox_except(
         &self,
         limit: u32,

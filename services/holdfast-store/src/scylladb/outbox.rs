@@ -312,10 +312,6 @@ impl OutboxStore for ScyllaStore {
         self.index_pending(None, "", 0, &messages).await
     }
 
-    async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
-        self.pending_outbox_except(limit, &[]).await
-    }
-
     /// Leaves `skip` out as the buckets are merged, before any event's home is checked.
     async fn pending_outbox_except(
         &self,

@@ -69,10 +69,6 @@ impl OutboxStore for SqliteStore {
         .await
     }
 
-    async fn pending_outbox(&self, limit: u32) -> Result<Vec<OutboxMessage>, StoreError> {
-        self.pending_outbox_except(limit, &[]).await
-    }
-
     /// Leaves `skip` out in the query, so the rows on their way are neither read nor counted
     /// against `limit`.
     async fn pending_outbox_except(
