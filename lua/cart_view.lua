@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, bucket, cart_view
 -- cart_view.lua: read a cart with what its view needs about each SKU, in one round trip
 -- (GetCart; the read before AddItem and UpdateItem). Writes nothing.
 --
@@ -25,40 +25,5 @@
 --   product    the cached encoded Product, or false
 --   available  units available, or -1 (ask inventory)
 
-local cart, extra = KEYS[1], ARGV[1]
-local fields = redis.call('HGETALL', cart)
-local skus, named = {}, {}
-for i = 1, #fields, 2 do
-  local field = fields[i]
-  if string.sub(field, 1, 2) == 'l:' then
-    local sku = string.sub(field, 3)
-    skus[#skus + 1] = sku
-    named[sku] = true
-  end
-end
-if extra ~= nil and extra ~= '' and not named[extra] then skus[#skus + 1] = extra end
-
-local now -- Redis's clock, read only once a SKU has holds to look at
-local seen, k = {}, 0
-for _, sku in ipairs(skus) do
-  local product = redis.call('HGET', 'cat:{' .. sku .. '}', 'p')
-  local inv = 'inv:{' .. sku .. '}'
-  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'buckets', 'buckets_max', 'hx')
-  local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
-  local available = -1
-  if math.max(num(lv[4]), num(lv[5])) <= 1 and (on_hand ~= 0 or reserved ~= 0 or sold ~= 0) then
-    -- Nothing reserved: no hold, lapsed or not, to subtract (inventory answers on_hand too).
-    local lapsed = false
-    if reserved > 0 then
-      local holds = inv .. ':holds'
-      local index = hold_keys(holds)
-      now = now or now_ms()
-      lapsed = #hold_due(inv, index, now, 1, lv[6]) > 0
-        or #redis.call('ZRANGEBYSCORE', holds, '-inf', int(now), 'LIMIT', 0, 1) > 0
-    end
-    if not lapsed then available = math.max(on_hand - reserved, 0) end
-  end
-  seen[k + 1], seen[k + 2], seen[k + 3] = sku, product, available
-  k = k + 3
-end
-return {fields, seen}
+local fields = redis.call('HGETALL', KEYS[1])
+return {fields, view_seen(view_skus(fields, ARGV[1]))}

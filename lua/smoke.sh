@@ -541,6 +541,28 @@ expect "view: held then released, nothing reserved: on_hand again" " V5  6" "$(e
 expect "view: an absent cart and no extra SKU" "" "$(ev cart_view 'cart:{c:none}' , '')"
 expect "view writes nothing" "0" "$(rc exists 'cart:{c:none}')"
 
+# ---------------------------------------------------------------- cart_add_viewed
+AV='cart:{c:ava}'
+expect "add_viewed: no sellable entry (V1 has only p) asks, writes nothing" "ask 0 -1 0" \
+  "$(ev cart_add_viewed $AV , 1 0 V1 1 10 99 60000 | tr -s ' ') $(rc exists $AV)"
+rc hset 'cat:{V3}' v 1 p prod-v3 s '1|90|EUR' >/dev/null
+expect "add_viewed: a SKU inventory must answer (split into buckets) asks" "ask 0 -1 0" \
+  "$(ev cart_add_viewed $AV , 1 0 V3 1 10 99 60000 | tr -s ' ') $(rc exists $AV)"
+rc hset 'cat:{V6}' v 1 p prod-v6 s 0 >/dev/null
+expect "add_viewed: an inactive product is refused, nothing written" "not_sellable 0 -1 0" \
+  "$(ev cart_add_viewed $AV , 1 0 V6 1 10 99 60000 | tr -s ' ') $(rc exists $AV)"
+rc hset 'cat:{V5}' v 1 p prod-v5 s '1|250|EUR' >/dev/null
+expect "add_viewed: an absent cart the store was not asked about is cold" "cold 0 0" \
+  "$(ev cart_add_viewed $AV , 0 0 V5 1 10 99 60000 | tr -s ' ') $(rc exists $AV)"
+expect_re "add_viewed: adds at the cached price, answers the view and the stock it checked" \
+  "^ok 1 l:V5 2\|250\|EUR\|[0-9]+ _v 1 _u [0-9]+ V5 prod-v5 6 6$" \
+  "$(ev cart_add_viewed $AV , 1 0 V5 2 10 99 60000 | tr -s ' ')"
+expect_re "add_viewed: past the units available: out_of_stock with the line as it is" \
+  "^out_of_stock 2 l:V5 2\|250\|EUR\|[0-9]+ _v 1 _u [0-9]+ V5 prod-v5 6 6$" \
+  "$(ev cart_add_viewed $AV , 1 0 V5 5 10 99 60000 | tr -s ' ')"
+expect "add_viewed: a corrupt cached entry is an error" "ERR cart_add_viewed: cached entry s of V6 is corrupt" \
+  "$(rc hset 'cat:{V6}' s '1|x|EUR' >/dev/null; ev cart_add_viewed $AV , 1 0 V6 1 10 99 60000)"
+
 # ---------------------------------------------------------------- admission_take (GCRA)
 AT='admission:{sku:F1}:checkout:tat'; AL='admission:{sku:F1}:limits'
 expect "unlimited by default" "1 0 0 0" "$(ev admission_take $AT $AL , checkout 0 1)"

@@ -58,6 +58,32 @@ pub(crate) struct Known {
     counted: HashSet<String>,
 }
 
+impl Known {
+    /// What a script read about the SKUs in `seen` (`lib/cart_view.lua`).
+    pub(crate) fn from_seen(seen: Vec<scripts::Seen>) -> Self {
+        let n = seen.len();
+        let mut known = Self {
+            lookup: Lookup {
+                products: HashMap::with_capacity(n),
+                available: HashMap::with_capacity(n),
+            },
+            priced: HashSet::with_capacity(n),
+            counted: HashSet::with_capacity(n),
+        };
+        for seen in seen {
+            if let Some(product) = seen.product {
+                known.priced.insert(seen.sku.clone());
+                known.lookup.products.insert(seen.sku.clone(), product);
+            }
+            if let Some(available) = seen.available {
+                known.counted.insert(seen.sku.clone());
+                known.lookup.available.insert(seen.sku, available);
+            }
+        }
+        known
+    }
+}
+
 /// The cart and what `cart_view.lua` knew about its SKUs.
 pub(crate) struct Peek {
     /// The live cart; `None` when the key is absent (cold, or an owner who never had one).
@@ -105,34 +131,20 @@ impl Upstream {
     /// and inventory's counters say about its SKUs and `extra`. `None` on a cluster, where
     /// the script cannot run, or with the script turned off (nothing is sent).
     pub(crate) async fn peek(&self, key: &str, extra: Option<&str>) -> Result<Option<Peek>, CartError> {
-        let client = self.redis.next();
-        if self.view == ViewPath::Rpc || client.is_clustered() {
+        if !self.reads_in_scripts() {
             return Ok(None);
         }
-        let viewed = scripts::view(client, key, extra.unwrap_or_default()).await?;
-        let n = viewed.seen.len();
-        let mut known = Known {
-            lookup: Lookup {
-                products: HashMap::with_capacity(n),
-                available: HashMap::with_capacity(n),
-            },
-            priced: HashSet::with_capacity(n),
-            counted: HashSet::with_capacity(n),
-        };
-        for seen in viewed.seen {
-            if let Some(product) = seen.product {
-                known.priced.insert(seen.sku.clone());
-                known.lookup.products.insert(seen.sku.clone(), product);
-            }
-            if let Some(available) = seen.available {
-                known.counted.insert(seen.sku.clone());
-                known.lookup.available.insert(seen.sku, available);
-            }
-        }
+        let viewed = scripts::view(self.redis.next(), key, extra.unwrap_or_default()).await?;
         Ok(Some(Peek {
             cart: viewed.cart,
-            known,
+            known: Known::from_seen(viewed.seen),
         }))
+    }
+
+    /// Whether the cart's scripts read the catalog's cache and inventory's counters themselves
+    /// (`cart_view.lua`, `cart_add_viewed.lua`): on a standalone Redis with the view script on.
+    pub(crate) fn reads_in_scripts(&self) -> bool {
+        self.view == ViewPath::Script && !self.redis.next().is_clustered()
     }
 
     /// Asks the catalog and inventory, at once, about the SKUs of `skus` that `known` lacks.

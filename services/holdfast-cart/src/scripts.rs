@@ -12,6 +12,7 @@ use crate::view::Priced;
 
 holdfast_platform::lua_scripts! {
     ADD => "cart_add.lua",
+    ADD_VIEWED => "cart_add_viewed.lua",
     SET_QUANTITY => "cart_set_quantity.lua",
     REMOVE => "cart_remove.lua",
     CLEAR => "cart_clear.lua",
@@ -124,6 +125,72 @@ pub async fn add(
         s(limits.ttl_ms),
     ];
     change(run(&ADD, client, key, args).await?)
+}
+
+/// What `cart_add_viewed.lua` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AddViewed {
+    /// The cache cannot answer for the SKU as the catalog and inventory would: nothing
+    /// written; take the two-step path ([`view`], the services for what it could not answer,
+    /// [`add`]).
+    Ask,
+    /// The catalog's cached product may not be sold; nothing written.
+    NotSellable,
+    /// [`add`]'s outcome, with [`view`]'s entries for the cart's SKUs after the call and the
+    /// SKU's units available that the stock check used.
+    Changed {
+        /// What the change did.
+        change: Change,
+        /// The cart's SKUs as [`view`] reads them.
+        seen: Vec<Seen>,
+        /// Units of the SKU available.
+        available: i64,
+    },
+}
+
+/// `cart_add_viewed.lua`: AddItem in one round trip on a standalone Redis, the price and the
+/// stock figure read in the script from the catalog's cache and inventory's counters.
+/// `None`: the key is cold (see [`Absent`]).
+pub async fn add_viewed(
+    client: &Client,
+    key: &str,
+    absent: Absent,
+    expected_version: u64,
+    sku: &str,
+    quantity: i64,
+    limits: Limits,
+) -> Result<Option<AddViewed>, CartError> {
+    let args = vec![
+        absent.arg(),
+        s(expected_version),
+        s(sku),
+        s(quantity),
+        s(limits.max_lines),
+        s(limits.max_quantity),
+        s(limits.ttl_ms),
+    ];
+    let mut reply = run(&ADD_VIEWED, client, key, args).await?;
+    match reply.status.as_str() {
+        "ask" => return Ok(Some(AddViewed::Ask)),
+        "not_sellable" => return Ok(Some(AddViewed::NotSellable)),
+        "cold" => return Ok(None),
+        _ => {}
+    }
+    if reply.rest.len() != 2 {
+        return Err(protocol(
+            &ADD_VIEWED,
+            format!("{} parts after the cart, not 2", reply.rest.len()),
+        ));
+    }
+    let available = reply.rest[1]
+        .as_i64()
+        .ok_or_else(|| protocol(&ADD_VIEWED, format!("available {:?}", reply.rest[1])))?;
+    let seen = decode_seen(&ADD_VIEWED, reply.rest.swap_remove(0))?;
+    Ok(change(reply)?.map(|change| AddViewed::Changed {
+        change,
+        seen,
+        available,
+    }))
 }
 
 /// `cart_set_quantity.lua`: set a line's quantity, 0 removes (UpdateItem). `available` is
@@ -332,13 +399,22 @@ pub async fn view(client: &Client, key: &str, extra: &str) -> Result<Viewed, Car
             format!("expected two parts, got {}", values.len()),
         ));
     }
-    let Value::Array(entries) = values.swap_remove(1) else {
-        return Err(protocol(&VIEW, "the skus are not an array"));
-    };
+    let seen = decode_seen(&VIEW, values.swap_remove(1))?;
     let cart = decode_cart(&VIEW, values.swap_remove(0))?;
+    Ok(Viewed { cart, seen })
+}
+
+/// The flat `{sku, product, available, ...}` entries of `lib/cart_view.lua`'s `view_seen`.
+fn decode_seen(script: &LuaScript, entries: Value) -> Result<Vec<Seen>, CartError> {
+    let entries = match entries {
+        Value::Array(entries) => entries,
+        // An empty Lua table comes back as an empty array, or nil through some paths.
+        Value::Null => Vec::new(),
+        _ => return Err(protocol(script, "the skus are not an array")),
+    };
     if entries.len() % 3 != 0 {
         return Err(protocol(
-            &VIEW,
+            script,
             format!("{} sku entries, not three per SKU", entries.len()),
         ));
     }
@@ -347,7 +423,7 @@ pub async fn view(client: &Client, key: &str, extra: &str) -> Result<Viewed, Car
     while let (Some(sku), Some(product), Some(available)) = (entries.next(), entries.next(), entries.next()) {
         let available = available
             .as_i64()
-            .ok_or_else(|| protocol(&VIEW, format!("available {available:?}")))?;
+            .ok_or_else(|| protocol(script, format!("available {available:?}")))?;
         // fred hands back valid UTF-8 as a string and anything else as bytes: take either.
         // An undecodable entry is a miss, as the catalog itself takes it.
         let product = product
@@ -355,14 +431,14 @@ pub async fn view(client: &Client, key: &str, extra: &str) -> Result<Viewed, Car
             .and_then(|payload| Priced::decode(payload).ok());
         let sku = sku
             .into_string()
-            .ok_or_else(|| protocol(&VIEW, "a sku is not a string"))?;
+            .ok_or_else(|| protocol(script, "a sku is not a string"))?;
         seen.push(Seen {
             sku,
             product,
             available: (available >= 0).then_some(available),
         });
     }
-    Ok(Viewed { cart, seen })
+    Ok(seen)
 }
 
 /// A flat HGETALL reply decoded; `None` when the key is absent.

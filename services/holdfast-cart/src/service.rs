@@ -19,7 +19,7 @@ use crate::error::{self, CartError};
 use crate::live::{LiveCart, Owner};
 pub use crate::lookup::{CatalogClient, InventoryClient};
 use crate::lookup::{Known, Upstream};
-use crate::scripts::{self, Absent, Addition, Change, Limits, Restore};
+use crate::scripts::{self, Absent, AddViewed, Addition, Change, Limits, Restore};
 use crate::validate;
 use crate::view::{Priced, render};
 use crate::write_behind::WriteBehind;
@@ -41,12 +41,16 @@ fn checked(violations: FieldViolations) -> Result<(), CartError> {
 /// The product behind `sku` as `known` has it, refusing unknown and inactive ones (`known`
 /// has asked the catalog about `sku`).
 fn sellable(known: &Known, sku: &str) -> Result<Priced, CartError> {
-    let reason = format!("unknown or inactive sku {sku:?}");
     match known.lookup.products.get(sku) {
         Some(product) if product.active && product.price.is_some() => Ok(product.clone()),
-        Some(_) => Err(CartError::precondition(error::SKU_INACTIVE, sku, reason)),
-        None => Err(CartError::precondition(error::SKU_UNKNOWN, sku, reason)),
+        Some(_) => Err(not_sellable(error::SKU_INACTIVE, sku)),
+        None => Err(not_sellable(error::SKU_UNKNOWN, sku)),
     }
+}
+
+/// The refusal of a SKU the catalog does not sell (`kind`: unknown or inactive).
+fn not_sellable(kind: &'static str, sku: &str) -> CartError {
+    CartError::precondition(kind, sku, format!("unknown or inactive sku {sku:?}"))
 }
 
 impl<S: CartStore + Clone + 'static> Cart<S> {
@@ -172,6 +176,70 @@ impl<S: CartStore + Clone + 'static> Cart<S> {
         }
     }
 
+    /// AddItem in two round trips: `cart_view.lua` (or nothing, on a cluster), the catalog and
+    /// inventory for what it could not answer, then `cart_add.lua` with their figures.
+    async fn add_in_two_steps(
+        &self,
+        owner: &Owner,
+        request: &pb::AddItemRequest,
+    ) -> Result<Response<pb::AddItemResponse>, Status> {
+        let sku = request.sku.as_str();
+        let (cold, mut known) = self.peek(owner, Some(sku)).await?;
+        let (priced, counted) = self
+            .upstream
+            .ask(&mut known, std::slice::from_ref(&request.sku))
+            .await;
+        priced?;
+        let product = sellable(&known, sku)?;
+        counted?;
+        let available = known.lookup.available.get(sku).copied().unwrap_or(0);
+        let price = product.price.unwrap_or_default();
+        let addition = Addition {
+            sku,
+            quantity: request.quantity,
+            unit_price_minor: price.amount_minor,
+            currency: &price.currency,
+            available,
+        };
+        let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
+        let expected = request.expected_version;
+        let change = self
+            .change(owner, cold, |absent| {
+                scripts::add(client, &key, absent, expected, addition, limits)
+            })
+            .await?;
+        self.added(owner, sku, expected, change, known, available).await
+    }
+
+    /// AddItem's answer to what the change script did; `available`: the units of `sku` its
+    /// stock check used.
+    async fn added(
+        &self,
+        owner: &Owner,
+        sku: &str,
+        expected: u64,
+        change: Change,
+        known: Known,
+        available: i64,
+    ) -> Result<Response<pb::AddItemResponse>, Status> {
+        match change {
+            Change::Done(live) => {
+                self.write_behind.enqueue(owner.key(), live.clone());
+                Ok(Response::new(pb::AddItemResponse {
+                    outcome: pb::ItemOutcome::Applied as i32,
+                    cart: Some(self.view_after_change(owner, &live, known).await),
+                    available_quantity: 0,
+                }))
+            }
+            Change::OutOfStock { cart, .. } => Ok(Response::new(pb::AddItemResponse {
+                outcome: pb::ItemOutcome::OutOfStock as i32,
+                cart: Some(self.view_after_change(owner, &cart, known).await),
+                available_quantity: available,
+            })),
+            refusal => Err(self.refused(owner, sku, expected, refusal).into()),
+        }
+    }
+
     /// The error for a script's refusal.
     fn refused(&self, owner: &Owner, sku: &str, expected: u64, change: Change) -> CartError {
         let limits = self.limits();
@@ -253,47 +321,31 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         validate::expected_version(&mut violations, "expected_version", request.expected_version);
         checked(violations)?;
 
-        let sku = request.sku.as_str();
-        let (cold, mut known) = self.peek(&owner, Some(sku)).await?;
-        let (priced, counted) = self
-            .upstream
-            .ask(&mut known, std::slice::from_ref(&request.sku))
-            .await;
-        priced?;
-        let product = sellable(&known, sku)?;
-        counted?;
-        let available = known.lookup.available.get(sku).copied().unwrap_or(0);
-        let price = product.price.unwrap_or_default();
-        let addition = Addition {
-            sku,
-            quantity: request.quantity,
-            unit_price_minor: price.amount_minor,
-            currency: &price.currency,
-            available,
-        };
-        let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
-        let expected = request.expected_version;
-        let change = self
-            .change(&owner, cold, |absent| {
-                scripts::add(client, &key, absent, expected, addition, limits)
-            })
-            .await?;
-        match change {
-            Change::Done(live) => {
-                self.write_behind.enqueue(owner.key(), live.clone());
-                Ok(Response::new(pb::AddItemResponse {
-                    outcome: pb::ItemOutcome::Applied as i32,
-                    cart: Some(self.view_after_change(&owner, &live, known).await),
-                    available_quantity: 0,
-                }))
+        let (sku, expected) = (request.sku.as_str(), request.expected_version);
+        if self.upstream.reads_in_scripts() {
+            let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
+            let quantity = request.quantity;
+            let viewed = self
+                .change(&owner, false, |absent| {
+                    scripts::add_viewed(client, &key, absent, expected, sku, quantity, limits)
+                })
+                .await?;
+            match viewed {
+                AddViewed::Ask => {}
+                AddViewed::NotSellable => return Err(not_sellable(error::SKU_INACTIVE, sku).into()),
+                AddViewed::Changed {
+                    change,
+                    seen,
+                    available,
+                } => {
+                    let added = self.added(&owner, sku, expected, change, Known::from_seen(seen), available);
+                    return added.await;
+                }
             }
-            Change::OutOfStock { cart, .. } => Ok(Response::new(pb::AddItemResponse {
-                outcome: pb::ItemOutcome::OutOfStock as i32,
-                cart: Some(self.view_after_change(&owner, &cart, known).await),
-                available_quantity: available,
-            })),
-            refusal => Err(self.refused(&owner, sku, expected, refusal).into()),
         }
+        // What the script could not answer (a cache miss, a cold cart, a bucketed SKU...) or
+        // a cluster: boxed, so the one-script path's future does not carry its room.
+        Box::pin(self.add_in_two_steps(&owner, &request)).await
     }
 
     async fn update_item(

@@ -165,14 +165,119 @@ async fn round_trips_with(lines: usize, view: ViewPath) -> (usize, usize, usize)
     (get_sent.len(), add_sent.len(), update_sent.len())
 }
 
+/// GetCart and AddItem are one script each (`cart_view.lua`, `cart_add_viewed.lua`: the price
+/// and the stock figure read in the script); UpdateItem reads the view, then changes.
 #[tokio::test]
-async fn get_cart_is_one_round_trip_and_a_change_two_with_one_line() {
-    assert_eq!(round_trips(1).await, (1, 2, 2));
+async fn get_cart_and_add_item_are_one_round_trip_and_update_item_two_with_one_line() {
+    assert_eq!(round_trips(1).await, (1, 1, 2));
 }
 
 #[tokio::test]
 async fn the_round_trips_do_not_grow_with_the_lines() {
-    assert_eq!(round_trips(8).await, (1, 2, 2));
+    assert_eq!(round_trips(8).await, (1, 1, 2));
+}
+
+/// Sends one command on a connection of its own; its reply's first line.
+async fn command(port: u16, args: &[&str]) -> String {
+    let mut frame = format!("*{}\r\n", args.len());
+    for arg in args {
+        frame.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+    }
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    stream.write_all(frame.as_bytes()).await.expect("send");
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).await.expect("reply");
+    reply.trim_end().to_string()
+}
+
+/// A catalog cache entry without its `s` field (filled by a build from before the field, or a
+/// price the cart's line format cannot hold) sends AddItem down its two-step path: one script
+/// that asks, then the view and the change, with the same answer.
+#[tokio::test]
+async fn a_cache_entry_without_the_sellable_field_takes_the_two_step_path_and_answers_the_same() {
+    let fx = quiet().await;
+    fx.sellable("OLD-1", 700).await;
+    let mut c = fx.device().await;
+    let owner = || customer("old-cache-entry");
+    added(&mut c, owner(), "OLD-1", 1).await;
+    assert_eq!(
+        command(fx.redis.port(), &["HDEL", "cat:{OLD-1}", "s"]).await,
+        ":1"
+    );
+
+    let mut monitor = Monitor::start(fx.redis.port()).await;
+    let (answer, sent) = monitor.during(add(&mut c, owner(), "OLD-1", 2)).await;
+    let cart = answer.expect("add").cart.expect("cart");
+    assert_eq!(lines(&cart), pairs(&[("OLD-1", 3)]));
+    let line = &cart.lines[0];
+    assert_eq!(
+        line.snapshot_unit_price.as_ref().map(|m| m.amount_minor),
+        Some(700)
+    );
+    assert_eq!(line.title, "OLD-1 title");
+    assert_eq!(
+        sent.len(),
+        3,
+        "the asking script, the view, the change: {sent:#?}"
+    );
+}
+
+/// The catalog's cache entry carries whether the product may be sold: an inactive product the
+/// cache knows is refused by the one script, and nothing is written.
+#[tokio::test]
+async fn an_inactive_product_the_cache_knows_is_refused_in_one_round_trip() {
+    let fx = quiet().await;
+    fx.upsert("OFF-1", 100, "EUR", false).await;
+    fx.stock("OFF-1", 5).await;
+    let mut c = fx.device().await;
+    let owner = || customer("inactive-cached");
+    // A cache miss: the catalog answers, and fills its cache.
+    let first = add(&mut c, owner(), "OFF-1", 1).await.expect_err("inactive");
+    assert_eq!(precondition_kind(&first), "SKU_INACTIVE");
+
+    let mut monitor = Monitor::start(fx.redis.port()).await;
+    let (second, sent) = monitor.during(add(&mut c, owner(), "OFF-1", 1)).await;
+    assert_eq!(precondition_kind(&second.expect_err("inactive")), "SKU_INACTIVE");
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    let cart = get(&mut c, owner()).await;
+    assert!(cart.lines.is_empty() && cart.version == 0, "{cart:?}");
+}
+
+/// A new price reaches the one-script AddItem: the upsert's tombstone drops the cached entry
+/// with its `s`, so the next add asks the catalog, which fills both again.
+#[tokio::test]
+async fn a_new_price_is_the_snapshot_of_the_next_new_line() {
+    let fx = quiet().await;
+    fx.sellable("NEW-1", 500).await;
+    let mut c = fx.device().await;
+    added(&mut c, customer("before-the-change"), "NEW-1", 1).await;
+    fx.product("NEW-1", 650, "EUR").await;
+    let first = added(&mut c, customer("after-the-change"), "NEW-1", 1).await;
+    assert_eq!(
+        first.lines[0]
+            .snapshot_unit_price
+            .as_ref()
+            .map(|m| m.amount_minor),
+        Some(650)
+    );
+    // And from the refilled cache, in one script, as a new line of a cart that exists.
+    fx.sellable("OTHER-1", 100).await;
+    added(&mut c, customer("from-the-cache"), "OTHER-1", 1).await;
+    let mut monitor = Monitor::start(fx.redis.port()).await;
+    let (answer, sent) = monitor
+        .during(add(&mut c, customer("from-the-cache"), "NEW-1", 1))
+        .await;
+    let cart = answer.expect("add").cart.expect("cart");
+    let line = cart
+        .lines
+        .iter()
+        .find(|l| l.sku == "NEW-1")
+        .expect("the new line");
+    assert_eq!(
+        line.snapshot_unit_price.as_ref().map(|m| m.amount_minor),
+        Some(650)
+    );
+    assert_eq!(sent.len(), 1, "{sent:#?}");
 }
 
 /// `--cart-view rpc` (the switch, and `bench cart`'s baseline) takes the path a cluster takes

@@ -34,6 +34,22 @@ fn cache_key(sku: &str) -> String {
     format!("cat:{{{sku}}}")
 }
 
+/// The cache entry's `s` field: what the cart's one-round-trip AddItem reads instead of
+/// decoding the product (`lua/cart_add_viewed.lua`): `1|<price_minor>|<currency>` for a product
+/// that may be sold, `0` for one that may not, and empty (no field: the cart asks the catalog)
+/// for a price the cart's line format cannot hold, so that the cart refuses it as it would on
+/// a miss.
+fn sellable(product: &Product) -> String {
+    let (price, currency) = (product.price_minor, product.currency.as_str());
+    if !product.active {
+        "0".to_string()
+    } else if price >= 0 && !currency.is_empty() && !currency.contains('|') {
+        format!("1|{price}|{currency}")
+    } else {
+        String::new()
+    }
+}
+
 fn ttl_ms() -> i64 {
     CACHE_TTL.as_millis() as i64
 }
@@ -146,6 +162,7 @@ impl<S: ProductStore + Clone + 'static> ProductCache<S> {
                     Value::from(product.version as i64),
                     Value::from(payload.as_slice()),
                     Value::from(ttl_ms()),
+                    Value::from(sellable(product)),
                 ],
             )
             .await?;
@@ -162,5 +179,40 @@ impl<S: ProductStore + Clone + 'static> ProductCache<S> {
             )
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn product(active: bool, price_minor: i64, currency: &str) -> Product {
+        Product {
+            sku: "MUG".into(),
+            title: "Mug".into(),
+            description: String::new(),
+            price_minor,
+            currency: currency.into(),
+            category: "kitchen".into(),
+            brand: String::new(),
+            attributes: Default::default(),
+            active,
+            version: 1,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    /// The `s` field the cart's one-script AddItem reads: the price and currency of a product
+    /// that may be sold, `0` for one that may not, and none where the cart's line format could
+    /// not hold the price (the cart then asks the catalog and refuses it as it always has).
+    #[test]
+    fn the_sellable_field_says_what_the_cart_may_snapshot() {
+        assert_eq!(sellable(&product(true, 1299, "EUR")), "1|1299|EUR");
+        assert_eq!(sellable(&product(true, 0, "JPY")), "1|0|JPY");
+        assert_eq!(sellable(&product(false, 1299, "EUR")), "0");
+        assert_eq!(sellable(&product(true, -5, "EUR")), "");
+        assert_eq!(sellable(&product(true, 5, "E|R")), "");
+        assert_eq!(sellable(&product(true, 5, "")), "");
     }
 }

@@ -241,7 +241,12 @@ async fn a_slow_reader_cannot_put_an_old_price_back() {
         .run(
             pool.next(),
             vec!["cat:{MUG}".into()],
-            vec![1.into(), payload.as_slice().into(), 300_000.into()],
+            vec![
+                1.into(),
+                payload.as_slice().into(),
+                300_000.into(),
+                "1|1299|EUR".into(),
+            ],
         )
         .await
         .expect("fill");

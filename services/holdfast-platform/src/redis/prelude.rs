@@ -18,6 +18,7 @@ pub const PRELUDES: &[(&str, &str)] = &[
         include_str!("../../../../lua/lib/bucket_purge.lua"),
     ),
     ("cart", include_str!("../../../../lua/lib/cart.lua")),
+    ("cart_view", include_str!("../../../../lua/lib/cart_view.lua")),
 ];
 
 /// Why a script's directive cannot be honoured: always a mistake in `lua/`, never input.

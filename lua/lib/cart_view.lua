@@ -1,0 +1,59 @@
+--! prelude: base, bucket
+-- lib/cart_view.lua: what a cart's view reads about its SKUs from the keys the catalog and
+-- inventory own (a prelude, after base and bucket), for cart_view.lua and cart_add_viewed.lua.
+-- STANDALONE REDIS ONLY: the keys are derived from SKUs, in other slots than the cart's. The
+-- layouts read and what is left to the owning services: docs/cart.md, "The one-round-trip view".
+
+local view_now -- Redis's clock, read only once a SKU has holds to look at
+
+-- Units of `sku` available as inventory answers them, or -1 (ask inventory): a SKU split into
+-- buckets, all three counters 0 or absent (what a Redis that lost the SKU shows), or a hold
+-- lapsed but not purged. Nothing reserved needs no look at the holds (no hold can be lapsed).
+local function view_available(sku)
+  local inv = 'inv:{' .. sku .. '}'
+  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'buckets', 'buckets_max', 'hx')
+  local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
+  if math.max(num(lv[4]), num(lv[5])) > 1 or (on_hand == 0 and reserved == 0 and sold == 0) then
+    return -1
+  end
+  if reserved > 0 then
+    local holds = inv .. ':holds'
+    local index = hold_keys(holds)
+    view_now = view_now or now_ms()
+    if #hold_due(inv, index, view_now, 1, lv[6]) > 0
+      or #redis.call('ZRANGEBYSCORE', holds, '-inf', int(view_now), 'LIMIT', 0, 1) > 0 then
+      return -1
+    end
+  end
+  return math.max(on_hand - reserved, 0)
+end
+
+-- The SKUs of a cart's HGETALL `fields` (its `l:<sku>` lines), then `extra` unless '' or one
+-- of them.
+local function view_skus(fields, extra)
+  local skus, named = {}, {}
+  for i = 1, #fields, 2 do
+    local field = fields[i]
+    if string.sub(field, 1, 2) == 'l:' then
+      local sku = string.sub(field, 3)
+      skus[#skus + 1] = sku
+      named[sku] = true
+    end
+  end
+  if extra ~= nil and extra ~= '' and not named[extra] then skus[#skus + 1] = extra end
+  return skus
+end
+
+-- {sku, product, available, sku, ...} for `skus`, flat (each nested table of a reply costs
+-- Redis a conversion of its own): product the catalog's cached encoded Product or false (a
+-- miss or a tombstone: ask the catalog); available as view_available answers.
+local function view_seen(skus)
+  local seen, k = {}, 0
+  for _, sku in ipairs(skus) do
+    seen[k + 1] = sku
+    seen[k + 2] = redis.call('HGET', 'cat:{' .. sku .. '}', 'p')
+    seen[k + 3] = view_available(sku)
+    k = k + 3
+  end
+  return seen
+end
