@@ -177,19 +177,6 @@ async fn the_round_trips_do_not_grow_with_the_lines() {
     assert_eq!(round_trips(8).await, (1, 1, 2));
 }
 
-/// Sends one command on a connection of its own; its reply's first line.
-async fn command(port: u16, args: &[&str]) -> String {
-    let mut frame = format!("*{}\r\n", args.len());
-    for arg in args {
-        frame.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-    }
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
-    stream.write_all(frame.as_bytes()).await.expect("send");
-    let mut reply = String::new();
-    BufReader::new(stream).read_line(&mut reply).await.expect("reply");
-    reply.trim_end().to_string()
-}
-
 /// A catalog cache entry without its `s` field (filled by a build from before the field, or a
 /// price the cart's line format cannot hold) sends AddItem down its two-step path: one script
 /// that asks, then the view and the change, with the same answer.
@@ -201,8 +188,8 @@ async fn a_cache_entry_without_the_sellable_field_takes_the_two_step_path_and_an
     let owner = || customer("old-cache-entry");
     added(&mut c, owner(), "OLD-1", 1).await;
     assert_eq!(
-        command(fx.redis.port(), &["HDEL", "cat:{OLD-1}", "s"]).await,
-        ":1"
+        fx.redis.cli(&["HDEL", "cat:{OLD-1}", "s"]).expect("hdel").trim(),
+        "1"
     );
 
     let mut monitor = Monitor::start(fx.redis.port()).await;
