@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- adjust_stock.lua: add (or remove, with a negative delta) units of one bucket, idempotent by
 -- adjustment id (for good, or for a retention the caller sets).
 --

@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index, bucket
 -- availability.lua: one bucket's levels as of Redis's now, without writing anything (safe on
 -- a read replica: run it with EVALSHA_RO / EVAL_RO).
 --

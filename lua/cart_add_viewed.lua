@@ -1,4 +1,4 @@
---! prelude: base, bucket, cart, cart_view
+--! prelude: base, hold_index, cart, cart_view
 -- cart_add_viewed.lua: AddItem in one round trip (cart_add.lua with what it is passed read
 -- here, then cart_view.lua's view of the cart after the change). The price snapshot and the
 -- sellable check come from the catalog's cached entry, the stock check from inventory's

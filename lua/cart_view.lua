@@ -1,4 +1,4 @@
---! prelude: base, bucket, cart_view
+--! prelude: base, hold_index, cart_view
 -- cart_view.lua: read a cart with what its view needs about each SKU, in one round trip
 -- (GetCart; the read before AddItem and UpdateItem). Writes nothing.
 --

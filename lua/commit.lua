@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- commit.lua: turn reservation `rid`'s hold in one bucket into a sale (on_hand and reserved
 -- fall, sold rises).
 --

@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- extend.lua: move a live hold's expiry to ttl_ms from Redis's now, never earlier than it is: an
 -- Extend racing a Commit must not cut the commit's longer lease short.
 --

@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index, bucket
 -- rebalance_give.lua: second half of a hot-SKU rebalance: add the units taken by
 -- rebalance_take to the receiving bucket, once per transfer id (the rebalancer re-drives it
 -- for every id still pending in the source bucket's xfer).

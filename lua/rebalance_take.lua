@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- rebalance_take.lua: first half of a hot-SKU rebalance: move up to `units` available units
 -- out of this bucket and remember the transfer until the receiving bucket confirms it.
 --

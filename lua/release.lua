@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- release.lua: give back reservation `rid`'s hold in one bucket.
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold

@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index, bucket
 -- reservation_claim.lua: start (or resume) a Reserve for one reservation id: create its record
 -- in `pending` under a lease, or report why this caller may not proceed.
 --

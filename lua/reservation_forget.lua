@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index, bucket
 -- reservation_forget.lua: delete a reservation record wherever it is kept (its generation hash,
 -- its own key, or the key of the layout before). Used when a refusal was read from a Redis that
 -- had lost writes: the next attempt must start fresh.

@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index, bucket
 -- reservation_renew.lua: the heartbeat of a running Reserve: push its claim lease forward, only
 -- while the record is still `pending` under this claimer's token. A caller whose work outlives
 -- one lease keeps its claim, so no retry takes over (and holds a second time) while it lives.

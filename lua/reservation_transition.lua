@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index, bucket
 -- reservation_transition.lua: compare-and-set a reservation record's state, optionally
 -- updating its expiry, shortages and lines in the same step.
 --

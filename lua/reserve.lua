@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- reserve.lua: hold `qty` units of one bucket for reservation `rid`, idempotent by rid.
 --
 -- KEYS[1] bucket  inv:{B}         hash on_hand/reserved/sold

@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- reserve_batch.lua: the one-line Reserves that queued for one bucket while the previous call
 -- was in flight (the service's per-bucket batcher, standalone Redis), run in arrival order in
 -- one atomic step: TIME once, purge once, counters read once and written once, the expiry

@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- reserve_single.lua: the whole Reserve of a one-line, one-bucket reservation in one atomic
 -- step: claim the record, purge, hold, record the answer, index the expiry. Used when every
 -- key lives on one server (standalone Redis); on a cluster the record and the bucket are on

@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- set_stock.lua: set one bucket's absolute on_hand (admin SetStock), and on bucket 0 the SKU's
 -- bucket count.
 --

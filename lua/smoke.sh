@@ -131,10 +131,11 @@ pass "all 18 bucket scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
-# The hold layout is read through the scripts' own helpers (the base and bucket preludes):
+# The hold layout is read through the scripts' own helpers (the base, hold_index and bucket
+# preludes):
 # hold TAG RID -> "units expiry" of RID's hold, empty if none; has TAG RID -> 1/0;
 # nholds TAG -> how many holds the bucket keeps (either layout).
-layout() { cat "$LUA/lib/base.lua" "$LUA/lib/bucket.lua"; }
+layout() { cat "$LUA/lib/base.lua" "$LUA/lib/hold_index.lua" "$LUA/lib/bucket.lua"; }
 hold() { rc eval "$(layout)
 local q, e = hold_get(KEYS[1], KEYS[2], KEYS[3], ARGV[1]) if q then return {q, e} end return {}" \
   3 "inv:{$1}" "inv:{$1}:holds" "inv:{$1}:held" "$2"; }

@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index, bucket
 -- stock_fence.lua: raise or lower SetStock's fence on one bucket. While a fence is up (until its
 -- lease lapses) rebalance_take moves nothing out of the bucket, so the absolute levels SetStock
 -- plans across buckets cannot be undone by units in flight; set_stock.lua writes only under

@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- sweep.lua: the sweeper's pass over one bucket: purge up to max_holds lapsed holds and say
 -- when the next one lapses, so inv:expiries can be rescheduled.
 --

@@ -1,4 +1,4 @@
---! prelude: base, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge
 -- truth_rebuild.lua: rewrite one bucket's counters from inventory's durable truth after Redis
 -- lost writes (docs/inventory-redis.md, "Durable truth").
 --

@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index, bucket
 -- truth_snapshot.lua: one bucket as inventory's durable-truth check compares it with the store
 -- (docs/inventory-redis.md, "Durable truth"). Read only: no writes, no purge.
 --

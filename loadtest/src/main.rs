@@ -39,6 +39,12 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+// The harness shares the machine's cores with the mesh it measures, so its own CPU per call
+// is taken from the server's: every answer it decodes is a burst of small allocations across
+// tokio's worker threads, the shape glibc malloc handles worst (the server's reason too).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Measure a holdfast mesh: throughput, tail latency and correctness.
 #[derive(Debug, Parser)]
 #[command(name = "holdfast-load", version)]

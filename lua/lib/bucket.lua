@@ -1,6 +1,7 @@
---! prelude: base
+--! prelude: base, hold_index
 -- lib/bucket.lua: the stock bucket's outbox, reservation records and hold layout (a prelude:
--- prepended by the loader to the scripts that name it, after base; lua/README.md).
+-- prepended by the loader to the scripts that name it, after base and hold_index;
+-- lua/README.md).
 
 -- The outbox. Every entry carries the bucket's next sequence number, kept in the bucket hash so
 -- it outlives the stream (which outbox_ack deletes once empty): event ids built from it are
@@ -241,23 +242,8 @@ local function rec_put(h, rec, pexpire_ms)
   end
 end
 
--- The hold layout. Holds of bucket B live in small hashes `inv:{B}:h<n>` (field = reservation
--- id, value = expiry ms * 1000 + units, or "expiry:units" from 1000 units up), `n` chosen by the
--- id's SHA-1 among the `hs` shards (linear hashing: shards split one at a time, so none outgrows
--- a listpack, even on a hot SKU). The expiry index finds the lapsed ones: a lower bound of each
--- shard's earliest expiry (exact after a purge). While the bucket has one shard, shard 0's bound
--- is the field `hx` of the bucket hash (no key of its own: ~12 bytes a hold at 10 holds a SKU);
--- from two shards on it is the zset `inv:{B}:hx` (shard -> bound), and the field is gone. A zset
--- of a one-shard bucket written before is read while the field is absent and folded into the
--- field by the next hold_put. `hs`/`hn`/`hx` (shards, holds, bound) live in the bucket hash while
--- any hold does. Holds of the old layout (`holds` zset rid -> expiry, `held` hash rid -> units)
--- are still found, purged, released, committed and extended (dual read); every new or extended
--- hold is written in the new layout, so the old keys drain away.
+-- The hold layout and its expiry index: lib/hold_index.lua.
 local SHARD_FILL = 32
-local function hold_keys(holds)
-  local base = string.sub(holds, 1, -6)
-  return base .. 'hx', base .. 'h'
-end
 local function hold_pack(qty, expires_at)
   if qty < 1000 then return int(expires_at * 1000 + qty) end
   return int(expires_at) .. ':' .. int(qty)
@@ -281,17 +267,6 @@ end
 local function hold_shards(inv)
   local st = redis.call('HMGET', inv, 'hs', 'hx')
   return math.max(num(st[1]), 1), st[2] and num(st[2]) or nil
-end
--- The shards that may hold a hold lapsed at `now` (at most `limit`), and whether the bound is
--- the bucket hash's field (else the zset). `bound`: the field as the caller already read it
--- (false when absent); nil reads it here.
-local function hold_due(inv, index, now, limit, bound)
-  if bound == nil then bound = redis.call('HGET', inv, 'hx') end
-  if bound then
-    if num(bound) <= now then return {'0'}, true end
-    return {}, true
-  end
-  return redis.call('ZRANGEBYSCORE', index, '-inf', int(now), 'LIMIT', 0, limit), false
 end
 -- Once the last hold is gone the bucket forgets its shard count (an idle SKU pays nothing).
 local function hold_forget_if_empty(inv, index)

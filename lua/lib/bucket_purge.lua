@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index, bucket
 -- lib/bucket_purge.lua: the lazy expiry of lapsed holds (a prelude, after base and bucket;
 -- lua/README.md).
 

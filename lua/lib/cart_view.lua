@@ -1,4 +1,4 @@
---! prelude: base, bucket
+--! prelude: base, hold_index
 -- lib/cart_view.lua: what a cart's view reads about its SKUs from the keys the catalog and
 -- inventory own (a prelude, after base and bucket), for cart_view.lua and cart_add_viewed.lua.
 -- STANDALONE REDIS ONLY: the keys are derived from SKUs, in other slots than the cart's. The

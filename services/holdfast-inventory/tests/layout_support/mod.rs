@@ -1,5 +1,5 @@
-//! Reading and ageing one hold through the hold scripts' own layout helpers (the `base` and
-//! `bucket` preludes of `lua/lib/`), so tests never spell the layout themselves.
+//! Reading and ageing one hold through the hold scripts' own layout helpers (the `base`,
+//! `hold_index` and `bucket` preludes of `lua/lib/`), so tests never spell the layout themselves.
 
 #![allow(dead_code)] // each test uses a different part
 
@@ -9,7 +9,7 @@ use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fin
 
 /// The hold scripts' helpers, assembled as the services assemble a script naming them.
 fn helpers() -> String {
-    holdfast_platform::redis::prelude::assemble("layout_support", "--! prelude: base, bucket\n")
+    holdfast_platform::redis::prelude::assemble("layout_support", "--! prelude: base, hold_index, bucket\n")
         .expect("known preludes")
 }
 

@@ -1,5 +1,5 @@
 //! Lua preludes: the helpers several scripts share, kept once in `lua/lib/<name>.lua` and
-//! prepended to every script whose first line names them (`--! prelude: base, bucket`).
+//! prepended to every script whose first line names them (`--! prelude: base, hold_index, bucket`).
 //!
 //! Redis Lua has no `require`, so the body Redis runs (and `EVALSHA` hashes) is the named
 //! preludes, in that order, then the script file unchanged. `lua/README.md` has the convention;
@@ -12,6 +12,7 @@ const DIRECTIVE: &str = "--! prelude:";
 /// first line, with the same directive.
 pub const PRELUDES: &[(&str, &str)] = &[
     ("base", include_str!("../../../../lua/lib/base.lua")),
+    ("hold_index", include_str!("../../../../lua/lib/hold_index.lua")),
     ("bucket", include_str!("../../../../lua/lib/bucket.lua")),
     (
         "bucket_purge",
@@ -110,6 +111,7 @@ mod tests {
     fn assemble_puts_the_named_preludes_first_in_order() {
         let expected = [
             source("base").unwrap(),
+            source("hold_index").unwrap(),
             source("bucket").unwrap(),
             source("bucket_purge").unwrap(),
             RESERVE,
@@ -157,7 +159,7 @@ mod tests {
             }
         );
         assert!(matches!(
-            assemble("x.lua", "--! prelude: base, bucket_purge\n"),
+            assemble("x.lua", "--! prelude: base, hold_index, bucket_purge\n"),
             Err(PreludeError::Order { needs, .. }) if needs == "bucket"
         ));
     }
