@@ -156,6 +156,7 @@ impl SqliteNotifications {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        holdfast_sqlite::connection::tune(&conn).map_err(|e| StoreError::Sqlite(e.message))?;
         conn.execute_batch(SCHEMA)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),

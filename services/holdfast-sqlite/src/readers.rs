@@ -32,6 +32,7 @@ impl Readers {
                     OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
                 )?;
                 conn.busy_timeout(busy_timeout)?;
+                crate::connection::tune(&conn)?;
                 Ok(conn)
             })
             .collect::<Result<Vec<_>, Failure>>()?;

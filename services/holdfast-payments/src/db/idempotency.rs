@@ -17,12 +17,13 @@ pub(super) fn replay<R: Message + Default>(
     now: i64,
 ) -> Result<Option<R>, PaymentsError> {
     let stored: Option<(Vec<u8>, Vec<u8>)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT fingerprint, response FROM idempotency_records \
              WHERE scope = ?1 AND idempotency_key = ?2 AND expires_at_unix_ms > ?3",
-            params![scope.as_str(), key, now],
-            |row| Ok((row.get(0)?, row.get(1)?)),
-        )
+        )?
+        .query_row(params![scope.as_str(), key, now], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
         .optional()?;
     match stored {
         None => Ok(None),
@@ -42,23 +43,22 @@ pub(super) fn remember<R: Message>(
     response: &R,
     now: i64,
 ) -> Result<(), PaymentsError> {
-    tx.execute(
-        "DELETE FROM idempotency_records WHERE expires_at_unix_ms <= ?1",
-        [now],
-    )?;
-    tx.execute("DELETE FROM flaky_attempts WHERE expires_at_unix_ms <= ?1", [now])?;
-    tx.execute(
+    tx.prepare_cached("DELETE FROM idempotency_records WHERE expires_at_unix_ms <= ?1")?
+        .execute([now])?;
+    tx.prepare_cached("DELETE FROM flaky_attempts WHERE expires_at_unix_ms <= ?1")?
+        .execute([now])?;
+    tx.prepare_cached(
         "INSERT OR REPLACE INTO idempotency_records \
          (scope, idempotency_key, fingerprint, response, created_at_unix_ms, expires_at_unix_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![
-            scope.as_str(),
-            key,
-            fingerprint,
-            response.encode_to_vec(),
-            now,
-            now.saturating_add(ttl_ms())
-        ],
-    )?;
+    )?
+    .execute(params![
+        scope.as_str(),
+        key,
+        fingerprint,
+        response.encode_to_vec(),
+        now,
+        now.saturating_add(ttl_ms())
+    ])?;
     Ok(())
 }

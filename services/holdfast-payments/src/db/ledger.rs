@@ -49,25 +49,25 @@ pub(super) fn post(
         id = last_entry_id.saturating_add(1);
     }
     *last_entry_id = id;
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO ledger_entries (entry_id, payment_id, order_reference, kind, debit_account, \
          credit_account, amount_minor, currency, idempotency_key, refund_id, reason, created_at_unix_ms) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        params![
-            Uuid::from_u128(id).hyphenated().to_string(),
-            payment.payment_id,
-            payment.order_reference,
-            posting.kind as i32,
-            debit,
-            credit,
-            posting.amount_minor,
-            payment.currency,
-            posting.idempotency_key,
-            posting.refund_id,
-            posting.reason,
-            now
-        ],
-    )?;
+    )?
+    .execute(params![
+        Uuid::from_u128(id).hyphenated().to_string(),
+        payment.payment_id,
+        payment.order_reference,
+        posting.kind as i32,
+        debit,
+        credit,
+        posting.amount_minor,
+        payment.currency,
+        posting.idempotency_key,
+        posting.refund_id,
+        posting.reason,
+        now
+    ])?;
     Ok(())
 }
 

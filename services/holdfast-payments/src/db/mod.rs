@@ -240,7 +240,10 @@ impl PspDatabase {
                     "SELECT {PAYMENT_COLUMNS} FROM payments WHERE authorize_idempotency_key = ?1 \
                  ORDER BY created_at_unix_ms DESC, payment_id DESC LIMIT 1"
                 );
-                let row = conn.query_row(&sql, [&key], PaymentRow::read).optional()?;
+                let row = conn
+                    .prepare_cached(&sql)?
+                    .query_row([&key], PaymentRow::read)
+                    .optional()?;
                 row.map(|r| r.map(|p| p.to_wire())).transpose()
             })
             .await

@@ -21,7 +21,8 @@ use super::{
 
 pub(super) fn load_payment(conn: &Connection, payment_id: &str) -> Result<Option<PaymentRow>, PaymentsError> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE payment_id = ?1");
-    conn.query_row(&sql, [payment_id], PaymentRow::read)
+    conn.prepare_cached(&sql)?
+        .query_row([payment_id], PaymentRow::read)
         .optional()?
         .transpose()
 }
@@ -43,11 +44,12 @@ pub(super) fn authorize_tx(
         return Ok(Ok(Answer::Replayed(stored)));
     }
     if method == TestMethod::Flaky {
-        let first = conn.execute(
-            "INSERT INTO flaky_attempts (idempotency_key, created_at_unix_ms, expires_at_unix_ms) \
+        let first = conn
+            .prepare_cached(
+                "INSERT INTO flaky_attempts (idempotency_key, created_at_unix_ms, expires_at_unix_ms) \
              VALUES (?1, ?2, ?3) ON CONFLICT (idempotency_key) DO NOTHING",
-            params![key, now, now.saturating_add(ttl_ms())],
-        )?;
+            )?
+            .execute(params![key, now, now.saturating_add(ttl_ms())])?;
         if first == 1 {
             // Only the marker is kept (the job succeeds, so its write commits): no payment,
             // no ledger entry, no idempotency record.
@@ -77,24 +79,21 @@ pub(super) fn authorize_tx(
     let sql = format!(
         "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
     );
-    conn.execute(
-        &sql,
-        params![
-            payment.payment_id,
-            payment.customer_id,
-            payment.order_reference,
-            payment.payment_method,
-            payment.status as i32,
-            payment.decline_code,
-            payment.currency,
-            payment.authorized,
-            payment.captured,
-            payment.refunded,
-            payment.authorize_key,
-            payment.created_at,
-            payment.updated_at
-        ],
-    )?;
+    conn.prepare_cached(&sql)?.execute(params![
+        payment.payment_id,
+        payment.customer_id,
+        payment.order_reference,
+        payment.payment_method,
+        payment.status as i32,
+        payment.decline_code,
+        payment.currency,
+        payment.authorized,
+        payment.captured,
+        payment.refunded,
+        payment.authorize_key,
+        payment.created_at,
+        payment.updated_at
+    ])?;
     let moved = status == PaymentStatus::Authorized;
     if moved {
         post(

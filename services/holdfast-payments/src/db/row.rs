@@ -97,17 +97,17 @@ impl PaymentRow {
 
     /// Writes the mutable columns back.
     pub(super) fn update(&self, tx: &Connection) -> Result<(), PaymentsError> {
-        tx.execute(
+        tx.prepare_cached(
             "UPDATE payments SET status = ?2, captured_minor = ?3, refunded_minor = ?4, \
              updated_at_unix_ms = ?5 WHERE payment_id = ?1",
-            params![
-                self.payment_id,
-                self.status as i32,
-                self.captured,
-                self.refunded,
-                self.updated_at
-            ],
-        )?;
+        )?
+        .execute(params![
+            self.payment_id,
+            self.status as i32,
+            self.captured,
+            self.refunded,
+            self.updated_at
+        ])?;
         Ok(())
     }
 }
