@@ -2,11 +2,14 @@
 //!
 //! One writer (behind a mutex) applies batches and commits each with a payload recording
 //! the schema version and the checkpoint (newest product `updated_at_ms` applied), then
-//! reloads the reader, so a batch is searchable and durable when `apply` returns.
+//! reloads the reader, so a batch is searchable and durable when `apply` returns. A batch that
+//! changes no document and moves no checkpoint (stock events that flip no `in_stock` flag:
+//! most of them, under checkout load) commits nothing once the index has a commit of this
+//! schema: a commit costs fsyncs and a reader reload.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::FutureExt;
@@ -105,6 +108,9 @@ struct Inner {
     writer: Mutex<IndexWriter>,
     checkpoint: AtomicI64,
     docs: AtomicU64,
+    /// Whether the index holds a commit of this schema (its payload): until then even an
+    /// empty batch commits, to record the schema version.
+    committed: AtomicBool,
 }
 
 /// The embedded search index. Cheap to clone.
@@ -131,7 +137,7 @@ impl TantivyIndex {
             let payload = index.load_metas().ok().and_then(|m| m.payload);
             let payload: Option<CommitPayload> = payload.and_then(|p| serde_json::from_str(&p).ok());
             if let Some(payload) = payload.filter(|p| p.schema == SCHEMA_VERSION) {
-                let opened = Self::from_index(index, payload.checkpoint_ms)?;
+                let opened = Self::from_index(index, payload.checkpoint_ms, true)?;
                 return Ok((opened, Opened::Existing));
             }
             drop(index);
@@ -141,16 +147,16 @@ impl TantivyIndex {
         std::fs::create_dir_all(dir).map_err(io)?;
         let (schema, _) = schema::build();
         let index = Index::create_in_dir(dir, schema)?;
-        Ok((Self::from_index(index, 0)?, Opened::Created))
+        Ok((Self::from_index(index, 0, false)?, Opened::Created))
     }
 
     /// A fresh index in memory (tests, benchmarks).
     pub fn in_memory() -> Result<Self, SearchError> {
         let (schema, _) = schema::build();
-        Self::from_index(Index::create_in_ram(schema), 0)
+        Self::from_index(Index::create_in_ram(schema), 0, false)
     }
 
-    fn from_index(index: Index, checkpoint_ms: i64) -> Result<Self, SearchError> {
+    fn from_index(index: Index, checkpoint_ms: i64, committed: bool) -> Result<Self, SearchError> {
         let (_, fields) = schema::build();
         let writer = index.writer_with_num_threads(WRITER_THREADS, WRITER_HEAP)?;
         let reader = index
@@ -165,6 +171,7 @@ impl TantivyIndex {
                 writer: Mutex::new(writer),
                 checkpoint: AtomicI64::new(checkpoint_ms),
                 docs: AtomicU64::new(docs),
+                committed: AtomicBool::new(committed),
             }),
         })
     }
@@ -260,7 +267,12 @@ impl TantivyIndex {
                 }
             }
         }
-        let checkpoint = self.inner.checkpoint.load(Ordering::SeqCst).max(checkpoint_ms);
+        let stored = self.inner.checkpoint.load(Ordering::SeqCst);
+        let checkpoint = stored.max(checkpoint_ms);
+        if written.is_empty() && checkpoint == stored && self.inner.committed.load(Ordering::SeqCst) {
+            // Nothing to make searchable or durable: the last commit already says all this.
+            return Ok(());
+        }
         let payload = serde_json::to_string(&CommitPayload {
             schema: SCHEMA_VERSION,
             checkpoint_ms: checkpoint,
@@ -272,6 +284,7 @@ impl TantivyIndex {
         drop(writer);
         self.inner.reader.reload()?;
         self.inner.checkpoint.store(checkpoint, Ordering::SeqCst);
+        self.inner.committed.store(true, Ordering::SeqCst);
         self.inner
             .docs
             .store(self.inner.reader.searcher().num_docs(), Ordering::SeqCst);
