@@ -18,7 +18,8 @@
 //!   once the WAL passes [`Options::wal_restart_frames`] (readers that never all stop at
 //!   once would otherwise keep the WAL from ever starting over).
 //!
-//! Every connection gets [`connection::tune`]: statements stay compiled in its cache.
+//! The writer and every reader get [`connection::tune`]: statements stay compiled in their
+//! cache (the checkpointer runs only its two pragmas).
 //!
 //! Durability is WAL + `synchronous = NORMAL`: a committed (so answered) write survives a
 //! crash of the process; an OS crash or power loss may roll back the last commits (the file
