@@ -19,7 +19,9 @@
 //!   once would otherwise keep the WAL from ever starting over).
 //!
 //! The writer and every reader get [`connection::tune`]: statements stay compiled in their
-//! cache (the checkpointer runs only its two pragmas).
+//! cache (the checkpointer runs only its two pragmas). A binary that runs a `Db` should call
+//! [`heap::keep_freed_memory`] once at start: the writer's per-batch statement journal
+//! otherwise makes glibc hand pages back to the kernel and fault them in again every batch.
 //!
 //! Durability is WAL + `synchronous = NORMAL`: a committed (so answered) write survives a
 //! crash of the process; an OS crash or power loss may roll back the last commits (the file
@@ -27,6 +29,7 @@
 
 pub mod checkpoint;
 pub mod connection;
+pub mod heap;
 pub mod readers;
 mod statement;
 pub mod writer;

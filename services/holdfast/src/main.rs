@@ -12,6 +12,9 @@ use holdfast_store::StoreUrl;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    // SQLite allocates through glibc, not ALLOCATOR: keep the writer's per-batch statement
+    // journal pages mapped instead of trimming and faulting them in again every batch.
+    holdfast_sqlite::heap::keep_freed_memory();
     let mut cli: Cli = parse_or_exit();
     cli.apply_dev_defaults();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
