@@ -6,7 +6,12 @@
 //! 2. **Send** every still-pending notification of the event, retrying transient failures
 //!    with exponential backoff; a permanent failure (or running out of attempts) marks it
 //!    `dead_lettered`.
-//! 3. **Mark it sent.**
+//! 3. **Mark it sent**: once every notification of the event was sent (or dead-lettered),
+//!    the notifier makes the sends durable (one `fdatasync` of the outbox file for all of
+//!    them) and one transaction marks them all sent.
+//!
+//! Per event that is three store calls (who it is for, record and read back what is
+//! pending, mark sent) and one sync, whatever the number of channels.
 //!
 //! A crash between 2 and 3 leaves the notification pending: on restart
 //! [`Engine::recover`] sends every pending one again, with the same notification id. The
@@ -27,7 +32,7 @@ use prost::Message;
 
 use crate::model::{Channel, Notification, Status, notification_id};
 use crate::notifier::{Notifier, SendError};
-use crate::store::{NotificationStore, StoreError};
+use crate::store::{Audience, NotificationStore, StoreError};
 use crate::templates::{Kind, render, template};
 
 /// Topic of order lifecycle events.
@@ -95,6 +100,10 @@ pub enum EngineError {
     /// The crash hook fired.
     #[error("halted by the crash hook")]
     Halted,
+    /// The notifier could not make the event's sends durable: none is marked sent (retry
+    /// the event; the resend is dropped as a repeat).
+    #[error("notifier: {0}")]
+    Unsynced(SendError),
 }
 
 /// Renders, records and sends.
@@ -251,25 +260,21 @@ impl Engine {
             )));
         }
         let retry = |e: StoreError| HandleError::Retry(e.to_string());
-        let customer_id = match told.customer_id.take().filter(|c| !c.is_empty()) {
-            Some(customer_id) => {
-                self.store
-                    .remember_order(&told.order_id, &customer_id)
-                    .await
-                    .map_err(retry)?;
-                customer_id
-            }
-            None => match self.store.customer_of(&told.order_id).await.map_err(retry)? {
-                Some(customer_id) => customer_id,
-                None => {
-                    tracing::warn!(order_id = %told.order_id, event_type = %event.event_type,
-                        "no notification: the order's customer is unknown (its order.confirmed was never seen)");
-                    return Ok(());
-                }
-            },
+        let customer_id = told.customer_id.take().filter(|c| !c.is_empty());
+        let Some(Audience {
+            customer_id,
+            opted_out,
+        }) = self
+            .store
+            .audience(&told.order_id, customer_id.as_deref())
+            .await
+            .map_err(retry)?
+        else {
+            tracing::warn!(order_id = %told.order_id, event_type = %event.event_type,
+                "no notification: the order's customer is unknown (its order.confirmed was never seen)");
+            return Ok(());
         };
         told.values.insert("order_id", told.order_id.clone());
-        let opted_out = self.store.opted_out(&customer_id).await.map_err(retry)?;
         let mut intents = Vec::new();
         for channel in Channel::ALL {
             let (subject, body) = template(told.kind, channel);
@@ -306,21 +311,39 @@ impl Engine {
                 sent_at_ms: 0,
             });
         }
-        self.store.record(intents).await.map_err(retry)?;
-        for pending in self.store.pending(Some(&event.id)).await.map_err(retry)? {
-            match self.deliver(pending).await {
-                Ok(()) => {}
-                Err(EngineError::Halted) => {
-                    return Err(HandleError::Retry("halted by the crash hook".into()));
-                }
-                Err(EngineError::Store(e)) => return Err(retry(e)),
+        let pending = self.store.record(intents).await.map_err(retry)?;
+        match self.deliver(pending).await {
+            Ok(()) => Ok(()),
+            Err(EngineError::Halted) => Err(HandleError::Retry("halted by the crash hook".into())),
+            Err(EngineError::Store(e)) => Err(retry(e)),
+            Err(EngineError::Unsynced(e)) => Err(HandleError::Retry(e.to_string())),
+        }
+    }
+
+    /// Sends pending notifications, each until it is sent or dead-lettered, then makes the
+    /// sends durable and marks them sent, all in one transaction.
+    pub async fn deliver(&self, pending: Vec<Notification>) -> Result<(), EngineError> {
+        let mut sent = Vec::with_capacity(pending.len());
+        for n in pending {
+            if let Some(n) = self.send(n).await? {
+                sent.push(n);
             }
+        }
+        if sent.is_empty() {
+            return Ok(());
+        }
+        self.notifier.sync().await.map_err(EngineError::Unsynced)?;
+        let marks = sent.iter().map(|n| (n.id.clone(), n.attempts)).collect();
+        self.store.mark_sent(marks, now_ms()).await?;
+        for n in &sent {
+            OUTCOMES.with_label_values(&[n.channel.as_str(), "sent"]).inc();
         }
         Ok(())
     }
 
-    /// Sends one pending notification until it is sent or dead-lettered.
-    pub async fn deliver(&self, mut n: Notification) -> Result<(), EngineError> {
+    /// Sends one notification, retrying transient failures: `Some` (with its attempts) once
+    /// the notifier took it, not yet recorded; `None` once it is dead-lettered (recorded).
+    async fn send(&self, mut n: Notification) -> Result<Option<Notification>, EngineError> {
         let mut delay = self.options.backoff;
         loop {
             if self.halted() {
@@ -338,11 +361,7 @@ impl Engine {
                         CrashHook::HaltAfter(k) if sent >= k => return Err(EngineError::Halted),
                         _ => {}
                     }
-                    self.store
-                        .update(&n.id, Status::Sent, n.attempts, "", now_ms())
-                        .await?;
-                    OUTCOMES.with_label_values(&[n.channel.as_str(), "sent"]).inc();
-                    return Ok(());
+                    return Ok(Some(n));
                 }
                 Err(SendError::Transient(error)) if n.attempts < self.options.max_attempts => {
                     tracing::warn!(id = %n.id, attempts = n.attempts, %error, "notification send failed; retrying");
@@ -361,7 +380,7 @@ impl Engine {
                     self.store
                         .update(&n.id, Status::DeadLettered, n.attempts, &error, 0)
                         .await?;
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -369,11 +388,9 @@ impl Engine {
 
     /// Sends every pending notification again (after a restart); returns how many.
     pub async fn recover(&self) -> Result<usize, EngineError> {
-        let pending = self.store.pending(None).await?;
+        let pending = self.store.pending().await?;
         let count = pending.len();
-        for n in pending {
-            self.deliver(n).await?;
-        }
+        self.deliver(pending).await?;
         Ok(count)
     }
 }

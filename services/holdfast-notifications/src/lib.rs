@@ -24,7 +24,7 @@ pub use model::{Channel, Notification, Status};
 pub use notifier::{ByChannel, FileNotifier, Notifier, SendError, SmtpNotifier};
 pub use service::Notifications;
 pub use smtp_url::SmtpUrl;
-pub use store::{NotificationStore, SqliteNotifications};
+pub use store::{Audience, NotificationStore, SqliteNotifications};
 
 /// The consumer group of the notifications consumer.
 pub const CONSUMER_GROUP: &str = "holdfast-notifications";

@@ -28,8 +28,14 @@ pub enum SendError {
 /// [`Notification::id`] after a crash; implementations should let the receiving end drop
 /// the repeat (the file notifier does it itself; SMTP sets `Message-ID` from the id).
 pub trait Notifier: Send + Sync + 'static {
-    /// Sends `notification` on its channel.
+    /// Sends `notification` on its channel. It may be durable only after [`sync`](Self::sync).
     fn send(&self, notification: &Notification) -> BoxFuture<'_, Result<(), SendError>>;
+    /// Makes every send accepted so far durable (the engine calls it once per event, before
+    /// it records those sends). Nothing to do where a send is durable when it returns (SMTP:
+    /// the relay took the message).
+    fn sync(&self) -> BoxFuture<'_, Result<(), SendError>> {
+        futures::future::ready(Ok(())).boxed()
+    }
 }
 
 /// One notifier per channel.
@@ -48,16 +54,35 @@ impl Notifier for ByChannel {
             Channel::Push => self.push.send(notification),
         }
     }
+
+    fn sync(&self) -> BoxFuture<'_, Result<(), SendError>> {
+        // When both channels share one notifier the second sync finds nothing to do.
+        async move {
+            self.email.sync().await?;
+            self.push.sync().await
+        }
+        .boxed()
+    }
 }
 
 /// Appends each notification as one JSON line to a file (the embedded default, and what
 /// tests read). Idempotent by id: the ids already in the file are loaded on open, and a
 /// notification whose id is there is not written again, so a resend after a crash between
-/// the write and the "sent" record leaves exactly one line.
+/// the write and the "sent" record leaves exactly one line. A send writes its line (the
+/// page cache has it: it survives the process); [`Notifier::sync`] makes every line written
+/// since the last sync durable with one `fdatasync`, so an event's email and push cost one.
 #[derive(Clone)]
 pub struct FileNotifier {
     path: PathBuf,
-    state: Arc<Mutex<(std::fs::File, HashSet<String>)>>,
+    state: Arc<Mutex<FileState>>,
+}
+
+struct FileState {
+    file: std::fs::File,
+    /// Ids of the lines in the file.
+    seen: HashSet<String>,
+    /// Lines were written since the last successful `fdatasync`.
+    unsynced: bool,
 }
 
 impl std::fmt::Debug for FileNotifier {
@@ -85,7 +110,11 @@ impl FileNotifier {
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self {
             path: path.to_path_buf(),
-            state: Arc::new(Mutex::new((file, seen))),
+            state: Arc::new(Mutex::new(FileState {
+                file,
+                seen,
+                unsynced: false,
+            })),
         })
     }
 
@@ -110,18 +139,40 @@ impl Notifier for FileNotifier {
         let notification = notification.clone();
         async move {
             tokio::task::spawn_blocking(move || {
-                let mut guard = state.lock().unwrap_or_else(PoisonError::into_inner);
-                let (file, seen) = &mut *guard;
-                if seen.contains(&notification.id) {
+                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.seen.contains(&notification.id) {
                     return Ok(());
                 }
                 let mut line =
                     serde_json::to_string(&notification).map_err(|e| SendError::Permanent(e.to_string()))?;
                 line.push('\n');
-                file.write_all(line.as_bytes())
-                    .and_then(|()| file.sync_data())
+                // Unsynced from here on, even if the write fails part-way.
+                state.unsynced = true;
+                state
+                    .file
+                    .write_all(line.as_bytes())
                     .map_err(|e| SendError::Transient(format!("outbox file: {e}")))?;
-                seen.insert(notification.id);
+                state.seen.insert(notification.id);
+                Ok(())
+            })
+            .await
+            .map_err(|e| SendError::Transient(format!("outbox file task: {e}")))?
+        }
+        .boxed()
+    }
+
+    fn sync(&self) -> BoxFuture<'_, Result<(), SendError>> {
+        let state = Arc::clone(&self.state);
+        async move {
+            tokio::task::spawn_blocking(move || {
+                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+                if state.unsynced {
+                    state
+                        .file
+                        .sync_data()
+                        .map_err(|e| SendError::Transient(format!("outbox file sync: {e}")))?;
+                    state.unsynced = false;
+                }
                 Ok(())
             })
             .await

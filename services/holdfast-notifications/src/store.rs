@@ -34,17 +34,36 @@ impl From<rusqlite::Error> for StoreError {
 /// Result of the store's futures.
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Who an event is for: the order's customer and the channels they opted out of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience {
+    /// The customer who placed the order.
+    pub customer_id: String,
+    /// The channels they opted out of.
+    pub opted_out: Vec<Channel>,
+}
+
 /// Where notifications, order owners and opt-outs are kept.
+///
+/// The engine's calls per event are few on purpose (each is a hop to the blocking pool and
+/// most are a transaction): [`audience`](Self::audience), [`record`](Self::record), then
+/// [`mark_sent`](Self::mark_sent) once for everything the event sent.
 pub trait NotificationStore: Send + Sync + 'static {
-    /// Remembers who placed `order_id` (shipment events carry no customer).
-    fn remember_order(&self, order_id: &str, customer_id: &str) -> BoxFuture<'_, StoreResult<()>>;
-    /// Who placed `order_id`, if known.
-    fn customer_of(&self, order_id: &str) -> BoxFuture<'_, StoreResult<Option<String>>>;
-    /// Records notifications not recorded yet (by `(event_id, channel)`); returns how many were new.
-    fn record(&self, notifications: Vec<Notification>) -> BoxFuture<'_, StoreResult<usize>>;
-    /// Pending notifications, oldest first: of `event_id`, or of every event when `None`.
-    fn pending(&self, event_id: Option<&str>) -> BoxFuture<'_, StoreResult<Vec<Notification>>>;
-    /// Sets a notification's state after a send attempt.
+    /// Who an event about `order_id` is for: `customer_id` when the event names one (it is
+    /// remembered as the order's owner, since shipment events carry no customer), else the
+    /// owner remembered earlier; `None` when neither is known.
+    fn audience(
+        &self,
+        order_id: &str,
+        customer_id: Option<&str>,
+    ) -> BoxFuture<'_, StoreResult<Option<Audience>>>;
+    /// Records notifications not recorded yet (by `(event_id, channel)`) and returns every
+    /// notification of their events still pending afterwards, oldest first (a redelivered
+    /// event records nothing new and gets back what a crash left unsent).
+    fn record(&self, notifications: Vec<Notification>) -> BoxFuture<'_, StoreResult<Vec<Notification>>>;
+    /// Every pending notification, oldest first.
+    fn pending(&self) -> BoxFuture<'_, StoreResult<Vec<Notification>>>;
+    /// Sets a notification's state after a send attempt that did not send it.
     fn update(
         &self,
         id: &str,
@@ -53,6 +72,8 @@ pub trait NotificationStore: Send + Sync + 'static {
         last_error: &str,
         sent_at_ms: i64,
     ) -> BoxFuture<'_, StoreResult<()>>;
+    /// Marks notifications sent, `(id, attempts)` each, in one transaction.
+    fn mark_sent(&self, sent: Vec<(String, u32)>, sent_at_ms: i64) -> BoxFuture<'_, StoreResult<()>>;
     /// A customer's notifications, newest first, after the cursor `(created_at_ms, id)`.
     fn list(
         &self,
@@ -67,8 +88,6 @@ pub trait NotificationStore: Send + Sync + 'static {
         channel: Channel,
         opted_out: bool,
     ) -> BoxFuture<'_, StoreResult<Vec<Channel>>>;
-    /// The channels `customer_id` opted out of.
-    fn opted_out(&self, customer_id: &str) -> BoxFuture<'_, StoreResult<Vec<Channel>>>;
 }
 
 const SCHEMA: &str = "
@@ -191,38 +210,49 @@ fn opted(conn: &Connection, customer_id: &str) -> StoreResult<Vec<Channel>> {
 }
 
 impl NotificationStore for SqliteNotifications {
-    fn remember_order(&self, order_id: &str, customer_id: &str) -> BoxFuture<'_, StoreResult<()>> {
-        let (order_id, customer_id) = (order_id.to_string(), customer_id.to_string());
+    fn audience(
+        &self,
+        order_id: &str,
+        customer_id: Option<&str>,
+    ) -> BoxFuture<'_, StoreResult<Option<Audience>>> {
+        let (order_id, customer_id) = (order_id.to_string(), customer_id.map(str::to_string));
         self.call(move |conn| {
-            conn.prepare_cached(
-                "INSERT OR IGNORE INTO order_customers (order_id, customer_id) VALUES (?1, ?2)",
-            )?
-            .execute(params![order_id, customer_id])?;
-            Ok(())
+            let customer_id = match customer_id {
+                Some(customer_id) => {
+                    conn.prepare_cached(
+                        "INSERT OR IGNORE INTO order_customers (order_id, customer_id) VALUES (?1, ?2)",
+                    )?
+                    .execute(params![order_id, customer_id])?;
+                    customer_id
+                }
+                None => match conn
+                    .prepare_cached("SELECT customer_id FROM order_customers WHERE order_id = ?1")?
+                    .query_row([&order_id], |row| row.get(0))
+                    .optional()?
+                {
+                    Some(customer_id) => customer_id,
+                    None => return Ok(None),
+                },
+            };
+            let opted_out = opted(conn, &customer_id)?;
+            Ok(Some(Audience {
+                customer_id,
+                opted_out,
+            }))
         })
     }
 
-    fn customer_of(&self, order_id: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
-        let order_id = order_id.to_string();
-        self.call(move |conn| {
-            Ok(conn
-                .prepare_cached("SELECT customer_id FROM order_customers WHERE order_id = ?1")?
-                .query_row([order_id], |row| row.get(0))
-                .optional()?)
-        })
-    }
-
-    fn record(&self, notifications: Vec<Notification>) -> BoxFuture<'_, StoreResult<usize>> {
+    fn record(&self, notifications: Vec<Notification>) -> BoxFuture<'_, StoreResult<Vec<Notification>>> {
         self.call(move |conn| {
             let tx = conn.transaction()?;
-            let mut inserted = 0;
+            let mut events: Vec<&str> = Vec::new();
             {
                 let mut statement = tx.prepare_cached(&format!(
                     "INSERT OR IGNORE INTO notifications ({COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ))?;
                 for n in &notifications {
-                    inserted += statement.execute(params![
+                    statement.execute(params![
                         n.id,
                         n.customer_id,
                         n.order_id,
@@ -238,30 +268,33 @@ impl NotificationStore for SqliteNotifications {
                         n.created_at_ms,
                         n.sent_at_ms,
                     ])?;
+                    if !events.contains(&n.event_id.as_str()) {
+                        events.push(&n.event_id);
+                    }
+                }
+            }
+            let mut pending = Vec::new();
+            {
+                let mut statement = tx.prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM notifications WHERE event_id = ?1 AND status = 'pending' ORDER BY channel"
+                ))?;
+                for event_id in events {
+                    pending.extend(statement.query_map([event_id], read)?.collect::<Result<Vec<_>, _>>()?);
                 }
             }
             tx.commit()?;
-            Ok(inserted)
+            collect(pending)
         })
     }
 
-    fn pending(&self, event_id: Option<&str>) -> BoxFuture<'_, StoreResult<Vec<Notification>>> {
-        let event_id = event_id.map(str::to_string);
+    fn pending(&self) -> BoxFuture<'_, StoreResult<Vec<Notification>>> {
         self.call(move |conn| {
-            let rows = match event_id {
-                Some(event_id) => conn
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM notifications WHERE event_id = ?1 AND status = 'pending' ORDER BY channel"
-                    ))?
-                    .query_map([event_id], read)?
-                    .collect::<Result<Vec<_>, _>>()?,
-                None => conn
-                    .prepare_cached(&format!(
-                        "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' ORDER BY created_at_ms, id"
-                    ))?
-                    .query_map([], read)?
-                    .collect::<Result<Vec<_>, _>>()?,
-            };
+            let rows = conn
+                .prepare_cached(&format!(
+                    "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' ORDER BY created_at_ms, id"
+                ))?
+                .query_map([], read)?
+                .collect::<Result<Vec<_>, _>>()?;
             collect(rows)
         })
     }
@@ -280,6 +313,22 @@ impl NotificationStore for SqliteNotifications {
                 "UPDATE notifications SET status = ?2, attempts = ?3, last_error = ?4, sent_at_ms = ?5 WHERE id = ?1",
             )?
             .execute(params![id, status.as_str(), attempts, last_error, sent_at_ms])?;
+            Ok(())
+        })
+    }
+
+    fn mark_sent(&self, sent: Vec<(String, u32)>, sent_at_ms: i64) -> BoxFuture<'_, StoreResult<()>> {
+        self.call(move |conn| {
+            let tx = conn.transaction()?;
+            {
+                let mut statement = tx.prepare_cached(
+                    "UPDATE notifications SET status = 'sent', attempts = ?2, last_error = '', sent_at_ms = ?3 WHERE id = ?1",
+                )?;
+                for (id, attempts) in &sent {
+                    statement.execute(params![id, attempts, sent_at_ms])?;
+                }
+            }
+            tx.commit()?;
             Ok(())
         })
     }
@@ -323,10 +372,5 @@ impl NotificationStore for SqliteNotifications {
             }
             opted(conn, &customer_id)
         })
-    }
-
-    fn opted_out(&self, customer_id: &str) -> BoxFuture<'_, StoreResult<Vec<Channel>>> {
-        let customer_id = customer_id.to_string();
-        self.call(move |conn| opted(conn, &customer_id))
     }
 }

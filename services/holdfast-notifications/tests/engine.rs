@@ -3,12 +3,16 @@
 
 use std::io::BufRead;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use holdfast_notifications::{
     ByChannel, Channel, CrashHook, Engine, EngineOptions, FileNotifier, Notification, NotificationStore,
-    Notifier, ORDERS_TOPIC, SHIPMENTS_TOPIC, SmtpNotifier, SqliteNotifications, Status,
+    Notifier, ORDERS_TOPIC, SHIPMENTS_TOPIC, SendError, SmtpNotifier, SqliteNotifications, Status,
 };
 use holdfast_platform::events::Event;
 use holdfast_proto::common::v1::Money;
@@ -270,6 +274,81 @@ async fn an_opted_out_channel_is_recorded_as_suppressed_and_not_sent() {
     );
     engine.handle(&confirmed("c-2", "o4", "carol")).await.unwrap();
     assert_eq!(lines(&setup.outbox()).len(), 3);
+}
+
+/// The real outbox file behind a notifier whose next `sync` can be made to fail (a full
+/// disk, say), logging the calls the engine makes.
+struct FlakySync {
+    file: FileNotifier,
+    failing_syncs: AtomicU32,
+    calls: Mutex<Vec<String>>,
+}
+
+impl FlakySync {
+    fn calls(&self) -> Vec<String> {
+        std::mem::take(&mut *self.calls.lock().unwrap())
+    }
+}
+
+impl Notifier for FlakySync {
+    fn send(&self, n: &Notification) -> BoxFuture<'_, Result<(), SendError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("send {}", n.channel.as_str()));
+        self.file.send(n)
+    }
+
+    fn sync(&self) -> BoxFuture<'_, Result<(), SendError>> {
+        self.calls.lock().unwrap().push("sync".into());
+        let fail = self
+            .failing_syncs
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if fail {
+            return futures::future::ready(Err(SendError::Transient("no space left on device".into())))
+                .boxed();
+        }
+        self.file.sync()
+    }
+}
+
+#[tokio::test]
+async fn an_events_sends_are_synced_once_and_marked_sent_only_after_the_sync() {
+    let setup = Setup::new();
+    let store = setup.store();
+    let notifier = Arc::new(FlakySync {
+        file: FileNotifier::open(&setup.outbox()).unwrap(),
+        failing_syncs: AtomicU32::new(1),
+        calls: Mutex::new(Vec::new()),
+    });
+    let engine = Engine::new(
+        Arc::clone(&store),
+        Arc::clone(&notifier) as Arc<dyn Notifier>,
+        EngineOptions::default(),
+    );
+    let e = confirmed("d-1", "o5", "dave");
+    assert!(
+        engine.handle(&e).await.is_err(),
+        "an unsynced send fails the event"
+    );
+    assert_eq!(notifier.calls(), ["send email", "send push", "sync"]);
+    let listed = store.list("dave", None, 10).await.unwrap();
+    assert_eq!(listed.len(), 2);
+    assert!(
+        listed.iter().all(|n| n.status == Status::Pending),
+        "nothing is marked sent before its send is durable: {listed:?}"
+    );
+    // The bus redelivers: both are sent again (the file drops the repeats), synced once,
+    // and marked sent.
+    engine.handle(&e).await.unwrap();
+    assert_eq!(notifier.calls(), ["send email", "send push", "sync"]);
+    assert_eq!(lines(&setup.outbox()), every(std::slice::from_ref(&e)));
+    let listed = store.list("dave", None, 10).await.unwrap();
+    assert!(listed.iter().all(|n| n.status == Status::Sent), "{listed:?}");
+    // A redelivery after that sends and syncs nothing.
+    engine.handle(&e).await.unwrap();
+    assert_eq!(notifier.calls(), Vec::<String>::new());
 }
 
 /// A running aiosmtpd sink on a free loopback port.
