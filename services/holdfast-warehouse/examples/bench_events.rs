@@ -17,7 +17,7 @@
 //!
 //! Needs the Kafka jars `make deps` fetches from Maven Central (and java).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -300,20 +300,33 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
     }));
     let (routed_tx, mut routed) = mpsc::unbounded_channel();
     let (announced_tx, mut announced) = mpsc::unbounded_channel();
+    // Each order counts once per side, whatever the order the two consumers run in (the
+    // shipment.created of an order can be consumed before its routing handler has counted
+    // it), however many shipments it has, and however often an event is redelivered. The
+    // confirm times stay in `confirmed` for both sides to read.
+    let routed_orders: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let announced_orders: Arc<Mutex<HashSet<String>>> = Arc::default();
 
     // The warehouse's consumer, timing each routing as it commits.
     let engine = warehouse.engine.clone();
     let warehouse_consumer = spawn_consumer(&broker.bus(), CONSUMER_GROUP, &consumer::TOPICS, {
-        let (confirmed, lag) = (confirmed.clone(), lag.clone());
+        let (confirmed, lag, routed_orders) = (confirmed.clone(), lag.clone(), routed_orders.clone());
         handler_fn(move |event: Event| {
-            let (engine, confirmed, lag, routed_tx) =
-                (engine.clone(), confirmed.clone(), lag.clone(), routed_tx.clone());
+            let (engine, confirmed, lag, routed_orders, routed_tx) = (
+                engine.clone(),
+                confirmed.clone(),
+                lag.clone(),
+                routed_orders.clone(),
+                routed_tx.clone(),
+            );
             async move {
                 let seen = Instant::now();
                 consumer::handle(&engine, &event).await?;
                 if event.event_type == types::DISPATCH_REQUESTED {
                     let started = lock(&confirmed).get(&event.key).copied();
-                    if let Some(started) = started {
+                    if let Some(started) = started
+                        && lock(&routed_orders).insert(event.key.clone())
+                    {
                         let stored = Instant::now();
                         let mut lag = lock(&lag);
                         record(&mut lag.stored, started, stored);
@@ -329,15 +342,22 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
     .await?;
     // Downstream (as orders): when each order's first shipment.created arrives.
     let downstream = spawn_consumer(&broker.bus(), "bench-downstream", &[SHIPMENTS_TOPIC], {
-        let (confirmed, lag) = (confirmed.clone(), lag.clone());
+        let (confirmed, lag, announced_orders) = (confirmed.clone(), lag.clone(), announced_orders.clone());
         handler_fn(move |event: Event| {
-            let (confirmed, lag, announced_tx) = (confirmed.clone(), lag.clone(), announced_tx.clone());
+            let (confirmed, lag, announced_orders, announced_tx) = (
+                confirmed.clone(),
+                lag.clone(),
+                announced_orders.clone(),
+                announced_tx.clone(),
+            );
             async move {
                 let decoded = ShipmentEvent::decode(event.payload.as_slice())
                     .map_err(|e| HandleError::Poison(e.to_string()))?;
                 if let Some(shipment_event::Event::Created(created)) = decoded.event {
-                    let started = lock(&confirmed).remove(&created.order_id);
-                    if let Some(started) = started {
+                    let started = lock(&confirmed).get(&created.order_id).copied();
+                    if let Some(started) = started
+                        && lock(&announced_orders).insert(created.order_id)
+                    {
                         record(&mut lock(&lag).announced, started, Instant::now());
                         let _ = announced_tx.send(());
                     }
