@@ -312,12 +312,10 @@ impl Engine {
             });
         }
         let pending = self.store.record(intents).await.map_err(retry)?;
-        match self.deliver(pending).await {
-            Ok(()) => Ok(()),
-            Err(EngineError::Halted) => Err(HandleError::Retry("halted by the crash hook".into())),
-            Err(EngineError::Store(e)) => Err(retry(e)),
-            Err(EngineError::Unsynced(e)) => Err(HandleError::Retry(e.to_string())),
-        }
+        // Every way delivery stops leaves the event's notifications pending: redeliver it.
+        self.deliver(pending)
+            .await
+            .map_err(|e| HandleError::Retry(e.to_string()))
     }
 
     /// Sends pending notifications, each until it is sent or dead-lettered, then makes the

@@ -133,52 +133,54 @@ impl FileNotifier {
     }
 }
 
-impl Notifier for FileNotifier {
-    fn send(&self, notification: &Notification) -> BoxFuture<'_, Result<(), SendError>> {
+impl FileNotifier {
+    /// Runs `f` on the file's state on the blocking pool (its writes and syncs block).
+    fn with_state<F>(&self, f: F) -> BoxFuture<'static, Result<(), SendError>>
+    where
+        F: FnOnce(&mut FileState) -> Result<(), SendError> + Send + 'static,
+    {
         let state = Arc::clone(&self.state);
-        let notification = notification.clone();
         async move {
-            tokio::task::spawn_blocking(move || {
-                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                if state.seen.contains(&notification.id) {
-                    return Ok(());
-                }
-                let mut line =
-                    serde_json::to_string(&notification).map_err(|e| SendError::Permanent(e.to_string()))?;
-                line.push('\n');
-                // Unsynced from here on, even if the write fails part-way.
-                state.unsynced = true;
-                state
-                    .file
-                    .write_all(line.as_bytes())
-                    .map_err(|e| SendError::Transient(format!("outbox file: {e}")))?;
-                state.seen.insert(notification.id);
-                Ok(())
-            })
-            .await
-            .map_err(|e| SendError::Transient(format!("outbox file task: {e}")))?
+            tokio::task::spawn_blocking(move || f(&mut state.lock().unwrap_or_else(PoisonError::into_inner)))
+                .await
+                .map_err(|e| SendError::Transient(format!("outbox file task: {e}")))?
         }
         .boxed()
     }
+}
+
+impl Notifier for FileNotifier {
+    fn send(&self, notification: &Notification) -> BoxFuture<'_, Result<(), SendError>> {
+        let notification = notification.clone();
+        self.with_state(move |state| {
+            if state.seen.contains(&notification.id) {
+                return Ok(());
+            }
+            let mut line =
+                serde_json::to_string(&notification).map_err(|e| SendError::Permanent(e.to_string()))?;
+            line.push('\n');
+            // Unsynced from here on, even if the write fails part-way.
+            state.unsynced = true;
+            state
+                .file
+                .write_all(line.as_bytes())
+                .map_err(|e| SendError::Transient(format!("outbox file: {e}")))?;
+            state.seen.insert(notification.id);
+            Ok(())
+        })
+    }
 
     fn sync(&self) -> BoxFuture<'_, Result<(), SendError>> {
-        let state = Arc::clone(&self.state);
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
-                if state.unsynced {
-                    state
-                        .file
-                        .sync_data()
-                        .map_err(|e| SendError::Transient(format!("outbox file sync: {e}")))?;
-                    state.unsynced = false;
-                }
-                Ok(())
-            })
-            .await
-            .map_err(|e| SendError::Transient(format!("outbox file task: {e}")))?
-        }
-        .boxed()
+        self.with_state(|state| {
+            if state.unsynced {
+                state
+                    .file
+                    .sync_data()
+                    .map_err(|e| SendError::Transient(format!("outbox file sync: {e}")))?;
+                state.unsynced = false;
+            }
+            Ok(())
+        })
     }
 }
 

@@ -20,8 +20,8 @@
 //!
 //! The writer and every reader get [`connection::tune`]: statements stay compiled in their
 //! cache (the checkpointer runs only its two pragmas). A binary that runs a `Db` should call
-//! [`heap::keep_freed_memory`] once at start: the writer's per-batch statement journal
-//! otherwise makes glibc hand pages back to the kernel and fault them in again every batch.
+//! [`heap::keep_freed_memory`] once at start: the writer's per-job statement journal
+//! otherwise makes glibc hand pages back to the kernel and fault them in again every job.
 //!
 //! Durability is WAL + `synchronous = NORMAL`: a committed (so answered) write survives a
 //! crash of the process; an OS crash or power loss may roll back the last commits (the file

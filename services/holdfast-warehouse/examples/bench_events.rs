@@ -254,6 +254,17 @@ fn dispatch_payload(id: &str, order_id: &str, n: usize) -> Vec<u8> {
 }
 
 /// Phase 2: open-loop orders at `rate`/s for `seconds`; lag to shipment created.
+/// When `order` was confirmed, the first time a side counts it (`None` for an order the run
+/// did not confirm, or one `counted` already holds).
+fn first_count(
+    confirmed: &Mutex<HashMap<String, Instant>>,
+    counted: &Mutex<HashSet<String>>,
+    order: &str,
+) -> Option<Instant> {
+    let started = lock(confirmed).get(order).copied()?;
+    lock(counted).insert(order.to_string()).then_some(started)
+}
+
 async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> anyhow::Result<(Lag, usize)> {
     let bus = KafkaBus::new(&broker.bootstrap())?;
     let orders_store = SqliteStore::open(dir.path().join("orders.db")).await?;
@@ -322,18 +333,15 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
             async move {
                 let seen = Instant::now();
                 consumer::handle(&engine, &event).await?;
-                if event.event_type == types::DISPATCH_REQUESTED {
-                    let started = lock(&confirmed).get(&event.key).copied();
-                    if let Some(started) = started
-                        && lock(&routed_orders).insert(event.key.clone())
-                    {
-                        let stored = Instant::now();
-                        let mut lag = lock(&lag);
-                        record(&mut lag.stored, started, stored);
-                        record(&mut lag.delivered, started, seen);
-                        drop(lag);
-                        let _ = routed_tx.send(());
-                    }
+                if event.event_type == types::DISPATCH_REQUESTED
+                    && let Some(started) = first_count(&confirmed, &routed_orders, &event.key)
+                {
+                    let stored = Instant::now();
+                    let mut lag = lock(&lag);
+                    record(&mut lag.stored, started, stored);
+                    record(&mut lag.delivered, started, seen);
+                    drop(lag);
+                    let _ = routed_tx.send(());
                 }
                 Ok(())
             }
@@ -353,14 +361,11 @@ async fn lag(broker: &KafkaBroker, dir: &TempDir, rate: u64, seconds: u64) -> an
             async move {
                 let decoded = ShipmentEvent::decode(event.payload.as_slice())
                     .map_err(|e| HandleError::Poison(e.to_string()))?;
-                if let Some(shipment_event::Event::Created(created)) = decoded.event {
-                    let started = lock(&confirmed).get(&created.order_id).copied();
-                    if let Some(started) = started
-                        && lock(&announced_orders).insert(created.order_id)
-                    {
-                        record(&mut lock(&lag).announced, started, Instant::now());
-                        let _ = announced_tx.send(());
-                    }
+                if let Some(shipment_event::Event::Created(created)) = decoded.event
+                    && let Some(started) = first_count(&confirmed, &announced_orders, &created.order_id)
+                {
+                    record(&mut lock(&lag).announced, started, Instant::now());
+                    let _ = announced_tx.send(());
                 }
                 Ok(())
             }

@@ -12,8 +12,8 @@ use holdfast_store::StoreUrl;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    // SQLite allocates through glibc, not ALLOCATOR: keep the writer's per-batch statement
-    // journal pages mapped instead of trimming and faulting them in again every batch.
+    // SQLite allocates through glibc, not ALLOCATOR: keep the writer's per-job statement
+    // journal pages mapped instead of trimming and faulting them in again every job.
     holdfast_sqlite::heap::keep_freed_memory();
     let mut cli: Cli = parse_or_exit();
     cli.apply_dev_defaults();
