@@ -17,7 +17,7 @@
 local inv, holds, held = KEYS[1], KEYS[2], KEYS[3]
 local now = now_ms()
 
-local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'buckets', 'buckets_max')
+local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'buckets', 'buckets_max', 'hs')
 local on_hand, reserved, sold, buckets = num(lv[1]), num(lv[2]), num(lv[3]), num(lv[4])
 if buckets < 1 then buckets = 1 end
 local buckets_max = math.max(num(lv[5]), buckets)
@@ -28,11 +28,12 @@ local buckets_max = math.max(num(lv[5]), buckets)
 local LAPSED_LIMIT = 1000
 local lapsed, seen = 0, 0
 local index, shard = hold_keys(holds)
+local shards = math.max(num(lv[6]), 1)
 for _, n in ipairs((hold_due(inv, index, now, LAPSED_LIMIT))) do
   if seen >= LAPSED_LIMIT then break end
-  local entries = redis.call('HGETALL', shard .. n)
-  for i = 1, #entries, 2 do
-    local qty, e = hold_unpack(entries[i + 1])
+  local entries = hold_entries(inv, shard, n, shards)
+  for i = 1, #entries, 3 do
+    local qty, e = hold_unpack(entries[i + 2])
     if e <= now and seen < LAPSED_LIMIT then
       lapsed = lapsed + qty
       seen = seen + 1

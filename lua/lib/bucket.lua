@@ -42,27 +42,29 @@ local REC_GEN, REC_SHORT_GEN = 12 * 3600 * 1000, 5 * 60 * 1000
 local REC_SHORT_MAX, REC_MAX = 15 * 60 * 1000, 36 * 3600 * 1000
 local REC_ENTRY_MAX = 64
 local REC_UUID = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
--- 32 lowercase hex digits -> 16 bytes after the marker byte `mark`. Arithmetic on the digits'
--- codes, one string.byte and one string.char: this runs for every id a script touches (the
--- record and the hold), and a substring, tonumber and char per byte cost ~5 us an id.
-local function rec_pack_hex(hex, mark)
-  local b = {string.byte(hex, 1, 32)}
-  for i = 1, 16 do
+-- 2n lowercase hex digits -> n raw bytes, after the marker byte `mark` (and the byte `letter`,
+-- if given). Arithmetic on the digits' codes, one string.byte and one string.char: this runs for
+-- every id a script touches (the record and the hold), and a substring, tonumber and char per
+-- byte cost ~5 us an id.
+local function rec_pack_hex(hex, n, mark, letter)
+  local b = {string.byte(hex, 1, 2 * n)}
+  for i = 1, n do
     local hi, lo = b[2 * i - 1], b[2 * i]
     if hi > 57 then hi = hi - 87 else hi = hi - 48 end
     if lo > 57 then lo = lo - 87 else lo = lo - 48 end
     b[i] = hi * 16 + lo
   end
-  return string.char(mark, unpack(b, 1, 16))
+  if letter then return string.char(mark, letter, unpack(b, 1, n)) end
+  return string.char(mark, unpack(b, 1, n))
 end
 -- The rid as a hash field: 32 lowercase hex digits -> "\1" + 16 bytes, a canonical UUID ->
 -- "\2" + 16 bytes, anything else unchanged.
 local function rec_field(rid)
   local n = #rid
   if n == 32 then
-    if not string.find(rid, '[^0-9a-f]') then return rec_pack_hex(rid, 1) end
+    if not string.find(rid, '[^0-9a-f]') then return rec_pack_hex(rid, 16, 1) end
   elseif n == 36 and string.find(rid, REC_UUID) and not string.find(rid, '%u') then
-    return rec_pack_hex(string.gsub(rid, '%-', ''), 2)
+    return rec_pack_hex((string.gsub(rid, '%-', '')), 16, 2)
   end
   return rid
 end
@@ -76,24 +78,35 @@ local function rec_rid(field)
   return string.format('%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x',
     string.byte(field, 2, 17))
 end
--- The common shapes of a record are packed tighter (rec_pack): a marker byte (3 or 4, never a
--- state letter), the state letter, the fingerprint (16 characters, as sent), then with marker 3
--- the expiry (ms) as 6 bytes and the one line as `qty,bucket,sku`, with marker 4 (a refusal) the
--- one shortage as `requested,available,sku`. Read by position: the expiry's bytes may be anything.
--- 40 bytes instead of 55 for a one-line hold of a 12-character SKU.
+-- The common shapes of a record are packed tighter (rec_pack): a marker byte (3 to 6, never a
+-- state letter), the state letter, the fingerprint, then for a hold (3, 5) the expiry (ms) as 6
+-- bytes and the one line as `qty,bucket,sku`, for a refusal (4, 6) the one shortage as
+-- `requested,available,sku`. The fingerprint is 8 raw bytes (5, 6) when it is 16 lowercase hex
+-- digits (what the services send, reservations::fingerprint), else its 16 characters as sent
+-- (3, 4; also every record packed before the fingerprint was). Read by position: the expiry's
+-- and the fingerprint's bytes may be anything. 32 bytes instead of the text form's 55 for a
+-- one-line hold of a 12-character SKU.
 local REC_ONE = '^%[%["([^"\\%c]*)",(%d+),(%d+)%]%]$'
+local REC_FP = '%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x'
 local function rec_one(sku, a, b)
   return '[["' .. sku .. '",' .. a .. ',' .. b .. ']]'
 end
 local function rec_unpack_compact(v, mark)
-  local letter = string.sub(v, 2, 2)
-  local rec, at = {state = REC_NAMES[letter] or letter, fp = string.sub(v, 3, 18)}, 19
-  if mark == 3 then
-    local b1, b2, b3, b4, b5, b6 = string.byte(v, 19, 24)
-    rec.expires_at, at = int(((((b1 * 256 + b2) * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6), 25
+  local letter, rec, at = string.sub(v, 2, 2), nil, 19
+  if mark >= 5 then
+    rec = {fp = string.format('%02x%02x%02x%02x%02x%02x%02x%02x', string.byte(v, 3, 10))}
+    at = 11
+  else
+    rec = {fp = string.sub(v, 3, 18)}
+  end
+  rec.state = REC_NAMES[letter] or letter
+  local hold = mark == 3 or mark == 5
+  if hold then
+    local b1, b2, b3, b4, b5, b6 = string.byte(v, at, at + 5)
+    rec.expires_at, at = int(((((b1 * 256 + b2) * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6), at + 6
   end
   local x, y, sku = string.match(v, '^(%d+),(%d+),(.*)$', at)
-  if mark == 3 then rec.lines = rec_one(sku, x, y) else rec.shortages = rec_one(sku, x, y) end
+  if hold then rec.lines = rec_one(sku, x, y) else rec.shortages = rec_one(sku, x, y) end
   return rec
 end
 -- The packed value of record fields `p` (REC_FIELDS order, the state as its letter, '' unset),
@@ -101,17 +114,23 @@ end
 local function rec_pack(p)
   local state, fp, exp = p[1], p[2], p[3]
   if #state ~= 1 or #fp ~= 16 or p[6] ~= '' or p[7] ~= '' then return nil end
-  local mark, one = nil, nil
+  local hold, one = nil, nil
   if p[5] == '' and exp ~= '' then
-    mark, one = 3, p[4]
+    hold, one = true, p[4]
   elseif exp == '' and p[4] == '' then
-    mark, one = 4, p[5]
+    hold, one = false, p[5]
   else
     return nil
   end
   local sku, x, y = string.match(one, REC_ONE)
   if not sku then return nil end
-  if mark == 4 then return string.char(4) .. state .. fp .. x .. ',' .. y .. ',' .. sku end
+  local head
+  if string.find(fp, REC_FP) and not string.find(fp, '%u') then
+    head = rec_pack_hex(fp, 8, hold and 5 or 6, string.byte(state))
+  else
+    head = string.char(hold and 3 or 4) .. state .. fp
+  end
+  if not hold then return head .. x .. ',' .. y .. ',' .. sku end
   -- A positive integer under 2^48 (6 bytes), written without leading zeros.
   local e = tonumber(exp)
   if not e or e < 1 or e >= 281474976710656 or int(e) ~= exp then return nil end
@@ -124,12 +143,11 @@ local function rec_pack(p)
   local e3 = e % 256
   e = (e - e3) / 256
   local e2 = e % 256
-  return string.char(3) .. state .. fp .. string.char((e - e2) / 256, e2, e3, e4, e5, e6) .. x .. ',' .. y
-    .. ',' .. sku
+  return head .. string.char((e - e2) / 256, e2, e3, e4, e5, e6) .. x .. ',' .. y .. ',' .. sku
 end
 local function rec_unpack(v)
   local mark = string.byte(v, 1)
-  if mark == 3 or mark == 4 then return rec_unpack_compact(v, mark) end
+  if mark >= 3 and mark <= 6 then return rec_unpack_compact(v, mark) end
   local rec, i, n = {}, 1, 1
   while true do
     local j = string.find(v, '\n', i, true)
@@ -268,6 +286,54 @@ local function hold_shards(inv)
   local st = redis.call('HMGET', inv, 'hs', 'hx')
   return math.max(num(st[1]), 1), st[2] and num(st[2]) or nil
 end
+-- A one-shard bucket keeps the holds of packed ids (rec_field: the 32-hex-digit and UUID ids
+-- the services send) as fields of the bucket hash itself, so the few holds of a spread-out SKU
+-- pay for no key of their own (~12 bytes a hold at 10 holds a SKU). Any other id (kept as sent,
+-- up to 128 bytes: a field over 64 would turn the bucket's counters into a hashtable), holds a
+-- build before wrote there, and every shard from two shards on live in the keys `<shard>n`.
+-- Bucket fields never start with a control byte, so a packed field there is always a hold.
+local function hold_in_bucket(f, rid, shards)
+  return shards == 1 and f ~= rid
+end
+local function hold_is_packed(field)
+  local mark = string.byte(field, 1)
+  return #field == 17 and (mark == 1 or mark == 2)
+end
+-- Every hold of shard n as a flat list key, field, value (its bucket-hash fields first when
+-- the bucket has one shard).
+local function hold_entries(inv, shard, n, shards)
+  local out = {}
+  if shards == 1 then
+    local all = redis.call('HGETALL', inv)
+    for i = 1, #all, 2 do
+      if hold_is_packed(all[i]) then
+        out[#out + 1] = inv
+        out[#out + 1] = all[i]
+        out[#out + 1] = all[i + 1]
+      end
+    end
+  end
+  local key = shard .. n
+  local entries = redis.call('HGETALL', key)
+  for i = 1, #entries, 2 do
+    out[#out + 1] = key
+    out[#out + 1] = entries[i]
+    out[#out + 1] = entries[i + 1]
+  end
+  return out
+end
+-- Whether shard n holds nothing, after a hold left it; `left`: the bucket's hold count now.
+-- A one-shard bucket's hash is only scanned when the count says it may be the last one (a count
+-- too high leaves the bound in place, which the next purge clears).
+local function hold_shard_empty(inv, shard, n, shards, left)
+  if redis.call('EXISTS', shard .. n) == 1 then return false end
+  if shards > 1 then return true end
+  if left > 0 then return false end
+  for _, field in ipairs(redis.call('HKEYS', inv)) do
+    if hold_is_packed(field) then return false end
+  end
+  return true
+end
 -- Once the last hold is gone the bucket forgets its shard count (an idle SKU pays nothing).
 local function hold_forget_if_empty(inv, index)
   if redis.call('HEXISTS', inv, 'hx') == 0 and redis.call('EXISTS', index) == 0 then
@@ -277,8 +343,10 @@ end
 -- -> units, expiry ms of rid's hold (either layout), or nil. Units 0: an orphan, holds nothing.
 local function hold_get(inv, holds, held, rid)
   local _, shard = hold_keys(holds)
-  local key, f = shard .. hold_slot(rid, (hold_shards(inv))), rec_field(rid)
-  local v = redis.call('HGET', key, f)
+  local shards = hold_shards(inv)
+  local key, f, v = shard .. hold_slot(rid, shards), rec_field(rid), nil
+  if hold_in_bucket(f, rid, shards) then v = redis.call('HGET', inv, f) end
+  if not v then v = redis.call('HGET', key, f) end
   if not v and f ~= rid then v = redis.call('HGET', key, rid) end
   if v then return hold_unpack(v) end
   local e = redis.call('ZSCORE', holds, rid)
@@ -314,9 +382,16 @@ local function hold_put(inv, holds, held, rid, qty, expires_at, st)
   local shards, count = st.shards, st.count
   if st.old and redis.call('ZREM', holds, rid) == 1 then redis.call('HDEL', held, rid) end
   local n, f = hold_slot(rid, shards), rec_field(rid)
-  local added = redis.call('HSET', shard .. n, f, hold_pack(qty, expires_at)) == 1
-  -- A hold stored under the id as sent (before ids were packed) is replaced, not doubled.
-  if f ~= rid and redis.call('HDEL', shard .. n, rid) == 1 then added = false end
+  local added
+  if hold_in_bucket(f, rid, shards) then
+    added = redis.call('HSET', inv, f, hold_pack(qty, expires_at)) == 1
+    -- The same hold in the shard key (a build before kept every hold there) is moved, not doubled.
+    if redis.call('HDEL', shard .. n, f, rid) > 0 then added = false end
+  else
+    added = redis.call('HSET', shard .. n, f, hold_pack(qty, expires_at)) == 1
+    -- A hold stored under the id as sent (before ids were packed) is replaced, not doubled.
+    if f ~= rid and redis.call('HDEL', shard .. n, rid) == 1 then added = false end
+  end
   if added then count = count + 1 end
   if shards > 1 then
     redis.call('ZADD', index, 'LT', int(expires_at), int(n))
@@ -335,26 +410,34 @@ local function hold_put(inv, holds, held, rid, qty, expires_at, st)
     local p = 1
     while p * 2 <= shards do p = p * 2 end
     local from = shards - p
+    -- From one shard to two, the holds in the bucket hash move to the keys as well.
+    local entries = hold_entries(inv, shard, from, shards)
     shards = shards + 1
-    local entries = redis.call('HGETALL', shard .. from)
     local stay, moved = nil, nil
-    -- The moving half goes in one HSET and one HDEL (a call per entry cost ~3 us a hold).
-    local moving, gone = {}, {}
-    for i = 1, #entries, 2 do
-      local _, e = hold_unpack(entries[i + 1])
-      if hold_slot(rec_rid(entries[i]), shards) == from then
+    -- The moving holds go in one HSET per key they go to and one HDEL per key they leave (a
+    -- call per entry cost ~3 us a hold).
+    local to, gone = {}, {}
+    for i = 1, #entries, 3 do
+      local key, field, value = entries[i], entries[i + 1], entries[i + 2]
+      local _, e = hold_unpack(value)
+      local m = hold_slot(rec_rid(field), shards)
+      if m == from then
         if stay == nil or e < stay then stay = e end
-      else
-        moving[#moving + 1] = entries[i]
-        moving[#moving + 1] = entries[i + 1]
-        gone[#gone + 1] = entries[i]
-        if moved == nil or e < moved then moved = e end
+      elseif moved == nil or e < moved then
+        moved = e
+      end
+      if key ~= shard .. m then
+        local target = to[m] or {}
+        target[#target + 1] = field
+        target[#target + 1] = value
+        to[m] = target
+        local left = gone[key] or {}
+        left[#left + 1] = field
+        gone[key] = left
       end
     end
-    if #gone > 0 then
-      redis.call('HSET', shard .. (shards - 1), unpack(moving))
-      redis.call('HDEL', shard .. from, unpack(gone))
-    end
+    for key, fields in pairs(gone) do redis.call('HDEL', key, unpack(fields)) end
+    for m, fields in pairs(to) do redis.call('HSET', shard .. m, unpack(fields)) end
     -- From two shards on the zset indexes every shard.
     st.bound = nil
     if stay then redis.call('ZADD', index, int(stay), int(from)) else redis.call('ZREM', index, int(from)) end
@@ -368,17 +451,22 @@ local function hold_del(inv, holds, held, rid)
   local index, shard = hold_keys(holds)
   local shards, bound = hold_shards(inv)
   local n, f = hold_slot(rid, shards), rec_field(rid)
-  local v = redis.call('HGET', shard .. n, f)
+  local key, v = inv, nil
+  if hold_in_bucket(f, rid, shards) then v = redis.call('HGET', inv, f) end
+  if not v then
+    key = shard .. n
+    v = redis.call('HGET', key, f)
+  end
   if not v and f ~= rid then
     f = rid
-    v = redis.call('HGET', shard .. n, f)
+    v = redis.call('HGET', key, f)
   end
   if v then
-    redis.call('HDEL', shard .. n, f)
-    if redis.call('EXISTS', shard .. n) == 0 then
+    redis.call('HDEL', key, f)
+    local left = num(redis.call('HINCRBY', inv, 'hn', -1))
+    if hold_shard_empty(inv, shard, n, shards, left) then
       if bound then redis.call('HDEL', inv, 'hx') else redis.call('ZREM', index, int(n)) end
     end
-    redis.call('HINCRBY', inv, 'hn', -1)
     hold_forget_if_empty(inv, index)
     return (hold_unpack(v))
   end
@@ -391,11 +479,12 @@ end
 local function hold_all(inv, holds, held)
   local _, shard = hold_keys(holds)
   local all = {}
-  for n = 0, hold_shards(inv) - 1 do
-    local entries = redis.call('HGETALL', shard .. n)
-    for i = 1, #entries, 2 do
-      local q, e = hold_unpack(entries[i + 1])
-      all[#all + 1] = {rec_rid(entries[i]), q, e}
+  local shards = hold_shards(inv)
+  for n = 0, shards - 1 do
+    local entries = hold_entries(inv, shard, n, shards)
+    for i = 1, #entries, 3 do
+      local q, e = hold_unpack(entries[i + 2])
+      all[#all + 1] = {rec_rid(entries[i + 1]), q, e}
     end
   end
   local old = redis.call('ZRANGE', holds, 0, -1, 'WITHSCORES')

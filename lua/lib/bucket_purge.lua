@@ -11,8 +11,9 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
   local due_shards, in_field = hold_due(inv, index, now, limit)
   local due = redis.call('ZRANGEBYSCORE', holds, '-inf', int(now), 'LIMIT', 0, limit)
   if #due == 0 and #due_shards == 0 then return 0 end
-  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'hn')
+  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold', 'hn', 'hs')
   local on_hand, reserved, sold, count = num(lv[1]), num(lv[2]), num(lv[3]), num(lv[4])
+  local shards = math.max(num(lv[5]), 1)
   local purged = 0
   local function expire(rid, qty)
     reserved = math.max(reserved - qty, 0)
@@ -28,13 +29,13 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
   local touched, emptied = false, false
   for _, n in ipairs(due_shards) do
     if purged >= limit then break end
-    local entries = redis.call('HGETALL', shard .. n)
+    local entries = hold_entries(inv, shard, n, shards)
     local low = nil
-    for i = 1, #entries, 2 do
-      local rid = rec_rid(entries[i])
-      local qty, e = hold_unpack(entries[i + 1])
+    for i = 1, #entries, 3 do
+      local rid = rec_rid(entries[i + 1])
+      local qty, e = hold_unpack(entries[i + 2])
       if e <= now and rid ~= keep and purged < limit then
-        redis.call('HDEL', shard .. n, entries[i])
+        redis.call('HDEL', entries[i], entries[i + 1])
         count = count - 1
         touched = true
         expire(rid, qty)

@@ -39,7 +39,7 @@ async fn evalsha_calls(client: &fred::prelude::Client) -> u64 {
 
 async fn buyers(fx: &Fixture, sku: &str) -> Vec<(String, ReserveResponse)> {
     join_all((0..BUYERS).map(|i| async move {
-        let rid = format!("{sku}-b{i}");
+        let rid = layout_support::rid(&format!("{sku}-b"), i);
         let answer = fx.reserve(&rid, &[(sku, 1)], 600).await.expect("reserve answers");
         (rid, answer)
     }))

@@ -3,6 +3,7 @@
 //! must happen once however many times it is sent.
 
 mod common;
+mod layout_support;
 
 use std::collections::HashSet;
 
@@ -15,7 +16,7 @@ const BUYERS: usize = 2000;
 
 async fn flash_sale(fx: &Fixture, sku: &str) -> usize {
     let attempts = (0..BUYERS).map(|i| async move {
-        let rid = format!("{sku}-buyer-{i}");
+        let rid = layout_support::rid(&format!("{sku}-buyer"), i);
         let answer = fx.reserve(&rid, &[(sku, 1)], 600).await.expect("reserve answers");
         (rid, reserved(&answer), answer)
     });

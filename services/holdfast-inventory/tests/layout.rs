@@ -1,6 +1,8 @@
-//! The hold layout: holds in small listpack shards (`inv:{B}:h<n>`), and holds written by the
-//! scripts of the old layout (a zset and a hash per bucket; `tests/fixtures/v1_*.lua` are those
-//! scripts as they shipped) still commit, release, extend and expire correctly.
+//! The hold layout: holds in small listpack shards (`inv:{B}:h<n>`; a one-shard bucket's holds of
+//! packed ids in the bucket hash itself), and holds written by the scripts of the layouts before
+//! (a zset and a hash per bucket, `tests/fixtures/v1_*.lua`; every hold in a shard key,
+//! `tests/fixtures/v3_reserve_single.lua`: those scripts as they shipped) still commit, release,
+//! extend and expire correctly.
 
 mod common;
 mod layout_support;
@@ -12,7 +14,7 @@ use fred::prelude::{
 use holdfast_inventory::keys::BucketKeys;
 use holdfast_inventory::scripts::{self, BatchItem, SingleReserve};
 use holdfast_proto::events::v1::inventory_event::Event as Ev;
-use layout_support::{hold_count, hold_of, old_reserve_single};
+use layout_support::{hold_count, hold_of, holds_in_bucket_hash, old_reserve_single, v3_reserve_single};
 
 const V1_RESERVE: &str = include_str!("fixtures/v1_reserve.lua");
 const V1_RESERVE_SINGLE: &str = include_str!("fixtures/v1_reserve_single.lua");
@@ -419,4 +421,170 @@ async fn a_zset_an_older_build_writes_beside_the_field_does_not_wake_the_sweeper
     assert_eq!((expired, next), (0, None));
     assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
     assert_eq!(layout_keys(client, &bucket, 1).await, 0);
+}
+
+/// Whether the bucket's shard 0 key exists.
+async fn shard_zero_exists(client: &Client, bucket: &BucketKeys) -> bool {
+    let n: i64 = client.exists(bucket.hold_shard(0)).await.expect("exists");
+    n == 1
+}
+
+/// A one-shard bucket keeps the holds of packed ids (the services' own id shapes) as fields of
+/// its own hash, and an id kept as sent in the shard key: both are found, lapse, are swept and
+/// released; the split to two shards moves every hold out of the bucket hash into the keys, and
+/// an emptied bucket keeps no hold field, count or key.
+#[tokio::test]
+async fn a_one_shard_bucket_keeps_packed_holds_in_its_own_hash_and_the_split_moves_them_out() {
+    let fx = Fixture::standalone_with(idle()).await;
+    let client = fx.redis();
+    fx.set_stock("HASH", 1_000, 1).await;
+    let bucket = BucketKeys::new("HASH", 0);
+    let uuid = "6f1c2a9e-0b7d-4c3e-9a21-5d4f8e7b6a10";
+    let mut rids: Vec<String> = (0..9).map(|i| format!("{i:032x}")).collect();
+    rids.push(uuid.to_string());
+    let mut expiries = Vec::new();
+    for (i, rid) in rids.iter().enumerate() {
+        expiries.push(hold(client, &bucket, rid, 2, 600_000 + i as i64).await);
+    }
+    assert_eq!(holds_in_bucket_hash(client, &bucket).await, 10);
+    assert!(!shard_zero_exists(client, &bucket).await, "no key for them");
+    hold(client, &bucket, "as-sent-1", 3, 900_000).await;
+    assert!(shard_zero_exists(client, &bucket).await, "an id kept as sent");
+    assert_eq!(
+        layout_fields(client, &bucket).await,
+        vec![Some(1), Some(11), Some(expiries[0])]
+    );
+    assert_eq!(hold_count(client, &bucket).await, 11);
+    for rid in &rids {
+        assert_eq!(hold_of(client, &bucket, rid).await.map(|h| h.0), Some(2), "{rid}");
+    }
+
+    // One lapses: no longer counted, then swept out of the bucket hash with its `expired` event.
+    layout_support::lapse_hold(client, &bucket, &rids[3]).await;
+    assert_eq!(live_reserved(client, &bucket).await, 21);
+    let (expired, _) = scripts::sweep(client, &bucket, 100).await.expect("sweep");
+    assert_eq!(expired, 1);
+    assert_eq!(holds_in_bucket_hash(client, &bucket).await, 9);
+    assert_eq!(fx.level("HASH").await.reserved, 21);
+    // Extended in place, not doubled.
+    let extended = scripts::extend(client, &bucket, &rids[4], 1_200_000)
+        .await
+        .expect("extend")
+        .expect("live");
+    assert_eq!(hold_of(client, &bucket, &rids[4]).await, Some((2, extended)));
+    assert_eq!(layout_fields(client, &bucket).await[1], Some(10));
+
+    // Up to the split: every hold leaves the bucket hash for the two shard keys.
+    let more: Vec<String> = (100..123).map(|i| format!("{i:032x}")).collect();
+    for rid in &more {
+        hold(client, &bucket, rid, 1, 600_000).await;
+    }
+    assert_eq!(layout_fields(client, &bucket).await[..2], [Some(2), Some(33)]);
+    assert_eq!(holds_in_bucket_hash(client, &bucket).await, 0);
+    assert_eq!(hold_count(client, &bucket).await, 33);
+    let index = index_of(client, &bucket).await;
+    assert_eq!(index.len(), 2, "{index:?}");
+    let live: Vec<&String> = rids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, rid)| rid)
+        .collect();
+    for rid in &live {
+        assert_eq!(hold_of(client, &bucket, rid).await.map(|h| h.0), Some(2), "{rid}");
+    }
+    for rid in &more {
+        assert_eq!(hold_of(client, &bucket, rid).await.map(|h| h.0), Some(1), "{rid}");
+    }
+    let mut released = 0;
+    for rid in live
+        .iter()
+        .copied()
+        .chain(&more)
+        .map(String::as_str)
+        .chain(["as-sent-1"])
+    {
+        released += scripts::release(client, &bucket, rid).await.expect("release");
+    }
+    assert_eq!(released, 18 + 23 + 3);
+    assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
+    assert_eq!(layout_keys(client, &bucket, 2).await, 0);
+    assert_eq!(fx.level("HASH").await.reserved, 0);
+
+    // Empty again: the next packed hold starts over in the bucket hash, and releasing the last
+    // one leaves no field behind.
+    hold(client, &bucket, &rids[0], 1, 600_000).await;
+    assert_eq!(holds_in_bucket_hash(client, &bucket).await, 1);
+    assert_eq!(
+        scripts::release(client, &bucket, &rids[0])
+            .await
+            .expect("release"),
+        1
+    );
+    assert_eq!(holds_in_bucket_hash(client, &bucket).await, 0);
+    assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
+}
+
+/// Holds the build before kept in the shard key of a one-shard bucket
+/// (`tests/fixtures/v3_reserve_single.lua`, packed ids) beside new ones in the bucket hash: each
+/// is counted once, found, purged when it lapses, moved into the bucket hash by an Extend,
+/// committed and released through the service; a split moves both kinds into the shard keys.
+#[tokio::test]
+async fn holds_the_build_before_kept_in_the_shard_key_are_read_moved_and_split_with_new_ones() {
+    let fx = Fixture::standalone_with(idle()).await;
+    let client = fx.redis();
+    fx.set_stock("V3H", 100, 1).await;
+    let bucket = BucketKeys::new("V3H", 0);
+    let old: Vec<String> = (0..3).map(|i| format!("{:032x}", 0xa0 + i)).collect();
+    for rid in &old {
+        let reply = v3_reserve_single(client, rid, ("V3H", 2), 600_000).await;
+        assert_eq!(reply[0].as_string().as_deref(), Some("reserved"), "{reply:?}");
+    }
+    let short = v3_reserve_single(client, &format!("{:032x}", 0xaf), ("V3H", 1), 1).await;
+    assert!(shard_zero_exists(client, &bucket).await);
+    assert_eq!(holds_in_bucket_hash(client, &bucket).await, 0);
+    assert_eq!(layout_fields(client, &bucket).await[1], Some(4));
+    // The short one lapses in the shard key: no longer counted, and purged from there by the
+    // next Reserve, whose hold goes to the bucket hash.
+    fx.wait_redis_time_past(short[1].as_i64().expect("expiry")).await;
+    assert_eq!(live_reserved(client, &bucket).await, 6);
+    let new_rid = format!("{:032x}", 0xb0);
+    let new = fx.reserve(&new_rid, &[("V3H", 5)], 600).await.expect("reserve");
+    assert!(reserved(&new));
+    assert_eq!(holds_in_bucket_hash(client, &bucket).await, 1);
+    assert_eq!(layout_fields(client, &bucket).await[1], Some(4));
+    assert_eq!(hold_count(client, &bucket).await, 4);
+    assert_eq!(fx.level("V3H").await.reserved, 11);
+    // An Extend moves an old hold into the bucket hash without counting it twice.
+    fx.inventory.stock.extend(&old[0], 1_200).await.expect("extend");
+    assert_eq!(holds_in_bucket_hash(client, &bucket).await, 2);
+    assert_eq!(layout_fields(client, &bucket).await[1], Some(4));
+    assert_eq!(hold_of(client, &bucket, &old[0]).await.map(|h| h.0), Some(2));
+    // Commit and Release find them wherever they are.
+    assert_eq!(fx.commit(&old[1]).await.expect("commit").levels[0].sold, 2);
+    assert_eq!(fx.release(&old[0]).await.expect("release").released_units, 2);
+    assert_eq!(fx.level("V3H").await.reserved, 7);
+
+    // Old and new holds up to the split: all found in the shard keys after it.
+    let old_more: Vec<String> = (0..14).map(|i| format!("{:032x}", 0xc0 + i)).collect();
+    let new_more: Vec<String> = (0..17).map(|i| format!("{:032x}", 0xe0 + i)).collect();
+    for rid in &old_more {
+        v3_reserve_single(client, rid, ("V3H", 1), 600_000).await;
+    }
+    for rid in &new_more {
+        assert!(reserved(
+            &fx.reserve(rid, &[("V3H", 1)], 600).await.expect("reserve")
+        ));
+    }
+    assert_eq!(layout_fields(client, &bucket).await[..2], [Some(2), Some(33)]);
+    assert_eq!(holds_in_bucket_hash(client, &bucket).await, 0);
+    for rid in old_more.iter().chain(&new_more).chain([&old[2], &new_rid]) {
+        assert!(hold_of(client, &bucket, rid).await.is_some(), "{rid}");
+    }
+    for rid in old_more.iter().chain(&new_more).chain([&old[2], &new_rid]) {
+        fx.release(rid).await.expect("release");
+    }
+    assert_eq!(fx.level("V3H").await.reserved, 0);
+    assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
+    assert_eq!(layout_keys(client, &bucket, 2).await, 0);
 }

@@ -131,7 +131,7 @@ impl World {
                 }
             }
             Op::Reserve { lines } => {
-                let rid = format!("{}-r{}", self.names[0], m.reservations.len());
+                let rid = layout_support::rid(&self.names[0], m.reservations.len());
                 let request = request(&self.names, &lines);
                 let answer = self.stock.reserve(&rid, &request, 600).await;
                 let fits = summed(&lines)

@@ -99,7 +99,7 @@ impl World {
             Op::Burst { sku, qtys } => {
                 let first = self.reservations.len();
                 let rids: Vec<String> = (0..qtys.len())
-                    .map(|i| format!("{}-r{}", self.names[sku], first + i))
+                    .map(|i| layout_support::rid(&self.names[sku], first + i))
                     .collect();
                 let lines: Vec<Vec<(String, i64)>> = qtys
                     .iter()

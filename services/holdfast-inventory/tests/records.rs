@@ -11,7 +11,9 @@ use common::{Fixture, idle, reserved};
 use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, Value};
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{RECORD_RETENTION, fingerprint};
-use layout_support::{old_reserve_single, packed_id, record_at, record_field, set_record_field};
+use layout_support::{
+    old_reserve_single, packed_id, record_at, record_field, set_record_field, v3_reserve_single,
+};
 use tonic::Code;
 
 const V2_RESERVE_SINGLE: &str = include_str!("fixtures/v2_reserve_single.lua");
@@ -341,9 +343,9 @@ async fn raw_record(client: &Client, rid: &str) -> Vec<u8> {
 }
 
 /// A hold's and a refusal's records are packed (a marker byte, the state letter, the
-/// fingerprint, the expiry as 6 bytes, the one line or shortage as `a,b,sku`); every field reads
-/// back as it was written, and a record written as text by the build before is still answered
-/// and packed by its next write.
+/// fingerprint as 8 raw bytes, the expiry as 6 bytes, the one line or shortage as `a,b,sku`);
+/// every field reads back as it was written, and a record written as text by a build before is
+/// still answered and packed by its next write.
 #[tokio::test]
 async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_answer() {
     let fx = Fixture::standalone_with(idle()).await;
@@ -357,11 +359,11 @@ async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_
     assert!(reserved(&held));
     let fp = fingerprint(&[("SKU-00000001".to_string(), 2)], 600);
     let raw = raw_record(client, &rid).await;
-    let mut want = vec![3u8, b'r'];
-    want.extend(fp.as_bytes());
+    let mut want = vec![5u8, b'r'];
+    want.extend(u64::from_str_radix(&fp, 16).expect("hex").to_be_bytes());
     want.extend(&held.expires_at_unix_ms.to_be_bytes()[2..]);
     want.extend(b"2,0,SKU-00000001");
-    assert_eq!(raw, want, "40 bytes, not the 55 of the text form");
+    assert_eq!(raw, want, "32 bytes, not the 55 of the text form");
     for (field, value) in [
         ("state", "reserved".to_string()),
         ("fp", fp.clone()),
@@ -377,7 +379,8 @@ async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_
         .expect("refusal");
     assert!(!reserved(&refused));
     let raw = raw_record(client, "refused-7").await;
-    assert_eq!(&raw[..2], &[4u8, b'j'][..]);
+    assert_eq!(&raw[..2], &[6u8, b'j'][..]);
+    assert_eq!(raw.len(), 2 + 8 + "5,1,SKU-00000001".len(), "{raw:?}");
     assert!(raw.ends_with(b"5,1,SKU-00000001"), "{raw:?}");
     assert_eq!(
         record_field(client, "refused-7", "shortages").await.as_deref(),
@@ -428,9 +431,61 @@ async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_
     assert_eq!(fx.level("SKU-00000001").await.reserved, 2, "held once");
     assert_eq!(fx.commit(&rid).await.expect("commit").levels[0].sold, 2);
     let raw = raw_record(client, &rid).await;
-    assert_eq!(&raw[..2], &[3u8, b'C'][..], "{raw:?}");
+    assert_eq!(&raw[..2], &[5u8, b'C'][..], "{raw:?}");
     assert_eq!(
         record_field(client, &rid, "state").await.as_deref(),
         Some("committed")
     );
+}
+
+/// Records the build before packed with the fingerprint as its 16 characters (markers 3 and 4,
+/// `tests/fixtures/v3_reserve_single.lua` as shipped) answer their replays, conflict with another
+/// request, commit, and are packed with the 8-byte fingerprint by their next write; a
+/// fingerprint that is not 16 lowercase hex digits is still packed as its characters.
+#[tokio::test]
+async fn records_packed_with_the_fingerprint_as_text_still_answer_and_repack() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("SKU-V3", 2, 1).await;
+    let client = fx.redis();
+    let rid = format!("{:032x}", 0x5eed);
+    let first = v3_reserve_single(client, &rid, ("SKU-V3", 2), 600_000).await;
+    assert_eq!(first[0].as_string().as_deref(), Some("reserved"), "{first:?}");
+    assert_eq!(raw_record(client, &rid).await[0], 3, "the build before's marker");
+    let refused = v3_reserve_single(client, "v3-refused", ("SKU-V3", 1), 600_000).await;
+    assert_eq!(refused[0].as_string().as_deref(), Some("rejected"), "{refused:?}");
+    assert_eq!(raw_record(client, "v3-refused").await[0], 4);
+
+    let replay = fx.reserve(&rid, &[("SKU-V3", 2)], 600).await.expect("replay");
+    assert_eq!(Some(replay.expires_at_unix_ms), first[1].as_i64());
+    assert_eq!(fx.level("SKU-V3").await.reserved, 2, "held once");
+    let again = fx
+        .reserve("v3-refused", &[("SKU-V3", 1)], 600)
+        .await
+        .expect("refusal replay");
+    assert!(!reserved(&again));
+    assert_eq!(
+        again.shortages.iter().map(|s| s.available).collect::<Vec<_>>(),
+        vec![0],
+        "the first answer, as recorded"
+    );
+    let conflict = fx.reserve(&rid, &[("SKU-V3", 1)], 600).await;
+    assert_eq!(conflict.expect_err("another request").code(), Code::AlreadyExists);
+    assert_eq!(fx.commit(&rid).await.expect("commit").levels[0].sold, 2);
+    let raw = raw_record(client, &rid).await;
+    assert_eq!(&raw[..2], &[5u8, b'C'][..], "repacked by its next write: {raw:?}");
+    assert_eq!(
+        record_field(client, &rid, "fp").await,
+        Some(fingerprint(&[("SKU-V3".to_string(), 2)], 600))
+    );
+
+    // Not 16 lowercase hex digits: its characters, marker 3.
+    for fp in ["0123456789ABCDEF", "fp-not-hex-12345"] {
+        set_record_field(client, &rid, "fp", fp).await;
+        assert_eq!(raw_record(client, &rid).await[0], 3, "{fp}");
+        assert_eq!(record_field(client, &rid, "fp").await.as_deref(), Some(fp));
+        assert_eq!(
+            record_field(client, &rid, "state").await.as_deref(),
+            Some("committed")
+        );
+    }
 }

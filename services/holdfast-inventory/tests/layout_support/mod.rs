@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test uses a different part
 
-use fred::prelude::{Client, LuaInterface, Value};
+use fred::prelude::{Client, HashesInterface, LuaInterface, Value};
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
 
@@ -131,7 +131,7 @@ pub async fn packed_id(client: &Client, rid: &str) -> (Vec<u8>, String) {
 }
 
 /// A one-line Reserve exactly as an earlier build ran it: `script` is that build's
-/// `reserve_single.lua` with its preludes (`tests/fixtures/v*_reserve_single.lua`; every one
+/// `reserve_single.lua` with its preludes (`tests/fixtures/v1_` and `v2_reserve_single.lua`; each
 /// kept the record at `res:{rid}` and took the same keys and arguments). The reply as sent.
 pub async fn old_reserve_single(
     client: &Client,
@@ -141,24 +141,66 @@ pub async fn old_reserve_single(
     ttl_seconds: u32,
 ) -> Vec<Value> {
     let bucket = BucketKeys::new(sku, 0);
+    let keys = vec![
+        keys::legacy_reservation(rid),
+        bucket.counters(),
+        bucket.holds(),
+        bucket.held(),
+        bucket.events(),
+        keys::EXPIRY_INDEX.to_string(),
+    ];
+    let ttl_ms = i64::from(ttl_seconds) * 1000;
+    reserve_single_as_shipped(client, script, keys, rid, (sku, qty), (ttl_ms, ttl_seconds)).await
+}
+
+/// `reserve_single.lua` as shipped at 7e674ff (`tests/fixtures/v3_reserve_single.lua`): every
+/// hold in the shard keys `inv:{B}:h<n>`, records packed with the fingerprint as its 16
+/// characters.
+pub const V3_RESERVE_SINGLE: &str = include_str!("../fixtures/v3_reserve_single.lua");
+
+/// A one-line Reserve of bucket 0 exactly as the build at 7e674ff ran it (the keys and arguments
+/// the service passes today), held `ttl_ms` (the fingerprint is a 600 s request's). The reply as
+/// sent.
+pub async fn v3_reserve_single(
+    client: &Client,
+    rid: &str,
+    (sku, qty): (&str, i64),
+    ttl_ms: i64,
+) -> Vec<Value> {
+    let bucket = BucketKeys::new(sku, 0);
+    let keys = vec![
+        keys::reservation(rid),
+        bucket.counters(),
+        bucket.holds(),
+        bucket.held(),
+        bucket.events(),
+        keys::EXPIRY_INDEX.to_string(),
+        keys::legacy_reservation(rid),
+    ];
+    reserve_single_as_shipped(client, V3_RESERVE_SINGLE, keys, rid, (sku, qty), (ttl_ms, 600)).await
+}
+
+/// Runs a shipped `reserve_single.lua` with the arguments every build took: held `ttl_ms`, the
+/// fingerprint of a request of `fp_ttl_seconds`.
+async fn reserve_single_as_shipped(
+    client: &Client,
+    script: &str,
+    keys: Vec<String>,
+    rid: &str,
+    (sku, qty): (&str, i64),
+    (ttl_ms, fp_ttl_seconds): (i64, u32),
+) -> Vec<Value> {
     let reply: Value = client
         .eval(
             script,
-            vec![
-                keys::legacy_reservation(rid),
-                bucket.counters(),
-                bucket.holds(),
-                bucket.held(),
-                bucket.events(),
-                keys::EXPIRY_INDEX.to_string(),
-            ],
+            keys,
             vec![
                 rid.to_string(),
                 qty.to_string(),
-                (i64::from(ttl_seconds) * 1000).to_string(),
+                ttl_ms.to_string(),
                 sku.to_string(),
                 "0".to_string(),
-                fingerprint(&[(sku.to_string(), qty)], ttl_seconds),
+                fingerprint(&[(sku.to_string(), qty)], fp_ttl_seconds),
                 format!(r#"[["{sku}",{qty},0]]"#),
                 RECORD_RETENTION.as_millis().to_string(),
                 sku.to_string(),
@@ -166,9 +208,36 @@ pub async fn old_reserve_single(
             ],
         )
         .await
-        .expect("an earlier reserve_single");
+        .expect("a shipped reserve_single");
     match reply {
         Value::Array(values) => values,
         other => panic!("unexpected {other:?}"),
     }
+}
+
+/// How many of the bucket hash's fields are holds (packed ids: a control byte first).
+pub async fn holds_in_bucket_hash(client: &Client, bucket: &BucketKeys) -> usize {
+    let fields: Vec<Vec<u8>> = client.hkeys(bucket.counters()).await.expect("hkeys");
+    fields
+        .iter()
+        .filter(|f| f.first().is_some_and(|b| *b < 32))
+        .count()
+}
+
+/// The id of the `n`-th reservation a test makes under `name`: every even one shaped as the
+/// services' own ids (32 lowercase hex digits, stored packed: a one-shard bucket keeps its hold
+/// in the bucket hash), every odd one kept as sent (its hold in the shard key), so a test walks
+/// both homes of a hold. Distinct for distinct `(name, n)`.
+pub fn rid(name: &str, n: usize) -> String {
+    if n % 2 == 1 {
+        return format!("{name}-r{n}");
+    }
+    // Two FNV-1a 64 hashes of the name with different seeds, then n: 128 bits as hex.
+    let fnv = |seed: u64| {
+        name.bytes()
+            .fold(seed, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    };
+    let high = fnv(0xcbf2_9ce4_8422_2325);
+    let low = fnv(0x8422_2325_cbf2_9ce4) ^ (n as u64);
+    format!("{high:016x}{low:016x}")
 }
