@@ -10,7 +10,7 @@
 -- KEYS[2] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[3] held      inv:{B}:held     the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events    inv:{B}:events   outbox stream
--- KEYS[5] expiries  inv:expiries     zset bucket tag -> earliest hold expiry (the sweeper's index)
+-- KEYS[5] expiries  inv:expiries:<n> zset bucket tag -> earliest hold expiry (the bucket's shard of the sweeper's index)
 -- KEYS[5+i]         res:{T}          the record shard of item i (T a tag of its rid's slot)
 -- KEYS[5+n+i]       res:{rid}        where item i's record was kept before (read, moved);
 --                                    optional: all n or none

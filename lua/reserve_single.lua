@@ -11,7 +11,7 @@
 -- KEYS[3] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[4] held      inv:{B}:held     the old layout's hash rid -> units (read, drained)
 -- KEYS[5] events    inv:{B}:events   outbox stream
--- KEYS[6] expiries  inv:expiries     zset bucket tag -> earliest hold expiry (the sweeper's index)
+-- KEYS[6] expiries  inv:expiries:<n> zset bucket tag -> earliest hold expiry (the bucket's shard of the sweeper's index)
 -- KEYS[7] legacy    res:{rid}        where the record was kept before (read, moved; optional)
 -- ARGV[1] rid            reservation id
 -- ARGV[2] qty            units, integer >= 1

@@ -3,7 +3,8 @@
 shapes of `holdfast-load bench inventory`: SKUs set by set_stock.lua (outbox then deleted), then
 one-line holds by reserve_single.lua (10 per SKU), then the same number of holds on one SKU. Records
 go to the rid's record shard res:{T} (T the shortest tag of the rid's cluster slot, as
-keys::reservation computes it), with res:{rid} declared as the legacy key.
+keys::reservation computes it), with res:{rid} declared as the legacy key; the sweeper's index is
+the bucket's shard inv:expiries:<n> (keys::expiry_index).
 usage: scripts/inventory_memory.py LUA_DIR PORT SKUS HOLDS HOT_HOLDS  (a running, empty redis-server
 on PORT: it is FLUSHALLed)."""
 import sys, subprocess, json, time
@@ -50,6 +51,8 @@ while len(TAGS) < 16384:
         m -= 1; tag += ALPHABET[m % 62]; m //= 62
     TAGS.setdefault(slot(tag), tag); n += 1
 def record(rid): return 'res:{%s}' % TAGS[slot('res:{%s}' % rid)]
+# The sweeper's index shard of a bucket tag (keys::expiry_index: its slot mod 256).
+def expiry_index(tag): return 'inv:expiries:%d' % (slot(tag) % 256)
 sha = {}
 for f in ['set_stock','reserve_single']:
     sha[f] = cli('script','load',body(f))
@@ -66,7 +69,7 @@ m1 = mem()
 per_sku=(m1-m0)/skus
 def reserve(rid, t, stream_del=True):
     k=keys(t)
-    return resp('evalsha',sha['reserve_single'],7,record(rid),k[0],k[1],k[2],k[3],'inv:expiries',f'res:{{{rid}}}',
+    return resp('evalsha',sha['reserve_single'],7,record(rid),k[0],k[1],k[2],k[3],expiry_index(t),f'res:{{{rid}}}',
       rid,1,3600000,t,0,'0123456789abcdef',json.dumps([[t,1,0]],separators=(',',':')),86400000,t,600000)
 withholds = max(1, min(skus, (holds+9)//10))
 cmds=[]

@@ -155,27 +155,19 @@ pub async fn drain(
 /// proportional to what expired, never to the catalog. Returns the holds freed.
 pub async fn sweep_once(stock: &Stock) -> Result<i64, InventoryError> {
     let client = stock.client();
-    let now = now_ms();
-    let due: Vec<String> = client
-        .zrangebyscore(
-            keys::EXPIRY_INDEX,
-            f64::NEG_INFINITY,
-            now as f64,
-            false,
-            Some((0, SWEEP_BATCH)),
-        )
-        .await?;
     let mut freed = 0;
-    for tag in due {
+    for (index, tag) in due_buckets(client, now_ms()).await? {
         let bucket = BucketKeys::from_tag(&tag);
         // Remove before sweeping: a hold added meanwhile re-indexes itself (ZADD LT), so the
-        // entry we write back below can only be earlier, never lost.
-        let _: i64 = client.zrem(keys::EXPIRY_INDEX, &tag).await?;
+        // entry we write back below can only be earlier, never lost. Written back to the
+        // bucket's shard of the index, wherever it was found (a build before's single zset
+        // drains into the shards).
+        let _: i64 = client.zrem(index.as_str(), &tag).await?;
         let (expired, next) = scripts::sweep(client, &bucket, SWEEP_MAX_HOLDS).await?;
         if let Some(next) = next {
             let _: i64 = client
                 .zadd(
-                    keys::EXPIRY_INDEX,
+                    keys::expiry_index(&tag),
                     None,
                     Some(Ordering::LessThan),
                     false,
@@ -198,13 +190,50 @@ pub async fn sweep_once(stock: &Stock) -> Result<i64, InventoryError> {
     Ok(freed)
 }
 
-/// Counts holds in Redis for the `live_holds` gauge (buckets in the expiry index only): the
-/// bucket's `hn` plus holds of the old layout not yet drained.
+/// The buckets due at `now` (earliest first, at most SWEEP_BATCH), each with the index key it
+/// was found in: every shard of the expiry index and the single zset of builds before, read in
+/// one pipeline (one round trip on standalone Redis; one per node on a cluster).
+async fn due_buckets(client: &Client, now: i64) -> Result<Vec<(String, String)>, InventoryError> {
+    let pipeline = client.pipeline();
+    let indexes: Vec<String> = keys::expiry_indexes().collect();
+    for index in &indexes {
+        let _: () = pipeline
+            .zrangebyscore(
+                index.as_str(),
+                f64::NEG_INFINITY,
+                now as f64,
+                true,
+                Some((0, SWEEP_BATCH)),
+            )
+            .await?;
+    }
+    let replies: Vec<Value> = pipeline.all().await?;
+    let mut due: Vec<(f64, String, String)> = Vec::new();
+    for (index, reply) in indexes.into_iter().zip(replies) {
+        let entries: Vec<(String, f64)> = reply.convert()?;
+        due.extend(entries.into_iter().map(|(tag, at)| (at, index.clone(), tag)));
+    }
+    due.sort_by(|a, b| a.0.total_cmp(&b.0));
+    due.truncate(usize::try_from(SWEEP_BATCH).unwrap_or(usize::MAX));
+    Ok(due.into_iter().map(|(_, index, tag)| (index, tag)).collect())
+}
+
+/// Counts holds in Redis for the `live_holds` gauge (buckets in the expiry index only, at most
+/// 10,000 of them): the bucket's `hn` plus holds of the old layout not yet drained.
 pub async fn count_live_holds(stock: &Stock) -> Result<i64, InventoryError> {
+    const MAX_BUCKETS: usize = 10_000;
     let client = stock.client();
-    let tags: Vec<String> = client
-        .zrange(keys::EXPIRY_INDEX, 0, 9_999, None, false, None, false)
-        .await?;
+    let mut tags = HashSet::new();
+    for index in keys::expiry_indexes() {
+        let left = MAX_BUCKETS.saturating_sub(tags.len());
+        if left == 0 {
+            break;
+        }
+        let found: Vec<String> = client
+            .zrange(index, 0, left as i64 - 1, None, false, None, false)
+            .await?;
+        tags.extend(found);
+    }
     let mut total = 0;
     for tag in tags {
         let bucket = BucketKeys::from_tag(&tag);

@@ -136,8 +136,30 @@ pub fn slot_tag(target: u16) -> &'static str {
     &TAGS[usize::from(target % 16384)]
 }
 
-/// Global zset: bucket tag -> earliest hold expiry, for the sweeper.
-pub const EXPIRY_INDEX: &str = "inv:expiries";
+/// How many zsets the sweeper's index is spread over (`expiry_index`). Each stays a listpack
+/// (Redis's `zset-max-listpack-entries`, 128) while under ~100 buckets with holds hash to it: up
+/// to ~25,000 buckets with holds at once; past that, shards turn into skiplists, as big per
+/// entry as the single zset was.
+pub const EXPIRY_SHARDS: u16 = 256;
+
+/// The sweeper's index for the bucket whose hash tag is `tag`: the zset `inv:expiries:<n>`
+/// (bucket tag -> earliest hold expiry, ms), n = the tag's cluster slot mod [`EXPIRY_SHARDS`].
+/// One zset for every bucket was a skiplist from 129 buckets on (≈110 bytes an entry against
+/// ≈25 in a listpack; docs/inventory-redis.md).
+pub fn expiry_index(tag: &str) -> String {
+    format!("inv:expiries:{}", slot(tag) % EXPIRY_SHARDS)
+}
+
+/// Every shard of the sweeper's index, then [`LEGACY_EXPIRY_INDEX`].
+pub fn expiry_indexes() -> impl Iterator<Item = String> {
+    (0..EXPIRY_SHARDS)
+        .map(|n| format!("inv:expiries:{n}"))
+        .chain(std::iter::once(LEGACY_EXPIRY_INDEX.to_string()))
+}
+
+/// The one zset every bucket was indexed in before [`expiry_index`]: still read (and drained
+/// into the shards) by the sweeper, so buckets a build before indexed there are still swept.
+pub const LEGACY_EXPIRY_INDEX: &str = "inv:expiries";
 /// Global set of SKUs with more than one bucket, for the rebalancer.
 pub const HOT_SKUS: &str = "inv:hot";
 /// Pattern matching every outbox stream (crash recovery of the relay).

@@ -348,7 +348,7 @@ impl Stock {
         let result: Result<i64, _> = self
             .client()
             .zadd(
-                keys::EXPIRY_INDEX,
+                keys::expiry_index(&tag),
                 None,
                 Some(Ordering::LessThan),
                 false,

@@ -11,7 +11,7 @@ use common::{Fixture, events, idle, next_event, reserved};
 use fred::prelude::{
     Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, SortedSetsInterface, Value,
 };
-use holdfast_inventory::keys::BucketKeys;
+use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::scripts::{self, BatchItem, SingleReserve};
 use holdfast_proto::events::v1::inventory_event::Event as Ev;
 use layout_support::{hold_count, hold_of, holds_in_bucket_hash, old_reserve_single, v3_reserve_single};
@@ -587,4 +587,96 @@ async fn holds_the_build_before_kept_in_the_shard_key_are_read_moved_and_split_w
     assert_eq!(fx.level("V3H").await.reserved, 0);
     assert_eq!(layout_fields(client, &bucket).await, vec![None, None, None]);
     assert_eq!(layout_keys(client, &bucket, 2).await, 0);
+}
+
+/// `OBJECT ENCODING` of `key`.
+async fn encoding(client: &Client, key: &str) -> String {
+    client
+        .custom(
+            fred::cmd!("OBJECT"),
+            vec!["ENCODING".to_string(), key.to_string()],
+        )
+        .await
+        .expect("encoding")
+}
+
+/// The sweeper's index is spread over small zsets that stay listpacks, and buckets a build
+/// before indexed in its single zset (`tests/fixtures/v3_reserve_single.lua`) are still swept,
+/// then indexed in their shard while they keep a hold.
+#[tokio::test]
+async fn the_sweeper_reads_every_index_shard_and_drains_the_single_index_of_the_build_before() {
+    let fx = Fixture::standalone_with(idle()).await;
+    let client = fx.redis();
+    let skus: Vec<String> = (0..300).map(|i| format!("IDX-{i:04}")).collect();
+    for (i, sku) in skus.iter().enumerate() {
+        fx.set_stock(sku, 5, 1).await;
+        let held = fx
+            .reserve(&format!("{i:032x}"), &[(sku, 1)], 600)
+            .await
+            .expect("reserve");
+        assert!(reserved(&held));
+    }
+    let mut indexed = 0;
+    for n in 0..keys::EXPIRY_SHARDS {
+        let key = format!("inv:expiries:{n}");
+        let count: i64 = client.zcard(key.as_str()).await.expect("zcard");
+        if count > 0 {
+            assert_eq!(encoding(client, &key).await, "listpack", "{key}");
+        }
+        indexed += count;
+    }
+    assert_eq!(indexed, 300, "every bucket with a hold, once");
+    let legacy: i64 = client.exists(keys::LEGACY_EXPIRY_INDEX).await.expect("exists");
+    assert_eq!(legacy, 0, "nothing written to the single zset");
+
+    // A hold of this build and two of the build before lapse; the old build's bucket keeps a
+    // longer hold too.
+    fx.set_stock("NEW-SHORT", 5, 1).await;
+    let new_short = scripts::reserve_single(
+        client,
+        &BucketKeys::new("NEW-SHORT", 0),
+        "new-short",
+        1,
+        1,
+        "0123456789abcdef",
+        r#"[["NEW-SHORT",1,0]]"#,
+        (86_400_000, 600_000),
+    )
+    .await
+    .expect("reserve_single");
+    let SingleReserve::Reserved(new_expiry) = new_short else {
+        panic!("{new_short:?}")
+    };
+    fx.set_stock("OLD-MIX", 5, 1).await;
+    let old_long = v3_reserve_single(client, "old-long", ("OLD-MIX", 2), 600_000).await;
+    let old_short = v3_reserve_single(client, "old-short", ("OLD-MIX", 1), 1).await;
+    let old_long_expiry = old_long[1].as_i64().expect("expiry");
+    let old_expiry = old_short[1].as_i64().expect("expiry");
+    let score: Option<f64> = client
+        .zscore(keys::LEGACY_EXPIRY_INDEX, "OLD-MIX")
+        .await
+        .expect("zscore");
+    assert_eq!(score, Some(old_expiry as f64), "the build before's index");
+    fx.wait_redis_time_past(new_expiry.max(old_expiry)).await;
+
+    let freed = holdfast_inventory::background::sweep_once(&fx.inventory.stock)
+        .await
+        .expect("sweep");
+    assert_eq!(freed, 2);
+    assert_eq!(fx.level("NEW-SHORT").await.reserved, 0);
+    assert_eq!(fx.level("OLD-MIX").await.reserved, 2);
+    let legacy: Option<f64> = client
+        .zscore(keys::LEGACY_EXPIRY_INDEX, "OLD-MIX")
+        .await
+        .expect("zscore");
+    assert_eq!(legacy, None, "drained");
+    let shard: Option<f64> = client
+        .zscore(keys::expiry_index("OLD-MIX"), "OLD-MIX")
+        .await
+        .expect("zscore");
+    assert_eq!(shard, Some(old_long_expiry as f64), "indexed in its shard");
+    let again = holdfast_inventory::background::sweep_once(&fx.inventory.stock)
+        .await
+        .expect("sweep");
+    assert_eq!(again, 0, "nothing else is due");
 }

@@ -171,7 +171,17 @@ async fn expired_hold_stops_counting_on_redis_time_without_any_sweeper() {
 
 #[tokio::test]
 async fn sweeper_frees_lapsed_holds_and_emits_expired_events() {
-    let fx = Fixture::standalone().await;
+    sweeper_frees_a_lapsed_hold(Fixture::standalone().await).await;
+}
+
+/// The same on a 3-node Redis Cluster: the sweeper's index shards live on every node, and one
+/// pass reads them all.
+#[tokio::test]
+async fn sweeper_frees_lapsed_holds_on_a_cluster() {
+    sweeper_frees_a_lapsed_hold(Fixture::cluster().await).await;
+}
+
+async fn sweeper_frees_a_lapsed_hold(fx: Fixture) {
     let mut rx = events(&fx.bus);
     fx.set_stock("A", 4, 1).await;
     let answer = fx.reserve("lapse", &[("A", 4)], 1).await.expect("reserve");

@@ -67,7 +67,7 @@ pub async fn reserve_batch(
         return Err(protocol(script, format!("{} items", items.len())));
     }
     let mut key_list = bucket_keys4(keys);
-    key_list.push(keys::EXPIRY_INDEX.to_string());
+    key_list.push(keys::expiry_index(&keys.tag));
     key_list.extend(items.iter().map(|item| keys::reservation(&item.rid)));
     key_list.extend(items.iter().map(|item| keys::legacy_reservation(&item.rid)));
     let (mode_arg, if_missing) = match mode {

@@ -85,7 +85,7 @@ pub async fn reserve_single(
         keys.holds(),
         keys.held(),
         keys.events(),
-        crate::keys::EXPIRY_INDEX.to_string(),
+        crate::keys::expiry_index(&keys.tag),
         crate::keys::legacy_reservation(rid),
     ];
     let args = vec![

@@ -147,7 +147,7 @@ pub async fn old_reserve_single(
         bucket.holds(),
         bucket.held(),
         bucket.events(),
-        keys::EXPIRY_INDEX.to_string(),
+        keys::LEGACY_EXPIRY_INDEX.to_string(),
     ];
     let ttl_ms = i64::from(ttl_seconds) * 1000;
     reserve_single_as_shipped(client, script, keys, rid, (sku, qty), (ttl_ms, ttl_seconds)).await
@@ -174,7 +174,7 @@ pub async fn v3_reserve_single(
         bucket.holds(),
         bucket.held(),
         bucket.events(),
-        keys::EXPIRY_INDEX.to_string(),
+        keys::LEGACY_EXPIRY_INDEX.to_string(),
         keys::legacy_reservation(rid),
     ];
     reserve_single_as_shipped(client, V3_RESERVE_SINGLE, keys, rid, (sku, qty), (ttl_ms, 600)).await
