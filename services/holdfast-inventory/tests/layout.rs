@@ -227,14 +227,11 @@ async fn hot_bucket_holds_every_hold_in_listpacks(fx: &Fixture, bucket: &BucketK
     assert!(shards >= n / 32, "{shards} shards for {n} holds");
     let shard_count = u32::try_from(shards).expect("shards");
     for shard in 0..shard_count {
-        let encoding: String = client
-            .custom(
-                fred::cmd!("OBJECT"),
-                vec!["ENCODING".to_string(), bucket.hold_shard(shard)],
-            )
-            .await
-            .expect("encoding");
-        assert_eq!(encoding, "listpack", "shard {shard}");
+        assert_eq!(
+            encoding(client, &bucket.hold_shard(shard)).await,
+            "listpack",
+            "shard {shard}"
+        );
     }
     // Every hold is found where the scripts look for it, with its units.
     for i in 0..n {
