@@ -219,27 +219,35 @@ async fn due_buckets(client: &Client, now: i64) -> Result<Vec<(String, String)>,
 }
 
 /// Counts holds in Redis for the `live_holds` gauge (buckets in the expiry index only, at most
-/// 10,000 of them): the bucket's `hn` plus holds of the old layout not yet drained.
+/// 10,000 of them): the bucket's `hn` plus holds of the old layout not yet drained. Pipelined:
+/// one round trip for the index, one per 500 buckets for their counts.
 pub async fn count_live_holds(stock: &Stock) -> Result<i64, InventoryError> {
     const MAX_BUCKETS: usize = 10_000;
+    const PER_ROUND_TRIP: usize = 500;
     let client = stock.client();
-    let mut tags = HashSet::new();
+    let pipeline = client.pipeline();
     for index in keys::expiry_indexes() {
-        let left = MAX_BUCKETS.saturating_sub(tags.len());
-        if left == 0 {
-            break;
-        }
-        let found: Vec<String> = client
-            .zrange(index, 0, left as i64 - 1, None, false, None, false)
+        let _: () = pipeline
+            .zrange(index, 0, MAX_BUCKETS as i64 - 1, None, false, None, false)
             .await?;
+    }
+    let replies: Vec<Value> = pipeline.all().await?;
+    let mut tags = HashSet::new();
+    for reply in replies {
+        let found: Vec<String> = reply.convert()?;
         tags.extend(found);
     }
+    let tags: Vec<String> = tags.into_iter().take(MAX_BUCKETS).collect();
     let mut total = 0;
-    for tag in tags {
-        let bucket = BucketKeys::from_tag(&tag);
-        let new_layout: Option<i64> = client.hget(bucket.counters(), "hn").await?;
-        let old_layout: i64 = client.zcard(bucket.holds()).await?;
-        total += new_layout.unwrap_or(0).max(0) + old_layout;
+    for chunk in tags.chunks(PER_ROUND_TRIP) {
+        let pipeline = client.pipeline();
+        for tag in chunk {
+            let bucket = BucketKeys::from_tag(tag);
+            let _: () = pipeline.hget(bucket.counters(), "hn").await?;
+            let _: () = pipeline.zcard(bucket.holds()).await?;
+        }
+        let counts: Vec<Option<i64>> = pipeline.all().await?;
+        total += counts.into_iter().map(|n| n.unwrap_or(0).max(0)).sum::<i64>();
     }
     Ok(total)
 }

@@ -598,8 +598,8 @@ async fn encoding(client: &Client, key: &str) -> String {
 }
 
 /// The sweeper's index is spread over small zsets that stay listpacks, and buckets a build
-/// before indexed in its single zset (`tests/fixtures/v3_reserve_single.lua`) are still swept,
-/// then indexed in their shard while they keep a hold.
+/// before indexed in its single zset (`tests/fixtures/v3_reserve_single.lua`) are still swept
+/// and counted by the live-holds gauge, then indexed in their shard while they keep a hold.
 #[tokio::test]
 async fn the_sweeper_reads_every_index_shard_and_drains_the_single_index_of_the_build_before() {
     let fx = Fixture::standalone_with(idle()).await;
@@ -654,6 +654,10 @@ async fn the_sweeper_reads_every_index_shard_and_drains_the_single_index_of_the_
         .await
         .expect("zscore");
     assert_eq!(score, Some(old_expiry as f64), "the build before's index");
+    // The gauge counts the holds of every bucket either index names.
+    let stock = &fx.inventory.stock;
+    let live = holdfast_inventory::background::count_live_holds(stock).await;
+    assert_eq!(live.expect("count"), 300 + 1 + 2);
     fx.wait_redis_time_past(new_expiry.max(old_expiry)).await;
 
     let freed = holdfast_inventory::background::sweep_once(&fx.inventory.stock)
@@ -676,4 +680,6 @@ async fn the_sweeper_reads_every_index_shard_and_drains_the_single_index_of_the_
         .await
         .expect("sweep");
     assert_eq!(again, 0, "nothing else is due");
+    let live = holdfast_inventory::background::count_live_holds(stock).await;
+    assert_eq!(live.expect("count"), 300 + 1);
 }
