@@ -292,12 +292,13 @@ end
 -- up to 128 bytes: a field over 64 would turn the bucket's counters into a hashtable), holds a
 -- build before wrote there, and every shard from two shards on live in the keys `<shard>n`.
 -- Bucket fields never start with a control byte, so a packed field there is always a hold.
-local function hold_in_bucket(f, rid, shards)
-  return shards == 1 and f ~= rid
-end
 local function hold_is_packed(field)
   local mark = string.byte(field, 1)
   return #field == 17 and (mark == 1 or mark == 2)
+end
+-- Whether the hold of field `f` (rec_field) lives in the bucket hash of a bucket of `shards`.
+local function hold_in_bucket(f, shards)
+  return shards == 1 and hold_is_packed(f)
 end
 -- Every hold of shard n as a flat list key, field, value (its bucket-hash fields first when
 -- the bucket has one shard).
@@ -340,14 +341,28 @@ local function hold_forget_if_empty(inv, index)
     redis.call('HDEL', inv, 'hs', 'hn')
   end
 end
+-- Where rid's hold is in the shard layout -> its shard n, then the key, field and value, or
+-- nil for those three: the bucket hash (a one-shard bucket's packed id), the shard key under the
+-- packed id, then under the id as sent (before ids were packed).
+local function hold_find(inv, shard, rid, shards)
+  local n, f = hold_slot(rid, shards), rec_field(rid)
+  if hold_in_bucket(f, shards) then
+    local v = redis.call('HGET', inv, f)
+    if v then return n, inv, f, v end
+  end
+  local key = shard .. n
+  local v = redis.call('HGET', key, f)
+  if not v and f ~= rid then
+    f = rid
+    v = redis.call('HGET', key, f)
+  end
+  if v then return n, key, f, v end
+  return n
+end
 -- -> units, expiry ms of rid's hold (either layout), or nil. Units 0: an orphan, holds nothing.
 local function hold_get(inv, holds, held, rid)
   local _, shard = hold_keys(holds)
-  local shards = hold_shards(inv)
-  local key, f, v = shard .. hold_slot(rid, shards), rec_field(rid), nil
-  if hold_in_bucket(f, rid, shards) then v = redis.call('HGET', inv, f) end
-  if not v then v = redis.call('HGET', key, f) end
-  if not v and f ~= rid then v = redis.call('HGET', key, rid) end
+  local _, _, _, v = hold_find(inv, shard, rid, (hold_shards(inv)))
   if v then return hold_unpack(v) end
   local e = redis.call('ZSCORE', holds, rid)
   if e then return num(redis.call('HGET', held, rid)), num(e) end
@@ -383,7 +398,7 @@ local function hold_put(inv, holds, held, rid, qty, expires_at, st)
   if st.old and redis.call('ZREM', holds, rid) == 1 then redis.call('HDEL', held, rid) end
   local n, f = hold_slot(rid, shards), rec_field(rid)
   local added
-  if hold_in_bucket(f, rid, shards) then
+  if hold_in_bucket(f, shards) then
     added = redis.call('HSET', inv, f, hold_pack(qty, expires_at)) == 1
     -- The same hold in the shard key (a build before kept every hold there) is moved, not doubled.
     if redis.call('HDEL', shard .. n, f, rid) > 0 then added = false end
@@ -450,17 +465,7 @@ end
 local function hold_del(inv, holds, held, rid)
   local index, shard = hold_keys(holds)
   local shards, bound = hold_shards(inv)
-  local n, f = hold_slot(rid, shards), rec_field(rid)
-  local key, v = inv, nil
-  if hold_in_bucket(f, rid, shards) then v = redis.call('HGET', inv, f) end
-  if not v then
-    key = shard .. n
-    v = redis.call('HGET', key, f)
-  end
-  if not v and f ~= rid then
-    f = rid
-    v = redis.call('HGET', key, f)
-  end
+  local n, key, f, v = hold_find(inv, shard, rid, shards)
   if v then
     redis.call('HDEL', key, f)
     local left = num(redis.call('HINCRBY', inv, 'hn', -1))

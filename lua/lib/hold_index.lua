@@ -9,8 +9,8 @@
 -- id's SHA-1 among the `hs` shards (linear hashing: shards split one at a time, so none outgrows
 -- a listpack, even on a hot SKU). While the bucket has one shard, the holds of packed ids (the
 -- services' own id shapes) are fields of the bucket hash itself instead of `h0` (lib/bucket.lua,
--- hold_in_bucket); the split to two shards moves them into the keys. The expiry index finds the lapsed ones: a lower bound of each
--- shard's earliest expiry (exact after a purge). While the bucket has one shard, shard 0's bound
+-- hold_in_bucket); the split to two shards moves them into the keys. The expiry index finds the
+-- lapsed ones: a lower bound of each shard's earliest expiry (exact after a purge). While the bucket has one shard, shard 0's bound
 -- is the field `hx` of the bucket hash (no key of its own: ~12 bytes a hold at 10 holds a SKU);
 -- from two shards on it is the zset `inv:{B}:hx` (shard -> bound), and the field is gone. A zset
 -- of a one-shard bucket written before is read while the field is absent and folded into the

@@ -147,14 +147,19 @@ pub const EXPIRY_SHARDS: u16 = 256;
 /// One zset for every bucket was a skiplist from 129 buckets on (≈110 bytes an entry against
 /// ≈25 in a listpack; docs/inventory-redis.md).
 pub fn expiry_index(tag: &str) -> String {
-    format!("inv:expiries:{}", slot(tag) % EXPIRY_SHARDS)
+    expiry_shard(slot(tag) % EXPIRY_SHARDS)
 }
 
 /// Every shard of the sweeper's index, then [`LEGACY_EXPIRY_INDEX`].
 pub fn expiry_indexes() -> impl Iterator<Item = String> {
     (0..EXPIRY_SHARDS)
-        .map(|n| format!("inv:expiries:{n}"))
+        .map(expiry_shard)
         .chain(std::iter::once(LEGACY_EXPIRY_INDEX.to_string()))
+}
+
+/// `inv:expiries:<n>`: shard `n` of the sweeper's index.
+fn expiry_shard(n: u16) -> String {
+    format!("inv:expiries:{n}")
 }
 
 /// The one zset every bucket was indexed in before [`expiry_index`]: still read (and drained

@@ -614,8 +614,7 @@ async fn the_sweeper_reads_every_index_shard_and_drains_the_single_index_of_the_
         assert!(reserved(&held));
     }
     let mut indexed = 0;
-    for n in 0..keys::EXPIRY_SHARDS {
-        let key = format!("inv:expiries:{n}");
+    for key in keys::expiry_indexes() {
         let count: i64 = client.zcard(key.as_str()).await.expect("zcard");
         if count > 0 {
             assert_eq!(encoding(client, &key).await, "listpack", "{key}");
