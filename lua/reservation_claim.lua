@@ -2,7 +2,7 @@
 -- reservation_claim.lua: start (or resume) a Reserve for one reservation id: create its record
 -- in `pending` under a lease, or report why this caller may not proceed.
 --
--- KEYS[1] record  res:{T}    the rid's record shard (rec_get/rec_put; T a tag of the rid's slot)
+-- KEYS[1] record  res:{T}    the rid's record shard (rec_get/rec_put; T a tag of the rid's slot; `res:{T}:pooled` on standalone Redis: the pooled layout)
 -- KEYS[2] legacy  res:{rid}  where the record was kept before (read, moved; optional)
 -- ARGV[1] fingerprint   fingerprint of the request; a different one under the same id conflicts
 -- ARGV[2] lines         "sku:qty:bucket;..." stored on a new record

@@ -3,7 +3,7 @@
 -- its own key, or the key of the layout before). Used when a refusal was read from a Redis that
 -- had lost writes: the next attempt must start fresh.
 --
--- KEYS[1] record  res:{T}    the rid's record shard (T a tag of the rid's slot)
+-- KEYS[1] record  res:{T}    the rid's record shard (T a tag of the rid's slot; `res:{T}:pooled` on standalone Redis)
 -- KEYS[2] legacy  res:{rid}  where the record was kept before (optional)
 -- ARGV[1] rid     the reservation id
 --

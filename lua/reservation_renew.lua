@@ -3,7 +3,7 @@
 -- while the record is still `pending` under this claimer's token. A caller whose work outlives
 -- one lease keeps its claim, so no retry takes over (and holds a second time) while it lives.
 --
--- KEYS[1] record  res:{T}    the rid's record shard (rec_get/rec_put; T a tag of the rid's slot)
+-- KEYS[1] record  res:{T}    the rid's record shard (rec_get/rec_put; T a tag of the rid's slot; `res:{T}:pooled` on standalone Redis: the pooled layout)
 -- KEYS[2] legacy  res:{rid}  where the record was kept before (read, moved; optional)
 -- ARGV[1] owner     the token the caller claimed with, non-empty
 -- ARGV[2] lease_ms  the lease from now, integer >= 1

@@ -2,7 +2,7 @@
 -- reservation_transition.lua: compare-and-set a reservation record's state, optionally
 -- updating its expiry, shortages and lines in the same step.
 --
--- KEYS[1] record  res:{T}    the rid's record shard (rec_get/rec_put; T a tag of the rid's slot)
+-- KEYS[1] record  res:{T}    the rid's record shard (rec_get/rec_put; T a tag of the rid's slot; `res:{T}:pooled` on standalone Redis: the pooled layout)
 -- KEYS[2] legacy  res:{rid}  where the record was kept before (read, moved; optional)
 -- ARGV[1] from_state    the state the caller believes the record is in
 -- ARGV[2] to_state      the state to move to; (from, to) must be an edge of the state machine

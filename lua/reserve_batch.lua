@@ -11,7 +11,7 @@
 -- KEYS[3] held      inv:{B}:held     the old layout's hash rid -> units (read, drained)
 -- KEYS[4] events    inv:{B}:events   outbox stream
 -- KEYS[5] expiries  inv:expiries:<n> zset bucket tag -> earliest hold expiry (the bucket's shard of the sweeper's index)
--- KEYS[5+i]         res:{T}          the record shard of item i (T a tag of its rid's slot)
+-- KEYS[5+i]         res:{T}:pooled   the record shard of item i (T a tag of its rid's slot; the pooled layout)
 -- KEYS[5+n+i]       res:{rid}        where item i's record was kept before (read, moved);
 --                                    optional: all n or none
 -- ARGV[1] sku              outbox entries, shortage answers

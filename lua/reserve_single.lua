@@ -6,7 +6,7 @@
 -- The record it writes is the same as theirs, so Commit, Release and Extend do not care
 -- which path made it.
 --
--- KEYS[1] record    res:{T}          the rid's record shard (rec_get/rec_put; T a tag of the rid's slot)
+-- KEYS[1] record    res:{T}:pooled   the rid's record shard (rec_get/rec_put; T a tag of the rid's slot; the pooled layout)
 -- KEYS[2] bucket    inv:{B}          hash on_hand/reserved/sold
 -- KEYS[3] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
 -- KEYS[4] held      inv:{B}:held     the old layout's hash rid -> units (read, drained)

@@ -2,8 +2,9 @@
 """Redis bytes per idle SKU and per live hold through the real inventory Lua scripts, in the
 shapes of `holdfast-load bench inventory`: SKUs set by set_stock.lua (outbox then deleted), then
 one-line holds by reserve_single.lua (10 per SKU), then the same number of holds on one SKU. Records
-go to the rid's record shard res:{T} (T the shortest tag of the rid's cluster slot, as
-keys::reservation computes it), with res:{rid} declared as the legacy key; the sweeper's index is
+go to the pooled layout, the record shard declared as res:{T}:pooled as the service does on
+standalone Redis (keys::record_shard; T the shortest tag of the rid's cluster slot), with
+res:{rid} declared as the legacy key; the sweeper's index is
 the bucket's shard inv:expiries:<n> (keys::expiry_index).
 usage: scripts/inventory_memory.py LUA_DIR PORT SKUS HOLDS HOT_HOLDS  (a running, empty redis-server
 on PORT: it is FLUSHALLed)."""
@@ -42,7 +43,8 @@ def slot(key):
         c = key.find('}', o + 1)
         if c > o + 1: key = key[o + 1:c]
     return crc16(key.encode()) % 16384
-# The record shard of a rid: `res:{T}`, T the shortest tag of the rid's slot (keys::reservation).
+# The record shard of a rid as declared on standalone Redis: `res:{T}:pooled`, T the shortest tag
+# of the rid's slot (keys::record_shard).
 ALPHABET = '0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'
 TAGS, n = {}, 0
 while len(TAGS) < 16384:
@@ -50,7 +52,7 @@ while len(TAGS) < 16384:
     while m > 0:
         m -= 1; tag += ALPHABET[m % 62]; m //= 62
     TAGS.setdefault(slot(tag), tag); n += 1
-def record(rid): return 'res:{%s}' % TAGS[slot('res:{%s}' % rid)]
+def record(rid): return 'res:{%s}:pooled' % TAGS[slot('res:{%s}' % rid)]
 # The sweeper's index shard of a bucket tag (keys::expiry_index: its slot mod 256).
 def expiry_index(tag): return 'inv:expiries:%d' % (slot(tag) % 256)
 sha = {}
@@ -89,5 +91,7 @@ pipe(cmds)
 cli('del','inv:{BENCH-HOT}:events')
 m4=mem()
 enc = {k: cli('object','encoding',k) for k in ['inv:{BENCH-HOT}:holds','inv:{BENCH-HOT}:held','inv:{BENCH-HOT}:hx','inv:{BENCH-HOT}:h0']}
-enc['records'] = sorted(set(cli('object','encoding',k) for k in cli('--scan','--pattern','res:*').split()[:50]))
+# Every record hash's encoding, and how many there are.
+enc['records'] = json.loads(cli('eval', "local c = {} for _, k in ipairs(redis.call('KEYS', 'res:*')) do "
+    "local e = redis.call('OBJECT', 'ENCODING', k) c[e] = (c[e] or 0) + 1 end return cjson.encode(c)", '0'))
 print(json.dumps({'per_idle_sku':round(per_sku,1),'per_hold':round(per_hold,1),'per_hold_hot':round((m4-m3)/hot,1),'enc':enc, 'hot_fields': cli('hmget','inv:{BENCH-HOT}','hs','hn','reserved')}))

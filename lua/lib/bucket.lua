@@ -159,31 +159,161 @@ local function rec_unpack(v)
   if rec.state then rec.state = REC_NAMES[rec.state] or rec.state end
   return rec
 end
--- The generation hashes a live record of `shard` may be in at `now`, likeliest first: kept
--- records newest generation first (a record is mostly read soon after its write, and its
--- deadline is then about its retention, ~24 h, away), then refusals oldest first (kept minutes,
--- their deadline is near).
-local function rec_generations(shard, now)
-  local keys = {}
+-- Linear hashing (the hold shards and the record pools): the shard of a 32-bit hash `h` among
+-- `shards`. Going from n to n + 1 shards moves entries of shard n - P (P the largest power of two
+-- <= n) only, and only to shard n.
+local function lin_slot(h, shards)
+  local p = 1
+  while p * 2 <= shards do p = p * 2 end
+  local n = h % (2 * p)
+  if n >= shards then n = h % p end
+  return n
+end
+-- The shard that splits when `shards` grow by one (into itself and the new shard `shards`).
+local function lin_split_from(shards)
+  local p = 1
+  while p * 2 <= shards do p = p * 2 end
+  return shards - p
+end
+local function id_hash(s)
+  return tonumber(string.sub(redis.sha1hex(s), 1, 8), 16)
+end
+-- The generations a live record may be in at `now`, likeliest first: kept records newest
+-- generation first (a record is mostly read soon after its write, and its deadline is then about
+-- its retention, ~24 h, away), then refusals oldest first (kept minutes, their deadline is near).
+-- A kept generation is named by its number g, a short one by `s<g>`.
+local function rec_generations(now)
+  local names = {}
   for g = math.floor((now + REC_MAX) / REC_GEN), math.floor(now / REC_GEN), -1 do
-    keys[#keys + 1] = shard .. ':' .. int(g)
+    names[#names + 1] = int(g)
   end
   for g = math.floor(now / REC_SHORT_GEN), math.floor((now + REC_SHORT_MAX) / REC_SHORT_GEN) do
-    keys[#keys + 1] = shard .. ':s' .. int(g)
+    names[#names + 1] = 's' .. int(g)
   end
-  return keys
+  return names
+end
+-- The generation of a record kept `pexpire_ms` until `deadline` -> its name and its end (ms).
+local function rec_generation(deadline, pexpire_ms)
+  if pexpire_ms <= REC_SHORT_MAX then
+    local g = math.floor(deadline / REC_SHORT_GEN)
+    return 's' .. int(g), (g + 1) * REC_SHORT_GEN
+  end
+  local g = math.floor(deadline / REC_GEN)
+  return int(g), (g + 1) * REC_GEN
+end
+
+-- The pooled layout (standalone Redis: a caller declares the shard as `res:{T}:pooled`). The
+-- records of a generation share the hashes `res:pool:<gen>:<i>`, i by linear hashing on the
+-- packed field's SHA-1, with as many hashes as the generation needs: the hash `res:pool` keeps
+-- each live generation's shard count (field `<gen>`) and record count (`#<gen>`), and once a
+-- generation holds more than REC_POOL_FILL records a shard, the next shard in linear-hashing
+-- order is split in two. So ~40 records share each hash's key, expiry entry and allocation,
+-- instead of the ~8 that land in each of the 16,384 per-slot shards at 100,000 records, and no
+-- hash ever passes `hash-max-listpack-entries` (an unsplit shard averages 2 x 40 entries) however
+-- many records a generation holds. A cluster (one slot per script) keeps the per-slot shards.
+-- `since` (the first pooled write) bounds how long the per-slot shards a build before wrote are
+-- read as well: REC_POOL_WINDOW, past which every generation they could be in has ended.
+local REC_POOL, REC_POOL_FILL = 'res:pool', 40
+local REC_POOL_WINDOW = REC_MAX + REC_GEN
+-- This call's view of the pooled generations' shard counts (read once, kept by its own splits).
+local rec_pool_n = {}
+local function rec_hash(h)
+  if not h.hash then h.hash = id_hash(h.field) end
+  return h.hash
+end
+local function rec_pool_key(h, gen)
+  return REC_POOL .. ':' .. gen .. ':' .. lin_slot(rec_hash(h), rec_pool_n[gen])
+end
+-- Where the record of handle `h` is now (a split in this call may have moved a pooled one).
+local function rec_where(h)
+  if h.gen then return rec_pool_key(h, h.gen) end
+  return h.at
+end
+-- The shard count of pooled generation `gen`, which is created (one shard) if it has none. A new
+-- generation also drops the counts of those that ended: their hashes have expired.
+local function rec_pool_shards(gen, now)
+  local n = rec_pool_n[gen]
+  if n then return n end
+  n = num(redis.call('HGET', REC_POOL, gen))
+  if n < 1 then
+    n = 1
+    local ended = {}
+    for _, f in ipairs(redis.call('HKEYS', REC_POOL)) do
+      local short, g = string.match(f, '^#?(s?)(%d+)$')
+      if g then
+        local len = short == 's' and REC_SHORT_GEN or REC_GEN
+        if (tonumber(g) + 1) * len <= now then ended[#ended + 1] = f end
+      end
+    end
+    if #ended > 0 then redis.call('HDEL', REC_POOL, unpack(ended)) end
+    redis.call('HSET', REC_POOL, gen, 1)
+    redis.call('HSETNX', REC_POOL, 'since', int(now))
+  end
+  rec_pool_n[gen] = n
+  return n
+end
+-- Generation `gen` (n shards, ending at `ends`) grows to n + 1: shard n - P gives the entries
+-- whose hash now maps to shard n (at most ~2 x REC_POOL_FILL read, about half moved).
+local function rec_pool_split(gen, n, ends)
+  local from = REC_POOL .. ':' .. gen .. ':' .. lin_split_from(n)
+  local to = REC_POOL .. ':' .. gen .. ':' .. n
+  local all, moved, gone = redis.call('HGETALL', from), {}, {}
+  for i = 1, #all, 2 do
+    if lin_slot(id_hash(all[i]), n + 1) == n then
+      moved[#moved + 1] = all[i]
+      moved[#moved + 1] = all[i + 1]
+      gone[#gone + 1] = all[i]
+    end
+  end
+  if #gone > 0 then
+    redis.call('HSET', to, unpack(moved))
+    redis.call('PEXPIREAT', to, int(ends))
+    redis.call('HDEL', from, unpack(gone))
+  end
+  redis.call('HSET', REC_POOL, gen, n + 1)
+  rec_pool_n[gen] = n + 1
 end
 -- Finds rid's record -> table field -> string ({} when there is none), and a handle for rec_put
--- (where it was found). `legacy` (`res:{rid}`, or nil) is where records were written before.
--- An id too long for a listpack entry is never in a generation hash: only its own key is read.
+-- (where it was found). `shard` is `res:{T}`, or `res:{T}:pooled` for the pooled layout (which
+-- also reads `res:{T}` within the window). `legacy` (`res:{rid}`, or nil) is where records were
+-- written before. An id too long for a listpack entry is never in a generation hash: only its
+-- own key is read.
 local function rec_get(shard, legacy, rid, now)
-  local h = {shard = shard, legacy = legacy, rid = rid, field = rec_field(rid), now = now}
+  local pooled = string.sub(shard, -7) == ':pooled'
+  if pooled then shard = string.sub(shard, 1, -8) end
+  local h = {shard = shard, pooled = pooled, legacy = legacy, rid = rid, field = rec_field(rid), now = now}
   if #h.field <= REC_ENTRY_MAX then
-    for _, key in ipairs(rec_generations(shard, now)) do
-      local v = redis.call('HGET', key, h.field)
-      if v then
-        h.at, h.in_hash = key, true
-        return rec_unpack(v), h
+    local gens, per_slot = rec_generations(now), true
+    if pooled then
+      local meta = redis.call('HMGET', REC_POOL, 'since', unpack(gens))
+      for i, gen in ipairs(gens) do
+        if meta[i + 1] then
+          rec_pool_n[gen] = num(meta[i + 1])
+          local key = rec_pool_key(h, gen)
+          local v = redis.call('HGET', key, h.field)
+          if v then
+            h.at, h.in_hash, h.gen = key, true, gen
+            return rec_unpack(v), h
+          end
+        end
+      end
+      -- The per-slot shards: only within the window, and only those that exist (one EXISTS
+      -- for all, as they mostly do not).
+      per_slot = not meta[1] or now < num(meta[1]) + REC_POOL_WINDOW
+      if per_slot then
+        local keys = {}
+        for i, gen in ipairs(gens) do keys[i] = shard .. ':' .. gen end
+        per_slot = redis.call('EXISTS', unpack(keys)) > 0
+      end
+    end
+    if per_slot then
+      for _, gen in ipairs(gens) do
+        local key = shard .. ':' .. gen
+        local v = redis.call('HGET', key, h.field)
+        if v then
+          h.at, h.in_hash = key, true
+          return rec_unpack(v), h
+        end
       end
     end
   end
@@ -210,8 +340,14 @@ local function rec_get(shard, legacy, rid, now)
 end
 -- Removes the record rec_get found (nothing if it found none).
 local function rec_del(h)
-  if h.in_hash then redis.call('HDEL', h.at, h.field) elseif h.at then redis.call('DEL', h.at) end
-  h.at, h.in_hash = nil, nil
+  if h.gen then
+    if redis.call('HDEL', rec_where(h), h.field) == 1 then redis.call('HINCRBY', REC_POOL, '#' .. h.gen, -1) end
+  elseif h.in_hash then
+    redis.call('HDEL', h.at, h.field)
+  elseif h.at then
+    redis.call('DEL', h.at)
+  end
+  h.at, h.in_hash, h.gen = nil, nil, nil
 end
 -- Writes `rec` as the record of handle `h` (from rec_get), kept `pexpire_ms` from now (nil: as
 -- long as where it was found is kept). A refusal's lines are not kept (its shortages name the
@@ -234,23 +370,33 @@ local function rec_put(h, rec, pexpire_ms)
   if not pexpire_ms then
     -- Kept as long as before: in the same generation hash, or as long as its key has left.
     if h.in_hash and fits then
-      redis.call('HSET', h.at, h.field, value)
+      redis.call('HSET', rec_where(h), h.field, value)
       return
     end
-    pexpire_ms = h.at and num(redis.call('PTTL', h.at)) or 0
+    pexpire_ms = h.at and num(redis.call('PTTL', rec_where(h))) or 0
     if pexpire_ms < 1 then pexpire_ms = REC_SHORT_MAX end
     pexpire_ms = math.min(pexpire_ms, REC_MAX)
   end
   if pexpire_ms > REC_MAX then error('record retention over ' .. REC_MAX .. ' ms') end
   local deadline = h.now + pexpire_ms
-  if fits then
-    local gen, key = REC_GEN, nil
-    if pexpire_ms <= REC_SHORT_MAX then gen = REC_SHORT_GEN end
-    local g = math.floor(deadline / gen)
-    if gen == REC_GEN then key = h.shard .. ':' .. int(g) else key = h.shard .. ':s' .. int(g) end
+  if fits and h.pooled then
+    local gen, ends = rec_generation(deadline, pexpire_ms)
+    if h.gen ~= gen then rec_del(h) end
+    local n = rec_pool_shards(gen, h.now)
+    local key = rec_pool_key(h, gen)
+    local added = redis.call('HSET', key, h.field, value) == 1
+    redis.call('PEXPIREAT', key, int(ends))
+    h.at, h.in_hash, h.gen = key, true, gen
+    if added and redis.call('HINCRBY', REC_POOL, '#' .. gen, 1) > REC_POOL_FILL * n then
+      rec_pool_split(gen, n, ends)
+      h.at = rec_where(h)
+    end
+  elseif fits then
+    local gen, ends = rec_generation(deadline, pexpire_ms)
+    local key = h.shard .. ':' .. gen
     if h.at ~= key then rec_del(h) end
     redis.call('HSET', key, h.field, value)
-    redis.call('PEXPIREAT', key, int((g + 1) * gen))
+    redis.call('PEXPIREAT', key, int(ends))
     h.at, h.in_hash = key, true
   else
     local key = h.shard .. ':k:' .. h.rid
@@ -274,12 +420,7 @@ local function hold_unpack(v)
   return n % 1000, math.floor(n / 1000)
 end
 local function hold_slot(rid, shards)
-  local h = tonumber(string.sub(redis.sha1hex(rid), 1, 8), 16)
-  local p = 1
-  while p * 2 <= shards do p = p * 2 end
-  local n = h % (2 * p)
-  if n >= shards then n = h % p end
-  return n
+  return lin_slot(id_hash(rid), shards)
 end
 -- -> the shard count and the field bound of shard 0 (a number, or nil when the zset indexes).
 local function hold_shards(inv)
@@ -422,9 +563,7 @@ local function hold_put(inv, holds, held, rid, qty, expires_at, st)
     st.bound = expires_at
   end
   if count > shards * SHARD_FILL then
-    local p = 1
-    while p * 2 <= shards do p = p * 2 end
-    local from = shards - p
+    local from = lin_split_from(shards)
     -- From one shard to two, the holds in the bucket hash move to the keys as well.
     local entries = hold_entries(inv, shard, from, shards)
     shards = shards + 1

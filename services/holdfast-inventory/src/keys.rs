@@ -90,8 +90,9 @@ pub fn sold_out(sku: &str) -> String {
 
 /// `res:{T}`: the record shard of a reservation, T the shortest tag of the rid's cluster slot
 /// (so it shares that slot with [`legacy_reservation`]). Records are fields of its generation
-/// hashes `res:{T}:<g>` / `res:{T}:s<g>` (or, too big for a listpack, `res:{T}:k:<rid>`); only
-/// the `bucket` Lua prelude (`rec_get`/`rec_put`) names those.
+/// hashes `res:{T}:<g>` / `res:{T}:s<g>` on a cluster (standalone Redis pools them:
+/// [`record_shard`]; too big for a listpack, `res:{T}:k:<rid>`); only the `bucket` Lua prelude
+/// (`rec_get`/`rec_put`) names those.
 pub fn reservation(reservation_id: &str) -> String {
     format!("res:{{{}}}", slot_tag(slot(&legacy_reservation(reservation_id))))
 }
@@ -102,9 +103,23 @@ pub fn legacy_reservation(reservation_id: &str) -> String {
     format!("res:{{{reservation_id}}}")
 }
 
-/// The KEYS of a record script: the record shard, then the legacy key (same slot).
-pub fn reservation_keys(reservation_id: &str) -> Vec<String> {
-    vec![reservation(reservation_id), legacy_reservation(reservation_id)]
+/// The record shard as a record script's caller declares it: [`reservation`] on a cluster; on
+/// standalone Redis (`pooled`) `res:{T}:pooled`, which tells the scripts to keep records in the
+/// pooled generation hashes `res:pool:<gen>:<i>` (shard counts in `res:pool`; docs/inventory-redis.md,
+/// "Pooled records"), reading `res:{T}`'s generations as well for the window after the first
+/// pooled write. Not a key itself; a cluster cannot pool (one slot per script).
+pub fn record_shard(reservation_id: &str, pooled: bool) -> String {
+    let shard = reservation(reservation_id);
+    if pooled { format!("{shard}:pooled") } else { shard }
+}
+
+/// The KEYS of a record script: the record shard ([`record_shard`]), then the legacy key (same
+/// slot).
+pub fn reservation_keys(reservation_id: &str, pooled: bool) -> Vec<String> {
+    vec![
+        record_shard(reservation_id, pooled),
+        legacy_reservation(reservation_id),
+    ]
 }
 
 /// The shortest tag (digits, then letters; shortest first) whose cluster slot is `target`.
@@ -244,7 +259,7 @@ mod tests {
         #[test]
         fn a_record_shard_shares_the_slot_of_the_legacy_record(rid in "[ -z|~]{1,128}") {
             prop_assert_eq!(slot(&reservation(&rid)), slot(&legacy_reservation(&rid)));
-            prop_assert_eq!(reservation_keys(&rid).len(), 2);
+            prop_assert_eq!(reservation_keys(&rid, true).len(), 2);
         }
 
         #[test]

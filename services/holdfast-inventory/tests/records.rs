@@ -1,5 +1,6 @@
-//! Reservation records packed into the generation hashes of a per-slot shard
-//! (`keys::reservation`, docs/inventory-redis.md "Reservation records"), and records the scripts
+//! Reservation records packed into shared generation hashes (the pool on standalone Redis, the
+//! rid's per-slot shard on a cluster: `keys::record_shard`, docs/inventory-redis.md "Reservation
+//! records"), and records the scripts
 //! before them wrote (one key per reservation, `res:{rid}`; `tests/fixtures/v2_*.lua` are those
 //! scripts as they shipped, assembled with their preludes): still answered, and moved into the
 //! shard by their next write.
@@ -32,10 +33,16 @@ async fn legacy_exists(client: &Client, rid: &str) -> bool {
     n == 1
 }
 
-/// Where the record is kept now: the shard's generation hash (not its own key, not the old one).
+/// Where the record is kept now: a generation hash of the layout this Redis uses (the pool on
+/// standalone Redis, the rid's per-slot shard on a cluster), not its own key, not the old one.
 async fn in_shard(client: &Client, rid: &str) -> bool {
+    let hashes = if client.is_clustered() {
+        format!("{}:", keys::reservation(rid))
+    } else {
+        "res:pool:".to_string()
+    };
     match record_at(client, rid).await {
-        Some((at, _)) => at.starts_with(&format!("{}:", keys::reservation(rid))) && !at.contains(":k:"),
+        Some((at, _)) => at.starts_with(&hashes) && !at.contains(":k:"),
         None => false,
     }
 }
@@ -192,10 +199,7 @@ async fn records_share_small_listpack_hashes_and_big_ones_get_a_key_of_their_own
         &fx.reserve(&long_id, &[("PACK", 1)], 600).await.expect("reserve")
     ));
     let (short, _) = record_at(client, "refused-1").await.expect("refusal record");
-    assert!(
-        short.starts_with(&format!("{}:s", keys::reservation("refused-1"))),
-        "{short}"
-    );
+    assert!(short.starts_with("res:pool:s"), "{short}");
     let (own, _) = record_at(client, &long_id).await.expect("long id record");
     assert_eq!(own, format!("{}:k:{long_id}", keys::reservation(&long_id)));
     let mut hashes = std::collections::BTreeSet::new();
@@ -281,6 +285,162 @@ async fn on_a_cluster_records_live_in_the_slot_of_their_id_and_old_ones_are_move
         (fx.level("CA").await.reserved, fx.level("CB").await.reserved),
         (0, 0)
     );
+}
+
+/// Each pooled generation's shard count, record count and hashes (`res:pool`, `res:pool:<gen>:<i>`):
+/// (gen, shards, counted, entries over its hashes, largest hash, every hash a listpack).
+async fn pool_generations(client: &Client) -> Vec<(String, i64, i64, i64, i64, bool)> {
+    let script = "local out = {} local meta = redis.call('HGETALL', 'res:pool') \
+        local m = {} for i = 1, #meta, 2 do m[meta[i]] = meta[i + 1] end \
+        for gen, n in pairs(m) do if string.match(gen, '^s?%d+$') then \
+          local sum, most, lp = 0, 0, 1 \
+          for i = 0, tonumber(n) - 1 do local k = 'res:pool:' .. gen .. ':' .. i \
+            local len = redis.call('HLEN', k) sum = sum + len if len > most then most = len end \
+            if len > 0 and redis.call('OBJECT', 'ENCODING', k) ~= 'listpack' then lp = 0 end end \
+          out[#out + 1] = {gen, tonumber(n), tonumber(m['#' .. gen] or 0), sum, most, lp} end end \
+        return out";
+    let reply: Value = client
+        .eval(script, Vec::<String>::new(), Vec::<String>::new())
+        .await
+        .expect("eval");
+    let Value::Array(gens) = reply else {
+        panic!("unexpected {reply:?}")
+    };
+    gens.into_iter()
+        .map(|g| {
+            let Value::Array(v) = g else {
+                panic!("unexpected {g:?}")
+            };
+            let n = |i: usize| v[i].as_i64().expect("integer");
+            (v[0].as_string().expect("gen"), n(1), n(2), n(3), n(4), n(5) == 1)
+        })
+        .collect()
+}
+
+/// On standalone Redis records of every shape share the pool: a generation grows by linear
+/// hashing past 40 records a hash, so its hashes stay small listpacks, its count matches what
+/// they hold through commits and releases (which move a record between generations), and every
+/// record is still found after the splits.
+#[tokio::test]
+async fn on_standalone_redis_records_pool_into_hashes_that_split_as_a_generation_fills() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("POOL", 5_000, 1).await;
+    let client = fx.redis();
+    // Even ids packed (the services' shape), odd ones kept as sent.
+    let rid = |i: usize| {
+        if i.is_multiple_of(2) {
+            format!("{i:032x}")
+        } else {
+            format!("pool-{i}")
+        }
+    };
+    for i in 0..1_200 {
+        assert!(reserved(
+            &fx.reserve(&rid(i), &[("POOL", 1)], 600).await.expect("reserve")
+        ));
+    }
+    for i in (0..1_200).step_by(12) {
+        fx.commit(&rid(i)).await.expect("commit");
+        fx.release(&rid(i + 6)).await.expect("release");
+    }
+    let gens = pool_generations(client).await;
+    let (mut records, mut shards) = (0, 0);
+    for (generation, n, counted, entries, most, listpack) in &gens {
+        assert_eq!(
+            counted, entries,
+            "{generation}: the count is what its hashes hold"
+        );
+        assert!(
+            *entries <= 40 * n,
+            "{generation}: {entries} records in {n} hashes"
+        );
+        assert!(
+            *most <= 128 && *listpack,
+            "{generation}: a hash of {most} entries, listpack {listpack}"
+        );
+        records += entries;
+        shards += n;
+    }
+    assert_eq!(records, 1_200, "{gens:?}");
+    assert!(shards >= 30, "{gens:?}");
+    for i in 0..1_200 {
+        let want = match i % 12 {
+            0 => "committed",
+            6 => "released",
+            _ => "reserved",
+        };
+        assert!(in_shard(client, &rid(i)).await, "{}", rid(i));
+        assert_eq!(
+            record_field(client, &rid(i), "state").await.as_deref(),
+            Some(want),
+            "{}",
+            rid(i)
+        );
+    }
+    // Replays get their first answer: nothing is held twice.
+    for i in (1..1_200).step_by(5).filter(|i| i % 6 != 0) {
+        assert!(reserved(
+            &fx.reserve(&rid(i), &[("POOL", 1)], 600).await.expect("replay")
+        ));
+    }
+    let level = fx.level("POOL").await;
+    assert_eq!((level.reserved, level.sold), (1_000, 100));
+}
+
+/// The pool drops the counts of generations that ended when a new one starts, and reads the
+/// per-slot shards a build before wrote (a rolling upgrade) for the window after its first write,
+/// moving a record found there into the pool on its next write. Past the window, when every
+/// generation such a build could have written has ended, those shards are no longer probed.
+#[tokio::test]
+async fn the_pool_forgets_ended_generations_and_reads_the_per_slot_shards_within_its_window() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("WIN", 20, 1).await;
+    let client = fx.redis();
+    let _: i64 = client
+        .hset(
+            "res:pool",
+            vec![("1", "3"), ("#1", "90"), ("s7", "1"), ("#s7", "2")],
+        )
+        .await
+        .expect("hset");
+    let before = v3_reserve_single(client, "a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", ("WIN", 1), 600_000).await;
+    assert_eq!(before[0].as_string().as_deref(), Some("reserved"));
+    assert!(reserved(
+        &fx.reserve("b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2b2", &[("WIN", 1)], 600)
+            .await
+            .expect("reserve")
+    ));
+    let meta: std::collections::HashMap<String, String> = client.hgetall("res:pool").await.expect("hgetall");
+    for ended in ["1", "#1", "s7", "#s7"] {
+        assert!(!meta.contains_key(ended), "{ended}: {meta:?}");
+    }
+    let since: i64 = meta["since"].parse().expect("since");
+    // A build before, still running, writes to its per-slot shard: found and moved on Commit.
+    let late = "c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3";
+    let _ = v3_reserve_single(client, late, ("WIN", 1), 600_000).await;
+    let (per_slot, _) = record_at(client, late).await.expect("per-slot record");
+    assert!(
+        per_slot.starts_with(&format!("{}:", keys::reservation(late))),
+        "{per_slot}"
+    );
+    let committed = fx.commit(late).await.expect("commit");
+    assert_eq!(committed.levels[0].sold, 1);
+    assert!(in_shard(client, late).await);
+    assert_eq!(
+        record_field(client, late, "state").await.as_deref(),
+        Some("committed")
+    );
+    // The first write was 48 h ago (36 h of the longest retention and one 12 h generation).
+    let window = (36 + 12) * 3600 * 1000;
+    let _: i64 = client
+        .hset("res:pool", ("since", since - window - 1))
+        .await
+        .expect("hset");
+    let past = "d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4d4";
+    let _ = v3_reserve_single(client, past, ("WIN", 1), 600_000).await;
+    assert!(record_at(client, past).await.is_none());
+    let _: i64 = client.hset("res:pool", ("since", since)).await.expect("hset");
+    assert!(record_at(client, past).await.is_some());
 }
 
 /// The 17-byte form of an id is pinned: records and holds written by earlier builds are found

@@ -68,7 +68,7 @@ pub async fn reserve_batch(
     }
     let mut key_list = bucket_keys4(keys);
     key_list.push(keys::expiry_index(&keys.tag));
-    key_list.extend(items.iter().map(|item| keys::reservation(&item.rid)));
+    key_list.extend(items.iter().map(|item| keys::record_shard(&item.rid, true)));
     key_list.extend(items.iter().map(|item| keys::legacy_reservation(&item.rid)));
     let (mode_arg, if_missing) = match mode {
         BatchMode::Live { missing_is_empty } => ("live", if missing_is_empty { "empty" } else { "lost" }),

@@ -80,7 +80,7 @@ pub async fn reserve_single(
     retention_ms: (i64, i64),
 ) -> Result<SingleReserve, InventoryError> {
     let key_list = vec![
-        crate::keys::reservation(rid),
+        crate::keys::record_shard(rid, true),
         keys.counters(),
         keys.holds(),
         keys.held(),

@@ -1,7 +1,7 @@
 //! Upkeep and reservation records: sweep, rebalance between buckets, claim, renew and
 //! transition a reservation record, acknowledge published outbox entries.
 
-use fred::prelude::{Client, Value};
+use fred::prelude::{Client, ClientLike, Value};
 
 use super::{
     OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_FORGET, RESERVATION_RENEW,
@@ -113,7 +113,13 @@ pub async fn reservation_claim(
         s(owner),
         s(rid),
     ];
-    let reply = run(&RESERVATION_CLAIM, client, reservation_keys(rid), args).await?;
+    let reply = run(
+        &RESERVATION_CLAIM,
+        client,
+        reservation_keys(rid, !client.is_clustered()),
+        args,
+    )
+    .await?;
     let first = string_at(&RESERVATION_CLAIM, &reply, 0)?;
     Ok(match first.as_str() {
         "claimed" if reply.len() == 1 => Claim::Claimed(None),
@@ -139,7 +145,7 @@ pub async fn reservation_renew(
     let reply = run(
         &RESERVATION_RENEW,
         client,
-        reservation_keys(rid),
+        reservation_keys(rid, !client.is_clustered()),
         vec![s(owner), s(lease_ms), s(rid)],
     )
     .await?;
@@ -148,7 +154,13 @@ pub async fn reservation_renew(
 
 /// `reservation_forget.lua`: deletes `rid`'s record wherever it is kept; whether there was one.
 pub async fn reservation_forget(client: &Client, rid: &str) -> Result<bool, InventoryError> {
-    let reply = run(&RESERVATION_FORGET, client, reservation_keys(rid), vec![s(rid)]).await?;
+    let reply = run(
+        &RESERVATION_FORGET,
+        client,
+        reservation_keys(rid, !client.is_clustered()),
+        vec![s(rid)],
+    )
+    .await?;
     Ok(int_at(&RESERVATION_FORGET, &reply, 0)? == 1)
 }
 
@@ -190,7 +202,13 @@ pub async fn reservation_transition(
         s(t.owner),
         s(rid),
     ];
-    let reply = run(&RESERVATION_TRANSITION, client, reservation_keys(rid), args).await?;
+    let reply = run(
+        &RESERVATION_TRANSITION,
+        client,
+        reservation_keys(rid, !client.is_clustered()),
+        args,
+    )
+    .await?;
     Ok((
         int_at(&RESERVATION_TRANSITION, &reply, 0)? == 1,
         Record {

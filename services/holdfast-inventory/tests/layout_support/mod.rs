@@ -3,7 +3,7 @@
 
 #![allow(dead_code)] // each test uses a different part
 
-use fred::prelude::{Client, HashesInterface, LuaInterface, Value};
+use fred::prelude::{Client, ClientLike, HashesInterface, LuaInterface, Value};
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
 
@@ -64,7 +64,7 @@ pub async fn record_field(client: &Client, rid: &str, field: &str) -> Option<Str
     let reply: Value = client
         .eval(
             script,
-            keys::reservation_keys(rid),
+            keys::reservation_keys(rid, !client.is_clustered()),
             vec![field.to_string(), rid.to_string()],
         )
         .await
@@ -83,7 +83,11 @@ pub async fn record_at(client: &Client, rid: &str) -> Option<(String, i64)> {
         helpers()
     );
     let reply: Value = client
-        .eval(script, keys::reservation_keys(rid), vec![rid.to_string()])
+        .eval(
+            script,
+            keys::reservation_keys(rid, !client.is_clustered()),
+            vec![rid.to_string()],
+        )
         .await
         .expect("eval");
     match reply {
@@ -103,7 +107,7 @@ pub async fn set_record_field(client: &Client, rid: &str, field: &str, value: &s
     let _: Value = client
         .eval(
             script,
-            keys::reservation_keys(rid),
+            keys::reservation_keys(rid, !client.is_clustered()),
             vec![field.to_string(), value.to_string(), rid.to_string()],
         )
         .await
