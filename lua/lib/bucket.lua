@@ -78,20 +78,31 @@ local function rec_rid(field)
   return string.format('%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x',
     string.byte(field, 2, 17))
 end
--- The common shapes of a record are packed tighter (rec_pack): a marker byte (3 to 6, never a
--- state letter), the state letter, the fingerprint, then for a hold (3, 5) the expiry (ms) as 6
--- bytes and the one line as `qty,bucket,sku`, for a refusal (4, 6) the one shortage as
--- `requested,available,sku`. The fingerprint is 8 raw bytes (5, 6) when it is 16 lowercase hex
--- digits (what the services send, reservations::fingerprint), else its 16 characters as sent
--- (3, 4; also every record packed before the fingerprint was). Read by position: the expiry's
--- and the fingerprint's bytes may be anything. 32 bytes instead of the text form's 55 for a
--- one-line hold of a 12-character SKU.
+-- The common shapes of a record are packed tighter (rec_pack), read by position (the packed
+-- bytes may be anything; a marker byte is never a state letter, so text values read as text):
+--   a hold, its fingerprint 16 lowercase hex digits (what the services send,
+--     reservations::fingerprint), its units and bucket under 256: one byte 16 + the state's index
+--     in REC_ORDER, the fingerprint as 8 raw bytes, the expiry (ms) as 6, the units and the
+--     bucket as a byte each, then the SKU: 29 bytes for a 12-character SKU;
+--   any other hold: marker 5 (3: the fingerprint as its 16 characters), the state letter, the
+--     fingerprint, the expiry as 6 bytes, `qty,bucket,sku`;
+--   a refusal: marker 6 (4: the fingerprint as its characters), the state letter, the
+--     fingerprint, the one shortage as `requested,available,sku`.
+-- Markers 3 to 6 on a hold are also what builds before wrote (still read; repacked when written).
+local REC_ORDER = 'prjPcClx'
 local REC_ONE = '^%[%["([^"\\%c]*)",(%d+),(%d+)%]%]$'
 local REC_FP = '%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x'
 local function rec_one(sku, a, b)
   return '[["' .. sku .. '",' .. a .. ',' .. b .. ']]'
 end
 local function rec_unpack_compact(v, mark)
+  if mark >= 16 then
+    local state = string.sub(REC_ORDER, mark - 15, mark - 15)
+    local b1, b2, b3, b4, b5, b6, qty, bucket = string.byte(v, 10, 17)
+    return {state = REC_NAMES[state], fp = string.format('%02x%02x%02x%02x%02x%02x%02x%02x', string.byte(v, 2, 9)),
+      expires_at = int(((((b1 * 256 + b2) * 256 + b3) * 256 + b4) * 256 + b5) * 256 + b6),
+      lines = rec_one(string.sub(v, 18), qty, bucket)}
+  end
   local letter, rec, at = string.sub(v, 2, 2), nil, 19
   if mark >= 5 then
     rec = {fp = string.format('%02x%02x%02x%02x%02x%02x%02x%02x', string.byte(v, 3, 10))}
@@ -124,13 +135,22 @@ local function rec_pack(p)
   end
   local sku, x, y = string.match(one, REC_ONE)
   if not sku then return nil end
+  local raw_fp = string.find(fp, REC_FP) and not string.find(fp, '%u')
   local head
-  if string.find(fp, REC_FP) and not string.find(fp, '%u') then
-    head = rec_pack_hex(fp, 8, hold and 5 or 6, string.byte(state))
-  else
-    head = string.char(hold and 3 or 4) .. state .. fp
+  if not hold then
+    if raw_fp then head = rec_pack_hex(fp, 8, 6, string.byte(state)) else head = string.char(4) .. state .. fp end
+    return head .. x .. ',' .. y .. ',' .. sku
   end
-  if not hold then return head .. x .. ',' .. y .. ',' .. sku end
+  -- Units and bucket as bytes when each is a number under 256 written as such.
+  local si, qty, bucket = string.find(REC_ORDER, state, 1, true), tonumber(x), tonumber(y)
+  local bytes = raw_fp and si and qty < 256 and bucket < 256 and int(qty) == x and int(bucket) == y
+  if bytes then
+    head = rec_pack_hex(fp, 8, 15 + si)
+  elseif raw_fp then
+    head = rec_pack_hex(fp, 8, 5, string.byte(state))
+  else
+    head = string.char(3) .. state .. fp
+  end
   -- A positive integer under 2^48 (6 bytes), written without leading zeros.
   local e = tonumber(exp)
   if not e or e < 1 or e >= 281474976710656 or int(e) ~= exp then return nil end
@@ -143,11 +163,13 @@ local function rec_pack(p)
   local e3 = e % 256
   e = (e - e3) / 256
   local e2 = e % 256
-  return head .. string.char((e - e2) / 256, e2, e3, e4, e5, e6) .. x .. ',' .. y .. ',' .. sku
+  head = head .. string.char((e - e2) / 256, e2, e3, e4, e5, e6)
+  if bytes then return head .. string.char(qty, bucket) .. sku end
+  return head .. x .. ',' .. y .. ',' .. sku
 end
 local function rec_unpack(v)
   local mark = string.byte(v, 1)
-  if mark >= 3 and mark <= 6 then return rec_unpack_compact(v, mark) end
+  if (mark >= 3 and mark <= 6) or (mark >= 16 and mark <= 23) then return rec_unpack_compact(v, mark) end
   local rec, i, n = {}, 1, 1
   while true do
     local j = string.find(v, '\n', i, true)
@@ -212,7 +234,9 @@ end
 -- hash ever passes `hash-max-listpack-entries` (an unsplit shard averages 2 x 40 entries) however
 -- many records a generation holds. A cluster (one slot per script) keeps the per-slot shards.
 -- `since` (the first pooled write) bounds how long the per-slot shards a build before wrote are
--- read as well: REC_POOL_WINDOW, past which every generation they could be in has ended.
+-- read as well: REC_POOL_WINDOW, past which every generation they could be in has ended; the
+-- service's survey (background::survey_per_slot_records) ends it sooner, setting `per_slot` to 0
+-- once a scan finds none of them.
 local REC_POOL, REC_POOL_FILL = 'res:pool', 40
 local REC_POOL_WINDOW = REC_MAX + REC_GEN
 -- This call's view of the pooled generations' shard counts (read once, kept by its own splits).
@@ -285,10 +309,10 @@ local function rec_get(shard, legacy, rid, now)
   if #h.field <= REC_ENTRY_MAX then
     local gens, per_slot = rec_generations(now), true
     if pooled then
-      local meta = redis.call('HMGET', REC_POOL, 'since', unpack(gens))
+      local meta = redis.call('HMGET', REC_POOL, 'since', 'per_slot', unpack(gens))
       for i, gen in ipairs(gens) do
-        if meta[i + 1] then
-          rec_pool_n[gen] = num(meta[i + 1])
+        if meta[i + 2] then
+          rec_pool_n[gen] = num(meta[i + 2])
           local key = rec_pool_key(h, gen)
           local v = redis.call('HGET', key, h.field)
           if v then
@@ -297,9 +321,9 @@ local function rec_get(shard, legacy, rid, now)
           end
         end
       end
-      -- The per-slot shards: only within the window, and only those that exist (one EXISTS
-      -- for all, as they mostly do not).
-      per_slot = not meta[1] or now < num(meta[1]) + REC_POOL_WINDOW
+      -- The per-slot shards: only within the window, until the service's survey found none
+      -- left (`per_slot` = 0), and only those that exist (one EXISTS for all).
+      per_slot = meta[2] ~= '0' and (not meta[1] or now < num(meta[1]) + REC_POOL_WINDOW)
       if per_slot then
         local keys = {}
         for i, gen in ipairs(gens) do keys[i] = shard .. ':' .. gen end

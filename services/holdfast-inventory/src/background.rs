@@ -3,7 +3,9 @@
 //!
 //! - the outbox relay publishes each bucket's `inv:{B}:events` stream to the event bus;
 //! - the sweeper frees lapsed holds, visiting only buckets the expiry index says are due;
-//! - the rebalancer re-drives half-done transfers and moves idle units to dry hot buckets.
+//! - the rebalancer re-drives half-done transfers and moves idle units to dry hot buckets;
+//! - on standalone Redis, the sweeper also surveys for record shards of the per-slot layout
+//!   until none is left, so the scripts stop reading them.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -252,15 +254,55 @@ pub async fn count_live_holds(stock: &Stock) -> Result<i64, InventoryError> {
     Ok(total)
 }
 
+/// Surveys a standalone Redis for record shards of the per-slot layout (generation hashes
+/// `res:{T}:<g>` a build before wrote): when there is none, sets `per_slot` = `0` in
+/// [`keys::RECORD_POOL`], and the scripts stop probing them for every new reservation id (one
+/// `EXISTS` of eight keys, ~3 µs of Redis time a record read). Whether that is settled now (also
+/// on a cluster, which keeps the per-slot layout and has nothing to survey). Safe because only
+/// a build before writes the per-slot layout on standalone Redis, and upgrading from it needs
+/// the Reserve traffic drained (docs/inventory-redis.md): no new one appears after a scan that
+/// found none.
+pub async fn survey_per_slot_records(client: &Client) -> Result<bool, InventoryError> {
+    if client.is_clustered() {
+        return Ok(true);
+    }
+    let settled: Option<String> = client.hget(keys::RECORD_POOL, "per_slot").await?;
+    if settled.as_deref() == Some("0") {
+        return Ok(true);
+    }
+    let mut found = client.scan_buffered(
+        keys::PER_SLOT_RECORDS_PATTERN,
+        Some(1000),
+        Some(fred::types::scan::ScanType::Hash),
+    );
+    if let Some(key) = found.next().await {
+        key?;
+        return Ok(false);
+    }
+    let _: i64 = client.hset(keys::RECORD_POOL, ("per_slot", 0)).await?;
+    Ok(true)
+}
+
+/// Sweeper passes between two record surveys while per-slot records remain (an hour at the
+/// default 250 ms).
+const SURVEY_EVERY: u64 = 14_400;
+
 /// Runs the sweeper every `every` until the task is aborted.
 pub async fn run_sweeper(stock: Stock, every: Duration) {
     let mut interval = tokio::time::interval(every);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut passes: u64 = 0;
+    let mut surveyed = false;
     loop {
         interval.tick().await;
         if let Err(error) = sweep_once(&stock).await {
             tracing::warn!(%error, "sweep failed");
+        }
+        if !surveyed && passes.is_multiple_of(SURVEY_EVERY) {
+            match survey_per_slot_records(stock.client()).await {
+                Ok(settled) => surveyed = settled,
+                Err(error) => tracing::warn!(%error, "record survey failed"),
+            }
         }
         passes += 1;
         if passes.is_multiple_of(25)

@@ -186,6 +186,12 @@ pub const HOT_SKUS: &str = "inv:hot";
 pub const EVENTS_PATTERN: &str = "inv:{*}:events";
 /// Pattern matching every bucket with transfers out pending (the rebalancer's re-drive scan).
 pub const TRANSFERS_PATTERN: &str = "inv:{*}:xfer";
+/// The per-slot record shards' generation hashes (`res:{T}:<g>`, `res:{T}:s<g>`), for the survey
+/// that ends their reads on standalone Redis once none is left ([`RECORD_POOL`]).
+pub const PER_SLOT_RECORDS_PATTERN: &str = "res:{*}:*";
+/// The pooled records' hash of counts (standalone Redis; docs/inventory-redis.md, "Pooled
+/// records"). Its field `per_slot` = `0` says no per-slot record shard is left to read.
+pub const RECORD_POOL: &str = "res:pool";
 
 /// The hash tag Redis Cluster hashes for `key` (the rules of CLUSTER KEYSLOT).
 pub fn hash_tag(key: &str) -> &str {

@@ -10,6 +10,7 @@ mod layout_support;
 
 use common::{Fixture, idle, reserved};
 use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, Value};
+use holdfast_inventory::background::survey_per_slot_records;
 use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::{RECORD_RETENTION, fingerprint};
 use layout_support::{
@@ -390,7 +391,8 @@ async fn on_standalone_redis_records_pool_into_hashes_that_split_as_a_generation
 /// The pool drops the counts of generations that ended when a new one starts, and reads the
 /// per-slot shards a build before wrote (a rolling upgrade) for the window after its first write,
 /// moving a record found there into the pool on its next write. Past the window, when every
-/// generation such a build could have written has ended, those shards are no longer probed.
+/// generation such a build could have written has ended, or once the service's survey finds no
+/// per-slot shard left, those shards are no longer probed.
 #[tokio::test]
 async fn the_pool_forgets_ended_generations_and_reads_the_per_slot_shards_within_its_window() {
     let fx = Fixture::standalone_with(idle()).await;
@@ -441,6 +443,21 @@ async fn the_pool_forgets_ended_generations_and_reads_the_per_slot_shards_within
     assert!(record_at(client, past).await.is_none());
     let _: i64 = client.hset("res:pool", ("since", since)).await.expect("hset");
     assert!(record_at(client, past).await.is_some());
+
+    // The service's survey ends the window once no per-slot shard is left: not while one is.
+    assert!(!survey_per_slot_records(client).await.expect("survey"));
+    for rid in ["a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1a1", past] {
+        assert!(fx.commit(rid).await.expect("commit").levels[0].sold > 0);
+        assert!(in_shard(client, rid).await, "{rid}");
+    }
+    assert!(survey_per_slot_records(client).await.expect("survey"));
+    let settled: Option<String> = client.hget("res:pool", "per_slot").await.expect("hget");
+    assert_eq!(settled.as_deref(), Some("0"));
+    // A record of that layout written now (which the upgrade rule excludes) is no longer probed.
+    let after = "e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5";
+    let _ = v3_reserve_single(client, after, ("WIN", 1), 600_000).await;
+    let _: i64 = client.hset("res:pool", ("per_slot", 0)).await.expect("hset");
+    assert!(record_at(client, after).await.is_none(), "no longer probed");
 }
 
 /// The 17-byte form of an id is pinned: records and holds written by earlier builds are found
@@ -502,10 +519,12 @@ async fn raw_record(client: &Client, rid: &str) -> Vec<u8> {
     value.expect("the record's field")
 }
 
-/// A hold's and a refusal's records are packed (a marker byte, the state letter, the
-/// fingerprint as 8 raw bytes, the expiry as 6 bytes, the one line or shortage as `a,b,sku`);
-/// every field reads back as it was written, and a record written as text by a build before is
-/// still answered and packed by its next write.
+/// A hold's and a refusal's records are packed: a hold as one byte for its state, the
+/// fingerprint as 8 raw bytes, the expiry as 6, the units and the bucket as a byte each and the
+/// SKU; a refusal as a marker byte, the state letter, the fingerprint's 8 bytes and its shortage as
+/// `a,b,sku`. Every field reads back as it was written; a hold the bytes do not take (units or
+/// bucket from 256) keeps `qty,bucket,sku`; and records the builds before wrote (as text, and with
+/// `qty,bucket,sku` after marker 5) are still answered and packed by their next write.
 #[tokio::test]
 async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_answer() {
     let fx = Fixture::standalone_with(idle()).await;
@@ -519,11 +538,15 @@ async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_
     assert!(reserved(&held));
     let fp = fingerprint(&[("SKU-00000001".to_string(), 2)], 600);
     let raw = raw_record(client, &rid).await;
-    let mut want = vec![5u8, b'r'];
-    want.extend(u64::from_str_radix(&fp, 16).expect("hex").to_be_bytes());
-    want.extend(&held.expires_at_unix_ms.to_be_bytes()[2..]);
-    want.extend(b"2,0,SKU-00000001");
-    assert_eq!(raw, want, "32 bytes, not the 55 of the text form");
+    let fp_bytes = u64::from_str_radix(&fp, 16).expect("hex").to_be_bytes();
+    let expiry_bytes = &held.expires_at_unix_ms.to_be_bytes()[2..];
+    // 16 + the index of `r` in "prjPcClx".
+    let mut want = vec![17u8];
+    want.extend(fp_bytes);
+    want.extend(expiry_bytes);
+    want.extend([2u8, 0u8]);
+    want.extend(b"SKU-00000001");
+    assert_eq!(raw, want, "29 bytes, not the 55 of the text form");
     for (field, value) in [
         ("state", "reserved".to_string()),
         ("fp", fp.clone()),
@@ -566,11 +589,59 @@ async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_
             Some(r#"[["SKU-00000001",2,0]]"#)
         );
     }
-    // Lines the packing does not take (two lines, an escaped character) are kept as text.
+    // Lines the packing does not take (two lines, an escaped character) are kept as text; units
+    // or a bucket the bytes do not take keep `qty,bucket,sku` after marker 5.
     for lines in [r#"[["A",1,0],["B",2,1]]"#, r#"[["a\/b",1,0]]"#] {
         set_record_field(client, &rid, "lines", lines).await;
         assert_eq!(record_field(client, &rid, "lines").await.as_deref(), Some(lines));
     }
+    let expiry = held.expires_at_unix_ms.to_string();
+    set_record_field(client, &rid, "expires_at", &expiry).await;
+    for lines in [
+        r#"[["SKU-00000001",300,0]]"#,
+        r#"[["SKU-00000001",2,256]]"#,
+        r#"[["SKU-00000001",02,0]]"#,
+    ] {
+        set_record_field(client, &rid, "lines", lines).await;
+        assert_eq!(record_field(client, &rid, "lines").await.as_deref(), Some(lines));
+        assert_eq!(raw_record(client, &rid).await[..2], [5u8, b'r'][..], "{lines}");
+    }
+    set_record_field(client, &rid, "lines", r#"[["SKU-00000001",255,255]]"#).await;
+    assert_eq!(raw_record(client, &rid).await[0], 17);
+    assert_eq!(
+        record_field(client, &rid, "lines").await.as_deref(),
+        Some(r#"[["SKU-00000001",255,255]]"#)
+    );
+    set_record_field(client, &rid, "lines", r#"[["SKU-00000001",2,0]]"#).await;
+
+    // Marker 5 as the build before wrote it (`qty,bucket,sku` as text): answered, nothing held
+    // twice, every field as written.
+    let mut five = vec![5u8, b'r'];
+    five.extend(fp_bytes);
+    five.extend(expiry_bytes);
+    five.extend(b"2,0,SKU-00000001");
+    let (at, _) = record_at(client, &rid).await.expect("record");
+    let (field, _) = packed_id(client, &rid).await;
+    let _: i64 = client
+        .hset(
+            at.as_str(),
+            (
+                fred::types::Key::from(field.as_slice()),
+                fred::types::Value::Bytes(five.into()),
+            ),
+        )
+        .await
+        .expect("hset");
+    let replay = fx
+        .reserve(&rid, &[("SKU-00000001", 2)], 600)
+        .await
+        .expect("replay");
+    assert_eq!(replay.expires_at_unix_ms, held.expires_at_unix_ms);
+    assert_eq!(fx.level("SKU-00000001").await.reserved, 2, "held once");
+    assert_eq!(
+        record_field(client, &rid, "lines").await.as_deref(),
+        Some(r#"[["SKU-00000001",2,0]]"#)
+    );
 
     // The text form the build before wrote: answered, and packed when it next changes.
     let old = format!("r\n{fp}\n{}\n[[\"SKU-00000001\",2,0]]", held.expires_at_unix_ms);
@@ -591,7 +662,8 @@ async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_
     assert_eq!(fx.level("SKU-00000001").await.reserved, 2, "held once");
     assert_eq!(fx.commit(&rid).await.expect("commit").levels[0].sold, 2);
     let raw = raw_record(client, &rid).await;
-    assert_eq!(&raw[..2], &[5u8, b'C'][..], "{raw:?}");
+    // 16 + the index of `C` in "prjPcClx".
+    assert_eq!(raw[0], 21, "{raw:?}");
     assert_eq!(
         record_field(client, &rid, "state").await.as_deref(),
         Some("committed")
@@ -632,7 +704,8 @@ async fn records_packed_with_the_fingerprint_as_text_still_answer_and_repack() {
     assert_eq!(conflict.expect_err("another request").code(), Code::AlreadyExists);
     assert_eq!(fx.commit(&rid).await.expect("commit").levels[0].sold, 2);
     let raw = raw_record(client, &rid).await;
-    assert_eq!(&raw[..2], &[5u8, b'C'][..], "repacked by its next write: {raw:?}");
+    // 16 + the index of `C` in "prjPcClx": the units and bucket as bytes.
+    assert_eq!(raw[0], 21, "repacked by its next write: {raw:?}");
     assert_eq!(
         record_field(client, &rid, "fp").await,
         Some(fingerprint(&[("SKU-V3".to_string(), 2)], 600))

@@ -164,13 +164,17 @@ pub const V3_RESERVE_SINGLE: &str = include_str!("../fixtures/v3_reserve_single.
 
 /// A one-line Reserve of bucket 0 exactly as the build at 7e674ff ran it (the keys and arguments
 /// the service passes today), held `ttl_ms` (the fingerprint is a 600 s request's). The reply as
-/// sent.
+/// sent. Its record goes to the per-slot layout; upgrading from that build needs the Reserve
+/// traffic drained, so such records predate the service's survey for them
+/// (`background::survey_per_slot_records`, which the sweeper's first pass runs): this forgets a
+/// survey that ran before, as it could not have seen the record.
 pub async fn v3_reserve_single(
     client: &Client,
     rid: &str,
     (sku, qty): (&str, i64),
     ttl_ms: i64,
 ) -> Vec<Value> {
+    let _: i64 = client.hdel(keys::RECORD_POOL, "per_slot").await.expect("hdel");
     let bucket = BucketKeys::new(sku, 0);
     let keys = vec![
         keys::reservation(rid),
