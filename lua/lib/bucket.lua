@@ -544,13 +544,18 @@ end
 local function hold_state(inv, holds)
   return hold_counts(inv, redis.call('EXISTS', holds) == 1)
 end
+-- One shard is the default (every reader, and every build before, takes a missing `hs` as 1), so
+-- a bucket stores `hs` only from two shards on: ~6 bytes less a spread-out SKU.
 local function hold_state_save(inv, st)
-  if st.bound then
-    redis.call('HSET', inv, 'hs', int(st.shards), 'hn', int(st.count), 'hx', int(st.bound))
-  else
-    redis.call('HSET', inv, 'hs', int(st.shards), 'hn', int(st.count))
-    if st.had then redis.call('HDEL', inv, 'hx') end
+  local fields = {'hn', int(st.count)}
+  if st.shards > 1 then
+    fields[3], fields[4] = 'hs', int(st.shards)
   end
+  if st.bound then
+    fields[#fields + 1], fields[#fields + 2] = 'hx', int(st.bound)
+  end
+  redis.call('HSET', inv, unpack(fields))
+  if not st.bound and st.had then redis.call('HDEL', inv, 'hx') end
   st.had = st.bound ~= nil
 end
 -- Stores rid's hold (replacing one of either layout); splits one shard when they are full.

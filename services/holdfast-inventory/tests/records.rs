@@ -519,6 +519,33 @@ async fn raw_record(client: &Client, rid: &str) -> Vec<u8> {
     value.expect("the record's field")
 }
 
+/// Overwrites `rid`'s record, where it is kept, with `value` as a build before wrote it.
+async fn put_raw_record(client: &Client, rid: &str, value: Vec<u8>) {
+    let (at, _) = record_at(client, rid).await.expect("record");
+    let (field, _) = packed_id(client, rid).await;
+    let _: i64 = client
+        .hset(
+            at.as_str(),
+            (
+                fred::types::Key::from(field.as_slice()),
+                fred::types::Value::Bytes(value.into()),
+            ),
+        )
+        .await
+        .expect("hset");
+}
+
+/// A replay of the 2-unit Reserve of `SKU-00000001` under `rid` gets its first answer (`expiry`)
+/// and holds nothing more.
+async fn replay_answers_once(fx: &Fixture, rid: &str, expiry: i64) {
+    let replay = fx
+        .reserve(rid, &[("SKU-00000001", 2)], 600)
+        .await
+        .expect("replay");
+    assert_eq!(replay.expires_at_unix_ms, expiry);
+    assert_eq!(fx.level("SKU-00000001").await.reserved, 2, "held once");
+}
+
 /// A hold's and a refusal's records are packed: a hold as one byte for its state, the
 /// fingerprint as 8 raw bytes, the expiry as 6, the units and the bucket as a byte each and the
 /// SKU; a refusal as a marker byte, the state letter, the fingerprint's 8 bytes and its shortage as
@@ -620,24 +647,8 @@ async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_
     five.extend(fp_bytes);
     five.extend(expiry_bytes);
     five.extend(b"2,0,SKU-00000001");
-    let (at, _) = record_at(client, &rid).await.expect("record");
-    let (field, _) = packed_id(client, &rid).await;
-    let _: i64 = client
-        .hset(
-            at.as_str(),
-            (
-                fred::types::Key::from(field.as_slice()),
-                fred::types::Value::Bytes(five.into()),
-            ),
-        )
-        .await
-        .expect("hset");
-    let replay = fx
-        .reserve(&rid, &[("SKU-00000001", 2)], 600)
-        .await
-        .expect("replay");
-    assert_eq!(replay.expires_at_unix_ms, held.expires_at_unix_ms);
-    assert_eq!(fx.level("SKU-00000001").await.reserved, 2, "held once");
+    put_raw_record(client, &rid, five).await;
+    replay_answers_once(&fx, &rid, held.expires_at_unix_ms).await;
     assert_eq!(
         record_field(client, &rid, "lines").await.as_deref(),
         Some(r#"[["SKU-00000001",2,0]]"#)
@@ -645,21 +656,8 @@ async fn one_line_records_pack_tight_and_text_records_of_the_build_before_still_
 
     // The text form the build before wrote: answered, and packed when it next changes.
     let old = format!("r\n{fp}\n{}\n[[\"SKU-00000001\",2,0]]", held.expires_at_unix_ms);
-    let (at, _) = record_at(client, &rid).await.expect("record");
-    let (field, _) = packed_id(client, &rid).await;
-    let _: i64 = client
-        .hset(
-            at.as_str(),
-            (fred::types::Key::from(field.as_slice()), old.as_str()),
-        )
-        .await
-        .expect("hset");
-    let replay = fx
-        .reserve(&rid, &[("SKU-00000001", 2)], 600)
-        .await
-        .expect("replay");
-    assert_eq!(replay.expires_at_unix_ms, held.expires_at_unix_ms);
-    assert_eq!(fx.level("SKU-00000001").await.reserved, 2, "held once");
+    put_raw_record(client, &rid, old.into_bytes()).await;
+    replay_answers_once(&fx, &rid, held.expires_at_unix_ms).await;
     assert_eq!(fx.commit(&rid).await.expect("commit").levels[0].sold, 2);
     let raw = raw_record(client, &rid).await;
     // 16 + the index of `C` in "prjPcClx".
