@@ -184,18 +184,20 @@ end
 -- Linear hashing (the hold shards and the record pools): the shard of a 32-bit hash `h` among
 -- `shards`. Going from n to n + 1 shards moves entries of shard n - P (P the largest power of two
 -- <= n) only, and only to shard n.
-local function lin_slot(h, shards)
+local function lin_half(shards)
   local p = 1
   while p * 2 <= shards do p = p * 2 end
+  return p
+end
+local function lin_slot(h, shards)
+  local p = lin_half(shards)
   local n = h % (2 * p)
   if n >= shards then n = h % p end
   return n
 end
 -- The shard that splits when `shards` grow by one (into itself and the new shard `shards`).
 local function lin_split_from(shards)
-  local p = 1
-  while p * 2 <= shards do p = p * 2 end
-  return shards - p
+  return shards - lin_half(shards)
 end
 local function id_hash(s)
   return tonumber(string.sub(redis.sha1hex(s), 1, 8), 16)

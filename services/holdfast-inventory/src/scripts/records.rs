@@ -95,6 +95,12 @@ pub enum Claim {
     Existing(Record),
 }
 
+/// The KEYS of a record script for `rid` on this Redis: pooled on standalone Redis, per-slot on a
+/// cluster ([`reservation_keys`]).
+fn record_keys(client: &Client, rid: &str) -> Vec<String> {
+    reservation_keys(rid, !client.is_clustered())
+}
+
 /// `reservation_claim.lua`: `owner` is the claimer's token (renewals and the final transition
 /// check it).
 pub async fn reservation_claim(
@@ -113,13 +119,7 @@ pub async fn reservation_claim(
         s(owner),
         s(rid),
     ];
-    let reply = run(
-        &RESERVATION_CLAIM,
-        client,
-        reservation_keys(rid, !client.is_clustered()),
-        args,
-    )
-    .await?;
+    let reply = run(&RESERVATION_CLAIM, client, record_keys(client, rid), args).await?;
     let first = string_at(&RESERVATION_CLAIM, &reply, 0)?;
     Ok(match first.as_str() {
         "claimed" if reply.len() == 1 => Claim::Claimed(None),
@@ -145,7 +145,7 @@ pub async fn reservation_renew(
     let reply = run(
         &RESERVATION_RENEW,
         client,
-        reservation_keys(rid, !client.is_clustered()),
+        record_keys(client, rid),
         vec![s(owner), s(lease_ms), s(rid)],
     )
     .await?;
@@ -157,7 +157,7 @@ pub async fn reservation_forget(client: &Client, rid: &str) -> Result<bool, Inve
     let reply = run(
         &RESERVATION_FORGET,
         client,
-        reservation_keys(rid, !client.is_clustered()),
+        record_keys(client, rid),
         vec![s(rid)],
     )
     .await?;
@@ -202,13 +202,7 @@ pub async fn reservation_transition(
         s(t.owner),
         s(rid),
     ];
-    let reply = run(
-        &RESERVATION_TRANSITION,
-        client,
-        reservation_keys(rid, !client.is_clustered()),
-        args,
-    )
-    .await?;
+    let reply = run(&RESERVATION_TRANSITION, client, record_keys(client, rid), args).await?;
     Ok((
         int_at(&RESERVATION_TRANSITION, &reply, 0)? == 1,
         Record {
