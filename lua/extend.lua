@@ -24,17 +24,8 @@ if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
   return redis.error_reply('ERR extend: bucket_index must be an integer >= 0')
 end
 
-local now = now_ms()
--- Purge first: extending a lapsed hold would resurrect units someone else may now hold.
-purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
-
-local qty, stored = hold_get(inv, holds, held, rid)
-if not qty or qty <= 0 then
+local expires_at = extend_hold(inv, holds, held, events, sku, bucket, rid, ttl_ms, now_ms())
+if not expires_at then
   return {0}
-end
-local expires_at = math.max(now + ttl_ms, stored)
-if expires_at > stored then
-  -- A hold of the old layout moves to the new one here.
-  hold_put(inv, holds, held, rid, qty, expires_at)
 end
 return {1, expires_at}

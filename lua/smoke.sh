@@ -123,11 +123,11 @@ emits=$(cat "$LUA"/*.lua "$LUA"/lib/*.lua | grep -c "^  redis.call('XADD', event
 expect "every XADD is the one in emit()" "$xadds" "$emits"
 for f in reserve reserve_single commit release extend set_stock adjust_stock availability sweep \
          rebalance_take rebalance_give reservation_claim reservation_transition stock_fence \
-         reservation_renew reservation_forget truth_snapshot truth_rebuild; do
+         reservation_renew reservation_forget reservation_extend truth_snapshot truth_rebuild; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
   grep -q "redis.call('TIME')" "$BODIES/$f.lua" || fail "$f.lua does not read Redis TIME"
 done
-pass "all 18 bucket scripts present and read TIME"
+pass "all 19 bucket scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
@@ -591,5 +591,53 @@ expect "5 calls at once, unlimited: all admitted, no TAT" "5 0 0 0 0" \
   "$(ev admission_take 'admission:{sku:F3}:reserve:tat' 'admission:{sku:F3}:limits' , reserve 0 1 5) $(rc exists 'admission:{sku:F3}:reserve:tat')"
 expect "calls of 0 is an error" "ERR admission_take: calls must be an integer 1..1000" \
   "$(ev admission_take $AT $AL , reserve 1 3 0)"
+
+# ---------------------------------------------------------------- reservation_extend
+# Two lines on E1 and E2, one record: every hold extended and the record moved in one call.
+ev set_stock $(kk E1) , 5 1 E1 0 >/dev/null; ev set_stock $(kk E2) , 5 1 E2 0 >/dev/null
+RX=x1; RXL='E1:2:0;E2:1:0'
+xk() { echo "$(rk $1) $(kk E1) inv:expiries:1 $(kk E2) inv:expiries:2"; }
+ev reserve $(kk E1) , $RX 2 60000 E1 0 >/dev/null; ev reserve $(kk E2) , $RX 1 30000 E2 0 >/dev/null
+ev reservation_claim $(rk $RX) , fpX "$RXL" 60000 600000 '' $RX >/dev/null
+exp=$(( $(now_ms) + 30000 ))
+ev reservation_transition $(rk $RX) , pending reserved $exp '' 0 600000 "$RXL" '' $RX >/dev/null
+t0=$(now_ms)
+out=$(ev reservation_extend $(xk $RX) , $RX reserved reserved 120000 900000 1 "$RXL" E1 0 E1 E2 0 E2)
+expect_re "extend every hold: moved, reserved, the earliest hold's expiry" "^1 reserved [0-9]{13} $RXL$" "$out"
+xe=$(cut -d' ' -f3 <<<"$out")
+(( xe >= t0 + 120000 && xe <= t0 + 121000 )) || fail "reservation_extend: expiry $xe not ~ now+120s"
+expect "both holds and the record carry it" "$xe $xe $xe" \
+  "$(hold E1 $RX | cut -d' ' -f2) $(hold E2 $RX | cut -d' ' -f2) $(recf $RX expires_at)"
+expect "the sweeper's index has both buckets" "1 1" "$(rc zscore inv:expiries:1 E1 | grep -c .) $(rc zscore inv:expiries:2 E2 | grep -c .)"
+at=($(recat $RX))
+(( at[1] >= 899000 )) || fail "reservation_extend: record retention ${at[1]} not refreshed"
+pass "the record's retention refreshed"
+expect "other lines than the record's are refused, nothing written" "0 reserved $xe $RXL $xe" \
+  "$(ev reservation_extend $(xk $RX) , $RX reserved reserved 300000 900000 1 'E1:2:0' E1 0 E1 E2 0 E2) $(hold E1 $RX | cut -d' ' -f2)"
+expect "a wrong from state is refused" "0 reserved $xe $RXL" \
+  "$(ev reservation_extend $(xk $RX) , $RX preparing committing 300000 900000 0 "$RXL" E1 0 E1 E2 0 E2)"
+ev reservation_transition $(rk $RX) , reserved preparing -1 '' 1 600000 '' '' $RX >/dev/null
+out=$(ev reservation_extend $(xk $RX) , $RX preparing committing 600000 1200000 0 "$RXL" E1 0 E1 E2 0 E2)
+expect_re "commit's lease: preparing -> committing" "^1 committing [0-9]{13} $RXL$" "$out"
+expect "the lease never shortens a hold, and the record is committing" "committing $(cut -d' ' -f3 <<<"$out")" \
+  "$(recf $RX state) $(hold E1 $RX | cut -d' ' -f2)"
+# A line whose hold lapsed: the other is extended, the record stays.
+RY=x2; RYL='E1:1:0;E2:1:0'
+ev reserve $(kk E1) , $RY 1 60000 E1 0 >/dev/null; ev reserve $(kk E2) , $RY 1 50 E2 0 >/dev/null
+ev reservation_claim $(rk $RY) , fpY "$RYL" 60000 600000 '' $RY >/dev/null
+exp=$(( $(now_ms) + 60000 ))
+ev reservation_transition $(rk $RY) , pending reserved $exp '' 0 600000 "$RYL" '' $RY >/dev/null
+sleep 0.2
+e2before=$(events_of 'inv:{E2}:events' expired)
+expect "a lapsed line: 2, the record unchanged" "2 reserved $exp $RYL" \
+  "$(ev reservation_extend $(xk $RY) , $RY reserved reserved 120000 900000 1 "$RYL" E1 0 E1 E2 0 E2)"
+expect "the lapsed hold was purged (expired event), never revived" "$((e2before + 1)) 0" \
+  "$(events_of 'inv:{E2}:events' expired) $(has E2 $RY)"
+expect "an edge outside the two is an error" \
+  "ERR reservation_extend: (from, to) must be (reserved, reserved) or (preparing, committing)" \
+  "$(ev reservation_extend $(xk $RY) , $RY reserved committing 1 1 0 "$RYL" E1 0 E1 E2 0 E2)"
+expect "KEYS and lines must agree" \
+  "ERR reservation_extend: one line (5 KEYS, 3 arguments) at least, and as many KEYS as arguments" \
+  "$(ev reservation_extend $(xk $RY) , $RY reserved reserved 1 1 0 "$RYL" E1 0 E1)"
 
 echo "all $n checks passed"

@@ -1,6 +1,6 @@
 --! prelude: base, hold_index, bucket
--- lib/bucket_purge.lua: the lazy expiry of lapsed holds (a prelude, after base and bucket;
--- lua/README.md).
+-- lib/bucket_purge.lua: the lazy expiry of lapsed holds, and the extension of a live one (which
+-- purges first); a prelude, after base and bucket (lua/README.md).
 
 -- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
 -- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
@@ -65,4 +65,21 @@ local function purge(inv, holds, held, events, sku, bucket, now, limit, keep)
   if touched then redis.call('HSET', inv, 'hn', int(math.max(count, 0))) end
   if touched or emptied then hold_forget_if_empty(inv, index) end
   return purged
+end
+
+-- Moves `rid`'s hold in a bucket to max(stored expiry, now + ttl_ms), never earlier: an Extend
+-- racing a Commit must not cut the commit's longer lease short. The bucket is purged first:
+-- extending a lapsed hold would resurrect units someone else may now hold. Returns the hold's
+-- expiry now, or nil when the bucket has no live hold of `rid` (an expired one is purged,
+-- never revived).
+local function extend_hold(inv, holds, held, events, sku, bucket, rid, ttl_ms, now)
+  purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, nil)
+  local qty, stored = hold_get(inv, holds, held, rid)
+  if not qty or qty <= 0 then return nil end
+  local expires_at = math.max(now + ttl_ms, stored)
+  if expires_at > stored then
+    -- A hold of the old layout moves to the new one here.
+    hold_put(inv, holds, held, rid, qty, expires_at)
+  end
+  return expires_at
 end

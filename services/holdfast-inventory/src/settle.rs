@@ -11,7 +11,7 @@ use crate::error::InventoryError;
 use crate::keys::{self, BucketKeys};
 use crate::metrics;
 use crate::reservations::{Line, RECORD_RETENTION, decode, expired, ms};
-use crate::scripts::{self, Record, Transition};
+use crate::scripts::{self, ExtendAll, Extended, Record, Transition};
 use crate::stock::Stock;
 
 /// Hold lifetime while a commit is under way (holds are never shortened by it: a longer TTL is
@@ -56,6 +56,32 @@ impl Stock {
                     None => return Err(expired(rid)),
                     Some(now) => now,
                 },
+                // Standalone Redis: the holds' extension and the move in one script.
+                "preparing" if !client.is_clustered() && !lines.is_empty() => {
+                    let buckets: Vec<BucketKeys> =
+                        lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)).collect();
+                    let lease = ExtendAll {
+                        from: "preparing",
+                        to: "committing",
+                        ttl_ms: ms(COMMIT_LEASE),
+                        retention_ms: retention + ms(COMMIT_LEASE),
+                        require_live: false,
+                        lines: &record.lines,
+                        buckets: &buckets,
+                    };
+                    match scripts::reservation_extend(client, rid, lease).await? {
+                        Extended::Moved(now) => {
+                            deadline = now.expires_at;
+                            now.state
+                        }
+                        Extended::Refused(now) => now.state,
+                        // A hold is gone: it lapsed, or a faster caller already committed it.
+                        Extended::HoldGone(_) => match self.expire(rid, "preparing", &lines).await? {
+                            None => return Err(expired(rid)),
+                            Some(now) => now,
+                        },
+                    }
+                }
                 "preparing" => {
                     // Extend every hold first: once all are extended none can lapse, so the
                     // commit below cannot half-succeed.
@@ -284,20 +310,29 @@ impl Stock {
         };
         let (live, record) = scripts::reservation_transition(client, rid, check.clone()).await?;
         if !live {
-            return Err(match record.state.as_str() {
-                "" => InventoryError::NotFound(rid.to_string()),
-                "reserved" | "expired" => expired(rid),
-                // A Reserve is still holding its lines (or died mid-way; the next Reserve of
-                // the id takes its claim over once the lease lapses), as Commit answers.
-                "pending" => InventoryError::Busy(rid.to_string()),
-                state => InventoryError::precondition(
-                    "RESERVATION_NOT_LIVE",
-                    rid,
-                    format!("reservation is {state}; only a live reservation can be extended"),
-                ),
-            });
+            return Err(not_extendable(rid, &record.state));
         }
         let lines: Vec<Line> = decode(&record.lines);
+        if !client.is_clustered() && !lines.is_empty() {
+            // Standalone Redis: every hold's extension, its index entry and the record's new
+            // expiry in one script.
+            let buckets: Vec<BucketKeys> = lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)).collect();
+            let all = ExtendAll {
+                from: "reserved",
+                to: "reserved",
+                ttl_ms,
+                retention_ms: check.retention_ms,
+                require_live: true,
+                lines: &record.lines,
+                buckets: &buckets,
+            };
+            return match scripts::reservation_extend(client, rid, all).await? {
+                Extended::Moved(now) => Ok(now.expires_at),
+                Extended::HoldGone(_) => Err(expired(rid)),
+                // Settled (or lapsed) since the check above.
+                Extended::Refused(now) => Err(not_extendable(rid, &now.state)),
+            };
+        }
         let extended = try_join_all(
             lines
                 .iter()
@@ -342,4 +377,20 @@ async fn redis_now_ms(stock: &Stock) -> Result<i64, InventoryError> {
         })
     };
     Ok(parse(&secs)? * 1000 + parse(&micros)? / 1000)
+}
+
+/// Why Extend refuses a reservation that is not live in `state`.
+fn not_extendable(rid: &str, state: &str) -> InventoryError {
+    match state {
+        "" => InventoryError::NotFound(rid.to_string()),
+        "reserved" | "expired" => expired(rid),
+        // A Reserve is still holding its lines (or died mid-way; the next Reserve of the id
+        // takes its claim over once the lease lapses), as Commit answers.
+        "pending" => InventoryError::Busy(rid.to_string()),
+        state => InventoryError::precondition(
+            "RESERVATION_NOT_LIVE",
+            rid,
+            format!("reservation is {state}; only a live reservation can be extended"),
+        ),
+    }
 }

@@ -10,7 +10,7 @@ mod layout_support;
 
 use std::sync::Arc;
 
-use common::{Fixture, reserved};
+use common::{Fixture, evalsha_calls, reserved};
 use fred::prelude::{ClientLike, KeysInterface, StreamsInterface, Value};
 use futures::future::join_all;
 use holdfast_inventory::keys::{self, BucketKeys};
@@ -23,19 +23,6 @@ use holdfast_testkit::RedisServer;
 
 const UNITS: i64 = 100;
 const BUYERS: usize = 2000;
-
-/// EVALSHA calls Redis has run so far (`INFO commandstats`).
-async fn evalsha_calls(client: &fred::prelude::Client) -> u64 {
-    let info: String = client
-        .info(Some(fred::types::InfoKind::CommandStats))
-        .await
-        .expect("info");
-    info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|calls| calls.parse().ok())
-        .unwrap_or(0)
-}
 
 async fn buyers(fx: &Fixture, sku: &str) -> Vec<(String, ReserveResponse)> {
     join_all((0..BUYERS).map(|i| async move {

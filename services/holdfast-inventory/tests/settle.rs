@@ -6,9 +6,11 @@ mod layout_support;
 
 use std::time::Duration;
 
-use common::{Fixture, idle, reserved};
+use common::{Fixture, evalsha_calls, idle, reserved};
+use fred::prelude::StreamsInterface;
 use holdfast_inventory::keys::BucketKeys;
 use holdfast_inventory::scripts::{self, Claim, Transition};
+use holdfast_proto::inventory::v1::ExtendRequest;
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -29,6 +31,109 @@ async fn interrupted_in_preparing(fx: &Fixture, rid: &str, sku: &str) {
     scripts::extend(fx.redis(), &BucketKeys::new(sku, 0), rid, 86_400_000)
         .await
         .expect("extend");
+}
+
+/// Waits (polling, at most 10 s) until the relay has published every outbox entry of `skus`:
+/// after that nothing but the test's own calls runs scripts.
+async fn outbox_drained(fx: &Fixture, skus: &[&str]) {
+    for _ in 0..1000 {
+        let mut left = 0u64;
+        for sku in skus {
+            let len: u64 = fx
+                .redis()
+                .xlen(BucketKeys::new(sku, 0).events())
+                .await
+                .expect("xlen");
+            left += len;
+        }
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the relay did not publish the outbox of {skus:?}");
+}
+
+#[tokio::test]
+async fn on_standalone_redis_an_extend_moves_every_hold_and_the_record_in_one_script_call() {
+    const RESERVATIONS: u64 = 10;
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("A", 50, 1).await;
+    fx.set_stock("B", 50, 1).await;
+    let mut first = Vec::new();
+    for i in 0..RESERVATIONS {
+        let rid = format!("two-{i}");
+        let answer = fx.reserve(&rid, &[("A", 2), ("B", 1)], 5).await.expect("reserve");
+        assert!(reserved(&answer));
+        first.push((rid, answer.expires_at_unix_ms));
+    }
+    outbox_drained(&fx, &["A", "B"]).await;
+
+    let before = evalsha_calls(fx.redis()).await;
+    let mut until = Vec::new();
+    for (rid, _) in &first {
+        let extended = fx
+            .client
+            .clone()
+            .extend(ExtendRequest {
+                reservation_id: rid.clone(),
+                ttl_seconds: 600,
+            })
+            .await
+            .expect("extend")
+            .into_inner();
+        until.push(extended.expires_at_unix_ms);
+    }
+    // A cluster (and every build before) runs 2 + 2 per line: the check, an extend.lua per
+    // line, the record's move (and an index write per line, not a script).
+    assert_eq!(
+        evalsha_calls(fx.redis()).await - before,
+        2 * RESERVATIONS,
+        "per Extend: the record's check, then every hold and the record in one call"
+    );
+    for ((rid, was), until) in first.iter().zip(&until) {
+        assert!(
+            *until >= was + 590_000,
+            "{rid}: {until} not ~10 min on from {was}"
+        );
+        for sku in ["A", "B"] {
+            let (_, hold) = layout_support::hold_of(fx.redis(), &BucketKeys::new(sku, 0), rid)
+                .await
+                .expect("hold");
+            assert_eq!(hold, *until, "{rid}: the hold on {sku} carries the answer");
+        }
+    }
+    // The holds outlive their first expiry, and commit as ever.
+    fx.wait_redis_time_past(first.iter().map(|(_, was)| *was).max().unwrap_or_default())
+        .await;
+    for (rid, _) in &first {
+        fx.commit(rid).await.expect("commit after extend");
+    }
+    let (a, b) = (fx.level("A").await, fx.level("B").await);
+    assert_eq!((a.sold, a.reserved, b.sold, b.reserved), (20, 0, 10, 0));
+}
+
+#[tokio::test]
+async fn a_commit_of_two_lines_one_of_them_lapsed_expires_and_gives_the_other_back() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("A", 5, 1).await;
+    fx.set_stock("B", 5, 1).await;
+    let answer = fx
+        .reserve("half", &[("A", 2), ("B", 1)], 600)
+        .await
+        .expect("reserve");
+    assert!(reserved(&answer));
+    // B's hold lapses on its own (the record still says 10 minutes): the lease cannot cover it.
+    layout_support::lapse_hold(fx.redis(), &BucketKeys::new("B", 0), "half").await;
+
+    let refused = fx.commit("half").await.expect_err("a line lapsed");
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let (a, b) = (fx.level("A").await, fx.level("B").await);
+    assert_eq!(
+        (a.sold, a.reserved, a.available, b.sold, b.reserved, b.available),
+        (0, 0, 5, 0, 0, 5),
+        "nothing sold, both lines' units back"
+    );
 }
 
 #[tokio::test]

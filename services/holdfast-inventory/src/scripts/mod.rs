@@ -25,6 +25,7 @@ holdfast_platform::lua_scripts! {
     REBALANCE_GIVE => "rebalance_give.lua",
     RESERVATION_CLAIM => "reservation_claim.lua",
     RESERVATION_TRANSITION => "reservation_transition.lua",
+    RESERVATION_EXTEND => "reservation_extend.lua",
     OUTBOX_ACK => "outbox_ack.lua",
     STOCK_FENCE => "stock_fence.lua",
     RESERVATION_RENEW => "reservation_renew.lua",

@@ -1,14 +1,15 @@
 //! Upkeep and reservation records: sweep, rebalance between buckets, claim, renew and
-//! transition a reservation record, acknowledge published outbox entries.
+//! transition a reservation record (alone, or with every hold's extension on standalone Redis),
+//! acknowledge published outbox entries.
 
 use fred::prelude::{Client, ClientLike, Value};
 
 use super::{
-    OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_FORGET, RESERVATION_RENEW,
-    RESERVATION_TRANSITION, SWEEP, bucket_keys4, int_at, run, s, string_at,
+    OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_EXTEND, RESERVATION_FORGET,
+    RESERVATION_RENEW, RESERVATION_TRANSITION, SWEEP, bucket_keys4, int_at, run, s, string_at,
 };
 use crate::error::InventoryError;
-use crate::keys::{BucketKeys, reservation_keys};
+use crate::keys::{BucketKeys, expiry_index, reservation_keys};
 
 /// `sweep.lua`: (holds expired now, expiry of the next hold or `None`).
 pub async fn sweep(
@@ -212,6 +213,74 @@ pub async fn reservation_transition(
             lines: string_at(&RESERVATION_TRANSITION, &reply, 3)?,
         },
     ))
+}
+
+/// What `reservation_extend.lua` is asked: extend every hold of a reservation to `ttl_ms` from
+/// now and move its record `from` -> `to` in the same step (standalone Redis only: the record
+/// and the lines' buckets must be on one node).
+#[derive(Debug, Clone, Copy)]
+pub struct ExtendAll<'a> {
+    /// `reserved` (Extend) or `preparing` (Commit's lease).
+    pub from: &'a str,
+    /// `reserved` from `reserved`, `committing` from `preparing`.
+    pub to: &'a str,
+    /// Each hold's new lifetime from now (never shortened).
+    pub ttl_ms: i64,
+    /// Record retention from now, after the move.
+    pub retention_ms: i64,
+    /// Refuse unless the record's stored expiry is in the future.
+    pub require_live: bool,
+    /// The record's lines as read: the script refuses any other (its KEYS come from these).
+    pub lines: &'a str,
+    /// The buckets of those lines, in order.
+    pub buckets: &'a [BucketKeys],
+}
+
+/// What `reservation_extend.lua` did; each carries the record as stored after the call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Extended {
+    /// Every hold extended, the record moved; its expiry is the earliest hold's.
+    Moved(Record),
+    /// Nothing written: the record is not in `from` with these lines, or it lapsed.
+    Refused(Record),
+    /// A line has no live hold: the others were extended, the record is unchanged.
+    HoldGone(Record),
+}
+
+/// `reservation_extend.lua`: one call for what `extend.lua` per line and a
+/// `reservation_transition.lua` do on a cluster.
+pub async fn reservation_extend(
+    client: &Client,
+    rid: &str,
+    e: ExtendAll<'_>,
+) -> Result<Extended, InventoryError> {
+    let mut key_list = record_keys(client, rid);
+    let mut args = vec![
+        s(rid),
+        s(e.from),
+        s(e.to),
+        s(e.ttl_ms),
+        s(e.retention_ms),
+        s(u8::from(e.require_live)),
+        s(e.lines),
+    ];
+    for bucket in e.buckets {
+        key_list.extend(bucket_keys4(bucket));
+        key_list.push(expiry_index(&bucket.tag));
+        args.extend([s(&bucket.sku), s(bucket.index), s(&bucket.tag)]);
+    }
+    let reply = run(&RESERVATION_EXTEND, client, key_list, args).await?;
+    let record = Record {
+        state: string_at(&RESERVATION_EXTEND, &reply, 1)?,
+        expires_at: int_at(&RESERVATION_EXTEND, &reply, 2)?,
+        shortages: String::new(),
+        lines: string_at(&RESERVATION_EXTEND, &reply, 3)?,
+    };
+    Ok(match int_at(&RESERVATION_EXTEND, &reply, 0)? {
+        1 => Extended::Moved(record),
+        2 => Extended::HoldGone(record),
+        _ => Extended::Refused(record),
+    })
 }
 
 /// `outbox_ack.lua`: deletes the published entries, every one up to and including `last` (the

@@ -221,3 +221,16 @@ pub async fn next_event(
 pub fn reserved(r: &ReserveResponse) -> bool {
     r.status == ReservationStatus::Reserved as i32
 }
+
+/// EVALSHA calls Redis has run so far (`INFO commandstats`).
+pub async fn evalsha_calls(client: &Client) -> u64 {
+    let info: String = client
+        .info(Some(fred::types::InfoKind::CommandStats))
+        .await
+        .expect("info");
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|calls| calls.parse().ok())
+        .unwrap_or(0)
+}
