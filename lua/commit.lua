@@ -24,20 +24,8 @@ if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
   return redis.error_reply('ERR commit: bucket_index must be an integer >= 0')
 end
 
-local now = now_ms()
-purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, rid)
-
--- Removing it first also drops a stray entry that held nothing, so it cannot linger.
-local qty = hold_del(inv, holds, held, rid)
-if qty <= 0 then
+local done = commit_hold(inv, holds, held, events, sku, bucket, rid, now_ms())
+if not done then
   return {0}
 end
-
-local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
-local on_hand = num(lv[1]) - qty
-local reserved = math.max(num(lv[2]) - qty, 0)
-local sold = num(lv[3]) + qty
-redis.call('HSET', inv, 'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold))
-emit(inv, events, {'type', 'committed', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-  'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
-return {1, qty, on_hand, reserved, sold}
+return {1, done[1], done[2], done[3], done[4]}

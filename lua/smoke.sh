@@ -123,11 +123,11 @@ emits=$(cat "$LUA"/*.lua "$LUA"/lib/*.lua | grep -c "^  redis.call('XADD', event
 expect "every XADD is the one in emit()" "$xadds" "$emits"
 for f in reserve reserve_single commit release extend set_stock adjust_stock availability sweep \
          rebalance_take rebalance_give reservation_claim reservation_transition stock_fence \
-         reservation_renew reservation_forget reservation_extend truth_snapshot truth_rebuild; do
+         reservation_renew reservation_forget reservation_extend reservation_commit truth_snapshot truth_rebuild; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
   grep -q "redis.call('TIME')" "$BODIES/$f.lua" || fail "$f.lua does not read Redis TIME"
 done
-pass "all 19 bucket scripts present and read TIME"
+pass "all 20 bucket scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
@@ -639,5 +639,34 @@ expect "an edge outside the two is an error" \
 expect "KEYS and lines must agree" \
   "ERR reservation_extend: one line (5 KEYS, 3 arguments) at least, and as many KEYS as arguments" \
   "$(ev reservation_extend $(xk $RY) , $RY reserved reserved 1 1 0 "$RYL" E1 0 E1)"
+
+# ---------------------------------------------------------------- reservation_commit
+ck() { echo "$(rk $1) $(kk E1) $(kk E2)"; }
+xexp=$(recf $RX expires_at)
+expect "commit every line and the record: moved, 2 holds" "1 committed $xexp $RXL 2" \
+  "$(ev reservation_commit $(ck $RX) , $RX 86400000 "$RXL" E1 0 E2 0)"
+expect "sold (x2 still holds 1 of E1), the holds gone, the record committed" "3 1 2 4 1 0 0 committed" \
+  "$(rc hmget 'inv:{E1}' on_hand reserved sold) $(rc hget 'inv:{E2}' on_hand) $(rc hget 'inv:{E2}' sold) $(has E1 $RX) $(has E2 $RX) $(recf $RX state)"
+expect "one committed entry a line" "1 1" \
+  "$(events_of 'inv:{E1}:events' committed) $(events_of 'inv:{E2}:events' committed)"
+expect "a committed record is refused, nothing written" "0 committed $xexp $RXL 0 3" \
+  "$(ev reservation_commit $(ck $RX) , $RX 86400000 "$RXL" E1 0 E2 0) $(rc hget 'inv:{E1}' on_hand)"
+# A retry after the lease that finds a line's hold gone: the found one is committed, the record
+# stays committing.
+RZ=x3; RZL='E1:1:0;E2:1:0'
+ev reserve $(kk E1) , $RZ 1 60000 E1 0 >/dev/null
+ev reservation_claim $(rk $RZ) , fpZ "$RZL" 60000 600000 '' $RZ >/dev/null
+zexp=$(( $(now_ms) + 50 ))
+ev reservation_transition $(rk $RZ) , pending reserved $zexp '' 0 600000 "$RZL" '' $RZ >/dev/null
+ev reservation_transition $(rk $RZ) , reserved preparing -1 '' 0 600000 '' '' $RZ >/dev/null
+ev reservation_transition $(rk $RZ) , preparing committing -1 '' 0 600000 '' '' $RZ >/dev/null
+sleep 0.2
+expect "a hold missing after the lease: 2, one committed" "2 committing $zexp $RZL 1" \
+  "$(ev reservation_commit $(ck $RZ) , $RZ 86400000 "$RZL" E1 0 E2 0)"
+expect "the found one sold, the record still committing" "3 committing" \
+  "$(rc hget 'inv:{E1}' sold) $(recf $RZ state)"
+expect "KEYS and lines must agree (commit)" \
+  "ERR reservation_commit: one line (4 KEYS, 2 arguments) at least, and as many KEYS as arguments" \
+  "$(ev reservation_commit $(ck $RZ) , $RZ 86400000 "$RZL" E1 0)"
 
 echo "all $n checks passed"

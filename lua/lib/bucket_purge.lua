@@ -1,6 +1,6 @@
 --! prelude: base, hold_index, bucket
--- lib/bucket_purge.lua: the lazy expiry of lapsed holds, and the extension of a live one (which
--- purges first); a prelude, after base and bucket (lua/README.md).
+-- lib/bucket_purge.lua: the lazy expiry of lapsed holds, and what purges first: extending a live
+-- hold and committing one; a prelude, after base and bucket (lua/README.md).
 
 -- Lazy expiry: a lapsed hold must stop counting the moment anyone touches the bucket, not when
 -- the sweeper gets round to it. Bounded per call so one script never blocks Redis for long.
@@ -82,4 +82,24 @@ local function extend_hold(inv, holds, held, events, sku, bucket, rid, ttl_ms, n
     hold_put(inv, holds, held, rid, qty, expires_at)
   end
   return expires_at
+end
+
+-- Turns `rid`'s hold in a bucket into a sale (on_hand and reserved fall, sold rises) with a
+-- `committed` outbox entry. Other lapsed holds are purged first, never rid's own: the commit
+-- protocol extended it, so if it is still here its units were never given to anyone else.
+-- Returns {qty, on_hand, reserved, sold}, or nil without a hold (never held, released, purged,
+-- or committed already).
+local function commit_hold(inv, holds, held, events, sku, bucket, rid, now)
+  purge(inv, holds, held, events, sku, bucket, now, PURGE_LIMIT, rid)
+  -- Removing it first also drops a stray entry that held nothing, so it cannot linger.
+  local qty = hold_del(inv, holds, held, rid)
+  if qty <= 0 then return nil end
+  local lv = redis.call('HMGET', inv, 'on_hand', 'reserved', 'sold')
+  local on_hand = num(lv[1]) - qty
+  local reserved = math.max(num(lv[2]) - qty, 0)
+  local sold = num(lv[3]) + qty
+  redis.call('HSET', inv, 'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold))
+  emit(inv, events, {'type', 'committed', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
+    'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now)})
+  return {qty, on_hand, reserved, sold}
 end

@@ -11,7 +11,7 @@ use crate::error::InventoryError;
 use crate::keys::{self, BucketKeys};
 use crate::metrics;
 use crate::reservations::{Line, RECORD_RETENTION, decode, expired, ms};
-use crate::scripts::{self, ExtendAll, Extended, Record, Transition};
+use crate::scripts::{self, Committed, ExtendAll, Extended, Record, Transition};
 use crate::stock::Stock;
 
 /// Hold lifetime while a commit is under way (holds are never shortened by it: a longer TTL is
@@ -126,45 +126,60 @@ impl Stock {
                     // The store first: every unit Redis counts as sold is in the durable truth.
                     let sales: Vec<(&str, i64)> = lines.iter().map(|l| (l.sku.as_str(), l.qty)).collect();
                     self.record_sales(rid, &sales).await?;
-                    let committed = try_join_all(
-                        lines
-                            .iter()
-                            .map(|line| BucketKeys::new(&line.sku, line.bucket))
-                            .map(|keys| async move { scripts::commit(client, &keys, rid).await }),
-                    )
-                    .await?;
-                    if committed.iter().any(Option::is_none) && redis_now_ms(self).await? > deadline {
-                        metrics::holds_committed(committed.iter().filter(|c| c.is_some()).count());
-                        tracing::error!(
-                            %rid, deadline,
-                            "commit retried after its lease: some holds are gone and may have lapsed, not sold; reconcile by hand"
-                        );
-                        return Err(InventoryError::precondition(
-                            "COMMIT_LEASE_LAPSED",
-                            rid,
-                            "the commit was interrupted and retried after its lease; some lines may not be sold",
-                        ));
-                    }
-                    metrics::holds_committed(committed.iter().filter(|c| c.is_some()).count());
+                    let buckets: Vec<BucketKeys> =
+                        lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)).collect();
                     let settings = self.settings();
-                    if settings.wait_replicas > 0 {
-                        // Same connection as the commit scripts: WAIT covers their writes.
-                        crate::truth::wait_replicas(client, settings.wait_replicas, settings.wait_timeout)
+                    if !client.is_clustered() && !buckets.is_empty() && settings.wait_replicas == 0 {
+                        // Standalone Redis: every line's commit and the record's last move in one
+                        // script.
+                        match scripts::reservation_commit(client, rid, &record.lines, &buckets, retention)
+                            .await?
+                        {
+                            Committed::Moved { holds } => {
+                                metrics::holds_committed(holds);
+                                self.touched(buckets);
+                                "committed".to_string()
+                            }
+                            Committed::LeaseLapsed { holds } => {
+                                metrics::holds_committed(holds);
+                                return Err(lease_lapsed(rid, deadline));
+                            }
+                            Committed::Refused(now) => now.state,
+                        }
+                    } else {
+                        let committed = try_join_all(
+                            buckets
+                                .iter()
+                                .map(|keys| async move { scripts::commit(client, keys, rid).await }),
+                        )
+                        .await?;
+                        metrics::holds_committed(committed.iter().filter(|c| c.is_some()).count());
+                        if committed.iter().any(Option::is_none) && redis_now_ms(self).await? > deadline {
+                            return Err(lease_lapsed(rid, deadline));
+                        }
+                        if settings.wait_replicas > 0 {
+                            // Same connection as the commit scripts: WAIT covers their writes.
+                            crate::truth::wait_replicas(
+                                client,
+                                settings.wait_replicas,
+                                settings.wait_timeout,
+                            )
                             .await?;
+                        }
+                        self.touched(buckets);
+                        scripts::reservation_transition(
+                            client,
+                            rid,
+                            Transition {
+                                from: "committing",
+                                to: "committed",
+                                retention_ms: retention,
+                                ..Default::default()
+                            },
+                        )
+                        .await?;
+                        "committed".to_string()
                     }
-                    self.touched(lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
-                    scripts::reservation_transition(
-                        client,
-                        rid,
-                        Transition {
-                            from: "committing",
-                            to: "committed",
-                            retention_ms: retention,
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
-                    "committed".to_string()
                 }
                 "" => {
                     return match self.durable_sale(rid, skus_hint).await? {
@@ -393,4 +408,18 @@ fn not_extendable(rid: &str, state: &str) -> InventoryError {
             format!("reservation is {state}; only a live reservation can be extended"),
         ),
     }
+}
+
+/// A commit retried after its lease found a hold missing: it may have lapsed (its units sold on)
+/// rather than committed, so the sale is not claimed.
+fn lease_lapsed(rid: &str, deadline: i64) -> InventoryError {
+    tracing::error!(
+        %rid, deadline,
+        "commit retried after its lease: some holds are gone and may have lapsed, not sold; reconcile by hand"
+    );
+    InventoryError::precondition(
+        "COMMIT_LEASE_LAPSED",
+        rid,
+        "the commit was interrupted and retried after its lease; some lines may not be sold",
+    )
 }

@@ -55,7 +55,7 @@ async fn outbox_drained(fx: &Fixture, skus: &[&str]) {
 }
 
 #[tokio::test]
-async fn on_standalone_redis_an_extend_moves_every_hold_and_the_record_in_one_script_call() {
+async fn on_standalone_redis_extend_and_commit_move_every_hold_and_the_record_in_one_script_call() {
     const RESERVATIONS: u64 = 10;
     let fx = Fixture::standalone_with(idle()).await;
     fx.set_stock("A", 50, 1).await;
@@ -106,9 +106,18 @@ async fn on_standalone_redis_an_extend_moves_every_hold_and_the_record_in_one_sc
     // The holds outlive their first expiry, and commit as ever.
     fx.wait_redis_time_past(first.iter().map(|(_, was)| *was).max().unwrap_or_default())
         .await;
+    let before = evalsha_calls(fx.redis()).await;
     for (rid, _) in &first {
         fx.commit(rid).await.expect("commit after extend");
     }
+    // Per two-line Commit: `reserved -> preparing`, the lease, every line's commit with the last
+    // move (a cluster: 1 + 2 + 1 + 2 + 1); then its answer reads each SKU's level, and the relay
+    // acknowledges the `committed` entries (at most one call per entry).
+    let calls = evalsha_calls(fx.redis()).await - before;
+    assert!(
+        calls <= RESERVATIONS * (3 + 2 + 2),
+        "{calls} script calls for {RESERVATIONS} commits"
+    );
     let (a, b) = (fx.level("A").await, fx.level("B").await);
     assert_eq!((a.sold, a.reserved, b.sold, b.reserved), (20, 0, 10, 0));
 }

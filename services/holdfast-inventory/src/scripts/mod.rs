@@ -26,6 +26,7 @@ holdfast_platform::lua_scripts! {
     RESERVATION_CLAIM => "reservation_claim.lua",
     RESERVATION_TRANSITION => "reservation_transition.lua",
     RESERVATION_EXTEND => "reservation_extend.lua",
+    RESERVATION_COMMIT => "reservation_commit.lua",
     OUTBOX_ACK => "outbox_ack.lua",
     STOCK_FENCE => "stock_fence.lua",
     RESERVATION_RENEW => "reservation_renew.lua",

@@ -1,12 +1,13 @@
 //! Upkeep and reservation records: sweep, rebalance between buckets, claim, renew and
-//! transition a reservation record (alone, or with every hold's extension on standalone Redis),
-//! acknowledge published outbox entries.
+//! transition a reservation record (alone, or with every hold's extension or commit on
+//! standalone Redis), acknowledge published outbox entries.
 
 use fred::prelude::{Client, ClientLike, Value};
 
 use super::{
-    OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_EXTEND, RESERVATION_FORGET,
-    RESERVATION_RENEW, RESERVATION_TRANSITION, SWEEP, bucket_keys4, int_at, run, s, string_at,
+    OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_COMMIT, RESERVATION_EXTEND,
+    RESERVATION_FORGET, RESERVATION_RENEW, RESERVATION_TRANSITION, SWEEP, bucket_keys4, int_at, run, s,
+    string_at,
 };
 use crate::error::InventoryError;
 use crate::keys::{BucketKeys, expiry_index, reservation_keys};
@@ -280,6 +281,55 @@ pub async fn reservation_extend(
         1 => Extended::Moved(record),
         2 => Extended::HoldGone(record),
         _ => Extended::Refused(record),
+    })
+}
+
+/// What `reservation_commit.lua` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Committed {
+    /// Every hold committed (`holds` by this call; a missing one was committed before, within
+    /// the lease) and the record moved to `committed`.
+    Moved {
+        /// Holds this call committed.
+        holds: usize,
+    },
+    /// Nothing written: the record is not `committing` with these lines.
+    Refused(Record),
+    /// A hold is missing after the lease ran out (it may have lapsed, not committed): the found
+    /// ones (`holds`) were committed, the record stays `committing`.
+    LeaseLapsed {
+        /// Holds this call committed.
+        holds: usize,
+    },
+}
+
+/// `reservation_commit.lua`: one call for what `commit.lua` per line and the record's last
+/// `reservation_transition.lua` do on a cluster (standalone Redis only). `buckets` are the
+/// buckets of `lines`, in order; `retention_ms` the committed record's.
+pub async fn reservation_commit(
+    client: &Client,
+    rid: &str,
+    lines: &str,
+    buckets: &[BucketKeys],
+    retention_ms: i64,
+) -> Result<Committed, InventoryError> {
+    let mut key_list = record_keys(client, rid);
+    let mut args = vec![s(rid), s(retention_ms), s(lines)];
+    for bucket in buckets {
+        key_list.extend(bucket_keys4(bucket));
+        args.extend([s(&bucket.sku), s(bucket.index)]);
+    }
+    let reply = run(&RESERVATION_COMMIT, client, key_list, args).await?;
+    let holds = usize::try_from(int_at(&RESERVATION_COMMIT, &reply, 4)?).unwrap_or_default();
+    Ok(match int_at(&RESERVATION_COMMIT, &reply, 0)? {
+        1 => Committed::Moved { holds },
+        2 => Committed::LeaseLapsed { holds },
+        _ => Committed::Refused(Record {
+            state: string_at(&RESERVATION_COMMIT, &reply, 1)?,
+            expires_at: int_at(&RESERVATION_COMMIT, &reply, 2)?,
+            shortages: String::new(),
+            lines: string_at(&RESERVATION_COMMIT, &reply, 3)?,
+        }),
     })
 }
 
