@@ -42,6 +42,13 @@ pub struct Line {
     pub bucket: u32,
 }
 
+impl Line {
+    /// The keys of the bucket holding this line's units.
+    pub fn keys(&self) -> BucketKeys {
+        BucketKeys::new(&self.sku, self.bucket)
+    }
+}
+
 /// A line that could not be held (stored as `["sku", requested, available]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "(String, i64, i64)", into = "(String, i64, i64)")]

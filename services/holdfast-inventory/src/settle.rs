@@ -58,8 +58,7 @@ impl Stock {
                 },
                 // Standalone Redis: the holds' extension and the move in one script.
                 "preparing" if !client.is_clustered() && !lines.is_empty() => {
-                    let buckets: Vec<BucketKeys> =
-                        lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)).collect();
+                    let buckets: Vec<BucketKeys> = lines.iter().map(Line::keys).collect();
                     let lease = ExtendAll {
                         from: "preparing",
                         to: "committing",
@@ -86,7 +85,7 @@ impl Stock {
                     // Extend every hold first: once all are extended none can lapse, so the
                     // commit below cannot half-succeed.
                     let extended = try_join_all(lines.iter().map(|line| {
-                        let keys = BucketKeys::new(&line.sku, line.bucket);
+                        let keys = line.keys();
                         async move { scripts::extend(client, &keys, rid, ms(COMMIT_LEASE)).await }
                     }))
                     .await?;
@@ -126,8 +125,7 @@ impl Stock {
                     // The store first: every unit Redis counts as sold is in the durable truth.
                     let sales: Vec<(&str, i64)> = lines.iter().map(|l| (l.sku.as_str(), l.qty)).collect();
                     self.record_sales(rid, &sales).await?;
-                    let buckets: Vec<BucketKeys> =
-                        lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)).collect();
+                    let buckets: Vec<BucketKeys> = lines.iter().map(Line::keys).collect();
                     let settings = self.settings();
                     if !client.is_clustered() && !buckets.is_empty() && settings.wait_replicas == 0 {
                         // Standalone Redis: every line's commit and the record's last move in one
@@ -251,7 +249,7 @@ impl Stock {
             return Ok(Some(record.state));
         }
         for line in lines {
-            let keys = BucketKeys::new(&line.sku, line.bucket);
+            let keys = line.keys();
             scripts::release(self.client(), &keys, rid).await?;
             self.touched([keys]);
         }
@@ -303,7 +301,7 @@ impl Stock {
         let lines: Vec<Line> = decode(&record.lines);
         let mut released = 0;
         for line in &lines {
-            let keys = BucketKeys::new(&line.sku, line.bucket);
+            let keys = line.keys();
             released += scripts::release(self.client(), &keys, rid).await?;
             self.touched([keys]);
         }
@@ -331,7 +329,7 @@ impl Stock {
         if !client.is_clustered() && !lines.is_empty() {
             // Standalone Redis: every hold's extension, its index entry and the record's new
             // expiry in one script.
-            let buckets: Vec<BucketKeys> = lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)).collect();
+            let buckets: Vec<BucketKeys> = lines.iter().map(Line::keys).collect();
             let all = ExtendAll {
                 from: "reserved",
                 to: "reserved",
@@ -351,7 +349,7 @@ impl Stock {
         let extended = try_join_all(
             lines
                 .iter()
-                .map(|line| BucketKeys::new(&line.sku, line.bucket))
+                .map(Line::keys)
                 .map(|keys| async move { scripts::extend(client, &keys, rid, ttl_ms).await }),
         )
         .await?;
