@@ -14,9 +14,15 @@
 --                       KEYS were built from them, so any other lines refuse the call
 -- ARGV[4+2*(i-1) ..]    line i: sku, bucket_index (>= 0)
 --
--- Reply: {1, "committed", expires_at, lines, holds}  moved; `holds` committed by this call (a
+-- Reply: {1, "committed", expires_at, lines, holds, levels}
+--                                                     moved; `holds` committed by this call (a
 --                                                     missing one was committed before: the
---                                                     lease, the record's expiry, still runs)
+--                                                     lease, the record's expiry, still runs);
+--                                                     `levels` per line, after the commit: {on_hand,
+--                                                     reserved, sold, buckets, buckets_max} of its
+--                                                     bucket, as availability.lua reads them (the
+--                                                     bucket was purged first): Commit's answer
+--                                                     for a SKU of one bucket
 --        {0, state, expires_at, lines, 0}            refused, nothing written: the record is
 --                                                     not `committing` with these lines ("" without
 --                                                     a record)
@@ -69,4 +75,10 @@ end
 r.state = 'committed'
 r.lease, r.owner = nil, nil
 rec_put(rh, r, retention_ms)
-return {1, 'committed', expires_at, lines, committed}
+local levels = {}
+for i = 1, n do
+  local lv = redis.call('HMGET', KEYS[3 + 4 * (i - 1)], 'on_hand', 'reserved', 'sold', 'buckets', 'buckets_max')
+  local buckets = math.max(num(lv[4]), 1)
+  levels[i] = {num(lv[1]), num(lv[2]), num(lv[3]), buckets, math.max(num(lv[5]), buckets)}
+end
+return {1, 'committed', expires_at, lines, committed, levels}

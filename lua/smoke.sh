@@ -123,11 +123,12 @@ emits=$(cat "$LUA"/*.lua "$LUA"/lib/*.lua | grep -c "^  redis.call('XADD', event
 expect "every XADD is the one in emit()" "$xadds" "$emits"
 for f in reserve reserve_single commit release extend set_stock adjust_stock availability sweep \
          rebalance_take rebalance_give reservation_claim reservation_transition stock_fence \
-         reservation_renew reservation_forget reservation_extend reservation_commit truth_snapshot truth_rebuild; do
+         reservation_renew reservation_forget reservation_extend reservation_commit reservation_reserve truth_snapshot \
+         truth_rebuild; do
   [[ -f "$LUA/$f.lua" ]] || fail "missing $f.lua"
   grep -q "redis.call('TIME')" "$BODIES/$f.lua" || fail "$f.lua does not read Redis TIME"
 done
-pass "all 20 bucket scripts present and read TIME"
+pass "all 21 bucket scripts present and read TIME"
 
 # Keys of one bucket: kk TAG -> the key list of the 4-key hold scripts
 kk() { echo "inv:{$1} inv:{$1}:holds inv:{$1}:held inv:{$1}:events"; }
@@ -643,7 +644,8 @@ expect "KEYS and lines must agree" \
 # ---------------------------------------------------------------- reservation_commit
 ck() { echo "$(rk $1) $(kk E1) $(kk E2)"; }
 xexp=$(recf $RX expires_at)
-expect "commit every line and the record: moved, 2 holds" "1 committed $xexp $RXL 2" \
+expect "commit every line and the record: moved, 2 holds, each bucket's levels after" \
+  "1 committed $xexp $RXL 2 3 1 2 1 1 4 0 1 1 1" \
   "$(ev reservation_commit $(ck $RX) , $RX 86400000 "$RXL" E1 0 E2 0)"
 expect "sold (x2 still holds 1 of E1), the holds gone, the record committed" "3 1 2 4 1 0 0 committed" \
   "$(rc hmget 'inv:{E1}' on_hand reserved sold) $(rc hget 'inv:{E2}' on_hand) $(rc hget 'inv:{E2}' sold) $(has E1 $RX) $(has E2 $RX) $(recf $RX state)"
@@ -668,5 +670,38 @@ expect "the found one sold, the record still committing" "3 committing" \
 expect "KEYS and lines must agree (commit)" \
   "ERR reservation_commit: one line (4 KEYS, 2 arguments) at least, and as many KEYS as arguments" \
   "$(ev reservation_commit $(ck $RZ) , $RZ 86400000 "$RZL" E1 0)"
+
+# ---------------------------------------------------------------- reservation_reserve
+# A two-line Reserve in one call: both held or neither, the record written, both indexed.
+ev set_stock $(kk W1) , 5 1 W1 0 >/dev/null; ev set_stock $(kk W2) , 2 1 W2 0 >/dev/null
+WL='[["W1",2,0],["W2",1,0]]'
+wk() { echo "$(rk $1) $(kk W1) inv:expiries:1 $(kk W2) inv:expiries:2"; }
+t0=$(now_ms)
+out=$(ev reservation_reserve $(wk w1) , w1 60000 fpW1 86400000 600000 "$WL" W1 2 W1 W2 1 W2)
+expect_re "two lines held in one call" "^reserved [0-9]{13}$" "$out"
+we=$(cut -d' ' -f2 <<<"$out")
+(( we >= t0 + 60000 && we <= t0 + 61000 )) || fail "reservation_reserve: expiry $we not ~ now+60s"
+expect "both buckets hold the units until the answer's expiry, the record says so" \
+  "2 1 2 $we 1 $we reserved $we $WL" \
+  "$(rc hget 'inv:{W1}' reserved) $(rc hget 'inv:{W2}' reserved) $(hold W1 w1) $(hold W2 w1) $(recf w1 state expires_at lines)"
+expect_re "a reserved entry in each bucket's outbox" "^type reserved sku W1 bucket 0 ref w1 qty 2 .* type reserved sku W2 bucket 0 ref w1 qty 1 " \
+  "$(last_event 'inv:{W1}:events') $(last_event 'inv:{W2}:events')"
+expect "both in the sweeper's index" "$we $we" "$(rc zscore inv:expiries:1 W1) $(rc zscore inv:expiries:2 W2)"
+expect "a repeat gets the first answer, holds nothing more" "reserved $we 2" \
+  "$(ev reservation_reserve $(wk w1) , w1 60000 fpW1 86400000 600000 "$WL" W1 2 W1 W2 1 W2) $(rc hget 'inv:{W1}' reserved)"
+expect "the id with another request conflicts" "conflict" \
+  "$(ev reservation_reserve $(wk w1) , w1 60000 fpOther 86400000 600000 "$WL" W1 2 W1 W2 1 W2)"
+expect "a short line: refused with its shortage, the other line not held" \
+  "rejected 0 [[\"W2\",5,1]] 2 1 0 rejected" \
+  "$(ev reservation_reserve $(wk w2) , w2 60000 fpW2 86400000 600000 '[["W1",1,0],["W2",5,0]]' W1 1 W1 W2 5 W2) $(rc hget 'inv:{W1}' reserved) $(rc hget 'inv:{W2}' reserved) $(has W1 w2) $(recf w2 state)"
+expect "a bucket Redis does not have: -1 and its line, nothing written" "-1 2 2 " \
+  "$(ev reservation_reserve $(rk w3) $(kk W1) inv:expiries:1 $(kk W9) inv:expiries:9 , w3 60000 fpW3 86400000 600000 '[["W1",1,0],["W9",1,0]]' W1 1 W1 W9 1 W9) $(rc hget 'inv:{W1}' reserved) $(recf w3 state)"
+expect "each bucket once" "ERR reservation_reserve: each bucket once" \
+  "$(ev reservation_reserve $(rk w4) $(kk W1) inv:expiries:1 $(kk W1) inv:expiries:1 , w4 60000 fpW4 86400000 600000 '[["W1",2,0]]' W1 1 W1 W1 1 W1)"
+expect "KEYS and lines must agree (reserve)" \
+  "ERR reservation_reserve: one line (5 KEYS, 3 arguments) at least, and as many KEYS as arguments" \
+  "$(ev reservation_reserve $(wk w4) , w4 60000 fpW4 86400000 600000 "$WL" W1 2 W1)"
+expect "a zero quantity is an error, nothing written" "ERR reservation_reserve: qty must be an integer >= 1 2" \
+  "$(ev reservation_reserve $(wk w4) , w4 60000 fpW4 86400000 600000 "$WL" W1 0 W1 W2 1 W2) $(rc hget 'inv:{W1}' reserved)"
 
 echo "all $n checks passed"

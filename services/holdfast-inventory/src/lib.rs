@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod reconcile;
 pub mod regions;
 pub mod reservations;
+pub mod reserve_lines;
 pub mod scripts;
 pub mod service;
 pub mod settle;

@@ -209,6 +209,10 @@ impl Stock {
         {
             return Ok(answer);
         }
+        // Several lines on a single server: one script too (crate::reserve_lines).
+        if let Some(answer) = self.reserve_lines(rid, lines, ttl_ms, &fp).await? {
+            return Ok((answer, false));
+        }
 
         let lease = self.settings().claim_lease;
         let owner = uuid::Uuid::now_v7().to_string();

@@ -212,19 +212,18 @@ impl InventoryService for Inventory {
             validate::sku(&mut violations, &format!("skus[{i}]"), sku);
         }
         checked(violations)?;
-        let lines = self.stock.commit(&request.reservation_id, &request.skus).await?;
-        let mut skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
-        skus.dedup();
-        let levels = futures::future::try_join_all(skus.iter().map(|sku| self.stock.level(sku)))
-            .await
-            .map_err(Status::from)?;
-        Ok(Response::new(CommitResponse {
-            levels: skus
-                .iter()
-                .zip(levels)
-                .map(|(sku, level)| stock_level(sku, level))
-                .collect(),
-        }))
+        let (lines, levels) = self
+            .stock
+            .commit_with_levels(&request.reservation_id, &request.skus)
+            .await?;
+        let mut answer: Vec<StockLevel> = Vec::with_capacity(lines.len());
+        for (line, level) in lines.iter().zip(levels) {
+            // One level per SKU (Reserve summed the lines by SKU, sorted).
+            if answer.last().is_none_or(|last| last.sku != line.sku) {
+                answer.push(stock_level(&line.sku, level));
+            }
+        }
+        Ok(Response::new(CommitResponse { levels: answer }))
     }
 
     async fn release(&self, request: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {

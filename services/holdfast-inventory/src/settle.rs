@@ -11,8 +11,8 @@ use crate::error::InventoryError;
 use crate::keys::{self, BucketKeys};
 use crate::metrics;
 use crate::reservations::{Line, RECORD_RETENTION, decode, expired, ms};
-use crate::scripts::{self, Committed, ExtendAll, Extended, Record, Transition};
-use crate::stock::Stock;
+use crate::scripts::{self, BucketLevel, Committed, ExtendAll, Extended, Record, Transition};
+use crate::stock::{SkuLevel, Stock};
 
 /// Hold lifetime while a commit is under way (holds are never shortened by it: a longer TTL is
 /// kept). Minutes, not a day: a client that gives up on an interrupted Commit locks the units
@@ -29,6 +29,41 @@ impl Stock {
     /// Redis, a sale of `rid` recorded durably for every one of `skus_hint` (the caller's)
     /// answers it committed: the first attempt got that far before Redis lost the record.
     pub async fn commit(&self, rid: &str, skus_hint: &[String]) -> Result<Vec<Line>, InventoryError> {
+        Ok(self.commit_reading(rid, skus_hint).await?.0)
+    }
+
+    /// [`Stock::commit`], and each committed SKU's level right after it (Commit's answer), in
+    /// line order. On standalone Redis the commit's own script reads a one-bucket SKU's level
+    /// (no call of its own); any other SKU, or a commit finished by an earlier call, is read
+    /// as [`Stock::level`] reads it.
+    pub async fn commit_with_levels(
+        &self,
+        rid: &str,
+        skus_hint: &[String],
+    ) -> Result<(Vec<Line>, Vec<SkuLevel>), InventoryError> {
+        let (lines, read) = self.commit_reading(rid, skus_hint).await?;
+        let levels = try_join_all(lines.iter().enumerate().map(|(i, line)| {
+            let read = read.get(i);
+            async move {
+                match read {
+                    Some(bucket) if line.bucket == 0 && bucket.buckets_max <= 1 => {
+                        Ok(self.seen_level(&line.sku, bucket))
+                    }
+                    _ => self.level(&line.sku).await,
+                }
+            }
+        }))
+        .await?;
+        Ok((lines, levels))
+    }
+
+    /// Commit; the levels are each line's bucket after the one-script commit (empty when the
+    /// commit ran otherwise).
+    async fn commit_reading(
+        &self,
+        rid: &str,
+        skus_hint: &[String],
+    ) -> Result<(Vec<Line>, Vec<BucketLevel>), InventoryError> {
         let client = self.client();
         let retention = ms(RECORD_RETENTION);
         // A Redis that lost writes is noticed here at the latest (one marker beat), before a
@@ -42,6 +77,7 @@ impl Stock {
         self.ensure_truth(&skus).await?;
         // In `committing` the record's expiry is the commit lease's end (Redis clock).
         let mut deadline = record.expires_at;
+        let mut read = Vec::new();
         let mut state = match (moved, record.state.as_str()) {
             (true, _) => "preparing".to_string(),
             // Still `reserved` although the move was refused: it lapsed.
@@ -51,7 +87,7 @@ impl Stock {
         // Each pass moves the record at least one edge forward; four edges reach the end.
         for _ in 0..5 {
             state = match state.as_str() {
-                "committed" => return Ok(lines),
+                "committed" => return Ok((lines, read)),
                 "lapsed" => match self.expire(rid, "reserved", &lines).await? {
                     None => return Err(expired(rid)),
                     Some(now) => now,
@@ -133,8 +169,9 @@ impl Stock {
                         match scripts::reservation_commit(client, rid, &record.lines, &buckets, retention)
                             .await?
                         {
-                            Committed::Moved { holds } => {
+                            Committed::Moved { holds, levels } => {
                                 metrics::holds_committed(holds);
+                                read = levels;
                                 self.touched(buckets);
                                 "committed".to_string()
                             }
@@ -181,7 +218,7 @@ impl Stock {
                 }
                 "" => {
                     return match self.durable_sale(rid, skus_hint).await? {
-                        Some(lines) => Ok(lines),
+                        Some(lines) => Ok((lines, Vec::new())),
                         None => Err(InventoryError::NotFound(rid.to_string())),
                     };
                 }

@@ -216,6 +216,16 @@ impl Stock {
         Ok(level)
     }
 
+    /// A one-bucket SKU's level as a script that changed it just read it (bucket 0): the layout
+    /// cache and the sold-out marker learn from it as from a read.
+    pub(crate) fn seen_level(&self, sku: &str, bucket: &BucketLevel) -> SkuLevel {
+        self.remember_layout(sku, bucket);
+        if bucket.levels.available() > 0 {
+            self.forget_sold_out(sku);
+        }
+        sum(std::slice::from_ref(bucket))
+    }
+
     /// The SKU's level as Redis has it now, unguarded (callers that verified the SKU already).
     pub async fn read_level(&self, sku: &str) -> Result<SkuLevel, InventoryError> {
         let buckets = self.bucket_levels(sku).await?;

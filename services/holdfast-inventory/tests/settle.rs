@@ -6,7 +6,7 @@ mod layout_support;
 
 use std::time::Duration;
 
-use common::{Fixture, evalsha_calls, idle, reserved};
+use common::{Fixture, evalsha_calls, idle, reserved, script_calls};
 use fred::prelude::StreamsInterface;
 use holdfast_inventory::keys::BucketKeys;
 use holdfast_inventory::scripts::{self, Claim, Transition};
@@ -120,6 +120,102 @@ async fn on_standalone_redis_extend_and_commit_move_every_hold_and_the_record_in
     );
     let (a, b) = (fx.level("A").await, fx.level("B").await);
     assert_eq!((a.sold, a.reserved, b.sold, b.reserved), (20, 0, 10, 0));
+}
+
+#[tokio::test]
+async fn on_standalone_redis_a_two_line_reserve_is_one_script_call_and_commit_answers_from_its_own() {
+    const RESERVATIONS: u64 = 8;
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("A", 20, 1).await;
+    fx.set_stock("B", 9, 1).await;
+    let steps = [
+        "reservation_claim.lua",
+        "reserve.lua",
+        "reservation_transition.lua",
+    ];
+    let before: Vec<u64> = steps.iter().map(|s| script_calls(s)).collect();
+    let whole = script_calls("reservation_reserve.lua");
+    for i in 0..RESERVATIONS {
+        let answer = fx
+            .reserve(&format!("pair-{i}"), &[("B", 1), ("A", 2)], 600)
+            .await
+            .expect("reserve");
+        assert!(reserved(&answer), "pair-{i}: {answer:?}");
+    }
+    // The one that does not fit: B has 1 left, nothing of A may stay held.
+    let short = fx
+        .reserve("too-many", &[("A", 1), ("B", 2)], 600)
+        .await
+        .expect("answer");
+    assert!(!reserved(&short));
+    let shortages: Vec<(String, i64, i64)> = short
+        .shortages
+        .iter()
+        .map(|s| (s.sku.clone(), s.requested, s.available))
+        .collect();
+    assert_eq!(
+        shortages,
+        vec![("B".to_string(), 2, 1)],
+        "only the short line is named"
+    );
+    assert_eq!(
+        fx.reserve("too-many", &[("A", 1), ("B", 2)], 600)
+            .await
+            .expect("repeat")
+            .shortages
+            .len(),
+        1,
+        "a repeat gets the first answer"
+    );
+    let conflict = fx
+        .reserve("pair-0", &[("A", 1), ("B", 1)], 600)
+        .await
+        .expect_err("another request under a used id");
+    assert_eq!(conflict.code(), Code::AlreadyExists, "{conflict:?}");
+    // Every Reserve above (the repeats and the conflict too) was one script call; a cluster (and
+    // every build before) claims the record, holds each line and moves the record: 4 calls.
+    assert_eq!(
+        script_calls("reservation_reserve.lua") - whole,
+        RESERVATIONS + 3,
+        "one reservation_reserve.lua call per Reserve"
+    );
+    let after: Vec<u64> = steps.iter().map(|s| script_calls(s)).collect();
+    assert_eq!(after, before, "no multi-step Reserve ran: {steps:?}");
+    let (a, b) = (fx.level("A").await, fx.level("B").await);
+    assert_eq!(
+        (a.reserved, a.available, b.reserved, b.available),
+        (16, 4, 8, 1),
+        "every pair held, the refused one held nothing"
+    );
+
+    // Commit answers each SKU's level from its own script: no availability read of its own.
+    let reads = script_calls("availability.lua");
+    let mut answer = None;
+    for i in 0..RESERVATIONS {
+        answer = Some(fx.commit(&format!("pair-{i}")).await.expect("commit"));
+    }
+    assert_eq!(
+        script_calls("availability.lua"),
+        reads,
+        "Commit's answer read no level again"
+    );
+    let levels: Vec<(String, i64, i64, i64, i64)> = answer
+        .expect("committed")
+        .levels
+        .into_iter()
+        .map(|l| (l.sku, l.on_hand, l.reserved, l.sold, l.available))
+        .collect();
+    assert_eq!(
+        levels,
+        vec![("A".to_string(), 4, 0, 16, 4), ("B".to_string(), 1, 0, 8, 1)],
+        "the last Commit's answer: every unit sold, nothing held"
+    );
+    let (a, b) = (fx.level("A").await, fx.level("B").await);
+    assert_eq!(
+        (a.on_hand, a.sold, b.on_hand, b.sold),
+        (4, 16, 1, 8),
+        "the answer is what a read says"
+    );
 }
 
 #[tokio::test]

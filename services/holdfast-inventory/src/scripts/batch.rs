@@ -2,7 +2,7 @@
 
 use fred::prelude::{Client, Value};
 
-use super::{RESERVE_BATCH, Record, SingleReserve, bucket_keys4, int_at, protocol, run, s, string_at};
+use super::{RESERVE_BATCH, SingleReserve, bucket_keys4, int_at, protocol, run, s, whole_reserve};
 use crate::error::InventoryError;
 use crate::keys::{self, BucketKeys};
 
@@ -108,7 +108,7 @@ pub async fn reserve_batch(
     let outcomes = reply
         .into_iter()
         .map(|answer| match answer {
-            Value::Array(values) => outcome(&values),
+            Value::Array(values) => whole_reserve(&RESERVE_BATCH, &values),
             other => Err(protocol(script, format!("item answer {other:?}"))),
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -116,25 +116,5 @@ pub async fn reserve_batch(
         outcomes,
         available: (available >= 0).then_some(available),
         lapse_in_ms: (lapse_in >= 0).then_some(lapse_in),
-    })
-}
-
-fn outcome(reply: &[Value]) -> Result<SingleReserve, InventoryError> {
-    let script = &*RESERVE_BATCH;
-    if reply.len() == 1 && reply[0].as_i64() == Some(-1) {
-        return Ok(SingleReserve::Missing);
-    }
-    let first = string_at(script, reply, 0)?;
-    Ok(match first.as_str() {
-        "reserved" if reply.len() == 2 => SingleReserve::Reserved(int_at(script, reply, 1)?),
-        "rejected" if reply.len() == 3 => SingleReserve::Rejected(string_at(script, reply, 2)?),
-        "conflict" => SingleReserve::Conflict,
-        "busy" => SingleReserve::Busy,
-        _ => SingleReserve::Existing(Record {
-            state: first,
-            expires_at: int_at(script, reply, 1)?,
-            shortages: string_at(script, reply, 2)?,
-            lines: String::new(),
-        }),
     })
 }

@@ -1,13 +1,16 @@
-//! Holding stock: reserve (many buckets or one), commit, release, extend.
+//! Holding stock: reserve (many buckets or one, one line or a whole reservation), commit,
+//! release, extend.
 
-use fred::prelude::Client;
+use fred::prelude::{Client, Value};
+use holdfast_platform::redis::LuaScript;
 
 use super::{
-    COMMIT, EXTEND, Levels, RELEASE, RESERVE, RESERVE_SINGLE, Record, bucket_keys4, int_at, protocol, run, s,
-    string_at,
+    COMMIT, EXTEND, Levels, RELEASE, RESERVATION_RESERVE, RESERVE, RESERVE_SINGLE, Record, bucket_keys4,
+    int_at, protocol, run, s, string_at,
 };
 use crate::error::InventoryError;
 use crate::keys::BucketKeys;
+use crate::keys::{expiry_index, reservation_keys};
 
 /// What `reserve.lua` did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,19 +104,68 @@ pub async fn reserve_single(
         s(retention_ms.1),
     ];
     let reply = run(&RESERVE_SINGLE, client, key_list, args).await?;
-    if reply.len() == 1 && int_at(&RESERVE_SINGLE, &reply, 0).ok() == Some(-1) {
+    whole_reserve(&RESERVE_SINGLE, &reply)
+}
+
+/// The request of a `reservation_reserve.lua` call: a reservation of several lines, each on a
+/// one-bucket SKU.
+#[derive(Debug, Clone, Copy)]
+pub struct WholeReserve<'a> {
+    /// Reservation id.
+    pub rid: &'a str,
+    /// The lines (each SKU once) and their buckets: bucket 0 of each SKU.
+    pub lines: &'a [(BucketKeys, i64)],
+    /// Hold lifetime, ms.
+    pub ttl_ms: i64,
+    /// The request's fingerprint.
+    pub fingerprint: &'a str,
+    /// The record's lines (JSON), in line order.
+    pub record_lines: &'a str,
+    /// (kept after the holds' TTL when reserved, kept when rejected), ms.
+    pub retention_ms: (i64, i64),
+}
+
+/// `reservation_reserve.lua`: a multi-line Reserve in one step (standalone Redis: the record
+/// and every bucket on one server). Answers as `reserve_single.lua`; `Missing` when a line's
+/// bucket has no `on_hand` (nothing written).
+pub async fn reservation_reserve(
+    client: &Client,
+    r: WholeReserve<'_>,
+) -> Result<SingleReserve, InventoryError> {
+    let mut key_list = reservation_keys(r.rid, true);
+    let mut args = vec![
+        s(r.rid),
+        s(r.ttl_ms),
+        s(r.fingerprint),
+        s(r.retention_ms.0),
+        s(r.retention_ms.1),
+        s(r.record_lines),
+    ];
+    for (keys, qty) in r.lines {
+        key_list.extend(bucket_keys4(keys));
+        key_list.push(expiry_index(&keys.tag));
+        args.extend([s(&keys.sku), s(qty), s(&keys.tag)]);
+    }
+    let reply = run(&RESERVATION_RESERVE, client, key_list, args).await?;
+    whole_reserve(&RESERVATION_RESERVE, &reply)
+}
+
+/// The answer of a script that does a whole Reserve (`reserve_single.lua`,
+/// `reservation_reserve.lua`, each item of `reserve_batch.lua`).
+pub(super) fn whole_reserve(script: &LuaScript, reply: &[Value]) -> Result<SingleReserve, InventoryError> {
+    if int_at(script, reply, 0).ok() == Some(-1) {
         return Ok(SingleReserve::Missing);
     }
-    let first = string_at(&RESERVE_SINGLE, &reply, 0)?;
+    let first = string_at(script, reply, 0)?;
     Ok(match first.as_str() {
-        "reserved" if reply.len() == 2 => SingleReserve::Reserved(int_at(&RESERVE_SINGLE, &reply, 1)?),
-        "rejected" if reply.len() == 3 => SingleReserve::Rejected(string_at(&RESERVE_SINGLE, &reply, 2)?),
+        "reserved" if reply.len() == 2 => SingleReserve::Reserved(int_at(script, reply, 1)?),
+        "rejected" if reply.len() == 3 => SingleReserve::Rejected(string_at(script, reply, 2)?),
         "conflict" => SingleReserve::Conflict,
         "busy" => SingleReserve::Busy,
         _ => SingleReserve::Existing(Record {
             state: first,
-            expires_at: int_at(&RESERVE_SINGLE, &reply, 1)?,
-            shortages: string_at(&RESERVE_SINGLE, &reply, 2)?,
+            expires_at: int_at(script, reply, 1)?,
+            shortages: string_at(script, reply, 2)?,
             lines: String::new(),
         }),
     })

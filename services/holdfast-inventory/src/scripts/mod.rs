@@ -25,6 +25,7 @@ holdfast_platform::lua_scripts! {
     REBALANCE_GIVE => "rebalance_give.lua",
     RESERVATION_CLAIM => "reservation_claim.lua",
     RESERVATION_TRANSITION => "reservation_transition.lua",
+    RESERVATION_RESERVE => "reservation_reserve.lua",
     RESERVATION_EXTEND => "reservation_extend.lua",
     RESERVATION_COMMIT => "reservation_commit.lua",
     OUTBOX_ACK => "outbox_ack.lua",

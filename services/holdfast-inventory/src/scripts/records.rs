@@ -5,9 +5,9 @@
 use fred::prelude::{Client, ClientLike, Value};
 
 use super::{
-    OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_COMMIT, RESERVATION_EXTEND,
-    RESERVATION_FORGET, RESERVATION_RENEW, RESERVATION_TRANSITION, SWEEP, bucket_keys4, int_at, run, s,
-    string_at,
+    BucketLevel, OUTBOX_ACK, REBALANCE_GIVE, REBALANCE_TAKE, RESERVATION_CLAIM, RESERVATION_COMMIT,
+    RESERVATION_EXTEND, RESERVATION_FORGET, RESERVATION_RENEW, RESERVATION_TRANSITION, SWEEP, bucket_keys4,
+    bucket_level, int_at, protocol, run, s, string_at,
 };
 use crate::error::InventoryError;
 use crate::keys::{BucketKeys, expiry_index, reservation_keys};
@@ -292,6 +292,9 @@ pub enum Committed {
     Moved {
         /// Holds this call committed.
         holds: usize,
+        /// Each line's bucket after the commit, in line order (purged, so `reserved` counts
+        /// live holds, as `availability.lua` reads it).
+        levels: Vec<BucketLevel>,
     },
     /// Nothing written: the record is not `committing` with these lines.
     Refused(Record),
@@ -322,7 +325,19 @@ pub async fn reservation_commit(
     let reply = run(&RESERVATION_COMMIT, client, key_list, args).await?;
     let holds = usize::try_from(int_at(&RESERVATION_COMMIT, &reply, 4)?).unwrap_or_default();
     Ok(match int_at(&RESERVATION_COMMIT, &reply, 0)? {
-        1 => Committed::Moved { holds },
+        1 => Committed::Moved {
+            holds,
+            levels: match reply.get(5) {
+                Some(Value::Array(lines)) if lines.len() == buckets.len() => lines
+                    .iter()
+                    .map(|line| match line {
+                        Value::Array(values) => bucket_level(&RESERVATION_COMMIT, values),
+                        other => Err(protocol(&RESERVATION_COMMIT, format!("level {other:?}"))),
+                    })
+                    .collect::<Result<_, _>>()?,
+                other => return Err(protocol(&RESERVATION_COMMIT, format!("levels {other:?}"))),
+            },
+        },
         2 => Committed::LeaseLapsed { holds },
         _ => Committed::Refused(Record {
             state: string_at(&RESERVATION_COMMIT, &reply, 1)?,

@@ -1,6 +1,7 @@
 //! Setting and adjusting stock, the stock fence, and reading a bucket's availability.
 
 use fred::prelude::{Client, Value};
+use holdfast_platform::redis::LuaScript;
 
 use super::{
     ADJUST_STOCK, AVAILABILITY, Levels, SET_STOCK, STOCK_FENCE, bucket_keys4, int_at, protocol, run, s,
@@ -146,14 +147,20 @@ pub async fn availability(client: &Client, keys: &BucketKeys) -> Result<BucketLe
         vec![],
     )
     .await?;
+    bucket_level(&AVAILABILITY, &reply)
+}
+
+/// `{on_hand, reserved_live, sold, buckets, buckets_max}` as `availability.lua` answers it (and
+/// `reservation_commit.lua` per line).
+pub(super) fn bucket_level(script: &LuaScript, reply: &[Value]) -> Result<BucketLevel, InventoryError> {
     let count = |i| -> Result<u32, InventoryError> {
-        u32::try_from(int_at(&AVAILABILITY, &reply, i)?).map_err(|e| protocol(&AVAILABILITY, e.to_string()))
+        u32::try_from(int_at(script, reply, i)?).map_err(|e| protocol(script, e.to_string()))
     };
     Ok(BucketLevel {
         levels: Levels {
-            on_hand: int_at(&AVAILABILITY, &reply, 0)?,
-            reserved: int_at(&AVAILABILITY, &reply, 1)?,
-            sold: int_at(&AVAILABILITY, &reply, 2)?,
+            on_hand: int_at(script, reply, 0)?,
+            reserved: int_at(script, reply, 1)?,
+            sold: int_at(script, reply, 2)?,
         },
         buckets: count(3)?,
         buckets_max: count(4)?,

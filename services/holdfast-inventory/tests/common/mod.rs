@@ -222,6 +222,22 @@ pub fn reserved(r: &ReserveResponse) -> bool {
     r.status == ReservationStatus::Reserved as i32
 }
 
+/// Calls of one Lua script this process has made so far (the script-latency histogram's count;
+/// nextest runs each test in a process of its own).
+pub fn script_calls(script: &str) -> u64 {
+    prometheus::gather()
+        .iter()
+        .filter(|family| family.name() == "holdfast_inventory_script_duration_seconds")
+        .flat_map(|family| family.get_metric())
+        .filter(|m| {
+            m.get_label()
+                .iter()
+                .any(|l| l.name() == "script" && l.value() == script)
+        })
+        .map(|m| m.get_histogram().get_sample_count())
+        .sum()
+}
+
 /// EVALSHA calls Redis has run so far (`INFO commandstats`).
 pub async fn evalsha_calls(client: &Client) -> u64 {
     let info: String = client
