@@ -3,7 +3,8 @@
 -- step. Standalone Redis only (the record and every line's bucket are on one node; a cluster
 -- runs extend.lua per line between two reservation_transition.lua calls). Extend uses it
 -- (reserved -> reserved, the record's expiry the earliest hold's) and so does Commit's lease
--- (preparing -> committing): one call where those took one per line and a transition.
+-- (preparing -> committing, or straight from reserved when the caller knows the lines without
+-- reading the record): one call where those took one per line and a transition.
 --
 -- KEYS[1] record    res:{T}:pooled   the rid's record shard (the pooled layout)
 -- KEYS[2] legacy    res:{rid}        where the record was kept before (read, moved)
@@ -12,7 +13,7 @@
 --                    the sweeper's index)
 -- ARGV[1] rid
 -- ARGV[2] from_state    'reserved' or 'preparing'
--- ARGV[3] to_state      'reserved' from reserved, 'committing' from preparing
+-- ARGV[3] to_state      'reserved' or 'committing' from reserved, 'committing' from preparing
 -- ARGV[4] ttl_ms        each hold's new lifetime from now, integer >= 1 (never shortened)
 -- ARGV[5] retention_ms  PEXPIRE of the record after the move, integer >= 1
 -- ARGV[6] require_live  1: refuse unless the record's stored expiry is in the future; 0: no check
@@ -30,14 +31,14 @@
 --                                          were extended, the record is unchanged
 -- Error reply `ERR ...` (nothing changed) for a bad argument.
 
-local EDGES = {reserved = 'reserved', preparing = 'committing'}
+local EDGES = {['reserved>reserved'] = true, ['reserved>committing'] = true, ['preparing>committing'] = true}
 local record, legacy = KEYS[1], KEYS[2]
 local rid, from_state, to_state = ARGV[1], ARGV[2], ARGV[3]
 local ttl_ms, retention_ms, require_live, want_lines = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6], ARGV[7]
 local n = (#KEYS - 2) / 5
 if rid == nil or rid == '' then return redis.error_reply('ERR reservation_extend: rid is empty') end
-if from_state == nil or EDGES[from_state] == nil or EDGES[from_state] ~= to_state then
-  return redis.error_reply('ERR reservation_extend: (from, to) must be (reserved, reserved) or (preparing, committing)')
+if from_state == nil or to_state == nil or not EDGES[from_state .. '>' .. to_state] then
+  return redis.error_reply('ERR reservation_extend: (from, to) must be (reserved, reserved), (reserved, committing) or (preparing, committing)')
 end
 if not is_int(ttl_ms) or ttl_ms < 1 or not is_int(retention_ms) or retention_ms < 1 then
   return redis.error_reply('ERR reservation_extend: ttl_ms and retention_ms must be integers >= 1')

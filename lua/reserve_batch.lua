@@ -104,10 +104,9 @@ local replies = {}
 for i, item in ipairs(items) do
   local rid, qty = item.rid, item.qty
   local existing, rh = rec_get(item.record, item.legacy, rid, now)
-  if existing.state then
-    if existing.fp ~= item.fp then replies[i] = {'conflict'}
-    elseif existing.state == 'pending' then replies[i] = {'busy'}
-    else replies[i] = {existing.state, num(existing.expires_at), existing.shortages or ''} end
+  local first = rec_answer(existing, item.fp)
+  if first then
+    replies[i] = first
   elseif lost and if_missing == 'lost' then
     replies[i] = {-1}
   else

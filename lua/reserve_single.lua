@@ -55,11 +55,8 @@ end
 -- An existing record is the first answer (or a conflict), exactly as reservation_claim says.
 local now = now_ms()
 local existing, rh = rec_get(record, legacy, rid, now)
-if existing.state then
-  if existing.fp ~= fp then return {'conflict'} end
-  if existing.state == 'pending' then return {'busy'} end
-  return {existing.state, num(existing.expires_at), existing.shortages or ''}
-end
+local first = rec_answer(existing, fp)
+if first then return first end
 
 -- A bucket without on_hand is not "0 units": Redis may have lost it (a restart without AOF, a
 -- FLUSHALL, an eviction). Nothing is written, not even a refusal record: inventory's truth

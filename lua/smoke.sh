@@ -634,9 +634,9 @@ expect "a lapsed line: 2, the record unchanged" "2 reserved $exp $RYL" \
   "$(ev reservation_extend $(xk $RY) , $RY reserved reserved 120000 900000 1 "$RYL" E1 0 E1 E2 0 E2)"
 expect "the lapsed hold was purged (expired event), never revived" "$((e2before + 1)) 0" \
   "$(events_of 'inv:{E2}:events' expired) $(has E2 $RY)"
-expect "an edge outside the two is an error" \
-  "ERR reservation_extend: (from, to) must be (reserved, reserved) or (preparing, committing)" \
-  "$(ev reservation_extend $(xk $RY) , $RY reserved committing 1 1 0 "$RYL" E1 0 E1 E2 0 E2)"
+expect "an edge outside the three is an error" \
+  "ERR reservation_extend: (from, to) must be (reserved, reserved), (reserved, committing) or (preparing, committing)" \
+  "$(ev reservation_extend $(xk $RY) , $RY preparing reserved 1 1 0 "$RYL" E1 0 E1 E2 0 E2)"
 expect "KEYS and lines must agree" \
   "ERR reservation_extend: one line (5 KEYS, 3 arguments) at least, and as many KEYS as arguments" \
   "$(ev reservation_extend $(xk $RY) , $RY reserved reserved 1 1 0 "$RYL" E1 0 E1)"
@@ -703,5 +703,10 @@ expect "KEYS and lines must agree (reserve)" \
   "$(ev reservation_reserve $(wk w4) , w4 60000 fpW4 86400000 600000 "$WL" W1 2 W1)"
 expect "a zero quantity is an error, nothing written" "ERR reservation_reserve: qty must be an integer >= 1 2" \
   "$(ev reservation_reserve $(wk w4) , w4 60000 fpW4 86400000 600000 "$WL" W1 0 W1 W2 1 W2) $(rc hget 'inv:{W1}' reserved)"
+# Commit straight from reserved when the caller knows the lines: the lease and the move in one call.
+out=$(ev reservation_extend $(wk w1) , w1 reserved committing 600000 1200000 1 "$WL" W1 0 W1 W2 0 W2)
+expect_re "reserved -> committing: every hold's lease and the move in one call" "^1 committing [0-9]{13} \\[\\[" "$out"
+expect "then the commit sells both lines" "1 committed $(cut -d' ' -f3 <<<"$out") $WL 2 3 0 2 1 1 1 0 1 1 1" \
+  "$(ev reservation_commit $(rk w1) $(kk W1) $(kk W2) , w1 86400000 "$WL" W1 0 W2 0)"
 
 echo "all $n checks passed"

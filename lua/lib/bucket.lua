@@ -375,6 +375,16 @@ local function rec_del(h)
   end
   h.at, h.in_hash, h.gen = nil, nil, nil
 end
+-- The answer a whole Reserve (reserve_single, reserve_batch, reservation_reserve) gives a record
+-- `rec` (from rec_get) of its id that exists, as reservation_claim says it: a conflict under
+-- another fingerprint `fp`, busy while a multi-step call has it pending, else its first answer.
+-- nil without a record.
+local function rec_answer(rec, fp)
+  if not rec.state then return nil end
+  if rec.fp ~= fp then return {'conflict'} end
+  if rec.state == 'pending' then return {'busy'} end
+  return {rec.state, num(rec.expires_at), rec.shortages or ''}
+end
 -- Writes `rec` as the record of handle `h` (from rec_get), kept `pexpire_ms` from now (nil: as
 -- long as where it was found is kept). A refusal's lines are not kept (its shortages name the
 -- SKUs). A field holding "\n" would corrupt the packing: refused (callers pass hex, ids and

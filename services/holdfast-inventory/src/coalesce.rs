@@ -78,6 +78,7 @@ impl Stock {
             return Ok(match outcome {
                 SingleReserve::Reserved(expires_at) => {
                     metrics::holds_created(1);
+                    self.line_hints().remember(rid, &item.lines);
                     Some((ReserveAnswer::Reserved { expires_at }, false))
                 }
                 SingleReserve::Rejected(shortages) => {

@@ -14,6 +14,7 @@ pub mod error;
 pub mod guard;
 pub mod hot_path;
 pub mod keys;
+pub mod line_hints;
 pub mod metrics;
 pub mod outbox;
 pub mod reconcile;

@@ -210,7 +210,7 @@ impl Stock {
             return Ok(answer);
         }
         // Several lines on a single server: one script too (crate::reserve_lines).
-        if let Some(answer) = self.reserve_lines(rid, lines, ttl_ms, &fp).await? {
+        if let Some(answer) = self.reserve_lines(rid, lines, &requested, ttl_ms, &fp).await? {
             return Ok((answer, false));
         }
 
@@ -310,8 +310,11 @@ impl Stock {
                 // Taken over after all (this call stalled past its lease): the taker answers.
                 return Err(InventoryError::Busy(rid.to_string()));
             }
-            self.touched(held_lines.iter().map(|l| BucketKeys::new(&l.sku, l.bucket)));
+            self.touched(held_lines.iter().map(Line::keys));
             metrics::holds_created(held_lines.len());
+            if moved {
+                self.line_hints().remember(rid, &encoded);
+            }
             return Ok((
                 if moved {
                     ReserveAnswer::Reserved { expires_at }

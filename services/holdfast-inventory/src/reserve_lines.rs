@@ -18,14 +18,15 @@ use crate::scripts::{self, SingleReserve, WholeReserve};
 use crate::stock::Stock;
 
 impl Stock {
-    /// Holds every line of `lines` (summed by SKU) in one script call, when the deployment and
-    /// the SKUs allow it. `None`: take the multi-step path (a cluster, one line, a SKU in
+    /// Holds every line of `lines` (summed by SKU; `requested` the same as the record's lines, in
+    /// bucket 0) in one script call, when the deployment and the SKUs allow it. `None`: take the multi-step path (a cluster, one line, a SKU in
     /// several buckets, the id pending under another call, or a bucket missing from Redis);
     /// nothing was written.
     pub(crate) async fn reserve_lines(
         &self,
         rid: &str,
         lines: &[(String, i64)],
+        requested: &[Line],
         ttl_ms: i64,
         fingerprint: &str,
     ) -> Result<Option<ReserveAnswer>, InventoryError> {
@@ -49,25 +50,19 @@ impl Stock {
             .iter()
             .map(|(sku, qty)| (BucketKeys::new(sku, 0), *qty))
             .collect();
-        let record: Vec<Line> = lines
-            .iter()
-            .map(|(sku, qty)| Line {
-                sku: sku.clone(),
-                qty: *qty,
-                bucket: 0,
-            })
-            .collect();
+        let record_lines = encode(&requested);
         let request = WholeReserve {
             rid,
             lines: &held,
             ttl_ms,
             fingerprint,
-            record_lines: &encode(&record),
+            record_lines: &record_lines,
             retention_ms: (ms(RECORD_RETENTION), ms(REJECTED_RETENTION)),
         };
         Ok(match scripts::reservation_reserve(client, request).await? {
             SingleReserve::Reserved(expires_at) => {
                 metrics::holds_created(lines.len());
+                self.line_hints().remember(rid, &record_lines);
                 self.touched(held.into_iter().map(|(keys, _)| keys));
                 Some(ReserveAnswer::Reserved { expires_at })
             }

@@ -69,9 +69,16 @@ impl Stock {
         // A Redis that lost writes is noticed here at the latest (one marker beat), before a
         // sale is recorded against it.
         self.check_generation().await?;
-        let (moved, record) = self
-            .transition(rid, "reserved", "preparing", true, retention + ms(COMMIT_LEASE))
-            .await?;
+        let lease = (ms(COMMIT_LEASE), retention + ms(COMMIT_LEASE));
+        // With the lines known, `reserved -> committing` and every hold's lease are one call;
+        // else (or refused: the record decides) `reserved -> preparing` first.
+        let (moved, record) = match self.extend_hinted(rid, "committing", lease).await? {
+            Some(Extended::Moved(now)) => (true, now),
+            _ => {
+                self.transition(rid, "reserved", "preparing", true, lease.1)
+                    .await?
+            }
+        };
         let lines: Vec<Line> = decode(&record.lines);
         let skus: Vec<&str> = lines.iter().map(|l| l.sku.as_str()).collect();
         self.ensure_truth(&skus).await?;
@@ -79,7 +86,8 @@ impl Stock {
         let mut deadline = record.expires_at;
         let mut read = Vec::new();
         let mut state = match (moved, record.state.as_str()) {
-            (true, _) => "preparing".to_string(),
+            // `preparing`, or `committing` with the lease taken.
+            (true, now) => now.to_string(),
             // Still `reserved` although the move was refused: it lapsed.
             (false, "reserved") => "lapsed".to_string(),
             (false, other) => other.to_string(),
@@ -87,7 +95,10 @@ impl Stock {
         // Each pass moves the record at least one edge forward; four edges reach the end.
         for _ in 0..5 {
             state = match state.as_str() {
-                "committed" => return Ok((lines, read)),
+                "committed" => {
+                    self.line_hints().forget(rid);
+                    return Ok((lines, read));
+                }
                 "lapsed" => match self.expire(rid, "reserved", &lines).await? {
                     None => return Err(expired(rid)),
                     Some(now) => now,
@@ -296,6 +307,7 @@ impl Stock {
 
     /// Gives a reservation's units back. Idempotent; a no-op for refused or expired ones.
     pub async fn release(&self, rid: &str) -> Result<i64, InventoryError> {
+        self.line_hints().forget(rid);
         let (moved, record) = scripts::reservation_transition(
             self.client(),
             rid,
@@ -351,6 +363,15 @@ impl Stock {
     pub async fn extend(&self, rid: &str, ttl_seconds: u32) -> Result<i64, InventoryError> {
         let client = self.client();
         let ttl_ms = i64::from(ttl_seconds) * 1000;
+        match self
+            .extend_hinted(rid, "reserved", (ttl_ms, ttl_ms + ms(RECORD_RETENTION)))
+            .await?
+        {
+            Some(Extended::Moved(now)) => return Ok(now.expires_at),
+            Some(Extended::HoldGone(_)) => return Err(expired(rid)),
+            // Not known here, or refused (another state, lapsed, a stale hint): the record says.
+            Some(Extended::Refused(_)) | None => {}
+        }
         let check = Transition {
             from: "reserved",
             to: "reserved",
@@ -411,6 +432,41 @@ impl Stock {
         )
         .await?;
         Ok(expires_at)
+    }
+}
+
+impl Stock {
+    /// Standalone Redis, with the lines this process's Reserve wrote ([`crate::line_hints`]):
+    /// every hold extended to `ttl_ms` from now and the record moved `reserved -> to` (kept
+    /// `retention_ms`) in one `reservation_extend.lua` call, without reading the record first.
+    /// `None` without a hint (a cluster, another replica's reservation).
+    async fn extend_hinted(
+        &self,
+        rid: &str,
+        to: &str,
+        (ttl_ms, retention_ms): (i64, i64),
+    ) -> Result<Option<Extended>, InventoryError> {
+        let client = self.client();
+        if client.is_clustered() {
+            return Ok(None);
+        }
+        let Some(hint) = self.line_hints().get(rid) else {
+            return Ok(None);
+        };
+        let buckets: Vec<BucketKeys> = decode::<Vec<Line>>(&hint).iter().map(Line::keys).collect();
+        if buckets.is_empty() {
+            return Ok(None);
+        }
+        let all = ExtendAll {
+            from: "reserved",
+            to,
+            ttl_ms,
+            retention_ms,
+            require_live: true,
+            lines: &hint,
+            buckets: &buckets,
+        };
+        Ok(Some(scripts::reservation_extend(client, rid, all).await?))
     }
 }
 

@@ -83,6 +83,7 @@ pub struct Stock {
     settings: Arc<StockSettings>,
     pub(crate) truth: Option<Arc<crate::guard::Truth>>,
     hot: Arc<crate::hot_path::HotPath>,
+    hints: Arc<crate::line_hints::LineHints>,
 }
 
 impl Stock {
@@ -95,12 +96,18 @@ impl Stock {
             settings: Arc::default(),
             truth: None,
             hot: Arc::default(),
+            hints: Arc::default(),
         }
     }
 
     /// The Reserve batcher and the local sold-out markers ([`crate::coalesce`]).
     pub fn hot_path(&self) -> &crate::hot_path::HotPath {
         &self.hot
+    }
+
+    /// The lines of the reservations this process made ([`crate::line_hints`]).
+    pub fn line_hints(&self) -> &crate::line_hints::LineHints {
+        &self.hints
     }
 
     /// The same engine guarded by the durable truth in `truth` (see [`crate::truth`]).
