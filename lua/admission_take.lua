@@ -1,3 +1,4 @@
+--! prelude: gcra
 -- admission_take: one GCRA (generic cell rate algorithm) decision for one subject of one
 -- operation: admit the call and advance the subject's theoretical arrival time (TAT), or
 -- refuse it and say when the next call would be admitted. docs/admission.md has the layout.
@@ -24,26 +25,14 @@ local calls = tonumber(ARGV[4] or '1')
 if calls == nil or calls ~= math.floor(calls) or calls < 1 or calls > 1000 then
   return redis.error_reply('ERR admission_take: calls must be an integer 1..1000')
 end
-local drop = 0
-if redis.call('HGET', KEYS[2], 'drop') == '1' then
-  drop = 1
-end
-local rate = tonumber(redis.call('HGET', KEYS[2], ARGV[1] .. ':per_second') or ARGV[2]) or 0
-local burst = tonumber(redis.call('HGET', KEYS[2], ARGV[1] .. ':burst') or ARGV[3]) or 1
+local rate, burst, drop = gcra_limits(KEYS[2], ARGV[1], ARGV[2], ARGV[3])
 if rate <= 0 then
   return {calls, 0, 0, drop}
 end
-if burst < 1 then
-  burst = 1
-end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = gcra_now()
 local interval = 1000000 / rate
-local tat = tonumber(redis.call('GET', KEYS[1]) or now) or now
-if tat < now then
-  tat = now
-end
+local tat = gcra_tat(KEYS[1], now)
 local milli = math.floor(rate * 1000)
 local admitted = 0
 while admitted < calls do
@@ -51,12 +40,12 @@ while admitted < calls do
   local allow_at = new_tat - burst * interval
   if now < allow_at then
     if admitted > 0 then
-      redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+      gcra_store(KEYS[1], tat, now)
     end
     return {admitted, math.max(1, math.ceil((allow_at - now) / 1000)), milli, drop}
   end
   tat = new_tat
   admitted = admitted + 1
 end
-redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
+gcra_store(KEYS[1], tat, now)
 return {admitted, 0, milli, drop}

@@ -593,6 +593,28 @@ expect "5 calls at once, unlimited: all admitted, no TAT" "5 0 0 0 0" \
 expect "calls of 0 is an error" "ERR admission_take: calls must be an integer 1..1000" \
   "$(ev admission_take $AT $AL , reserve 1 3 0)"
 
+# ---------------------------------------------------------------- admission_take_all
+# One call naming two subjects: admitted only if both admit it, and only then charged.
+T1='admission:{sku:G1}:checkout:tat'; L1='admission:{sku:G1}:limits'
+T2='admission:{sku:G2}:checkout:tat'; L2='admission:{sku:G2}:limits'
+expect "two unlimited subjects: admitted, no TAT kept" "1 0 0 0 0 0" \
+  "$(ev admission_take_all $T1 $L1 $T2 $L2 , checkout 0 1 0 1) $(rc exists $T1) $(rc exists $T2)"
+expect "G1 burst 2, G2 burst 1: the first call is admitted" "1 0 0 0" \
+  "$(ev admission_take_all $T1 $L1 $T2 $L2 , checkout 1 2 1 1)"
+expect_re "the second is refused by G2, with a retry delay" "^0 [0-9]+ 2 0$" \
+  "$(ev admission_take_all $T1 $L1 $T2 $L2 , checkout 1 2 1 1)"
+expect "the refused call cost G1 nothing: its second unit is still there" "1 0 1000 0" \
+  "$(ev admission_take $T1 $L1 , checkout 1 2)"
+expect_re "now G1 refuses first" "^0 [0-9]+ 1 0$" "$(ev admission_take_all $T1 $L1 $T2 $L2 , checkout 1 2 1 1)"
+rc hset $L2 drop 1 checkout:per_second 0 >/dev/null
+expect "a runtime limit of 0 lifts G2's; its drop flag is reported" "1 0 0 1" \
+  "$(ev admission_take_all 'admission:{sku:G3}:checkout:tat' 'admission:{sku:G3}:limits' $T2 $L2 , checkout 0 1 1 1)"
+expect "KEYS and arguments must agree (admission_take_all)" \
+  "ERR admission_take_all: one subject (2 KEYS, 2 arguments) at least, and as many KEYS as arguments" \
+  "$(ev admission_take_all $T1 $L1 $T2 , checkout 1 2 1 1)"
+expect "an unknown operation is an error" "ERR admission_take_all: the operation must be checkout or reserve" \
+  "$(ev admission_take_all $T1 $L1 , cart 1 2)"
+
 # ---------------------------------------------------------------- reservation_extend
 # Two lines on E1 and E2, one record: every hold extended and the record moved in one call.
 ev set_stock $(kk E1) , 5 1 E1 0 >/dev/null; ev set_stock $(kk E2) , 5 1 E2 0 >/dev/null

@@ -2,8 +2,10 @@
 //! shares through Redis (docs/admission.md).
 //!
 //! One GCRA decision is one Lua script (`lua/admission_take.lua`, wrapped once in
-//! [`Limiter::take`]) on two keys with one hash tag per subject (`admission:{sku:S}:…`,
-//! `admission:{customer:C}:…`), so it works on Redis Cluster. A SKU's limits live in Redis
+//! [`Limiter::take_many`]) on two keys with one hash tag per subject (`admission:{sku:S}:…`,
+//! `admission:{customer:C}:…`), so it works on Redis Cluster. On standalone Redis a call naming
+//! several subjects is decided in one script for all of them (`lua/admission_take_all.lua`,
+//! [`Limiter::admit`]): admitted only if every subject admits it, charged only then. A SKU's limits live in Redis
 //! (`admission:{sku:S}:limits`), so a change through [`set_sku_limits`] is seen by every
 //! replica at its next call; a subject without limits there gets the service's flag
 //! defaults ([`Defaults`]).
@@ -24,6 +26,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 pub mod scripts {
     crate::lua_scripts! {
         ADMISSION_TAKE => "admission_take.lua",
+        ADMISSION_TAKE_ALL => "admission_take_all.lua",
     }
 }
 
@@ -196,6 +199,14 @@ impl Limiter {
         crate::redis::load_scripts(self.redis.next(), &scripts::all()).await
     }
 
+    /// The flag default of `subject`'s kind.
+    fn default_of(&self, subject: Subject<'_>) -> RateLimit {
+        match subject {
+            Subject::Sku(_) => self.defaults.per_sku,
+            Subject::Customer(_) => self.defaults.per_customer,
+        }
+    }
+
     /// One GCRA decision for `subject`.
     pub async fn take(&self, subject: Subject<'_>) -> Result<Decision, fred::error::Error> {
         Ok(self.take_many(subject, 1).await?.1)
@@ -209,10 +220,7 @@ impl Limiter {
         subject: Subject<'_>,
         calls: u32,
     ) -> Result<(u32, Decision), fred::error::Error> {
-        let default = match subject {
-            Subject::Sku(_) => self.defaults.per_sku,
-            Subject::Customer(_) => self.defaults.per_customer,
-        };
+        let default = self.default_of(subject);
         let (admitted, retry_ms, _milli, drop): (i64, i64, i64, i64) = scripts::ADMISSION_TAKE
             .run(
                 self.redis.next(),
@@ -271,16 +279,23 @@ impl Limiter {
         self.count(subject, "failed_open", calls);
     }
 
-    /// Admits a call naming `skus` (each once) by `customer`: the customer's limit first,
-    /// then each SKU's, stopping at the first refusal (so a refused call costs the SKUs
-    /// after it nothing). Fails open on a Redis error.
+    /// Admits a call naming `skus` (each once) by `customer`, the customer's limit first, then
+    /// each SKU's. On standalone Redis every subject decides in one script call, all or
+    /// nothing: a refused call costs no subject anything. On a cluster (the subjects' keys on
+    /// different slots) they decide one by one, stopping at the first refusal, so a refused call
+    /// costs the subjects after it nothing. Fails open on a Redis error.
     pub async fn admit(&self, skus: &[&str], customer: Option<&str>) -> Decision {
         let mut decision = Decision::ADMITTED;
-        let subjects = customer
+        let subjects: Vec<Subject<'_>> = customer
             .filter(|_| self.defaults.per_customer.is_limited())
             .map(Subject::Customer)
             .into_iter()
-            .chain(skus.iter().map(|sku| Subject::Sku(sku)));
+            .chain(skus.iter().map(|sku| Subject::Sku(sku)))
+            .collect();
+        let client = self.redis.next();
+        if subjects.len() > 1 && !client.is_clustered() {
+            return self.admit_all(client, &subjects).await;
+        }
         for subject in subjects {
             match self.take(subject).await {
                 Ok(taken) => {
@@ -297,6 +312,53 @@ impl Limiter {
             }
         }
         decision
+    }
+}
+
+impl Limiter {
+    /// One `admission_take_all.lua` call for a call naming `subjects` (standalone Redis).
+    async fn admit_all(&self, client: &Client, subjects: &[Subject<'_>]) -> Decision {
+        let mut keys = Vec::with_capacity(2 * subjects.len());
+        let mut args: Vec<Value> = Vec::with_capacity(1 + 2 * subjects.len());
+        args.push(self.op.as_str().into());
+        for subject in subjects {
+            let default = self.default_of(*subject);
+            keys.extend([subject.tat_key(self.op), subject.limits_key()]);
+            args.extend([
+                default.per_second.to_string().into(),
+                i64::from(default.burst.max(1)).into(),
+            ]);
+        }
+        let reply: Result<(i64, i64, i64, i64), _> =
+            scripts::ADMISSION_TAKE_ALL.run(client, keys, args).await;
+        match reply {
+            Ok((1, _, _, drop)) => {
+                for subject in subjects {
+                    self.count(*subject, "admitted", 1);
+                }
+                Decision {
+                    drop: drop == 1,
+                    ..Decision::ADMITTED
+                }
+            }
+            Ok((_, retry_ms, limited_by, drop)) => {
+                let by = usize::try_from(limited_by - 1).ok().and_then(|i| subjects.get(i));
+                if let Some(subject) = by {
+                    self.count(*subject, "limited", 1);
+                }
+                Decision {
+                    retry_after: Some(Duration::from_millis(retry_ms.max(1).unsigned_abs())),
+                    limited_by: by.map(ToString::to_string),
+                    drop: drop == 1,
+                }
+            }
+            Err(error) => {
+                for subject in subjects {
+                    self.failed_open(*subject, &error, 1);
+                }
+                Decision::ADMITTED
+            }
+        }
     }
 }
 

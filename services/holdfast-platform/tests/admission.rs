@@ -119,6 +119,41 @@ async fn admission_per_customer_limit_holds_across_skus() {
 }
 
 #[tokio::test]
+async fn on_standalone_redis_a_call_refused_by_one_sku_costs_the_other_skus_nothing() {
+    let redis = RedisServer::start().expect("redis starts");
+    // One checkout a ~15 minutes per SKU: nothing refills during the test.
+    let limiter = limiter(&redis.url(), Operation::Checkout, defaults(0.001, 0.0)).await;
+    let pool = redis::connect(&redis.url(), 1).await.expect("redis connects");
+    let two = SkuLimits {
+        checkout: Some(RateLimit {
+            per_second: 0.001,
+            burst: 2,
+        }),
+        ..SkuLimits::default()
+    };
+    admission::set_sku_limits(&pool, "A", &two)
+        .await
+        .expect("limits stored");
+
+    assert_eq!(
+        limiter.admit(&["A", "B"], None).await.retry_after,
+        None,
+        "both have room"
+    );
+    let refused = limiter.admit(&["A", "B"], None).await;
+    assert!(refused.retry_after.is_some(), "B's one unit is spent");
+    assert_eq!(refused.limited_by.as_deref(), Some("sku:B"));
+    // A admitted that call too, but the call was refused: A was not charged for it.
+    assert_eq!(
+        limiter.admit(&["A"], None).await.retry_after,
+        None,
+        "A's second unit is still there"
+    );
+    let spent = limiter.admit(&["A"], None).await;
+    assert_eq!(spent.limited_by.as_deref(), Some("sku:A"), "and now it is spent");
+}
+
+#[tokio::test]
 async fn admission_works_on_redis_cluster() {
     let cluster = RedisCluster::start().expect("cluster starts");
     let limiter = limiter(&cluster.url(), Operation::Reserve, defaults(5.0, 0.0)).await;

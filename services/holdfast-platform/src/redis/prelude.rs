@@ -20,6 +20,7 @@ pub const PRELUDES: &[(&str, &str)] = &[
     ),
     ("cart", include_str!("../../../../lua/lib/cart.lua")),
     ("cart_view", include_str!("../../../../lua/lib/cart_view.lua")),
+    ("gcra", include_str!("../../../../lua/lib/gcra.lua")),
 ];
 
 /// Why a script's directive cannot be honoured: always a mistake in `lua/`, never input.
