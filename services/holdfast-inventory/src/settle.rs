@@ -1,5 +1,6 @@
-//! Settling a reservation: Commit (reserved -> preparing -> committing -> committed), Release
-//! and Extend, each driving the record's state machine by compare-and-set so concurrent and
+//! Settling a reservation: Commit (reserved -> preparing -> committing -> committed; on
+//! standalone Redis with the lines known, reserved -> committing -> committed), Release and
+//! Extend, each driving the record's state machine by compare-and-set so concurrent and
 //! retried callers agree (states: `docs/inventory-redis.md`).
 
 use std::time::Duration;
@@ -433,9 +434,7 @@ impl Stock {
         .await?;
         Ok(expires_at)
     }
-}
 
-impl Stock {
     /// Standalone Redis, with the lines this process's Reserve wrote ([`crate::line_hints`]):
     /// every hold extended to `ttl_ms` from now and the record moved `reserved -> to` (kept
     /// `retention_ms`) in one `reservation_extend.lua` call, without reading the record first.
