@@ -7,6 +7,9 @@
 //! version it read, so if another worker took the saga over (its lease ran out while a step
 //! was slow), this worker's write loses and it stops; every side effect of a step is
 //! idempotent (stable reservation ids and PSP keys), so the step running twice does no harm.
+//! A step with no effect outside the saga's own write (checkout's screen, create order and
+//! finish: [`saga::runs_with_previous`]) runs at once after the step before it and is
+//! persisted in that step's transition.
 //!
 //! A step that fails transiently (an upstream is down) lets go of the saga with a short
 //! lease, so the recovery worker (or the client's retry) resumes it a little later. A
@@ -62,6 +65,14 @@ pub enum Run {
     Elsewhere,
     /// It waits for a later time (a [`StepResult::Later`]); the recovery worker resumes it.
     Waiting,
+}
+
+/// The steps one transition persists, and what the last of them decided.
+struct Ran {
+    /// The stored names of the steps run, in order.
+    steps: Vec<String>,
+    /// What the last step decided.
+    result: StepResult,
 }
 
 /// Where the one driver of a saga in this process announces how its run ended.
@@ -206,8 +217,8 @@ impl<S: OrdersStore> Engine<S> {
                 return Ok(Run::Finished);
             }
             let step_name = saga.step.clone();
-            match saga::step(&self.ctx, &saga).await {
-                Ok(result) => {
+            match self.steps(&saga).await {
+                Ok(Ran { steps, result }) => {
                     let step = result.step_name();
                     let mut later = None;
                     let (state, outbox, joined, finished) = match result {
@@ -266,8 +277,10 @@ impl<S: OrdersStore> Engine<S> {
                     if wrote_events {
                         self.ctx.outbox_written.notify_one();
                     }
-                    STEPS.with_label_values(&[&saga.kind, &step_name, "done"]).inc();
-                    self.fault_hook(&saga.kind, &step_name);
+                    for ran in &steps {
+                        STEPS.with_label_values(&[&saga.kind, ran, "done"]).inc();
+                        self.fault_hook(&saga.kind, ran);
+                    }
                     if later.is_some() {
                         return Ok(Run::Waiting);
                     }
@@ -285,6 +298,44 @@ impl<S: OrdersStore> Engine<S> {
                 }
             }
         }
+    }
+
+    /// Runs the saga's current step, then each next step that runs with its transition
+    /// ([`saga::runs_with_previous`]) as long as the steps so far wrote nothing but the
+    /// transition (a later step must not read the store behind an unwritten write). A step
+    /// that fails there is dropped, not failed: the transition of the steps before it is
+    /// written, and it runs again on its own.
+    async fn steps(&self, saga: &SagaRecord) -> Result<Ran, OrdersError> {
+        let mut ran = Ran {
+            steps: vec![saga.step.clone()],
+            result: saga::step(&self.ctx, saga).await?,
+        };
+        while let StepResult::Next {
+            step,
+            state,
+            outbox,
+            joined,
+        } = &ran.result
+            && outbox.is_empty()
+            && joined.is_empty()
+            && saga::runs_with_previous(&saga.kind, step)
+        {
+            let mut next = saga.clone();
+            next.step = (*step).to_string();
+            next.state = state.clone();
+            match saga::step(&self.ctx, &next).await {
+                Ok(result) => {
+                    ran.steps.push(next.step);
+                    ran.result = result;
+                }
+                Err(error) => {
+                    tracing::debug!(saga = %saga.id, step = %next.step, %error,
+                        "a step run with the transition before it failed; it runs again after it");
+                    break;
+                }
+            }
+        }
+        Ok(ran)
     }
 
     /// Lets go of `saga` with a short lease: the recovery worker (or the client's retry)

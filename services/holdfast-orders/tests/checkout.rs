@@ -118,6 +118,48 @@ async fn happy_path_holds_commits_charges_once_and_dispatches() {
     assert_eq!(read, order);
 }
 
+/// The finished saga behind `order` (its id is `ord_<saga id>`).
+async fn saga_of(fx: &Fixture, order: &holdfast_proto::orders::v1::Order) -> holdfast_store::SagaRecord {
+    use holdfast_store::SagaStore as _;
+    let id = order.id.strip_prefix("ord_").expect("a checkout's order id");
+    let saga = fx.store.get_saga(id).await.expect("read saga").expect("the saga");
+    assert!(saga.finished, "the checkout's saga ended");
+    saga
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn screen_create_order_and_finish_are_written_with_the_transition_of_the_step_before_them() {
+    let mut setup = Setup::default();
+    setup.orders.risk.max_amount_minor = 5_000;
+    let fx = Fixture::with(setup).await;
+    fx.product("mug", 1250, 10).await;
+    fx.product("tv", 60_000, 3).await;
+
+    let order = placed(&fx, checkout("k-steps", "alice", &[("mug", 1)], "pm_card_visa"))
+        .await
+        .order
+        .expect("order");
+    // Created at version 1, then one transition after each external effect: validate,
+    // reserve (with screen), authorize (with create order), commit, capture, dispatch,
+    // notify (with finish). A transition per step would be ten.
+    assert_eq!(saga_of(&fx, &order).await.version, 1 + 7);
+    assert_eq!(fx.level("mug").await.sold, 1);
+
+    // Held for review: screen sends it to create order, both with reserve's transition.
+    let review = fx
+        .orders
+        .clone()
+        .checkout(checkout("k-steps-review", "eve", &[("tv", 1)], "pm_card_visa"))
+        .await
+        .expect("checkout")
+        .into_inner();
+    assert_eq!(review.outcome, CheckoutOutcome::ManualReview as i32);
+    let order = review.order.expect("order");
+    assert_eq!(order.status, OrderStatus::ManualReview as i32);
+    // validate, reserve (with screen and create order), commit, notify (with finish).
+    assert_eq!(saga_of(&fx, &order).await.version, 1 + 4);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn declined_card_releases_the_hold_and_leaves_no_order_or_charge() {
     let fx = Fixture::start().await;

@@ -39,3 +39,10 @@ pub async fn step<S: OrdersStore>(
         ))),
     }
 }
+
+/// Whether the step `step` of a saga of kind `kind` runs at once after the step before it,
+/// in that step's transition (the engine runs it when the step before wrote nothing but its
+/// transition). Only checkout has such steps.
+pub fn runs_with_previous(kind: &str, step: &str) -> bool {
+    SagaKind::parse(kind) == Some(SagaKind::Checkout) && checkout::runs_with_previous(step)
+}

@@ -116,6 +116,12 @@ pub async fn stored_answer<S: OrdersStore>(
     StoredAnswer::decode(&answer)
 }
 
+/// Whether the step stored as `name` runs with the transition of the step before it
+/// ([`Step::runs_with_previous`]).
+pub fn runs_with_previous(name: &str) -> bool {
+    Step::parse(name).is_some_and(Step::runs_with_previous)
+}
+
 /// Runs the saga's current step.
 pub async fn step<S: OrdersStore>(
     ctx: &StepContext<S>,

@@ -80,6 +80,17 @@ impl Step {
         Step::ALL.into_iter().find(|step| step.as_str() == name)
     }
 
+    /// Whether this step runs at once after the step before it, persisted in that step's
+    /// transition instead of one of its own. True of the steps with no effect outside the
+    /// saga's own write: screen (reads the risk rules' history), create order (the order row
+    /// is a joined write) and finish (the answer on the key is a joined write). None of them
+    /// calls another service, so every external effect (reserve, authorize, commit, capture,
+    /// the cart's clear, a release or void) still has a persisted transition before and
+    /// after it.
+    pub fn runs_with_previous(self) -> bool {
+        matches!(self, Step::Screen | Step::CreateOrder | Step::Finish)
+    }
+
     /// Whether the pivot (commit) has not run yet, so the saga may still compensate.
     pub fn before_pivot(self) -> bool {
         matches!(
