@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use holdfast_platform::admission::{self, Limiter};
 use holdfast_proto::orders::v1::{CheckoutOutcome, CheckoutRequest, CheckoutResponse, checkout_request};
-use holdfast_store::Enqueued;
+use holdfast_store::{Enqueued, QueuedEntry};
 use prometheus::{Histogram, IntCounterVec, IntGauge};
 use tokio::sync::Notify;
 use tonic::Status;
@@ -210,12 +210,16 @@ impl<S: OrdersStore> Admission<S> {
             return Ok(Admit::Run(None));
         }
         let key = &request.idempotency_key;
-        // The queue before the key, as in `lookup`: a key started from the waiting room
-        // between the two reads is claimed before it leaves the queue.
-        if let Some(waiting) = self.waiting(request).await? {
-            return Ok(Admit::Answer(Box::new(Ok(waiting))));
+        // The queue, the key and the queue's depth in one read (one snapshot on SQLite; on
+        // ScyllaDB the queue before the key, as in `lookup`: a key started from the waiting
+        // room between the two reads is claimed before it leaves the queue).
+        let standing = self.store().standing(QUEUE, checkout::SCOPE, key).await?;
+        if let Some((entry, position)) = standing.waiting {
+            return self
+                .waiting(request, &entry, position)
+                .map(|waiting| Admit::Answer(Box::new(Ok(waiting))));
         }
-        if self.store().get_key(checkout::SCOPE, key).await?.is_some() {
+        if standing.claim.is_some() {
             return Ok(Admit::Run(None));
         }
         let mut drop = false;
@@ -230,10 +234,12 @@ impl<S: OrdersStore> Admission<S> {
             }
             drop = decision.drop;
         }
-        // The slot is taken (or not) in one step after the queue read: a check of the count
-        // before that await let a storm's calls all see room and all run over capacity.
+        // The slot is taken (or not) in one step after the queue was read: a check of the
+        // count before an await let a storm's calls all see room and all run over capacity.
+        // The depth is the one read before the rate limits (one Redis call earlier): a
+        // checkout queued in between may see this one start first; the capacity holds.
         if !drop
-            && self.store().queue_depth(QUEUE).await? == 0
+            && standing.depth == 0
             && let Some(slot) = self.free_slot()
         {
             DECISIONS.with_label_values(&["admitted"]).inc();
@@ -244,21 +250,19 @@ impl<S: OrdersStore> Admission<S> {
             .map(|answer| Admit::Answer(Box::new(answer)))
     }
 
-    /// PENDING with its position if `request`'s key waits (refused if it waits with another
-    /// payload).
-    async fn waiting(&self, request: &CheckoutRequest) -> Result<Option<CheckoutResponse>, OrdersError> {
-        let Some((entry, position)) = self
-            .store()
-            .queue_position(QUEUE, &request.idempotency_key)
-            .await?
-        else {
-            return Ok(None);
-        };
+    /// PENDING with its position for `request`, whose key waits as `entry` (refused if it
+    /// waits with another payload).
+    fn waiting(
+        &self,
+        request: &CheckoutRequest,
+        entry: &QueuedEntry,
+        position: u64,
+    ) -> Result<CheckoutResponse, OrdersError> {
         let queued = CheckoutRequest::decode_from(&entry.payload)?;
         if checkout::fingerprint(&queued) != checkout::fingerprint(request) {
             return Err(key_reused(&request.idempotency_key));
         }
-        Ok(Some(self.pending(&request.idempotency_key, position)))
+        Ok(self.pending(&request.idempotency_key, position))
     }
 
     async fn enqueue(
@@ -299,14 +303,17 @@ impl<S: OrdersStore> Admission<S> {
     /// GetCheckout: the key's stored answer, PENDING with its place or running, or
     /// NOT_FOUND.
     ///
-    /// The queue is read first: the waiting room claims a key before it dequeues it, so a
-    /// key no longer queued has its claim already. Read the other way round, a start
-    /// between the two reads (claim, then dequeue) answered NOT_FOUND for a queued key.
+    /// The queue and the key are one read ([`holdfast_store::StandingStore`]): one snapshot
+    /// on SQLite, the queue first on ScyllaDB. The waiting room claims a key before it
+    /// dequeues it, so a key no longer queued has its claim already. Read the other way
+    /// round, a start between the two reads (claim, then dequeue) answered NOT_FOUND for a
+    /// queued key.
     pub async fn lookup(&self, key: &str) -> Result<Result<CheckoutResponse, Status>, OrdersError> {
-        if let Some((_, position)) = self.store().queue_position(QUEUE, key).await? {
+        let standing = self.store().standing(QUEUE, checkout::SCOPE, key).await?;
+        if let Some((_, position)) = standing.waiting {
             return Ok(Ok(self.pending(key, position)));
         }
-        match self.store().get_key(checkout::SCOPE, key).await? {
+        match standing.claim {
             Some(record) => Ok(match record.response {
                 Some(answer) => StoredAnswer::decode(&answer)?.into_result(),
                 None => Ok(self.pending(key, 0)),

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use holdfast_store::{
-    IdempotencyStore, JoinedWriteStore, OrderStore, OutboxMessage, OutboxStore, SagaStore, WaitingRoomStore,
+    IdempotencyStore, JoinedWriteStore, OrderStore, OutboxMessage, OutboxStore, SagaStore, StandingStore,
+    WaitingRoomStore,
 };
 use tokio::sync::Notify;
 
@@ -13,7 +14,8 @@ use crate::options::OrdersOptions;
 use crate::upstream::Clients;
 
 /// The store orders needs: every checkout aggregate (and transitions joined with their
-/// order and key writes) and the waiting room, shareable across tasks.
+/// order and key writes) and the waiting room (and a key's standing in it, one read),
+/// shareable across tasks.
 pub trait OrdersStore:
     OrderStore
     + SagaStore
@@ -21,6 +23,7 @@ pub trait OrdersStore:
     + OutboxStore
     + WaitingRoomStore
     + JoinedWriteStore
+    + StandingStore
     + Clone
     + 'static
 {
@@ -32,6 +35,7 @@ impl<
         + OutboxStore
         + WaitingRoomStore
         + JoinedWriteStore
+        + StandingStore
         + Clone
         + 'static,
 > OrdersStore for T

@@ -16,7 +16,8 @@
 //! - [`stock_truth`]: [`StockTruthStore`], inventory's durable stock and sales, from which
 //!   its Redis counts are rebuilt after Redis lost writes.
 //! - [`waiting_room`]: [`WaitingRoomStore`], bounded first-in-first-out queues of admitted
-//!   work (checkouts at overload) that survive a restart.
+//!   work (checkouts at overload) that survive a restart, and [`standing`]:
+//!   [`StandingStore`], a key's place in one, its claim and the queue's depth in one read.
 //!
 //! A new aggregate is a module beside these: a trait, an impl in both backends, and its
 //! checks in [`conformance`].
@@ -44,6 +45,7 @@ pub mod relay;
 pub mod sagas;
 pub mod scylladb;
 pub mod sqlite;
+pub mod standing;
 pub mod stock_truth;
 mod store;
 pub mod waiting_room;
@@ -61,6 +63,7 @@ pub use products::{Product, ProductPage, ProductStore};
 pub use sagas::{SagaRecord, SagaStore, SagaTransition};
 pub use scylladb::ScyllaStore;
 pub use sqlite::SqliteStore;
+pub use standing::{Standing, StandingStore};
 pub use stock_truth::{SaleRecord, StockTruth, StockTruthStore, StockWrite};
 pub use store::Store;
 pub use waiting_room::{Enqueued, QueuedEntry, WaitingRoomStore};

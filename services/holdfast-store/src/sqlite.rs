@@ -23,6 +23,7 @@ mod orders;
 mod outbox;
 mod products;
 mod sagas;
+mod standing;
 mod stock_truth;
 mod waiting_room;
 mod warehouse;

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 
 use crate::{
     CartPurge, CartStore, IdempotencyStore, JoinedWriteStore, OrderStore, OutboxStore, ProductPage,
-    ProductStore, SagaStore, StockTruthStore, StoreError, WaitingRoomStore, WarehouseStore,
+    ProductStore, SagaStore, StandingStore, StockTruthStore, StoreError, WaitingRoomStore, WarehouseStore,
 };
 
 mod carts;
@@ -26,6 +26,7 @@ mod outbox;
 mod product_events;
 mod products;
 mod sagas;
+mod standing;
 mod stock_truth;
 mod waiting_room;
 mod warehouse;
@@ -62,6 +63,7 @@ pub use sagas::{
     saga_stalled_lists_unfinished_expired_leases_oldest_first,
     saga_transition_is_conditional_and_finished_sagas_never_move,
 };
+pub use standing::standing_is_a_keys_place_claim_and_queue_depth;
 pub use stock_truth::{
     truth_bad_requests_are_refused, truth_concurrent_writes_keep_the_highest_version,
     truth_scan_pages_every_sku_once, truth_stock_versions_and_sales_once,
@@ -100,6 +102,7 @@ pub trait ConformanceStore:
     + StockTruthStore
     + WaitingRoomStore
     + JoinedWriteStore
+    + StandingStore
     + Clone
     + 'static
 {
@@ -116,6 +119,7 @@ impl<T> ConformanceStore for T where
         + StockTruthStore
         + WaitingRoomStore
         + JoinedWriteStore
+        + StandingStore
         + Clone
         + 'static
 {
@@ -181,6 +185,7 @@ pub fn checks<S: ConformanceStore>() -> Vec<(&'static str, Check<S>)> {
         waiting_room_is_fifo_bounded_and_one_entry_per_key,
         waiting_room_concurrent_enqueues_from_16_tasks_keep_one_entry_per_key,
         waiting_room_bad_requests_are_refused,
+        standing_is_a_keys_place_claim_and_queue_depth,
     ]
 }
 

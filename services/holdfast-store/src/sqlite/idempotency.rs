@@ -25,7 +25,7 @@ fn read_record(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
 }
 
 /// The record for (scope, key) if it is live at `now`.
-fn select_live(
+pub(super) fn select_live(
     conn: &Connection,
     scope: &str,
     key: &str,

@@ -21,7 +21,11 @@ fn read_entry(row: &Row<'_>) -> rusqlite::Result<QueuedEntry> {
 }
 
 /// The waiting entry of (queue, key) and its 1-based position.
-fn position(conn: &Connection, queue: &str, key: &str) -> Result<Option<(QueuedEntry, u64)>, StoreError> {
+pub(super) fn position(
+    conn: &Connection,
+    queue: &str,
+    key: &str,
+) -> Result<Option<(QueuedEntry, u64)>, StoreError> {
     let Some(entry) = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM waiting_room WHERE queue = ?1 AND key = ?2"
@@ -38,7 +42,7 @@ fn position(conn: &Connection, queue: &str, key: &str) -> Result<Option<(QueuedE
     Ok(Some((entry, u64::try_from(ahead).unwrap_or(0))))
 }
 
-fn depth(conn: &Connection, queue: &str) -> Result<u64, StoreError> {
+pub(super) fn depth(conn: &Connection, queue: &str) -> Result<u64, StoreError> {
     let depth: i64 = conn
         .prepare_cached("SELECT COUNT(*) FROM waiting_room WHERE queue = ?1")
         .and_then(|mut statement| statement.query_row(params![queue], |row| row.get(0)))
