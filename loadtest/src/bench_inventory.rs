@@ -4,7 +4,8 @@
 //! Baseline: `redis-benchmark` calling `reserve.lua` by EVALSHA, one unit per call with a
 //! fresh reservation id each time, at the same concurrency. Ours: the `Reserve` RPC through
 //! gRPC to `holdfast serve inventory` (a separate process), same SKU, same concurrency.
-//! Sold out: a flash sale after its last unit, the same callers hammering the sold-out SKU.
+//! Sold out: a flash sale after its last unit, the same callers hammering the sold-out SKU,
+//! first with one Reserve call per attempt, then each caller on a `ReserveStream` of its own.
 //! Pinned apart: baseline and ours again, on a SKU of their own, with Redis and the server
 //! on half of the cores and the load generator (`redis-benchmark`, this process) on the other
 //! half (`taskset`; skipped on one core).
@@ -102,8 +103,11 @@ pub struct InventoryReport {
     /// Baseline and Reserve RPC again with the load generator on cores of its own; `None` on
     /// one core.
     pub pinned: Option<Pinned>,
-    /// Sold-out answers (INSUFFICIENT_STOCK) on one sold-out SKU, same callers; `None` if skipped.
+    /// Sold-out answers (INSUFFICIENT_STOCK) on one sold-out SKU, same callers, one Reserve
+    /// call per attempt; `None` if skipped.
     pub soldout: Option<Side>,
+    /// The same, each caller on a `ReserveStream` of its own (one attempt in flight each).
+    pub soldout_stream: Option<Side>,
     /// Redis bytes per live hold (hold, reservation record, expiry index share), holds spread
     /// 10 per SKU.
     pub bytes_per_live_hold: f64,
@@ -134,7 +138,7 @@ pub struct Pinned {
 struct Throughput {
     baseline: Side,
     ours: Side,
-    soldout: Option<Side>,
+    soldout: Option<SoldOut>,
     pinned: Option<Pinned>,
 }
 
@@ -151,6 +155,7 @@ pub async fn run(args: &InventoryBench) -> anyhow::Result<InventoryReport> {
         soldout,
         pinned,
     } = throughput;
+    let (soldout, soldout_stream) = soldout.map_or((None, None), |s| (Some(s.calls), Some(s.streams)));
     let report = InventoryReport {
         requests: args.requests,
         concurrency: args.concurrency,
@@ -159,6 +164,7 @@ pub async fn run(args: &InventoryBench) -> anyhow::Result<InventoryReport> {
         reserve_rpc: ours,
         pinned,
         soldout,
+        soldout_stream,
         bytes_per_idle_sku: memory.per_idle_sku,
         bytes_per_live_hold: memory.per_hold,
         bytes_per_live_hold_hot_sku: memory.per_hold_hot_sku,
@@ -207,6 +213,9 @@ fn print(r: &InventoryReport) {
     }
     if let Some(s) = &r.soldout {
         row("sold-out SKU: Reserve answers", s);
+    }
+    if let Some(s) = &r.soldout_stream {
+        row("sold-out SKU: answers on ReserveStream", s);
     }
     println!(
         "redis memory: {:.0} bytes per idle SKU ({} SKUs, target <= 200), {:.0} bytes per live hold ({} holds, target <= 100)",
@@ -319,8 +328,8 @@ async fn pinned(
     })
 }
 
-/// `bench flash-sale-soldout`: only the sold-out phase, on its own redis-server and server.
-pub async fn run_soldout(args: &InventoryBench) -> anyhow::Result<Side> {
+/// `bench flash-sale-soldout`: only the sold-out phases, on their own redis-server and server.
+pub async fn run_soldout(args: &InventoryBench) -> anyhow::Result<SoldOut> {
     let dir = std::env::temp_dir().join(format!("holdfast-bench-soldout-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let redis_server = RedisProcess::start(&dir, &[])?;
@@ -337,11 +346,22 @@ pub async fn run_soldout(args: &InventoryBench) -> anyhow::Result<Side> {
     drop(server);
     drop(redis_server);
     let _ = std::fs::remove_dir_all(&dir);
-    println!(
-        "sold-out SKU, {} callers: {:.0} answers/s, p50 {:.2} ms, p99 {:.2} ms   target >= 50,000/s",
-        args.concurrency, side.rate, side.p50_ms, side.p99_ms
-    );
+    for (how, side) in [("one call each", &side.calls), ("on streams", &side.streams)] {
+        println!(
+            "sold-out SKU, {} callers, {how}: {:.0} answers/s, p50 {:.2} ms, p99 {:.2} ms   target >= 50,000/s",
+            args.concurrency, side.rate, side.p50_ms, side.p99_ms
+        );
+    }
     Ok(side)
+}
+
+/// The sold-out phases: the same callers, one Reserve call per attempt, then on streams.
+#[derive(Debug, Clone, Serialize)]
+pub struct SoldOut {
+    /// One `Reserve` call per attempt.
+    pub calls: Side,
+    /// Each caller on a `ReserveStream` of its own.
+    pub streams: Side,
 }
 
 /// A flash sale after its last unit: sells out one SKU, then `concurrency` callers send
@@ -350,7 +370,7 @@ async fn soldout(
     channels: &[tonic::transport::Channel],
     concurrency: u64,
     requests: u64,
-) -> anyhow::Result<Side> {
+) -> anyhow::Result<SoldOut> {
     const UNITS: i64 = 1_000;
     let mut admin = InventoryServiceClient::new(channels[0].clone());
     admin
@@ -373,7 +393,7 @@ async fn soldout(
     if sell_out.get_ref().status != ReservationStatus::Reserved as i32 {
         bail!("could not hold the last {UNITS} units of {SOLDOUT_SKU}");
     }
-    let channels = channels.to_vec();
+    let callers = channels.to_vec();
     let plan = Plan {
         arrival: Arrival::Closed {
             concurrency: concurrency as usize,
@@ -384,7 +404,7 @@ async fn soldout(
         progress: true,
     };
     let result = engine::run(&plan, move |i| {
-        let mut client = InventoryServiceClient::new(channels[i as usize % channels.len()].clone());
+        let mut client = InventoryServiceClient::new(callers[i as usize % callers.len()].clone());
         async move {
             let answer = client
                 .reserve(ReserveRequest {
@@ -413,7 +433,11 @@ async fn soldout(
             result.ops.get("Reserve").map(|o| &o.errors)
         );
     }
-    Ok(Side::of(&result))
+    let streams = crate::soldout_stream::run(channels, concurrency, requests, SOLDOUT_SKU).await?;
+    Ok(SoldOut {
+        calls: Side::of(&result),
+        streams: Side::of(&streams),
+    })
 }
 
 /// At most this many baseline calls between two drops of the bucket's outbox: reserve.lua

@@ -31,6 +31,7 @@ mod report;
 mod scenario;
 mod slo;
 mod soak;
+mod soldout_stream;
 mod summary;
 mod warmup;
 mod world_check;

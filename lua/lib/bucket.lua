@@ -299,6 +299,21 @@ local function rec_pool_split(gen, n, ends)
   redis.call('HSET', REC_POOL, gen, n + 1)
   rec_pool_n[gen] = n + 1
 end
+-- The generations a lookup at `now` looks in and the pool's `since`/`per_slot`: one HMGET per
+-- call (a batch's items share its `now`), not one per record read. Later lookups of the call
+-- know a pooled generation by rec_pool_n, which this call's own writes keep up to date
+-- (rec_pool_shards creates, rec_pool_split grows).
+local rec_seen = nil
+local function rec_meta(now)
+  if rec_seen and rec_seen.now == now then return rec_seen end
+  local gens = rec_generations(now)
+  local meta = redis.call('HMGET', REC_POOL, 'since', 'per_slot', unpack(gens))
+  for i, gen in ipairs(gens) do
+    if meta[i + 2] then rec_pool_n[gen] = num(meta[i + 2]) end
+  end
+  rec_seen = {now = now, gens = gens, since = meta[1], per_slot = meta[2]}
+  return rec_seen
+end
 -- Finds rid's record -> table field -> string ({} when there is none), and a handle for rec_put
 -- (where it was found). `shard` is `res:{T}`, or `res:{T}:pooled` for the pooled layout (which
 -- also reads `res:{T}` within the window). `legacy` (`res:{rid}`, or nil) is where records were
@@ -309,12 +324,11 @@ local function rec_get(shard, legacy, rid, now)
   if pooled then shard = string.sub(shard, 1, -8) end
   local h = {shard = shard, pooled = pooled, legacy = legacy, rid = rid, field = rec_field(rid), now = now}
   if #h.field <= REC_ENTRY_MAX then
-    local gens, per_slot = rec_generations(now), true
+    local meta = pooled and rec_meta(now)
+    local gens, per_slot = meta and meta.gens or rec_generations(now), true
     if pooled then
-      local meta = redis.call('HMGET', REC_POOL, 'since', 'per_slot', unpack(gens))
-      for i, gen in ipairs(gens) do
-        if meta[i + 2] then
-          rec_pool_n[gen] = num(meta[i + 2])
+      for _, gen in ipairs(gens) do
+        if rec_pool_n[gen] then
           local key = rec_pool_key(h, gen)
           local v = redis.call('HGET', key, h.field)
           if v then
@@ -325,7 +339,7 @@ local function rec_get(shard, legacy, rid, now)
       end
       -- The per-slot shards: only within the window, until the service's survey found none
       -- left (`per_slot` = 0), and only those that exist (one EXISTS for all).
-      per_slot = meta[2] ~= '0' and (not meta[1] or now < num(meta[1]) + REC_POOL_WINDOW)
+      per_slot = meta.per_slot ~= '0' and (not meta.since or now < num(meta.since) + REC_POOL_WINDOW)
       if per_slot then
         local keys = {}
         for i, gen in ipairs(gens) do keys[i] = shard .. ':' .. gen end

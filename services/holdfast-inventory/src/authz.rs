@@ -1,6 +1,6 @@
 //! Who may call which InventoryService RPC: stock levels are set by `admin` and adjusted by
 //! `admin` or `service` (orders returns cancelled units);
-//! availability, holds (Reserve, Extend, Release) by any valid token; committing a hold (a
+//! availability, holds (Reserve, ReserveStream, Extend, Release) by any valid token; committing a hold (a
 //! sale) by `service` (orders) only. Multi-region: placing a global SKU, reconciling and
 //! moving a dead region's units by `admin`; the regional availability by any valid token.
 
@@ -16,6 +16,7 @@ pub static TABLE: AuthzTable = AuthzTable {
         ("AdjustStock", Rule::AdminOrService),
         ("GetAvailability", Rule::Authenticated),
         ("Reserve", Rule::Authenticated),
+        ("ReserveStream", Rule::Authenticated),
         ("Commit", Rule::Service),
         ("Release", Rule::Authenticated),
         ("Extend", Rule::Authenticated),
@@ -41,6 +42,7 @@ mod tests {
             ("AdjustStock", staff),
             ("GetAvailability", anyone),
             ("Reserve", anyone),
+            ("ReserveStream", anyone),
             ("Commit", service),
             ("Release", anyone),
             ("Extend", anyone),

@@ -21,6 +21,7 @@ pub mod reconcile;
 pub mod regions;
 pub mod reservations;
 pub mod reserve_lines;
+pub mod reserve_stream;
 pub mod scripts;
 pub mod service;
 pub mod settle;

@@ -1,5 +1,7 @@
 //! The gRPC face of the inventory: validate every field, call the engine, map the answer.
 
+use std::sync::Arc;
+
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::inventory::v1::inventory_service_server::InventoryService;
 use holdfast_proto::inventory::v1::{
@@ -13,11 +15,13 @@ use holdfast_proto::inventory::v1::{
     GetRegionalAvailabilityResponse, MoveRegionUnitsRequest, MoveRegionUnitsResponse, SetGlobalStockRequest,
     SetGlobalStockResponse,
 };
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::admission::ReserveAdmission;
 use crate::error::InventoryError;
 use crate::reservations::ReserveAnswer;
+use crate::reserve_stream;
 use crate::stock::{SkuLevel, Stock};
 use crate::validate::{self, MAX_LINES, MAX_ON_HAND};
 
@@ -51,6 +55,60 @@ impl Inventory {
         self
     }
 
+    /// One Reserve, for the unary call and for each request of a stream: `metadata` is the
+    /// call's (its token for admission), `trusted` whether it may claim admission already.
+    pub(crate) async fn reserve_one(
+        &self,
+        metadata: &MetadataMap,
+        trusted: bool,
+        request: ReserveRequest,
+    ) -> Result<ReserveResponse, Status> {
+        let mut violations = FieldViolations::new();
+        validate::id(&mut violations, "reservation_id", &request.reservation_id);
+        let ttl = validate::ttl(&mut violations, "ttl_seconds", request.ttl_seconds);
+        let lines = validate::lines(&mut violations, &request.lines);
+        checked(violations)?;
+        if let Some(regions) = &self.regions {
+            regions
+                .check_home(&lines.iter().map(|(sku, _)| sku.as_str()).collect::<Vec<_>>())
+                .await?;
+        }
+        // A SKU this process knows is sold out is refused without a Redis round trip of its
+        // own (the refusal's record goes out in a batch): the limiter, which guards Redis and
+        // the stock, has nothing to guard there, and its call would be the attempt's round trip.
+        let sold_out = matches!(lines.as_slice(), [(sku, _)] if self.stock.locally_sold_out(sku));
+        if let Some(admission) = self.admission.as_ref().filter(|_| !sold_out) {
+            admission
+                .admit(metadata, trusted, lines.iter().map(|(sku, _)| sku.as_str()))
+                .await?;
+        }
+        let answer = self.stock.reserve(&request.reservation_id, &lines, ttl).await?;
+        Ok(match answer {
+            ReserveAnswer::Reserved { expires_at } => ReserveResponse {
+                status: ReservationStatus::Reserved as i32,
+                shortages: vec![],
+                expires_at_unix_ms: expires_at,
+            },
+            ReserveAnswer::Insufficient(shortages) => ReserveResponse {
+                status: {
+                    if let Some(regions) = &self.regions {
+                        regions.note_shortage(shortages.iter().map(|s| s.sku.as_str()));
+                    }
+                    ReservationStatus::InsufficientStock as i32
+                },
+                shortages: shortages
+                    .into_iter()
+                    .map(|s| Shortage {
+                        sku: s.sku,
+                        requested: s.requested,
+                        available: s.available,
+                    })
+                    .collect(),
+                expires_at_unix_ms: 0,
+            },
+        })
+    }
+
     fn regions(&self) -> Result<&crate::regions::Regions, Status> {
         self.regions.as_ref().ok_or_else(|| {
             InventoryError::precondition(
@@ -67,6 +125,12 @@ impl Inventory {
             .as_ref()
             .ok_or_else(|| Status::unimplemented("admission limits are not enabled on this server"))
     }
+}
+
+/// Only an internal caller (or a mesh without auth) may claim its Reserve was admitted already.
+fn trusted<T>(request: &Request<T>) -> bool {
+    holdfast_platform::auth::Caller::of(request)
+        .is_none_or(|caller| caller.role == holdfast_platform::auth::Role::Service)
 }
 
 fn checked(violations: FieldViolations) -> Result<(), InventoryError> {
@@ -151,54 +215,24 @@ impl InventoryService for Inventory {
     }
 
     async fn reserve(&self, request: Request<ReserveRequest>) -> Result<Response<ReserveResponse>, Status> {
-        // Only an internal caller (or a mesh without auth) may claim it was admitted already.
-        let trusted = holdfast_platform::auth::Caller::of(&request)
-            .is_none_or(|caller| caller.role == holdfast_platform::auth::Role::Service);
+        let trusted = trusted(&request);
         let (metadata, _, request) = request.into_parts();
-        let mut violations = FieldViolations::new();
-        validate::id(&mut violations, "reservation_id", &request.reservation_id);
-        let ttl = validate::ttl(&mut violations, "ttl_seconds", request.ttl_seconds);
-        let lines = validate::lines(&mut violations, &request.lines);
-        checked(violations)?;
-        if let Some(regions) = &self.regions {
-            regions
-                .check_home(&lines.iter().map(|(sku, _)| sku.as_str()).collect::<Vec<_>>())
-                .await?;
-        }
-        // A SKU this process knows is sold out is refused without a Redis round trip of its
-        // own (the refusal's record goes out in a batch): the limiter, which guards Redis and
-        // the stock, has nothing to guard there, and its call would be the attempt's round trip.
-        let sold_out = matches!(lines.as_slice(), [(sku, _)] if self.stock.locally_sold_out(sku));
-        if let Some(admission) = self.admission.as_ref().filter(|_| !sold_out) {
-            admission
-                .admit(&metadata, trusted, lines.iter().map(|(sku, _)| sku.as_str()))
-                .await?;
-        }
-        let answer = self.stock.reserve(&request.reservation_id, &lines, ttl).await?;
-        Ok(Response::new(match answer {
-            ReserveAnswer::Reserved { expires_at } => ReserveResponse {
-                status: ReservationStatus::Reserved as i32,
-                shortages: vec![],
-                expires_at_unix_ms: expires_at,
-            },
-            ReserveAnswer::Insufficient(shortages) => ReserveResponse {
-                status: {
-                    if let Some(regions) = &self.regions {
-                        regions.note_shortage(shortages.iter().map(|s| s.sku.as_str()));
-                    }
-                    ReservationStatus::InsufficientStock as i32
-                },
-                shortages: shortages
-                    .into_iter()
-                    .map(|s| Shortage {
-                        sku: s.sku,
-                        requested: s.requested,
-                        available: s.available,
-                    })
-                    .collect(),
-                expires_at_unix_ms: 0,
-            },
-        }))
+        Ok(Response::new(
+            self.reserve_one(&metadata, trusted, request).await?,
+        ))
+    }
+
+    async fn reserve_stream(
+        &self,
+        request: Request<Streaming<ReserveRequest>>,
+    ) -> Result<Response<reserve_stream::Answers>, Status> {
+        let trusted = trusted(&request);
+        let (metadata, _, requests) = request.into_parts();
+        let (inventory, metadata) = (self.clone(), Arc::new(metadata));
+        Ok(Response::new(reserve_stream::answers(requests, move |request| {
+            let (inventory, metadata) = (inventory.clone(), Arc::clone(&metadata));
+            async move { inventory.reserve_one(&metadata, trusted, request).await }
+        })))
     }
 
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {

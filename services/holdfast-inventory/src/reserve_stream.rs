@@ -1,0 +1,60 @@
+//! `ReserveStream`: many Reserves over one stream, each worked by the same code as the unary
+//! call (`Inventory::reserve_one`: same checks, admission and idempotency), at most
+//! [`IN_FLIGHT`] of a stream at once, answered as each completes.
+//!
+//! The answers are worked inside the stream's own response task: no task per request, no
+//! span per request (the stream has one), and a request costs one HTTP/2 DATA frame each way
+//! instead of a whole call. A caller that forwards many buyers' attempts (a mobile backend in
+//! a flash sale) pays that instead of a call's headers, stream set-up and tower stack.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use holdfast_proto::inventory::v1::{
+    ReserveRequest, ReserveResponse, ReserveStreamAnswer, ReserveStreamError, reserve_stream_answer::Outcome,
+};
+use tonic::Status;
+
+/// Requests of one stream worked on at once; the next is read when one is answered.
+pub const IN_FLIGHT: usize = 64;
+
+/// The answers of one stream, as tonic sends them.
+pub type Answers = Pin<Box<dyn Stream<Item = Result<ReserveStreamAnswer, Status>> + Send>>;
+
+/// Works `requests` through `reserve` (one Reserve, as the unary call). A request's error is
+/// its answer; an error reading the stream ends it.
+pub(crate) fn answers<S, F, Fut>(requests: S, reserve: F) -> Answers
+where
+    S: Stream<Item = Result<ReserveRequest, Status>> + Send + 'static,
+    F: Fn(ReserveRequest) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<ReserveResponse, Status>> + Send + 'static,
+{
+    Box::pin(
+        requests
+            .map(move |request| {
+                let answer = request.map(|request| (request.reservation_id.clone(), reserve(request)));
+                async move {
+                    let (reservation_id, answer) = answer?;
+                    let outcome = match answer.await {
+                        Ok(reply) => Outcome::Reply(reply),
+                        Err(status) => Outcome::Error(error_of(&status)),
+                    };
+                    Ok(ReserveStreamAnswer {
+                        reservation_id,
+                        outcome: Some(outcome),
+                    })
+                }
+            })
+            .buffer_unordered(IN_FLIGHT),
+    )
+}
+
+/// What the unary call's status would carry: code, message and the encoded details.
+fn error_of(status: &Status) -> ReserveStreamError {
+    ReserveStreamError {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        details: status.details().to_vec(),
+    }
+}
