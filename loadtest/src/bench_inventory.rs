@@ -30,6 +30,7 @@ use serde::Serialize;
 use crate::engine::{self, Arrival, Plan, Sample};
 use crate::mesh::{Server, holdfast_bin, spawn_server};
 use crate::pinning::{self, Split};
+use crate::reserve_streams::{self, Expect};
 
 /// What to measure.
 #[derive(Debug, Clone, clap::Args)]
@@ -98,6 +99,10 @@ pub struct InventoryReport {
     pub reserve_rpc: Side,
     /// reserve_rpc.rate / baseline_evalsha.rate.
     pub ratio: f64,
+    /// The same Reserves over `ReserveStream`, each caller on a stream of its own.
+    pub reserve_stream: Side,
+    /// reserve_stream.rate / baseline_evalsha.rate.
+    pub stream_ratio: f64,
     /// Redis bytes per idle SKU.
     pub bytes_per_idle_sku: f64,
     /// Baseline and Reserve RPC again with the load generator on cores of its own; `None` on
@@ -138,6 +143,7 @@ pub struct Pinned {
 struct Throughput {
     baseline: Side,
     ours: Side,
+    ours_stream: Side,
     soldout: Option<SoldOut>,
     pinned: Option<Pinned>,
 }
@@ -152,6 +158,7 @@ pub async fn run(args: &InventoryBench) -> anyhow::Result<InventoryReport> {
     let Throughput {
         baseline,
         ours,
+        ours_stream,
         soldout,
         pinned,
     } = throughput;
@@ -160,8 +167,10 @@ pub async fn run(args: &InventoryBench) -> anyhow::Result<InventoryReport> {
         requests: args.requests,
         concurrency: args.concurrency,
         ratio: ours.rate / baseline.rate,
+        stream_ratio: ours_stream.rate / baseline.rate,
         baseline_evalsha: baseline,
         reserve_rpc: ours,
+        reserve_stream: ours_stream,
         pinned,
         soldout,
         soldout_stream,
@@ -195,6 +204,8 @@ fn print(r: &InventoryReport) {
     row("baseline: redis-benchmark EVALSHA", &r.baseline_evalsha);
     row("holdfast Reserve RPC (gRPC)", &r.reserve_rpc);
     println!("ratio (RPC / baseline): {:.3}   target >= 1.0", r.ratio);
+    row("holdfast Reserve over ReserveStream", &r.reserve_stream);
+    println!("ratio (ReserveStream / baseline): {:.3}", r.stream_ratio);
     println!(
         "p99 at {} callers: {:.2} ms   target <= 5 ms",
         r.concurrency, r.reserve_rpc.p99_ms
@@ -273,6 +284,17 @@ async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<Through
     drive_rpc(&channels, args.concurrency, 5_000, "warm", SKU).await?;
     let baseline = redis_benchmark(redis_server.port(), args.concurrency, args.requests, SKU, None)?;
     let ours = drive_rpc(&channels, args.concurrency, args.requests, "run", SKU).await?;
+    let ours_stream = Side::of(
+        &reserve_streams::run(
+            &channels,
+            args.concurrency,
+            args.requests,
+            "stream",
+            SKU,
+            Expect::Reserved,
+        )
+        .await?,
+    );
     let soldout = if args.soldout_requests > 0 {
         Some(soldout(&channels, args.concurrency, args.soldout_requests).await?)
     } else {
@@ -286,6 +308,7 @@ async fn throughput(args: &InventoryBench, dir: &Path) -> anyhow::Result<Through
     Ok(Throughput {
         baseline,
         ours,
+        ours_stream,
         soldout,
         pinned,
     })
@@ -433,7 +456,15 @@ async fn soldout(
             result.ops.get("Reserve").map(|o| &o.errors)
         );
     }
-    let streams = crate::soldout_stream::run(channels, concurrency, requests, SOLDOUT_SKU).await?;
+    let streams = reserve_streams::run(
+        channels,
+        concurrency,
+        requests,
+        "soldout-stream",
+        SOLDOUT_SKU,
+        Expect::SoldOut,
+    )
+    .await?;
     Ok(SoldOut {
         calls: Side::of(&result),
         streams: Side::of(&streams),

@@ -191,6 +191,15 @@ pub fn rows(
             1.0,
         ),
         row(
+            format!("Reserve over ReserveStream / EVALSHA, {callers} callers, a stream each"),
+            "req/s",
+            Some(inventory.reserve_stream.rate),
+            (evalsha.rate, SAME_RUN),
+            Ratio,
+            AtLeast,
+            1.0,
+        ),
+        row(
             format!("Reserve RPC / EVALSHA, {callers} callers, load generator pinned apart"),
             "req/s",
             inventory.pinned.as_ref().map(|p| p.reserve_rpc.rate),

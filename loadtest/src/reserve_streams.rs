@@ -1,7 +1,8 @@
-//! The sold-out phase over `ReserveStream`: each caller holds a stream of its own (spread over
-//! the same connections as the unary callers) and sends its next attempt when the last one is
-//! answered, so `concurrency` attempts are in flight, as with the unary callers. Every answer
-//! must be INSUFFICIENT_STOCK (a grant after the sell-out is an oversell).
+//! Reserves over `ReserveStream`: each caller holds a stream of its own (spread over the same
+//! connections as the unary callers) and sends its next Reserve when the last one is answered,
+//! so `concurrency` Reserves are in flight, as with the unary callers. Every answer must be the
+//! one expected: a hold on a stocked SKU, INSUFFICIENT_STOCK on a sold-out one (a grant there
+//! is an oversell).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -15,6 +16,15 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::engine::{self, Arrival, LoadResult, Plan, Sample};
 
+/// The answer every Reserve of a run must get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// RESERVED: the SKU has the units.
+    Reserved,
+    /// INSUFFICIENT_STOCK: the SKU sold out.
+    SoldOut,
+}
+
 /// One caller's stream: requests in, answers out, one in flight.
 struct Caller {
     send: mpsc::Sender<ReserveRequest>,
@@ -22,12 +32,14 @@ struct Caller {
 }
 
 /// Opens `concurrency` streams round robin over `channels`, then sends `requests` Reserves of
-/// one unit of `sku` through them.
+/// one unit of `sku` through them, ids `<label>-<i>`.
 pub async fn run(
     channels: &[tonic::transport::Channel],
     concurrency: u64,
     requests: u64,
-    sku: &'static str,
+    label: &str,
+    sku: &str,
+    expect: Expect,
 ) -> anyhow::Result<LoadResult> {
     let mut callers = Vec::new();
     for i in 0..concurrency.max(1) as usize {
@@ -45,17 +57,18 @@ pub async fn run(
         },
         attempts: Some(requests),
         duration: None,
-        label: "ReserveStream (sold out)".into(),
+        label: format!("ReserveStream ({label})"),
         progress: true,
     };
+    let (label, sku) = (Arc::<str>::from(label), Arc::<str>::from(sku));
     let result = engine::run(&plan, move |i| {
-        let idle = idle.clone();
+        let (idle, label, sku) = (idle.clone(), label.clone(), sku.clone());
         async move {
             // As many streams as workers: one is always idle when a worker asks.
             let Some(mut caller) = idle.lock().unwrap_or_else(PoisonError::into_inner).pop() else {
                 return Sample::wrong("ReserveStream", "no idle stream");
             };
-            let sample = attempt(&mut caller, i, sku).await;
+            let sample = attempt(&mut caller, format!("{label}-{i}"), &sku, expect).await;
             idle.lock().unwrap_or_else(PoisonError::into_inner).push(caller);
             sample
         }
@@ -63,7 +76,7 @@ pub async fn run(
     .await;
     if result.errors > 0 {
         bail!(
-            "{} of {requests} sold-out Reserves over streams were not answered INSUFFICIENT_STOCK: {:?}",
+            "{} of {requests} Reserves over streams were not answered {expect:?}: {:?}",
             result.errors,
             result.ops.get("ReserveStream").map(|o| &o.errors)
         );
@@ -71,8 +84,7 @@ pub async fn run(
     Ok(result)
 }
 
-async fn attempt(caller: &mut Caller, i: u64, sku: &str) -> Sample {
-    let rid = format!("soldout-stream-{i}");
+async fn attempt(caller: &mut Caller, rid: String, sku: &str, expect: Expect) -> Sample {
     let request = ReserveRequest {
         reservation_id: rid.clone(),
         lines: vec![ReserveLine {
@@ -84,29 +96,30 @@ async fn attempt(caller: &mut Caller, i: u64, sku: &str) -> Sample {
     if caller.send.send(request).await.is_err() {
         return Sample::wrong("ReserveStream", "the stream closed");
     }
-    match caller.answers.next().await {
-        Some(Ok(answer)) if answer.reservation_id != rid => {
-            Sample::wrong("ReserveStream", "another request's answer")
+    let answer = match caller.answers.next().await {
+        Some(Ok(answer)) => answer,
+        Some(Err(status)) => return Sample::error("ReserveStream", &status),
+        None => return Sample::wrong("ReserveStream", "the stream ended"),
+    };
+    if answer.reservation_id != rid {
+        return Sample::wrong("ReserveStream", "another request's answer");
+    }
+    let status = match answer.outcome {
+        Some(Outcome::Reply(reply)) => reply.status,
+        Some(Outcome::Error(error)) => {
+            let status = tonic::Status::new(tonic::Code::from(error.code), error.message);
+            return Sample::error("ReserveStream", &status);
         }
-        Some(Ok(ReserveStreamAnswer {
-            outcome: Some(Outcome::Reply(reply)),
-            ..
-        })) if reply.status == ReservationStatus::InsufficientStock as i32 => {
+        None => return Sample::wrong("ReserveStream", "an answer without an outcome"),
+    };
+    match (expect, ReservationStatus::try_from(status)) {
+        (Expect::Reserved, Ok(ReservationStatus::Reserved)) => Sample::answer("ReserveStream", "reserved"),
+        (Expect::SoldOut, Ok(ReservationStatus::InsufficientStock)) => {
             Sample::answer("ReserveStream", "sold out")
         }
-        Some(Ok(ReserveStreamAnswer {
-            outcome: Some(Outcome::Reply(_)),
-            ..
-        })) => Sample::wrong("ReserveStream", "granted after sell-out"),
-        Some(Ok(ReserveStreamAnswer {
-            outcome: Some(Outcome::Error(error)),
-            ..
-        })) => Sample::error(
-            "ReserveStream",
-            &tonic::Status::new(tonic::Code::from(error.code), error.message),
-        ),
-        Some(Ok(_)) => Sample::wrong("ReserveStream", "an answer without an outcome"),
-        Some(Err(status)) => Sample::error("ReserveStream", &status),
-        None => Sample::wrong("ReserveStream", "the stream ended"),
+        (Expect::SoldOut, Ok(ReservationStatus::Reserved)) => {
+            Sample::wrong("ReserveStream", "granted after sell-out")
+        }
+        _ => Sample::wrong("ReserveStream", "not held"),
     }
 }
