@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use anyhow::bail;
 use futures::StreamExt;
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
-use holdfast_proto::inventory::v1::reserve_stream_answer::Outcome;
-use holdfast_proto::inventory::v1::{ReservationStatus, ReserveLine, ReserveRequest, ReserveStreamAnswer};
+use holdfast_proto::inventory::v1::reserve_stream_response::Outcome;
+use holdfast_proto::inventory::v1::{
+    ReservationStatus, ReserveLine, ReserveRequest, ReserveStreamRequest, ReserveStreamResponse,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -27,8 +29,8 @@ pub enum Expect {
 
 /// One caller's stream: requests in, answers out, one in flight.
 struct Caller {
-    send: mpsc::Sender<ReserveRequest>,
-    answers: tonic::Streaming<ReserveStreamAnswer>,
+    send: mpsc::Sender<ReserveStreamRequest>,
+    answers: tonic::Streaming<ReserveStreamResponse>,
 }
 
 /// Opens `concurrency` streams round robin over `channels`, then sends `requests` Reserves of
@@ -92,6 +94,9 @@ async fn attempt(caller: &mut Caller, rid: String, sku: &str, expect: Expect) ->
             quantity: 1,
         }],
         ttl_seconds: 600,
+    };
+    let request = ReserveStreamRequest {
+        reserve: Some(request),
     };
     if caller.send.send(request).await.is_err() {
         return Sample::wrong("ReserveStream", "the stream closed");

@@ -167,6 +167,23 @@ local function rec_pack(p)
   if bytes then return head .. string.char(qty, bucket) .. sku end
   return head .. x .. ',' .. y .. ',' .. sku
 end
+-- rec_pack of the two records the Reserve scripts write on every call, a refusal (state,
+-- fingerprint, shortages) and a hold (state, fingerprint, expiry, lines), read straight from
+-- `rec` instead of through rec_put's loop over every field (Lua's calls are what a record
+-- write costs here: the loop was ~4 us of a refusal's ~30 us in reserve_batch). nil for any
+-- other shape, or a value rec_pack would not pack: rec_put then takes the general way.
+local function rec_pack_reserve(rec)
+  local state, fp, exp, lines, shortages = rec.state, rec.fp, rec.expires_at, rec.lines, rec.shortages
+  if rec.lease ~= nil or rec.owner ~= nil or type(fp) ~= 'string' or string.find(fp, '\n', 1, true) then
+    return nil
+  end
+  if state == 'rejected' and exp == nil and lines == nil and type(shortages) == 'string' then
+    return rec_pack({REC_STATES.rejected, fp, '', '', shortages, '', ''})
+  elseif state == 'reserved' and shortages == nil and type(exp) == 'string' and type(lines) == 'string' then
+    return rec_pack({REC_STATES.reserved, fp, exp, lines, '', '', ''})
+  end
+  return nil
+end
 local function rec_unpack(v)
   local mark = string.byte(v, 1)
   if (mark >= 3 and mark <= 6) or (mark >= 16 and mark <= 23) then return rec_unpack_compact(v, mark) end
@@ -405,17 +422,20 @@ end
 -- JSON, which never do).
 local function rec_put(h, rec, pexpire_ms)
   if rec.state == 'rejected' then rec.lines = nil end
-  local parts, last = {}, 0
-  for i, f in ipairs(REC_FIELDS) do
-    local v = rec[f]
-    if v == nil or v == false then v = '' end
-    v = tostring(v)
-    if string.find(v, '\n', 1, true) then error('record field ' .. f .. ' holds a newline') end
-    if f == 'state' then v = REC_STATES[v] or v end
-    parts[i] = v
-    if v ~= '' then last = i end
+  local value = rec_pack_reserve(rec)
+  if not value then
+    local parts, last = {}, 0
+    for i, f in ipairs(REC_FIELDS) do
+      local v = rec[f]
+      if v == nil or v == false then v = '' end
+      v = tostring(v)
+      if string.find(v, '\n', 1, true) then error('record field ' .. f .. ' holds a newline') end
+      if f == 'state' then v = REC_STATES[v] or v end
+      parts[i] = v
+      if v ~= '' then last = i end
+    end
+    value = rec_pack(parts) or table.concat(parts, '\n', 1, last)
   end
-  local value = rec_pack(parts) or table.concat(parts, '\n', 1, last)
   local fits = #h.field <= REC_ENTRY_MAX and #value <= REC_ENTRY_MAX
   if not pexpire_ms then
     -- Kept as long as before: in the same generation hash, or as long as its key has left.

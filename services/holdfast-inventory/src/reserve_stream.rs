@@ -11,8 +11,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+use holdfast_platform::status::FieldViolations;
 use holdfast_proto::inventory::v1::{
-    ReserveRequest, ReserveResponse, ReserveStreamAnswer, ReserveStreamError, reserve_stream_answer::Outcome,
+    ReserveRequest, ReserveResponse, ReserveStreamError, ReserveStreamRequest, ReserveStreamResponse,
+    reserve_stream_response::Outcome,
 };
 use tonic::Status;
 
@@ -20,27 +22,35 @@ use tonic::Status;
 pub const IN_FLIGHT: usize = 64;
 
 /// The answers of one stream, as tonic sends them.
-pub type Answers = Pin<Box<dyn Stream<Item = Result<ReserveStreamAnswer, Status>> + Send>>;
+pub type Answers = Pin<Box<dyn Stream<Item = Result<ReserveStreamResponse, Status>> + Send>>;
 
 /// Works `requests` through `reserve` (one Reserve, as the unary call). A request's error is
-/// its answer; an error reading the stream ends it.
+/// its answer (a request without its Reserve is INVALID_ARGUMENT); an error reading the stream
+/// ends it.
 pub(crate) fn answers<S, F, Fut>(requests: S, reserve: F) -> Answers
 where
-    S: Stream<Item = Result<ReserveRequest, Status>> + Send + 'static,
+    S: Stream<Item = Result<ReserveStreamRequest, Status>> + Send + 'static,
     F: Fn(ReserveRequest) -> Fut + Send + 'static,
     Fut: Future<Output = Result<ReserveResponse, Status>> + Send + 'static,
 {
     Box::pin(
         requests
             .map(move |request| {
-                let answer = request.map(|request| (request.reservation_id.clone(), reserve(request)));
+                let answer = request.map(|request| match request.reserve {
+                    Some(request) => (request.reservation_id.clone(), Some(reserve(request))),
+                    None => (String::new(), None),
+                });
                 async move {
                     let (reservation_id, answer) = answer?;
-                    let outcome = match answer.await {
+                    let answer = match answer {
+                        Some(answer) => answer.await,
+                        None => Err(missing_reserve()),
+                    };
+                    let outcome = match answer {
                         Ok(reply) => Outcome::Reply(reply),
                         Err(status) => Outcome::Error(error_of(&status)),
                     };
-                    Ok(ReserveStreamAnswer {
+                    Ok(ReserveStreamResponse {
                         reservation_id,
                         outcome: Some(outcome),
                     })
@@ -48,6 +58,15 @@ where
             })
             .buffer_unordered(IN_FLIGHT),
     )
+}
+
+fn missing_reserve() -> Status {
+    let mut violations = FieldViolations::new();
+    violations.add("reserve", "required: the Reserve this request carries");
+    violations
+        .into_result()
+        .err()
+        .unwrap_or_else(|| Status::invalid_argument("reserve: required"))
 }
 
 /// What the unary call's status would carry: code, message and the encoded details.

@@ -8,7 +8,8 @@ use holdfast_proto::inventory::v1::{
     AdjustStockRequest, CommitRequest, CommitResponse, ExtendRequest, ExtendResponse,
     GetAdmissionLimitsRequest, GetAdmissionLimitsResponse, GetAvailabilityRequest, GetAvailabilityResponse,
     ReleaseRequest, ReleaseResponse, ReservationStatus, ReserveRequest, ReserveResponse,
-    SetAdmissionLimitsRequest, SetAdmissionLimitsResponse, SetStockRequest, Shortage, StockLevel,
+    ReserveStreamRequest, SetAdmissionLimitsRequest, SetAdmissionLimitsResponse, SetStockRequest, Shortage,
+    StockLevel,
 };
 use holdfast_proto::inventory::v1::{
     GetReconciliationRequest, GetReconciliationResponse, GetRegionalAvailabilityRequest,
@@ -224,7 +225,7 @@ impl InventoryService for Inventory {
 
     async fn reserve_stream(
         &self,
-        request: Request<Streaming<ReserveRequest>>,
+        request: Request<Streaming<ReserveStreamRequest>>,
     ) -> Result<Response<reserve_stream::Answers>, Status> {
         let trusted = trusted(&request);
         let (metadata, _, requests) = request.into_parts();

@@ -8,9 +8,10 @@ use std::collections::HashMap;
 
 use common::Fixture;
 use holdfast_inventory::reserve_stream::IN_FLIGHT;
-use holdfast_proto::inventory::v1::reserve_stream_answer::Outcome;
+use holdfast_proto::inventory::v1::reserve_stream_response::Outcome;
 use holdfast_proto::inventory::v1::{
-    ReservationStatus, ReserveLine, ReserveRequest, ReserveResponse, ReserveStreamAnswer,
+    ReservationStatus, ReserveLine, ReserveRequest, ReserveResponse, ReserveStreamRequest,
+    ReserveStreamResponse,
 };
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
@@ -18,21 +19,23 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-fn request(rid: &str, sku: &str, quantity: i64, ttl_seconds: u32) -> ReserveRequest {
-    ReserveRequest {
-        reservation_id: rid.into(),
-        lines: vec![ReserveLine {
-            sku: sku.into(),
-            quantity,
-        }],
-        ttl_seconds,
+fn request(rid: &str, sku: &str, quantity: i64, ttl_seconds: u32) -> ReserveStreamRequest {
+    ReserveStreamRequest {
+        reserve: Some(ReserveRequest {
+            reservation_id: rid.into(),
+            lines: vec![ReserveLine {
+                sku: sku.into(),
+                quantity,
+            }],
+            ttl_seconds,
+        }),
     }
 }
 
 /// An open stream: requests go in through `send`, answers come out of `answers`.
 struct Open {
-    send: mpsc::Sender<ReserveRequest>,
-    answers: tonic::Streaming<ReserveStreamAnswer>,
+    send: mpsc::Sender<ReserveStreamRequest>,
+    answers: tonic::Streaming<ReserveStreamResponse>,
 }
 
 impl Open {
@@ -49,7 +52,7 @@ impl Open {
         Self { send, answers }
     }
 
-    async fn next(&mut self) -> ReserveStreamAnswer {
+    async fn next(&mut self) -> ReserveStreamResponse {
         self.answers
             .next()
             .await
@@ -58,7 +61,7 @@ impl Open {
     }
 
     /// Sends `requests` and reads as many answers, by reservation id.
-    async fn round(&mut self, requests: Vec<ReserveRequest>) -> HashMap<String, Outcome> {
+    async fn round(&mut self, requests: Vec<ReserveStreamRequest>) -> HashMap<String, Outcome> {
         let n = requests.len();
         let send = self.send.clone();
         let sender = tokio::spawn(async move {
@@ -98,7 +101,7 @@ async fn a_stream_answers_each_reserve_as_the_unary_call_and_goes_on_after_an_er
     fx.set_stock("STREAM-A", 3, 1).await;
     let mut stream = Open::new(&fx).await;
 
-    let mut first: Vec<ReserveRequest> = (0..5)
+    let mut first: Vec<ReserveStreamRequest> = (0..5)
         .map(|i| request(&format!("s-{i}"), "STREAM-A", 1, 600))
         .collect();
     first.push(request("bad-ttl", "STREAM-A", 1, 7200));
@@ -185,6 +188,26 @@ async fn a_stream_answers_each_reserve_as_the_unary_call_and_goes_on_after_an_er
         .await
         .expect_err("the unary call refuses it too");
     assert_eq!(Code::from(error.code), unary.code(), "{error:?} / {unary:?}");
+
+    // A request without its Reserve is refused, the stream going on.
+    let missing = stream.round(vec![ReserveStreamRequest { reserve: None }]).await;
+    let Outcome::Error(error) = &missing[""] else {
+        panic!("a request without a Reserve is refused: {missing:?}");
+    };
+    assert_eq!(Code::from(error.code), Code::InvalidArgument, "{error:?}");
+    let status = tonic::Status::with_details(
+        Code::from(error.code),
+        &error.message,
+        error.details.clone().into(),
+    );
+    assert_eq!(
+        status
+            .get_details_bad_request()
+            .expect("BadRequest")
+            .field_violations[0]
+            .field,
+        "reserve"
+    );
 
     drop(stream.send);
     assert!(
