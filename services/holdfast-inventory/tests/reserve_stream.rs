@@ -1,18 +1,26 @@
 //! `ReserveStream` on a real redis-server: every request answered as the unary Reserve would
-//! answer it (grants, refusals, repeats, errors with their details), the stream going on after
-//! a request's error, and no unit sold twice when more requests arrive than it works at once.
+//! answer it (grants, refusals, repeats, errors with their details, the SKU's rate limit), the
+//! stream going on after a request's error, and no unit sold twice when more requests arrive
+//! than it works at once.
 
 mod common;
 
 use std::collections::HashMap;
 
 use common::Fixture;
+use holdfast_inventory::Inventory;
+use holdfast_inventory::admission::ReserveAdmission;
 use holdfast_inventory::reserve_stream::IN_FLIGHT;
+use holdfast_platform::admission::RateLimit;
+use holdfast_platform::{GrpcServer, ServerOptions, redis};
+use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use holdfast_proto::inventory::v1::reserve_stream_response::Outcome;
 use holdfast_proto::inventory::v1::{
     ReservationStatus, ReserveLine, ReserveRequest, ReserveResponse, ReserveStreamRequest,
     ReserveStreamResponse,
 };
+use holdfast_testkit::SpawnedServer;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -40,11 +48,13 @@ struct Open {
 
 impl Open {
     async fn new(fx: &Fixture) -> Self {
+        Self::on(fx.client.clone()).await
+    }
+
+    async fn on(mut client: InventoryServiceClient<tonic::transport::Channel>) -> Self {
         // A small channel: the client waits for the server to read, as a real caller would.
         let (send, receive) = mpsc::channel(4);
-        let answers = fx
-            .client
-            .clone()
+        let answers = client
             .reserve_stream(ReceiverStream::new(receive))
             .await
             .expect("stream opens")
@@ -247,4 +257,82 @@ async fn more_requests_than_a_stream_works_at_once_sell_each_unit_once() {
         .expect("a winner");
     assert_eq!(fx.release(winner).await.expect("release").released_units, 1);
     assert_eq!(fx.level("STREAM-B").await.available, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_skus_reserve_limit_counts_the_requests_of_a_stream_as_calls() {
+    let mut fx = Fixture::standalone().await;
+    fx.set_stock("STREAM-LIMITED", 100, 1).await;
+    // The same engine behind a server that limits Reserve to a burst of 2 per SKU.
+    let url = fx.standalone_redis().url();
+    let admission = ReserveAdmission::new(
+        redis::connect(&url, 2).await.expect("redis"),
+        RateLimit {
+            per_second: 0.01,
+            burst: 2,
+        },
+    );
+    admission.load().await.expect("admission scripts");
+    let mut grpc = GrpcServer::new(ServerOptions::default());
+    grpc.add_service(
+        "inventory",
+        InventoryServiceServer::new(Inventory::new(fx.inventory.stock.clone()).with_admission(admission)),
+    );
+    let server = SpawnedServer::start(grpc).await.expect("server");
+    let client = InventoryServiceClient::new(server.channel().await.expect("connect"));
+    let mut stream = Open::on(client.clone()).await;
+
+    let answers = stream
+        .round(
+            (0..5)
+                .map(|i| request(&format!("l-{i}"), "STREAM-LIMITED", 1, 600))
+                .collect(),
+        )
+        .await;
+    let (mut held, mut limited) = (0, 0);
+    for (id, outcome) in &answers {
+        match outcome {
+            Outcome::Reply(reply) => {
+                assert_eq!(status_of(reply), ReservationStatus::Reserved, "{id}: {reply:?}");
+                held += 1;
+            }
+            Outcome::Error(error) => {
+                assert_eq!(Code::from(error.code), Code::ResourceExhausted, "{id}: {error:?}");
+                let status = tonic::Status::with_details(
+                    Code::from(error.code),
+                    &error.message,
+                    error.details.clone().into(),
+                );
+                let details = status.get_error_details();
+                assert!(details.retry_info().is_some(), "{id}: RetryInfo rides along");
+                let quota = details.quota_failure().expect("a QuotaFailure");
+                assert_eq!(quota.violations[0].subject, "sku:STREAM-LIMITED");
+                limited += 1;
+            }
+        }
+    }
+    assert_eq!(
+        (held, limited),
+        (2, 3),
+        "the burst of 2, then the limit: {answers:?}"
+    );
+    // The stream spent the SKU's burst: a unary call now is refused as well.
+    let unary = client
+        .clone()
+        .reserve(ReserveRequest {
+            reservation_id: "l-unary".into(),
+            lines: vec![ReserveLine {
+                sku: "STREAM-LIMITED".into(),
+                quantity: 1,
+            }],
+            ttl_seconds: 600,
+        })
+        .await
+        .expect_err("over the limit");
+    assert_eq!(unary.code(), Code::ResourceExhausted);
+    assert_eq!(
+        fx.level("STREAM-LIMITED").await.reserved,
+        2,
+        "only the admitted are held"
+    );
 }

@@ -7,7 +7,11 @@ use std::process::{Child, Command, Stdio};
 
 use holdfast_proto::cart::v1::cart_service_client::CartServiceClient;
 use holdfast_proto::cart::v1::{CartOwner, GetCartRequest, cart_owner};
+use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_proto::inventory::v1::reserve_stream_response::Outcome;
+use holdfast_proto::inventory::v1::{ReserveLine, ReserveRequest, ReserveStreamRequest};
 use holdfast_testkit::{RedisServer, TempDir};
+use tokio_stream::StreamExt as _;
 
 const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
 
@@ -59,6 +63,29 @@ fn get_cart(customer: &str, token: Option<&str>) -> tonic::Request<GetCartReques
             owner: Some(cart_owner::Owner::CustomerId(customer.into())),
         }),
     });
+    if let Some(token) = token {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+    }
+    request
+}
+
+/// A ReserveStream carrying one Reserve, with `token` if any.
+fn one_reserve(
+    token: Option<&str>,
+) -> tonic::Request<impl tokio_stream::Stream<Item = ReserveStreamRequest> + Send + 'static> {
+    let mut request = tonic::Request::new(tokio_stream::iter([ReserveStreamRequest {
+        reserve: Some(ReserveRequest {
+            reservation_id: "auth-stream-1".into(),
+            lines: vec![ReserveLine {
+                sku: "AUTH-NONE".into(),
+                quantity: 1,
+            }],
+            ttl_seconds: 60,
+        }),
+    }]));
     if let Some(token) = token {
         request.metadata_mut().insert(
             "authorization",
@@ -139,6 +166,7 @@ async fn dev_enforces_tokens_that_holdfast_token_mints() {
         .connect()
         .await
         .expect("connect");
+    let cart_channel = channel.clone();
     let mut cart = CartServiceClient::new(channel);
 
     let refused = cart.get_cart(get_cart("c1", None)).await.expect_err("no token");
@@ -172,6 +200,26 @@ async fn dev_enforces_tokens_that_holdfast_token_mints() {
         holdfast_platform::auth::DevKey::path(data.path()).exists(),
         "the dev key is kept in the data dir"
     );
+    // A stream of Reserves needs a token as Reserve does, and any valid one may open it.
+    let mut inventory = InventoryServiceClient::new(cart_channel.clone());
+    let refused = inventory
+        .reserve_stream(one_reserve(None))
+        .await
+        .expect_err("no token");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let mut answers = inventory
+        .reserve_stream(one_reserve(Some(&token)))
+        .await
+        .expect("a customer may reserve")
+        .into_inner();
+    let answer = answers.next().await.expect("an answer").expect("no stream error");
+    assert_eq!(answer.reservation_id, "auth-stream-1");
+    assert!(
+        matches!(answer.outcome, Some(Outcome::Reply(_))),
+        "an unstocked SKU is an answer, not an error: {answer:?}"
+    );
+    drop((inventory, answers, cart_channel));
+
     drop(cart); // no open connection holds up the drain
     let _ = stop(child);
 
