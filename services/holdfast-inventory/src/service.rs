@@ -229,10 +229,15 @@ impl InventoryService for Inventory {
     ) -> Result<Response<reserve_stream::Answers>, Status> {
         let trusted = trusted(&request);
         let (metadata, _, requests) = request.into_parts();
-        let (inventory, metadata) = (self.clone(), Arc::new(metadata));
+        // The service and the stream's metadata, shared by its requests: one reference count
+        // per request, not a clone of every handle the service holds.
+        let shared = Arc::new((self.clone(), metadata));
         Ok(Response::new(reserve_stream::answers(requests, move |request| {
-            let (inventory, metadata) = (inventory.clone(), Arc::clone(&metadata));
-            async move { inventory.reserve_one(&metadata, trusted, request).await }
+            let shared = Arc::clone(&shared);
+            async move {
+                let (inventory, metadata) = &*shared;
+                inventory.reserve_one(metadata, trusted, request).await
+            }
         })))
     }
 
