@@ -2,9 +2,10 @@
 -- reserve_batch.lua: the one-line Reserves that queued for one bucket while the previous call
 -- was in flight (the service's per-bucket batcher, standalone Redis), run in arrival order in
 -- one atomic step: TIME once, purge once, counters read once and written once, the expiry
--- index touched once. Every item is exactly reserve_single.lua: its first answer from its
--- record (or a conflict), else hold or refuse and write the record. A rid twice in one batch,
--- or again in a later one, holds once (the first item's record answers the second).
+-- index touched once, one outbox entry for all the holds made (`reserved_n`, lib/bucket.lua).
+-- Every item is exactly reserve_single.lua: its first answer from its record (or a conflict),
+-- else hold or refuse and write the record. A rid twice in one batch, or again in a later
+-- one, holds once (the first item's record answers the second).
 --
 -- KEYS[1] bucket    inv:{B}          hash on_hand/reserved/sold
 -- KEYS[2] holds     inv:{B}:holds    holds: shards inv:{B}:h<n> + their expiry index (field hx, or zset inv:{B}:hx); the old zset read
@@ -25,8 +26,8 @@
 --                          whether it exists: a lost bucket answers as in 'live'): an item with
 --                          a record gets its first answer, every other is refused with
 --                          available 0 and the refusal recorded. Never grants.
--- ARGV[8+5*(i-1) ...] item i: rid, qty (>= 1), ttl_ms (>= 1), fingerprint, lines (the record's
---                     JSON lines [["sku",qty,0]])
+-- ARGV[8+5*(i-1) ...] item i: rid (no control characters), qty (>= 1), ttl_ms (>= 1),
+--                     fingerprint, lines (the record's JSON lines [["sku",qty,0]])
 -- ARGV[8+5*n] if_missing   'lost': a bucket without on_hand answers {-1} for every item
 --                          without a record (nothing written); 'empty': the durable truth says
 --                          the SKU was never stocked (or there is none): refuse and record.
@@ -71,6 +72,9 @@ for i = 1, n do
   local item = {rid = ARGV[at + 1], qty = tonumber(ARGV[at + 2]), ttl_ms = tonumber(ARGV[at + 3]),
     fp = ARGV[at + 4], lines = ARGV[at + 5], record = KEYS[5 + i], legacy = KEYS[5 + n + i]}
   if item.rid == '' or item.fp == '' then return redis.error_reply('ERR reserve_batch: rid and fingerprint are required') end
+  if string.find(item.rid, '%c') then
+    return redis.error_reply('ERR reserve_batch: rid must not hold control characters')
+  end
   if not is_int(item.qty) or item.qty < 1 then return redis.error_reply('ERR reserve_batch: qty must be an integer >= 1') end
   if not is_int(item.ttl_ms) or item.ttl_ms < 1 then
     return redis.error_reply('ERR reserve_batch: ttl_ms must be an integer >= 1')
@@ -99,6 +103,8 @@ end
 local reserved_before, earliest = reserved, nil
 -- The hold counts are read once and written once per call, not per hold.
 local hstate = nil
+-- The holds made, for the batch's one outbox entry.
+local made = {}
 
 local replies = {}
 for i, item in ipairs(items) do
@@ -123,9 +129,7 @@ for i, item in ipairs(items) do
       reserved = reserved + qty
       if hstate == nil then hstate = hold_state(inv, holds) end
       hold_put(inv, holds, held, rid, qty, expires_at, hstate)
-      emit(inv, events, {'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
-        'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
-        'expires_at', int(expires_at)})
+      made[#made + 1] = rid .. '\t' .. int(qty) .. '\t' .. int(expires_at)
       rec_put(rh, {state = 'reserved', fp = item.fp, lines = item.lines, expires_at = int(expires_at)},
         item.ttl_ms + retention_ms)
       if earliest == nil or expires_at < earliest then earliest = expires_at end
@@ -134,6 +138,7 @@ for i, item in ipairs(items) do
   end
 end
 
+if #made > 0 then emit_reserved_n(inv, events, sku, bucket, on_hand, reserved_before, sold, now, made) end
 if reserved ~= reserved_before then redis.call('HSET', inv, 'reserved', int(reserved)) end
 if hstate then hold_state_save(inv, hstate) end
 if earliest then redis.call('ZADD', expiries, 'LT', int(earliest), tag) end

@@ -113,14 +113,16 @@ for path in "$LUA"/*.lua; do
 done
 pass "no script carries a copy of a prelude; every script using a helper names its prelude"
 # The outbox is never trimmed (an unpublished event is never dropped) and every entry carries
-# the bucket's sequence number: the only XADD is the one inside the shared emit().
+# the bucket's sequence number: the only XADDs are the ones inside the shared emit() and
+# emit_reserved_n() (a batch's holds).
 expect "no script trims a stream" "0" "$(cat "$LUA"/*.lua "$LUA"/lib/*.lua | grep -c "MAXLEN" || true)"
 # The region scripts write the region's own transfer outbox (docs/regions.md), not a bucket's.
 xadds=$(ls "$LUA"/*.lua "$LUA"/lib/*.lua | grep -v '/region_' | xargs cat | grep -c "redis.call('XADD'")
 region_xadds=$(cat "$LUA"/region_*.lua | grep -c "redis.call('XADD'")
 expect "region scripts append only to their outbox" "$region_xadds" "$(cat "$LUA"/region_*.lua | grep -c "redis.call('XADD', outbox, '\*'")"
-emits=$(cat "$LUA"/*.lua "$LUA"/lib/*.lua | grep -c "^  redis.call('XADD', events, '\*', unpack(fields))$")
-expect "every XADD is the one in emit()" "$xadds" "$emits"
+emits=$(cat "$LUA"/*.lua "$LUA"/lib/*.lua | grep -c -e "^  redis.call('XADD', events, '\*', unpack(fields))$" \
+  -e "^  redis.call('XADD', events, '\*', 'type', 'reserved_n', ")
+expect "every XADD is the one in emit() or emit_reserved_n()" "$xadds" "$emits"
 for f in reserve reserve_single commit release extend set_stock adjust_stock availability sweep \
          rebalance_take rebalance_give reservation_claim reservation_transition stock_fence \
          reservation_renew reservation_forget reservation_extend reservation_commit reservation_reserve truth_snapshot \

@@ -136,10 +136,10 @@ pub async fn drain(
         {
             stock.forget_sold_out(&bucket.sku);
         }
-        let events: Vec<Event> = entries
-            .iter()
-            .filter_map(|entry| outbox::to_event(bucket, entry, region))
-            .collect();
+        let mut events: Vec<Event> = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            outbox::push_events(bucket, entry, region, &mut events);
+        }
         let count = events.len();
         bus.publish(events).await.map_err(|e| InventoryError::Protocol {
             script: "relay",

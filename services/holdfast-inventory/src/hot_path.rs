@@ -94,5 +94,8 @@ impl Default for HotPath {
 /// Whether an outbox entry of `kind` may have made units available (every kind but a hold,
 /// a sale and a debit: an unknown kind counts as freeing).
 pub fn frees_units(kind: &str) -> bool {
-    !matches!(kind, "reserved" | "committed" | "transfer_out" | "debited")
+    !matches!(
+        kind,
+        "reserved" | "reserved_n" | "committed" | "transfer_out" | "debited"
+    )
 }

@@ -60,11 +60,39 @@ pub fn entries(reply: &Value) -> Vec<OutboxEntry<'_>> {
         .collect()
 }
 
-/// Turns one outbox entry into a bus event. The id is `<tag>/<seq>`, the bucket's sequence
-/// number the script stored in the entry: the same entry published twice (a crash between
-/// publish and ack) carries the same id, so consumers dedupe, and no two entries ever share one.
-pub fn to_event(bucket: &BucketKeys, entry: &OutboxEntry<'_>, region: &str) -> Option<Event> {
-    let int = |k: &str| entry.get(k).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
+/// Appends the bus events of one outbox entry to `out` and answers how many: one, or for a
+/// `reserved_n` entry (the holds of one `reserve_batch` call, `lua/lib/bucket.lua`) one
+/// `reserved` event per hold, with the ids and fields one entry per hold would have given. An
+/// unknown or malformed entry adds none (logged).
+pub fn push_events(
+    bucket: &BucketKeys,
+    entry: &OutboxEntry<'_>,
+    region: &str,
+    out: &mut Vec<Event>,
+) -> usize {
+    if entry.get("type") == Some("reserved_n") {
+        return push_reserved_n(bucket, entry, region, out);
+    }
+    match to_event(bucket, entry, region) {
+        Some(event) => {
+            out.push(event);
+            1
+        }
+        None => 0,
+    }
+}
+
+/// An entry field as an integer (0 when absent or not one, as the scripts never write).
+fn int(entry: &OutboxEntry<'_>, name: &str) -> i64 {
+    entry.get(name).and_then(|v| v.parse::<i64>().ok()).unwrap_or(0)
+}
+
+/// Turns one outbox entry of a single change into a bus event. The id is `<tag>/<seq>`, the
+/// bucket's sequence number the script stored in the entry: the same entry published twice (a
+/// crash between publish and ack) carries the same id, so consumers dedupe, and no two entries
+/// ever share one.
+fn to_event(bucket: &BucketKeys, entry: &OutboxEntry<'_>, region: &str) -> Option<Event> {
+    let int = |k: &str| int(entry, k);
     let text = |k: &str| entry.get(k).unwrap_or_default().to_string();
     let (sku, ref_id, qty) = (text("sku"), text("ref"), int("qty"));
     let (on_hand, reserved, sold, at) = (int("on_hand"), int("reserved"), int("sold"), int("at"));
@@ -153,12 +181,69 @@ pub fn to_event(bucket: &BucketKeys, entry: &OutboxEntry<'_>, region: &str) -> O
         Some(seq) => format!("{}/{seq}", bucket.tag),
         None => format!("{}/{}", bucket.tag, entry.id),
     };
+    Some(bus_event(kind, sku, event_id, event, region))
+}
+
+/// The `reserved` events of a `reserved_n` entry, in the order the holds were made: hold `i`
+/// has sequence number `seq + i` and the bucket's `reserved` count after it.
+fn push_reserved_n(
+    bucket: &BucketKeys,
+    entry: &OutboxEntry<'_>,
+    region: &str,
+    out: &mut Vec<Event>,
+) -> usize {
+    let holds = entry.get("holds").unwrap_or_default();
+    let parsed: Option<Vec<(&str, i64, i64)>> = holds
+        .split('\n')
+        .map(|hold| {
+            let mut parts = hold.split('\t');
+            let rid = parts.next().filter(|rid| !rid.is_empty())?;
+            let qty = parts.next()?.parse().ok()?;
+            let expires_at = parts.next()?.parse().ok()?;
+            parts.next().is_none().then_some((rid, qty, expires_at))
+        })
+        .collect();
+    let first = entry.get("seq").and_then(|seq| seq.parse::<u64>().ok());
+    let (Some(parsed), Some(first)) = (parsed, first) else {
+        tracing::error!(id = %entry.id, bucket = %bucket.tag, "malformed reserved_n outbox entry; skipped");
+        return 0;
+    };
+    let sku = entry.get("sku").unwrap_or_default();
+    let (on_hand, sold, at) = (int(entry, "on_hand"), int(entry, "sold"), int(entry, "at"));
+    let mut reserved = int(entry, "reserved_before");
+    for (seq, (rid, quantity, expires_at)) in (first..).zip(&parsed) {
+        reserved += quantity;
+        let event = inventory_event::Event::Reserved(InventoryReserved {
+            sku: sku.to_string(),
+            reservation_id: (*rid).to_string(),
+            quantity: *quantity,
+            on_hand,
+            reserved,
+            sold,
+            expires_at_unix_ms: *expires_at,
+            occurred_at_unix_ms: at,
+            bucket_index: bucket.index,
+        });
+        let event_id = format!("{}/{seq}", bucket.tag);
+        out.push(bus_event("reserved", sku.to_string(), event_id, event, region));
+    }
+    parsed.len()
+}
+
+/// The bus event of one inventory event, keyed by its SKU.
+fn bus_event(
+    kind: &str,
+    sku: String,
+    event_id: String,
+    event: inventory_event::Event,
+    region: &str,
+) -> Event {
     let payload = InventoryEvent {
         event_id: event_id.clone(),
         event: Some(event),
     }
     .encode_to_vec();
-    Some(Event {
+    Event {
         id: event_id,
         topic: TOPIC.into(),
         key: sku,
@@ -166,7 +251,7 @@ pub fn to_event(bucket: &BucketKeys, entry: &OutboxEntry<'_>, region: &str) -> O
         region: region.to_string(),
         payload,
         traceparent: None,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -209,6 +294,88 @@ mod tests {
         let mut unknown = entry;
         unknown.fields[0].1 = "mystery".into();
         assert!(to_event(&bucket, &unknown, "eu").is_none());
+    }
+
+    fn packed(holds: &str) -> OutboxEntry<'static> {
+        let fields = [
+            ("type", "reserved_n"),
+            ("sku", "HOT"),
+            ("bucket", "0"),
+            ("on_hand", "10"),
+            ("reserved_before", "4"),
+            ("sold", "1"),
+            ("at", "42"),
+            ("seq", "17"),
+            ("holds", holds),
+        ]
+        .map(|(k, v)| (Cow::Borrowed(k), Cow::Owned(v.to_string())))
+        .to_vec();
+        OutboxEntry {
+            id: "5-0".into(),
+            fields,
+        }
+    }
+
+    #[test]
+    fn a_batch_entry_becomes_one_reserved_event_per_hold_in_order() {
+        let bucket = BucketKeys::new("HOT", 0);
+        let mut out = Vec::new();
+        let entry = packed("r-a\t2\t1000\nr-b\t1\t1500\nr-c\t3\t900");
+        assert_eq!(push_events(&bucket, &entry, "eu", &mut out), 3);
+        let ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["HOT/17", "HOT/18", "HOT/19"],
+            "consecutive sequence numbers"
+        );
+        let holds: Vec<(String, i64, i64, i64)> = out
+            .iter()
+            .map(|event| {
+                assert_eq!(
+                    (event.key.as_str(), event.event_type.as_str()),
+                    ("HOT", "inventory.reserved")
+                );
+                let decoded = InventoryEvent::decode(event.payload.as_slice()).expect("decodes");
+                assert_eq!(decoded.event_id, event.id);
+                let Some(inventory_event::Event::Reserved(r)) = decoded.event else {
+                    panic!("{decoded:?}")
+                };
+                assert_eq!((r.on_hand, r.sold, r.occurred_at_unix_ms), (10, 1, 42));
+                (r.reservation_id, r.quantity, r.reserved, r.expires_at_unix_ms)
+            })
+            .collect();
+        assert_eq!(
+            holds,
+            [
+                ("r-a".to_string(), 2, 6, 1000),
+                ("r-b".to_string(), 1, 7, 1500),
+                ("r-c".to_string(), 3, 10, 900)
+            ],
+            "each hold's count is the bucket's after it"
+        );
+    }
+
+    #[test]
+    fn a_malformed_batch_entry_publishes_none_of_its_holds() {
+        let bucket = BucketKeys::new("HOT", 0);
+        for holds in [
+            "r-a\t2\t1000\nr-b\t1",
+            "r-a\t2\t1000\t9",
+            "\t2\t1000",
+            "r-a\tx\t1000",
+            "",
+        ] {
+            let mut out = Vec::new();
+            assert_eq!(
+                push_events(&bucket, &packed(holds), "eu", &mut out),
+                0,
+                "{holds:?}"
+            );
+            assert!(out.is_empty(), "{holds:?}");
+        }
+        let mut no_seq = packed("r-a\t2\t1000");
+        no_seq.fields.retain(|(k, _)| k != "seq");
+        assert_eq!(push_events(&bucket, &no_seq, "eu", &mut Vec::new()), 0);
     }
 
     #[test]

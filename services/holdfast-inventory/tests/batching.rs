@@ -3,12 +3,15 @@
 //! exactly its units with coalescing off); a reservation id repeated inside one batch or
 //! across batches holds once; a batch cut off mid-flight (its connection dropped, its process
 //! gone) loses or doubles no hold and its callers' retries are safe; the local sold-out marker
-//! never grants and never outlives a release, a lapse or a restock.
+//! never grants and never outlives a release, a lapse or a restock; the relay publishes one
+//! event per hold from a batch's one outbox entry.
 
 mod common;
 mod layout_support;
 
+use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::{Fixture, evalsha_calls, reserved};
 use fred::prelude::{ClientLike, KeysInterface, StreamsInterface, Value};
@@ -18,8 +21,10 @@ use holdfast_inventory::reservations::ReserveAnswer;
 use holdfast_inventory::scripts::{self, BatchItem, BatchMode, SingleReserve};
 use holdfast_inventory::{InventoryError, Stock};
 use holdfast_platform::redis;
+use holdfast_proto::events::v1::{InventoryEvent, inventory_event};
 use holdfast_proto::inventory::v1::ReserveResponse;
 use holdfast_testkit::RedisServer;
+use prost::Message;
 
 const UNITS: i64 = 100;
 const BUYERS: usize = 2000;
@@ -66,6 +71,7 @@ async fn retries_change_nothing(fx: &Fixture, sku: &str, first: &[(String, Reser
 async fn batched_two_thousand_buyers_one_hundred_units_exactly_one_hundred_win() {
     let fx = Fixture::standalone().await;
     fx.set_stock("BFLASH", UNITS, 1).await;
+    let mut rx = common::events(&fx.bus);
     let before = evalsha_calls(fx.redis()).await;
     let results = buyers(&fx, "BFLASH").await;
     let calls = evalsha_calls(fx.redis()).await - before;
@@ -89,6 +95,7 @@ async fn batched_two_thousand_buyers_one_hundred_units_exactly_one_hundred_win()
         (UNITS, UNITS, 0, 0)
     );
     assert_one_hold_per_winner(&fx, "BFLASH", &results).await;
+    assert_one_reserved_event_per_winner(&mut rx, "BFLASH", &results).await;
     retries_change_nothing(&fx, "BFLASH", &results).await;
 }
 
@@ -105,12 +112,59 @@ async fn assert_one_hold_per_winner(fx: &Fixture, sku: &str, results: &[(String,
     }
 }
 
+/// The relay publishes one `reserved` event per winner, though a batch writes one outbox entry
+/// for all its holds: each with its own id, in the order the holds were made (the bucket's
+/// reserved count after each hold: 1, 2, ... UNITS), and none for a loser.
+async fn assert_one_reserved_event_per_winner(
+    rx: &mut tokio::sync::broadcast::Receiver<holdfast_platform::events::Event>,
+    sku: &str,
+    results: &[(String, ReserveResponse)],
+) {
+    let mut seen = Vec::new();
+    let mut ids = HashSet::new();
+    while seen.len() < UNITS as usize {
+        let event = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("an event within 10 s")
+            .expect("bus open");
+        let decoded = InventoryEvent::decode(event.payload.as_slice()).expect("decodes");
+        if let Some(inventory_event::Event::Reserved(hold)) = decoded.event
+            && hold.sku == sku
+        {
+            assert!(
+                ids.insert(event.id.clone()),
+                "event id {} published twice",
+                event.id
+            );
+            seen.push((hold.reserved, hold.reservation_id, hold.quantity, hold.on_hand));
+        }
+    }
+    let counts: Vec<i64> = seen.iter().map(|(reserved, ..)| *reserved).collect();
+    assert_eq!(
+        counts,
+        (1..=UNITS).collect::<Vec<_>>(),
+        "holds in order, each counted once"
+    );
+    let winners: HashSet<&str> = results
+        .iter()
+        .filter(|(_, answer)| reserved(answer))
+        .map(|(rid, _)| rid.as_str())
+        .collect();
+    let published: HashSet<&str> = seen.iter().map(|(_, rid, ..)| rid.as_str()).collect();
+    assert_eq!(published, winners, "one event per winner, none for a loser");
+    assert!(
+        seen.iter()
+            .all(|(_, _, qty, on_hand)| (*qty, *on_hand) == (1, UNITS))
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unbatched_two_thousand_buyers_one_hundred_units_exactly_one_hundred_win() {
     let mut options = common::fast();
     options.stock.reserve_batch = 1;
     let fx = Fixture::standalone_with(options).await;
     fx.set_stock("UFLASH", UNITS, 1).await;
+    let mut rx = common::events(&fx.bus);
     let results = buyers(&fx, "UFLASH").await;
     assert_eq!(
         results.iter().filter(|(_, a)| reserved(a)).count(),
@@ -122,6 +176,7 @@ async fn unbatched_two_thousand_buyers_one_hundred_units_exactly_one_hundred_win
         (UNITS, UNITS, 0)
     );
     assert_one_hold_per_winner(&fx, "UFLASH", &results).await;
+    assert_one_reserved_event_per_winner(&mut rx, "UFLASH", &results).await;
     retries_change_nothing(&fx, "UFLASH", &results).await;
 }
 
@@ -225,6 +280,22 @@ async fn a_rid_repeated_inside_one_batch_and_across_batches_holds_once() {
     assert!(matches!(&answers[0], SingleReserve::Existing(r) if r.expires_at == a_expiry));
     assert!(matches!(&answers[1], SingleReserve::Rejected(s) if s.contains(",1,0]")));
     assert_eq!(fx.level("S").await.reserved, 5, "sold-out mode held nothing");
+
+    // An id with a control character (the service never sends one) would corrupt the batch's
+    // outbox entry: the whole batch is refused and nothing is held.
+    let refused = scripts::reserve_batch(
+        client,
+        &keys,
+        &[record_item("e", 1), record_item("e\tx", 1)],
+        retention,
+        LIVE,
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(error) if error.to_string().contains("control characters")),
+        "{refused:?}"
+    );
+    assert_eq!(fx.level("S").await.reserved, 5, "the refused batch held nothing");
 
     // A bucket Redis does not have answers -1 per item and is never written; told the SKU
     // was never stocked, the refusal is recorded like any other.
