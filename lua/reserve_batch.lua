@@ -52,8 +52,9 @@ end
 if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
   return redis.error_reply('ERR reserve_batch: bucket_index must be an integer >= 0')
 end
-if not is_int(retention_ms) or retention_ms < 1 or not is_int(rejected_retention_ms) or rejected_retention_ms < 1 then
-  return redis.error_reply('ERR reserve_batch: retention_ms and rejected_retention_ms must be integers >= 1')
+if not is_int(retention_ms) or retention_ms < 1 or not is_int(rejected_retention_ms) or rejected_retention_ms < 1
+  or rejected_retention_ms > REC_MAX then
+  return redis.error_reply('ERR reserve_batch: retention_ms and rejected_retention_ms must be integers >= 1 (a record is kept at most ' .. REC_MAX .. ' ms)')
 end
 if mode ~= 'live' and mode ~= 'sold_out' then
   return redis.error_reply('ERR reserve_batch: mode must be live or sold_out')
@@ -76,8 +77,8 @@ for i = 1, n do
     return redis.error_reply('ERR reserve_batch: rid must not hold control characters')
   end
   if not is_int(item.qty) or item.qty < 1 then return redis.error_reply('ERR reserve_batch: qty must be an integer >= 1') end
-  if not is_int(item.ttl_ms) or item.ttl_ms < 1 then
-    return redis.error_reply('ERR reserve_batch: ttl_ms must be an integer >= 1')
+  if not is_int(item.ttl_ms) or item.ttl_ms < 1 or item.ttl_ms + retention_ms > REC_MAX then
+    return redis.error_reply('ERR reserve_batch: ttl_ms must be an integer >= 1, and ttl_ms + retention_ms at most ' .. REC_MAX)
   end
   items[i] = item
 end
