@@ -283,7 +283,9 @@ impl<S: holdfast_store::StockTruthStore + Clone + 'static> Service<S> for Invent
                 .map(|store| Arc::new(store) as Arc<dyn truth::TruthBackend>);
             let regions_config = self.regions_config(&ctx.region)?;
             let built = build(redis, ctx.bus.clone(), &ctx.region, &self.options(), truth).await?;
-            let mut inventory = Inventory::new(built.stock.clone()).with_admission(admission);
+            let mut inventory = Inventory::new(built.stock.clone())
+                .with_admission(admission)
+                .with_draining(ctx.draining.clone());
             let mut regions = None;
             if let Some(config) = regions_config {
                 let region = regions::Regions::new(config, built.stock.clone(), ctx.bus.clone()).await?;

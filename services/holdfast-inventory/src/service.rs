@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use holdfast_platform::drain::Draining;
 use holdfast_platform::status::FieldViolations;
 use holdfast_proto::inventory::v1::inventory_service_server::InventoryService;
 use holdfast_proto::inventory::v1::{
@@ -32,6 +33,7 @@ pub struct Inventory {
     stock: Stock,
     admission: Option<ReserveAdmission>,
     regions: Option<crate::regions::Regions>,
+    draining: Draining,
 }
 
 impl Inventory {
@@ -41,7 +43,15 @@ impl Inventory {
             stock,
             admission: None,
             regions: None,
+            draining: Draining::default(),
         }
+    }
+
+    /// Ends every `ReserveStream` once `draining` starts (the server's drain), instead of
+    /// holding the connection until the drain timeout.
+    pub fn with_draining(mut self, draining: Draining) -> Self {
+        self.draining = draining;
+        self
     }
 
     /// Rate-limits Reserve per SKU with `admission` and serves its admin RPCs.
@@ -232,13 +242,18 @@ impl InventoryService for Inventory {
         // The service and the stream's metadata, shared by its requests: one reference count
         // per request, not a clone of every handle the service holds.
         let shared = Arc::new((self.clone(), metadata));
-        Ok(Response::new(reserve_stream::answers(requests, move |request| {
-            let shared = Arc::clone(&shared);
-            async move {
-                let (inventory, metadata) = &*shared;
-                inventory.reserve_one(metadata, trusted, request).await
-            }
-        })))
+        let drain = self.draining.started();
+        Ok(Response::new(reserve_stream::answers(
+            requests,
+            drain,
+            move |request| {
+                let shared = Arc::clone(&shared);
+                async move {
+                    let (inventory, metadata) = &*shared;
+                    inventory.reserve_one(metadata, trusted, request).await
+                }
+            },
+        )))
     }
 
     async fn commit(&self, request: Request<CommitRequest>) -> Result<Response<CommitResponse>, Status> {

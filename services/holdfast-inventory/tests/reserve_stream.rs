@@ -1,17 +1,19 @@
 //! `ReserveStream` on a real redis-server: every request answered as the unary Reserve would
 //! answer it (grants, refusals, repeats, errors with their details, the SKU's rate limit), the
-//! stream going on after a request's error, and no unit sold twice when more requests arrive
-//! than it works at once.
+//! stream going on after a request's error, no unit sold twice when more requests arrive than
+//! it works at once, and an open stream ended (UNAVAILABLE) by the server's drain.
 
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use common::Fixture;
 use holdfast_inventory::Inventory;
 use holdfast_inventory::admission::ReserveAdmission;
-use holdfast_inventory::reserve_stream::IN_FLIGHT;
+use holdfast_inventory::reserve_stream::{DRAINING, IN_FLIGHT};
 use holdfast_platform::admission::RateLimit;
+use holdfast_platform::drain::Draining;
 use holdfast_platform::{GrpcServer, ServerOptions, redis};
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
@@ -335,4 +337,59 @@ async fn a_skus_reserve_limit_counts_the_requests_of_a_stream_as_calls() {
         2,
         "only the admitted are held"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_draining_server_ends_an_open_stream_unavailable_instead_of_waiting_out_the_drain() {
+    let fx = Fixture::standalone().await;
+    fx.set_stock("STREAM-DRAIN", 10, 1).await;
+    let draining = Draining::default();
+    // A drain timeout far beyond the waits below: the stream must end because of the drain,
+    // not because the server gave up on it.
+    let mut grpc = GrpcServer::new(ServerOptions {
+        drain_timeout: Duration::from_secs(120),
+        ..ServerOptions::default()
+    });
+    grpc.drain_with(&draining).add_service(
+        "inventory",
+        InventoryServiceServer::new(
+            Inventory::new(fx.inventory.stock.clone()).with_draining(draining.clone()),
+        ),
+    );
+    let server = SpawnedServer::start(grpc).await.expect("server");
+    let mut stream = Open::on(InventoryServiceClient::new(
+        server.channel().await.expect("connect"),
+    ))
+    .await;
+    let answers = stream
+        .round(vec![
+            request("drain-1", "STREAM-DRAIN", 1, 600),
+            request("drain-2", "STREAM-DRAIN", 2, 600),
+        ])
+        .await;
+    assert!(answers.values().all(|outcome| matches!(outcome, Outcome::Reply(reply) if reply.status == ReservationStatus::Reserved as i32)));
+
+    // The process is told to stop while the caller still holds its stream open.
+    let stopping = tokio::spawn(server.shutdown());
+    let end = tokio::time::timeout(Duration::from_secs(20), stream.answers.next())
+        .await
+        .expect("the stream ends at the drain, long before the drain timeout");
+    let Some(Err(status)) = end else {
+        panic!("the stream ends with a status, got {end:?}")
+    };
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(
+        status.message(),
+        DRAINING,
+        "the caller is told to reopen and resend"
+    );
+    assert!(draining.is_draining());
+    tokio::time::timeout(Duration::from_secs(20), stopping)
+        .await
+        .expect("the server finishes draining without waiting out its timeout")
+        .expect("joins")
+        .expect("serves cleanly");
+    // What was answered stands; the caller's next stream goes to another server.
+    let level = fx.level("STREAM-DRAIN").await;
+    assert_eq!((level.reserved, level.available), (3, 7));
 }

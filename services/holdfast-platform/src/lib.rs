@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod cors;
+pub mod drain;
 pub mod duration;
 pub mod events;
 pub mod metrics;

@@ -24,6 +24,7 @@ use crate::auth::{AuthLayer, AuthzTable, Verifier};
 use crate::config::CommonArgs;
 use crate::cors::AllowedOrigins;
 pub use crate::cors::GRPC_EXPOSED_HEADERS;
+use crate::drain::Draining;
 use crate::metrics::{self, RpcMetricsLayer};
 use crate::peer::{LocalServices, LocalStack};
 use crate::telemetry;
@@ -144,6 +145,7 @@ pub struct GrpcServer {
     verifier: Option<Verifier>,
     tables: Vec<&'static AuthzTable>,
     local: Option<LocalServices>,
+    draining: Draining,
 }
 
 impl GrpcServer {
@@ -159,7 +161,16 @@ impl GrpcServer {
             verifier: None,
             tables: Vec::new(),
             local: None,
+            draining: Draining::default(),
         }
+    }
+
+    /// Starts `draining` when this server stops accepting calls (after its shutdown delay), so
+    /// the handlers that hold it end their long-lived streams instead of riding out the drain
+    /// timeout.
+    pub fn drain_with(&mut self, draining: &Draining) -> &mut Self {
+        self.draining = draining.clone();
+        self
     }
 
     /// Serves the in-process channels of `local` too, once [`GrpcServer::serve`] starts:
@@ -238,11 +249,13 @@ impl GrpcServer {
         health.publish().await;
         let delay = self.options.shutdown_delay;
         let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<()>();
+        let draining = self.draining.clone();
         let signal = async move {
             shutdown.await;
             tracing::info!("shutdown signal: health NOT_SERVING, draining");
             health.set_all(ServingStatus::NotServing).await;
             tokio::time::sleep(delay).await;
+            draining.start();
             let _ = draining_tx.send(());
         };
 

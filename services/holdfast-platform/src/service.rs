@@ -25,6 +25,7 @@ use tokio::task::JoinHandle;
 
 use crate::auth::{AuthzTable, ServiceCredentials};
 use crate::config::PeerArgs;
+use crate::drain::Draining;
 use crate::events::{BusConfig, BusError, ConsumerHandle, EventBus, EventHandler, spawn_consumer};
 use crate::peer::{LocalServices, PeerChannel};
 use crate::server::GrpcServer;
@@ -78,6 +79,9 @@ pub struct Context<S> {
     /// This process's own services, for in-process calls to peers without a URL flag
     /// ([`Context::channel`]); [`start`] has the server serve them.
     pub local: LocalServices,
+    /// The server's drain, for handlers of long-lived streams; [`start`] has the server start
+    /// it.
+    pub draining: Draining,
 }
 
 /// A service another one calls.
@@ -330,6 +334,7 @@ pub async fn start<S>(
     let mut tasks = Vec::new();
     let mut store_outbox = false;
     server.serve_in_process(&ctx.local);
+    server.drain_with(&ctx.draining);
     for part in parts {
         running.names.push(part.name);
         (part.register)(server);
@@ -487,6 +492,7 @@ mod tests {
             outbox_written: Arc::default(),
             credentials: ServiceCredentials::default(),
             local: LocalServices::default(),
+            draining: Draining::default(),
         }
     }
 

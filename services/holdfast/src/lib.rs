@@ -287,6 +287,7 @@ pub fn context(
         outbox_written: Arc::default(),
         credentials: Default::default(),
         local: Default::default(),
+        draining: Default::default(),
     })
 }
 
