@@ -45,7 +45,16 @@ async fn spawn_serving(args: &[&str], env: &[(&str, &str)]) -> (Child, String) {
     (child, addr)
 }
 
-fn stop(mut child: Child) -> String {
+/// SIGTERMs `child` and waits for it to exit, off the runtime: a client connection dropped
+/// just before is closed by a task of this (single-threaded) runtime, and a server still
+/// holding it open would wait out its drain timeout (30 s).
+async fn stop(child: Child) -> String {
+    tokio::task::spawn_blocking(move || stop_blocking(child))
+        .await
+        .expect("join")
+}
+
+fn stop_blocking(mut child: Child) -> String {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -148,7 +157,7 @@ async fn serve_with_insecure_no_auth_starts_and_says_so_loudly() {
         .await
         .expect("open without a token");
     drop(inventory); // no open connection holds up the drain
-    let stderr = stop(child);
+    let stderr = stop(child).await;
     assert!(
         stderr.contains("AUTHENTICATION IS OFF"),
         "logged loudly: {stderr}"
@@ -221,7 +230,7 @@ async fn dev_enforces_tokens_that_holdfast_token_mints() {
     drop((inventory, answers, cart_channel));
 
     drop(cart); // no open connection holds up the drain
-    let _ = stop(child);
+    let _ = stop(child).await;
 
     let missing = Command::new(BIN)
         .args(["token", "--admin", "--data-dir", "/nonexistent/holdfast"])
