@@ -45,6 +45,7 @@ local inv, holds, held, events, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 local sku, bucket, tag = ARGV[1], ARGV[2], ARGV[3]
 local retention_ms, rejected_retention_ms, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local mode = ARGV[7]
+local bucket_n = tonumber(bucket)
 local MAX_ITEMS, PER_ITEM = 64, 5
 if sku == nil or sku == '' or tag == nil or tag == '' then
   return redis.error_reply('ERR reserve_batch: sku and tag are required')
@@ -106,6 +107,8 @@ local reserved_before, earliest = reserved, nil
 local hstate = nil
 -- The holds made, for the batch's one outbox entry.
 local made = {}
+-- The records' counts per generation: written once, after the loop.
+rec_count_defer()
 
 local replies = {}
 for i, item in ipairs(items) do
@@ -120,25 +123,24 @@ for i, item in ipairs(items) do
     local available = 0
     if live and not lost then available = on_hand - reserved end
     if available < qty then
-      local shortages = cjson.encode({{sku, qty, math.max(available, 0)}})
+      local refusal = rec_refusal(item.fp, sku, qty, math.max(available, 0))
       -- A refusal holds nothing: keep it only as long as a client's retries need the same answer.
-      rec_put(rh, {state = 'rejected', fp = item.fp, lines = item.lines, shortages = shortages},
-        rejected_retention_ms)
-      replies[i] = {'rejected', 0, shortages}
+      rec_put(rh, refusal, rejected_retention_ms)
+      replies[i] = {'rejected', 0, refusal.shortages}
     else
       local expires_at = now + item.ttl_ms
       reserved = reserved + qty
       if hstate == nil then hstate = hold_state(inv, holds) end
       hold_put(inv, holds, held, rid, qty, expires_at, hstate)
       made[#made + 1] = rid .. '\t' .. int(qty) .. '\t' .. int(expires_at)
-      rec_put(rh, {state = 'reserved', fp = item.fp, lines = item.lines, expires_at = int(expires_at)},
-        item.ttl_ms + retention_ms)
+      rec_put(rh, rec_hold(item.fp, item.lines, sku, qty, bucket_n, expires_at), item.ttl_ms + retention_ms)
       if earliest == nil or expires_at < earliest then earliest = expires_at end
       replies[i] = {'reserved', expires_at}
     end
   end
 end
 
+rec_count_flush()
 if #made > 0 then emit_reserved_n(inv, events, sku, bucket, on_hand, reserved_before, sold, now, made) end
 if reserved ~= reserved_before then redis.call('HSET', inv, 'reserved', int(reserved)) end
 if hstate then hold_state_save(inv, hstate) end

@@ -75,10 +75,10 @@ local on_hand, reserved, sold = num(lv[1]), num(lv[2]), num(lv[3])
 local available = on_hand - reserved
 
 if available < qty then
-  local shortages = cjson.encode({{sku, qty, math.max(available, 0)}})
+  local refusal = rec_refusal(fp, sku, qty, math.max(available, 0))
   -- A refusal holds nothing: keep it only as long as a client's retries need the same answer.
-  rec_put(rh, {state = 'rejected', fp = fp, lines = lines, shortages = shortages}, rejected_retention_ms)
-  return {'rejected', 0, shortages}
+  rec_put(rh, refusal, rejected_retention_ms)
+  return {'rejected', 0, refusal.shortages}
 end
 
 local expires_at = now + ttl_ms
@@ -88,6 +88,6 @@ hold_put(inv, holds, held, rid, qty, expires_at)
 emit(inv, events, {'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
   'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
   'expires_at', int(expires_at)})
-rec_put(rh, {state = 'reserved', fp = fp, lines = lines, expires_at = int(expires_at)}, ttl_ms + retention_ms)
+rec_put(rh, rec_hold(fp, lines, sku, qty, tonumber(bucket), expires_at), ttl_ms + retention_ms)
 redis.call('ZADD', expiries, 'LT', int(expires_at), tag)
 return {'reserved', expires_at}

@@ -43,7 +43,8 @@ end
 -- does not fit a listpack entry (field or value over 64 bytes: a long id, a pending claim with
 -- its owner token, many lines) is a string of its own,
 -- `<shard>:k:<rid>`, with a TTL. Records written before (`res:{rid}`, a string or a hash; the
--- caller declares it as the legacy key) are still read, and moved here by their next write.
+-- caller declares it as the legacy key) are still read, and moved here by their next write, until
+-- the service's survey finds none left on a standalone Redis (field `legacy` of the pool, below).
 local REC_FIELDS = {'state', 'fp', 'expires_at', 'lines', 'shortages', 'lease', 'owner'}
 local REC_STATES = {pending = 'p', reserved = 'r', rejected = 'j', preparing = 'P', committing = 'c',
   committed = 'C', released = 'l', expired = 'x'}
@@ -133,6 +134,19 @@ local function rec_unpack_compact(v, mark)
   if hold then rec.lines = rec_one(sku, x, y) else rec.shortages = rec_one(sku, x, y) end
   return rec
 end
+-- An expiry (ms, an integer 1 <= e < 2^48) as the 6 bytes of a packed hold, high byte first.
+local function rec_exp6(e)
+  local e6 = e % 256
+  e = (e - e6) / 256
+  local e5 = e % 256
+  e = (e - e5) / 256
+  local e4 = e % 256
+  e = (e - e4) / 256
+  local e3 = e % 256
+  e = (e - e3) / 256
+  local e2 = e % 256
+  return string.char((e - e2) / 256, e2, e3, e4, e5, e6)
+end
 -- The packed value of record fields `p` (REC_FIELDS order, the state as its letter, '' unset),
 -- or nil when they are not of a common shape. This runs on every record write (~1 us).
 local function rec_pack(p)
@@ -167,16 +181,7 @@ local function rec_pack(p)
   -- A positive integer under 2^48 (6 bytes), written without leading zeros.
   local e = tonumber(exp)
   if not e or e < 1 or e >= 281474976710656 or int(e) ~= exp then return nil end
-  local e6 = e % 256
-  e = (e - e6) / 256
-  local e5 = e % 256
-  e = (e - e5) / 256
-  local e4 = e % 256
-  e = (e - e4) / 256
-  local e3 = e % 256
-  e = (e - e3) / 256
-  local e2 = e % 256
-  head = head .. string.char((e - e2) / 256, e2, e3, e4, e5, e6)
+  head = head .. rec_exp6(e)
   if bytes then return head .. string.char(qty, bucket) .. sku end
   return head .. x .. ',' .. y .. ',' .. sku
 end
@@ -186,6 +191,7 @@ end
 -- write costs here: the loop was ~4 us of a refusal's ~30 us in reserve_batch). nil for any
 -- other shape, or a value rec_pack would not pack: rec_put then takes the general way.
 local function rec_pack_reserve(rec)
+  if rec.packed then return rec.packed end
   local state, fp, exp, lines, shortages = rec.state, rec.fp, rec.expires_at, rec.lines, rec.shortages
   if rec.lease ~= nil or rec.owner ~= nil or type(fp) ~= 'string' or string.find(fp, '\n', 1, true) then
     return nil
@@ -196,6 +202,42 @@ local function rec_pack_reserve(rec)
     return rec_pack({REC_STATES.reserved, fp, exp, lines, '', '', ''})
   end
   return nil
+end
+-- A one-line refusal: `requested` units of `sku` asked for, `available` left -> the record to
+-- rec_put under fingerprint `fp`, whose `shortages` field is the reply's (what
+-- cjson.encode({{sku, requested, available}}) gives). For a plain SKU (letters, digits and
+-- `-_.:`, which JSON leaves as they are), counts under 10^14 (written the same by cjson and
+-- int) and a fingerprint of 16 lowercase hex digits, both strings are built straight from the
+-- values, the packed one as rec_pack would: no JSON encoded, then parsed back and packed (a
+-- sold-out SKU's batch refuses up to 64 ids a call). Otherwise the usual way.
+local REC_PLAIN_SKU = '^[%w%-_.:]+$'
+local REC_REJECTED = 106 -- string.byte(REC_STATES.rejected): the refusal's letter
+local function rec_refusal(fp, sku, requested, available)
+  if requested >= 1e14 or available >= 1e14 or not string.find(sku, REC_PLAIN_SKU) then
+    return {state = 'rejected', fp = fp, shortages = cjson.encode({{sku, requested, available}})}
+  end
+  local x, y = int(requested), int(available)
+  local rec = {state = 'rejected', fp = fp, shortages = rec_one(sku, x, y)}
+  if #fp == 16 and not string.find(fp, '[^0-9a-f]') then
+    rec.packed = rec_pack_hex(fp, 8, 6, REC_REJECTED) .. x .. ',' .. y .. ',' .. sku
+  end
+  return rec
+end
+-- A one-line hold: `qty` units of `sku` in bucket `bucket` until `expires_at`, under fingerprint
+-- `fp`, with the lines its caller sent -> the record to rec_put. When those lines are the one
+-- rec_one writes for these values (what the services send) and the SKU is plain, the
+-- fingerprint 16 lowercase hex digits and the units and bucket under 256, the packed value is
+-- built straight from the values, as rec_pack would (~6 us of a hold's ~40 in a batch: no
+-- pattern parsing the lines back); otherwise the usual way.
+local REC_RESERVED = 17 -- 15 + the index of REC_STATES.reserved in REC_ORDER: a hold's marker
+local function rec_hold(fp, lines, sku, qty, bucket, expires_at)
+  local rec = {state = 'reserved', fp = fp, lines = lines, expires_at = int(expires_at)}
+  if qty < 256 and bucket < 256 and expires_at >= 1 and expires_at < 281474976710656 and #fp == 16
+    and not string.find(fp, '[^0-9a-f]') and string.find(sku, REC_PLAIN_SKU)
+    and lines == rec_one(sku, int(qty), int(bucket)) then
+    rec.packed = rec_pack_hex(fp, 8, REC_RESERVED) .. rec_exp6(expires_at) .. string.char(qty, bucket) .. sku
+  end
+  return rec
 end
 local function rec_unpack(v)
   local mark = string.byte(v, 1)
@@ -285,6 +327,36 @@ local function rec_where(h)
   if h.gen then return rec_pool_key(h, h.gen) end
   return h.at
 end
+-- The record count of a pooled generation (field `#<gen>` of the pool) moves by one per record
+-- added or removed. A script writing many records in one call (reserve_batch) calls
+-- rec_count_defer first and rec_count_flush before it returns: the counts are then read once per
+-- generation, kept here and written once per generation (HINCRBY by the call's sum), instead of
+-- one HINCRBY per record; splits happen at the same counts. Without rec_count_defer, at once.
+local rec_counts = nil -- gen -> {count = as this call sees it, delta = not yet written}
+local rec_count_gens = nil -- the generations of rec_counts, in the order first counted
+local function rec_count_defer()
+  rec_counts, rec_count_gens = {}, {}
+end
+-- Moves generation `gen`'s record count by `d` -> the count after it.
+local function rec_count_add(gen, d)
+  if not rec_counts then return redis.call('HINCRBY', REC_POOL, '#' .. gen, d) end
+  local c = rec_counts[gen]
+  if not c then
+    c = {count = num(redis.call('HGET', REC_POOL, '#' .. gen)), delta = 0}
+    rec_counts[gen] = c
+    rec_count_gens[#rec_count_gens + 1] = gen
+  end
+  c.count, c.delta = c.count + d, c.delta + d
+  return c.count
+end
+local function rec_count_flush()
+  if not rec_counts then return end
+  for _, gen in ipairs(rec_count_gens) do
+    local delta = rec_counts[gen].delta
+    if delta ~= 0 then redis.call('HINCRBY', REC_POOL, '#' .. gen, delta) end
+  end
+  rec_counts, rec_count_gens = nil, nil
+end
 -- The shard count of pooled generation `gen`, which is created (one shard) if it has none. A new
 -- generation also drops the counts of those that ended: their hashes have expired.
 local function rec_pool_shards(gen, now)
@@ -329,7 +401,7 @@ local function rec_pool_split(gen, n, ends)
   redis.call('HSET', REC_POOL, gen, n + 1)
   rec_pool_n[gen] = n + 1
 end
--- The generations a lookup at `now` looks in and the pool's `since`/`per_slot`: one HMGET per
+-- The generations a lookup at `now` looks in and the pool's `since`/`per_slot`/`legacy`: one HMGET per
 -- call (a batch's items share its `now`), not one per record read. Later lookups of the call
 -- know a pooled generation by rec_pool_n, which this call's own writes keep up to date
 -- (rec_pool_shards creates, rec_pool_split grows).
@@ -337,11 +409,11 @@ local rec_seen = nil
 local function rec_meta(now)
   if rec_seen and rec_seen.now == now then return rec_seen end
   local gens = rec_generations(now)
-  local meta = redis.call('HMGET', REC_POOL, 'since', 'per_slot', unpack(gens))
+  local meta = redis.call('HMGET', REC_POOL, 'since', 'per_slot', 'legacy', unpack(gens))
   for i, gen in ipairs(gens) do
-    if meta[i + 2] then rec_pool_n[gen] = num(meta[i + 2]) end
+    if meta[i + 3] then rec_pool_n[gen] = num(meta[i + 3]) end
   end
-  rec_seen = {now = now, gens = gens, since = meta[1], per_slot = meta[2]}
+  rec_seen = {now = now, gens = gens, since = meta[1], per_slot = meta[2], legacy = meta[3]}
   return rec_seen
 end
 -- Finds rid's record -> table field -> string ({} when there is none), and a handle for rec_put
@@ -353,8 +425,8 @@ local function rec_get(shard, legacy, rid, now)
   local pooled = string.sub(shard, -7) == ':pooled'
   if pooled then shard = string.sub(shard, 1, -8) end
   local h = {shard = shard, pooled = pooled, legacy = legacy, rid = rid, field = rec_field(rid), now = now}
+  local meta = pooled and rec_meta(now)
   if #h.field <= REC_ENTRY_MAX then
-    local meta = pooled and rec_meta(now)
     local gens, per_slot = meta and meta.gens or rec_generations(now), true
     if pooled then
       for _, gen in ipairs(gens) do
@@ -393,7 +465,9 @@ local function rec_get(shard, legacy, rid, now)
     h.at = own
     return rec_unpack(v), h
   end
-  if not legacy then return {}, h end
+  -- The service's survey (background::survey_records) sets `legacy` to 0 once a scan of a
+  -- standalone Redis finds no record keys of that layout left: none is read then.
+  if not legacy or (meta and meta.legacy == '0') then return {}, h end
   v = redis.pcall('GET', legacy)
   local rec = {}
   if type(v) == 'table' and v.err then
@@ -411,7 +485,7 @@ end
 -- Removes the record rec_get found (nothing if it found none).
 local function rec_del(h)
   if h.gen then
-    if redis.call('HDEL', rec_where(h), h.field) == 1 then redis.call('HINCRBY', REC_POOL, '#' .. h.gen, -1) end
+    if redis.call('HDEL', rec_where(h), h.field) == 1 then rec_count_add(h.gen, -1) end
   elseif h.in_hash then
     redis.call('HDEL', h.at, h.field)
   elseif h.at then
@@ -470,7 +544,7 @@ local function rec_put(h, rec, pexpire_ms)
     local added = redis.call('HSET', key, h.field, value) == 1
     redis.call('PEXPIREAT', key, int(ends))
     h.at, h.in_hash, h.gen = key, true, gen
-    if added and redis.call('HINCRBY', REC_POOL, '#' .. gen, 1) > REC_POOL_FILL * n then
+    if added and rec_count_add(gen, 1) > REC_POOL_FILL * n then
       rec_pool_split(gen, n, ends)
       h.at = rec_where(h)
     end

@@ -15,6 +15,7 @@ use fred::prelude::{
     Client, ClientLike, HashesInterface, KeysInterface, SetsInterface, SortedSetsInterface, StreamsInterface,
     Value,
 };
+use fred::types::scan::ScanType;
 use fred::types::sorted_sets::Ordering;
 use futures::StreamExt;
 use holdfast_platform::clock::now_ms;
@@ -263,23 +264,45 @@ pub async fn count_live_holds(stock: &Stock) -> Result<i64, InventoryError> {
 /// the Reserve traffic drained (docs/inventory-redis.md): no new one appears after a scan that
 /// found none.
 pub async fn survey_per_slot_records(client: &Client) -> Result<bool, InventoryError> {
+    survey(
+        client,
+        "per_slot",
+        keys::PER_SLOT_RECORDS_PATTERN,
+        Some(ScanType::Hash),
+    )
+    .await
+}
+
+/// Surveys a standalone Redis for records of the per-reservation layout (`res:{rid}`, written
+/// by builds before the record shards): when there is none, sets `legacy` = `0` in
+/// [`keys::RECORD_POOL`], and the scripts stop reading `res:{rid}` for every new reservation id
+/// (a `GET`, ~2 µs of Redis time a record read). Whether that is settled now. Safe as
+/// [`survey_per_slot_records`] is: no build since writes that layout.
+pub async fn survey_legacy_records(client: &Client) -> Result<bool, InventoryError> {
+    survey(client, "legacy", keys::LEGACY_RECORDS_PATTERN, None).await
+}
+
+/// Sets `field` = `0` in [`keys::RECORD_POOL`] when no key matches `pattern` (of `kind`):
+/// whether that is settled now (always on a cluster, which reads every layout).
+async fn survey(
+    client: &Client,
+    field: &str,
+    pattern: &str,
+    kind: Option<ScanType>,
+) -> Result<bool, InventoryError> {
     if client.is_clustered() {
         return Ok(true);
     }
-    let settled: Option<String> = client.hget(keys::RECORD_POOL, "per_slot").await?;
+    let settled: Option<String> = client.hget(keys::RECORD_POOL, field).await?;
     if settled.as_deref() == Some("0") {
         return Ok(true);
     }
-    let mut found = client.scan_buffered(
-        keys::PER_SLOT_RECORDS_PATTERN,
-        Some(1000),
-        Some(fred::types::scan::ScanType::Hash),
-    );
+    let mut found = client.scan_buffered(pattern, Some(1000), kind);
     if let Some(key) = found.next().await {
         key?;
         return Ok(false);
     }
-    let _: i64 = client.hset(keys::RECORD_POOL, ("per_slot", 0)).await?;
+    let _: i64 = client.hset(keys::RECORD_POOL, (field, 0)).await?;
     Ok(true)
 }
 
@@ -299,9 +322,13 @@ pub async fn run_sweeper(stock: Stock, every: Duration) {
             tracing::warn!(%error, "sweep failed");
         }
         if !surveyed && passes.is_multiple_of(SURVEY_EVERY) {
-            match survey_per_slot_records(stock.client()).await {
-                Ok(settled) => surveyed = settled,
-                Err(error) => tracing::warn!(%error, "record survey failed"),
+            let client = stock.client();
+            match (
+                survey_per_slot_records(client).await,
+                survey_legacy_records(client).await,
+            ) {
+                (Ok(per_slot), Ok(legacy)) => surveyed = per_slot && legacy,
+                (Err(error), _) | (_, Err(error)) => tracing::warn!(%error, "record survey failed"),
             }
         }
         passes += 1;

@@ -189,8 +189,12 @@ pub const TRANSFERS_PATTERN: &str = "inv:{*}:xfer";
 /// The per-slot record shards' generation hashes (`res:{T}:<g>`, `res:{T}:s<g>`), for the survey
 /// that ends their reads on standalone Redis once none is left ([`RECORD_POOL`]).
 pub const PER_SLOT_RECORDS_PATTERN: &str = "res:{*}:*";
+/// The records of the per-reservation layout ([`legacy_reservation`]: `res:{rid}`, a string or
+/// a hash), for the survey that ends their reads on standalone Redis once none is left.
+pub const LEGACY_RECORDS_PATTERN: &str = "res:{*}";
 /// The pooled records' hash of counts (standalone Redis; docs/inventory-redis.md, "Pooled
-/// records"). Its field `per_slot` = `0` says no per-slot record shard is left to read.
+/// records"). Its field `per_slot` = `0` says no per-slot record shard is left to read, `legacy`
+/// = `0` no record of the per-reservation layout.
 pub const RECORD_POOL: &str = "res:pool";
 
 /// The hash tag Redis Cluster hashes for `key` (the rules of CLUSTER KEYSLOT).

@@ -10,11 +10,13 @@ mod layout_support;
 
 use common::{Fixture, idle, reserved};
 use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, LuaInterface, Value};
-use holdfast_inventory::background::survey_per_slot_records;
+use holdfast_inventory::background::{survey_legacy_records, survey_per_slot_records};
 use holdfast_inventory::keys::{self, BucketKeys};
-use holdfast_inventory::reservations::{RECORD_RETENTION, fingerprint};
+use holdfast_inventory::reservations::{RECORD_RETENTION, REJECTED_RETENTION, fingerprint};
+use holdfast_inventory::scripts::{self, BatchItem, BatchMode};
 use layout_support::{
-    old_reserve_single, packed_id, record_at, record_field, set_record_field, v3_reserve_single,
+    forget_legacy_survey, old_reserve_single, pack_path_mismatches, packed_id, record_at, record_field,
+    set_record_field, v3_reserve_single,
 };
 use tonic::Code;
 
@@ -156,12 +158,14 @@ async fn a_pending_claim_of_the_old_layout_keeps_others_out_until_its_lease_laps
     };
     // A live claim of the old layout: the id stays busy (ABORTED once the retries give up).
     claim("v2-live", 60_000).await.expect("v2 claim");
+    forget_legacy_survey(client).await;
     let busy = fx.reserve("v2-live", &[("V2P", 1)], 600).await.expect_err("busy");
     assert_eq!(busy.code(), Code::Aborted, "{busy:?}");
     assert!(legacy_exists(client, "v2-live").await);
     // A lapsed one (its claimer died) is taken over by the next Reserve, which holds once and
     // writes the record into the shard.
     claim("v2-dead", 1).await.expect("v2 claim");
+    forget_legacy_survey(client).await;
     let now = fx.redis_now_ms().await;
     fx.wait_redis_time_past(now + 5).await;
     let held = fx
@@ -719,4 +723,132 @@ async fn records_packed_with_the_fingerprint_as_text_still_answer_and_repack() {
             Some("committed")
         );
     }
+}
+
+/// `reserve_batch.lua` writes up to 64 records a call and counts them once per generation at
+/// the end: the counts still equal what the hashes hold, the generations split as they fill
+/// (also in the middle of a call), every hash stays a listpack, and every record (holds in the
+/// kept generations, refusals in the short ones, refusals of the sold-out mode) answers its id
+/// with its first answer.
+#[tokio::test]
+async fn records_written_by_the_batch_are_counted_once_a_call_and_split_as_they_fill() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("BPOOL", 1_000, 1).await;
+    let client = fx.redis();
+    let bucket = BucketKeys::new("BPOOL", 0);
+    let fp = fingerprint(&[("BPOOL".to_string(), 1)], 600);
+    let item = |i: usize| BatchItem {
+        rid: format!("{i:032x}"),
+        qty: 1,
+        ttl_ms: 600_000,
+        fingerprint: fp.clone(),
+        lines: r#"[["BPOOL",1,0]]"#.to_string(),
+    };
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).expect("ms");
+    let retention = (ms(RECORD_RETENTION), ms(REJECTED_RETENTION));
+    // 1,000 holds, then 600 refusals of the emptied bucket, then 640 of the sold-out mode.
+    let calls = [
+        (
+            0..1_600,
+            BatchMode::Live {
+                missing_is_empty: false,
+            },
+        ),
+        (1_600..2_240, BatchMode::SoldOut),
+    ];
+    for (range, mode) in calls {
+        let ids: Vec<usize> = range.collect();
+        for chunk in ids.chunks(64) {
+            let items: Vec<BatchItem> = chunk.iter().map(|&i| item(i)).collect();
+            let reply = scripts::reserve_batch(client, &bucket, &items, retention, mode)
+                .await
+                .expect("batch");
+            assert_eq!(reply.outcomes.len(), items.len());
+        }
+    }
+    let gens = pool_generations(client).await;
+    let (mut records, mut short) = (0, 0);
+    for (generation, n, counted, entries, most, listpack) in &gens {
+        assert_eq!(
+            counted, entries,
+            "{generation}: the count is what its hashes hold"
+        );
+        assert!(
+            *entries <= 40 * n,
+            "{generation}: {entries} records in {n} hashes"
+        );
+        assert!(
+            *most <= 128 && *listpack,
+            "{generation}: {most} entries, listpack {listpack}"
+        );
+        records += entries;
+        if generation.starts_with('s') {
+            short += entries;
+        }
+    }
+    assert_eq!((records, short), (2_240, 1_240), "{gens:?}");
+    for i in (0..2_240).step_by(37) {
+        let want = if i < 1_000 { "reserved" } else { "rejected" };
+        assert_eq!(
+            record_field(client, &format!("{i:032x}"), "state")
+                .await
+                .as_deref(),
+            Some(want),
+            "{i}"
+        );
+        let again = fx
+            .reserve(&format!("{i:032x}"), &[("BPOOL", 1)], 600)
+            .await
+            .expect("replay");
+        assert_eq!(reserved(&again), i < 1_000, "{i}: the first answer");
+    }
+    assert_eq!(fx.level("BPOOL").await.reserved, 1_000, "nothing held twice");
+}
+
+/// The records of the per-reservation layout (`res:{rid}`) are read until the service's survey
+/// finds none left: not settled while one is, settled once the last moved; a record of that
+/// layout written after (which the upgrade rule excludes) is then no longer read.
+#[tokio::test]
+async fn records_of_the_per_reservation_layout_are_read_until_the_survey_finds_none() {
+    let fx = Fixture::standalone_with(idle()).await;
+    fx.set_stock("LEG", 10, 1).await;
+    let client = fx.redis();
+    let first = v2_reserve_single(client, "v2-old", "LEG", 2).await;
+    assert_eq!(first[0].as_string().as_deref(), Some("reserved"));
+    assert!(
+        !survey_legacy_records(client).await.expect("survey"),
+        "one is left"
+    );
+    let replay = fx.reserve("v2-old", &[("LEG", 2)], 600).await.expect("replay");
+    assert_eq!(replay.expires_at_unix_ms, first[1].as_i64().expect("expiry"));
+    assert_eq!(fx.release("v2-old").await.expect("release").released_units, 2);
+    assert!(!legacy_exists(client, "v2-old").await, "moved by the release");
+    assert!(survey_legacy_records(client).await.expect("survey"));
+    let settled: Option<String> = client.hget("res:pool", "legacy").await.expect("hget");
+    assert_eq!(settled.as_deref(), Some("0"));
+    // The moved record still answers; one of the old layout written now is not read.
+    assert_eq!(fx.release("v2-old").await.expect("again").released_units, 0);
+    let _ = v2_reserve_single(client, "v2-late", "LEG", 1).await;
+    let _: i64 = client.hset("res:pool", ("legacy", 0)).await.expect("hset");
+    assert!(reserved(
+        &fx.reserve("v2-late", &[("LEG", 1)], 600).await.expect("reserve")
+    ));
+    assert_eq!(
+        fx.level("LEG").await.reserved,
+        2,
+        "held anew: its old record was not read"
+    );
+}
+
+/// The Reserve scripts pack a hold's and a refusal's record straight from their values
+/// (`rec_hold`, `rec_refusal`): byte for byte what the general packing writes for the same
+/// fields, on both sides of every condition of the shortcut (SKUs JSON escapes, fingerprints
+/// not of 16 lowercase hex digits, units and buckets past a byte, expiries past 6 bytes, lines
+/// other than the one line of the values), so records read the same whichever path wrote them.
+#[tokio::test]
+async fn records_packed_straight_from_their_values_are_the_bytes_the_general_packing_writes() {
+    let fx = Fixture::standalone_with(idle()).await;
+    let (cases, bad) = pack_path_mismatches(fx.redis()).await;
+    assert!(cases > 9_000, "{cases} cases");
+    assert!(bad.is_empty(), "{bad:?}");
 }
