@@ -465,7 +465,7 @@ local function rec_get(shard, legacy, rid, now)
     h.at = own
     return rec_unpack(v), h
   end
-  -- The service's survey (background::survey_records) sets `legacy` to 0 once a scan of a
+  -- The service's survey (background::survey_legacy_records) sets `legacy` to 0 once a scan of a
   -- standalone Redis finds no record keys of that layout left: none is read then.
   if not legacy or (meta and meta.legacy == '0') then return {}, h end
   v = redis.pcall('GET', legacy)

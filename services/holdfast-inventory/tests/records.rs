@@ -322,6 +322,25 @@ async fn pool_generations(client: &Client) -> Vec<(String, i64, i64, i64, i64, b
         .collect()
 }
 
+/// Every pooled generation of [`pool_generations`]: its count is what its hashes hold, at most
+/// 40 records a hash on average, and every hash a listpack of at most 128 entries.
+fn assert_generations_sound(gens: &[(String, i64, i64, i64, i64, bool)]) {
+    for (generation, n, counted, entries, most, listpack) in gens {
+        assert_eq!(
+            counted, entries,
+            "{generation}: the count is what its hashes hold"
+        );
+        assert!(
+            *entries <= 40 * n,
+            "{generation}: {entries} records in {n} hashes"
+        );
+        assert!(
+            *most <= 128 && *listpack,
+            "{generation}: a hash of {most} entries, listpack {listpack}"
+        );
+    }
+}
+
 /// On standalone Redis records of every shape share the pool: a generation grows by linear
 /// hashing past 40 records a hash, so its hashes stay small listpacks, its count matches what
 /// they hold through commits and releases (which move a record between generations), and every
@@ -349,23 +368,9 @@ async fn on_standalone_redis_records_pool_into_hashes_that_split_as_a_generation
         fx.release(&rid(i + 6)).await.expect("release");
     }
     let gens = pool_generations(client).await;
-    let (mut records, mut shards) = (0, 0);
-    for (generation, n, counted, entries, most, listpack) in &gens {
-        assert_eq!(
-            counted, entries,
-            "{generation}: the count is what its hashes hold"
-        );
-        assert!(
-            *entries <= 40 * n,
-            "{generation}: {entries} records in {n} hashes"
-        );
-        assert!(
-            *most <= 128 && *listpack,
-            "{generation}: a hash of {most} entries, listpack {listpack}"
-        );
-        records += entries;
-        shards += n;
-    }
+    assert_generations_sound(&gens);
+    let records: i64 = gens.iter().map(|g| g.3).sum();
+    let shards: i64 = gens.iter().map(|g| g.1).sum();
     assert_eq!(records, 1_200, "{gens:?}");
     assert!(shards >= 30, "{gens:?}");
     for i in 0..1_200 {
@@ -767,25 +772,9 @@ async fn records_written_by_the_batch_are_counted_once_a_call_and_split_as_they_
         }
     }
     let gens = pool_generations(client).await;
-    let (mut records, mut short) = (0, 0);
-    for (generation, n, counted, entries, most, listpack) in &gens {
-        assert_eq!(
-            counted, entries,
-            "{generation}: the count is what its hashes hold"
-        );
-        assert!(
-            *entries <= 40 * n,
-            "{generation}: {entries} records in {n} hashes"
-        );
-        assert!(
-            *most <= 128 && *listpack,
-            "{generation}: {most} entries, listpack {listpack}"
-        );
-        records += entries;
-        if generation.starts_with('s') {
-            short += entries;
-        }
-    }
+    assert_generations_sound(&gens);
+    let records: i64 = gens.iter().map(|g| g.3).sum();
+    let short: i64 = gens.iter().filter(|g| g.0.starts_with('s')).map(|g| g.3).sum();
     assert_eq!((records, short), (2_240, 1_240), "{gens:?}");
     for i in (0..2_240).step_by(37) {
         let want = if i < 1_000 { "reserved" } else { "rejected" };
