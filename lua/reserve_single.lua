@@ -51,6 +51,9 @@ end
 if sku == nil or sku == '' or fp == nil or fp == '' or tag == nil or tag == '' then
   return redis.error_reply('ERR reserve_single: sku, fingerprint and tag are required')
 end
+if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
+  return redis.error_reply('ERR reserve_single: bucket_index must be an integer >= 0')
+end
 
 -- An existing record is the first answer (or a conflict), exactly as reservation_claim says.
 local now = now_ms()

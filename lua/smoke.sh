@@ -171,6 +171,11 @@ expect_re "stock_set event" "^type stock_set sku A bucket 0 ref  qty 10 on_hand 
   "$(last_event 'inv:{A}:events')"
 expect "bad qty is an error" "ERR reserve: qty must be an integer >= 1" "$(ev reserve $K , r1 0 60000 A 0)"
 expect "bad qty wrote nothing" "0" "$(nholds A)"
+# reserve_single: KEYS record shard, bucket, holds, held, events, index shard, legacy; ARGV rid, qty,
+# ttl_ms, sku, bucket_index, fingerprint, lines, retention_ms, tag, rejected_retention_ms
+expect "reserve_single: a bad bucket index is an error" "ERR reserve_single: bucket_index must be an integer >= 0" \
+  "$(ev reserve_single res:{s}:pooled $K inv:expiries:0 res:{rs1} , rs1 1 60000 A x 0123456789abcdef '[["A",1,0]]' 60000 A 60000)"
+expect "a bad bucket index wrote nothing" "0 " "$(nholds A) $(recf rs1 state)"
 
 t0=$(now_ms)
 out=$(ev reserve $K , r1 3 60000 A 0)
