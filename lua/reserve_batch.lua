@@ -50,7 +50,7 @@ local MAX_ITEMS, PER_ITEM = 64, 5
 if sku == nil or sku == '' or tag == nil or tag == '' then
   return redis.error_reply('ERR reserve_batch: sku and tag are required')
 end
-if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
+if not is_int(bucket_n) or bucket_n < 0 then
   return redis.error_reply('ERR reserve_batch: bucket_index must be an integer >= 0')
 end
 if not is_int(retention_ms) or retention_ms < 1 or not is_int(rejected_retention_ms) or rejected_retention_ms < 1

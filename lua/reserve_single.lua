@@ -37,6 +37,7 @@
 local record, inv, holds, held, events, expiries = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local legacy = KEYS[7]
 local rid, sku, bucket, fp, lines, tag = ARGV[1], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[9]
+local bucket_n = tonumber(bucket)
 local qty, ttl_ms, retention_ms = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[8])
 local rejected_retention_ms = tonumber(ARGV[10])
 if rid == nil or rid == '' then return redis.error_reply('ERR reserve_single: rid is empty') end
@@ -51,7 +52,7 @@ end
 if sku == nil or sku == '' or fp == nil or fp == '' or tag == nil or tag == '' then
   return redis.error_reply('ERR reserve_single: sku, fingerprint and tag are required')
 end
-if not is_int(tonumber(bucket)) or tonumber(bucket) < 0 then
+if not is_int(bucket_n) or bucket_n < 0 then
   return redis.error_reply('ERR reserve_single: bucket_index must be an integer >= 0')
 end
 
@@ -91,6 +92,6 @@ hold_put(inv, holds, held, rid, qty, expires_at)
 emit(inv, events, {'type', 'reserved', 'sku', sku, 'bucket', bucket, 'ref', rid, 'qty', int(qty),
   'on_hand', int(on_hand), 'reserved', int(reserved), 'sold', int(sold), 'at', int(now),
   'expires_at', int(expires_at)})
-rec_put(rh, rec_hold(fp, lines, sku, qty, tonumber(bucket), expires_at), ttl_ms + retention_ms)
+rec_put(rh, rec_hold(fp, lines, sku, qty, bucket_n, expires_at), ttl_ms + retention_ms)
 redis.call('ZADD', expiries, 'LT', int(expires_at), tag)
 return {'reserved', expires_at}

@@ -105,7 +105,10 @@ end
 -- Markers 3 to 6 on a hold are also what builds before wrote (still read; repacked when written).
 local REC_ORDER = 'prjPcClx'
 local REC_ONE = '^%[%["([^"\\%c]*)",(%d+),(%d+)%]%]$'
-local REC_FP = '%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x%x'
+-- Whether fingerprint `fp` is 16 lowercase hex digits (what the services send): packed as 8 bytes.
+local function rec_hex_fp(fp)
+  return #fp == 16 and not string.find(fp, '[^0-9a-f]')
+end
 local function rec_one(sku, a, b)
   return '[["' .. sku .. '",' .. a .. ',' .. b .. ']]'
 end
@@ -162,7 +165,7 @@ local function rec_pack(p)
   end
   local sku, x, y = string.match(one, REC_ONE)
   if not sku then return nil end
-  local raw_fp = string.find(fp, REC_FP) and not string.find(fp, '%u')
+  local raw_fp = rec_hex_fp(fp)
   local head
   if not hold then
     if raw_fp then head = rec_pack_hex(fp, 8, 6, string.byte(state)) else head = string.char(4) .. state .. fp end
@@ -218,7 +221,7 @@ local function rec_refusal(fp, sku, requested, available)
   end
   local x, y = int(requested), int(available)
   local rec = {state = 'rejected', fp = fp, shortages = rec_one(sku, x, y)}
-  if #fp == 16 and not string.find(fp, '[^0-9a-f]') then
+  if rec_hex_fp(fp) then
     rec.packed = rec_pack_hex(fp, 8, 6, REC_REJECTED) .. x .. ',' .. y .. ',' .. sku
   end
   return rec
@@ -232,8 +235,8 @@ end
 local REC_RESERVED = 17 -- 15 + the index of REC_STATES.reserved in REC_ORDER: a hold's marker
 local function rec_hold(fp, lines, sku, qty, bucket, expires_at)
   local rec = {state = 'reserved', fp = fp, lines = lines, expires_at = int(expires_at)}
-  if qty < 256 and bucket < 256 and expires_at >= 1 and expires_at < 281474976710656 and #fp == 16
-    and not string.find(fp, '[^0-9a-f]') and string.find(sku, REC_PLAIN_SKU)
+  if qty < 256 and bucket < 256 and expires_at >= 1 and expires_at < 281474976710656 and rec_hex_fp(fp)
+    and string.find(sku, REC_PLAIN_SKU)
     and lines == rec_one(sku, int(qty), int(bucket)) then
     rec.packed = rec_pack_hex(fp, 8, REC_RESERVED) .. rec_exp6(expires_at) .. string.char(qty, bucket) .. sku
   end
