@@ -1,15 +1,16 @@
 //! Durable notification records: the [`NotificationStore`] trait and its SQLite
-//! implementation ([`SqliteNotifications`], WAL, one connection behind a mutex, every call
+//! implementation ([`SqliteNotifications`] on a [`holdfast_sqlite::Db`]: writes go to its
+//! writer thread and commit in groups, lookups by key run on the caller's thread, listings
 //! on the blocking pool).
 //!
 //! `(event_id, channel)` is unique: recording the intent of a notification twice keeps
 //! the first, which is what makes a redelivered event produce nothing new.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
+use holdfast_sqlite::{Db, Failure, Options};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::{Channel, Notification, Status};
@@ -31,6 +32,12 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
+impl From<Failure> for StoreError {
+    fn from(failure: Failure) -> Self {
+        StoreError::Sqlite(failure.message)
+    }
+}
+
 /// Result of the store's futures.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -45,8 +52,8 @@ pub struct Audience {
 
 /// Where notifications, order owners and opt-outs are kept.
 ///
-/// The engine's calls per event are few on purpose (each is a hop to the blocking pool and
-/// most are a transaction): [`audience`](Self::audience), [`record`](Self::record), then
+/// The engine's calls per event are few on purpose (each is a hop to another thread and
+/// most are a write): [`audience`](Self::audience), [`record`](Self::record), then
 /// [`mark_sent`](Self::mark_sent) once for everything the event sent.
 pub trait NotificationStore: Send + Sync + 'static {
     /// Who an event about `order_id` is for: `customer_id` when the event names one (it is
@@ -159,7 +166,7 @@ fn collect(rows: Vec<Result<Notification, StoreError>>) -> StoreResult<Vec<Notif
 /// The SQLite notification store.
 #[derive(Clone)]
 pub struct SqliteNotifications {
-    conn: Arc<Mutex<Connection>>,
+    db: Db,
 }
 
 impl std::fmt::Debug for SqliteNotifications {
@@ -169,34 +176,41 @@ impl std::fmt::Debug for SqliteNotifications {
 }
 
 impl SqliteNotifications {
-    /// Opens (creating and migrating) the database at `path`.
+    /// Opens (creating and migrating) the database at `path`: WAL, `synchronous = NORMAL`,
+    /// one writer thread with group commit (holdfast-sqlite). Blocking.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        holdfast_sqlite::connection::tune(&conn).map_err(|e| StoreError::Sqlite(e.message))?;
-        conn.execute_batch(SCHEMA)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        let db = Db::open(Some(path), Options::default(), |conn: &mut Connection| {
+            conn.execute_batch(SCHEMA).map_err(StoreError::from)
+        })?;
+        Ok(Self { db })
     }
 
-    fn call<T, F>(&self, f: F) -> BoxFuture<'static, StoreResult<T>>
+    /// Queues `f` to the writer; answered once its batch committed (`f` runs in a savepoint
+    /// of the batch: an `Err` undoes its writes only).
+    fn write<T, F>(&self, f: F) -> BoxFuture<'static, StoreResult<T>>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let conn = Arc::clone(&self.conn);
-        async move {
-            tokio::task::spawn_blocking(move || {
-                let mut conn = conn.lock().unwrap_or_else(PoisonError::into_inner);
-                f(&mut conn)
-            })
-            .await
-            .map_err(|e| StoreError::Sqlite(format!("store task: {e}")))?
-        }
-        .boxed()
+        self.db.write(f).boxed()
+    }
+
+    /// A read of a few rows by key, on the caller's thread.
+    fn lookup<T, F>(&self, f: F) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.db.lookup(f).boxed()
+    }
+
+    /// A read that may return many rows, on the blocking pool.
+    fn read<T, F>(&self, f: F) -> BoxFuture<'static, StoreResult<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        self.db.read(f).boxed()
     }
 }
 
@@ -215,39 +229,43 @@ impl NotificationStore for SqliteNotifications {
         order_id: &str,
         customer_id: Option<&str>,
     ) -> BoxFuture<'_, StoreResult<Option<Audience>>> {
-        let (order_id, customer_id) = (order_id.to_string(), customer_id.map(str::to_string));
-        self.call(move |conn| {
-            let customer_id = match customer_id {
-                Some(customer_id) => {
-                    conn.prepare_cached(
-                        "INSERT OR IGNORE INTO order_customers (order_id, customer_id) VALUES (?1, ?2)",
-                    )?
-                    .execute(params![order_id, customer_id])?;
-                    customer_id
-                }
-                None => match conn
+        let order_id = order_id.to_string();
+        match customer_id.map(str::to_string) {
+            // The event names the customer: remembered as the order's owner.
+            Some(customer_id) => self.write(move |conn| {
+                conn.prepare_cached(
+                    "INSERT OR IGNORE INTO order_customers (order_id, customer_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![order_id, customer_id])?;
+                let opted_out = opted(conn, &customer_id)?;
+                Ok(Some(Audience {
+                    customer_id,
+                    opted_out,
+                }))
+            }),
+            None => self.lookup(move |conn| {
+                let Some(customer_id) = conn
                     .prepare_cached("SELECT customer_id FROM order_customers WHERE order_id = ?1")?
-                    .query_row([&order_id], |row| row.get(0))
+                    .query_row([&order_id], |row| row.get::<_, String>(0))
                     .optional()?
-                {
-                    Some(customer_id) => customer_id,
-                    None => return Ok(None),
-                },
-            };
-            let opted_out = opted(conn, &customer_id)?;
-            Ok(Some(Audience {
-                customer_id,
-                opted_out,
-            }))
-        })
+                else {
+                    return Ok(None);
+                };
+                let opted_out = opted(conn, &customer_id)?;
+                Ok(Some(Audience {
+                    customer_id,
+                    opted_out,
+                }))
+            }),
+        }
     }
 
     fn record(&self, notifications: Vec<Notification>) -> BoxFuture<'_, StoreResult<Vec<Notification>>> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
+        // One writer job: its savepoint makes the inserts and the read-back one unit.
+        self.write(move |conn| {
             let mut events: Vec<&str> = Vec::new();
             {
-                let mut statement = tx.prepare_cached(&format!(
+                let mut statement = conn.prepare_cached(&format!(
                     "INSERT OR IGNORE INTO notifications ({COLUMNS}) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
                 ))?;
@@ -275,20 +293,19 @@ impl NotificationStore for SqliteNotifications {
             }
             let mut pending = Vec::new();
             {
-                let mut statement = tx.prepare_cached(&format!(
+                let mut statement = conn.prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM notifications WHERE event_id = ?1 AND status = 'pending' ORDER BY channel"
                 ))?;
                 for event_id in events {
                     pending.extend(statement.query_map([event_id], read)?.collect::<Result<Vec<_>, _>>()?);
                 }
             }
-            tx.commit()?;
             collect(pending)
         })
     }
 
     fn pending(&self) -> BoxFuture<'_, StoreResult<Vec<Notification>>> {
-        self.call(move |conn| {
+        self.read(move |conn| {
             let rows = conn
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM notifications WHERE status = 'pending' ORDER BY created_at_ms, id"
@@ -308,7 +325,7 @@ impl NotificationStore for SqliteNotifications {
         sent_at_ms: i64,
     ) -> BoxFuture<'_, StoreResult<()>> {
         let (id, last_error) = (id.to_string(), last_error.to_string());
-        self.call(move |conn| {
+        self.write(move |conn| {
             conn.prepare_cached(
                 "UPDATE notifications SET status = ?2, attempts = ?3, last_error = ?4, sent_at_ms = ?5 WHERE id = ?1",
             )?
@@ -318,17 +335,15 @@ impl NotificationStore for SqliteNotifications {
     }
 
     fn mark_sent(&self, sent: Vec<(String, u32)>, sent_at_ms: i64) -> BoxFuture<'_, StoreResult<()>> {
-        self.call(move |conn| {
-            let tx = conn.transaction()?;
+        self.write(move |conn| {
             {
-                let mut statement = tx.prepare_cached(
+                let mut statement = conn.prepare_cached(
                     "UPDATE notifications SET status = 'sent', attempts = ?2, last_error = '', sent_at_ms = ?3 WHERE id = ?1",
                 )?;
                 for (id, attempts) in &sent {
                     statement.execute(params![id, attempts, sent_at_ms])?;
                 }
             }
-            tx.commit()?;
             Ok(())
         })
     }
@@ -342,7 +357,7 @@ impl NotificationStore for SqliteNotifications {
         let customer_id = customer_id.to_string();
         let (at, id) = after.unwrap_or((i64::MAX, String::new()));
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.call(move |conn| {
+        self.read(move |conn| {
             let rows = conn
                 .prepare_cached(&format!(
                     "SELECT {COLUMNS} FROM notifications WHERE customer_id = ?1 \
@@ -362,7 +377,7 @@ impl NotificationStore for SqliteNotifications {
         opted_out: bool,
     ) -> BoxFuture<'_, StoreResult<Vec<Channel>>> {
         let customer_id = customer_id.to_string();
-        self.call(move |conn| {
+        self.write(move |conn| {
             if opted_out {
                 conn.prepare_cached("INSERT OR IGNORE INTO opt_outs (customer_id, channel) VALUES (?1, ?2)")?
                     .execute(params![customer_id, channel.as_str()])?;

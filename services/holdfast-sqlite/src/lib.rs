@@ -10,8 +10,10 @@
 //!   page's WAL frame) is shared by the batch. No lock convoy: callers wait on a channel.
 //! - **Reader connections** ([`readers`]): read-only calls run on their own connections (WAL
 //!   lets them read while the writer writes), each call in one read transaction, so it sees
-//!   one snapshot. A write answered before a read starts is visible to it (answered means
-//!   committed). An in-memory database has no readers: reads queue to the writer.
+//!   one snapshot: on tokio's blocking pool ([`Db::read`]), or on the caller's thread for a
+//!   read of a few rows by key ([`Db::lookup`]: no hand-off between threads). A write
+//!   answered before a read starts is visible to it (answered means committed). An
+//!   in-memory database has no readers: reads queue to the writer.
 //! - **Checkpoints off the commit path** ([`checkpoint`]): the writer has
 //!   `wal_autocheckpoint` off; a background thread runs `wal_checkpoint(PASSIVE)` (the
 //!   fsyncs) on its own connection while the WAL has new frames, and a `RESTART` checkpoint
@@ -204,14 +206,51 @@ impl Db {
         E: From<Failure> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
+        self.on_reader(work, Thread::BlockingPool)
+    }
+
+    /// Runs `work` like [`Db::read`], on the calling thread instead of tokio's blocking
+    /// pool: for a read of a few rows by key (tens of microseconds of SQLite), where the
+    /// blocking pool's hand-off (a wake-up of a pool thread, then of the caller) costs more
+    /// CPU than the read. A read that may scan or return many rows belongs in [`Db::read`],
+    /// which keeps the runtime's workers free meanwhile.
+    pub fn lookup<T, E, F>(&self, work: F) -> impl Future<Output = Result<T, E>> + Send + use<T, E, F>
+    where
+        T: Send + 'static,
+        E: From<Failure> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
+        self.on_reader(work, Thread::Caller)
+    }
+
+    fn on_reader<T, E, F>(
+        &self,
+        work: F,
+        thread: Thread,
+    ) -> impl Future<Output = Result<T, E>> + Send + use<T, E, F>
+    where
+        T: Send + 'static,
+        E: From<Failure> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
+    {
         let shared = Arc::clone(&self.shared);
         async move {
-            match &shared.readers {
-                Some(readers) => readers.run(work).await,
-                None => shared.writer.submit(work).await,
+            match (&shared.readers, thread) {
+                (Some(readers), Thread::BlockingPool) => readers.run(work).await,
+                (Some(readers), Thread::Caller) => readers.run_here(work).await,
+                (None, _) => shared.writer.submit(work).await,
             }
         }
     }
+}
+
+/// Where a read on a reader connection runs.
+#[derive(Debug, Clone, Copy)]
+enum Thread {
+    /// Tokio's blocking pool ([`Db::read`]).
+    BlockingPool,
+    /// The calling thread ([`Db::lookup`]).
+    Caller,
 }
 
 fn configure_writer(conn: &Connection, on_disk: bool, options: &Options) -> Result<(), Failure> {

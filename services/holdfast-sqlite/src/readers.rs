@@ -1,12 +1,13 @@
-//! Read-only connections: a small pool, each call on tokio's blocking pool with one
-//! connection, inside one read transaction (one snapshot for all its statements).
+//! Read-only connections: a small pool, each call with one connection inside one read
+//! transaction (one snapshot for all its statements), on tokio's blocking pool
+//! ([`Readers::run`]) or on the calling thread ([`Readers::run_here`]).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::Failure;
 use crate::statement::exec;
@@ -51,21 +52,48 @@ impl Readers {
         E: From<Failure> + Send + 'static,
         F: FnOnce(&Connection) -> Result<T, E> + Send + 'static,
     {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| E::from(Failure::other("the sqlite readers are closed")))?;
+        let permit = self.permit().await?;
         let pool = Arc::clone(&self.pool);
         tokio::task::spawn_blocking(move || {
-            let lease = Lease::take(&pool)?;
-            let result = in_read_transaction(lease.conn(), work);
-            drop(lease);
+            let result = on_idle_connection(&pool, work);
             drop(permit);
             result
         })
         .await
         .map_err(|e| E::from(Failure::other(format!("sqlite read task failed: {e}"))))?
     }
+
+    /// Runs `work` like [`Readers::run`], but on the calling thread: for a read of a few rows
+    /// by key, which costs less than the two thread wake-ups of the blocking pool's hand-off.
+    /// Waits (asynchronously) only for an idle connection.
+    pub(crate) async fn run_here<T, E, F>(&self, work: F) -> Result<T, E>
+    where
+        E: From<Failure>,
+        F: FnOnce(&Connection) -> Result<T, E>,
+    {
+        let permit = self.permit().await?;
+        let result = on_idle_connection(&self.pool, work);
+        drop(permit);
+        result
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, Failure> {
+        Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| Failure::other("the sqlite readers are closed"))
+    }
+}
+
+/// Runs `work` in one read transaction on a connection out of `pool` (the caller holds a
+/// permit, so one is idle).
+fn on_idle_connection<T, E, F>(pool: &Pool, work: F) -> Result<T, E>
+where
+    E: From<Failure>,
+    F: FnOnce(&Connection) -> Result<T, E>,
+{
+    let lease = Lease::take(pool)?;
+    in_read_transaction(lease.conn(), work)
 }
 
 fn in_read_transaction<T, E, F>(conn: &Connection, work: F) -> Result<T, E>

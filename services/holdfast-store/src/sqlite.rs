@@ -278,6 +278,16 @@ impl SqliteStore {
     {
         self.db.read(work)
     }
+
+    /// Like [`Self::read`], on the calling thread: for a read of a few rows by key
+    /// ([`holdfast_sqlite::Db::lookup`]).
+    fn lookup<T, F>(&self, work: F) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.db.lookup(work)
+    }
 }
 
 /// Applies the migrations this database lacks, each in its own transaction. The version

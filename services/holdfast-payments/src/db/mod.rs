@@ -228,7 +228,7 @@ impl PspDatabase {
     /// The payment with `payment_id`.
     pub async fn payment(&self, payment_id: String) -> Result<Option<Payment>, PaymentsError> {
         self.db
-            .read(move |conn| Ok(load_payment(conn, &payment_id)?.map(|p| p.to_wire())))
+            .lookup(move |conn| Ok(load_payment(conn, &payment_id)?.map(|p| p.to_wire())))
             .await
     }
 

@@ -56,7 +56,7 @@ impl CartStore for SqliteStore {
     async fn load_cart(&self, owner: &str) -> Result<Option<StoredCart>, StoreError> {
         validate_owner(owner)?;
         let owner = owner.to_string();
-        self.read(move |conn| {
+        self.lookup(move |conn| {
             let row = conn
                 .prepare_cached(
                     "SELECT lines, version, updated_at_ms FROM carts WHERE owner = ?1 AND deleted = 0",

@@ -110,7 +110,7 @@ impl IdempotencyStore for SqliteStore {
     async fn get_key(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
         validate_key(scope, key)?;
         let (scope, key) = (scope.to_string(), key.to_string());
-        self.read(move |conn| select_live(conn, &scope, &key, now_ms()))
+        self.lookup(move |conn| select_live(conn, &scope, &key, now_ms()))
             .await
     }
 

@@ -114,7 +114,7 @@ impl OrderStore for SqliteStore {
     async fn get_order(&self, id: &str) -> Result<Option<StoredOrder>, StoreError> {
         validate_order_id(id)?;
         let id = id.to_string();
-        self.read(move |conn| select_order(conn, &id)).await
+        self.lookup(move |conn| select_order(conn, &id)).await
     }
 
     async fn update_order(

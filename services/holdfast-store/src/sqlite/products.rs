@@ -128,7 +128,7 @@ impl ProductStore for SqliteStore {
 
     async fn get_product(&self, sku: &str) -> Result<Option<Product>, StoreError> {
         let sku = sku.to_string();
-        self.read(move |conn| select_product(conn, &sku)).await
+        self.lookup(move |conn| select_product(conn, &sku)).await
     }
 
     async fn get_products(&self, skus: &[String]) -> Result<Vec<Product>, StoreError> {

@@ -139,7 +139,7 @@ impl SagaStore for SqliteStore {
     async fn get_saga(&self, id: &str) -> Result<Option<SagaRecord>, StoreError> {
         validate_saga_id(id)?;
         let id = id.to_string();
-        self.read(move |conn| select_saga(conn, &id)).await
+        self.lookup(move |conn| select_saga(conn, &id)).await
     }
 
     async fn transition_saga(

@@ -299,7 +299,7 @@ impl WarehouseStore for SqliteStore {
     async fn get_warehouse(&self, id: &str) -> Result<Option<StoredWarehouse>, StoreError> {
         validate_id("warehouse", id)?;
         let id = id.to_string();
-        self.read(move |conn| select_warehouse(conn, &id)).await
+        self.lookup(move |conn| select_warehouse(conn, &id)).await
     }
 
     async fn list_warehouses(
@@ -370,7 +370,7 @@ impl WarehouseStore for SqliteStore {
     async fn get_shipment(&self, id: &str) -> Result<Option<StoredShipment>, StoreError> {
         validate_id("shipment", id)?;
         let id = id.to_string();
-        self.read(move |conn| select_shipment(conn, &id)).await
+        self.lookup(move |conn| select_shipment(conn, &id)).await
     }
 
     async fn list_shipments_by_order(&self, order_id: &str) -> Result<Vec<StoredShipment>, StoreError> {
@@ -430,7 +430,7 @@ impl WarehouseStore for SqliteStore {
             return Err(StoreError::InvalidArgument("claim scope or key is empty".into()));
         }
         let (scope, key) = (scope.to_string(), key.to_string());
-        self.read(move |conn| select_claim(conn, &scope, &key)).await
+        self.lookup(move |conn| select_claim(conn, &scope, &key)).await
     }
 
     async fn apply_warehouse_change(&self, change: WarehouseChange) -> Result<ChangeOutcome, StoreError> {
