@@ -223,6 +223,15 @@ fn opted(conn: &Connection, customer_id: &str) -> StoreResult<Vec<Channel>> {
     Ok(names.iter().filter_map(|n| Channel::parse(n)).collect())
 }
 
+/// `customer_id` with the channels they opted out of.
+fn audience_of(conn: &Connection, customer_id: String) -> StoreResult<Audience> {
+    let opted_out = opted(conn, &customer_id)?;
+    Ok(Audience {
+        customer_id,
+        opted_out,
+    })
+}
+
 impl NotificationStore for SqliteNotifications {
     fn audience(
         &self,
@@ -237,11 +246,7 @@ impl NotificationStore for SqliteNotifications {
                     "INSERT OR IGNORE INTO order_customers (order_id, customer_id) VALUES (?1, ?2)",
                 )?
                 .execute(params![order_id, customer_id])?;
-                let opted_out = opted(conn, &customer_id)?;
-                Ok(Some(Audience {
-                    customer_id,
-                    opted_out,
-                }))
+                audience_of(conn, customer_id).map(Some)
             }),
             None => self.lookup(move |conn| {
                 let Some(customer_id) = conn
@@ -251,11 +256,7 @@ impl NotificationStore for SqliteNotifications {
                 else {
                     return Ok(None);
                 };
-                let opted_out = opted(conn, &customer_id)?;
-                Ok(Some(Audience {
-                    customer_id,
-                    opted_out,
-                }))
+                audience_of(conn, customer_id).map(Some)
             }),
         }
     }
