@@ -206,6 +206,31 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX waiting_room_by_arrival ON waiting_room (queue, seq);
     "#,
+    // 6: each waiting room's depth as a row, kept by triggers on every insert, delete and
+    // move of an entry, whatever statement made it: admission reads it by key on every
+    // checkout, where a `COUNT(*)` walked every waiting entry.
+    r#"
+    CREATE TABLE waiting_room_depth (
+        queue TEXT    NOT NULL PRIMARY KEY,
+        depth INTEGER NOT NULL CHECK (depth >= 0)
+    ) STRICT, WITHOUT ROWID;
+    INSERT INTO waiting_room_depth (queue, depth)
+        SELECT queue, COUNT(*) FROM waiting_room GROUP BY queue;
+
+    CREATE TRIGGER waiting_room_enters AFTER INSERT ON waiting_room BEGIN
+        INSERT OR IGNORE INTO waiting_room_depth (queue, depth) VALUES (NEW.queue, 0);
+        UPDATE waiting_room_depth SET depth = depth + 1 WHERE queue = NEW.queue;
+    END;
+    CREATE TRIGGER waiting_room_leaves AFTER DELETE ON waiting_room BEGIN
+        UPDATE waiting_room_depth SET depth = depth - 1 WHERE queue = OLD.queue;
+    END;
+    CREATE TRIGGER waiting_room_moves AFTER UPDATE OF queue ON waiting_room
+        WHEN NEW.queue IS NOT OLD.queue BEGIN
+        UPDATE waiting_room_depth SET depth = depth - 1 WHERE queue = OLD.queue;
+        INSERT OR IGNORE INTO waiting_room_depth (queue, depth) VALUES (NEW.queue, 0);
+        UPDATE waiting_room_depth SET depth = depth + 1 WHERE queue = NEW.queue;
+    END;
+    "#,
 ];
 
 /// The SQLite store. Cheap to clone; clones share the writer and the readers.
@@ -458,6 +483,71 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(remaining, 1);
+    }
+
+    /// A file at schema 5 with entries waiting: the migration counts them, and the
+    /// triggers keep each queue's count equal to its entries through the store's enqueue
+    /// and dequeue and through statements of any other code.
+    #[tokio::test]
+    async fn sqlite_migration_6_counts_the_waiting_entries_and_its_triggers_keep_the_count() {
+        use crate::{Enqueued, WaitingRoomStore};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        {
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for migration in &MIGRATIONS[..5] {
+                tx.execute_batch(migration).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 5).unwrap();
+            for (queue, key) in [("a", "1"), ("a", "2"), ("a", "3"), ("b", "1")] {
+                tx.execute(
+                    "INSERT INTO waiting_room (queue, key, payload, enqueued_at_ms) VALUES (?1, ?2, x'00', 0)",
+                    params![queue, key],
+                )
+                .unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(&path).await.unwrap();
+        let depths = || async {
+            (
+                store.queue_depth("a").await.unwrap(),
+                store.queue_depth("b").await.unwrap(),
+                store.queue_depth("never used").await.unwrap(),
+            )
+        };
+        assert_eq!(depths().await, (3, 1, 0));
+
+        let added = store.enqueue("a", "4", vec![4], 10).await.unwrap();
+        assert!(matches!(added, Enqueued::Added { position: 4, .. }), "{added:?}");
+        let full = store.enqueue("a", "5", vec![5], 4).await.unwrap();
+        assert_eq!(full, Enqueued::Full { depth: 4 });
+        assert!(store.dequeue("a", "2").await.unwrap());
+        assert!(!store.dequeue("a", "2").await.unwrap(), "already gone");
+        assert_eq!(depths().await, (3, 1, 0));
+        let third = store
+            .queue_position("a", "4")
+            .await
+            .unwrap()
+            .map(|(_, position)| position);
+        assert_eq!(third, Some(3), "1 and 3 are ahead of 4");
+
+        for statement in [
+            "UPDATE waiting_room SET queue = 'b' WHERE queue = 'a' AND key = '3'",
+            "UPDATE waiting_room SET payload = x'01' WHERE queue = 'b'",
+        ] {
+            store
+                .write(move |conn| conn.execute(statement, []).map_err(sqlite_error))
+                .await
+                .unwrap();
+        }
+        assert_eq!(depths().await, (2, 2, 0));
+        store
+            .write(|conn| conn.execute("DELETE FROM waiting_room", []).map_err(sqlite_error))
+            .await
+            .unwrap();
+        assert_eq!(depths().await, (0, 0, 0));
     }
 
     #[tokio::test]

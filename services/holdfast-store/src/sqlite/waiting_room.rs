@@ -1,6 +1,7 @@
 //! The waiting room on SQLite: one row per waiting entry, `seq` (AUTOINCREMENT, never
-//! reused) its arrival order. The bound check and the insert share one IMMEDIATE
-//! transaction, so the bound is exact.
+//! reused) its arrival order, and one `waiting_room_depth` row per queue that triggers keep
+//! equal to its entries. The bound check and the insert are one writer job, so the bound is
+//! exact.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
@@ -20,19 +21,23 @@ fn read_entry(row: &Row<'_>) -> rusqlite::Result<QueuedEntry> {
     })
 }
 
-/// The waiting entry of (queue, key) and its 1-based position.
+/// The waiting entry of (queue, key): one probe of the (queue, key) index.
+pub(super) fn entry(conn: &Connection, queue: &str, key: &str) -> Result<Option<QueuedEntry>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM waiting_room WHERE queue = ?1 AND key = ?2"
+    ))
+    .and_then(|mut statement| statement.query_row(params![queue, key], read_entry).optional())
+    .map_err(sqlite_error)
+}
+
+/// The waiting entry of (queue, key) and its 1-based position: a count of the entries
+/// ahead of it, so a scan of up to the queue's depth.
 pub(super) fn position(
     conn: &Connection,
     queue: &str,
     key: &str,
 ) -> Result<Option<(QueuedEntry, u64)>, StoreError> {
-    let Some(entry) = conn
-        .prepare_cached(&format!(
-            "SELECT {COLUMNS} FROM waiting_room WHERE queue = ?1 AND key = ?2"
-        ))
-        .and_then(|mut statement| statement.query_row(params![queue, key], read_entry).optional())
-        .map_err(sqlite_error)?
-    else {
+    let Some(entry) = entry(conn, queue, key)? else {
         return Ok(None);
     };
     let ahead: i64 = conn
@@ -42,12 +47,14 @@ pub(super) fn position(
     Ok(Some((entry, u64::try_from(ahead).unwrap_or(0))))
 }
 
+/// The entries waiting in `queue`: one row, kept by the triggers of migration 6.
 pub(super) fn depth(conn: &Connection, queue: &str) -> Result<u64, StoreError> {
-    let depth: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM waiting_room WHERE queue = ?1")
-        .and_then(|mut statement| statement.query_row(params![queue], |row| row.get(0)))
+    let depth: Option<i64> = conn
+        .prepare_cached("SELECT depth FROM waiting_room_depth WHERE queue = ?1")
+        .and_then(|mut statement| statement.query_row(params![queue], |row| row.get(0)).optional())
         .map_err(sqlite_error)?;
-    Ok(u64::try_from(depth).unwrap_or(0))
+    u64::try_from(depth.unwrap_or(0))
+        .map_err(|_| StoreError::Corrupt(format!("waiting room {queue:?} has a negative depth")))
 }
 
 impl WaitingRoomStore for SqliteStore {
@@ -74,9 +81,13 @@ impl WaitingRoomStore for SqliteStore {
             )
             .and_then(|mut statement| statement.execute(params![queue, key, payload, now_ms()]))
             .map_err(sqlite_error)?;
-            let (entry, position) = position(tx, &queue, &key)?
+            // AUTOINCREMENT: the new entry's seq is above every other's, so it is last.
+            let entry = entry(tx, &queue, &key)?
                 .ok_or_else(|| StoreError::Corrupt("an enqueued entry vanished".into()))?;
-            Ok(Enqueued::Added { position, entry })
+            Ok(Enqueued::Added {
+                position: waiting + 1,
+                entry,
+            })
         })
         .await
     }
@@ -119,6 +130,6 @@ impl WaitingRoomStore for SqliteStore {
     async fn queue_depth(&self, queue: &str) -> Result<u64, StoreError> {
         validate(queue, "-")?;
         let queue = queue.to_string();
-        self.read(move |conn| depth(conn, &queue)).await
+        self.lookup(move |conn| depth(conn, &queue)).await
     }
 }
