@@ -419,6 +419,13 @@ local function rec_meta(now)
   rec_seen = {now = now, gens = gens, since = meta[1], per_slot = meta[2], legacy = meta[3]}
   return rec_seen
 end
+--! per call: rec_call_begin
+-- A new call's view: forgets the shard counts, deferred record counts and generations the last
+-- call saw. Each EVAL starts from a fresh copy of this prelude; a function library stays loaded
+-- between FCALLs, so its callback calls this first (the directive above).
+local function rec_call_begin()
+  rec_pool_n, rec_counts, rec_count_gens, rec_seen = {}, nil, nil, nil
+end
 -- Finds rid's record -> table field -> string ({} when there is none), and a handle for rec_put
 -- (where it was found). `shard` is `res:{T}`, or `res:{T}:pooled` for the pooled layout (which
 -- also reads `res:{T}` within the window). `legacy` (`res:{rid}`, or nil) is where records were

@@ -5,6 +5,11 @@
 -- layouts read and what is left to the owning services: docs/cart.md, "The one-round-trip view".
 
 local view_now -- Redis's clock, read only once a SKU has holds to look at
+--! per call: view_call_begin
+-- A new call reads the clock again (a function library keeps view_now between FCALLs).
+local function view_call_begin()
+  view_now = nil
+end
 
 -- Units of `sku` available as inventory answers them, or -1 (ask inventory): a SKU split into
 -- buckets, all three counters 0 or absent (what a Redis that lost the SKU shows), or a hold

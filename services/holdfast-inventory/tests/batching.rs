@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Fixture, evalsha_calls, reserved};
+use common::{Fixture, reserved, script_calls_in_redis};
 use fred::prelude::{ClientLike, KeysInterface, StreamsInterface, Value};
 use futures::future::join_all;
 use holdfast_inventory::keys::{self, BucketKeys};
@@ -72,9 +72,9 @@ async fn batched_two_thousand_buyers_one_hundred_units_exactly_one_hundred_win()
     let fx = Fixture::standalone().await;
     fx.set_stock("BFLASH", UNITS, 1).await;
     let mut rx = common::events(&fx.bus);
-    let before = evalsha_calls(fx.redis()).await;
+    let before = script_calls_in_redis(fx.redis()).await;
     let results = buyers(&fx, "BFLASH").await;
-    let calls = evalsha_calls(fx.redis()).await - before;
+    let calls = script_calls_in_redis(fx.redis()).await - before;
     let winners = results.iter().filter(|(_, a)| reserved(a)).count();
     assert_eq!(winners, UNITS as usize);
     for (_, answer) in results.iter().filter(|(_, a)| !reserved(a)) {

@@ -1,4 +1,4 @@
-//! Redis connections and Lua scripts run by SHA with reload on `NOSCRIPT`.
+//! Redis connections, and Lua scripts run as Redis functions (loaded again when Redis lost them).
 
 use std::time::Duration;
 
@@ -53,7 +53,13 @@ pub async fn connect(url: &RedisUrl, pool_size: usize) -> Result<Pool, fred::err
 }
 
 /// One Lua script, loaded from `lua/` at compile time (with the preludes its first line names,
-/// see [`prelude`]), run by SHA.
+/// see [`prelude`]), run as a Redis function.
+///
+/// Each script is its own function library (`FUNCTION LOAD`, named after the file and its
+/// SHA1, so two builds never clash): the preludes' helpers are defined once, when the library
+/// loads, where an `EVALSHA` ran every prelude again on each call (≈13 µs of Redis for the
+/// inventory scripts' 61 helpers, docs/performance.md). Each call begins with the preludes'
+/// per-call functions ([`prelude::library`]), so it sees what a fresh `EVAL` would.
 ///
 /// Each service wraps every script it uses in one typed function, the only place that knows
 /// the order of its KEYS and ARGV.
@@ -62,6 +68,8 @@ pub struct LuaScript {
     /// File name under `lua/`, for logs and the registration test.
     pub name: &'static str,
     script: Script,
+    function: String,
+    library: String,
 }
 
 impl LuaScript {
@@ -78,35 +86,70 @@ impl LuaScript {
 
     /// [`LuaScript::new`], answering a bad directive as an error instead of a panic.
     pub fn assembled(name: &'static str, source: &str) -> Result<Self, prelude::PreludeError> {
+        let script = Script::from_lua(prelude::assemble(name, source)?);
+        let stem: String = name
+            .trim_end_matches(".lua")
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+            .collect();
+        let function = format!("hf_{stem}_{}", &script.sha1()[..16]);
+        let library = prelude::library(name, &function, source)?;
         Ok(Self {
             name,
-            script: Script::from_lua(prelude::assemble(name, source)?),
+            script,
+            function,
+            library,
         })
     }
 
-    /// The body Redis runs: the preludes, then the script.
+    /// The body `EVAL` runs: the preludes, then the script (what `lua/smoke.sh` and the
+    /// benchmark's `redis-benchmark` baseline run).
     pub fn body(&self) -> &str {
         self.script.lua().map(|lua| &**lua).unwrap_or_default()
     }
 
-    /// The script's SHA1, as EVALSHA wants it.
+    /// The SHA1 of [`Self::body`], as EVALSHA wants it.
     pub fn sha1(&self) -> &str {
         self.script.sha1()
     }
 
-    /// `SCRIPT LOAD` on every primary (done at start-up, before health says SERVING).
-    pub async fn load(&self, client: &Client) -> Result<(), fred::error::Error> {
-        self.script.load(client).await
+    /// The Redis function (and library) name: `hf_<file>_<the body's SHA1, 16 digits>`.
+    pub fn function(&self) -> &str {
+        &self.function
     }
 
-    /// EVALSHA, reloading the script once on `NOSCRIPT` (a restarted or failed-over Redis).
+    /// The code `FUNCTION LOAD` is given ([`prelude::library`]).
+    pub fn library(&self) -> &str {
+        &self.library
+    }
+
+    /// `FUNCTION LOAD REPLACE` on every primary (done at start-up, before health says
+    /// SERVING). Replacing a library of the same name replaces it with the same code.
+    pub async fn load(&self, client: &Client) -> Result<(), fred::error::Error> {
+        client
+            .function_load_cluster::<Value, _>(true, self.library.as_str())
+            .await
+            .map(drop)
+    }
+
+    /// `FCALL`, loading the library once and calling again when Redis does not know the
+    /// function (a restarted or failed-over Redis, a primary added to a cluster).
     pub async fn run<R: FromValue>(
         &self,
         client: &Client,
         keys: Vec<String>,
         args: Vec<Value>,
     ) -> Result<R, fred::error::Error> {
-        self.script.evalsha_with_reload(client, keys, args).await
+        match client
+            .fcall::<R, _, _, _>(self.function.as_str(), keys.clone(), args.clone())
+            .await
+        {
+            Err(error) if error.details().contains("Function not found") => {
+                self.load(client).await?;
+                client.fcall(self.function.as_str(), keys, args).await
+            }
+            result => result,
+        }
     }
 }
 

@@ -238,15 +238,25 @@ pub fn script_calls(script: &str) -> u64 {
         .sum()
 }
 
-/// EVALSHA calls Redis has run so far (`INFO commandstats`).
-pub async fn evalsha_calls(client: &Client) -> u64 {
+/// Script calls Redis has run so far (`INFO commandstats`: `FCALL`, and `EVALSHA` or `EVAL`
+/// should anything still send one).
+pub async fn script_calls_in_redis(client: &Client) -> u64 {
     let info: String = client
         .info(Some(fred::types::InfoKind::CommandStats))
         .await
         .expect("info");
-    info.lines()
-        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|calls| calls.parse().ok())
-        .unwrap_or(0)
+    [
+        "cmdstat_fcall:calls=",
+        "cmdstat_evalsha:calls=",
+        "cmdstat_eval:calls=",
+    ]
+    .iter()
+    .map(|prefix| {
+        info.lines()
+            .find_map(|line| line.strip_prefix(prefix))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|calls| calls.parse::<u64>().ok())
+            .unwrap_or(0)
+    })
+    .sum()
 }

@@ -8,6 +8,10 @@
 /// The first-line directive naming a script's (or a prelude's own) preludes.
 const DIRECTIVE: &str = "--! prelude:";
 
+/// A prelude's line naming a function that forgets the state the prelude keeps for one call
+/// (`--! per call: rec_call_begin`): a function library calls it first in every call.
+const PER_CALL: &str = "--! per call:";
+
 /// Every prelude under `lua/lib/`, compiled in. A prelude needing another names it in its own
 /// first line, with the same directive.
 pub const PRELUDES: &[(&str, &str)] = &[
@@ -98,6 +102,40 @@ pub fn assemble(script: &str, source: &str) -> Result<String, PreludeError> {
     }
     body.push_str(source);
     Ok(body)
+}
+
+/// The functions that begin a call of a script whose preludes are `names` (already checked
+/// by [`assemble`]): each prelude's `--! per call:` lines, in the preludes' order.
+fn per_call_functions(names: &[&str]) -> Vec<&'static str> {
+    names
+        .iter()
+        .filter_map(|name| self::source(name))
+        .flat_map(|prelude| prelude.lines().filter_map(|line| line.strip_prefix(PER_CALL)))
+        .map(str::trim)
+        .collect()
+}
+
+/// The Redis function library for `script` (its file name) with source `source`, registering
+/// one function called `function`: the preludes run once when the library loads, the script
+/// is the function's body (`KEYS` and `ARGV` its arguments, as EVAL gives them), and each
+/// call begins with the preludes' per-call functions, so nothing one call kept reaches the
+/// next. `function` must be a valid Redis function name (letters, digits, `_`).
+pub fn library(script: &str, function: &str, source: &str) -> Result<String, PreludeError> {
+    let with_preludes = assemble(script, source)?;
+    let preludes = &with_preludes[..with_preludes.len() - source.len()];
+    let mut code = format!("#!lua name={function}\n{preludes}");
+    code.push_str(&format!(
+        "redis.register_function('{function}', function(KEYS, ARGV)\n"
+    ));
+    for begin in per_call_functions(&named(source)) {
+        code.push_str(&format!("{begin}()\n"));
+    }
+    code.push_str(source);
+    if !source.ends_with('\n') {
+        code.push('\n');
+    }
+    code.push_str("end)\n");
+    Ok(code)
 }
 
 #[cfg(test)]
