@@ -73,7 +73,7 @@ pub struct LuaScript {
 }
 
 impl LuaScript {
-    /// Wraps the source of `lua/<name>`, its preludes prepended ([`prelude::assemble`]).
+    /// Wraps the source of `lua/<name>`, its preludes prepended ([`prelude::preludes`]).
     ///
     /// # Panics
     ///
@@ -86,14 +86,15 @@ impl LuaScript {
 
     /// [`LuaScript::new`], answering a bad directive as an error instead of a panic.
     pub fn assembled(name: &'static str, source: &str) -> Result<Self, prelude::PreludeError> {
-        let script = Script::from_lua(prelude::assemble(name, source)?);
+        let preludes = prelude::preludes(name, source)?;
+        let script = Script::from_lua(format!("{preludes}{source}"));
         let stem: String = name
             .trim_end_matches(".lua")
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
             .collect();
         let function = format!("hf_{stem}_{}", &script.sha1()[..16]);
-        let library = prelude::library(name, &function, source)?;
+        let library = prelude::library(&function, &preludes, source);
         Ok(Self {
             name,
             script,

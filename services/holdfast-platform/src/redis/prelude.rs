@@ -72,9 +72,18 @@ pub fn source(name: &str) -> Option<&'static str> {
     PRELUDES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
 
-/// The body Redis runs for `script` (its file name, for errors) with source `source`: the
+/// The body `EVAL` runs for `script` (its file name, for errors) with source `source`: the
 /// preludes its directive names, in order, then `source` unchanged.
 pub fn assemble(script: &str, source: &str) -> Result<String, PreludeError> {
+    let mut body = preludes(script, source)?;
+    body.push_str(source);
+    Ok(body)
+}
+
+/// The preludes `source`'s directive names, in order, each ending in a newline: what
+/// [`assemble`] puts before the script and [`library`] before its function. Refuses an
+/// unknown name, one named twice, or one named before a prelude it needs.
+pub fn preludes(script: &str, source: &str) -> Result<String, PreludeError> {
     let names = named(source);
     let mut body = String::new();
     for (i, &name) in names.iter().enumerate() {
@@ -100,12 +109,11 @@ pub fn assemble(script: &str, source: &str) -> Result<String, PreludeError> {
             body.push('\n');
         }
     }
-    body.push_str(source);
     Ok(body)
 }
 
 /// The functions that begin a call of a script whose preludes are `names` (already checked
-/// by [`assemble`]): each prelude's `--! per call:` lines, in the preludes' order.
+/// by [`preludes`]): each prelude's `--! per call:` lines, in the preludes' order.
 fn per_call_functions(names: &[&str]) -> Vec<&'static str> {
     names
         .iter()
@@ -115,27 +123,25 @@ fn per_call_functions(names: &[&str]) -> Vec<&'static str> {
         .collect()
 }
 
-/// The Redis function library for `script` (its file name) with source `source`, registering
-/// one function called `function`: the preludes run once when the library loads, the script
-/// is the function's body (`KEYS` and `ARGV` its arguments, as EVAL gives them), and each
-/// call begins with the preludes' per-call functions, so nothing one call kept reaches the
-/// next. `function` must be a valid Redis function name (letters, digits, `_`).
-pub fn library(script: &str, function: &str, source: &str) -> Result<String, PreludeError> {
-    let with_preludes = assemble(script, source)?;
-    let preludes = &with_preludes[..with_preludes.len() - source.len()];
-    let mut code = format!("#!lua name={function}\n{preludes}");
-    code.push_str(&format!(
-        "redis.register_function('{function}', function(KEYS, ARGV)\n"
-    ));
+/// The Redis function library registering one function called `function` for a script with
+/// source `source` and its [`preludes`]: the preludes run once when the library loads, the
+/// script is the function's body (`KEYS` and `ARGV` its arguments, as EVAL gives them), and
+/// each call begins with the preludes' per-call functions, so nothing one call kept reaches
+/// the next. `function` must be a valid Redis function name (letters, digits, `_`).
+pub fn library(function: &str, preludes: &str, source: &str) -> String {
+    let mut code = format!(
+        "#!lua name={function}\n{preludes}redis.register_function('{function}', function(KEYS, ARGV)\n"
+    );
     for begin in per_call_functions(&named(source)) {
-        code.push_str(&format!("{begin}()\n"));
+        code.push_str(begin);
+        code.push_str("()\n");
     }
     code.push_str(source);
     if !source.ends_with('\n') {
         code.push('\n');
     }
     code.push_str("end)\n");
-    Ok(code)
+    code
 }
 
 #[cfg(test)]

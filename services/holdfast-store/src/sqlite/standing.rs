@@ -6,43 +6,51 @@
 //! position counts the entries ahead of it, up to the queue's bound: that read goes to the
 //! blocking pool, again in one snapshot.
 
+use rusqlite::Connection;
+
 use super::SqliteStore;
 use super::idempotency::select_live;
 use super::waiting_room::{depth, entry, position};
 use crate::idempotency::validate_key;
 use crate::standing::{Standing, StandingStore};
 use crate::waiting_room::validate;
-use crate::{StoreError, now_ms};
+use crate::{QueuedEntry, StoreError, now_ms};
 
 impl StandingStore for SqliteStore {
     async fn standing(&self, queue: &str, scope: &str, key: &str) -> Result<Standing, StoreError> {
         validate(queue, key)?;
         validate_key(scope, key)?;
-        let (queue, scope, key) = (queue.to_string(), scope.to_string(), key.to_string());
-        let probe = {
-            let (queue, scope, key) = (queue.clone(), scope.clone(), key.clone());
-            self.lookup(move |conn| {
-                if entry(conn, &queue, &key)?.is_some() {
-                    return Ok(None);
-                }
-                Ok(Some(Standing {
-                    waiting: None,
-                    claim: select_live(conn, &scope, &key, now_ms())?,
-                    depth: depth(conn, &queue)?,
-                }))
+        let owned = || (queue.to_string(), scope.to_string(), key.to_string());
+        let (q, s, k) = owned();
+        let probe = self
+            .lookup(move |conn| match entry(conn, &q, &k)? {
+                Some(_) => Ok(None),
+                None => standing_with(conn, &q, &s, &k, None).map(Some),
             })
-            .await?
-        };
+            .await?;
         if let Some(standing) = probe {
             return Ok(standing);
         }
+        let (q, s, k) = owned();
         self.read(move |conn| {
-            Ok(Standing {
-                waiting: position(conn, &queue, &key)?,
-                claim: select_live(conn, &scope, &key, now_ms())?,
-                depth: depth(conn, &queue)?,
-            })
+            let waiting = position(conn, &q, &k)?;
+            standing_with(conn, &q, &s, &k, waiting)
         })
         .await
     }
+}
+
+/// `waiting` with the key's live claim and the queue's depth, read in the caller's transaction.
+fn standing_with(
+    conn: &Connection,
+    queue: &str,
+    scope: &str,
+    key: &str,
+    waiting: Option<(QueuedEntry, u64)>,
+) -> Result<Standing, StoreError> {
+    Ok(Standing {
+        waiting,
+        claim: select_live(conn, scope, key, now_ms())?,
+        depth: depth(conn, queue)?,
+    })
 }
