@@ -285,11 +285,12 @@ async fn with_the_view_script_off_the_cart_asks_the_services() {
 async fn the_one_round_trip_view_answers_what_inventory_answers() {
     // The sweeper is off: a lapsed hold stays unpurged until someone reads around it.
     let fx = quiet().await;
-    for sku in ["HELD", "SPLIT", "LAPSE"] {
+    for sku in ["HELD", "SPLIT", "LAPSE", "LOST"] {
         fx.product(sku, 100, "EUR").await;
     }
     fx.stock("HELD", 10).await;
     fx.stock("LAPSE", 5).await;
+    fx.stock("LOST", 4).await;
     fx.inventory
         .clone()
         .set_stock(SetStockRequest {
@@ -361,10 +362,15 @@ async fn the_one_round_trip_view_answers_what_inventory_answers() {
     }
     added(&mut c, owner(), "LAPSE", 5).await;
 
+    // A Redis that lost the SKU's counters shows nothing on hand and nothing sold: that is
+    // inventory's to answer from its durable truth (4), not the script's (0).
+    fx.redis.cli(&["DEL", "inv:{LOST}"]).expect("del");
+    added(&mut c, owner(), "LOST", 4).await;
+
     let cart = get(&mut c, owner()).await;
     assert_eq!(
         sorted_lines(&cart),
-        pairs(&[("HELD", 3), ("LAPSE", 5), ("SPLIT", 12)])
+        pairs(&[("HELD", 3), ("LAPSE", 5), ("LOST", 4), ("SPLIT", 12)])
     );
     assert!(cart.lines.iter().all(|l| !l.out_of_stock), "{cart:?}");
 }
