@@ -14,7 +14,7 @@ use holdfast_cart::{CartOptions, ViewPath};
 use holdfast_inventory::InventoryOptions;
 use holdfast_proto::cart::v1::ItemOutcome;
 use holdfast_proto::inventory::v1::{
-    GetAvailabilityRequest, ReservationStatus, ReserveLine, ReserveRequest, SetStockRequest,
+    CommitRequest, GetAvailabilityRequest, ReservationStatus, ReserveLine, ReserveRequest, SetStockRequest,
 };
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
@@ -230,6 +230,61 @@ async fn an_inactive_product_the_cache_knows_is_refused_in_one_round_trip() {
     assert!(cart.lines.is_empty() && cart.version == 0, "{cart:?}");
 }
 
+/// A SKU sold out by sales (nothing on hand, nothing held, units sold) is answered by the
+/// counters: the one script refuses it, nothing asked of inventory. Only counters that are all
+/// 0 or absent (a Redis that lost the SKU) are inventory's to answer; the script reads `sold`
+/// only to tell the two apart.
+#[tokio::test]
+async fn a_sku_sold_out_by_sales_is_refused_in_one_round_trip() {
+    let fx = quiet().await;
+    fx.product("GONE", 100, "EUR").await;
+    fx.stock("GONE", 2).await;
+    let reserved = fx
+        .inventory
+        .clone()
+        .reserve(ReserveRequest {
+            reservation_id: "r-gone".into(),
+            lines: vec![ReserveLine {
+                sku: "GONE".into(),
+                quantity: 2,
+            }],
+            ttl_seconds: 600,
+        })
+        .await
+        .expect("reserve")
+        .into_inner();
+    assert_eq!(reserved.status(), ReservationStatus::Reserved, "{reserved:?}");
+    fx.inventory
+        .clone()
+        .commit(CommitRequest {
+            reservation_id: "r-gone".into(),
+            skus: vec!["GONE".into()],
+        })
+        .await
+        .expect("commit");
+    fx.product("KEEP", 100, "EUR").await;
+    fx.stock("KEEP", 5).await;
+    let mut c = fx.device().await;
+    let owner = || customer("sold-out");
+    // A cart that exists (a refused first line would leave none, and a cold cart costs a
+    // look in the durable store), then a cache miss: the catalog answers and fills its cache.
+    added(&mut c, owner(), "KEEP", 1).await;
+    let first = add(&mut c, owner(), "GONE", 1).await.expect("add");
+    assert_eq!(
+        (first.outcome(), first.available_quantity),
+        (ItemOutcome::OutOfStock, 0)
+    );
+
+    let mut monitor = Monitor::start(fx.redis.port()).await;
+    let (second, sent) = monitor.during(add(&mut c, owner(), "GONE", 1)).await;
+    let second = second.expect("add");
+    assert_eq!(
+        (second.outcome(), second.available_quantity),
+        (ItemOutcome::OutOfStock, 0)
+    );
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+}
+
 /// A new price reaches the one-script AddItem: the upsert's tombstone drops the cached entry
 /// with its `s`, so the next add asks the catalog, which fills both again.
 #[tokio::test]
@@ -285,12 +340,11 @@ async fn with_the_view_script_off_the_cart_asks_the_services() {
 async fn the_one_round_trip_view_answers_what_inventory_answers() {
     // The sweeper is off: a lapsed hold stays unpurged until someone reads around it.
     let fx = quiet().await;
-    for sku in ["HELD", "SPLIT", "LAPSE", "LOST"] {
+    for sku in ["HELD", "SPLIT", "LAPSE"] {
         fx.product(sku, 100, "EUR").await;
     }
     fx.stock("HELD", 10).await;
     fx.stock("LAPSE", 5).await;
-    fx.stock("LOST", 4).await;
     fx.inventory
         .clone()
         .set_stock(SetStockRequest {
@@ -362,15 +416,10 @@ async fn the_one_round_trip_view_answers_what_inventory_answers() {
     }
     added(&mut c, owner(), "LAPSE", 5).await;
 
-    // A Redis that lost the SKU's counters shows nothing on hand and nothing sold: that is
-    // inventory's to answer from its durable truth (4), not the script's (0).
-    fx.redis.cli(&["DEL", "inv:{LOST}"]).expect("del");
-    added(&mut c, owner(), "LOST", 4).await;
-
     let cart = get(&mut c, owner()).await;
     assert_eq!(
         sorted_lines(&cart),
-        pairs(&[("HELD", 3), ("LAPSE", 5), ("LOST", 4), ("SPLIT", 12)])
+        pairs(&[("HELD", 3), ("LAPSE", 5), ("SPLIT", 12)])
     );
     assert!(cart.lines.iter().all(|l| !l.out_of_stock), "{cart:?}");
 }
