@@ -21,8 +21,10 @@
 -- ARGV[5] max_lines         most lines a cart may hold, integer >= 1
 -- ARGV[6] max_qty           most units one line may hold, integer >= 1
 -- ARGV[7] ttl_ms            cart lifetime after this change, integer >= 1
+-- ARGV[8] epoch             as cart_view.lua's ARGV[2] ('' or absent for none)
 --
--- Reply: {status, n, {HGETALL of the cart after the call}, {sku, product, available, ...}, available}
+-- Reply: {status, n, {HGETALL of the cart after the call}, {sku, product, available, ...}, available,
+--         epoch} (the view's entries and epoch as cart_view.lua answers them)
 --   {'ask', 0, {}, {}, -1}           the cache cannot answer for the SKU; nothing written
 --   {'not_sellable', 0, {}, {}, -1}  the cached product is inactive; nothing written
 --   otherwise cart_add.lua's statuses and n, the cart after the call, cart_view.lua's entries
@@ -44,6 +46,8 @@ if available < 0 then return {'ask', 0, {}, {}, -1} end
 local answer = add_line('cart_add_viewed', cart, ARGV[1], tonumber(ARGV[2]), sku, tonumber(ARGV[4]),
   tonumber(price), currency, available, tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
 if answer.err or answer[1] == 'cold' then return answer end
-answer[4] = view_seen(view_skus(answer[3], ''))
+local epoch = view_epoch()
+answer[4] = view_seen(view_skus(answer[3], ''), view_copies_current(epoch, ARGV[8]), sku)
 answer[5] = available
+answer[6] = epoch
 return answer

@@ -17,13 +17,20 @@
 --              Otherwise on_hand - reserved, at least 0. Nothing reserved needs no look at
 --              the holds (no hold can be lapsed): two reads per SKU, the cart's usual case.
 --
+--   catalog    cat:epoch    the catalog's epoch (replaced by every invalidation): when ARGV[2]
+--              names it, the caller's copies of the products are current and none is read.
+--
 -- KEYS[1] cart   cart:{<owner>}  hash _v, _u, _m:<session>, l:<sku> (layout in docs/cart.md)
 -- ARGV[1] extra  a SKU to answer for besides the cart's lines ('' for none)
+-- ARGV[2] epoch  the catalog epoch the caller holds products of ('' or absent for none)
 --
--- Reply: {HGETALL of the cart ({} when absent), {sku, product, available, sku, ...}}
+-- Reply: {HGETALL of the cart ({} when absent), {sku, product, available, sku, ...}, epoch}
 --   (flat, three entries per SKU: each nested table costs Redis a conversion of its own)
---   product    the cached encoded Product, or false
+--   product    the cached encoded Product, false, or 1 (ARGV[2] is current: use your copy;
+--              the extra SKU's is read whatever the epoch)
 --   available  units available, or -1 (ask inventory)
+--   epoch      the catalog's epoch now, or false (none: keep no copies)
 
 local fields = redis.call('HGETALL', KEYS[1])
-return {fields, view_seen(view_skus(fields, ARGV[1]))}
+local epoch = view_epoch()
+return {fields, view_seen(view_skus(fields, ARGV[1]), view_copies_current(epoch, ARGV[2]), ARGV[1]), epoch}

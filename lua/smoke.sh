@@ -548,6 +548,16 @@ ev reserve $(kk V5) , v5r 4 100 V5 0 >/dev/null
 ev release $(kk V5) , v5r V5 0 >/dev/null
 expect "view: held then released, nothing reserved: on_hand again" " V5  6" "$(ev cart_view 'cart:{c:none}' , V5)"
 expect "view: an absent cart and no extra SKU" "" "$(ev cart_view 'cart:{c:none}' , '')"
+rc set cat:epoch ep-1 >/dev/null
+expect "view: the caller names the catalog's epoch: no product read (1), the epoch answered" \
+  "_v 2 _u 1 l:V1 1|100|EUR|1 l:V2 1|100|EUR|2 V1 1 7 V2 1 -1 ep-1" "$(ev cart_view $VK , '' ep-1)"
+expect "view: an older epoch: the products are read, the epoch now answered" \
+  "_v 2 _u 1 l:V1 1|100|EUR|1 l:V2 1|100|EUR|2 V1 prod-v1 7 V2  -1 ep-1" "$(ev cart_view $VK , '' ep-0)"
+expect "view: no epoch named: the products are read" \
+  "_v 2 _u 1 l:V1 1|100|EUR|1 l:V2 1|100|EUR|2 V1 prod-v1 7 V2  -1 ep-1" "$(ev cart_view $VK , '')"
+rc del cat:epoch >/dev/null
+expect "view: the catalog has no epoch: whatever is named, the products are read" \
+  "_v 2 _u 1 l:V1 1|100|EUR|1 l:V2 1|100|EUR|2 V1 prod-v1 7 V2  -1" "$(ev cart_view $VK , '' ep-1)"
 expect "view writes nothing" "0" "$(rc exists 'cart:{c:none}')"
 
 # ---------------------------------------------------------------- cart_add_viewed
@@ -569,6 +579,12 @@ expect_re "add_viewed: adds at the cached price, answers the view and the stock 
 expect_re "add_viewed: past the units available: out_of_stock with the line as it is" \
   "^out_of_stock 2 l:V5 2\|250\|EUR\|[0-9]+ _v 1 _u [0-9]+ V5 prod-v5 6 6$" \
   "$(ev cart_add_viewed $AV , 1 0 V5 5 10 99 60000 | tr -s ' ')"
+rc set cat:epoch ep-2 >/dev/null
+rc hset $AV 'l:V1' '1|100|EUR|1' >/dev/null
+expect_re "add_viewed: the caller names the catalog's epoch: the view reads only the added SKU's product" \
+  "^ok 2 l:V5 3\|250\|EUR\|[0-9]+ _v 2 _u [0-9]+ l:V1 1\|100\|EUR\|1 V5 prod-v5 6 V1 1 7 6 ep-2$" \
+  "$(ev cart_add_viewed $AV , 1 0 V5 1 10 99 60000 ep-2 | tr -s ' ')"
+rc del cat:epoch >/dev/null
 expect "add_viewed: a corrupt cached entry is an error" "ERR cart_add_viewed: cached entry s of V6 is corrupt" \
   "$(rc hset 'cat:{V6}' s '1|x|EUR' >/dev/null; ev cart_add_viewed $AV , 1 0 V6 1 10 99 60000)"
 

@@ -63,14 +63,33 @@ local function view_skus(fields, extra)
   return skus
 end
 
+-- The catalog's epoch now (catalog_cache_invalidate.lua replaces it with every product it
+-- invalidates), or false when there is none. A caller that kept the products it read under
+-- the epoch still current may use them instead of having them read again (docs/cart.md).
+local function view_epoch()
+  return redis.call('GET', 'cat:epoch')
+end
+
+-- Whether the caller's copies are current: it names the catalog's epoch `epoch` (from
+-- view_epoch), not '' or absent.
+local function view_copies_current(epoch, callers)
+  return epoch ~= false and callers ~= nil and callers ~= '' and epoch == callers
+end
+
 -- {sku, product, available, sku, ...} for `skus`, flat (each nested table of a reply costs
--- Redis a conversion of its own): product the catalog's cached encoded Product or false (a
--- miss or a tombstone: ask the catalog); available as view_available answers.
-local function view_seen(skus)
+-- Redis a conversion of its own): product the catalog's cached encoded Product, false (a
+-- miss or a tombstone: ask the catalog) or, when `current` (the caller's copies are current),
+-- 1 without a read, except for `always` (the SKU being added or updated: the one most likely
+-- to be new to the caller); available as view_available answers.
+local function view_seen(skus, current, always)
   local seen, k = {}, 0
   for _, sku in ipairs(skus) do
     seen[k + 1] = sku
-    seen[k + 2] = redis.call('HGET', 'cat:{' .. sku .. '}', 'p')
+    if current and sku ~= always then
+      seen[k + 2] = 1
+    else
+      seen[k + 2] = redis.call('HGET', 'cat:{' .. sku .. '}', 'p')
+    end
     seen[k + 3] = view_available(sku)
     k = k + 3
   end

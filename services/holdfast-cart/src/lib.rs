@@ -8,6 +8,7 @@
 //! changed, so a Redis loss loses no cart older than that.
 
 pub mod authz;
+mod copies;
 pub mod error;
 pub mod live;
 mod lookup;

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{ClientLike, Pool};
@@ -20,6 +21,7 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
 use crate::ViewPath;
+use crate::copies::Copies;
 use crate::error::CartError;
 use crate::live::LiveCart;
 use crate::scripts;
@@ -56,11 +58,15 @@ pub(crate) struct Known {
     priced: HashSet<String>,
     /// SKUs the units available are in `lookup` for.
     counted: HashSet<String>,
+    /// The catalog's epoch the view script ran under, if one ran and there was one: products
+    /// the catalog answers for this lookup are kept under it ([`Copies::keep`]).
+    epoch: Option<String>,
 }
 
 impl Known {
-    /// What a script read about the SKUs in `seen` (`lib/cart_view.lua`).
-    pub(crate) fn from_seen(seen: Vec<scripts::Seen>) -> Self {
+    /// What a script read about the SKUs in `seen` (`lib/cart_view.lua`), its
+    /// [`scripts::Cached::Current`] products settled by [`Copies::settle`] first.
+    fn from_seen(seen: Vec<scripts::Seen>, epoch: Option<String>) -> Self {
         let n = seen.len();
         let mut known = Self {
             lookup: Lookup {
@@ -69,9 +75,10 @@ impl Known {
             },
             priced: HashSet::with_capacity(n),
             counted: HashSet::with_capacity(n),
+            epoch,
         };
         for seen in seen {
-            if let Some(product) = seen.product {
+            if let scripts::Cached::Read(product) = seen.product {
                 known.priced.insert(seen.sku.clone());
                 known.lookup.products.insert(seen.sku.clone(), product);
             }
@@ -100,6 +107,8 @@ pub(crate) struct Upstream {
     inventory: InventoryClient,
     timeout: Duration,
     view: ViewPath,
+    /// Products kept between views (shared by the clones of this service).
+    copies: Arc<Copies>,
 }
 
 impl Upstream {
@@ -117,6 +126,7 @@ impl Upstream {
             inventory: InventoryServiceClient::with_interceptor(inventory, outbound),
             timeout,
             view,
+            copies: Arc::default(),
         }
     }
 
@@ -134,11 +144,25 @@ impl Upstream {
         if !self.reads_in_scripts() {
             return Ok(None);
         }
-        let viewed = scripts::view(self.redis.next(), key, extra.unwrap_or_default()).await?;
+        let sent = self.epoch();
+        let viewed = scripts::view(self.redis.next(), key, extra.unwrap_or_default(), &sent).await?;
         Ok(Some(Peek {
             cart: viewed.cart,
-            known: Known::from_seen(viewed.seen),
+            known: self.known(viewed.epoch.as_deref(), viewed.seen),
         }))
+    }
+
+    /// The catalog epoch to name in a view script: the one this process keeps products of,
+    /// or '' (see [`Copies`]).
+    pub(crate) fn epoch(&self) -> String {
+        self.copies.epoch()
+    }
+
+    /// What a view script answered (run under the catalog's epoch `now`), with the products
+    /// it did not read taken from the copies kept.
+    pub(crate) fn known(&self, now: Option<&str>, mut seen: Vec<scripts::Seen>) -> Known {
+        self.copies.settle(now, &mut seen);
+        Known::from_seen(seen, now.map(str::to_string))
     }
 
     /// Whether the cart's scripts read the catalog's cache and inventory's counters themselves
@@ -172,7 +196,11 @@ impl Upstream {
             self.available(&uncounted),
         ))
         .await;
-        let priced = products.map(|products| known.add_products(products));
+        let priced = products.map(|products| {
+            // Asked after the script ran under the epoch: as new as what it would have read.
+            self.copies.keep(known.epoch.as_deref(), &products.1);
+            known.add_products(products)
+        });
         let counted = available.map(|available| known.add_available(available));
         (priced, counted)
     }

@@ -145,12 +145,15 @@ pub enum AddViewed {
         seen: Vec<Seen>,
         /// Units of the SKU available.
         available: i64,
+        /// The catalog's epoch when the script ran, as [`Viewed::epoch`].
+        epoch: Option<String>,
     },
 }
 
 /// `cart_add_viewed.lua`: AddItem in one round trip on a standalone Redis, the price and the
 /// stock figure read in the script from the catalog's cache and inventory's counters.
-/// `None`: the key is cold (see [`Absent`]).
+/// `epoch`: as [`view`]'s. `None`: the key is cold (see [`Absent`]).
+#[allow(clippy::too_many_arguments)]
 pub async fn add_viewed(
     client: &Client,
     key: &str,
@@ -159,6 +162,7 @@ pub async fn add_viewed(
     sku: &str,
     quantity: i64,
     limits: Limits,
+    epoch: &str,
 ) -> Result<Option<AddViewed>, CartError> {
     let args = vec![
         absent.arg(),
@@ -168,6 +172,7 @@ pub async fn add_viewed(
         s(limits.max_lines),
         s(limits.max_quantity),
         s(limits.ttl_ms),
+        s(epoch),
     ];
     let mut reply = run(&ADD_VIEWED, client, key, args).await?;
     match reply.status.as_str() {
@@ -176,20 +181,22 @@ pub async fn add_viewed(
         "cold" => return Ok(None),
         _ => {}
     }
-    if reply.rest.len() != 2 {
+    if reply.rest.len() != 3 {
         return Err(protocol(
             &ADD_VIEWED,
-            format!("{} parts after the cart, not 2", reply.rest.len()),
+            format!("{} parts after the cart, not 3", reply.rest.len()),
         ));
     }
     let available = reply.rest[1]
         .as_i64()
         .ok_or_else(|| protocol(&ADD_VIEWED, format!("available {:?}", reply.rest[1])))?;
+    let epoch = decode_epoch(&ADD_VIEWED, reply.rest.swap_remove(2))?;
     let seen = decode_seen(&ADD_VIEWED, reply.rest.swap_remove(0))?;
     Ok(change(reply)?.map(|change| AddViewed::Changed {
         change,
         seen,
         available,
+        epoch,
     }))
 }
 
@@ -365,13 +372,24 @@ pub async fn evict_stale(client: &Client, key: &str, version: u64) -> Result<boo
     }
 }
 
+/// What a view script answered about a SKU's product.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cached {
+    /// Read from the catalog's cache.
+    Read(Priced),
+    /// Not in the cache (a miss, a tombstone, an undecodable entry): ask the catalog.
+    Miss,
+    /// Not read: the epoch the caller named is the catalog's, so its copy is current.
+    Current,
+}
+
 /// What `cart_view.lua` read about one SKU.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
     /// The SKU.
     pub sku: String,
-    /// The product as the catalog's cache holds it; `None`: ask the catalog.
-    pub product: Option<Priced>,
+    /// The product as the catalog's cache holds it, or what to do instead.
+    pub product: Cached,
     /// Units available as inventory would answer; `None`: ask inventory.
     pub available: Option<i64>,
 }
@@ -383,25 +401,43 @@ pub struct Viewed {
     pub cart: Option<LiveCart>,
     /// Its SKUs (and the extra one), in no particular order.
     pub seen: Vec<Seen>,
+    /// The catalog's epoch when the script ran (`cat:epoch`); `None` when there is none.
+    pub epoch: Option<String>,
 }
 
 /// `cart_view.lua`: the cart at `key` with the catalog's cached product and inventory's units
 /// available for each of its SKUs and `extra` ('' for none), in one round trip. Standalone
-/// Redis only (it reads keys of other slots).
-pub async fn view(client: &Client, key: &str, extra: &str) -> Result<Viewed, CartError> {
-    let reply: Value = VIEW.run(client, vec![key.to_string()], vec![s(extra)]).await?;
+/// Redis only (it reads keys of other slots). `epoch`: the catalog epoch whose products the
+/// caller keeps ('' for none); when it is the catalog's, no product is read
+/// ([`Cached::Current`]).
+pub async fn view(client: &Client, key: &str, extra: &str, epoch: &str) -> Result<Viewed, CartError> {
+    let reply: Value = VIEW
+        .run(client, vec![key.to_string()], vec![s(extra), s(epoch)])
+        .await?;
     let Value::Array(mut values) = reply else {
         return Err(protocol(&VIEW, format!("expected an array, got {reply:?}")));
     };
-    if values.len() != 2 {
+    if values.len() != 3 {
         return Err(protocol(
             &VIEW,
-            format!("expected two parts, got {}", values.len()),
+            format!("expected three parts, got {}", values.len()),
         ));
     }
+    let epoch = decode_epoch(&VIEW, values.swap_remove(2))?;
     let seen = decode_seen(&VIEW, values.swap_remove(1))?;
     let cart = decode_cart(&VIEW, values.swap_remove(0))?;
-    Ok(Viewed { cart, seen })
+    Ok(Viewed { cart, seen, epoch })
+}
+
+/// The catalog's epoch in a view script's reply: a string, or nil for none.
+fn decode_epoch(script: &LuaScript, epoch: Value) -> Result<Option<String>, CartError> {
+    match epoch {
+        Value::Null => Ok(None),
+        other => other
+            .into_string()
+            .map(Some)
+            .ok_or_else(|| protocol(script, "the epoch is not a string")),
+    }
 }
 
 /// The flat `{sku, product, available, ...}` entries of `lib/cart_view.lua`'s `view_seen`.
@@ -425,10 +461,14 @@ fn decode_seen(script: &LuaScript, entries: Value) -> Result<Vec<Seen>, CartErro
             .as_i64()
             .ok_or_else(|| protocol(script, format!("available {available:?}")))?;
         // fred hands back valid UTF-8 as a string and anything else as bytes: take either.
-        // An undecodable entry is a miss, as the catalog itself takes it.
-        let product = product
-            .as_bytes()
-            .and_then(|payload| Priced::decode(payload).ok());
+        // An undecodable entry is a miss, as the catalog itself takes it. 1: not read.
+        let product = match product {
+            Value::Integer(1) => Cached::Current,
+            product => product
+                .as_bytes()
+                .and_then(|payload| Priced::decode(payload).ok())
+                .map_or(Cached::Miss, Cached::Read),
+        };
         let sku = sku
             .into_string()
             .ok_or_else(|| protocol(script, "a sku is not a string"))?;

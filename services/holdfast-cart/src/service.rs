@@ -325,9 +325,10 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
         if self.upstream.reads_in_scripts() {
             let (client, key, limits) = (self.redis.next(), owner.redis_key(), self.limits());
             let quantity = request.quantity;
+            let sent = self.upstream.epoch();
             let viewed = self
                 .change(&owner, false, |absent| {
-                    scripts::add_viewed(client, &key, absent, expected, sku, quantity, limits)
+                    scripts::add_viewed(client, &key, absent, expected, sku, quantity, limits, &sent)
                 })
                 .await?;
             match viewed {
@@ -337,8 +338,10 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
                     change,
                     seen,
                     available,
+                    epoch,
                 } => {
-                    let added = self.added(&owner, sku, expected, change, Known::from_seen(seen), available);
+                    let known = self.upstream.known(epoch.as_deref(), seen);
+                    let added = self.added(&owner, sku, expected, change, known, available);
                     return added.await;
                 }
             }

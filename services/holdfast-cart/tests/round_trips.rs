@@ -285,6 +285,59 @@ async fn a_sku_sold_out_by_sales_is_refused_in_one_round_trip() {
     assert_eq!(sent.len(), 1, "{sent:#?}");
 }
 
+/// The products a view script read are kept in the cart's process while the catalog's epoch
+/// stands: the next view of the cart reads none of them inside Redis (only the epoch), and a
+/// price change, whose invalidation replaces the epoch, is read by the view after it.
+#[tokio::test]
+async fn a_view_reads_no_kept_product_until_the_catalog_changes() {
+    fn product_reads(inside: &[String]) -> usize {
+        inside
+            .iter()
+            .filter(|line| line.contains(" lua] \"HGET\" \"cat:{") && line.ends_with("\"p\""))
+            .count()
+    }
+    let fx = quiet().await;
+    for sku in ["KEPT-1", "KEPT-2"] {
+        fx.sellable(sku, 500).await;
+    }
+    let mut c = fx.device().await;
+    let owner = || customer("kept");
+    added(&mut c, owner(), "KEPT-1", 1).await;
+    added(&mut c, owner(), "KEPT-2", 1).await;
+
+    let mut monitor = Monitor::start(fx.redis.port()).await;
+    monitor.mark().await;
+    let cart = get(&mut c, owner()).await;
+    let inside = monitor.mark().await;
+    assert_eq!(product_reads(&inside), 0, "{inside:#?}");
+    assert!(
+        inside
+            .iter()
+            .any(|line| line.contains(" lua] \"GET\" \"cat:epoch\"")),
+        "{inside:#?}"
+    );
+    assert!(
+        cart.lines
+            .iter()
+            .all(|line| line.title.ends_with("title") && !line.price_changed && !line.out_of_stock),
+        "the kept products answer as the cache would: {cart:?}"
+    );
+
+    fx.product("KEPT-1", 700, "EUR").await;
+    monitor.mark().await;
+    let cart = get(&mut c, owner()).await;
+    let inside = monitor.mark().await;
+    assert_eq!(product_reads(&inside), 2, "the epoch changed: {inside:#?}");
+    let kept = cart.lines.iter().find(|line| line.sku == "KEPT-1").expect("line");
+    assert_eq!(
+        (
+            kept.current_unit_price.as_ref().map(|m| m.amount_minor),
+            kept.price_changed
+        ),
+        (Some(700), true)
+    );
+}
+
 /// A new price reaches the one-script AddItem: the upsert's tombstone drops the cached entry
 /// with its `s`, so the next add asks the catalog, which fills both again.
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::prelude::{Client, HashesInterface, Pool, Value};
+use fred::prelude::{Client, ClientLike, HashesInterface, Pool, Value};
 use holdfast_proto::catalog::v1::Product as WireProduct;
 use holdfast_store::{Product, ProductStore};
 use prost::Message;
@@ -29,6 +29,11 @@ pub mod scripts {
 pub async fn load_scripts(client: &Client) -> Result<(), CatalogError> {
     Ok(holdfast_platform::redis::load_scripts(client, &scripts::all()).await?)
 }
+
+/// The catalog's epoch: a token replaced by every invalidation on a standalone Redis, read by
+/// the cart's view scripts (`lua/lib/cart_view.lua`) to know whether the products it kept
+/// are still current.
+pub const EPOCH_KEY: &str = "cat:epoch";
 
 fn cache_key(sku: &str) -> String {
     format!("cat:{{{sku}}}")
@@ -170,14 +175,19 @@ impl<S: ProductStore + Clone + 'static> ProductCache<S> {
     }
 
     /// After an upsert: no reader, here or on another instance, sees an older version again.
+    /// On a standalone Redis the catalog's epoch ([`EPOCH_KEY`]) is replaced in the same
+    /// script, so a cart that kept products it read under the old epoch reads them again.
     pub async fn invalidate(&self, product: &Product) -> Result<(), CatalogError> {
-        let _: i64 = scripts::INVALIDATE
-            .run(
-                self.redis.next(),
-                vec![cache_key(&product.sku)],
-                vec![Value::from(product.version as i64), Value::from(ttl_ms())],
-            )
-            .await?;
+        let client = self.redis.next();
+        let mut keys = vec![cache_key(&product.sku)];
+        let mut args = vec![Value::from(product.version as i64), Value::from(ttl_ms())];
+        // A cluster runs no cart view script (docs/cart.md), and the epoch's key is in
+        // another slot than the entry's.
+        if !client.is_clustered() {
+            keys.push(EPOCH_KEY.to_string());
+            args.push(Value::from(uuid::Uuid::new_v4().to_string()));
+        }
+        let _: i64 = scripts::INVALIDATE.run(client, keys, args).await?;
         Ok(())
     }
 }

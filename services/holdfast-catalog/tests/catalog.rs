@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use fred::prelude::HashesInterface;
+use fred::prelude::{HashesInterface, KeysInterface};
 use futures::future::join_all;
 use holdfast_platform::{GrpcServer, ServerOptions, redis};
 use holdfast_proto::catalog::v1::catalog_service_client::CatalogServiceClient;
@@ -193,12 +193,21 @@ async fn a_price_change_is_seen_at_once_by_every_replica() {
             .amount_minor,
         1299
     );
-    let cached: Option<String> = fred_client(&fx).await.hget("cat:{MUG}", "v").await.expect("hget");
+    let redis = fred_client(&fx).await;
+    let cached: Option<String> = redis.hget("cat:{MUG}", "v").await.expect("hget");
     assert_eq!(cached.as_deref(), Some("1"), "the read filled the shared cache");
+    let epoch: Option<String> = redis.get(holdfast_catalog::cache::EPOCH_KEY).await.expect("get");
+    let epoch = epoch.expect("the create replaced the catalog's epoch");
 
     upsert(&mut a, product("MUG", 1599), 0)
         .await
         .expect("price change");
+    // The cart's kept products are read again once the epoch changes (docs/cart.md).
+    let changed: Option<String> = redis.get(holdfast_catalog::cache::EPOCH_KEY).await.expect("get");
+    assert!(
+        changed.as_ref().is_some_and(|changed| *changed != epoch),
+        "the price change replaced the catalog's epoch: {epoch} then {changed:?}"
+    );
     assert_eq!(
         get(&mut b, "MUG")
             .await
