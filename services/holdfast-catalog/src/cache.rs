@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fred::prelude::{Client, ClientLike, HashesInterface, Pool, Value};
+use fred::prelude::{Client, ClientLike, HashesInterface, KeysInterface, Pool, Value};
+use fred::types::SetOptions;
 use holdfast_proto::catalog::v1::Product as WireProduct;
 use holdfast_store::{Product, ProductStore};
 use prost::Message;
@@ -34,6 +35,21 @@ pub async fn load_scripts(client: &Client) -> Result<(), CatalogError> {
 /// the cart's view scripts (`lua/lib/cart_view.lua`) to know whether the products it kept
 /// are still current.
 pub const EPOCH_KEY: &str = "cat:epoch";
+
+/// Starts the catalog's epoch where there is none (a first start, or a Redis that lost it),
+/// on a standalone Redis: the cart keeps products only under an epoch, so without one it
+/// would read them on every view until the first upsert. An epoch already there stays (`NX`):
+/// copies kept under it are still current.
+pub async fn start_epoch(client: &Client) -> Result<(), CatalogError> {
+    if client.is_clustered() {
+        return Ok(());
+    }
+    let epoch = uuid::Uuid::new_v4().to_string();
+    let _: Value = client
+        .set(EPOCH_KEY, epoch, None, Some(SetOptions::NX), false)
+        .await?;
+    Ok(())
+}
 
 fn cache_key(sku: &str) -> String {
     format!("cat:{{{sku}}}")

@@ -59,6 +59,7 @@ where
     S: ProductStore + Clone + 'static,
 {
     cache::load_scripts(redis.next()).await?;
+    cache::start_epoch(redis.next()).await?;
     Ok(CatalogServiceServer::new(
         Catalog::new(ProductCache::new(redis, store)).with_options(options),
     ))

@@ -182,6 +182,9 @@ async fn stale_expected_version_is_aborted_and_identical_upsert_changes_nothing(
 #[tokio::test]
 async fn a_price_change_is_seen_at_once_by_every_replica() {
     let fx = Fixture::start().await;
+    let redis = fred_client(&fx).await;
+    let started: Option<String> = redis.get(holdfast_catalog::cache::EPOCH_KEY).await.expect("get");
+    let started = started.expect("a started catalog has an epoch, before any upsert");
     let (mut a, mut b) = (fx.client(0).await, fx.client(1).await);
     upsert(&mut a, product("MUG", 1299), 0).await.expect("create");
     assert_eq!(
@@ -193,11 +196,11 @@ async fn a_price_change_is_seen_at_once_by_every_replica() {
             .amount_minor,
         1299
     );
-    let redis = fred_client(&fx).await;
     let cached: Option<String> = redis.hget("cat:{MUG}", "v").await.expect("hget");
     assert_eq!(cached.as_deref(), Some("1"), "the read filled the shared cache");
     let epoch: Option<String> = redis.get(holdfast_catalog::cache::EPOCH_KEY).await.expect("get");
-    let epoch = epoch.expect("the create replaced the catalog's epoch");
+    let epoch = epoch.expect("an epoch");
+    assert_ne!(epoch, started, "the create replaced the catalog's epoch");
 
     upsert(&mut a, product("MUG", 1599), 0)
         .await
