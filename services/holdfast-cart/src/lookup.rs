@@ -148,7 +148,7 @@ impl Upstream {
         let viewed = scripts::view(self.redis.next(), key, extra.unwrap_or_default(), &sent).await?;
         Ok(Some(Peek {
             cart: viewed.cart,
-            known: self.known(viewed.epoch.as_deref(), viewed.seen),
+            known: self.known(viewed.epoch, viewed.seen),
         }))
     }
 
@@ -160,9 +160,9 @@ impl Upstream {
 
     /// What a view script answered (run under the catalog's epoch `now`), with the products
     /// it did not read taken from the copies kept.
-    pub(crate) fn known(&self, now: Option<&str>, mut seen: Vec<scripts::Seen>) -> Known {
-        self.copies.settle(now, &mut seen);
-        Known::from_seen(seen, now.map(str::to_string))
+    pub(crate) fn known(&self, now: Option<String>, mut seen: Vec<scripts::Seen>) -> Known {
+        self.copies.settle(now.as_deref(), &mut seen);
+        Known::from_seen(seen, now)
     }
 
     /// Whether the cart's scripts read the catalog's cache and inventory's counters themselves

@@ -340,7 +340,7 @@ impl<S: CartStore + Clone + 'static> CartService for Cart<S> {
                     available,
                     epoch,
                 } => {
-                    let known = self.upstream.known(epoch.as_deref(), seen);
+                    let known = self.upstream.known(epoch, seen);
                     let added = self.added(&owner, sku, expected, change, known, available);
                     return added.await;
                 }

@@ -44,11 +44,16 @@ pub async fn start_epoch(client: &Client) -> Result<(), CatalogError> {
     if client.is_clustered() {
         return Ok(());
     }
-    let epoch = uuid::Uuid::new_v4().to_string();
     let _: Value = client
-        .set(EPOCH_KEY, epoch, None, Some(SetOptions::NX), false)
+        .set(EPOCH_KEY, new_epoch(), None, Some(SetOptions::NX), false)
         .await?;
     Ok(())
+}
+
+/// An epoch never used before: a reader that kept products under an older one (or under one
+/// a flushed Redis once held) can never take it for its own.
+fn new_epoch() -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 fn cache_key(sku: &str) -> String {
@@ -201,7 +206,7 @@ impl<S: ProductStore + Clone + 'static> ProductCache<S> {
         // another slot than the entry's.
         if !client.is_clustered() {
             keys.push(EPOCH_KEY.to_string());
-            args.push(Value::from(uuid::Uuid::new_v4().to_string()));
+            args.push(Value::from(new_epoch()));
         }
         let _: i64 = scripts::INVALIDATE.run(client, keys, args).await?;
         Ok(())
