@@ -5,7 +5,8 @@ use std::time::Duration;
 /// Timings, limits and the fault hook.
 #[derive(Debug, Clone)]
 pub struct OrdersOptions {
-    /// TTL of the stock hold, set at reserve and again before authorizing.
+    /// TTL of the stock hold, set at reserve and again before authorizing when what is left
+    /// of it may not cover the payment ([`Self::hold_covers`]).
     pub hold_ttl: Duration,
     /// Deadline of every call to catalog, inventory and cart.
     pub upstream_timeout: Duration,
@@ -94,6 +95,22 @@ impl OrdersOptions {
     pub fn hold_ttl_seconds(&self) -> u32 {
         u32::try_from(self.hold_ttl.as_secs().max(1)).unwrap_or(u32::MAX)
     }
+
+    /// Whether the hold a checkout's Reserve set (with [`Self::hold_ttl_seconds`]) still lasts
+    /// through the authorization and the commit when the checkout started `since_start_ms`
+    /// ago (the Reserve ran after the start, so its hold is younger). Then the Extend before
+    /// authorizing adds nothing the checkout needs, and is skipped. What the hold must
+    /// outlast: every payment attempt's deadline and backoff, and two upstream deadlines (the
+    /// commit's, and a margin for the clocks of the processes that may run the saga). A
+    /// negative time (the clocks disagree) is not trusted.
+    pub fn hold_covers(&self, since_start_ms: i64) -> bool {
+        let attempt = Self::ms(self.payment_timeout).saturating_add(Self::ms(self.retry_after));
+        let need = attempt
+            .saturating_mul(i64::from(self.payment_attempts))
+            .saturating_add(Self::ms(self.upstream_timeout).saturating_mul(2));
+        let ttl = i64::from(self.hold_ttl_seconds()).saturating_mul(1000);
+        (0..=ttl.saturating_sub(need)).contains(&since_start_ms)
+    }
 }
 
 /// The risk thresholds. An order is held for review when its total exceeds
@@ -116,5 +133,28 @@ impl Default for RiskRules {
             max_orders_per_window: 50,
             window: Duration::from_secs(3600),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_hold_covers_the_payment_and_the_commit_and_an_old_or_short_one_does_not() {
+        let options = OrdersOptions::default();
+        // 120 s of hold; 3 attempts of (3 s deadline + 1 s backoff) and 2 × 2 s: 16 s needed.
+        assert!(options.hold_covers(0));
+        assert!(options.hold_covers(104_000));
+        assert!(!options.hold_covers(104_001));
+        assert!(!options.hold_covers(-1), "clocks that disagree are not trusted");
+        let short = OrdersOptions {
+            hold_ttl: Duration::from_secs(10),
+            ..OrdersOptions::default()
+        };
+        assert!(
+            !short.hold_covers(0),
+            "a 10 s hold cannot cover 16 s of payment and commit"
+        );
     }
 }

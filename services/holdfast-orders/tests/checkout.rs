@@ -160,6 +160,57 @@ async fn screen_create_order_and_finish_are_written_with_the_transition_of_the_s
     assert_eq!(saga_of(&fx, &order).await.version, 1 + 4);
 }
 
+/// Inventory RPCs of `method` this process served so far (every server of the test's mesh
+/// counts into the one registry).
+fn inventory_calls(method: &str) -> u64 {
+    let series = format!(
+        "holdfast_rpc_requests_total{{method=\"{method}\",service=\"holdfast.inventory.v1.InventoryService\"}} "
+    );
+    holdfast_platform::metrics::render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str()))
+        .map_or(0, |count| count.trim().parse().expect("a count"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hold_whose_ttl_still_covers_the_payment_is_not_extended_before_authorizing() {
+    // The default hold (120 s) outlasts the payment's attempts and the commit: the Reserve's
+    // own TTL covers the authorization, so no Extend is sent.
+    let fx = Fixture::start().await;
+    fx.product("mug", 1250, 10).await;
+    let (extends, commits) = (inventory_calls("Extend"), inventory_calls("Commit"));
+    placed(
+        &fx,
+        checkout("k-fresh-hold", "alice", &[("mug", 1)], "pm_card_visa"),
+    )
+    .await;
+    assert_eq!(
+        inventory_calls("Commit"),
+        commits + 1,
+        "the checkout committed its hold"
+    );
+    assert_eq!(inventory_calls("Extend"), extends, "a fresh hold is not extended");
+    drop(fx);
+
+    // A hold shorter than the payment's attempts and the commit is extended first.
+    let mut setup = Setup::default();
+    setup.orders.hold_ttl = Duration::from_secs(5);
+    let fx = Fixture::with(setup).await;
+    fx.product("mug", 1250, 10).await;
+    let extends = inventory_calls("Extend");
+    placed(
+        &fx,
+        checkout("k-short-hold", "alice", &[("mug", 1)], "pm_card_visa"),
+    )
+    .await;
+    assert_eq!(
+        inventory_calls("Extend"),
+        extends + 1,
+        "a short hold is extended before authorizing"
+    );
+    assert_eq!(fx.level("mug").await.sold, 1);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn declined_card_releases_the_hold_and_leaves_no_order_or_charge() {
     let fx = Fixture::start().await;

@@ -6,7 +6,7 @@
 //! `order.cancelled` event.
 //!
 //! The loss is injected while the payment provider sits in its latency: the authorization is
-//! in the ledger (so the hold was made and extended) and the commit has not run yet.
+//! in the ledger (so the hold was made) and the commit has not run yet.
 
 mod common;
 

@@ -136,32 +136,19 @@ pub async fn screen<S: OrdersStore>(
     )
 }
 
-/// Authorize: extend the hold to cover the payment, then authorize with a key derived from
-/// the checkout. A timeout is an unknown outcome: look it up, and give up on it (void).
+/// Authorize: extend the hold to cover the payment (unless the Reserve's own TTL still
+/// covers it: [`crate::OrdersOptions::hold_covers`]), then authorize with a key derived from the
+/// checkout. A timeout is an unknown outcome: look it up, and give up on it (void).
 pub async fn authorize<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &mut CheckoutState,
 ) -> Result<Step, OrdersError> {
     let request = state.request()?;
-    match ctx
-        .clients
-        .inventory
-        .clone()
-        .extend(ctx.clients.request(ExtendRequest {
-            reservation_id: state.reservation_id.clone(),
-            ttl_seconds: ctx.options.hold_ttl_seconds(),
-        }))
-        .await
+    let since_start = ctx.now_ms().saturating_sub(state.started_at_ms);
+    if !ctx.options.hold_covers(since_start)
+        && let Some(lapsed) = extend_hold(ctx, state).await?
     {
-        Ok(_) => {}
-        Err(status) if hold_may_be_lost(&status) && hold_again(ctx, state).await? => {}
-        Err(status) if transient(&status) => return Err(OrdersError::upstream("inventory", &status)),
-        Err(_) => {
-            // The hold lapsed (or was released): nothing is held any more.
-            state.reserved = false;
-            state.outcome = Some(hold_lapsed(state));
-            return Ok(Step::Compensate);
-        }
+        return Ok(lapsed);
     }
     let authorize = AuthorizeRequest {
         idempotency_key: state.psp_key("authorize"),
@@ -219,6 +206,33 @@ pub async fn authorize<S: OrdersStore>(
             detail: "no authorization attempt configured".into(),
         },
     })
+}
+
+/// Extends the hold to a whole TTL from now; `Some(compensate)` when nothing is held any
+/// more (it lapsed or was released, and could not be held again).
+async fn extend_hold<S: OrdersStore>(
+    ctx: &StepContext<S>,
+    state: &mut CheckoutState,
+) -> Result<Option<Step>, OrdersError> {
+    match ctx
+        .clients
+        .inventory
+        .clone()
+        .extend(ctx.clients.request(ExtendRequest {
+            reservation_id: state.reservation_id.clone(),
+            ttl_seconds: ctx.options.hold_ttl_seconds(),
+        }))
+        .await
+    {
+        Ok(_) => Ok(None),
+        Err(status) if hold_may_be_lost(&status) && hold_again(ctx, state).await? => Ok(None),
+        Err(status) if transient(&status) => Err(OrdersError::upstream("inventory", &status)),
+        Err(_) => {
+            state.reserved = false;
+            state.outcome = Some(hold_lapsed(state));
+            Ok(Some(Step::Compensate))
+        }
+    }
 }
 
 fn hold_lapsed(state: &CheckoutState) -> Outcome {
