@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use holdfast_orders::OrdersOptions;
 use holdfast_platform::events::Event;
 use holdfast_proto::events::v1::{FulfillmentEvent, fulfillment_event};
 use holdfast_proto::orders::v1::{
@@ -172,43 +173,37 @@ fn inventory_calls(method: &str) -> u64 {
         .map_or(0, |count| count.trim().parse().expect("a count"))
 }
 
+/// Places one checkout of a mug on a mesh whose hold lasts `hold_ttl`, and answers the
+/// inventory Extends and Commits it sent.
+async fn extends_and_commits_of_one_checkout(hold_ttl: Duration) -> (u64, u64) {
+    let mut setup = Setup::default();
+    setup.orders.hold_ttl = hold_ttl;
+    let fx = Fixture::with(setup).await;
+    fx.product("mug", 1250, 10).await;
+    let (extends, commits) = (inventory_calls("Extend"), inventory_calls("Commit"));
+    placed(&fx, checkout("k-hold", "alice", &[("mug", 1)], "pm_card_visa")).await;
+    assert_eq!(fx.level("mug").await.sold, 1);
+    (
+        inventory_calls("Extend") - extends,
+        inventory_calls("Commit") - commits,
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hold_whose_ttl_still_covers_the_payment_is_not_extended_before_authorizing() {
     // The default hold (120 s) outlasts the payment's attempts and the commit: the Reserve's
     // own TTL covers the authorization, so no Extend is sent.
-    let fx = Fixture::start().await;
-    fx.product("mug", 1250, 10).await;
-    let (extends, commits) = (inventory_calls("Extend"), inventory_calls("Commit"));
-    placed(
-        &fx,
-        checkout("k-fresh-hold", "alice", &[("mug", 1)], "pm_card_visa"),
-    )
-    .await;
     assert_eq!(
-        inventory_calls("Commit"),
-        commits + 1,
-        "the checkout committed its hold"
+        extends_and_commits_of_one_checkout(OrdersOptions::default().hold_ttl).await,
+        (0, 1),
+        "a fresh hold is committed without an Extend"
     );
-    assert_eq!(inventory_calls("Extend"), extends, "a fresh hold is not extended");
-    drop(fx);
-
     // A hold shorter than the payment's attempts and the commit is extended first.
-    let mut setup = Setup::default();
-    setup.orders.hold_ttl = Duration::from_secs(5);
-    let fx = Fixture::with(setup).await;
-    fx.product("mug", 1250, 10).await;
-    let extends = inventory_calls("Extend");
-    placed(
-        &fx,
-        checkout("k-short-hold", "alice", &[("mug", 1)], "pm_card_visa"),
-    )
-    .await;
     assert_eq!(
-        inventory_calls("Extend"),
-        extends + 1,
+        extends_and_commits_of_one_checkout(Duration::from_secs(5)).await,
+        (1, 1),
         "a short hold is extended before authorizing"
     );
-    assert_eq!(fx.level("mug").await.sold, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
