@@ -7,8 +7,8 @@
 //! version it read, so if another worker took the saga over (its lease ran out while a step
 //! was slow), this worker's write loses and it stops; every side effect of a step is
 //! idempotent (stable reservation ids and PSP keys), so the step running twice does no harm.
-//! A step with no effect outside the saga's own write (checkout's screen, create order and
-//! finish: [`saga::runs_with_previous`]) runs at once after the step before it and is
+//! A step with no effect outside the saga's own write (checkout's screen, create order,
+//! dispatch and finish: [`saga::runs_with_previous`]) runs at once after the step before it and is
 //! persisted in that step's transition.
 //!
 //! A step that fails transiently (an upstream is down) lets go of the saga with a short

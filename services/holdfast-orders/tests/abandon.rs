@@ -9,11 +9,10 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use holdfast_orders::OrdersOptions;
-use holdfast_orders::saga::checkout::{CheckoutState, initial_state};
-use holdfast_orders::saga::{self, StepResult};
+use holdfast_orders::saga::checkout::CheckoutState;
 use holdfast_proto::orders::v1::{GetOrderRequest, Order, OrderStatus};
 use holdfast_proto::payments::v1::LedgerEntryKind;
-use holdfast_store::{SagaRecord, SagaStore};
+use holdfast_store::SagaStore;
 
 fn setup() -> Setup {
     Setup {
@@ -31,44 +30,15 @@ fn setup() -> Setup {
 /// an hour ago (past the abandon window), with no lease, for the recovery worker to find.
 /// Returns the saga id.
 async fn lose_the_transition_of(fx: &Fixture, key: &str, stop: &str) -> String {
-    let ctx = fx.orders_running.engine.context();
-    let request = checkout(key, "abby", &[("mug", 2)], "pm_card_visa");
-    let id = format!("saga-{key}");
-    let mut record = SagaRecord {
-        id: id.clone(),
-        kind: "checkout".into(),
-        step: "validate".into(),
-        state: initial_state(&id, &request).encode(),
-        ..SagaRecord::default()
-    };
-    loop {
-        let result = saga::step(ctx, &record).await.expect("step");
-        match result {
-            StepResult::Next {
-                step, state, joined, ..
-            } => {
-                // The step's joined writes (its order) land, `stop`'s too; only `stop`'s
-                // transition is lost (as on ScyllaDB, where they are written before it;
-                // SQLite writes them in one transaction, so there both would be lost
-                // together).
-                for write in joined {
-                    holdfast_store::joined::apply_in_order(&fx.store, write)
-                        .await
-                        .expect("joined write");
-                }
-                if record.step == stop {
-                    break;
-                }
-                record.step = step.into();
-                record.state = state;
-            }
-            StepResult::Finished { .. } => panic!("the checkout finished before {stop}"),
-            StepResult::Later { .. } => panic!("a checkout step never asks to run later"),
-        }
-    }
+    // The step's joined writes (its order) land, `stop`'s too; only `stop`'s transition is
+    // lost (as on ScyllaDB, where they are written before it; SQLite writes them in one
+    // transaction, so there both would be lost together).
+    let (mut record, _) =
+        steps_in_memory(fx, &checkout(key, "abby", &[("mug", 2)], "pm_card_visa"), stop).await;
     let mut state = CheckoutState::decode(&record.state).expect("state");
     state.started_at_ms -= 3_600_000;
     record.state = state.encode();
+    let id = record.id.clone();
     fx.store.create_saga(record).await.expect("store the saga");
     id
 }

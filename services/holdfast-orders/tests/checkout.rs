@@ -129,7 +129,7 @@ async fn saga_of(fx: &Fixture, order: &holdfast_proto::orders::v1::Order) -> hol
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn screen_create_order_and_finish_are_written_with_the_transition_of_the_step_before_them() {
+async fn screen_create_order_dispatch_and_finish_are_written_with_the_transition_of_the_step_before_them() {
     let mut setup = Setup::default();
     setup.orders.risk.max_amount_minor = 5_000;
     let fx = Fixture::with(setup).await;
@@ -141,9 +141,9 @@ async fn screen_create_order_and_finish_are_written_with_the_transition_of_the_s
         .order
         .expect("order");
     // Created at version 1, then one transition after each external effect: validate,
-    // reserve (with screen), authorize (with create order), commit, capture, dispatch,
+    // reserve (with screen), authorize (with create order), commit, capture (with dispatch),
     // notify (with finish). A transition per step would be ten.
-    assert_eq!(saga_of(&fx, &order).await.version, 1 + 7);
+    assert_eq!(saga_of(&fx, &order).await.version, 1 + 6);
     assert_eq!(fx.level("mug").await.sold, 1);
 
     // Held for review: screen sends it to create order, both with reserve's transition.
@@ -159,6 +159,82 @@ async fn screen_create_order_and_finish_are_written_with_the_transition_of_the_s
     assert_eq!(order.status, OrderStatus::ManualReview as i32);
     // validate, reserve (with screen and create order), commit, notify (with finish).
     assert_eq!(saga_of(&fx, &order).await.version, 1 + 4);
+}
+
+/// A checkout stored at `dispatch` after its capture (dispatch failed while riding with
+/// capture's transition, or a build whose capture wrote PAID stored it) is run on its own:
+/// the order moves on from where it is, to FULFILLING with one PAID in its history and its
+/// dispatch announced, charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkout_stored_at_dispatch_moves_its_order_on_from_where_it_is() {
+    use holdfast_orders::order::{self, Change};
+    use holdfast_store::SagaStore as _;
+
+    let fx = Fixture::start().await;
+    fx.product("mug", 1250, 10).await;
+    let mut dispatches = fx.bus.subscribe("holdfast.fulfillment.v1");
+    let engine = &fx.orders_running.engine;
+    for (key, paid_before) in [("k-at-dispatch-placed", false), ("k-at-dispatch-paid", true)] {
+        let request = checkout(key, "alice", &[("mug", 1)], "pm_card_visa");
+        let (_, at_dispatch) = steps_in_memory(&fx, &request, "capture").await;
+        assert_eq!(at_dispatch.step, "dispatch");
+        let order_id = format!("ord_{}", at_dispatch.id);
+        if paid_before {
+            order::change(engine.context(), &order_id, |current| {
+                let paid = order::transition(
+                    current,
+                    &[OrderStatus::Placed],
+                    OrderStatus::Paid,
+                    engine.context().now_ms(),
+                    "payment captured",
+                );
+                Ok(if paid {
+                    Change::Write(Vec::new())
+                } else {
+                    Change::Keep
+                })
+            })
+            .await
+            .expect("the order written PAID");
+        }
+        fx.store
+            .create_saga(at_dispatch.clone())
+            .await
+            .expect("store the saga");
+        engine
+            .run_to_end(at_dispatch)
+            .await
+            .expect("the saga runs to its end");
+
+        let order = fx
+            .orders
+            .clone()
+            .get_order(GetOrderRequest {
+                order_id: order_id.clone(),
+            })
+            .await
+            .expect("get order")
+            .into_inner()
+            .order
+            .expect("order");
+        let history: Vec<i32> = order.status_history.iter().map(|c| c.status).collect();
+        assert_eq!(
+            history,
+            vec![
+                OrderStatus::Placed as i32,
+                OrderStatus::Paid as i32,
+                OrderStatus::Fulfilling as i32
+            ],
+            "{key}"
+        );
+        assert_eq!(
+            fx.ledger(&order_id, LedgerEntryKind::Capture).await.len(),
+            1,
+            "{key}"
+        );
+        let event = next_event(&mut dispatches).await;
+        assert_eq!(event.key, order_id, "{key}: its dispatch announced");
+    }
 }
 
 /// Inventory RPCs of `method` this process served so far (every server of the test's mesh

@@ -351,3 +351,48 @@ pub fn checkout_cart(key: &str, customer: &str, payment_method: &str) -> Checkou
         ..checkout(key, customer, &[], payment_method)
     }
 }
+
+/// A checkout saga run in memory through step `last` (every step's side effects and joined
+/// writes are real; no transition is written): the record as it stood before `last` ran,
+/// and as it would stand after (at the next step, with `last`'s state). The saga id is
+/// `saga-<key>`. Store either to simulate a process that stopped in between.
+pub async fn steps_in_memory(
+    fx: &Fixture,
+    request: &CheckoutRequest,
+    last: &str,
+) -> (holdfast_store::SagaRecord, holdfast_store::SagaRecord) {
+    use holdfast_orders::saga::{self, StepResult};
+    let ctx = fx.orders_running.engine.context();
+    let id = format!("saga-{}", request.idempotency_key);
+    let mut record = holdfast_store::SagaRecord {
+        id: id.clone(),
+        kind: "checkout".into(),
+        step: "validate".into(),
+        state: holdfast_orders::saga::checkout::initial_state(&id, request).encode(),
+        ..holdfast_store::SagaRecord::default()
+    };
+    loop {
+        match saga::step(ctx, &record).await.expect("step") {
+            StepResult::Next {
+                step, state, joined, ..
+            } => {
+                for write in joined {
+                    holdfast_store::joined::apply_in_order(&fx.store, write)
+                        .await
+                        .expect("joined write");
+                }
+                let after = holdfast_store::SagaRecord {
+                    step: step.into(),
+                    state,
+                    ..record.clone()
+                };
+                if record.step == last {
+                    return (record, after);
+                }
+                record = after;
+            }
+            StepResult::Finished { .. } => panic!("the checkout finished before {last}"),
+            StepResult::Later { .. } => panic!("a checkout step never asks to run later"),
+        }
+    }
+}

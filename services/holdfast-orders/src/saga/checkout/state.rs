@@ -28,7 +28,7 @@ pub enum Step {
     Commit,
     /// Take the money.
     Capture,
-    /// Announce the order for fulfillment (through the outbox).
+    /// Mark the order paid and announce it for fulfillment (through the outbox).
     Dispatch,
     /// Clear the cart.
     Notify,
@@ -83,12 +83,16 @@ impl Step {
     /// Whether this step runs at once after the step before it, persisted in that step's
     /// transition instead of one of its own. True of the steps with no effect outside the
     /// saga's own write: screen (reads the risk rules' history), create order (the order row
-    /// is a joined write) and finish (the answer on the key is a joined write). None of them
+    /// is a joined write), dispatch (the order's PAID and FULFILLING moves with their events
+    /// are a joined write) and finish (the answer on the key is a joined write). None of them
     /// calls another service, so every external effect (reserve, authorize, commit, capture,
     /// the cart's clear, a release or void) still has a persisted transition before and
     /// after it.
     pub fn runs_with_previous(self) -> bool {
-        matches!(self, Step::Screen | Step::CreateOrder | Step::Finish)
+        matches!(
+            self,
+            Step::Screen | Step::CreateOrder | Step::Dispatch | Step::Finish
+        )
     }
 
     /// Whether the pivot (commit) has not run yet, so the saga may still compensate.

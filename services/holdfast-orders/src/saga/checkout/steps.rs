@@ -364,9 +364,10 @@ async fn move_order_joined<S: OrdersStore>(
     Ok(())
 }
 
-/// Capture: after the pivot, only forward. A refused capture (the authorization is gone)
-/// leaves a committed order without money: it goes to manual review, named. The order's
-/// move is written with the transition.
+/// Capture: after the pivot, only forward. A captured payment goes on to dispatch, which
+/// runs with this step's transition and moves the order (PAID, then FULFILLING) in it. A
+/// refused capture (the authorization is gone) leaves a committed order without money: it
+/// goes to manual review, named, the order's move written with the transition.
 pub async fn capture<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &mut CheckoutState,
@@ -384,17 +385,8 @@ pub async fn capture<S: OrdersStore>(
         }))
         .await
     {
-        Ok(_) => {
-            move_order_joined(
-                ctx,
-                &state.order_id,
-                (&[OrderStatus::Placed], OrderStatus::Paid),
-                "payment captured",
-                joined,
-            )
-            .await?;
-            Ok(Step::Dispatch)
-        }
+        // No write of its own, so dispatch rides with this transition (`Engine::steps`).
+        Ok(_) => Ok(Step::Dispatch),
         Err(status) if transient(&status) => Err(OrdersError::upstream("payments", &status)),
         Err(status) => {
             tracing::warn!(order = %state.order_id, code = ?status.code(), detail = %status.message(),
@@ -414,8 +406,10 @@ pub async fn capture<S: OrdersStore>(
     }
 }
 
-/// Dispatch: FULFILLING, with order.confirmed and fulfillment.dispatch_requested in the
-/// same atomic write (joined to the step's transition).
+/// Dispatch (after a capture): PAID, then FULFILLING with order.confirmed and
+/// fulfillment.dispatch_requested, in one atomic write joined to the step's transition.
+/// An order found PAID already (a saga stored at this step by a build whose capture moved
+/// it) only moves on to FULFILLING; one elsewhere (a cancel got there first) is kept.
 pub async fn dispatch<S: OrdersStore>(
     ctx: &StepContext<S>,
     state: &CheckoutState,
@@ -423,19 +417,25 @@ pub async fn dispatch<S: OrdersStore>(
 ) -> Result<Step, OrdersError> {
     let now = ctx.now_ms();
     let write = order::change_joined(ctx, &state.order_id, |current| {
-        Ok(
-            if order::transition(
-                current,
-                &[OrderStatus::Paid],
-                OrderStatus::Fulfilling,
-                now,
-                "dispatched to fulfillment",
-            ) {
-                Change::Write(confirmed_events(ctx, current, now))
-            } else {
-                Change::Keep
-            },
-        )
+        let paid = order::transition(
+            current,
+            &[OrderStatus::Placed],
+            OrderStatus::Paid,
+            now,
+            "payment captured",
+        );
+        let fulfilling = order::transition(
+            current,
+            &[OrderStatus::Paid],
+            OrderStatus::Fulfilling,
+            now,
+            "dispatched to fulfillment",
+        );
+        Ok(match (paid, fulfilling) {
+            (_, true) => Change::Write(confirmed_events(ctx, current, now)),
+            (true, false) => Change::Write(Vec::new()),
+            (false, false) => Change::Keep,
+        })
     })
     .await?;
     joined.extend(write);
