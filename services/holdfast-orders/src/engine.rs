@@ -9,7 +9,9 @@
 //! idempotent (stable reservation ids and PSP keys), so the step running twice does no harm.
 //! A step with no effect outside the saga's own write (checkout's screen, create order,
 //! dispatch and finish: [`saga::runs_with_previous`]) runs at once after the step before it and is
-//! persisted in that step's transition.
+//! persisted in that step's transition; one that only reads (checkout's validate:
+//! [`saga::runs_before_create`]) runs before the saga is first written, which is then created
+//! past it.
 //!
 //! A step that fails transiently (an upstream is down) lets go of the saga with a short
 //! lease, so the recovery worker (or the client's retry) resumes it a little later. A
@@ -111,23 +113,64 @@ impl<S: OrdersStore> Engine<S> {
         &self.ctx
     }
 
-    /// Creates `new` (or finds the saga with its id), leased to this process.
+    /// Creates `new` (or finds the saga with its id), leased to this process. A first step
+    /// that runs before the saga is written ([`saga::runs_before_create`]) runs here, and
+    /// the saga is created at the step after it with its state: the creation is that step's
+    /// transition. If it fails or writes anything besides its state, the saga is created at
+    /// it as it is, and runs it as any step.
     pub async fn open(&self, new: NewSaga) -> Result<SagaRecord, OrdersError> {
         let now = now_ms();
-        Ok(self
-            .ctx
-            .store
-            .create_saga(SagaRecord {
-                id: new.id,
-                kind: new.kind.as_str().to_string(),
-                step: new.step.to_string(),
-                state: new.state,
-                lease_owner: self.owner.clone(),
-                lease_until_ms: now + self.ctx.options.lease_ms(),
-                created_at_ms: now,
-                ..SagaRecord::default()
-            })
-            .await?)
+        let mut record = SagaRecord {
+            id: new.id,
+            kind: new.kind.as_str().to_string(),
+            step: new.step.to_string(),
+            state: new.state,
+            lease_owner: self.owner.clone(),
+            lease_until_ms: now + self.ctx.options.lease_ms(),
+            created_at_ms: now,
+            ..SagaRecord::default()
+        };
+        let ran = self.run_before_create(&mut record).await;
+        let step_after = record.step.clone();
+        let created = self.ctx.store.create_saga(record).await?;
+        // The step counts (and is a crash point) only if this call created the saga: a saga
+        // that existed (a retried key) is returned as it was, and runs from where it is.
+        let ours = created.version == 1
+            && created.created_at_ms == now
+            && created.lease_owner == self.owner
+            && created.step == step_after;
+        if let Some(step) = ran.filter(|_| ours) {
+            STEPS.with_label_values(&[&created.kind, &step, "done"]).inc();
+            self.fault_hook(&created.kind, &step);
+        }
+        Ok(created)
+    }
+
+    /// Runs `record`'s step if it runs before the saga is written, and moves `record` past
+    /// it: the step's name, or `None` (`record` as it was) when it does not run there,
+    /// failed, or wrote more than its state.
+    async fn run_before_create(&self, record: &mut SagaRecord) -> Option<String> {
+        if !saga::runs_before_create(&record.kind, &record.step) {
+            return None;
+        }
+        match saga::step(&self.ctx, record).await {
+            Ok(StepResult::Next {
+                step,
+                state,
+                outbox,
+                joined,
+            }) if outbox.is_empty() && joined.is_empty() => {
+                let ran = std::mem::replace(&mut record.step, step.to_string());
+                record.state = state;
+                Some(ran)
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::debug!(saga = %record.id, step = %record.step, %error,
+                    "a step run before the saga's creation failed; it runs again after it");
+                None
+            }
+        }
     }
 
     /// Runs (or joins, or waits for) the saga until it finished, or the error that stopped

@@ -129,7 +129,8 @@ async fn saga_of(fx: &Fixture, order: &holdfast_proto::orders::v1::Order) -> hol
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn screen_create_order_dispatch_and_finish_are_written_with_the_transition_of_the_step_before_them() {
+async fn validate_runs_before_the_creation_and_screen_create_order_dispatch_and_finish_with_the_step_before_them()
+ {
     let mut setup = Setup::default();
     setup.orders.risk.max_amount_minor = 5_000;
     let fx = Fixture::with(setup).await;
@@ -140,10 +141,11 @@ async fn screen_create_order_dispatch_and_finish_are_written_with_the_transition
         .await
         .order
         .expect("order");
-    // Created at version 1, then one transition after each external effect: validate,
-    // reserve (with screen), authorize (with create order), commit, capture (with dispatch),
-    // notify (with finish). A transition per step would be ten.
-    assert_eq!(saga_of(&fx, &order).await.version, 1 + 6);
+    // Created at version 1 past validate (which runs before the creation), then one
+    // transition after each external effect: reserve (with screen), authorize (with create
+    // order), commit, capture (with dispatch), notify (with finish). A transition per step
+    // would be ten, after a creation at validate.
+    assert_eq!(saga_of(&fx, &order).await.version, 1 + 5);
     assert_eq!(fx.level("mug").await.sold, 1);
 
     // Held for review: screen sends it to create order, both with reserve's transition.
@@ -157,8 +159,9 @@ async fn screen_create_order_dispatch_and_finish_are_written_with_the_transition
     assert_eq!(review.outcome, CheckoutOutcome::ManualReview as i32);
     let order = review.order.expect("order");
     assert_eq!(order.status, OrderStatus::ManualReview as i32);
-    // validate, reserve (with screen and create order), commit, notify (with finish).
-    assert_eq!(saga_of(&fx, &order).await.version, 1 + 4);
+    // Created past validate; reserve (with screen and create order), commit, notify (with
+    // finish).
+    assert_eq!(saga_of(&fx, &order).await.version, 1 + 3);
 }
 
 /// A checkout stored at `dispatch` after its capture (dispatch failed while riding with

@@ -46,3 +46,10 @@ pub async fn step<S: OrdersStore>(
 pub fn runs_with_previous(kind: &str, step: &str) -> bool {
     SagaKind::parse(kind) == Some(SagaKind::Checkout) && checkout::runs_with_previous(step)
 }
+
+/// Whether the first step `step` of a new saga of kind `kind` runs before the saga is
+/// written, so that it is created at the step after it (the engine does so when the step
+/// wrote nothing but its state). Only checkout's validate does.
+pub fn runs_before_create(kind: &str, step: &str) -> bool {
+    SagaKind::parse(kind) == Some(SagaKind::Checkout) && checkout::runs_before_create(step)
+}

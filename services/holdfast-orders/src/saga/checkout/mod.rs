@@ -122,6 +122,12 @@ pub fn runs_with_previous(name: &str) -> bool {
     Step::parse(name).is_some_and(Step::runs_with_previous)
 }
 
+/// Whether the step stored as `name` runs before the saga is first written
+/// ([`Step::runs_before_create`]).
+pub fn runs_before_create(name: &str) -> bool {
+    Step::parse(name).is_some_and(Step::runs_before_create)
+}
+
 /// Runs the saga's current step.
 pub async fn step<S: OrdersStore>(
     ctx: &StepContext<S>,

@@ -95,6 +95,14 @@ impl Step {
         )
     }
 
+    /// Whether this step runs before the saga is first written, which is then created at the
+    /// step after it: true of validate, which only reads (the catalog's prices, the cart)
+    /// and so needs no persisted transition before it. Reserve, the first external effect,
+    /// still has one: the saga's creation.
+    pub fn runs_before_create(self) -> bool {
+        self == Step::Validate
+    }
+
     /// Whether the pivot (commit) has not run yet, so the saga may still compensate.
     pub fn before_pivot(self) -> bool {
         matches!(
