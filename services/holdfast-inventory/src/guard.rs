@@ -13,8 +13,8 @@ use holdfast_store::{SaleRecord, StockTruth, StockTruthStore, StockWrite, StoreE
 pub trait TruthBackend: Send + Sync {
     /// [`StockTruthStore::record_stock`].
     fn record_stock(&self, writes: Vec<StockWrite>) -> BoxFuture<'_, Result<(), StoreError>>;
-    /// [`StockTruthStore::record_sale`].
-    fn record_sale(&self, sale: SaleRecord) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// [`StockTruthStore::record_sales`].
+    fn record_sales(&self, sales: Vec<SaleRecord>) -> BoxFuture<'_, Result<(), StoreError>>;
     /// [`StockTruthStore::get_stock_truth`].
     fn get<'a>(&'a self, sku: &'a str) -> BoxFuture<'a, Result<Option<StockTruth>, StoreError>>;
     /// [`StockTruthStore::sales_of`].
@@ -35,8 +35,8 @@ impl<S: StockTruthStore + 'static> TruthBackend for S {
     fn record_stock(&self, writes: Vec<StockWrite>) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(StockTruthStore::record_stock(self, writes))
     }
-    fn record_sale(&self, sale: SaleRecord) -> BoxFuture<'_, Result<(), StoreError>> {
-        Box::pin(StockTruthStore::record_sale(self, sale))
+    fn record_sales(&self, sales: Vec<SaleRecord>) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(StockTruthStore::record_sales(self, sales))
     }
     fn get<'a>(&'a self, sku: &'a str) -> BoxFuture<'a, Result<Option<StockTruth>, StoreError>> {
         Box::pin(self.get_stock_truth(sku))

@@ -366,17 +366,17 @@ impl Stock {
             return Ok(());
         };
         let at_ms = holdfast_platform::clock::now_ms();
-        futures::future::try_join_all(lines.iter().map(|(sku, qty)| {
-            truth.store.record_sale(SaleRecord {
+        let sales = lines
+            .iter()
+            .map(|(sku, qty)| SaleRecord {
                 sku: (*sku).to_string(),
                 reservation_id: rid.to_string(),
                 qty: *qty,
                 at_ms,
             })
-        }))
-        .await
-        .map_err(store_error)?;
-        Ok(())
+            .collect();
+        // One store write for every line (one SQLite writer job).
+        truth.store.record_sales(sales).await.map_err(store_error)
     }
 
     /// Beats the generation marker and compares: a lost marker, a new generation or a beat

@@ -63,9 +63,11 @@ pub trait StockTruthStore: Send + Sync {
     /// write two levels at one version). Each write on its own: no batch atomicity.
     fn record_stock(&self, writes: Vec<StockWrite>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Records a sale once per (SKU, reservation id); a repeat (a retried commit) changes
-    /// nothing. Callers always record the same units for one (SKU, reservation).
-    fn record_sale(&self, sale: SaleRecord) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Records each sale once per (SKU, reservation id); a repeat (a retried commit) changes
+    /// nothing. Callers always record the same units for one (SKU, reservation). Every sale
+    /// is checked before any is written; one reservation's lines are recorded in one write
+    /// on SQLite (atomically), in turn on ScyllaDB (a retry records what is missing).
+    fn record_sales(&self, sales: Vec<SaleRecord>) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The SKU's stock and sold units; `None` when neither is stored.
     fn get_stock_truth(

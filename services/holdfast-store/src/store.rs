@@ -382,10 +382,10 @@ impl StockTruthStore for Store {
         }
     }
 
-    async fn record_sale(&self, sale: SaleRecord) -> Result<(), StoreError> {
+    async fn record_sales(&self, sales: Vec<SaleRecord>) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(store) => store.record_sale(sale).await,
-            Self::Scylla(store) => store.record_sale(sale).await,
+            Self::Sqlite(store) => store.record_sales(sales).await,
+            Self::Scylla(store) => store.record_sales(sales).await,
         }
     }
 

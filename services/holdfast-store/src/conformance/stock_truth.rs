@@ -63,13 +63,13 @@ pub async fn truth_stock_versions_and_sales_once<S: StockTruthStore>(store: &S) 
         Some((7, 9))
     );
 
-    store.record_sale(sale(&sku, "r1", 2)).await.expect("sale");
+    store.record_sales(vec![sale(&sku, "r1", 2)]).await.expect("sale");
     store
-        .record_sale(sale(&sku, "r1", 2))
+        .record_sales(vec![sale(&sku, "r1", 2)])
         .await
         .expect("repeated sale");
     store
-        .record_sale(sale(&sku, "r2", 3))
+        .record_sales(vec![sale(&sku, "r2", 3)])
         .await
         .expect("another sale");
     let after = truth(store, &sku).await.expect("stored");
@@ -82,9 +82,22 @@ pub async fn truth_stock_versions_and_sales_once<S: StockTruthStore>(store: &S) 
 
     // Sales of a SKU with no stock row still show (stocked 0, version 0).
     let only_sales = format!("{ns}-sales-only");
-    store.record_sale(sale(&only_sales, "r9", 4)).await.expect("sale");
+    store
+        .record_sales(vec![sale(&only_sales, "r9", 4)])
+        .await
+        .expect("sale");
     let seen = truth(store, &only_sales).await.expect("sales are truth too");
     assert_eq!((seen.stocked, seen.version, seen.sold), (0, 0, 4));
+
+    // A reservation's lines in one call: every SKU's sale recorded, a repeat counting once.
+    let lines = vec![sale(&sku, "r3", 1), sale(&only_sales, "r3", 2)];
+    store
+        .record_sales(lines.clone())
+        .await
+        .expect("a reservation's sales");
+    store.record_sales(lines).await.expect("the same sales again");
+    assert_eq!(truth(store, &sku).await.map(|t| t.sold), Some(6));
+    assert_eq!(truth(store, &only_sales).await.map(|t| t.sold), Some(6));
 
     let mut found = store
         .sales_of(&sku, &["r2".into(), "nope".into(), "r1".into()])
@@ -119,7 +132,7 @@ pub async fn truth_concurrent_writes_keep_the_highest_version<S: StockTruthStore
                     .await
                     .expect("write");
                 store
-                    .record_sale(sale(&sku, &format!("r{step}"), 1))
+                    .record_sales(vec![sale(&sku, &format!("r{step}"), 1)])
                     .await
                     .expect("sale");
             }
@@ -145,7 +158,10 @@ pub async fn truth_scan_pages_every_sku_once<S: StockTruthStore>(store: &S) {
         .record_stock(skus.iter().map(|sku| write(sku, 3, 1)).collect())
         .await
         .expect("batch write");
-    store.record_sale(sale(&skus[2], "r", 2)).await.expect("sale");
+    store
+        .record_sales(vec![sale(&skus[2], "r", 2)])
+        .await
+        .expect("sale");
 
     let mut seen: BTreeMap<String, StockTruth> = BTreeMap::new();
     let mut after: Option<String> = None;
@@ -193,11 +209,25 @@ pub async fn truth_bad_requests_are_refused<S: StockTruthStore>(store: &S) {
         "negative version"
     );
     assert!(
-        invalid(store.record_sale(sale(&ns, "", 1)).await),
+        invalid(store.record_sales(vec![sale(&ns, "", 1)]).await),
         "empty reservation"
     );
-    assert!(invalid(store.record_sale(sale(&ns, "r", 0)).await), "no units");
-    assert!(invalid(store.record_sale(sale("", "r", 1)).await), "empty sku");
+    assert!(
+        invalid(store.record_sales(vec![sale(&ns, "r", 0)]).await),
+        "no units"
+    );
+    assert!(
+        invalid(store.record_sales(vec![sale("", "r", 1)]).await),
+        "empty sku"
+    );
+    assert!(
+        invalid(
+            store
+                .record_sales(vec![sale(&ns, "r", 1), sale(&ns, "r2", 0)])
+                .await
+        ),
+        "one bad line refuses the call"
+    );
     assert_eq!(truth(store, &ns).await, None, "refusals write nothing");
     let too_many: Vec<String> = (0..1001).map(|i| format!("r{i}")).collect();
     assert!(matches!(

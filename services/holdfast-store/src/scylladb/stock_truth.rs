@@ -117,14 +117,16 @@ impl StockTruthStore for ScyllaStore {
         Ok(())
     }
 
-    async fn record_sale(&self, sale: SaleRecord) -> Result<(), StoreError> {
-        validate_sale(&sale)?;
+    async fn record_sales(&self, sales: Vec<SaleRecord>) -> Result<(), StoreError> {
+        sales.iter().try_for_each(validate_sale)?;
         let statements = self.truth_statements().await?;
-        self.run(
-            &statements.write_sale,
-            (&sale.sku, &sale.reservation_id, sale.qty, sale.at_ms),
-        )
-        .await?;
+        for sale in &sales {
+            self.run(
+                &statements.write_sale,
+                (&sale.sku, &sale.reservation_id, sale.qty, sale.at_ms),
+            )
+            .await?;
+        }
         Ok(())
     }
 

@@ -59,17 +59,23 @@ impl StockTruthStore for SqliteStore {
         .await
     }
 
-    async fn record_sale(&self, sale: SaleRecord) -> Result<(), StoreError> {
-        validate_sale(&sale)?;
+    async fn record_sales(&self, sales: Vec<SaleRecord>) -> Result<(), StoreError> {
+        sales.iter().try_for_each(validate_sale)?;
+        if sales.is_empty() {
+            return Ok(());
+        }
         self.write(move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO stock_sales (sku, reservation_id, qty, at_ms) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (sku, reservation_id) DO NOTHING",
-            )
-            .and_then(|mut statement| {
-                statement.execute(params![sale.sku, sale.reservation_id, sale.qty, sale.at_ms])
-            })
-            .map_err(sqlite_error)?;
+            let mut statement = conn
+                .prepare_cached(
+                    "INSERT INTO stock_sales (sku, reservation_id, qty, at_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (sku, reservation_id) DO NOTHING",
+                )
+                .map_err(sqlite_error)?;
+            for sale in &sales {
+                statement
+                    .execute(params![sale.sku, sale.reservation_id, sale.qty, sale.at_ms])
+                    .map_err(sqlite_error)?;
+            }
             Ok(())
         })
         .await
