@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use holdfast_orders::OrdersOptions;
 use holdfast_orders::saga::checkout::CheckoutState;
-use holdfast_proto::orders::v1::{GetOrderRequest, Order, OrderStatus};
+use holdfast_proto::orders::v1::{Order, OrderStatus};
 use holdfast_proto::payments::v1::LedgerEntryKind;
 use holdfast_store::SagaStore;
 
@@ -57,16 +57,7 @@ async fn settled_order(fx: &Fixture, id: &str) -> Order {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    fx.orders
-        .clone()
-        .get_order(GetOrderRequest {
-            order_id: format!("ord_{id}"),
-        })
-        .await
-        .expect("get order")
-        .into_inner()
-        .order
-        .expect("order")
+    fx.order(&format!("ord_{id}")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

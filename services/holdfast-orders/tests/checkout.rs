@@ -10,7 +10,7 @@ use holdfast_orders::OrdersOptions;
 use holdfast_platform::events::Event;
 use holdfast_proto::events::v1::{FulfillmentEvent, fulfillment_event};
 use holdfast_proto::orders::v1::{
-    CheckoutOutcome, CheckoutResponse, GetOrderRequest, ListOrdersRequest, OrderStatus, checkout_request,
+    CheckoutOutcome, CheckoutResponse, ListOrdersRequest, OrderStatus, checkout_request,
 };
 use holdfast_proto::payments::v1::{LedgerEntryKind, PaymentStatus};
 use prost::Message;
@@ -31,6 +31,18 @@ async fn placed(fx: &Fixture, request: holdfast_proto::orders::v1::CheckoutReque
         "expected PLACED, got {response:?}"
     );
     response
+}
+
+/// A placed checkout's order history: placed, paid, then dispatched to fulfillment.
+const DISPATCHED: [OrderStatus; 3] = [OrderStatus::Placed, OrderStatus::Paid, OrderStatus::Fulfilling];
+
+/// The statuses of `order`'s history, in order.
+fn statuses(order: &holdfast_proto::orders::v1::Order) -> Vec<OrderStatus> {
+    order
+        .status_history
+        .iter()
+        .map(|change| OrderStatus::try_from(change.status).expect("a known status"))
+        .collect()
 }
 
 async fn next_event(events: &mut tokio::sync::broadcast::Receiver<Event>) -> Event {
@@ -67,15 +79,7 @@ async fn happy_path_holds_commits_charges_once_and_dispatches() {
     );
     assert_eq!(order.lines.len(), 2);
     assert_eq!(order.status, OrderStatus::Fulfilling as i32);
-    let history: Vec<i32> = order.status_history.iter().map(|c| c.status).collect();
-    assert_eq!(
-        history,
-        vec![
-            OrderStatus::Placed as i32,
-            OrderStatus::Paid as i32,
-            OrderStatus::Fulfilling as i32
-        ]
-    );
+    assert_eq!(statuses(&order), DISPATCHED);
     assert!(!order.payment_id.is_empty());
 
     let mug = fx.level("mug").await;
@@ -105,18 +109,7 @@ async fn happy_path_holds_commits_charges_once_and_dispatches() {
         other => panic!("expected dispatch_requested, got {other:?}"),
     }
 
-    let read = fx
-        .orders
-        .clone()
-        .get_order(GetOrderRequest {
-            order_id: order.id.clone(),
-        })
-        .await
-        .expect("get order")
-        .into_inner()
-        .order
-        .expect("order");
-    assert_eq!(read, order);
+    assert_eq!(fx.order(&order.id).await, order);
 }
 
 /// The finished saga behind `order` (its id is `ord_<saga id>`).
@@ -209,27 +202,7 @@ async fn a_checkout_stored_at_dispatch_moves_its_order_on_from_where_it_is() {
             .await
             .expect("the saga runs to its end");
 
-        let order = fx
-            .orders
-            .clone()
-            .get_order(GetOrderRequest {
-                order_id: order_id.clone(),
-            })
-            .await
-            .expect("get order")
-            .into_inner()
-            .order
-            .expect("order");
-        let history: Vec<i32> = order.status_history.iter().map(|c| c.status).collect();
-        assert_eq!(
-            history,
-            vec![
-                OrderStatus::Placed as i32,
-                OrderStatus::Paid as i32,
-                OrderStatus::Fulfilling as i32
-            ],
-            "{key}"
-        );
+        assert_eq!(statuses(&fx.order(&order_id).await), DISPATCHED, "{key}");
         assert_eq!(
             fx.ledger(&order_id, LedgerEntryKind::Capture).await.len(),
             1,

@@ -8,8 +8,8 @@ use holdfast_proto::events::v1::{
     ShipmentCreated, ShipmentDelivered, ShipmentEvent, ShipmentLine, ShipmentShipped, shipment_event,
 };
 use holdfast_proto::orders::v1::{
-    CancelOrderRequest, CheckoutOutcome, GetOrderRequest, InspectionResult, MarkReturnLostRequest, Order,
-    OrderStatus, ReceiveReturnRequest, RequestReturnRequest, ReturnLine,
+    CancelOrderRequest, CheckoutOutcome, InspectionResult, MarkReturnLostRequest, Order, OrderStatus,
+    ReceiveReturnRequest, RequestReturnRequest, ReturnLine,
 };
 use holdfast_proto::payments::v1::LedgerEntryKind;
 use tonic::Code;
@@ -24,17 +24,6 @@ async fn place(fx: &Fixture, key: &str, lines: &[(&str, i64)]) -> Order {
         .into_inner();
     assert_eq!(response.outcome, CheckoutOutcome::Placed as i32, "{response:?}");
     response.order.expect("order")
-}
-
-async fn get(fx: &Fixture, id: &str) -> Order {
-    fx.orders
-        .clone()
-        .get_order(GetOrderRequest { order_id: id.into() })
-        .await
-        .expect("get")
-        .into_inner()
-        .order
-        .expect("order")
 }
 
 /// Ships the whole order from one warehouse and delivers it, through shipment events.
@@ -83,7 +72,7 @@ async fn deliver(fx: &Fixture, order: &Order) {
         .await
         .expect("apply shipment event");
     }
-    let delivered = get(fx, &order.id).await;
+    let delivered = fx.order(&order.id).await;
     assert_eq!(delivered.status, OrderStatus::Delivered as i32);
     assert_eq!(delivered.suborders[0].tracking_number, "1Z999");
 }
@@ -366,5 +355,5 @@ async fn return_quantities_summing_past_i64_are_invalid_argument() {
         .await
         .expect_err("overflowing quantities");
     assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
-    assert_eq!(get(&fx, &order.id).await.status, OrderStatus::Delivered as i32);
+    assert_eq!(fx.order(&order.id).await.status, OrderStatus::Delivered as i32);
 }

@@ -231,6 +231,18 @@ impl Fixture {
             .expect("upsert product");
     }
 
+    /// The order `id` as GetOrder answers it.
+    pub async fn order(&self, id: &str) -> holdfast_proto::orders::v1::Order {
+        self.orders
+            .clone()
+            .get_order(holdfast_proto::orders::v1::GetOrderRequest { order_id: id.into() })
+            .await
+            .expect("get order")
+            .into_inner()
+            .order
+            .expect("order")
+    }
+
     pub async fn level(&self, sku: &str) -> StockLevel {
         self.inventory
             .clone()
