@@ -154,17 +154,11 @@ impl<S: OrdersStore> Engine<S> {
             return None;
         }
         match saga::step(&self.ctx, record).await {
-            Ok(StepResult::Next {
-                step,
-                state,
-                outbox,
-                joined,
-            }) if outbox.is_empty() && joined.is_empty() => {
-                let ran = std::mem::replace(&mut record.step, step.to_string());
-                record.state = state;
-                Some(ran)
+            Ok(result) => {
+                let (step, state) = result.state_only()?;
+                record.state = state.to_vec();
+                Some(std::mem::replace(&mut record.step, step.to_string()))
             }
-            Ok(_) => None,
             Err(error) => {
                 tracing::debug!(saga = %record.id, step = %record.step, %error,
                     "a step run before the saga's creation failed; it runs again after it");
@@ -353,19 +347,12 @@ impl<S: OrdersStore> Engine<S> {
             steps: vec![saga.step.clone()],
             result: saga::step(&self.ctx, saga).await?,
         };
-        while let StepResult::Next {
-            step,
-            state,
-            outbox,
-            joined,
-        } = &ran.result
-            && outbox.is_empty()
-            && joined.is_empty()
+        while let Some((step, state)) = ran.result.state_only()
             && saga::runs_with_previous(&saga.kind, step)
         {
             let mut next = saga.clone();
-            next.step = (*step).to_string();
-            next.state = state.clone();
+            next.step = step.to_string();
+            next.state = state.to_vec();
             match saga::step(&self.ctx, &next).await {
                 Ok(result) => {
                     ran.steps.push(next.step);

@@ -112,6 +112,21 @@ impl StepResult {
             StepResult::Finished { .. } => DONE,
         }
     }
+
+    /// The next step and its state, when this result goes on at once and writes nothing but
+    /// the saga's state (no events, no order or key writes): the only result a step may
+    /// leave to run the next one with it, or to run before the saga is created.
+    pub fn state_only(&self) -> Option<(&'static str, &[u8])> {
+        match self {
+            StepResult::Next {
+                step,
+                state,
+                outbox,
+                joined,
+            } if outbox.is_empty() && joined.is_empty() => Some((step, state)),
+            _ => None,
+        }
+    }
 }
 
 /// A saga to create (create-if-absent: its id is derived, so a repeat finds the first).
