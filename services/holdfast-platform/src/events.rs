@@ -41,10 +41,14 @@
 //! The same handler contract and the same delivery contract, without durability: at least
 //! once, a publish fails (and the relay keeps the event) when no consumer can take it, and a
 //! slow consumer slows publishers down instead of losing events (see [`InProcessBus`]). A
-//! retried event is retried in place; a poison event is logged with its reason, counted, and republished unchanged to `<topic>.dlq`
-//! on the same in-process bus (where a test or a tool may subscribe; the reason is only in the
-//! log, since [`Event`] has no free-form headers). The consumer group id only labels logs and
-//! metrics: every in-process consumer sees every event.
+//! consumer hands a topic's events to its handler as the Kafka consumer hands a partition's:
+//! one key's events one at a time in publish order, different keys at once (up to 16 in
+//! hand), so a handler's store sees writes in flight together and a retried event holds back
+//! its own key only. A retried event is retried in place; a poison event is logged with its
+//! reason, counted, and republished unchanged to `<topic>.dlq` on the same in-process bus
+//! (where a test or a tool may subscribe; the reason is only in the log, since [`Event`] has
+//! no free-form headers). The consumer group id only labels logs and metrics: every
+//! in-process consumer sees every event.
 //!
 //! # Metrics
 //!
@@ -511,9 +515,12 @@ mod tests {
     #[tokio::test]
     async fn in_process_publish_fails_when_a_consumer_cannot_keep_up() {
         let bus = InProcessBus::with_capacity(1, Duration::from_millis(100));
+        // One key: the first in the handler, the rest of the consumer's hand waiting behind
+        // it, one in the queue, and the last finds no room.
+        let ids: Vec<String> = (0..lanes::IN_HAND + 2).map(|i| format!("e{i}")).collect();
         let (release, released) = tokio::sync::watch::channel(false);
         let (handler, seen, done) = {
-            let (inner, seen, done) = counting_consumer(3);
+            let (inner, seen, done) = counting_consumer(ids.len());
             let inner = Arc::new(inner);
             let handler = handler_fn(move |event: Event| {
                 let (inner, mut released) = (inner.clone(), released.clone());
@@ -532,18 +539,19 @@ mod tests {
         )
         .await
         .expect("spawn");
-        let refused = bus.publish(vec![event("a"), event("b"), event("c")]).await;
+        let refused = bus.publish(ids.iter().map(|id| event(id)).collect()).await;
         assert!(
             matches!(refused, Err(BusError::Unavailable(_))),
-            "one in the handler, one queued, the third finds no room: {refused:?}"
+            "the consumer's hand and its queue are full, the last finds no room: {refused:?}"
         );
         release.send(true).expect("release");
-        bus.publish(vec![event("c")]).await.expect("room again");
+        let last = ids.last().expect("events");
+        bus.publish(vec![event(last)]).await.expect("room again");
         tokio::time::timeout(Duration::from_secs(10), done)
             .await
             .expect("delivered")
             .expect("consumer alive");
-        assert_eq!(*seen.lock().expect("lock"), ["a", "b", "c"]);
+        assert_eq!(*seen.lock().expect("lock"), ids, "every event once, in order");
         consumer.shutdown().await;
     }
 

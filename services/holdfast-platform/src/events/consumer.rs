@@ -7,6 +7,7 @@ use tokio::task::JoinSet;
 
 pub use super::handler::{EventHandler, HandleError, HandlerFn, handler_fn};
 use super::handler::{Outcome, deliver, stopped};
+use super::lanes::{IN_HAND, LaneKey, Lanes};
 use super::{BusError, CONSUMED, DEAD_LETTERED, Event, EventBus, InProcessBus, KafkaBus, dlq_topic};
 
 /// Which bus a process uses: `--kafka-brokers` set means Kafka, unset the in-process bus.
@@ -140,6 +141,18 @@ pub async fn spawn_consumer<H: EventHandler>(
     Ok(ConsumerHandle { stop, tasks })
 }
 
+/// What became of one event an in-process consumer started: its place and key (its lane), and
+/// whether it finished (`false`: given up because the consumer is stopping).
+struct InProcessDone {
+    seq: i64,
+    key: LaneKey,
+    finished: bool,
+}
+
+/// Hands one topic's events to the handler as the Kafka consumer hands a partition's: those
+/// of one key in publish order, different keys at once (at most [`IN_HAND`] in
+/// hand, so a full queue holds the publisher back). Once asked to stop it takes no more
+/// events and lets the running ones finish.
 async fn run_in_process(
     bus: InProcessBus,
     mut receiver: mpsc::Receiver<Event>,
@@ -148,31 +161,90 @@ async fn run_in_process(
     handler: Arc<dyn EventHandler>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let task_stop = stop.clone();
+    let start = |seq: i64, event: Event| {
+        handle_in_process(
+            bus.clone(),
+            seq,
+            event,
+            topic.clone(),
+            group.clone(),
+            handler.clone(),
+            task_stop.clone(),
+        )
+    };
+    let mut lanes: Lanes<(i64, Event)> = Lanes::default();
+    let mut running: JoinSet<InProcessDone> = JoinSet::new();
+    let mut next_seq = 0_i64;
+    let mut taking = true;
     loop {
-        let event = tokio::select! {
+        tokio::select! {
             biased;
-            () = stopped(&mut stop) => return,
-            received = receiver.recv() => match received {
-                Some(event) => event,
-                // Every sender is gone: the bus itself was dropped.
-                None => return,
-            },
-        };
-        match deliver(&*handler, &event, &group, &mut stop).await {
-            Outcome::Handled => CONSUMED.with_label_values(&[topic.as_str(), &group]).inc(),
-            Outcome::Poison(reason) => {
-                tracing::warn!(%topic, %group, event_id = %event.id, %reason, "poison event dead-lettered");
-                DEAD_LETTERED.with_label_values(&[topic.as_str(), &group]).inc();
-                let mut dead = event;
-                dead.topic = dlq_topic(&topic);
-                // The dead letter was logged and counted; the dlq topic is for taps and tools.
-                if let Err(error) = bus.publish(vec![dead]).await {
-                    tracing::warn!(%topic, %group, %error, "dead letter not republished");
+            () = stopped(&mut stop), if taking => taking = false,
+            Some(joined) = running.join_next() => {
+                let done = match joined {
+                    Ok(done) => done,
+                    Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                    // Only when the runtime shuts down.
+                    Err(_) => return,
+                };
+                if !done.finished {
+                    taking = false;
+                    continue;
+                }
+                if let Some((seq, event)) = lanes.finish(done.seq, &done.key).filter(|_| taking) {
+                    running.spawn(start(seq, event));
                 }
             }
-            Outcome::Stopped => return,
+            received = receiver.recv(), if taking && lanes.in_hand() < IN_HAND => {
+                // Every sender is gone: the bus itself was dropped.
+                let Some(event) = received else {
+                    taking = false;
+                    continue;
+                };
+                let seq = next_seq;
+                next_seq += 1;
+                let key = Some(event.key.as_bytes().to_vec());
+                if let Some((seq, event)) = lanes.take(seq, key, (seq, event)) {
+                    running.spawn(start(seq, event));
+                }
+            }
+            else => return,
         }
     }
+}
+
+/// Hands one in-process event to the handler; a poison one is counted, logged and
+/// republished to `<topic>.dlq`.
+async fn handle_in_process(
+    bus: InProcessBus,
+    seq: i64,
+    event: Event,
+    topic: String,
+    group: String,
+    handler: Arc<dyn EventHandler>,
+    mut stop: watch::Receiver<bool>,
+) -> InProcessDone {
+    let key = Some(event.key.as_bytes().to_vec());
+    let finished = match deliver(&*handler, &event, &group, &mut stop).await {
+        Outcome::Handled => {
+            CONSUMED.with_label_values(&[topic.as_str(), &group]).inc();
+            true
+        }
+        Outcome::Poison(reason) => {
+            tracing::warn!(%topic, %group, event_id = %event.id, %reason, "poison event dead-lettered");
+            DEAD_LETTERED.with_label_values(&[topic.as_str(), &group]).inc();
+            let mut dead = event;
+            dead.topic = dlq_topic(&topic);
+            // The dead letter was logged and counted; the dlq topic is for taps and tools.
+            if let Err(error) = bus.publish(vec![dead]).await {
+                tracing::warn!(%topic, %group, %error, "dead letter not republished");
+            }
+            true
+        }
+        Outcome::Stopped => false,
+    };
+    InProcessDone { seq, key, finished }
 }
 
 #[cfg(test)]
@@ -239,6 +311,64 @@ mod tests {
         assert_eq!(
             (dead.id.as_str(), dead.topic.as_str()),
             ("bad", "holdfast.test.v1.dlq")
+        );
+        consumer.shutdown().await;
+    }
+
+    /// The next event `done` reports; fails the test after 10 s without one.
+    async fn next(done: &mut tokio::sync::mpsc::UnboundedReceiver<String>) -> Option<String> {
+        tokio::time::timeout(std::time::Duration::from_secs(10), done.recv())
+            .await
+            .expect("an event is handled within 10 s")
+    }
+
+    #[tokio::test]
+    async fn in_process_consumer_handles_other_keys_while_one_key_waits_and_keeps_each_keys_order() {
+        let bus = InProcessBus::new();
+        let config = BusConfig::InProcess(bus.clone());
+        let (gate_tx, gate) = tokio::sync::oneshot::channel::<()>();
+        let gate = Arc::new(tokio::sync::Mutex::new(Some(gate)));
+        let (done_tx, mut done) = tokio::sync::mpsc::unbounded_channel();
+        let consumer = spawn_consumer(&config, "test", &["holdfast.test.v1"], {
+            handler_fn(move |event: Event| {
+                let (gate, done_tx) = (gate.clone(), done_tx.clone());
+                async move {
+                    if event.id == "a1" {
+                        let gate = gate.lock().await.take().expect("a1 is handled once");
+                        gate.await.expect("the test opens the gate");
+                    }
+                    let _ = done_tx.send(event.id);
+                    Ok(())
+                }
+            })
+        })
+        .await
+        .expect("spawn");
+        let keyed = |id: &str, key: &str| Event {
+            key: key.into(),
+            ..event(id)
+        };
+
+        bus.publish(vec![
+            keyed("a1", "a"),
+            keyed("a2", "a"),
+            keyed("b1", "b"),
+            keyed("b2", "b"),
+        ])
+        .await
+        .expect("publish");
+        assert_eq!(
+            next(&mut done).await.as_deref(),
+            Some("b1"),
+            "b does not wait for a1"
+        );
+        assert_eq!(next(&mut done).await.as_deref(), Some("b2"));
+        gate_tx.send(()).expect("a1 waits at the gate");
+        assert_eq!(next(&mut done).await.as_deref(), Some("a1"));
+        assert_eq!(
+            next(&mut done).await.as_deref(),
+            Some("a2"),
+            "a2 waited for a1, its key's event before it"
         );
         consumer.shutdown().await;
     }

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 
 use super::handler::{EventHandler, Outcome, RETRY_INITIAL, RETRY_MAX, deliver, stopped, wait_or_stop};
 use super::kafka::{DEFAULT_PARTITIONS, MESSAGE_TIMEOUT, decode, ensure_topics, producer_config};
-use super::lanes::{LaneKey, Lanes};
+use super::lanes::{IN_HAND, LaneKey, Lanes};
 use super::offsets::{CommitBatch, FlowChange, PartitionKey, Progress};
 use super::{BusError, DEAD_LETTERED, dlq_topic, headers};
 
@@ -382,16 +382,6 @@ fn flow(shared: &Shared, (topic, partition): &PartitionKey, change: FlowChange) 
     }
 }
 
-/// Records one partition's worker has in hand at most (running, or waiting behind an earlier
-/// record of their key); at that many it takes nothing more from its queue until one finishes.
-///
-/// One record at a time per partition let one event a handler retries (its store briefly
-/// down for that order) hold back every other key of the partition, and gave a handler's
-/// store at most one write in flight per partition (the warehouse's group commit never saw
-/// more than 3 routings, docs/performance.md "Events"). 16 fills a group commit and bounds
-/// what a store outage has retrying at once.
-const IN_HAND_PER_PARTITION: usize = 16;
-
 /// What became of one record a worker started.
 struct Done {
     offset: i64,
@@ -402,7 +392,7 @@ struct Done {
 }
 
 /// Hands one partition's records to the handler, those of one key in partition order and
-/// different keys at once (at most [`IN_HAND_PER_PARTITION`] in hand), dead-letters poison
+/// different keys at once (at most [`IN_HAND`] in hand), dead-letters poison
 /// ones, and marks finished what every record before it finished. Once asked to stop it takes
 /// no more records and lets the running ones finish.
 async fn partition_worker(
@@ -431,7 +421,7 @@ async fn partition_worker(
                     shared.progress.finished(&key, epoch, up_to, handled);
                 }
             }
-            received = queue.recv(), if taking && lanes.in_hand() < IN_HAND_PER_PARTITION => {
+            received = queue.recv(), if taking && lanes.in_hand() < IN_HAND => {
                 let Some((message, epoch)) = received else {
                     taking = false;
                     continue;

@@ -9,6 +9,17 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+/// Records one Kafka partition's worker (or one in-process consumer of a topic) has in hand at
+/// most (running, or waiting behind an earlier record of their key); at that many it takes
+/// nothing more from its queue until one finishes.
+///
+/// One record at a time per partition let one event a handler retries (its store briefly
+/// down for that order) hold back every other key of the partition, and gave a handler's
+/// store at most one write in flight per partition (the warehouse's group commit never saw
+/// more than 3 routings, docs/performance.md "Events"). 16 fills a group commit and bounds
+/// what a store outage has retrying at once.
+pub(super) const IN_HAND: usize = 16;
+
 /// A record's key; records without a key share one lane.
 pub(super) type LaneKey = Option<Vec<u8>>;
 
