@@ -14,6 +14,13 @@ use crate::jvm::{CASSANDRA_VERSION, Jvm, classpath, quick_start_flags};
 /// idle machine and much longer on two cores shared with builds.
 const START_LIMIT: Duration = Duration::from_secs(240);
 
+/// How many times [`CassandraNode::start`] tries fresh ports when a picked one was taken.
+const PORT_ATTEMPTS: u32 = 3;
+
+/// What Cassandra says before it exits when its storage port (the first) or its native port
+/// (the JVM's own words) is taken.
+const PORT_TAKEN: [&str; 2] = ["is in use by another process", "Address already in use"];
+
 /// The module exports and opens Cassandra's own `jvm17-server.options` asks for on Java 17.
 const JAVA17_MODULE_FLAGS: &[&str] = &[
     "--add-exports=java.base/jdk.internal.misc=ALL-UNNAMED",
@@ -61,7 +68,27 @@ impl CassandraNode {
     /// Starts a node and waits until its native (CQL) port answers a CQL `OPTIONS` request
     /// (the driver's own first request) with `SUPPORTED`: an accepted TCP connection alone
     /// can come before the native transport serves requests.
+    ///
+    /// Its ports are picked free and bound by the JVM seconds later, so another process (a
+    /// test running beside this one) may take one in between; Cassandra then exits at start
+    /// saying the port is in use, and the node is started again on fresh ports (up to
+    /// [`PORT_ATTEMPTS`] times).
     pub fn start() -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::start_on_free_ports() {
+                Err(error)
+                    if attempt < PORT_ATTEMPTS
+                        && PORT_TAKEN.iter().any(|says| error.to_string().contains(says)) =>
+                {
+                    attempt += 1;
+                }
+                started => return started,
+            }
+        }
+    }
+
+    fn start_on_free_ports() -> anyhow::Result<Self> {
         let classpath = classpath("cassandra", CASSANDRA_VERSION)?;
         let dir = TempDir::new("cassandra")?;
         let port = free_port()?;
