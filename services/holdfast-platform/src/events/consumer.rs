@@ -141,6 +141,14 @@ pub async fn spawn_consumer<H: EventHandler>(
     Ok(ConsumerHandle { stop, tasks })
 }
 
+/// What every event task of one in-process consumer shares.
+struct InProcess {
+    bus: InProcessBus,
+    topic: String,
+    group: String,
+    handler: Arc<dyn EventHandler>,
+}
+
 /// What became of one event an in-process consumer started: its place and key (its lane), and
 /// whether it finished (`false`: given up because the consumer is stopping).
 struct InProcessDone {
@@ -161,18 +169,12 @@ async fn run_in_process(
     handler: Arc<dyn EventHandler>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let task_stop = stop.clone();
-    let start = |seq: i64, event: Event| {
-        handle_in_process(
-            bus.clone(),
-            seq,
-            event,
-            topic.clone(),
-            group.clone(),
-            handler.clone(),
-            task_stop.clone(),
-        )
-    };
+    let shared = Arc::new(InProcess {
+        bus,
+        topic,
+        group,
+        handler,
+    });
     let mut lanes: Lanes<(i64, Event)> = Lanes::default();
     let mut running: JoinSet<InProcessDone> = JoinSet::new();
     let mut next_seq = 0_i64;
@@ -193,7 +195,8 @@ async fn run_in_process(
                     continue;
                 }
                 if let Some((seq, event)) = lanes.finish(done.seq, &done.key).filter(|_| taking) {
-                    running.spawn(start(seq, event));
+                    // The next event of the same lane: its key is the finished one's.
+                    running.spawn(handle_in_process(shared.clone(), seq, done.key, event, stop.clone()));
                 }
             }
             received = receiver.recv(), if taking && lanes.in_hand() < IN_HAND => {
@@ -205,8 +208,8 @@ async fn run_in_process(
                 let seq = next_seq;
                 next_seq += 1;
                 let key = Some(event.key.as_bytes().to_vec());
-                if let Some((seq, event)) = lanes.take(seq, key, (seq, event)) {
-                    running.spawn(start(seq, event));
+                if let Some((seq, event)) = lanes.take(seq, key.clone(), (seq, event)) {
+                    running.spawn(handle_in_process(shared.clone(), seq, key, event, stop.clone()));
                 }
             }
             else => return,
@@ -214,28 +217,31 @@ async fn run_in_process(
     }
 }
 
-/// Hands one in-process event to the handler; a poison one is counted, logged and
-/// republished to `<topic>.dlq`.
+/// Hands one in-process event (at `seq`, in lane `key`) to the handler; a poison one is
+/// counted, logged and republished to `<topic>.dlq`.
 async fn handle_in_process(
-    bus: InProcessBus,
+    shared: Arc<InProcess>,
     seq: i64,
+    key: LaneKey,
     event: Event,
-    topic: String,
-    group: String,
-    handler: Arc<dyn EventHandler>,
     mut stop: watch::Receiver<bool>,
 ) -> InProcessDone {
-    let key = Some(event.key.as_bytes().to_vec());
-    let finished = match deliver(&*handler, &event, &group, &mut stop).await {
+    let InProcess {
+        bus,
+        topic,
+        group,
+        handler,
+    } = &*shared;
+    let finished = match deliver(&**handler, &event, group, &mut stop).await {
         Outcome::Handled => {
-            CONSUMED.with_label_values(&[topic.as_str(), &group]).inc();
+            CONSUMED.with_label_values(&[topic.as_str(), group]).inc();
             true
         }
         Outcome::Poison(reason) => {
             tracing::warn!(%topic, %group, event_id = %event.id, %reason, "poison event dead-lettered");
-            DEAD_LETTERED.with_label_values(&[topic.as_str(), &group]).inc();
+            DEAD_LETTERED.with_label_values(&[topic.as_str(), group]).inc();
             let mut dead = event;
-            dead.topic = dlq_topic(&topic);
+            dead.topic = dlq_topic(topic);
             // The dead letter was logged and counted; the dlq topic is for taps and tools.
             if let Err(error) = bus.publish(vec![dead]).await {
                 tracing::warn!(%topic, %group, %error, "dead letter not republished");
