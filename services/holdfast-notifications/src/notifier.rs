@@ -68,21 +68,31 @@ impl Notifier for ByChannel {
 /// Appends each notification as one JSON line to a file (the embedded default, and what
 /// tests read). Idempotent by id: the ids already in the file are loaded on open, and a
 /// notification whose id is there is not written again, so a resend after a crash between
-/// the write and the "sent" record leaves exactly one line. A send writes its line (the
-/// page cache has it: it survives the process); [`Notifier::sync`] makes every line written
-/// since the last sync durable with one `fdatasync`, so an event's email and push cost one.
+/// the write and the "sent" record leaves exactly one line.
+///
+/// A send writes its line on the caller's thread: one `write` into the page cache, which
+/// does not wait for the disk and survives the process. [`Notifier::sync`] makes every line
+/// written so far durable with an `fdatasync` on the blocking pool. Syncs take turns, and a
+/// sync that finds its lines already covered by the one it waited for returns without one
+/// of its own, so events handled side by side share their `fdatasync`s.
 #[derive(Clone)]
 pub struct FileNotifier {
     path: PathBuf,
     state: Arc<Mutex<FileState>>,
+    /// The file, for `fdatasync`, behind the lock the syncs take turns on.
+    syncer: Arc<tokio::sync::Mutex<Arc<std::fs::File>>>,
 }
 
 struct FileState {
     file: std::fs::File,
     /// Ids of the lines in the file.
     seen: HashSet<String>,
-    /// Lines were written since the last successful `fdatasync`.
-    unsynced: bool,
+    /// Lines written, counting one whose write failed part-way.
+    written: u64,
+    /// Of those, how many an `fdatasync` has made durable.
+    synced: u64,
+    /// `fdatasync`s done.
+    syncs: u64,
 }
 
 impl std::fmt::Debug for FileNotifier {
@@ -108,13 +118,17 @@ impl FileNotifier {
             }
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let for_sync = Arc::new(file.try_clone()?);
         Ok(Self {
             path: path.to_path_buf(),
             state: Arc::new(Mutex::new(FileState {
                 file,
                 seen,
-                unsynced: false,
+                written: 0,
+                synced: 0,
+                syncs: 0,
             })),
+            syncer: Arc::new(tokio::sync::Mutex::new(for_sync)),
         })
     }
 
@@ -131,56 +145,74 @@ impl FileNotifier {
             })
             .collect()
     }
-}
 
-impl FileNotifier {
-    /// Runs `f` on the file's state on the blocking pool (its writes and syncs block).
-    fn with_state<F>(&self, f: F) -> BoxFuture<'static, Result<(), SendError>>
-    where
-        F: FnOnce(&mut FileState) -> Result<(), SendError> + Send + 'static,
-    {
-        let state = Arc::clone(&self.state);
-        async move {
-            tokio::task::spawn_blocking(move || f(&mut state.lock().unwrap_or_else(PoisonError::into_inner)))
-                .await
-                .map_err(|e| SendError::Transient(format!("outbox file task: {e}")))?
+    /// How many `fdatasync`s this notifier has done.
+    pub fn syncs(&self) -> u64 {
+        self.state().syncs
+    }
+
+    /// The state, held only while a line is written or a count read (never across an
+    /// `fdatasync`).
+    fn state(&self) -> std::sync::MutexGuard<'_, FileState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes `notification`'s line unless its id is in the file.
+    fn write_line(&self, notification: &Notification) -> Result<(), SendError> {
+        let mut line =
+            serde_json::to_string(notification).map_err(|e| SendError::Permanent(e.to_string()))?;
+        line.push('\n');
+        let mut state = self.state();
+        if state.seen.contains(&notification.id) {
+            return Ok(());
         }
-        .boxed()
+        // To be synced from here on, even if the write fails part-way.
+        state.written += 1;
+        state
+            .file
+            .write_all(line.as_bytes())
+            .map_err(|e| SendError::Transient(format!("outbox file: {e}")))?;
+        state.seen.insert(notification.id.clone());
+        Ok(())
+    }
+
+    /// Makes every line written before the call durable.
+    async fn sync_written(&self) -> Result<(), SendError> {
+        let target = {
+            let state = self.state();
+            if state.synced >= state.written {
+                return Ok(());
+            }
+            state.written
+        };
+        let file = self.syncer.lock().await;
+        // The sync this one waited for may have covered its lines.
+        let covers = {
+            let state = self.state();
+            if state.synced >= target {
+                return Ok(());
+            }
+            state.written
+        };
+        let handle = Arc::clone(&file);
+        tokio::task::spawn_blocking(move || handle.sync_data())
+            .await
+            .map_err(|e| SendError::Transient(format!("outbox file sync task: {e}")))?
+            .map_err(|e| SendError::Transient(format!("outbox file sync: {e}")))?;
+        let mut state = self.state();
+        state.synced = state.synced.max(covers);
+        state.syncs += 1;
+        Ok(())
     }
 }
 
 impl Notifier for FileNotifier {
     fn send(&self, notification: &Notification) -> BoxFuture<'_, Result<(), SendError>> {
-        let notification = notification.clone();
-        self.with_state(move |state| {
-            if state.seen.contains(&notification.id) {
-                return Ok(());
-            }
-            let mut line =
-                serde_json::to_string(&notification).map_err(|e| SendError::Permanent(e.to_string()))?;
-            line.push('\n');
-            // Unsynced from here on, even if the write fails part-way.
-            state.unsynced = true;
-            state
-                .file
-                .write_all(line.as_bytes())
-                .map_err(|e| SendError::Transient(format!("outbox file: {e}")))?;
-            state.seen.insert(notification.id);
-            Ok(())
-        })
+        futures::future::ready(self.write_line(notification)).boxed()
     }
 
     fn sync(&self) -> BoxFuture<'_, Result<(), SendError>> {
-        self.with_state(|state| {
-            if state.unsynced {
-                state
-                    .file
-                    .sync_data()
-                    .map_err(|e| SendError::Transient(format!("outbox file sync: {e}")))?;
-                state.unsynced = false;
-            }
-            Ok(())
-        })
+        self.sync_written().boxed()
     }
 }
 

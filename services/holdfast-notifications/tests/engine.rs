@@ -351,6 +351,64 @@ async fn an_events_sends_are_synced_once_and_marked_sent_only_after_the_sync() {
     assert_eq!(notifier.calls(), Vec::<String>::new());
 }
 
+/// A pending notification of `event_id` on `channel`, as the engine records it.
+fn pending(event_id: &str, channel: Channel) -> Notification {
+    Notification {
+        id: format!("{event_id}/{}", channel.as_str()),
+        customer_id: "erin".into(),
+        order_id: "o6".into(),
+        event_id: event_id.into(),
+        event_type: "order.confirmed".into(),
+        channel,
+        status: Status::Pending,
+        recipient: "erin@customers.holdfast.invalid".into(),
+        subject: "Your order".into(),
+        body: "Thank you.".into(),
+        attempts: 1,
+        last_error: String::new(),
+        created_at_ms: 1,
+        sent_at_ms: 0,
+    }
+}
+
+#[tokio::test]
+async fn the_outbox_file_has_a_line_on_send_and_syncs_waiting_for_one_fdatasync_share_it() {
+    let setup = Setup::new();
+    let file = FileNotifier::open(&setup.outbox()).unwrap();
+    file.send(&pending("e-1", Channel::Email)).await.unwrap();
+    file.send(&pending("e-1", Channel::Push)).await.unwrap();
+    // A sent line is in the file (the page cache) before any sync.
+    assert_eq!(lines(&setup.outbox()).len(), 2);
+    assert_eq!(file.syncs(), 0);
+    // Two events' syncs at once: the second waits for the first, which covered its lines.
+    let (first, second) = tokio::join!(file.sync(), file.sync());
+    first.unwrap();
+    second.unwrap();
+    assert_eq!(file.syncs(), 1, "the waiting sync rode on the running one");
+    // Nothing written since (a repeat is not written): no fdatasync.
+    file.send(&pending("e-1", Channel::Email)).await.unwrap();
+    file.sync().await.unwrap();
+    assert_eq!(file.syncs(), 1);
+    // A new line: a sync of its own.
+    file.send(&pending("e-2", Channel::Email)).await.unwrap();
+    file.sync().await.unwrap();
+    assert_eq!(file.syncs(), 2);
+    assert_eq!(
+        lines(&setup.outbox()),
+        [
+            ("e-1".to_string(), Channel::Email),
+            ("e-1".to_string(), Channel::Push),
+            ("e-2".to_string(), Channel::Email)
+        ]
+    );
+    // A reopened notifier (a restart) still drops what the file holds.
+    let reopened = FileNotifier::open(&setup.outbox()).unwrap();
+    reopened.send(&pending("e-2", Channel::Email)).await.unwrap();
+    reopened.sync().await.unwrap();
+    assert_eq!(reopened.syncs(), 0);
+    assert_eq!(lines(&setup.outbox()).len(), 3);
+}
+
 /// A running aiosmtpd sink on a free loopback port.
 struct Sink {
     child: std::process::Child,
