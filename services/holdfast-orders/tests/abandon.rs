@@ -1,7 +1,9 @@
 //! The abandon rule: a checkout stuck before the pivot past `abandon_after` is compensated,
 //! and compensation checks what actually happened rather than what the saga recorded. A
 //! step whose side effect happened but whose transition was lost (a crash in between) is
-//! simulated by running the steps in memory and storing the saga one step behind.
+//! simulated by running the steps in memory and storing the saga one step behind. A saga
+//! stored with the JSON state of earlier builds (an upgrade mid-checkout) is found and
+//! finished the same way.
 
 mod common;
 
@@ -92,4 +94,37 @@ async fn an_abandoned_checkout_cancels_the_order_it_created_unrecorded() {
     assert_eq!(fx.ledger(&order.id, LedgerEntryKind::Capture).await.len(), 0);
     let level = fx.level("mug").await;
     assert_eq!((level.sold, level.reserved), (0, 0), "{level:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_checkout_stored_with_the_json_state_of_earlier_builds_finishes_after_the_upgrade() {
+    let fx = Fixture::with(setup()).await;
+    fx.product("mug", 1250, 10).await;
+    // Held and authorized by a build that stored its state as JSON, and stopped there.
+    let (mut record, _) = steps_in_memory(
+        &fx,
+        &checkout("k-json-state", "abby", &[("mug", 2)], "pm_card_visa"),
+        "authorize",
+    )
+    .await;
+    let state = CheckoutState::decode(&record.state).expect("state");
+    record.state = serde_json::to_vec(&state).expect("the JSON form");
+    let id = record.id.clone();
+    fx.store.create_saga(record).await.expect("store the saga");
+    let order = settled_order(&fx, &id).await;
+    assert_eq!(order.status, OrderStatus::Fulfilling as i32, "{order:?}");
+    assert_eq!(
+        fx.ledger(&order.id, LedgerEntryKind::Authorization).await.len(),
+        1
+    );
+    assert_eq!(fx.ledger(&order.id, LedgerEntryKind::Capture).await.len(), 1);
+    let level = fx.level("mug").await;
+    assert_eq!((level.sold, level.reserved), (2, 0), "{level:?}");
+    // From there on the saga is stored in the new form.
+    let saga = fx.store.get_saga(&id).await.expect("get saga").expect("saga");
+    assert_ne!(saga.state.first(), Some(&b'{'));
+    assert_eq!(
+        CheckoutState::decode(&saga.state).expect("state").key,
+        "k-json-state"
+    );
 }

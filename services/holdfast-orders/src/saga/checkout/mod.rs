@@ -7,7 +7,8 @@
 //! harmless: the reservation id and order id derive from the saga id, PSP keys from the
 //! checkout key and the action.
 //!
-//! Files: [`state`] (what the saga persists and the answer a key stores), [`reprice`]
+//! Files: [`state`] (what the saga persists and the answer a key stores), `wire` (the
+//! state's stored form), [`reprice`]
 //! (the validate step), [`steps`] (reserve to notify, and compensate), [`answer`] (finish:
 //! the answer stored on the key). This file: the key claim, the dispatch, the abandon rule.
 
@@ -15,6 +16,7 @@ pub mod answer;
 pub mod reprice;
 pub mod state;
 pub mod steps;
+mod wire;
 
 use holdfast_proto::orders::v1::CheckoutRequest;
 use holdfast_store::{IDEMPOTENCY_TTL_MS, IdempotencyRecord, JoinedWrite, KeyClaim, SagaRecord};

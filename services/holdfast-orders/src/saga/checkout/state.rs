@@ -1,7 +1,7 @@
 //! What a checkout saga persists between steps, and the answer a key stores.
 //!
-//! The state is JSON (readable in a `sqlite3` shell when a saga needs a human); protobuf
-//! messages inside it (the request, the answer) travel encoded as hex.
+//! The state is stored as protobuf ([`super::wire`]); states written as JSON before (the
+//! serde derives below, with the request hex-encoded inside) still read.
 
 use holdfast_proto::orders::v1::{CheckoutRequest, CheckoutResponse};
 use prost::Message;
@@ -266,13 +266,12 @@ impl CheckoutState {
 
     /// Encodes for the store.
     pub fn encode(&self) -> Vec<u8> {
-        serde_json::to_vec(self).unwrap_or_default()
+        super::wire::encode(self)
     }
 
-    /// Decodes from the store.
+    /// Decodes from the store (either form).
     pub fn decode(bytes: &[u8]) -> Result<Self, OrdersError> {
-        serde_json::from_slice(bytes)
-            .map_err(|e| OrdersError::Internal(format!("stored checkout state is corrupt: {e}")))
+        super::wire::decode(bytes)
     }
 }
 
