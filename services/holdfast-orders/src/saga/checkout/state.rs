@@ -1,7 +1,8 @@
 //! What a checkout saga persists between steps, and the answer a key stores.
 //!
-//! The state is stored as protobuf ([`super::wire`]); states written as JSON before (the
-//! serde derives below, with the request hex-encoded inside) still read.
+//! The state is stored as protobuf (`wire.rs`, where `CheckoutState::encode` and `decode`
+//! live); states written as JSON before (the serde derives below, with the request
+//! hex-encoded inside) still read.
 
 use holdfast_proto::orders::v1::{CheckoutRequest, CheckoutResponse};
 use prost::Message;
@@ -262,16 +263,6 @@ impl CheckoutState {
         tracing::info!(order = %self.order_id, dependency, code = ?status.code(), detail = %status.message(),
             "checkout refused by an upstream");
         self.refuse(Code::FailedPrecondition, message)
-    }
-
-    /// Encodes for the store.
-    pub fn encode(&self) -> Vec<u8> {
-        super::wire::encode(self)
-    }
-
-    /// Decodes from the store (either form).
-    pub fn decode(bytes: &[u8]) -> Result<Self, OrdersError> {
-        super::wire::decode(bytes)
     }
 }
 

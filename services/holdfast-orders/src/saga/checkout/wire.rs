@@ -124,8 +124,20 @@ struct RefusedWire {
     message: String,
 }
 
+impl CheckoutState {
+    /// Encodes for the store.
+    pub fn encode(&self) -> Vec<u8> {
+        encode(self)
+    }
+
+    /// Decodes from the store (either form).
+    pub fn decode(bytes: &[u8]) -> Result<Self, OrdersError> {
+        decode(bytes)
+    }
+}
+
 /// The stored form of `state`.
-pub(super) fn encode(state: &CheckoutState) -> Vec<u8> {
+fn encode(state: &CheckoutState) -> Vec<u8> {
     let wire = StateWire {
         key: state.key.clone(),
         request: state.request.clone(),
@@ -159,7 +171,7 @@ pub(super) fn encode(state: &CheckoutState) -> Vec<u8> {
 }
 
 /// Reads what [`encode`] wrote, or a JSON state written before it.
-pub(super) fn decode(bytes: &[u8]) -> Result<CheckoutState, OrdersError> {
+fn decode(bytes: &[u8]) -> Result<CheckoutState, OrdersError> {
     let corrupt =
         |e: &dyn std::fmt::Display| OrdersError::Internal(format!("stored checkout state is corrupt: {e}"));
     match bytes.split_first() {
