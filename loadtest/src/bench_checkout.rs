@@ -5,6 +5,10 @@
 //! Baseline, measured in the same run on the same mesh: the Reserve RPC alone at the same
 //! concurrency, i.e. the one contended step every checkout contains. The ratio says how
 //! many Reserve calls' worth of work a whole checkout costs.
+//!
+//! After the closed loop at PSP latency 0 it waits until the mesh's event consumers have
+//! handled every event the loop's checkouts published ([`crate::bus_drain`]) and reports how
+//! long that took: a rate whose downstream work fell behind is not a rate the mesh sustains.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -21,6 +25,7 @@ use tonic::transport::Channel;
 
 use crate::bench_inventory::Side;
 use crate::bench_seed::{Products, seed};
+use crate::bus_drain::{self, Drain};
 use crate::engine::{self, Arrival, Plan, Sample};
 use crate::mesh::start_dev_with;
 
@@ -61,6 +66,9 @@ pub struct CheckoutReport {
     pub baseline_reserve: Side,
     /// Checkout, closed loop, PSP latency 0.
     pub checkout_psp_0: Side,
+    /// How far the event consumers were behind when that loop ended, and how long they took
+    /// to catch up.
+    pub downstream_psp_0: Drain,
     /// Checkout, open loop at `rate`, PSP latency 0 (latency from the scheduled time).
     pub checkout_open_psp_0: Side,
     /// The open-loop rate.
@@ -231,6 +239,7 @@ pub async fn run(args: CheckoutBench, bin: PathBuf) -> anyhow::Result<CheckoutRe
         "bench-closed",
     )
     .await?;
+    let downstream_psp_0 = bus_drain::wait_caught_up(&fast.admin, Duration::from_secs(300)).await?;
     let open = Plan {
         arrival: Arrival::Open {
             rate: args.rate,
@@ -265,6 +274,7 @@ pub async fn run(args: CheckoutBench, bin: PathBuf) -> anyhow::Result<CheckoutRe
         ratio_to_reserve: checkout_psp_0.rate / baseline_reserve.rate,
         baseline_reserve,
         checkout_psp_0,
+        downstream_psp_0,
         checkout_open_psp_0,
         rate: args.rate,
         checkout_psp_latency,
@@ -308,5 +318,9 @@ pub fn print(report: &CheckoutReport) {
     println!(
         "ratio checkout / Reserve (same mesh, same concurrency): {:.3}",
         report.ratio_to_reserve
+    );
+    println!(
+        "events of the PSP-0 closed loop: {} published and not yet handled when it ended (outbox rows not counted), all handled {:.0} ms later",
+        report.downstream_psp_0.behind_at_end, report.downstream_psp_0.caught_up_ms
     );
 }

@@ -13,6 +13,7 @@ mod bench_search;
 mod bench_seed;
 mod bench_summary;
 mod browse;
+mod bus_drain;
 mod chaos;
 mod checkout_storm;
 mod engine;

@@ -183,6 +183,8 @@ pub struct Server {
     child: Child,
     /// Where it serves gRPC, `host:port`.
     pub addr: String,
+    /// Where its admin listener (`/metrics`, `/healthz`) is, when its ready line says.
+    pub admin: Option<String>,
     // Held open so a later line on its stdout never meets a closed pipe.
     _stdout: BufReader<ChildStdout>,
 }
@@ -233,6 +235,11 @@ pub fn spawn_server(mut command: Command, log: Option<&Path>) -> anyhow::Result<
         .nth(1)
         .and_then(|s| s.split(' ').next())
         .map(str::to_string);
+    let admin = line
+        .split(" admin on ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .map(str::to_string);
     let Some(addr) = addr else {
         let _ = child.kill();
         let _ = child.wait();
@@ -244,6 +251,7 @@ pub fn spawn_server(mut command: Command, log: Option<&Path>) -> anyhow::Result<
     Ok(Server {
         child,
         addr,
+        admin,
         _stdout: stdout,
     })
 }
@@ -254,6 +262,8 @@ pub struct Dev {
     server: Option<Server>,
     /// Where it serves gRPC, `host:port`.
     pub addr: String,
+    /// Where its admin listener (`/metrics`) is, `host:port`.
+    pub admin: String,
     /// Its --data-dir (the dev signing key is there).
     pub data_dir: PathBuf,
     log: PathBuf,
@@ -307,8 +317,13 @@ pub fn start_dev_with(bin: &Path, extra: &[&str]) -> anyhow::Result<Dev> {
         .arg(&data.0)
         .args(extra);
     let server = spawn_server(command, Some(&log))?;
+    let admin = server
+        .admin
+        .clone()
+        .context("holdfast dev's ready line names no admin listener")?;
     Ok(Dev {
         addr: server.addr.clone(),
+        admin,
         data_dir: data.0.clone(),
         server: Some(server),
         log,
