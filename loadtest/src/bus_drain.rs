@@ -96,6 +96,11 @@ pub async fn scrape(admin: &str) -> anyhow::Result<BusCounts> {
         "/metrics answered {}",
         head.lines().next().unwrap_or_default()
     );
+    // The admin listener sends the text with a length; a chunked body would need decoding.
+    anyhow::ensure!(
+        !head.to_ascii_lowercase().contains("transfer-encoding: chunked"),
+        "/metrics answered with a chunked body"
+    );
     Ok(BusCounts::parse(body))
 }
 
@@ -117,11 +122,11 @@ pub async fn wait_caught_up(admin: &str, limit: Duration) -> anyhow::Result<Drai
     let start = Instant::now();
     let first = scrape(admin).await?;
     let behind_at_end = first.behind();
-    let mut last = first;
+    let mut published_before = first.published_total();
     loop {
         tokio::time::sleep(Duration::from_millis(20)).await;
         let now = scrape(admin).await?;
-        if now.caught_up() && now.published_total() == last.published_total() && last.caught_up() {
+        if now.caught_up() && now.published_total() == published_before {
             return Ok(Drain {
                 behind_at_end,
                 caught_up_ms: start.elapsed().as_secs_f64() * 1e3,
@@ -132,7 +137,7 @@ pub async fn wait_caught_up(admin: &str, limit: Duration) -> anyhow::Result<Drai
             "the event consumers were still {} events behind {limit:?} after the phase",
             now.behind()
         );
-        last = now;
+        published_before = now.published_total();
     }
 }
 
