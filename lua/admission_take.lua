@@ -25,27 +25,4 @@ local calls = tonumber(ARGV[4] or '1')
 if calls == nil or calls ~= math.floor(calls) or calls < 1 or calls > 1000 then
   return redis.error_reply('ERR admission_take: calls must be an integer 1..1000')
 end
-local rate, burst, drop = gcra_limits(KEYS[2], ARGV[1], ARGV[2], ARGV[3])
-if rate <= 0 then
-  return {calls, 0, 0, drop}
-end
-
-local now = gcra_now()
-local interval = 1000000 / rate
-local tat = gcra_tat(KEYS[1], now)
-local milli = math.floor(rate * 1000)
-local admitted = 0
-while admitted < calls do
-  local new_tat = tat + interval
-  local allow_at = new_tat - burst * interval
-  if now < allow_at then
-    if admitted > 0 then
-      gcra_store(KEYS[1], tat, now)
-    end
-    return {admitted, math.max(1, math.ceil((allow_at - now) / 1000)), milli, drop}
-  end
-  tat = new_tat
-  admitted = admitted + 1
-end
-gcra_store(KEYS[1], tat, now)
-return {admitted, 0, milli, drop}
+return {gcra_take(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], calls)}

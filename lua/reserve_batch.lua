@@ -1,4 +1,4 @@
---! prelude: base, hold_index, bucket, bucket_purge
+--! prelude: base, hold_index, bucket, bucket_purge, gcra
 -- reserve_batch.lua: the one-line Reserves that queued for one bucket while the previous call
 -- was in flight (the service's per-bucket batcher, standalone Redis), run in arrival order in
 -- one atomic step: TIME once, purge once, counters read once and written once, the expiry
@@ -15,6 +15,9 @@
 -- KEYS[5+i]         res:{T}:pooled   the record shard of item i (T a tag of its rid's slot; the pooled layout)
 -- KEYS[5+n+i]       res:{rid}        where item i's record was kept before (read, moved);
 --                                    optional: all n or none
+-- then, with admission (ARGV[9+5*n] on), two more:
+--   admission:{sku:S}:reserve:tat    the SKU's Reserve GCRA clock (lib/gcra.lua, docs/admission.md)
+--   admission:{sku:S}:limits         its runtime limits
 -- ARGV[1] sku              outbox entries, shortage answers
 -- ARGV[2] bucket_index     outbox entries, integer >= 0
 -- ARGV[3] tag              the bucket's tag in the expiry index
@@ -31,10 +34,18 @@
 -- ARGV[8+5*n] if_missing   'lost': a bucket without on_hand answers {-1} for every item
 --                          without a record (nothing written); 'empty': the durable truth says
 --                          the SKU was never stocked (or there is none): refuse and record.
+-- ARGV[9+5*n] optional: admission, one character per item, '1' for an item counted against
+--                     the SKU's Reserve limit, '0' for one that is not (an admitted
+--                     checkout's own Reserve); ARGV[10+5*n], ARGV[11+5*n] the default rate and
+--                     burst (as admission_take.lua). The counted items are decided first, in
+--                     order, as admission_take.lua decides that many calls: the first ones up
+--                     to the limit pass, every later one is answered {"limited", retry_ms} and
+--                     nothing of it is read or written (no record: its retry is a new call).
 --
 -- Reply: one array per item, in order, as reserve_single.lua:
 --          {"reserved", expires_at} | {"rejected", 0, shortages} | {"conflict"} | {"busy"} |
---          {state, expires_at, shortages} (the first answer) | {-1} (bucket lost, see above)
+--          {state, expires_at, shortages} (the first answer) | {-1} (bucket lost, see above) |
+--          {"limited", retry_ms} (over the SKU's Reserve limit, see ARGV[9+5*n])
 --        then {available, lapse_in}: the bucket's available units after the batch (-1 when not
 --        read: sold_out mode or a lost bucket) and, when it ends empty, ms until its earliest
 --        live hold lapses (-1 without one): the service's sold-out marker must not outlive it.
@@ -60,19 +71,26 @@ end
 if mode ~= 'live' and mode ~= 'sold_out' then
   return redis.error_reply('ERR reserve_batch: mode must be live or sold_out')
 end
-if not is_int(n) or n < 1 or n > MAX_ITEMS or #ARGV ~= 8 + PER_ITEM * n or (#KEYS ~= 5 + n and #KEYS ~= 5 + 2 * n) then
-  return redis.error_reply('ERR reserve_batch: n must be 1..64 with 5 arguments and one record key (and one legacy key) per item')
+local admit = is_int(n) and ARGV[9 + PER_ITEM * n]
+local item_keys = #KEYS - (admit and 2 or 0)
+if not is_int(n) or n < 1 or n > MAX_ITEMS or (#ARGV ~= 8 + PER_ITEM * n and #ARGV ~= 11 + PER_ITEM * n)
+  or (item_keys ~= 5 + n and item_keys ~= 5 + 2 * n) then
+  return redis.error_reply('ERR reserve_batch: n must be 1..64 with 5 arguments and one record key (and one legacy key) per item, and 3 arguments and 2 keys more with admission')
 end
 local if_missing = ARGV[8 + PER_ITEM * n]
 if if_missing ~= 'lost' and if_missing ~= 'empty' then
   return redis.error_reply('ERR reserve_batch: if_missing must be lost or empty')
 end
+if admit and (#admit ~= n or string.find(admit, '[^01]')) then
+  return redis.error_reply('ERR reserve_batch: admission must be one 0 or 1 per item')
+end
+local has_legacy = item_keys == 5 + 2 * n
 -- Every item is checked before anything is written: a bad item fails the batch unchanged.
 local items = {}
 for i = 1, n do
   local at = 7 + PER_ITEM * (i - 1)
   local item = {rid = ARGV[at + 1], qty = tonumber(ARGV[at + 2]), ttl_ms = tonumber(ARGV[at + 3]),
-    fp = ARGV[at + 4], lines = ARGV[at + 5], record = KEYS[5 + i], legacy = KEYS[5 + n + i]}
+    fp = ARGV[at + 4], lines = ARGV[at + 5], record = KEYS[5 + i], legacy = has_legacy and KEYS[5 + n + i] or nil}
   if item.rid == '' or item.fp == '' then return redis.error_reply('ERR reserve_batch: rid and fingerprint are required') end
   if string.find(item.rid, '%c') then
     return redis.error_reply('ERR reserve_batch: rid must not hold control characters')
@@ -82,6 +100,16 @@ for i = 1, n do
     return redis.error_reply('ERR reserve_batch: ttl_ms must be an integer >= 1, and ttl_ms + retention_ms at most ' .. REC_MAX)
   end
   items[i] = item
+end
+
+-- Admission first, as a separate admission_take.lua call before this one would decide it.
+local admitted, retry_ms = n, 0
+if admit then
+  local _, counted = string.gsub(admit, '1', '')
+  if counted > 0 then
+    admitted, retry_ms = gcra_take(KEYS[item_keys + 1], KEYS[item_keys + 2], 'reserve',
+      ARGV[10 + PER_ITEM * n], ARGV[11 + PER_ITEM * n], counted)
+  end
 end
 
 local live = mode == 'live'
@@ -113,9 +141,19 @@ rec_count_defer()
 local replies = {}
 for i, item in ipairs(items) do
   local rid, qty = item.rid, item.qty
-  local existing, rh = rec_get(item.record, item.legacy, rid, now)
-  local first = rec_answer(existing, item.fp)
-  if first then
+  local limited = false
+  if admit and string.byte(admit, i) == 49 then
+    limited = admitted < 1
+    admitted = admitted - 1
+  end
+  local existing, rh, first
+  if not limited then
+    existing, rh = rec_get(item.record, item.legacy, rid, now)
+    first = rec_answer(existing, item.fp)
+  end
+  if limited then
+    replies[i] = {'limited', retry_ms}
+  elseif first then
     replies[i] = first
   elseif lost and if_missing == 'lost' then
     replies[i] = {-1}

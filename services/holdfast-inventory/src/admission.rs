@@ -50,6 +50,17 @@ impl ReserveAdmission {
         self.limiter.load_scripts().await
     }
 
+    /// Whether a Reserve with this `metadata` counts against the limits: all do but those
+    /// carrying [`admission::ADMITTED_HEADER`] from a `trusted` caller.
+    pub fn counts(metadata: &tonic::metadata::MetadataMap, trusted: bool) -> bool {
+        !(trusted && metadata.contains_key(admission::ADMITTED_HEADER))
+    }
+
+    /// The per-SKU Reserve limit where Redis holds no runtime limit (the flags).
+    pub fn per_sku(&self) -> RateLimit {
+        self.limiter.defaults().per_sku
+    }
+
     /// Admits a Reserve of `skus` or answers RESOURCE_EXHAUSTED with RetryInfo. Reserves
     /// carrying [`admission::ADMITTED_HEADER`] from a `trusted` caller (the orders saga's
     /// `service` token, admitted at Checkout) pass uncounted; from anyone else the header
@@ -60,7 +71,7 @@ impl ReserveAdmission {
         trusted: bool,
         skus: impl Iterator<Item = &'a str>,
     ) -> Result<(), Status> {
-        if trusted && metadata.contains_key(admission::ADMITTED_HEADER) {
+        if !Self::counts(metadata, trusted) {
             return Ok(());
         }
         let mut skus: Vec<&str> = skus.collect();

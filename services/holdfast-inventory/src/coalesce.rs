@@ -21,6 +21,8 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use holdfast_platform::admission::{self, RateLimit};
+
 use crate::error::InventoryError;
 use crate::hot_path::{LOCAL_SOLD_OUT, Queued};
 use crate::keys::BucketKeys;
@@ -58,23 +60,27 @@ impl Stock {
         qty: i64,
         ttl_ms: i64,
         fp: &str,
+        admit: Option<RateLimit>,
     ) -> Result<Option<(ReserveAnswer, bool)>, InventoryError> {
         let single = [Line {
             sku: sku.to_string(),
             qty,
             bucket: 0,
         }];
-        let item = BatchItem {
+        let mut item = BatchItem {
             rid: rid.to_string(),
             qty,
             ttl_ms,
             fingerprint: fp.to_string(),
             lines: encode(&single),
+            admit,
         };
         let mut missing_is_empty = false;
         let mut rechecked = false;
         loop {
             let (outcome, from_marker) = self.reserve_item(sku, &item, missing_is_empty).await?;
+            // Counted once: a second pass over a missing bucket was admitted by the first.
+            item.admit = None;
             return Ok(match outcome {
                 SingleReserve::Reserved(expires_at) => {
                     metrics::holds_created(1);
@@ -88,6 +94,12 @@ impl Stock {
                 SingleReserve::Existing(record) => Some((answer_from(&record), false)),
                 SingleReserve::Conflict => return Err(conflict(rid)),
                 SingleReserve::Busy => None,
+                SingleReserve::Limited(retry_ms) => {
+                    return Err(InventoryError::Limited {
+                        sku: sku.to_string(),
+                        retry_after: Duration::from_millis(retry_ms.max(1).unsigned_abs()),
+                    });
+                }
                 // No bucket in Redis: lost (rebuilt now from the durable truth: once more) or
                 // never stocked (refused and recorded, as the multi-step path would).
                 SingleReserve::Missing => {
@@ -168,6 +180,7 @@ impl Stock {
             mode,
         )
         .await?;
+        count_admission(&keys.sku, &items, &reply.outcomes);
         if sold_out {
             for _ in &items {
                 metrics::sold_out_short_circuit();
@@ -193,4 +206,24 @@ impl Stock {
         }
         Ok(reply.outcomes.into_iter().map(|o| (o, false)).collect())
     }
+}
+
+/// The admission decisions a call made for its counted items, in the limiter's metric.
+fn count_admission(sku: &str, items: &[BatchItem], outcomes: &[SingleReserve]) {
+    let counted = items.iter().filter(|item| item.admit.is_some()).count();
+    if counted == 0 {
+        return;
+    }
+    let limited = outcomes
+        .iter()
+        .filter(|outcome| matches!(outcome, SingleReserve::Limited(_)))
+        .count();
+    let subject = admission::Subject::Sku(sku);
+    admission::count(
+        admission::Operation::Reserve,
+        subject,
+        "admitted",
+        counted - limited,
+    );
+    admission::count(admission::Operation::Reserve, subject, "limited", limited);
 }

@@ -52,6 +52,16 @@ pub enum InventoryError {
     /// The durable store (inventory's truth) failed or was unreachable.
     #[error("durable store: {0}")]
     Store(String),
+    /// Over the SKU's Reserve admission limit, decided in the Reserve's own script call:
+    /// nothing held or recorded. `RESOURCE_EXHAUSTED` with `RetryInfo` and `QuotaFailure`, as
+    /// the limiter's own refusal (docs/admission.md).
+    #[error("reserve: too many calls for sku:{sku}; retry in {} ms", retry_after.as_millis())]
+    Limited {
+        /// The limited SKU.
+        sku: String,
+        /// When the next Reserve of it would be admitted.
+        retry_after: std::time::Duration,
+    },
     /// A script answered something this code does not understand (a deployment mismatch).
     #[error("unexpected reply from {script}: {detail}")]
     Protocol {
@@ -112,6 +122,9 @@ impl From<InventoryError> for Status {
                     format!("{error} (retry after {REBUILD_RETRY_MS} ms)"),
                     details,
                 )
+            }
+            InventoryError::Limited { sku, retry_after } => {
+                holdfast_platform::admission::exhausted("reserve", &format!("sku:{sku}"), retry_after)
             }
             InventoryError::Store(ref e) => {
                 tracing::warn!(error = %e, "durable store call failed");

@@ -13,6 +13,8 @@ use fred::types::sorted_sets::Ordering;
 use futures::future::try_join_all;
 use serde::{Deserialize, Serialize};
 
+use holdfast_platform::admission::RateLimit;
+
 use crate::error::InventoryError;
 use crate::keys::{self, BucketKeys};
 use crate::metrics;
@@ -157,11 +159,35 @@ impl Stock {
         lines: &[(String, i64)],
         ttl_seconds: u32,
     ) -> Result<ReserveAnswer, InventoryError> {
+        self.reserve_admitting(rid, lines, ttl_seconds, None).await
+    }
+
+    /// Whether a Reserve of `lines` takes the coalesced path (one line of a one-bucket SKU on
+    /// standalone Redis: `reserve_batch.lua`), where its admission can be decided in the same
+    /// script call ([`Stock::reserve_admitting`]).
+    pub async fn coalesces(&self, lines: &[(String, i64)]) -> Result<bool, InventoryError> {
+        Ok(match lines {
+            [(sku, _)] => !self.client().is_clustered() && self.layout(sku).await?.buckets <= 1,
+            _ => false,
+        })
+    }
+
+    /// [`Stock::reserve`], counted against the SKU's Reserve admission limit in its own script
+    /// call when `admit` is set (with these flag defaults): a Reserve over the limit answers
+    /// [`InventoryError::Limited`] and holds and records nothing. Only for Reserves that
+    /// [`Stock::coalesces`]; any other takes its admission decision before.
+    pub async fn reserve_admitting(
+        &self,
+        rid: &str,
+        lines: &[(String, i64)],
+        ttl_seconds: u32,
+        admit: Option<RateLimit>,
+    ) -> Result<ReserveAnswer, InventoryError> {
         let skus: Vec<&str> = lines.iter().map(|(sku, _)| sku.as_str()).collect();
         let era = self.truth().map(crate::guard::Truth::era);
         // In memory once the SKUs are verified in this era: no store round trip per Reserve.
         self.ensure_truth(&skus).await?;
-        let (answer, from_marker) = self.reserve_once(rid, lines, ttl_seconds).await?;
+        let (answer, from_marker) = self.reserve_once(rid, lines, ttl_seconds, admit).await?;
         let Some(era) = era else {
             return Ok(answer);
         };
@@ -178,7 +204,8 @@ impl Stock {
         // on the rebuilt counts.
         scripts::reservation_forget(self.client(), rid).await?;
         self.ensure_truth(&skus).await?;
-        Ok(self.reserve_once(rid, lines, ttl_seconds).await?.0)
+        // Admitted (or not counted) in the first pass: not counted again.
+        Ok(self.reserve_once(rid, lines, ttl_seconds, None).await?.0)
     }
 
     async fn reserve_once(
@@ -186,6 +213,7 @@ impl Stock {
         rid: &str,
         lines: &[(String, i64)],
         ttl_seconds: u32,
+        admit: Option<RateLimit>,
     ) -> Result<(ReserveAnswer, bool), InventoryError> {
         let client = self.client();
         let ttl_ms = i64::from(ttl_seconds) * 1000;
@@ -202,10 +230,11 @@ impl Stock {
 
         // The flash-sale shape on a single server: one script does it all, no crash window,
         // coalesced with the other Reserves of the bucket (crate::coalesce).
+        // With `admit`, the item is counted in that script call; a fallback below (a
+        // multi-step Reserve of this id in flight) finds it admitted already.
         if let [(sku, qty)] = lines
-            && !client.is_clustered()
-            && self.layout(sku).await?.buckets <= 1
-            && let Some(answer) = self.reserve_whole(rid, sku, *qty, ttl_ms, &fp).await?
+            && self.coalesces(lines).await?
+            && let Some(answer) = self.reserve_whole(rid, sku, *qty, ttl_ms, &fp, admit).await?
         {
             return Ok(answer);
         }

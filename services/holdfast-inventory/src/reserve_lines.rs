@@ -73,6 +73,12 @@ impl Stock {
             SingleReserve::Existing(record) => Some(answer_from(&record)),
             SingleReserve::Conflict => return Err(conflict(rid)),
             SingleReserve::Busy | SingleReserve::Missing => None,
+            SingleReserve::Limited(_) => {
+                return Err(InventoryError::Protocol {
+                    script: "reservation_reserve.lua",
+                    detail: "answered limited, which it never decides".into(),
+                });
+            }
         })
     }
 }

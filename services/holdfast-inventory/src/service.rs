@@ -88,12 +88,26 @@ impl Inventory {
         // own (the refusal's record goes out in a batch): the limiter, which guards Redis and
         // the stock, has nothing to guard there, and its call would be the attempt's round trip.
         let sold_out = matches!(lines.as_slice(), [(sku, _)] if self.stock.locally_sold_out(sku));
-        if let Some(admission) = self.admission.as_ref().filter(|_| !sold_out) {
-            admission
-                .admit(metadata, trusted, lines.iter().map(|(sku, _)| sku.as_str()))
-                .await?;
-        }
-        let answer = self.stock.reserve(&request.reservation_id, &lines, ttl).await?;
+        let counted = self
+            .admission
+            .as_ref()
+            .filter(|_| !sold_out && ReserveAdmission::counts(metadata, trusted));
+        // On the coalesced path the admission is decided in the Reserve's own script call (one
+        // round trip, not two in turn); any other Reserve is admitted first.
+        let inline = match counted {
+            Some(admission) if self.stock.coalesces(&lines).await? => Some(admission.per_sku()),
+            Some(admission) => {
+                admission
+                    .admit(metadata, trusted, lines.iter().map(|(sku, _)| sku.as_str()))
+                    .await?;
+                None
+            }
+            None => None,
+        };
+        let answer = self
+            .stock
+            .reserve_admitting(&request.reservation_id, &lines, ttl, inline)
+            .await?;
         Ok(match answer {
             ReserveAnswer::Reserved { expires_at } => ReserveResponse {
                 status: ReservationStatus::Reserved as i32,

@@ -20,6 +20,7 @@ use holdfast_inventory::keys::{self, BucketKeys};
 use holdfast_inventory::reservations::ReserveAnswer;
 use holdfast_inventory::scripts::{self, BatchItem, BatchMode, SingleReserve};
 use holdfast_inventory::{InventoryError, Stock};
+use holdfast_platform::admission::RateLimit;
 use holdfast_platform::redis;
 use holdfast_proto::events::v1::{InventoryEvent, inventory_event};
 use holdfast_proto::inventory::v1::ReserveResponse;
@@ -187,6 +188,7 @@ fn record_item(rid: &str, qty: i64) -> BatchItem {
         ttl_ms: 60_000,
         fingerprint: format!("fp-{rid}-{qty}"),
         lines: format!(r#"[["S",{qty},0]]"#),
+        admit: None,
     }
 }
 
@@ -345,6 +347,81 @@ async fn a_rid_repeated_inside_one_batch_and_across_batches_holds_once() {
     assert!(matches!(&answers[0], SingleReserve::Rejected(_)), "{answers:?}");
     let exists: i64 = client.exists(missing.counters()).await.expect("exists");
     assert_eq!(exists, 0, "the bucket is still not created");
+}
+
+#[tokio::test]
+async fn counted_items_are_admitted_in_order_in_the_call_and_a_limited_one_leaves_nothing() {
+    let fx = Fixture::standalone().await;
+    fx.set_stock("ADMB", 10, 1).await;
+    let client = fx.redis();
+    let keys = BucketKeys::new("ADMB", 0);
+    let retention = (86_400_000, 600_000);
+    // A burst of 2, then one a hundred seconds: of the counted items (a, c, d, e) the first
+    // two pass; b is not counted (an admitted checkout's own Reserve) and passes too.
+    let limit = Some(RateLimit {
+        per_second: 0.01,
+        burst: 2,
+    });
+    let counted = |rid: &str| BatchItem {
+        admit: limit,
+        ..record_item(rid, 1)
+    };
+    let items = [
+        counted("a"),
+        record_item("b", 1),
+        counted("c"),
+        counted("d"),
+        counted("e"),
+    ];
+    let answers = scripts::reserve_batch(client, &keys, &items, retention, LIVE)
+        .await
+        .expect("batch")
+        .outcomes;
+    assert!(matches!(answers[0], SingleReserve::Reserved(_)), "{answers:?}");
+    assert!(matches!(answers[1], SingleReserve::Reserved(_)), "{answers:?}");
+    assert!(matches!(answers[2], SingleReserve::Reserved(_)), "{answers:?}");
+    let SingleReserve::Limited(retry_ms) = answers[3] else {
+        panic!("d is over the burst: {answers:?}");
+    };
+    assert!(
+        (1..=100_000).contains(&retry_ms),
+        "told to come back when the next unit of rate is due: {retry_ms} ms"
+    );
+    assert_eq!(
+        answers[4],
+        SingleReserve::Limited(retry_ms),
+        "e with the same delay"
+    );
+    assert_eq!(fx.level("ADMB").await.reserved, 3, "only a, b and c hold");
+    assert_eq!(
+        layout_support::record_at(client, "d").await,
+        None,
+        "nothing recorded for d"
+    );
+
+    // The clock is the limiter's own: a separate admission_take.lua call sees the burst spent.
+    let limiter = holdfast_platform::admission::Limiter::new(
+        fx.inventory.stock.pool().clone(),
+        holdfast_platform::admission::Operation::Reserve,
+        holdfast_platform::admission::Defaults {
+            per_sku: RateLimit {
+                per_second: 0.01,
+                burst: 2,
+            },
+            per_customer: RateLimit::UNLIMITED,
+        },
+    );
+    limiter.load_scripts().await.expect("admission scripts");
+    assert!(
+        limiter.admit(&["ADMB"], None).await.retry_after.is_some(),
+        "the batch spent the SKU's burst"
+    );
+    // d again, not counted this time: a new Reserve, it holds.
+    let again = scripts::reserve_batch(client, &keys, &[record_item("d", 1)], retention, LIVE)
+        .await
+        .expect("batch")
+        .outcomes;
+    assert!(matches!(again[0], SingleReserve::Reserved(_)), "{again:?}");
 }
 
 async fn engine(redis: &RedisServer) -> (Stock, fred::prelude::Pool) {

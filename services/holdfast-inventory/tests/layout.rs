@@ -184,6 +184,7 @@ async fn a_hot_bucket_filled_by_batches_keeps_every_shard_a_listpack_and_finds_e
             ttl_ms: 600_000,
             fingerprint: format!("fp-{i}"),
             lines: format!(r#"[["HOT",{},0]]"#, hot_units(i)),
+            admit: None,
         })
         .collect();
     let live = scripts::BatchMode::Live {

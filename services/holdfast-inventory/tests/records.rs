@@ -748,6 +748,7 @@ async fn records_written_by_the_batch_are_counted_once_a_call_and_split_as_they_
         ttl_ms: 600_000,
         fingerprint: fp.clone(),
         lines: r#"[["BPOOL",1,0]]"#.to_string(),
+        admit: None,
     };
     let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).expect("ms");
     let retention = (ms(RECORD_RETENTION), ms(REJECTED_RETENTION));

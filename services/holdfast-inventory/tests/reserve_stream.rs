@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use common::Fixture;
 use holdfast_inventory::Inventory;
-use holdfast_inventory::admission::ReserveAdmission;
 use holdfast_inventory::reserve_stream::{DRAINING, IN_FLIGHT};
 use holdfast_platform::admission::RateLimit;
 use holdfast_platform::drain::Draining;
-use holdfast_platform::{GrpcServer, ServerOptions, redis};
+use holdfast_platform::{GrpcServer, ServerOptions};
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use holdfast_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use holdfast_proto::inventory::v1::reserve_stream_response::Outcome;
@@ -266,22 +265,12 @@ async fn a_skus_reserve_limit_counts_the_requests_of_a_stream_as_calls() {
     let mut fx = Fixture::standalone().await;
     fx.set_stock("STREAM-LIMITED", 100, 1).await;
     // The same engine behind a server that limits Reserve to a burst of 2 per SKU.
-    let url = fx.standalone_redis().url();
-    let admission = ReserveAdmission::new(
-        redis::connect(&url, 2).await.expect("redis"),
-        RateLimit {
+    let (_server, client) = fx
+        .limited_server(RateLimit {
             per_second: 0.01,
             burst: 2,
-        },
-    );
-    admission.load().await.expect("admission scripts");
-    let mut grpc = GrpcServer::new(ServerOptions::default());
-    grpc.add_service(
-        "inventory",
-        InventoryServiceServer::new(Inventory::new(fx.inventory.stock.clone()).with_admission(admission)),
-    );
-    let server = SpawnedServer::start(grpc).await.expect("server");
-    let client = InventoryServiceClient::new(server.channel().await.expect("connect"));
+        })
+        .await;
     let mut stream = Open::on(client.clone()).await;
 
     let answers = stream

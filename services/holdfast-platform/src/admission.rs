@@ -199,6 +199,11 @@ impl Limiter {
         crate::redis::load_scripts(self.redis.next(), &scripts::all()).await
     }
 
+    /// The flag defaults this limiter applies where Redis holds no runtime limit.
+    pub fn defaults(&self) -> Defaults {
+        self.defaults
+    }
+
     /// The flag default of `subject`'s kind.
     fn default_of(&self, subject: Subject<'_>) -> RateLimit {
         match subject {
@@ -269,9 +274,7 @@ impl Limiter {
     }
 
     fn count(&self, subject: Subject<'_>, decision: &str, calls: usize) {
-        DECISIONS
-            .with_label_values(&[self.op.as_str(), subject.kind(), decision])
-            .inc_by(calls as u64);
+        count(self.op, subject, decision, calls);
     }
 
     fn failed_open(&self, subject: Subject<'_>, error: &fred::error::Error, calls: usize) {
@@ -360,6 +363,15 @@ impl Limiter {
             }
         }
     }
+}
+
+/// Counts `calls` decisions (`admitted`, `limited`, `failed_open`) of `op` for `subject` in
+/// `holdfast_admission_decisions_total`: the limiter's own, and those a script deciding
+/// admission together with the operation made (inventory's `reserve_batch.lua`).
+pub fn count(op: Operation, subject: Subject<'_>, decision: &str, calls: usize) {
+    DECISIONS
+        .with_label_values(&[op.as_str(), subject.kind(), decision])
+        .inc_by(calls as u64);
 }
 
 /// `RESOURCE_EXHAUSTED` for a call refused by the limiter: a `google.rpc.RetryInfo` with

@@ -1,6 +1,7 @@
 //! `reserve_batch.lua`: the one-line Reserves queued for one bucket, in one atomic call.
 
 use fred::prelude::{Client, Value};
+use holdfast_platform::admission::{Operation, RateLimit, Subject};
 
 use super::{RESERVE_BATCH, SingleReserve, bucket_keys4, int_at, protocol, run, s, whole_reserve};
 use crate::error::InventoryError;
@@ -10,7 +11,7 @@ use crate::keys::{self, BucketKeys};
 pub const MAX_BATCH: usize = 64;
 
 /// One whole one-line Reserve in a batch (its record is written by the script).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BatchItem {
     /// Reservation id.
     pub rid: String,
@@ -22,6 +23,10 @@ pub struct BatchItem {
     pub fingerprint: String,
     /// The record's lines (JSON).
     pub lines: String,
+    /// Counted against the SKU's Reserve admission limit in the same call, with these flag
+    /// defaults where Redis holds no runtime limit (docs/admission.md); `None`: not counted
+    /// (admission off, decided already, or an admitted checkout's own Reserve).
+    pub admit: Option<RateLimit>,
 }
 
 /// How the call treats the bucket.
@@ -94,6 +99,20 @@ pub async fn reserve_batch(
         ]);
     }
     args.push(s(if_missing));
+    // The defaults are the process's flags: every counted item carries the same.
+    if let Some(defaults) = items.iter().find_map(|item| item.admit) {
+        let subject = Subject::Sku(&keys.sku);
+        key_list.extend([subject.tat_key(Operation::Reserve), subject.limits_key()]);
+        let counted: String = items
+            .iter()
+            .map(|item| if item.admit.is_some() { '1' } else { '0' })
+            .collect();
+        args.extend([
+            s(counted),
+            s(defaults.per_second.to_string()),
+            s(defaults.burst.max(1)),
+        ]);
+    }
     let mut reply = run(script, client, key_list, args).await?;
     if reply.len() != items.len() + 1 {
         return Err(protocol(

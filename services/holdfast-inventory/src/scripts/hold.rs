@@ -67,6 +67,9 @@ pub enum SingleReserve {
     Existing(Record),
     /// The bucket has no `on_hand` (`{-1}`): nothing written, no record (see [`Hold::Missing`]).
     Missing,
+    /// Over the SKU's Reserve admission limit, retry in this many ms: nothing read or written.
+    /// Only `reserve_batch.lua` answers it, for an item it was asked to count.
+    Limited(i64),
 }
 
 /// `reserve_single.lua`: a one-line, one-bucket Reserve in one step (all keys on one server).
@@ -162,6 +165,7 @@ pub(super) fn whole_reserve(script: &LuaScript, reply: &[Value]) -> Result<Singl
         "rejected" if reply.len() == 3 => SingleReserve::Rejected(string_at(script, reply, 2)?),
         "conflict" => SingleReserve::Conflict,
         "busy" => SingleReserve::Busy,
+        "limited" if reply.len() == 2 => SingleReserve::Limited(int_at(script, reply, 1)?),
         _ => SingleReserve::Existing(Record {
             state: first,
             expires_at: int_at(script, reply, 1)?,

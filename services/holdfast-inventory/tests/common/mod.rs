@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fred::prelude::{Client, ClientLike};
+use holdfast_inventory::admission::ReserveAdmission;
 use holdfast_inventory::background::TOPIC;
-use holdfast_inventory::{InventoryOptions, RunningInventory};
+use holdfast_inventory::{Inventory, InventoryOptions, RunningInventory};
+use holdfast_platform::admission::RateLimit;
 use holdfast_platform::events::{Event, InProcessBus};
 use holdfast_platform::{GrpcServer, RedisUrl, ServerOptions, redis};
 use holdfast_proto::events::v1::{InventoryEvent, inventory_event};
 use holdfast_proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use holdfast_proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use holdfast_proto::inventory::v1::*;
 use holdfast_testkit::{RedisCluster, RedisServer, SpawnedServer};
 use prost::Message;
@@ -91,6 +94,27 @@ impl Fixture {
 
     pub fn redis(&self) -> &Client {
         self.inventory.stock.client()
+    }
+
+    /// The fixture's engine behind a second server that limits Reserve per SKU to `limit`
+    /// (standalone only): its handle and a client of it.
+    pub async fn limited_server(
+        &mut self,
+        limit: RateLimit,
+    ) -> (SpawnedServer, InventoryServiceClient<Channel>) {
+        let url = self.standalone_redis().url();
+        let admission = ReserveAdmission::new(redis::connect(&url, 2).await.expect("redis"), limit);
+        admission.load().await.expect("admission scripts");
+        let mut grpc = GrpcServer::new(ServerOptions::default());
+        grpc.add_service(
+            "inventory",
+            InventoryServiceServer::new(
+                Inventory::new(self.inventory.stock.clone()).with_admission(admission),
+            ),
+        );
+        let server = SpawnedServer::start(grpc).await.expect("server");
+        let client = InventoryServiceClient::new(server.channel().await.expect("connect"));
+        (server, client)
     }
 
     pub fn standalone_redis(&mut self) -> &mut RedisServer {
