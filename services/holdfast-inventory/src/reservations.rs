@@ -232,8 +232,15 @@ impl Stock {
         // coalesced with the other Reserves of the bucket (crate::coalesce).
         // With `admit`, the item is counted in that script call; a fallback below (a
         // multi-step Reserve of this id in flight) finds it admitted already.
+        let coalesced = self.coalesces(lines).await?;
+        if admit.is_some() && !coalesced {
+            // The SKU's layout changed since the caller asked (restocked into several
+            // buckets): its admission was left to a call this Reserve no longer makes. Nothing
+            // is written; the retry is admitted before it runs.
+            return Err(InventoryError::Busy(rid.to_string()));
+        }
         if let [(sku, qty)] = lines
-            && self.coalesces(lines).await?
+            && coalesced
             && let Some(answer) = self.reserve_whole(rid, sku, *qty, ttl_ms, &fp, admit).await?
         {
             return Ok(answer);
