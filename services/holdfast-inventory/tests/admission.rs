@@ -119,3 +119,44 @@ async fn a_counted_reserve_takes_one_script_call_and_the_limit_still_refuses_wit
     let fresh = fx.reserve("over", &[("ADM", 1)], 600).await.expect("reserve");
     assert_eq!(fresh.status, ReservationStatus::Reserved as i32, "{fresh:?}");
 }
+
+#[tokio::test]
+async fn admission_left_to_a_coalesced_call_the_reserve_no_longer_makes_writes_nothing() {
+    let fx = Fixture::standalone_with(common::idle()).await;
+    // Restocked into two buckets after the caller judged the SKU one-bucket: its Reserve no
+    // longer takes the coalesced call its admission was left to.
+    fx.set_stock("ADM2", 10, 2).await;
+    let stock = fx.inventory.stock.clone();
+    let lines = [("ADM2".to_string(), 1)];
+    assert!(!stock.coalesces(&lines).await.expect("layout"), "two buckets");
+    let refused = stock
+        .reserve_admitting(
+            "late",
+            &lines,
+            600,
+            Some(RateLimit {
+                per_second: 0.01,
+                burst: 1,
+            }),
+        )
+        .await
+        .expect_err("not run unadmitted");
+    assert_eq!(
+        tonic::Status::from(refused).code(),
+        Code::Aborted,
+        "a retry is safe"
+    );
+    assert_eq!(fx.level("ADM2").await.reserved, 0, "nothing held");
+    assert_eq!(
+        fx.redis()
+            .exists::<u64, _>("admission:{sku:ADM2}:reserve:tat")
+            .await
+            .expect("exists"),
+        0,
+        "nothing counted"
+    );
+    // The retry, admitted before it runs (the service's path for a SKU in several buckets),
+    // is a new Reserve: nothing was recorded under the id.
+    let held = fx.reserve("late", &[("ADM2", 1)], 600).await.expect("reserve");
+    assert_eq!(held.status, ReservationStatus::Reserved as i32, "{held:?}");
+}
