@@ -144,9 +144,12 @@ async fn a_cancel_whose_refund_keeps_failing_is_parked_and_not_retried() {
         let id = id.clone();
         async move { store.get_saga(&id).await.expect("get").expect("saga") }
     };
+    // The park is stored first and counted right after, on the worker's thread: wait for
+    // both (reading the counter the moment the stored step reads parked can miss the count).
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut current: SagaRecord = saga(&fx).await;
-    while !current.step.starts_with(PARKED) && Instant::now() < deadline {
+    while !(current.step.starts_with(PARKED) && parked_count("cancel") > before) && Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(25)).await;
         current = saga(&fx).await;
     }
