@@ -106,8 +106,17 @@ fn write_json(path: &std::path::Path, value: &serde_json::Value) -> anyhow::Resu
     report::write_json(path, value)
 }
 
-#[tokio::main]
-async fn main() {
+fn main() {
+    // The services' runtime (the LIFO slot off): the load generator's connections then
+    // write the requests its callers hand them together, as the server writes its answers.
+    let runtime = holdfast_platform::runtime::multi_thread().unwrap_or_else(|e| {
+        eprintln!("error: cannot start the async runtime: {e}");
+        std::process::exit(1);
+    });
+    runtime.block_on(run());
+}
+
+async fn run() {
     let cli = holdfast_platform::config::parse_or_exit::<Cli>();
     let code = match cli.command {
         Command::FlashSale(args) => flash_sale::run(args).await,

@@ -1,8 +1,8 @@
 //! What every holdfast service shares: configuration, telemetry, the gRPC server and its
 //! tower stack (TLS, CORS), metrics, rich errors, Redis scripts, embedded engines, the event bus, and the
 //! one shape every service starts in ([`service`]); and the small helpers every crate would
-//! otherwise copy: the clock ([`clock`]), the task-aborting guard ([`task`]) and field checks
-//! ([`validate`]).
+//! otherwise copy: the clock ([`clock`]), the task-aborting guard ([`task`]), field checks
+//! ([`validate`]) and the Tokio runtime every binary runs on ([`runtime`]).
 
 pub mod admission;
 pub mod auth;
@@ -17,6 +17,7 @@ pub mod peer;
 pub mod process;
 pub mod redact;
 pub mod redis;
+pub mod runtime;
 pub mod server;
 pub mod service;
 pub mod status;

@@ -17,7 +17,7 @@ fn main() {
     holdfast_sqlite::heap::keep_freed_memory();
     let mut cli: Cli = parse_or_exit();
     cli.apply_dev_defaults();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match holdfast_platform::runtime::multi_thread() {
         Ok(runtime) => runtime,
         Err(e) => exit_unavailable(format!("cannot start the async runtime: {e}")),
     };
