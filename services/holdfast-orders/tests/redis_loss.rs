@@ -81,21 +81,30 @@ async fn a_lost_hold_whose_unit_went_to_another_buyer_is_compensated_and_the_ord
     let mut order_events = fx.bus.subscribe("holdfast.orders.v1");
     let running = checkout_until_authorized(&fx, "k-lost-last", "piet", "lamp").await;
     flushall(&fx);
-    // The last unit is free again after the rebuild, and another buyer holds it first.
-    let other = fx
-        .inventory
-        .clone()
-        .reserve(ReserveRequest {
-            reservation_id: "another-buyer".into(),
-            lines: vec![ReserveLine {
-                sku: "lamp".into(),
-                quantity: 1,
-            }],
-            ttl_seconds: 60,
-        })
-        .await
-        .expect("reserve")
-        .into_inner();
+    // The last unit is free again after the rebuild, and another buyer holds it first. While
+    // the checkout's own call rebuilds the stock, a Reserve is told UNAVAILABLE with a retry
+    // delay: this buyer retries as a client does (the checkout sits in the PSP's 2 s).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let other = loop {
+        let answer = fx
+            .inventory
+            .clone()
+            .reserve(ReserveRequest {
+                reservation_id: "another-buyer".into(),
+                lines: vec![ReserveLine {
+                    sku: "lamp".into(),
+                    quantity: 1,
+                }],
+                ttl_seconds: 60,
+            })
+            .await;
+        match answer {
+            Err(status) if status.code() == tonic::Code::Unavailable && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            answer => break answer.expect("reserve").into_inner(),
+        }
+    };
     assert_eq!(other.status, ReservationStatus::Reserved as i32);
 
     let response = running.await.expect("checkout task");
